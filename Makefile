@@ -1,0 +1,41 @@
+# The two-command start: `make run` serves the demo caisse, `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN = $(VENV)/bin
+CONFIG ?= config/demo.toml
+PIP_INSTALL = $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: run test test-fast install install-test demo-data bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -c constraints.txt -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo-data: install
+	$(BIN)/guichet db upgrade --config $(CONFIG)
+	$(BIN)/guichet registry demo --config $(CONFIG) --count 200
+
+run: demo-data
+	$(BIN)/guichet serve --config $(CONFIG)
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+test-fast: install-test
+	$(BIN)/python -m pytest -q -m "not browser"
+
+bench: install-test
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,30 @@
+"""guichet: the plugin API. Plugins import ``hookimpl`` and the Structs from here."""
+import pluggy
+
+from core.context import PluginContext
+from core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
+from core.structs import (
+    AuditEvent,
+    Channel,
+    CodePolicy,
+    Message,
+    PasswordContext,
+    PasswordRule,
+    Payment,
+    PostalAddress,
+    Question,
+    Recipient,
+    Record,
+    Registry,
+    Status,
+    Strength,
+    Verdict,
+)
+
+hookimpl = pluggy.HookimplMarker("guichet")
+
+__all__ = [
+    "AuditEvent", "Channel", "CodePolicy", "ConfigError", "DeliveryError", "GuichetError", "Message",
+    "PasswordContext", "PasswordRule", "Payment", "PluginContext", "PluginError", "PostalAddress", "Question",
+    "Recipient", "Record", "Registry", "Status", "StepError", "Strength", "Verdict", "hookimpl",
+]

@@ -1,0 +1,303 @@
+"""The ``guichet`` command: serve, database, registry, plugins, config, outbox, audit, requests."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from core.config import CaisseConfig, load_config
+from core.errors import ConfigError, GuichetError
+
+DEFAULT_CONFIG = "config/demo.toml"
+
+
+def _config(args: argparse.Namespace) -> CaisseConfig:
+    return load_config(args.config)
+
+
+def _run(coro: Awaitable[int]) -> int:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _with_database(config: CaisseConfig, work: Callable[[Any], Awaitable[int]]) -> int:
+    from core.database import Database
+
+    database = Database.from_config(config)
+    await database.connect()
+    try:
+        return await work(database)
+    finally:
+        await database.close()
+
+
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = _config(args)
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    workers = args.workers or config.server.workers
+    os.environ["GUICHET_CONFIG"] = str(Path(args.config).resolve())
+    if workers > 1 and config.database.url.startswith("sqlite") and config.server.mode != "demo":
+        print("guichet: several workers share state only through PostgreSQL and Redis; "
+              "SQLite is for one worker", file=sys.stderr)
+    uvicorn.run("web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level=args.log_level, access_log=False, proxy_headers=False, timeout_graceful_shutdown=20)
+    return 0
+
+
+# --- db --------------------------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def work(database: Any) -> int:
+        applied = await database.upgrade()
+        version = await database.schema_version()
+        print(f"schema at version {version}" + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+        return 0
+
+    return _run(_with_database(config, work))
+
+
+# --- registry --------------------------------------------------------------------------------------
+
+
+def cmd_registry_import(args: argparse.Namespace) -> int:
+    from core.registry_import import import_registry
+
+    config = _config(args)
+
+    async def work(database: Any) -> int:
+        await database.upgrade()
+        report = await import_registry(database, persons=args.persons, payments=args.payments,
+                                       companies=args.companies, partial=args.partial)
+        print(report.describe())
+        return 0 if report.ok else 1
+
+    return _run(_with_database(config, work))
+
+
+def cmd_registry_demo(args: argparse.Namespace) -> int:
+    from core.registry_import import generate_demo_registry
+
+    config = _config(args)
+
+    async def work(database: Any) -> int:
+        await database.upgrade()
+        summary = await generate_demo_registry(database, count=args.count, seed=args.seed)
+        print(summary.describe())
+        return 0
+
+    return _run(_with_database(config, work))
+
+
+# --- plugins and config ----------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from core.plugins import load_plugins
+
+    config = _config(args)
+    _pm, infos = load_plugins(config)
+    for info in infos:
+        print(f"{info.name}  ({info.source}: {info.module})")
+        for hook in info.hooks:
+            print(f"    {hook}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from core.baseline import effective_values, weaker_than_baseline
+
+    config = load_config(args.file)
+    print(f"{args.file}: valid")
+    print()
+    print("Effective values:")
+    for key, value in effective_values(config):
+        print(f"  {key} = {value}")
+    findings = weaker_than_baseline(config)
+    print()
+    if not findings:
+        print("No value weaker than the security baseline (ASVS 5.0 L2 / NIST SP 800-63B).")
+    else:
+        print(f"{len(findings)} value(s) weaker than the security baseline (ASVS 5.0 L2 / NIST SP 800-63B):")
+        for finding in findings:
+            print(f"  - {finding.key}: {finding.value} — {finding.standard}")
+            print(f"    compensating controls: {finding.compensation}")
+    return 0
+
+
+# --- outbox ----------------------------------------------------------------------------------------
+
+
+def cmd_outbox_work(args: argparse.Namespace) -> int:
+    from core.outbox_worker import run_worker_process
+
+    return _run(run_worker_process(_config(args), once=args.once))
+
+
+def cmd_outbox_status(args: argparse.Namespace) -> int:
+    from core.outbox_worker import outbox_status
+
+    config = _config(args)
+
+    async def work(database: Any) -> int:
+        counts = await outbox_status(database)
+        if not counts:
+            print("the outbox is empty")
+        for (channel, state), count in sorted(counts.items()):
+            print(f"{channel:<12} {state:<10} {count}")
+        return 0
+
+    return _run(_with_database(config, work))
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    from core.outbox_worker import retry_message
+
+    config = _config(args)
+
+    async def work(database: Any) -> int:
+        if await retry_message(database, args.id):
+            print(f"message {args.id} will be delivered again")
+            return 0
+        print(f"message {args.id} is not a failed message", file=sys.stderr)
+        return 1
+
+    return _run(_with_database(config, work))
+
+
+# --- audit and third-party requests ----------------------------------------------------------------
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    from core.events import Auditor
+
+    config = _config(args)
+
+    async def work(database: Any) -> int:
+        for row in await Auditor(database).tail(args.lines):
+            print(f"{row['at']:%Y-%m-%d %H:%M:%S} {row['kind']:<24} account={row['account_id'] or '-'} "
+                  f"subject={row['subject'] or '-'} client={row['client'] or '-'} {row['details']}")
+        return 0
+
+    return _run(_with_database(config, work))
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    from core.third_party import decide_request, list_requests
+
+    config = _config(args)
+
+    async def work(database: Any) -> int:
+        if args.action == "list":
+            rows = await list_requests(database, state=args.state)
+            if not rows:
+                print("no request")
+            for row in rows:
+                print(f"#{row.id} {row.state:<9} {row.created_at:%Y-%m-%d} {row.structure_kind:<28} "
+                      f"{row.structure_name} (SIRET {row.siret}) — {row.contact_name} <{row.email}>")
+            return 0
+        if args.id is None:
+            print("guichet requests: approve and reject need a request number", file=sys.stderr)
+            return 2
+        done = await decide_request(database, args.id, approve=args.action == "approve", note=args.note or "")
+        print(f"request {args.id} {'approved' if args.action == 'approve' else 'rejected'}" if done
+              else f"request {args.id} is not pending")
+        return 0 if done else 1
+
+    return _run(_with_database(config, work))
+
+
+# --- parser ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guichet", description="Account and login framework for public-service portals.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", default=os.environ.get("GUICHET_CONFIG", DEFAULT_CONFIG),
+                       help=f"the caisse config file (default: $GUICHET_CONFIG or {DEFAULT_CONFIG})")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="serve the web pages (and deliver the outbox)"))
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="the database schema").add_subparsers(dest="db_command", required=True)
+    with_config(db.add_parser("upgrade", help="create or migrate the schema")).set_defaults(func=cmd_db_upgrade)
+
+    registry = sub.add_parser("registry", help="what the caisse knows of persons and companies")
+    reg = registry.add_subparsers(dest="registry_command", required=True)
+    imp = with_config(reg.add_parser("import", help="import CSV files (docs/registry.md)"))
+    imp.add_argument("persons", nargs="?", type=Path, help="persons.csv")
+    imp.add_argument("payments", nargs="?", type=Path, help="payments.csv")
+    imp.add_argument("--companies", type=Path, help="companies.csv")
+    imp.add_argument("--partial", action="store_true", help="import the good rows even when some are bad")
+    imp.set_defaults(func=cmd_registry_import)
+    demo = with_config(reg.add_parser("demo", help="generate fictitious persons and companies"))
+    demo.add_argument("--count", type=int, default=100)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(func=cmd_registry_demo)
+
+    with_config(sub.add_parser("plugins", help="the enabled plugins and their hooks")).set_defaults(func=cmd_plugins)
+
+    config = sub.add_parser("config", help="caisse config files").add_subparsers(dest="config_command", required=True)
+    check = config.add_parser("check", help="validate a config and list what is weaker than the baseline")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    outbox = sub.add_parser("outbox", help="messages waiting for delivery").add_subparsers(dest="outbox_command",
+                                                                                            required=True)
+    work = with_config(outbox.add_parser("work", help="deliver messages (a separate worker process)"))
+    work.add_argument("--once", action="store_true", help="deliver what is due, then stop")
+    work.set_defaults(func=cmd_outbox_work)
+    with_config(outbox.add_parser("status", help="counts per channel and state")).set_defaults(func=cmd_outbox_status)
+    retry = with_config(outbox.add_parser("retry", help="deliver a failed message again"))
+    retry.add_argument("id", type=int)
+    retry.set_defaults(func=cmd_outbox_retry)
+
+    audit = sub.add_parser("audit", help="security events").add_subparsers(dest="audit_command", required=True)
+    tail = with_config(audit.add_parser("tail", help="the latest security events"))
+    tail.add_argument("-n", "--lines", type=int, default=50)
+    tail.set_defaults(func=cmd_audit_tail)
+
+    requests = with_config(sub.add_parser("requests", help="third parties' requests (\"Autre\")"))
+    requests.add_argument("action", choices=["list", "approve", "reject"])
+    requests.add_argument("id", nargs="?", type=int)
+    requests.add_argument("--state", choices=["pending", "approved", "rejected"])
+    requests.add_argument("--note")
+    requests.set_defaults(func=cmd_requests)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"guichet: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except GuichetError as exc:
+        print(f"guichet: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

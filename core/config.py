@@ -1,0 +1,235 @@
+"""The caisse config: one TOML file decoded into frozen msgspec Structs.
+
+Every error names the file and the key path and says what was expected. Secrets are
+``{ env = "NAME" }`` or ``{ file = "/run/secrets/x" }`` and are never printed.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from core.errors import ConfigError
+
+PURPOSES = ("login", "recovery", "registration", "contact_change")
+Minutes = Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 60)]
+
+
+class SecretRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A secret read from the environment or a file at start-up; its value never shows in a repr."""
+
+    env: str | None = None
+    file: str | None = None
+    value: str | None = None  # only for demo configs: a literal, refused in production mode
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.env, self.file, self.value)) != 1:
+            raise ValueError("a secret is exactly one of { env = \"...\" }, { file = \"...\" } or { value = \"...\" }")
+
+    def __repr__(self) -> str:
+        source = f"env={self.env!r}" if self.env else f"file={self.file!r}" if self.file else "value=<hidden>"
+        return f"SecretRef({source})"
+
+    def resolve(self) -> str:
+        if self.value is not None:
+            return self.value
+        if self.env is not None:
+            found = os.environ.get(self.env)
+            if not found:
+                raise ConfigError(f"the environment variable {self.env} is not set")
+            return found
+        assert self.file is not None
+        try:
+            return Path(self.file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secret file {self.file}: {exc.strerror}") from None
+
+
+class AssistanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    phone: str = ""
+    hours: str = ""
+    email: str = ""
+
+
+class CaisseInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    id: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")]
+    name: Annotated[str, msgspec.Meta(min_length=2, max_length=80)]
+    website: str = ""
+    colour: Annotated[str, msgspec.Meta(pattern=r"^#[0-9a-fA-F]{6}$")] = "#000091"
+    assistance: AssistanceConfig = msgspec.field(default_factory=AssistanceConfig)
+    postal_address: tuple[str, ...] = ()  # the caisse's own letterhead lines
+
+
+class PluginsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: list[str] = []
+    settings: dict[str, dict[str, Any]] = {}
+
+
+class CodePolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A key left out keeps the caisse preset or guichet's default."""
+
+    length: Annotated[int, msgspec.Meta(ge=4, le=12)] | None = None
+    lifetime_minutes: Annotated[int, msgspec.Meta(ge=1, le=60)] | None = None
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None
+    resend_cooldown_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] | None = None
+    channels: list[Literal["email", "sms"]] | None = None
+
+
+class CodesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    login: CodePolicyConfig = msgspec.field(default_factory=CodePolicyConfig)
+    recovery: CodePolicyConfig = msgspec.field(default_factory=CodePolicyConfig)
+    registration: CodePolicyConfig = msgspec.field(default_factory=CodePolicyConfig)
+    contact_change: CodePolicyConfig = msgspec.field(default_factory=CodePolicyConfig)
+    failures_per_day: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+
+
+class Argon2Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """argon2id parameters; the default is OWASP's minimum (19 MiB, 2 passes, 1 lane)."""
+
+    memory_kib: Annotated[int, msgspec.Meta(ge=1024, le=1048576)] = 19456
+    time_cost: Annotated[int, msgspec.Meta(ge=1, le=20)] = 2
+    parallelism: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+
+
+class PasswordsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    min_length: Annotated[int, msgspec.Meta(ge=8, le=64)] | None = None
+    require_classes: bool | None = None
+    argon2: Argon2Config = msgspec.field(default_factory=Argon2Config)
+    temporary_lifetime_hours: dict[str, Annotated[int, msgspec.Meta(ge=1, le=2160)]] = {}
+    max_concurrent_hashes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+
+
+class SessionsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    store: Literal["database", "redis"] = "database"
+    idle_minutes: Annotated[int, msgspec.Meta(ge=1, le=720)] = 30
+    absolute_hours: Annotated[int, msgspec.Meta(ge=1, le=72)] = 12
+    secure_cookies: bool = True
+
+
+class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    secret_key: SecretRef  # signs cookies, keys code HMACs and derives the outbox key
+    previous_secret_keys: list[SecretRef] = []  # still accepted while keys rotate
+    trusted_proxies: list[str] = []
+    trusted_browser_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
+    identity_answers_per_identifier: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    sms_per_hour: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    letters_per_hour: Annotated[int, msgspec.Meta(ge=1)] = 500
+    login_failures_before_delay: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    max_delay_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 900
+    per_client_attempts_per_hour: Annotated[int, msgspec.Meta(ge=10)] = 300
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``sqlite:///relative/or/absolute.sqlite`` or ``postgresql://user@host:5432/db``."""
+
+    url: Annotated[str, msgspec.Meta(pattern=r"^(sqlite:///|postgres(ql)?://).+")] = "sqlite:///var/guichet.sqlite"
+    password: SecretRef | None = None
+    pool_size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+
+
+class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    url: Annotated[str, msgspec.Meta(pattern=r"^rediss?://.+")]
+
+
+class RateLimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    store: Literal["database", "redis"] = "database"
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    mode: Literal["production", "demo"] = "production"
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    public_url: str = ""
+    spool_dir: str = "var/spool"
+    outbox_worker: bool = True  # deliver from inside ``guichet serve``
+
+
+class DemoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    mailbox: bool = False
+    smtp_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0  # 0: a free port
+    mailbox_dir: str = "var/demo-mailbox"
+
+
+class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    caisse: CaisseInfo
+    security: SecurityConfig
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    codes: CodesConfig = msgspec.field(default_factory=CodesConfig)
+    passwords: PasswordsConfig = msgspec.field(default_factory=PasswordsConfig)
+    sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    redis: RedisConfig | None = None
+    rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
+    base_dir: str = ""  # filled by load_config: relative paths are relative to the file
+
+    def path(self, relative: str) -> Path:
+        """A path from the config, relative to the config file's folder's parent project."""
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else Path(self.base_dir or ".") / candidate
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        return self.plugins.settings.get(name, {})
+
+
+_PATH_RE = re.compile(r" - at `(?P<path>[^`]+)`$")
+
+
+def _check_semantics(config: CaisseConfig) -> None:
+    """Rules msgspec cannot express; each raises ValueError with a key path."""
+    if config.demo.mailbox and config.server.mode != "demo":
+        raise ValueError("the demo mailbox is only allowed with server.mode = \"demo\" - at `$.demo.mailbox`")
+    if config.server.mode == "production":
+        refs = [("$.security.secret_key", config.security.secret_key)]
+        refs += [(f"$.security.previous_secret_keys[{i}]", r) for i, r in enumerate(config.security.previous_secret_keys)]
+        for where, ref in refs:
+            if ref.value is not None:
+                raise ValueError(f"a literal secret is refused in production: use {{ env = \"...\" }} or {{ file = \"...\" }} - at `{where}`")
+        if not config.sessions.secure_cookies:
+            raise ValueError("cookies must be Secure in production - at `$.sessions.secure_cookies`")
+    if "redis" in (config.sessions.store, config.rate_limits.store) and config.redis is None:
+        raise ValueError("a [redis] url is needed when sessions or rate limits use redis - at `$.redis`")
+    if len(set(config.plugins.enabled)) != len(config.plugins.enabled):
+        raise ValueError("a plugin is enabled twice - at `$.plugins.enabled`")
+    for channel, _hours in config.passwords.temporary_lifetime_hours.items():
+        if channel not in ("email", "sms", "postal"):
+            raise ValueError(f"unknown channel {channel!r}, expected email, sms or postal - at `$.passwords.temporary_lifetime_hours`")
+
+
+def decode_config(data: bytes | str, *, source: str = "<config>", base_dir: str = "") -> CaisseConfig:
+    """Decode and validate a config; raise ConfigError naming ``source`` and the key path."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=source) from None
+    table["base_dir"] = base_dir
+    try:
+        config = msgspec.convert(table, CaisseConfig)
+        _check_semantics(config)
+    except (msgspec.ValidationError, ValueError) as exc:
+        text = str(exc)
+        match = _PATH_RE.search(text)
+        key = match.group("path") if match else "$"
+        message = _PATH_RE.sub("", text)
+        raise ConfigError(f"{message}", path=source, key=key) from None
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> CaisseConfig:
+    """Read a caisse config file; relative paths inside it are relative to the project root."""
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", path=str(file)) from None
+    # config/x.toml lives in the project's config/ folder: paths like var/ are relative to its parent
+    base = file.resolve().parent
+    base_dir = str(base.parent if base.name == "config" else base)
+    return decode_config(data, source=str(file), base_dir=base_dir)

@@ -1,0 +1,37 @@
+"""What a plugin's hooks may use at run time: the config, the database and the clock."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from core.clock import Clock
+from core.config import CaisseConfig
+from core.errors import ConfigError
+
+if TYPE_CHECKING:  # only for annotations read by mypy, never by msgspec or Litestar
+    from core.database import Database
+
+SettingsT = TypeVar("SettingsT")
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """Passed to hooks that need the deployment; plugins keep no state of their own elsewhere."""
+
+    config: CaisseConfig
+    database: "Database"
+    clock: Clock
+    _settings_cache: dict[tuple[str, type], Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def settings(self, plugin: str, kind: type[SettingsT]) -> SettingsT:
+        """The plugin's ``[plugins.settings.<name>]`` table decoded into its Settings Struct (cached)."""
+        key = (plugin, kind)
+        if key not in self._settings_cache:
+            try:
+                self._settings_cache[key] = msgspec.convert(self.config.plugin_settings(plugin), kind)
+            except msgspec.ValidationError as exc:
+                text = str(exc).replace("`$", f"`$.plugins.settings.{plugin}")
+                raise ConfigError(text, key=f"$.plugins.settings.{plugin}") from None
+        return self._settings_cache[key]  # type: ignore[no-any-return]

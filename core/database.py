@@ -1,0 +1,160 @@
+"""One database per app: the piccolo engine, the tables bound to it, transactions and migrations."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from piccolo.engine.base import Engine
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+from piccolo.table import Table, create_db_tables
+
+from core import tables
+from core.config import CaisseConfig
+
+log = logging.getLogger("guichet.database")
+
+try:  # asyncpg is only needed for PostgreSQL
+    from asyncpg.exceptions import IntegrityConstraintViolationError as _PgIntegrity
+
+    INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (sqlite3.IntegrityError, _PgIntegrity)
+except ImportError:  # pragma: no cover
+    INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
+
+
+class Tables:
+    """The core tables bound to one engine; attribute names are the table class names."""
+
+    Account: type[tables.Account]
+    RegistryPerson: type[tables.RegistryPerson]
+    RegistryCompany: type[tables.RegistryCompany]
+    RegistryPayment: type[tables.RegistryPayment]
+    Flow: type[tables.Flow]
+    OneTimeCode: type[tables.OneTimeCode]
+    OutboxMessage: type[tables.OutboxMessage]
+    TrustedBrowser: type[tables.TrustedBrowser]
+    AuditLog: type[tables.AuditLog]
+    RateCounter: type[tables.RateCounter]
+    Session: type[tables.Session]
+    ThirdPartyRequest: type[tables.ThirdPartyRequest]
+    SchemaVersion: type[tables.SchemaVersion]
+
+    def __init__(self, engine: Engine) -> None:
+        self.all: list[type[Table]] = []
+        for base in tables.ALL_TABLES:
+            bound = type(base.__name__, (base,), {}, tablename=base._meta.tablename, db=engine)
+            setattr(self, base.__name__, bound)
+            self.all.append(bound)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+async def _migration_1(db: "Database") -> None:
+    """The first schema: every core table."""
+    await create_db_tables(*db.t.all, if_not_exists=True)
+
+
+# Each migration runs once, in order, inside `guichet db upgrade`; append, never edit.
+MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [(1, _migration_1)]
+
+
+def sqlite_path(url: str, base: Path) -> Path:
+    raw = url.removeprefix("sqlite:///")
+    path = Path(raw)
+    return path if path.is_absolute() else base / path
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for a log line: the password replaced."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+class Database:
+    """The engine and the bound tables of one app; ``t`` holds the tables."""
+
+    def __init__(self, url: str, *, base_dir: Path | None = None, password: str | None = None,
+                 pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite:///")
+        self.pool_size = pool_size
+        if self.is_sqlite:
+            self.path = sqlite_path(url, base_dir or Path.cwd())
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = SQLiteEngine(path=str(self.path), timeout=10)
+        else:
+            dsn = url.replace("postgres://", "postgresql://", 1)
+            config: dict[str, Any] = {"dsn": dsn}
+            if password:
+                config["password"] = password
+            self.engine = PostgresEngine(config=config)
+        self.t = Tables(self.engine)
+        self._pool_started = False
+
+    @classmethod
+    def from_config(cls, config: CaisseConfig) -> "Database":
+        password = config.database.password.resolve() if config.database.password else None
+        return cls(config.database.url, base_dir=Path(config.base_dir or "."), password=password,
+                   pool_size=config.database.pool_size)
+
+    async def connect(self) -> None:
+        if self.is_sqlite:
+            # WAL lets readers go on while one writer writes; the mode is stored in the file
+            await self.engine.run_ddl("PRAGMA journal_mode=WAL")
+        elif not self._pool_started:
+            await self.engine.start_connection_pool(min_size=1, max_size=self.pool_size)  # type: ignore[attr-defined]
+            self._pool_started = True
+
+    async def close(self) -> None:
+        if not self.is_sqlite and self._pool_started:
+            await self.engine.close_connection_pool()  # type: ignore[attr-defined]
+            self._pool_started = False
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """A write transaction; on SQLite it takes the write lock at once, so it cannot deadlock later."""
+        if self.is_sqlite:
+            async with self.engine.transaction(transaction_type=TransactionType.immediate):  # type: ignore[call-arg]
+                yield
+        else:
+            async with self.engine.transaction():
+                yield
+
+    async def schema_version(self) -> int:
+        try:
+            rows = await self.t.SchemaVersion.select(self.t.SchemaVersion.version).run()
+        except Exception:
+            return 0
+        return max((row["version"] for row in rows), default=0)
+
+    async def upgrade(self) -> list[int]:
+        """Apply the migrations not applied yet; return their numbers."""
+        await self.connect()
+        current = await self.schema_version()
+        applied = []
+        for number, migration in MIGRATIONS:
+            if number <= current:
+                continue
+            await migration(self)
+            await self.t.SchemaVersion.insert(self.t.SchemaVersion(version=number, applied_at=_now())).run()
+            applied.append(number)
+            log.info("database migration %s applied", number)
+        return applied
+
+    async def ping(self) -> bool:
+        try:
+            await self.engine.run_ddl("SELECT 1")
+            return True
+        except Exception:
+            return False

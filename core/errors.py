@@ -1,0 +1,47 @@
+"""The exception tree of guichet."""
+from __future__ import annotations
+
+
+class GuichetError(Exception):
+    """Base of every error guichet raises on purpose."""
+
+
+class ConfigError(GuichetError):
+    """A caisse config that cannot be used; the message names the file and the key path."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        where = ": ".join(part for part in (path, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PluginError(GuichetError):
+    """A plugin failed; names the plugin and the hook, never the hook's arguments."""
+
+    def __init__(self, plugin: str, hook: str, reason: str) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        super().__init__(f"plugin {plugin!r} failed in {hook}: {reason}")
+
+
+class DeliveryError(GuichetError):
+    """A channel could not deliver a message."""
+
+    def __init__(self, reason: str, *, permanent: bool, retry_after: float | None = None) -> None:
+        self.permanent = permanent
+        self.retry_after = retry_after
+        super().__init__(reason)
+
+
+class StepError(GuichetError):
+    """Bad input on a step: rendered as a 422 step with the French message tied to its field."""
+
+    def __init__(self, field: str, message_fr: str) -> None:
+        self.field = field
+        self.message_fr = message_fr
+        super().__init__(f"{field}: {message_fr}")
+
+
+class CounterStoreError(GuichetError):
+    """The rate-limit counter store failed: codes and passwords are refused, never checked unlimited."""

@@ -1,0 +1,52 @@
+"""Audit events: stored in the caller's transaction, then passed to the guichet_event observers."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from core.structs import AuditEvent
+
+if TYPE_CHECKING:
+    from core.database import Database
+    from core.plugins import PluginHost
+
+log = logging.getLogger("guichet.audit")
+
+# the kinds guichet emits; docs/security.md lists them
+EVENT_KINDS = frozenset({
+    "login.succeeded", "login.failed", "login.password_ok", "code.sent", "code.failed", "code.expired",
+    "code.locked", "code.succeeded", "password.changed", "password.reset", "trusted_browser.added",
+    "trusted_browser.revoked", "trusted_browser.used", "limit.reached", "identity.failed", "identity.succeeded",
+    "registration.completed", "registration.duplicate", "registration.unknown", "recovery.requested",
+    "email.changed", "mobile.changed", "contacts.confirmed", "logout", "third_party.requested",
+    "third_party.decided", "session.expired", "budget.exhausted",
+})
+
+
+class Auditor:
+    """Writes events to the audit table; ``flush`` hands them to observers once the transaction is done."""
+
+    def __init__(self, database: "Database", host: "PluginHost | None" = None) -> None:
+        self.database = database
+        self.host = host
+
+    async def record(self, event: AuditEvent) -> AuditEvent:
+        if event.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown audit event kind {event.kind!r}")
+        t = self.database.t.AuditLog
+        await t.insert(t(at=event.at, kind=event.kind, account_id=event.account_id, subject=event.subject,
+                         client=event.client[:64], details=msgspec.json.encode(event.details).decode())).run()
+        log.info("audit %s account=%s subject=%s", event.kind, event.account_id, event.subject)
+        return event
+
+    def publish(self, events: list[AuditEvent]) -> None:
+        if self.host is not None:
+            for event in events:
+                self.host.emit(event)
+
+    async def tail(self, limit: int = 50) -> list[dict[str, Any]]:
+        t = self.database.t.AuditLog
+        rows = await t.select().order_by(t.id, ascending=False).limit(limit).run()
+        return list(reversed(rows))

@@ -1,0 +1,178 @@
+"""Every hook a guichet plugin can implement: the one file a plugin author must read.
+
+Implementations are plain ``def`` functions marked with ``core.hookimpl``, never ``async def``:
+pluggy does not await, and a coroutine would always win a firstresult hook. Hooks that need I/O
+return objects with async methods (a Channel) or an awaitable, and ``core.plugins.PluginHost``
+does all the awaiting. A hook implementation may accept any subset of a spec's arguments.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+import pluggy
+
+from core.context import PluginContext
+from core.structs import (
+    AuditEvent,
+    Channel,
+    CodePolicy,
+    PasswordContext,
+    PasswordRule,
+    Question,
+    Record,
+    Status,
+    Strength,
+    Verdict,
+)
+from core.config import CaisseInfo
+
+hookspec = pluggy.HookspecMarker("guichet")
+
+# --- Who can register --------------------------------------------------------------------------
+
+
+@hookspec
+def guichet_statuses() -> list[Status]:
+    """The statuses ("Vous êtes...") this plugin offers on the first registration step.
+
+    Called when the plugin host starts; the answers are flattened in plugin order and a status
+    code offered twice is a configuration error.
+
+    Return a list of :class:`core.structs.Status`; return an empty list to offer none.
+    """
+
+
+# --- Identity questions ------------------------------------------------------------------------
+
+
+@hookspec
+def guichet_identity_questions(status: Status, record: Record | None, context: PluginContext) -> list[Question]:
+    """The identity questions this plugin can ask a person of ``status``.
+
+    Called twice per registration: with ``record=None`` to build the question page (the same
+    page for every identifier, so the page never tells whether the registry knows the person),
+    and with the registry record to decide whether the chosen question can be answered by them.
+
+    Return a list of :class:`core.structs.Question`; return an empty list to abstain.
+
+    :param status: the status chosen on the first step.
+    :param record: what the registry knows of the person, or None to describe the page.
+    :param context: the deployment (config, database, clock).
+    """
+
+
+@hookspec(firstresult=True)
+def guichet_identity_check(question: Question, answer: str, record: Record, context: PluginContext) -> Verdict | None:
+    """Check an identity answer against the registry record.
+
+    Called when a person answers the question of ``question.kind``; a plugin that raises gives
+    ``Verdict.UNVERIFIABLE`` (the temporary password then goes by post).
+
+    Return a :class:`core.structs.Verdict`; return None to abstain (another plugin's question).
+    First result wins; later plugins are not called.
+
+    :param question: the question that was asked.
+    :param answer: the answer as typed, trimmed; parse it strictly.
+    :param record: the registry record of the identifier.
+    :param context: the deployment (config, database, clock).
+    """
+
+
+# --- The registry ------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def guichet_registry_lookup(identifier_kind: str, identifier: str, context: PluginContext) -> Awaitable[Record | None] | None:
+    """Find what the caisse knows of an identifier (a person by NIR, a company by SIRET).
+
+    Called on registration, after the contact step, to choose the questions and the postal
+    address; the core reads the registry only through this hook.
+
+    Return an awaitable resolving to a :class:`core.structs.Record`, or to None when the
+    identifier is unknown; return None (not an awaitable) to abstain, for example for an
+    identifier kind the plugin does not serve.
+    First result wins; later plugins are not called.
+
+    :param identifier_kind: "nir" (13 characters, no key) or "siret" (14 digits).
+    :param identifier: the normalised identifier.
+    :param context: the deployment (config, database, clock).
+    """
+
+
+# --- Delivery ----------------------------------------------------------------------------------
+
+
+@hookspec
+def guichet_channels(context: PluginContext) -> list[Channel]:
+    """The channels (email, SMS, post, or a third party's) this plugin delivers through.
+
+    Called once when the plugin host starts; a channel name offered twice is a configuration
+    error. The outbox worker calls ``await channel.send(message)``, never a request handler.
+
+    Return a list of objects following :class:`core.structs.Channel`; return an empty list to abstain.
+
+    :param context: the deployment (config, database, clock).
+    """
+
+
+# --- Policies ----------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def guichet_code_policy(purpose: str, caisse: CaisseInfo) -> CodePolicy | None:
+    """The one-time code policy of a caisse for one purpose.
+
+    Called once per purpose when the plugin host starts; a key set in the TOML ``[codes.<purpose>]``
+    table then overrides the answer. A plugin that raises stops the start (fail closed).
+
+    Return a :class:`core.structs.CodePolicy`; return None to abstain.
+    First result wins; later plugins are not called.
+
+    :param purpose: "login", "recovery", "registration" or "contact_change".
+    :param caisse: the caisse's identity from its config.
+    """
+
+
+@hookspec
+def guichet_password_rules(caisse: CaisseInfo, context: PluginContext) -> list[PasswordRule]:
+    """Rules every new password must follow, with their French wording.
+
+    Called once when the plugin host starts; rules of every plugin apply together. A plugin
+    that raises stops the start (fail closed).
+
+    Return a list of :class:`core.structs.PasswordRule`; return an empty list to abstain.
+
+    :param caisse: the caisse's identity from its config.
+    :param context: the deployment (config, database, clock).
+    """
+
+
+@hookspec(firstresult=True)
+def guichet_password_strength(password: str, context: PasswordContext) -> Strength | None:
+    """Estimate a password's strength for the "faible / moyen / fort" meter.
+
+    Called as the person types (on the server) and on submit. A plugin that raises gives
+    "faible" (fail closed).
+
+    Return a :class:`core.structs.Strength`; return None to abstain.
+    First result wins; later plugins are not called.
+
+    :param password: the candidate password; never log it.
+    :param context: the person's own words and the caisse's name.
+    """
+
+
+# --- Observers ---------------------------------------------------------------------------------
+
+
+@hookspec
+def guichet_event(event: AuditEvent) -> None:
+    """Observe a security event (audit log shipping, metrics, webhooks, SIEM).
+
+    Called after the event is stored, in the same order as plugins are enabled; an observer
+    that raises is logged and skipped.
+
+    Return None.
+
+    :param event: the event; it holds no code, password, token or full NIR.
+    """

@@ -1,0 +1,150 @@
+"""Frozen msgspec Structs that cross hook and HTTP boundaries, and the Channel protocol."""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from decimal import Decimal
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+
+class Verdict(enum.Enum):
+    """The result of checking an identity answer."""
+
+    RIGHT = "right"
+    WRONG = "wrong"
+    UNVERIFIABLE = "unverifiable"
+
+
+class Status(msgspec.Struct, frozen=True, kw_only=True):
+    """A kind of account holder ("Particulier", "Entreprise"...)."""
+
+    code: str
+    label_fr: str
+    hint_fr: str = ""
+    identifier_kind: str = "nir"  # "nir" or "siret"
+    questions: tuple[str, ...] = ()  # question kinds this status accepts, in display order
+    third_party: bool = False  # "Autre": a request handled by hand, no account created online
+
+
+class Payment(msgspec.Struct, frozen=True, kw_only=True):
+    """A payment the caisse knows: a benefit received, an invoice or contributions paid."""
+
+    kind: str  # "benefit", "contributions_invoice", "salary_contributions"
+    date: dt.date
+    amount: Decimal
+
+
+class PostalAddress(msgspec.Struct, frozen=True, kw_only=True):
+    """At most 6 lines of 38 characters, as a window envelope shows them."""
+
+    lines: tuple[str, ...]
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """What the caisse already knows of a person or company (the registry)."""
+
+    identifier_kind: str
+    identifier: str
+    last_name: str
+    first_name: str = ""
+    birth_date: dt.date | None = None
+    address: PostalAddress | None = None
+    email: str | None = None
+    mobile: str | None = None
+    vitale_serial: str | None = None
+    health_affiliated: bool = False
+    payments: tuple[Payment, ...] = ()
+
+
+class Question(msgspec.Struct, frozen=True, kw_only=True):
+    """An identity question a plugin can ask."""
+
+    kind: str  # "vitale", "payment"
+    label_fr: str
+    hint_fr: str = ""
+    input_mode: str = "text"  # "text", "numeric", "decimal"
+    params: dict[str, Any] = {}
+
+
+class CodePolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How a one-time code for one purpose looks and lives."""
+
+    length: int = 6
+    alphabet: str = "0123456789"
+    lifetime_minutes: int = 10
+    max_attempts: int = 3
+    resend_cooldown_seconds: int = 60
+    channels: tuple[str, ...] = ("email", "sms")
+
+
+class PasswordContext(msgspec.Struct, frozen=True, kw_only=True):
+    """The person's own data, which a password must not contain."""
+
+    words: tuple[str, ...] = ()
+    caisse_name: str = ""
+
+
+class PasswordRule(msgspec.Struct, frozen=True, kw_only=True):
+    """A password rule with its French wording; ``kind`` selects the check in core.passwords."""
+
+    kind: str  # "min_length", "classes", "blocklist", "context", "max_length"
+    message_fr: str
+    value: int = 0
+
+
+class Strength(msgspec.Struct, frozen=True, kw_only=True):
+    """A strength estimate for the meter: 0 faible, 1 moyen, 2 fort."""
+
+    level: int
+    label_fr: str
+
+
+class Recipient(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a message goes, taken from the account or the registry, never from a form."""
+
+    name: str = ""
+    email: str | None = None
+    mobile: str | None = None
+    address: PostalAddress | None = None
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """A message to deliver; the payload is decrypted only for the channel."""
+
+    id: int
+    channel: str
+    template: str
+    recipient: Recipient
+    payload: dict[str, Any]
+    caisse_name: str
+    created_at: dt.datetime
+
+
+class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A security-relevant fact; never holds a code, a password, a token or a full NIR."""
+
+    kind: str
+    at: dt.datetime
+    account_id: int | None = None
+    subject: str = ""  # masked identifier
+    client: str = ""
+    details: dict[str, Any] = {}
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A way to reach a person. ``send`` raises DeliveryError on failure."""
+
+    name: str
+    label_fr: str
+
+    async def send(self, message: Message) -> None: ...
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """A source of Records: the caisse's own information system, or the imported tables."""
+
+    async def lookup(self, identifier_kind: str, identifier: str) -> Record | None: ...

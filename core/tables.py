@@ -1,0 +1,150 @@
+"""piccolo Tables, unbound: core.database binds a copy of each to one engine per app."""
+from __future__ import annotations
+
+from piccolo.columns import BigInt, Boolean, Date, Integer, Numeric, Text, Timestamptz, Varchar
+from piccolo.table import Table
+
+
+class Account(Table, tablename="guichet_account"):
+    identifier_kind = Varchar(length=8)
+    identifier = Varchar(length=20, unique=True)
+    status = Varchar(length=40)
+    last_name = Varchar(length=120)
+    first_name = Varchar(length=120, default="")
+    birth_date = Date(null=True, default=None)
+    email = Varchar(length=254, null=True, default=None)
+    email_verified = Boolean(default=False)
+    mobile = Varchar(length=20, null=True, default=None)
+    mobile_verified = Boolean(default=False)
+    landline = Varchar(length=20, null=True, default=None)
+    fax = Varchar(length=20, null=True, default=None)
+    password_hash = Varchar(length=255)
+    password_is_temporary = Boolean(default=True)
+    temporary_expires_at = Timestamptz(null=True, default=None)
+    password_changed_at = Timestamptz(null=True, default=None)
+    contacts_confirmed_at = Timestamptz(null=True, default=None)
+    credentials_version = Integer(default=1)  # bumped on every credential change: ends sessions, revokes browsers
+    created_at = Timestamptz()
+
+
+class RegistryPerson(Table, tablename="guichet_registry_person"):
+    nir = Varchar(length=13, unique=True)
+    last_name = Varchar(length=120)
+    first_name = Varchar(length=120)
+    birth_date = Date()
+    address = Text(default="")  # up to 6 lines joined by newlines
+    email = Varchar(length=254, null=True, default=None)
+    mobile = Varchar(length=20, null=True, default=None)
+    vitale_serial = Varchar(length=20, null=True, default=None)
+    health_affiliated = Boolean(default=False)
+
+
+class RegistryCompany(Table, tablename="guichet_registry_company"):
+    siret = Varchar(length=14, unique=True)
+    name = Varchar(length=120)
+    address = Text(default="")
+    email = Varchar(length=254, null=True, default=None)
+    mobile = Varchar(length=20, null=True, default=None)
+
+
+class RegistryPayment(Table, tablename="guichet_registry_payment"):
+    identifier_kind = Varchar(length=8, index=True)
+    identifier = Varchar(length=14, index=True)
+    kind = Varchar(length=32)
+    paid_on = Date()
+    amount = Numeric(digits=(12, 2))
+
+
+class Flow(Table, tablename="guichet_flow"):
+    token = Varchar(length=64, unique=True)  # sha256 of the 128-bit flow id
+    kind = Varchar(length=32)
+    step = Varchar(length=32)
+    data = Text(default="{}")
+    created_at = Timestamptz()
+    expires_at = Timestamptz()
+
+
+class OneTimeCode(Table, tablename="guichet_code"):
+    purpose = Varchar(length=32)
+    binding = Varchar(length=64, index=True)  # the flow or session the code belongs to
+    account_id = Integer(null=True, default=None)
+    code_hmac = Varchar(length=64)
+    channel = Varchar(length=16)
+    attempts = Integer(default=0)
+    max_attempts = Integer(default=3)
+    created_at = Timestamptz()
+    expires_at = Timestamptz()
+    used_at = Timestamptz(null=True, default=None)
+    superseded_at = Timestamptz(null=True, default=None)
+
+
+class OutboxMessage(Table, tablename="guichet_outbox"):
+    channel = Varchar(length=32, index=True)
+    template = Varchar(length=64)
+    sealed = Text()  # recipient and payload, encrypted with the outbox key; emptied at a final state
+    state = Varchar(length=16, index=True)  # pending, sending, sent, failed, expired
+    attempts = Integer(default=0)
+    next_attempt_at = Timestamptz()
+    lease_until = Timestamptz(null=True, default=None)
+    last_error = Varchar(length=300, default="")
+    created_at = Timestamptz()
+    expires_at = Timestamptz(null=True, default=None)
+    finished_at = Timestamptz(null=True, default=None)
+
+
+class TrustedBrowser(Table, tablename="guichet_trusted_browser"):
+    account_id = Integer(index=True)
+    token_hash = Varchar(length=64, unique=True)
+    label = Varchar(length=120, default="")
+    credentials_version = Integer(default=1)
+    created_at = Timestamptz()
+    expires_at = Timestamptz()
+    last_used_at = Timestamptz(null=True, default=None)
+    revoked_at = Timestamptz(null=True, default=None)
+
+
+class AuditLog(Table, tablename="guichet_audit"):
+    at = Timestamptz(index=True)
+    kind = Varchar(length=48, index=True)
+    account_id = Integer(null=True, default=None)
+    subject = Varchar(length=40, default="")
+    client = Varchar(length=64, default="")
+    details = Text(default="{}")
+
+
+class RateCounter(Table, tablename="guichet_rate_counter"):
+    key = Varchar(length=96, unique=True)  # an HMAC of what is counted: no identifier in clear
+    count = Integer(default=0)
+    window_start_ms = BigInt()  # epoch milliseconds: compared the same way on every engine
+    last_at_ms = BigInt()
+    window_ms = BigInt()
+
+
+class Session(Table, tablename="guichet_session"):
+    key = Varchar(length=64, unique=True)  # sha256 of the session id from the cookie
+    data = Text(default="{}")
+    expires_at = Timestamptz(index=True)
+
+
+class ThirdPartyRequest(Table, tablename="guichet_third_party_request"):
+    structure_kind = Varchar(length=40)
+    structure_name = Varchar(length=120)
+    siret = Varchar(length=14)
+    contact_name = Varchar(length=120)
+    email = Varchar(length=254)
+    phone = Varchar(length=20, default="")
+    state = Varchar(length=16, default="pending")
+    created_at = Timestamptz()
+    decided_at = Timestamptz(null=True, default=None)
+    note = Varchar(length=300, default="")
+
+
+class SchemaVersion(Table, tablename="guichet_schema_version"):
+    version = Integer()
+    applied_at = Timestamptz()
+
+
+ALL_TABLES: tuple[type[Table], ...] = (
+    Account, RegistryPerson, RegistryCompany, RegistryPayment, Flow, OneTimeCode, OutboxMessage,
+    TrustedBrowser, AuditLog, RateCounter, Session, ThirdPartyRequest, SchemaVersion,
+)

@@ -1,0 +1,1 @@
+"""Delivery channel delivery_email (being written)."""

@@ -1,0 +1,1 @@
+"""Delivery channel delivery_sms (being written)."""
