@@ -17,12 +17,23 @@ SettingsT = TypeVar("SettingsT")
 
 
 @dataclass(frozen=True)
+class DemoEndpoints:
+    """Where the demo mailbox's local sinks listen (demo mode only)."""
+
+    smtp_host: str
+    smtp_port: int
+    sms_url: str
+    mailbox_dir: str
+
+
+@dataclass(frozen=True)
 class PluginContext:
     """Passed to hooks that need the deployment; plugins keep no state of their own elsewhere."""
 
     config: CaisseConfig
     database: "Database"
     clock: Clock
+    demo: DemoEndpoints | None = None  # set in demo mode: delivery plugins send to the local sinks
     _settings_cache: dict[tuple[str, type], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def settings(self, plugin: str, kind: type[SettingsT]) -> SettingsT:
