@@ -31,7 +31,8 @@ def parse_nir(raw: str, field: str = "identifier", *, allow_pseudo_months: bool 
     text = _squeeze(raw).upper()
     if not text:
         raise StepError(field, "Veuillez saisir votre numéro de Sécurité Sociale.")
-    if not re.fullmatch(r"[0-9]{5}[0-9AB][0-9]{7}([0-9]{2})?", text, re.ASCII):
+    # the department sits at positions 6-7: digits, or 2A / 2B for Corsica
+    if not re.fullmatch(r"[0-9]{5}([0-9]{2}|2[AB])[0-9]{6}([0-9]{2})?", text, re.ASCII):
         raise StepError(field, "Le numéro de Sécurité Sociale comporte 13 caractères (ou 15 avec la clé), "
                                "uniquement des chiffres, sauf 2A ou 2B pour la Corse.")
     if text[0] not in "12":
