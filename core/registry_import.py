@@ -1,0 +1,824 @@
+"""The built-in registry's data: import from CSV files, and a fictitious registry for demos and tests.
+
+``guichet registry import persons.csv payments.csv [--companies companies.csv] [--partial]`` calls
+:func:`import_registry`; ``guichet registry demo --count N --seed S`` calls
+:func:`generate_demo_registry`. docs/registry.md documents the columns and the rules.
+
+Every value is parsed with the parsers of :mod:`core.identifiers`, the same ones the registration
+pages use, so a NIR the import accepts is a NIR a person can type, and the reverse.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import random
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from stdnum import luhn
+
+from core.clock import Clock
+from core.errors import StepError
+from core.identifiers import (
+    nir_key,
+    parse_amount,
+    parse_birth_date,
+    parse_email,
+    parse_mobile,
+    parse_name,
+    parse_nir,
+    parse_siret,
+)
+
+if TYPE_CHECKING:  # annotations only
+    from core.database import Database
+
+PAYMENT_KINDS = ("benefit", "contributions_invoice", "salary_contributions")
+ADDRESS_COLUMNS = tuple(f"address_line{i}" for i in range(1, 7))
+ADDRESS_LINE_LENGTH = 38  # a window envelope's line (La Poste, NF Z10-011)
+MIN_ADDRESS_LINES = 2
+
+PERSON_REQUIRED = ("nir", "last_name", "first_name", "birth_date", "address_line1", "address_line2")
+PERSON_OPTIONAL = (*ADDRESS_COLUMNS[2:], "email", "mobile", "vitale_serial", "health_affiliated")
+COMPANY_REQUIRED = ("siret", "name", "address_line1", "address_line2")
+COMPANY_OPTIONAL = (*ADDRESS_COLUMNS[2:], "email", "mobile")
+PAYMENT_REQUIRED = ("identifier", "kind", "date", "amount")
+PAYMENT_OPTIONAL: tuple[str, ...] = ()
+
+TRUE_WORDS = frozenset({"yes", "true", "1", "oui", "o", "y"})
+FALSE_WORDS = frozenset({"no", "false", "0", "non", "n", ""})
+_BATCH = 200  # rows per INSERT: stays far below SQLite's limit on bound parameters
+
+
+# --- what an import produces -------------------------------------------------------------------------
+
+
+class RowError(msgspec.Struct, frozen=True, kw_only=True):
+    """A bad row (``line`` > 0) or a bad file (``line`` == 0), with the reason in plain words."""
+
+    file: str
+    line: int
+    reason: str
+
+    def describe(self) -> str:
+        if not self.file:
+            return self.reason
+        return f"{self.file} line {self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
+
+
+class ImportReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``guichet registry import`` did: rows written per file, and every bad row.
+
+    ``ok`` is true only when every row of every file was imported: a ``--partial`` import that
+    skipped bad rows is not ok (the command exits 1), so a scheduled import still reports them.
+    """
+
+    imported: dict[str, int]
+    errors: tuple[RowError, ...] = ()
+    partial: bool = False
+    committed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.committed and not self.errors
+
+    def describe(self) -> str:
+        lines: list[str] = []
+        if self.committed:
+            for name, count in self.imported.items():
+                skipped = sum(1 for e in self.errors if e.file == name)
+                lines.append(f"{name}: {count} row(s) imported" + (f", {skipped} bad row(s) skipped" if skipped else ""))
+        else:
+            lines.append(f"Nothing imported: {len(self.errors)} problem(s) found. Fix them and import again, "
+                         "or use --partial to import the good rows.")
+        if self.errors:
+            lines.append("")
+            lines.extend(error.describe() for error in self.errors)
+        return "\n".join(lines)
+
+
+# --- parsed rows, shared by the import and the demo generator ---------------------------------------
+
+
+class PersonRow(msgspec.Struct, frozen=True, kw_only=True):
+    nir: str
+    last_name: str
+    first_name: str
+    birth_date: dt.date
+    address: tuple[str, ...]
+    email: str | None = None
+    mobile: str | None = None
+    vitale_serial: str | None = None
+    health_affiliated: bool = False
+
+
+class CompanyRow(msgspec.Struct, frozen=True, kw_only=True):
+    siret: str
+    name: str
+    address: tuple[str, ...]
+    email: str | None = None
+    mobile: str | None = None
+
+
+class PaymentRow(msgspec.Struct, frozen=True, kw_only=True):
+    identifier_kind: str  # "nir" or "siret"
+    identifier: str
+    kind: str
+    paid_on: dt.date
+    amount: Decimal
+
+
+class _Bad(Exception):
+    """One bad value; the message is the reason shown in the report."""
+
+
+# --- reading CSV ----------------------------------------------------------------------------------
+
+
+def _non_ascii_digit(text: str) -> bool:
+    return any(unicodedata.category(c) == "Nd" and not c.isascii() for c in text)
+
+
+def _read_csv(path: Path, required: Sequence[str], optional: Sequence[str],
+              errors: list[RowError]) -> list[tuple[int, dict[str, str]]]:
+    """The rows of one file with their line numbers; file-level problems go to ``errors``."""
+    name = path.name
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        errors.append(RowError(file=name, line=0, reason=f"cannot read the file: {exc.strerror}"))
+        return []
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        errors.append(RowError(file=name, line=0,
+                               reason=f"not UTF-8 text (bad byte at offset {exc.start}); save the file as UTF-8"))
+        return []
+    first_line = text.split("\n", 1)[0]
+    if not first_line.strip():
+        errors.append(RowError(file=name, line=0, reason="no header row: the first line must name the columns"))
+        return []
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = [cell.strip().lower() for cell in next(reader)]
+        known = (*required, *optional)
+        problems = []
+        unknown = [h for h in header if h not in known]
+        if unknown:
+            problems.append(f"unknown column(s): {', '.join(unknown) or '(empty name)'}")
+        duplicated = sorted({h for h in header if header.count(h) > 1})
+        if duplicated:
+            problems.append(f"column(s) given twice: {', '.join(duplicated)}")
+        missing = [c for c in required if c not in header]
+        if missing:
+            problems.append(f"missing required column(s): {', '.join(missing)}")
+        if problems:
+            errors.append(RowError(file=name, line=0,
+                                   reason="; ".join(problems) + f" (expected columns: {', '.join(known)})"))
+            return []
+        rows: list[tuple[int, dict[str, str]]] = []
+        end_of_previous = reader.line_num
+        for cells in reader:
+            line = end_of_previous + 1  # a quoted value may span lines: report where the row starts
+            end_of_previous = reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) != len(header):
+                errors.append(RowError(file=name, line=line,
+                                       reason=f"{len(cells)} field(s), expected {len(header)} like the header"))
+                continue
+            rows.append((line, dict(zip(header, cells, strict=True))))
+    except csv.Error as exc:
+        errors.append(RowError(file=name, line=reader.line_num, reason=f"not valid CSV: {exc}"))
+        return []
+    return rows
+
+
+# --- one value at a time ---------------------------------------------------------------------------
+
+
+def _check_ascii(column: str, value: str) -> None:
+    if _non_ascii_digit(value):
+        raise _Bad(f"{column}: non-ASCII digits (type the digits 0-9)")
+
+
+def _nir(value: str, column: str = "nir") -> str:
+    _check_ascii(column, value)
+    compact = re.sub(r"[\s\u00a0\u202f.\-]", "", value)
+    if not compact:
+        raise _Bad(f"{column}: missing")
+    try:
+        return parse_nir(value, column)
+    except StepError as exc:
+        if len(compact) not in (13, 15):
+            raise _Bad(f"{column}: {len(compact)} characters, expected 13 (or 15 with the key)") from None
+        if len(compact) == 15:
+            try:
+                parse_nir(compact[:13], column)
+            except StepError:
+                pass
+            else:
+                raise _Bad(f"{column}: bad NIR key") from None
+        raise _Bad(f"{column}: not a valid NIR ({exc.message_fr})") from None
+
+
+def _siret(value: str, column: str = "siret") -> str:
+    _check_ascii(column, value)
+    if not value.strip():
+        raise _Bad(f"{column}: missing")
+    try:
+        return parse_siret(value, column)
+    except StepError:
+        raise _Bad(f"{column}: not a valid SIRET (14 digits with a valid check digit)") from None
+
+
+def _name(value: str, column: str) -> str:
+    if not value.strip():
+        raise _Bad(f"{column}: missing")
+    try:
+        return parse_name(value, column, column)
+    except StepError:
+        raise _Bad(f"{column}: over 100 characters or control characters") from None
+
+
+def _date(value: str, column: str, today: dt.date) -> dt.date:
+    _check_ascii(column, value)
+    if not value.strip():
+        raise _Bad(f"{column}: missing")
+    try:
+        return parse_birth_date(value, today, column)
+    except StepError:
+        for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
+            try:
+                if dt.datetime.strptime(value.strip(), pattern).date() > today:
+                    raise _Bad(f"{column}: {value.strip()!r} is in the future") from None
+            except ValueError:
+                continue
+        raise _Bad(f"{column}: bad date {value.strip()!r} (expected YYYY-MM-DD or DD/MM/YYYY)") from None
+
+
+def _amount(value: str, column: str = "amount") -> Decimal:
+    _check_ascii(column, value)
+    text = value.strip()
+    if not text:
+        raise _Bad(f"{column}: missing")
+    if text.startswith("-"):
+        raise _Bad(f"{column}: negative amount {text!r}")
+    try:
+        amount = parse_amount(text, column)
+    except StepError:
+        raise _Bad(f"{column}: bad amount {text!r} (expected euros like 1234.50 or 1 234,50)") from None
+    if amount <= 0:
+        raise _Bad(f"{column}: the amount must be positive")
+    return amount
+
+
+def _address(row: dict[str, str]) -> tuple[str, ...]:
+    lines = []
+    for column in ADDRESS_COLUMNS:
+        text = " ".join(row.get(column, "").split())
+        if not text:
+            continue
+        if any(unicodedata.category(c)[0] == "C" for c in text):
+            raise _Bad(f"{column}: control characters")
+        if len(text) > ADDRESS_LINE_LENGTH:
+            raise _Bad(f"{column}: {len(text)} characters, at most {ADDRESS_LINE_LENGTH} per address line")
+        lines.append(text)
+    if len(lines) < MIN_ADDRESS_LINES:
+        raise _Bad("address: at least 2 lines are needed (street, then postcode and town)")
+    return tuple(lines)
+
+
+def _email(value: str) -> str | None:
+    try:
+        return parse_email(value, "email", required=False)
+    except StepError:
+        raise _Bad("email: not a valid email address") from None
+
+
+def _mobile(value: str) -> str | None:
+    _check_ascii("mobile", value)
+    try:
+        return parse_mobile(value, "mobile", required=False)
+    except StepError:
+        raise _Bad("mobile: not a French mobile number (06, 07, or an overseas mobile)") from None
+
+
+def _vitale(value: str) -> str | None:
+    _check_ascii("vitale_serial", value)
+    text = re.sub(r"[\s\u00a0.\-]", "", value).upper()
+    if not text:
+        return None
+    if not re.fullmatch(r"[0-9A-Z]{6,20}", text, re.ASCII):
+        raise _Bad("vitale_serial: 6 to 20 letters or digits expected")
+    return text
+
+
+def _flag(value: str, column: str) -> bool:
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise _Bad(f"{column}: {value.strip()!r} is not yes/no (yes, no, true, false, 1, 0, oui, non)")
+
+
+def _collect(fields: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """Run every field's parser; gather all reasons so one pass shows every problem of a row."""
+    values: dict[str, Any] = {}
+    reasons: list[str] = []
+    for key, parse in fields:
+        try:
+            values[key] = parse()
+        except _Bad as bad:
+            reasons.append(str(bad))
+    return values, reasons
+
+
+def _parse_person(row: dict[str, str], today: dt.date) -> PersonRow:
+    values, reasons = _collect([
+        ("nir", lambda: _nir(row["nir"])),
+        ("last_name", lambda: _name(row["last_name"], "last_name")),
+        ("first_name", lambda: _name(row["first_name"], "first_name")),
+        ("birth_date", lambda: _date(row["birth_date"], "birth_date", today)),
+        ("address", lambda: _address(row)),
+        ("email", lambda: _email(row.get("email", ""))),
+        ("mobile", lambda: _mobile(row.get("mobile", ""))),
+        ("vitale_serial", lambda: _vitale(row.get("vitale_serial", ""))),
+        ("health_affiliated", lambda: _flag(row.get("health_affiliated", ""), "health_affiliated")),
+    ])
+    if reasons:
+        raise _Bad("; ".join(reasons))
+    return PersonRow(**values)
+
+
+def _parse_company(row: dict[str, str]) -> CompanyRow:
+    values, reasons = _collect([
+        ("siret", lambda: _siret(row["siret"])),
+        ("name", lambda: _name(row["name"], "name")),
+        ("address", lambda: _address(row)),
+        ("email", lambda: _email(row.get("email", ""))),
+        ("mobile", lambda: _mobile(row.get("mobile", ""))),
+    ])
+    if reasons:
+        raise _Bad("; ".join(reasons))
+    return CompanyRow(**values)
+
+
+def _identifier(value: str) -> tuple[str, str]:
+    compact = re.sub(r"[\s\u00a0\u202f.\-]", "", value)
+    if re.fullmatch(r"[0-9]{14}", compact, re.ASCII):
+        return "siret", _siret(value, "identifier")
+    return "nir", _nir(value, "identifier")
+
+
+def _parse_payment(row: dict[str, str], today: dt.date) -> PaymentRow:
+    def kind() -> str:
+        word = row["kind"].strip().lower()
+        if word not in PAYMENT_KINDS:
+            raise _Bad(f"kind: unknown kind {row['kind'].strip()!r} (expected {', '.join(PAYMENT_KINDS)})")
+        return word
+
+    values, reasons = _collect([
+        ("identifier", lambda: _identifier(row["identifier"])),
+        ("kind", kind),
+        ("paid_on", lambda: _date(row["date"], "date", today)),
+        ("amount", lambda: _amount(row["amount"])),
+    ])
+    if reasons:
+        raise _Bad("; ".join(reasons))
+    identifier_kind, identifier = values.pop("identifier")
+    return PaymentRow(identifier_kind=identifier_kind, identifier=identifier, **values)
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _BATCH):
+        yield items[start:start + _BATCH]
+
+
+async def _upsert_persons(database: "Database", persons: Sequence[PersonRow]) -> None:
+    t = database.t.RegistryPerson
+    for batch in _batches(persons):
+        rows = [t(nir=p.nir, last_name=p.last_name, first_name=p.first_name, birth_date=p.birth_date,
+                  address="\n".join(p.address), email=p.email, mobile=p.mobile, vitale_serial=p.vitale_serial,
+                  health_affiliated=p.health_affiliated) for p in batch]
+        await t.insert(*rows).on_conflict(
+            target=t.nir, action="DO UPDATE",
+            values=[t.last_name, t.first_name, t.birth_date, t.address, t.email, t.mobile, t.vitale_serial,
+                    t.health_affiliated]).run()
+
+
+async def _upsert_companies(database: "Database", companies: Sequence[CompanyRow]) -> None:
+    t = database.t.RegistryCompany
+    for batch in _batches(companies):
+        rows = [t(siret=c.siret, name=c.name, address="\n".join(c.address), email=c.email, mobile=c.mobile)
+                for c in batch]
+        await t.insert(*rows).on_conflict(target=t.siret, action="DO UPDATE",
+                                          values=[t.name, t.address, t.email, t.mobile]).run()
+
+
+async def _replace_payments(database: "Database", payments: Sequence[PaymentRow]) -> None:
+    """Each identifier in ``payments`` keeps exactly these payments; other identifiers are untouched."""
+    t = database.t.RegistryPayment
+    for kind in ("nir", "siret"):
+        identifiers = sorted({p.identifier for p in payments if p.identifier_kind == kind})
+        for batch in _batches(identifiers):
+            await t.delete().where((t.identifier_kind == kind) & t.identifier.is_in(list(batch))).run()
+    for batch in _batches(payments):
+        await t.insert(*[t(identifier_kind=p.identifier_kind, identifier=p.identifier, kind=p.kind,
+                           paid_on=p.paid_on, amount=p.amount) for p in batch]).run()
+
+
+async def _existing(database: "Database", kind: str, identifiers: set[str]) -> set[str]:
+    if kind == "nir":
+        t: Any = database.t.RegistryPerson
+        column = t.nir
+    else:
+        t = database.t.RegistryCompany
+        column = t.siret
+    found: set[str] = set()
+    for batch in _batches(sorted(identifiers)):
+        rows = await t.select(column).where(column.is_in(list(batch))).run()
+        found.update(row[kind] for row in rows)
+    return found
+
+
+# --- the import ---------------------------------------------------------------------------------------
+
+
+async def import_registry(database: "Database", *, persons: Path | None, payments: Path | None,
+                          companies: Path | None, partial: bool, today: dt.date | None = None) -> ImportReport:
+    """Import persons, companies and payments from CSV files (docs/registry.md), in one transaction.
+
+    Persons are upserted by NIR and companies by SIRET: a re-import updates them. The payments of
+    an identifier that appears in the payments file are replaced by the imported set; identifiers
+    absent from it keep theirs. All or nothing by default: any bad row, in any file, imports
+    nothing and the report lists every bad row; with ``partial`` the good rows are imported.
+
+    :param today: the day dates are checked against (no date in the future); the caisse's today by default.
+    """
+    today = today or Clock().today()
+    errors: list[RowError] = []
+    if not (persons or payments or companies):
+        return ImportReport(imported={}, errors=(RowError(
+            file="", line=0, reason="nothing to import: give persons.csv, payments.csv and/or --companies"),),
+            partial=partial)
+
+    good_persons: dict[str, PersonRow] = {}
+    good_companies: dict[str, CompanyRow] = {}
+    good_payments: list[PaymentRow] = []
+    first_line: dict[tuple[str, str], tuple[str, int]] = {}  # identifier -> where it was first seen
+    bad_identifiers: dict[tuple[str, str], str] = {}  # identifier of a bad row -> "persons.csv line 7"
+
+    def identifier_of(kind: str, row: dict[str, str], column: str) -> tuple[str, str] | None:
+        try:
+            return kind, (_nir(row[column]) if kind == "nir" else _siret(row[column]))
+        except _Bad:
+            return None
+
+    for path, kind, column, required, optional in (
+            (persons, "nir", "nir", PERSON_REQUIRED, PERSON_OPTIONAL),
+            (companies, "siret", "siret", COMPANY_REQUIRED, COMPANY_OPTIONAL)):
+        if path is None:
+            continue
+        for line, row in _read_csv(path, required, optional, errors):
+            key = identifier_of(kind, row, column)
+            if key is not None and key in first_line:
+                where = first_line[key]
+                errors.append(RowError(file=path.name, line=line,
+                                       reason=f"{column}: already given on {where[0]} line {where[1]}"))
+                continue
+            try:
+                parsed: PersonRow | CompanyRow = (_parse_person(row, today) if kind == "nir"
+                                                  else _parse_company(row))
+            except _Bad as bad:
+                errors.append(RowError(file=path.name, line=line, reason=str(bad)))
+                if key is not None:
+                    bad_identifiers[key] = f"{path.name} line {line}"
+                    first_line[key] = (path.name, line)
+                continue
+            assert key is not None  # a row that parsed has a valid identifier
+            first_line[key] = (path.name, line)
+            if isinstance(parsed, PersonRow):
+                good_persons[parsed.nir] = parsed
+            else:
+                good_companies[parsed.siret] = parsed
+
+    payment_rows: list[tuple[int, PaymentRow]] = []
+    if payments is not None:
+        for line, row in _read_csv(payments, PAYMENT_REQUIRED, PAYMENT_OPTIONAL, errors):
+            try:
+                payment_rows.append((line, _parse_payment(row, today)))
+            except _Bad as bad:
+                errors.append(RowError(file=payments.name, line=line, reason=str(bad)))
+
+    counts: dict[str, int] = {}
+    async with database.transaction():
+        # a payment must belong to a person or company: in these files, or already in the registry
+        wanted = {(p.identifier_kind, p.identifier) for _line, p in payment_rows}
+        known = {("nir", n) for n in good_persons} | {("siret", s) for s in good_companies}
+        for kind in ("nir", "siret"):
+            unresolved = {ident for k, ident in wanted - known if k == kind}
+            if unresolved:
+                known |= {(kind, ident) for ident in await _existing(database, kind, unresolved)}
+        payments_name = payments.name if payments is not None else ""
+        for line, payment in payment_rows:
+            key = (payment.identifier_kind, payment.identifier)
+            if key in bad_identifiers:
+                errors.append(RowError(file=payments_name, line=line,
+                                       reason=f"identifier: its row ({bad_identifiers[key]}) is bad, "
+                                              "so its payments cannot be imported"))
+            elif key not in known:
+                errors.append(RowError(file=payments_name, line=line,
+                                       reason="identifier: no person or company with this identifier, "
+                                              "in the files or in the registry"))
+            else:
+                good_payments.append(payment)
+
+        if errors and not partial:
+            return ImportReport(imported={}, errors=tuple(_sorted(errors, persons, companies, payments)),
+                                partial=partial)
+        await _upsert_persons(database, list(good_persons.values()))
+        await _upsert_companies(database, list(good_companies.values()))
+        await _replace_payments(database, good_payments)
+    for path, count in ((persons, len(good_persons)), (companies, len(good_companies)),
+                        (payments, len(good_payments))):
+        if path is not None:
+            counts[path.name] = count
+    return ImportReport(imported=counts, errors=tuple(_sorted(errors, persons, companies, payments)),
+                        partial=partial, committed=True)
+
+
+def _sorted(errors: list[RowError], *paths: Path | None) -> list[RowError]:
+    order = {p.name: i for i, p in enumerate(paths) if p is not None}
+    return sorted(errors, key=lambda e: (order.get(e.file, -1), e.line))
+
+
+# --- the demo registry ------------------------------------------------------------------------------
+
+
+class DemoPayment(msgspec.Struct, frozen=True, kw_only=True):
+    """A payment dated relative to today, so it stays inside the question's window."""
+
+    kind: str
+    days_ago: int
+    amount: Decimal
+
+    def date(self, today: dt.date) -> dt.date:
+        return today - dt.timedelta(days=self.days_ago)
+
+
+class DemoPerson(msgspec.Struct, frozen=True, kw_only=True):
+    """A fixed demo account holder, with every answer the registration pages ask for.
+
+    ``answer`` is the identity answer as a person types it; ``question`` its kind.
+    """
+
+    role: str
+    status: str  # the status code chosen on "Vous êtes..."
+    identifier_kind: str  # "nir" or "siret"
+    identifier: str  # the NIR's 13 characters, or the SIRET
+    last_name: str
+    first_name: str
+    birth_date: dt.date | None
+    email: str
+    mobile: str  # as typed, national format
+    address: tuple[str, ...]
+    question: str  # "vitale" or "payment"
+    answer: str
+    vitale_serial: str | None = None
+    health_affiliated: bool = False
+    payments: tuple[DemoPayment, ...] = ()
+
+    @property
+    def nir_with_key(self) -> str:
+        """The 15-character NIR, as printed on the carte Vitale."""
+        return self.identifier + nir_key(self.identifier) if self.identifier_kind == "nir" else self.identifier
+
+
+# Documented in docs/registry.md and README.md; the browser tests log in as these people.
+DEMO_PERSONS: dict[str, DemoPerson] = {
+    "particulier_vitale": DemoPerson(
+        role="particulier_vitale", status="particulier", identifier_kind="nir", identifier="1850578006084",
+        last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
+        email="julien.lefebvre@demo.invalid", mobile="06 00 00 01 01",
+        address=("12 RUE DES TILLEULS", "78000 VERSAILLES"),
+        question="vitale", answer="2345678901", vitale_serial="2345678901", health_affiliated=True,
+        payments=(DemoPayment(kind="benefit", days_ago=20, amount=Decimal("98.40")),),
+    ),
+    "particulier_paiement": DemoPerson(
+        role="particulier_paiement", status="particulier", identifier_kind="nir", identifier="2920633123045",
+        last_name="MOREAU", first_name="Sophie", birth_date=dt.date(1992, 6, 21),
+        email="sophie.moreau@demo.invalid", mobile="06 00 00 01 02",
+        address=("APPARTEMENT 12", "4 COURS DE L INTENDANCE", "33000 BORDEAUX"),
+        question="payment", answer="412,37",
+        payments=(DemoPayment(kind="benefit", days_ago=45, amount=Decimal("412.37")),
+                  DemoPayment(kind="benefit", days_ago=400, amount=Decimal("380.00"))),
+    ),
+    "exploitant": DemoPerson(
+        role="exploitant", status="exploitant", identifier_kind="nir", identifier="1680764445012",
+        last_name="LABORDE", first_name="Pierre", birth_date=dt.date(1968, 7, 3),
+        email="pierre.laborde@demo.invalid", mobile="06 00 00 01 03",
+        address=("FERME DE BIDEGAIN", "CHEMIN DE LA SAUGUE", "64400 OLORON STE MARIE"),
+        question="payment", answer="1 875,40",
+        payments=(DemoPayment(kind="contributions_invoice", days_ago=120, amount=Decimal("1875.40")),),
+    ),
+    "employeur_jardinier": DemoPerson(
+        role="employeur_jardinier", status="employeur_jardinier", identifier_kind="nir", identifier="2750413055078",
+        last_name="ROUX", first_name="Isabelle", birth_date=dt.date(1975, 4, 9),
+        email="isabelle.roux@demo.invalid", mobile="06 00 00 01 04",
+        address=("27 AVENUE DU PRADO", "13008 MARSEILLE"),
+        question="payment", answer="236,80",
+        payments=(DemoPayment(kind="salary_contributions", days_ago=60, amount=Decimal("236.80")),),
+    ),
+    "entreprise": DemoPerson(
+        role="entreprise", status="entreprise", identifier_kind="siret", identifier="84216730600021",
+        last_name="SCEA DU DOMAINE DES PINS", first_name="", birth_date=None,
+        email="contact.domainedespins@demo.invalid", mobile="06 00 00 01 05",
+        address=("DOMAINE DES PINS", "ROUTE DE CAZAUX", "40160 PARENTIS EN BORN"),
+        question="payment", answer="3 412,15",
+        payments=(DemoPayment(kind="salary_contributions", days_ago=30, amount=Decimal("3412.15")),
+                  DemoPayment(kind="salary_contributions", days_ago=120, amount=Decimal("3290.00"))),
+    ),
+}
+
+_FIRST_NAMES = {
+    1: ("Jean", "Pierre", "Louis", "Michel", "Philippe", "Alain", "Nicolas", "Julien", "Thomas", "Antoine",
+        "Mathieu", "Sébastien", "François", "Olivier", "Hugo", "Lucas", "Étienne", "Joël", "Benoît", "Rémi"),
+    2: ("Marie", "Nathalie", "Isabelle", "Sophie", "Catherine", "Sandrine", "Camille", "Julie", "Émilie",
+        "Chloé", "Léa", "Manon", "Anne", "Christine", "Véronique", "Hélène", "Céline", "Agnès", "Inès", "Zoé"),
+}
+_LAST_NAMES = (
+    "MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND", "LEROY", "MOREAU",
+    "SIMON", "LAURENT", "LEFEBVRE", "MICHEL", "GARCIA", "DAVID", "BERTRAND", "ROUX", "VINCENT", "FOURNIER",
+    "MOREL", "GIRARD", "ANDRE", "MERCIER", "DUPONT", "LAMBERT", "BONNET", "FRANCOIS", "MARTINEZ", "LEGRAND",
+    "GARNIER", "FAURE", "ROUSSEAU", "BLANC", "GUERIN", "MULLER", "HENRY", "ROUSSEL", "NICOLAS", "PERRIN",
+    "ETCHEVERRY", "LABORDE", "HARISPE", "CASTAGNÉ", "DARRIGRAND", "LE GALL", "D'ARTAGNAN", "SAINT-MARTIN",
+)
+# (department in the NIR, postcode, town): the department is the birth place, the town the home
+_PLACES = (
+    ("01", "01000", "BOURG EN BRESSE"), ("06", "06000", "NICE"), ("13", "13001", "MARSEILLE"),
+    ("24", "24000", "PERIGUEUX"), ("2A", "20000", "AJACCIO"), ("2B", "20200", "BASTIA"),
+    ("31", "31000", "TOULOUSE"), ("33", "33000", "BORDEAUX"), ("35", "35000", "RENNES"),
+    ("40", "40000", "MONT DE MARSAN"), ("47", "47000", "AGEN"), ("59", "59000", "LILLE"),
+    ("64", "64000", "PAU"), ("64", "64100", "BAYONNE"), ("69", "69003", "LYON"), ("75", "75011", "PARIS"),
+    ("78", "78000", "VERSAILLES"), ("83", "83000", "TOULON"), ("84", "84000", "AVIGNON"),
+    ("971", "97110", "POINTE A PITRE"), ("974", "97400", "SAINT DENIS"),
+)
+_STREETS = ("RUE DES LILAS", "AVENUE JEAN JAURES", "CHEMIN DES VIGNES", "PLACE DE LA MAIRIE", "RUE DU MOULIN",
+            "ROUTE DE BAYONNE", "IMPASSE DES PEUPLIERS", "BOULEVARD GAMBETTA", "RUE VICTOR HUGO",
+            "ALLEE DES CHENES", "RUE DE LA REPUBLIQUE", "LIEU DIT LE BOURG")
+_COMPANY_FORMS = ("EARL", "GAEC", "SCEA", "SARL", "SAS")
+_COMPANY_NAMES = ("DU MOULIN", "DES TROIS CHENES", "DE LA VALLEE", "DU COTEAU", "DES GRANDS CHAMPS",
+                  "DU PIGNADA", "DE L ADOUR", "DES VIGNES HAUTES", "DU BOIS JOLI", "DE LA FONTAINE")
+_PROFILES = ("particulier_vitale", "particulier_paiement", "exploitant", "employeur_jardinier")
+
+
+class DemoSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``guichet registry demo`` wrote."""
+
+    seed: int
+    persons: int
+    companies: int
+    payments: int
+    fixed: tuple[DemoPerson, ...]
+
+    def describe(self) -> str:
+        lines = [f"Demo registry (seed {self.seed}): {self.persons} persons, {self.companies} companies, "
+                 f"{self.payments} payments, including these fixed demo holders (docs/registry.md):"]
+        for person in self.fixed:
+            who = f"{person.first_name} {person.last_name}".strip()
+            what = "carte Vitale" if person.question == "vitale" else "payment amount"
+            lines.append(f"  {person.status:<20} {person.identifier_kind.upper()} {person.identifier}  "
+                         f"{who} — {what}: {person.answer}")
+        return "\n".join(lines)
+
+
+def _ascii(text: str) -> str:
+    folded = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in folded if c.isascii() and (c.isalnum() or c in " -'")).upper()
+
+
+def _email_local(first: str, last: str) -> str:
+    return re.sub(r"[^a-z0-9]+", ".", f"{_ascii(first)}.{_ascii(last)}".lower()).strip(".")
+
+
+def _random_nir(rng: random.Random, sex: int, birth: dt.date, department: str) -> str:
+    place = f"{department}{rng.randrange(1, 100):02d}" if len(department) == 3 else \
+        f"{department}{rng.randrange(1, 1000):03d}"
+    return f"{sex}{birth.year % 100:02d}{birth.month:02d}{place}{rng.randrange(1, 1000):03d}"
+
+
+def _random_siret(rng: random.Random) -> str:
+    siren = str(rng.randrange(30_000_000, 99_999_999))
+    siren += luhn.calc_check_digit(siren)
+    body = siren + f"{rng.randrange(1, 100):04d}"
+    return body + luhn.calc_check_digit(body)
+
+
+def _money(rng: random.Random, low: int, high: int) -> Decimal:
+    return Decimal(rng.randrange(low * 100, high * 100)) / 100
+
+
+def _random_payments(rng: random.Random, profile: str) -> list[tuple[str, int, Decimal]]:
+    """(kind, days ago, amount): some inside the question's window, some older."""
+    if profile == "particulier_paiement":
+        monthly = _money(rng, 80, 1400)
+        return [("benefit", 15 + 30 * i, monthly) for i in range(rng.randrange(1, 9))]
+    if profile == "particulier_vitale":
+        return [("benefit", rng.randrange(10, 500), _money(rng, 20, 300)) for _ in range(rng.randrange(0, 3))]
+    if profile == "exploitant":
+        return [("contributions_invoice", 40 + 91 * i, _money(rng, 300, 6000)) for i in range(rng.randrange(1, 6))]
+    return [("salary_contributions", 25 + 91 * i, _money(rng, 40, 900)) for i in range(rng.randrange(1, 6))]
+
+
+def demo_rows(*, count: int, seed: int, today: dt.date) -> tuple[list[PersonRow], list[CompanyRow], list[PaymentRow]]:
+    """The demo registry's rows: the fixed holders, then ``count`` random persons and count/10 companies."""
+    rng = random.Random(seed)
+    persons: dict[str, PersonRow] = {}
+    companies: dict[str, CompanyRow] = {}
+    payments: list[PaymentRow] = []
+    for fixed in DEMO_PERSONS.values():
+        mobile = parse_mobile(fixed.mobile)
+        if fixed.identifier_kind == "nir":
+            assert fixed.birth_date is not None
+            persons[fixed.identifier] = PersonRow(
+                nir=fixed.identifier, last_name=fixed.last_name, first_name=fixed.first_name,
+                birth_date=fixed.birth_date, address=fixed.address, email=fixed.email, mobile=mobile,
+                vitale_serial=fixed.vitale_serial, health_affiliated=fixed.health_affiliated)
+        else:
+            companies[fixed.identifier] = CompanyRow(siret=fixed.identifier, name=fixed.last_name,
+                                                     address=fixed.address, email=fixed.email, mobile=mobile)
+        payments += [PaymentRow(identifier_kind=fixed.identifier_kind, identifier=fixed.identifier, kind=p.kind,
+                                paid_on=p.date(today), amount=p.amount) for p in fixed.payments]
+
+    wanted_persons = len(persons) + count
+    wanted_companies = len(companies) + count // 10
+    while len(persons) < wanted_persons:
+        profile = rng.choice(_PROFILES)
+        sex = rng.choice((1, 2))
+        first, last = rng.choice(_FIRST_NAMES[sex]), rng.choice(_LAST_NAMES)
+        birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 65 * 365))
+        department, postcode, town = rng.choice(_PLACES)
+        nir = _random_nir(rng, sex, birth, department)
+        number = rng.randrange(1, 120)
+        address = [f"{number} {rng.choice(_STREETS)}", f"{postcode} {town}"]
+        if rng.random() < 0.2:
+            address.insert(0, f"RESIDENCE LES PINS BAT {rng.choice('ABCD')}")
+        if nir in persons:
+            continue
+        has_vitale = profile == "particulier_vitale"
+        persons[nir] = PersonRow(
+            nir=nir, last_name=last, first_name=first, birth_date=birth, address=tuple(address),
+            email=f"{_email_local(first, last)}.{len(persons)}@demo.invalid" if rng.random() < 0.9 else None,
+            mobile=f"+33600{rng.randrange(0, 10**6):06d}" if rng.random() < 0.8 else None,
+            vitale_serial=str(rng.randrange(10**9, 10**10)) if has_vitale else None,
+            # some are affiliated for health without a card on file: they get the payment question
+            health_affiliated=has_vitale or rng.random() < 0.3)
+        payments += [PaymentRow(identifier_kind="nir", identifier=nir, kind=kind,
+                                paid_on=today - dt.timedelta(days=days), amount=amount)
+                     for kind, days, amount in _random_payments(rng, profile)]
+
+    while len(companies) < wanted_companies:
+        siret = _random_siret(rng)
+        if siret in companies:
+            continue
+        name = f"{rng.choice(_COMPANY_FORMS)} {rng.choice(_COMPANY_NAMES)}"
+        _department, postcode, town = rng.choice(_PLACES)
+        companies[siret] = CompanyRow(
+            siret=siret, name=name, address=(f"{rng.randrange(1, 90)} {rng.choice(_STREETS)}", f"{postcode} {town}"),
+            email=f"{_email_local(name, str(len(companies)))}@demo.invalid",
+            mobile=f"+33600{rng.randrange(0, 10**6):06d}" if rng.random() < 0.5 else None)
+        monthly = _money(rng, 400, 20000)
+        payments += [PaymentRow(identifier_kind="siret", identifier=siret, kind="salary_contributions",
+                                paid_on=today - dt.timedelta(days=20 + 30 * i), amount=monthly + i)
+                     for i in range(rng.randrange(2, 14))]
+    return list(persons.values()), list(companies.values()), payments
+
+
+async def generate_demo_registry(database: "Database", *, count: int, seed: int,
+                                 today: dt.date | None = None) -> DemoSummary:
+    """Write fictitious persons, companies and payments, plus :data:`DEMO_PERSONS`.
+
+    The same seed gives the same people: running it again updates them (upsert) and replaces their
+    payments, whose dates are relative to ``today`` (the caisse's today by default).
+    """
+    if count < 0:
+        raise ValueError("count must be 0 or more")
+    persons, companies, payments = demo_rows(count=count, seed=seed, today=today or Clock().today())
+    async with database.transaction():
+        await _upsert_persons(database, persons)
+        await _upsert_companies(database, companies)
+        await _replace_payments(database, payments)
+    return DemoSummary(seed=seed, persons=len(persons), companies=len(companies), payments=len(payments),
+                       fixed=tuple(DEMO_PERSONS.values()))
