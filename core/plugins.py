@@ -109,13 +109,15 @@ def _plugin_of(pm: pluggy.PluginManager, hook_name: str) -> str:
 class PluginHost:
     """The only code that calls hooks; it awaits, flattens, checks and contains failing plugins."""
 
-    def __init__(self, config: CaisseConfig, context: PluginContext) -> None:
+    def __init__(self, config: CaisseConfig, context: PluginContext, *, channels: bool = True) -> None:
+        """``channels=False`` builds no channel: channels resolve their secrets when built, and
+        ``guichet config check`` must work where the secrets are not set."""
         self.config = config
         self.context = context
         self.pm, self.infos = load_plugins(config)
         self._statuses = self._collect_unique("guichet_statuses", lambda s: s.code, {})
-        self._channels: dict[str, Channel] = self._collect_unique("guichet_channels", lambda c: c.name,
-                                                                   {"context": context})
+        self._channels: dict[str, Channel] = (
+            self._collect_unique("guichet_channels", lambda c: c.name, {"context": context}) if channels else {})
         self._policies = {purpose: self._code_policy(purpose) for purpose in PURPOSES}
         self._rules = self._password_rules()
 
