@@ -1,0 +1,123 @@
+"""One-time codes: drawn with ``secrets``, stored as an HMAC, single use, bounded attempts.
+
+A code is bound to a purpose and to a binding (the flow or session it was sent for), so it is
+useless for another purpose, account or browser. Each try is counted before the comparison, in
+one conditional update, so concurrent guesses cannot exceed the attempts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import secrets
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from core.structs import CodePolicy
+
+if TYPE_CHECKING:
+    from core.database import Database
+    from core.keys import Keys
+
+
+class CodeOutcome(enum.Enum):
+    ACCEPTED = "accepted"
+    WRONG = "wrong"
+    EXPIRED = "expired"
+    EXHAUSTED = "exhausted"  # no try left on this code: a new one is needed
+    MISSING = "missing"  # no live code for this binding
+
+
+class CodeCheck(msgspec.Struct, frozen=True, kw_only=True):
+    outcome: CodeOutcome
+    code_id: int | None = None
+    account_id: int | None = None
+    channel: str = ""
+    attempts_left: int = 0
+
+
+class IssuedCode(msgspec.Struct, frozen=True, kw_only=True):
+    code: str  # goes into the outbox payload only (sealed), never into a log
+    code_id: int
+    expires_at: dt.datetime
+
+
+def draw_code(policy: CodePolicy) -> str:
+    return "".join(secrets.choice(policy.alphabet) for _ in range(policy.length))
+
+
+class Codes:
+    """Issue and check codes in the guichet_code table."""
+
+    def __init__(self, database: "Database", keys: "Keys") -> None:
+        self.database = database
+        self.keys = keys
+
+    def _mac(self, purpose: str, binding: str, code: str) -> str:
+        return self.keys.hmac("code", f"{purpose}:{binding}:{code}")
+
+    async def issue(self, *, purpose: str, binding: str, policy: CodePolicy, channel: str,
+                    account_id: int | None, now: dt.datetime) -> IssuedCode:
+        """A new code; any live code for the same purpose and binding is superseded. Call in a transaction."""
+        t = self.database.t.OneTimeCode
+        await t.update({t.superseded_at: now}).where(
+            (t.purpose == purpose) & (t.binding == binding) & t.used_at.is_null() & t.superseded_at.is_null()).run()
+        code = draw_code(policy)
+        expires = now + dt.timedelta(minutes=policy.lifetime_minutes)
+        rows = await t.insert(t(purpose=purpose, binding=binding, account_id=account_id,
+                                code_hmac=self._mac(purpose, binding, code), channel=channel, attempts=0,
+                                max_attempts=policy.max_attempts, created_at=now, expires_at=expires)
+                              ).returning(t.id).run()
+        return IssuedCode(code=code, code_id=int(rows[0]["id"]), expires_at=expires)
+
+    async def latest(self, *, purpose: str, binding: str) -> dict[str, object] | None:
+        """The live code row (not used, not superseded) for this binding, if any."""
+        t = self.database.t.OneTimeCode
+        rows = await (t.select(t.id, t.account_id, t.channel, t.created_at, t.expires_at, t.attempts, t.max_attempts)
+                      .where((t.purpose == purpose) & (t.binding == binding) & t.used_at.is_null()
+                             & t.superseded_at.is_null())
+                      .order_by(t.id, ascending=False).limit(1).run())
+        return rows[0] if rows else None
+
+    async def check(self, *, purpose: str, binding: str, code: str, now: dt.datetime) -> CodeCheck:
+        t = self.database.t.OneTimeCode
+        live = await self.latest(purpose=purpose, binding=binding)
+        if live is None:
+            return CodeCheck(outcome=CodeOutcome.MISSING)
+        code_id = int(live["id"])  # type: ignore[call-overload]
+        account_id = live["account_id"]
+        channel = str(live["channel"])
+        if live["expires_at"] <= now:  # type: ignore[operator]
+            return CodeCheck(outcome=CodeOutcome.EXPIRED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
+        # count the try first: of N concurrent guesses, at most max_attempts get compared
+        counted = await (t.update({t.attempts: t.attempts + 1})
+                         .where((t.id == code_id) & (t.attempts < t.max_attempts) & t.used_at.is_null()
+                                & t.superseded_at.is_null())
+                         .returning(t.attempts, t.max_attempts, t.code_hmac).run())
+        if not counted:
+            return CodeCheck(outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
+        row = counted[0]
+        left = int(row["max_attempts"]) - int(row["attempts"])
+        if not self.keys.matches("code", f"{purpose}:{binding}:{code}", str(row["code_hmac"])):
+            outcome = CodeOutcome.WRONG if left > 0 else CodeOutcome.EXHAUSTED
+            return CodeCheck(outcome=outcome, code_id=code_id, account_id=account_id, channel=channel,  # type: ignore[arg-type]
+                             attempts_left=left)
+        used = await (t.update({t.used_at: now})
+                      .where((t.id == code_id) & t.used_at.is_null() & t.superseded_at.is_null())
+                      .returning(t.id).run())
+        if not used:  # another request used it a moment ago
+            return CodeCheck(outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
+        return CodeCheck(outcome=CodeOutcome.ACCEPTED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
+
+    async def cooldown_left(self, *, purpose: str, binding: str, policy: CodePolicy, now: dt.datetime) -> int:
+        """Seconds before a new code may be sent for this binding."""
+        live = await self.latest(purpose=purpose, binding=binding)
+        if live is None:
+            return 0
+        ready = live["created_at"] + dt.timedelta(seconds=policy.resend_cooldown_seconds)  # type: ignore[operator]
+        return max(0, int((ready - now).total_seconds() + 0.999))
+
+    async def withdraw(self, *, purpose: str, binding: str, now: dt.datetime) -> None:
+        t = self.database.t.OneTimeCode
+        await t.update({t.superseded_at: now}).where(
+            (t.purpose == purpose) & (t.binding == binding) & t.used_at.is_null() & t.superseded_at.is_null()).run()

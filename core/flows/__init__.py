@@ -1,0 +1,1 @@
+"""Multi-step procedures: registration, login, recovery, account. No HTTP objects here."""

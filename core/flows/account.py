@@ -1,0 +1,176 @@
+"""After login: forced personalisation, contact confirmation, Mon compte (email, password, browsers)."""
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import StepError
+from core.flows.common import (
+    account_by_id,
+    account_recipient,
+    check_code,
+    password_context,
+    send_code,
+    subject_of,
+)
+from core.flows.engine import StepResult
+from core.identifiers import mask_email, parse_code, parse_email, parse_mobile, parse_phone
+from core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
+from core.services import Services
+from core.sessions import Session
+from core.structs import Recipient
+
+WRONG_CURRENT = "Le mot de passe actuel est incorrect."
+CONTACT_FIELDS = {"email": "adresse email", "mobile": "numéro de téléphone portable",
+                  "landline": "numéro de téléphone fixe", "fax": "numéro de fax"}
+
+
+async def current_account(services: Services, session: Session) -> dict[str, Any] | None:
+    if session.data is None or session.data.account_id is None:
+        return None
+    return await account_by_id(services, session.data.account_id)
+
+
+def strength(services: Services, account: dict[str, Any], password: str) -> PolicyCheck:
+    return services.passwords.check(password[:MAX_PASSWORD_LENGTH * 2], password_context(services, account))
+
+
+async def change_password(services: Services, session: Session, account: dict[str, Any], form: dict[str, str],
+                          *, client: str, require_current: bool) -> StepResult:
+    """Personalisation (no current password: the temporary one was just typed) or a change from Mon compte."""
+    new = form.get("new_password", "")
+    confirm = form.get("confirm_password", "")
+    errors: dict[str, str] = {}
+    if require_current and not await services.passwords.verify(account["password_hash"], form.get("current_password", "")):
+        errors["current_password"] = WRONG_CURRENT
+    check = strength(services, account, new)
+    if not new:
+        errors["new_password"] = "Veuillez saisir votre nouveau mot de passe."
+    elif not check.ok:
+        errors["new_password"] = " ".join(check.errors)
+    elif await services.passwords.verify(account["password_hash"], new):
+        errors["new_password"] = "Votre nouveau mot de passe doit être différent de l'actuel."
+    if not errors.get("new_password") and new != confirm:
+        errors["confirm_password"] = "Les deux mots de passe ne sont pas identiques."
+    if errors:
+        return StepResult(step="mot-de-passe", errors=errors)
+    password_hash = await services.passwords.hash(new)
+    t = services.database.t.Account
+    b = services.database.t.TrustedBrowser
+    now = services.now()
+    async with services.database.transaction():
+        rows = await (t.update({t.password_hash: password_hash, t.password_is_temporary: False,
+                                t.temporary_expires_at: None, t.password_changed_at: now,
+                                t.credentials_version: t.credentials_version + 1})
+                      .where((t.id == account["id"]) & (t.credentials_version == account["credentials_version"]))
+                      .returning(t.credentials_version).run())
+        if not rows:
+            return StepResult(step="mot-de-passe", errors={"new_password": "Votre compte a changé entre-temps. Veuillez recommencer."})
+        await b.update({b.revoked_at: now}).where((b.account_id == account["id"]) & b.revoked_at.is_null()).run()
+        if account["email"] and not account["password_is_temporary"]:
+            await services.enqueue(channel="email", template="password_changed_notice",
+                                   recipient=account_recipient(account), payload={})
+        await services.audit("password.changed", account_id=account["id"], subject=subject_of(account["identifier"]),
+                             client=client, personalisation=account["password_is_temporary"])
+    assert session.data is not None
+    session.data.credentials_version = int(rows[0]["credentials_version"])  # other sessions end, this one goes on
+    session.rotate()
+    return StepResult(step="mot-de-passe-modifie")
+
+
+# --- contact details (confirmation after first login, and edits) -----------------------------------
+
+
+async def start_contact_change(services: Services, session: Session, account: dict[str, Any], field: str,
+                               raw: str, *, client: str) -> StepResult:
+    """Landline and fax change at once; a new email or mobile waits for the code sent to it."""
+    if field not in CONTACT_FIELDS:
+        return StepResult(step="coordonnees", errors={"field": "Cette coordonnée ne peut pas être modifiée."})
+    try:
+        if field == "email":
+            value = parse_email(raw, "value")
+        elif field == "mobile":
+            value = parse_mobile(raw, "value", required=True)
+        else:
+            value = parse_phone(raw, "value", CONTACT_FIELDS[field])
+    except StepError as error:
+        return StepResult(step="coordonnees", errors={field: error.message_fr}, values={field: raw})
+    t = services.database.t.Account
+    if field in ("landline", "fax"):
+        await t.update({getattr(t, field): value}).where(t.id == account["id"]).run()
+        return StepResult(step="coordonnees", notice="Votre coordonnée a été enregistrée.")
+    if value == account[field]:
+        return StepResult(step="coordonnees", notice="Cette coordonnée est déjà la vôtre.")
+    assert session.data is not None and value is not None
+    binding = f"{session.sid}:{field}"
+    recipient = Recipient(name=account_recipient(account).name, email=value if field == "email" else None,
+                          mobile=value if field == "mobile" else None)
+    error = await send_code(services, purpose="contact_change", binding=binding,
+                            channel="email" if field == "email" else "sms", recipient=recipient,
+                            account_id=account["id"], template="contact_code")
+    if error:
+        return StepResult(step="coordonnees", errors={field: error}, values={field: raw})
+    session.data.pending_contact = {"field": field, "value": value, "binding": binding}
+    session.dirty = True
+    return StepResult(step="coordonnees-code")
+
+
+async def confirm_contact_change(services: Services, session: Session, account: dict[str, Any],
+                                 form: dict[str, str], *, client: str) -> StepResult:
+    assert session.data is not None
+    pending = session.data.pending_contact
+    if not pending:
+        return StepResult(step="coordonnees")
+    policy = services.host.code_policy("contact_change")
+    try:
+        code = parse_code(form.get("code", ""), policy.length)
+    except StepError as error:
+        return StepResult(step="coordonnees-code", errors={"code": error.message_fr})
+    _check, message = await check_code(services, purpose="contact_change", binding=pending["binding"], code=code,
+                                       account_id=account["id"])
+    if message:
+        return StepResult(step="coordonnees-code", errors={"code": message})
+    field, value = pending["field"], pending["value"]
+    t = services.database.t.Account
+    async with services.database.transaction():
+        await t.update({getattr(t, field): value, getattr(t, f"{field}_verified"): True}).where(t.id == account["id"]).run()
+        if field == "email" and account["email"]:
+            # the old address hears of it: a stolen session cannot move the account silently
+            await services.enqueue(channel="email", template="email_changed_notice",
+                                   recipient=Recipient(name=account_recipient(account).name, email=account["email"]),
+                                   payload={"new_email_masked": mask_email(value)})
+        await services.audit("email.changed" if field == "email" else "mobile.changed", account_id=account["id"],
+                             subject=subject_of(account["identifier"]), client=client)
+    session.data.pending_contact = {}
+    session.dirty = True
+    return StepResult(step="coordonnees", notice="Votre coordonnée a été vérifiée et enregistrée.")
+
+
+async def confirm_contacts(services: Services, account: dict[str, Any], *, client: str) -> None:
+    t = services.database.t.Account
+    async with services.database.transaction():
+        await t.update({t.contacts_confirmed_at: services.now()}).where(t.id == account["id"]).run()
+        await services.audit("contacts.confirmed", account_id=account["id"], subject=subject_of(account["identifier"]),
+                             client=client)
+
+
+# --- trusted browsers ------------------------------------------------------------------------------
+
+
+async def trusted_browsers(services: Services, account: dict[str, Any]) -> list[dict[str, Any]]:
+    t = services.database.t.TrustedBrowser
+    now = services.now()
+    return await (t.select(t.id, t.label, t.created_at, t.last_used_at, t.expires_at)
+                  .where((t.account_id == account["id"]) & t.revoked_at.is_null() & (t.expires_at > now)
+                         & (t.credentials_version == account["credentials_version"]))
+                  .order_by(t.created_at, ascending=False).run())
+
+
+async def revoke_browser(services: Services, account: dict[str, Any], browser_id: int, *, client: str) -> bool:
+    t = services.database.t.TrustedBrowser
+    async with services.database.transaction():
+        rows = await (t.update({t.revoked_at: services.now()})
+                      .where((t.id == browser_id) & (t.account_id == account["id"]) & t.revoked_at.is_null())
+                      .returning(t.id).run())
+        if rows:
+            await services.audit("trusted_browser.revoked", account_id=account["id"], client=client)
+    return bool(rows)

@@ -1,0 +1,139 @@
+"""Pieces several flows share: messages, code sending, account lookups, temporary passwords."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from core.clock import PARIS
+from core.codes import CodeCheck, CodeOutcome
+from core.errors import CounterStoreError
+from core.identifiers import mask_email, mask_identifier, mask_phone
+from core.services import Services
+from core.structs import PasswordContext, Recipient
+
+UNAVAILABLE = "Le service est momentanément indisponible. Veuillez réessayer dans quelques minutes."
+SLOW_DOWN = "Trop de tentatives. Veuillez patienter quelques instants avant de réessayer."
+CODE_WRONG = "Le code saisi est incorrect."
+CODE_DEAD = "Ce code n'est plus valable. Cliquez sur « Recevoir un nouveau code »."
+CHANNEL_LABELS = {"email": "par e-mail", "sms": "par SMS"}
+DEFAULT_TEMPORARY_HOURS = {"email": 24, "sms": 24, "postal": 24 * 21}
+
+
+def code_error(check: CodeCheck) -> str:
+    if check.outcome is CodeOutcome.WRONG:
+        left = check.attempts_left
+        return f"{CODE_WRONG} Il vous reste {left} essai{'s' if left > 1 else ''}."
+    if check.outcome in (CodeOutcome.EXPIRED, CodeOutcome.EXHAUSTED):
+        return CODE_DEAD
+    return CODE_WRONG
+
+
+def masked_destination(channel: str, recipient: Recipient) -> str:
+    if channel == "email" and recipient.email:
+        return mask_email(recipient.email)
+    if channel == "sms" and recipient.mobile:
+        return mask_phone(recipient.mobile)
+    return ""
+
+
+def temporary_expiry(services: Services, channel: str) -> dt.datetime:
+    hours = services.config.passwords.temporary_lifetime_hours.get(channel, DEFAULT_TEMPORARY_HOURS[channel])
+    return services.now() + dt.timedelta(hours=hours)
+
+
+def french_date(moment: dt.datetime) -> str:
+    return moment.astimezone(PARIS).strftime("%d/%m/%Y")
+
+
+def password_context(services: Services, account: dict[str, Any]) -> PasswordContext:
+    words = [str(account.get(k) or "") for k in ("last_name", "first_name", "identifier")]
+    birth = account.get("birth_date")
+    if birth:
+        words += [birth.strftime("%d%m%Y"), birth.strftime("%Y"), birth.strftime("%d%m%y")]
+    return PasswordContext(words=tuple(w for w in words if w), caisse_name=services.config.caisse.name)
+
+
+async def account_by_identifier(services: Services, identifier: str) -> dict[str, Any] | None:
+    t = services.database.t.Account
+    rows = await t.select().where(t.identifier == identifier).limit(1).run()
+    return rows[0] if rows else None
+
+
+async def account_by_id(services: Services, account_id: int) -> dict[str, Any] | None:
+    t = services.database.t.Account
+    rows = await t.select().where(t.id == account_id).limit(1).run()
+    return rows[0] if rows else None
+
+
+def account_recipient(account: dict[str, Any]) -> Recipient:
+    name = " ".join(p for p in (account.get("first_name"), account.get("last_name")) if p)
+    return Recipient(name=name, email=account.get("email"), mobile=account.get("mobile"))
+
+
+async def within_budget(services: Services, channel: str) -> bool:
+    """SMS and letters cost money: an hourly budget per caisse."""
+    limit = {"sms": services.limits.sms_budget, "postal": services.limits.letter_budget}.get(channel)
+    if limit is None:
+        return True
+    verdict = await services.limiter.hit(limit, services.config.caisse.id, services.now())
+    if not verdict.allowed:
+        await services.audit("budget.exhausted", channel=channel)
+    return verdict.allowed
+
+
+async def send_code(services: Services, *, purpose: str, binding: str, channel: str, recipient: Recipient,
+                    account_id: int | None, template: str, deliver: bool = True) -> str | None:
+    """Issue a code and queue it in one transaction; returns an error message or None.
+
+    ``deliver=False`` issues a code nobody receives: an unknown identifier goes through the same
+    steps and the same database work as a known one.
+    """
+    policy = services.host.code_policy(purpose)
+    now = services.now()
+    try:
+        wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
+        if wait > 0:
+            return f"Un code vient d'être envoyé. Vous pourrez en demander un nouveau dans {wait} secondes."
+        sends = await services.limiter.hit(services.limits.code_sends, f"{purpose}:{account_id or binding}", now)
+        if not sends.allowed:
+            await services.audit("limit.reached", account_id=account_id, limit="code_sends")
+            return SLOW_DOWN
+        if deliver and not await within_budget(services, channel):
+            return UNAVAILABLE
+    except CounterStoreError:
+        return UNAVAILABLE
+    async with services.database.transaction():
+        issued = await services.codes.issue(purpose=purpose, binding=binding, policy=policy, channel=channel,
+                                            account_id=account_id, now=now)
+        if deliver:
+            await services.enqueue(channel=channel, template=template, recipient=recipient,
+                                   payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
+                                   expires_at=issued.expires_at)
+        await services.audit("code.sent", account_id=account_id, purpose=purpose, channel=channel)
+    return None
+
+
+async def check_code(services: Services, *, purpose: str, binding: str, code: str,
+                     account_id: int | None) -> tuple[CodeCheck | None, str | None]:
+    """Check a code under the per-account daily failure limit; a new code does not reset that count."""
+    now = services.now()
+    subject = f"{purpose}:{account_id or binding}"
+    try:
+        allowed = await services.limiter.check(services.limits.code_failures, subject, now)
+        if not allowed.allowed:
+            await services.audit("limit.reached", account_id=account_id, limit="code_failures")
+            return None, SLOW_DOWN
+        check = await services.codes.check(purpose=purpose, binding=binding, code=code, now=now)
+        if check.outcome is not CodeOutcome.ACCEPTED:
+            await services.limiter.hit(services.limits.code_failures, subject, now)
+            kind = "code.expired" if check.outcome is CodeOutcome.EXPIRED else "code.failed"
+            await services.audit(kind, account_id=account_id, purpose=purpose, outcome=check.outcome.value)
+            return check, code_error(check)
+    except CounterStoreError:
+        return None, UNAVAILABLE
+    await services.audit("code.succeeded", account_id=account_id, purpose=purpose)
+    return check, None
+
+
+def subject_of(identifier: str) -> str:
+    return mask_identifier(identifier)

@@ -1,0 +1,135 @@
+"""Forgotten password: identifier, channel, confirmation code, temporary password on that channel.
+
+An unknown identifier sees the same pages and causes the same database work (a code nobody
+receives), and nothing is sent. Nothing changes on the account until a valid code is given.
+"""
+from __future__ import annotations
+
+import secrets
+
+from core.errors import CounterStoreError, StepError
+from core.flows.common import (
+    SLOW_DOWN,
+    UNAVAILABLE,
+    account_by_identifier,
+    account_recipient,
+    check_code,
+    french_date,
+    password_context,
+    send_code,
+    subject_of,
+    temporary_expiry,
+)
+from core.flows.engine import FlowState, StepResult, advance
+from core.flows.login import parse_login_identifier
+from core.identifiers import mask_identifier, parse_code
+from core.services import Services
+
+KIND = "recovery"
+STEPS = ["identifiant", "canal", "code", "confirmation"]
+
+
+def channels(services: Services) -> list[str]:
+    """Every channel the caisse allows for recovery: the same list for every identifier."""
+    return [c for c in services.host.code_policy("recovery").channels if services.host.channel(c) is not None]
+
+
+async def submit_identifier(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
+    raw = form.get("identifier", "")
+    try:
+        identifier = parse_login_identifier(raw)
+    except StepError as error:
+        return StepResult(step="identifiant", errors={"identifier": error.message_fr}, values={"identifier": raw})
+    state.data = {"identifier": identifier}
+    advance(state, "identifiant", "canal", STEPS)
+    return StepResult(step=state.step)
+
+
+async def submit_channel(services: Services, state: FlowState, form: dict[str, str], flow_id: str,
+                         client: str) -> StepResult:
+    channel = form.get("channel", "")
+    if channel not in channels(services):
+        return StepResult(step="canal", errors={"channel": "Veuillez choisir comment recevoir votre mot de passe temporaire."})
+    identifier = state.data["identifier"]
+    now = services.now()
+    try:
+        for limit, subject in ((services.limits.recovery_identifier, identifier),
+                               (services.limits.recovery_client, client or "-")):
+            verdict = await services.limiter.hit(limit, subject, now)
+            if not verdict.allowed:
+                await services.audit("limit.reached", subject=subject_of(identifier), client=client, limit=limit.name)
+                return StepResult(step="canal", errors={"channel": SLOW_DOWN}, values={"channel": channel})
+    except CounterStoreError:
+        return StepResult(step="canal", errors={"channel": UNAVAILABLE}, values={"channel": channel})
+    account = await account_by_identifier(services, identifier)
+    reachable = bool(account and (account["email"] if channel == "email" else account["mobile"]))
+    state.data["channel"] = channel
+    error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
+                            recipient=account_recipient(account) if account else account_recipient({}),
+                            account_id=account["id"] if account else None, template="recovery_code",
+                            deliver=reachable)
+    if error:
+        return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
+    await services.audit("recovery.requested", account_id=account["id"] if account else None,
+                         subject=subject_of(identifier), client=client, channel=channel, reachable=reachable)
+    advance(state, "canal", "code", STEPS)
+    return StepResult(step=state.step)
+
+
+async def resend_code(services: Services, state: FlowState, flow_id: str) -> StepResult:
+    account = await account_by_identifier(services, state.data["identifier"])
+    channel = state.data.get("channel", "")
+    reachable = bool(account and (account["email"] if channel == "email" else account["mobile"]))
+    error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
+                            recipient=account_recipient(account) if account else account_recipient({}),
+                            account_id=account["id"] if account else None, template="recovery_code",
+                            deliver=reachable)
+    if error:
+        return StepResult(step="code", errors={"code": error})
+    return StepResult(step="code", notice="Un nouveau code de confirmation vient de vous être envoyé.")
+
+
+async def submit_code(services: Services, state: FlowState, form: dict[str, str], flow_id: str,
+                      client: str) -> StepResult:
+    policy = services.host.code_policy("recovery")
+    try:
+        code = parse_code(form.get("code", ""), policy.length)
+    except StepError as error:
+        return StepResult(step="code", errors={"code": error.message_fr})
+    account = await account_by_identifier(services, state.data["identifier"])
+    check, message = await check_code(services, purpose="recovery", binding=flow_id, code=code,
+                                      account_id=account["id"] if account else None)
+    if message or check is None or account is None or check.account_id != account["id"]:
+        return StepResult(step="code", errors={"code": message or "Le code saisi est incorrect."})
+    await reset_password(services, account, channel=state.data["channel"], client=client)
+    advance(state, "code", "confirmation", STEPS)
+    return StepResult(step=state.step)
+
+
+async def reset_password(services: Services, account: dict[str, object], *, channel: str, client: str) -> None:
+    """A temporary password on ``channel``; sessions end and trusted browsers are revoked; a notice elsewhere."""
+    temporary = services.passwords.temporary_password(password_context(services, account))  # type: ignore[arg-type]
+    password_hash = await services.passwords.hash(temporary)
+    now = services.now()
+    expires = temporary_expiry(services, channel)
+    t = services.database.t.Account
+    b = services.database.t.TrustedBrowser
+    recipient = account_recipient(account)  # type: ignore[arg-type]
+    async with services.database.transaction():
+        await t.update({t.password_hash: password_hash, t.password_is_temporary: True,
+                        t.temporary_expires_at: expires, t.password_changed_at: now,
+                        t.credentials_version: t.credentials_version + 1}).where(t.id == account["id"]).run()
+        await b.update({b.revoked_at: now}).where((b.account_id == account["id"]) & b.revoked_at.is_null()).run()
+        await services.enqueue(channel=channel, template="temporary_password", recipient=recipient,
+                               payload={"password": temporary, "expires_on": french_date(expires),
+                                        "masked_identifier": mask_identifier(str(account["identifier"]))},
+                               expires_at=expires)
+        other = "sms" if channel == "email" else "email"
+        if services.host.channel(other) is not None and (recipient.mobile if other == "sms" else recipient.email):
+            await services.enqueue(channel=other, template="password_reset_notice", recipient=recipient, payload={})
+        await services.audit("password.reset", account_id=int(account["id"]),  # type: ignore[call-overload]
+                             subject=subject_of(str(account["identifier"])), client=client, channel=channel)
+
+
+def new_flow_secret() -> str:
+    return secrets.token_urlsafe(32)

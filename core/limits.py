@@ -1,0 +1,44 @@
+"""The limits guichet applies, from the caisse config; docs/security.md documents them."""
+from __future__ import annotations
+
+import msgspec
+
+from core.config import CaisseConfig
+from core.ratelimit import Limit
+
+DAY = 24 * 3600
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    login_identifier: Limit  # wrong passwords per identifier: progressive delays, never a lockout
+    login_client: Limit  # password attempts per client address
+    code_failures: Limit  # wrong codes per account (or flow) per day: a new code does not reset it
+    code_sends: Limit  # codes sent per account (or flow) per hour
+    identity_answers: Limit  # identity answers per identifier, then only the postal path
+    registration_client: Limit  # registrations started per client address
+    recovery_identifier: Limit  # recovery requests per identifier
+    recovery_client: Limit
+    sms_budget: Limit  # per caisse
+    letter_budget: Limit  # per caisse
+
+
+def limits_from_config(config: CaisseConfig) -> Limits:
+    security = config.security
+    return Limits(
+        login_identifier=Limit(name="login-id", window_seconds=DAY, max_count=10_000,
+                               delay_after=security.login_failures_before_delay,
+                               max_delay_seconds=security.max_delay_seconds),
+        login_client=Limit(name="login-ip", window_seconds=3600, max_count=security.per_client_attempts_per_hour,
+                           delay_after=security.per_client_attempts_per_hour // 3,
+                           max_delay_seconds=security.max_delay_seconds),
+        code_failures=Limit(name="code-fail", window_seconds=DAY, max_count=config.codes.failures_per_day,
+                            delay_after=3, max_delay_seconds=security.max_delay_seconds),
+        code_sends=Limit(name="code-send", window_seconds=3600, max_count=6),
+        identity_answers=Limit(name="identity", window_seconds=30 * DAY,
+                               max_count=security.identity_answers_per_identifier),
+        registration_client=Limit(name="register-ip", window_seconds=3600, max_count=30),
+        recovery_identifier=Limit(name="recover-id", window_seconds=DAY, max_count=5),
+        recovery_client=Limit(name="recover-ip", window_seconds=3600, max_count=30),
+        sms_budget=Limit(name="budget-sms", window_seconds=3600, max_count=security.sms_per_hour),
+        letter_budget=Limit(name="budget-letter", window_seconds=3600, max_count=security.letters_per_hour),
+    )

@@ -1,0 +1,129 @@
+"""Passwords: argon2id hashing off the event loop, the policy from the password hooks, temporary passwords."""
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import string
+import unicodedata
+from typing import TYPE_CHECKING
+
+import msgspec
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+from core.identifiers import fold_name
+from core.structs import PasswordContext, PasswordRule, Strength
+
+if TYPE_CHECKING:
+    from core.config import Argon2Config
+    from core.plugins import PluginHost
+
+# French-flavoured additions to zxcvbn's 30,000 most common passwords
+_FRENCH_COMMON = ("azerty", "azertyuiop", "motdepasse", "soleil", "doudou", "bonjour", "chouchou", "loulou",
+                  "marseille", "toulouse", "nicolas", "julien", "camille", "123soleil", "jetaime", "coucou")
+COMMON_PASSWORDS = frozenset(FREQUENCY_LISTS["passwords"]) | frozenset(_FRENCH_COMMON)
+SPECIALS = "!#$%&()*+,-./:;<=>?@[]_{}~"
+MAX_PASSWORD_LENGTH = 128
+
+
+def normalise(password: str) -> str:
+    """NFKC, so the same password typed on two keyboards gives the same bytes (NIST 800-63B 5.1.1.2)."""
+    return unicodedata.normalize("NFKC", password)
+
+
+class PolicyCheck(msgspec.Struct, frozen=True, kw_only=True):
+    errors: tuple[str, ...]
+    strength: Strength
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _has_classes(password: str) -> bool:
+    return (any(c.isdigit() for c in password) and any(c.isupper() for c in password)
+            and any(c.islower() for c in password) and any(not c.isalnum() for c in password))
+
+
+def _stripped_core(password: str) -> str:
+    """'Soleil2024!' -> 'soleil': catches a common word dressed up with digits and symbols."""
+    return re.sub(r"[^a-z]", "", password.lower())
+
+
+def _violates(rule: PasswordRule, password: str, context: PasswordContext) -> bool:
+    if rule.kind == "min_length":
+        return len(password) < rule.value
+    if rule.kind == "max_length":
+        return len(password) > (rule.value or MAX_PASSWORD_LENGTH)
+    if rule.kind == "classes":
+        return not _has_classes(password)
+    if rule.kind == "blocklist":
+        lowered = password.lower()
+        core_word = _stripped_core(password)
+        return lowered in COMMON_PASSWORDS or (len(core_word) >= 4 and core_word in COMMON_PASSWORDS
+                                               and len(core_word) >= len(password) - 5)
+    if rule.kind == "context":
+        folded = fold_name(password)
+        words = [fold_name(w) for w in (*context.words, context.caisse_name)]
+        parts = [p for w in words for p in re.split(r"\s+", w) if p] + words
+        return any(len(p) >= 4 and p in folded for p in parts)
+    return False
+
+
+class Passwords:
+    """Hashing with bounded concurrency in threads, and the caisse's policy."""
+
+    def __init__(self, params: "Argon2Config", host: "PluginHost", *, max_concurrent: int = 4) -> None:
+        self.hasher = PasswordHasher(time_cost=params.time_cost, memory_cost=params.memory_kib,
+                                     parallelism=params.parallelism)
+        self.host = host
+        self._slots = asyncio.Semaphore(max_concurrent)
+        # verified against when the identifier is unknown, so both cost the same time
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(self.hasher.hash, normalise(password))
+
+    async def verify(self, stored_hash: str | None, password: str) -> bool:
+        """Constant work whether or not there is a hash; never raises on a bad hash."""
+        candidate = normalise(password)[:MAX_PASSWORD_LENGTH * 4]
+        async with self._slots:
+            try:
+                return await asyncio.to_thread(self.hasher.verify, stored_hash or self._dummy_hash, candidate) \
+                    and stored_hash is not None
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        try:
+            return self.hasher.check_needs_rehash(stored_hash)
+        except InvalidHashError:
+            return True
+
+    def check(self, password: str, context: PasswordContext) -> PolicyCheck:
+        """Every rule's message that the password breaks, and the meter's level."""
+        password = normalise(password)
+        errors = tuple(dict.fromkeys(rule.message_fr for rule in self.host.password_rules()
+                                     if _violates(rule, password, context)))
+        strength = self.host.password_strength(password[:MAX_PASSWORD_LENGTH], context)
+        if errors and strength.level == 2:
+            strength = Strength(level=1, label_fr="moyen")
+        return PolicyCheck(errors=errors, strength=strength)
+
+    def temporary_password(self, context: PasswordContext) -> str:
+        """14 characters from ``secrets`` with every class, avoiding look-alikes; satisfies any shipped policy."""
+        alphabet = "".join(c for c in string.ascii_letters + string.digits if c not in "Il1O0o")
+        specials = "#%+-=?@"
+        required = max((r.value for r in self.host.password_rules() if r.kind == "min_length"), default=0)
+        length = max(14, required + 2)
+        while True:
+            chars = [secrets.choice(alphabet) for _ in range(length - 3)]
+            chars += [secrets.choice(string.digits[2:]), secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ"),
+                      secrets.choice(specials)]
+            secrets.SystemRandom().shuffle(chars)
+            candidate = "".join(chars)
+            if self.check(candidate, context).ok:
+                return candidate

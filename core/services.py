@@ -1,0 +1,94 @@
+"""Everything a flow needs, built once per app from the caisse config."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from core.clock import Clock
+from core.codes import Codes
+from core.config import CaisseConfig
+from core.context import DemoEndpoints, PluginContext
+from core.database import Database
+from core.events import Auditor
+from core.flows.engine import Flows
+from core.keys import Keys
+from core.limits import Limits, limits_from_config
+from core.outbox import enqueue
+from core.passwords import Passwords
+from core.plugins import PluginHost
+from core.ratelimit import CounterStore, DatabaseCounters, Limiter, RedisCounters
+from core.sessions import DatabaseSessions, RedisSessions, SessionBackend, SessionManager
+from core.structs import AuditEvent, Recipient
+
+
+@dataclass
+class Services:
+    config: CaisseConfig
+    database: Database
+    clock: Clock
+    keys: Keys
+    host: PluginHost
+    codes: Codes
+    passwords: Passwords
+    limiter: Limiter
+    limits: Limits
+    auditor: Auditor
+    flows: Flows
+    sessions: SessionManager
+    counter_store: CounterStore
+    session_backend: SessionBackend
+
+    def now(self) -> dt.datetime:
+        return self.clock.now()
+
+    async def enqueue(self, *, channel: str, template: str, recipient: Recipient, payload: dict[str, Any],
+                      expires_at: dt.datetime | None = None) -> int:
+        return await enqueue(self.database, self.keys, channel=channel, template=template, recipient=recipient,
+                             payload=payload, now=self.now(), expires_at=expires_at)
+
+    async def audit(self, kind: str, *, account_id: int | None = None, subject: str = "", client: str = "",
+                    **details: Any) -> AuditEvent:
+        """Store an event (in the caller's transaction) and hand it to observers."""
+        event = AuditEvent(kind=kind, at=self.now(), account_id=account_id, subject=subject, client=client,
+                           details=details)
+        await self.auditor.record(event)
+        self.auditor.publish([event])
+        return event
+
+    async def close(self) -> None:
+        await self.database.close()
+        for store in (self.counter_store, self.session_backend):
+            closer = getattr(store, "close", None)
+            if closer is not None:
+                await closer()
+
+
+def build_services(config: CaisseConfig, *, clock: Clock | None = None, database: Database | None = None,
+                   demo: DemoEndpoints | None = None) -> Services:
+    clock = clock or Clock()
+    database = database or Database.from_config(config)
+    keys = Keys.from_config(config)
+    context = PluginContext(config=config, database=database, clock=clock, demo=demo)
+    host = PluginHost(config, context)
+    namespace = f"guichet:{config.caisse.id}"
+    counter_store: CounterStore
+    if config.rate_limits.store == "redis" and config.redis is not None:
+        counter_store = RedisCounters(config.redis.url, namespace)
+    else:
+        counter_store = DatabaseCounters(database)
+    session_backend: SessionBackend
+    if config.sessions.store == "redis" and config.redis is not None:
+        session_backend = RedisSessions(config.redis.url, namespace)
+    else:
+        session_backend = DatabaseSessions(database)
+    return Services(
+        config=config, database=database, clock=clock, keys=keys, host=host,
+        codes=Codes(database, keys),
+        passwords=Passwords(config.passwords.argon2, host, max_concurrent=config.passwords.max_concurrent_hashes),
+        limiter=Limiter(counter_store, keys), limits=limits_from_config(config),
+        auditor=Auditor(database, host), flows=Flows(database),
+        sessions=SessionManager(session_backend, idle_minutes=config.sessions.idle_minutes,
+                                absolute_hours=config.sessions.absolute_hours),
+        counter_store=counter_store, session_backend=session_backend,
+    )

@@ -1,0 +1,163 @@
+"""The Litestar application: ``create_app(config)`` builds everything from a caisse config."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.config.compression import CompressionConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.plugins.htmx import HTMXPlugin
+from litestar.response import Template
+from litestar.template.config import TemplateConfig
+
+from core.clock import Clock
+from core.config import CaisseConfig, load_config
+from core.services import Services, build_services
+from web.controllers.account import AccountController
+from web.controllers.login import LoginController, LogoutController
+from web.controllers.pages import PagesController
+from web.controllers.recovery import RecoveryController
+from web.controllers.registration import RegistrationController
+from web.http import before_request, before_send, base_context
+
+log = logging.getLogger("guichet.web")
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+STATIC_FILES = ("htmx-2.0.11.min.js", "guichet.js", "guichet.css")
+FORM_BODY_LIMIT = 32 * 1024
+
+
+class StaticFiles:
+    """Files served under content-hashed names with a year-long cache; the theme is made per caisse."""
+
+    def __init__(self, config: CaisseConfig) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.names: dict[str, str] = {}
+        for name in STATIC_FILES:
+            self._add(name, (STATIC_DIR / name).read_bytes())
+        theme = f":root{{--caisse:{config.caisse.colour}}}\n".encode()
+        self._add("theme.css", theme)
+
+    def _add(self, name: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()[:10]
+        stem, _, ext = name.rpartition(".")
+        hashed = f"{stem}.{digest}.{ext}"
+        media = "text/javascript; charset=utf-8" if ext == "js" else "text/css; charset=utf-8"
+        self.files[hashed] = (data, media)
+        self.names[name] = f"/static/{hashed}"
+
+
+@get("/static/{name:str}", sync_to_thread=False, include_in_schema=False)
+def static_file(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    found = request.app.state.static.files.get(name)
+    if found is None:
+        raise NotFoundException()
+    data, media = found
+    return Response(content=data, media_type=media,
+                    headers={"cache-control": "public, max-age=31536000, immutable"})
+
+
+def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status >= 500:
+        log.exception("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    titles = {404: ("Page introuvable", "La page demandée n'existe pas ou n'est plus disponible."),
+              405: ("Action impossible", "Cette action n'est pas possible sur cette page."),
+              413: ("Envoi trop volumineux", "Les informations envoyées sont trop volumineuses."),
+              400: ("Requête invalide", "Les informations envoyées ne sont pas valides. Rechargez la page.")}
+    title, message = titles.get(status, ("Service indisponible" if status >= 500 else "Requête invalide",
+                                         "Une erreur est survenue. Veuillez réessayer dans quelques instants."
+                                         if status >= 500 else "Cette requête n'a pas pu être traitée."))
+    try:
+        context = {"title": title, "message": message, **base_context(request)}
+        return Template(template_name="pages/error.html", context=context, status_code=status)
+    except Exception:
+        return Response(content=message, status_code=status, media_type="text/plain")
+
+
+def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None,
+               services: Services | None = None, run_outbox_worker: bool | None = None) -> Litestar:
+    """The app for one caisse: its plugins, database, sessions and pages."""
+    if config is None:
+        config = load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml"))
+    demo_sinks = None
+    if services is None:
+        endpoints = None
+        if config.demo.mailbox:
+            from core.demo_mailbox import start_demo_sinks
+
+            demo_sinks = start_demo_sinks(config)
+            endpoints = demo_sinks.endpoints
+        services = build_services(config, clock=clock, demo=endpoints)
+    worker_wanted = config.server.outbox_worker if run_outbox_worker is None else run_outbox_worker
+    static = StaticFiles(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await services.database.connect()
+        if config.server.mode == "demo":
+            await services.database.upgrade()
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(_housekeeping(services, stop))]
+        if worker_wanted:
+            from core.outbox_worker import OutboxWorker
+
+            worker = OutboxWorker(services.database, services.keys, services.host, services.clock,
+                                  worker_id=f"serve-{os.getpid()}")
+            tasks.append(asyncio.create_task(worker.run_forever(stop)))
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await services.close()
+            if demo_sinks is not None:
+                demo_sinks.stop()
+
+    app = Litestar(
+        route_handlers=[PagesController, RegistrationController, LoginController, RecoveryController,
+                        AccountController, LogoutController, static_file],
+        template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
+        plugins=[HTMXPlugin()],
+        before_request=before_request,
+        before_send=[before_send],
+        lifespan=[lifespan],
+        request_max_body_size=FORM_BODY_LIMIT,
+        compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=6),
+        exception_handlers={HTTPException: _error_handler, Exception: _error_handler},
+        openapi_config=None,
+        debug=False,
+    )
+    app.state.services = services
+    app.state.static = static
+    app.state.static_names = static.names
+    return app
+
+
+async def _housekeeping(services: Services, stop: asyncio.Event) -> None:
+    """Drop expired flows and sessions every few minutes."""
+    while not stop.is_set():
+        try:
+            now = services.now()
+            await services.flows.purge(now)
+            purge = getattr(services.session_backend, "purge", None)
+            if purge is not None:
+                await purge(now)
+        except Exception:
+            log.error("housekeeping failed; will try again")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=300)
+
+
+def app_from_environment() -> Litestar:
+    """For ``uvicorn --factory``: the config file named by GUICHET_CONFIG."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return create_app(load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml")))

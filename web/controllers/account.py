@@ -1,0 +1,256 @@
+"""Pages behind login: personalisation, contact confirmation, espace privé, Mon compte.
+
+Each handler first calls ``_require``: a session that has passed only the password step, or whose
+account's credentials changed since, reaches none of them (htmx fragments included).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+
+from core.flows import account as flow
+from core.flows.engine import StepResult
+from core.identifiers import format_phone
+from core.sessions import FULL
+from web.forms import form_of
+from web.http import client_address, go, render, services_of, session_of, step_status
+
+FORCED_PATHS = {"/changement-mot-de-passe", "/mot-de-passe/force", "/deconnexion"}
+
+
+async def _require(request: Request[Any, Any, Any]) -> tuple[dict[str, Any] | None, Response[Any] | None]:
+    """The account of a fully logged-in session, or where to send the browser instead."""
+    services = services_of(request)
+    session = session_of(request)
+    if session.data is None or session.data.level != FULL:
+        return None, go(request, "/connexion")
+    account = await flow.current_account(services, session)
+    if account is None or account["credentials_version"] != session.data.credentials_version:
+        session.clear()
+        return None, go(request, "/connexion")
+    path = request.url.path
+    if account["password_is_temporary"] and path not in FORCED_PATHS:
+        return None, go(request, "/changement-mot-de-passe")
+    if not account["password_is_temporary"] and account["contacts_confirmed_at"] is None and \
+            not path.startswith(("/confirmation-coordonnees", "/mot-de-passe-modifie", "/mot-de-passe/force")):
+        return None, go(request, "/confirmation-coordonnees")
+    return account, None
+
+
+def _title(request: Request[Any, Any, Any], heading: str) -> str:
+    return f"{heading} — Mon espace privé — {services_of(request).config.caisse.name}"
+
+
+def _contacts(account: dict[str, Any]) -> list[dict[str, str]]:
+    labels = {"email": "Votre adresse email est", "mobile": "Votre numéro de téléphone portable est",
+              "landline": "Votre numéro de téléphone fixe est", "fax": "Votre numéro de fax est"}
+    shown = []
+    for field, label in labels.items():
+        value = account.get(field) or ""
+        shown.append({"field": field, "label": label,
+                      "value": format_phone(value) if value and field != "email" else value})
+    return shown
+
+
+class AccountController(Controller):
+    path = "/"
+
+    # --- forced personalisation of a temporary password --------------------------------------------
+
+    @get("/changement-mot-de-passe")
+    async def personalise(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        if not account["password_is_temporary"]:
+            return go(request, "/mon-compte/mot-de-passe")
+        return render(request, "steps/account/changement.html", {"errors": {}, "forced": True},
+                      title=_title(request, "Changement de votre mot de passe"))
+
+    @post("/changement-mot-de-passe")
+    async def personalise_submit(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        if not account["password_is_temporary"]:
+            return go(request, "/mon-compte/mot-de-passe")
+        form = await form_of(request)
+        result = await flow.change_password(services_of(request), session_of(request), account, form,
+                                            client=client_address(request), require_current=False)
+        if result.errors:
+            return render(request, "steps/account/changement.html", {"errors": result.errors, "forced": True},
+                          status=422, title=_title(request, "Changement de votre mot de passe"))
+        return go(request, "/mot-de-passe-modifie")
+
+    @post("/mot-de-passe/force")
+    async def meter(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        form = await form_of(request)
+        check = flow.strength(services_of(request), account, form.get("new_password", ""))
+        return render(request, "components/meter.html", {"check": check, "typed": bool(form.get("new_password"))},
+                      title="")
+
+    @get("/mot-de-passe-modifie")
+    async def changed(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        return render(request, "steps/account/modifie.html", {"confirm_next": account["contacts_confirmed_at"] is None},
+                      title=_title(request, "Confirmation"))
+
+    # --- contact details -------------------------------------------------------------------------
+
+    @get("/confirmation-coordonnees")
+    async def contacts(self, request: Request[Any, Any, Any], modifier: str | None = None) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        return self._contacts_page(request, account, editing=modifier if modifier in flow.CONTACT_FIELDS else None)
+
+    def _contacts_page(self, request: Request[Any, Any, Any], account: dict[str, Any], *, editing: str | None,
+                       result: StepResult | None = None, template: str = "steps/account/coordonnees.html") -> Any:
+        session = session_of(request)
+        pending = session.data.pending_contact if session.data else {}
+        context = {"contacts": _contacts(account), "editing": editing, "errors": result.errors if result else {},
+                   "values": result.values if result else {}, "notice": result.notice if result else "",
+                   "pending": pending, "length": services_of(request).host.code_policy("contact_change").length}
+        return render(request, template, context, status=step_status(result) if result else 200,
+                      title=_title(request, "Confirmation de vos coordonnées"), push_url="/confirmation-coordonnees")
+
+    @post("/confirmation-coordonnees")
+    async def contacts_submit(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        services = services_of(request)
+        form = await form_of(request)
+        action = form.get("action", "")
+        client = client_address(request)
+        if action == "confirmer":
+            await flow.confirm_contacts(services, account, client=client)
+            return go(request, "/espace-prive")
+        if action == "modifier":
+            field = form.get("field", "")
+            result = await flow.start_contact_change(services, session_of(request), account, field,
+                                                     form.get("value", ""), client=client)
+            account = await flow.current_account(services, session_of(request)) or account
+            if result.step == "coordonnees-code":
+                return self._contacts_page(request, account, editing=None, result=result,
+                                           template="steps/account/coordonnees_code.html")
+            return self._contacts_page(request, account, editing=field if result.errors else None, result=result)
+        if action == "code":
+            result = await flow.confirm_contact_change(services, session_of(request), account, form, client=client)
+            account = await flow.current_account(services, session_of(request)) or account
+            template = "steps/account/coordonnees_code.html" if result.step == "coordonnees-code" \
+                else "steps/account/coordonnees.html"
+            return self._contacts_page(request, account, editing=None, result=result, template=template)
+        return self._contacts_page(request, account, editing=None)
+
+    # --- the espace privé and Mon compte -----------------------------------------------------------
+
+    @get("/espace-prive")
+    async def home(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        return render(request, "pages/espace_prive.html", {"account": account},
+                      title=_title(request, "Mon espace privé"))
+
+    @get("/mon-compte")
+    async def settings(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        return await self._settings_page(request, account)
+
+    async def _settings_page(self, request: Request[Any, Any, Any], account: dict[str, Any], notice: str = "") -> Any:
+        browsers = await flow.trusted_browsers(services_of(request), account)
+        return render(request, "pages/mon_compte.html",
+                      {"account": account, "browsers": browsers, "notice": notice, "contacts": _contacts(account)},
+                      title=_title(request, "Mon compte"))
+
+    @post("/mon-compte/navigateurs/{browser_id:int}/revoquer")
+    async def revoke(self, request: Request[Any, Any, Any], browser_id: int) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        done = await flow.revoke_browser(services_of(request), account, browser_id, client=client_address(request))
+        return await self._settings_page(request, account, "Ce navigateur n'est plus un navigateur de confiance."
+                                         if done else "")
+
+    @get("/mon-compte/mot-de-passe")
+    async def password(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        return render(request, "steps/account/changement.html", {"errors": {}, "forced": False},
+                      title=_title(request, "Modifier mon mot de passe"))
+
+    @post("/mon-compte/mot-de-passe")
+    async def password_submit(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        form = await form_of(request)
+        result = await flow.change_password(services_of(request), session_of(request), account, form,
+                                            client=client_address(request), require_current=True)
+        if result.errors:
+            return render(request, "steps/account/changement.html", {"errors": result.errors, "forced": False},
+                          status=422, title=_title(request, "Modifier mon mot de passe"))
+        return go(request, "/mot-de-passe-modifie")
+
+    @get("/mon-compte/email")
+    async def email(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        return render(request, "steps/account/email.html", {"errors": {}, "values": {}, "account": account},
+                      title=_title(request, "Modifier mon email"))
+
+    @post("/mon-compte/email")
+    async def email_submit(self, request: Request[Any, Any, Any]) -> Any:
+        account, redirect = await _require(request)
+        if redirect:
+            return redirect
+        assert account is not None
+        services = services_of(request)
+        session = session_of(request)
+        form = await form_of(request)
+        client = client_address(request)
+        title = _title(request, "Modifier mon email")
+        if form.get("action") == "code":
+            result = await flow.confirm_contact_change(services, session, account, form, client=client)
+            if result.errors:
+                return render(request, "steps/account/email_code.html",
+                              {"errors": result.errors, "pending": session.data.pending_contact if session.data else {},
+                               "length": services.host.code_policy("contact_change").length},
+                              status=422, title=title)
+            fresh = await flow.current_account(services, session) or account
+            return await self._settings_page(request, fresh, "Votre adresse email a été modifiée.")
+        if not await services.passwords.verify(account["password_hash"], form.get("current_password", "")):
+            return render(request, "steps/account/email.html",
+                          {"errors": {"current_password": flow.WRONG_CURRENT}, "values": {"value": form.get("value", "")},
+                           "account": account}, status=422, title=title)
+        result = await flow.start_contact_change(services, session, account, "email", form.get("value", ""),
+                                                 client=client)
+        if result.errors:
+            return render(request, "steps/account/email.html",
+                          {"errors": {"value": result.errors.get("email", next(iter(result.errors.values())))},
+                           "values": {"value": form.get("value", "")}, "account": account}, status=422, title=title)
+        if result.step != "coordonnees-code":
+            return await self._settings_page(request, account, result.notice)
+        return render(request, "steps/account/email_code.html",
+                      {"errors": {}, "pending": session.data.pending_contact if session.data else {},
+                       "length": services.host.code_policy("contact_change").length}, title=title)

@@ -1,0 +1,112 @@
+"""Login pages: /connexion (identifier and password), /connexion/code (the second factor), /deconnexion."""
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie
+
+from core.flows import login as flow
+from core.flows.engine import StepResult
+from core.sessions import FULL, PASSWORD
+from web.forms import form_of
+from web.http import (
+    client_address,
+    cookie_name,
+    go,
+    queue_cookie,
+    render,
+    services_of,
+    session_of,
+    step_status,
+)
+
+
+def _login_page(request: Request[Any, Any, Any], result: StepResult | None = None) -> Any:
+    caisse = services_of(request).config.caisse.name
+    return render(request, "steps/login/connexion.html",
+                  {"values": result.values if result else {}, "errors": result.errors if result else {}},
+                  status=step_status(result) if result else 200,
+                  title=f"Connexion — Mon espace privé — {caisse}", push_url="/connexion")
+
+
+async def _code_page(request: Request[Any, Any, Any], result: StepResult | None = None) -> Any:
+    services = services_of(request)
+    info = await flow.code_page(services, session_of(request))
+    context = {"values": result.values if result else {}, "errors": result.errors if result else {},
+               "notice": result.notice if result else "", **info}
+    return render(request, "steps/login/code.html", context, status=step_status(result) if result else 200,
+                  title=f"Code de sécurité — Mon espace privé — {services.config.caisse.name}",
+                  push_url="/connexion/code")
+
+
+class LoginController(Controller):
+    path = "/connexion"
+
+    @get("/")
+    async def show(self, request: Request[Any, Any, Any]) -> Any:
+        session = session_of(request)
+        if session.data and session.data.level == FULL:
+            return go(request, "/espace-prive")
+        return _login_page(request)
+
+    @post("/")
+    async def submit(self, request: Request[Any, Any, Any]) -> Any:
+        services = services_of(request)
+        session = session_of(request)
+        form = await form_of(request)
+        trusted = request.cookies.get(cookie_name(services, "trusted"))
+        if session.data is not None:  # a new login starts from a clean session
+            session.clear()
+            session.cleared = False
+        outcome = await flow.submit_password(services, session, form, client=client_address(request),
+                                             trusted_token=trusted)
+        if outcome.next_url:
+            return go(request, outcome.next_url)
+        if outcome.result.step == "code":
+            if outcome.result.errors:
+                return await _code_page(request, outcome.result)
+            return go(request, "/connexion/code")
+        return _login_page(request, outcome.result)
+
+    @get("/code")
+    async def code(self, request: Request[Any, Any, Any]) -> Any:
+        session = session_of(request)
+        if not session.data or session.data.level != PASSWORD:
+            return go(request, "/connexion")
+        return await _code_page(request)
+
+    @post("/code")
+    async def submit_code(self, request: Request[Any, Any, Any]) -> Any:
+        services = services_of(request)
+        session = session_of(request)
+        if not session.data or session.data.level != PASSWORD:
+            return go(request, "/connexion")
+        form = await form_of(request)
+        if form.get("action") == "renvoyer":
+            return await _code_page(request, await flow.resend(services, session))
+        form["user_agent"] = request.headers.get("user-agent", "")[:300]
+        outcome = await flow.submit_code(services, session, form, client=client_address(request))
+        if outcome.set_trusted_cookie:
+            queue_cookie(request, Cookie(key=cookie_name(services, "trusted"), value=outcome.set_trusted_cookie,
+                                         path="/", httponly=True, secure=services.config.sessions.secure_cookies,
+                                         samesite="strict",
+                                         max_age=services.config.security.trusted_browser_days * 86400))
+        if outcome.next_url:
+            return go(request, outcome.next_url)
+        if outcome.result.step == "connexion":
+            return go(request, "/connexion")
+        return await _code_page(request, outcome.result)
+
+
+class LogoutController(Controller):
+    path = "/deconnexion"
+
+    @post("/")
+    async def logout(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        services = services_of(request)
+        session = session_of(request)
+        if session.data is not None:
+            await services.audit("logout", account_id=session.data.account_id, client=client_address(request))
+        session.clear()
+        return go(request, "/")

@@ -1,0 +1,32 @@
+// guichet: progressive enhancements only; every page works without this file.
+(function () {
+  "use strict";
+  function enhance(root) {
+    root.querySelectorAll("button[data-toggle]").forEach(function (button) {
+      button.hidden = false;
+      if (button.dataset.bound) return;
+      button.dataset.bound = "1";
+      button.addEventListener("click", function () {
+        var input = document.getElementById(button.dataset.toggle);
+        if (!input) return;
+        var show = input.type === "password";
+        input.type = show ? "text" : "password";
+        button.setAttribute("aria-pressed", show ? "true" : "false");
+        button.textContent = show ? "masquer" : "voir";
+      });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var step = document.getElementById("step");
+    if (!step) return;
+    enhance(step);
+    if (event.detail.target && event.detail.target.id === "step" || event.detail.target === step) {
+      if (step.dataset.title) document.title = step.dataset.title;
+      var error = step.querySelector(".alert:not(:empty)");
+      var heading = step.querySelector("h1");
+      var focus = error && error.querySelector("a") ? error.querySelector("a") : heading;
+      if (focus) focus.focus();
+    }
+  });
+})();
