@@ -1,1 +1,11 @@
-"""Hook implementations."""
+"""Hook implementations of delivery_email."""
+from __future__ import annotations
+
+from core import Channel, PluginContext, hookimpl
+from plugins.delivery_email.channel import EmailChannel
+from plugins.delivery_email.settings import EmailSettings
+
+
+@hookimpl
+def guichet_channels(context: PluginContext) -> list[Channel]:
+    return [EmailChannel(context.settings("delivery_email", EmailSettings), context)]

@@ -1,0 +1,58 @@
+"""What the delivery channels share to render a message: the template folders and the values templates see."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from core.context import PluginContext
+from core.errors import ConfigError, DeliveryError
+from core.structs import Message
+
+# every message the core sends; each channel ships a template for those it can carry
+TEMPLATES = ("login_code", "registration_code", "recovery_code", "contact_code", "temporary_password",
+             "password_changed_notice", "email_changed_notice", "registration_attempt_notice",
+             "password_reset_notice", "registration_letter")
+
+
+def template_context(context: PluginContext, message: Message) -> dict[str, Any]:
+    """What every template sees: the payload's keys, ``caisse`` and ``recipient_name``."""
+    caisse = context.config.caisse
+    return {
+        **message.payload,
+        "caisse": {"name": caisse.name, "website": caisse.website, "colour": caisse.colour,
+                   "postal_address": list(caisse.postal_address),
+                   "assistance": {"phone": caisse.assistance.phone, "hours": caisse.assistance.hours,
+                                  "email": caisse.assistance.email}},
+        "recipient_name": message.recipient.name,
+    }
+
+
+def template_environment(context: PluginContext, templates_dir: str | None, builtin: Path, *,
+                         setting: str) -> jinja2.Environment:
+    """The caisse's own folder first, then the built-in one; a value a template uses but lacks is an error.
+
+    Autoescaping is on for ``.html`` templates only.
+    """
+    folders = []
+    if templates_dir:
+        override = context.config.path(templates_dir)
+        if not override.is_dir():
+            raise ConfigError(f"templates_dir {str(override)!r} is not a folder", key=setting)
+        folders.append(str(override))
+    folders.append(str(builtin))
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(folders), undefined=jinja2.StrictUndefined,
+                              autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+
+
+def render(env: jinja2.Environment, name: str, values: dict[str, Any], *, channel: str) -> str:
+    """Render one template; a missing template or value is a permanent DeliveryError that shows no value."""
+    try:
+        return env.get_template(name).render(values)
+    except jinja2.TemplateNotFound:
+        raise DeliveryError(f"no {channel} template {name!r}", permanent=True) from None
+    except jinja2.UndefinedError:
+        raise DeliveryError(f"the {channel} template {name!r} needs a value the message lacks",
+                            permanent=True) from None

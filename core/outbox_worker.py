@@ -1,0 +1,418 @@
+"""The outbox worker: claims due messages, delivers them through their channel, records the outcome.
+
+Claims are safe with several workers and several processes. A claim moves a message to
+``sending`` with a lease (``lease_until``) in one atomic ``UPDATE ... RETURNING``; on
+PostgreSQL the candidate rows are picked ``FOR UPDATE SKIP LOCKED`` so concurrent claims do
+not wait on each other. A worker killed between the claim and the outcome leaves a lease that
+expires: the message is then claimable again. Every outcome is written only if the lease is
+still the one this worker took (the lease timestamp is the fencing token), so a worker that
+lost its lease never overwrites the outcome of the one that took over.
+
+Content lifecycle: ``sent`` and ``expired`` messages have their sealed content emptied at
+once. ``failed`` messages keep their sealed (encrypted) content so an operator can
+``guichet outbox retry`` them once the cause is fixed; ``purge_final`` empties it after
+``failed_retention`` (7 days by default), and the worker runs that purge periodically.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import random
+import signal
+import socket
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from core.clock import Clock
+from core.errors import DeliveryError
+from core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
+from core.structs import Message
+
+if TYPE_CHECKING:
+    from core.config import CaisseConfig
+    from core.database import Database
+    from core.keys import Keys
+    from core.plugins import PluginHost
+
+log = logging.getLogger("guichet.outbox")
+
+UTC = dt.timezone.utc
+MAX_ERROR_LENGTH = 300  # the width of guichet_outbox.last_error
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Exponential backoff with jitter for temporary failures, then ``failed``."""
+
+    base_seconds: float = 30.0
+    cap_seconds: float = 3600.0
+    max_attempts: int = 10
+    jitter: float = 0.25  # up to this fraction of a delay is removed at random, so one outage's retries spread out
+    max_retry_after_seconds: float = 6 * 3600.0  # a gateway's Retry-After is honoured up to this
+
+    def delay(self, attempts: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Seconds to wait before the next attempt, ``attempts`` having been made."""
+        if retry_after is not None:
+            return min(max(retry_after, 1.0), self.max_retry_after_seconds)
+        backoff = min(self.cap_seconds, self.base_seconds * 2 ** max(attempts - 1, 0))
+        return backoff * (1.0 - self.jitter * rng.random())
+
+
+class ClaimedMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message this worker holds a lease on; ``lease_until`` is the fencing token."""
+
+    id: int
+    channel: str
+    template: str
+    sealed: str
+    attempts: int
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    lease_until: dt.datetime
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # SQLite stores Timestamptz as text and compares it as text: every value must be aware UTC,
+    # formatted the same way by piccolo's adapter, or comparisons go wrong
+    if value.tzinfo is None:
+        raise ValueError("the outbox needs timezone-aware datetimes")
+    return value.astimezone(UTC)
+
+
+def _short(reason: str, payload: dict[str, Any] | None = None) -> str:
+    """A one-line reason fit for last_error and logs; any payload value found in it is masked."""
+    text = " ".join(reason.split())
+    for value in (payload or {}).values():
+        if isinstance(value, str) and len(value) >= 4 and value in text:
+            text = text.replace(value, "***")
+    return text[:MAX_ERROR_LENGTH]
+
+
+def _table(database: "Database") -> str:
+    return str(database.t.OutboxMessage._meta.tablename)
+
+
+_CLAIM_SQL = """
+UPDATE {table} SET state = '{sending}', lease_until = {{}}, attempts = attempts + 1
+WHERE id IN (
+    SELECT id FROM {table}
+    WHERE (state = '{pending}' AND next_attempt_at <= {{}}) OR (state = '{sending}' AND lease_until <= {{}})
+    ORDER BY next_attempt_at, id
+    LIMIT {{}}{lock}
+)
+RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until
+"""
+
+
+class OutboxWorker:
+    """Delivers the outbox through the caisse's channels; run one or several, in one or several processes."""
+
+    def __init__(self, database: "Database", keys: "Keys", host: "PluginHost", clock: Clock, *,
+                 worker_id: str, lease_seconds: float = 60, batch: int = 20, concurrency: int = 4,
+                 retry: RetryPolicy | None = None, failed_retention: dt.timedelta = dt.timedelta(days=7),
+                 rng: random.Random | None = None) -> None:
+        if lease_seconds <= 0 or batch < 1 or concurrency < 1:
+            raise ValueError("lease_seconds, batch and concurrency must be positive")
+        self.database = database
+        self.keys = keys
+        self.host = host
+        self.clock = clock
+        self.worker_id = worker_id
+        self.lease = dt.timedelta(seconds=lease_seconds)
+        self.batch = batch
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        self.failed_retention = failed_retention
+        self.rng = rng or random.Random()
+        self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        table = _table(database)
+        self._t = table
+        self._claim_sql = _CLAIM_SQL.format(table=table, sending=SENDING, pending=PENDING,
+                                            lock="" if database.is_sqlite else " FOR UPDATE SKIP LOCKED")
+
+    # -- claiming -----------------------------------------------------------------------------------
+
+    async def claim(self, limit: int | None = None) -> list[ClaimedMessage]:
+        """Take a lease on up to ``limit`` due messages (pending and due, or with an expired lease)."""
+        now = _utc(self.clock.now())
+        rows = await self.database.t.OutboxMessage.raw(self._claim_sql, now + self.lease, now, now,
+                                                       limit or self.batch).run()
+        claimed = [msgspec.convert(row, ClaimedMessage) for row in rows]
+        return sorted(claimed, key=lambda m: m.id)
+
+    async def _guarded(self, sql: str, message: ClaimedMessage, *args: Any) -> bool:
+        """Run an UPDATE on the message only while our lease is the current one."""
+        rows = await self.database.t.OutboxMessage.raw(
+            f"UPDATE {self._t} SET {sql} WHERE id = {{}} AND state = '{SENDING}' AND lease_until = {{}} RETURNING id",
+            *args, message.id, message.lease_until).run()
+        return bool(rows)
+
+    async def _renew(self, message: ClaimedMessage) -> ClaimedMessage | None:
+        """A fresh lease before a send that starts late in a batch; None if the lease was lost."""
+        now = _utc(self.clock.now())
+        if message.lease_until - now > self.lease / 2:
+            return message
+        new_lease = now + self.lease
+        if await self._guarded("lease_until = {}", message, new_lease):
+            return msgspec.structs.replace(message, lease_until=new_lease)
+        return None
+
+    async def release(self, message: ClaimedMessage) -> None:
+        """Give a claimed message back untouched (graceful stop): claimable at once, no attempt counted."""
+        await self._guarded(f"state = '{PENDING}', lease_until = NULL, attempts = attempts - 1", message)
+
+    # -- outcomes -----------------------------------------------------------------------------------
+
+    async def _finish(self, message: ClaimedMessage, state: str, error: str = "", *, purge: bool) -> bool:
+        now = _utc(self.clock.now())
+        sealed = ", sealed = ''" if purge else ""
+        done = await self._guarded(f"state = {{}}, lease_until = NULL, finished_at = {{}}, last_error = {{}}{sealed}",
+                                   message, state, now, error[:MAX_ERROR_LENGTH])
+        if not done:
+            log.warning("outbox message %s: lease lost before recording %s (worker %s)", message.id, state,
+                        self.worker_id)
+        return done
+
+    async def _reschedule(self, message: ClaimedMessage, delay: float, error: str) -> None:
+        next_at = _utc(self.clock.now()) + dt.timedelta(seconds=delay)
+        if message.expires_at is not None and next_at >= message.expires_at:
+            # the content would be stale by the next attempt: stop now and forget it
+            await self._finish(message, EXPIRED, f"expired while retrying: {error}", purge=True)
+            return
+        if not await self._guarded("state = {}, lease_until = NULL, next_attempt_at = {}, last_error = {}",
+                                   message, PENDING, next_at, error[:MAX_ERROR_LENGTH]):
+            log.warning("outbox message %s: lease lost before rescheduling (worker %s)", message.id, self.worker_id)
+
+    async def _temporary(self, message: ClaimedMessage, error: str, retry_after: float | None) -> str:
+        if message.attempts >= self.retry.max_attempts:
+            await self._finish(message, FAILED, f"gave up after {message.attempts} attempts: {error}", purge=False)
+            return FAILED
+        await self._reschedule(message, self.retry.delay(message.attempts, self.rng, retry_after), error)
+        return PENDING
+
+    # -- delivering ---------------------------------------------------------------------------------
+
+    async def deliver(self, message: ClaimedMessage) -> str:
+        """Deliver one claimed message and record the outcome; return the state it is left in."""
+        now = _utc(self.clock.now())
+        if message.expires_at is not None and message.expires_at <= now:
+            await self._finish(message, EXPIRED, "content expired before delivery", purge=True)
+            log.info("outbox message %s (%s, %s) expired unsent", message.id, message.channel, message.template)
+            return EXPIRED
+        if message.attempts > self.retry.max_attempts:
+            # only reached when leases keep expiring: a message that kills its worker must stop somewhere
+            await self._finish(message, FAILED, f"abandoned by a worker {message.attempts - 1} times", purge=False)
+            return FAILED
+        channel = self.host.channel(message.channel)
+        if channel is None:
+            error = (f"no channel {message.channel!r} in this caisse's config "
+                     f"(enabled channels: {', '.join(sorted(self.host.channels())) or 'none'})")
+            await self._finish(message, FAILED, error, purge=False)
+            log.error("outbox message %s: %s", message.id, error)
+            return FAILED
+        try:
+            content = open_sealed(self.keys, message.sealed)
+        except (ValueError, msgspec.DecodeError):
+            error = "the sealed content cannot be opened (secret key changed or content purged)"
+            await self._finish(message, FAILED, error, purge=False)
+            log.error("outbox message %s: %s", message.id, error)
+            return FAILED
+        outgoing = Message(id=message.id, channel=message.channel, template=message.template,
+                           recipient=content.recipient, payload=content.payload,
+                           caisse_name=self.host.config.caisse.name, created_at=message.created_at)
+        plugin = type(channel).__module__
+        try:
+            # bounded below the lease, so no other worker can take the message while this send runs
+            async with asyncio.timeout(self.lease.total_seconds() * 0.8):
+                await channel.send(outgoing)
+        except DeliveryError as exc:
+            error = _short(str(exc), content.payload)
+            if exc.permanent:
+                await self._finish(message, FAILED, error, purge=False)
+                log.warning("outbox message %s (%s, %s) failed permanently: %s", message.id, message.channel,
+                            message.template, error)
+                return FAILED
+            log.info("outbox message %s (%s, %s) attempt %s failed: %s", message.id, message.channel,
+                     message.template, message.attempts, error)
+            return await self._temporary(message, error, exc.retry_after)
+        except Exception as exc:  # a channel bug or an unexpected error is retried, like any temporary failure
+            error = f"{type(exc).__name__} raised by channel {message.channel!r} ({plugin})"
+            log.warning("outbox message %s: %s", message.id, error)  # the exception text may hold the payload
+            return await self._temporary(message, error, None)
+        await self._finish(message, SENT, "", purge=True)
+        log.info("outbox message %s (%s, %s) sent", message.id, message.channel, message.template)
+        return SENT
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    async def process(self, message: ClaimedMessage) -> bool:
+        """Deliver one claimed message unless stopping or its lease was lost; True if it was handled."""
+        try:
+            if self._stopping():
+                await self.release(message)
+                return False
+            renewed = await self._renew(message)
+            if renewed is None:
+                log.warning("outbox message %s: lease lost before sending; left to its new holder", message.id)
+                return False
+            await self.deliver(renewed)
+            return True
+        except Exception:
+            # a database error while recording: the lease expires and another attempt follows
+            log.exception("outbox message %s: could not record the outcome", message.id)
+            return False
+
+    async def _gated(self, message: ClaimedMessage, gate: asyncio.Semaphore) -> bool:
+        async with gate:
+            return await self.process(message)
+
+    async def run_once(self) -> int:
+        """Claim the due messages (up to ``batch``), deliver them; return how many were handled."""
+        claimed = await self.claim()
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.concurrency)
+        results = await asyncio.gather(*(self._gated(message, gate) for message in claimed))
+        return sum(results)
+
+    async def drain(self) -> int:
+        """Deliver until nothing is due (``guichet outbox work --once``, tests, benchmarks)."""
+        total = 0
+        while handled := await self.run_once():
+            total += handled
+        return total
+
+    def wake(self) -> None:
+        """Look for due messages now rather than after the idle pause (call it after enqueueing)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run_forever(self, stop: asyncio.Event, idle_seconds: float = 1.0) -> None:
+        """Deliver until ``stop`` is set; the messages in flight finish, the others stay claimable."""
+        self._stop = stop
+        self._wake = asyncio.Event()
+        last_purge: dt.datetime | None = None
+        failures = 0
+        log.info("outbox worker %s started", self.worker_id)
+        try:
+            while not stop.is_set():
+                try:
+                    handled = await self.run_once()
+                    now = _utc(self.clock.now())
+                    if last_purge is None or now - last_purge >= dt.timedelta(minutes=10):
+                        await purge_final(self.database, now - self.failed_retention)
+                        last_purge = now
+                    failures = 0
+                except Exception as exc:  # the database is down: wait and try again, never die
+                    failures += 1
+                    handled = 0
+                    log.error("outbox worker %s: %s (retrying)", self.worker_id, type(exc).__name__)
+                if handled and not stop.is_set():
+                    continue
+                pause = idle_seconds if not failures else min(idle_seconds * 2 ** failures, 60.0)
+                waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+                try:
+                    await asyncio.wait(waiters, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+                self._wake.clear()
+        finally:
+            log.info("outbox worker %s stopped", self.worker_id)
+
+    @contextlib.asynccontextmanager
+    async def running(self, idle_seconds: float = 1.0) -> AsyncIterator["OutboxWorker"]:
+        """Run the worker in a background task for the duration of the block (an app's lifespan)."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run_forever(stop, idle_seconds), name=f"outbox-{self.worker_id}")
+        try:
+            yield self
+        finally:
+            stop.set()
+            self.wake()
+            try:
+                await asyncio.wait_for(task, timeout=self.lease.total_seconds())
+            except asyncio.TimeoutError:  # a send that hangs past its bound: its lease expires, nothing is lost
+                log.warning("outbox worker %s did not stop in time; cancelled", self.worker_id)
+
+
+# --- operations ------------------------------------------------------------------------------------
+
+
+async def outbox_status(database: "Database") -> dict[tuple[str, str], int]:
+    """How many messages per (channel, state)."""
+    rows = await database.t.OutboxMessage.raw(
+        f"SELECT channel, state, COUNT(*) AS n FROM {_table(database)} GROUP BY channel, state").run()
+    return {(row["channel"], row["state"]): int(row["n"]) for row in rows}
+
+
+async def retry_message(database: "Database", id: int, *, clock: Clock | None = None) -> bool:
+    """Put a failed message back in the queue, due now; False if it is not failed or its content was purged."""
+    now = _utc((clock or Clock()).now())
+    rows = await database.t.OutboxMessage.raw(
+        f"UPDATE {_table(database)} SET state = '{PENDING}', attempts = 0, next_attempt_at = {{}}, "
+        f"last_error = '', finished_at = NULL, lease_until = NULL "
+        f"WHERE id = {{}} AND state = '{FAILED}' AND sealed <> '' RETURNING id", now, id).run()
+    return bool(rows)
+
+
+async def purge_final(database: "Database", older_than: dt.datetime) -> int:
+    """Empty the sealed content of messages in a final state since before ``older_than``; return how many."""
+    states = ", ".join(f"'{state}'" for state in FINAL_STATES)
+    rows = await database.t.OutboxMessage.raw(
+        f"UPDATE {_table(database)} SET sealed = '' WHERE state IN ({states}) AND sealed <> '' "
+        f"AND finished_at < {{}} RETURNING id", _utc(older_than)).run()
+    if rows:
+        log.info("outbox: sealed content of %s finished message(s) purged", len(rows))
+    return len(rows)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
+    """``guichet outbox work``: deliver until SIGTERM or SIGINT (or, with ``once``, until nothing is due)."""
+    from core.context import PluginContext
+    from core.database import Database
+    from core.keys import Keys
+    from core.plugins import PluginHost
+
+    database = Database.from_config(config)
+    sinks = None
+    await database.connect()
+    try:
+        if config.demo.mailbox:
+            # a worker process of its own in demo mode: its sinks write to the same mailbox folder
+            from core.demo_mailbox import start_demo_sinks
+
+            sinks = start_demo_sinks(config)
+        clock = Clock()
+        context = PluginContext(config=config, database=database, clock=clock,
+                                demo=sinks.endpoints if sinks else None)
+        worker = OutboxWorker(database, Keys.from_config(config), PluginHost(config, context), clock,
+                              worker_id=default_worker_id())
+        if once:
+            handled = await worker.drain()
+            print(f"{handled} message(s) handled")
+            return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await worker.run_forever(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return 0
+    finally:
+        if sinks is not None:
+            sinks.stop()
+        await database.close()

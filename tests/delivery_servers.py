@@ -1,0 +1,152 @@
+"""Real local servers for the delivery tests: an SMTP sink (aiosmtpd) and a scripted HTTP endpoint."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from conftest import BASE_CONFIG
+
+DEFAULT_ENABLED = '["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]'
+
+
+def base_with_plugins(*names: str) -> str:
+    """BASE_CONFIG with these plugins enabled as well."""
+    enabled = DEFAULT_ENABLED[:-1] + "".join(f', "{name}"' for name in names) + "]"
+    assert DEFAULT_ENABLED in BASE_CONFIG
+    return BASE_CONFIG.replace(DEFAULT_ENABLED, enabled)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Handler:
+    def __init__(self, sink: "SmtpSink") -> None:
+        self.sink = sink
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.sink.rcpt_reply:
+            return self.sink.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.sink.data_reply:
+            return self.sink.data_reply
+        with self.sink.lock:
+            self.sink.messages.append(envelope)
+            self.sink.logins.append(getattr(session, "auth_data", None))
+        if self.sink.on_message is not None:
+            self.sink.on_message(envelope)
+        return "250 Message accepted"
+
+
+class SmtpSink:
+    """An aiosmtpd server in its own thread that keeps every envelope (or refuses as told)."""
+
+    def __init__(self, port: int | None = None, *, rcpt_reply: str = "", data_reply: str = "",
+                 credentials: tuple[str, str] | None = None,
+                 on_message: Callable[[Any], None] | None = None) -> None:
+        self.port = port or free_port()
+        self.rcpt_reply = rcpt_reply
+        self.data_reply = data_reply
+        self.on_message = on_message
+        self.messages: list[Any] = []
+        self.logins: list[Any] = []
+        self.lock = threading.Lock()
+        kwargs: dict[str, Any] = {}
+        if credentials is not None:
+            def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+                ok = (auth_data.login.decode(), auth_data.password.decode()) == credentials
+                return AuthResult(success=ok, handled=False, auth_data=auth_data.login.decode() if ok else None)
+
+            kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
+        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **kwargs)
+
+    def __enter__(self) -> "SmtpSink":
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class HttpEndpoint:
+    """A local HTTP server that answers from a script (then 200) and records every request."""
+
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                endpoint.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
+                status, headers = endpoint.script.pop(0) if endpoint.script else (200, {})
+                payload = b'{"ok": true}' if status < 300 else b'{"error": "scripted"}'
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_POST = do_PUT = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/send"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "HttpEndpoint":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def install_fake_dist(monkeypatch: Any, folder: Any, *, dist: str, entry_points: dict[str, str],
+                      package_dirs: tuple[Any, ...] = ()) -> None:
+    """Make a distribution visible to importlib.metadata without pip: a dist-info folder on sys.path.
+
+    ``entry_points`` maps plugin names to modules (group ``guichet``); ``package_dirs`` are folders
+    holding the plugin's package, put on sys.path too.
+    """
+    from pathlib import Path
+
+    info = Path(folder) / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {module}\n" for name, module in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[guichet]\n{lines}")
+    for package_dir in package_dirs:
+        monkeypatch.syspath_prepend(str(package_dir))
+    monkeypatch.syspath_prepend(str(folder))
