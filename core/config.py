@@ -168,6 +168,7 @@ class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
     base_dir: str = ""  # filled by load_config: relative paths are relative to the file
+    source: str = ""  # filled by decode_config: the file that errors found later (plugins, settings) name
 
     def path(self, relative: str) -> Path:
         """A path from the config, relative to the config file's folder's parent project."""
@@ -210,6 +211,7 @@ def decode_config(data: bytes | str, *, source: str = "<config>", base_dir: str 
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=source) from None
     table["base_dir"] = base_dir
+    table["source"] = source
     try:
         config = msgspec.convert(table, CaisseConfig)
         _check_semantics(config)

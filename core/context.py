@@ -44,5 +44,5 @@ class PluginContext:
                 self._settings_cache[key] = msgspec.convert(self.config.plugin_settings(plugin), kind)
             except msgspec.ValidationError as exc:
                 text = str(exc).replace("`$", f"`$.plugins.settings.{plugin}")
-                raise ConfigError(text, key=f"$.plugins.settings.{plugin}") from None
+                raise ConfigError(text, path=self.config.source or None, key=f"$.plugins.settings.{plugin}") from None
         return self._settings_cache[key]  # type: ignore[no-any-return]

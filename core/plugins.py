@@ -64,12 +64,12 @@ def available_plugins() -> list[str]:
     return sorted(set(BUILTIN_PLUGINS) | set(_third_party()))
 
 
-def _import(name: str) -> tuple[ModuleType, str]:
+def _import(name: str, source: str | None = None) -> tuple[ModuleType, str]:
     third_party = _third_party()
     if name in BUILTIN_PLUGINS:
         if name in third_party and third_party[name].value != BUILTIN_PLUGINS[name]:
             raise ConfigError(f"the plugin name {name!r} is taken by a built-in plugin; rename the entry point",
-                              key="$.plugins.enabled")
+                              path=source, key="$.plugins.enabled")
         return importlib.import_module(BUILTIN_PLUGINS[name]), "builtin"
     if name in third_party:
         ep = third_party[name]
@@ -77,10 +77,10 @@ def _import(name: str) -> tuple[ModuleType, str]:
         loaded = ep.load()
         if not isinstance(loaded, ModuleType):
             raise ConfigError(f"the entry point {name!r} must name a module of hook implementations",
-                              key="$.plugins.enabled")
+                              path=source, key="$.plugins.enabled")
         return loaded, dist
     raise ConfigError(f"unknown plugin {name!r}; available plugins: {', '.join(available_plugins())}",
-                      key="$.plugins.enabled")
+                      path=source, key="$.plugins.enabled")
 
 
 def load_plugins(config: CaisseConfig) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
@@ -88,14 +88,16 @@ def load_plugins(config: CaisseConfig) -> tuple[pluggy.PluginManager, list[Plugi
     pm = pluggy.PluginManager("guichet")
     pm.add_hookspecs(hookspecs)
     pm.register(defaults, name="defaults")
-    loaded: list[tuple[str, ModuleType, str]] = [(name, *_import(name)) for name in config.plugins.enabled]
+    loaded: list[tuple[str, ModuleType, str]] = [(name, *_import(name, config.source or None))
+                                                   for name in config.plugins.enabled]
     # pluggy calls the last registered first: register in reverse so config order is call order
     for name, module, _source in reversed(loaded):
         pm.register(module, name=name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}", key="$.plugins.enabled") from None
+        raise ConfigError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}", path=config.source or None,
+                          key="$.plugins.enabled") from None
     infos = [PluginInfo(name=name, source=source, module=module.__name__,
                         hooks=tuple(sorted(h.name for h in pm.get_hookcallers(module) or [])))
              for name, module, source in loaded]
@@ -134,7 +136,7 @@ class PluginHost:
                 name = key(item)
                 if name in found:
                     raise ConfigError(f"{hook_name}: {name!r} is offered twice (plugin {impl.plugin_name!r})",
-                                      key="$.plugins.enabled")
+                                      path=self.config.source or None, key="$.plugins.enabled")
                 found[name] = item
         return found
 
@@ -203,7 +205,8 @@ class PluginHost:
         policy = _replace(policy, **changes)
         unknown = [c for c in policy.channels if c not in ("email", "sms")]
         if unknown:
-            raise ConfigError(f"code channels must be email or sms, not {unknown}", key=f"$.codes.{purpose}.channels")
+            raise ConfigError(f"code channels must be email or sms, not {unknown}", path=self.config.source or None,
+                              key=f"$.codes.{purpose}.channels")
         return policy
 
     def code_policy(self, purpose: str) -> CodePolicy:
