@@ -1,1 +1,11 @@
-"""Hook implementations."""
+"""Hook implementations of delivery_sms."""
+from __future__ import annotations
+
+from core import Channel, PluginContext, hookimpl
+from plugins.delivery_sms.channel import SmsChannel
+from plugins.delivery_sms.settings import SmsSettings
+
+
+@hookimpl
+def guichet_channels(context: PluginContext) -> list[Channel]:
+    return [SmsChannel(context.settings("delivery_sms", SmsSettings), context)]

@@ -1,0 +1,244 @@
+"""delivery_sms: GSM-7 texts of one SMS, E.164 numbers, a real local HTTP gateway, retries through the outbox."""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from core.clock import FrozenClock
+from core.config import CaisseConfig, load_config
+from core.context import DemoEndpoints, PluginContext
+from core.database import Database
+from core.delivery_templates import TEMPLATES
+from core.errors import ConfigError, DeliveryError
+from core.keys import Keys
+from core.outbox import FAILED, PENDING, SENT, enqueue
+from core.outbox_worker import OutboxWorker
+from core.plugins import PluginHost
+from core.structs import Message, Recipient
+from delivery_servers import HttpEndpoint, base_with_plugins
+from plugins.delivery_sms import hooks
+from plugins.delivery_sms.channel import SAMPLE_PAYLOAD, SmsChannel, build_body, retry_after_seconds
+from plugins.delivery_sms.gsm import BASIC, ONE_SMS, septets, to_gsm7
+from plugins.delivery_sms.settings import SmsSettings
+
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
+RECIPIENT = Recipient(name="Marie DUPONT", mobile="06 12 34 56 78")
+DEMO = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=2525, sms_url="http://127.0.0.1:1/sms", mailbox_dir="x")
+
+
+def message(template: str = "login_code", recipient: Recipient = RECIPIENT, id: int = 7, **payload: Any) -> Message:
+    return Message(id=id, channel="sms", template=template, recipient=recipient,
+                   payload=payload or {"code": "482913", "lifetime_minutes": 15}, caisse_name="MSA Test",
+                   created_at=T0)
+
+
+@pytest.fixture
+def channel_for(make_config: Callable[..., CaisseConfig]) -> Callable[..., SmsChannel]:
+    def factory(settings: str, demo: DemoEndpoints | None = None, clock: FrozenClock | None = None) -> SmsChannel:
+        config = make_config(f"[plugins.settings.delivery_sms]\n{settings}", base=base_with_plugins("delivery_sms"))
+        context = PluginContext(config=config, database=None, clock=clock or FrozenClock(T0), demo=demo)  # type: ignore[arg-type]
+        [channel] = hooks.guichet_channels(context=context)
+        assert isinstance(channel, SmsChannel)
+        return channel
+    return factory
+
+
+# --- texts -------------------------------------------------------------------------------------------
+
+
+def test_gsm7_conversion_of_french_text() -> None:
+    assert to_gsm7("Œuvre d’art « garçon » – là-bas… où ? ê î ô û ç") == 'OEuvre d\'art " garcon " - là-bas... où ? e i o u c'
+    assert to_gsm7("prix 10\u00a0€ [ok]") == "prix 10 € [ok]"
+    assert septets("prix 10 € [ok]") == 14 + 3  # €, [ and ] take two septets each
+    assert to_gsm7("emoji 🙂 ñ Ā") == "emoji ? ñ A"
+    with pytest.raises(ValueError):
+        septets("ê")
+
+
+@pytest.mark.parametrize("config_file", ["demo.toml", "provence-azur.toml", "sud-aquitaine.toml"])
+def test_every_template_fits_one_gsm7_sms(config_file: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUICHET_SMS_TOKEN", "not-used")
+    config = load_config(root / "config" / config_file)
+    context = PluginContext(config=config, database=None, clock=FrozenClock(T0), demo=DEMO)  # type: ignore[arg-type]
+    [channel] = hooks.guichet_channels(context=context)
+    assert isinstance(channel, SmsChannel)
+    for template in TEMPLATES:
+        text = channel.text(message(template, **SAMPLE_PAYLOAD))
+        assert all(char in BASIC for char in text), text  # no escape characters either
+        assert septets(text) <= ONE_SMS, (template, septets(text), text)
+        assert text.startswith(config.caisse.name) or text.startswith(to_gsm7(config.caisse.name))
+        for key in ("code", "password", "masked_identifier"):
+            if f"{{{{ {key}" in (Path("plugins/delivery_sms/templates") / f"{template}.txt").read_text():
+                assert str(SAMPLE_PAYLOAD[key]) in text
+
+
+def test_a_long_caisse_name_still_fits(make_config: Callable[..., CaisseConfig]) -> None:
+    config = make_config('[plugins.settings.delivery_sms]\nurl = "https://sms.example/send"',
+                         base=base_with_plugins("delivery_sms"))
+    config = msgspec.structs.replace(config, caisse=msgspec.structs.replace(config.caisse, name="MSA Dordogne, Lot et Garonne"))
+    SmsChannel(SmsSettings(url="https://sms.example/send"), PluginContext(config=config, database=None,  # type: ignore[arg-type]
+                                                                         clock=FrozenClock(T0)))
+
+
+def test_a_caisse_template_longer_than_one_sms_is_refused(channel_for: Callable[..., SmsChannel], tmp_path: Path) -> None:
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "login_code.txt").write_text("{{ caisse.name }} : " + "très long " * 20 + "{{ code }}")
+    with pytest.raises(ConfigError, match="login_code.*more than one SMS"):
+        channel_for('url = "https://sms.example/send"\ntemplates_dir = "sms"')
+
+
+# --- the request ---------------------------------------------------------------------------------------
+
+
+async def test_the_gateway_gets_json_with_e164_number_and_bearer_auth(channel_for: Callable[..., SmsChannel],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_SMS_TOKEN", "tok-123")
+    with HttpEndpoint() as gateway:
+        channel = channel_for(f'url = "{gateway.url}"\nsender = "MSA"\nauth = {{ env = "TEST_SMS_TOKEN" }}')
+        assert "tok-123" not in repr(channel)
+        await channel.send(message())
+    [request] = gateway.requests
+    assert request.method == "POST" and request.path == "/send"
+    assert request.headers["Authorization"] == "Bearer tok-123"
+    assert request.headers["Content-Type"].startswith("application/json")
+    body = request.json()
+    assert body["to"] == "+33612345678" and body["from"] == "MSA"
+    assert body["text"] == "MSA Test : votre code de sécurité est 482913, valable 15 min. Ne le communiquez à personne."
+
+
+async def test_custom_headers_form_body_and_overseas_numbers(channel_for: Callable[..., SmsChannel]) -> None:
+    with HttpEndpoint() as gateway:
+        channel = channel_for(f'url = "{gateway.url}"\nmethod = "PUT"\nauth = {{ value = "k" }}\n'
+                              'headers = { "X-Api-Key" = "{auth}", "X-Client" = "guichet" }\n'
+                              'body_format = "form"\nbody_template = "dest={to}&msg={text}"')
+        await channel.send(message(recipient=Recipient(mobile="0690 12 34 56")))  # Guadeloupe
+    [request] = gateway.requests
+    assert request.method == "PUT" and request.headers["X-Api-Key"] == "k" and "Authorization" not in request.headers
+    assert request.headers["X-Client"] == "guichet"
+    from urllib.parse import parse_qs
+
+    form = parse_qs(request.body.decode())
+    assert form["dest"] == ["+590690123456"] and "482913" in form["msg"][0]
+
+
+def test_json_body_escapes_values_safely() -> None:
+    tricky = 'il a dit "stop" \\ {to} \n fin'
+    for template in ('{"to": {to}, "text": {text}, "from": {sender}}', '{"to": "{to}", "text": "{text}"}'):
+        body = build_body(SmsSettings(url="https://x.fr", body_template=template, sender='M"SA'), "+33612345678", tricky)
+        decoded = json.loads(body)
+        assert decoded["text"] == tricky and decoded["to"] == "+33612345678"
+
+
+def test_a_body_template_that_is_not_json_is_refused(channel_for: Callable[..., SmsChannel]) -> None:
+    with pytest.raises(ConfigError, match="body_template"):
+        channel_for('url = "https://sms.example/send"\nbody_template = "{to}: {text}"')
+
+
+@pytest.mark.parametrize("mobile", [None, "01 23 45 67 89", "pas un numéro"])
+async def test_no_valid_mobile_is_permanent(channel_for: Callable[..., SmsChannel], mobile: str | None) -> None:
+    channel = channel_for('url = "https://sms.example/send"')
+    with pytest.raises(DeliveryError, match="no valid mobile") as failed:
+        await channel.send(message(recipient=Recipient(mobile=mobile)))
+    assert failed.value.permanent
+
+
+@pytest.mark.parametrize(("status", "permanent"), [(400, True), (401, True), (404, True), (408, False),
+                                                   (429, False), (500, False), (503, False)])
+async def test_gateway_statuses(channel_for: Callable[..., SmsChannel], status: int, permanent: bool) -> None:
+    with HttpEndpoint(script=[(status, {})]) as gateway:
+        with pytest.raises(DeliveryError) as failed:
+            await channel_for(f'url = "{gateway.url}"').send(message())
+    assert failed.value.permanent is permanent and str(status) in str(failed.value)
+    assert "482913" not in str(failed.value)
+
+
+async def test_gateway_down_is_temporary(channel_for: Callable[..., SmsChannel]) -> None:
+    with HttpEndpoint() as gateway:
+        url = gateway.url
+    with pytest.raises(DeliveryError, match="cannot reach") as failed:
+        await channel_for(f'url = "{url}"\ntimeout_seconds = 1').send(message())
+    assert not failed.value.permanent
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    assert retry_after_seconds("120", T0) == 120
+    assert retry_after_seconds(email.utils.format_datetime(T0 + dt.timedelta(minutes=5), usegmt=True), T0) == 300
+    assert retry_after_seconds(email.utils.format_datetime(T0 - dt.timedelta(minutes=5), usegmt=True), T0) == 0
+    assert retry_after_seconds("bientôt", T0) is None and retry_after_seconds(None, T0) is None
+
+
+async def test_demo_url_sends_to_the_demo_endpoint(channel_for: Callable[..., SmsChannel]) -> None:
+    with HttpEndpoint() as gateway:
+        demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=1, sms_url=gateway.url, mailbox_dir="x")
+        await channel_for('url = "demo"', demo=demo).send(message())
+    assert len(gateway.requests) == 1
+    with pytest.raises(ConfigError, match="demo mode"):
+        channel_for('url = "demo"')
+
+
+# --- through the outbox ----------------------------------------------------------------------------------
+
+
+async def _worker_setup(make_config: Callable[..., CaisseConfig], database: Database, db_url: str,
+                        url: str) -> tuple[OutboxWorker, FrozenClock, int]:
+    config = make_config(f'[plugins.settings.delivery_sms]\nurl = "{url}"\nsender = "MSA"',
+                         database_url=db_url, base=base_with_plugins("delivery_sms"))
+    clock = FrozenClock(T0)
+    keys = Keys.from_config(config)
+    host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
+    async with database.transaction():
+        id = await enqueue(database, keys, channel="sms", template="login_code", recipient=RECIPIENT,
+                           payload={"code": "482913", "lifetime_minutes": 15}, now=T0,
+                           expires_at=T0 + dt.timedelta(minutes=15))
+    return OutboxWorker(database, keys, host, clock, worker_id="sms-test"), clock, id
+
+
+async def _row(database: Database, id: int) -> dict[str, Any]:
+    t = database.t.OutboxMessage
+    return (await t.select().where(t.id == id).run())[0]
+
+
+async def test_500_then_200_is_delivered_once(make_config: Callable[..., CaisseConfig], database: Database,
+                                              db_url: str) -> None:
+    with HttpEndpoint(script=[(500, {})]) as gateway:
+        worker, clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
+        assert await worker.run_once() == 1
+        row = await _row(database, id)
+        assert row["state"] == PENDING and "answered 500" in row["last_error"]
+        clock._now = row["next_attempt_at"]
+        assert await worker.run_once() == 1
+        clock.advance(hours=1)
+        assert await worker.run_once() == 0
+    assert len(gateway.requests) == 2 and all(r.json()["to"] == "+33612345678" for r in gateway.requests)
+    row = await _row(database, id)
+    assert row["state"] == SENT and row["attempts"] == 2 and row["sealed"] == ""
+
+
+async def test_429_retry_after_is_honoured(make_config: Callable[..., CaisseConfig], database: Database,
+                                           db_url: str) -> None:
+    with HttpEndpoint(script=[(429, {"Retry-After": "120"})]) as gateway:
+        worker, clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
+        assert await worker.run_once() == 1
+        row = await _row(database, id)
+        assert row["state"] == PENDING and row["next_attempt_at"] == T0 + dt.timedelta(seconds=120)
+        clock.advance(seconds=119)
+        assert await worker.run_once() == 0
+        clock.advance(seconds=1)
+        assert await worker.run_once() == 1
+    assert len(gateway.requests) == 2 and (await _row(database, id))["state"] == SENT
+
+
+async def test_a_refusal_is_recorded_as_failed(make_config: Callable[..., CaisseConfig], database: Database,
+                                               db_url: str) -> None:
+    with HttpEndpoint(script=[(422, {})]) as gateway:
+        worker, _clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
+        assert await worker.run_once() == 1
+    row = await _row(database, id)
+    assert row["state"] == FAILED and row["last_error"] == "the SMS gateway refused the message: 422"
