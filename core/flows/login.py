@@ -57,7 +57,8 @@ def login_channel(services: Services, account: dict[str, Any]) -> str | None:
     for channel in services.host.code_policy("login").channels:
         if services.host.channel(channel) is None:
             continue
-        if channel == "email" and account.get("email") or channel == "sms" and account.get("mobile"):
+        # SMS only to a number proven by a code (NIST 800-63B restricts SMS as an authenticator)
+        if channel == "email" and account.get("email") or channel == "sms" and account.get("mobile_verified"):
             return channel
     return None
 

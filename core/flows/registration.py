@@ -60,13 +60,21 @@ def _fail(step: str, error: StepError, values: dict[str, str]) -> StepResult:
 # --- step 1: "Vous êtes..." ------------------------------------------------------------------------
 
 
-async def submit_status(services: Services, state: FlowState, form: dict[str, str]) -> StepResult:
+async def submit_status(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
     code = form.get("status", "")
     status = services.host.status(code)
     if status is None:
         return StepResult(step="statut", errors={"status": "Veuillez choisir ce que vous êtes."})
+    if "started" not in state.data:
+        try:
+            allowed = await services.limiter.hit(services.limits.registration_client, client or "-", services.now())
+        except CounterStoreError:
+            return StepResult(step="statut", errors={"status": UNAVAILABLE})
+        if not allowed.allowed:
+            await services.audit("limit.reached", client=client, limit="registration_client")
+            return StepResult(step="statut", errors={"status": UNAVAILABLE})
     if state.data.get("status") != code:
-        state.data = {"status": code, "third_party": status.third_party}
+        state.data = {"status": code, "third_party": status.third_party, "started": True}
         state.drafts = {}
     advance(state, "statut", "structure" if status.third_party else "identifiant", steps_for(state))
     return StepResult(step=state.step)
@@ -84,7 +92,7 @@ async def submit_identifier(services: Services, state: FlowState, form: dict[str
     except StepError as error:
         return _fail("identifiant", error, {"identifier": raw})
     if state.data.get("identifier") != identifier:
-        state.data = {k: v for k, v in state.data.items() if k in ("status", "third_party")}
+        state.data = {k: v for k, v in state.data.items() if k in ("status", "third_party", "started")}
     state.data["identifier"] = identifier
     advance(state, "identifiant", "coordonnees", PERSON_STEPS)
     return StepResult(step=state.step)
@@ -295,7 +303,7 @@ async def _finish(services: Services, state: FlowState, *, channel: str, client:
             if existing is not None:
                 await _notify_existing(services, existing, client)
     state.data = {k: v for k, v in state.data.items()
-                  if k in ("status", "third_party", "outcome_channel", "email", "mobile")}
+                  if k in ("status", "third_party", "started", "outcome_channel", "email", "mobile")}
     advance(state, state.step, "termine", PERSON_STEPS)
     state.done = list(PERSON_STEPS[:-1])
     return StepResult(step="termine")

@@ -124,7 +124,7 @@ class RegistrationController(Controller):
 async def _dispatch(services: Any, state: FlowState, step: str, form: dict[str, str], flow_id: str,
                     client: str) -> StepResult:
     if step == "statut":
-        return await flow.submit_status(services, state, form)
+        return await flow.submit_status(services, state, form, client)
     if step == "identifiant":
         return await flow.submit_identifier(services, state, form)
     if step == "coordonnees":
