@@ -1,1 +1,11 @@
-"""Hook implementations."""
+"""Hook implementations of delivery_postal."""
+from __future__ import annotations
+
+from core import Channel, PluginContext, hookimpl
+from plugins.delivery_postal.channel import PostalChannel
+from plugins.delivery_postal.settings import PostalSettings
+
+
+@hookimpl
+def guichet_channels(context: PluginContext) -> list[Channel]:
+    return [PostalChannel(context.settings("delivery_postal", PostalSettings), context)]
