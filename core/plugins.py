@@ -96,7 +96,9 @@ def load_plugins(config: CaisseConfig) -> tuple[pluggy.PluginManager, list[Plugi
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}", path=config.source or None,
+        unknown = sorted(h.name for h in pm.get_hookcallers(exc.plugin) or [] if not h.has_spec())
+        raise ConfigError(f"plugin {pm.get_name(exc.plugin)!r} implements an unknown hook: {', '.join(unknown)} "
+                          "(the hooks are listed in core/hookspecs.py)", path=config.source or None,
                           key="$.plugins.enabled") from None
     infos = [PluginInfo(name=name, source=source, module=module.__name__,
                         hooks=tuple(sorted(h.name for h in pm.get_hookcallers(module) or [])))
@@ -131,6 +133,8 @@ class PluginHost:
         for impl in reversed(hook.get_hookimpls()):
             result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited on purpose: no "never awaited" warning
                 raise ConfigError(f"plugin {impl.plugin_name!r}: {hook_name} must be a plain def returning a list")
             for item in result or []:
                 name = key(item)

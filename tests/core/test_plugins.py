@@ -1,0 +1,289 @@
+"""Plugin loading (config order, entry points, errors) and PluginHost's containment of failing plugins."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import secrets
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import BASE_CONFIG
+from core.clock import Clock
+from core.config import CaisseConfig
+from core.context import PluginContext
+from core.database import Database
+from core.errors import ConfigError, PluginError
+from core.plugins import BUILTIN_PLUGINS, PluginHost, load_plugins
+from core.structs import AuditEvent, PasswordContext, Question, Record, Verdict
+
+MakePlugin = Callable[..., str]
+
+
+@pytest.fixture
+def make_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakePlugin]:
+    """A tiny installed distribution: a package on sys.path and a dist-info declaring a `guichet` entry point."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    created: list[str] = []
+
+    def factory(name: str, source: str, *, target: str = "hooks") -> str:
+        package = f"guichet_test_{name}_{secrets.token_hex(3)}"
+        (site / package).mkdir()
+        (site / package / "__init__.py").write_text("")
+        (site / package / "hooks.py").write_text(textwrap.dedent(source))
+        info = site / f"{package}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[guichet]\n{name} = {package}.{target}\n")
+        importlib.invalidate_caches()  # importlib.metadata caches directory listings
+        created.append(package)
+        return package
+
+    yield factory
+    for package in created:
+        for module in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[module]
+
+
+def config_with(make_config: Callable[..., CaisseConfig], enabled: list[str], extra: str = "") -> CaisseConfig:
+    base = BASE_CONFIG.replace(
+        'enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]',
+        f"enabled = {enabled!r}".replace("'", '"'))
+    assert base != BASE_CONFIG
+    return make_config(extra, base=base)
+
+
+def host_for(config: CaisseConfig, tmp_path: Path) -> PluginHost:
+    context = PluginContext(config=config, database=Database(f"sqlite:///{tmp_path / 'unused.sqlite'}"),
+                            clock=Clock())
+    return PluginHost(config, context)
+
+
+POLICY_PLUGIN = """
+from core import CodePolicy, Status, hookimpl
+
+@hookimpl
+def guichet_code_policy(purpose, caisse):
+    return CodePolicy(length={length}) if purpose == "login" else None
+
+@hookimpl
+def guichet_statuses():
+    return [Status(code="{name}", label_fr="{name}")]
+"""
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+def test_call_order_is_config_order(make_plugin: MakePlugin, make_config, tmp_path: Path) -> None:
+    make_plugin("seven", POLICY_PLUGIN.format(length=7, name="seven"))
+    make_plugin("eight", POLICY_PLUGIN.format(length=8, name="eight"))
+    host = host_for(config_with(make_config, ["seven", "eight"]), tmp_path)
+    assert [info.name for info in host.infos] == ["seven", "eight"]
+    assert host.code_policy("login").length == 7  # firstresult: the first enabled answers
+    assert [s.code for s in host.statuses()] == ["seven", "eight"]
+    host = host_for(config_with(make_config, ["eight", "seven"]), tmp_path)
+    assert host.code_policy("login").length == 8
+    assert [s.code for s in host.statuses()] == ["eight", "seven"]
+    assert host.code_policy("recovery").length == 6  # nobody answered: core/defaults.py
+
+
+def test_builtin_order_is_config_order_too(make_config) -> None:
+    names = ["caisse_sud_aquitaine", "statuses_msa", "caisse_provence_azur"]
+    _pm, infos = load_plugins(config_with(make_config, names))
+    assert [info.name for info in infos] == names
+    assert all(info.source == "builtin" for info in infos)
+    assert infos[1].hooks == ("guichet_statuses",) and infos[0].hooks == ("guichet_code_policy",)
+
+
+def test_third_party_plugin_found_by_entry_point(make_plugin: MakePlugin, make_config, tmp_path: Path) -> None:
+    package = make_plugin("whatsapp", POLICY_PLUGIN.format(length=9, name="whatsapp"))
+    other = make_plugin("unused", POLICY_PLUGIN.format(length=10, name="unused"))
+    host = host_for(config_with(make_config, ["statuses_msa", "whatsapp"]), tmp_path)
+    (info,) = [i for i in host.infos if i.name == "whatsapp"]
+    assert info.source == f"{package} 1.0" and info.module == f"{package}.hooks"
+    assert info.hooks == ("guichet_code_policy", "guichet_statuses")
+    assert host.code_policy("login").length == 9 and host.status("whatsapp") is not None
+    assert f"{other}.hooks" not in sys.modules  # installed but not enabled: never imported
+
+
+def test_unknown_plugin_lists_builtin_and_installed_names(make_plugin: MakePlugin, make_config) -> None:
+    make_plugin("whatsapp", POLICY_PLUGIN.format(length=9, name="whatsapp"))
+    with pytest.raises(ConfigError) as caught:
+        load_plugins(config_with(make_config, ["statuses_msa", "whatsap"]))
+    text = str(caught.value)
+    assert "test.toml: $.plugins.enabled: unknown plugin 'whatsap'; available plugins: " in text
+    listed = text.split("available plugins: ")[1].split(", ")
+    assert listed == sorted({*BUILTIN_PLUGINS, "whatsapp"} | set(listed) - {"whatsap"})
+    assert "whatsapp" in listed and set(BUILTIN_PLUGINS) <= set(listed)
+
+
+def test_misspelt_hook_is_caught_by_check_pending(make_plugin: MakePlugin, make_config) -> None:
+    make_plugin("typo", """
+        from core import hookimpl
+
+        @hookimpl
+        def guichet_statuse():
+            return []
+    """)
+    with pytest.raises(ConfigError,
+                       match=r"\$\.plugins\.enabled: plugin 'typo' implements an unknown hook: guichet_statuse \("):
+        load_plugins(config_with(make_config, ["statuses_msa", "typo"]))
+
+
+def test_entry_point_may_not_take_a_builtin_name(make_plugin: MakePlugin, make_config) -> None:
+    make_plugin("statuses_msa", POLICY_PLUGIN.format(length=9, name="impostor"))
+    with pytest.raises(ConfigError, match="the plugin name 'statuses_msa' is taken by a built-in plugin"):
+        load_plugins(config_with(make_config, ["statuses_msa"]))
+
+
+def test_entry_point_must_name_a_module(make_plugin: MakePlugin, make_config) -> None:
+    make_plugin("klass", "class Plugin:\n    pass\n", target="hooks:Plugin")
+    with pytest.raises(ConfigError, match="the entry point 'klass' must name a module"):
+        load_plugins(config_with(make_config, ["klass"]))
+
+
+def test_async_collecting_hook_is_refused(make_plugin: MakePlugin, make_config, tmp_path: Path) -> None:
+    make_plugin("asyncy", """
+        from core import Status, hookimpl
+
+        @hookimpl
+        async def guichet_statuses():
+            return [Status(code="x", label_fr="x")]
+    """)
+    with pytest.raises(ConfigError, match="guichet_statuses must be a plain def"):
+        host_for(config_with(make_config, ["asyncy"]), tmp_path)
+
+
+def test_a_status_offered_twice_is_a_config_error(make_plugin: MakePlugin, make_config, tmp_path: Path) -> None:
+    make_plugin("again", POLICY_PLUGIN.format(length=7, name="particulier"))
+    with pytest.raises(ConfigError, match="guichet_statuses: 'particulier' is offered twice"):
+        host_for(config_with(make_config, ["statuses_msa", "again"]), tmp_path)
+
+
+# --- containment -------------------------------------------------------------------------------------
+
+RAISING = """
+from core import hookimpl
+
+@hookimpl
+def guichet_identity_check(question, answer, record):
+    raise RuntimeError("boom " + answer)
+
+@hookimpl
+def guichet_identity_questions(status, record):
+    raise RuntimeError("boom")
+
+@hookimpl
+def guichet_registry_lookup(identifier_kind, identifier):
+    async def fail():
+        raise RuntimeError("boom " + identifier)
+    return fail()
+
+@hookimpl
+def guichet_password_strength(password, context):
+    raise RuntimeError("boom " + password)
+"""
+RECORD = Record(identifier_kind="nir", identifier="1850578006084", last_name="LEFEBVRE",
+                vitale_serial="2345678901", health_affiliated=True)
+
+
+def test_a_raising_identity_check_gives_unverifiable(make_plugin: MakePlugin, make_config, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    make_plugin("raising", RAISING)
+    host = host_for(config_with(make_config, ["raising", "statuses_msa", "identity_vitale"]), tmp_path)
+    question = Question(kind="vitale", label_fr="x")
+    with caplog.at_level(logging.ERROR, logger="guichet.plugins"):
+        assert host.identity_check(question, "2345678901", RECORD) is Verdict.UNVERIFIABLE
+    assert "guichet_identity_check" in caplog.text and "raising" in caplog.text
+    assert "2345678901" not in caplog.text  # the log names plugin and hook, never the arguments
+    # without the raising plugin the same answer is right: the failure, not the answer, gave UNVERIFIABLE
+    plain = host_for(config_with(make_config, ["statuses_msa", "identity_vitale"]), tmp_path)
+    assert plain.identity_check(question, "2345678901", RECORD) is Verdict.RIGHT
+
+
+def test_a_raising_question_plugin_offers_none_and_others_still_do(make_plugin: MakePlugin, make_config,
+                                                                  tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    make_plugin("raising", RAISING)
+    host = host_for(config_with(make_config, ["raising", "statuses_msa", "identity_vitale"]), tmp_path)
+    particulier = host.status("particulier")
+    assert particulier is not None
+    with caplog.at_level(logging.ERROR, logger="guichet.plugins"):
+        assert [q.kind for q in host.identity_questions(particulier, RECORD)] == ["vitale"]
+    assert "guichet_identity_questions" in caplog.text
+
+
+async def test_a_raising_registry_is_an_unknown_person(make_plugin: MakePlugin, make_config, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    make_plugin("raising", RAISING)
+    host = host_for(config_with(make_config, ["raising"]), tmp_path)
+    with caplog.at_level(logging.ERROR, logger="guichet.plugins"):
+        assert await host.registry_lookup("nir", "1850578006084") is None
+    assert "guichet_registry_lookup" in caplog.text and "1850578006084" not in caplog.text
+
+
+def test_a_raising_strength_plugin_gives_faible(make_plugin: MakePlugin, make_config, tmp_path: Path) -> None:
+    make_plugin("raising", RAISING)
+    host = host_for(config_with(make_config, ["raising"]), tmp_path)
+    strength = host.password_strength("Tr0ub4dour&3-correct-horse", PasswordContext())
+    assert (strength.level, strength.label_fr) == (0, "faible")
+    plain = host_for(config_with(make_config, []), tmp_path)
+    assert plain.password_strength("Tr0ub4dour&3-correct-horse", PasswordContext()).level == 2
+
+
+OBSERVERS = """
+from core import hookimpl
+
+SEEN = []
+
+@hookimpl
+def guichet_event(event):
+    {body}
+"""
+
+
+def test_a_raising_observer_is_logged_and_skipped(make_plugin: MakePlugin, make_config, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    bad = make_plugin("bad_observer", OBSERVERS.format(body='raise RuntimeError("boom")'))
+    good = make_plugin("good_observer", OBSERVERS.format(body="SEEN.append(event)"))
+    host = host_for(config_with(make_config, ["bad_observer", "good_observer"]), tmp_path)
+    event = AuditEvent(kind="login.failed", at=dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc), subject="185***084")
+    with caplog.at_level(logging.ERROR, logger="guichet.plugins"):
+        host.emit(event)
+        host.emit(event)
+    assert sys.modules[f"{good}.hooks"].SEEN == [event, event]  # called after the one that raised
+    assert caplog.text.count("bad_observer failed in guichet_event") == 2
+    assert f"{bad}.hooks" in sys.modules
+
+
+@pytest.mark.parametrize(("hook", "error"), [
+    ("def guichet_code_policy(purpose, caisse):", "failed in guichet_code_policy: ZeroDivisionError"),
+    ("def guichet_password_rules(caisse, context):", "failed in guichet_password_rules: ZeroDivisionError"),
+])
+def test_a_raising_policy_plugin_stops_the_start(make_plugin: MakePlugin, make_config, tmp_path: Path,
+                                                 hook: str, error: str) -> None:
+    make_plugin("broken_policy", f"from core import hookimpl\n\n@hookimpl\n{hook}\n    return 1 / 0\n")
+    with pytest.raises(PluginError, match=error) as caught:
+        host_for(config_with(make_config, ["statuses_msa", "broken_policy"]), tmp_path)
+    assert "broken_policy" in str(caught.value)
+
+
+def test_two_caisses_in_one_process_do_not_interfere(make_plugin: MakePlugin, make_config,
+                                                     tmp_path: Path) -> None:
+    make_plugin("extra", POLICY_PLUGIN.format(length=8, name="extra"))
+    azur = host_for(config_with(make_config, ["statuses_msa", "caisse_provence_azur", "extra"]), tmp_path)
+    aquitaine = host_for(config_with(make_config, ["statuses_msa", "caisse_sud_aquitaine"]), tmp_path)
+    assert azur.pm is not aquitaine.pm
+    assert (azur.code_policy("login").lifetime_minutes, aquitaine.code_policy("login").lifetime_minutes) == (15, 10)
+    assert (azur.code_policy("recovery").length, aquitaine.code_policy("recovery").length) == (6, 4)
+    assert azur.status("extra") is not None and aquitaine.status("extra") is None
+    # building a third host does not change the first two
+    host_for(config_with(make_config, ["caisse_sud_aquitaine"]), tmp_path)
+    assert azur.code_policy("recovery").length == 6 and aquitaine.code_policy("login").length == 6
