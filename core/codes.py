@@ -114,7 +114,8 @@ class Codes:
         live = await self.latest(purpose=purpose, binding=binding)
         if live is None:
             return 0
-        ready = live["created_at"] + dt.timedelta(seconds=policy.resend_cooldown_seconds)  # type: ignore[operator]
+        created: dt.datetime = live["created_at"]  # type: ignore[assignment]
+        ready = created + dt.timedelta(seconds=policy.resend_cooldown_seconds)
         return max(0, int((ready - now).total_seconds() + 0.999))
 
     async def withdraw(self, *, purpose: str, binding: str, now: dt.datetime) -> None:

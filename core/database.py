@@ -45,7 +45,7 @@ class Tables:
     ThirdPartyRequest: type[tables.ThirdPartyRequest]
     SchemaVersion: type[tables.SchemaVersion]
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine[Any]) -> None:
         self.all: list[type[Table]] = []
         for base in tables.ALL_TABLES:
             bound = type(base.__name__, (base,), {}, tablename=base._meta.tablename, db=engine)
@@ -92,7 +92,7 @@ class Database:
         if self.is_sqlite:
             self.path = sqlite_path(url, base_dir or Path.cwd())
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = SQLiteEngine(path=str(self.path), timeout=10)
+            self.engine: Engine[Any] = SQLiteEngine(path=str(self.path), timeout=10)
         else:
             dsn = url.replace("postgres://", "postgresql://", 1)
             config: dict[str, Any] = {"dsn": dsn}
@@ -113,12 +113,12 @@ class Database:
             # WAL lets readers go on while one writer writes; the mode is stored in the file
             await self.engine.run_ddl("PRAGMA journal_mode=WAL")
         elif not self._pool_started:
-            await self.engine.start_connection_pool(min_size=1, max_size=self.pool_size)  # type: ignore[attr-defined]
+            await self.engine.start_connection_pool(min_size=1, max_size=self.pool_size)  # type: ignore[no-untyped-call, call-arg]
             self._pool_started = True
 
     async def close(self) -> None:
         if not self.is_sqlite and self._pool_started:
-            await self.engine.close_connection_pool()  # type: ignore[attr-defined]
+            await self.engine.close_connection_pool()  # type: ignore[no-untyped-call]
             self._pool_started = False
 
     @contextlib.asynccontextmanager

@@ -162,7 +162,8 @@ class PluginHost:
         for impl in reversed(self.pm.hook.guichet_identity_questions.get_hookimpls()):
             args = {"status": status, "record": record, "context": self.context}
             try:
-                questions.extend(impl.function(**{a: args[a] for a in impl.argnames}) or [])
+                offered: list[Question] = list(impl.function(**{a: args[a] for a in impl.argnames}) or [])  # type: ignore[call-overload]
+                questions.extend(offered)
             except Exception:
                 log.exception("plugin %s failed in guichet_identity_questions", impl.plugin_name)
         allowed = status.questions

@@ -45,27 +45,27 @@ class DatabaseCounters:
         start = now_ms - window_ms
         try:
             rows = await self.database.t.RateCounter.raw(
-                f"INSERT INTO {table} (key, count, window_start_ms, last_at_ms, window_ms) "
+                f"INSERT INTO {table} (key, hits, window_start_ms, last_at_ms, window_ms) "
                 "VALUES ({}, 1, {}, {}, {}) ON CONFLICT (key) DO UPDATE SET "
-                f"count = CASE WHEN {table}.window_start_ms < {{}} THEN 1 ELSE {table}.count + 1 END, "
+                f"hits = CASE WHEN {table}.window_start_ms < {{}} THEN 1 ELSE {table}.hits + 1 END, "
                 f"window_start_ms = CASE WHEN {table}.window_start_ms < {{}} THEN {{}} ELSE {table}.window_start_ms END, "
-                "last_at_ms = {}, window_ms = {} RETURNING count, last_at_ms",
+                "last_at_ms = {}, window_ms = {} RETURNING hits, last_at_ms",
                 key, now_ms, now_ms, window_ms, start, start, now_ms, now_ms, window_ms).run()
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None
-        return Count(count=int(rows[0]["count"]), last_at_ms=int(rows[0]["last_at_ms"]))
+        return Count(count=int(rows[0]["hits"]), last_at_ms=int(rows[0]["last_at_ms"]))
 
     async def peek(self, key: str, window_ms: int, now_ms: int) -> Count:
         t = self.database.t.RateCounter
         try:
-            rows = await t.select(t.count, t.window_start_ms, t.last_at_ms).where(t.key == key).run()
+            rows = await t.select(t.hits, t.window_start_ms, t.last_at_ms).where(t.key == key).run()
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None
         if not rows or rows[0]["window_start_ms"] < now_ms - window_ms:
             return Count(count=0, last_at_ms=0)
-        return Count(count=int(rows[0]["count"]), last_at_ms=int(rows[0]["last_at_ms"]))
+        return Count(count=int(rows[0]["hits"]), last_at_ms=int(rows[0]["last_at_ms"]))
 
     async def clear(self, key: str) -> None:
         t = self.database.t.RateCounter

@@ -1,11 +1,12 @@
 """piccolo Tables, unbound: core.database binds a copy of each to one engine per app."""
 from __future__ import annotations
 
-from piccolo.columns import BigInt, Boolean, Date, Integer, Numeric, Text, Timestamptz, Varchar
+from piccolo.columns import BigInt, Boolean, Date, Integer, Numeric, Serial, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 
 class Account(Table, tablename="guichet_account"):
+    id = Serial(primary_key=True)
     identifier_kind = Varchar(length=8)
     identifier = Varchar(length=20, unique=True)
     status = Varchar(length=40)
@@ -28,6 +29,7 @@ class Account(Table, tablename="guichet_account"):
 
 
 class RegistryPerson(Table, tablename="guichet_registry_person"):
+    id = Serial(primary_key=True)
     nir = Varchar(length=13, unique=True)
     last_name = Varchar(length=120)
     first_name = Varchar(length=120)
@@ -40,6 +42,7 @@ class RegistryPerson(Table, tablename="guichet_registry_person"):
 
 
 class RegistryCompany(Table, tablename="guichet_registry_company"):
+    id = Serial(primary_key=True)
     siret = Varchar(length=14, unique=True)
     name = Varchar(length=120)
     address = Text(default="")
@@ -48,6 +51,7 @@ class RegistryCompany(Table, tablename="guichet_registry_company"):
 
 
 class RegistryPayment(Table, tablename="guichet_registry_payment"):
+    id = Serial(primary_key=True)
     identifier_kind = Varchar(length=8, index=True)
     identifier = Varchar(length=14, index=True)
     kind = Varchar(length=32)
@@ -56,6 +60,7 @@ class RegistryPayment(Table, tablename="guichet_registry_payment"):
 
 
 class Flow(Table, tablename="guichet_flow"):
+    id = Serial(primary_key=True)
     token = Varchar(length=64, unique=True)  # sha256 of the 128-bit flow id
     kind = Varchar(length=32)
     step = Varchar(length=32)
@@ -65,6 +70,7 @@ class Flow(Table, tablename="guichet_flow"):
 
 
 class OneTimeCode(Table, tablename="guichet_code"):
+    id = Serial(primary_key=True)
     purpose = Varchar(length=32)
     binding = Varchar(length=64, index=True)  # the flow or session the code belongs to
     account_id = Integer(null=True, default=None)
@@ -79,6 +85,7 @@ class OneTimeCode(Table, tablename="guichet_code"):
 
 
 class OutboxMessage(Table, tablename="guichet_outbox"):
+    id = Serial(primary_key=True)
     channel = Varchar(length=32, index=True)
     template = Varchar(length=64)
     sealed = Text()  # recipient and payload, encrypted with the outbox key; emptied at a final state
@@ -93,6 +100,7 @@ class OutboxMessage(Table, tablename="guichet_outbox"):
 
 
 class TrustedBrowser(Table, tablename="guichet_trusted_browser"):
+    id = Serial(primary_key=True)
     account_id = Integer(index=True)
     token_hash = Varchar(length=64, unique=True)
     label = Varchar(length=120, default="")
@@ -104,6 +112,7 @@ class TrustedBrowser(Table, tablename="guichet_trusted_browser"):
 
 
 class AuditLog(Table, tablename="guichet_audit"):
+    id = Serial(primary_key=True)
     at = Timestamptz(index=True)
     kind = Varchar(length=48, index=True)
     account_id = Integer(null=True, default=None)
@@ -113,20 +122,23 @@ class AuditLog(Table, tablename="guichet_audit"):
 
 
 class RateCounter(Table, tablename="guichet_rate_counter"):
+    id = Serial(primary_key=True)
     key = Varchar(length=96, unique=True)  # an HMAC of what is counted: no identifier in clear
-    count = Integer(default=0)
+    hits = Integer(default=0)
     window_start_ms = BigInt()  # epoch milliseconds: compared the same way on every engine
     last_at_ms = BigInt()
     window_ms = BigInt()
 
 
 class Session(Table, tablename="guichet_session"):
+    id = Serial(primary_key=True)
     key = Varchar(length=64, unique=True)  # sha256 of the session id from the cookie
     data = Text(default="{}")
     expires_at = Timestamptz(index=True)
 
 
 class ThirdPartyRequest(Table, tablename="guichet_third_party_request"):
+    id = Serial(primary_key=True)
     structure_kind = Varchar(length=40)
     structure_name = Varchar(length=120)
     siret = Varchar(length=14)
@@ -140,6 +152,7 @@ class ThirdPartyRequest(Table, tablename="guichet_third_party_request"):
 
 
 class SchemaVersion(Table, tablename="guichet_schema_version"):
+    id = Serial(primary_key=True)
     version = Integer()
     applied_at = Timestamptz()
 

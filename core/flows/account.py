@@ -104,11 +104,11 @@ async def start_contact_change(services: Services, session: Session, account: di
     binding = f"{session.sid}:{field}"
     recipient = Recipient(name=account_recipient(account).name, email=value if field == "email" else None,
                           mobile=value if field == "mobile" else None)
-    error = await send_code(services, purpose="contact_change", binding=binding,
-                            channel="email" if field == "email" else "sms", recipient=recipient,
-                            account_id=account["id"], template="contact_code")
-    if error:
-        return StepResult(step="coordonnees", errors={field: error}, values={field: raw})
+    refusal = await send_code(services, purpose="contact_change", binding=binding,
+                              channel="email" if field == "email" else "sms", recipient=recipient,
+                              account_id=account["id"], template="contact_code")
+    if refusal:
+        return StepResult(step="coordonnees", errors={field: refusal}, values={field: raw})
     session.data.pending_contact = {"field": field, "value": value, "binding": binding}
     session.dirty = True
     return StepResult(step="coordonnees-code")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from core.database import INTEGRITY_ERRORS
@@ -388,13 +389,14 @@ async def submit_request(services: Services, state: FlowState, form: dict[str, s
     values = {k: form.get(k, "") for k in ("structure_name", "siret", "contact_name", "email", "phone")}
     errors: dict[str, str] = {}
     parsed: dict[str, Any] = {}
-    for field, parse in (
+    parsers: tuple[tuple[str, Callable[[], Any]], ...] = (
         ("structure_name", lambda: parse_name(values["structure_name"], "structure_name", "nom de structure")),
         ("siret", lambda: parse_siret(values["siret"], "siret")),
         ("contact_name", lambda: parse_name(values["contact_name"], "contact_name", "nom")),
         ("email", lambda: parse_email(values["email"], "email")),
         ("phone", lambda: parse_phone(values["phone"], "phone") or ""),
-    ):
+    )
+    for field, parse in parsers:
         try:
             parsed[field] = parse()
         except StepError as error:
