@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
+from litestar.enums import MediaType
 from litestar.config.compression import CompressionConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.exceptions import HTTPException, NotFoundException
@@ -78,7 +79,8 @@ def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[
                                          if status >= 500 else "Cette requête n'a pas pu être traitée."))
     try:
         context = {"title": title, "message": message, **base_context(request)}
-        return Template(template_name="pages/error.html", context=context, status_code=status)
+        return Template(template_name="pages/error.html", context=context, status_code=status,
+                        media_type=MediaType.HTML)
     except Exception:
         return Response(content=message, status_code=status, media_type="text/plain")
 

@@ -135,7 +135,7 @@ async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | Non
 
 
 def _error_page(request: Request[Any, Any, Any], status: int, title: str, message: str) -> Response[Any]:
-    return Template(template_name="pages/error.html", status_code=status,
+    return Template(template_name="pages/error.html", status_code=status, media_type=MediaType.HTML,
                     context={"title": title, "message": message, **base_context(request)})
 
 
@@ -207,7 +207,9 @@ def render(request: Request[Any, Any, Any], partial: str, context: dict[str, Any
     if push_url and is_htmx(request):
         headers["hx-push-url"] = push_url
     name = partial if is_htmx(request) else "page.html"
-    return Template(template_name=name, context=full_context, status_code=status, headers=headers)
+    # a handler annotated ``-> Any`` would otherwise label the HTML application/json
+    return Template(template_name=name, context=full_context, status_code=status, headers=headers,
+                    media_type=MediaType.HTML)
 
 
 def go(request: Request[Any, Any, Any], url: str) -> Response[Any]:
