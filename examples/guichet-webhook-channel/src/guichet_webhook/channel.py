@@ -1,0 +1,78 @@
+"""WebhookChannel: one signed JSON POST per message."""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+from typing import Any
+
+import httpx
+import msgspec
+
+from core import DeliveryError, Message, PluginContext
+from guichet_webhook.settings import WebhookSettings
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The X-Guichet-Signature value; a receiver recomputes it and compares in constant time."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def _retry_after(value: str | None, now: dt.datetime) -> float | None:
+    """Retry-After in seconds, or as an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max((when - now).total_seconds(), 0.0)
+
+
+class WebhookChannel:
+    """Posts ``{id, template, caisse, created_at, recipient, payload}`` to the configured URL."""
+
+    def __init__(self, settings: WebhookSettings, context: PluginContext) -> None:
+        self.name = settings.channel
+        self.label_fr = settings.label_fr
+        self.settings = settings
+        self.context = context
+        self._secret = settings.secret.resolve()  # at start-up: a missing secret stops the app, not a delivery
+
+    def __repr__(self) -> str:
+        return f"WebhookChannel(url={self.settings.url!r})"
+
+    def body(self, message: Message) -> bytes:
+        document: dict[str, Any] = {
+            "id": message.id, "template": message.template, "caisse": self.context.config.caisse.id,
+            "created_at": message.created_at, "recipient": message.recipient, "payload": message.payload,
+        }
+        return msgspec.json.encode(document)
+
+    async def send(self, message: Message) -> None:
+        body = self.body(message)
+        timestamp = int(self.context.clock.now().timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            "X-Guichet-Signature": signature(self._secret, timestamp, body),
+            "Idempotency-Key": f"{self.context.config.caisse.id}-{message.id}",
+        }
+        try:
+            async with httpx.AsyncClient(timeout=self.settings.timeout_seconds) as client:
+                response = await client.post(self.settings.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            # the exception's text is not used: never risk echoing the payload into last_error
+            raise DeliveryError(f"webhook unreachable ({type(exc).__name__})", permanent=False) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status in (408, 429) or status >= 500:
+            raise DeliveryError(f"webhook answered {status}", permanent=False,
+                                retry_after=_retry_after(response.headers.get("Retry-After"), self.context.clock.now()))
+        raise DeliveryError(f"webhook refused the message: {status}", permanent=True)

@@ -1,0 +1,91 @@
+"""The third-party example: a distribution found by its entry point, delivering through the outbox worker."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.clock import FrozenClock
+from core.config import CaisseConfig
+from core.context import PluginContext
+from core.database import Database
+from core.keys import Keys
+from core.outbox import PENDING, SENT, enqueue
+from core.outbox_worker import OutboxWorker
+from core.plugins import PluginHost
+from core.structs import Recipient
+from delivery_servers import HttpEndpoint, base_with_plugins, install_fake_dist
+
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
+SECRET = "webhook-shared-secret-for-tests"
+
+
+@pytest.fixture
+def example(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example installed the way pip would expose it: a dist-info with its entry point, and its package."""
+    project = root / "examples" / "guichet-webhook-channel"
+    declared = tomllib.loads((project / "pyproject.toml").read_text())["project"]["entry-points"]["guichet"]
+    install_fake_dist(monkeypatch, tmp_path / "site", dist="guichet-webhook-channel", entry_points=declared,
+                      package_dirs=(project / "src",))
+    return project
+
+
+def verify(header: str, body: bytes) -> bool:
+    fields = dict(part.split("=", 1) for part in header.split(","))
+    expected = hmac.new(SECRET.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"])
+
+
+async def test_a_message_goes_through_the_webhook(example: Path, make_config: Callable[..., CaisseConfig],
+                                                  database: Database, db_url: str) -> None:
+    with HttpEndpoint(script=[(503, {"Retry-After": "30"})]) as receiver:
+        config = make_config(f"""
+            [plugins.settings.webhook]
+            url = "{receiver.url}"
+            secret = {{ value = "{SECRET}" }}
+        """, database_url=db_url, base=base_with_plugins("webhook"))
+        clock = FrozenClock(T0)
+        keys = Keys.from_config(config)
+        host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
+        [info] = [i for i in host.infos if i.name == "webhook"]
+        assert info.source == "guichet-webhook-channel 0.1" and info.hooks == ("guichet_channels",)
+        assert host.channel("webhook") is not None and host.channel("webhook").label_fr == "service partenaire"  # type: ignore[union-attr]
+
+        async with database.transaction():
+            id = await enqueue(database, keys, channel="webhook", template="login_code",
+                               recipient=Recipient(name="Marie DUPONT", email="marie.dupont@exemple.fr"),
+                               payload={"code": "482913", "lifetime_minutes": 15}, now=T0)
+        worker = OutboxWorker(database, keys, host, clock, worker_id="webhook-test")
+        assert await worker.run_once() == 1
+        t = database.t.OutboxMessage
+        [row] = await t.select().where(t.id == id).run()
+        assert row["state"] == PENDING and row["last_error"] == "webhook answered 503"
+        assert row["next_attempt_at"] == T0 + dt.timedelta(seconds=30)
+        clock.advance(seconds=30)
+        assert await worker.run_once() == 1
+
+    [row] = await t.select().where(t.id == id).run()
+    assert row["state"] == SENT and row["sealed"] == ""
+    first, second = receiver.requests
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == f"test-{id}"
+    for request in (first, second):
+        assert verify(request.headers["X-Guichet-Signature"], request.body)
+    assert not verify(second.headers["X-Guichet-Signature"], second.body.replace(b"482913", b"000000"))
+    document = json.loads(second.body)
+    assert document["id"] == id and document["template"] == "login_code" and document["caisse"] == "test"
+    assert document["payload"] == {"code": "482913", "lifetime_minutes": 15}
+    assert document["recipient"]["email"] == "marie.dupont@exemple.fr"
+
+
+def test_the_example_is_a_complete_distribution(example: Path) -> None:
+    meta = tomllib.loads((example / "pyproject.toml").read_text())["project"]
+    assert meta["name"] == "guichet-webhook-channel" and meta["entry-points"]["guichet"] == {"webhook": "guichet_webhook.hooks"}
+    package = example / "src" / "guichet_webhook"
+    assert {p.name for p in package.glob("*.py")} == {"__init__.py", "hooks.py", "channel.py", "settings.py"}
+    assert (example / "README.md").is_file()
