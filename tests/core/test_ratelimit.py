@@ -1,0 +1,77 @@
+"""Counters and progressive delays, in the database and in Redis; a failing store refuses."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from core.clock import FrozenClock
+from core.database import Database
+from core.errors import CounterStoreError
+from core.keys import Keys
+from core.ratelimit import DatabaseCounters, Limit, Limiter, RedisCounters
+from tests.conftest import TEST_SECRET, redis_url
+
+SLOW = Limit(name="t-slow", window_seconds=3600, max_count=100, delay_after=3, max_delay_seconds=60)
+HARD = Limit(name="t-hard", window_seconds=600, max_count=3)
+
+
+@pytest.fixture
+def limiter(database: Database) -> Limiter:
+    return Limiter(DatabaseCounters(database), Keys(TEST_SECRET))
+
+
+async def test_hard_limit_resets_with_the_window(limiter: Limiter, clock: FrozenClock) -> None:
+    verdicts = [await limiter.hit(HARD, "1850578006084", clock.now()) for _ in range(3)]
+    assert [v.allowed for v in verdicts] == [True, True, False]
+    assert not (await limiter.check(HARD, "1850578006084", clock.now())).allowed
+    assert (await limiter.check(HARD, "2920633123045", clock.now())).allowed, "another subject is not affected"
+    clock.advance(seconds=601)
+    assert (await limiter.check(HARD, "1850578006084", clock.now())).allowed
+    assert (await limiter.hit(HARD, "1850578006084", clock.now())).allowed
+
+
+async def test_progressive_delay_doubles_and_never_locks_out(limiter: Limiter, clock: FrozenClock) -> None:
+    for _ in range(3):
+        await limiter.hit(SLOW, "x", clock.now())
+    first = await limiter.check(SLOW, "x", clock.now())
+    assert not first.allowed and first.retry_after_seconds == 1
+    clock.advance(seconds=1.1)
+    assert (await limiter.check(SLOW, "x", clock.now())).allowed
+    await limiter.hit(SLOW, "x", clock.now())
+    second = await limiter.check(SLOW, "x", clock.now())
+    assert second.retry_after_seconds == 2
+    for _ in range(20):
+        await limiter.hit(SLOW, "x", clock.now())
+    capped = await limiter.check(SLOW, "x", clock.now())
+    assert capped.retry_after_seconds <= 60
+    clock.advance(seconds=61)
+    assert (await limiter.check(SLOW, "x", clock.now())).allowed, "the owner can always try again later"
+
+
+async def test_counter_keys_hold_no_identifier(limiter: Limiter, database: Database, clock: FrozenClock) -> None:
+    await limiter.hit(HARD, "1850578006084", clock.now())
+    rows = await database.t.RateCounter.select().run()
+    assert "1850578006084" not in repr(rows)
+
+
+async def test_redis_counters(clock: FrozenClock) -> None:
+    url = redis_url()
+    store = RedisCounters(url, f"test-{dt.datetime.now().timestamp()}")
+    limiter = Limiter(store, Keys(TEST_SECRET))
+    try:
+        assert [(await limiter.hit(HARD, "s", clock.now())).allowed for _ in range(3)] == [True, True, False]
+        await limiter.clear(HARD, "s")
+        assert (await limiter.check(HARD, "s", clock.now())).allowed
+    finally:
+        await store.close()
+
+
+async def test_unreachable_store_raises_so_callers_refuse(clock: FrozenClock) -> None:
+    store = RedisCounters("redis://127.0.0.1:1/0", "down")
+    limiter = Limiter(store, Keys(TEST_SECRET))
+    with pytest.raises(CounterStoreError):
+        await limiter.hit(HARD, "s", clock.now())
+    with pytest.raises(CounterStoreError):
+        await limiter.check(HARD, "s", clock.now())
+    await store.close()

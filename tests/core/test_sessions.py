@@ -1,0 +1,78 @@
+"""Server-side sessions: hashed ids, rotation, idle and absolute timeouts, database and Redis."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from core.clock import FrozenClock
+from core.database import Database
+from core.keys import token_digest
+from core.sessions import DatabaseSessions, RedisSessions, SessionManager
+from tests.conftest import redis_url
+
+
+def manager_for(backend: object) -> SessionManager:
+    return SessionManager(backend, idle_minutes=30, absolute_hours=12)  # type: ignore[arg-type]
+
+
+async def test_database_sessions_rotate_and_expire(database: Database, clock: FrozenClock) -> None:
+    manager = manager_for(DatabaseSessions(database))
+    session = await manager.load(None, clock.now())
+    data = session.ensure(int(clock.now().timestamp() * 1000))
+    data.account_id = 42
+    await manager.commit(session, clock.now())
+    first_sid = session.sid
+    assert first_sid
+    rows = await database.t.Session.select(database.t.Session.key).run()
+    assert rows == [{"key": token_digest(first_sid)}], "the store keeps only a digest of the id"
+
+    again = await manager.load(first_sid, clock.now())
+    assert again.data is not None and again.data.account_id == 42
+    again.rotate()
+    await manager.commit(again, clock.now())
+    assert again.sid != first_sid
+    assert (await manager.load(first_sid, clock.now())).data is None, "the old id is dead after rotation"
+    assert (await manager.load(again.sid, clock.now())).data is not None
+
+    clock.advance(minutes=31)
+    assert (await manager.load(again.sid, clock.now())).data is None, "idle timeout"
+
+
+async def test_absolute_timeout(database: Database, clock: FrozenClock) -> None:
+    manager = manager_for(DatabaseSessions(database))
+    session = await manager.load(None, clock.now())
+    session.ensure(int(clock.now().timestamp() * 1000))
+    await manager.commit(session, clock.now())
+    sid = session.sid
+    for _ in range(26):  # active every 29 minutes for 12.5 hours
+        clock.advance(minutes=29)
+        current = await manager.load(sid, clock.now())
+        if current.data is None:
+            break
+        await manager.commit(current, clock.now())
+    assert current.data is None
+
+
+async def test_redis_sessions() -> None:
+    url = redis_url()
+    backend = RedisSessions(url, f"test-{dt.datetime.now().timestamp()}")
+    manager = manager_for(backend)
+    clock = FrozenClock()
+    try:
+        session = await manager.load(None, clock.now())
+        session.ensure(int(clock.now().timestamp() * 1000)).account_id = 5
+        await manager.commit(session, clock.now())
+        loaded = await manager.load(session.sid, clock.now())
+        assert loaded.data is not None and loaded.data.account_id == 5
+        loaded.clear()
+        await manager.commit(loaded, clock.now())
+        assert (await manager.load(session.sid, clock.now())).data is None
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 200, "not-a-session"])
+async def test_garbage_ids_load_nothing(database: Database, clock: FrozenClock, bad: str) -> None:
+    manager = manager_for(DatabaseSessions(database))
+    assert (await manager.load(bad, clock.now())).data is None
