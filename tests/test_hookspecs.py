@@ -1,0 +1,410 @@
+"""Meta-tests of the hook specs (typed, documented, tested, no async impls) and a test per hook.
+
+Each ``test_hook_<name>`` calls the built-in implementations directly, then the hook through
+PluginHost, the only caller of hooks in guichet.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import inspect
+import re
+import secrets
+import sys
+import textwrap
+import typing
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from core import defaults, hookspecs
+from core.clock import FrozenClock
+from core.config import CaisseConfig
+from core.context import PluginContext
+from core.database import Database
+from core.events import Auditor
+from core.plugins import BUILTIN_PLUGINS, PluginHost, load_plugins
+from core.structs import (
+    AuditEvent,
+    Channel,
+    CodePolicy,
+    PasswordContext,
+    Payment,
+    PostalAddress,
+    Question,
+    Record,
+    Status,
+    Verdict,
+)
+from plugins.caisse_provence_azur import hooks as provence_azur
+from plugins.caisse_sud_aquitaine import hooks as sud_aquitaine
+from plugins.identity_payment import hooks as identity_payment
+from plugins.identity_vitale import hooks as identity_vitale
+from plugins.password_msa import hooks as password_msa
+from plugins.registry_tables import hooks as registry_tables
+from plugins.statuses_msa import hooks as statuses_msa
+
+TESTS = Path(__file__).resolve().parent
+FIRST_RESULT = "First result wins; later plugins are not called."
+SPECS = {name: fn for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, "guichet_spec")}
+NOW = dt.datetime(2026, 3, 15, 10, 0, tzinfo=dt.timezone.utc)
+DEFAULT_ENABLED = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]
+
+
+# --- meta-tests ----------------------------------------------------------------------------------------
+
+
+def test_every_guichet_function_is_a_spec_and_every_spec_is_prefixed() -> None:
+    functions = {n for n, f in vars(hookspecs).items() if inspect.isfunction(f) and f.__module__ == hookspecs.__name__}
+    assert functions == set(SPECS)
+    assert SPECS and all(name.startswith("guichet_") for name in SPECS)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_spec_is_typed(name: str) -> None:
+    spec = SPECS[name]
+    hints = typing.get_type_hints(spec)  # resolves every annotation: a typo'd type fails here
+    parameters = list(inspect.signature(spec).parameters)
+    assert [p for p in parameters if p not in hints] == [], f"{name}: parameters without a type"
+    assert "return" in hints, f"{name}: no return type"
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_spec_is_documented(name: str) -> None:
+    spec = SPECS[name]
+    doc = inspect.getdoc(spec) or ""
+    assert re.search(r"^Called\b", doc, re.MULTILINE), f"{name}: no 'Called when...' sentence"
+    assert re.search(r"^Return\b", doc, re.MULTILINE), f"{name}: no 'Return ...' sentence"
+    firstresult = spec.guichet_spec["firstresult"]
+    assert (FIRST_RESULT in doc) == firstresult, f"{name}: the first-result sentence must match firstresult"
+    for parameter in inspect.signature(spec).parameters:
+        assert f":param {parameter}:" in doc, f"{name}: :param {parameter}: missing"
+    if firstresult:  # the sentence comes after the Return paragraph, as the house style orders it
+        assert doc.index(FIRST_RESULT) > doc.index("Return")
+
+
+def _hook_test_names() -> set[str]:
+    names: set[str] = set()
+    for path in TESTS.rglob("*.py"):
+        names.update(re.findall(r"^\s*(?:async\s+)?def\s+(test_hook_\w+)\s*\(", path.read_text(encoding="utf-8"),
+                                re.MULTILINE))
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_spec_has_a_test(name: str) -> None:
+    """A test named test_hook_<hook name> (optionally with a suffix) somewhere under tests/."""
+    found = _hook_test_names()
+    assert any(t == f"test_hook_{name}" or t.startswith(f"test_hook_{name}_") for t in found), \
+        f"no test_hook_{name} under tests/"
+
+
+def test_no_registered_implementation_is_a_coroutine(make_config: Callable[..., CaisseConfig]) -> None:
+    config = make_config(base=_base(list(BUILTIN_PLUGINS)))
+    pm, infos = load_plugins(config)
+    assert {info.name for info in infos} == set(BUILTIN_PLUGINS)
+    checked = 0
+    for name in SPECS:
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            assert not inspect.iscoroutinefunction(impl.function), f"{impl.plugin_name}.{name} is async def"
+            assert not inspect.isasyncgenfunction(impl.function), f"{impl.plugin_name}.{name} is async"
+            checked += 1
+    assert checked >= len(BUILTIN_PLUGINS) + 3  # every plugin and the defaults were looked at
+
+
+def test_builtin_implementations_accept_only_spec_arguments(make_config: Callable[..., CaisseConfig]) -> None:
+    pm, _infos = load_plugins(make_config(base=_base(list(BUILTIN_PLUGINS))))
+    for name, spec in SPECS.items():
+        allowed = set(inspect.signature(spec).parameters)
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            assert set(impl.argnames) <= allowed, (impl.plugin_name, name)
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def _base(enabled: list[str]) -> str:
+    from conftest import BASE_CONFIG
+
+    line = 'enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]'
+    assert line in BASE_CONFIG
+    return BASE_CONFIG.replace(line, "enabled = [" + ", ".join(f'"{n}"' for n in enabled) + "]")
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(NOW)
+
+
+@pytest.fixture
+def context_for(make_config: Callable[..., CaisseConfig], clock: FrozenClock,
+                tmp_path: Path) -> Callable[..., PluginContext]:
+    def factory(extra: str = "", enabled: list[str] | None = None, database: Database | None = None) -> PluginContext:
+        config = make_config(extra, base=_base(enabled or DEFAULT_ENABLED))
+        return PluginContext(config=config, database=database or Database(f"sqlite:///{tmp_path / 'x.sqlite'}"),
+                             clock=clock)
+    return factory
+
+
+def host_of(context: PluginContext) -> PluginHost:
+    return PluginHost(context.config, context)
+
+
+def status(code: str) -> Status:
+    (found,) = [s for s in statuses_msa.MSA_STATUSES if s.code == code]
+    return found
+
+
+TODAY = NOW.date()
+RECORD = Record(
+    identifier_kind="nir", identifier="1850578006084", last_name="LEFEBVRE", first_name="Julien",
+    birth_date=dt.date(1985, 5, 14), address=PostalAddress(lines=("12 RUE DES TILLEULS", "78000 VERSAILLES")),
+    vitale_serial="2345678901", health_affiliated=True,
+    payments=(Payment(kind="benefit", date=TODAY - dt.timedelta(days=40), amount=Decimal("412.37")),
+              Payment(kind="benefit", date=TODAY - dt.timedelta(days=250), amount=Decimal("380.00")),
+              Payment(kind="contributions_invoice", date=TODAY - dt.timedelta(days=300), amount=Decimal("1875.40"))),
+)
+NO_VITALE = Record(identifier_kind="nir", identifier="2920633123045", last_name="MOREAU",
+                   payments=RECORD.payments)
+
+
+# --- one test per hook ------------------------------------------------------------------------------
+
+
+def test_hook_guichet_statuses(context_for: Callable[..., PluginContext]) -> None:
+    direct = statuses_msa.guichet_statuses()
+    assert [s.code for s in direct] == ["exploitant", "entreprise", "particulier", "employeur_jardinier",
+                                        "cotisant_solidarite", "autre"]
+    assert direct is not statuses_msa.MSA_STATUSES  # a copy: a caller cannot change the plugin's list
+    host = host_of(context_for())
+    assert host.statuses() == direct
+    assert host.status("entreprise") is not None and host.status("entreprise").identifier_kind == "siret"
+    autre = host.status("autre")
+    assert autre is not None and autre.third_party and autre.questions == ()
+    assert host.status("particulier").questions == ("vitale", "payment")
+    assert host_of(context_for(enabled=["identity_vitale"])).statuses() == []  # nobody offers statuses
+
+
+def test_hook_guichet_identity_questions(context_for: Callable[..., PluginContext]) -> None:
+    context = context_for()
+    particulier = status("particulier")
+    # the page (record None) is the same for everyone; the record then decides what can be answered
+    assert identity_vitale.guichet_identity_questions(particulier, None) == [identity_vitale.VITALE_QUESTION]
+    assert identity_vitale.guichet_identity_questions(particulier, RECORD) == [identity_vitale.VITALE_QUESTION]
+    assert identity_vitale.guichet_identity_questions(particulier, NO_VITALE) == []
+    assert identity_vitale.guichet_identity_questions(status("exploitant"), RECORD) == []
+    (payment,) = identity_payment.guichet_identity_questions(particulier, None, context)
+    assert payment.label_fr == "Le montant d'un paiement MSA reçu dans les 6 derniers mois"
+    (invoice,) = identity_payment.guichet_identity_questions(status("exploitant"), None, context)
+    assert "facture de cotisations payée au cours des 12 derniers mois" in invoice.label_fr
+    assert identity_payment.guichet_identity_questions(status("autre"), None, context) == []
+
+    host = host_of(context)
+    assert [q.kind for q in host.identity_questions(particulier, RECORD)] == ["vitale", "payment"]
+    assert [q.kind for q in host.identity_questions(particulier, NO_VITALE)] == ["payment"]
+    assert [q.kind for q in host.identity_questions(status("entreprise"), None)] == ["payment"]
+    configured = host_of(context_for(
+        "[plugins.settings.identity_payment.particulier]\nkind = \"benefit\"\nwindow_months = 3\n"))
+    assert "3 derniers mois" in configured.identity_questions(particulier, None)[-1].label_fr
+
+
+def test_hook_guichet_identity_check(context_for: Callable[..., PluginContext]) -> None:
+    context = context_for()
+    vitale = identity_vitale.VITALE_QUESTION
+    assert identity_vitale.guichet_identity_check(vitale, "23 4567 8901", RECORD) is Verdict.RIGHT
+    assert identity_vitale.guichet_identity_check(vitale, "2345678900", RECORD) is Verdict.WRONG
+    assert identity_vitale.guichet_identity_check(vitale, "２３４５６７８９０１", RECORD) is Verdict.WRONG
+    assert identity_vitale.guichet_identity_check(vitale, "2345678901", NO_VITALE) is Verdict.WRONG
+    payment = identity_payment.guichet_identity_questions(status("particulier"), None, context)[0]
+    assert identity_vitale.guichet_identity_check(payment, "412,37", RECORD) is None  # not its question
+    assert identity_payment.guichet_identity_check(vitale, "412,37", RECORD, context) is None
+    assert identity_payment.guichet_identity_check(payment, "412,37", RECORD, context) is Verdict.RIGHT
+    assert identity_payment.guichet_identity_check(payment, "412.37 €", RECORD, context) is Verdict.RIGHT
+    assert identity_payment.guichet_identity_check(payment, "412,38", RECORD, context) is Verdict.WRONG
+    assert identity_payment.guichet_identity_check(payment, "380,00", RECORD, context) is Verdict.WRONG  # > 6 months
+    assert identity_payment.guichet_identity_check(payment, "1875,40", RECORD, context) is Verdict.WRONG  # other kind
+    assert identity_payment.guichet_identity_check(payment, "beaucoup", RECORD, context) is Verdict.WRONG
+
+    host = host_of(context)
+    assert host.identity_check(vitale, "2345678901", RECORD) is Verdict.RIGHT
+    assert host.identity_check(payment, "412,37", RECORD) is Verdict.RIGHT
+    assert host.identity_check(payment, "412,00", RECORD) is Verdict.WRONG
+    unknown = Question(kind="birth_city", label_fr="Votre ville de naissance")
+    assert host.identity_check(unknown, "Pau", RECORD) is Verdict.UNVERIFIABLE  # every plugin abstained
+    tolerant = host_of(context_for('[plugins.settings.identity_payment.particulier]\nkind = "benefit"\n'
+                                   'window_months = 12\ntolerance = "1"\n'))
+    assert tolerant.identity_check(payment, "381", RECORD) is Verdict.RIGHT  # 12 months, one euro either way
+
+
+async def test_hook_guichet_registry_lookup(database: Database, context_for: Callable[..., PluginContext]) -> None:
+    t = database.t
+    await t.RegistryPerson.insert(t.RegistryPerson(
+        nir="1850578006084", last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
+        address="12 RUE DES TILLEULS\n78000 VERSAILLES", email="julien@exemple.fr", mobile="+33612345678",
+        vitale_serial="2345678901", health_affiliated=True)).run()
+    await t.RegistryPayment.insert(t.RegistryPayment(identifier_kind="nir", identifier="1850578006084",
+                                                     kind="benefit", paid_on=TODAY, amount=Decimal("12.30"))).run()
+    context = context_for(database=database)
+    pending = registry_tables.guichet_registry_lookup("nir", "1850578006084", context)
+    assert pending is not None and inspect.isawaitable(pending)
+    record = await pending
+    assert record is not None and record.address == PostalAddress(lines=("12 RUE DES TILLEULS", "78000 VERSAILLES"))
+    assert record.payments == (Payment(kind="benefit", date=TODAY, amount=Decimal("12.30")),)
+    assert registry_tables.guichet_registry_lookup("email", "x@y.fr", context) is None  # abstains
+    assert await registry_tables.guichet_registry_lookup("siret", "84216730600021", context) is None
+
+    host = host_of(context)
+    found = await host.registry_lookup("nir", "1850578006084")
+    assert found is not None and (found.last_name, found.vitale_serial) == ("LEFEBVRE", "2345678901")
+    assert await host.registry_lookup("nir", "2920633123045") is None
+    assert await host_of(context_for(enabled=["statuses_msa"], database=database)).registry_lookup(
+        "nir", "1850578006084") is None  # no registry plugin: nobody is known
+
+
+def test_hook_guichet_code_policy(context_for: Callable[..., PluginContext]) -> None:
+    caisse = context_for().config.caisse
+    assert defaults.guichet_code_policy("recovery", caisse) == CodePolicy(
+        length=6, lifetime_minutes=10, max_attempts=3, resend_cooldown_seconds=60)
+    assert provence_azur.guichet_code_policy("login", caisse).lifetime_minutes == 15
+    assert provence_azur.guichet_code_policy("recovery", caisse) is None
+    recovery = sud_aquitaine.guichet_code_policy("recovery", caisse)
+    assert recovery is not None and (recovery.length, recovery.lifetime_minutes) == (4, 30)
+    assert sud_aquitaine.guichet_code_policy("login", caisse) is None
+
+    host = host_of(context_for(enabled=["caisse_sud_aquitaine", "caisse_provence_azur"]))
+    assert host.code_policy("recovery").length == 4 and host.code_policy("login").channels == ("email",)
+    assert host.code_policy("registration") == defaults.guichet_code_policy("registration", caisse)
+    overridden = host_of(context_for("[codes.login]\nlength = 8\n", enabled=["caisse_provence_azur"]))
+    assert (overridden.code_policy("login").length, overridden.code_policy("login").lifetime_minutes) == (8, 15)
+
+
+def test_hook_guichet_password_rules(context_for: Callable[..., PluginContext]) -> None:
+    context = context_for()
+    caisse = context.config.caisse
+    msa = password_msa.guichet_password_rules(caisse, context)
+    assert [(r.kind, r.value) for r in msa] == [("min_length", 8), ("classes", 0)]
+    assert "combinant des chiffres, des majuscules, des minuscules et des caractères spéciaux" in msa[0].message_fr
+    own = defaults.guichet_password_rules(caisse, context)
+    assert [r.kind for r in own] == ["min_length", "max_length", "blocklist", "context"] and own[0].value == 12
+
+    host = host_of(context)  # password_msa enabled: its rules first, the defaults fill the other kinds
+    assert [(r.kind, r.value) for r in host.password_rules()] == [
+        ("min_length", 8), ("classes", 0), ("max_length", 128), ("blocklist", 0), ("context", 0)]
+    plain = host_of(context_for(enabled=["statuses_msa"]))
+    assert [r.kind for r in plain.password_rules()] == ["min_length", "max_length", "blocklist", "context"]
+    longer = host_of(context_for("[passwords]\nmin_length = 14\nrequire_classes = false\n"))
+    assert [(r.kind, r.value) for r in longer.password_rules()][:1] == [("min_length", 14)]
+    assert "classes" not in {r.kind for r in longer.password_rules()}
+
+
+def test_hook_guichet_password_strength(context_for: Callable[..., PluginContext]) -> None:
+    nobody = PasswordContext(caisse_name="MSA Test")
+    assert defaults.guichet_password_strength("", nobody).label_fr == "faible"
+    assert defaults.guichet_password_strength("Password1!", nobody).label_fr == "faible"
+    assert defaults.guichet_password_strength("vélo-Ardoise-7-marmotte-Pau", nobody).label_fr == "fort"
+    julien = PasswordContext(words=("Julien", "Lefebvre", "1985", "Versailles", "78000"), caisse_name="MSA Test")
+    mine = "Versailles78000"
+    assert defaults.guichet_password_strength(mine, julien).level < defaults.guichet_password_strength(
+        mine, nobody).level  # the person's own words count as guessable
+
+    host = host_of(context_for())
+    assert host.password_strength("vélo-Ardoise-7-marmotte-Pau", nobody).label_fr == "fort"
+    assert host.password_strength("azerty", nobody).level == 0
+
+
+def _observer_plugin(seen: list[AuditEvent]) -> object:
+    from core import hookimpl
+
+    class Observer:
+        @hookimpl
+        def guichet_event(self, event: AuditEvent) -> None:
+            seen.append(event)
+
+    return Observer()
+
+
+async def test_hook_guichet_event(database: Database, context_for: Callable[..., PluginContext]) -> None:
+    host = host_of(context_for(database=database))
+    seen: list[AuditEvent] = []
+    host.pm.register(_observer_plugin(seen), name="observer")
+    event = AuditEvent(kind="login.failed", at=NOW, subject="185***084", client="203.0.113.7")
+    host.emit(event)
+    assert seen == [event]
+    auditor = Auditor(database, host)  # stored first, then handed to the observers
+    async with database.transaction():
+        stored = await auditor.record(AuditEvent(kind="logout", at=NOW, account_id=7))
+    auditor.publish([stored])
+    assert [e.kind for e in seen] == ["login.failed", "logout"]
+    assert [row["kind"] for row in await auditor.tail()] == ["logout"]
+    other = host_of(context_for(database=database))  # another host: the observer is not there
+    other.emit(event)
+    assert len(seen) == 2
+
+
+@pytest.fixture
+def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
+    """Install a tiny test distribution with a `guichet` entry point (a dist-info on sys.path)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    packages: list[str] = []
+
+    def install(name: str, source: str) -> None:
+        package = f"guichet_test_{name}_{secrets.token_hex(3)}"
+        (site / package).mkdir()
+        (site / package / "__init__.py").write_text("")
+        (site / package / "hooks.py").write_text(textwrap.dedent(source))
+        (site / f"{package}-1.0.dist-info").mkdir()
+        (site / f"{package}-1.0.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\n"
+                                                                   "Version: 1.0\n")
+        (site / f"{package}-1.0.dist-info" / "entry_points.txt").write_text(f"[guichet]\n{name} = {package}.hooks\n")
+        importlib.invalidate_caches()
+        packages.append(package)
+
+    yield install
+    for package in packages:
+        for module in [m for m in sys.modules if m.startswith(package)]:
+            del sys.modules[module]
+
+
+PIGEON = """
+from core import DeliveryError, hookimpl
+
+class PigeonChannel:
+    name = "pigeon"
+    label_fr = "Par pigeon voyageur"
+
+    def __init__(self, context):
+        self.loft = context.config.caisse.name
+        self.sent = []
+
+    async def send(self, message):
+        if not message.recipient.address:
+            raise DeliveryError("no address", permanent=True)
+        self.sent.append(message.id)
+
+@hookimpl
+def guichet_channels(context):
+    return [PigeonChannel(context)]
+"""
+
+
+async def test_hook_guichet_channels_with_a_tiny_plugin(installed_plugin: Callable[[str, str], None],
+                                                        context_for: Callable[..., PluginContext]) -> None:
+    from core.structs import Message, Recipient
+
+    installed_plugin("pigeon", PIGEON)
+    host = host_of(context_for(enabled=["statuses_msa", "pigeon"]))
+    channel = host.channel("pigeon")
+    assert channel is not None and isinstance(channel, Channel)
+    assert list(host.channels()) == ["pigeon"] and channel.label_fr == "Par pigeon voyageur"
+    message = Message(id=41, channel="pigeon", template="registration_letter", caisse_name="MSA Test", created_at=NOW,
+                      recipient=Recipient(address=PostalAddress(lines=("1 RUE A", "75001 PARIS"))), payload={})
+    await channel.send(message)
+    assert channel.sent == [41]  # type: ignore[attr-defined]
+    assert host_of(context_for(enabled=["statuses_msa"])).channel("pigeon") is None
+    assert host_of(context_for(enabled=["statuses_msa", "pigeon"])).channel("pigeon") is not channel  # per host
+    policy_only = PluginHost(host.config, host.context, channels=False)
+    assert policy_only.channels() == {}
