@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from core.database import INTEGRITY_ERRORS
 from core.errors import CounterStoreError, StepError
 from core.flows.common import (
@@ -170,7 +172,11 @@ async def submit_question(services: Services, state: FlowState, form: dict[str, 
     verdict = Verdict.WRONG
     try:
         if kind != NO_ANSWER:
-            allowed = await services.limiter.hit(services.limits.identity_answers, identifier, services.now())
+            # hit() counts this answer and judges whether a *next* one may come: the Nth of N answers is
+            # still checked when judged against N + 1 (same counter, one atomic hit)
+            within = msgspec.structs.replace(services.limits.identity_answers,
+                                             max_count=services.limits.identity_answers.max_count + 1)
+            allowed = await services.limiter.hit(within, identifier, services.now())
             if not allowed.allowed:
                 await services.audit("limit.reached", subject=subject_of(identifier), client=client, limit="identity")
             else:
