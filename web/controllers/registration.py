@@ -1,12 +1,14 @@
 """Registration pages: /inscription/<step>, one step per page, htmx swapping only the step."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 
 from core.flows import registration as flow
 from core.flows.engine import FlowState, StepResult, reachable
+from core.identifiers import format_phone
 from core.third_party import STRUCTURE_KINDS
 from web.forms import form_of
 from web.http import client_address, flow_cookie, go, render, services_of, set_flow_cookie, step_status
@@ -21,8 +23,13 @@ TITLES = {"statut": "Vous êtes...", "identifiant": "Votre identifiant", "coordo
 def _context(request: Request[Any, Any, Any], state: FlowState, step: str, result: StepResult | None) -> dict[str, Any]:
     services = services_of(request)
     order = flow.steps_for(state)
-    values = dict(state.drafts.get(step, {}))
-    values.update({k: str(v) for k, v in state.data.items() if isinstance(v, str)})
+    values = {k: str(v) for k, v in state.data.items() if isinstance(v, str)}
+    if step == "coordonnees":  # shown again as a person types them, not as stored
+        if values.get("birth_date"):
+            values["birth_date"] = dt.date.fromisoformat(values["birth_date"]).strftime("%d/%m/%Y")
+        if values.get("mobile"):
+            values["mobile"] = format_phone(values["mobile"])
+    values.update(state.drafts.get(step, {}))  # what was typed before "< Précédent" wins over older answers
     if result is not None:
         values.update(result.values)
     status = flow.current_status(services, state)
