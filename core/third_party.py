@@ -98,16 +98,18 @@ async def create_request(database: "Database", *, structure_kind: str, structure
     """
     if structure_kind not in STRUCTURE_KINDS:
         raise StepError("structure_kind", "Choisissez le type de votre structure.")
-    values = dict(
+    row = dict(
         structure_kind=structure_kind,
         structure_name=_text(structure_name, "structure_name", "nom de structure", 120),
         siret=parse_siret(siret, "siret"),
         contact_name=_text(contact_name, "contact_name", "nom", 120),
         email=parse_email(email, "email", required=True) or "",
         phone=parse_phone(phone, "phone") or "",
+        state="pending",
+        created_at=now,
     )
     t = database.t.ThirdPartyRequest
-    rows = await t.insert(t(state="pending", created_at=now, **values)).returning(t.id).run()
+    rows = await t.insert(t.from_dict(row)).returning(t.id).run()
     return int(rows[0]["id"])
 
 
