@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,10 @@ from core.plugins import PluginHost
 from core.ratelimit import CounterStore, DatabaseCounters, Limiter, RedisCounters
 from core.sessions import DatabaseSessions, RedisSessions, SessionBackend, SessionManager
 from core.structs import AuditEvent, Recipient
+
+# The SQLite driver's DEBUG lines print every query with its parameters: full NIRs, flow and session
+# tokens. guichet's logs never carry those, whatever level the operator sets: cap that logger at INFO.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 @dataclass
