@@ -108,11 +108,48 @@ RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease
 """
 
 
+class _GroupCommit:
+    """Runs the outcome UPDATEs of concurrent deliveries in shared transactions.
+
+    Each commit costs an fsync (about 9 ms on SQLite here, which capped delivery near 110
+    messages/s); updates that arrive while a commit runs wait for the next one and share it.
+    An update still reaches the database as soon as the previous commit is done.
+    """
+
+    def __init__(self, database: "Database") -> None:
+        self.database = database
+        self.pending: list[tuple[str, tuple[Any, ...], asyncio.Future[list[dict[str, Any]]]]] = []
+        self.flusher: asyncio.Task[None] | None = None
+
+    async def execute(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self.pending.append((sql, args, future))
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the deliveries finishing in this same turn of the loop join
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                async with self.database.transaction():
+                    results = [await self.database.t.OutboxMessage.raw(sql, *args).run() for sql, args, _ in batch]
+            except Exception as exc:  # every update of the batch failed with it: their leases will expire
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), rows in zip(batch, results):
+                if not future.done():
+                    future.set_result(rows)
+
+
 class OutboxWorker:
     """Delivers the outbox through the caisse's channels; run one or several, in one or several processes."""
 
     def __init__(self, database: "Database", keys: "Keys", host: "PluginHost", clock: Clock, *,
-                 worker_id: str, lease_seconds: float = 60, batch: int = 20, concurrency: int = 4,
+                 worker_id: str, lease_seconds: float = 60, batch: int = 20, concurrency: int = 8,
                  retry: RetryPolicy | None = None, failed_retention: dt.timedelta = dt.timedelta(days=7),
                  rng: random.Random | None = None) -> None:
         if lease_seconds <= 0 or batch < 1 or concurrency < 1:
@@ -130,6 +167,7 @@ class OutboxWorker:
         self.rng = rng or random.Random()
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
+        self._commits = _GroupCommit(database)
         table = _table(database)
         self._t = table
         self._claim_sql = _CLAIM_SQL.format(table=table, sending=SENDING, pending=PENDING,
@@ -147,9 +185,9 @@ class OutboxWorker:
 
     async def _guarded(self, sql: str, message: ClaimedMessage, *args: Any) -> bool:
         """Run an UPDATE on the message only while our lease is the current one."""
-        rows = await self.database.t.OutboxMessage.raw(
+        rows = await self._commits.execute(
             f"UPDATE {self._t} SET {sql} WHERE id = {{}} AND state = '{SENDING}' AND lease_until = {{}} RETURNING id",
-            *args, message.id, message.lease_until).run()
+            *args, message.id, message.lease_until)
         return bool(rows)
 
     async def _renew(self, message: ClaimedMessage) -> ClaimedMessage | None:

@@ -1,0 +1,165 @@
+"""Outbox throughput: enqueue N login codes, deliver them by email to a local aiosmtpd sink, print messages/s.
+
+    .venv/bin/python bench/outbox.py --count 2000 [--batch 20] [--concurrency 4] [--database-url URL] [--no-record]
+
+The figure (with the command and the machine) is appended to docs/benchmarks.md under "## Outbox".
+Not a timed test: run it by hand, on a quiet machine, and compare ratios rather than absolutes.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import shlex
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aiosmtpd.controller import Controller  # noqa: E402
+
+from core.clock import Clock  # noqa: E402
+from core.config import decode_config  # noqa: E402
+from core.context import PluginContext  # noqa: E402
+from core.database import Database  # noqa: E402
+from core.keys import Keys  # noqa: E402
+from core.outbox import enqueue  # noqa: E402
+from core.outbox_worker import OutboxWorker, outbox_status  # noqa: E402
+from core.plugins import PluginHost  # noqa: E402
+from core.structs import Recipient  # noqa: E402
+
+CONFIG = """
+[caisse]
+id = "bench"
+name = "MSA Banc d'essai"
+assistance = {{ phone = "01 23 45 67 89", hours = "du lundi au vendredi", email = "aide@bench.invalid" }}
+
+[plugins]
+enabled = ["delivery_email"]
+
+[plugins.settings.delivery_email]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+timeout_seconds = 10
+sender = "MSA Banc d'essai <ne-pas-repondre@bench.invalid>"
+
+[security]
+secret_key = {{ value = "bench-secret-key-0123456789abcdef0123456789" }}
+
+[sessions]
+secure_cookies = false
+
+[server]
+mode = "demo"
+
+[database]
+url = "{url}"
+"""
+
+
+class Counter:
+    """An SMTP sink that only counts: the bench measures guichet, not disk writes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.count += 1
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run(count: int, batch: int, concurrency: int, url: str, base: Path) -> dict[str, float]:
+    port = free_port()
+    sink = Counter()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    config = decode_config(CONFIG.format(port=port, url=url), source="bench", base_dir=str(base))
+    database = Database.from_config(config)
+    await database.connect()
+    try:
+        await database.upgrade()
+        if not database.is_sqlite:
+            await database.engine.run_ddl("TRUNCATE guichet_outbox RESTART IDENTITY")
+        clock = Clock()
+        keys = Keys.from_config(config)
+        host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
+        started = time.perf_counter()
+        for n in range(count):
+            async with database.transaction():
+                await enqueue(database, keys, channel="email", template="login_code",
+                              recipient=Recipient(name="Marie DUPONT", email=f"personne{n}@bench.invalid"),
+                              payload={"code": f"{n:06d}", "lifetime_minutes": 15}, now=clock.now(),
+                              expires_at=clock.now() + dt.timedelta(minutes=15))
+        enqueued = time.perf_counter()
+        worker = OutboxWorker(database, keys, host, clock, worker_id="bench", batch=batch, concurrency=concurrency)
+        handled = await worker.drain()
+        delivered = time.perf_counter()
+        status = await outbox_status(database)
+    finally:
+        await database.close()
+        controller.stop()
+    if handled != count or sink.count != count or status != {("email", "sent"): count}:
+        raise SystemExit(f"bench: expected {count} sent, got handled={handled} received={sink.count} {status}")
+    return {"enqueue_per_s": count / (enqueued - started), "deliver_per_s": count / (delivered - enqueued),
+            "deliver_s": delivered - enqueued}
+
+
+def record(line_block: str) -> Path:
+    """Append under '## Outbox' in docs/benchmarks.md, leaving every other section as it is."""
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\nFigures printed by bench/; one machine, noisy: compare ratios.\n"
+    if "\n## Outbox\n" not in "\n" + text:
+        text = text.rstrip("\n") + "\n\n## Outbox\n\nEmail deliveries through the outbox worker to a local aiosmtpd sink (bench/outbox.py).\n"
+    head, _, rest = text.partition("## Outbox\n")
+    following = rest.find("\n## ")
+    section, tail = (rest, "") if following < 0 else (rest[:following + 1], rest[following + 1:])
+    section = section.rstrip("\n") + "\n\n" + line_block.rstrip("\n") + "\n"
+    path.write_text(head + "## Outbox\n" + section + ("\n" + tail if tail else ""), encoding="utf-8")
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--database-url", help="default: a SQLite file in a temporary folder")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        url = args.database_url or f"sqlite:///{Path(folder) / 'bench.sqlite'}"
+        figures = asyncio.run(run(args.count, args.batch, args.concurrency, url, Path(folder)))
+    engine = "SQLite" if url.startswith("sqlite") else "PostgreSQL"
+    print(f"outbox: {args.count} emails, {engine}, batch {args.batch}, concurrency {args.concurrency}")
+    print(f"  enqueue  {figures['enqueue_per_s']:8.0f} messages/s (one transaction each)")
+    print(f"  delivery {figures['deliver_per_s']:8.0f} messages/s through email ({figures['deliver_s']:.1f} s)")
+    if not args.no_record:
+        command = "bench/outbox.py " + " ".join(shlex.quote(a) for a in sys.argv[1:] if "://" not in a)
+        block = (f"- {dt.date.today().isoformat()}, `.venv/bin/python {command.strip()}`: {args.count} emails, {engine}, "
+                 f"batch {args.batch}, concurrency {args.concurrency}: **{figures['deliver_per_s']:.0f} messages/s** "
+                 f"delivered ({figures['deliver_s']:.1f} s), enqueue {figures['enqueue_per_s']:.0f}/s. "
+                 f"Machine: nproc {os.cpu_count()}, Python {platform.python_version()}, "
+                 f"{platform.system()} {platform.release()}.")
+        print(f"recorded in {record(block).relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
