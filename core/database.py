@@ -12,11 +12,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+from piccolo.engine.sqlite import TransactionType
 from piccolo.table import Table, create_db_tables
 
 from core import tables
 from core.config import CaisseConfig
+from core.sqlite_pool import PooledSQLiteEngine
 
 log = logging.getLogger("guichet.database")
 
@@ -92,13 +93,16 @@ class Database:
         if self.is_sqlite:
             self.path = sqlite_path(url, base_dir or Path.cwd())
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine[Any] = SQLiteEngine(path=str(self.path), timeout=10)
+            # a few long-lived connections: piccolo's own engine opens one per query (core/sqlite_pool.py)
+            self.engine: Engine[Any] = PooledSQLiteEngine(path=str(self.path), pool_size=min(pool_size, 4),
+                                                          timeout=10)
         else:
             dsn = url.replace("postgres://", "postgresql://", 1)
             config: dict[str, Any] = {"dsn": dsn}
             if password:
                 config["password"] = password
-            self.engine = PostgresEngine(config=config)
+            # no extension: guichet needs none, and a production role may not create one
+            self.engine = PostgresEngine(config=config, extensions=())
         self.t = Tables(self.engine)
         self._pool_started = False
 
@@ -117,6 +121,8 @@ class Database:
             self._pool_started = True
 
     async def close(self) -> None:
+        if isinstance(self.engine, PooledSQLiteEngine):
+            await self.engine.close_pool()
         if not self.is_sqlite and self._pool_started:
             await self.engine.close_connection_pool()  # type: ignore[no-untyped-call]
             self._pool_started = False

@@ -164,7 +164,7 @@ FRENCH_REGIONS = ("FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF")
 
 
 def _parse_phone(raw: str, field: str, label: str) -> phonenumbers.PhoneNumber:
-    text = unicodedata.normalize("NFKC", raw).strip()
+    text = raw.strip()  # no NFKC here: full-width or other scripts' digits are refused, as for a NIR
     if not re.fullmatch(r"\+?[0-9 .\-()]{6,20}", text, re.ASCII):
         raise StepError(field, f"Saisissez un {label} valide, par exemple 06 12 34 56 78.")
     # a national number like 0690... belongs to an overseas department, not to metropolitan France
