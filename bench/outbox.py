@@ -1,6 +1,8 @@
 """Outbox throughput: enqueue N login codes, deliver them by email to a local aiosmtpd sink, print messages/s.
 
-    .venv/bin/python bench/outbox.py --count 2000 [--batch 20] [--concurrency 4] [--database-url URL] [--no-record]
+    .venv/bin/python bench/outbox.py --count 2000 [--batch 20] [--concurrency 8] [--database-url URL] [--no-record]
+
+With a PostgreSQL URL the bench creates a database of its own on that server and drops it after.
 
 The figure (with the command and the machine) is appended to docs/benchmarks.md under "## Outbox".
 Not a timed test: run it by hand, on a quiet machine, and compare ratios rather than absolutes.
@@ -29,7 +31,7 @@ from aiosmtpd.controller import Controller  # noqa: E402
 from core.clock import Clock  # noqa: E402
 from core.config import decode_config  # noqa: E402
 from core.context import PluginContext  # noqa: E402
-from core.database import Database  # noqa: E402
+from core.database import Database, redact_url  # noqa: E402
 from core.keys import Keys  # noqa: E402
 from core.outbox import enqueue  # noqa: E402
 from core.outbox_worker import OutboxWorker, outbox_status  # noqa: E402
@@ -95,8 +97,6 @@ async def run(count: int, batch: int, concurrency: int, url: str, base: Path) ->
     await database.connect()
     try:
         await database.upgrade()
-        if not database.is_sqlite:
-            await database.engine.run_ddl("TRUNCATE guichet_outbox RESTART IDENTITY")
         clock = Clock()
         keys = Keys.from_config(config)
         host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
@@ -121,6 +121,23 @@ async def run(count: int, batch: int, concurrency: int, url: str, base: Path) ->
             "deliver_s": delivered - enqueued}
 
 
+async def _pg_admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url, timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def throwaway_postgres(url: str) -> tuple[str, str]:
+    """A database of the bench's own on that server (never the given one's tables): (its URL, its name)."""
+    name = f"guichet_bench_{os.getpid()}"
+    asyncio.run(_pg_admin(url, f'CREATE DATABASE "{name}"'))
+    return f"{url.rpartition('/')[0]}/{name}", name
+
+
 def record(line_block: str) -> Path:
     """Append under '## Outbox' in docs/benchmarks.md, leaving every other section as it is."""
     path = ROOT / "docs" / "benchmarks.md"
@@ -143,20 +160,28 @@ def main() -> int:
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary folder")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()
+    load = os.getloadavg()[0]  # a shared machine: say how busy it was
     with tempfile.TemporaryDirectory() as folder:
         url = args.database_url or f"sqlite:///{Path(folder) / 'bench.sqlite'}"
-        figures = asyncio.run(run(args.count, args.batch, args.concurrency, url, Path(folder)))
+        if url.startswith("sqlite"):
+            figures = asyncio.run(run(args.count, args.batch, args.concurrency, url, Path(folder)))
+        else:
+            own_url, name = throwaway_postgres(url)
+            try:
+                figures = asyncio.run(run(args.count, args.batch, args.concurrency, own_url, Path(folder)))
+            finally:
+                asyncio.run(_pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine = "SQLite" if url.startswith("sqlite") else "PostgreSQL"
     print(f"outbox: {args.count} emails, {engine}, batch {args.batch}, concurrency {args.concurrency}")
     print(f"  enqueue  {figures['enqueue_per_s']:8.0f} messages/s (one transaction each)")
     print(f"  delivery {figures['deliver_per_s']:8.0f} messages/s through email ({figures['deliver_s']:.1f} s)")
     if not args.no_record:
-        command = "bench/outbox.py " + " ".join(shlex.quote(a) for a in sys.argv[1:] if "://" not in a)
+        command = " ".join(["bench/outbox.py", *(shlex.quote(redact_url(a)) for a in sys.argv[1:])])
         block = (f"- {dt.date.today().isoformat()}, `.venv/bin/python {command.strip()}`: {args.count} emails, {engine}, "
                  f"batch {args.batch}, concurrency {args.concurrency}: **{figures['deliver_per_s']:.0f} messages/s** "
                  f"delivered ({figures['deliver_s']:.1f} s), enqueue {figures['enqueue_per_s']:.0f}/s. "
                  f"Machine: nproc {os.cpu_count()}, Python {platform.python_version()}, "
-                 f"{platform.system()} {platform.release()}.")
+                 f"{platform.system()} {platform.release()}, load average {load:.2f} at start.")
         print(f"recorded in {record(block).relative_to(ROOT)}")
     return 0
 
