@@ -34,6 +34,7 @@ class CodeCheck(msgspec.Struct, frozen=True, kw_only=True):
     account_id: int | None = None
     channel: str = ""
     attempts_left: int = 0
+    locked: bool = False  # this try used the code's last attempt
 
 
 class IssuedCode(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,7 +102,7 @@ class Codes:
         if not self.keys.matches("code", f"{purpose}:{binding}:{code}", str(row["code_hmac"])):
             outcome = CodeOutcome.WRONG if left > 0 else CodeOutcome.EXHAUSTED
             return CodeCheck(outcome=outcome, code_id=code_id, account_id=account_id, channel=channel,  # type: ignore[arg-type]
-                             attempts_left=left)
+                             attempts_left=left, locked=left <= 0)
         used = await (t.update({t.used_at: now})
                       .where((t.id == code_id) & t.used_at.is_null() & t.superseded_at.is_null())
                       .returning(t.id).run())

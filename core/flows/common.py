@@ -128,6 +128,8 @@ async def check_code(services: Services, *, purpose: str, binding: str, code: st
             await services.limiter.hit(services.limits.code_failures, subject, now)
             kind = "code.expired" if check.outcome is CodeOutcome.EXPIRED else "code.failed"
             await services.audit(kind, account_id=account_id, purpose=purpose, outcome=check.outcome.value)
+            if check.locked:  # the last try on this code failed: only a new code can be used now
+                await services.audit("code.locked", account_id=account_id, purpose=purpose)
             return check, code_error(check)
     except CounterStoreError:
         return None, UNAVAILABLE
