@@ -82,11 +82,13 @@ async def within_budget(services: Services, channel: str) -> bool:
 
 
 async def send_code(services: Services, *, purpose: str, binding: str, channel: str, recipient: Recipient,
-                    account_id: int | None, template: str, deliver: bool = True) -> str | None:
+                    account_id: int | None, template: str, deliver: bool = True,
+                    limit_subject: str | None = None) -> str | None:
     """Issue a code and queue it in one transaction; returns an error message or None.
 
     ``deliver=False`` issues a code nobody receives: an unknown identifier goes through the same
-    steps and the same database work as a known one.
+    steps and the same database work as a known one. ``limit_subject`` counts the sends under
+    another subject than the account (recovery counts per identifier, known or not).
     """
     policy = services.host.code_policy(purpose)
     now = services.now()
@@ -94,7 +96,8 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
         wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
         if wait > 0:
             return f"Un code vient d'être envoyé. Vous pourrez en demander un nouveau dans {wait} secondes."
-        sends = await services.limiter.hit(services.limits.code_sends, f"{purpose}:{account_id or binding}", now)
+        sends = await services.limiter.hit(services.limits.code_sends,
+                                           limit_subject or f"{purpose}:{account_id or binding}", now)
         if not sends.allowed:
             await services.audit("limit.reached", account_id=account_id, limit="code_sends")
             return SLOW_DOWN
@@ -114,10 +117,10 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
 
 
 async def check_code(services: Services, *, purpose: str, binding: str, code: str,
-                     account_id: int | None) -> tuple[CodeCheck | None, str | None]:
+                     account_id: int | None, limit_subject: str | None = None) -> tuple[CodeCheck | None, str | None]:
     """Check a code under the per-account daily failure limit; a new code does not reset that count."""
     now = services.now()
-    subject = f"{purpose}:{account_id or binding}"
+    subject = limit_subject or f"{purpose}:{account_id or binding}"
     try:
         allowed = await services.limiter.check(services.limits.code_failures, subject, now)
         if not allowed.allowed:

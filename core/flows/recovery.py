@@ -34,6 +34,12 @@ def channels(services: Services) -> list[str]:
     return [c for c in services.host.code_policy("recovery").channels if services.host.channel(c) is not None]
 
 
+def _limit_subject(identifier: str) -> str:
+    """Code sends and failures count per identifier, whether it has an account or not: counted per
+    account for some and per flow for others, the limits would tell a stranger which is which."""
+    return f"recovery:{identifier}"
+
+
 async def submit_identifier(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
     raw = form.get("identifier", "")
     try:
@@ -67,7 +73,7 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
     error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
                             recipient=account_recipient(account) if account else account_recipient({}),
                             account_id=account["id"] if account else None, template="recovery_code",
-                            deliver=reachable)
+                            deliver=reachable, limit_subject=_limit_subject(identifier))
     if error:
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
     await services.audit("recovery.requested", account_id=account["id"] if account else None,
@@ -83,7 +89,7 @@ async def resend_code(services: Services, state: FlowState, flow_id: str) -> Ste
     error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
                             recipient=account_recipient(account) if account else account_recipient({}),
                             account_id=account["id"] if account else None, template="recovery_code",
-                            deliver=reachable)
+                            deliver=reachable, limit_subject=_limit_subject(state.data["identifier"]))
     if error:
         return StepResult(step="code", errors={"code": error})
     return StepResult(step="code", notice="Un nouveau code de confirmation vient de vous être envoyé.")
@@ -98,7 +104,8 @@ async def submit_code(services: Services, state: FlowState, form: dict[str, str]
         return StepResult(step="code", errors={"code": error.message_fr})
     account = await account_by_identifier(services, state.data["identifier"])
     check, message = await check_code(services, purpose="recovery", binding=flow_id, code=code,
-                                      account_id=account["id"] if account else None)
+                                      account_id=account["id"] if account else None,
+                                      limit_subject=_limit_subject(state.data["identifier"]))
     if message or check is None or account is None or check.account_id != account["id"]:
         return StepResult(step="code", errors={"code": message or "Le code saisi est incorrect."})
     await reset_password(services, account, channel=state.data["channel"], client=client)
