@@ -38,18 +38,39 @@ async def _with_database(config: CaisseConfig, work: Callable[[Any], Awaitable[i
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
     import uvicorn
+
+    from core.logs import configure_logging, uvicorn_log_config
+    from core.metrics import MULTIPROCESS_ENV
 
     config = _config(args)
     host = args.host or config.server.host
     port = args.port or config.server.port
     workers = args.workers or config.server.workers
+    level = args.log_level or config.logging.level
     os.environ["GUICHET_CONFIG"] = str(Path(args.config).resolve())
+    os.environ["GUICHET_LOG_LEVEL"] = level
+    configure_logging(config.logging.format, level)
     if workers > 1 and config.database.url.startswith("sqlite") and config.server.mode != "demo":
         print("guichet: several workers share state only through PostgreSQL and Redis; "
               "SQLite is for one worker", file=sys.stderr)
-    uvicorn.run("web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level=args.log_level, access_log=False, proxy_headers=False, timeout_graceful_shutdown=20)
+    metrics_dir = None
+    if workers > 1 and config.metrics.enabled and not os.environ.get(MULTIPROCESS_ENV):
+        # every worker writes its series there; /metrics sums them, whichever worker answers
+        metrics_dir = tempfile.mkdtemp(prefix="guichet-metrics-")
+        os.environ[MULTIPROCESS_ENV] = metrics_dir
+    try:
+        # on SIGTERM uvicorn stops accepting, lets the requests in flight finish (20 s at most),
+        # then runs the app's shutdown: the outbox worker gives back what it had not started
+        uvicorn.run("web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_level=level, log_config=uvicorn_log_config(config.logging.format, level),
+                    access_log=False, proxy_headers=False, timeout_graceful_shutdown=20)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -140,9 +161,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_work(args: argparse.Namespace) -> int:
+    from core.logs import configure_logging
     from core.outbox_worker import run_worker_process
 
-    return _run(run_worker_process(_config(args), once=args.once))
+    config = _config(args)
+    configure_logging(config.logging.format, config.logging.level)
+    return _run(run_worker_process(config, once=args.once))
 
 
 def cmd_outbox_status(args: argparse.Namespace) -> int:
@@ -234,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
-    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
+                       help="default: [logging] level in the config")
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="the database schema").add_subparsers(dest="db_command", required=True)

@@ -5,6 +5,7 @@ Every error names the file and the key path and says what was expected. Secrets 
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -149,6 +150,21 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     outbox_worker: bool = True  # deliver from inside ``guichet serve``
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Prometheus metrics at /metrics (docs/deploy.md)."""
+
+    enabled: bool = True
+    allowed_clients: tuple[str, ...] = ("127.0.0.1", "::1")  # addresses or networks (10.0.0.0/8) that may read them
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Logs on stderr: one JSON object per line with the request id (core/logs.py)."""
+
+    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False  # one line per request (method, path, route, status, duration)
+
+
 class DemoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     mailbox: bool = False
     smtp_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0  # 0: a free port
@@ -167,6 +183,8 @@ class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     base_dir: str = ""  # filled by load_config: relative paths are relative to the file
     source: str = ""  # filled by decode_config: the file that errors found later (plugins, settings) name
 
@@ -196,6 +214,11 @@ def _check_semantics(config: CaisseConfig) -> None:
             raise ValueError("cookies must be Secure in production - at `$.sessions.secure_cookies`")
     if "redis" in (config.sessions.store, config.rate_limits.store) and config.redis is None:
         raise ValueError("a [redis] url is needed when sessions or rate limits use redis - at `$.redis`")
+    for i, client in enumerate(config.metrics.allowed_clients):
+        try:
+            ipaddress.ip_network(client, strict=False)
+        except ValueError:
+            raise ValueError(f"not an address or a network: {client!r} - at `$.metrics.allowed_clients[{i}]`") from None
     if len(set(config.plugins.enabled)) != len(config.plugins.enabled):
         raise ValueError("a plugin is enabled twice - at `$.plugins.enabled`")
     for channel, _hours in config.passwords.temporary_lifetime_hours.items():

@@ -5,6 +5,7 @@ import asyncio
 import re
 import secrets
 import string
+import time
 import unicodedata
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
+from core import metrics
 from core.identifiers import fold_name
 from core.structs import PasswordContext, PasswordRule, Strength
 
@@ -84,16 +86,20 @@ class Passwords:
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
+        waited = time.perf_counter()
         async with self._slots:
-            return await asyncio.to_thread(self.hasher.hash, normalise(password))
+            metrics.ARGON2_WAIT.observe(time.perf_counter() - waited)
+            return await asyncio.to_thread(metrics.timed, "hash", self.hasher.hash, normalise(password))  # type: ignore[no-any-return]
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         """Constant work whether or not there is a hash; never raises on a bad hash."""
         candidate = normalise(password)[:MAX_PASSWORD_LENGTH * 4]
+        waited = time.perf_counter()
         async with self._slots:
+            metrics.ARGON2_WAIT.observe(time.perf_counter() - waited)
             try:
-                return await asyncio.to_thread(self.hasher.verify, stored_hash or self._dummy_hash, candidate) \
-                    and stored_hash is not None
+                return await asyncio.to_thread(metrics.timed, "verify", self.hasher.verify,
+                                               stored_hash or self._dummy_hash, candidate) and stored_hash is not None
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 return False
 

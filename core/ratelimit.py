@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+from core import metrics
 from core.errors import CounterStoreError
 
 if TYPE_CHECKING:
@@ -155,12 +156,19 @@ class Limiter:
     async def check(self, limit: Limit, subject: str, now: dt.datetime) -> Verdict:
         """May this subject try now? Does not count the try."""
         count = await self.store.peek(self._key(limit, subject), limit.window_seconds * 1000, self._ms(now))
-        return self._judge(limit, count, self._ms(now))
+        verdict = self._judge(limit, count, self._ms(now))
+        if not verdict.allowed:
+            metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
+        return verdict
 
     async def hit(self, limit: Limit, subject: str, now: dt.datetime) -> Verdict:
         """Count one try (a failure, a send) and say whether the next one may come now."""
         count = await self.store.hit(self._key(limit, subject), limit.window_seconds * 1000, self._ms(now))
-        return self._judge(limit, count, self._ms(now))
+        metrics.RATE_LIMIT_HITS.labels(limit.name).inc()
+        verdict = self._judge(limit, count, self._ms(now))
+        if not verdict.allowed:
+            metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
+        return verdict
 
     async def clear(self, limit: Limit, subject: str) -> None:
         await self.store.clear(self._key(limit, subject))

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from core import metrics
 from core.clock import Clock
 from core.codes import Codes
 from core.config import CaisseConfig
@@ -58,6 +59,7 @@ class Services:
         event = AuditEvent(kind=kind, at=self.now(), account_id=account_id, subject=subject, client=client,
                            details=details)
         await self.auditor.record(event)
+        metrics.observe_event(event)
         self.auditor.publish([event])
         return event
 

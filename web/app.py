@@ -19,8 +19,10 @@ from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
+from core import metrics
 from core.clock import Clock
 from core.config import CaisseConfig, load_config
+from core.logs import configure_logging
 from core.services import Services, build_services
 from web.controllers.account import AccountController
 from web.controllers.login import LoginController, LogoutController
@@ -64,6 +66,18 @@ def static_file(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     data, media = found
     return Response(content=data, media_type=media,
                     headers={"cache-control": "public, max-age=31536000, immutable"})
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus metrics, for the addresses in [metrics] allowed_clients only (core/metrics.py)."""
+    services: Services = request.app.state.services
+    peer = request.client.host if request.client else ""
+    if not services.config.metrics.enabled or not request.app.state.metrics_clients.allows(
+            peer, request.scope.get("headers", ())):
+        raise NotFoundException()
+    body = await metrics.exposition(services.database, services.now())
+    return Response(content=body, media_type=metrics.CONTENT_TYPE)
 
 
 def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -114,6 +128,14 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
 
             worker = OutboxWorker(services.database, services.keys, services.host, services.clock,
                                   worker_id=f"serve-{os.getpid()}")
+            deliver = worker.deliver
+
+            async def counted(message: Any) -> str:  # outbox_deliveries_total
+                state = await deliver(message)
+                metrics.DELIVERIES.labels(message.channel, state).inc()
+                return state
+
+            worker.deliver = counted  # type: ignore[method-assign]
             tasks.append(asyncio.create_task(worker.run_forever(stop)))
         try:
             yield
@@ -123,10 +145,11 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
             await services.close()
             if demo_sinks is not None:
                 demo_sinks.stop()
+            metrics.process_ended()
 
     app = Litestar(
         route_handlers=[PagesController, RegistrationController, LoginController, RecoveryController,
-                        AccountController, LogoutController, static_file],
+                        AccountController, LogoutController, static_file, metrics_endpoint],
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
         plugins=[HTMXPlugin()],
         before_request=before_request,
@@ -138,6 +161,9 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         openapi_config=None,
         debug=False,
     )
+    # outermost: a request id for every log line and response, and request metrics (404s included)
+    app.asgi_handler = metrics.Instrumented(app.asgi_handler, access_log=config.logging.access_log)
+    app.state.metrics_clients = metrics.ClientFilter(config.metrics.allowed_clients)
     app.state.services = services
     app.state.static = static
     app.state.static_names = static.names
@@ -161,5 +187,6 @@ async def _housekeeping(services: Services, stop: asyncio.Event) -> None:
 
 def app_from_environment() -> Litestar:
     """For ``uvicorn --factory``: the config file named by GUICHET_CONFIG."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return create_app(load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml")))
+    config = load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml"))
+    configure_logging(config.logging.format, os.environ.get("GUICHET_LOG_LEVEL", config.logging.level))
+    return create_app(config)

@@ -23,6 +23,7 @@ log = logging.getLogger("guichet.web")
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 STATIC_PREFIX = "/static/"
+OPS_PATHS = frozenset({"/metrics", "/sante", "/sante/pret"})  # no session, no CSRF: probes and scrapers
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'; connect-src 'self'")
 
@@ -113,7 +114,7 @@ def _plain_error(status: int, message: str) -> Response[str]:
 
 async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Load the session; on every POST refuse duplicated fields and a missing or wrong CSRF token."""
-    if request.url.path.startswith(STATIC_PREFIX):
+    if request.url.path.startswith(STATIC_PREFIX) or request.url.path in OPS_PATHS:
         return None
     services = services_of(request)
     sid = request.cookies.get(cookie_name(services, "session"))

@@ -6,6 +6,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
 
+from core import metrics
 from core.flows import login as flow
 from core.flows.engine import StepResult
 from core.sessions import FULL, PASSWORD
@@ -61,6 +62,7 @@ class LoginController(Controller):
             session.cleared = False
         outcome = await flow.submit_password(services, session, form, client=client_address(request),
                                              trusted_token=trusted)
+        metrics.step("login", "connexion", not outcome.result.errors)
         if outcome.next_url:
             return go(request, outcome.next_url)
         if outcome.result.step == "code":
@@ -87,6 +89,7 @@ class LoginController(Controller):
             return await _code_page(request, await flow.resend(services, session))
         form["user_agent"] = request.headers.get("user-agent", "")[:300]
         outcome = await flow.submit_code(services, session, form, client=client_address(request))
+        metrics.step("login", "code", not outcome.result.errors)
         if outcome.set_trusted_cookie:
             queue_cookie(request, Cookie(key=cookie_name(services, "trusted"), value=outcome.set_trusted_cookie,
                                          path="/", httponly=True, secure=services.config.sessions.secure_cookies,

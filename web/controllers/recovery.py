@@ -6,6 +6,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.response import Redirect
 
+from core import metrics
 from core.flows import recovery as flow
 from core.flows.engine import FlowState, StepResult, reachable
 from web.forms import form_of
@@ -95,6 +96,7 @@ class RecoveryController(Controller):
         else:
             result = await flow.submit_code(services, state, form, flow_id, client)
         await services.flows.save(flow_id, state, now)
+        metrics.step("recovery", step, not result.errors)
         if result.errors or result.notice or result.step == step:
             return _page(request, state, result.step, result)
         if is_htmx(request):

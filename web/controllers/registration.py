@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 
+from core import metrics
 from core.flows import registration as flow
 from core.flows.engine import FlowState, StepResult, reachable
 from core.identifiers import format_phone
@@ -154,6 +155,8 @@ async def _dispatch(services: Any, state: FlowState, step: str, form: dict[str, 
 def _after(request: Request[Any, Any, Any], state: FlowState, result: StepResult, submitted: str = "") -> Any:
     from web.http import is_htmx
 
+    if submitted:
+        metrics.step("registration", submitted, not result.errors)
     if result.errors or result.notice or result.step == submitted:
         return _page(request, state, result.step, result)
     if is_htmx(request):

@@ -1,0 +1,265 @@
+"""Prometheus metrics: requests, step outcomes, codes, the outbox, rate limits, argon2 timings.
+
+Series (all prefixed ``guichet_``):
+
+* ``http_requests_total{method,route,status}`` and ``http_request_duration_seconds{method,route}``:
+  by route template (``/inscription/{step:str}``), never by raw path; ``http_requests_in_progress``.
+* ``step_outcomes_total{flow,step,outcome}``: each submitted step, ``ok`` or ``invalid`` (a 422).
+* ``security_events_total{kind}``: the audit events (``login.failed``, ``code.sent`` …).
+* ``codes_sent_total{purpose,channel}`` and ``codes_failed_total{purpose,outcome}``.
+* ``outbox_deliveries_total{channel,outcome}``: what the outbox worker inside this process did.
+* ``outbox_messages{channel,state}`` and ``outbox_oldest_age_seconds{channel,state}``: read from
+  the database at scrape time (pending, sending, failed), so they hold for every worker process.
+* ``rate_limit_hits_total{limit}`` (tries counted) and ``rate_limit_refusals_total{limit}``.
+* ``argon2_seconds{operation}`` (hash, verify: the time in the hashing thread) and
+  ``argon2_wait_seconds`` (waiting for a hashing slot: a full slot pool means too few cores).
+
+One registry per process. With ``guichet serve --workers N`` (N > 1) the series of every worker
+are summed through prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by
+``guichet serve``); ``/metrics`` is then the same whichever worker answers.
+
+``/metrics`` answers only to the addresses in ``[metrics] allowed_clients`` (loopback by
+default), and never to a request that came through a proxy (one with X-Forwarded-For or
+Forwarded): a reverse proxy on the same host cannot expose it by accident.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from core.logs import accepted_request_id, request_id_var
+
+if TYPE_CHECKING:
+    from core.database import Database
+    from core.structs import AuditEvent
+
+log = logging.getLogger("guichet.access")
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+disable_created_metrics()  # no *_created series: half the lines, nothing a dashboard uses
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter("guichet_http_requests", "HTTP requests by route template, method and status",
+                        ["method", "route", "status"], registry=REGISTRY)
+HTTP_DURATION = Histogram("guichet_http_request_duration_seconds", "Time to answer, by route template",
+                          ["method", "route"], registry=REGISTRY,
+                          buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+IN_PROGRESS = Gauge("guichet_http_requests_in_progress", "Requests being answered", registry=REGISTRY,
+                    multiprocess_mode="livesum")
+STEP_OUTCOMES = Counter("guichet_step_outcomes", "Submitted steps: ok, or invalid (shown again with errors)",
+                        ["flow", "step", "outcome"], registry=REGISTRY)
+EVENTS = Counter("guichet_security_events", "Audit events by kind", ["kind"], registry=REGISTRY)
+CODES_SENT = Counter("guichet_codes_sent", "Security codes issued and queued, per channel",
+                     ["purpose", "channel"], registry=REGISTRY)
+CODES_FAILED = Counter("guichet_codes_failed", "Security codes typed wrong, expired or used up",
+                       ["purpose", "outcome"], registry=REGISTRY)
+DELIVERIES = Counter("guichet_outbox_deliveries", "Outbox deliveries by this process's worker, per outcome",
+                     ["channel", "outcome"], registry=REGISTRY)
+RATE_LIMIT_HITS = Counter("guichet_rate_limit_hits", "Tries counted against a rate limit", ["limit"],
+                          registry=REGISTRY)
+RATE_LIMIT_REFUSALS = Counter("guichet_rate_limit_refusals", "Tries refused or slowed down by a rate limit",
+                              ["limit"], registry=REGISTRY)
+ARGON2 = Histogram("guichet_argon2_seconds", "argon2id time in the hashing thread", ["operation"],
+                   registry=REGISTRY,
+                   buckets=(0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5))
+ARGON2_WAIT = Histogram("guichet_argon2_wait_seconds", "Time waiting for a free hashing slot", registry=REGISTRY,
+                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+
+_CODE_FAILURES = {"code.failed": "wrong", "code.expired": "expired", "code.locked": "locked"}
+
+
+def observe_event(event: "AuditEvent") -> None:
+    """Count an audit event (Services.audit calls this for every event)."""
+    EVENTS.labels(event.kind).inc()
+    details = event.details
+    if event.kind == "code.sent":
+        CODES_SENT.labels(str(details.get("purpose", "")), str(details.get("channel", ""))).inc()
+    elif event.kind in _CODE_FAILURES:
+        CODES_FAILED.labels(str(details.get("purpose", "")),
+                            str(details.get("outcome", _CODE_FAILURES[event.kind]))).inc()
+
+
+def step(flow: str, step_name: str, ok: bool) -> None:
+    STEP_OUTCOMES.labels(flow, step_name, "ok" if ok else "invalid").inc()
+
+
+def timed(operation: str, function: Callable[..., Any], *args: Any) -> Any:
+    """Run ``function`` (in the hashing thread) and record its time."""
+    start = time.perf_counter()
+    try:
+        return function(*args)
+    finally:
+        ARGON2.labels(operation).observe(time.perf_counter() - start)
+
+
+# --- the outbox, read at scrape time ----------------------------------------------------------------
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value if isinstance(value, dt.datetime) else None
+
+
+async def outbox_families(database: "Database", now: dt.datetime) -> list[GaugeMetricFamily]:
+    """Depth and oldest age of the outbox per channel and state (pending, sending, failed)."""
+    table = database.t.OutboxMessage._meta.tablename
+    rows = await database.t.OutboxMessage.raw(
+        f"SELECT channel, state, COUNT(*) AS n, MIN(created_at) AS oldest FROM {table} "
+        "WHERE state IN ('pending', 'sending', 'failed') GROUP BY channel, state").run()
+    depth = GaugeMetricFamily("guichet_outbox_messages", "Outbox messages waiting, being sent or failed",
+                              labels=["channel", "state"])
+    age = GaugeMetricFamily("guichet_outbox_oldest_age_seconds", "Age of the oldest message per channel and state",
+                            labels=["channel", "state"])
+    seen = set()
+    for row in rows:
+        key = (str(row["channel"]), str(row["state"]))
+        seen.add(key)
+        depth.add_metric(list(key), float(row["n"]))
+        oldest = _as_datetime(row["oldest"])
+        age.add_metric(list(key), max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+    for state in ("pending", "sending", "failed"):  # the series exist even when the outbox is empty
+        if not any(k[1] == state for k in seen):
+            depth.add_metric(["", state], 0.0)
+            age.add_metric(["", state], 0.0)
+    return [depth, age]
+
+
+class _Families:
+    def __init__(self, families: Iterable[Any]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterable[Any]:
+        return self.families
+
+
+async def exposition(database: "Database | None", now: dt.datetime) -> bytes:
+    """The text format: this process's (or every worker's) series, then the outbox read now."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    if database is not None:
+        scrape = CollectorRegistry(auto_describe=False)
+        try:
+            scrape.register(_Families(await outbox_families(database, now)))  # type: ignore[arg-type]
+        except Exception as exc:  # the database is down: the other series still matter
+            log.warning("metrics: outbox not readable (%s)", type(exc).__name__)
+        else:
+            body += generate_latest(scrape)
+    return body
+
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def process_ended() -> None:
+    """In multiprocess mode, drop this process's live gauges (call at shutdown)."""
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
+
+
+# --- who may read /metrics ----------------------------------------------------------------------------
+
+_FORWARDING_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
+
+
+class ClientFilter:
+    """Addresses and networks allowed to read /metrics; a proxied request is always refused."""
+
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self.networks = [ipaddress.ip_network(a, strict=False) for a in allowed]
+
+    def allows(self, peer: str, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        if any(name.lower() in _FORWARDING_HEADERS for name, _ in headers):
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+
+# --- the ASGI wrapper: request id, request metrics, access log ------------------------------------------
+
+
+class Instrumented:
+    """Wraps the app's ASGI handler (outside routing, so 404s count too)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], *, access_log: bool = False) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = accepted_request_id(incoming)
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.get("headers")
+                if headers is None:
+                    message["headers"] = [header]
+                elif isinstance(headers, list):
+                    headers.append(header)
+                else:
+                    message["headers"] = [*headers, header]
+            await send(message)
+
+        start = time.perf_counter()
+        IN_PROGRESS.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            IN_PROGRESS.dec()
+            elapsed = time.perf_counter() - start
+            path = scope.get("path", "")
+            route = scope.get("path_template") or ("/static/{name}" if path.startswith("/static/") else "unmatched")
+            method = scope.get("method", "GET")
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_DURATION.labels(method, route).observe(elapsed)
+            if self.access_log:
+                log.info("%s %s %s", method, path, status,
+                         extra={"route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)})
+            request_id_var.reset(token)
