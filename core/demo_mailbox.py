@@ -153,6 +153,8 @@ def start_demo_sinks(config: CaisseConfig) -> DemoSinks:
     """Start the demo SMTP server and SMS endpoint on 127.0.0.1, each in its own thread; return at once."""
     folder = config.path(config.demo.mailbox_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    # aiosmtpd logs every DATA line at DEBUG: the codes and passwords of the messages
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     stoppers: list[Callable[[], None]] = []
 
     smtp_port = config.demo.smtp_port or _free_port()

@@ -1,19 +1,37 @@
 """Real local servers for the delivery tests: an SMTP sink (aiosmtpd) and a scripted HTTP endpoint."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from conftest import BASE_CONFIG
 
+
+def _top_conftest() -> Any:
+    """tests/conftest.py as loaded by pytest; found by path, since another folder's conftest may hold the name."""
+    path = str(Path(__file__).with_name("conftest.py"))
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == path:
+            return module
+    spec = importlib.util.spec_from_file_location("guichet_tests_top_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BASE_CONFIG: str = _top_conftest().BASE_CONFIG
 DEFAULT_ENABLED = '["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]'
 
 
@@ -71,6 +89,7 @@ class SmtpSink:
                 return AuthResult(success=ok, handled=False, auth_data=auth_data.login.decode() if ok else None)
 
             kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs message lines at DEBUG
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **kwargs)
 
     def __enter__(self) -> "SmtpSink":
@@ -140,8 +159,6 @@ def install_fake_dist(monkeypatch: Any, folder: Any, *, dist: str, entry_points:
     ``entry_points`` maps plugin names to modules (group ``guichet``); ``package_dirs`` are folders
     holding the plugin's package, put on sys.path too.
     """
-    from pathlib import Path
-
     info = Path(folder) / f"{dist.replace('-', '_')}-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -140,3 +141,21 @@ async def test_a_separate_worker_process_in_demo_mode_uses_its_own_sinks(
     assert await run_worker_process(config, once=True) == 0
     [item] = list_mailbox(*mailbox_dirs(config))
     assert item.kind == "email" and item.subject == "Votre mot de passe a été modifié"
+
+
+async def test_no_code_reaches_the_log(demo_config: Callable[..., CaisseConfig], sinks: DemoSinks, database: Database,
+                                       db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger().setLevel(logging.DEBUG)
+    config = demo_config(db_url)
+    clock = FrozenClock(T0)
+    keys = Keys.from_config(config)
+    host = PluginHost(config, PluginContext(config=config, database=database, clock=clock, demo=sinks.endpoints))
+    async with database.transaction():
+        await enqueue(database, keys, channel="email", template="login_code", recipient=PERSON,
+                      payload={"code": "908172", "lifetime_minutes": 15}, now=T0)
+        await enqueue(database, keys, channel="sms", template="login_code", recipient=PERSON,
+                      payload={"code": "908173", "lifetime_minutes": 15}, now=T0)
+    assert await OutboxWorker(database, keys, host, clock, worker_id="demo").run_once() == 2
+    assert len(list_mailbox(sinks.endpoints.mailbox_dir)) == 2
+    assert caplog.records and "908172" not in caplog.text and "908173" not in caplog.text

@@ -305,9 +305,8 @@ async def test_run_worker_process_once(setup: Setup, smtp_port: int, capsys: pyt
 def test_outbox_cli(make_config: Callable[..., CaisseConfig], tmp_path: Path,
                     capsys: pytest.CaptureFixture[str]) -> None:
     """`guichet outbox status / retry` on a config file (SQLite)."""
-    from conftest import BASE_CONFIG
-
     from core.cli import main
+    from delivery_servers import BASE_CONFIG
 
     config_file = tmp_path / "caisse.toml"
     config_file.write_text(textwrap.dedent(BASE_CONFIG) + f'\n[database]\nurl = "sqlite:///{tmp_path / "cli.sqlite"}"\n')
