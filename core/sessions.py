@@ -43,7 +43,9 @@ class DatabaseSessions:
 
     async def load(self, key: str, now: dt.datetime) -> bytes | None:
         t = self.database.t.Session
-        rows = await t.select(t.data).where((t.key == key) & (t.expires_at > now)).limit(1).run()
+        # an expired row is still read: SessionManager judges the timeouts from the data, deletes the
+        # row and audits session.expired; the housekeeping purge drops the rows nobody comes back for
+        rows = await t.select(t.data).where(t.key == key).limit(1).run()
         return rows[0]["data"].encode() if rows else None
 
     async def save(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
@@ -93,6 +95,7 @@ class Session:
         self.old_sid: str | None = None
         self.dirty = False
         self.cleared = False
+        self.expired: tuple[int | None, str] | None = None  # (account, "idle" or "absolute") of a session that just timed out
 
     @property
     def exists(self) -> bool:
@@ -140,10 +143,12 @@ class SessionManager:
         except msgspec.DecodeError:
             return Session(None, None)
         now_ms = int(now.timestamp() * 1000)
-        if now_ms - data.seen_ms > self.idle.total_seconds() * 1000 or \
-                now_ms - data.created_ms > self.absolute.total_seconds() * 1000:
+        idle = now_ms - data.seen_ms > self.idle.total_seconds() * 1000
+        if idle or now_ms - data.created_ms > self.absolute.total_seconds() * 1000:
             await self.backend.delete(token_digest(sid))
-            return Session(None, None)
+            gone = Session(None, None)
+            gone.expired = (data.account_id, "idle" if idle else "absolute")
+            return gone
         session = Session(sid, data)
         if now_ms - data.seen_ms > 60_000:  # refresh the idle clock at most once a minute
             data.seen_ms = now_ms

@@ -120,6 +120,9 @@ async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | Non
     sid = request.cookies.get(cookie_name(services, "session"))
     session = await services.sessions.load(sid, services.now())
     request.scope["state"]["session"] = session
+    if session.expired is not None and session.expired[0] is not None:
+        await services.audit("session.expired", account_id=session.expired[0], client=client_address(request),
+                             timeout=session.expired[1])
     if request.method == "POST":
         form = await request.form()
         for key in form.keys():
