@@ -58,7 +58,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         """Seconds to wait before the next attempt, ``attempts`` having been made."""
         if retry_after is not None:
             return min(max(retry_after, 1.0), self.max_retry_after_seconds)
-        backoff = min(self.cap_seconds, self.base_seconds * 2 ** max(attempts - 1, 0))
+        backoff = min(self.cap_seconds, self.base_seconds * 2.0 ** max(attempts - 1, 0))
         return backoff * (1.0 - self.jitter * rng.random())
 
 

@@ -369,3 +369,54 @@ async def test_a_channel_raising_anything_else_is_retried_and_never_logged(
     assert row["last_error"] == "RuntimeError raised by channel 'boom' (guichet_boom_test.hooks)"
     assert "660022" not in caplog.text and "marie.dupont" not in caplog.text
     assert setup.host.channel("boom").calls == 1  # type: ignore[union-attr]
+
+
+def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: Path) -> None:
+    """The worker process delivers what is due, then exits 0 on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from core.config import load_config
+
+    port = free_port()
+    config_file = tmp_path / "caisse.toml"
+    text = base_with_plugins("delivery_email") + textwrap.dedent(f"""
+        [plugins.settings.delivery_email]
+        host = "127.0.0.1"
+        port = {port}
+        security = "none"
+        sender = "MSA Test <ne-pas-repondre@test.invalid>"
+
+        [database]
+        url = "sqlite:///{tmp_path / 'worker.sqlite'}"
+    """)
+    config_file.write_text(text)
+    config = load_config(config_file)
+
+    async def add() -> None:
+        database = Database.from_config(config)
+        await database.upgrade()
+        await enqueue(database, Keys.from_config(config), channel="email", template="login_code",
+                      recipient=RECIPIENT, payload={"code": CODE, "lifetime_minutes": 15},
+                      now=dt.datetime.now(dt.timezone.utc))
+        await database.close()
+
+    asyncio.run(add())
+    with SmtpSink(port) as sink:
+        process = subprocess.Popen([sys.executable, "-m", "core.cli", "outbox", "work", "--config", str(config_file)],
+                                   cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while not sink.messages and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.05)
+            assert codes_in(sink) == [CODE]
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
