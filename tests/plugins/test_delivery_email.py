@@ -261,7 +261,7 @@ async def test_demo_mode_sends_to_the_demo_sink(context_for: Callable[..., Plugi
         channel_for(context_for('port = 0\nsender = "Démo <demo@demo.invalid>"'))
 
 
-def test_through_the_plugin_host_with_only_it_enabled(make_config: Callable[..., CaisseConfig]) -> None:
+def test_hook_guichet_channels_email_direct_and_through_the_host(make_config: Callable[..., CaisseConfig]) -> None:
     config = make_config(f"[plugins.settings.delivery_email]\n{settings_for(2525)}",
                          base=base_with_plugins("delivery_email"))
     host = PluginHost(config, PluginContext(config=config, database=None, clock=FrozenClock(T0)))  # type: ignore[arg-type]

@@ -188,3 +188,14 @@ async def test_through_the_outbox(make_config: Callable[..., CaisseConfig], data
     assert rows[nowhere]["state"] == FAILED and rows[nowhere]["last_error"] == "the recipient has no known postal address"
     assert "Ab3#kP9mQw2xZr" in pdf_text(tmp_path / "courrier" / f"letter-{good}.pdf")
     assert [e["message_id"] for e in index_lines(tmp_path / "courrier")] == [good]
+
+
+def test_hook_guichet_channels_postal_direct_and_through_the_host(make_config: Callable[..., CaisseConfig],
+                                                                  tmp_path: Path) -> None:
+    config = make_config("", base=base_with_plugins("delivery_postal"))  # no settings: every default
+    context = PluginContext(config=config, database=None, clock=FrozenClock(T0))  # type: ignore[arg-type]
+    [direct] = hooks.guichet_channels(context=context)
+    assert isinstance(direct, PostalChannel) and direct.label_fr == "courrier"
+    assert direct.spool == tmp_path / "var/spool/letters" and not direct.spool.exists()  # made at the first letter
+    host = PluginHost(config, context)
+    assert isinstance(host.channel("postal"), PostalChannel) and set(host.channels()) == {"postal"}

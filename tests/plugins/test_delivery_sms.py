@@ -242,3 +242,16 @@ async def test_a_refusal_is_recorded_as_failed(make_config: Callable[..., Caisse
         assert await worker.run_once() == 1
     row = await _row(database, id)
     assert row["state"] == FAILED and row["last_error"] == "the SMS gateway refused the message: 422"
+
+
+def test_hook_guichet_channels_sms_direct_and_through_the_host(make_config: Callable[..., CaisseConfig]) -> None:
+    config = make_config('[plugins.settings.delivery_sms]\nurl = "https://sms.example/send"',
+                         base=base_with_plugins("delivery_sms"))
+    context = PluginContext(config=config, database=None, clock=FrozenClock(T0))  # type: ignore[arg-type]
+    [direct] = hooks.guichet_channels(context=context)
+    assert direct.name == "sms" and direct.label_fr == "SMS"
+    host = PluginHost(config, context)
+    assert isinstance(host.channel("sms"), SmsChannel) and set(host.channels()) == {"sms"}
+    bad = make_config('[plugins.settings.delivery_sms]\nurl = "ftp://x"', base=base_with_plugins("delivery_sms"))
+    with pytest.raises(ConfigError, match=r"plugins\.settings\.delivery_sms\.url"):
+        PluginHost(bad, PluginContext(config=bad, database=None, clock=FrozenClock(T0)))  # type: ignore[arg-type]
