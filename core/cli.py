@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,6 +38,10 @@ async def _with_database(config: CaisseConfig, work: Callable[[Any], Awaitable[i
 # --- serve ---------------------------------------------------------------------------------------
 
 
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
@@ -62,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # every worker writes its series there; /metrics sums them, whichever worker answers
         metrics_dir = tempfile.mkdtemp(prefix="guichet-metrics-")
         os.environ[MULTIPROCESS_ENV] = metrics_dir
+    # uvicorn raises the signal again once it has shut down cleanly: exit 0 then (and clean up)
+    signal.signal(signal.SIGTERM, _exit_after_shutdown)
     try:
         # on SIGTERM uvicorn stops accepting, lets the requests in flight finish (20 s at most),
         # then runs the app's shutdown: the outbox worker gives back what it had not started

@@ -159,6 +159,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=6),
         exception_handlers={HTTPException: _error_handler, Exception: _error_handler},
         openapi_config=None,
+        logging_config=None,  # guichet configures logging itself (core/logs.py): JSON lines with the request id
         debug=False,
     )
     # outermost: a request id for every log line and response, and request metrics (404s included)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from typing import Any
@@ -49,10 +50,14 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     if peer and peer in trusted:
         forwarded = request.headers.get("x-forwarded-for", "")
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        # walk from the nearest hop back, skipping our own proxies
+        # walk from the nearest hop back, skipping our own proxies; the first other hop is the one our
+        # proxy appended: it must be an IP address, or the header is not believed at all
         for hop in reversed(hops):
             if hop not in trusted:
-                return hop[:64]
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    break
     return peer[:64]
 
 
