@@ -30,6 +30,7 @@ from aiosmtpd.controller import Controller
 
 from core.config import CaisseConfig
 from core.context import DemoEndpoints
+from core.errors import ConfigError
 
 log = logging.getLogger("guichet.demo")
 
@@ -98,6 +99,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _check_free(port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server will
+        sock.bind(("127.0.0.1", port))
+
+
 def _sms_fields(body: bytes, content_type: str) -> dict[str, str]:
     """``to`` and ``text`` from whatever body template the caisse configured (JSON or a form)."""
     text = body.decode("utf-8", errors="replace")
@@ -159,7 +166,12 @@ def start_demo_sinks(config: CaisseConfig) -> DemoSinks:
 
     smtp_port = config.demo.smtp_port or _free_port()
     controller = Controller(_SmtpHandler(folder), hostname="127.0.0.1", port=smtp_port)
-    controller.start()
+    try:
+        _check_free(smtp_port)  # aiosmtpd would only tell after its ready timeout
+        controller.start()
+    except OSError as exc:
+        raise ConfigError(f"the demo SMTP port {smtp_port} cannot be used ({exc.strerror or exc}); set "
+                          "[demo] smtp_port = 0 for a free port", key="$.demo.smtp_port") from None
     stoppers.append(controller.stop)
 
     try:

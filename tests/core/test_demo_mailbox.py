@@ -159,3 +159,15 @@ async def test_no_code_reaches_the_log(demo_config: Callable[..., CaisseConfig],
     assert await OutboxWorker(database, keys, host, clock, worker_id="demo").run_once() == 2
     assert len(list_mailbox(sinks.endpoints.mailbox_dir)) == 2
     assert caplog.records and "908172" not in caplog.text and "908173" not in caplog.text
+
+
+def test_a_busy_fixed_smtp_port_is_a_clear_config_error(make_config: Callable[..., CaisseConfig]) -> None:
+    from core.errors import ConfigError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = make_config(f"[demo]\nmailbox = true\nsmtp_port = {port}")
+        with pytest.raises(ConfigError, match=r"demo\.smtp_port.*smtp_port = 0"):
+            start_demo_sinks(config)
