@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import datetime as dt
 import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import msgspec
-from fpdf import FPDF
-from fpdf.enums import XPos, YPos
 
 from core import DeliveryError, Message, PluginContext
 from core.clock import PARIS
@@ -92,18 +92,25 @@ def parse_letter(text: str) -> Letter:
     return Letter(subject=subject, blocks=blocks)
 
 
-class _Pdf(FPDF):
-    footer_text = ""
-    sans = "Helvetica"
+@functools.cache
+def _pdf_class() -> type[Any]:
+    """fpdf2 (and Pillow, fontTools) imported at the first letter: ~30 MiB a web process never needs."""
+    from fpdf import FPDF
 
-    def footer(self) -> None:
-        if not self.footer_text:
-            return
-        self.set_y(-18)
-        self.set_font(self.sans, "", 8)
-        self.set_text_color(90, 90, 90)
-        self.multi_cell(0, 3.5, self.footer_text, align="C")
-        self.set_text_color(0, 0, 0)
+    class _Pdf(FPDF):  # type: ignore[misc]
+        footer_text = ""
+        sans = "Helvetica"
+
+        def footer(self) -> None:
+            if not self.footer_text:
+                return
+            self.set_y(-18)
+            self.set_font(self.sans, "", 8)
+            self.set_text_color(90, 90, 90)
+            self.multi_cell(0, 3.5, self.footer_text, align="C")
+            self.set_text_color(0, 0, 0)
+
+    return _Pdf
 
 
 class PostalChannel:
@@ -137,8 +144,10 @@ class PostalChannel:
 
     def render_pdf(self, message: Message, letter: Letter, address: list[str]) -> tuple[bytes, int]:
         """The letter's PDF bytes and page count."""
+        from fpdf.enums import XPos, YPos
+
         caisse = self.context.config.caisse
-        pdf = _Pdf(orientation="P", unit="mm", format="A4")
+        pdf = _pdf_class()(orientation="P", unit="mm", format="A4")
         if self.unicode_fonts:
             pdf.add_font("DejaVu", "", str(self.fonts[""]))
             pdf.add_font("DejaVu", "B", str(self.fonts["B"]))
