@@ -6,30 +6,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import Portal, error_messages
+from tests.flows.helpers import register
 
 pytestmark = pytest.mark.asyncio
-
-
-async def register(portal: Portal, person: Any, *, answer: str | None = None, channel: str = "email",
-                   htmx: bool = False) -> None:
-    r = await portal.post("/inscription/statut", {"status": person.status}, htmx=htmx)
-    assert r.status_code in (200, 303), r.text
-    r = await portal.post("/inscription/identifiant", {"identifier": person.nir_with_key}, htmx=htmx)
-    assert r.status_code in (200, 303), error_messages(r)
-    birth = person.birth_date.strftime("%d/%m/%Y") if person.birth_date else ""
-    r = await portal.post("/inscription/coordonnees", {
-        "last_name": person.last_name, "first_name": person.first_name, "birth_date": birth,
-        "email": person.email, "mobile": person.mobile}, htmx=htmx)
-    assert r.status_code in (200, 303), error_messages(r)
-    r = await portal.post("/inscription/question", {"question": person.question,
-                                                     "answer": person.answer if answer is None else answer}, htmx=htmx)
-    assert r.status_code in (200, 303), error_messages(r)
-    if answer is None:
-        r = await portal.post("/inscription/canal", {"channel": channel}, htmx=htmx)
-        assert r.status_code in (200, 303), error_messages(r)
-        code = await portal.last_code("registration_code")
-        r = await portal.post("/inscription/code", {"code": code}, htmx=htmx)
-        assert r.status_code in (200, 303), error_messages(r)
 
 
 async def test_register_login_personalise_confirm(portal: Portal, demo_people: Any) -> None:
