@@ -30,6 +30,29 @@ SPECIALS = "!#$%&()*+,-./:;<=>?@[]_{}~"
 MAX_PASSWORD_LENGTH = 128
 
 
+def _keep_large_blocks_out_of_the_heap() -> None:
+    """Pin glibc's mmap threshold at its 128 KiB default.
+
+    argon2id allocates its memory (19 MiB by default) with malloc. After the first such block is
+    freed, glibc raises its mmap threshold to that size, so later blocks come from per-thread heap
+    arenas that keep the memory: a worker then held 100+ MiB after a burst of logins. A fixed
+    threshold keeps every argon2 block in its own mapping, returned to the system when freed
+    (measured in docs/benchmarks.md). Elsewhere than glibc this does nothing.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        name = ctypes.util.find_library("c")
+        if name and "libc.so" in name:
+            ctypes.CDLL(name).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
+_keep_large_blocks_out_of_the_heap()
+
+
 def normalise(password: str) -> str:
     """NFKC, so the same password typed on two keyboards gives the same bytes (NIST 800-63B 5.1.1.2)."""
     return unicodedata.normalize("NFKC", password)
