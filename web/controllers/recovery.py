@@ -49,6 +49,8 @@ class RecoveryController(Controller):
     async def show(self, request: Request[Any, Any, Any], step: str) -> Any:
         services = services_of(request)
         state = await services.flows.load(flow.KIND, flow_cookie(request, flow.KIND), services.now())
+        if state is not None and step == "identifiant" and state.step == "confirmation":
+            state = None  # the last request is over: another one may start (the SMS never came...)
         if state is None:
             if step != "identifiant":
                 return go(request, "/mot-de-passe-oublie/identifiant")
@@ -74,6 +76,9 @@ class RecoveryController(Controller):
         now = services.now()
         flow_id = flow_cookie(request, flow.KIND)
         state = await services.flows.load(flow.KIND, flow_id, now)
+        if state is not None and flow_id and step == "identifiant" and state.step == "confirmation":
+            await services.flows.drop(flow_id)  # a new request replaces the finished one
+            state = None
         if state is None:
             if step != "identifiant":
                 return go(request, "/mot-de-passe-oublie/identifiant")

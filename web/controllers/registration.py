@@ -20,6 +20,8 @@ TITLES = {"statut": "Vous êtes...", "identifiant": "Votre identifiant", "coordo
           "structure": "Nature de votre structure", "demande": "Votre demande d'inscription",
           "demande-envoyee": "Votre demande est transmise"}
 
+FINISHED = ("termine", "demande-envoyee")
+
 
 def _context(request: Request[Any, Any, Any], state: FlowState, step: str, result: StepResult | None) -> dict[str, Any]:
     services = services_of(request)
@@ -82,6 +84,8 @@ class RegistrationController(Controller):
     async def show(self, request: Request[Any, Any, Any], step: str) -> Any:
         services = services_of(request)
         state = await services.flows.load(flow.KIND, flow_cookie(request, flow.KIND), services.now())
+        if state is not None and step == "statut" and state.step in FINISHED:
+            state = None  # the last registration is over: another one may start on this browser
         if state is None:
             state = FlowState(kind=flow.KIND, step="statut")
             if step != "statut":
@@ -109,6 +113,9 @@ class RegistrationController(Controller):
         now = services.now()
         flow_id = flow_cookie(request, flow.KIND)
         state = await services.flows.load(flow.KIND, flow_id, now)
+        if state is not None and flow_id and step == "statut" and state.step in FINISHED:
+            await services.flows.drop(flow_id)  # a new registration replaces the finished one
+            state = None
         if state is None:
             if step != "statut":
                 return go(request, "/inscription/statut")
