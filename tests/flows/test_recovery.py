@@ -255,6 +255,21 @@ async def test_recovery_steps_go_in_order_and_can_be_abandoned(sud: Portal, juli
     assert await sud.outbox("recovery_code") == []
 
 
+async def test_a_new_recovery_can_start_after_the_last_one_ended(sud: Portal, julien: Any, clock: Any) -> None:
+    await ask(sud, julien.identifier, "sms")
+    await sud.post("/mot-de-passe-oublie/code", {"code": await sud.last_code("recovery_code")})
+    r = await sud.get("/mot-de-passe-oublie/code")
+    assert r.headers["location"] == "/mot-de-passe-oublie/confirmation"
+    # the SMS never came: the person asks again, by email this time
+    r = await sud.get("/mot-de-passe-oublie/identifiant")
+    assert r.status_code == 200 and f'value="{julien.identifier}"' not in r.text
+    clock.advance(seconds=61)
+    await ask(sud, julien.identifier, "email")
+    r = await sud.post("/mot-de-passe-oublie/code", {"code": await sud.last_code("recovery_code")})
+    assert r.headers["location"] == "/mot-de-passe-oublie/confirmation"
+    assert (await sud.outbox("temporary_password"))[-1]["channel"] == "email"
+
+
 async def test_a_new_recovery_code_respects_the_cooldown(sud: Portal, julien: Any, clock: Any) -> None:
     await ask(sud, julien.identifier, "sms")
     first = await sud.last_code("recovery_code")

@@ -293,12 +293,29 @@ async def test_a_later_step_cannot_be_reached_before_the_earlier_ones(portal: Po
 async def test_a_finished_registration_only_shows_its_end(portal: Portal, demo_people: Any) -> None:
     person = demo_people.DEMO_PERSONS[VITALE]
     assert await register(portal, person) == "termine"
-    for step in PERSON_STEPS:
+    for step in PERSON_STEPS[1:]:
         r = await portal.get(f"/inscription/{step}")
         assert r.headers.get("location") == "/inscription/termine", step
         r = await portal.post(f"/inscription/{step}", person_forms(person).get(step, {"code": "123456"}))
         assert r.headers.get("location") == "/inscription/termine", step
     assert await account_count(portal) == 1
+
+
+async def test_a_new_registration_can_start_after_the_last_one_ended(portal: Portal, demo_people: Any) -> None:
+    first, second = demo_people.DEMO_PERSONS[VITALE], demo_people.DEMO_PERSONS["exploitant"]
+    assert await register(portal, first) == "termine"
+    r = await portal.get("/inscription/statut")  # someone else on the same browser, "S'inscrire"
+    assert r.status_code == 200 and HEADINGS["statut"] in r.text and "checked" not in r.text
+    r = await portal.post("/inscription/statut", {"status": second.status})
+    assert r.headers["location"] == "/inscription/identifiant"
+    r = await portal.get("/inscription/termine")
+    assert r.headers["location"] == "/inscription/identifiant"
+    for step in PERSON_STEPS[1:]:
+        r = await portal.post(f"/inscription/{step}", person_forms(second).get(step) or
+                              {"code": await portal.last_code("registration_code")})
+        assert r.status_code == 303, (step, error_messages(r))
+    assert r.headers["location"] == "/inscription/termine"
+    assert await account_count(portal) == 2
 
 
 async def test_abandon_drops_the_flow(portal: Portal, demo_people: Any) -> None:
