@@ -1,7 +1,6 @@
 """Home, help, health and the demo mailbox."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -50,24 +49,34 @@ class PagesController(Controller):
         config = services_of(request).config
         if not config.demo.mailbox:
             raise NotFoundException()
-        from core.demo_mailbox import list_mailbox
+        from core.demo_mailbox import list_mailbox, mailbox_dirs
 
-        items = list_mailbox(config.path(config.demo.mailbox_dir), _spool_dir(request))
+        items = list_mailbox(*mailbox_dirs(config))
         return render(request, "pages/mailbox.html", {"items": items},
                       title=f"Boîte aux lettres de démonstration — {config.caisse.name}")
+
+    @get("/demo/emails/{item_id:str}")
+    async def email(self, request: Request[Any, Any, Any], item_id: str) -> Response[str]:
+        """An email's HTML body as sent, in a sandbox: no script, no form, no request anywhere."""
+        config = services_of(request).config
+        if not config.demo.mailbox:
+            raise NotFoundException()
+        from core.demo_mailbox import list_mailbox, mailbox_dirs
+
+        found = next((i for i in list_mailbox(*mailbox_dirs(config)) if i.kind == "email" and i.id == item_id), None)
+        if found is None or not found.html:
+            raise NotFoundException()
+        return Response(content=found.html, media_type="text/html; charset=utf-8", headers={
+            "content-security-policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"})
 
     @get("/demo/lettres/{name:str}")
     async def letter(self, request: Request[Any, Any, Any], name: str) -> File:
         config = services_of(request).config
-        if not config.demo.mailbox or not name.endswith(".pdf") or "/" in name or name.startswith("."):
+        if not config.demo.mailbox:
             raise NotFoundException()
-        path = _spool_dir(request) / name
-        if not path.is_file():
+        from core.demo_mailbox import letter_path, mailbox_dirs
+
+        path = letter_path(mailbox_dirs(config)[1], name)
+        if path is None:
             raise NotFoundException()
         return File(path=path, filename=name, media_type="application/pdf", content_disposition_type="inline")
-
-
-def _spool_dir(request: Request[Any, Any, Any]) -> Path:
-    config = services_of(request).config
-    spool = config.plugin_settings("delivery_postal").get("spool_dir", config.server.spool_dir)
-    return config.path(str(spool))
