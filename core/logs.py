@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -28,8 +29,13 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("guichet_re
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 
 
+_ID_PREFIX = secrets.token_hex(4)  # per process: ids stay unique across workers and restarts
+_id_counter = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return secrets.token_hex(8)
+    """16 hex digits: this process's random prefix and a counter (no system call per request)."""
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
 
 
 def accepted_request_id(value: str | None) -> str:

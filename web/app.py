@@ -99,6 +99,11 @@ def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[
         return Response(content=message, status_code=status, media_type="text/plain")
 
 
+def _no_template_reload(engine: JinjaTemplateEngine) -> None:
+    # Jinja otherwise stats every template file on every render (docs/benchmarks.md): restart to see an edit
+    engine.engine.auto_reload = False
+
+
 def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None,
                services: Services | None = None, run_outbox_worker: bool | None = None) -> Litestar:
     """The app for one caisse: its plugins, database, sessions and pages."""
@@ -150,7 +155,8 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     app = Litestar(
         route_handlers=[PagesController, RegistrationController, LoginController, RecoveryController,
                         AccountController, LogoutController, static_file, metrics_endpoint],
-        template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
+                                       engine_callback=_no_template_reload),
         plugins=[HTMXPlugin()],
         before_request=before_request,
         before_send=[before_send],
