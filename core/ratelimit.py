@@ -170,6 +170,19 @@ class Limiter:
             metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
         return verdict
 
+    async def take(self, limit: Limit, subject: str, now: dt.datetime) -> Verdict:
+        """Count this try and say whether *it* is within the limit: a send, a registration, a request.
+
+        ``hit`` judges the try after (right for failure counters); with ``take`` a limit of N per
+        window lets N through and refuses the N + 1st.
+        """
+        count = await self.store.hit(self._key(limit, subject), limit.window_seconds * 1000, self._ms(now))
+        metrics.RATE_LIMIT_HITS.labels(limit.name).inc()
+        if count.count > limit.max_count:
+            metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
+            return Verdict(allowed=False, retry_after_seconds=limit.window_seconds)
+        return Verdict(allowed=True)
+
     async def clear(self, limit: Limit, subject: str) -> None:
         await self.store.clear(self._key(limit, subject))
 

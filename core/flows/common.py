@@ -75,7 +75,7 @@ async def within_budget(services: Services, channel: str) -> bool:
     limit = {"sms": services.limits.sms_budget, "postal": services.limits.letter_budget}.get(channel)
     if limit is None:
         return True
-    verdict = await services.limiter.hit(limit, services.config.caisse.id, services.now())
+    verdict = await services.limiter.take(limit, services.config.caisse.id, services.now())
     if not verdict.allowed:
         await services.audit("budget.exhausted", channel=channel)
     return verdict.allowed
@@ -96,7 +96,7 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
         wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
         if wait > 0:
             return f"Un code vient d'être envoyé. Vous pourrez en demander un nouveau dans {wait} secondes."
-        sends = await services.limiter.hit(services.limits.code_sends,
+        sends = await services.limiter.take(services.limits.code_sends,
                                            limit_subject or f"{purpose}:{account_id or binding}", now)
         if not sends.allowed:
             await services.audit("limit.reached", account_id=account_id, limit="code_sends")

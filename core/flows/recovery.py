@@ -61,7 +61,7 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
     try:
         for limit, subject in ((services.limits.recovery_identifier, identifier),
                                (services.limits.recovery_client, client or "-")):
-            verdict = await services.limiter.hit(limit, subject, now)
+            verdict = await services.limiter.take(limit, subject, now)
             if not verdict.allowed:
                 await services.audit("limit.reached", subject=subject_of(identifier), client=client, limit=limit.name)
                 return StepResult(step="canal", errors={"channel": SLOW_DOWN}, values={"channel": channel})

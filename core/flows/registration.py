@@ -11,8 +11,6 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from core.database import INTEGRITY_ERRORS
 from core.errors import CounterStoreError, StepError
 from core.flows.common import (
@@ -70,7 +68,7 @@ async def submit_status(services: Services, state: FlowState, form: dict[str, st
         return StepResult(step="statut", errors={"status": "Veuillez choisir ce que vous êtes."})
     if "started" not in state.data:
         try:
-            allowed = await services.limiter.hit(services.limits.registration_client, client or "-", services.now())
+            allowed = await services.limiter.take(services.limits.registration_client, client or "-", services.now())
         except CounterStoreError:
             return StepResult(step="statut", errors={"status": UNAVAILABLE})
         if not allowed.allowed:
@@ -172,11 +170,7 @@ async def submit_question(services: Services, state: FlowState, form: dict[str, 
     verdict = Verdict.WRONG
     try:
         if kind != NO_ANSWER:
-            # hit() counts this answer and judges whether a *next* one may come: the Nth of N answers is
-            # still checked when judged against N + 1 (same counter, one atomic hit)
-            within = msgspec.structs.replace(services.limits.identity_answers,
-                                             max_count=services.limits.identity_answers.max_count + 1)
-            allowed = await services.limiter.hit(within, identifier, services.now())
+            allowed = await services.limiter.take(services.limits.identity_answers, identifier, services.now())
             if not allowed.allowed:
                 await services.audit("limit.reached", subject=subject_of(identifier), client=client, limit="identity")
             else:
@@ -410,7 +404,7 @@ async def submit_request(services: Services, state: FlowState, form: dict[str, s
     if errors:
         return StepResult(step="demande", errors=errors, values=values)
     try:
-        allowed = await services.limiter.hit(services.limits.registration_client, client or "-", services.now())
+        allowed = await services.limiter.take(services.limits.registration_client, client or "-", services.now())
     except CounterStoreError:
         return StepResult(step="demande", errors={"structure_name": UNAVAILABLE}, values=values)
     if not allowed.allowed:
