@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import StepError
+from core.errors import CounterStoreError, StepError
 from core.flows.common import (
+    SLOW_DOWN,
+    UNAVAILABLE,
     account_by_id,
     account_recipient,
     check_code,
@@ -34,20 +36,43 @@ def strength(services: Services, account: dict[str, Any], password: str) -> Poli
     return services.passwords.check(password[:MAX_PASSWORD_LENGTH * 2], password_context(services, account))
 
 
+async def verify_current(services: Services, account: dict[str, Any], password: str, *, client: str) -> str | None:
+    """The current password (Mon compte), under the same per-identifier limit as the login form: a
+    stolen session cannot guess it faster. None when it is right, else the message to show."""
+    now = services.now()
+    identifier = account["identifier"]
+    try:
+        verdict = await services.limiter.check(services.limits.login_identifier, identifier, now)
+    except CounterStoreError:
+        return UNAVAILABLE
+    if verdict.allowed and await services.passwords.verify(account["password_hash"], password):
+        return None
+    try:
+        await services.limiter.hit(services.limits.login_identifier, identifier, now)
+    except CounterStoreError:
+        pass
+    await services.audit("login.failed", account_id=account["id"], subject=subject_of(identifier), client=client,
+                         reason="current_password" if verdict.allowed else "slowed")
+    return WRONG_CURRENT if verdict.allowed else SLOW_DOWN
+
+
 async def change_password(services: Services, session: Session, account: dict[str, Any], form: dict[str, str],
                           *, client: str, require_current: bool) -> StepResult:
     """Personalisation (no current password: the temporary one was just typed) or a change from Mon compte."""
     new = form.get("new_password", "")
     confirm = form.get("confirm_password", "")
     errors: dict[str, str] = {}
-    if require_current and not await services.passwords.verify(account["password_hash"], form.get("current_password", "")):
-        errors["current_password"] = WRONG_CURRENT
+    if require_current:
+        refusal = await verify_current(services, account, form.get("current_password", ""), client=client)
+        if refusal:
+            errors["current_password"] = refusal
     check = strength(services, account, new)
     if not new:
         errors["new_password"] = "Veuillez saisir votre nouveau mot de passe."
     elif not check.ok:
         errors["new_password"] = " ".join(check.errors)
-    elif await services.passwords.verify(account["password_hash"], new):
+    elif not errors and await services.passwords.verify(account["password_hash"], new):
+        # only once the current password is proven: else this comparison is an unthrottled guess
         errors["new_password"] = "Votre nouveau mot de passe doit être différent de l'actuel."
     if not errors.get("new_password") and new != confirm:
         errors["confirm_password"] = "Les deux mots de passe ne sont pas identiques."

@@ -239,9 +239,10 @@ class AccountController(Controller):
                               status=422, title=title)
             fresh = await flow.current_account(services, session) or account
             return await self._settings_page(request, fresh, "Votre adresse email a été modifiée.")
-        if not await services.passwords.verify(account["password_hash"], form.get("current_password", "")):
+        refusal = await flow.verify_current(services, account, form.get("current_password", ""), client=client)
+        if refusal:
             return render(request, "steps/account/email.html",
-                          {"errors": {"current_password": flow.WRONG_CURRENT}, "values": {"value": form.get("value", "")},
+                          {"errors": {"current_password": refusal}, "values": {"value": form.get("value", "")},
                            "account": account}, status=422, title=title)
         result = await flow.start_contact_change(services, session, account, "email", form.get("value", ""),
                                                  client=client)
