@@ -241,7 +241,14 @@ def cmd_requests(args: argparse.Namespace) -> int:
         if args.id is None:
             print("guichet requests: approve and reject need a request number", file=sys.stderr)
             return 2
-        done = await decide_request(database, args.id, approve=args.action == "approve", note=args.note or "")
+        from core.clock import Clock
+        from core.context import PluginContext
+        from core.events import Auditor
+        from core.plugins import PluginHost
+
+        host = PluginHost(config, PluginContext(config=config, database=database, clock=Clock()), channels=False)
+        done = await decide_request(database, args.id, approve=args.action == "approve", note=args.note or "",
+                                    auditor=Auditor(database, host))
         print(f"request {args.id} {'approved' if args.action == 'approve' else 'rejected'}" if done
               else f"request {args.id} is not pending")
         return 0 if done else 1

@@ -17,6 +17,7 @@ from core.identifiers import parse_email, parse_name, parse_phone, parse_siret
 
 if TYPE_CHECKING:  # annotations only
     from core.database import Database
+    from core.events import Auditor
 
 STATES = ("pending", "approved", "rejected")
 
@@ -129,14 +130,23 @@ async def list_requests(database: "Database", *, state: str | None) -> list[Thir
 
 
 async def decide_request(database: "Database", id: int, *, approve: bool, note: str,
-                         now: dt.datetime | None = None) -> bool:
+                         now: dt.datetime | None = None, auditor: "Auditor | None" = None) -> bool:
     """Approve or reject a pending request; False when it does not exist or was already decided.
 
-    One conditional UPDATE: two agents deciding at once cannot both succeed.
+    One conditional UPDATE: two agents deciding at once cannot both succeed. With an ``auditor``,
+    the decision is stored as a ``third_party.decided`` event and passed to the observers.
     """
+    at = now or Clock().now()
     t = database.t.ThirdPartyRequest
-    rows = await (t.update({t.state: "approved" if approve else "rejected",
-                            t.decided_at: now or Clock().now(), t.note: note[:300]})
+    rows = await (t.update({t.state: "approved" if approve else "rejected", t.decided_at: at, t.note: note[:300]})
                   .where((t.id == id) & (t.state == "pending"))
-                  .returning(t.id).run())
+                  .returning(t.id, t.siret).run())
+    if rows and auditor is not None:
+        from core.identifiers import mask_identifier
+        from core.structs import AuditEvent
+
+        event = AuditEvent(kind="third_party.decided", at=at, subject=mask_identifier(str(rows[0]["siret"])),
+                           details={"request": id, "decision": "approved" if approve else "rejected"})
+        await auditor.record(event)
+        auditor.publish([event])
     return len(rows) == 1
