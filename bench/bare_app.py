@@ -1,0 +1,36 @@
+"""A bare Litestar app for bench/steps.py: one read of the flow table on guichet's own database
+engine, and nothing else (no session, no CSRF, no template, no middleware). Bench-only: it is
+never part of guichet's routes.
+
+    GUICHET_CONFIG=... BENCH_FLOW_DIGEST=... uvicorn bare_app:create --factory --app-dir bench
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from litestar import Litestar, get  # noqa: E402
+
+from core.config import load_config  # noqa: E402
+from core.database import Database  # noqa: E402
+
+
+def create() -> Litestar:
+    database = Database.from_config(load_config(os.environ["GUICHET_CONFIG"]))
+    digest = os.environ["BENCH_FLOW_DIGEST"]
+    flow = database.t.Flow
+
+    @get("/flow", sync_to_thread=False)
+    async def read_flow() -> str:
+        # the same read as core.flows.engine.Flows.load
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = await (flow.select(flow.data).where((flow.token == digest) & (flow.kind == "registration")
+                                                   & (flow.expires_at > now)).limit(1).run())
+        return str(rows[0]["data"]) if rows else "-"
+
+    return Litestar([read_flow], on_startup=[database.connect], on_shutdown=[database.close], openapi_config=None,
+                    logging_config=None)

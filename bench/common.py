@@ -1,0 +1,623 @@
+"""What every bench shares: machine facts, a config per run, the database made ready, the server
+started and stopped as a subprocess, a local SMTP sink that reads the codes, figures appended to
+docs/benchmarks.md.
+
+Benches drive ``guichet serve`` from their own process over loopback; nothing here imports the
+web app into the load generator.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.policy
+import os
+import platform
+import re
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BIN = Path(sys.executable).parent
+GUICHET = str(BIN / "guichet") if (BIN / "guichet").exists() else "guichet"
+RESULTS = ROOT / "docs" / "benchmarks.md"
+BENCH_SECRET = "bench-secret-key-0123456789abcdef0123456789"
+BENCH_PASSWORD = "Banc-Essai-Mesure-2026!"
+POSTGRES_ADMIN = os.environ.get("GUICHET_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("GUICHET_BENCH_REDIS", "redis://127.0.0.1:6379/7")
+
+OWASP = (19456, 2, 1)  # guichet's default: OWASP's minimum (m KiB, t, p)
+KEYCLOAK = (7168, 5, 1)  # Keycloak's default argon2id parameters
+
+
+# --- machine facts ---------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def machine_facts() -> dict[str, str]:
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load average (1/5/15 min) at start": loadavg(),
+    }
+
+
+def command_line() -> str:
+    """The command that ran this bench, as typed from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_text = str(script.relative_to(ROOT))
+    except ValueError:
+        script_text = str(script)
+    return " ".join([".venv/bin/python", script_text, *map(shlex.quote, sys.argv[1:])])
+
+
+# --- CPU accounting: what the bench's processes used, and what everything else did -----------------
+
+
+def _jiffies_of(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """CPU seconds per named group of processes over a window, and the machine's other CPU use."""
+
+    HZ = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self) -> None:
+        self.start_ours: dict[str, int] = {}
+        self.start_machine = (0, 0)
+        self.groups: dict[str, list[int]] = {}
+
+    def begin(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.start_pids = {pid: _jiffies_of(pid) for pids in groups.values() for pid in pids}
+        self.start_machine = _machine_jiffies()
+
+    def end(self) -> dict[str, float]:
+        # per process, and only processes alive at both ends (a PostgreSQL backend may come and go)
+        ours = {name: sum(max(0, _jiffies_of(p) - self.start_pids[p]) for p in pids if p in self.start_pids
+                          and Path(f"/proc/{p}").exists()) / self.HZ
+                for name, pids in self.groups.items()}
+        busy, total = _machine_jiffies()
+        busy_s = (busy - self.start_machine[0]) / self.HZ
+        wall_cores = (total - self.start_machine[1]) / self.HZ
+        ours["machine busy"] = busy_s
+        ours["others"] = max(0.0, busy_s - sum(v for k, v in ours.items() if k != "machine busy"))
+        ours["machine capacity"] = wall_cores
+        return ours
+
+
+def describe_cpu(cpu: dict[str, float], seconds: float) -> str:
+    parts = [f"{name} {value / seconds:.2f}" for name, value in cpu.items()
+             if name not in ("machine busy", "machine capacity")]
+    return (f"CPU in cores over the window: {', '.join(parts)}; machine busy "
+            f"{cpu['machine busy'] / max(cpu['machine capacity'], 1e-9) * 100:.0f} %")
+
+
+# --- memory -----------------------------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(current RSS, peak RSS) in KiB from /proc/<pid>/status."""
+    rss = hwm = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, hwm
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text().split()
+            found += [int(c) for c in text]
+    except OSError:
+        pass
+    return found
+
+
+# --- ports, configs, database -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_text(*, caisse_id: str, database_url: str, smtp_port: int, argon2: tuple[int, int, int],
+                redis_url: str | None = None, inline_outbox: bool = False, workers: int = 1,
+                max_concurrent_hashes: int = 4, pool_size: int = 10, extra: str = "") -> str:
+    m, t, p = argon2
+    redis = f'\n[redis]\nurl = "{redis_url}"\n\n[rate_limits]\nstore = "redis"\n' if redis_url else ""
+    sessions_store = 'store = "redis"' if redis_url else 'store = "database"'
+    return f"""
+# written by bench/common.py for one bench run
+[caisse]
+id = "{caisse_id}"
+name = "MSA Banc d'essai"
+postal_address = ["MSA Banc d'essai", "1 rue de la Mesure", "75002 PARIS"]
+
+[plugins]
+enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment",
+           "delivery_email", "delivery_sms", "delivery_postal", "password_msa"]
+
+[plugins.settings.delivery_email]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+timeout_seconds = 10
+sender = "MSA Banc d'essai <ne-pas-repondre@bench.invalid>"
+
+[plugins.settings.delivery_sms]
+url = "http://127.0.0.1:9/sms"
+
+[plugins.settings.delivery_postal]
+spool_dir = "spool/letters"
+
+[security]
+secret_key = {{ value = "{BENCH_SECRET}" }}
+# the load generator plays the reverse proxy: X-Forwarded-For gives each simulated person an address
+trusted_proxies = ["127.0.0.1"]
+
+[passwords]
+max_concurrent_hashes = {max_concurrent_hashes}
+
+[passwords.argon2]
+memory_kib = {m}
+time_cost = {t}
+parallelism = {p}
+
+[sessions]
+secure_cookies = false
+{sessions_store}
+
+[database]
+url = "{database_url}"
+pool_size = {pool_size}
+{redis}
+[server]
+# "demo" only for the literal secret and plain-HTTP cookies on loopback; the demo mailbox is off
+mode = "demo"
+workers = {workers}
+outbox_worker = {"true" if inline_outbox else "false"}
+{extra}
+"""
+
+
+class BenchDatabase:
+    """A database of the bench's own: a SQLite file in the run folder, or a PostgreSQL database."""
+
+    def __init__(self, engine: str, folder: Path) -> None:
+        self.engine = engine
+        self.folder = folder
+        self.pg_name = ""
+        if engine == "sqlite":
+            self.url = f"sqlite:///{folder / 'bench.sqlite'}"
+        else:
+            self.pg_name = f"guichet_bench_{os.getpid()}_{secrets.token_hex(3)}"
+            base = POSTGRES_ADMIN.rpartition("/")[0]
+            self.url = f"{base}/{self.pg_name}"
+
+    async def _admin(self, sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(POSTGRES_ADMIN, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def create(self) -> None:
+        if self.pg_name:
+            await self._admin(f'CREATE DATABASE "{self.pg_name}"')
+
+    async def drop(self) -> None:
+        if self.pg_name:
+            await self._admin(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+
+
+async def prepare_database(config_path: Path, *, registry_count: int, accounts: int,
+                           password: str = BENCH_PASSWORD) -> list[dict[str, Any]]:
+    """Schema, a demo registry (``guichet registry demo``), and ``accounts`` accounts with a known
+    password hashed at the config's argon2 parameters; returns [{identifier, email}] of the accounts."""
+    from argon2 import PasswordHasher
+
+    from core.config import load_config
+    from core.database import Database
+    from core.passwords import normalise
+
+    config = load_config(config_path)
+    done = subprocess.run([GUICHET, "registry", "demo", "--config", str(config_path), "--count", str(registry_count)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"guichet registry demo failed:\n{done.stdout}\n{done.stderr}")
+    database = Database.from_config(config)
+    await database.connect()
+    try:
+        params = config.passwords.argon2
+        hasher = PasswordHasher(time_cost=params.time_cost, memory_cost=params.memory_kib,
+                                parallelism=params.parallelism)
+        password_hash = hasher.hash(normalise(password))  # one hash for all: the bench measures login, not set-up
+        person = database.t.RegistryPerson
+        account = database.t.Account
+        rows = await (person.select(person.nir, person.last_name, person.first_name, person.birth_date)
+                      .order_by(person.id).limit(accounts).run())
+        if len(rows) < accounts:
+            raise SystemExit(f"the registry holds {len(rows)} persons, fewer than the {accounts} accounts wanted")
+        await account.delete(force=True).run()
+        now = dt.datetime.now(dt.timezone.utc)
+        made = []
+        batch = []
+        for i, row in enumerate(rows):
+            address = f"bench{i}@bench.invalid"
+            batch.append(account(identifier_kind="nir", identifier=row["nir"], status="particulier",
+                                 last_name=row["last_name"], first_name=row["first_name"],
+                                 birth_date=row["birth_date"], email=address, email_verified=True,
+                                 password_hash=password_hash, password_is_temporary=False,
+                                 password_changed_at=now, contacts_confirmed_at=now, credentials_version=1,
+                                 created_at=now))
+            made.append({"identifier": row["nir"], "email": address})
+            if len(batch) == 500:
+                await account.insert(*batch).run()
+                batch = []
+        if batch:
+            await account.insert(*batch).run()
+        return made
+    finally:
+        await database.close()
+
+
+async def registrable_persons(config_path: Path, limit: int) -> list[dict[str, Any]]:
+    """Registry persons who can register through the Vitale question and have no account yet."""
+    from core.config import load_config
+    from core.database import Database
+
+    database = Database.from_config(load_config(config_path))
+    await database.connect()
+    try:
+        person = database.t.RegistryPerson
+        account = database.t.Account
+        taken = {r["identifier"] for r in await account.select(account.identifier).run()}
+        rows = await (person.select(person.nir, person.last_name, person.first_name, person.birth_date,
+                                    person.vitale_serial)
+                      .where(person.vitale_serial.is_not_null() & (person.health_affiliated == True))  # noqa: E712
+                      .order_by(person.id).run())
+        return [r for r in rows if r["nir"] not in taken][:limit]
+    finally:
+        await database.close()
+
+
+async def clear_redis(namespace_prefix: str) -> None:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"guichet:{namespace_prefix}*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start:start + 500])
+    finally:
+        await client.aclose()
+
+
+# --- processes --------------------------------------------------------------------------------------
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> int | None:
+    """SIGTERM, wait, then SIGKILL: a server that hangs on exit never hangs the bench."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+class Server:
+    """``guichet serve`` on a free loopback port, as a subprocess."""
+
+    def __init__(self, config_path: Path, *, workers: int = 1, port: int | None = None, log: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.workers = workers
+        self.port = port or free_port()
+        self.log_path = log or config_path.parent / f"serve-{self.port}.log"
+        self.env = env or {}
+        self.proc: subprocess.Popen[Any] | None = None
+        self.peak_rss: dict[int, int] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> "Server":
+        import httpx
+
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [GUICHET, "serve", "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(self.workers), "--log-level", "warning"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"guichet serve exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/sante/pret", timeout=2).status_code == 200 and \
+                        len(self.worker_pids()) >= self.workers:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"guichet serve did not become ready in {timeout} s; see {self.log_path}")
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve requests: the server itself with 1 worker, uvicorn's children otherwise."""
+        assert self.proc is not None
+        if self.workers == 1:
+            return [self.proc.pid]
+        return children_of(self.proc.pid)
+
+    def all_pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid, *children_of(self.proc.pid)]
+
+    def sample_memory(self) -> None:
+        for pid in self.worker_pids():
+            self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), rss_kib(pid)[1])
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.sample_memory()
+        return stop_process(self.proc)
+
+
+class OutboxProcess:
+    """``guichet outbox work``: the outbox worker as a process of its own (the production layout)."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def start(self) -> "OutboxProcess":
+        log = (self.config_path.parent / "outbox.log").open("ab")
+        self.proc = subprocess.Popen([GUICHET, "outbox", "work", "--config", str(self.config_path)], cwd=ROOT,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+def start_profiler(pid: int, seconds: float, out: Path, *, native: bool = False) -> subprocess.Popen[Any] | None:
+    """py-spy record on one process (collapsed stacks); None when py-spy is not installed."""
+    spy = BIN / "py-spy"
+    if not spy.exists():
+        print("py-spy is not installed: pip install -e '.[test]'", file=sys.stderr)
+        return None
+    command = [str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+               "--format", "raw", "--output", str(out), "--nonblocking"]
+    if native:
+        command.append("--native")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarise_profile(path: Path, top: int = 25) -> str:
+    """Self and inclusive sample shares of the busiest functions in a py-spy raw (collapsed) file."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        try:
+            count = int(count_text)
+        except ValueError:
+            continue
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 2)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        total += count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+    lines = [f"{total} samples"]
+    lines.append("inclusive:")
+    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {count / total * 100:5.1f} %  {frame}")
+    lines.append("self:")
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {count / total * 100:5.1f} %  {frame}")
+    return "\n".join(lines)
+
+
+def start_argon2_ceiling(params: tuple[int, int, int], seconds: float, processes: int = 1) -> list[subprocess.Popen[str]]:
+    m, t, p = params
+    return [subprocess.Popen([sys.executable, str(ROOT / "bench" / "argon2_ceiling.py"), "--memory-kib", str(m),
+                              "--time-cost", str(t), "--parallelism", str(p), "--seconds", str(seconds), "--json"],
+                             cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+
+
+def argon2_ceiling(params: tuple[int, int, int], seconds: float = 5.0, processes: int = 1) -> float:
+    """Verifications per second: one process per core, each a tight loop of PasswordHasher.verify."""
+    import json
+
+    procs = start_argon2_ceiling(params, seconds, processes)
+    total = 0.0
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds * 10 + 60)
+        total += json.loads(out)["per_second"]
+    return total
+
+
+# --- the codes: a local SMTP server that reads them out of the delivered emails ---------------------
+
+_CODE_LINE = re.compile(r"^ {4}([0-9A-Za-z]{4,12})\s*$", re.M)
+
+
+class CodeSink:
+    """An aiosmtpd server in its own thread; ``await sink.code_for(address)`` gives the next code sent there."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queues: dict[str, asyncio.Queue[str]] = {}
+        self.received = 0
+        self.unparsed = 0
+        self._lock = threading.Lock()
+        self.controller: Any = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> "CodeSink":
+        from aiosmtpd.controller import Controller
+
+        self.loop = loop
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = BytesParser(policy=email.policy.default).parsebytes(envelope.original_content or envelope.content)
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        found = _CODE_LINE.search(text)
+        with self._lock:
+            self.received += 1
+        if found is None:
+            with self._lock:
+                self.unparsed += 1
+            return "250 OK"
+        assert self.loop is not None
+        for rcpt in envelope.rcpt_tos:
+            self.loop.call_soon_threadsafe(self._put, rcpt.lower(), found.group(1))
+        return "250 OK"
+
+    def _put(self, address: str, code: str) -> None:
+        self.queues.setdefault(address, asyncio.Queue()).put_nowait(code)
+
+    def forget(self, address: str) -> None:
+        """Drop codes waiting for an address (a stale code from an earlier attempt)."""
+        queue = self.queues.get(address.lower())
+        while queue is not None and not queue.empty():
+            queue.get_nowait()
+
+    async def code_for(self, address: str, timeout: float = 30) -> str:
+        queue = self.queues.setdefault(address.lower(), asyncio.Queue())
+        return await asyncio.wait_for(queue.get(), timeout)
+
+
+# --- load-generation helpers ------------------------------------------------------------------------
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+CSRF_HEADER_RE = re.compile(r'"X-CSRF-Token": "([^"]+)"')
+
+
+def csrf_of(text: str) -> str:
+    found = CSRF_RE.search(text) or CSRF_HEADER_RE.search(text)
+    if not found:
+        raise RuntimeError("no CSRF token on the page")
+    return found.group(1)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def latency_line(values_s: Iterable[float]) -> str:
+    values = [v * 1000 for v in values_s]
+    return (f"p50 {percentile(values, 50):.1f} ms, p95 {percentile(values, 95):.1f} ms, "
+            f"p99 {percentile(values, 99):.1f} ms")
+
+
+def run_folder(name: str) -> Path:
+    base = ROOT / "var" / "bench"
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+def facts_block(facts: dict[str, str], extra: dict[str, str] | None = None) -> str:
+    items = {**facts, "load average (1/5/15 min) at end": loadavg(), **(extra or {})}
+    return "\n".join(f"* {key}: {value}" for key, value in items.items())
+
+
+def append_results(title: str, body: str, *, facts: dict[str, str], extra: dict[str, str] | None = None,
+                   write: bool = True) -> None:
+    """Print a section and append it to docs/benchmarks.md (re-read first: others append too)."""
+    section = (f"\n### {title}\n\n`{command_line()}`\n\n{facts_block(facts, extra)}\n\n{body.strip()}\n")
+    print(section)
+    if not write:
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    marker = "<!-- bench results: appended by bench/*.py below this line -->"
+    if marker not in existing:
+        existing = existing.rstrip() + ("\n\n" if existing else "") + "## Bench results (appended by the benches)\n\n" \
+            + marker + "\n"
+    RESULTS.write_text(existing.rstrip("\n") + "\n" + section, encoding="utf-8")
