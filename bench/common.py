@@ -409,7 +409,14 @@ class Server:
         assert self.proc is not None
         if self.workers == 1:
             return [self.proc.pid]
-        return children_of(self.proc.pid)
+
+        def is_worker(pid: int) -> bool:  # not multiprocessing's resource tracker
+            try:
+                return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return False
+
+        return [pid for pid in children_of(self.proc.pid) if is_worker(pid)]
 
     def all_pids(self) -> list[int]:
         assert self.proc is not None
