@@ -5,6 +5,7 @@ A request handler only ever calls ``enqueue``; it never waits on an SMTP or SMS 
 from __future__ import annotations
 
 import datetime as dt
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from core.keys import Keys
 
 PENDING, SENDING, SENT, FAILED, EXPIRED = "pending", "sending", "sent", "failed", "expired"
+# set by enqueue; read once the request's transaction is over, to wake the worker without waiting
+_enqueued: ContextVar[bool] = ContextVar("guichet_outbox_enqueued", default=False)
 FINAL_STATES = (SENT, FAILED, EXPIRED)
 
 
@@ -36,7 +39,16 @@ async def enqueue(database: "Database", keys: "Keys", *, channel: str, template:
     sealed = keys.seal(msgspec.json.encode(SealedContent(recipient=recipient, payload=payload)))
     rows = await t.insert(t(channel=channel, template=template, sealed=sealed, state=PENDING, attempts=0,
                             next_attempt_at=now, created_at=now, expires_at=expires_at)).returning(t.id).run()
+    _enqueued.set(True)
     return int(rows[0]["id"])
+
+
+def take_enqueued() -> bool:
+    """Whether this request queued a message since the last call; resets the flag."""
+    queued = _enqueued.get()
+    if queued:
+        _enqueued.set(False)
+    return queued
 
 
 def open_sealed(keys: "Keys", sealed: str) -> SealedContent:

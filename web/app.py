@@ -141,6 +141,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
                 return state
 
             worker.deliver = counted  # type: ignore[method-assign]
+            app.state.wake_outbox = worker.wake
             tasks.append(asyncio.create_task(worker.run_forever(stop)))
         try:
             yield

@@ -16,6 +16,7 @@ from litestar.response import Redirect, Template
 from litestar.types import Message, Scope
 
 from core.flows.engine import StepResult
+from core.outbox import take_enqueued
 from core.services import Services
 from core.sessions import FULL, Session
 
@@ -156,6 +157,10 @@ async def before_send(message: Message, scope: Scope) -> None:
     headers = message.setdefault("headers", [])
     app = scope["app"]
     services: Services = app.state.services
+    if take_enqueued():  # the handler's transactions are committed: the worker can see the message now
+        wake = getattr(app.state, "wake_outbox", None)
+        if wake is not None:
+            wake()
     session: Session | None = state.get("session")
     cookies: list[Cookie] = list(state.get("cookies", []))
     if session is not None and session.dirty:
