@@ -11,8 +11,8 @@
         if (!input) return;
         var show = input.type === "password";
         input.type = show ? "text" : "password";
-        button.setAttribute("aria-pressed", show ? "true" : "false");
-        button.textContent = show ? "masquer" : "voir";
+        var word = button.querySelector(".toggle-word") || button;
+        word.textContent = show ? "masquer" : "voir";
       });
     });
   }
@@ -27,6 +27,13 @@
       var heading = step.querySelector("h1");
       var focus = error && error.querySelector("a") ? error.querySelector("a") : heading;
       if (focus) focus.focus();
+      // the swap brought a new live region: fill it a moment later so screen readers read the notice out
+      var notice = step.querySelector(".notice:not(:empty)");
+      if (notice && !error) {
+        var content = notice.innerHTML;
+        notice.innerHTML = "";
+        setTimeout(function () { notice.innerHTML = content; }, 150);
+      }
     }
   });
 })();
