@@ -2,7 +2,8 @@
 
 A code is bound to a purpose and to a binding (the flow or session it was sent for), so it is
 useless for another purpose, account or browser. Each try is counted before the comparison, in
-one conditional update, so concurrent guesses cannot exceed the attempts.
+one conditional update, so concurrent guesses cannot exceed the attempts. The binding is a flow's
+cookie value or a session secret: the table keeps only its SHA-256.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from core.keys import token_digest
 from core.structs import CodePolicy
 
 if TYPE_CHECKING:
@@ -62,10 +64,11 @@ class Codes:
         """A new code; any live code for the same purpose and binding is superseded. Call in a transaction."""
         t = self.database.t.OneTimeCode
         await t.update({t.superseded_at: now}).where(
-            (t.purpose == purpose) & (t.binding == binding) & t.used_at.is_null() & t.superseded_at.is_null()).run()
+            (t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
+            & t.superseded_at.is_null()).run()
         code = draw_code(policy)
         expires = now + dt.timedelta(minutes=policy.lifetime_minutes)
-        rows = await t.insert(t(purpose=purpose, binding=binding, account_id=account_id,
+        rows = await t.insert(t(purpose=purpose, binding=token_digest(binding), account_id=account_id,
                                 code_hmac=self._mac(purpose, binding, code), channel=channel, attempts=0,
                                 max_attempts=policy.max_attempts, created_at=now, expires_at=expires)
                               ).returning(t.id).run()
@@ -75,7 +78,7 @@ class Codes:
         """The live code row (not used, not superseded) for this binding, if any."""
         t = self.database.t.OneTimeCode
         rows = await (t.select(t.id, t.account_id, t.channel, t.created_at, t.expires_at, t.attempts, t.max_attempts)
-                      .where((t.purpose == purpose) & (t.binding == binding) & t.used_at.is_null()
+                      .where((t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
                              & t.superseded_at.is_null())
                       .order_by(t.id, ascending=False).limit(1).run())
         return rows[0] if rows else None
@@ -122,4 +125,5 @@ class Codes:
     async def withdraw(self, *, purpose: str, binding: str, now: dt.datetime) -> None:
         t = self.database.t.OneTimeCode
         await t.update({t.superseded_at: now}).where(
-            (t.purpose == purpose) & (t.binding == binding) & t.used_at.is_null() & t.superseded_at.is_null()).run()
+            (t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
+            & t.superseded_at.is_null()).run()

@@ -16,6 +16,7 @@ from core.flows.common import (
 )
 from core.flows.engine import StepResult
 from core.identifiers import mask_email, parse_code, parse_email, parse_mobile, parse_phone
+from core.keys import new_token
 from core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
 from core.services import Services
 from core.sessions import Session
@@ -126,7 +127,7 @@ async def start_contact_change(services: Services, session: Session, account: di
     if value == account[field]:
         return StepResult(step="coordonnees", notice="Cette coordonnée est déjà la vôtre.")
     assert session.data is not None and value is not None
-    binding = f"{session.sid}:{field}"
+    binding = f"{new_token()}:{field}"  # kept in this session only: never the session id, which the data would reveal
     recipient = Recipient(name=account_recipient(account).name, email=value if field == "email" else None,
                           mobile=value if field == "mobile" else None)
     refusal = await send_code(services, purpose="contact_change", binding=binding,
