@@ -1,0 +1,218 @@
+"""Audit: every kind of security event in core.events.EVENT_KINDS is stored and handed to the
+guichet_event observers, with the NIR masked and no secret in any event, page, header or URL;
+``guichet audit tail`` prints them."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core import hookimpl
+from core.cli import main as guichet
+from core.events import EVENT_KINDS, Auditor
+from core.identifiers import nir_key
+from core.structs import AuditEvent
+from core.third_party import decide_request
+from tests.conftest import Portal, portal_config_text
+from tests.security.support import (
+    PASSWORD,
+    SECRETS,
+    UNKNOWN_NIR,
+    audit_rows,
+    assert_audit_clean,
+    find_leaks,
+    login,
+    make_account,
+    messages,
+    password_step,
+    person,
+    register,
+    remember,
+    where,
+)
+
+pytestmark = pytest.mark.asyncio
+MASKED = re.compile(r"^([0-9]{3}\*+[0-9A-Z]{3})?$")
+
+
+class Observer:
+    """A guichet_event plugin, as an audit shipper or a SIEM connector would be."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    @hookimpl
+    def guichet_event(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+class Recorder:
+    """Every answer a browser receives, to look for secrets in pages, headers and redirects."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, str, str]] = []
+
+    def attach(self, portal: Portal) -> Portal:
+        async def keep(response: httpx.Response) -> None:
+            await response.aread()
+            headers = " ".join(f"{k}: {v}" for k, v in response.headers.items() if k.lower() != "set-cookie")
+            self.answers.append((str(response.request.url), headers, response.text))
+
+        portal.client.event_hooks["response"].append(keep)
+        return portal
+
+
+async def test_every_event_kind_is_stored_and_observed_without_secrets(
+        portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str, clock: Any,
+        tmp_path: Path) -> None:
+    config = make_config(database_url=db_url, base=portal_config_text().replace(
+        "[security]\n", "[security]\nsms_per_hour = 1\n", 1))
+    recorder = Recorder()
+    portal = recorder.attach(await portal_factory(config))
+    observer = Observer()
+    portal.services.host.pm.register(observer)
+
+    async def browser() -> Portal:
+        return recorder.attach(await portal_factory(config))
+
+    from core import registry_import
+
+    await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+    who = person("particulier_vitale")
+    # registration: completed, then a duplicate, an unknown identifier, a third party's request
+    await register(portal, who)
+    await register(await browser(), who, answer="0000000000")
+    stranger = person("particulier_paiement")
+    await register(await browser(), stranger, answer="999,99", identifier=UNKNOWN_NIR + nir_key(UNKNOWN_NIR))
+    other = await browser()
+    await other.get("/inscription/statut")
+    await other.post("/inscription/statut", {"status": "autre"})
+    await other.post("/inscription/structure", {"structure": "tiers_declarant"})
+    r = await other.post("/inscription/demande", {"structure_name": "Cabinet Comptable", "siret": "84216730600021",
+                                                  "contact_name": "Marie Martin", "email": "cabinet@demo.invalid",
+                                                  "phone": ""})
+    assert where(r) == "/inscription/demande-envoyee", messages(r)
+    [request] = await portal.services.database.t.ThirdPartyRequest.select().run()
+    assert await decide_request(portal.services.database, request["id"], approve=True, note="Kbis reçu",
+                                auditor=Auditor(portal.services.database, portal.services.host))
+    # first login: wrong codes until the code is locked, a resend, an expired code, then the right one
+    [temporary] = await portal.outbox("temporary_password")
+    r = await password_step(portal, who.identifier, temporary["payload"]["password"])
+    await portal.get("/connexion/code")
+    for guess in ("000000", "111111", "222222"):
+        await portal.post("/connexion/code", {"code": guess})
+    clock.advance(seconds=61)
+    await portal.post("/connexion/code", {"action": "renvoyer"})
+    clock.advance(minutes=11)
+    await portal.post("/connexion/code", {"code": await portal.last_code("login_code")})
+    await portal.post("/connexion/code", {"action": "renvoyer"})
+    clock.advance(seconds=10)  # past the pause that four failures brought
+    r = await portal.post("/connexion/code", {"code": await portal.last_code("login_code"), "trust": "oui"})
+    assert where(r) == "/changement-mot-de-passe", messages(r)
+    # personalisation, contact confirmation, a new email and a new mobile, each with its code
+    await portal.get("/changement-mot-de-passe")
+    await portal.post("/changement-mot-de-passe", {"new_password": PASSWORD, "confirm_password": PASSWORD})
+    await portal.get("/confirmation-coordonnees")
+    await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
+    await portal.get("/mon-compte/email")
+    await portal.post("/mon-compte/email", {"current_password": PASSWORD, "value": "julien.nouveau@demo.invalid"})
+    r = await portal.post("/mon-compte/email", {"action": "code", "code": await portal.last_code("contact_code")})
+    assert "Votre adresse email a été modifiée." in r.text
+    await portal.get("/confirmation-coordonnees")
+    await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "mobile", "value": "06 12 34 56 78"})
+    r = await portal.post("/confirmation-coordonnees", {"action": "code", "code": await portal.last_code("contact_code")})
+    assert r.status_code == 200, messages(r)
+    # a browser trusted (the first one went with the password change), used, then revoked; a failed login
+    await portal.post("/deconnexion", {})
+    await login(portal, who.identifier, PASSWORD, trust=True)
+    await portal.get("/espace-prive")
+    await portal.post("/deconnexion", {})
+    r = await password_step(portal, who.identifier, PASSWORD)
+    assert where(r) == "/espace-prive"
+    await portal.get("/mon-compte")
+    t = portal.services.database.t.TrustedBrowser
+    [trusted] = await t.select().where(t.revoked_at.is_null()).run()
+    await portal.post(f"/mon-compte/navigateurs/{trusted['id']}/revoquer", {})
+    await portal.post("/deconnexion", {})
+    await password_step(portal, who.identifier, "Pas-Le-Bon-1!")
+    # recovery: the SMS budget is spent (the mobile's code), so by email; then a reset
+    sms = await browser()
+    await sms.post("/mot-de-passe-oublie/identifiant", {"identifier": who.identifier})
+    r = await sms.post("/mot-de-passe-oublie/canal", {"channel": "sms"})
+    assert r.status_code == 422
+    mail = await browser()
+    await mail.post("/mot-de-passe-oublie/identifiant", {"identifier": who.identifier})
+    await mail.post("/mot-de-passe-oublie/canal", {"channel": "email"})
+    r = await mail.post("/mot-de-passe-oublie/code", {"code": await portal.last_code("recovery_code")})
+    assert where(r) == "/mot-de-passe-oublie/confirmation", messages(r)
+    # a limit reached (recoveries of one identifier), and a session that times out
+    for _ in range(portal.services.limits.recovery_identifier.max_count + 1):
+        flood = await browser()
+        await flood.post("/mot-de-passe-oublie/identifiant", {"identifier": UNKNOWN_NIR})
+        await flood.post("/mot-de-passe-oublie/canal", {"channel": "email"})
+    idle = await browser()
+    await make_account(idle, "exploitant")
+    await login(idle, person("exploitant").identifier)
+    clock.advance(minutes=portal.services.config.sessions.idle_minutes + 1)
+    await idle.get("/espace-prive")
+
+    rows = await audit_rows(portal)
+    stored = {row["kind"] for row in rows}
+    observed = {event.kind for event in observer.events}
+    assert stored == set(EVENT_KINDS), f"never stored: {sorted(set(EVENT_KINDS) - stored)}"
+    assert observed == stored, f"stored but not observed: {sorted(stored - observed)}"
+    assert [(r["kind"], r["account_id"], r["subject"]) for r in rows] == \
+        [(e.kind, e.account_id, e.subject) for e in observer.events], "observers saw other events than stored"
+    for row in rows:
+        assert MASKED.match(row["subject"]), f"{row['kind']}: unmasked subject {row['subject']!r}"
+    await assert_audit_clean(portal)
+    # no code, password or token in a page, a header or a URL (the typed NIR is the person's own input)
+    nirs = {p for p in SECRETS if p.isdigit() and len(p) >= 13}
+    leaks = find_leaks([(url, 0, f"{url}\n{headers}\n{body}") for url, headers, body in recorder.answers],
+                       SECRETS - nirs)
+    assert not leaks, "secrets in answers:\n" + "\n".join(leaks)
+    assert not find_leaks([(url, 0, url) for url, _, _ in recorder.answers], SECRETS), "a secret in a URL"
+
+    # guichet audit tail prints them, masked
+    config_file = tmp_path / "caisse.toml"
+    config_file.write_text(portal_config_text() + f'\n[database]\nurl = "{db_url}"\n')
+    out = io.StringIO()
+
+    def tail() -> int:
+        with contextlib.redirect_stdout(out):
+            return guichet(["audit", "tail", "--config", str(config_file), "-n", "500"])
+
+    assert await asyncio.to_thread(tail) == 0
+    printed = out.getvalue().splitlines()
+    assert len(printed) == len(rows)
+    assert {line.split()[2] for line in printed} == stored
+    assert not find_leaks([("tail", 0, line) for line in printed], SECRETS)
+    assert any("subject=185*******084" in line for line in printed)
+
+
+async def test_an_observer_that_fails_does_not_stop_the_login(portal: Portal) -> None:
+    class Broken:
+        @hookimpl
+        def guichet_event(self, event: AuditEvent) -> None:
+            raise RuntimeError(f"observer down {event.kind}")
+
+    portal.services.host.pm.register(Broken())
+    account_row = await make_account(portal)
+    await login(portal, person().identifier)
+    kinds_stored = [r["kind"] for r in await audit_rows(portal)]
+    assert kinds_stored == ["login.password_ok", "code.sent", "code.succeeded", "login.succeeded"]
+    assert (await audit_rows(portal, "login.succeeded"))[0]["account_id"] == account_row["id"]
+    remember(person().identifier)
+
+
+async def test_an_unknown_event_kind_is_refused(portal: Portal) -> None:
+    with pytest.raises(ValueError):
+        await portal.services.audit("login.maybe")
+    assert await audit_rows(portal) == []

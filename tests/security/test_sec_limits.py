@@ -1,0 +1,398 @@
+"""Rate limits and budgets: progressive slow-downs per identifier and per client, identity answers,
+registrations, recoveries, code sends, the hourly SMS and letter budgets; counters in the database
+or in Redis; and a counter store that fails refuses codes and passwords instead of checking them."""
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from core.config import CaisseConfig
+from core.flows.common import SLOW_DOWN, UNAVAILABLE
+from core.flows.login import LOGIN_FAILED
+from core.ratelimit import RedisCounters
+from tests.conftest import Portal, free_port, portal_config_text, redis_url
+from tests.security.support import (
+    LOG,
+    OTHER_PASSWORD,
+    PASSWORD,
+    UNKNOWN_NIR,
+    audit_rows,
+    expect_event,
+    kinds,
+    login,
+    make_account,
+    messages,
+    password_step,
+    person,
+    register,
+    reset_counters,
+    snapshot,
+    text,
+    where,
+)
+from tests.security.test_sec_enumeration import count_hashing, unknown_nirs
+
+pytestmark = pytest.mark.asyncio
+
+
+def config_with(make_config: Callable[..., CaisseConfig], db_url: str, *, security: str = "",
+                extra: str = "") -> CaisseConfig:
+    base = portal_config_text(extra).replace("[security]\n", "[security]\n" + security.strip() + "\n", 1)
+    return make_config(database_url=db_url, base=base)
+
+
+def from_address(portal: Portal, address: str) -> Portal:
+    """Another browser, at another client address, on the same app."""
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=portal.app, client=(address, 40000)),
+                               base_url="http://127.0.0.1:8000", follow_redirects=False)
+    return Portal(portal.app, client)
+
+
+# --- login --------------------------------------------------------------------------------------------
+
+
+async def test_wrong_passwords_slow_an_identifier_down_progressively_never_locking_it(portal: Portal,
+                                                                                      clock: Any) -> None:
+    account_row = await make_account(portal)
+    threshold = portal.services.config.security.login_failures_before_delay
+    for _ in range(threshold):
+        r = await password_step(portal, person().identifier, "Pas-Le-Bon-1!")
+        assert messages(r) == [LOGIN_FAILED]
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert r.status_code == 422, "the right password went through during the pause"
+    clock.advance(seconds=1)  # the refused try counted too: the pause doubled to 2 s
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert r.status_code == 422
+    clock.advance(seconds=4)  # and again: 4 s after the last try
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert where(r) == "/connexion/code", "the owner is never locked out"
+    rows = await audit_rows(portal, "login.failed")
+    assert [r["details"]["reason"] for r in rows] == ["bad_credentials"] * threshold + ["slowed", "slowed"]
+    await expect_event(portal, "login.password_ok", account_id=account_row["id"])
+
+
+async def test_the_pause_is_capped_so_the_owner_always_gets_in(portal: Portal, clock: Any) -> None:
+    await make_account(portal)
+    for _ in range(25):
+        await password_step(portal, person().identifier, "Pas-Le-Bon-1!")
+        clock.advance(seconds=1)
+    clock.advance(seconds=portal.services.config.security.max_delay_seconds)
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert where(r) == "/connexion/code"
+    await expect_event(portal, "login.failed", reason="slowed")
+
+
+async def test_a_password_spray_from_one_address_is_slowed_then_stopped(
+        portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str,
+        clock: Any) -> None:
+    portal = await portal_factory(config_with(make_config, db_url, security="per_client_attempts_per_hour = 10"))
+    account_row = await make_account(portal)
+    for identifier in unknown_nirs(10):  # one try per identifier: only the per-client limit sees it
+        clock.advance(seconds=120)  # past each progressive pause
+        await password_step(portal, identifier, "Soleil2024!")
+    clock.advance(minutes=20)
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert r.status_code == 422, "the per-client limit let a login through"
+    elsewhere = from_address(portal, "198.51.100.20")
+    try:
+        r = await password_step(elsewhere, person().identifier, PASSWORD)
+        assert where(r) == "/connexion/code", "another client address is not affected"
+    finally:
+        await elsewhere.client.aclose()
+    clock.advance(hours=1)
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert where(r) == "/connexion/code"
+    await expect_event(portal, "login.failed", account_id=account_row["id"], reason="slowed")
+
+
+async def test_wrong_current_passwords_in_mon_compte_are_slowed_down(portal: Portal, clock: Any) -> None:
+    account_row = await make_account(portal)
+    await login(portal, person().identifier)
+    await portal.get("/mon-compte/mot-de-passe")
+    for _ in range(portal.services.config.security.login_failures_before_delay):
+        r = await portal.post("/mon-compte/mot-de-passe", {"current_password": "Pas-Le-Bon-1!",
+                                                           "new_password": OTHER_PASSWORD,
+                                                           "confirm_password": OTHER_PASSWORD})
+        assert r.status_code == 422
+    counting = count_hashing(portal)
+    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": PASSWORD, "new_password": OTHER_PASSWORD,
+                                                       "confirm_password": OTHER_PASSWORD})
+    assert r.status_code == 422 and SLOW_DOWN in text(r), "a stolen session could guess the password unthrottled"
+    assert counting.calls["verify"] == 0
+    await portal.get("/mon-compte/email")
+    r = await portal.post("/mon-compte/email", {"current_password": PASSWORD, "value": "pirate@attacker.invalid"})
+    assert r.status_code == 422 and SLOW_DOWN in text(r)
+    assert await portal.outbox("contact_code") == []
+    clock.advance(seconds=portal.services.config.security.max_delay_seconds)
+    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": "Pas-Le-Bon-1!", "new_password": PASSWORD,
+                                                       "confirm_password": PASSWORD})
+    assert "différent de l'actuel" not in text(r), "the new password field told whether a guess is the current one"
+    await expect_event(portal, "login.failed", account_id=account_row["id"], reason="current_password")
+    await expect_event(portal, "login.failed", account_id=account_row["id"], reason="slowed")
+
+
+# --- registration, identity answers, recovery, resends -----------------------------------------------------
+
+
+async def test_identity_answers_are_bounded_per_identifier(portal: Portal, portal_factory: Callable[..., Any],
+                                                           demo_people: Any) -> None:
+    who = person("particulier_paiement")
+    allowed = portal.services.config.security.identity_answers_per_identifier
+    for _ in range(allowed):
+        browser = await portal_factory(portal.services.config)
+        await register(browser, who, answer="999,99")
+        await portal.services.database.t.Account.delete(force=True).run()  # start again as a stranger would
+    browser = await portal_factory(portal.services.config)
+    await register(browser, who, answer=who.answer)  # the right answer, once too many
+    assert [m["channel"] for m in await portal.outbox("temporary_password")] == ["postal"] * (allowed + 1)
+    assert "identity.succeeded" not in await kinds(portal)
+    await expect_event(portal, "identity.failed", count=allowed + 1, question="payment")  # the last one unchecked
+    await expect_event(portal, "limit.reached", limit="identity")
+
+
+async def test_registrations_are_bounded_per_client_address(portal: Portal, portal_factory: Callable[..., Any]) -> None:
+    limit = portal.services.limits.registration_client.max_count
+    refused_at = None
+    for n in range(1, limit + 2):
+        browser = await portal_factory(portal.services.config)
+        await browser.get("/inscription/statut")
+        r = await browser.post("/inscription/statut", {"status": "particulier"})
+        if r.status_code == 422:
+            refused_at = n
+            assert messages(r) == [UNAVAILABLE]
+            break
+    assert refused_at == limit + 1, f"registration {refused_at} refused, the limit is {limit}"
+    elsewhere = from_address(portal, "198.51.100.30")
+    try:
+        await elsewhere.get("/inscription/statut")
+        r = await elsewhere.post("/inscription/statut", {"status": "particulier"})
+        assert where(r) == "/inscription/identifiant"
+    finally:
+        await elsewhere.client.aclose()
+    await expect_event(portal, "limit.reached", count=1, limit="registration_client")
+
+
+async def test_recoveries_are_bounded_per_identifier(portal: Portal, portal_factory: Callable[..., Any],
+                                                     clock: Any) -> None:
+    account_row = await make_account(portal)
+    answers = []
+    for _ in range(portal.services.limits.recovery_identifier.max_count + 1):
+        clock.advance(minutes=2)
+        browser = await portal_factory(portal.services.config)
+        await browser.post("/mot-de-passe-oublie/identifiant", {"identifier": person().identifier})
+        r = await browser.post("/mot-de-passe-oublie/canal", {"channel": "email"})
+        answers.append(r.status_code)
+    sent = len(await portal.outbox("recovery_code"))
+    assert answers == [303] * portal.services.limits.recovery_identifier.max_count + [422]
+    assert sent == portal.services.limits.recovery_identifier.max_count
+    await expect_event(portal, "limit.reached", limit="recover-id")
+    await expect_event(portal, "recovery.requested", count=sent, account_id=account_row["id"])
+
+
+async def test_login_code_resends_are_bounded(portal: Portal, clock: Any) -> None:
+    account_row = await make_account(portal)
+    await password_step(portal, person().identifier, PASSWORD)
+    await portal.get("/connexion/code")
+    for _ in range(portal.services.limits.code_sends.max_count - 1):
+        clock.advance(seconds=61)
+        r = await portal.post("/connexion/code", {"action": "renvoyer"})
+        assert r.status_code == 200, messages(r)
+    clock.advance(seconds=61)
+    r = await portal.post("/connexion/code", {"action": "renvoyer"})
+    assert messages(r) == [SLOW_DOWN]
+    assert len(await portal.outbox("login_code")) == portal.services.limits.code_sends.max_count
+    await expect_event(portal, "limit.reached", account_id=account_row["id"], limit="code_sends")
+
+
+# --- budgets ------------------------------------------------------------------------------------------
+
+
+async def test_the_hourly_sms_budget_holds(portal_factory: Callable[..., Any],
+                                           make_config: Callable[..., CaisseConfig], db_url: str,
+                                           clock: Any) -> None:
+    portal = await portal_factory(config_with(make_config, db_url, security="sms_per_hour = 1"))
+    await make_account(portal, "particulier_vitale")
+    await make_account(portal, "particulier_paiement")
+    first = await portal_factory(portal.services.config)
+    await first.post("/mot-de-passe-oublie/identifiant", {"identifier": person("particulier_vitale").identifier})
+    r = await first.post("/mot-de-passe-oublie/canal", {"channel": "sms"})
+    assert where(r) == "/mot-de-passe-oublie/code", "a budget of one SMS an hour sends one"
+    second = await portal_factory(portal.services.config)
+    await second.post("/mot-de-passe-oublie/identifiant", {"identifier": person("particulier_paiement").identifier})
+    r = await second.post("/mot-de-passe-oublie/canal", {"channel": "sms"})
+    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert len(await portal.outbox("recovery_code")) == 1
+    clock.advance(hours=1, seconds=1)
+    third = await portal_factory(portal.services.config)
+    await third.post("/mot-de-passe-oublie/identifiant", {"identifier": person("particulier_paiement").identifier})
+    r = await third.post("/mot-de-passe-oublie/canal", {"channel": "sms"})
+    assert where(r) == "/mot-de-passe-oublie/code", "the budget is per hour"
+    await expect_event(portal, "budget.exhausted", count=1, channel="sms")
+
+
+async def test_the_hourly_letter_budget_holds(portal_factory: Callable[..., Any],
+                                              make_config: Callable[..., CaisseConfig], db_url: str,
+                                              demo_people: Any) -> None:
+    portal = await portal_factory(config_with(make_config, db_url, security="letters_per_hour = 1"))
+    from core import registry_import
+
+    await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+    for key in ("particulier_paiement", "exploitant"):
+        browser = await portal_factory(portal.services.config)
+        await register(browser, person(key), answer="999,99")
+    letters = await portal.outbox("temporary_password")
+    assert [m["recipient"]["name"] for m in letters] == ["Sophie MOREAU"], "a budget of one letter an hour sends one"
+    await expect_event(portal, "budget.exhausted", count=1, channel="postal")
+    await expect_event(portal, "registration.unknown", reason="no_letter")
+
+
+# --- counters: in the database by default, in Redis when configured; a failing store refuses -------------
+
+
+async def test_counters_live_in_the_database_by_default_keyed_by_hmac(portal: Portal) -> None:
+    await make_account(portal)
+    await password_step(portal, person().identifier, "Pas-Le-Bon-1!")
+    rows = await portal.services.database.t.RateCounter.select().run()
+    assert {row["key"].split(":")[0] for row in rows} == {"login-ip", "login-id"}
+    assert not any(person().identifier in row["key"] or "203.0.113.7" in row["key"] for row in rows)
+    await expect_event(portal, "login.failed", reason="bad_credentials")
+
+
+class FailingStore:
+    """A counter store that is down: what DatabaseCounters and RedisCounters raise then."""
+
+    async def hit(self, *args: Any) -> Any:
+        from core.errors import CounterStoreError
+
+        raise CounterStoreError("the counter store is unavailable")
+
+    peek = clear = hit
+
+
+@pytest.fixture
+def store_down(portal: Portal) -> Callable[[], None]:
+    def down() -> None:
+        portal.services.limiter.store = FailingStore()
+    return down
+
+
+async def test_with_the_counter_store_down_no_password_is_checked(portal: Portal,
+                                                                  store_down: Callable[[], None]) -> None:
+    await make_account(portal)
+    store_down()
+    counting = count_hashing(portal)
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert counting.calls == {"hash": 0, "verify": 0}, "a password was checked without a limit"
+    assert not {"login.password_ok", "login.succeeded"} & set(await kinds(portal))
+
+
+async def test_with_the_counter_store_down_no_code_is_checked(portal: Portal,
+                                                              store_down: Callable[[], None]) -> None:
+    account_row = await make_account(portal)
+    await password_step(portal, person().identifier, PASSWORD)
+    await portal.get("/connexion/code")
+    code = await portal.last_code("login_code")
+    store_down()
+    r = await portal.post("/connexion/code", {"code": code})
+    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    [row] = await portal.services.database.t.OneTimeCode.select().run()
+    assert row["attempts"] == 0 and row["used_at"] is None, "a code was compared without a limit"
+    r = await portal.post("/connexion/code", {"action": "renvoyer"})
+    assert len(await portal.outbox("login_code")) == 1, "a code was sent without a limit"
+    await expect_event(portal, "login.password_ok", account_id=account_row["id"])
+    assert "login.succeeded" not in await kinds(portal)
+
+
+async def test_with_the_counter_store_down_no_identity_answer_is_checked(portal: Portal, demo_people: Any,
+                                                                         store_down: Callable[[], None]) -> None:
+    who = person("particulier_vitale")
+    await portal.get("/inscription/statut")
+    await portal.post("/inscription/statut", {"status": who.status})
+    await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
+    await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
+                                                   "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+                                                   "email": who.email, "mobile": ""})
+    store_down()
+    before = await snapshot(portal)
+    r = await portal.post("/inscription/question", {"question": who.question, "answer": who.answer})
+    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert await snapshot(portal) == before
+    await portal.post("/mot-de-passe-oublie/identifiant", {"identifier": who.identifier})
+    r = await portal.post("/mot-de-passe-oublie/canal", {"channel": "email"})
+    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert not {"identity.succeeded", "identity.failed", "recovery.requested"} & set(await kinds(portal))
+
+
+async def test_a_redis_counter_store_on_a_closed_port_refuses_logins(portal_factory: Callable[..., Any],
+                                                                     make_config: Callable[..., CaisseConfig],
+                                                                     db_url: str) -> None:
+    port = free_port()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is meant to be closed"
+    config = config_with(make_config, db_url, extra=f'\n[rate_limits]\nstore = "redis"\n\n[redis]\n'
+                                                   f'url = "redis://127.0.0.1:{port}/0"\n')
+    portal = await portal_factory(config)
+    assert isinstance(portal.services.limiter.store, RedisCounters)
+    await make_account(portal)
+    start = len(LOG)
+    counting = count_hashing(portal)
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert counting.calls["verify"] == 0
+    assert any("rate-limit counter store failed" in line for _, _, line in LOG[start:])
+    assert "login.password_ok" not in await kinds(portal)
+
+
+async def test_counters_live_in_redis_when_configured(portal_factory: Callable[..., Any],
+                                                      make_config: Callable[..., CaisseConfig], db_url: str,
+                                                      clock: Any) -> None:
+    url = redis_url()
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for key in await client.keys("guichet:test:*"):
+            await client.delete(key)
+        config = make_config(database_url=db_url, base=portal_config_text(
+            f'\n[rate_limits]\nstore = "redis"\n\n[redis]\nurl = "{url}"\n').replace(
+            "[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+        portal = await portal_factory(config)
+        account_row = await make_account(portal)
+        threshold = portal.services.config.security.login_failures_before_delay
+        for _ in range(threshold):
+            await password_step(portal, person().identifier, "Pas-Le-Bon-1!")
+        r = await password_step(portal, person().identifier, PASSWORD)
+        assert r.status_code == 422, "the Redis counters did not slow the identifier down"
+        assert await portal.services.database.t.RateCounter.count().run() == 0
+        keys = [k.decode() for k in await client.keys("guichet:test:rl:*")]
+        assert keys and not any(person().identifier in k for k in keys)
+        await reset_counters(portal)
+        for key in keys:
+            await client.delete(key)
+        await login(portal, person().identifier)
+        assert await portal.services.database.t.Session.count().run() == 0
+        assert await client.keys("guichet:test:session:*")
+        await expect_event(portal, "login.failed", account_id=account_row["id"], reason="slowed")
+    finally:
+        for key in await client.keys("guichet:test:*"):
+            await client.delete(key)
+        await client.aclose()
+
+
+async def test_take_lets_exactly_max_count_through(portal: Portal, clock: Any) -> None:
+    """A budget of N an hour sends N; the counter is keyed by an HMAC of the subject."""
+    from core.ratelimit import Limit
+
+    limiter = portal.services.limiter
+    budget = Limit(name="t-budget", window_seconds=3600, max_count=3)
+    verdicts = [(await limiter.take(budget, "caisse", clock.now())).allowed for _ in range(4)]
+    assert verdicts == [True, True, True, False]
+    clock.advance(hours=1, seconds=1)
+    assert (await limiter.take(budget, "caisse", clock.now())).allowed
+    rows = await portal.services.database.t.RateCounter.select().run()
+    assert [row["key"].split(":")[0] for row in rows] == ["t-budget"] and "caisse" not in rows[0]["key"]
