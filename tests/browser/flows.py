@@ -269,6 +269,11 @@ def register(b: Browse, person: Person, *, channel: str = "email", answer: str |
     nir = person.nir_with_key
     b.fill("identifier", f"{nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]} {nir[13:]}")
     b.click_button("Suivant >", "inscription-coordonnees", h1="Vos coordonnées", swap=True)
+    expected = {"last_name": "family-name", "first_name": "given-name", "birth_date": "bday", "email": "email",
+                "mobile": "tel"}
+    for name, autocomplete in expected.items():
+        assert page.get_attribute(f"#f-{name}", "autocomplete") == autocomplete, name
+    assert page.get_attribute("#f-email", "type") == "email" and page.get_attribute("#f-mobile", "type") == "tel"
     b.fill("last_name", person.last_name)
     b.fill("first_name", person.first_name)
     b.fill("birth_date", person.birth_date)
@@ -280,6 +285,7 @@ def register(b: Browse, person: Person, *, channel: str = "email", answer: str |
         expect(b.field("last_name")).to_have_value(person.last_name)
     b.fill("email", person.email)
     b.click_button("Suivant >", "inscription-question", h1="Vérification de votre identité", swap=True)
+    assert page.get_attribute("#f-answer", "inputmode") == "decimal"
     page.locator(f"input[name=question][value={person.question}]").check()
     b.fill("answer", person.answer if answer is None else answer)
     mark = b.mailbox_mark()
@@ -318,6 +324,7 @@ def login_password(b: Browse, identifier: str, password: str, *, state: str = "c
     """Identifier and password on /connexion; returns the mailbox mark taken just before sending."""
     b.goto("/connexion", state, h1="Je me connecte à Mon espace privé")
     assert b.page.get_attribute("#f-identifier", "autocomplete") == "username"
+    assert b.page.get_attribute("#f-identifier", "inputmode") == "numeric"
     assert b.page.get_attribute("#f-password", "autocomplete") == "current-password"
     b.fill("identifier", identifier)
     if mistakes:

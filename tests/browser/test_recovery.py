@@ -28,6 +28,8 @@ def test_forgotten_password_by_sms_with_a_4_digit_code(sud_aquitaine: LiveServer
     b.act(page.get_by_role("link", name="> J'ai oublié mon mot de passe"), "oubli-identifiant",
           h1="Vérification de votre identité", swap=False)
     expect(page.locator(".progress")).to_have_text("Étape 1 sur 4")
+    assert page.get_attribute("#f-identifier", "inputmode") == "numeric"
+    assert page.get_attribute("#f-identifier", "autocomplete") == "username"
     b.fill("identifier", "2 99 99")
     b.click_button("Suivant >", "oubli-identifiant-erreur", h1="Vérification de votre identité", swap=True,
                    error=True)
@@ -41,6 +43,7 @@ def test_forgotten_password_by_sms_with_a_4_digit_code(sud_aquitaine: LiveServer
     step = page.locator("#step")
     expect(step).to_contain_text("Un code de confirmation vous a été envoyé par sms.")
     expect(step).to_contain_text("Ce code de 4 chiffres est valable 30 minutes.")
+    assert page.get_attribute("#f-code", "inputmode") == "numeric"
     sms = mailbox.sms_to(person.mobile, contains="code", after=mark)
     code = code_in(sms.text, 4)
     assert "30 min" in sms.text
