@@ -1,6 +1,6 @@
 """Browser tests: real servers (``guichet serve``) on derived caisse configs, driven by Debian's chromium.
 
-Skipped with a clear line when /usr/bin/chromium or Playwright is missing, unless
+Skipped with a clear line when /usr/bin/chromium (or $GUICHET_CHROMIUM) or Playwright is missing, unless
 GUICHET_REQUIRE_BROWSER=1 (then they fail). Servers are started once per caisse for the whole package;
 each test takes new people from the demo registry, so tests do not depend on one another.
 """
@@ -16,8 +16,24 @@ import pytest
 from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, TEST_CODES, LiveServer, People, start_server
 
 REQUIRE_BROWSER = os.environ.get("GUICHET_REQUIRE_BROWSER") == "1"
+try:
+    import playwright  # noqa: F401
+    PLAYWRIGHT = True
+except ImportError:  # the test modules import it: do not even collect them, say so in the header
+    if REQUIRE_BROWSER:
+        raise
+    PLAYWRIGHT = False
+    collect_ignore_glob = ["test_*.py"]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 320, "height": 640}
+
+
+def pytest_report_header(config: Any) -> list[str]:
+    if not PLAYWRIGHT:
+        return ["browser tests: skipped, playwright is not installed (pip install -e '.[test]')"]
+    if not os.path.exists(CHROMIUM):
+        return [f"browser tests: skipped, {CHROMIUM} not found (apt-get install chromium)"]
+    return [f"browser tests: {CHROMIUM}"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

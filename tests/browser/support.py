@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "config"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("GUICHET_CHROMIUM", "/usr/bin/chromium")  # Debian's; Playwright cannot download one here
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
                  "--disable-default-apps", "--disable-extensions"]

@@ -73,3 +73,20 @@ def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(demo_server: 
     b.click_button("Se déconnecter", "deconnexion-2", h1="Mon espace privé", swap=False)
     mark = login_password(b, person.nir, password, state="connexion-apres-revocation")
     login_code(b, person, mark, next_h1="Mon espace privé")
+
+
+def test_provence_azur_login_code_by_email_valid_15_minutes(provence_azur: LiveServer, open_browser: Any,
+                                                            js: bool) -> None:
+    """The caisse's own preset and colour survive the derived config: a 15-minute email code, its red."""
+    person = provence_azur.people.take("particulier_paiement")
+    password = new_password(person)
+    citizen = HttpCitizen(provence_azur)
+    citizen.make_account(person, password)
+    citizen.close()
+    b = open_browser(provence_azur, js=js)
+    mark = login_password(b, person.nir, password)
+    expect(b.page.locator("#step")).to_contain_text("Ce code est valable 15 minutes.")
+    assert b.page.evaluate("() => getComputedStyle(document.querySelector('.banner')).borderTopColor") == \
+        "rgb(200, 16, 46)"
+    expect(b.page.locator(".assistance")).to_contain_text("03 20 900 500")
+    login_code(b, person, mark, next_h1="Mon espace privé")
