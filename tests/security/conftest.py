@@ -29,7 +29,7 @@ import pytest
 
 from core.keys import Keys
 from core.registry_import import DEMO_PERSONS
-from tests.security.support import LOG, SECRETS, find_leaks, remember
+from tests.security.support import LOG, SECRETS, application_lines, find_leaks, remember
 
 ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
 
@@ -105,7 +105,7 @@ def no_secret_logged() -> Iterator[None]:
     logging.getLogger().setLevel(logging.DEBUG)
     start = len(LOG)
     yield
-    leaks = find_leaks(LOG[start:], SECRETS)
+    leaks = find_leaks(application_lines(LOG[start:]), SECRETS)
     assert not leaks, "secrets reached the log:\n" + "\n".join(leaks)
 
 
@@ -120,7 +120,7 @@ def pytest_plugin_registered(plugin: Any, manager: Any) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The whole run's log, scanned once more: a secret anywhere fails the run."""
-    leaks = find_leaks(LOG, SECRETS)
+    leaks = find_leaks(application_lines(LOG), SECRETS)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"log scan: {len(LOG)} log records checked against {len(SECRETS)} secrets, "

@@ -25,6 +25,15 @@ _TOKENISH = re.compile(r"[A-Za-z0-9_\-]{16,}")
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
+# loggers that tests write planted secrets to on purpose (tests/ops checks that the log formatter
+# scrubs them): not the application's own lines
+PLANTED_LOGGERS = frozenset({"guichet.test"})
+
+
+def application_lines(lines: Iterable[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
+    return [line for line in lines if line[0] not in PLANTED_LOGGERS]
+
+
 def remember(*values: str | None) -> None:
     """Secrets a test saw: they must never reach a log line. Under 6 characters: too common to scan for."""
     for value in values:
