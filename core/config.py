@@ -200,8 +200,20 @@ class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 _PATH_RE = re.compile(r" - at `(?P<path>[^`]+)`$")
 
 
+def contrast_with_white(colour: str) -> float:
+    """WCAG contrast ratio of white text on ``#rrggbb``: buttons and the banner carry white text."""
+    channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
 def _check_semantics(config: CaisseConfig) -> None:
     """Rules msgspec cannot express; each raises ValueError with a key path."""
+    if contrast_with_white(config.caisse.colour) < 4.5:
+        raise ValueError(f"white text on {config.caisse.colour} has a contrast of "
+                         f"{contrast_with_white(config.caisse.colour):.1f}:1, below WCAG AA's 4.5:1: "
+                         "choose a darker colour - at `$.caisse.colour`")
     if config.demo.mailbox and config.server.mode != "demo":
         raise ValueError("the demo mailbox is only allowed with server.mode = \"demo\" - at `$.demo.mailbox`")
     if config.server.mode == "production":

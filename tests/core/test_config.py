@@ -92,6 +92,8 @@ BAD_CONFIGS = [
                  "caisse.toml: $.plugins.enabled: a plugin is enabled twice", id="duplicate-plugin"),
     pytest.param(GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolour = "red"'),
                  "caisse.toml: $.caisse.colour: Expected `str` matching regex '^#[0-9a-fA-F]{6}$'", id="bad-colour"),
+    pytest.param(GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolour = "#ffcc00"'),
+                 "caisse.toml: $.caisse.colour: white text on #ffcc00 has a contrast of 1.5:1", id="pale-colour"),
     pytest.param(GOOD + "\n[codes.recovery]\nlength = 3\n",
                  "caisse.toml: $.codes.recovery.length: Expected `int` >= 4", id="code-length-3"),
     pytest.param(GOOD + "\n[codes.recovery]\nlifetime_minutes = 0\n",
