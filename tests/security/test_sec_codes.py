@@ -233,6 +233,20 @@ async def test_concurrent_submissions_of_the_right_registration_code_create_one_
     await expect_event(portal, "code.succeeded", count=1, purpose="registration")
 
 
+async def test_concurrent_submissions_of_the_right_recovery_code_reset_once(portal: Portal) -> None:
+    account_row = await make_account(portal)
+    await portal.get("/mot-de-passe-oublie/identifiant")
+    await portal.post("/mot-de-passe-oublie/identifiant", {"identifier": person().identifier})
+    await portal.post("/mot-de-passe-oublie/canal", {"channel": "email"})
+    code = await portal.last_code("recovery_code")
+    token = portal.csrf
+    answers = await asyncio.gather(*(portal.client.post("/mot-de-passe-oublie/code",
+                                                        data={"code": code, "csrf_token": token}) for _ in range(4)))
+    assert all(r.status_code < 500 for r in answers), [r.status_code for r in answers]
+    assert len(await portal.outbox("temporary_password")) == 1
+    await expect_event(portal, "password.reset", count=1, account_id=account_row["id"])
+
+
 async def test_concurrent_wrong_guesses_never_compare_more_than_max_attempts(portal: Portal,
                                                                            demo_people: Any) -> None:
     account = await make_account(portal)
