@@ -29,7 +29,7 @@ from web.controllers.login import LoginController, LogoutController
 from web.controllers.pages import PagesController
 from web.controllers.recovery import RecoveryController
 from web.controllers.registration import RegistrationController
-from web.http import before_request, before_send, base_context
+from web.http import LeaveFor, base_context, before_request, before_send, leave_for_handler
 
 log = logging.getLogger("guichet.web")
 HERE = Path(__file__).resolve().parent
@@ -164,7 +164,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         lifespan=[lifespan],
         request_max_body_size=FORM_BODY_LIMIT,
         compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=6),
-        exception_handlers={HTTPException: _error_handler, Exception: _error_handler},
+        exception_handlers={LeaveFor: leave_for_handler, HTTPException: _error_handler, Exception: _error_handler},
         openapi_config=None,
         logging_config=None,  # guichet configures logging itself (core/logs.py): JSON lines with the request id
         debug=False,

@@ -226,6 +226,18 @@ def render(request: Request[Any, Any, Any], partial: str, context: dict[str, Any
                     media_type=MediaType.HTML)
 
 
+class LeaveFor(Exception):
+    """Raised by a handler to send the browser to another of our pages (see ``go``)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+def leave_for_handler(request: Request[Any, Any, Any], exc: LeaveFor) -> Response[Any]:
+    return go(request, exc.url)
+
+
 def go(request: Request[Any, Any, Any], url: str) -> Response[Any]:
     """Leave the step for ``url``: a full navigation with htmx, a 303 without."""
     url = safe_path(url)

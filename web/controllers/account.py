@@ -1,41 +1,42 @@
 """Pages behind login: personalisation, contact confirmation, espace privé, Mon compte.
 
 Each handler first calls ``_require``: a session that has passed only the password step, or whose
-account's credentials changed since, reaches none of them (htmx fragments included).
+account's credentials changed since, reaches none of them (htmx fragments included); it raises
+``LeaveFor``, which the app turns into a redirect.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 
 from core.flows import account as flow
 from core.flows.engine import StepResult
 from core.identifiers import format_phone
 from core.sessions import FULL
 from web.forms import form_of
-from web.http import client_address, go, render, services_of, session_of, step_status
+from web.http import LeaveFor, client_address, go, render, services_of, session_of, step_status
 
 FORCED_PATHS = {"/changement-mot-de-passe", "/mot-de-passe/force", "/deconnexion"}
 
 
-async def _require(request: Request[Any, Any, Any]) -> tuple[dict[str, Any] | None, Response[Any] | None]:
-    """The account of a fully logged-in session, or where to send the browser instead."""
+async def _require(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The account of a fully logged-in session; otherwise raises LeaveFor where the browser must go."""
     services = services_of(request)
     session = session_of(request)
     if session.data is None or session.data.level != FULL:
-        return None, go(request, "/connexion")
+        raise LeaveFor("/connexion")
     account = await flow.current_account(services, session)
     if account is None or account["credentials_version"] != session.data.credentials_version:
         session.clear()
-        return None, go(request, "/connexion")
+        raise LeaveFor("/connexion")
     path = request.url.path
     if account["password_is_temporary"] and path not in FORCED_PATHS:
-        return None, go(request, "/changement-mot-de-passe")
+        raise LeaveFor("/changement-mot-de-passe")
     if not account["password_is_temporary"] and account["contacts_confirmed_at"] is None and \
             not path.startswith(("/confirmation-coordonnees", "/mot-de-passe-modifie", "/mot-de-passe/force")):
-        return None, go(request, "/confirmation-coordonnees")
-    return account, None
+        raise LeaveFor("/confirmation-coordonnees")
+    return account
 
 
 def _title(request: Request[Any, Any, Any], heading: str) -> str:
@@ -60,10 +61,7 @@ class AccountController(Controller):
 
     @get("/changement-mot-de-passe")
     async def personalise(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         if not account["password_is_temporary"]:
             return go(request, "/mon-compte/mot-de-passe")
         return render(request, "steps/account/changement.html", {"errors": {}, "forced": True},
@@ -71,10 +69,7 @@ class AccountController(Controller):
 
     @post("/changement-mot-de-passe")
     async def personalise_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         if not account["password_is_temporary"]:
             return go(request, "/mon-compte/mot-de-passe")
         form = await form_of(request)
@@ -87,10 +82,7 @@ class AccountController(Controller):
 
     @post("/mot-de-passe/force")
     async def meter(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         form = await form_of(request)
         check = flow.strength(services_of(request), account, form.get("new_password", ""))
         return render(request, "components/meter.html", {"check": check, "typed": bool(form.get("new_password"))},
@@ -98,10 +90,7 @@ class AccountController(Controller):
 
     @get("/mot-de-passe-modifie")
     async def changed(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         return render(request, "steps/account/modifie.html", {"confirm_next": account["contacts_confirmed_at"] is None},
                       title=_title(request, "Confirmation"))
 
@@ -109,10 +98,7 @@ class AccountController(Controller):
 
     @get("/confirmation-coordonnees")
     async def contacts(self, request: Request[Any, Any, Any], modifier: str | None = None) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         return self._contacts_page(request, account, editing=modifier if modifier in flow.CONTACT_FIELDS else None)
 
     def _contacts_page(self, request: Request[Any, Any, Any], account: dict[str, Any], *, editing: str | None,
@@ -127,10 +113,7 @@ class AccountController(Controller):
 
     @post("/confirmation-coordonnees")
     async def contacts_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         services = services_of(request)
         form = await form_of(request)
         action = form.get("action", "")
@@ -159,18 +142,13 @@ class AccountController(Controller):
 
     @get("/espace-prive")
     async def home(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
+        account = await _require(request)
         return render(request, "pages/espace_prive.html", {"account": account},
                       title=_title(request, "Mon espace privé"))
 
     @get("/mon-compte")
     async def settings(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         return await self._settings_page(request, account)
 
     async def _settings_page(self, request: Request[Any, Any, Any], account: dict[str, Any], notice: str = "") -> Any:
@@ -181,28 +159,20 @@ class AccountController(Controller):
 
     @post("/mon-compte/navigateurs/{browser_id:int}/revoquer")
     async def revoke(self, request: Request[Any, Any, Any], browser_id: int) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         done = await flow.revoke_browser(services_of(request), account, browser_id, client=client_address(request))
         return await self._settings_page(request, account, "Ce navigateur n'est plus un navigateur de confiance."
                                          if done else "")
 
     @get("/mon-compte/mot-de-passe")
     async def password(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
+        await _require(request)
         return render(request, "steps/account/changement.html", {"errors": {}, "forced": False},
                       title=_title(request, "Modifier mon mot de passe"))
 
     @post("/mon-compte/mot-de-passe")
     async def password_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         form = await form_of(request)
         result = await flow.change_password(services_of(request), session_of(request), account, form,
                                             client=client_address(request), require_current=True)
@@ -213,18 +183,13 @@ class AccountController(Controller):
 
     @get("/mon-compte/email")
     async def email(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
+        account = await _require(request)
         return render(request, "steps/account/email.html", {"errors": {}, "values": {}, "account": account},
                       title=_title(request, "Modifier mon email"))
 
     @post("/mon-compte/email")
     async def email_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account, redirect = await _require(request)
-        if redirect:
-            return redirect
-        assert account is not None
+        account = await _require(request)
         services = services_of(request)
         session = session_of(request)
         form = await form_of(request)
