@@ -148,6 +148,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     public_url: str = ""
     spool_dir: str = "var/spool"
     outbox_worker: bool = True  # deliver from inside ``guichet serve``
+    # how often an idle worker looks for messages; the worker inside `guichet serve` is also woken
+    # at once after a request queues one, separate `guichet outbox work` processes are not
+    outbox_poll_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 0.25
 
 
 class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

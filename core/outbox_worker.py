@@ -445,7 +445,7 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await worker.run_forever(stop)
+            await worker.run_forever(stop, config.server.outbox_poll_seconds)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -142,7 +142,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
 
             worker.deliver = counted  # type: ignore[method-assign]
             app.state.wake_outbox = worker.wake
-            tasks.append(asyncio.create_task(worker.run_forever(stop)))
+            tasks.append(asyncio.create_task(worker.run_forever(stop, config.server.outbox_poll_seconds)))
         try:
             yield
         finally:
