@@ -177,7 +177,7 @@ def free_port() -> int:
 
 def config_text(*, caisse_id: str, database_url: str, smtp_port: int, argon2: tuple[int, int, int],
                 redis_url: str | None = None, inline_outbox: bool = False, workers: int = 1,
-                max_concurrent_hashes: int = 4, pool_size: int = 10, extra: str = "") -> str:
+                max_concurrent_hashes: int = 2, pool_size: int = 10, extra: str = "") -> str:
     m, t, p = argon2
     redis = f'\n[redis]\nurl = "{redis_url}"\n\n[rate_limits]\nstore = "redis"\n' if redis_url else ""
     sessions_store = 'store = "redis"' if redis_url else 'store = "database"'

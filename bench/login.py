@@ -236,7 +236,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--accounts", type=int, default=2000)
-    p.add_argument("--max-hashes", type=int, default=4, help="passwords.max_concurrent_hashes")
+    p.add_argument("--max-hashes", type=int, default=2, help="passwords.max_concurrent_hashes")
     p.add_argument("--ceiling-seconds", type=float, default=5)
     p.add_argument("--profile", choices=["python", "native"], help="py-spy the (first) app process")
     p.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")

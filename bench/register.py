@@ -142,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--registry", type=int, default=6000, help="registry persons (about a quarter can register)")
-    p.add_argument("--max-hashes", type=int, default=4)
+    p.add_argument("--max-hashes", type=int, default=2)
     p.add_argument("--no-write", action="store_true")
     return p
 

@@ -96,6 +96,9 @@ class PooledSQLiteEngine(SQLiteEngine):
         await connection
         connection.row_factory = dict_factory  # type: ignore[assignment]
         await connection.execute("PRAGMA foreign_keys = 1")
+        # WAL + NORMAL: no fsync per commit; an application crash loses nothing, a power cut may roll
+        # back the last commits (never corrupts). Production runs PostgreSQL (docs/deploy.md).
+        await connection.execute("PRAGMA synchronous = NORMAL")
         return connection
 
     async def _acquire(self) -> tuple[aiosqlite.Connection, bool]:
