@@ -110,6 +110,12 @@ def sud_aquitaine(servers: Servers) -> LiveServer:
     return servers("sud-aquitaine")
 
 
+@pytest.fixture(params=["demo", "provence-azur", "sud-aquitaine"])
+def caisse_server(servers: Servers, request: pytest.FixtureRequest) -> LiveServer:
+    """Each shipped config in turn: the demo, and both caisses with their own presets and colours."""
+    return servers(request.param)
+
+
 @pytest.fixture(params=["js", "nojs"])
 def js(request: pytest.FixtureRequest) -> bool:
     """Every flow twice: with JavaScript (htmx swaps #step) and without (plain POST, full pages)."""

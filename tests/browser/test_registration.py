@@ -1,4 +1,4 @@
-"""Registration in a real browser, with and without JavaScript; every state checked (axe, focus, width)."""
+"""Registration in a real browser, on every shipped config, with and without JavaScript; every state checked."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,9 +12,9 @@ from tests.browser.support import LiveServer
 pytestmark = pytest.mark.browser
 
 
-def test_particulier_with_vitale_by_email(demo_server: LiveServer, open_browser: Any, js: bool) -> None:
-    person = demo_server.people.take("particulier_vitale")
-    b = open_browser(demo_server, js=js)
+def test_particulier_with_vitale_by_email(caisse_server: LiveServer, open_browser: Any, js: bool) -> None:
+    person = caisse_server.people.take("particulier_vitale")
+    b = open_browser(caisse_server, js=js)
     password = register(b, person, channel="email")
     assert len(password) >= 12
     # the temporary password works: the login asks for the code
@@ -22,16 +22,16 @@ def test_particulier_with_vitale_by_email(demo_server: LiveServer, open_browser:
     login_code(b, person, mark, next_h1="Changement de votre mot de passe")
 
 
-def test_particulier_with_a_wrong_amount_gets_a_letter(demo_server: LiveServer, open_browser: Any, js: bool) -> None:
-    person = demo_server.people.take("particulier_paiement")
-    b = open_browser(demo_server, js=js)
+def test_particulier_with_a_wrong_amount_gets_a_letter(caisse_server: LiveServer, open_browser: Any, js: bool) -> None:
+    person = caisse_server.people.take("particulier_paiement")
+    b = open_browser(caisse_server, js=js)
     password = register(b, person, answer="999,99", mistakes=False)
     mark = login_password(b, person.nir_with_key, password)
     login_code(b, person, mark, next_h1="Changement de votre mot de passe")
 
 
-def test_exploitant_with_an_invoice_amount_by_sms(demo_server: LiveServer, open_browser: Any, js: bool) -> None:
-    person = demo_server.people.take("exploitant")
-    b = open_browser(demo_server, js=js)
+def test_exploitant_with_an_invoice_amount_by_sms(caisse_server: LiveServer, open_browser: Any, js: bool) -> None:
+    person = caisse_server.people.take("exploitant")
+    b = open_browser(caisse_server, js=js)
     password = register(b, person, channel="sms", mistakes=False)
     assert len(password) >= 12
