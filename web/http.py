@@ -154,7 +154,8 @@ async def before_send(message: Message, scope: Scope) -> None:
     if message["type"] != "http.response.start":
         return
     state = scope.get("state", {})
-    headers = message.setdefault("headers", [])
+    headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
+    message["headers"] = headers
     app = scope["app"]
     services: Services = app.state.services
     if take_enqueued():  # the handler's transactions are committed: the worker can see the message now
