@@ -96,12 +96,13 @@ def _table(database: "Database") -> str:
     return str(database.t.OutboxMessage._meta.tablename)
 
 
+# letters go last: a printing backlog never delays a security code waiting to be emailed or texted
 _CLAIM_SQL = """
 UPDATE {table} SET state = '{sending}', lease_until = {{}}, attempts = attempts + 1
 WHERE id IN (
     SELECT id FROM {table}
     WHERE (state = '{pending}' AND next_attempt_at <= {{}}) OR (state = '{sending}' AND lease_until <= {{}})
-    ORDER BY next_attempt_at, id
+    ORDER BY CASE WHEN channel = 'postal' THEN 1 ELSE 0 END, next_attempt_at, id
     LIMIT {{}}{lock}
 )
 RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until

@@ -29,6 +29,7 @@ from core.outbox_worker import (
 )
 from core.plugins import PluginHost
 from core.structs import Recipient
+from tests.conftest import TEST_SECRET
 from delivery_servers import SmtpSink, base_with_plugins, free_port
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, 0, tzinfo=dt.timezone.utc)  # microsecond 0: str() drops the fraction
@@ -420,3 +421,23 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+
+async def test_codes_are_claimed_before_a_backlog_of_letters(database: Database, clock: FrozenClock) -> None:
+    """A burst of PDF letters queued first must not delay an emailed code."""
+    from core.structs import PostalAddress
+
+    keys = Keys(TEST_SECRET)
+    letter_to = Recipient(name="A", address=PostalAddress(lines=("1 RUE A", "75001 PARIS")))
+    for _ in range(30):
+        await enqueue(database, keys, channel="postal", template="registration_letter", recipient=letter_to,
+                      payload={"masked_identifier": "185*******084", "registered_on": "25/11/2026"},
+                      now=clock.now())
+    code_id = await enqueue(database, keys, channel="email", template="login_code",
+                            recipient=Recipient(name="B", email="b@demo.invalid"),
+                            payload={"code": "123456", "lifetime_minutes": 10}, now=clock.now())
+    worker = OutboxWorker(database, keys, None, clock, worker_id="t", batch=5)  # type: ignore[arg-type]
+    claimed = await worker.claim(5)
+    assert code_id in [m.id for m in claimed]
+    assert len(claimed) == 5
