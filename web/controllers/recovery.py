@@ -6,11 +6,11 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.response import Redirect
 
-from core import metrics
 from core.flows import recovery as flow
-from core.flows.engine import FlowState, StepResult, reachable
+from core.flows.engine import FlowState, StepResult
 from web.forms import form_of
-from web.http import client_address, flow_cookie, go, is_htmx, render, services_of, set_flow_cookie, step_status
+from web.http import client_address, render, services_of, step_status
+from web.wizard import Wizard
 
 TITLES = {"identifiant": "Vérification de votre identité", "canal": "Demande d'un nouveau mot de passe",
           "code": "Demande d'un nouveau mot de passe", "confirmation": "Confirmation"}
@@ -38,6 +38,10 @@ def _page(request: Request[Any, Any, Any], state: FlowState, step: str, result: 
                   push_url=f"/mot-de-passe-oublie/{step}")
 
 
+WIZARD = Wizard(kind=flow.KIND, base="/mot-de-passe-oublie", first="identifiant", finished=("confirmation",),
+                steps=lambda state: flow.STEPS, page=_page)
+
+
 class RecoveryController(Controller):
     path = "/mot-de-passe-oublie"
 
@@ -47,63 +51,24 @@ class RecoveryController(Controller):
 
     @get("/{step:str}")
     async def show(self, request: Request[Any, Any, Any], step: str) -> Any:
-        services = services_of(request)
-        state = await services.flows.load(flow.KIND, flow_cookie(request, flow.KIND), services.now())
-        if state is not None and step == "identifiant" and state.step == "confirmation":
-            state = None  # the last request is over: another one may start (the SMS never came...)
-        if state is None:
-            if step != "identifiant":
-                return go(request, "/mot-de-passe-oublie/identifiant")
-            state = FlowState(kind=flow.KIND, step="identifiant")
-        if step not in flow.STEPS or not reachable(state, step, flow.STEPS) or \
-                (state.step == "confirmation") != (step == "confirmation"):
-            return go(request, f"/mot-de-passe-oublie/{state.step}")
-        return _page(request, state, step)
+        return await WIZARD.show(request, step)
 
     @post("/abandon")
     async def abandon(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        services = services_of(request)
-        flow_id = flow_cookie(request, flow.KIND)
-        if flow_id:
-            await services.flows.drop(flow_id)
-        set_flow_cookie(request, flow.KIND, None)
-        return go(request, "/connexion")
+        return await WIZARD.abandon(request, "/connexion")
 
     @post("/{step:str}")
     async def submit(self, request: Request[Any, Any, Any], step: str) -> Any:
         services = services_of(request)
-        form = await form_of(request)
-        now = services.now()
-        flow_id = flow_cookie(request, flow.KIND)
-        state = await services.flows.load(flow.KIND, flow_id, now)
-        if state is not None and flow_id and step == "identifiant" and state.step == "confirmation":
-            await services.flows.drop(flow_id)  # a new request replaces the finished one
-            state = None
-        if state is None:
-            if step != "identifiant":
-                return go(request, "/mot-de-passe-oublie/identifiant")
-            flow_id, state = await services.flows.start(flow.KIND, "identifiant", now)
-            set_flow_cookie(request, flow.KIND, flow_id)
-        assert flow_id is not None
-        if step not in flow.STEPS or not reachable(state, step, flow.STEPS) or state.step == "confirmation":
-            return go(request, f"/mot-de-passe-oublie/{state.step}")
-        if form.get("action") == "precedent" and flow.STEPS.index(step) > 0:
-            state.step = flow.STEPS[flow.STEPS.index(step) - 1]
-            await services.flows.save(flow_id, state, now)
-            return _page(request, state, state.step) if is_htmx(request) else go(request, f"/mot-de-passe-oublie/{state.step}")
         client = client_address(request)
-        if step == "identifiant":
-            result = await flow.submit_identifier(services, state, form, client)
-        elif step == "canal":
-            result = await flow.submit_channel(services, state, form, flow_id, client)
-        elif form.get("action") == "renvoyer":
-            result = await flow.resend_code(services, state, flow_id)
-        else:
-            result = await flow.submit_code(services, state, form, flow_id, client)
-        await services.flows.save(flow_id, state, now)
-        metrics.step("recovery", step, not result.errors)
-        if result.errors or result.notice or result.step == step:
-            return _page(request, state, result.step, result)
-        if is_htmx(request):
-            return _page(request, state, result.step)
-        return go(request, f"/mot-de-passe-oublie/{result.step}")
+
+        async def handle(state: FlowState, step: str, form: dict[str, str], flow_id: str) -> StepResult:
+            if step == "identifiant":
+                return await flow.submit_identifier(services, state, form, client)
+            if step == "canal":
+                return await flow.submit_channel(services, state, form, flow_id, client)
+            if form.get("action") == "renvoyer":
+                return await flow.resend_code(services, state, flow_id)
+            return await flow.submit_code(services, state, form, flow_id, client)
+
+        return await WIZARD.submit(request, step, await form_of(request), handle)

@@ -5,14 +5,15 @@ import datetime as dt
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.response import Redirect
 
-from core import metrics
 from core.flows import registration as flow
-from core.flows.engine import FlowState, StepResult, reachable
+from core.flows.engine import FlowState, StepResult
 from core.identifiers import format_phone
 from core.third_party import STRUCTURE_KINDS
 from web.forms import form_of
-from web.http import client_address, flow_cookie, go, render, services_of, set_flow_cookie, step_status
+from web.http import client_address, render, services_of, step_status
+from web.wizard import Wizard
 
 TITLES = {"statut": "Vous êtes...", "identifiant": "Votre identifiant", "coordonnees": "Vos coordonnées",
           "question": "Vérification de votre identité", "canal": "Réception du code de sécurité",
@@ -71,69 +72,34 @@ def _page(request: Request[Any, Any, Any], state: FlowState, step: str, result: 
                   push_url=f"/inscription/{step}")
 
 
+WIZARD = Wizard(kind=flow.KIND, base="/inscription", first="statut", finished=FINISHED,
+                steps=flow.steps_for, page=_page)
+
+
 class RegistrationController(Controller):
     path = "/inscription"
 
     @get("/")
     async def start(self) -> Response[Any]:
-        from litestar.response import Redirect
-
         return Redirect(path="/inscription/statut", status_code=303)
 
     @get("/{step:str}")
     async def show(self, request: Request[Any, Any, Any], step: str) -> Any:
-        services = services_of(request)
-        state = await services.flows.load(flow.KIND, flow_cookie(request, flow.KIND), services.now())
-        if state is not None and step == "statut" and state.step in FINISHED:
-            state = None  # the last registration is over: another one may start on this browser
-        if state is None:
-            state = FlowState(kind=flow.KIND, step="statut")
-            if step != "statut":
-                return go(request, "/inscription/statut")
-        order = flow.steps_for(state)
-        if step not in order or not reachable(state, step, order) or (step == "termine" and state.step != "termine"):
-            return go(request, f"/inscription/{state.step}")
-        if state.step == "termine" and step != "termine" or state.step == "demande-envoyee" and step != state.step:
-            return go(request, f"/inscription/{state.step}")
-        return _page(request, state, step)
+        return await WIZARD.show(request, step)
 
     @post("/abandon")
     async def abandon(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        services = services_of(request)
-        flow_id = flow_cookie(request, flow.KIND)
-        if flow_id:
-            await services.flows.drop(flow_id)
-        set_flow_cookie(request, flow.KIND, None)
-        return go(request, "/")
+        return await WIZARD.abandon(request, "/")
 
     @post("/{step:str}")
     async def submit(self, request: Request[Any, Any, Any], step: str) -> Any:
         services = services_of(request)
-        form = await form_of(request)
-        now = services.now()
-        flow_id = flow_cookie(request, flow.KIND)
-        state = await services.flows.load(flow.KIND, flow_id, now)
-        if state is not None and flow_id and step == "statut" and state.step in FINISHED:
-            await services.flows.drop(flow_id)  # a new registration replaces the finished one
-            state = None
-        if state is None:
-            if step != "statut":
-                return go(request, "/inscription/statut")
-            flow_id, state = await services.flows.start(flow.KIND, "statut", now)
-            set_flow_cookie(request, flow.KIND, flow_id)
-        assert flow_id is not None
-        order = flow.steps_for(state)
-        if step not in order or not reachable(state, step, order) or state.step in ("termine", "demande-envoyee"):
-            return go(request, f"/inscription/{state.step}")
-        if form.get("action") == "precedent" and order.index(step) > 0:
-            state.drafts[step] = {k: v for k, v in form.items() if k not in ("csrf_token", "action", "answer")}
-            state.step = order[order.index(step) - 1]
-            await services.flows.save(flow_id, state, now)
-            return _after(request, state, StepResult(step=state.step))
         client = client_address(request)
-        result = await _dispatch(services, state, step, form, flow_id, client)
-        await services.flows.save(flow_id, state, now)
-        return _after(request, state, result, submitted=step)
+
+        async def handle(state: FlowState, step: str, form: dict[str, str], flow_id: str) -> StepResult:
+            return await _dispatch(services, state, step, form, flow_id, client)
+
+        return await WIZARD.submit(request, step, await form_of(request), handle)
 
 
 async def _dispatch(services: Any, state: FlowState, step: str, form: dict[str, str], flow_id: str,
@@ -158,14 +124,3 @@ async def _dispatch(services: Any, state: FlowState, step: str, form: dict[str, 
         return await flow.submit_request(services, state, form, client)
     return StepResult(step=state.step)
 
-
-def _after(request: Request[Any, Any, Any], state: FlowState, result: StepResult, submitted: str = "") -> Any:
-    from web.http import is_htmx
-
-    if submitted:
-        metrics.step("registration", submitted, not result.errors)
-    if result.errors or result.notice or result.step == submitted:
-        return _page(request, state, result.step, result)
-    if is_htmx(request):
-        return _page(request, state, result.step)
-    return go(request, f"/inscription/{result.step}")
