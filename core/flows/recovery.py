@@ -6,6 +6,7 @@ receives), and nothing is sent. Nothing changes on the account until a valid cod
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from core.errors import CounterStoreError, StepError
 from core.flows.common import (
@@ -67,13 +68,8 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
                 return StepResult(step="canal", errors={"channel": SLOW_DOWN}, values={"channel": channel})
     except CounterStoreError:
         return StepResult(step="canal", errors={"channel": UNAVAILABLE}, values={"channel": channel})
-    account = await account_by_identifier(services, identifier)
-    reachable = bool(account and (account["email"] if channel == "email" else account["mobile"]))
     state.data["channel"] = channel
-    error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
-                            recipient=account_recipient(account) if account else account_recipient({}),
-                            account_id=account["id"] if account else None, template="recovery_code",
-                            deliver=reachable, limit_subject=_limit_subject(identifier))
+    account, reachable, error = await _send_recovery_code(services, state, flow_id)
     if error:
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
     await services.audit("recovery.requested", account_id=account["id"] if account else None,
@@ -82,14 +78,22 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
     return StepResult(step=state.step)
 
 
-async def resend_code(services: Services, state: FlowState, flow_id: str) -> StepResult:
-    account = await account_by_identifier(services, state.data["identifier"])
+async def _send_recovery_code(services: Services, state: FlowState,
+                              flow_id: str) -> tuple[dict[str, Any] | None, bool, str | None]:
+    """Issue a code bound to the flow; only an account with a contact on that channel receives it."""
+    identifier = state.data["identifier"]
     channel = state.data.get("channel", "")
+    account = await account_by_identifier(services, identifier)
     reachable = bool(account and (account["email"] if channel == "email" else account["mobile"]))
     error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
                             recipient=account_recipient(account) if account else account_recipient({}),
                             account_id=account["id"] if account else None, template="recovery_code",
-                            deliver=reachable, limit_subject=_limit_subject(state.data["identifier"]))
+                            deliver=reachable, limit_subject=_limit_subject(identifier))
+    return account, reachable, error
+
+
+async def resend_code(services: Services, state: FlowState, flow_id: str) -> StepResult:
+    _account, _reachable, error = await _send_recovery_code(services, state, flow_id)
     if error:
         return StepResult(step="code", errors={"code": error})
     return StepResult(step="code", notice="Un nouveau code de confirmation vient de vous être envoyé.")

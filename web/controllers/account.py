@@ -39,6 +39,18 @@ async def _require(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return account
 
 
+async def _change_password(request: Request[Any, Any, Any], account: dict[str, Any], *, forced: bool) -> Any:
+    """Personalisation of a temporary password (forced) or a change from Mon compte (current password asked)."""
+    form = await form_of(request)
+    result = await flow.change_password(services_of(request), session_of(request), account, form,
+                                        client=client_address(request), require_current=not forced)
+    if result.errors:
+        heading = "Changement de votre mot de passe" if forced else "Modifier mon mot de passe"
+        return render(request, "steps/account/changement.html", {"errors": result.errors, "forced": forced},
+                      status=422, title=_title(request, heading))
+    return go(request, "/mot-de-passe-modifie")
+
+
 def _title(request: Request[Any, Any, Any], heading: str) -> str:
     return f"{heading} — Mon espace privé — {services_of(request).config.caisse.name}"
 
@@ -72,13 +84,7 @@ class AccountController(Controller):
         account = await _require(request)
         if not account["password_is_temporary"]:
             return go(request, "/mon-compte/mot-de-passe")
-        form = await form_of(request)
-        result = await flow.change_password(services_of(request), session_of(request), account, form,
-                                            client=client_address(request), require_current=False)
-        if result.errors:
-            return render(request, "steps/account/changement.html", {"errors": result.errors, "forced": True},
-                          status=422, title=_title(request, "Changement de votre mot de passe"))
-        return go(request, "/mot-de-passe-modifie")
+        return await _change_password(request, account, forced=True)
 
     @post("/mot-de-passe/force")
     async def meter(self, request: Request[Any, Any, Any]) -> Any:
@@ -173,13 +179,7 @@ class AccountController(Controller):
     @post("/mon-compte/mot-de-passe")
     async def password_submit(self, request: Request[Any, Any, Any]) -> Any:
         account = await _require(request)
-        form = await form_of(request)
-        result = await flow.change_password(services_of(request), session_of(request), account, form,
-                                            client=client_address(request), require_current=True)
-        if result.errors:
-            return render(request, "steps/account/changement.html", {"errors": result.errors, "forced": False},
-                          status=422, title=_title(request, "Modifier mon mot de passe"))
-        return go(request, "/mot-de-passe-modifie")
+        return await _change_password(request, account, forced=False)
 
     @get("/mon-compte/email")
     async def email(self, request: Request[Any, Any, Any]) -> Any:
