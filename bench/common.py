@@ -454,8 +454,12 @@ class OutboxProcess:
             stop_process(self.proc)
 
 
-def start_profiler(pid: int, seconds: float, out: Path, *, native: bool = False) -> subprocess.Popen[Any] | None:
-    """py-spy record on one process (collapsed stacks); None when py-spy is not installed."""
+def start_profiler(pid: int, seconds: float, out: Path, *, native: bool = False,
+                   gil_only: bool = False) -> subprocess.Popen[Any] | None:
+    """py-spy record on one process (collapsed stacks); None when py-spy is not installed.
+
+    ``gil_only`` samples only the thread holding the GIL: the Python work of the event loop,
+    without the argon2id threads (which release it) or idle waits."""
     spy = BIN / "py-spy"
     if not spy.exists():
         print("py-spy is not installed: pip install -e '.[test]'", file=sys.stderr)
@@ -464,6 +468,8 @@ def start_profiler(pid: int, seconds: float, out: Path, *, native: bool = False)
                "--format", "raw", "--output", str(out), "--nonblocking"]
     if native:
         command.append("--native")
+    if gil_only:
+        command.append("--gil")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -178,7 +178,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         profiler = None
         if args.profile:
             profiler = common.start_profiler(servers[0].worker_pids()[0], args.warmup + args.duration,
-                                             folder / "profile.txt", native=args.profile == "native")
+                                             folder / "profile.txt", native=args.profile == "native",
+                                             gil_only=args.profile == "gil")
         tally, cpu, elapsed = await drive([s.url for s in servers], accounts, sink, concurrency=args.concurrency,
                                           warmup=args.warmup, duration=args.duration, groups=groups,
                                           on_sample=sample)
@@ -238,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accounts", type=int, default=2000)
     p.add_argument("--max-hashes", type=int, default=2, help="passwords.max_concurrent_hashes")
     p.add_argument("--ceiling-seconds", type=float, default=5)
-    p.add_argument("--profile", choices=["python", "native"], help="py-spy the (first) app process")
+    p.add_argument("--profile", choices=["python", "native", "gil"],
+                   help="py-spy the (first) app process (gil: only the thread holding the GIL)")
     p.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     return p
 

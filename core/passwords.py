@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import secrets
 import string
@@ -19,6 +20,8 @@ from core.identifiers import fold_name
 from core.structs import PasswordContext, PasswordRule, Strength
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.config import Argon2Config
     from core.plugins import PluginHost
 
@@ -28,29 +31,6 @@ _FRENCH_COMMON = ("azerty", "azertyuiop", "motdepasse", "soleil", "doudou", "bon
 COMMON_PASSWORDS = frozenset(FREQUENCY_LISTS["passwords"]) | frozenset(_FRENCH_COMMON)
 SPECIALS = "!#$%&()*+,-./:;<=>?@[]_{}~"
 MAX_PASSWORD_LENGTH = 128
-
-
-def _keep_large_blocks_out_of_the_heap() -> None:
-    """Pin glibc's mmap threshold at its 128 KiB default.
-
-    argon2id allocates its memory (19 MiB by default) with malloc. After the first such block is
-    freed, glibc raises its mmap threshold to that size, so later blocks come from per-thread heap
-    arenas that keep the memory: a worker then held 100+ MiB after a burst of logins. A fixed
-    threshold keeps every argon2 block in its own mapping, returned to the system when freed
-    (measured in docs/benchmarks.md). Elsewhere than glibc this does nothing.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        name = ctypes.util.find_library("c")
-        if name and "libc.so" in name:
-            ctypes.CDLL(name).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
-_keep_large_blocks_out_of_the_heap()
 
 
 def normalise(password: str) -> str:
@@ -98,33 +78,49 @@ def _violates(rule: PasswordRule, password: str, context: PasswordContext) -> bo
 
 
 class Passwords:
-    """Hashing with bounded concurrency in threads, and the caisse's policy."""
+    """Hashing in a small pool of its own threads, and the caisse's policy.
 
-    def __init__(self, params: "Argon2Config", host: "PluginHost", *, max_concurrent: int = 4) -> None:
+    argon2id needs ``memory_kib`` of fresh memory per hash (19 MiB by default). The pool has
+    exactly ``max_concurrent`` long-lived threads: glibc keeps each thread's block in that thread's
+    arena and reuses it, so memory stays bounded at ``max_concurrent`` blocks and a hash never
+    pays to fault 19 MiB of new pages in (about 5 ms of kernel time per hash, measured in
+    docs/benchmarks.md). asyncio's default executor would spread hashes over many threads, each
+    keeping a block of its own.
+    """
+
+    def __init__(self, params: "Argon2Config", host: "PluginHost", *, max_concurrent: int = 2) -> None:
         self.hasher = PasswordHasher(time_cost=params.time_cost, memory_cost=params.memory_kib,
                                      parallelism=params.parallelism)
         self.host = host
-        self._slots = asyncio.Semaphore(max_concurrent)
+        self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent,
+                                                              thread_name_prefix="argon2")
         # verified against when the identifier is unknown, so both cost the same time
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
+    async def _in_pool(self, operation: str, function: "Callable[..., object]", *args: str) -> object:
+        queued = time.perf_counter()
+
+        def run() -> object:
+            metrics.ARGON2_WAIT.observe(time.perf_counter() - queued)
+            return metrics.timed(operation, function, *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._threads, run)
+
     async def hash(self, password: str) -> str:
-        waited = time.perf_counter()
-        async with self._slots:
-            metrics.ARGON2_WAIT.observe(time.perf_counter() - waited)
-            return await asyncio.to_thread(metrics.timed, "hash", self.hasher.hash, normalise(password))  # type: ignore[no-any-return]
+        return str(await self._in_pool("hash", self.hasher.hash, normalise(password)))
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         """Constant work whether or not there is a hash; never raises on a bad hash."""
         candidate = normalise(password)[:MAX_PASSWORD_LENGTH * 4]
-        waited = time.perf_counter()
-        async with self._slots:
-            metrics.ARGON2_WAIT.observe(time.perf_counter() - waited)
-            try:
-                return await asyncio.to_thread(metrics.timed, "verify", self.hasher.verify,
-                                               stored_hash or self._dummy_hash, candidate) and stored_hash is not None
-            except (VerifyMismatchError, VerificationError, InvalidHashError):
-                return False
+        try:
+            matched = await self._in_pool("verify", self.hasher.verify, stored_hash or self._dummy_hash, candidate)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+        return bool(matched) and stored_hash is not None
+
+    def close(self) -> None:
+        """Let the hashing threads end (a hash under way finishes first)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def needs_rehash(self, stored_hash: str) -> bool:
         try:

@@ -64,6 +64,7 @@ class Services:
         return event
 
     async def close(self) -> None:
+        self.passwords.close()
         await self.database.close()
         for store in (self.counter_store, self.session_backend):
             closer = getattr(store, "close", None)
