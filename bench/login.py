@@ -31,6 +31,7 @@ from common import (  # noqa: E402
     KEYCLOAK,
     OWASP,
     BenchDatabase,
+    Browser,
     CodeSink,
     CpuMeter,
     OutboxProcess,
@@ -54,9 +55,9 @@ class Tally:
             print(f"  login error: {text}", file=sys.stderr)
 
 
-async def one_login(client: Any, account: dict[str, str], sink: CodeSink, tally: Tally) -> None:
+async def one_login(client: Browser, account: dict[str, str], sink: CodeSink, tally: Tally) -> None:
     start = time.perf_counter()
-    client.cookies.clear()
+    client.clear_cookies()
     r = await client.get("/connexion")
     token = csrf_of(r.text)
     sink.forget(account["email"])
@@ -88,15 +89,12 @@ async def one_login(client: Any, account: dict[str, str], sink: CodeSink, tally:
 async def drive(urls: list[str], accounts: list[dict[str, str]], sink: CodeSink, *, concurrency: int,
                 warmup: float, duration: float, groups: dict[str, list[int]],
                 on_sample: Any = None) -> tuple[Tally, dict[str, float], float]:
-    import httpx
-
     tally = Tally()
     pool = itertools.cycle(accounts)
     stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
 
     async def user(n: int) -> None:
-        async with httpx.AsyncClient(base_url=urls[n % len(urls)], timeout=60, limits=limits) as client:
+        async with Browser(urls[n % len(urls)]) as client:
             while not stop.is_set():
                 try:
                     await one_login(client, next(pool), sink, tally)

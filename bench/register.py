@@ -22,12 +22,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import OWASP, BenchDatabase, CodeSink, CpuMeter, OutboxProcess, Server, csrf_of, latency_line  # noqa: E402
+from common import OWASP, BenchDatabase, Browser, CodeSink, CpuMeter, OutboxProcess, Server, csrf_of, latency_line  # noqa: E402
 
 
-async def one_registration(client: Any, person: dict[str, Any], sink: CodeSink, n: int) -> float:
+async def one_registration(client: Browser, person: dict[str, Any], sink: CodeSink, n: int) -> float:
     start = time.perf_counter()
-    client.cookies.clear()
+    client.clear_cookies()
     # one address per person, as behind the reverse proxy: registrations are limited per client address
     client.headers["X-Forwarded-For"] = f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
     email = f"inscrit{n}@bench.invalid"
@@ -52,8 +52,6 @@ async def one_registration(client: Any, person: dict[str, Any], sink: CodeSink, 
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-
     facts = common.machine_facts()
     folder = common.run_folder("register")
     database = BenchDatabase(args.engine, folder)
@@ -78,7 +76,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stop = asyncio.Event()
 
         async def user() -> None:
-            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            async with Browser(server.url) as client:
                 while not stop.is_set():
                     try:
                         n, person = next(queue)
