@@ -1,7 +1,7 @@
 """One-time codes: drawn with ``secrets``, stored as an HMAC, single use, bounded attempts.
 
 A code is bound to a purpose and to a binding (the flow or session it was sent for), so it is
-useless for another purpose, account or browser. Each try is counted before the comparison, in
+useless for another purpose, account or browser. Each try is counted, and a right code used, in
 one conditional update, so concurrent guesses cannot exceed the attempts. The binding is a flow's
 cookie value or a session secret: the table keeps only its SHA-256.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -60,12 +60,12 @@ class Codes:
         return self.keys.hmac("code", f"{purpose}:{binding}:{code}")
 
     async def issue(self, *, purpose: str, binding: str, policy: CodePolicy, channel: str,
-                    account_id: int | None, now: dt.datetime) -> IssuedCode:
-        """A new code; any live code for the same purpose and binding is superseded. Call in a transaction."""
+                    account_id: int | None, now: dt.datetime, supersede: bool = True) -> IssuedCode:
+        """A new code; any live code for the same purpose and binding is superseded (``supersede=False``
+        only for a binding drawn a moment ago, which has none). Call in a transaction."""
         t = self.database.t.OneTimeCode
-        await t.update({t.superseded_at: now}).where(
-            (t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
-            & t.superseded_at.is_null()).run()
+        if supersede:
+            await self.withdraw(purpose=purpose, binding=binding, now=now)
         code = draw_code(policy)
         expires = now + dt.timedelta(minutes=policy.lifetime_minutes)
         rows = await t.insert(t(purpose=purpose, binding=token_digest(binding), account_id=account_id,
@@ -77,7 +77,7 @@ class Codes:
     async def latest(self, *, purpose: str, binding: str) -> dict[str, object] | None:
         """The live code row (not used, not superseded) for this binding, if any."""
         t = self.database.t.OneTimeCode
-        rows = await (t.select(t.id, t.account_id, t.channel, t.created_at, t.expires_at, t.attempts, t.max_attempts)
+        rows = await (t.select(t.id, t.account_id, t.channel, t.created_at, t.expires_at, t.code_hmac)
                       .where((t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
                              & t.superseded_at.is_null())
                       .order_by(t.id, ascending=False).limit(1).run())
@@ -93,24 +93,23 @@ class Codes:
         channel = str(live["channel"])
         if live["expires_at"] <= now:  # type: ignore[operator]
             return CodeCheck(outcome=CodeOutcome.EXPIRED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
-        # count the try first: of N concurrent guesses, at most max_attempts get compared
-        counted = await (t.update({t.attempts: t.attempts + 1})
+        right = self.keys.matches("code", f"{purpose}:{binding}:{code}", str(live["code_hmac"]))
+        # Every try is counted, right or wrong, in one conditional update: of N concurrent guesses at
+        # most max_attempts are counted, and only a counted try may use the code (once: used_at).
+        changes: dict[Any, Any] = {t.attempts: t.attempts + 1}
+        if right:
+            changes[t.used_at] = now
+        counted = await (t.update(changes)
                          .where((t.id == code_id) & (t.attempts < t.max_attempts) & t.used_at.is_null()
                                 & t.superseded_at.is_null())
-                         .returning(t.attempts, t.max_attempts, t.code_hmac).run())
-        if not counted:
+                         .returning(t.attempts, t.max_attempts).run())
+        if not counted:  # no try left, or another request used or replaced the code a moment ago
             return CodeCheck(outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
-        row = counted[0]
-        left = int(row["max_attempts"]) - int(row["attempts"])
-        if not self.keys.matches("code", f"{purpose}:{binding}:{code}", str(row["code_hmac"])):
+        left = int(counted[0]["max_attempts"]) - int(counted[0]["attempts"])
+        if not right:
             outcome = CodeOutcome.WRONG if left > 0 else CodeOutcome.EXHAUSTED
             return CodeCheck(outcome=outcome, code_id=code_id, account_id=account_id, channel=channel,  # type: ignore[arg-type]
                              attempts_left=left, locked=left <= 0)
-        used = await (t.update({t.used_at: now})
-                      .where((t.id == code_id) & t.used_at.is_null() & t.superseded_at.is_null())
-                      .returning(t.id).run())
-        if not used:  # another request used it a moment ago
-            return CodeCheck(outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
         return CodeCheck(outcome=CodeOutcome.ACCEPTED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
 
     async def cooldown_left(self, *, purpose: str, binding: str, policy: CodePolicy, now: dt.datetime) -> int:

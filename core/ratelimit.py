@@ -29,9 +29,13 @@ class Count(msgspec.Struct, frozen=True, kw_only=True):
     last_at_ms: int
 
 
+NO_HITS = Count(count=0, last_at_ms=0)
+
+
 class CounterStore(Protocol):
     async def hit(self, key: str, window_ms: int, now_ms: int) -> Count: ...
-    async def peek(self, key: str, window_ms: int, now_ms: int) -> Count: ...
+    async def peek(self, keys: dict[str, int], now_ms: int) -> dict[str, Count]:
+        """The counts of several keys at once; ``keys`` maps each key to its window in ms."""
     async def clear(self, key: str) -> None: ...
 
 
@@ -57,16 +61,19 @@ class DatabaseCounters:
             raise CounterStoreError("the counter store is unavailable") from None
         return Count(count=int(rows[0]["hits"]), last_at_ms=int(rows[0]["last_at_ms"]))
 
-    async def peek(self, key: str, window_ms: int, now_ms: int) -> Count:
+    async def peek(self, keys: dict[str, int], now_ms: int) -> dict[str, Count]:
         t = self.database.t.RateCounter
         try:
-            rows = await t.select(t.hits, t.window_start_ms, t.last_at_ms).where(t.key == key).run()
+            rows = await (t.select(t.key, t.hits, t.window_start_ms, t.last_at_ms)
+                          .where(t.key.is_in(list(keys))).run())
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None
-        if not rows or rows[0]["window_start_ms"] < now_ms - window_ms:
-            return Count(count=0, last_at_ms=0)
-        return Count(count=int(rows[0]["hits"]), last_at_ms=int(rows[0]["last_at_ms"]))
+        counts = dict.fromkeys(keys, NO_HITS)
+        for row in rows:
+            if row["window_start_ms"] >= now_ms - keys[row["key"]]:
+                counts[row["key"]] = Count(count=int(row["hits"]), last_at_ms=int(row["last_at_ms"]))
+        return counts
 
     async def clear(self, key: str) -> None:
         t = self.database.t.RateCounter
@@ -105,13 +112,14 @@ class RedisCounters:
             raise CounterStoreError("the counter store is unavailable") from None
         return Count(count=int(count), last_at_ms=now_ms)
 
-    async def peek(self, key: str, window_ms: int, now_ms: int) -> Count:
+    async def peek(self, keys: dict[str, int], now_ms: int) -> dict[str, Count]:
         try:
-            count, last = await self.client.mget(self._keys(key))
+            values = await self.client.mget([k for key in keys for k in self._keys(key)])
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None
-        return Count(count=int(count or 0), last_at_ms=int(last or 0))
+        return {key: Count(count=int(values[2 * n] or 0), last_at_ms=int(values[2 * n + 1] or 0))
+                for n, key in enumerate(keys)}
 
     async def clear(self, key: str) -> None:
         try:
@@ -137,6 +145,7 @@ class Limit(msgspec.Struct, frozen=True, kw_only=True):
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     allowed: bool
     retry_after_seconds: int = 0
+    count: int = 0  # hits in the window: 0 means there is nothing to clear
 
 
 class Limiter:
@@ -155,11 +164,20 @@ class Limiter:
 
     async def check(self, limit: Limit, subject: str, now: dt.datetime) -> Verdict:
         """May this subject try now? Does not count the try."""
-        count = await self.store.peek(self._key(limit, subject), limit.window_seconds * 1000, self._ms(now))
-        verdict = self._judge(limit, count, self._ms(now))
-        if not verdict.allowed:
-            metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
+        (verdict,) = await self.check_all([(limit, subject)], now)
         return verdict
+
+    async def check_all(self, checks: list[tuple[Limit, str]], now: dt.datetime) -> list[Verdict]:
+        """``check`` for several (limit, subject) pairs, read from the store at once."""
+        keys = {self._key(limit, subject): limit.window_seconds * 1000 for limit, subject in checks}
+        counts = await self.store.peek(keys, self._ms(now))
+        verdicts = []
+        for limit, subject in checks:
+            verdict = self._judge(limit, counts[self._key(limit, subject)], self._ms(now))
+            if not verdict.allowed:
+                metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
+            verdicts.append(verdict)
+        return verdicts
 
     async def hit(self, limit: Limit, subject: str, now: dt.datetime) -> Verdict:
         """Count one try (a failure, a send) and say whether the next one may come now."""
@@ -189,11 +207,11 @@ class Limiter:
     @staticmethod
     def _judge(limit: Limit, count: Count, now_ms: int) -> Verdict:
         if count.count >= limit.max_count:
-            return Verdict(allowed=False, retry_after_seconds=limit.window_seconds)
+            return Verdict(allowed=False, retry_after_seconds=limit.window_seconds, count=count.count)
         if limit.delay_after is not None and count.count >= limit.delay_after:
             # 1 s after the first failure over the threshold, then doubling: guessing stays slow, the owner is never locked out
             delay_ms = min(2 ** (count.count - limit.delay_after) * 1000, limit.max_delay_seconds * 1000)
             wait = count.last_at_ms + delay_ms - now_ms
             if wait > 0:
-                return Verdict(allowed=False, retry_after_seconds=max(1, -(-wait // 1000)))
-        return Verdict(allowed=True)
+                return Verdict(allowed=False, retry_after_seconds=max(1, -(-wait // 1000)), count=count.count)
+        return Verdict(allowed=True, count=count.count)

@@ -34,6 +34,8 @@ class SessionData(msgspec.Struct, kw_only=True):
 class SessionBackend(Protocol):
     async def load(self, key: str, now: dt.datetime) -> bytes | None: ...
     async def save(self, key: str, data: bytes, expires_at: dt.datetime) -> None: ...
+    async def replace(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> None:
+        """Drop ``old_key`` and save under ``key``: a session id's rotation."""
     async def delete(self, key: str) -> None: ...
 
 
@@ -54,6 +56,15 @@ class DatabaseSessions:
         await t.raw(f"INSERT INTO {table} (key, data, expires_at) VALUES ({{}}, {{}}, {{}}) "
                     "ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, expires_at = EXCLUDED.expires_at",
                     key, data.decode(), expires_at).run()
+
+    async def replace(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> None:
+        # one statement in the usual case; a row already gone (a logout in another tab) is saved anew,
+        # as a delete and a save would
+        t = self.database.t.Session
+        moved = await (t.update({t.key: key, t.data: data.decode(), t.expires_at: expires_at})
+                       .where(t.key == old_key).returning(t.id).run())
+        if not moved:
+            await self.save(key, data, expires_at)
 
     async def delete(self, key: str) -> None:
         t = self.database.t.Session
@@ -76,8 +87,17 @@ class RedisSessions:
         return bytes(value) if value is not None else None
 
     async def save(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
-        ttl = max(1, int((expires_at - dt.datetime.now(dt.timezone.utc)).total_seconds()))
-        await self.client.set(f"{self.namespace}:session:{key}", data, ex=ttl)
+        await self.client.set(f"{self.namespace}:session:{key}", data, ex=self._ttl(expires_at))
+
+    async def replace(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:  # one round trip
+            pipe.delete(f"{self.namespace}:session:{old_key}")
+            pipe.set(f"{self.namespace}:session:{key}", data, ex=self._ttl(expires_at))
+            await pipe.execute()
+
+    @staticmethod
+    def _ttl(expires_at: dt.datetime) -> int:
+        return max(1, int((expires_at - dt.datetime.now(dt.timezone.utc)).total_seconds()))
 
     async def delete(self, key: str) -> None:
         await self.client.delete(f"{self.namespace}:session:{key}")
@@ -92,6 +112,7 @@ class Session:
     def __init__(self, sid: str | None, data: SessionData | None) -> None:
         self.sid = sid
         self.data = data
+        self.stored_sid = sid if data is not None else None  # the id the store holds this session under
         self.old_sid: str | None = None
         self.dirty = False
         self.cleared = False
@@ -110,14 +131,12 @@ class Session:
 
     def rotate(self) -> None:
         """A new id for the same data: a fixed or stolen pre-login id becomes useless."""
-        if self.sid and not self.old_sid:
-            self.old_sid = self.sid
+        self.old_sid = self.stored_sid  # an id made in this request was never stored: nothing to drop
         self.sid = new_token()
         self.dirty = True
 
     def clear(self) -> None:
-        if self.sid and not self.old_sid:
-            self.old_sid = self.sid
+        self.old_sid = self.stored_sid
         self.sid = None
         self.data = None
         self.cleared = True
@@ -158,9 +177,14 @@ class SessionManager:
     async def commit(self, session: Session, now: dt.datetime) -> None:
         if not session.dirty:
             return
-        if session.old_sid:
-            await self.backend.delete(token_digest(session.old_sid))
-        if session.sid and session.data is not None:
-            expires = min(now + self.idle, dt.datetime.fromtimestamp(session.data.created_ms / 1000, dt.timezone.utc)
-                          + self.absolute)
-            await self.backend.save(token_digest(session.sid), msgspec.json.encode(session.data), expires)
+        if session.sid is None or session.data is None:
+            if session.old_sid:
+                await self.backend.delete(token_digest(session.old_sid))
+            return
+        expires = min(now + self.idle, dt.datetime.fromtimestamp(session.data.created_ms / 1000, dt.timezone.utc)
+                      + self.absolute)
+        data = msgspec.json.encode(session.data)
+        if session.old_sid and session.old_sid != session.sid:
+            await self.backend.replace(token_digest(session.old_sid), token_digest(session.sid), data, expires)
+        else:
+            await self.backend.save(token_digest(session.sid), data, expires)

@@ -83,17 +83,20 @@ async def within_budget(services: Services, channel: str) -> bool:
 
 async def send_code(services: Services, *, purpose: str, binding: str, channel: str, recipient: Recipient,
                     account_id: int | None, template: str, deliver: bool = True,
-                    limit_subject: str | None = None) -> str | None:
+                    limit_subject: str | None = None, new_binding: bool = False) -> str | None:
     """Issue a code and queue it in one transaction; returns an error message or None.
 
     ``deliver=False`` issues a code nobody receives: an unknown identifier goes through the same
     steps and the same database work as a known one. ``limit_subject`` counts the sends under
     another subject than the account (recovery counts per identifier, known or not).
+    ``new_binding``: the binding was drawn in this request, so no code can exist for it yet (no
+    resend cooldown to read, nothing to supersede).
     """
     policy = services.host.code_policy(purpose)
     now = services.now()
     try:
-        wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
+        wait = 0 if new_binding else await services.codes.cooldown_left(purpose=purpose, binding=binding,
+                                                                          policy=policy, now=now)
         if wait > 0:
             return f"Un code vient d'être envoyé. Vous pourrez en demander un nouveau dans {wait} secondes."
         sends = await services.limiter.take(services.limits.code_sends,
@@ -107,7 +110,7 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
         return UNAVAILABLE
     async with services.database.transaction():
         issued = await services.codes.issue(purpose=purpose, binding=binding, policy=policy, channel=channel,
-                                            account_id=account_id, now=now)
+                                            account_id=account_id, now=now, supersede=not new_binding)
         if deliver:
             await services.enqueue(channel=channel, template=template, recipient=recipient,
                                    payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},

@@ -75,8 +75,8 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
     except StepError:
         identifier = ""
     try:
-        by_client = await services.limiter.check(services.limits.login_client, client or "-", now)
-        by_identifier = await services.limiter.check(services.limits.login_identifier, identifier or "-", now)
+        by_client, by_identifier = await services.limiter.check_all(
+            [(services.limits.login_client, client or "-"), (services.limits.login_identifier, identifier or "-")], now)
     except CounterStoreError:
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": UNAVAILABLE}, values=values))
     account = await account_by_identifier(services, identifier) if identifier else None
@@ -97,10 +97,11 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
                              subject=subject_of(identifier) if identifier else "", client=client, reason=reason)
         return fail
     assert account is not None
-    try:
-        await services.limiter.clear(services.limits.login_identifier, identifier)
-    except CounterStoreError:
-        pass
+    if by_identifier.count:  # earlier failures no longer slow the owner down
+        try:
+            await services.limiter.clear(services.limits.login_identifier, identifier)
+        except CounterStoreError:
+            pass
     if services.passwords.needs_rehash(account["password_hash"]):
         t = services.database.t.Account
         await t.update({t.password_hash: await services.passwords.hash(password)}).where(t.id == account["id"]).run()
@@ -117,7 +118,8 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
     if channel is None:
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": UNAVAILABLE}, values=values))
     error = await send_code(services, purpose="login", binding=data.login_binding, channel=channel,
-                            recipient=account_recipient(account), account_id=account["id"], template="login_code")
+                            recipient=account_recipient(account), account_id=account["id"], template="login_code",
+                            new_binding=True)
     if error:
         return LoginOutcome(result=StepResult(step="code", errors={"code": error}))
     return LoginOutcome(result=StepResult(step="code"))

@@ -76,3 +76,36 @@ async def test_redis_sessions() -> None:
 async def test_garbage_ids_load_nothing(database: Database, clock: FrozenClock, bad: str) -> None:
     manager = manager_for(DatabaseSessions(database))
     assert (await manager.load(bad, clock.now())).data is None
+
+
+async def _rotation_keeps_one_row(manager: SessionManager, clock: FrozenClock) -> None:
+    session = await manager.load(None, clock.now())
+    session.ensure(int(clock.now().timestamp() * 1000)).account_id = 7
+    session.rotate()  # rotated before it was ever stored (a login from an anonymous browser)
+    assert session.old_sid is None, "an id made in this request was never stored: nothing to drop"
+    await manager.commit(session, clock.now())
+    stored = await manager.load(session.sid, clock.now())
+    stored.rotate()
+    stored.rotate()  # twice in one request (password, then a trusted browser): the stored id is dropped
+    await manager.commit(stored, clock.now())
+    assert (await manager.load(session.sid, clock.now())).data is None
+    moved = await manager.load(stored.sid, clock.now())
+    assert moved.data is not None and moved.data.account_id == 7
+
+
+async def test_database_rotation_moves_the_row(database: Database, clock: FrozenClock) -> None:
+    backend = DatabaseSessions(database)
+    await _rotation_keeps_one_row(manager_for(backend), clock)
+    assert len(await database.t.Session.select(database.t.Session.key).run()) == 1
+    # the old row already gone (a logout in another tab): the rotated session is saved anew
+    future = clock.now() + dt.timedelta(minutes=5)
+    await backend.replace("gone", "new-key", b'{"created_ms": 1, "seen_ms": 1}', future)
+    assert await backend.load("new-key", clock.now()) == b'{"created_ms": 1, "seen_ms": 1}'
+
+
+async def test_redis_rotation_moves_the_key() -> None:
+    backend = RedisSessions(redis_url(), f"test-{dt.datetime.now().timestamp()}")
+    try:
+        await _rotation_keeps_one_row(manager_for(backend), FrozenClock())
+    finally:
+        await backend.close()
