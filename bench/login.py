@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     config_path.write_text(common.config_text(
         caisse_id=caisse_id, database_url=database.url, smtp_port=sink.port, argon2=params,
         redis_url=common.REDIS_URL if args.redis else None, inline_outbox=args.inline_outbox,
-        workers=args.workers, max_concurrent_hashes=args.max_hashes))
+        workers=args.workers, max_concurrent_hashes=args.max_hashes, pool_size=args.pool_size))
     servers: list[Server] = []
     outbox: OutboxProcess | None = None
     try:
@@ -236,6 +236,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--accounts", type=int, default=2000)
     p.add_argument("--max-hashes", type=int, default=2, help="passwords.max_concurrent_hashes")
+    p.add_argument("--pool-size", type=int, default=10, help="[database] pool_size")
     p.add_argument("--ceiling-seconds", type=float, default=5)
     p.add_argument("--profile", choices=["python", "native", "gil"],
                    help="py-spy the (first) app process (gil: only the thread holding the GIL)")

@@ -24,6 +24,7 @@ from core.clock import Clock
 from core.config import CaisseConfig, load_config
 from core.logs import configure_logging
 from core.services import Services, build_services
+from web.compression import WholeBodyCompression
 from web.controllers.account import AccountController
 from web.controllers.login import LoginController, LogoutController
 from web.controllers.pages import PagesController
@@ -163,7 +164,8 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         before_send=[before_send],
         lifespan=[lifespan],
         request_max_body_size=FORM_BODY_LIMIT,
-        compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=6),
+        compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=6,
+                                             middleware_class=WholeBodyCompression),
         exception_handlers={LeaveFor: leave_for_handler, HTTPException: _error_handler, Exception: _error_handler},
         openapi_config=None,
         logging_config=None,  # guichet configures logging itself (core/logs.py): JSON lines with the request id
