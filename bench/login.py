@@ -200,6 +200,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {"rate": rate, "ceiling": ceiling, "ceiling_before": ceiling_before, "ceiling_after": ceiling_after,
               "ratio": rate / ceiling if ceiling else float("nan"), "errors": len(tally.errors), "cpu": cpu,
               "elapsed": elapsed, "peak_rss_mib": peak / 1024, "tally": tally, "facts": facts}
+    logins = max(len(tally.done), 1)
+    per_login = ", ".join(f"{name} {value / logins * 1000:.1f} ms" for name, value in cpu.items()
+                          if name not in ("machine busy", "machine capacity", "others"))
+    result["app_cpu_ms"] = cpu.get("app", 0.0) / logins * 1000
     m, t, p = params
     layout = (f"{args.processes} `guichet serve` processes" if args.processes > 1 else
               f"`guichet serve --workers {args.workers}`")
@@ -217,6 +221,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 | wait for the email with the code | {latency_line(tally.code_wait)} |
 | peak RSS per app process | {', '.join(f'{kib / 1024:.0f} MiB' for s in servers for kib in s.peak_rss.values())} |
 | {common.describe_cpu(cpu, elapsed).split(':', 1)[0]} | {common.describe_cpu(cpu, elapsed).split(':', 1)[1].strip()} |
+| CPU per full login | {per_login} |
 """
     common.append_results(f"Login: {args.params}, {layout}, {args.engine}{' + Redis' if args.redis else ''}",
                           body, facts=facts, write=not args.no_write)
