@@ -35,6 +35,8 @@ test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not browser"
 
 bench: install-test
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || \
+		{ echo "bench/steps.py needs wrk: apt-get install wrk" >&2; exit 1; }
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import OWASP, BenchDatabase, CpuMeter, Server  # noqa: E402
 
-WRK = "/usr/bin/wrk"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
 DONE = """
 done = function(summary, latency, requests)
   io.write(string.format('{"requests": %d, "duration_us": %d, "non_2xx_3xx": %d, "socket_errors": %d, '
@@ -122,6 +123,8 @@ def describe(name: str, r: dict[str, Any], app_group: str) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not Path(WRK).exists():
+        raise SystemExit("bench/steps.py needs wrk, the HTTP load tool: `apt-get install wrk` (make bench does it)")
     facts = common.machine_facts()
     folder = common.run_folder("steps")
     database = BenchDatabase(args.engine, folder)

@@ -101,7 +101,8 @@ class PasswordsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     require_classes: bool | None = None
     argon2: Argon2Config = msgspec.field(default_factory=Argon2Config)
     temporary_lifetime_hours: dict[str, Annotated[int, msgspec.Meta(ge=1, le=2160)]] = {}
-    # argon2id runs in threads: more than the cores a worker gets only adds memory (~19 MiB per hash)
+    # argon2id runs in this many threads of its own, each keeping its block (memory_kib) for reuse:
+    # more than the cores a worker gets only adds memory
     max_concurrent_hashes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
 

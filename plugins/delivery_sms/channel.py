@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from urllib.parse import quote_plus
 
-import httpx
 
 from core import ConfigError, DeliveryError, Message, PluginContext, Recipient, StepError
 from core.delivery_templates import TEMPLATES, render, template_context, template_environment
@@ -127,6 +126,10 @@ class SmsChannel:
         if septets(text) > ONE_SMS:  # only with values longer than the start-up check's: the gateway splits it
             log.warning("outbox message %s: SMS text longer than one SMS (%s)", message.id, message.template)
         body = build_body(self.settings, to, text)
+        # imported at the first SMS, not at start-up: with its command-line extras (click, rich,
+        # pygments) when those are installed, httpx is ~10 MiB that a web process never uses
+        import httpx
+
         try:
             async with httpx.AsyncClient(timeout=self.settings.timeout_seconds, follow_redirects=False) as client:
                 response = await client.request(self.settings.method, self.url, content=body.encode("utf-8"),
