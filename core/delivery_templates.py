@@ -44,7 +44,8 @@ def template_environment(context: PluginContext, templates_dir: str | None, buil
     folders.append(str(builtin))
     return jinja2.Environment(loader=jinja2.FileSystemLoader(folders), undefined=jinja2.StrictUndefined,
                               autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
+                              auto_reload=False)  # no stat() of each template per message: edits need a restart
 
 
 def render(env: jinja2.Environment, name: str, values: dict[str, Any], *, channel: str) -> str:
