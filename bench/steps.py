@@ -193,7 +193,7 @@ wrk -t1 -c{args.connections}, {args.duration:.0f} s per endpoint, best of {args.
 | endpoint | req/s | p50 ms | p95 ms | p99 ms | server CPU µs/request | non-2xx | others' CPU (cores) |
 |---|---|---|---|---|---|---|---|
 {describe("GET step fragment (HX-Request, existing flow)", f, "app")}
-{describe("POST bad NIR → 422 (validation, flow write)", p, "app")}
+{describe("POST bad NIR → 422 (validation; a refused form writes nothing)", p, "app")}
 {describe("bare Litestar: one flow read, same engine", b, "bare app")}
 {describe(f"GET step fragment at half of peak (target {half:,.0f}/s, 8 connections)", h, "app")}
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 
 from core import metrics
@@ -84,8 +85,9 @@ class Wizard:
             state.step = order[order.index(step) - 1]
             await services.flows.save(flow_id, state, now)
             return self.after(request, state, StepResult(step=state.step))
+        loaded = msgspec.json.encode(state)
         result = await handle(state, step, form, flow_id)
-        await services.flows.save(flow_id, state, now)
+        await services.flows.save(flow_id, state, now, unless_same_as=loaded)
         metrics.step(self.kind, step, not result.errors)
         return self.after(request, state, result, submitted=step)
 

@@ -20,6 +20,7 @@ class FlowState(msgspec.Struct, kw_only=True):
     done: list[str] = []
     data: dict[str, Any] = {}
     drafts: dict[str, dict[str, str]] = {}  # what was typed on a step left with "Précédent"
+    saved_ms: int = 0  # when the row was last written: its expiry slides from there
 
 
 class StepResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +36,11 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
         return not self.errors
 
 
+# A submit that changes nothing (a form refused by validation) rewrites the row only to slide the
+# expiry, and at most this often: a refused form costs a read, not a write
+EXPIRY_REFRESH = dt.timedelta(minutes=5)
+
+
 class Flows:
     """Flow rows keyed by the SHA-256 of a 256-bit random id held in a cookie."""
 
@@ -44,7 +50,7 @@ class Flows:
 
     async def start(self, kind: str, first_step: str, now: dt.datetime) -> tuple[str, FlowState]:
         flow_id = new_token()
-        state = FlowState(kind=kind, step=first_step)
+        state = FlowState(kind=kind, step=first_step, saved_ms=_ms(now))
         t = self.database.t.Flow
         await t.insert(t(token=token_digest(flow_id), kind=kind, step=first_step,
                          data=msgspec.json.encode(state).decode(), created_at=now,
@@ -61,7 +67,13 @@ class Flows:
             return None
         return msgspec.json.decode(rows[0]["data"], type=FlowState)
 
-    async def save(self, flow_id: str, state: FlowState, now: dt.datetime) -> None:
+    async def save(self, flow_id: str, state: FlowState, now: dt.datetime, *, unless_same_as: bytes = b"") -> None:
+        """Write the state; with ``unless_same_as`` (its encoding when loaded), only if it changed or
+        its expiry was last slid more than EXPIRY_REFRESH ago."""
+        if (unless_same_as and msgspec.json.encode(state) == unless_same_as
+                and _ms(now) - state.saved_ms < EXPIRY_REFRESH.total_seconds() * 1000):
+            return
+        state.saved_ms = _ms(now)
         t = self.database.t.Flow
         await t.update({t.step: state.step, t.data: msgspec.json.encode(state).decode(),
                         t.expires_at: now + self.lifetime}).where(t.token == token_digest(flow_id)).run()
@@ -73,6 +85,10 @@ class Flows:
     async def purge(self, now: dt.datetime) -> None:
         t = self.database.t.Flow
         await t.delete().where(t.expires_at <= now).run()
+
+
+def _ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def advance(state: FlowState, finished: str, next_step: str, order: list[str]) -> None:
