@@ -10,7 +10,7 @@ Three endpoints, each driven by wrk (one thread, keep-alive) from its own proces
 * ``GET /inscription/identifiant`` with ``HX-Request: true`` on an existing registration flow:
   session lookup, flow read, CSRF token, the step's Jinja fragment, security headers;
 * ``POST /inscription/identifiant`` with a bad NIR: form parsing, CSRF check, flow read,
-  validation, flow write, the fragment with its error (422);
+  validation (a refused form writes nothing), the fragment with its error (422);
 * ``GET /flow`` on bench/bare_app.py (uvicorn, 1 worker): the same flow read, nothing else.
 """
 from __future__ import annotations
