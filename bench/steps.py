@@ -152,7 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             run_wrk(url, script, connections=args.connections, seconds=3, folder=folder, groups={})
         if args.profile:
             target = post_script if args.profile == "post" else get_script
-            spy = common.start_profiler(server.worker_pids()[0], 8, folder / "profile.txt")
+            spy = common.start_profiler(server.worker_pids()[0], 8, folder / "profile.txt", gil_only=True)
             run_wrk(fragment_url, target, connections=args.connections, seconds=10, folder=folder, groups={})
             if spy is not None:
                 spy.wait(60)

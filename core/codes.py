@@ -37,6 +37,7 @@ class CodeCheck(msgspec.Struct, frozen=True, kw_only=True):
     channel: str = ""
     attempts_left: int = 0
     locked: bool = False  # this try used the code's last attempt
+    matched: bool = False  # the right code, refused because another request used it (or no try was left)
 
 
 class IssuedCode(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,15 +86,22 @@ class Codes:
 
     async def check(self, *, purpose: str, binding: str, code: str, now: dt.datetime) -> CodeCheck:
         t = self.database.t.OneTimeCode
-        live = await self.latest(purpose=purpose, binding=binding)
-        if live is None:
+        # the binding's last code, live or not: a copy of a code another request has just used is
+        # told apart from a guess
+        rows = await (t.select(t.id, t.account_id, t.channel, t.expires_at, t.code_hmac, t.used_at, t.superseded_at)
+                      .where((t.purpose == purpose) & (t.binding == token_digest(binding)))
+                      .order_by(t.id, ascending=False).limit(1).run())
+        if not rows or rows[0]["superseded_at"] is not None:
             return CodeCheck(outcome=CodeOutcome.MISSING)
-        code_id = int(live["id"])  # type: ignore[call-overload]
+        live = rows[0]
+        right = self.keys.matches("code", f"{purpose}:{binding}:{code}", str(live["code_hmac"]))
+        if live["used_at"] is not None:
+            return CodeCheck(outcome=CodeOutcome.MISSING, matched=right)
+        code_id = int(live["id"])
         account_id = live["account_id"]
         channel = str(live["channel"])
-        if live["expires_at"] <= now:  # type: ignore[operator]
-            return CodeCheck(outcome=CodeOutcome.EXPIRED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
-        right = self.keys.matches("code", f"{purpose}:{binding}:{code}", str(live["code_hmac"]))
+        if live["expires_at"] <= now:
+            return CodeCheck(outcome=CodeOutcome.EXPIRED, code_id=code_id, account_id=account_id, channel=channel)
         # Every try is counted, right or wrong, in one conditional update: of N concurrent guesses at
         # most max_attempts are counted, and only a counted try may use the code (once: used_at).
         changes: dict[Any, Any] = {t.attempts: t.attempts + 1}
@@ -104,13 +112,14 @@ class Codes:
                                 & t.superseded_at.is_null())
                          .returning(t.attempts, t.max_attempts).run())
         if not counted:  # no try left, or another request used or replaced the code a moment ago
-            return CodeCheck(outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
+            return CodeCheck(outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id,
+                             channel=channel, matched=right)
         left = int(counted[0]["max_attempts"]) - int(counted[0]["attempts"])
         if not right:
             outcome = CodeOutcome.WRONG if left > 0 else CodeOutcome.EXHAUSTED
-            return CodeCheck(outcome=outcome, code_id=code_id, account_id=account_id, channel=channel,  # type: ignore[arg-type]
+            return CodeCheck(outcome=outcome, code_id=code_id, account_id=account_id, channel=channel,
                              attempts_left=left, locked=left <= 0)
-        return CodeCheck(outcome=CodeOutcome.ACCEPTED, code_id=code_id, account_id=account_id, channel=channel)  # type: ignore[arg-type]
+        return CodeCheck(outcome=CodeOutcome.ACCEPTED, code_id=code_id, account_id=account_id, channel=channel)
 
     async def cooldown_left(self, *, purpose: str, binding: str, policy: CodePolicy, now: dt.datetime) -> int:
         """Seconds before a new code may be sent for this binding."""

@@ -131,7 +131,8 @@ async def check_code(services: Services, *, purpose: str, binding: str, code: st
             return None, SLOW_DOWN
         check = await services.codes.check(purpose=purpose, binding=binding, code=code, now=now)
         if check.outcome is not CodeOutcome.ACCEPTED:
-            await services.limiter.hit(services.limits.code_failures, subject, now)
+            if not check.matched:  # the right code typed twice at once (a double click) is no guess
+                await services.limiter.hit(services.limits.code_failures, subject, now)
             kind = "code.expired" if check.outcome is CodeOutcome.EXPIRED else "code.failed"
             await services.audit(kind, account_id=account_id, purpose=purpose, outcome=check.outcome.value)
             if check.locked:  # the last try on this code failed: only a new code can be used now

@@ -46,6 +46,8 @@ async def test_twenty_concurrent_right_submissions_one_winner(codes: Codes, cloc
     results = await asyncio.gather(*(codes.check(purpose="login", binding="flow-a", code=code, now=clock.now())
                                      for _ in range(20)))
     assert sum(r.outcome is CodeOutcome.ACCEPTED for r in results) == 1
+    losers = [r for r in results if r.outcome is not CodeOutcome.ACCEPTED]
+    assert all(r.matched for r in losers), "the right code, used by another request: no guess"
 
 
 async def test_concurrent_wrong_guesses_never_exceed_the_attempts(codes: Codes, database: Database,
@@ -60,6 +62,7 @@ async def test_concurrent_wrong_guesses_never_exceed_the_attempts(codes: Codes, 
     assert sum(r.outcome is CodeOutcome.WRONG for r in results) <= POLICY.max_attempts
     after = await codes.check(purpose="login", binding="flow-a", code=code, now=clock.now())
     assert after.outcome is CodeOutcome.EXHAUSTED, "the right code must not work once the tries are spent"
+    assert not any(r.matched for r in results), "a wrong guess is never taken for the right code"
 
 
 async def test_expired_code_refused(codes: Codes, clock: FrozenClock) -> None:

@@ -249,6 +249,12 @@ async def test_a_code_is_accepted_once_among_twenty_concurrent_submissions(
     assert len(successes) == 1, [(r.status_code, r.headers.get("location")) for r in answers]
     assert successes[0].headers["location"] == "/espace-prive"
     assert await login_succeeded_count(portal) == succeeded_before + 1
+    account = await account_of(portal, julien.identifier)
+    assert account is not None
+    services = portal.services
+    (failures,) = await services.limiter.check_all([(services.limits.code_failures, f"login:{account['id']}")],
+                                                   services.now())
+    assert failures.count == 0, "the 19 late copies of the right code do not eat the daily failure budget"
 
 
 async def test_an_expired_code_is_refused(portal: Portal, julien: Any, clock: Any) -> None:
