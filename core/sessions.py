@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from core.database import Database
 
 ANONYMOUS, PASSWORD, FULL = "anonymous", "password", "full"
+# A timed-out session stays readable this much longer, so that its return is judged (and audited as
+# session.expired) rather than unknown: the database store's housekeeping purge runs as often.
+EXPIRED_KEPT = dt.timedelta(minutes=5)
 
 
 class SessionData(msgspec.Struct, kw_only=True):
@@ -97,7 +100,7 @@ class RedisSessions:
 
     @staticmethod
     def _ttl(expires_at: dt.datetime) -> int:
-        return max(1, int((expires_at - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+        return max(1, int((expires_at + EXPIRED_KEPT - dt.datetime.now(dt.timezone.utc)).total_seconds()))
 
     async def delete(self, key: str) -> None:
         await self.client.delete(f"{self.namespace}:session:{key}")

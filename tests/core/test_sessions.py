@@ -109,3 +109,22 @@ async def test_redis_rotation_moves_the_key() -> None:
         await _rotation_keeps_one_row(manager_for(backend), FrozenClock())
     finally:
         await backend.close()
+
+
+async def test_a_timed_out_redis_session_is_judged_and_reported_not_lost() -> None:
+    backend = RedisSessions(redis_url(), f"test-{dt.datetime.now().timestamp()}")
+    manager = manager_for(backend)
+    clock = FrozenClock()
+    try:
+        session = await manager.load(None, clock.now())
+        session.ensure(int(clock.now().timestamp() * 1000)).account_id = 9
+        await manager.commit(session, clock.now())
+        assert session.sid is not None
+        left = await backend.client.ttl(f"{backend.namespace}:session:{token_digest(session.sid)}")
+        assert left > (30 + 4) * 60, "the key outlives the 30-minute idle timeout by a few minutes"
+        clock.advance(minutes=31)  # past the idle timeout, while the key is still there
+        returned = await manager.load(session.sid, clock.now())
+        assert returned.data is None and returned.expired == (9, "idle"), "judged as expired, for the audit"
+        assert (await manager.load(session.sid, clock.now())).expired is None, "and then gone"
+    finally:
+        await backend.close()
