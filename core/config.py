@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -135,7 +136,10 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
 
 class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``redis://host:6379/0`` (or ``rediss://`` for TLS); the password, if any, as a secret, not in the url."""
+
     url: Annotated[str, msgspec.Meta(pattern=r"^rediss?://.+")]
+    password: SecretRef | None = None
 
 
 class RateLimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -223,6 +227,10 @@ def _check_semantics(config: CaisseConfig) -> None:
         raise ValueError("the demo mailbox is only allowed with server.mode = \"demo\" - at `$.demo.mailbox`")
     if config.server.mode == "production":
         refs = [("$.security.secret_key", config.security.secret_key)]
+        if config.database.password is not None:
+            refs.append(("$.database.password", config.database.password))
+        if config.redis is not None and config.redis.password is not None:
+            refs.append(("$.redis.password", config.redis.password))
         refs += [(f"$.security.previous_secret_keys[{i}]", r) for i, r in enumerate(config.security.previous_secret_keys)]
         for where, ref in refs:
             if ref.value is not None:
@@ -231,6 +239,9 @@ def _check_semantics(config: CaisseConfig) -> None:
             raise ValueError("cookies must be Secure in production - at `$.sessions.secure_cookies`")
     if "redis" in (config.sessions.store, config.rate_limits.store) and config.redis is None:
         raise ValueError("a [redis] url is needed when sessions or rate limits use redis - at `$.redis`")
+    if config.redis is not None and urlsplit(config.redis.url).password:
+        raise ValueError("the Redis password goes in `password = { env = \"...\" }`, not in the url "
+                         "(the url is shown in logs and errors) - at `$.redis.url`")
     for i, client in enumerate(config.metrics.allowed_clients):
         try:
             ipaddress.ip_network(client, strict=False)

@@ -80,14 +80,15 @@ def build_services(config: CaisseConfig, *, clock: Clock | None = None, database
     context = PluginContext(config=config, database=database, clock=clock, demo=demo)
     host = PluginHost(config, context)
     namespace = f"guichet:{config.caisse.id}"
+    redis_password = config.redis.password.resolve() if config.redis and config.redis.password else None
     counter_store: CounterStore
     if config.rate_limits.store == "redis" and config.redis is not None:
-        counter_store = RedisCounters(config.redis.url, namespace)
+        counter_store = RedisCounters(config.redis.url, namespace, password=redis_password)
     else:
         counter_store = DatabaseCounters(database)
     session_backend: SessionBackend
     if config.sessions.store == "redis" and config.redis is not None:
-        session_backend = RedisSessions(config.redis.url, namespace)
+        session_backend = RedisSessions(config.redis.url, namespace, password=redis_password)
     else:
         session_backend = DatabaseSessions(database)
     return Services(

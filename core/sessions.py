@@ -79,10 +79,10 @@ class DatabaseSessions:
 
 
 class RedisSessions:
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, *, password: str | None = None) -> None:
         import redis.asyncio as redis
 
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.client = redis.Redis.from_url(url, password=password, socket_timeout=2, socket_connect_timeout=2)
         self.namespace = namespace
 
     async def load(self, key: str, now: dt.datetime) -> bytes | None:

@@ -88,6 +88,16 @@ BAD_CONFIGS = [
                  id="redis-store-without-redis"),
     pytest.param(GOOD + '\n[rate_limits]\nstore = "redis"\n[redis]\nurl = "http://localhost"\n',
                  "caisse.toml: $.redis.url: Expected `str` matching regex", id="bad-redis-url"),
+    pytest.param(GOOD + '\n[redis]\nurl = "redis://:hunter2@127.0.0.1:6379/0"\n',
+                 "caisse.toml: $.redis.url: the Redis password goes in `password = { env = \"...\" }`, not in the url",
+                 id="password-in-redis-url"),
+    pytest.param(PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
+                 + '\n[redis]\nurl = "redis://127.0.0.1:6379/0"\npassword = { value = "hunter2" }\n',
+                 "caisse.toml: $.redis.password: a literal secret is refused in production", id="literal-redis-password"),
+    pytest.param(PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
+                 + '\n[database]\nurl = "postgresql://guichet@127.0.0.1:5432/guichet"\npassword = { value = "x" }\n',
+                 "caisse.toml: $.database.password: a literal secret is refused in production",
+                 id="literal-database-password"),
     pytest.param(GOOD.replace('enabled = ["statuses_msa"]', 'enabled = ["statuses_msa", "statuses_msa"]'),
                  "caisse.toml: $.plugins.enabled: a plugin is enabled twice", id="duplicate-plugin"),
     pytest.param(GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolour = "red"'),

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -10,6 +13,7 @@ from core.database import Database
 from core.errors import CounterStoreError
 from core.keys import Keys
 from core.ratelimit import DatabaseCounters, Limit, Limiter, RedisCounters
+from core.services import build_services
 from tests.conftest import TEST_SECRET, redis_url
 
 SLOW = Limit(name="t-slow", window_seconds=3600, max_count=100, delay_after=3, max_delay_seconds=60)
@@ -111,3 +115,36 @@ async def test_check_all_on_redis(clock: FrozenClock) -> None:
         assert (hard_c.allowed, hard_c.count) == (True, 0)
     finally:
         await store.close()
+
+
+async def test_redis_password_comes_from_the_config_secret(make_config: Any, clock: FrozenClock,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis user with a password (ACL): counters and sessions authenticate with [redis] password."""
+    import redis.asyncio as redis
+
+    url = urlsplit(redis_url())
+    admin = redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379)
+    user = f"guichet-test-{secrets.token_hex(4)}"
+    await admin.execute_command("ACL", "SETUSER", user, "on", ">right-password", "~*", "+@all")
+    extra = f"""
+        [rate_limits]
+        store = "redis"
+        [redis]
+        url = "redis://{user}@{url.hostname}:{url.port}{url.path}"
+        password = {{ env = "GUICHET_TEST_REDIS_PASSWORD" }}
+    """
+    try:
+        for password, works in (("right-password", True), ("wrong-password", False)):
+            monkeypatch.setenv("GUICHET_TEST_REDIS_PASSWORD", password)
+            services = build_services(make_config(extra))
+            try:
+                if works:
+                    assert (await services.limiter.hit(HARD, "s", clock.now())).allowed
+                else:
+                    with pytest.raises(CounterStoreError):  # refused, so the caller refuses the attempt
+                        await services.limiter.hit(HARD, "s", clock.now())
+            finally:
+                await services.close()
+    finally:
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
