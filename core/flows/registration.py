@@ -403,12 +403,8 @@ async def submit_request(services: Services, state: FlowState, form: dict[str, s
             errors[error.field] = error.message_fr
     if errors:
         return StepResult(step="demande", errors=errors, values=values)
-    try:
-        allowed = await services.limiter.take(services.limits.registration_client, client or "-", services.now())
-    except CounterStoreError:
-        return StepResult(step="demande", errors={"structure_name": UNAVAILABLE}, values=values)
-    if not allowed.allowed:
-        return StepResult(step="demande", errors={"structure_name": UNAVAILABLE}, values=values)
+    # no second count here: the flow's first step took this client's registration_client allowance,
+    # and a flow sends one request at most (it ends at "demande-envoyee")
     async with services.database.transaction():
         await create_request(services.database, structure_kind=state.data["structure"], now=services.now(),
                              **parsed)

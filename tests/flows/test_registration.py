@@ -662,6 +662,10 @@ async def test_a_third_party_picks_its_structure_and_leaves_a_request(portal: Po
     assert (request.structure_kind, request.siret, request.email, request.phone, request.state) == (
         "tiers_declarant", "73282932000074", "anne@cabinet.invalid", "+33559000000", "pending")
     assert await account_count(portal) == 0 and await portal.outbox() == []
+    services = portal.services
+    (allowance,) = await services.limiter.check_all([(services.limits.registration_client, "203.0.113.7")],
+                                                    services.now())
+    assert allowance.count == 1, "one request, one count against the client's registrations"
 
 
 @pytest.mark.parametrize(("siret", "message"), [("732 829 320 00075", "n'est pas valide"),
