@@ -53,9 +53,11 @@ async def main() -> int:
     rows = [
         ("login ≥ 90 % of the one-core argon2id ceiling (OWASP parameters)",
          f"{owasp['rate']:.1f}/s ÷ {owasp['ceiling']:.1f}/s = {owasp['ratio'] * 100:.0f} %", owasp["ratio"] >= 0.9),
-        ("same at Keycloak's parameters (m=7168, t=5, p=1); Keycloak sizes 15 logins/s per vCPU",
-         f"{keycloak['rate']:.1f}/s ÷ {keycloak['ceiling']:.1f}/s = {keycloak['ratio'] * 100:.0f} %; "
-         f"{keycloak['rate'] / 2:.1f} logins/s per vCPU", keycloak["ratio"] >= 0.9),
+        ("at Keycloak's parameters (m=7168, t=5, p=1), full logins per vCPU ≥ Keycloak's sizing of 15 "
+         "password-only logins/s per vCPU",
+         f"{keycloak['rate'] / 2:.1f} logins/s per vCPU ({keycloak['rate']:.1f}/s on 2; "
+         f"{keycloak['ratio'] * 100:.0f} % of its one-core ceiling, {keycloak['ceiling']:.1f}/s)",
+         keycloak["rate"] / 2 >= 15),
         ("every non-hashing step ≥ 20 × the login rate",
          f"slowest measured ({nonhashing:,.0f}/s) ÷ {login_rate:.1f}/s = {nonhashing / login_rate:.0f} ×",
          nonhashing >= 20 * login_rate),
