@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from zxcvbn.frequency_lists import FREQUENCY_LISTS
+from zxcvbn.matching import RANKED_DICTIONARIES
 
 from core import metrics
 from core.identifiers import fold_name
@@ -26,9 +26,18 @@ if TYPE_CHECKING:
     from core.plugins import PluginHost
 
 # French-flavoured additions to zxcvbn's 30,000 most common passwords
-_FRENCH_COMMON = ("azerty", "azertyuiop", "motdepasse", "soleil", "doudou", "bonjour", "chouchou", "loulou",
-                  "marseille", "toulouse", "nicolas", "julien", "camille", "123soleil", "jetaime", "coucou")
-COMMON_PASSWORDS = frozenset(FREQUENCY_LISTS["passwords"]) | frozenset(_FRENCH_COMMON)
+_FRENCH_COMMON = frozenset(("azerty", "azertyuiop", "motdepasse", "soleil", "doudou", "bonjour", "chouchou",
+                            "loulou", "marseille", "toulouse", "nicolas", "julien", "camille", "123soleil",
+                            "jetaime", "coucou"))
+# the strength meter's own ranked dictionary of zxcvbn's 30,000 most common passwords: a frozenset
+# copy of it would cost another 2 MiB per worker
+_ZXCVBN_COMMON = RANKED_DICTIONARIES["passwords"]
+
+
+def is_common(word: str) -> bool:
+    return word in _ZXCVBN_COMMON or word in _FRENCH_COMMON
+
+
 SPECIALS = "!#$%&()*+,-./:;<=>?@[]_{}~"
 MAX_PASSWORD_LENGTH = 128
 
@@ -67,7 +76,7 @@ def _violates(rule: PasswordRule, password: str, context: PasswordContext) -> bo
     if rule.kind == "blocklist":
         lowered = password.lower()
         core_word = _stripped_core(password)
-        return lowered in COMMON_PASSWORDS or (len(core_word) >= 4 and core_word in COMMON_PASSWORDS
+        return is_common(lowered) or (len(core_word) >= 4 and is_common(core_word)
                                                and len(core_word) >= len(password) - 5)
     if rule.kind == "context":
         folded = fold_name(password)
