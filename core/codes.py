@@ -76,9 +76,9 @@ class Codes:
         return IssuedCode(code=code, code_id=int(rows[0]["id"]), expires_at=expires)
 
     async def latest(self, *, purpose: str, binding: str) -> dict[str, object] | None:
-        """The live code row (not used, not superseded) for this binding, if any."""
+        """The live code row (not used, not superseded) for this binding, if any: its id and creation time."""
         t = self.database.t.OneTimeCode
-        rows = await (t.select(t.id, t.account_id, t.channel, t.created_at, t.expires_at, t.code_hmac)
+        rows = await (t.select(t.id, t.created_at)
                       .where((t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
                              & t.superseded_at.is_null())
                       .order_by(t.id, ascending=False).limit(1).run())

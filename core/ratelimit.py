@@ -169,11 +169,12 @@ class Limiter:
 
     async def check_all(self, checks: list[tuple[Limit, str]], now: dt.datetime) -> list[Verdict]:
         """``check`` for several (limit, subject) pairs, read from the store at once."""
-        keys = {self._key(limit, subject): limit.window_seconds * 1000 for limit, subject in checks}
-        counts = await self.store.peek(keys, self._ms(now))
+        keyed = [(limit, self._key(limit, subject)) for limit, subject in checks]  # one HMAC each
+        now_ms = self._ms(now)
+        counts = await self.store.peek({key: limit.window_seconds * 1000 for limit, key in keyed}, now_ms)
         verdicts = []
-        for limit, subject in checks:
-            verdict = self._judge(limit, counts[self._key(limit, subject)], self._ms(now))
+        for limit, key in keyed:
+            verdict = self._judge(limit, counts[key], now_ms)
             if not verdict.allowed:
                 metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
             verdicts.append(verdict)
