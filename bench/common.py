@@ -352,6 +352,19 @@ async def clear_redis(namespace_prefix: str) -> None:
 # --- processes --------------------------------------------------------------------------------------
 
 
+async def tear_down(servers: list["Server"], outbox: "OutboxProcess | None", sink: "CodeSink",
+                    database: "BenchDatabase", redis_namespace: str | None = None) -> None:
+    """Stop what a flow bench started and drop what it made, whatever state it stopped in."""
+    for server in servers:
+        server.stop()
+    if outbox is not None:
+        outbox.stop()
+    sink.stop()
+    await database.drop()
+    if redis_namespace is not None:
+        await clear_redis(redis_namespace)
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> int | None:
     """SIGTERM, wait, then SIGKILL: a server that hangs on exit never hangs the bench."""
     if proc.poll() is None:

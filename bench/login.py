@@ -186,14 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(common.summarise_profile(folder / "profile.txt"))
         ceiling_after = await asyncio.to_thread(common.argon2_ceiling, params, args.ceiling_seconds)
     finally:
-        for server in servers:
-            server.stop()
-        if outbox is not None:
-            outbox.stop()
-        sink.stop()
-        await database.drop()
-        if args.redis:
-            await common.clear_redis(caisse_id)
+        await common.tear_down(servers, outbox, sink, database, caisse_id if args.redis else None)
     rate = len(tally.done) / elapsed
     ceiling = (ceiling_before + ceiling_after) / 2
     peak = max((kib for s in servers for kib in s.peak_rss.values()), default=0)

@@ -106,14 +106,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         await asyncio.wait(tasks, timeout=90)
     finally:
-        if server is not None:
-            server.stop()
-        if outbox is not None:
-            outbox.stop()
-        sink.stop()
-        await database.drop()
-        if args.redis:
-            await common.clear_redis(caisse_id)
+        await common.tear_down([server] if server is not None else [], outbox, sink, database,
+                               caisse_id if args.redis else None)
     rate = len(done) / elapsed
     app_ms = cpu["app"] / max(len(done), 1) * 1000
     body = f"""
