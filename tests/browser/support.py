@@ -448,3 +448,13 @@ def _errors(html: str) -> list[str]:
 def new_password(person: Person) -> str:
     """A strong password, different for each person."""
     return f"Galet-{person.nir[-4:]}-Vert!Nuage"
+
+
+def person_with_account(server: LiveServer, kind: str) -> tuple[Person, str]:
+    """A demo person of ``kind`` whose account is made (over HTTP, no browser); with its password."""
+    person = server.people.take(kind)
+    password = new_password(person)
+    citizen = HttpCitizen(server)
+    citizen.make_account(person, password)
+    citizen.close()
+    return person, password

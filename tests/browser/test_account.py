@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.flows import confirm_contacts, login_code, login_password, personalise
-from tests.browser.support import HttpCitizen, LiveServer, Person, code_in, new_password
+from tests.browser.support import HttpCitizen, LiveServer, Person, code_in, new_password, person_with_account
 
 pytestmark = pytest.mark.browser
 
@@ -41,11 +41,7 @@ def test_first_login_forces_the_change_then_the_contact_confirmation(demo_server
 
 
 def test_mon_compte_changes_the_password_and_the_email(demo_server: LiveServer, open_browser: Any, js: bool) -> None:
-    person = demo_server.people.take("particulier_vitale")
-    password = new_password(person)
-    citizen = HttpCitizen(demo_server)
-    citizen.make_account(person, password)
-    citizen.close()
+    person, password = person_with_account(demo_server, "particulier_vitale")
     b = open_browser(demo_server, js=js)
     page = b.page
     mailbox = demo_server.mailbox

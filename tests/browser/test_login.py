@@ -8,18 +8,14 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.flows import login_code, login_password
-from tests.browser.support import HttpCitizen, LiveServer, code_in, new_password
+from tests.browser.support import LiveServer, code_in, person_with_account
 
 pytestmark = pytest.mark.browser
 
 
 def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(demo_server: LiveServer, open_browser: Any,
                                                                    js: bool) -> None:
-    person = demo_server.people.take("particulier_vitale")
-    password = new_password(person)
-    citizen = HttpCitizen(demo_server)
-    citizen.make_account(person, password)
-    citizen.close()
+    person, password = person_with_account(demo_server, "particulier_vitale")
     b = open_browser(demo_server, js=js)
     page = b.page
     mailbox = demo_server.mailbox
@@ -78,11 +74,7 @@ def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(demo_server: 
 def test_provence_azur_login_code_by_email_valid_15_minutes(provence_azur: LiveServer, open_browser: Any,
                                                             js: bool) -> None:
     """The caisse's own preset and colour survive the derived config: a 15-minute email code, its red."""
-    person = provence_azur.people.take("particulier_paiement")
-    password = new_password(person)
-    citizen = HttpCitizen(provence_azur)
-    citizen.make_account(person, password)
-    citizen.close()
+    person, password = person_with_account(provence_azur, "particulier_paiement")
     b = open_browser(provence_azur, js=js)
     mark = login_password(b, person.nir, password)
     expect(b.page.locator("#step")).to_contain_text("Ce code est valable 15 minutes.")

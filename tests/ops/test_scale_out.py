@@ -19,7 +19,7 @@ import pytest
 
 from core.config import load_config
 from core.database import Database
-from tests.conftest import TEST_SECRET, _reset_postgres, postgres_url, redis_url
+from tests.conftest import _reset_postgres, portal_config_text, postgres_url, redis_url
 from tests.ops.serving import Served
 
 PASSWORD = "Ocre-Falaise-31-Marée!"
@@ -27,35 +27,8 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def config_text(caisse_id: str, database_url: str, redis: str) -> str:
-    return f"""
-[caisse]
-id = "{caisse_id}"
-name = "MSA Test"
-postal_address = ["MSA Test", "1 rue de la Paix", "75002 PARIS"]
-
-[plugins]
-enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment",
-           "delivery_email", "delivery_sms", "delivery_postal", "password_msa"]
-
-[plugins.settings.delivery_email]
-host = "127.0.0.1"
-port = 9
-security = "none"
-sender = "MSA Test <ne-pas-repondre@test.invalid>"
-
-[plugins.settings.delivery_sms]
-url = "http://127.0.0.1:9/sms"
-
-[plugins.settings.delivery_postal]
-spool_dir = "spool"
-
-[security]
-secret_key = {{ value = "{TEST_SECRET}" }}
-
-[sessions]
-secure_cookies = false
-store = "redis"
-
+    """The portal config, its state in PostgreSQL and Redis, the codes read from the outbox."""
+    extra = f"""
 [rate_limits]
 store = "redis"
 
@@ -65,13 +38,13 @@ url = "{redis}"
 [database]
 url = "{database_url}"
 
-[server]
-mode = "demo"
-outbox_worker = false   # the test reads the codes from the outbox
-
 [logging]
 format = "text"
 """
+    return (portal_config_text(extra)
+            .replace('id = "test"', f'id = "{caisse_id}"', 1)
+            .replace("secure_cookies = false\n", 'secure_cookies = false\nstore = "redis"\n', 1)
+            .replace('mode = "demo"\n', 'mode = "demo"\noutbox_worker = false   # the test reads the codes from the outbox\n', 1))
 
 
 async def _prepare(config_path: Path) -> None:
