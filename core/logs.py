@@ -114,8 +114,15 @@ class TextFormatter(logging.Formatter):
 _configured: tuple[str, str] | None = None
 
 
+# Loggers that speak at the configured level; every other library logs only warnings and errors: their
+# info and debug lines are out of reach of guichet's care (a PDF library lists the glyphs a letter draws,
+# that is a temporary password's character set; a database driver prints query parameters).
+OWN_LOGGERS = ("guichet", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def configure_logging(fmt: Literal["json", "text"] = "json", level: str = "info") -> None:
-    """One handler on the root logger, to stderr; uvicorn's loggers propagate to it."""
+    """One handler on the root logger, to stderr; uvicorn's loggers propagate to it. The root logger (so
+    every third-party library) stays at WARNING; guichet's and uvicorn's own loggers follow ``level``."""
     global _configured
     wanted = (fmt, level)
     if _configured == wanted:
@@ -126,12 +133,14 @@ def configure_logging(fmt: Literal["json", "text"] = "json", level: str = "info"
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    own_level = logging.getLevelName(level.upper())
+    root.setLevel(max(logging.WARNING, own_level))
+    for name in OWN_LOGGERS:
         logger = logging.getLogger(name)
-        logger.handlers = []
-        logger.propagate = True
-    logging.getLogger("mail.log").setLevel(max(logging.WARNING, root.level))  # aiosmtpd: a line per connection
+        logger.setLevel(own_level)
+        if name != "guichet":
+            logger.handlers = []
+            logger.propagate = True
     _configured = wanted
 
 
@@ -143,9 +152,8 @@ def uvicorn_log_config(fmt: Literal["json", "text"] = "json", level: str = "info
         "disable_existing_loggers": False,
         "formatters": {"guichet": formatter},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "guichet", "stream": "ext://sys.stderr"}},
-        "root": {"handlers": ["stderr"], "level": level.upper()},
-        "loggers": {name: {"handlers": [], "propagate": True, "level": level.upper()}
-                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+        "root": {"handlers": ["stderr"], "level": max(logging.WARNING, logging.getLevelName(level.upper()))},
+        "loggers": {name: {"handlers": [], "propagate": True, "level": level.upper()} for name in OWN_LOGGERS},
     }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import datetime as dt
 import json
 import os
@@ -95,6 +96,10 @@ def parse_letter(text: str) -> Letter:
 @functools.cache
 def _pdf_class() -> type[Any]:
     """fpdf2 (and Pillow, fontTools) imported at the first letter: ~30 MiB a web process never needs."""
+    # fontTools logs a font subset's glyph names at INFO: for the temporary password's letter, that is the
+    # password's character set. These libraries speak only of trouble, whatever level the root logger has.
+    for name in ("fontTools", "fpdf", "PIL"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     from fpdf import FPDF
 
     class _Pdf(FPDF):  # type: ignore[misc]

@@ -41,8 +41,30 @@ def remember(*values: str | None) -> None:
             SECRETS.add(value)
 
 
+_QUOTED = re.compile(r"'([^'\s]{1,40})'")
+_CHARSETS: dict[str, frozenset[str]] = {}
+
+
+def _charset_names(secret: str) -> frozenset[str]:
+    """A password's distinct characters as a font library names them ('Q', 'seven', 'exclam'...)."""
+    if secret not in _CHARSETS:
+        from fontTools.agl import UV2AGL
+
+        _CHARSETS[secret] = frozenset(UV2AGL.get(ord(c), c) for c in secret)
+    return _CHARSETS[secret]
+
+
+def _charset_leaks(text: str, passwords: set[str]) -> bool:
+    """Whether a line lists every character of a password (in any order, as characters or glyph names):
+    what a PDF font subset logs when a letter draws a password, a secret by its character set."""
+    quoted = set(_QUOTED.findall(text))
+    if len(quoted) < 5:
+        return False
+    return any(len(names) >= 5 and names <= quoted for names in map(_charset_names, passwords))
+
+
 def find_leaks(lines: Iterable[tuple[str, int, str]], known: Iterable[str]) -> list[str]:
-    """Every log line holding a known secret, described by its kind (the secret itself is masked)."""
+    """Every log line holding a known secret, or derived from one, described by its kind (the secret masked)."""
     known = set(known)
     digits = {s for s in known if s.isascii() and s.isdigit()}
     tokens = {s for s in known if _TOKEN_CHARS.match(s) and not s.isdigit()}
@@ -50,6 +72,8 @@ def find_leaks(lines: Iterable[tuple[str, int, str]], known: Iterable[str]) -> l
     found: list[str] = []
     for name, level, text in lines:
         kinds = set()
+        if _charset_leaks(text, others):
+            kinds.add("the character set of a password")
         if any(run in digits for run in _DIGITS.findall(text)):
             kinds.add("digits (a code or a NIR)")
         if any(run in tokens for run in _TOKENISH.findall(text)):

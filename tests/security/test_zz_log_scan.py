@@ -18,6 +18,16 @@ def test_the_scanner_finds_each_kind_of_secret() -> None:
     assert not any(secret in leak for leak in leaks for secret in known), "a leak report repeats the secret"
 
 
+def test_the_scanner_finds_a_password_by_its_character_set() -> None:
+    """A PDF library that logs a font subset's glyph names spells a password's characters out of order."""
+    known = {"Xk7#pQ2!zr"}
+    glyphs = "Glyph names: ['.notdef', '.null', 'Q', 'X', 'exclam', 'k', 'numbersign', 'p', 'r', 'seven', 'space', " \
+             "'two', 'z']"
+    leaks = find_leaks([("fontTools.subset", logging.INFO, glyphs)], known)
+    assert len(leaks) == 1 and "character set" in leaks[0]
+    assert find_leaks([("fontTools.subset", logging.INFO, "Glyph names: ['.notdef', 'Q', 'X', 'k']")], known) == []
+
+
 def test_no_log_line_of_this_session_holds_a_secret() -> None:
     if not any(name == "guichet.audit" for name, _, _ in LOG):
         import pytest
