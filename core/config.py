@@ -118,6 +118,8 @@ class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     secret_key: SecretRef  # signs cookies, keys code HMACs and derives the outbox key
     previous_secret_keys: list[SecretRef] = []  # still accepted while keys rotate
     trusted_proxies: list[str] = []
+    # mobiles of these countries (ISO codes) are accepted besides France's and its overseas departments'
+    foreign_mobile_regions: tuple[Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")], ...] = ()
     trusted_browser_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
     identity_answers_per_identifier: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
     sms_per_hour: Annotated[int, msgspec.Meta(ge=1)] = 2000
@@ -247,6 +249,11 @@ def _check_semantics(config: CaisseConfig) -> None:
             ipaddress.ip_network(client, strict=False)
         except ValueError:
             raise ValueError(f"not an address or a network: {client!r} - at `$.metrics.allowed_clients[{i}]`") from None
+    import phonenumbers
+
+    for i, region in enumerate(config.security.foreign_mobile_regions):
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown country code {region!r} - at `$.security.foreign_mobile_regions[{i}]`")
     if len(set(config.plugins.enabled)) != len(config.plugins.enabled):
         raise ValueError("a plugin is enabled twice - at `$.plugins.enabled`")
     for channel, _hours in config.passwords.temporary_lifetime_hours.items():

@@ -12,7 +12,7 @@ from core.structs import Message
 
 # every message the core sends; each channel ships a template for those it can carry
 TEMPLATES = ("login_code", "registration_code", "recovery_code", "contact_code", "temporary_password",
-             "password_changed_notice", "email_changed_notice", "registration_attempt_notice",
+             "password_changed_notice", "email_changed_notice", "mobile_changed_notice", "registration_attempt_notice",
              "password_reset_notice", "registration_letter")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 import phonenumbers
@@ -180,8 +181,10 @@ def _parse_phone(raw: str, field: str, label: str) -> phonenumbers.PhoneNumber:
     raise StepError(field, f"Ce {label} n'est pas valide.")
 
 
-def parse_mobile(raw: str, field: str = "mobile", *, required: bool = False) -> str | None:
-    """A mobile number in E.164 (French mobiles and the overseas departments)."""
+def parse_mobile(raw: str, field: str = "mobile", *, required: bool = False,
+                 regions: Iterable[str] = FRENCH_REGIONS) -> str | None:
+    """A mobile number in E.164, of one of ``regions`` (ISO codes): by default French mobiles and the
+    overseas departments' (codes go by SMS there; another country's number is a toll-fraud target)."""
     if not raw.strip():
         if required:
             raise StepError(field, "Veuillez saisir votre numéro de téléphone mobile.")
@@ -189,6 +192,10 @@ def parse_mobile(raw: str, field: str = "mobile", *, required: bool = False) -> 
     number = _parse_phone(raw, field, "numéro de téléphone mobile")
     if phonenumbers.number_type(number) not in MOBILE_TYPES:
         raise StepError(field, "Ce numéro n'est pas un numéro de téléphone mobile.")
+    if phonenumbers.region_code_for_number(number) not in set(regions):
+        raise StepError(field, "Seuls les numéros de mobile français (métropole et outre-mer) sont acceptés."
+                        if set(regions) <= set(FRENCH_REGIONS) else
+                        "Les numéros de mobile de ce pays ne sont pas acceptés.")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -30,6 +30,7 @@ class SessionData(msgspec.Struct, kw_only=True):
     level: str = ANONYMOUS  # "password" after the password step, "full" after the second factor
     credentials_version: int = 0
     login_binding: str = ""  # the second-factor code's binding for this login
+    login_channel: str = ""  # where this login's code went ("" while the person has not chosen yet)
     trust_requested: bool = False
     pending_contact: dict[str, str] = {}  # a new email or mobile waiting for its code
 

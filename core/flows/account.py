@@ -10,12 +10,13 @@ from core.flows.common import (
     account_by_id,
     account_recipient,
     check_code,
+    mobile_regions,
     password_context,
     send_code,
     subject_of,
 )
 from core.flows.engine import StepResult
-from core.identifiers import mask_email, parse_code, parse_email, parse_mobile, parse_phone
+from core.identifiers import mask_email, mask_phone, parse_code, parse_email, parse_mobile, parse_phone
 from core.keys import new_token
 from core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
 from core.services import Services
@@ -105,27 +106,44 @@ async def change_password(services: Services, session: Session, account: dict[st
 
 # --- contact details (confirmation after first login, and edits) -----------------------------------
 
+# the contacts that receive codes and recovery: changing one takes the current password, so a stolen
+# session cannot move the account (a code to a thief's address, then "mot de passe oublié")
+PROVEN_CONTACTS = ("email", "mobile")
+NEEDS_PASSWORD = "Pour modifier cette coordonnée, saisissez votre mot de passe actuel."
+
+
+def confirmation_due(account: dict[str, Any]) -> bool:
+    """The contact confirmation page is open only while the account must confirm its contacts."""
+    return account["contacts_confirmed_at"] is None
+
 
 async def start_contact_change(services: Services, session: Session, account: dict[str, Any], field: str,
-                               raw: str, *, client: str) -> StepResult:
-    """Landline and fax change at once; a new email or mobile waits for the code sent to it."""
+                               raw: str, *, client: str, current_password: str | None) -> StepResult:
+    """Landline and fax change at once; a new email or mobile needs the current password, then waits for
+    the code sent to it."""
     if field not in CONTACT_FIELDS:
         return StepResult(step="coordonnees", errors={"field": "Cette coordonnée ne peut pas être modifiée."})
     try:
         if field == "email":
             value = parse_email(raw, "value")
         elif field == "mobile":
-            value = parse_mobile(raw, "value", required=True)
+            value = parse_mobile(raw, "value", required=True, regions=mobile_regions(services))
         else:
             value = parse_phone(raw, "value", CONTACT_FIELDS[field])
     except StepError as error:
         return StepResult(step="coordonnees", errors={field: error.message_fr}, values={field: raw})
     t = services.database.t.Account
-    if field in ("landline", "fax"):
+    if field not in PROVEN_CONTACTS:
         await t.update({getattr(t, field): value}).where(t.id == account["id"]).run()
         return StepResult(step="coordonnees", notice="Votre coordonnée a été enregistrée.")
-    if value == account[field]:
+    if value == account[field] and account[f"{field}_verified"]:
         return StepResult(step="coordonnees", notice="Cette coordonnée est déjà la vôtre.")
+    # the same value not proven yet (typed at registration, another channel chosen): a code proves it
+    if not current_password:
+        return StepResult(step="coordonnees", errors={"current_password": NEEDS_PASSWORD}, values={field: raw})
+    refusal = await verify_current(services, account, current_password, client=client)
+    if refusal:
+        return StepResult(step="coordonnees", errors={"current_password": refusal}, values={field: raw})
     assert session.data is not None and value is not None
     binding = f"{new_token()}:{field}"  # kept in this session only: never the session id, which the data would reveal
     recipient = Recipient(name=account_recipient(account).name, email=value if field == "email" else None,
@@ -159,16 +177,31 @@ async def confirm_contact_change(services: Services, session: Session, account: 
     t = services.database.t.Account
     async with services.database.transaction():
         await t.update({getattr(t, field): value, getattr(t, f"{field}_verified"): True}).where(t.id == account["id"]).run()
-        if field == "email" and account["email"]:
-            # the old address hears of it: a stolen session cannot move the account silently
-            await services.enqueue(channel="email", template="email_changed_notice",
-                                   recipient=Recipient(name=account_recipient(account).name, email=account["email"]),
-                                   payload={"new_email_masked": mask_email(value)})
+        await _notify_contact_change(services, account, field, value)
         await services.audit("email.changed" if field == "email" else "mobile.changed", account_id=account["id"],
                              subject=subject_of(account["identifier"]), client=client)
     session.data.pending_contact = {}
     session.dirty = True
     return StepResult(step="coordonnees", notice="Votre coordonnée a été vérifiée et enregistrée.")
+
+
+async def _notify_contact_change(services: Services, account: dict[str, Any], field: str, value: str) -> None:
+    """The old address or number hears of the change (and, for a mobile, the email too): a stolen
+    session cannot move the account silently. The new value is masked."""
+    name = account_recipient(account).name
+    if field == "email":
+        if account["email"]:
+            await services.enqueue(channel="email", template="email_changed_notice",
+                                   recipient=Recipient(name=name, email=account["email"]),
+                                   payload={"new_email_masked": mask_email(value)})
+        return
+    payload = {"new_mobile_masked": mask_phone(value)}
+    if account["mobile"] and services.host.channel("sms") is not None:
+        await services.enqueue(channel="sms", template="mobile_changed_notice",
+                               recipient=Recipient(name=name, mobile=account["mobile"]), payload=payload)
+    if account["email"] and services.host.channel("email") is not None:
+        await services.enqueue(channel="email", template="mobile_changed_notice",
+                               recipient=Recipient(name=name, email=account["email"]), payload=payload)
 
 
 async def confirm_contacts(services: Services, account: dict[str, Any], *, client: str) -> None:

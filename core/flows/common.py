@@ -7,7 +7,7 @@ from typing import Any
 from core.clock import PARIS
 from core.codes import CodeCheck, CodeOutcome
 from core.errors import CounterStoreError
-from core.identifiers import mask_email, mask_identifier, mask_phone
+from core.identifiers import FRENCH_REGIONS, mask_email, mask_identifier, mask_phone
 from core.services import Services
 from core.structs import PasswordContext, Recipient
 
@@ -17,6 +17,11 @@ CODE_WRONG = "Le code saisi est incorrect."
 CODE_DEAD = "Ce code n'est plus valable. Cliquez sur « Recevoir un nouveau code »."
 CHANNEL_LABELS = {"email": "par e-mail", "sms": "par SMS"}
 DEFAULT_TEMPORARY_HOURS = {"email": 24, "sms": 24, "postal": 24 * 21}
+
+
+def mobile_regions(services: Services) -> tuple[str, ...]:
+    """Where a mobile may be: France and its overseas departments, and the countries the caisse lists."""
+    return FRENCH_REGIONS + services.config.security.foreign_mobile_regions
 
 
 def code_error(check: CodeCheck) -> str:

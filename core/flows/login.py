@@ -52,15 +52,37 @@ def next_url_for(account: dict[str, Any]) -> str:
     return "/espace-prive"
 
 
-def login_channel(services: Services, account: dict[str, Any]) -> str | None:
-    """The first channel of the caisse's login policy that the account has a verified-or-known contact for."""
-    for channel in services.host.code_policy("login").channels:
-        if services.host.channel(channel) is None:
-            continue
-        # SMS only to a number proven by a code (NIST 800-63B restricts SMS as an authenticator)
-        if channel == "email" and account.get("email") or channel == "sms" and account.get("mobile_verified"):
-            return channel
-    return None
+CONTACT_OF_CHANNEL = {"email": "email", "sms": "mobile"}
+CHOOSE_CHANNEL = "Veuillez choisir où recevoir votre code de sécurité."
+NO_CONTACT = ("Aucune coordonnée ne permet de vous envoyer un code de sécurité. "
+              "Veuillez contacter l'assistance Internet de votre MSA.")
+
+
+def proven_channels(services: Services, account: dict[str, Any]) -> list[str]:
+    """Where a login code may go: contacts the person proved with a code, never one only typed.
+
+    The caisse's login policy comes first, in its order. A person who proved only a channel the policy
+    leaves out (registered by SMS where logins prefer email) still gets the code there: sending it to an
+    unproven address would hand it to whoever owns that address (a mistyped email is a stranger's).
+    """
+    usable = [c for c in CONTACT_OF_CHANNEL if services.host.channel(c) is not None
+              and account.get(CONTACT_OF_CHANNEL[c]) and account.get(f"{CONTACT_OF_CHANNEL[c]}_verified")]
+    preferred = [c for c in services.host.code_policy("login").channels if c in usable]
+    return preferred or usable
+
+
+def unproven_choices(services: Services, account: dict[str, Any]) -> list[str]:
+    """For an account that has proven nothing yet (its password came by post): the contacts typed at
+    registration, for the person to pick the one they recognise; the code sent there then proves it."""
+    if proven_channels(services, account):
+        return []
+    return [c for c in services.host.code_policy("login").channels
+            if c in CONTACT_OF_CHANNEL and services.host.channel(c) is not None and account.get(CONTACT_OF_CHANNEL[c])]
+
+
+def channel_options(services: Services, account: dict[str, Any]) -> list[str]:
+    """Every channel this person may ask a login code on: proven ones, or the typed ones before any proof."""
+    return proven_channels(services, account) or unproven_choices(services, account)
 
 
 async def submit_password(services: Services, session: Session, form: dict[str, str], *, client: str,
@@ -114,10 +136,13 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
     await services.audit("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
     if trusted_token and await _trusted(services, account, trusted_token):
         return await _complete(services, session, account, client, via="trusted_browser")
-    channel = login_channel(services, account)
-    if channel is None:
-        return LoginOutcome(result=StepResult(step="connexion", errors={"password": UNAVAILABLE}, values=values))
-    error = await send_code(services, purpose="login", binding=data.login_binding, channel=channel,
+    proven = proven_channels(services, account)
+    if not proven:  # nothing proven yet: the person picks a contact on the code page before anything is sent
+        if not unproven_choices(services, account):
+            return LoginOutcome(result=StepResult(step="connexion", errors={"password": NO_CONTACT}, values=values))
+        return LoginOutcome(result=StepResult(step="code"))
+    data.login_channel = proven[0]
+    error = await send_code(services, purpose="login", binding=data.login_binding, channel=proven[0],
                             recipient=account_recipient(account), account_id=account["id"], template="login_code",
                             new_binding=True)
     if error:
@@ -139,27 +164,40 @@ async def _trusted(services: Services, account: dict[str, Any], token: str) -> b
 
 
 async def code_page(services: Services, session: Session) -> dict[str, Any]:
-    """What the code page says: where the code went and how long it lives."""
+    """What the code page says: where the code went and how long it lives, and where else it may go."""
     account = await account_by_id(services, session.data.account_id) if session.data and session.data.account_id else None
-    if account is None:
+    if account is None or session.data is None:
         return {}
-    channel = login_channel(services, account) or "email"
-    return {"channel": channel, "destination": masked_destination(channel, account_recipient(account)),
+    recipient = account_recipient(account)
+    channel = session.data.login_channel
+    options = [{"channel": c, "destination": masked_destination(c, recipient)} for c in channel_options(services, account)]
+    return {"channel": channel, "destination": masked_destination(channel, recipient) if channel else "",
+            "options": options, "proven": bool(proven_channels(services, account)),
             "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
             "length": services.host.code_policy("login").length}
 
 
-async def resend(services: Services, session: Session) -> StepResult:
+async def resend(services: Services, session: Session, channel: str = "") -> StepResult:
+    """A new code, on the channel asked for (one of the person's options) or on the current one."""
     assert session.data is not None and session.data.account_id is not None
     account = await account_by_id(services, session.data.account_id)
-    channel = login_channel(services, account) if account else None
-    if account is None or channel is None:
+    if account is None:
         return StepResult(step="code", errors={"code": UNAVAILABLE})
-    error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=channel,
+    options = channel_options(services, account)
+    wanted = channel or session.data.login_channel
+    if not wanted:
+        return StepResult(step="code", errors={"channel": CHOOSE_CHANNEL})
+    if wanted not in options:
+        return StepResult(step="code", errors={"channel": CHOOSE_CHANNEL if channel else UNAVAILABLE})
+    error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=wanted,
                             recipient=account_recipient(account), account_id=account["id"], template="login_code")
     if error:
         return StepResult(step="code", errors={"code": error})
-    return StepResult(step="code", notice="Un nouveau code de sécurité vient de vous être envoyé.")
+    first = not session.data.login_channel
+    session.data.login_channel = wanted
+    session.dirty = True
+    return StepResult(step="code", notice="Un code de sécurité vient de vous être envoyé." if first
+                      else "Un nouveau code de sécurité vient de vous être envoyé.")
 
 
 async def submit_code(services: Services, session: Session, form: dict[str, str], *, client: str) -> LoginOutcome:
@@ -171,15 +209,21 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
     except StepError as error:
         return LoginOutcome(result=StepResult(step="code", errors={"code": error.message_fr},
                                               values={"trust": "oui" if trust else ""}))
-    _check, message = await check_code(services, purpose="login", binding=session.data.login_binding, code=code,
-                                       account_id=session.data.account_id)
-    if message:
-        return LoginOutcome(result=StepResult(step="code", errors={"code": message},
+    if not session.data.login_channel:
+        return LoginOutcome(result=StepResult(step="code", errors={"channel": CHOOSE_CHANNEL}))
+    check, message = await check_code(services, purpose="login", binding=session.data.login_binding, code=code,
+                                      account_id=session.data.account_id)
+    if message or check is None:
+        return LoginOutcome(result=StepResult(step="code", errors={"code": message or UNAVAILABLE},
                                               values={"trust": "oui" if trust else ""}))
     account = await account_by_id(services, session.data.account_id)
     if account is None:
         session.clear()
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": LOGIN_FAILED}))
+    contact = CONTACT_OF_CHANNEL.get(check.channel)
+    if contact and not account[f"{contact}_verified"]:  # the code reached this contact: it is proven now
+        t = services.database.t.Account
+        await t.update({getattr(t, f"{contact}_verified"): True}).where(t.id == account["id"]).run()
     outcome = await _complete(services, session, account, client, via="code")
     if trust:
         token = await add_trusted_browser(services, account, form.get("user_agent", ""))

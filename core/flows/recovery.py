@@ -84,7 +84,10 @@ async def _send_recovery_code(services: Services, state: FlowState,
     identifier = state.data["identifier"]
     channel = state.data.get("channel", "")
     account = await account_by_identifier(services, identifier)
-    reachable = bool(account and (account["email"] if channel == "email" else account["mobile"]))
+    # only a contact the person proved with a code: a mistyped email is a stranger's, who would then
+    # receive the temporary password
+    contact = {"email": "email", "sms": "mobile"}.get(channel, "")
+    reachable = bool(account and contact and account[contact] and account[f"{contact}_verified"])
     error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
                             recipient=account_recipient(account) if account else account_recipient({}),
                             account_id=account["id"] if account else None, template="recovery_code",

@@ -18,6 +18,7 @@ from core.flows.common import (
     account_by_identifier,
     check_code,
     french_date,
+    mobile_regions,
     send_code,
     subject_of,
     temporary_expiry,
@@ -113,7 +114,7 @@ async def submit_contact(services: Services, state: FlowState, form: dict[str, s
         ("last_name", lambda: parse_name(values["last_name"], "last_name",
                                           "raison sociale" if is_company else "nom")),
         ("email", lambda: parse_email(values["email"], "email")),
-        ("mobile", lambda: parse_mobile(values["mobile"], "mobile")),
+        ("mobile", lambda: parse_mobile(values["mobile"], "mobile", regions=mobile_regions(services))),
     ]
     if not is_company:
         checks += [("first_name", lambda: parse_name(values["first_name"], "first_name", "prénom")),

@@ -11,7 +11,7 @@ from urllib.parse import quote_plus
 
 from core import ConfigError, DeliveryError, Message, PluginContext, Recipient, StepError
 from core.delivery_templates import TEMPLATES, render, template_context, template_environment
-from core.identifiers import parse_mobile
+from core.identifiers import FRENCH_REGIONS, parse_mobile
 from plugins.delivery_sms.gsm import ONE_SMS, septets, to_gsm7
 from plugins.delivery_sms.settings import SmsSettings
 
@@ -24,6 +24,7 @@ SETTINGS_KEY = "$.plugins.settings.delivery_sms"
 SAMPLE_PAYLOAD = {
     "code": "123456789012", "lifetime_minutes": 60, "password": "Ab3#kP9mQw2xZr",
     "expires_on": "31/12/2026", "masked_identifier": "185*******123", "new_email_masked": "j***n@exemple.fr",
+    "new_mobile_masked": "06 xx xx xx 78",
     "registered_on": "31/12/2026",
 }
 
@@ -118,7 +119,8 @@ class SmsChannel:
 
     async def send(self, message: Message) -> None:
         try:
-            to = parse_mobile(message.recipient.mobile or "", required=True)
+            to = parse_mobile(message.recipient.mobile or "", required=True,
+                              regions=FRENCH_REGIONS + self.context.config.security.foreign_mobile_regions)
         except StepError:
             raise DeliveryError("the recipient has no valid mobile number", permanent=True) from None
         assert to is not None

@@ -339,6 +339,17 @@ def login_password(b: Browse, identifier: str, password: str, *, state: str = "c
     return mark
 
 
+def choose_code_channel(b: Browse, channel: str = "email") -> set[str]:
+    """A first login with nothing proven yet (the password came by post): pick where the code goes."""
+    page = b.page
+    expect(page.locator("legend")).to_have_text("Où souhaitez-vous recevoir votre code de sécurité ?")
+    page.get_by_label("par SMS" if channel == "sms" else "par e-mail").check()
+    mark = b.mailbox_mark()
+    b.click_button("Recevoir le code", f"connexion-code-{channel}", h1="Authentification à 2 facteurs", swap=True)
+    expect(page.locator(".notice")).to_contain_text("Un code de sécurité vient de vous être envoyé.")
+    return mark
+
+
 def login_code(b: Browse, person: Person, mark: set[str], *, channel: str = "email", trust: bool = False,
                next_h1: str = "Mon espace privé", state: str = "connexion-code") -> None:
     """The second factor: the code read from the mailbox."""
@@ -389,8 +400,10 @@ def personalise(b: Browse, new_password: str, *, current: str | None = None, met
     expect(page.locator("#step")).to_contain_text("Votre mot de passe a bien été modifié.")
 
 
-def confirm_contacts(b: Browse, person: Person, *, edit_mobile: str | None = None, mistakes: bool = True) -> None:
-    """"Confirmation de vos coordonnées": optionally change the mobile with ✎ (a code by SMS), then confirm."""
+def confirm_contacts(b: Browse, person: Person, *, edit_mobile: str | None = None, password: str = "",
+                     mistakes: bool = True) -> None:
+    """"Confirmation de vos coordonnées": optionally change the mobile with ✎ (the current password, then a
+    code by SMS), then confirm."""
     page = b.page
     h1 = "Confirmation de vos coordonnées"
     if edit_mobile:
@@ -401,6 +414,7 @@ def confirm_contacts(b: Browse, person: Person, *, edit_mobile: str | None = Non
             b.click_button("Enregistrer", "coordonnees-modifier-erreur", h1=h1, swap=True, error=True)
             expect(b.field("value")).to_have_value("12 34")
         b.fill("value", edit_mobile)
+        b.fill("current_password", password)
         mark = b.mailbox_mark()
         b.click_button("Enregistrer", "coordonnees-code", h1="Vérification de votre nouvelle coordonnée", swap=True)
         sms = b.server.mailbox.sms_to(edit_mobile, contains="code", after=mark)

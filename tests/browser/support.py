@@ -434,7 +434,7 @@ class HttpCitizen:
                      confirm: bool = True) -> None:
         """A registered account with ``password`` personalised (and contacts confirmed), logged out."""
         temporary = self.register(person, channel=channel)
-        self.login(person, temporary)
+        self.login(person, temporary, channel=channel)
         self.personalise(password)
         if confirm:
             self.confirm_contacts()

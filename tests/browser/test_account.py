@@ -37,7 +37,7 @@ def test_first_login_forces_the_change_then_the_contact_confirmation(demo_server
     b.act(b.page.get_by_role("link", name="Continuer >"), "coordonnees", h1="Confirmation de vos coordonnées",
           swap=False)
     expect(b.page.locator("#contact-email")).to_contain_text(person.email)
-    confirm_contacts(b, person, edit_mobile=other_mobile(person))
+    confirm_contacts(b, person, edit_mobile=other_mobile(person), password=new_password(person))
 
 
 def test_mon_compte_changes_the_password_and_the_email(demo_server: LiveServer, open_browser: Any, js: bool) -> None:

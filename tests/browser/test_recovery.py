@@ -18,7 +18,7 @@ def test_forgotten_password_by_sms_with_a_4_digit_code(sud_aquitaine: LiveServer
     server = sud_aquitaine
     person = server.people.take("particulier_vitale")
     citizen = HttpCitizen(server)
-    citizen.make_account(person, new_password(person))
+    citizen.make_account(person, new_password(person), channel="sms")  # a recovery SMS goes to a proven mobile
     citizen.close()
     b = open_browser(server, js=js)
     page = b.page
@@ -57,6 +57,7 @@ def test_forgotten_password_by_sms_with_a_4_digit_code(sud_aquitaine: LiveServer
     b.act(page.get_by_role("link", name="Accéder à Mon espace privé"), "connexion", swap=False,
           h1="Je me connecte à Mon espace privé")
     mark = login_password(b, person.nir, temporary)
-    login_code(b, person, mark, next_h1="Changement de votre mot de passe", state="changement-mot-de-passe")
+    login_code(b, person, mark, channel="sms", next_h1="Changement de votre mot de passe",
+               state="changement-mot-de-passe")
     personalise(b, new_password(person)[::-1], mistakes=False)
     b.act(page.get_by_role("link", name="Continuer >"), "espace-prive", h1="Mon espace privé", swap=False)

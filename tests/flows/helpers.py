@@ -203,6 +203,17 @@ async def activate(portal: Portal, person: Any, *, password: str = NEW_PASSWORD,
     return account
 
 
+async def prove_mobile(portal: Portal, person: Any, password: str = NEW_PASSWORD) -> None:
+    """A logged-in person proves the mobile typed at registration (Mes coordonnées, the password, the SMS code)."""
+    await portal.get("/mon-compte/coordonnees")
+    r = await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "mobile", "value": person.mobile,
+                                                      "current_password": password})
+    assert r.status_code == 200 and "Vérification de votre nouvelle coordonnée" in r.text, field_errors(r)
+    [*_, sms] = await portal.outbox("contact_code")
+    r = await portal.post("/mon-compte/coordonnees", {"action": "code", "code": sms["payload"]["code"]})
+    assert r.status_code == 200 and "Votre coordonnée a été vérifiée et enregistrée." in r.text, field_errors(r)
+
+
 async def logout(portal: Portal) -> None:
     await portal.get("/")
     r = await portal.post("/deconnexion", {})

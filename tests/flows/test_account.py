@@ -167,7 +167,8 @@ async def test_the_landline_is_saved_at_once(portal: Portal, julien: Any, person
 
 async def test_a_new_email_waits_for_the_code_sent_to_it(portal: Portal, julien: Any, personalised: None) -> None:
     new = "julien.nouveau@demo.invalid"
-    r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "email", "value": new})
+    r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "email", "value": new,
+                                                        "current_password": NEW_PASSWORD})
     assert r.status_code == 200 and "Vérification de votre nouvelle coordonnée" in r.text
     [code_message] = await messages_to(portal, "contact_code")
     assert code_message["channel"] == "email" and code_message["recipient"]["email"] == new
@@ -193,7 +194,7 @@ async def test_a_new_email_waits_for_the_code_sent_to_it(portal: Portal, julien:
 async def test_a_new_mobile_waits_for_the_code_sent_to_it_by_sms(portal: Portal, julien: Any,
                                                                  personalised: None) -> None:
     r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "mobile",
-                                                       "value": "07 81 23 45 67"})
+                                                       "value": "07 81 23 45 67", "current_password": NEW_PASSWORD})
     assert r.status_code == 200 and "par SMS au nouveau numéro" in r.text
     [code_message] = await messages_to(portal, "contact_code")
     assert code_message["channel"] == "sms" and code_message["recipient"]["mobile"] == "+33781234567"

@@ -12,6 +12,7 @@ from tests.flows.helpers import (
     UNKNOWN_NIR,
     account_of,
     activate,
+    prove_mobile,
     field_error,
     is_full_page,
     is_partial,
@@ -41,9 +42,11 @@ async def sud(portal: Portal, demo_people: Any, portal_factory: Any, make_config
 
 @pytest.fixture
 async def julien(sud: Portal, demo_people: Any) -> Any:
-    """Julien LEFEBVRE with a personal password (NEW_PASSWORD) and confirmed contacts, logged out."""
+    """Julien LEFEBVRE with a personal password (NEW_PASSWORD), confirmed contacts and both his email and
+    mobile proven (recovery goes only to proven contacts), logged out."""
     person = demo_people.DEMO_PERSONS["particulier_vitale"]
     await activate(sud, person)
+    await prove_mobile(sud, person)
     await logout(sud)
     return person
 

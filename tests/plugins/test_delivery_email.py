@@ -37,6 +37,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "temporary_password": {"password": "Ab3#kP9mQw2xZr", "expires_on": "31/03/2026", "masked_identifier": "185*******123"},
     "password_changed_notice": {},
     "email_changed_notice": {"new_email_masked": "j***n@exemple.fr"},
+    "mobile_changed_notice": {"new_mobile_masked": "06 xx xx xx 78"},
     "registration_attempt_notice": {},
     "password_reset_notice": {},
     "registration_letter": {"masked_identifier": "185*******123", "registered_on": "02/03/2026"},

@@ -125,9 +125,10 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     await portal.post("/mon-compte/email", {"current_password": PASSWORD, "value": "julien.nouveau@demo.invalid"})
     r = await portal.post("/mon-compte/email", {"action": "code", "code": await portal.last_code("contact_code")})
     assert "Votre adresse email a été modifiée." in r.text
-    await portal.get("/confirmation-coordonnees")
-    await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "mobile", "value": "06 12 34 56 78"})
-    r = await portal.post("/confirmation-coordonnees", {"action": "code", "code": await portal.last_code("contact_code")})
+    await portal.get("/mon-compte/coordonnees")
+    await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "mobile", "value": "06 12 34 56 78",
+                                                  "current_password": PASSWORD})
+    r = await portal.post("/mon-compte/coordonnees", {"action": "code", "code": await portal.last_code("contact_code")})
     assert r.status_code == 200, messages(r)
     # a browser trusted (the first one went with the password change), used, then revoked; a failed login
     await portal.post("/deconnexion", {})

@@ -94,12 +94,13 @@ def recovery_until(step: str) -> Callable[[Portal, Callable[..., Any]], Awaitabl
     return prepare
 
 
-def logged_in(page: str, *, temporary: bool = False) -> Callable[[Portal, Callable[..., Any]], Awaitable[Portal]]:
+def logged_in(page: str, *, temporary: bool = False,
+              confirmed: bool = True) -> Callable[[Portal, Callable[..., Any]], Awaitable[Portal]]:
     async def prepare(portal: Portal, factory: Callable[..., Any]) -> Portal:
         t = portal.services.database.t
         await t.Account.delete(force=True).run()
         await t.RateCounter.delete(force=True).run()
-        await make_account(portal, temporary=temporary, confirmed=not temporary)
+        await make_account(portal, temporary=temporary, confirmed=confirmed and not temporary)
         browser = await factory(portal.services.config)
         await login(browser, person().identifier)
         await browser.get(page)
@@ -121,8 +122,10 @@ FORMS = {
     "personalisation": Form("/changement-mot-de-passe", ("new_password", "confirm_password"),
                             logged_in("/changement-mot-de-passe", temporary=True)),
     "password meter": Form("/mot-de-passe/force", ("new_password",), logged_in("/mon-compte/mot-de-passe")),
-    "contacts": Form("/confirmation-coordonnees", ("action", "field", "value", "code"),
-                     logged_in("/confirmation-coordonnees")),
+    "contacts": Form("/mon-compte/coordonnees", ("action", "field", "value", "current_password", "code"),
+                     logged_in("/mon-compte/coordonnees")),
+    "contacts confirmation": Form("/confirmation-coordonnees", ("action", "field", "value", "current_password", "code"),
+                                  logged_in("/confirmation-coordonnees", confirmed=False)),
     "password change": Form("/mon-compte/mot-de-passe", ("current_password", "new_password", "confirm_password"),
                             logged_in("/mon-compte/mot-de-passe")),
     "email change": Form("/mon-compte/email", ("current_password", "value", "action", "code"),

@@ -113,8 +113,8 @@ async def test_hostile_names_are_inert_in_pages_fragments_emails_and_letters(por
     assert where(r) == "/mot-de-passe-modifie", messages(r)
     await portal.get("/confirmation-coordonnees")
     await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
-    for path in ("/espace-prive", "/mon-compte", "/confirmation-coordonnees", "/mon-compte/email",
-                 "/confirmation-coordonnees?modifier=email"):
+    for path in ("/espace-prive", "/mon-compte", "/mon-compte/coordonnees", "/mon-compte/email",
+                 "/mon-compte/coordonnees?modifier=email"):
         for htmx in (False, True):
             r = await portal.get(path, htmx=htmx)
             assert r.status_code == 200, path

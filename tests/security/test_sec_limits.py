@@ -216,8 +216,8 @@ async def test_the_hourly_sms_budget_holds(portal_factory: Callable[..., Any],
                                            make_config: Callable[..., CaisseConfig], db_url: str,
                                            clock: Any) -> None:
     portal = await portal_factory(config_with(make_config, db_url, security="sms_per_hour = 1"))
-    await make_account(portal, "particulier_vitale")
-    await make_account(portal, "particulier_paiement")
+    await make_account(portal, "particulier_vitale", mobile_verified=True)
+    await make_account(portal, "particulier_paiement", mobile_verified=True)
     first = await portal_factory(portal.services.config)
     await first.post("/mot-de-passe-oublie/identifiant", {"identifier": person("particulier_vitale").identifier})
     r = await first.post("/mot-de-passe-oublie/canal", {"channel": "sms"})

@@ -277,9 +277,9 @@ async def test_a_flow_cannot_jump_ahead_of_its_current_step(portal: Portal, demo
 async def test_a_tampered_contact_field_name_is_refused(portal: Portal, field: str, demo_people: Any) -> None:
     account_row = await make_account(portal)
     await login(portal, person().identifier)
-    await portal.get("/confirmation-coordonnees")
+    await portal.get("/mon-compte/coordonnees")
     before = await snapshot(portal)
-    r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": field, "value": "1"})
+    r = await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": field, "value": "1"})
     assert r.status_code == 422 and "Cette coordonnée ne peut pas être modifiée." in text(r)
     assert await snapshot(portal) == before
     await expect_event(portal, "login.succeeded", account_id=account_row["id"])
@@ -493,9 +493,9 @@ async def test_no_cookie_token_is_stored_in_clear(portal: Portal, portal_factory
     a replica) gives no cookie to replay, not even through the codes table or the session data."""
     account_row = await make_account(portal, "particulier_paiement")
     await login(portal, person("particulier_paiement").identifier, trust=True)
-    await portal.get("/confirmation-coordonnees")
-    await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "email",
-                                                    "value": "sophie.nouvelle@demo.invalid"})
+    await portal.get("/mon-compte/coordonnees")
+    await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "email",
+                                                  "value": "sophie.nouvelle@demo.invalid", "current_password": PASSWORD})
     registering = await another_browser(portal_factory, portal)
     who = person("particulier_vitale")
     await registering.post("/inscription/statut", {"status": who.status})

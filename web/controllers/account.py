@@ -55,15 +55,64 @@ def _title(request: Request[Any, Any, Any], heading: str) -> str:
     return f"{heading} — Mon espace privé — {services_of(request).config.caisse.name}"
 
 
-def _contacts(account: dict[str, Any]) -> list[dict[str, str]]:
+def _contacts(account: dict[str, Any]) -> list[dict[str, Any]]:
     labels = {"email": "Votre adresse email est", "mobile": "Votre numéro de téléphone portable est",
               "landline": "Votre numéro de téléphone fixe est", "fax": "Votre numéro de fax est"}
     shown = []
     for field, label in labels.items():
         value = account.get(field) or ""
         shown.append({"field": field, "label": label,
-                      "value": format_phone(value) if value and field != "email" else value})
+                      "value": format_phone(value) if value and field != "email" else value,
+                      "unproven": bool(value) and field in flow.PROVEN_CONTACTS and not account[f"{field}_verified"]})
     return shown
+
+
+CONFIRMATION_URL = "/confirmation-coordonnees"
+MY_CONTACTS_URL = "/mon-compte/coordonnees"
+
+
+def _editable(field: str | None) -> str | None:
+    return field if field in flow.CONTACT_FIELDS else None
+
+
+def _contacts_page(request: Request[Any, Any, Any], account: dict[str, Any], *, confirming: bool,
+                   editing: str | None, result: StepResult | None = None,
+                   template: str = "steps/account/coordonnees.html") -> Any:
+    session = session_of(request)
+    url = CONFIRMATION_URL if confirming else MY_CONTACTS_URL
+    context = {"contacts": _contacts(account), "editing": editing, "errors": result.errors if result else {},
+               "values": result.values if result else {}, "notice": result.notice if result else "",
+               "pending": session.data.pending_contact if session.data else {}, "confirming": confirming,
+               "contacts_url": url, "length": services_of(request).host.code_policy("contact_change").length}
+    heading = "Confirmation de vos coordonnées" if confirming else "Mes coordonnées"
+    return render(request, template, context, status=step_status(result) if result else 200,
+                  title=_title(request, heading), push_url=url)
+
+
+async def _contacts_action(request: Request[Any, Any, Any], account: dict[str, Any], form: dict[str, str], *,
+                           confirming: bool) -> Any:
+    """"modifier" a contact (an email or mobile with the current password), or the "code" sent to a new one."""
+    services = services_of(request)
+    session = session_of(request)
+    client = client_address(request)
+    action = form.get("action", "")
+    if action == "modifier":
+        field = form.get("field", "")
+        result = await flow.start_contact_change(services, session, account, field, form.get("value", ""),
+                                                 client=client, current_password=form.get("current_password") or None)
+        account = await flow.current_account(services, session) or account
+        if result.step == "coordonnees-code":
+            return _contacts_page(request, account, confirming=confirming, editing=None, result=result,
+                                  template="steps/account/coordonnees_code.html")
+        return _contacts_page(request, account, confirming=confirming,
+                              editing=_editable(field) if result.errors else None, result=result)
+    if action == "code":
+        result = await flow.confirm_contact_change(services, session, account, form, client=client)
+        account = await flow.current_account(services, session) or account
+        template = "steps/account/coordonnees_code.html" if result.step == "coordonnees-code" \
+            else "steps/account/coordonnees.html"
+        return _contacts_page(request, account, confirming=confirming, editing=None, result=result, template=template)
+    return _contacts_page(request, account, confirming=confirming, editing=None)
 
 
 class AccountController(Controller):
@@ -100,49 +149,35 @@ class AccountController(Controller):
         return render(request, "steps/account/modifie.html", {"confirm_next": account["contacts_confirmed_at"] is None},
                       title=_title(request, "Confirmation"))
 
-    # --- contact details -------------------------------------------------------------------------
+    # --- contact details: the first login's confirmation, then Mon compte's "Mes coordonnées" ------
 
-    @get("/confirmation-coordonnees")
+    @get(CONFIRMATION_URL)
     async def contacts(self, request: Request[Any, Any, Any], modifier: str | None = None) -> Any:
         account = await _require(request)
-        return self._contacts_page(request, account, editing=modifier if modifier in flow.CONTACT_FIELDS else None)
+        if not flow.confirmation_due(account):
+            return go(request, MY_CONTACTS_URL)
+        return _contacts_page(request, account, confirming=True, editing=_editable(modifier))
 
-    def _contacts_page(self, request: Request[Any, Any, Any], account: dict[str, Any], *, editing: str | None,
-                       result: StepResult | None = None, template: str = "steps/account/coordonnees.html") -> Any:
-        session = session_of(request)
-        pending = session.data.pending_contact if session.data else {}
-        context = {"contacts": _contacts(account), "editing": editing, "errors": result.errors if result else {},
-                   "values": result.values if result else {}, "notice": result.notice if result else "",
-                   "pending": pending, "length": services_of(request).host.code_policy("contact_change").length}
-        return render(request, template, context, status=step_status(result) if result else 200,
-                      title=_title(request, "Confirmation de vos coordonnées"), push_url="/confirmation-coordonnees")
-
-    @post("/confirmation-coordonnees")
+    @post(CONFIRMATION_URL)
     async def contacts_submit(self, request: Request[Any, Any, Any]) -> Any:
         account = await _require(request)
-        services = services_of(request)
+        if not flow.confirmation_due(account):
+            return go(request, MY_CONTACTS_URL)
         form = await form_of(request)
-        action = form.get("action", "")
-        client = client_address(request)
-        if action == "confirmer":
-            await flow.confirm_contacts(services, account, client=client)
+        if form.get("action") == "confirmer":
+            await flow.confirm_contacts(services_of(request), account, client=client_address(request))
             return go(request, "/espace-prive")
-        if action == "modifier":
-            field = form.get("field", "")
-            result = await flow.start_contact_change(services, session_of(request), account, field,
-                                                     form.get("value", ""), client=client)
-            account = await flow.current_account(services, session_of(request)) or account
-            if result.step == "coordonnees-code":
-                return self._contacts_page(request, account, editing=None, result=result,
-                                           template="steps/account/coordonnees_code.html")
-            return self._contacts_page(request, account, editing=field if result.errors else None, result=result)
-        if action == "code":
-            result = await flow.confirm_contact_change(services, session_of(request), account, form, client=client)
-            account = await flow.current_account(services, session_of(request)) or account
-            template = "steps/account/coordonnees_code.html" if result.step == "coordonnees-code" \
-                else "steps/account/coordonnees.html"
-            return self._contacts_page(request, account, editing=None, result=result, template=template)
-        return self._contacts_page(request, account, editing=None)
+        return await _contacts_action(request, account, form, confirming=True)
+
+    @get(MY_CONTACTS_URL)
+    async def my_contacts(self, request: Request[Any, Any, Any], modifier: str | None = None) -> Any:
+        account = await _require(request)
+        return _contacts_page(request, account, confirming=False, editing=_editable(modifier))
+
+    @post(MY_CONTACTS_URL)
+    async def my_contacts_submit(self, request: Request[Any, Any, Any]) -> Any:
+        account = await _require(request)
+        return await _contacts_action(request, account, await form_of(request), confirming=False)
 
     # --- the espace privé and Mon compte -----------------------------------------------------------
 
@@ -204,13 +239,12 @@ class AccountController(Controller):
                               status=422, title=title)
             fresh = await flow.current_account(services, session) or account
             return await self._settings_page(request, fresh, "Votre adresse email a été modifiée.")
-        refusal = await flow.verify_current(services, account, form.get("current_password", ""), client=client)
-        if refusal:
-            return render(request, "steps/account/email.html",
-                          {"errors": {"current_password": refusal}, "values": {"value": form.get("value", "")},
-                           "account": account}, status=422, title=title)
         result = await flow.start_contact_change(services, session, account, "email", form.get("value", ""),
-                                                 client=client)
+                                                 client=client, current_password=form.get("current_password", ""))
+        if "current_password" in result.errors:
+            return render(request, "steps/account/email.html",
+                          {"errors": {"current_password": result.errors["current_password"]},
+                           "values": {"value": form.get("value", "")}, "account": account}, status=422, title=title)
         if result.errors:
             return render(request, "steps/account/email.html",
                           {"errors": {"value": result.errors.get("email", next(iter(result.errors.values())))},
