@@ -146,7 +146,7 @@ def configure_logging(fmt: Literal["json", "text"] = "json", level: str = "info"
 
 def uvicorn_log_config(fmt: Literal["json", "text"] = "json", level: str = "info") -> dict[str, Any]:
     """A logging config for uvicorn.run: uvicorn's own lines in the same format as guichet's."""
-    formatter = {"()": "core.logs.JsonFormatter"} if fmt == "json" else {"()": "core.logs.TextFormatter"}
+    formatter = {"()": "guichet.core.logs.JsonFormatter"} if fmt == "json" else {"()": "guichet.core.logs.TextFormatter"}
     return {
         "version": 1,
         "disable_existing_loggers": False,

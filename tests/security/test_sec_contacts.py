@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from core.config import CaisseConfig
-from core.errors import StepError
-from core.identifiers import parse_mobile
+from guichet.core.config import CaisseConfig
+from guichet.core.errors import StepError
+from guichet.core.identifiers import parse_mobile
 from tests.conftest import Portal, portal_config_text
 from tests.security.support import (
     PASSWORD,

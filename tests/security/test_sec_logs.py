@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from core.logs import configure_logging
-from core.structs import Message, PostalAddress, Recipient
+from guichet.core.logs import configure_logging
+from guichet.core.structs import Message, PostalAddress, Recipient
 from tests.conftest import Portal
 from tests.security.support import LOG, remember
 
@@ -54,9 +54,9 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
     for name, value in levels.items():
         logging.getLogger(name).setLevel(value)
-    import core.logs
+    import guichet.core.logs
 
-    core.logs._configured = None
+    guichet.core.logs._configured = None
 
 
 @pytest.mark.parametrize("level", ["debug", "info"])
