@@ -4,6 +4,13 @@ import pluggy
 from guichet.core.context import PluginContext
 from guichet.core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
 from guichet.core.structs import (
+    CODE,
+    EMAIL,
+    LETTER,
+    MOBILE,
+    NOTICE,
+    PASSWORD,
+    POSTAL,
     AuditEvent,
     Channel,
     CodePolicy,
@@ -24,7 +31,8 @@ from guichet.core.structs import (
 hookimpl = pluggy.HookimplMarker("guichet")
 
 __all__ = [
-    "AuditEvent", "Channel", "CodePolicy", "ConfigError", "DeliveryError", "GuichetError", "Message",
-    "PasswordContext", "PasswordRule", "Payment", "PluginContext", "PluginError", "PostalAddress", "Question",
-    "Recipient", "Record", "Registry", "Status", "StepError", "Strength", "Verdict", "hookimpl",
+    "CODE", "EMAIL", "LETTER", "MOBILE", "NOTICE", "PASSWORD", "POSTAL", "AuditEvent", "Channel", "CodePolicy",
+    "ConfigError", "DeliveryError", "GuichetError", "Message", "PasswordContext", "PasswordRule", "Payment",
+    "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "Status",
+    "StepError", "Strength", "Verdict", "hookimpl",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from guichet.core.config import CaisseConfig, load_config
+from guichet.core.config import CaisseConfig, load_config, missing_secrets
 from guichet.core.errors import ConfigError, GuichetError
 
 DEFAULT_CONFIG = "config/demo.toml"
@@ -52,6 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from guichet.core.metrics import MULTIPROCESS_ENV
 
     config = _config(args)
+    for blocker in missing_secrets(config) or _delivery_blockers(config):  # refuse before any worker starts
+        raise ConfigError(blocker)
     host = args.host or config.server.host
     port = args.port or config.server.port
     workers = args.workers or config.server.workers
@@ -161,7 +163,36 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         for finding in findings:
             print(f"  - {finding.key}: {finding.value} — {finding.standard}")
             print(f"    compensating controls: {finding.compensation}")
+    blockers = missing_secrets(config) or _delivery_blockers(config)
+    print()
+    if blockers:
+        print("Ready to serve: no")
+        for blocker in blockers:
+            print(f"  - {blocker}")
+        return 1
+    print("Ready to serve: yes (secrets resolved; every purpose has a channel)")
     return 0
+
+
+def _delivery_blockers(config: CaisseConfig) -> list[str]:
+    """What `guichet serve` would refuse before it starts: plugins, channels, every purpose served."""
+    from guichet.core.clock import Clock
+    from guichet.core.context import PluginContext
+    from guichet.core.database import Database
+    from guichet.core.plugins import PluginHost
+
+    from guichet.core.context import DemoEndpoints
+
+    # demo mode: the channels send to the demo mailbox's local sinks, which only `guichet serve` starts
+    demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=1, sms_url="http://127.0.0.1:1/sms",
+                         mailbox_dir=config.demo.mailbox_dir) if config.demo.mailbox else None
+    try:
+        host = PluginHost(config, PluginContext(config=config, database=Database.from_config(config), clock=Clock(),
+                                                demo=demo))
+        host.check_deliveries()
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 # --- outbox ----------------------------------------------------------------------------------------

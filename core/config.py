@@ -78,7 +78,8 @@ class CodePolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     lifetime_minutes: Annotated[int, msgspec.Meta(ge=1, le=60)] | None = None
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None
     resend_cooldown_seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] | None = None
-    channels: list[Literal["email", "sms"]] | None = None
+    # channel names, in the order pages offer them; checked against the loaded channels at start-up
+    channels: list[Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]] | None = None
 
 
 class CodesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -208,6 +209,45 @@ class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         return self.plugins.settings.get(name, {})
 
 
+def secret_refs(config: CaisseConfig) -> list[tuple[str, SecretRef]]:
+    """Every secret the config refers to, with its key path: the core's, and those a plugin's settings
+    table holds (a table with exactly one of env, file or value)."""
+    found: list[tuple[str, SecretRef]] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, SecretRef):
+            found.append((where, value))
+        elif isinstance(value, msgspec.Struct):
+            for field in value.__struct_fields__:
+                walk(getattr(value, field), f"{where}.{field}")
+        elif isinstance(value, dict):
+            if value and set(value) <= {"env", "file", "value"} and len(value) == 1:
+                try:
+                    found.append((where, msgspec.convert(value, SecretRef)))
+                except msgspec.ValidationError:
+                    pass
+                return
+            for key, item in value.items():
+                walk(item, f"{where}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+
+    walk(config, "$")
+    return found
+
+
+def missing_secrets(config: CaisseConfig) -> list[str]:
+    """What stops the config's secrets from resolving here: which variable or file, never a value."""
+    missing = []
+    for where, ref in secret_refs(config):
+        try:
+            ref.resolve()
+        except ConfigError as exc:
+            missing.append(f"{where}: {exc}")
+    return missing
+
+
 _PATH_RE = re.compile(r" - at `(?P<path>[^`]+)`$")
 
 
@@ -256,9 +296,6 @@ def _check_semantics(config: CaisseConfig) -> None:
             raise ValueError(f"unknown country code {region!r} - at `$.security.foreign_mobile_regions[{i}]`")
     if len(set(config.plugins.enabled)) != len(config.plugins.enabled):
         raise ValueError("a plugin is enabled twice - at `$.plugins.enabled`")
-    for channel, _hours in config.passwords.temporary_lifetime_hours.items():
-        if channel not in ("email", "sms", "postal"):
-            raise ValueError(f"unknown channel {channel!r}, expected email, sms or postal - at `$.passwords.temporary_lifetime_hours`")
 
 
 def decode_config(data: bytes | str, *, source: str = "<config>", base_dir: str = "") -> CaisseConfig:

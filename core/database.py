@@ -29,6 +29,18 @@ except ImportError:  # pragma: no cover
     INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
 
 
+class _PostgresEngine(PostgresEngine):
+    """piccolo's engine connects once while it is constructed (a version check and the extensions):
+    here the connection pool opens in ``Database.connect``, and a config can be checked or a
+    ``Database`` built with the server down."""
+
+    async def check_version(self) -> None:
+        return None
+
+    async def prep_database(self) -> None:
+        return None  # no extension: guichet needs none, and a production role may not create one
+
+
 class Tables:
     """The core tables bound to one engine; attribute names are the table class names."""
 
@@ -101,8 +113,7 @@ class Database:
             config: dict[str, Any] = {"dsn": dsn}
             if password:
                 config["password"] = password
-            # no extension: guichet needs none, and a production role may not create one
-            self.engine = PostgresEngine(config=config, extensions=())
+            self.engine = _PostgresEngine(config=config, extensions=())
         self.t = Tables(self.engine)
         self._pool_started = False
 

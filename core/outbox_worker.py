@@ -435,8 +435,9 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
         clock = Clock()
         context = PluginContext(config=config, database=database, clock=clock,
                                 demo=sinks.endpoints if sinks else None)
-        worker = OutboxWorker(database, Keys.from_config(config), PluginHost(config, context), clock,
-                              worker_id=default_worker_id())
+        host = PluginHost(config, context)
+        host.check_deliveries()
+        worker = OutboxWorker(database, Keys.from_config(config), host, clock, worker_id=default_worker_id())
         if once:
             handled = await worker.drain()
             print(f"{handled} message(s) handled")

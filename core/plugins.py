@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -13,6 +13,7 @@ from typing import Any
 import pluggy
 
 from guichet.core import defaults, hookspecs
+from guichet.core.channels import PURPOSE_NEEDS, carries, check_channel, purpose_problem
 from guichet.core.config import PURPOSES, CaisseConfig, CodePolicyConfig
 from guichet.core.context import PluginContext
 from guichet.core.errors import ConfigError, PluginError
@@ -22,6 +23,9 @@ from guichet.core.structs import (
     CodePolicy,
     PasswordContext,
     PasswordRule,
+    LETTER,
+    PASSWORD,
+    POSTAL,
     Question,
     Record,
     Status,
@@ -120,14 +124,17 @@ class PluginHost:
         self.context = context
         self.pm, self.infos = load_plugins(config)
         self._statuses = self._collect_unique("guichet_statuses", lambda s: s.code, {})
+        self.channels_loaded = channels
         self._channels: dict[str, Channel] = (
-            self._collect_unique("guichet_channels", lambda c: c.name, {"context": context}) if channels else {})
+            self._collect_unique("guichet_channels", lambda c: c.name, {"context": context},
+                                 check=check_channel) if channels else {})
         self._policies = {purpose: self._code_policy(purpose) for purpose in PURPOSES}
         self._rules = self._password_rules()
 
     # -- collecting hooks -------------------------------------------------------------------------
 
-    def _collect_unique(self, hook_name: str, key: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _collect_unique(self, hook_name: str, key: Any, kwargs: dict[str, Any],
+                        check: Callable[[Any, str], None] | None = None) -> dict[str, Any]:
         hook = getattr(self.pm.hook, hook_name)
         found: dict[str, Any] = {}
         for impl in reversed(hook.get_hookimpls()):
@@ -137,6 +144,8 @@ class PluginHost:
                     result.close()  # never awaited on purpose: no "never awaited" warning
                 raise ConfigError(f"plugin {impl.plugin_name!r}: {hook_name} must be a plain def returning a list")
             for item in result or []:
+                if check is not None:
+                    check(item, impl.plugin_name)
                 name = key(item)
                 if name in found:
                     raise ConfigError(f"{hook_name}: {name!r} is offered twice (plugin {impl.plugin_name!r})",
@@ -155,6 +164,47 @@ class PluginHost:
 
     def channel(self, name: str) -> Channel | None:
         return self._channels.get(name)
+
+    def channels_for(self, purpose: str) -> list[Channel]:
+        """The loaded channels a purpose's codes may use, in the caisse's order, each able to carry
+        what the purpose sends (a code, and for registration and recovery the temporary password)."""
+        needed, kinds = PURPOSE_NEEDS[purpose]
+        found = [self._channels[n] for n in self._policies[purpose].channels if n in self._channels]
+        return [c for c in found if needed <= carries(c) and (kinds is None or c.reaches in kinds)]
+
+    def channels_reaching(self, kind: str, carrying: str) -> list[Channel]:
+        """Every loaded channel that delivers ``carrying`` (a notice, a letter...) to addresses of ``kind``,
+        in plugin order."""
+        return [c for c in self._channels.values() if c.reaches == kind and carrying in carries(c)]
+
+    def check_deliveries(self) -> None:
+        """Raise ConfigError when a purpose cannot be served by the loaded channels: every process that
+        serves or delivers calls it before it starts (a config that cannot deliver what its flows need
+        must not start), as does ``guichet config check``."""
+        if not self.channels_loaded:
+            raise ValueError("check_deliveries needs a host built with its channels")
+        source = self.config.source or None
+        for purpose in PURPOSES:
+            explicit = getattr(self.config.codes, purpose).channels is not None
+            problem = purpose_problem(purpose, list(self._policies[purpose].channels), self._channels,
+                                      explicit=explicit)
+            if problem:
+                raise ConfigError(problem, path=source, key=f"$.codes.{purpose}.channels")
+        asks_questions = any(not status.third_party for status in self._statuses.values())
+        postal = {what: self.channels_reaching(POSTAL, what) for what in (PASSWORD, LETTER)}
+        if asks_questions and not all(postal.values()):
+            missing = " and ".join(what for what, found in (("the temporary password after a wrong or missing "
+                                                             "identity answer", postal[PASSWORD]),
+                                                            ("the registration confirmation letter", postal[LETTER]))
+                                   if not found)
+            raise ConfigError(f"registration sends {missing} by post, and no enabled channel reaches postal "
+                              "addresses to carry it (enable delivery_postal, or a postal channel of your own)",
+                              path=source, key="$.plugins.enabled")
+        for name in self.config.passwords.temporary_lifetime_hours:
+            if name not in self._channels:
+                raise ConfigError(f"no enabled channel is named {name!r} (loaded channels: "
+                                  f"{', '.join(sorted(self._channels)) or 'none'})", path=source,
+                                  key="$.passwords.temporary_lifetime_hours")
 
     def identity_questions(self, status: Status, record: Record | None) -> list[Question]:
         """Every plugin's questions; a failing plugin is logged and offers none."""
@@ -207,12 +257,9 @@ class PluginHost:
         changes = {k: (tuple(v) if isinstance(v, list) else v)
                    for k in ("length", "lifetime_minutes", "max_attempts", "resend_cooldown_seconds", "channels")
                    if (v := getattr(override, k)) is not None}
-        policy = _replace(policy, **changes)
-        unknown = [c for c in policy.channels if c not in ("email", "sms")]
-        if unknown:
-            raise ConfigError(f"code channels must be email or sms, not {unknown}", path=self.config.source or None,
-                              key=f"$.codes.{purpose}.channels")
-        return policy
+        # a preset's or the default's list may name channels this caisse has not enabled: flows use
+        # channels_for(), which keeps the loaded ones; check_deliveries() refuses a list with none
+        return _replace(policy, **changes)
 
     def code_policy(self, purpose: str) -> CodePolicy:
         return self._policies[purpose]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -43,7 +43,14 @@ class PostalAddress(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
-    """What the caisse already knows of a person or company (the registry)."""
+    """What the caisse already knows of a person or company (the registry).
+
+    ``facts`` holds what a registry connector knows that core never names (the amount of the last
+    "prime d'activité", the date of the last payment...): the connector and the identity question
+    plugin that reads it agree on the keys; values are JSON-like (str, int, float, bool, ISO dates
+    as strings). ``addresses`` holds addresses of kinds a channel plugin defines (a secure-messaging
+    box...), known to the caisse and so trusted like the postal address.
+    """
 
     identifier_kind: str
     identifier: str
@@ -56,15 +63,24 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     vitale_serial: str | None = None
     health_affiliated: bool = False
     payments: tuple[Payment, ...] = ()
+    facts: dict[str, Any] = {}
+    addresses: dict[str, str] = {}
 
 
 class Question(msgspec.Struct, frozen=True, kw_only=True):
-    """An identity question a plugin can ask."""
+    """An identity question a plugin can ask: its wording, and how the answer field behaves.
 
-    kind: str  # "vitale", "payment"
-    label_fr: str
-    hint_fr: str = ""
-    input_mode: str = "text"  # "text", "numeric", "decimal"
+    The plugin that offers a question also checks the form of its answers
+    (``guichet_identity_answer``) and judges them (``guichet_identity_check``).
+    """
+
+    kind: str  # "vitale", "payment", or a kind of the plugin's own
+    label_fr: str  # the choice's label on the question page
+    hint_fr: str = ""  # under the answer field once this question is chosen: what to type, with an example
+    help_fr: str = ""  # where to find the answer ("au dos de votre carte Vitale, sous la puce")
+    input_mode: Literal["text", "numeric", "decimal"] = "text"  # the phone keyboard to show
+    autocomplete: str = "off"
+    max_length: int = 40
     params: dict[str, Any] = {}
 
 
@@ -101,6 +117,12 @@ class Strength(msgspec.Struct, frozen=True, kw_only=True):
     label_fr: str
 
 
+# The address kinds core knows; a channel plugin may reach a kind of its own (Recipient.addresses)
+EMAIL, MOBILE, POSTAL = "email", "mobile", "postal"
+# What a message carries, which a channel declares it can deliver (Channel.carries)
+CODE, PASSWORD, NOTICE, LETTER = "code", "password", "notice", "letter"
+
+
 class Recipient(msgspec.Struct, frozen=True, kw_only=True):
     """Where a message goes, taken from the account or the registry, never from a form."""
 
@@ -108,6 +130,17 @@ class Recipient(msgspec.Struct, frozen=True, kw_only=True):
     email: str | None = None
     mobile: str | None = None
     address: PostalAddress | None = None
+    addresses: dict[str, str] = {}  # addresses of the kinds channel plugins define
+
+    def reachable_by(self, kind: str) -> bool:
+        """Whether this recipient has an address of ``kind``."""
+        if kind == EMAIL:
+            return bool(self.email)
+        if kind == MOBILE:
+            return bool(self.mobile)
+        if kind == POSTAL:
+            return self.address is not None and bool(self.address.lines)
+        return bool(self.addresses.get(kind))
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,10 +168,21 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 @runtime_checkable
 class Channel(Protocol):
-    """A way to reach a person. ``send`` raises DeliveryError on failure."""
+    """A way to reach a person. ``send`` raises DeliveryError on failure.
+
+    ``name`` is what a caisse config lists (``[codes.login] channels``); ``label_fr`` completes
+    "Recevoir le code ..." and "Un mot de passe temporaire vous a été envoyé ..." ("par e-mail",
+    "par SMS", "par courrier", "dans votre messagerie MSA"); ``reaches`` is the kind of address the
+    channel delivers to (``EMAIL``, ``MOBILE``, ``POSTAL`` or a kind of its own, read from
+    ``Recipient.addresses``). A channel may also declare ``carries`` (a frozenset of ``CODE``,
+    ``PASSWORD``, ``NOTICE``, ``LETTER``; by default codes, passwords and notices, or passwords and
+    letters for ``POSTAL``) and ``destination_fr(recipient) -> str``, the masked destination a page
+    shows ("j…e@exemple.fr"; by default masked for email and mobile, empty otherwise).
+    """
 
     name: str
     label_fr: str
+    reaches: str
 
     async def send(self, message: Message) -> None: ...
 

@@ -375,6 +375,7 @@ from guichet.core import DeliveryError, hookimpl
 class PigeonChannel:
     name = "pigeon"
     label_fr = "Par pigeon voyageur"
+    reaches = "postal"
 
     def __init__(self, context):
         self.loft = context.config.caisse.name

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from guichet.core import ConfigError, DeliveryError, Message, PluginContext
+from guichet.core import CODE, EMAIL, LETTER, NOTICE, PASSWORD, ConfigError, DeliveryError, Message, PluginContext
 from guichet.core.delivery_templates import TEMPLATES, render, template_context, template_environment
 from guichet.plugins.delivery_email.settings import EmailSettings
 
@@ -31,7 +31,9 @@ class EmailChannel:
     """The ``email`` channel."""
 
     name = "email"
-    label_fr = "e-mail"
+    label_fr = "par e-mail"
+    reaches = EMAIL
+    carries = frozenset({CODE, PASSWORD, NOTICE, LETTER})
 
     def __init__(self, settings: EmailSettings, context: PluginContext) -> None:
         self.settings = settings

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from guichet.core import DeliveryError, Message, PluginContext
+from guichet.core import LETTER, PASSWORD, POSTAL, DeliveryError, Message, PluginContext
 from guichet.core.clock import PARIS
 from guichet.core.delivery_templates import render, template_context, template_environment
 from guichet.plugins.delivery_postal.settings import PostalSettings
@@ -122,7 +122,9 @@ class PostalChannel:
     """The ``postal`` channel."""
 
     name = "postal"
-    label_fr = "courrier"
+    label_fr = "par courrier"
+    reaches = POSTAL
+    carries = frozenset({PASSWORD, LETTER})
 
     def __init__(self, settings: PostalSettings, context: PluginContext) -> None:
         self.settings = settings

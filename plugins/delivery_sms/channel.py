@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import quote_plus
 
 
-from guichet.core import ConfigError, DeliveryError, Message, PluginContext, Recipient, StepError
+from guichet.core import CODE, MOBILE, NOTICE, PASSWORD, ConfigError, DeliveryError, Message, PluginContext, Recipient, StepError
 from guichet.core.delivery_templates import TEMPLATES, render, template_context, template_environment
 from guichet.core.identifiers import FRENCH_REGIONS, parse_mobile
 from guichet.plugins.delivery_sms.gsm import ONE_SMS, septets, to_gsm7
@@ -63,7 +63,9 @@ class SmsChannel:
     """The ``sms`` channel."""
 
     name = "sms"
-    label_fr = "SMS"
+    label_fr = "par SMS"
+    reaches = MOBILE
+    carries = frozenset({CODE, PASSWORD, NOTICE})
 
     def __init__(self, settings: SmsSettings, context: PluginContext) -> None:
         self.settings = settings

@@ -123,14 +123,34 @@ def test_values_at_or_above_the_baseline_are_not_flagged(make_config: Callable[.
     assert set(findings) == {"codes.login.channels", "security.trusted_browser_days"}
 
 
-def test_cli_check_runs_without_the_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_check_runs_without_the_secrets_and_names_what_blocks(capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from guichet.core.cli import main
 
-    assert main(["config", "check", str(ROOT / "config/provence-azur.toml")]) == 0
+    for name in ("GUICHET_SECRET_KEY", "GUICHET_SMTP_PASSWORD", "GUICHET_SMS_TOKEN", "GUICHET_DB_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["config", "check", str(ROOT / "config/provence-azur.toml")]) == 1
     out = capsys.readouterr().out
     assert "provence-azur.toml: valid" in out
     assert "codes.login.lifetime_minutes = 15" in out
     assert "- codes.login.lifetime_minutes: 15 minutes — at most 10 minutes (ASVS 6.5.5)" in out
+    assert "Ready to serve: no" in out
+    assert "$.database.password: the environment variable GUICHET_DB_PASSWORD is not set" in out
+    assert "$.plugins.settings.delivery_sms.auth: the environment variable GUICHET_SMS_TOKEN is not set" in out
+
+
+def test_cli_check_says_ready_once_the_secrets_resolve(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from guichet.core.cli import main
+
+    values = {"GUICHET_SECRET_KEY": "k" * 40, "GUICHET_SMTP_PASSWORD": "smtp-secret-value",
+              "GUICHET_SMS_TOKEN": "sms-secret-value", "GUICHET_DB_PASSWORD": "db-secret-value"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    assert main(["config", "check", str(ROOT / "config/provence-azur.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "Ready to serve: yes" in out
+    assert not any(value in out for value in values.values()), "a secret's value was printed"
 
 
 def test_docs_security_lists_the_findings_of_each_shipped_config() -> None:

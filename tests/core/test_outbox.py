@@ -46,7 +46,7 @@ def email_config(make_config: Callable[..., CaisseConfig], db_url: str, port: in
         timeout_seconds = 2
         sender = "MSA Test <ne-pas-repondre@test.invalid>"
         {extra}
-    """, database_url=db_url, base=base_with_plugins("delivery_email"))
+    """, database_url=db_url, base=base_with_plugins("delivery_email", "delivery_postal"))
 
 
 class Setup:
@@ -334,6 +334,7 @@ from guichet.core import hookimpl
 class BoomChannel:
     name = "boom"
     label_fr = "boum"
+    reaches = "email"
 
     def __init__(self):
         self.calls = 0
@@ -384,7 +385,7 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
 
     port = free_port()
     config_file = tmp_path / "caisse.toml"
-    text = base_with_plugins("delivery_email") + textwrap.dedent(f"""
+    text = base_with_plugins("delivery_email", "delivery_postal") + textwrap.dedent(f"""
         [plugins.settings.delivery_email]
         host = "127.0.0.1"
         port = {port}

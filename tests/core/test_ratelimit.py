@@ -14,7 +14,7 @@ from guichet.core.errors import CounterStoreError
 from guichet.core.keys import Keys
 from guichet.core.ratelimit import DatabaseCounters, Limit, Limiter, RedisCounters, Verdict
 from guichet.core.services import build_services
-from tests.conftest import TEST_SECRET, redis_url
+from tests.conftest import portal_config_text, TEST_SECRET, redis_url
 
 SLOW = Limit(name="t-slow", window_seconds=3600, max_count=100, delay_after=3, max_delay_seconds=60)
 HARD = Limit(name="t-hard", window_seconds=600, max_count=3)
@@ -131,7 +131,7 @@ async def test_redis_password_comes_from_the_config_secret(make_config: Any, clo
     try:
         for password, works in (("right-password", True), ("wrong-password", False)):
             monkeypatch.setenv("GUICHET_TEST_REDIS_PASSWORD", password)
-            services = build_services(make_config(extra))
+            services = build_services(make_config(extra, base=portal_config_text()))
             try:
                 if works:
                     assert (await services.limiter.hit(HARD, "s", clock.now())).allowed

@@ -44,7 +44,7 @@ name = "MSA Test"
 postal_address = ["MSA Test", "1 rue de la Paix", "75002 PARIS"]
 
 [plugins]
-enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "delivery_email", "password_msa"]
+enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "delivery_email", "delivery_postal", "password_msa"]
 
 [plugins.settings.delivery_email]
 host = "127.0.0.1"

@@ -195,7 +195,7 @@ def test_hook_guichet_channels_postal_direct_and_through_the_host(make_config: C
     config = make_config("", base=base_with_plugins("delivery_postal"))  # no settings: every default
     context = PluginContext(config=config, database=None, clock=FrozenClock(T0))  # type: ignore[arg-type]
     [direct] = hooks.guichet_channels(context=context)
-    assert isinstance(direct, PostalChannel) and direct.label_fr == "courrier"
+    assert isinstance(direct, PostalChannel) and direct.label_fr == "par courrier"
     assert direct.spool == tmp_path / "var/spool/letters" and not direct.spool.exists()  # made at the first letter
     host = PluginHost(config, context)
     assert isinstance(host.channel("postal"), PostalChannel) and set(host.channels()) == {"postal"}

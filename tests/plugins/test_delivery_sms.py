@@ -249,7 +249,7 @@ def test_hook_guichet_channels_sms_direct_and_through_the_host(make_config: Call
                          base=base_with_plugins("delivery_sms"))
     context = PluginContext(config=config, database=None, clock=FrozenClock(T0))  # type: ignore[arg-type]
     [direct] = hooks.guichet_channels(context=context)
-    assert direct.name == "sms" and direct.label_fr == "SMS"
+    assert direct.name == "sms" and direct.label_fr == "par SMS"
     host = PluginHost(config, context)
     assert isinstance(host.channel("sms"), SmsChannel) and set(host.channels()) == {"sms"}
     bad = make_config('[plugins.settings.delivery_sms]\nurl = "ftp://x"', base=base_with_plugins("delivery_sms"))

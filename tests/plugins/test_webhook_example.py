@@ -55,7 +55,7 @@ async def test_a_message_goes_through_the_webhook(example: Path, make_config: Ca
         host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
         [info] = [i for i in host.infos if i.name == "webhook"]
         assert info.source == "guichet-webhook-channel 0.1" and info.hooks == ("guichet_channels",)
-        assert host.channel("webhook") is not None and host.channel("webhook").label_fr == "service partenaire"  # type: ignore[union-attr]
+        assert host.channel("webhook") is not None and host.channel("webhook").label_fr == "par le service partenaire"  # type: ignore[union-attr]
 
         async with database.transaction():
             id = await enqueue(database, keys, channel="webhook", template="login_code",

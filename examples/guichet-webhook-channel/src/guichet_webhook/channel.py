@@ -41,6 +41,7 @@ class WebhookChannel:
     def __init__(self, settings: WebhookSettings, context: PluginContext) -> None:
         self.name = settings.channel
         self.label_fr = settings.label_fr
+        self.reaches = settings.reaches
         self.settings = settings
         self.context = context
         self._secret = settings.secret.resolve()  # at start-up: a missing secret stops the app, not a delivery

@@ -12,5 +12,6 @@ class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     url: Annotated[str, msgspec.Meta(pattern=r"^https?://.+")]
     secret: SecretRef
     channel: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,31}$")] = "webhook"
-    label_fr: str = "service partenaire"
+    label_fr: str = "par le service partenaire"
+    reaches: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,31}$")] = "email"  # the address kind it delivers to
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
