@@ -158,6 +158,18 @@ class Database:
             log.info("database migration %s applied", number)
         return applied
 
+    async def server_time(self) -> dt.datetime | None:
+        """The database server's clock (PostgreSQL); None on SQLite, which has no clock but its host's."""
+        if self.is_sqlite:
+            return None
+        rows = await self.t.SchemaVersion.raw("SELECT clock_timestamp() AS now").run()
+        value: dt.datetime = rows[0]["now"]
+        return value.astimezone(dt.timezone.utc)
+
+    async def current_time(self) -> dt.datetime:
+        """The deployment's time for a one-off command: the database's, or this host's on SQLite."""
+        return await self.server_time() or _now()
+
     async def ping(self) -> bool:
         try:
             await self.engine.run_ddl("SELECT 1")

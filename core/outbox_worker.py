@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core.clock import Clock
+from core.clock import Clock, DatabaseClock, start_synced
 from core.errors import DeliveryError
 from core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
 from core.structs import Message
@@ -393,7 +393,7 @@ async def outbox_status(database: "Database") -> dict[tuple[str, str], int]:
 
 async def retry_message(database: "Database", id: int, *, clock: Clock | None = None) -> bool:
     """Put a failed message back in the queue, due now; False if it is not failed or its content was purged."""
-    now = _utc((clock or Clock()).now())
+    now = _utc(clock.now() if clock else await database.current_time())
     rows = await database.t.OutboxMessage.raw(
         f"UPDATE {_table(database)} SET state = '{PENDING}', attempts = 0, next_attempt_at = {{}}, "
         f"last_error = '', finished_at = NULL, lease_until = NULL "
@@ -432,7 +432,10 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
             from core.demo_mailbox import start_demo_sinks
 
             sinks = start_demo_sinks(config)
-        clock = Clock()
+        # leases are judged on the database's clock: a worker on a host whose clock is ahead must
+        # not take the leases of the others (core/clock.py)
+        clock: Clock = Clock() if database.is_sqlite else DatabaseClock(database.server_time)
+        await start_synced(clock)
         context = PluginContext(config=config, database=database, clock=clock,
                                 demo=sinks.endpoints if sinks else None)
         worker = OutboxWorker(database, Keys.from_config(config), PluginHost(config, context), clock,
@@ -445,9 +448,13 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        syncing = asyncio.create_task(clock.keep_synced(stop)) if isinstance(clock, DatabaseClock) else None
         try:
             await worker.run_forever(stop, config.server.outbox_poll_seconds)
         finally:
+            stop.set()
+            if syncing is not None:
+                await syncing
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0

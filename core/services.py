@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import metrics
-from core.clock import Clock
+from core.clock import Clock, DatabaseClock
 from core.codes import Codes
 from core.config import CaisseConfig
 from core.context import DemoEndpoints, PluginContext
@@ -74,8 +74,10 @@ class Services:
 
 def build_services(config: CaisseConfig, *, clock: Clock | None = None, database: Database | None = None,
                    demo: DemoEndpoints | None = None) -> Services:
-    clock = clock or Clock()
     database = database or Database.from_config(config)
+    if clock is None:
+        # PostgreSQL serves several hosts: all of them judge time on the database's clock (core/clock.py)
+        clock = Clock() if database.is_sqlite else DatabaseClock(database.server_time)
     keys = Keys.from_config(config)
     context = PluginContext(config=config, database=database, clock=clock, demo=demo)
     host = PluginHost(config, context)
@@ -88,7 +90,7 @@ def build_services(config: CaisseConfig, *, clock: Clock | None = None, database
         counter_store = DatabaseCounters(database)
     session_backend: SessionBackend
     if config.sessions.store == "redis" and config.redis is not None:
-        session_backend = RedisSessions(config.redis.url, namespace, password=redis_password)
+        session_backend = RedisSessions(config.redis.url, namespace, password=redis_password, clock=clock)
     else:
         session_backend = DatabaseSessions(database)
     return Services(

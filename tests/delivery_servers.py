@@ -1,6 +1,7 @@
 """Real local servers for the delivery tests: an SMTP sink (aiosmtpd) and a scripted HTTP endpoint."""
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
@@ -62,6 +63,12 @@ class _Handler:
         if self.sink.data_reply:
             return self.sink.data_reply
         with self.sink.lock:
+            self.sink.arrived.append(envelope)
+        if self.sink.before_reply is not None:
+            self.sink.before_reply(envelope)
+        while self.sink.hold is not None and not self.sink.hold.is_set():
+            await asyncio.sleep(0.02)  # the message is held, its client waiting for the reply
+        with self.sink.lock:
             self.sink.messages.append(envelope)
             self.sink.logins.append(getattr(session, "auth_data", None))
         if self.sink.on_message is not None:
@@ -74,11 +81,17 @@ class SmtpSink:
 
     def __init__(self, port: int | None = None, *, rcpt_reply: str = "", data_reply: str = "",
                  credentials: tuple[str, str] | None = None,
-                 on_message: Callable[[Any], None] | None = None) -> None:
+                 on_message: Callable[[Any], None] | None = None, hold: threading.Event | None = None,
+                 before_reply: Callable[[Any], None] | None = None) -> None:
+        """``hold``: every message's DATA is answered only once the event is set (``arrived`` lists
+        them as they come); ``before_reply`` runs on each message's content before its 250 is sent."""
         self.port = port or free_port()
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
         self.on_message = on_message
+        self.hold = hold
+        self.before_reply = before_reply
+        self.arrived: list[Any] = []
         self.messages: list[Any] = []
         self.logins: list[Any] = []
         self.lock = threading.Lock()

@@ -21,7 +21,7 @@ from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
 from core import metrics
-from core.clock import Clock
+from core.clock import Clock, DatabaseClock, start_synced
 from core.config import CaisseConfig, load_config
 from core.logs import configure_logging
 from core.services import Services, build_services
@@ -128,8 +128,11 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         await services.database.connect()
         if config.server.mode == "demo":
             await services.database.upgrade()
+        await start_synced(services.clock)  # before the first request judges an expiry
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_housekeeping(services, stop))]
+        if isinstance(services.clock, DatabaseClock):
+            tasks.append(asyncio.create_task(services.clock.keep_synced(stop)))
         if worker_wanted:
             from core.outbox_worker import OutboxWorker
 
