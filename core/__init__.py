@@ -3,6 +3,7 @@ import pluggy
 
 from core.context import PluginContext
 from core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
+from core.outbox import delivery_key
 from core.structs import (
     AuditEvent,
     Channel,
@@ -26,5 +27,5 @@ hookimpl = pluggy.HookimplMarker("guichet")
 __all__ = [
     "AuditEvent", "Channel", "CodePolicy", "ConfigError", "DeliveryError", "GuichetError", "Message",
     "PasswordContext", "PasswordRule", "Payment", "PluginContext", "PluginError", "PostalAddress", "Question",
-    "Recipient", "Record", "Registry", "Status", "StepError", "Strength", "Verdict", "hookimpl",
+    "Recipient", "Record", "Registry", "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl",
 ]

@@ -23,11 +23,13 @@ import os
 import random
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from core import metrics
 from core.clock import Clock, DatabaseClock, start_synced
 from core.errors import DeliveryError
 from core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
@@ -51,6 +53,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     base_seconds: float = 30.0
     cap_seconds: float = 3600.0
     max_attempts: int = 10
+    # after an attempt whose outcome is unknown (it may have been delivered, and billed), at most
+    # this many more: a message is handed to its channel at most 1 + this many times in doubt
+    max_unknown_retries: int = 2
     jitter: float = 0.25  # up to this fraction of a delay is removed at random, so one outage's retries spread out
     max_retry_after_seconds: float = 6 * 3600.0  # a gateway's Retry-After is honoured up to this
 
@@ -73,6 +78,7 @@ class ClaimedMessage(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     expires_at: dt.datetime | None
     lease_until: dt.datetime
+    unknown_outcomes: int = 0  # earlier attempts that may have delivered it (timeouts after sending, lost leases)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -96,16 +102,19 @@ def _table(database: "Database") -> str:
     return str(database.t.OutboxMessage._meta.tablename)
 
 
-# letters go last: a printing backlog never delays a security code waiting to be emailed or texted
+# letters go last: a printing backlog never delays a security code waiting to be emailed or texted.
+# A message taken over from an expired lease was being sent by a worker that never recorded the
+# outcome (killed, or its database write failed): that attempt may have delivered it.
 _CLAIM_SQL = """
-UPDATE {table} SET state = '{sending}', lease_until = {{}}, attempts = attempts + 1
+UPDATE {table} SET state = '{sending}', lease_until = {{}}, attempts = attempts + 1,
+    unknown_outcomes = unknown_outcomes + CASE WHEN state = '{sending}' THEN 1 ELSE 0 END
 WHERE id IN (
     SELECT id FROM {table}
     WHERE (state = '{pending}' AND next_attempt_at <= {{}}) OR (state = '{sending}' AND lease_until <= {{}})
     ORDER BY CASE WHEN channel = 'postal' THEN 1 ELSE 0 END, next_attempt_at, id
     LIMIT {{}}{lock}
 )
-RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until
+RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until, unknown_outcomes
 """
 
 
@@ -217,13 +226,14 @@ class OutboxWorker:
                         self.worker_id)
         return done
 
-    async def _reschedule(self, message: ClaimedMessage, delay: float, error: str) -> None:
+    async def _reschedule(self, message: ClaimedMessage, delay: float, error: str, *, unknown: bool = False) -> None:
         next_at = _utc(self.clock.now()) + dt.timedelta(seconds=delay)
         if message.expires_at is not None and next_at >= message.expires_at:
             # the content would be stale by the next attempt: stop now and forget it
             await self._finish(message, EXPIRED, f"expired while retrying: {error}", purge=True)
             return
-        if not await self._guarded("state = {}, lease_until = NULL, next_attempt_at = {}, last_error = {}",
+        counted = ", unknown_outcomes = unknown_outcomes + 1" if unknown else ""
+        if not await self._guarded(f"state = {{}}, lease_until = NULL, next_attempt_at = {{}}, last_error = {{}}{counted}",
                                    message, PENDING, next_at, error[:MAX_ERROR_LENGTH]):
             log.warning("outbox message %s: lease lost before rescheduling (worker %s)", message.id, self.worker_id)
 
@@ -232,6 +242,16 @@ class OutboxWorker:
             await self._finish(message, FAILED, f"gave up after {message.attempts} attempts: {error}", purge=False)
             return FAILED
         await self._reschedule(message, self.retry.delay(message.attempts, self.rng, retry_after), error)
+        return PENDING
+
+    async def _unknown(self, message: ClaimedMessage, error: str, retry_after: float | None) -> str:
+        """The attempt may have delivered the message: retried, but only a bounded number of times."""
+        if message.unknown_outcomes >= self.retry.max_unknown_retries or message.attempts >= self.retry.max_attempts:
+            await self._finish(message, FAILED, f"outcome unknown {message.unknown_outcomes + 1} times, not sent again "
+                                                f"(it may have been delivered): {error}", purge=False)
+            return FAILED
+        await self._reschedule(message, self.retry.delay(message.attempts, self.rng, retry_after),
+                               f"outcome unknown: {error}", unknown=True)
         return PENDING
 
     # -- delivering ---------------------------------------------------------------------------------
@@ -246,6 +266,13 @@ class OutboxWorker:
         if message.attempts > self.retry.max_attempts:
             # only reached when leases keep expiring: a message that kills its worker must stop somewhere
             await self._finish(message, FAILED, f"abandoned by a worker {message.attempts - 1} times", purge=False)
+            return FAILED
+        if message.unknown_outcomes > self.retry.max_unknown_retries:
+            # taken over from lost leases that often: each of those sends may have reached the recipient
+            await self._finish(message, FAILED, f"outcome unknown {message.unknown_outcomes} times, not sent again "
+                                                "(it may have been delivered)", purge=False)
+            log.warning("outbox message %s (%s, %s): outcome unknown %s times; failed, not sent again",
+                        message.id, message.channel, message.template, message.unknown_outcomes)
             return FAILED
         channel = self.host.channel(message.channel)
         if channel is None:
@@ -265,9 +292,10 @@ class OutboxWorker:
                            recipient=content.recipient, payload=content.payload,
                            caisse_name=self.host.config.caisse.name, created_at=message.created_at)
         plugin = type(channel).__module__
+        # bounded below the lease, so no other worker can take the message while this send runs
+        deadline = asyncio.timeout(self.lease.total_seconds() * 0.8)
         try:
-            # bounded below the lease, so no other worker can take the message while this send runs
-            async with asyncio.timeout(self.lease.total_seconds() * 0.8):
+            async with deadline:
                 await channel.send(outgoing)
         except DeliveryError as exc:
             error = _short(str(exc), content.payload)
@@ -276,16 +304,43 @@ class OutboxWorker:
                 log.warning("outbox message %s (%s, %s) failed permanently: %s", message.id, message.channel,
                             message.template, error)
                 return FAILED
-            log.info("outbox message %s (%s, %s) attempt %s failed: %s", message.id, message.channel,
-                     message.template, message.attempts, error)
+            log.info("outbox message %s (%s, %s) attempt %s failed: %s%s", message.id, message.channel,
+                     message.template, message.attempts, "outcome unknown: " if exc.outcome_unknown else "", error)
+            if exc.outcome_unknown:
+                return await self._unknown(message, error, exc.retry_after)
             return await self._temporary(message, error, exc.retry_after)
         except Exception as exc:  # a channel bug or an unexpected error is retried, like any temporary failure
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                # the worker cut a send that ran too long: what the server did with it is unknown
+                error = f"the send took longer than {self.lease.total_seconds() * 0.8:.0f} s and was cut"
+                log.warning("outbox message %s (%s, %s): %s", message.id, message.channel, message.template, error)
+                return await self._unknown(message, error, None)
             error = f"{type(exc).__name__} raised by channel {message.channel!r} ({plugin})"
             log.warning("outbox message %s: %s", message.id, error)  # the exception text may hold the payload
             return await self._temporary(message, error, None)
-        await self._finish(message, SENT, "", purge=True)
+        handed_over = time.perf_counter()
+        await self._record_sent(message)
+        # the duplicate window: a worker that dies within it has sent a message it never recorded
+        metrics.OUTBOX_UNRECORDED.observe(time.perf_counter() - handed_over)
         log.info("outbox message %s (%s, %s) sent", message.id, message.channel, message.template)
         return SENT
+
+    async def _record_sent(self, message: ClaimedMessage) -> None:
+        """Store ``sent``; a failed write is tried again while the lease lasts, since a message
+        whose sending is not recorded is sent again once its lease runs out."""
+        pause = 0.25
+        while True:
+            try:
+                await self._finish(message, SENT, "", purge=True)
+                return
+            except Exception as exc:
+                left = (message.lease_until - _utc(self.clock.now())).total_seconds()
+                if left <= pause * 2:
+                    raise
+                log.warning("outbox message %s: sent, but its outcome could not be stored (%s); trying again",
+                            message.id, type(exc).__name__)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()

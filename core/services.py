@@ -49,9 +49,9 @@ class Services:
         return self.clock.now()
 
     async def enqueue(self, *, channel: str, template: str, recipient: Recipient, payload: dict[str, Any],
-                      expires_at: dt.datetime | None = None) -> int:
+                      expires_at: dt.datetime | None = None, sent_for: str = "") -> int:
         return await enqueue(self.database, self.keys, channel=channel, template=template, recipient=recipient,
-                             payload=payload, now=self.now(), expires_at=expires_at)
+                             payload=payload, now=self.now(), expires_at=expires_at, sent_for=sent_for)
 
     async def audit(self, kind: str, *, account_id: int | None = None, subject: str = "", client: str = "",
                     **details: Any) -> AuditEvent:
