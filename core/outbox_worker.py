@@ -31,15 +31,18 @@ import msgspec
 
 from core import metrics
 from core.clock import Clock, DatabaseClock, start_synced
-from core.errors import DeliveryError
+from core.errors import CounterStoreError, DeliveryError
+from core.events import Auditor
 from core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
-from core.structs import Message
+from core.structs import AuditEvent, Message
 
 if TYPE_CHECKING:
     from core.config import CaisseConfig
     from core.database import Database
     from core.keys import Keys
+    from core.limits import Limits
     from core.plugins import PluginHost
+    from core.ratelimit import Limit, Limiter
 
 log = logging.getLogger("guichet.outbox")
 
@@ -79,6 +82,7 @@ class ClaimedMessage(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: dt.datetime | None
     lease_until: dt.datetime
     unknown_outcomes: int = 0  # earlier attempts that may have delivered it (timeouts after sending, lost leases)
+    last_error: str = ""
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -114,8 +118,37 @@ WHERE id IN (
     ORDER BY CASE WHEN channel = 'postal' THEN 1 ELSE 0 END, next_attempt_at, id
     LIMIT {{}}{lock}
 )
-RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until, unknown_outcomes
+RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until, unknown_outcomes, last_error
 """
+
+
+BUDGET_WAIT = "waiting for the caisse's hourly budget"
+
+
+class DeliveryBudgets:
+    """The caisse's budgets for the channels that cost money (``security.sms_per_hour``), counted
+    per delivery attempt: a retry costs what a first attempt costs."""
+
+    def __init__(self, limiter: "Limiter", limits: "dict[str, Limit]", caisse_id: str, *,
+                 wait_seconds: float = 60.0) -> None:
+        self.limiter = limiter
+        self.limits = limits
+        self.caisse_id = caisse_id
+        self.wait_seconds = wait_seconds  # how soon a message refused by a spent budget looks again
+
+    @classmethod
+    def for_caisse(cls, limiter: "Limiter", limits: "Limits", caisse_id: str) -> "DeliveryBudgets":
+        return cls(limiter, {"sms": limits.sms_budget}, caisse_id)
+
+    async def take(self, channel: str, now: dt.datetime) -> bool:
+        """Count one attempt on ``channel``; False if the budget is spent (the attempt must wait).
+
+        Raises CounterStoreError when the counters cannot be read.
+        """
+        limit = self.limits.get(channel)
+        if limit is None:
+            return True
+        return (await self.limiter.take(limit, self.caisse_id, now)).allowed
 
 
 class _GroupCommit:
@@ -161,7 +194,7 @@ class OutboxWorker:
     def __init__(self, database: "Database", keys: "Keys", host: "PluginHost", clock: Clock, *,
                  worker_id: str, lease_seconds: float = 60, batch: int = 20, concurrency: int = 8,
                  retry: RetryPolicy | None = None, failed_retention: dt.timedelta = dt.timedelta(days=7),
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, budgets: DeliveryBudgets | None = None) -> None:
         if lease_seconds <= 0 or batch < 1 or concurrency < 1:
             raise ValueError("lease_seconds, batch and concurrency must be positive")
         self.database = database
@@ -175,6 +208,8 @@ class OutboxWorker:
         self.retry = retry or RetryPolicy()
         self.failed_retention = failed_retention
         self.rng = rng or random.Random()
+        self.budgets = budgets
+        self.auditor = Auditor(database, host)
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._commits = _GroupCommit(database)
@@ -288,6 +323,10 @@ class OutboxWorker:
             await self._finish(message, FAILED, error, purge=False)
             log.error("outbox message %s: %s", message.id, error)
             return FAILED
+        if self.budgets is not None:
+            refused = await self._over_budget(message, now)
+            if refused:
+                return refused
         outgoing = Message(id=message.id, channel=message.channel, template=message.template,
                            recipient=content.recipient, payload=content.payload,
                            caisse_name=self.host.config.caisse.name, created_at=message.created_at)
@@ -341,6 +380,43 @@ class OutboxWorker:
                             message.id, type(exc).__name__)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+    # -- budgets ------------------------------------------------------------------------------------
+
+    def _budget_wait(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.budgets.wait_seconds if self.budgets else 0)
+
+    async def _over_budget(self, message: ClaimedMessage, now: dt.datetime) -> str | None:
+        """Count this attempt against its channel's budget: None if within it. When it is spent, the
+        message waits (this attempt not counted: PENDING) or, if it would be stale by then, expires
+        with its content (EXPIRED)."""
+        assert self.budgets is not None
+        try:
+            if await self.budgets.take(message.channel, now):
+                return None
+            reason = BUDGET_WAIT
+        except CounterStoreError:  # the budget cannot be read: nothing that costs money goes out meanwhile
+            reason = "waiting: the budget counters cannot be read"
+        next_at = now + self._budget_wait()
+        if message.expires_at is not None and next_at >= message.expires_at:
+            await self._finish(message, EXPIRED, f"expired {reason}", purge=True)
+            log.warning("outbox message %s (%s, %s) expired %s", message.id, message.channel, message.template, reason)
+            await self._audit("budget.exhausted", channel=message.channel, stage="delivery", outcome="expired")
+            return EXPIRED
+        # not an attempt: the message was never handed to its channel
+        if not await self._guarded("state = {}, lease_until = NULL, next_attempt_at = {}, last_error = {}, "
+                                   "attempts = attempts - 1", message, PENDING, next_at, reason):
+            log.warning("outbox message %s: lease lost before waiting for the budget", message.id)
+        log.info("outbox message %s (%s, %s) %s", message.id, message.channel, message.template, reason)
+        if reason == BUDGET_WAIT and not message.last_error.startswith(BUDGET_WAIT):  # once per message
+            await self._audit("budget.exhausted", channel=message.channel, stage="delivery", outcome="waiting")
+        return PENDING
+
+    async def _audit(self, kind: str, **details: Any) -> None:
+        event = AuditEvent(kind=kind, at=_utc(self.clock.now()), details=details)
+        await self.auditor.record(event)
+        metrics.observe_event(event)
+        self.auditor.publish([event])
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
@@ -478,8 +554,12 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
     from core.keys import Keys
     from core.plugins import PluginHost
 
+    from core.limits import counter_store_for, limits_from_config
+    from core.ratelimit import Limiter
+
     database = Database.from_config(config)
     sinks = None
+    counters = counter_store_for(config, database)
     await database.connect()
     try:
         if config.demo.mailbox:
@@ -493,8 +573,10 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
         await start_synced(clock)
         context = PluginContext(config=config, database=database, clock=clock,
                                 demo=sinks.endpoints if sinks else None)
-        worker = OutboxWorker(database, Keys.from_config(config), PluginHost(config, context), clock,
-                              worker_id=default_worker_id())
+        keys = Keys.from_config(config)
+        budgets = DeliveryBudgets.for_caisse(Limiter(counters, keys), limits_from_config(config), config.caisse.id)
+        worker = OutboxWorker(database, keys, PluginHost(config, context), clock, worker_id=default_worker_id(),
+                              budgets=budgets)
         if once:
             handled = await worker.drain()
             print(f"{handled} message(s) handled")
@@ -516,4 +598,7 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
     finally:
         if sinks is not None:
             sinks.stop()
+        closer = getattr(counters, "close", None)
+        if closer is not None:
+            await closer()
         await database.close()

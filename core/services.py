@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import metrics
 from core.clock import Clock, DatabaseClock
@@ -15,13 +15,16 @@ from core.database import Database
 from core.events import Auditor
 from core.flows.engine import Flows
 from core.keys import Keys
-from core.limits import Limits, limits_from_config
+from core.limits import Limits, counter_store_for, limits_from_config
 from core.outbox import enqueue
 from core.passwords import Passwords
 from core.plugins import PluginHost
-from core.ratelimit import CounterStore, DatabaseCounters, Limiter, RedisCounters
+from core.ratelimit import CounterStore, Limiter
 from core.sessions import DatabaseSessions, RedisSessions, SessionBackend, SessionManager
 from core.structs import AuditEvent, Recipient
+
+if TYPE_CHECKING:
+    from core.outbox_worker import OutboxWorker
 
 # The SQLite driver's DEBUG lines print every query with its parameters: full NIRs, flow and session
 # tokens. guichet's logs never carry those, whatever level the operator sets: cap that logger at INFO.
@@ -53,6 +56,14 @@ class Services:
         return await enqueue(self.database, self.keys, channel=channel, template=template, recipient=recipient,
                              payload=payload, now=self.now(), expires_at=expires_at, sent_for=sent_for)
 
+    def outbox_worker(self, worker_id: str, **options: Any) -> "OutboxWorker":
+        """An outbox worker on this app's database, clock and plugins, counting the caisse's budgets."""
+        from core.outbox_worker import DeliveryBudgets, OutboxWorker
+
+        budgets = DeliveryBudgets.for_caisse(self.limiter, self.limits, self.config.caisse.id)
+        return OutboxWorker(self.database, self.keys, self.host, self.clock, worker_id=worker_id, budgets=budgets,
+                            **options)
+
     async def audit(self, kind: str, *, account_id: int | None = None, subject: str = "", client: str = "",
                     **details: Any) -> AuditEvent:
         """Store an event (in the caller's transaction) and hand it to observers."""
@@ -83,11 +94,7 @@ def build_services(config: CaisseConfig, *, clock: Clock | None = None, database
     host = PluginHost(config, context)
     namespace = f"guichet:{config.caisse.id}"
     redis_password = config.redis.password.resolve() if config.redis and config.redis.password else None
-    counter_store: CounterStore
-    if config.rate_limits.store == "redis" and config.redis is not None:
-        counter_store = RedisCounters(config.redis.url, namespace, password=redis_password)
-    else:
-        counter_store = DatabaseCounters(database)
+    counter_store = counter_store_for(config, database)
     session_backend: SessionBackend
     if config.sessions.store == "redis" and config.redis is not None:
         session_backend = RedisSessions(config.redis.url, namespace, password=redis_password, clock=clock)

@@ -134,10 +134,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         if isinstance(services.clock, DatabaseClock):
             tasks.append(asyncio.create_task(services.clock.keep_synced(stop)))
         if worker_wanted:
-            from core.outbox_worker import OutboxWorker
-
-            worker = OutboxWorker(services.database, services.keys, services.host, services.clock,
-                                  worker_id=f"serve-{os.getpid()}")
+            worker = services.outbox_worker(f"serve-{os.getpid()}")
             deliver = worker.deliver
 
             async def counted(message: Any) -> str:  # outbox_deliveries_total

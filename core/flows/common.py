@@ -71,11 +71,18 @@ def account_recipient(account: dict[str, Any]) -> Recipient:
 
 
 async def within_budget(services: Services, channel: str) -> bool:
-    """SMS and letters cost money: an hourly budget per caisse."""
+    """SMS and letters cost money: an hourly budget per caisse.
+
+    An SMS is counted by the outbox worker, once per delivery attempt (a retry costs money too):
+    here a spent budget only refuses early, without counting. A letter is counted here.
+    """
     limit = {"sms": services.limits.sms_budget, "postal": services.limits.letter_budget}.get(channel)
     if limit is None:
         return True
-    verdict = await services.limiter.take(limit, services.config.caisse.id, services.now())
+    if channel == "sms":
+        verdict = await services.limiter.check(limit, services.config.caisse.id, services.now())
+    else:
+        verdict = await services.limiter.take(limit, services.config.caisse.id, services.now())
     if not verdict.allowed:
         await services.audit("budget.exhausted", channel=channel)
     return verdict.allowed
