@@ -10,13 +10,16 @@ from core.flows.common import (
     account_by_id,
     account_recipient,
     check_code,
+    last_delivery,
     password_context,
     send_code,
     subject_of,
+    undelivered_message,
 )
 from core.flows.engine import StepResult
-from core.identifiers import mask_email, parse_code, parse_email, parse_mobile, parse_phone
+from core.identifiers import mask_email, mask_phone, parse_code, parse_email, parse_mobile, parse_phone
 from core.keys import new_token
+from core.outbox import FAILED
 from core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
 from core.services import Services
 from core.sessions import Session
@@ -169,6 +172,19 @@ async def confirm_contact_change(services: Services, session: Session, account: 
     session.data.pending_contact = {}
     session.dirty = True
     return StepResult(step="coordonnees", notice="Votre coordonnée a été vérifiée et enregistrée.")
+
+
+async def contact_code_delivery(services: Services, session: Session) -> dict[str, str]:
+    """For the page waiting for a new contact's code: whether the server refused it for good."""
+    pending = session.data.pending_contact if session.data else {}
+    if not pending:
+        return {}
+    delivery = await last_delivery(services, purpose="contact_change", binding=pending["binding"])
+    if delivery is None or delivery.state != FAILED:
+        return {}
+    value = pending["value"]
+    shown = mask_email(value) if pending["field"] == "email" else mask_phone(value)
+    return {"undelivered": undelivered_message(delivery.channel, shown)}
 
 
 async def confirm_contacts(services: Services, account: dict[str, Any], *, client: str) -> None:

@@ -12,18 +12,23 @@ import msgspec
 
 from core.errors import CounterStoreError, StepError
 from core.flows.common import (
+    CHANNEL_LABELS,
+    NO_OTHER_CHANNEL,
     UNAVAILABLE,
     account_by_id,
     account_by_identifier,
     account_recipient,
     check_code,
+    last_delivery,
     masked_destination,
     send_code,
     subject_of,
+    undelivered_message,
 )
 from core.flows.engine import StepResult
 from core.identifiers import parse_code, parse_nir, parse_siret
 from core.keys import new_token, token_digest
+from core.outbox import FAILED
 from core.services import Services
 from core.sessions import FULL, PASSWORD, Session
 
@@ -138,21 +143,67 @@ async def _trusted(services: Services, account: dict[str, Any], token: str) -> b
     return bool(rows)
 
 
+def _proven(services: Services, account: dict[str, Any], channel: str) -> bool:
+    """A channel of the login policy, enabled, to a contact the person has proved with a code."""
+    if channel not in services.host.code_policy("login").channels or services.host.channel(channel) is None:
+        return False
+    return bool(account.get("email") and account.get("email_verified") if channel == "email"
+                else account.get("mobile") and account.get("mobile_verified") if channel == "sms" else False)
+
+
+def other_login_channel(services: Services, account: dict[str, Any], failed: str) -> str | None:
+    """Where a login code can go once it could not be delivered on ``failed``."""
+    return next((c for c in services.host.code_policy("login").channels if c != failed and _proven(services, account, c)),
+                None)
+
+
 async def code_page(services: Services, session: Session) -> dict[str, Any]:
-    """What the code page says: where the code went and how long it lives."""
+    """What the code page says: where the code went, how long it lives, and whether it could not be
+    delivered (then the other channel, when the person has one)."""
     account = await account_by_id(services, session.data.account_id) if session.data and session.data.account_id else None
-    if account is None:
+    if account is None or session.data is None:
         return {}
-    channel = login_channel(services, account) or "email"
-    return {"channel": channel, "destination": masked_destination(channel, account_recipient(account)),
-            "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
-            "length": services.host.code_policy("login").length}
+    delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding) \
+        if session.data.login_binding else None
+    channel = delivery.channel if delivery else login_channel(services, account) or "email"
+    recipient = account_recipient(account)
+    info: dict[str, Any] = {"channel": channel, "destination": masked_destination(channel, recipient),
+                            "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
+                            "length": services.host.code_policy("login").length}
+    if delivery is not None and delivery.state == FAILED:
+        info["undelivered"] = undelivered_message(channel, info["destination"])
+        other = other_login_channel(services, account, channel)
+        if other:
+            info["other_channel"] = other
+            info["other_destination"] = masked_destination(other, recipient)
+    return info
+
+
+async def resend_other(services: Services, session: Session) -> StepResult:
+    """The code again, on the other channel, once the last one could not be delivered."""
+    assert session.data is not None and session.data.account_id is not None
+    account = await account_by_id(services, session.data.account_id)
+    delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding)
+    other = other_login_channel(services, account, delivery.channel) \
+        if account is not None and delivery is not None and delivery.state == FAILED else None
+    if account is None or other is None:
+        return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
+    error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=other,
+                            recipient=account_recipient(account), account_id=account["id"], template="login_code",
+                            after_failure=True)
+    if error:
+        return StepResult(step="code", errors={"code": error})
+    return StepResult(step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {CHANNEL_LABELS[other]}.")
 
 
 async def resend(services: Services, session: Session) -> StepResult:
     assert session.data is not None and session.data.account_id is not None
     account = await account_by_id(services, session.data.account_id)
     channel = login_channel(services, account) if account else None
+    if account is not None:  # on the channel the last code went to (the other one, once chosen)
+        delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding)
+        if delivery is not None and _proven(services, account, delivery.channel):
+            channel = delivery.channel
     if account is None or channel is None:
         return StepResult(step="code", errors={"code": UNAVAILABLE})
     error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=channel,

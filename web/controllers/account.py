@@ -108,12 +108,14 @@ class AccountController(Controller):
         return self._contacts_page(request, account, editing=modifier if modifier in flow.CONTACT_FIELDS else None)
 
     def _contacts_page(self, request: Request[Any, Any, Any], account: dict[str, Any], *, editing: str | None,
-                       result: StepResult | None = None, template: str = "steps/account/coordonnees.html") -> Any:
+                       result: StepResult | None = None, template: str = "steps/account/coordonnees.html",
+                       delivery: dict[str, str] | None = None) -> Any:
         session = session_of(request)
         pending = session.data.pending_contact if session.data else {}
         context = {"contacts": _contacts(account), "editing": editing, "errors": result.errors if result else {},
                    "values": result.values if result else {}, "notice": result.notice if result else "",
-                   "pending": pending, "length": services_of(request).host.code_policy("contact_change").length}
+                   "pending": pending, "length": services_of(request).host.code_policy("contact_change").length,
+                   **(delivery or {})}
         return render(request, template, context, status=step_status(result) if result else 200,
                       title=_title(request, "Confirmation de vos coordonnées"), push_url="/confirmation-coordonnees")
 
@@ -139,9 +141,11 @@ class AccountController(Controller):
         if action == "code":
             result = await flow.confirm_contact_change(services, session_of(request), account, form, client=client)
             account = await flow.current_account(services, session_of(request)) or account
-            template = "steps/account/coordonnees_code.html" if result.step == "coordonnees-code" \
-                else "steps/account/coordonnees.html"
-            return self._contacts_page(request, account, editing=None, result=result, template=template)
+            if result.step == "coordonnees-code":  # still waiting: a code the server refused is told
+                delivery = await flow.contact_code_delivery(services, session_of(request))
+                return self._contacts_page(request, account, editing=None, result=result, delivery=delivery,
+                                           template="steps/account/coordonnees_code.html")
+            return self._contacts_page(request, account, editing=None, result=result)
         return self._contacts_page(request, account, editing=None)
 
     # --- the espace privé and Mon compte -----------------------------------------------------------
@@ -200,7 +204,8 @@ class AccountController(Controller):
             if result.errors:
                 return render(request, "steps/account/email_code.html",
                               {"errors": result.errors, "pending": session.data.pending_contact if session.data else {},
-                               "length": services.host.code_policy("contact_change").length},
+                               "length": services.host.code_policy("contact_change").length,
+                               **await flow.contact_code_delivery(services, session)},
                               status=422, title=title)
             fresh = await flow.current_account(services, session) or account
             return await self._settings_page(request, fresh, "Votre adresse email a été modifiée.")
