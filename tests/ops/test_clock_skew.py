@@ -286,6 +286,7 @@ def test_a_web_node_with_a_wrong_clock_accepts_fresh_codes_keeps_sessions_and_au
         node.stop()
     ended = database_time(deployment.config_path)
     assert "the database's" in node.output(), node.output()[-2000:]  # it really ran with a wrong clock
+    assert recipients(deployment.sink).count(address) == 2  # each login's code, sent once
 
     async def audit(database: Database) -> list[dict[str, Any]]:
         t = database.t.AuditLog
