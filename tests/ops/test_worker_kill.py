@@ -90,7 +90,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_carry_one_messag
 
         ids = asyncio.run(_with_database(config_path, prepare))
         worker = OutboxProcess(config_path, name="killed").start()
-        wait_until(lambda: bool(killed), "the worker killed by the SMTP server")
+        try:
+            wait_until(lambda: bool(killed), "the worker killed by the SMTP server")
+        finally:
+            worker.stop()  # never left running when the test fails (a no-op once killed)
 
         async def expire_leases(database: Database) -> int:
             # the killed worker's leases run out: moved 61 s on rather than waited for
