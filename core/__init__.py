@@ -1,10 +1,10 @@
 """guichet: the plugin API. Plugins import ``hookimpl`` and the Structs from here."""
 import pluggy
 
-from core.context import PluginContext
-from core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
-from core.outbox import delivery_key
-from core.structs import (
+from guichet.core.context import PluginContext
+from guichet.core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
+from guichet.core.outbox import delivery_key
+from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,

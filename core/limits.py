@@ -5,11 +5,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from core.config import CaisseConfig
-from core.ratelimit import CounterStore, DatabaseCounters, Limit, RedisCounters
+from guichet.core.config import CaisseConfig
+from guichet.core.ratelimit import CounterStore, DatabaseCounters, Limit, RedisCounters
 
 if TYPE_CHECKING:
-    from core.database import Database
+    from guichet.core.database import Database
 
 DAY = 24 * 3600
 

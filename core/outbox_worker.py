@@ -29,20 +29,20 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core import metrics
-from core.clock import Clock, DatabaseClock, start_synced
-from core.errors import CounterStoreError, DeliveryError
-from core.events import Auditor
-from core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
-from core.structs import AuditEvent, Message
+from guichet.core import metrics
+from guichet.core.clock import Clock, DatabaseClock, start_synced
+from guichet.core.errors import CounterStoreError, DeliveryError
+from guichet.core.events import Auditor
+from guichet.core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
+from guichet.core.structs import AuditEvent, Message
 
 if TYPE_CHECKING:
-    from core.config import CaisseConfig
-    from core.database import Database
-    from core.keys import Keys
-    from core.limits import Limits
-    from core.plugins import PluginHost
-    from core.ratelimit import Limit, Limiter
+    from guichet.core.config import CaisseConfig
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
+    from guichet.core.limits import Limits
+    from guichet.core.plugins import PluginHost
+    from guichet.core.ratelimit import Limit, Limiter
 
 log = logging.getLogger("guichet.outbox")
 
@@ -549,13 +549,13 @@ def default_worker_id() -> str:
 
 async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
     """``guichet outbox work``: deliver until SIGTERM or SIGINT (or, with ``once``, until nothing is due)."""
-    from core.context import PluginContext
-    from core.database import Database
-    from core.keys import Keys
-    from core.plugins import PluginHost
+    from guichet.core.context import PluginContext
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
+    from guichet.core.plugins import PluginHost
 
-    from core.limits import counter_store_for, limits_from_config
-    from core.ratelimit import Limiter
+    from guichet.core.limits import counter_store_for, limits_from_config
+    from guichet.core.ratelimit import Limiter
 
     database = Database.from_config(config)
     sinks = None
@@ -564,7 +564,7 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
     try:
         if config.demo.mailbox:
             # a worker process of its own in demo mode: its sinks write to the same mailbox folder
-            from core.demo_mailbox import start_demo_sinks
+            from guichet.core.demo_mailbox import start_demo_sinks
 
             sinks = start_demo_sinks(config)
         # leases are judged on the database's clock: a worker on a host whose clock is ahead must

@@ -6,25 +6,25 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core import metrics
-from core.clock import Clock, DatabaseClock
-from core.codes import Codes
-from core.config import CaisseConfig
-from core.context import DemoEndpoints, PluginContext
-from core.database import Database
-from core.events import Auditor
-from core.flows.engine import Flows
-from core.keys import Keys
-from core.limits import Limits, counter_store_for, limits_from_config
-from core.outbox import enqueue
-from core.passwords import Passwords
-from core.plugins import PluginHost
-from core.ratelimit import CounterStore, Limiter
-from core.sessions import DatabaseSessions, RedisSessions, SessionBackend, SessionManager
-from core.structs import AuditEvent, Recipient
+from guichet.core import metrics
+from guichet.core.clock import Clock, DatabaseClock
+from guichet.core.codes import Codes
+from guichet.core.config import CaisseConfig
+from guichet.core.context import DemoEndpoints, PluginContext
+from guichet.core.database import Database
+from guichet.core.events import Auditor
+from guichet.core.flows.engine import Flows
+from guichet.core.keys import Keys
+from guichet.core.limits import Limits, counter_store_for, limits_from_config
+from guichet.core.outbox import enqueue
+from guichet.core.passwords import Passwords
+from guichet.core.plugins import PluginHost
+from guichet.core.ratelimit import CounterStore, Limiter
+from guichet.core.sessions import DatabaseSessions, RedisSessions, SessionBackend, SessionManager
+from guichet.core.structs import AuditEvent, Recipient
 
 if TYPE_CHECKING:
-    from core.outbox_worker import OutboxWorker
+    from guichet.core.outbox_worker import OutboxWorker
 
 # The SQLite driver's DEBUG lines print every query with its parameters: full NIRs, flow and session
 # tokens. guichet's logs never carry those, whatever level the operator sets: cap that logger at INFO.
@@ -58,7 +58,7 @@ class Services:
 
     def outbox_worker(self, worker_id: str, **options: Any) -> "OutboxWorker":
         """An outbox worker on this app's database, clock and plugins, counting the caisse's budgets."""
-        from core.outbox_worker import DeliveryBudgets, OutboxWorker
+        from guichet.core.outbox_worker import DeliveryBudgets, OutboxWorker
 
         budgets = DeliveryBudgets.for_caisse(self.limiter, self.limits, self.config.caisse.id)
         return OutboxWorker(self.database, self.keys, self.host, self.clock, worker_id=worker_id, budgets=budgets,

@@ -8,8 +8,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from core.errors import CounterStoreError, StepError
-from core.flows.common import (
+from guichet.core.errors import CounterStoreError, StepError
+from guichet.core.flows.common import (
     CHANNEL_LABELS,
     NO_OTHER_CHANNEL,
     SLOW_DOWN,
@@ -25,11 +25,11 @@ from core.flows.common import (
     temporary_expiry,
     undelivered_message,
 )
-from core.flows.engine import FlowState, StepResult, advance
-from core.flows.login import parse_login_identifier
-from core.identifiers import mask_identifier, parse_code
-from core.outbox import FAILED
-from core.services import Services
+from guichet.core.flows.engine import FlowState, StepResult, advance
+from guichet.core.flows.login import parse_login_identifier
+from guichet.core.identifiers import mask_identifier, parse_code
+from guichet.core.outbox import FAILED
+from guichet.core.services import Services
 
 KIND = "recovery"
 STEPS = ["identifiant", "canal", "code", "confirmation"]

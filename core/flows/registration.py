@@ -11,9 +11,9 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from core.database import INTEGRITY_ERRORS
-from core.errors import CounterStoreError, StepError
-from core.flows.common import (
+from guichet.core.database import INTEGRITY_ERRORS
+from guichet.core.errors import CounterStoreError, StepError
+from guichet.core.flows.common import (
     CHANNEL_LABELS,
     NO_OTHER_CHANNEL,
     UNAVAILABLE,
@@ -27,8 +27,8 @@ from core.flows.common import (
     undelivered_message,
     within_budget,
 )
-from core.flows.engine import FlowState, StepResult, advance
-from core.identifiers import (
+from guichet.core.flows.engine import FlowState, StepResult, advance
+from guichet.core.identifiers import (
     fold_name,
     format_phone,
     mask_identifier,
@@ -41,9 +41,9 @@ from core.identifiers import (
     parse_siret,
     parse_phone,
 )
-from core.outbox import FAILED
-from core.services import Services
-from core.structs import PasswordContext, PostalAddress, Recipient, Record, Status, Verdict
+from guichet.core.outbox import FAILED
+from guichet.core.services import Services
+from guichet.core.structs import PasswordContext, PostalAddress, Recipient, Record, Status, Verdict
 
 KIND = "registration"
 PERSON_STEPS = ["statut", "identifiant", "coordonnees", "question", "canal", "code", "termine"]
@@ -199,7 +199,7 @@ def _answer_format(kind: str, answer: str) -> str | None:
     if not answer:
         return "Veuillez saisir votre réponse, ou choisir « Je ne peux pas répondre »."
     if kind == "payment":
-        from core.identifiers import parse_amount
+        from guichet.core.identifiers import parse_amount
 
         try:
             parse_amount(answer)
@@ -417,7 +417,7 @@ async def _create_account(services: Services, state: FlowState, status: Status, 
 
 
 async def submit_structure(services: Services, state: FlowState, form: dict[str, str]) -> StepResult:
-    from core.third_party import STRUCTURE_KINDS
+    from guichet.core.third_party import STRUCTURE_KINDS
 
     kind = form.get("structure", "")
     if kind not in STRUCTURE_KINDS:
@@ -428,7 +428,7 @@ async def submit_structure(services: Services, state: FlowState, form: dict[str,
 
 
 async def submit_request(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
-    from core.third_party import create_request
+    from guichet.core.third_party import create_request
 
     values = {k: form.get(k, "") for k in ("structure_name", "siret", "contact_name", "email", "phone")}
     errors: dict[str, str] = {}

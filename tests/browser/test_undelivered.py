@@ -41,10 +41,10 @@ def refusing_server(tmp_path_factory: pytest.TempPathFactory, playwright_browser
 
 def account_with_both_contacts_proven(server: LiveServer) -> tuple[Person, str]:
     """An account made straight in the server's database: its email and mobile both verified."""
-    from core.config import load_config
-    from core.database import Database
-    from core.identifiers import parse_mobile
-    from core.passwords import Passwords
+    from guichet.core.config import load_config
+    from guichet.core.database import Database
+    from guichet.core.identifiers import parse_mobile
+    from guichet.core.passwords import Passwords
 
     person = server.people.take("particulier_vitale")  # type: ignore[attr-defined]
     password = new_password(person)

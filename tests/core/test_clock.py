@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from core.clock import Clock, DatabaseClock, FrozenClock, start_synced
-from core.config import CaisseConfig
-from core.database import Database
-from core.services import build_services
+from guichet.core.clock import Clock, DatabaseClock, FrozenClock, start_synced
+from guichet.core.config import CaisseConfig
+from guichet.core.database import Database
+from guichet.core.services import build_services
 from tests.conftest import portal_config_text, redis_url
 
 UTC = dt.timezone.utc
@@ -110,7 +110,7 @@ async def test_redis_sessions_live_for_their_idle_time_on_the_deployments_clock(
     measured on the host's clock, every session would be given 1 second."""
     import redis.asyncio as redis
 
-    from core.sessions import RedisSessions, Session, SessionManager
+    from guichet.core.sessions import RedisSessions, Session, SessionManager
 
     url = redis_url()
     clock = FrozenClock(dt.datetime.now(UTC) - dt.timedelta(minutes=40))
@@ -122,7 +122,7 @@ async def test_redis_sessions_live_for_their_idle_time_on_the_deployments_clock(
     await manager.commit(session, clock.now())
     client = redis.Redis.from_url(url)
     try:
-        from core.keys import token_digest
+        from guichet.core.keys import token_digest
 
         assert session.sid is not None
         ttl_ms = await client.pttl(f"{backend.namespace}:session:{token_digest(session.sid)}")

@@ -10,15 +10,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.clock import FrozenClock
-from core.config import CaisseConfig
-from core.database import Database
-from core.flows.common import UNAVAILABLE, send_code
-from core.keys import new_token
-from core.outbox import EXPIRED, PENDING, SENT, enqueue
-from core.outbox_worker import BUDGET_WAIT, run_worker_process
-from core.services import Services, build_services
-from core.structs import Recipient
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig
+from guichet.core.database import Database
+from guichet.core.flows.common import UNAVAILABLE, send_code
+from guichet.core.keys import new_token
+from guichet.core.outbox import EXPIRED, PENDING, SENT, enqueue
+from guichet.core.outbox_worker import BUDGET_WAIT, run_worker_process
+from guichet.core.services import Services, build_services
+from guichet.core.structs import Recipient
 from delivery_servers import HttpEndpoint, base_with_plugins
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from core.config import CaisseConfig
-from core.flows.common import NO_OTHER_CHANNEL
-from core.outbox import FAILED, SENT
+from guichet.core.config import CaisseConfig
+from guichet.core.flows.common import NO_OTHER_CHANNEL
+from guichet.core.outbox import FAILED, SENT
 from delivery_servers import HttpEndpoint, SmtpSink
 from tests.conftest import Portal, portal_config_text
 from tests.flows.helpers import field_errors, where

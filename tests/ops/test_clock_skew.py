@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import load_config
-from core.database import Database
-from core.keys import Keys
-from core.outbox import enqueue
-from core.structs import Recipient
+from guichet.core.config import load_config
+from guichet.core.database import Database
+from guichet.core.keys import Keys
+from guichet.core.outbox import enqueue
+from guichet.core.structs import Recipient
 from delivery_servers import SmtpSink
 from tests.conftest import _reset_postgres, portal_config_text, postgres_url, redis_url
 from tests.ops.serving import OutboxProcess, Served, faketime
@@ -163,7 +163,7 @@ class Deployment:
 
     def new_account(self) -> tuple[int, str, str]:
         """An account with a known password and a verified email: (id, identifier, email)."""
-        from core.passwords import Passwords
+        from guichet.core.passwords import Passwords
 
         self.accounts += 1
         identifier = f"1850575{100 + self.accounts:03d}{self.accounts:03d}"

@@ -18,12 +18,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from core.config import load_config
-from core.database import Database
-from core.keys import Keys
-from core.outbox import SENT, enqueue
-from core.outbox_worker import RetryPolicy
-from core.structs import Recipient
+from guichet.core.config import load_config
+from guichet.core.database import Database
+from guichet.core.keys import Keys
+from guichet.core.outbox import SENT, enqueue
+from guichet.core.outbox_worker import RetryPolicy
+from guichet.core.structs import Recipient
 from delivery_servers import SmtpSink
 from tests.conftest import _reset_postgres, portal_config_text
 from tests.ops.serving import OutboxProcess
