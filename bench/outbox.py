@@ -1,4 +1,8 @@
-"""Outbox throughput: enqueue N login codes, deliver them by email to a local aiosmtpd sink, print messages/s.
+"""Outbox throughput and duplicate window: enqueue N login codes, deliver them by email to a local aiosmtpd sink.
+
+Prints messages/s, and the duplicate window: for each email, the time from the SMTP server taking
+it in (its 250 about to be sent) to the worker's ``sent`` being committed. A worker killed within
+that window has delivered a message it never recorded: it is sent again after its lease.
 
     .venv/bin/python bench/outbox.py --count 2000 [--batch 20] [--concurrency 8] [--database-url URL] [--no-record]
 
@@ -14,6 +18,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
+import re
 import shlex
 import socket
 import sys
@@ -69,16 +74,35 @@ url = "{url}"
 
 
 class Counter:
-    """An SMTP sink that only counts: the bench measures guichet, not disk writes."""
+    """An SMTP sink that only counts (the bench measures guichet, not disk writes) and notes when
+    it took each message in, by outbox id (read from the Message-ID, ``<bench-ID-...@...>``)."""
 
     def __init__(self) -> None:
         self.count = 0
         self.lock = threading.Lock()
+        self.taken_in: dict[int, float] = {}
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        at = time.perf_counter()
+        head = envelope.content.partition(b"\r\n\r\n")[0]
+        found = re.search(rb"^Message-ID: <bench-(\d+)-", head, re.M | re.I)
         with self.lock:
             self.count += 1
+            if found:
+                self.taken_in[int(found.group(1))] = at
         return "250 OK"
+
+
+class Recording(OutboxWorker):
+    """The worker, noting when each message's ``sent`` is committed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded: dict[int, float] = {}
+
+    async def _record_sent(self, message: Any) -> None:
+        await super()._record_sent(message)
+        self.recorded[message.id] = time.perf_counter()
 
 
 def free_port() -> int:
@@ -108,7 +132,7 @@ async def run(count: int, batch: int, concurrency: int, url: str, base: Path) ->
                               payload={"code": f"{n:06d}", "lifetime_minutes": 15}, now=clock.now(),
                               expires_at=clock.now() + dt.timedelta(minutes=15))
         enqueued = time.perf_counter()
-        worker = OutboxWorker(database, keys, host, clock, worker_id="bench", batch=batch, concurrency=concurrency)
+        worker = Recording(database, keys, host, clock, worker_id="bench", batch=batch, concurrency=concurrency)
         handled = await worker.drain()
         delivered = time.perf_counter()
         status = await outbox_status(database)
@@ -117,8 +141,16 @@ async def run(count: int, batch: int, concurrency: int, url: str, base: Path) ->
         controller.stop()
     if handled != count or sink.count != count or status != {("email", "sent"): count}:
         raise SystemExit(f"bench: expected {count} sent, got handled={handled} received={sink.count} {status}")
+    windows = sorted((worker.recorded[id] - sink.taken_in[id]) * 1000 for id in worker.recorded if id in sink.taken_in)
+    if len(windows) != count:
+        raise SystemExit(f"bench: {len(windows)} duplicate windows measured for {count} messages")
+
+    def centile(q: float) -> float:
+        return windows[min(len(windows) - 1, int(q * len(windows)))]
+
     return {"enqueue_per_s": count / (enqueued - started), "deliver_per_s": count / (delivered - enqueued),
-            "deliver_s": delivered - enqueued}
+            "deliver_s": delivered - enqueued, "window_p50_ms": centile(0.5), "window_p99_ms": centile(0.99),
+            "window_max_ms": windows[-1]}
 
 
 async def _pg_admin(url: str, sql: str) -> None:
@@ -175,11 +207,15 @@ def main() -> int:
     print(f"outbox: {args.count} emails, {engine}, batch {args.batch}, concurrency {args.concurrency}")
     print(f"  enqueue  {figures['enqueue_per_s']:8.0f} messages/s (one transaction each)")
     print(f"  delivery {figures['deliver_per_s']:8.0f} messages/s through email ({figures['deliver_s']:.1f} s)")
+    print(f"  duplicate window (server took it in -> 'sent' committed): p50 {figures['window_p50_ms']:.1f} ms, "
+          f"p99 {figures['window_p99_ms']:.1f} ms, max {figures['window_max_ms']:.1f} ms")
     if not args.no_record:
         command = " ".join(["bench/outbox.py", *(shlex.quote(redact_url(a)) for a in sys.argv[1:])])
         block = (f"- {dt.date.today().isoformat()}, `.venv/bin/python {command.strip()}`: {args.count} emails, {engine}, "
                  f"batch {args.batch}, concurrency {args.concurrency}: **{figures['deliver_per_s']:.0f} messages/s** "
-                 f"delivered ({figures['deliver_s']:.1f} s), enqueue {figures['enqueue_per_s']:.0f}/s. "
+                 f"delivered ({figures['deliver_s']:.1f} s), enqueue {figures['enqueue_per_s']:.0f}/s; duplicate "
+                 f"window p50 {figures['window_p50_ms']:.1f} ms, p99 {figures['window_p99_ms']:.1f} ms, "
+                 f"max {figures['window_max_ms']:.1f} ms. "
                  f"Machine: nproc {os.cpu_count()}, Python {platform.python_version()}, "
                  f"{platform.system()} {platform.release()}, load average {load:.2f} at start.")
         print(f"recorded in {record(block).relative_to(ROOT)}")

@@ -3,6 +3,7 @@ import pluggy
 
 from guichet.core.context import PluginContext
 from guichet.core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
+from guichet.core.outbox import delivery_key
 from guichet.core.structs import (
     CODE,
     EMAIL,
@@ -34,5 +35,5 @@ __all__ = [
     "CODE", "EMAIL", "LETTER", "MOBILE", "NOTICE", "PASSWORD", "POSTAL", "AuditEvent", "Channel", "CodePolicy",
     "ConfigError", "DeliveryError", "GuichetError", "Message", "PasswordContext", "PasswordRule", "Payment",
     "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "Status",
-    "StepError", "Strength", "Verdict", "hookimpl",
+    "StepError", "Strength", "Verdict", "delivery_key", "hookimpl",
 ]

@@ -75,8 +75,27 @@ async def _migration_1(db: "Database") -> None:
     await create_db_tables(*db.t.all, if_not_exists=True)
 
 
+async def _add_column(db: "Database", table: str, column: str, definition: str) -> None:
+    """Add a column unless it is there: a database made by migration 1 after the column joined
+    core/tables.py has it already."""
+    if db.is_sqlite:
+        rows = await db.t.SchemaVersion.raw(f"PRAGMA table_info({table})").run()
+        if any(row["name"] == column for row in rows):
+            return
+        await db.engine.run_ddl(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    else:
+        await db.engine.run_ddl(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
+
+
+async def _migration_2(db: "Database") -> None:
+    """The outbox: attempts whose outcome is unknown, and what each message was sent for."""
+    await _add_column(db, "guichet_outbox", "unknown_outcomes", "INTEGER NOT NULL DEFAULT 0")
+    await _add_column(db, "guichet_outbox", "sent_for", "VARCHAR(64) NOT NULL DEFAULT ''")
+    await db.engine.run_ddl("CREATE INDEX IF NOT EXISTS guichet_outbox_sent_for ON guichet_outbox (sent_for)")
+
+
 # Each migration runs once, in order, inside `guichet db upgrade`; append, never edit.
-MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [(1, _migration_1)]
+MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [(1, _migration_1), (2, _migration_2)]
 
 
 def sqlite_path(url: str, base: Path) -> Path:
@@ -168,6 +187,18 @@ class Database:
             applied.append(number)
             log.info("database migration %s applied", number)
         return applied
+
+    async def server_time(self) -> dt.datetime | None:
+        """The database server's clock (PostgreSQL); None on SQLite, which has no clock but its host's."""
+        if self.is_sqlite:
+            return None
+        rows = await self.t.SchemaVersion.raw("SELECT clock_timestamp() AS now").run()
+        value: dt.datetime = rows[0]["now"]
+        return value.astimezone(dt.timezone.utc)
+
+    async def current_time(self) -> dt.datetime:
+        """The deployment's time for a one-off command: the database's, or this host's on SQLite."""
+        return await self.server_time() or _now()
 
     async def ping(self) -> bool:
         try:

@@ -26,11 +26,18 @@ class PluginError(GuichetError):
 
 
 class DeliveryError(GuichetError):
-    """A channel could not deliver a message."""
+    """A channel could not deliver a message.
 
-    def __init__(self, reason: str, *, permanent: bool, retry_after: float | None = None) -> None:
+    ``outcome_unknown``: the request may have reached the server (a timeout or a dropped connection
+    after it was sent), so the message may have been delivered, and billed: the worker retries such
+    a message a bounded number of times only (``RetryPolicy.max_unknown_retries``).
+    """
+
+    def __init__(self, reason: str, *, permanent: bool, retry_after: float | None = None,
+                 outcome_unknown: bool = False) -> None:
         self.permanent = permanent
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
         super().__init__(reason)
 
 

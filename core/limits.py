@@ -1,10 +1,15 @@
 """The limits guichet applies, from the caisse config; docs/security.md documents them."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from guichet.core.config import CaisseConfig
-from guichet.core.ratelimit import Limit
+from guichet.core.ratelimit import CounterStore, DatabaseCounters, Limit, RedisCounters
+
+if TYPE_CHECKING:
+    from guichet.core.database import Database
 
 DAY = 24 * 3600
 
@@ -18,7 +23,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     registration_client: Limit  # registrations started per client address
     recovery_identifier: Limit  # recovery requests per identifier
     recovery_client: Limit
-    sms_budget: Limit  # per caisse
+    sms_budget: Limit  # per caisse, counted per delivery attempt by the outbox worker
     letter_budget: Limit  # per caisse
 
 
@@ -42,3 +47,15 @@ def limits_from_config(config: CaisseConfig) -> Limits:
         sms_budget=Limit(name="budget-sms", window_seconds=3600, max_count=security.sms_per_hour),
         letter_budget=Limit(name="budget-letter", window_seconds=3600, max_count=security.letters_per_hour),
     )
+
+
+def counter_store_for(config: CaisseConfig, database: "Database") -> CounterStore:
+    """Where the rate-limit and budget counters live: Redis when configured, else the database.
+
+    Every process of a caisse (web and outbox workers) counts in the same place, so a budget is
+    one budget whatever process spends it.
+    """
+    if config.rate_limits.store == "redis" and config.redis is not None:
+        password = config.redis.password.resolve() if config.redis.password else None
+        return RedisCounters(config.redis.url, f"guichet:{config.caisse.id}", password=password)
+    return DatabaseCounters(database)

@@ -8,6 +8,8 @@ Series (all prefixed ``guichet_``):
 * ``security_events_total{kind}``: the audit events (``login.failed``, ``code.sent`` …).
 * ``codes_sent_total{purpose,channel}`` and ``codes_failed_total{purpose,outcome}``.
 * ``outbox_deliveries_total{channel,outcome}``: what the outbox worker inside this process did.
+* ``outbox_unrecorded_seconds``: for each message sent, the time between the channel accepting it
+  and its ``sent`` state being stored: a worker killed within that window sends it again.
 * ``outbox_messages{channel,state}`` and ``outbox_oldest_age_seconds{channel,state}``: read from
   the database at scrape time (pending, sending, failed), so they hold for every worker process.
 * ``rate_limit_hits_total{limit}`` (tries counted) and ``rate_limit_refusals_total{limit}``.
@@ -71,6 +73,11 @@ CODES_FAILED = Counter("guichet_codes_failed", "Security codes typed wrong, expi
                        ["purpose", "outcome"], registry=REGISTRY)
 DELIVERIES = Counter("guichet_outbox_deliveries", "Outbox deliveries by this process's worker, per outcome",
                      ["channel", "outcome"], registry=REGISTRY)
+OUTBOX_UNRECORDED = Histogram(
+    "guichet_outbox_unrecorded_seconds",
+    "Time between a channel accepting a message and its outcome being stored (the duplicate window: "
+    "a worker that dies within it sends the message again)", registry=REGISTRY,
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 RATE_LIMIT_HITS = Counter("guichet_rate_limit_hits", "Tries counted against a rate limit", ["limit"],
                           registry=REGISTRY)
 RATE_LIMIT_REFUSALS = Counter("guichet_rate_limit_refusals", "Tries refused or slowed down by a rate limit",

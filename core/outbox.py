@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from guichet.core.structs import Recipient
+from guichet.core.keys import token_digest
+from guichet.core.structs import Message, Recipient
 
 if TYPE_CHECKING:
     from guichet.core.database import Database
@@ -30,17 +31,52 @@ class SealedContent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def enqueue(database: "Database", keys: "Keys", *, channel: str, template: str, recipient: Recipient,
-                  payload: dict[str, Any], now: dt.datetime, expires_at: dt.datetime | None = None) -> int:
+                  payload: dict[str, Any], now: dt.datetime, expires_at: dt.datetime | None = None,
+                  sent_for: str = "") -> int:
     """Write a message to deliver; call it inside the transaction that creates what it carries.
 
     ``expires_at`` is when the content stops being useful (a code's expiry): it is not sent after.
+    ``sent_for`` names what a page waits on (``sent_for_digest``), so it can read the delivery's state.
     """
     t = database.t.OutboxMessage
     sealed = keys.seal(msgspec.json.encode(SealedContent(recipient=recipient, payload=payload)))
     rows = await t.insert(t(channel=channel, template=template, sealed=sealed, state=PENDING, attempts=0,
-                            next_attempt_at=now, created_at=now, expires_at=expires_at)).returning(t.id).run()
+                            next_attempt_at=now, created_at=now, expires_at=expires_at,
+                            sent_for=sent_for)).returning(t.id).run()
     _enqueued.set(True)
     return int(rows[0]["id"])
+
+
+def sent_for_digest(purpose: str, binding: str) -> str:
+    """What a code message is sent for: its purpose and binding (a flow or session secret), hashed
+    as the code table hashes bindings, so the outbox holds nothing that opens the flow."""
+    return token_digest(f"sent-for:{purpose}:{binding}")
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest message sent for something, as a page waiting on it sees it."""
+
+    id: int
+    channel: str
+    state: str
+
+
+async def latest_delivery(database: "Database", sent_for: str) -> Delivery | None:
+    """The latest message queued for ``sent_for`` (one indexed read), or None."""
+    t = database.t.OutboxMessage
+    rows = await (t.select(t.id, t.channel, t.state).where(t.sent_for == sent_for)
+                  .order_by(t.id, ascending=False).limit(1).run())
+    return msgspec.convert(rows[0], Delivery) if rows else None
+
+
+def delivery_key(caisse_id: str, message: Message) -> str:
+    """A message's identity for the receiving side: the same on every attempt, so a gateway can
+    drop a repeat (``Idempotency-Key``) and a mail client a duplicate (``Message-ID``).
+
+    Made of the caisse, the outbox id and the creation time (milliseconds), never of the content:
+    the time keeps the key unique if ids start again (a database restored from a backup).
+    """
+    return f"{caisse_id}-{message.id}-{int(message.created_at.timestamp() * 1000)}"
 
 
 def take_enqueued() -> bool:

@@ -23,21 +23,26 @@ import os
 import random
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from guichet.core.clock import Clock
-from guichet.core.errors import DeliveryError
+from guichet.core import metrics
+from guichet.core.clock import Clock, DatabaseClock, start_synced
+from guichet.core.errors import CounterStoreError, DeliveryError
+from guichet.core.events import Auditor
 from guichet.core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
-from guichet.core.structs import Message
+from guichet.core.structs import AuditEvent, Message
 
 if TYPE_CHECKING:
     from guichet.core.config import CaisseConfig
     from guichet.core.database import Database
     from guichet.core.keys import Keys
+    from guichet.core.limits import Limits
     from guichet.core.plugins import PluginHost
+    from guichet.core.ratelimit import Limit, Limiter
 
 log = logging.getLogger("guichet.outbox")
 
@@ -51,6 +56,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     base_seconds: float = 30.0
     cap_seconds: float = 3600.0
     max_attempts: int = 10
+    # after an attempt whose outcome is unknown (it may have been delivered, and billed), at most
+    # this many more: a message is handed to its channel at most 1 + this many times in doubt
+    max_unknown_retries: int = 2
     jitter: float = 0.25  # up to this fraction of a delay is removed at random, so one outage's retries spread out
     max_retry_after_seconds: float = 6 * 3600.0  # a gateway's Retry-After is honoured up to this
 
@@ -73,6 +81,8 @@ class ClaimedMessage(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     expires_at: dt.datetime | None
     lease_until: dt.datetime
+    unknown_outcomes: int = 0  # earlier attempts that may have delivered it (timeouts after sending, lost leases)
+    last_error: str = ""
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -96,17 +106,49 @@ def _table(database: "Database") -> str:
     return str(database.t.OutboxMessage._meta.tablename)
 
 
-# letters go last: a printing backlog never delays a security code waiting to be emailed or texted
+# letters go last: a printing backlog never delays a security code waiting to be emailed or texted.
+# A message taken over from an expired lease was being sent by a worker that never recorded the
+# outcome (killed, or its database write failed): that attempt may have delivered it.
 _CLAIM_SQL = """
-UPDATE {table} SET state = '{sending}', lease_until = {{}}, attempts = attempts + 1
+UPDATE {table} SET state = '{sending}', lease_until = {{}}, attempts = attempts + 1,
+    unknown_outcomes = unknown_outcomes + CASE WHEN state = '{sending}' THEN 1 ELSE 0 END
 WHERE id IN (
     SELECT id FROM {table}
     WHERE (state = '{pending}' AND next_attempt_at <= {{}}) OR (state = '{sending}' AND lease_until <= {{}})
     ORDER BY CASE WHEN channel = 'postal' THEN 1 ELSE 0 END, next_attempt_at, id
     LIMIT {{}}{lock}
 )
-RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until
+RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until, unknown_outcomes, last_error
 """
+
+
+BUDGET_WAIT = "waiting for the caisse's hourly budget"
+
+
+class DeliveryBudgets:
+    """The caisse's budgets for the channels that cost money (``security.sms_per_hour``), counted
+    per delivery attempt: a retry costs what a first attempt costs."""
+
+    def __init__(self, limiter: "Limiter", limits: "dict[str, Limit]", caisse_id: str, *,
+                 wait_seconds: float = 60.0) -> None:
+        self.limiter = limiter
+        self.limits = limits
+        self.caisse_id = caisse_id
+        self.wait_seconds = wait_seconds  # how soon a message refused by a spent budget looks again
+
+    @classmethod
+    def for_caisse(cls, limiter: "Limiter", limits: "Limits", caisse_id: str) -> "DeliveryBudgets":
+        return cls(limiter, {"sms": limits.sms_budget}, caisse_id)
+
+    async def take(self, channel: str, now: dt.datetime) -> bool:
+        """Count one attempt on ``channel``; False if the budget is spent (the attempt must wait).
+
+        Raises CounterStoreError when the counters cannot be read.
+        """
+        limit = self.limits.get(channel)
+        if limit is None:
+            return True
+        return (await self.limiter.take(limit, self.caisse_id, now)).allowed
 
 
 class _GroupCommit:
@@ -152,7 +194,7 @@ class OutboxWorker:
     def __init__(self, database: "Database", keys: "Keys", host: "PluginHost", clock: Clock, *,
                  worker_id: str, lease_seconds: float = 60, batch: int = 20, concurrency: int = 8,
                  retry: RetryPolicy | None = None, failed_retention: dt.timedelta = dt.timedelta(days=7),
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, budgets: DeliveryBudgets | None = None) -> None:
         if lease_seconds <= 0 or batch < 1 or concurrency < 1:
             raise ValueError("lease_seconds, batch and concurrency must be positive")
         self.database = database
@@ -166,6 +208,8 @@ class OutboxWorker:
         self.retry = retry or RetryPolicy()
         self.failed_retention = failed_retention
         self.rng = rng or random.Random()
+        self.budgets = budgets
+        self.auditor = Auditor(database, host)
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._commits = _GroupCommit(database)
@@ -217,13 +261,14 @@ class OutboxWorker:
                         self.worker_id)
         return done
 
-    async def _reschedule(self, message: ClaimedMessage, delay: float, error: str) -> None:
+    async def _reschedule(self, message: ClaimedMessage, delay: float, error: str, *, unknown: bool = False) -> None:
         next_at = _utc(self.clock.now()) + dt.timedelta(seconds=delay)
         if message.expires_at is not None and next_at >= message.expires_at:
             # the content would be stale by the next attempt: stop now and forget it
             await self._finish(message, EXPIRED, f"expired while retrying: {error}", purge=True)
             return
-        if not await self._guarded("state = {}, lease_until = NULL, next_attempt_at = {}, last_error = {}",
+        counted = ", unknown_outcomes = unknown_outcomes + 1" if unknown else ""
+        if not await self._guarded(f"state = {{}}, lease_until = NULL, next_attempt_at = {{}}, last_error = {{}}{counted}",
                                    message, PENDING, next_at, error[:MAX_ERROR_LENGTH]):
             log.warning("outbox message %s: lease lost before rescheduling (worker %s)", message.id, self.worker_id)
 
@@ -232,6 +277,16 @@ class OutboxWorker:
             await self._finish(message, FAILED, f"gave up after {message.attempts} attempts: {error}", purge=False)
             return FAILED
         await self._reschedule(message, self.retry.delay(message.attempts, self.rng, retry_after), error)
+        return PENDING
+
+    async def _unknown(self, message: ClaimedMessage, error: str, retry_after: float | None) -> str:
+        """The attempt may have delivered the message: retried, but only a bounded number of times."""
+        if message.unknown_outcomes >= self.retry.max_unknown_retries or message.attempts >= self.retry.max_attempts:
+            await self._finish(message, FAILED, f"outcome unknown {message.unknown_outcomes + 1} times, not sent again "
+                                                f"(it may have been delivered): {error}", purge=False)
+            return FAILED
+        await self._reschedule(message, self.retry.delay(message.attempts, self.rng, retry_after),
+                               f"outcome unknown: {error}", unknown=True)
         return PENDING
 
     # -- delivering ---------------------------------------------------------------------------------
@@ -247,6 +302,13 @@ class OutboxWorker:
             # only reached when leases keep expiring: a message that kills its worker must stop somewhere
             await self._finish(message, FAILED, f"abandoned by a worker {message.attempts - 1} times", purge=False)
             return FAILED
+        if message.unknown_outcomes > self.retry.max_unknown_retries:
+            # taken over from lost leases that often: each of those sends may have reached the recipient
+            await self._finish(message, FAILED, f"outcome unknown {message.unknown_outcomes} times, not sent again "
+                                                "(it may have been delivered)", purge=False)
+            log.warning("outbox message %s (%s, %s): outcome unknown %s times; failed, not sent again",
+                        message.id, message.channel, message.template, message.unknown_outcomes)
+            return FAILED
         channel = self.host.channel(message.channel)
         if channel is None:
             error = (f"no channel {message.channel!r} in this caisse's config "
@@ -261,13 +323,18 @@ class OutboxWorker:
             await self._finish(message, FAILED, error, purge=False)
             log.error("outbox message %s: %s", message.id, error)
             return FAILED
+        if self.budgets is not None:
+            refused = await self._over_budget(message, now)
+            if refused:
+                return refused
         outgoing = Message(id=message.id, channel=message.channel, template=message.template,
                            recipient=content.recipient, payload=content.payload,
                            caisse_name=self.host.config.caisse.name, created_at=message.created_at)
         plugin = type(channel).__module__
+        # bounded below the lease, so no other worker can take the message while this send runs
+        deadline = asyncio.timeout(self.lease.total_seconds() * 0.8)
         try:
-            # bounded below the lease, so no other worker can take the message while this send runs
-            async with asyncio.timeout(self.lease.total_seconds() * 0.8):
+            async with deadline:
                 await channel.send(outgoing)
         except DeliveryError as exc:
             error = _short(str(exc), content.payload)
@@ -276,16 +343,80 @@ class OutboxWorker:
                 log.warning("outbox message %s (%s, %s) failed permanently: %s", message.id, message.channel,
                             message.template, error)
                 return FAILED
-            log.info("outbox message %s (%s, %s) attempt %s failed: %s", message.id, message.channel,
-                     message.template, message.attempts, error)
+            log.info("outbox message %s (%s, %s) attempt %s failed: %s%s", message.id, message.channel,
+                     message.template, message.attempts, "outcome unknown: " if exc.outcome_unknown else "", error)
+            if exc.outcome_unknown:
+                return await self._unknown(message, error, exc.retry_after)
             return await self._temporary(message, error, exc.retry_after)
         except Exception as exc:  # a channel bug or an unexpected error is retried, like any temporary failure
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                # the worker cut a send that ran too long: what the server did with it is unknown
+                error = f"the send took longer than {self.lease.total_seconds() * 0.8:.0f} s and was cut"
+                log.warning("outbox message %s (%s, %s): %s", message.id, message.channel, message.template, error)
+                return await self._unknown(message, error, None)
             error = f"{type(exc).__name__} raised by channel {message.channel!r} ({plugin})"
             log.warning("outbox message %s: %s", message.id, error)  # the exception text may hold the payload
             return await self._temporary(message, error, None)
-        await self._finish(message, SENT, "", purge=True)
+        handed_over = time.perf_counter()
+        await self._record_sent(message)
+        # the duplicate window: a worker that dies within it has sent a message it never recorded
+        metrics.OUTBOX_UNRECORDED.observe(time.perf_counter() - handed_over)
         log.info("outbox message %s (%s, %s) sent", message.id, message.channel, message.template)
         return SENT
+
+    async def _record_sent(self, message: ClaimedMessage) -> None:
+        """Store ``sent``; a failed write is tried again while the lease lasts, since a message
+        whose sending is not recorded is sent again once its lease runs out."""
+        pause = 0.25
+        while True:
+            try:
+                await self._finish(message, SENT, "", purge=True)
+                return
+            except Exception as exc:
+                left = (message.lease_until - _utc(self.clock.now())).total_seconds()
+                if left <= pause * 2:
+                    raise
+                log.warning("outbox message %s: sent, but its outcome could not be stored (%s); trying again",
+                            message.id, type(exc).__name__)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    # -- budgets ------------------------------------------------------------------------------------
+
+    def _budget_wait(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.budgets.wait_seconds if self.budgets else 0)
+
+    async def _over_budget(self, message: ClaimedMessage, now: dt.datetime) -> str | None:
+        """Count this attempt against its channel's budget: None if within it. When it is spent, the
+        message waits (this attempt not counted: PENDING) or, if it would be stale by then, expires
+        with its content (EXPIRED)."""
+        assert self.budgets is not None
+        try:
+            if await self.budgets.take(message.channel, now):
+                return None
+            reason = BUDGET_WAIT
+        except CounterStoreError:  # the budget cannot be read: nothing that costs money goes out meanwhile
+            reason = "waiting: the budget counters cannot be read"
+        next_at = now + self._budget_wait()
+        if message.expires_at is not None and next_at >= message.expires_at:
+            await self._finish(message, EXPIRED, f"expired {reason}", purge=True)
+            log.warning("outbox message %s (%s, %s) expired %s", message.id, message.channel, message.template, reason)
+            await self._audit("budget.exhausted", channel=message.channel, stage="delivery", outcome="expired")
+            return EXPIRED
+        # not an attempt: the message was never handed to its channel
+        if not await self._guarded("state = {}, lease_until = NULL, next_attempt_at = {}, last_error = {}, "
+                                   "attempts = attempts - 1", message, PENDING, next_at, reason):
+            log.warning("outbox message %s: lease lost before waiting for the budget", message.id)
+        log.info("outbox message %s (%s, %s) %s", message.id, message.channel, message.template, reason)
+        if reason == BUDGET_WAIT and not message.last_error.startswith(BUDGET_WAIT):  # once per message
+            await self._audit("budget.exhausted", channel=message.channel, stage="delivery", outcome="waiting")
+        return PENDING
+
+    async def _audit(self, kind: str, **details: Any) -> None:
+        event = AuditEvent(kind=kind, at=_utc(self.clock.now()), details=details)
+        await self.auditor.record(event)
+        metrics.observe_event(event)
+        self.auditor.publish([event])
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
@@ -393,7 +524,7 @@ async def outbox_status(database: "Database") -> dict[tuple[str, str], int]:
 
 async def retry_message(database: "Database", id: int, *, clock: Clock | None = None) -> bool:
     """Put a failed message back in the queue, due now; False if it is not failed or its content was purged."""
-    now = _utc((clock or Clock()).now())
+    now = _utc(clock.now() if clock else await database.current_time())
     rows = await database.t.OutboxMessage.raw(
         f"UPDATE {_table(database)} SET state = '{PENDING}', attempts = 0, next_attempt_at = {{}}, "
         f"last_error = '', finished_at = NULL, lease_until = NULL "
@@ -422,9 +553,12 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
     from guichet.core.database import Database
     from guichet.core.keys import Keys
     from guichet.core.plugins import PluginHost
+    from guichet.core.limits import counter_store_for, limits_from_config
+    from guichet.core.ratelimit import Limiter
 
     database = Database.from_config(config)
     sinks = None
+    counters = counter_store_for(config, database)
     await database.connect()
     try:
         if config.demo.mailbox:
@@ -432,12 +566,17 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
             from guichet.core.demo_mailbox import start_demo_sinks
 
             sinks = start_demo_sinks(config)
-        clock = Clock()
+        # leases are judged on the database's clock: a worker on a host whose clock is ahead must
+        # not take the leases of the others (core/clock.py)
+        clock: Clock = Clock() if database.is_sqlite else DatabaseClock(database.server_time)
+        await start_synced(clock)
         context = PluginContext(config=config, database=database, clock=clock,
                                 demo=sinks.endpoints if sinks else None)
+        keys = Keys.from_config(config)
+        budgets = DeliveryBudgets.for_caisse(Limiter(counters, keys), limits_from_config(config), config.caisse.id)
         host = PluginHost(config, context)
         host.check_deliveries()
-        worker = OutboxWorker(database, Keys.from_config(config), host, clock, worker_id=default_worker_id())
+        worker = OutboxWorker(database, keys, host, clock, worker_id=default_worker_id(), budgets=budgets)
         if once:
             handled = await worker.drain()
             print(f"{handled} message(s) handled")
@@ -446,13 +585,20 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        syncing = asyncio.create_task(clock.keep_synced(stop)) if isinstance(clock, DatabaseClock) else None
         try:
             await worker.run_forever(stop, config.server.outbox_poll_seconds)
         finally:
+            stop.set()
+            if syncing is not None:
+                await syncing
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0
     finally:
         if sinks is not None:
             sinks.stop()
+        closer = getattr(counters, "close", None)
+        if closer is not None:
+            await closer()
         await database.close()

@@ -4,10 +4,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guichet.core import metrics
-from guichet.core.clock import Clock
+from guichet.core.clock import Clock, DatabaseClock
 from guichet.core.codes import Codes
 from guichet.core.config import CaisseConfig
 from guichet.core.context import DemoEndpoints, PluginContext
@@ -15,13 +15,16 @@ from guichet.core.database import Database
 from guichet.core.events import Auditor
 from guichet.core.flows.engine import Flows
 from guichet.core.keys import Keys
-from guichet.core.limits import Limits, limits_from_config
+from guichet.core.limits import Limits, counter_store_for, limits_from_config
 from guichet.core.outbox import enqueue
 from guichet.core.passwords import Passwords
 from guichet.core.plugins import PluginHost
-from guichet.core.ratelimit import CounterStore, DatabaseCounters, Limiter, RedisCounters
+from guichet.core.ratelimit import CounterStore, Limiter
 from guichet.core.sessions import DatabaseSessions, RedisSessions, SessionBackend, SessionManager
 from guichet.core.structs import AuditEvent, Recipient
+
+if TYPE_CHECKING:
+    from guichet.core.outbox_worker import OutboxWorker
 
 # The SQLite driver's DEBUG lines print every query with its parameters: full NIRs, flow and session
 # tokens. guichet's logs never carry those, whatever level the operator sets: cap that logger at INFO.
@@ -49,9 +52,17 @@ class Services:
         return self.clock.now()
 
     async def enqueue(self, *, channel: str, template: str, recipient: Recipient, payload: dict[str, Any],
-                      expires_at: dt.datetime | None = None) -> int:
+                      expires_at: dt.datetime | None = None, sent_for: str = "") -> int:
         return await enqueue(self.database, self.keys, channel=channel, template=template, recipient=recipient,
-                             payload=payload, now=self.now(), expires_at=expires_at)
+                             payload=payload, now=self.now(), expires_at=expires_at, sent_for=sent_for)
+
+    def outbox_worker(self, worker_id: str, **options: Any) -> "OutboxWorker":
+        """An outbox worker on this app's database, clock and plugins, counting the caisse's budgets."""
+        from guichet.core.outbox_worker import DeliveryBudgets, OutboxWorker
+
+        budgets = DeliveryBudgets.for_caisse(self.limiter, self.limits, self.config.caisse.id)
+        return OutboxWorker(self.database, self.keys, self.host, self.clock, worker_id=worker_id, budgets=budgets,
+                            **options)
 
     async def audit(self, kind: str, *, account_id: int | None = None, subject: str = "", client: str = "",
                     **details: Any) -> AuditEvent:
@@ -74,22 +85,20 @@ class Services:
 
 def build_services(config: CaisseConfig, *, clock: Clock | None = None, database: Database | None = None,
                    demo: DemoEndpoints | None = None) -> Services:
-    clock = clock or Clock()
     database = database or Database.from_config(config)
+    if clock is None:
+        # PostgreSQL serves several hosts: all of them judge time on the database's clock (core/clock.py)
+        clock = Clock() if database.is_sqlite else DatabaseClock(database.server_time)
     keys = Keys.from_config(config)
     context = PluginContext(config=config, database=database, clock=clock, demo=demo)
     host = PluginHost(config, context)
     host.check_deliveries()
     namespace = f"guichet:{config.caisse.id}"
     redis_password = config.redis.password.resolve() if config.redis and config.redis.password else None
-    counter_store: CounterStore
-    if config.rate_limits.store == "redis" and config.redis is not None:
-        counter_store = RedisCounters(config.redis.url, namespace, password=redis_password)
-    else:
-        counter_store = DatabaseCounters(database)
+    counter_store = counter_store_for(config, database)
     session_backend: SessionBackend
     if config.sessions.store == "redis" and config.redis is not None:
-        session_backend = RedisSessions(config.redis.url, namespace, password=redis_password)
+        session_backend = RedisSessions(config.redis.url, namespace, password=redis_password, clock=clock)
     else:
         session_backend = DatabaseSessions(database)
     return Services(

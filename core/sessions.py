@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+from guichet.core.clock import Clock
 from guichet.core.keys import new_token, token_digest
 
 if TYPE_CHECKING:
@@ -80,11 +81,14 @@ class DatabaseSessions:
 
 
 class RedisSessions:
-    def __init__(self, url: str, namespace: str, *, password: str | None = None) -> None:
+    def __init__(self, url: str, namespace: str, *, password: str | None = None, clock: Clock | None = None) -> None:
         import redis.asyncio as redis
 
         self.client = redis.Redis.from_url(url, password=password, socket_timeout=2, socket_connect_timeout=2)
         self.namespace = namespace
+        # expiries are on the deployment's clock (the database's): the time to live Redis counts
+        # down is measured on that same clock, not on this host's
+        self.clock = clock or Clock()
 
     async def load(self, key: str, now: dt.datetime) -> bytes | None:
         value = await self.client.get(f"{self.namespace}:session:{key}")
@@ -99,9 +103,8 @@ class RedisSessions:
             pipe.set(f"{self.namespace}:session:{key}", data, ex=self._ttl(expires_at))
             await pipe.execute()
 
-    @staticmethod
-    def _ttl(expires_at: dt.datetime) -> int:
-        return max(1, int((expires_at + EXPIRED_KEPT - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+    def _ttl(self, expires_at: dt.datetime) -> int:
+        return max(1, int((expires_at + EXPIRED_KEPT - self.clock.now()).total_seconds()))
 
     async def delete(self, key: str) -> None:
         await self.client.delete(f"{self.namespace}:session:{key}")

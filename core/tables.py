@@ -97,6 +97,12 @@ class OutboxMessage(Table, tablename="guichet_outbox"):
     created_at = Timestamptz()
     expires_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)
+    # attempts that may have reached the recipient without the worker knowing (a timeout after the
+    # request was sent, a worker killed mid-send): bounded, since each may have been delivered and billed
+    unknown_outcomes = Integer(default=0)
+    # a digest of what the message was sent for (a code's purpose and binding), so the page waiting
+    # for it can tell whether it was delivered; '' for messages nobody waits on
+    sent_for = Varchar(length=64, default="", index=True)
 
 
 class TrustedBrowser(Table, tablename="guichet_trusted_browser"):

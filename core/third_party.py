@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from guichet.core.clock import Clock
 from guichet.core.errors import StepError
 from guichet.core.identifiers import parse_email, parse_name, parse_phone, parse_siret
 
@@ -136,7 +135,7 @@ async def decide_request(database: "Database", id: int, *, approve: bool, note: 
     One conditional UPDATE: two agents deciding at once cannot both succeed. With an ``auditor``,
     the decision is stored as a ``third_party.decided`` event and passed to the observers.
     """
-    at = now or Clock().now()
+    at = now or await database.current_time()  # the database's clock, as every other process's
     t = database.t.ThirdPartyRequest
     rows = await (t.update({t.state: "approved" if approve else "rejected", t.decided_at: at, t.note: note[:300]})
                   .where((t.id == id) & (t.state == "pending"))

@@ -1,12 +1,14 @@
 """Real local servers for the delivery tests: an SMTP sink (aiosmtpd) and a scripted HTTP endpoint."""
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +64,14 @@ class _Handler:
         if self.sink.data_reply:
             return self.sink.data_reply
         with self.sink.lock:
+            self.sink.arrived.append(envelope)
+        while self.sink.hold is not None and not self.sink.hold.is_set():
+            await asyncio.sleep(0.02)  # the message is held, its client waiting for the reply
+        with self.sink.lock:  # taken in: a real server delivers it now, even if its reply never arrives
             self.sink.messages.append(envelope)
             self.sink.logins.append(getattr(session, "auth_data", None))
+        if self.sink.before_reply is not None:  # in a thread of its own: it may run an event loop
+            await asyncio.get_running_loop().run_in_executor(None, self.sink.before_reply, envelope)
         if self.sink.on_message is not None:
             self.sink.on_message(envelope)
         return "250 Message accepted"
@@ -74,11 +82,19 @@ class SmtpSink:
 
     def __init__(self, port: int | None = None, *, rcpt_reply: str = "", data_reply: str = "",
                  credentials: tuple[str, str] | None = None,
-                 on_message: Callable[[Any], None] | None = None) -> None:
+                 on_message: Callable[[Any], None] | None = None, hold: threading.Event | None = None,
+                 before_reply: Callable[[Any], None] | None = None) -> None:
+        """``hold``: every message's DATA is answered only once the event is set (``arrived`` lists
+        them as they come); ``before_reply`` runs on each message once it is taken in (in
+        ``messages``), before its 250 is sent: what it does (kill the client, break its database)
+        happens in the window where a message is delivered but its sender does not know it yet."""
         self.port = port or free_port()
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
         self.on_message = on_message
+        self.hold = hold
+        self.before_reply = before_reply
+        self.arrived: list[Any] = []
         self.messages: list[Any] = []
         self.logins: list[Any] = []
         self.lock = threading.Lock()
@@ -113,26 +129,54 @@ class Recorded:
 
 @dataclass
 class HttpEndpoint:
-    """A local HTTP server that answers from a script (then 200) and records every request."""
+    """A local HTTP server that answers from a script (then 200) and records every request.
 
-    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    A script entry is ``(status, headers)`` or ``(status, headers, then)``: ``then`` is seconds to
+    wait before answering (a gateway that outlasts its client's timeout) or ``"drop"`` (the
+    connection closed without an answer). Every request the gateway accepts reaches ``delivered``
+    (the phone), once per ``honour_key`` header value when that is set: a gateway that honours
+    idempotency keys. ``always`` answers every request past the script the same way.
+    """
+
+    script: list[tuple[Any, ...]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
+    delivered: list[Recorded] = field(default_factory=list)
+    honour_key: str = ""
+    always: tuple[Any, ...] = (200, {})
 
     def __post_init__(self) -> None:
         endpoint = self
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                endpoint.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
-                status, headers = endpoint.script.pop(0) if endpoint.script else (200, {})
+                recorded = Recorded(self.command, self.path, dict(self.headers.items()), body)
+                with lock:
+                    endpoint.requests.append(recorded)
+                    entry = endpoint.script.pop(0) if endpoint.script else endpoint.always
+                    status, headers = entry[0], entry[1]
+                    key = self.headers.get(endpoint.honour_key, "") if endpoint.honour_key else ""
+                    if status < 300 and not (key and any(r.headers.get(endpoint.honour_key) == key
+                                                         for r in endpoint.delivered)):
+                        endpoint.delivered.append(recorded)
+                then = entry[2] if len(entry) > 2 else None
+                if then == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if then:
+                    time.sleep(float(then))
                 payload = b'{"ok": true}' if status < 300 else b'{"error": "scripted"}'
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:  # the client gave up waiting
+                    self.close_connection = True
 
             do_POST = do_PUT = _answer
 

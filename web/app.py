@@ -21,7 +21,7 @@ from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
 from guichet.core import metrics
-from guichet.core.clock import Clock
+from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.config import CaisseConfig, load_config
 from guichet.core.logs import configure_logging
 from guichet.core.services import Services, build_services
@@ -128,13 +128,13 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         await services.database.connect()
         if config.server.mode == "demo":
             await services.database.upgrade()
+        await start_synced(services.clock)  # before the first request judges an expiry
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_housekeeping(services, stop))]
+        if isinstance(services.clock, DatabaseClock):
+            tasks.append(asyncio.create_task(services.clock.keep_synced(stop)))
         if worker_wanted:
-            from guichet.core.outbox_worker import OutboxWorker
-
-            worker = OutboxWorker(services.database, services.keys, services.host, services.clock,
-                                  worker_id=f"serve-{os.getpid()}")
+            worker = services.outbox_worker(f"serve-{os.getpid()}")
             deliver = worker.deliver
 
             async def counted(message: Any) -> str:  # outbox_deliveries_total

@@ -17,7 +17,7 @@ from guichet.core.flows.engine import FlowState, StepResult, reachable
 from guichet.web.http import flow_cookie, go, is_htmx, services_of, set_flow_cookie
 
 NOT_KEPT = ("csrf_token", "action", "answer", "code")  # never kept as a draft: secrets and buttons
-PageRenderer = Callable[[Request[Any, Any, Any], FlowState, str, StepResult | None], Any]
+PageRenderer = Callable[[Request[Any, Any, Any], FlowState, str, StepResult | None], Awaitable[Any]]
 StepHandler = Callable[[FlowState, str, dict[str, str], str], Awaitable[StepResult]]
 
 
@@ -44,7 +44,7 @@ class Wizard:
             state = FlowState(kind=self.kind, step=self.first)
         if not self._may_show(state, step):
             return go(request, self.url(state.step))
-        return self.page(request, state, step, None)
+        return await self.page(request, state, step, None)
 
     def _may_show(self, state: FlowState, step: str) -> bool:
         order = self.steps(state)
@@ -84,18 +84,18 @@ class Wizard:
             state.drafts[step] = {k: v for k, v in form.items() if k not in NOT_KEPT}
             state.step = order[order.index(step) - 1]
             await services.flows.save(flow_id, state, now)
-            return self.after(request, state, StepResult(step=state.step))
+            return await self.after(request, state, StepResult(step=state.step))
         loaded = msgspec.json.encode(state)
         result = await handle(state, step, form, flow_id)
         await services.flows.save(flow_id, state, now, unless_same_as=loaded)
         metrics.step(self.kind, step, not result.errors)
-        return self.after(request, state, result, submitted=step)
+        return await self.after(request, state, result, submitted=step)
 
-    def after(self, request: Request[Any, Any, Any], state: FlowState, result: StepResult,
-              submitted: str = "") -> Any:
+    async def after(self, request: Request[Any, Any, Any], state: FlowState, result: StepResult,
+                    submitted: str = "") -> Any:
         """The same step again with its errors or notice; else the next step (partial with htmx, 303 without)."""
         if result.errors or result.notice or result.step == submitted:
-            return self.page(request, state, result.step, result)
+            return await self.page(request, state, result.step, result)
         if is_htmx(request):
-            return self.page(request, state, result.step, None)
+            return await self.page(request, state, result.step, None)
         return go(request, self.url(result.step))

@@ -10,14 +10,17 @@ from guichet.core.flows.common import (
     account_by_id,
     account_recipient,
     check_code,
+    last_delivery,
     mobile_regions,
     password_context,
     send_code,
     subject_of,
+    undelivered_message,
 )
 from guichet.core.flows.engine import StepResult
 from guichet.core.identifiers import mask_email, mask_phone, parse_code, parse_email, parse_mobile, parse_phone
 from guichet.core.keys import new_token
+from guichet.core.outbox import FAILED
 from guichet.core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
 from guichet.core.services import Services
 from guichet.core.sessions import Session
@@ -202,6 +205,19 @@ async def _notify_contact_change(services: Services, account: dict[str, Any], fi
     if account["email"] and services.host.channel("email") is not None:
         await services.enqueue(channel="email", template="mobile_changed_notice",
                                recipient=Recipient(name=name, email=account["email"]), payload=payload)
+
+
+async def contact_code_delivery(services: Services, session: Session) -> dict[str, str]:
+    """For the page waiting for a new contact's code: whether the server refused it for good."""
+    pending = session.data.pending_contact if session.data else {}
+    if not pending:
+        return {}
+    delivery = await last_delivery(services, purpose="contact_change", binding=pending["binding"])
+    if delivery is None or delivery.state != FAILED:
+        return {}
+    value = pending["value"]
+    shown = mask_email(value) if pending["field"] == "email" else mask_phone(value)
+    return {"undelivered": undelivered_message(delivery.channel, shown)}
 
 
 async def confirm_contacts(services: Services, account: dict[str, Any], *, client: str) -> None:

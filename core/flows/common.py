@@ -8,6 +8,7 @@ from guichet.core.clock import PARIS
 from guichet.core.codes import CodeCheck, CodeOutcome
 from guichet.core.errors import CounterStoreError
 from guichet.core.identifiers import FRENCH_REGIONS, mask_email, mask_identifier, mask_phone
+from guichet.core.outbox import Delivery, latest_delivery, sent_for_digest
 from guichet.core.services import Services
 from guichet.core.structs import PasswordContext, Recipient
 
@@ -16,6 +17,7 @@ SLOW_DOWN = "Trop de tentatives. Veuillez patienter quelques instants avant de r
 CODE_WRONG = "Le code saisi est incorrect."
 CODE_DEAD = "Ce code n'est plus valable. Cliquez sur « Recevoir un nouveau code »."
 CHANNEL_LABELS = {"email": "par e-mail", "sms": "par SMS"}
+NO_OTHER_CHANNEL = "Vous ne pouvez pas recevoir le code autrement. Veuillez contacter l'assistance."
 DEFAULT_TEMPORARY_HOURS = {"email": 24, "sms": 24, "postal": 24 * 21}
 
 
@@ -76,11 +78,18 @@ def account_recipient(account: dict[str, Any]) -> Recipient:
 
 
 async def within_budget(services: Services, channel: str) -> bool:
-    """SMS and letters cost money: an hourly budget per caisse."""
+    """SMS and letters cost money: an hourly budget per caisse.
+
+    An SMS is counted by the outbox worker, once per delivery attempt (a retry costs money too):
+    here a spent budget only refuses early, without counting. A letter is counted here.
+    """
     limit = {"sms": services.limits.sms_budget, "postal": services.limits.letter_budget}.get(channel)
     if limit is None:
         return True
-    verdict = await services.limiter.take(limit, services.config.caisse.id, services.now())
+    if channel == "sms":
+        verdict = await services.limiter.check(limit, services.config.caisse.id, services.now())
+    else:
+        verdict = await services.limiter.take(limit, services.config.caisse.id, services.now())
     if not verdict.allowed:
         await services.audit("budget.exhausted", channel=channel)
     return verdict.allowed
@@ -88,20 +97,22 @@ async def within_budget(services: Services, channel: str) -> bool:
 
 async def send_code(services: Services, *, purpose: str, binding: str, channel: str, recipient: Recipient,
                     account_id: int | None, template: str, deliver: bool = True,
-                    limit_subject: str | None = None, new_binding: bool = False) -> str | None:
+                    limit_subject: str | None = None, new_binding: bool = False,
+                    after_failure: bool = False) -> str | None:
     """Issue a code and queue it in one transaction; returns an error message or None.
 
     ``deliver=False`` issues a code nobody receives: an unknown identifier goes through the same
     steps and the same database work as a known one. ``limit_subject`` counts the sends under
     another subject than the account (recovery counts per identifier, known or not).
     ``new_binding``: the binding was drawn in this request, so no code can exist for it yet (no
-    resend cooldown to read, nothing to supersede).
+    resend cooldown to read, nothing to supersede). ``after_failure``: the last code for this
+    binding could not be delivered (``undelivered``), so no resend cooldown applies.
     """
     policy = services.host.code_policy(purpose)
     now = services.now()
     try:
-        wait = 0 if new_binding else await services.codes.cooldown_left(purpose=purpose, binding=binding,
-                                                                          policy=policy, now=now)
+        wait = 0 if new_binding or after_failure else await services.codes.cooldown_left(
+            purpose=purpose, binding=binding, policy=policy, now=now)
         if wait > 0:
             return f"Un code vient d'être envoyé. Vous pourrez en demander un nouveau dans {wait} secondes."
         sends = await services.limiter.take(services.limits.code_sends,
@@ -119,9 +130,23 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
         if deliver:
             await services.enqueue(channel=channel, template=template, recipient=recipient,
                                    payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
-                                   expires_at=issued.expires_at)
+                                   expires_at=issued.expires_at, sent_for=sent_for_digest(purpose, binding))
         await services.audit("code.sent", account_id=account_id, purpose=purpose, channel=channel)
     return None
+
+
+async def last_delivery(services: Services, *, purpose: str, binding: str) -> Delivery | None:
+    """The last code message queued for this binding (its channel and state): one indexed read."""
+    return await latest_delivery(services.database, sent_for_digest(purpose, binding))
+
+
+def undelivered_message(channel: str, destination: str) -> str:
+    """What a person waiting for a code reads when the server refused it for good."""
+    if channel == "sms":
+        where = f"au numéro {destination}" if destination else "à votre numéro de téléphone portable"
+    else:
+        where = f"à l'adresse {destination}" if destination else "à votre adresse email"
+    return f"Le message n'a pas pu être remis {where}."
 
 
 async def check_code(services: Services, *, purpose: str, binding: str, code: str,

@@ -12,18 +12,23 @@ import msgspec
 
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
+    CHANNEL_LABELS,
+    NO_OTHER_CHANNEL,
     UNAVAILABLE,
     account_by_id,
     account_by_identifier,
     account_recipient,
     check_code,
+    last_delivery,
     masked_destination,
     send_code,
     subject_of,
+    undelivered_message,
 )
 from guichet.core.flows.engine import StepResult
 from guichet.core.identifiers import parse_code, parse_nir, parse_siret
 from guichet.core.keys import new_token, token_digest
+from guichet.core.outbox import FAILED
 from guichet.core.services import Services
 from guichet.core.sessions import FULL, PASSWORD, Session
 
@@ -164,17 +169,51 @@ async def _trusted(services: Services, account: dict[str, Any], token: str) -> b
 
 
 async def code_page(services: Services, session: Session) -> dict[str, Any]:
-    """What the code page says: where the code went and how long it lives, and where else it may go."""
+    """What the code page says: where the code went and how long it lives, where else it may go, and
+    whether it could not be delivered (then the other channel, when the person has one)."""
     account = await account_by_id(services, session.data.account_id) if session.data and session.data.account_id else None
     if account is None or session.data is None:
         return {}
     recipient = account_recipient(account)
     channel = session.data.login_channel
     options = [{"channel": c, "destination": masked_destination(c, recipient)} for c in channel_options(services, account)]
-    return {"channel": channel, "destination": masked_destination(channel, recipient) if channel else "",
-            "options": options, "proven": bool(proven_channels(services, account)),
-            "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
-            "length": services.host.code_policy("login").length}
+    info: dict[str, Any] = {"channel": channel, "destination": masked_destination(channel, recipient) if channel else "",
+                            "options": options, "proven": bool(proven_channels(services, account)),
+                            "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
+                            "length": services.host.code_policy("login").length}
+    delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding) \
+        if channel and session.data.login_binding else None
+    if delivery is not None and delivery.state == FAILED:
+        info["undelivered"] = undelivered_message(delivery.channel, info["destination"])
+        other = other_login_channel(services, account, delivery.channel)
+        if other:
+            info["other_channel"] = other
+            info["other_destination"] = masked_destination(other, recipient)
+    return info
+
+
+def other_login_channel(services: Services, account: dict[str, Any], failed: str) -> str | None:
+    """Where a login code can go once it could not be delivered on ``failed``: another of the person's options."""
+    return next((c for c in channel_options(services, account) if c != failed), None)
+
+
+async def resend_other(services: Services, session: Session) -> StepResult:
+    """The code again, on the other channel, once the last one could not be delivered."""
+    assert session.data is not None and session.data.account_id is not None
+    account = await account_by_id(services, session.data.account_id)
+    delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding)
+    other = other_login_channel(services, account, delivery.channel) \
+        if account is not None and delivery is not None and delivery.state == FAILED else None
+    if account is None or other is None:
+        return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
+    error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=other,
+                            recipient=account_recipient(account), account_id=account["id"], template="login_code",
+                            after_failure=True)
+    if error:
+        return StepResult(step="code", errors={"code": error})
+    session.data.login_channel = other
+    session.dirty = True
+    return StepResult(step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {CHANNEL_LABELS[other]}.")
 
 
 async def resend(services: Services, session: Session, channel: str = "") -> StepResult:

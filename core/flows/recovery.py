@@ -10,20 +10,25 @@ from typing import Any
 
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
+    CHANNEL_LABELS,
+    NO_OTHER_CHANNEL,
     SLOW_DOWN,
     UNAVAILABLE,
     account_by_identifier,
     account_recipient,
     check_code,
     french_date,
+    last_delivery,
     password_context,
     send_code,
     subject_of,
     temporary_expiry,
+    undelivered_message,
 )
 from guichet.core.flows.engine import FlowState, StepResult, advance
 from guichet.core.flows.login import parse_login_identifier
 from guichet.core.identifiers import mask_identifier, parse_code
+from guichet.core.outbox import FAILED
 from guichet.core.services import Services
 
 KIND = "recovery"
@@ -78,11 +83,11 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
     return StepResult(step=state.step)
 
 
-async def _send_recovery_code(services: Services, state: FlowState,
-                              flow_id: str) -> tuple[dict[str, Any] | None, bool, str | None]:
+async def _send_recovery_code(services: Services, state: FlowState, flow_id: str, *, channel: str | None = None,
+                              after_failure: bool = False) -> tuple[dict[str, Any] | None, bool, str | None]:
     """Issue a code bound to the flow; only an account with a contact on that channel receives it."""
     identifier = state.data["identifier"]
-    channel = state.data.get("channel", "")
+    channel = channel or state.data.get("channel", "")
     account = await account_by_identifier(services, identifier)
     # only a contact the person proved with a code: a mistyped email is a stranger's, who would then
     # receive the temporary password
@@ -91,8 +96,40 @@ async def _send_recovery_code(services: Services, state: FlowState,
     error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
                             recipient=account_recipient(account) if account else account_recipient({}),
                             account_id=account["id"] if account else None, template="recovery_code",
-                            deliver=reachable, limit_subject=_limit_subject(identifier))
+                            deliver=reachable, limit_subject=_limit_subject(identifier), after_failure=after_failure)
     return account, reachable, error
+
+
+async def code_delivery(services: Services, state: FlowState, flow_id: str | None) -> dict[str, str]:
+    """For the code page: whether the server refused the code for good, and the other channel.
+
+    Only a code sent to an account's own contact can be refused, so this tells whoever typed the
+    identifier that it has an account whose address refuses mail: no address is shown, and the
+    person who needs to know is the one who typed it (docs/security.md, known limits).
+    """
+    delivery = await last_delivery(services, purpose="recovery", binding=flow_id) if flow_id else None
+    if delivery is None or delivery.state != FAILED:
+        return {}
+    info = {"undelivered": undelivered_message(delivery.channel, "")}
+    other = next((c for c in channels(services) if c != delivery.channel), None)
+    if other:
+        info["other_channel"] = other
+    return info
+
+
+async def switch_channel(services: Services, state: FlowState, flow_id: str) -> StepResult:
+    """The code again on the other channel, once the last one could not be delivered."""
+    delivery = await last_delivery(services, purpose="recovery", binding=flow_id)
+    other = next((c for c in channels(services) if c != delivery.channel), None) \
+        if delivery and delivery.state == FAILED else None
+    if other is None:
+        return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
+    _account, _reachable, error = await _send_recovery_code(services, state, flow_id, channel=other,
+                                                            after_failure=True)
+    if error:
+        return StepResult(step="code", errors={"code": error})
+    state.data["channel"] = other  # the temporary password follows on this channel
+    return StepResult(step="code", notice=f"Un nouveau code de confirmation vient de vous être envoyé {CHANNEL_LABELS[other]}.")
 
 
 async def resend_code(services: Services, state: FlowState, flow_id: str) -> StepResult:

@@ -14,19 +14,24 @@ from typing import Any
 from guichet.core.database import INTEGRITY_ERRORS
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
+    CHANNEL_LABELS,
+    NO_OTHER_CHANNEL,
     UNAVAILABLE,
     account_by_identifier,
     check_code,
     french_date,
+    last_delivery,
     mobile_regions,
     send_code,
     subject_of,
     temporary_expiry,
+    undelivered_message,
     within_budget,
 )
 from guichet.core.flows.engine import FlowState, StepResult, advance
 from guichet.core.identifiers import (
     fold_name,
+    format_phone,
     mask_identifier,
     parse_birth_date,
     parse_code,
@@ -37,6 +42,7 @@ from guichet.core.identifiers import (
     parse_siret,
     parse_phone,
 )
+from guichet.core.outbox import FAILED
 from guichet.core.services import Services
 from guichet.core.structs import PasswordContext, PostalAddress, Recipient, Record, Status, Verdict
 
@@ -243,6 +249,44 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
     advance(state, "canal", "code", PERSON_STEPS)
     return StepResult(step=state.step)
+
+
+async def code_delivery(services: Services, state: FlowState, flow_id: str | None) -> dict[str, str]:
+    """For the code page: whether the server refused the code for good, and the other typed contact."""
+    delivery = await last_delivery(services, purpose="registration", binding=flow_id) if flow_id else None
+    if delivery is None or delivery.state != FAILED:
+        return {}
+    # the contact as typed in this flow, shown in full as the page shows it: a typo is seen at once
+    info = {"undelivered": undelivered_message(delivery.channel, _typed(state, delivery.channel))}
+    other = _other_channel(services, state, delivery.channel)
+    if other:
+        info.update(other_channel=other, other_destination=_typed(state, other))
+    return info
+
+
+def _typed(state: FlowState, channel: str) -> str:
+    if channel == "sms":
+        return format_phone(str(state.data.get("mobile") or ""))
+    return str(state.data.get("email") or "")
+
+
+def _other_channel(services: Services, state: FlowState, failed: str) -> str | None:
+    return next((c for c in channels_for(services, state) if c != failed), None)
+
+
+async def switch_channel(services: Services, state: FlowState, flow_id: str) -> StepResult:
+    """The code again on the other typed contact, once the last one could not be delivered."""
+    delivery = await last_delivery(services, purpose="registration", binding=flow_id)
+    other = _other_channel(services, state, delivery.channel) if delivery and delivery.state == FAILED else None
+    if other is None:
+        return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
+    error = await send_code(services, purpose="registration", binding=flow_id, channel=other,
+                            recipient=_typed_recipient(state), account_id=None, template="registration_code",
+                            after_failure=True)
+    if error:
+        return StepResult(step="code", errors={"code": error})
+    state.data["channel"] = other  # the code that finishes the registration proves this contact now
+    return StepResult(step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {CHANNEL_LABELS[other]}.")
 
 
 def _typed_recipient(state: FlowState) -> Recipient:

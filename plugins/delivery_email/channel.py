@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from guichet.core import CODE, EMAIL, LETTER, NOTICE, PASSWORD, ConfigError, DeliveryError, Message, PluginContext
+from guichet.core import CODE, ConfigError, DeliveryError, EMAIL, LETTER, Message, NOTICE, PASSWORD, PluginContext, delivery_key
 from guichet.core.delivery_templates import TEMPLATES, render, template_context, template_environment
 from guichet.plugins.delivery_email.settings import EmailSettings
 
@@ -81,7 +81,8 @@ class EmailChannel:
             mail["Reply-To"] = _header(self.settings.reply_to, "Reply-To")
         mail["Subject"] = _header(subject, "Subject")
         mail["Date"] = email.utils.format_datetime(self.context.clock.now())
-        mail["Message-ID"] = email.utils.make_msgid(idstring=f"outbox-{message.id}", domain=self.domain)
+        # the same on every attempt at this message: a copy sent again after a crash reads as one message
+        mail["Message-ID"] = f"<{delivery_key(self.context.config.caisse.id, message)}@{self.domain}>"
         mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
         mail.set_content(text)
         mail.add_alternative(html, subtype="html")

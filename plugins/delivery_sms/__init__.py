@@ -20,11 +20,18 @@ The channel is named ``sms``. Settings, ``[plugins.settings.delivery_sms]``:
     The sender name or number the gateway shows.
 ``timeout_seconds``
     Default 10.
+``idempotency_header``
+    The request header that carries the message's idempotency key (default ``Idempotency-Key``;
+    ``""`` sends none). The key is the same on every attempt at one message (the caisse id, the
+    outbox id and its creation time: ``core.delivery_key``), never derived from the text; the
+    gateway must send at most one SMS per key (docs/delivery.md).
 ``templates_dir``
     A folder of the caisse's own ``<template>.txt`` files, searched before the built-in ones.
 
 Numbers are normalised to E.164 (French mobiles and the overseas departments). Texts are
 converted to GSM-7 (œ → oe, typographic apostrophes → ') and every template is checked at
 start-up to fit one SMS. HTTP 408, 429 and 5xx are temporary failures (``Retry-After`` is
-honoured, in seconds or as an HTTP date); other 4xx are permanent.
+honoured, in seconds or as an HTTP date); other 4xx are permanent. A gateway that cannot be
+reached is retried as usual; a request sent but not answered (a timeout after sending, a dropped
+connection) has an unknown outcome, and is tried at most twice more.
 """

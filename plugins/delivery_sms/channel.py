@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import quote_plus
 
 
-from guichet.core import CODE, MOBILE, NOTICE, PASSWORD, ConfigError, DeliveryError, Message, PluginContext, Recipient, StepError
+from guichet.core import CODE, ConfigError, DeliveryError, Message, MOBILE, NOTICE, PASSWORD, PluginContext, Recipient, StepError, delivery_key
 from guichet.core.delivery_templates import TEMPLATES, render, template_context, template_environment
 from guichet.core.identifiers import FRENCH_REGIONS, parse_mobile
 from guichet.plugins.delivery_sms.gsm import ONE_SMS, septets, to_gsm7
@@ -130,6 +130,10 @@ class SmsChannel:
         if septets(text) > ONE_SMS:  # only with values longer than the start-up check's: the gateway splits it
             log.warning("outbox message %s: SMS text longer than one SMS (%s)", message.id, message.template)
         body = build_body(self.settings, to, text)
+        headers = self.headers
+        if self.settings.idempotency_header:
+            # the same key on every attempt at this message: a gateway that honours it sends one SMS
+            headers = {**headers, self.settings.idempotency_header: delivery_key(self.context.config.caisse.id, message)}
         # imported at the first SMS, not at start-up: with its command-line extras (click, rich,
         # pygments) when those are installed, httpx is ~10 MiB that a web process never uses
         import httpx
@@ -137,11 +141,17 @@ class SmsChannel:
         try:
             async with httpx.AsyncClient(timeout=self.settings.timeout_seconds, follow_redirects=False) as client:
                 response = await client.request(self.settings.method, self.url, content=body.encode("utf-8"),
-                                                headers=self.headers)
-        except httpx.TimeoutException:
-            raise DeliveryError("the SMS gateway timed out", permanent=False) from None
-        except httpx.HTTPError as exc:
+                                                headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # no connection, so no request: nothing can have been sent
             raise DeliveryError(f"cannot reach the SMS gateway ({type(exc).__name__})", permanent=False) from None
+        except httpx.TimeoutException:
+            # the request went out (or part of it): the gateway may have sent the SMS
+            raise DeliveryError("the SMS gateway did not answer in time (outcome unknown)", permanent=False,
+                                outcome_unknown=True) from None
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"the SMS gateway dropped the request ({type(exc).__name__}; outcome unknown)",
+                                permanent=False, outcome_unknown=True) from None
         status = response.status_code
         if 200 <= status < 300:
             return

@@ -19,4 +19,7 @@ class SmsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     body_template: str = DEFAULT_BODY
     sender: Annotated[str, msgspec.Meta(max_length=20)] = ""
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    # the header that carries each message's idempotency key ("" sends none): the gateway must
+    # send one SMS per key (docs/delivery.md)
+    idempotency_header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{0,64}$")] = "Idempotency-Key"
     templates_dir: str | None = None

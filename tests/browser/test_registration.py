@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 
 from tests.browser.flows import choose_code_channel, login_code, login_password, register
 from tests.browser.support import LiveServer

@@ -233,6 +233,81 @@ async def test_a_worker_killed_after_claiming_is_relieved_after_the_lease(setup:
     assert codes_in(sink) == [CODE]
     row = await setup.row(id)
     assert row["state"] == SENT and row["attempts"] == 2
+    assert row["unknown_outcomes"] == 1  # the killed worker may have sent it: that attempt is counted as such
+
+
+async def test_a_message_taken_over_from_lost_leases_is_handed_over_at_most_three_times(
+        setup: Setup, smtp_port: int) -> None:
+    """Each worker that took the message and vanished may have sent it: after three such attempts
+    it is failed (and kept for an operator's retry), not sent a fourth time."""
+    id = await setup.enqueue(expires_at=T0 + dt.timedelta(hours=1))
+    for _ in range(3):
+        [claimed] = await setup.worker("doomed", lease_seconds=60).claim()  # ... and each time the worker dies
+        setup.clock.advance(seconds=61)
+    with SmtpSink(smtp_port) as sink:
+        assert await setup.worker("last", lease_seconds=60).run_once() == 1
+    assert sink.messages == []
+    row = await setup.row(id)
+    assert row["state"] == FAILED and row["unknown_outcomes"] == 3 and row["sealed"] != ""
+    assert row["last_error"] == "outcome unknown 3 times, not sent again (it may have been delivered)"
+    assert claimed.unknown_outcomes == 2
+
+
+async def test_a_send_the_worker_cuts_is_an_unknown_outcome(setup: Setup, smtp_port: int) -> None:
+    """The SMTP server holds the message past 80 % of the lease: the server may still accept it, so
+    the attempt counts among the unknown outcomes."""
+    import threading
+
+    id = await setup.enqueue(expires_at=T0 + dt.timedelta(hours=1))
+    hold = threading.Event()
+    try:
+        with SmtpSink(smtp_port, hold=hold) as sink:
+            assert await setup.worker(lease_seconds=1).run_once() == 1
+            hold.set()
+    finally:
+        hold.set()
+    assert len(sink.arrived) == 1
+    row = await setup.row(id)
+    assert row["state"] == PENDING and row["unknown_outcomes"] == 1
+    assert row["last_error"] == "outcome unknown: the send took longer than 1 s and was cut"
+
+
+async def test_an_outcome_write_that_fails_is_tried_again_rather_than_the_send(
+        setup: Setup, smtp_port: int, database: Database, db_url: str) -> None:
+    """The database refuses to store 'sent' for a moment, just as the server accepts the message:
+    the worker stores it once the database takes it again, instead of leaving the message to be
+    sent a second time after its lease."""
+    import threading
+
+    id = await setup.enqueue()
+    if database.is_sqlite:
+        block = ("CREATE TRIGGER refuse_sent BEFORE UPDATE ON guichet_outbox WHEN NEW.state = 'sent' "
+                 "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        unblock = "DROP TRIGGER refuse_sent"
+    else:
+        block = "ALTER TABLE guichet_outbox ADD CONSTRAINT refuse_sent CHECK (state <> 'sent') NOT VALID"
+        unblock = "ALTER TABLE guichet_outbox DROP CONSTRAINT refuse_sent"
+
+    def ddl(statement: str) -> None:
+        async def run() -> None:
+            other = Database(db_url)
+            await other.connect()
+            try:
+                await other.engine.run_ddl(statement)
+            finally:
+                await other.close()
+
+        asyncio.run(run())
+
+    def refuse_for_a_moment(_envelope: Any) -> None:
+        ddl(block)
+        threading.Timer(0.5, ddl, [unblock]).start()
+
+    with SmtpSink(smtp_port, before_reply=refuse_for_a_moment) as sink:
+        assert await setup.worker().run_once() == 1
+    assert codes_in(sink) == [CODE]
+    row = await setup.row(id)
+    assert row["state"] == SENT and row["attempts"] == 1 and row["unknown_outcomes"] == 0
 
 
 async def test_two_workers_deliver_each_message_exactly_once(setup: Setup, smtp_port: int, db_url: str) -> None:

@@ -14,7 +14,7 @@ from guichet.core.errors import CounterStoreError
 from guichet.core.keys import Keys
 from guichet.core.ratelimit import DatabaseCounters, Limit, Limiter, RedisCounters, Verdict
 from guichet.core.services import build_services
-from tests.conftest import portal_config_text, TEST_SECRET, redis_url
+from tests.conftest import TEST_SECRET, portal_config_text, redis_url
 
 SLOW = Limit(name="t-slow", window_seconds=3600, max_count=100, delay_after=3, max_delay_seconds=60)
 HARD = Limit(name="t-hard", window_seconds=600, max_count=3)
@@ -134,10 +134,10 @@ async def test_redis_password_comes_from_the_config_secret(make_config: Any, clo
             services = build_services(make_config(extra, base=portal_config_text()))
             try:
                 if works:
-                    assert (await services.limiter.hit(HARD, "s", clock.now())).allowed
+                    assert (await services.limiter.hit(HARD, user, clock.now())).allowed  # a subject of this run
                 else:
                     with pytest.raises(CounterStoreError):  # refused, so the caller refuses the attempt
-                        await services.limiter.hit(HARD, "s", clock.now())
+                        await services.limiter.hit(HARD, user, clock.now())
             finally:
                 await services.close()
     finally:

@@ -255,3 +255,102 @@ def test_hook_guichet_channels_sms_direct_and_through_the_host(make_config: Call
     bad = make_config('[plugins.settings.delivery_sms]\nurl = "ftp://x"', base=base_with_plugins("delivery_sms"))
     with pytest.raises(ConfigError, match=r"plugins\.settings\.delivery_sms\.url"):
         PluginHost(bad, PluginContext(config=bad, database=None, clock=FrozenClock(T0)))  # type: ignore[arg-type]
+
+
+# --- nothing billed twice: a stable idempotency key, bounded retries when the outcome is unknown ------
+
+
+async def _outbox_sms(make_config: Callable[..., CaisseConfig], database: Database, db_url: str, url: str,
+                      settings: str = "") -> tuple[OutboxWorker, FrozenClock, int]:
+    config = make_config(f'[plugins.settings.delivery_sms]\nurl = "{url}"\nsender = "MSA"\n{settings}',
+                         database_url=db_url, base=base_with_plugins("delivery_sms"))
+    clock = FrozenClock(T0)
+    keys = Keys.from_config(config)
+    host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
+    async with database.transaction():
+        id = await enqueue(database, keys, channel="sms", template="login_code", recipient=RECIPIENT,
+                           payload={"code": "482913", "lifetime_minutes": 15}, now=T0,
+                           expires_at=T0 + dt.timedelta(days=1))
+    return OutboxWorker(database, keys, host, clock, worker_id="sms-test"), clock, id
+
+
+async def _attempts(worker: OutboxWorker, clock: FrozenClock, database: Database, id: int, most: int) -> dict[str, Any]:
+    """Run the worker at each retry's due time until the message is final (or ``most`` attempts)."""
+    for _ in range(most):
+        assert await worker.run_once() == 1
+        row = await _row(database, id)
+        if row["state"] != PENDING:
+            return row
+        clock._now = row["next_attempt_at"]
+    return await _row(database, id)
+
+
+async def test_every_attempt_carries_the_same_idempotency_key(make_config: Callable[..., CaisseConfig],
+                                                             database: Database, db_url: str) -> None:
+    from guichet.core.outbox import delivery_key
+
+    with HttpEndpoint(script=[(503, {}), (500, {})]) as gateway:
+        worker, clock, id = await _outbox_sms(make_config, database, db_url, gateway.url)
+        row = await _attempts(worker, clock, database, id, most=5)
+    assert row["state"] == SENT and len(gateway.requests) == 3
+    keys = {r.headers.get("Idempotency-Key") for r in gateway.requests}
+    assert keys == {f"test-{id}-{int(T0.timestamp() * 1000)}"}
+    sent = message(id=id)
+    assert delivery_key("test", sent) == keys.pop()  # the caisse, the id, the creation time: never the content
+
+
+async def test_the_idempotency_header_name_is_configurable(channel_for: Callable[..., SmsChannel]) -> None:
+    with HttpEndpoint() as gateway:
+        await channel_for(f'url = "{gateway.url}"\nidempotency_header = "X-Request-Id"').send(message(id=41))
+        await channel_for(f'url = "{gateway.url}"\nidempotency_header = ""').send(message(id=42))
+    first, second = gateway.requests
+    assert first.headers["X-Request-Id"] == f"test-41-{int(T0.timestamp() * 1000)}"
+    assert "Idempotency-Key" not in first.headers and "X-Request-Id" not in second.headers
+    assert "Idempotency-Key" not in second.headers
+
+
+@pytest.mark.parametrize("then", [1.0, "drop"], ids=["timeout-after-sending", "connection-dropped-after-sending"])
+async def test_an_unknown_outcome_is_retried_twice_then_failed(make_config: Callable[..., CaisseConfig],
+                                                               database: Database, db_url: str,
+                                                               then: Any) -> None:
+    """The gateway got the request each time and may have sent the SMS: 3 requests at most, not 10."""
+    with HttpEndpoint(always=(200, {}, then)) as gateway:
+        worker, clock, id = await _outbox_sms(make_config, database, db_url, gateway.url, "timeout_seconds = 0.3")
+        row = await _attempts(worker, clock, database, id, most=12)
+    assert row["state"] == FAILED, row["last_error"]
+    assert len(gateway.requests) == 3 and row["unknown_outcomes"] == 2
+    assert row["last_error"].startswith("outcome unknown 3 times, not sent again (it may have been delivered)")
+    assert len({r.headers["Idempotency-Key"] for r in gateway.requests}) == 1
+    assert row["sealed"] != ""  # kept for `guichet outbox retry` once the gateway is checked
+
+
+async def test_a_gateway_that_honours_the_key_texts_the_phone_once(make_config: Callable[..., CaisseConfig],
+                                                                   database: Database, db_url: str) -> None:
+    """The gateway sends the SMS, then answers too late twice; the retries carry the same key, and it
+    answers them without sending again."""
+    with HttpEndpoint(script=[(200, {}, 1.0), (200, {}, 1.0)], honour_key="Idempotency-Key") as gateway:
+        worker, clock, id = await _outbox_sms(make_config, database, db_url, gateway.url, "timeout_seconds = 0.3")
+        row = await _attempts(worker, clock, database, id, most=5)
+    assert row["state"] == SENT and len(gateway.requests) == 3 and len(gateway.delivered) == 1
+
+
+async def test_a_gateway_never_reached_is_retried_as_usual(make_config: Callable[..., CaisseConfig],
+                                                           database: Database, db_url: str) -> None:
+    """Nothing was sent: no doubt, so the usual 10 attempts."""
+    worker, clock, id = await _outbox_sms(make_config, database, db_url, "http://127.0.0.1:9/sms")
+    row = await _attempts(worker, clock, database, id, most=12)
+    assert row["state"] == FAILED and row["attempts"] == 10 and row["unknown_outcomes"] == 0
+    assert row["last_error"].startswith("gave up after 10 attempts")
+
+
+async def test_channel_errors_tell_a_request_never_sent_from_one_whose_outcome_is_unknown(
+        channel_for: Callable[..., SmsChannel]) -> None:
+    with pytest.raises(DeliveryError) as refused:
+        await channel_for('url = "http://127.0.0.1:9/sms"').send(message())
+    assert not refused.value.outcome_unknown and not refused.value.permanent
+    with HttpEndpoint(always=(200, {}, "drop")) as gateway, pytest.raises(DeliveryError) as dropped:
+        await channel_for(f'url = "{gateway.url}"').send(message())
+    assert dropped.value.outcome_unknown and not dropped.value.permanent
+    with HttpEndpoint(always=(200, {}, 1.0)) as gateway, pytest.raises(DeliveryError) as late:
+        await channel_for(f'url = "{gateway.url}"\ntimeout_seconds = 0.3').send(message())
+    assert late.value.outcome_unknown and str(late.value) == "the SMS gateway did not answer in time (outcome unknown)"

@@ -19,7 +19,6 @@ from tests.security.support import (
     messages,
     password_step,
     person,
-    register,
     snapshot,
     where,
 )

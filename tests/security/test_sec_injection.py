@@ -20,7 +20,6 @@ from guichet.core.identifiers import nir_key
 from guichet.core.structs import Message, Recipient
 from tests.conftest import Portal
 from tests.security.support import (
-    OTHER_PASSWORD,
     PASSWORD,
     expect_event,
     kinds,

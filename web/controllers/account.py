@@ -77,13 +77,14 @@ def _editable(field: str | None) -> str | None:
 
 def _contacts_page(request: Request[Any, Any, Any], account: dict[str, Any], *, confirming: bool,
                    editing: str | None, result: StepResult | None = None,
-                   template: str = "steps/account/coordonnees.html") -> Any:
+                   template: str = "steps/account/coordonnees.html", delivery: dict[str, str] | None = None) -> Any:
     session = session_of(request)
     url = CONFIRMATION_URL if confirming else MY_CONTACTS_URL
     context = {"contacts": _contacts(account), "editing": editing, "errors": result.errors if result else {},
                "values": result.values if result else {}, "notice": result.notice if result else "",
                "pending": session.data.pending_contact if session.data else {}, "confirming": confirming,
-               "contacts_url": url, "length": services_of(request).host.code_policy("contact_change").length}
+               "contacts_url": url, "length": services_of(request).host.code_policy("contact_change").length,
+               **(delivery or {})}
     heading = "Confirmation de vos coordonnées" if confirming else "Mes coordonnées"
     return render(request, template, context, status=step_status(result) if result else 200,
                   title=_title(request, heading), push_url=url)
@@ -109,9 +110,11 @@ async def _contacts_action(request: Request[Any, Any, Any], account: dict[str, A
     if action == "code":
         result = await flow.confirm_contact_change(services, session, account, form, client=client)
         account = await flow.current_account(services, session) or account
-        template = "steps/account/coordonnees_code.html" if result.step == "coordonnees-code" \
-            else "steps/account/coordonnees.html"
-        return _contacts_page(request, account, confirming=confirming, editing=None, result=result, template=template)
+        if result.step == "coordonnees-code":  # still waiting: a code the server refused is told
+            return _contacts_page(request, account, confirming=confirming, editing=None, result=result,
+                                  template="steps/account/coordonnees_code.html",
+                                  delivery=await flow.contact_code_delivery(services, session))
+        return _contacts_page(request, account, confirming=confirming, editing=None, result=result)
     return _contacts_page(request, account, confirming=confirming, editing=None)
 
 
@@ -235,7 +238,8 @@ class AccountController(Controller):
             if result.errors:
                 return render(request, "steps/account/email_code.html",
                               {"errors": result.errors, "pending": session.data.pending_contact if session.data else {},
-                               "length": services.host.code_policy("contact_change").length},
+                               "length": services.host.code_policy("contact_change").length,
+                               **await flow.contact_code_delivery(services, session)},
                               status=422, title=title)
             fresh = await flow.current_account(services, session) or account
             return await self._settings_page(request, fresh, "Votre adresse email a été modifiée.")

@@ -87,6 +87,8 @@ class LoginController(Controller):
         form = await form_of(request)
         if form.get("action") == "renvoyer":
             return await _code_page(request, await flow.resend(services, session, form.get("channel", "")))
+        if form.get("action") == "autre-canal":
+            return await _code_page(request, await flow.resend_other(services, session))
         form["user_agent"] = request.headers.get("user-agent", "")[:300]
         outcome = await flow.submit_code(services, session, form, client=client_address(request))
         metrics.step("login", "code", not outcome.result.errors)

@@ -9,14 +9,14 @@ from litestar.response import Redirect
 from guichet.core.flows import recovery as flow
 from guichet.core.flows.engine import FlowState, StepResult
 from guichet.web.forms import form_of
-from guichet.web.http import client_address, render, services_of, step_status
+from guichet.web.http import client_address, flow_cookie, render, services_of, step_status
 from guichet.web.wizard import Wizard
 
 TITLES = {"identifiant": "Vérification de votre identité", "canal": "Demande d'un nouveau mot de passe",
           "code": "Demande d'un nouveau mot de passe", "confirmation": "Confirmation"}
 
 
-def _page(request: Request[Any, Any, Any], state: FlowState, step: str, result: StepResult | None = None) -> Any:
+async def _page(request: Request[Any, Any, Any], state: FlowState, step: str, result: StepResult | None = None) -> Any:
     services = services_of(request)
     policy = services.host.code_policy("recovery")
     values = dict(state.drafts.get(step, {}))
@@ -31,6 +31,8 @@ def _page(request: Request[Any, Any, Any], state: FlowState, step: str, result: 
                "channel": state.data.get("channel"), "length": policy.length,
                "lifetime_minutes": policy.lifetime_minutes, "action": f"/mot-de-passe-oublie/{step}",
                "position": (flow.STEPS.index(step) + 1, len(flow.STEPS))}
+    if step == "code":  # a code the server refused for good is told, with the other channel to try
+        context.update(await flow.code_delivery(services, state, flow_cookie(request, flow.KIND)))
     position = flow.STEPS.index(step) + 1
     title = f"Étape {position} sur {len(flow.STEPS)} — {TITLES[step]} — Mon espace privé — {services.config.caisse.name}"
     return render(request, f"steps/recovery/{step}.html", context,
@@ -69,6 +71,8 @@ class RecoveryController(Controller):
                 return await flow.submit_channel(services, state, form, flow_id, client)
             if form.get("action") == "renvoyer":
                 return await flow.resend_code(services, state, flow_id)
+            if form.get("action") == "autre-canal":
+                return await flow.switch_channel(services, state, flow_id)
             return await flow.submit_code(services, state, form, flow_id, client)
 
         return await WIZARD.submit(request, step, await form_of(request), handle)

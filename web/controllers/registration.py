@@ -12,7 +12,7 @@ from guichet.core.flows.engine import FlowState, StepResult
 from guichet.core.identifiers import format_phone
 from guichet.core.third_party import STRUCTURE_KINDS
 from guichet.web.forms import form_of
-from guichet.web.http import client_address, render, services_of, step_status
+from guichet.web.http import client_address, flow_cookie, render, services_of, step_status
 from guichet.web.wizard import Wizard
 
 TITLES = {"statut": "Vous êtes...", "identifiant": "Votre identifiant", "coordonnees": "Vos coordonnées",
@@ -53,7 +53,7 @@ def _context(request: Request[Any, Any, Any], state: FlowState, step: str, resul
         context.update(channel=state.data.get("channel"), length=policy.length,
                        lifetime_minutes=policy.lifetime_minutes,
                        destination=state.data.get("email") if state.data.get("channel") == "email"
-                       else state.data.get("mobile"))
+                       else format_phone(str(state.data.get("mobile") or "")))
     elif step == "termine":
         context["outcome_channel"] = state.data.get("outcome_channel", "postal")
     elif step in ("structure", "demande", "demande-envoyee"):
@@ -62,12 +62,16 @@ def _context(request: Request[Any, Any, Any], state: FlowState, step: str, resul
     return context
 
 
-def _page(request: Request[Any, Any, Any], state: FlowState, step: str, result: StepResult | None = None) -> Any:
+async def _page(request: Request[Any, Any, Any], state: FlowState, step: str, result: StepResult | None = None) -> Any:
     order = flow.steps_for(state)
     position, total = order.index(step) + 1, len(order)
-    caisse = services_of(request).config.caisse.name
+    services = services_of(request)
+    caisse = services.config.caisse.name
     title = f"Étape {position} sur {total} — {TITLES[step]} — Mon espace privé — {caisse}"
-    return render(request, f"steps/registration/{step}.html", _context(request, state, step, result),
+    context = _context(request, state, step, result)
+    if step == "code":  # a code the server refused for good is told, with the other contact to try
+        context.update(await flow.code_delivery(services, state, flow_cookie(request, flow.KIND)))
+    return render(request, f"steps/registration/{step}.html", context,
                   status=step_status(result) if result else 200, title=title,
                   push_url=f"/inscription/{step}")
 
@@ -117,6 +121,8 @@ async def _dispatch(services: Any, state: FlowState, step: str, form: dict[str, 
     if step == "code":
         if form.get("action") == "renvoyer":
             return await flow.resend_code(services, state, flow_id)
+        if form.get("action") == "autre-canal":
+            return await flow.switch_channel(services, state, flow_id)
         return await flow.submit_code(services, state, form, flow_id, client)
     if step == "structure":
         return await flow.submit_structure(services, state, form)
