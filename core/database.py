@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,6 +28,10 @@ try:  # asyncpg is only needed for PostgreSQL
     INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (sqlite3.IntegrityError, _PgIntegrity)
 except ImportError:  # pragma: no cover
     INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
+
+
+class _RolledBack(Exception):
+    """Leaves a probe's transaction without committing it."""
 
 
 class Tables:
@@ -157,6 +162,21 @@ class Database:
             applied.append(number)
             log.info("database migration %s applied", number)
         return applied
+
+    async def can_write(self) -> bool:
+        """Whether the database takes a write now: a row bigger than a page, inserted then rolled back.
+
+        A read is not enough: a full disk (or SQLite's max_page_count) still answers SELECT, and a
+        PostgreSQL in recovery is read-only. Raises what the database raised when it does not.
+        """
+        t = self.t.Session
+        try:
+            async with self.transaction():
+                await t.insert(t(key=f"readiness-{secrets.token_hex(8)}", data=secrets.token_hex(4096),
+                                 expires_at=_now())).run()
+                raise _RolledBack()
+        except _RolledBack:
+            return True
 
     async def ping(self) -> bool:
         try:

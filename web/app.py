@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
-from litestar.enums import MediaType
 from litestar.config.compression import CompressionConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.plugins.htmx import HTMXPlugin
-from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
 from core import metrics
@@ -31,7 +29,14 @@ from web.controllers.login import LoginController, LogoutController
 from web.controllers.pages import PagesController
 from web.controllers.recovery import RecoveryController
 from web.controllers.registration import RegistrationController
-from web.http import LeaveFor, base_context, before_request, before_send, leave_for_handler
+from web.http import (
+    LeaveFor,
+    SessionSaver,
+    before_request,
+    before_send,
+    error_handler,
+    leave_for_handler,
+)
 
 log = logging.getLogger("guichet.web")
 HERE = Path(__file__).resolve().parent
@@ -80,25 +85,6 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise NotFoundException()
     body = await metrics.exposition(services.database, services.now())
     return Response(content=body, media_type=metrics.CONTENT_TYPE)
-
-
-def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    if status >= 500:
-        log.exception("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    titles = {404: ("Page introuvable", "La page demandée n'existe pas ou n'est plus disponible."),
-              405: ("Action impossible", "Cette action n'est pas possible sur cette page."),
-              413: ("Envoi trop volumineux", "Les informations envoyées sont trop volumineuses."),
-              400: ("Requête invalide", "Les informations envoyées ne sont pas valides. Rechargez la page.")}
-    title, message = titles.get(status, ("Service indisponible" if status >= 500 else "Requête invalide",
-                                         "Une erreur est survenue. Veuillez réessayer dans quelques instants."
-                                         if status >= 500 else "Cette requête n'a pas pu être traitée."))
-    try:
-        context = {"title": title, "message": message, **base_context(request)}
-        return Template(template_name="pages/error.html", context=context, status_code=status,
-                        media_type=MediaType.HTML)
-    except Exception:
-        return Response(content=message, status_code=status, media_type="text/plain")
 
 
 def _no_template_reload(engine: JinjaTemplateEngine) -> None:
@@ -163,11 +149,12 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         plugins=[HTMXPlugin()],
         before_request=before_request,
         before_send=[before_send],
+        middleware=[SessionSaver],
         lifespan=[lifespan],
         request_max_body_size=FORM_BODY_LIMIT,
         compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=6,
                                              middleware_class=WholeBodyCompression),
-        exception_handlers={LeaveFor: leave_for_handler, HTTPException: _error_handler, Exception: _error_handler},
+        exception_handlers={LeaveFor: leave_for_handler, HTTPException: error_handler, Exception: error_handler},
         openapi_config=None,
         logging_config=None,  # guichet configures logging itself (core/logs.py): JSON lines with the request id
         debug=False,
