@@ -16,6 +16,7 @@ from core.structs import (
     Recipient,
     Record,
     Registry,
+    SettingsNote,
     Status,
     Strength,
     Verdict,
@@ -26,5 +27,5 @@ hookimpl = pluggy.HookimplMarker("guichet")
 __all__ = [
     "AuditEvent", "Channel", "CodePolicy", "ConfigError", "DeliveryError", "GuichetError", "Message",
     "PasswordContext", "PasswordRule", "Payment", "PluginContext", "PluginError", "PostalAddress", "Question",
-    "Recipient", "Record", "Registry", "Status", "StepError", "Strength", "Verdict", "hookimpl",
+    "Recipient", "Record", "Registry", "SettingsNote", "Status", "StepError", "Strength", "Verdict", "hookimpl",
 ]

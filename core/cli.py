@@ -144,10 +144,18 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from core.baseline import effective_values, weaker_than_baseline
+    from core.baseline import effective_values, settings_notes, weaker_than_baseline
 
     config = load_config(args.file)
+    notes = settings_notes(config)
+    refused = [note for note in notes if note.refused]
+    for note in refused:
+        print(f"guichet: configuration error: {args.file}: {note.key}: {note.message}", file=sys.stderr)
+    if refused:
+        return 2
     print(f"{args.file}: valid")
+    for note in notes:
+        print(f"  note: {note.key}: {note.message}")
     print()
     print("Effective values:")
     for key, value in effective_values(config):

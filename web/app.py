@@ -19,6 +19,7 @@ from litestar.plugins.htmx import HTMXPlugin
 from litestar.template.config import TemplateConfig
 
 from core import metrics
+from core.addresses import AddressSet
 from core.clock import Clock
 from core.config import CaisseConfig, load_config
 from core.logs import configure_logging
@@ -36,6 +37,7 @@ from web.http import (
     before_send,
     error_handler,
     leave_for_handler,
+    public_origin,
 )
 
 log = logging.getLogger("guichet.web")
@@ -162,6 +164,8 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     # outermost: a request id for every log line and response, and request metrics (404s included)
     app.asgi_handler = metrics.Instrumented(app.asgi_handler, access_log=config.logging.access_log)
     app.state.metrics_clients = metrics.ClientFilter(config.metrics.allowed_clients)
+    app.state.trusted_proxies = AddressSet(config.security.trusted_proxies)
+    app.state.public_origin = public_origin(config.server.public_url)
     app.state.services = services
     app.state.static = static
     app.state.static_names = static.names

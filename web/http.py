@@ -27,6 +27,7 @@ log = logging.getLogger("guichet.web")
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 STATIC_PREFIX = "/static/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPS_PATHS = frozenset({"/metrics", "/sante", "/sante/pret"})  # no session, no CSRF: probes and scrapers
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'; connect-src 'self'")
@@ -46,10 +47,10 @@ def session_of(request: Request[Any, Any, Any]) -> Session:
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
-    """The client's address; X-Forwarded-For is believed only from a configured trusted proxy."""
-    services = services_of(request)
+    """The client's address; X-Forwarded-For is believed only from a trusted proxy (an address or a
+    network of ``security.trusted_proxies``)."""
     peer = request.client.host if request.client else ""
-    trusted = services.config.security.trusted_proxies
+    trusted = request.app.state.trusted_proxies
     if peer and peer in trusted:
         forwarded = request.headers.get("x-forwarded-for", "")
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
@@ -130,8 +131,43 @@ def _plain_error(status: int, message: str) -> Response[str]:
                     headers={"cache-control": "no-store"})
 
 
+def public_origin(public_url: str) -> str:
+    """``scheme://host[:port]`` of ``server.public_url`` as a browser writes it in Origin ("" when unset)."""
+    if not public_url:
+        return ""
+    parts = urlsplit(public_url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def cross_site(request: Request[Any, Any, Any]) -> str | None:
+    """Why a state-changing request comes from another site, or None.
+
+    Sec-Fetch-Site is the browser's own verdict (only "same-origin", or "none" for what the person
+    did themselves, pass: "same-site" is a sibling subdomain); without it, Origin must be this
+    site (the request's Host, or ``server.public_url``); with neither (an old browser), the CSRF
+    token alone decides.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return None if fetch_site in ("same-origin", "none") else "sec-fetch-site"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    origin = origin.strip().lower()
+    host = request.headers.get("host", "").strip().lower()
+    own = {f"http://{host}", f"https://{host}"} if host else set()
+    own.add(request.app.state.public_origin)
+    return None if origin in own - {""} else "origin"
+
+
 async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | None:
-    """Load the session; on every POST refuse duplicated fields and a missing or wrong CSRF token."""
+    """Refuse a state-changing request from another site; load the session; on every POST refuse
+    duplicated fields and a missing or wrong CSRF token."""
     if request.url.path.startswith(STATIC_PREFIX) or request.url.path in OPS_PATHS:
         return None
     services = services_of(request)
@@ -141,6 +177,11 @@ async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | Non
     if session.expired is not None and session.expired[0] is not None:
         await services.audit("session.expired", account_id=session.expired[0], client=client_address(request),
                              timeout=session.expired[1])
+    if request.method not in SAFE_METHODS and (why := cross_site(request)) is not None:
+        log.info("cross-site request refused path=%s by=%s", request.url.path, why)
+        return error_page(request, 403, "Requête refusée",
+                          "Cette action doit être faite depuis une page de ce site. "
+                          "Revenez à l'accueil et recommencez.")
     if request.method == "POST":
         form = await request.form()
         for key in form.keys():
