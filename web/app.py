@@ -7,6 +7,7 @@ import gc
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.template.config import TemplateConfig
+from uvicorn.config import STARTUP_FAILURE
 
 from core import metrics
 from core.addresses import AddressSet
 from core.clock import Clock
 from core.config import CaisseConfig, load_config
+from core.errors import ConfigError
 from core.logs import configure_logging
 from core.services import Services, build_services
 from web.compression import WholeBodyCompression
@@ -188,10 +191,22 @@ async def _housekeeping(services: Services, stop: asyncio.Event) -> None:
 
 
 def app_from_environment() -> Litestar:
-    """For ``uvicorn --factory``: the config file named by GUICHET_CONFIG."""
-    config = load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml"))
-    configure_logging(config.logging.format, os.environ.get("GUICHET_LOG_LEVEL", config.logging.level))
-    app = create_app(config)
+    """For ``uvicorn --factory``: the config file named by GUICHET_CONFIG.
+
+    An app that cannot be built (a config error, a plugin refusing its settings) ends the worker
+    with uvicorn's start-up failure code: the supervisor then stops, instead of starting the same
+    failing worker again and again.
+    """
+    try:
+        config = load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml"))
+        configure_logging(config.logging.format, os.environ.get("GUICHET_LOG_LEVEL", config.logging.level))
+        app = create_app(config)
+    except ConfigError as exc:
+        print(f"guichet: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(STARTUP_FAILURE) from None
+    except Exception:
+        log.exception("the app could not be built")
+        raise SystemExit(STARTUP_FAILURE) from None
     # What exists now (modules, classes, templates, plugins, dictionaries) lives as long as the
     # worker: moved out of the cyclic collector's reach, it is no longer walked by every full
     # collection (measured in docs/benchmarks.md)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,14 @@ def test_hook_guichet_settings_notes(tmp_path: Path) -> None:
         PluginHost(config, context)
     fine = load_config(production(tmp_path))
     assert PluginHost(fine, context_of(fine, tmp_path), channels=False).settings_notes() == []
+
+
+def test_guichet_serve_does_not_start_with_smtp_in_clear(tmp_path: Path) -> None:
+    """The worker cannot build the app: the supervisor stops (exit 3) instead of starting it again and again."""
+    from tests.ops.serving import GUICHET, ROOT, free_port
+
+    path = production(tmp_path, smtp_security="none")
+    done = subprocess.run([*GUICHET, "serve", "--config", str(path), "--port", str(free_port())], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert f"configuration error: {path}: {EMAIL_KEY}: SMTP without TLS to smtp.exemple.fr" in done.stderr
