@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -125,6 +126,25 @@ class PostgresServer:
         with contextlib.suppress(Exception):
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class HashingHeld:
+    """Every argon2id thread busy until released: a request that needs one waits, as under load."""
+
+    def __init__(self, portal: Portal) -> None:
+        self.pool = portal.services.passwords._threads
+        self.release = threading.Event()
+        self.blockers = [self.pool.submit(self.release.wait) for _ in range(self.pool._max_workers)]
+
+    async def until_a_request_waits(self) -> None:
+        for _ in range(2000):
+            if self.pool._work_queue.qsize() > 0:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError("the slow request never asked for a hashing thread")
+
+    def let_go(self) -> None:
+        self.release.set()
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ area); never a 500. ``/sante/pret`` is 503 while a store the app needs fails, 20
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ import pytest
 
 from core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text
-from tests.ops.servers import PostgresServer, RedisServer, running_portal
+from tests.ops.servers import HashingHeld, PostgresServer, RedisServer, running_portal
 from tests.security.support import login, make_account, person
 
 UNAVAILABLE = "Service momentanément indisponible"
@@ -229,3 +230,32 @@ async def test_a_full_sqlite_database_answers_503_and_readiness_follows(
             await browser.get("/inscription/statut")
             r = await browser.post("/inscription/statut", {"status": "particulier"})
             assert r.status_code == 303
+
+
+# --- the session's save fails after the page was made ---------------------------------------------------
+
+
+async def test_a_session_save_that_fails_turns_the_answer_into_a_503(
+        redis_server: RedisServer, make_config: Callable[..., CaisseConfig], clock: Any) -> None:
+    """Redis dies while a request runs: its page is not sent with a cookie for a session never saved."""
+    config = make_config(base=portal_config_text(f'\n[redis]\nurl = "{redis_server.url}"\n').replace(
+        "[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+    async with running_portal(config, clock) as portal:
+        await make_account(portal)
+        for htmx in (False, True):
+            if htmx:
+                redis_server.start()  # back, empty: log in again
+            await login(portal, person().identifier)
+            await portal.get("/mon-compte/mot-de-passe")
+            clock.advance(seconds=61)  # the request will refresh the session's idle clock: a save
+            held = HashingHeld(portal)
+            try:
+                request = asyncio.create_task(portal.post("/mon-compte/mot-de-passe", {
+                    "current_password": "Pas-Le-Bon-1!", "new_password": "x", "confirm_password": "x"}, htmx=htmx))
+                await held.until_a_request_waits()  # its session is loaded: now Redis goes
+                redis_server.kill()
+            finally:
+                held.let_go()
+            r = await request
+            assert_unavailable(r, htmx=htmx)
+            assert not any("guichet_session" in c for c in r.headers.get_list("set-cookie"))

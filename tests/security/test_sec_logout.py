@@ -8,7 +8,6 @@ HTTP: the slow one waits for an argon2id thread while the logout completes.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text, redis_url
+from tests.ops.servers import HashingHeld
 from tests.security.support import (
     OTHER_PASSWORD,
     PASSWORD,
@@ -62,25 +62,6 @@ async def stored_sessions(portal: Portal) -> int:
     if hasattr(backend, "client"):  # Redis
         return len(await backend.client.keys(f"{backend.namespace}:session:*"))
     return int(await portal.services.database.t.Session.count().run())
-
-
-class HashingHeld:
-    """Every argon2id thread busy until released: a request that needs one waits, as under load."""
-
-    def __init__(self, portal: Portal) -> None:
-        self.pool = portal.services.passwords._threads
-        self.release = threading.Event()
-        self.blockers = [self.pool.submit(self.release.wait) for _ in range(self.pool._max_workers)]
-
-    async def until_a_request_waits(self) -> None:
-        for _ in range(2000):
-            if self.pool._work_queue.qsize() > 0:
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError("the slow request never asked for a hashing thread")
-
-    def let_go(self) -> None:
-        self.release.set()
 
 
 async def logout_during(portal: Portal, slow: dict[str, str], *, clock: Any = None) -> httpx.Response:
