@@ -166,7 +166,7 @@ def cross_site(request: Request[Any, Any, Any]) -> str | None:
 
 
 async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | None:
-    """Refuse a state-changing request from another site; load the session; on every POST refuse
+    """Load the session; refuse a state-changing request from another site; on every POST refuse
     duplicated fields and a missing or wrong CSRF token."""
     if request.url.path.startswith(STATIC_PREFIX) or request.url.path in OPS_PATHS:
         return None
@@ -187,13 +187,13 @@ async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | Non
         for key in form.keys():
             if len(form.getall(key)) > 1:
                 return error_page(request, 400, "Requête invalide",
-                                   "Le formulaire envoyé contient un champ en double. Rechargez la page et recommencez.")
+                                  "Le formulaire envoyé contient un champ en double. Rechargez la page et recommencez.")
         submitted = [request.headers.get(CSRF_HEADER, ""), str(form.get(CSRF_FIELD, ""))]
         if not _csrf_valid(request, submitted):
             log.info("csrf refused path=%s", request.url.path)
             return error_page(request, 403, "Session expirée",
-                               "Votre page a expiré ou n'a pas été envoyée depuis ce site. "
-                               "Rechargez la page et recommencez.")
+                              "Votre page a expiré ou n'a pas été envoyée depuis ce site. "
+                              "Rechargez la page et recommencez.")
     return None
 
 

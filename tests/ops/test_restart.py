@@ -12,6 +12,7 @@ GUICHET_REQUIRE_SERVICES=1 (CI installs it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import struct
@@ -35,6 +36,19 @@ from tests.ops.serving import ROOT, Served
 def nginx_installed() -> None:
     if restart_load.nginx_binary() is None:
         service_missing("nginx (apt-get install nginx)")
+
+
+@pytest.fixture(autouse=True)
+def quiet_load_client() -> Iterator[None]:
+    """The load's own HTTP client logs every header at DEBUG (thousands of random request ids): not
+    the app's lines, and noise for the session's secret scan (tests/security/conftest.py)."""
+    loggers = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
