@@ -11,10 +11,10 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
-from core.errors import CounterStoreError, StoreUnavailable
+from guichet.core.errors import CounterStoreError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from core.services import Services
+    from guichet.core.services import Services
 
 log = logging.getLogger("guichet.availability")
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import CaisseConfig, load_config
-from core.errors import ConfigError, GuichetError
+from guichet.core.config import CaisseConfig, load_config
+from guichet.core.errors import ConfigError, GuichetError
 
 DEFAULT_CONFIG = "config/demo.toml"
 
@@ -24,7 +24,7 @@ def _run(coro: Awaitable[int]) -> int:
 
 
 async def _with_database(config: CaisseConfig, work: Callable[[Any], Awaitable[int]]) -> int:
-    from core.database import Database
+    from guichet.core.database import Database
 
     database = Database.from_config(config)
     await database.connect()
@@ -53,8 +53,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from core.logs import configure_logging, uvicorn_log_config
-    from core.metrics import MULTIPROCESS_ENV
+    from guichet.core.logs import configure_logging, uvicorn_log_config
+    from guichet.core.metrics import MULTIPROCESS_ENV
 
     config = _config(args)
     host = args.host or config.server.host
@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # replaces each worker by a new one (started first) without refusing a connection, and
     # SIGTERM lets every worker finish its requests, then stop its app (the outbox worker gives
     # back what it had not started).
-    server = uvicorn.Config("web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+    server = uvicorn.Config("guichet.web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                             log_level=level, log_config=uvicorn_log_config(config.logging.format, level),
                             access_log=False, proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
                             timeout_worker_healthcheck=WORKER_START_SECONDS)
@@ -110,7 +110,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_import(args: argparse.Namespace) -> int:
-    from core.registry_import import import_registry
+    from guichet.core.registry_import import import_registry
 
     config = _config(args)
 
@@ -125,7 +125,7 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_demo(args: argparse.Namespace) -> int:
-    from core.registry_import import generate_demo_registry
+    from guichet.core.registry_import import generate_demo_registry
 
     config = _config(args)
 
@@ -142,7 +142,7 @@ def cmd_registry_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from core.plugins import load_plugins
+    from guichet.core.plugins import load_plugins
 
     config = _config(args)
     _pm, infos = load_plugins(config)
@@ -154,7 +154,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from core.baseline import effective_values, settings_notes, weaker_than_baseline
+    from guichet.core.baseline import effective_values, settings_notes, weaker_than_baseline
 
     config = load_config(args.file)
     notes = settings_notes(config)
@@ -186,8 +186,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_work(args: argparse.Namespace) -> int:
-    from core.logs import configure_logging
-    from core.outbox_worker import run_worker_process
+    from guichet.core.logs import configure_logging
+    from guichet.core.outbox_worker import run_worker_process
 
     config = _config(args)
     configure_logging(config.logging.format, config.logging.level)
@@ -195,7 +195,7 @@ def cmd_outbox_work(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_status(args: argparse.Namespace) -> int:
-    from core.outbox_worker import outbox_status
+    from guichet.core.outbox_worker import outbox_status
 
     config = _config(args)
 
@@ -211,7 +211,7 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
-    from core.outbox_worker import retry_message
+    from guichet.core.outbox_worker import retry_message
 
     config = _config(args)
 
@@ -229,7 +229,7 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
-    from core.events import Auditor
+    from guichet.core.events import Auditor
 
     config = _config(args)
 
@@ -243,7 +243,7 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    from core.third_party import decide_request, list_requests
+    from guichet.core.third_party import decide_request, list_requests
 
     config = _config(args)
 
@@ -259,10 +259,10 @@ def cmd_requests(args: argparse.Namespace) -> int:
         if args.id is None:
             print("guichet requests: approve and reject need a request number", file=sys.stderr)
             return 2
-        from core.clock import Clock
-        from core.context import PluginContext
-        from core.events import Auditor
-        from core.plugins import PluginHost
+        from guichet.core.clock import Clock
+        from guichet.core.context import PluginContext
+        from guichet.core.events import Auditor
+        from guichet.core.plugins import PluginHost
 
         host = PluginHost(config, PluginContext(config=config, database=database, clock=Clock()), channels=False)
         done = await decide_request(database, args.id, approve=args.action == "approve", note=args.note or "",

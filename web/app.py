@@ -20,20 +20,20 @@ from litestar.plugins.htmx import HTMXPlugin
 from litestar.template.config import TemplateConfig
 from uvicorn.config import STARTUP_FAILURE
 
-from core import metrics
-from core.addresses import AddressSet
-from core.clock import Clock
-from core.config import CaisseConfig, load_config
-from core.errors import ConfigError
-from core.logs import configure_logging
-from core.services import Services, build_services
-from web.compression import WholeBodyCompression
-from web.controllers.account import AccountController
-from web.controllers.login import LoginController, LogoutController
-from web.controllers.pages import PagesController
-from web.controllers.recovery import RecoveryController
-from web.controllers.registration import RegistrationController
-from web.http import (
+from guichet.core import metrics
+from guichet.core.addresses import AddressSet
+from guichet.core.clock import Clock
+from guichet.core.config import CaisseConfig, load_config
+from guichet.core.errors import ConfigError
+from guichet.core.logs import configure_logging
+from guichet.core.services import Services, build_services
+from guichet.web.compression import WholeBodyCompression
+from guichet.web.controllers.account import AccountController
+from guichet.web.controllers.login import LoginController, LogoutController
+from guichet.web.controllers.pages import PagesController
+from guichet.web.controllers.recovery import RecoveryController
+from guichet.web.controllers.registration import RegistrationController
+from guichet.web.http import (
     LeaveFor,
     SessionSaver,
     before_request,
@@ -106,7 +106,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     if services is None:
         endpoints = None
         if config.demo.mailbox:
-            from core.demo_mailbox import start_demo_sinks
+            from guichet.core.demo_mailbox import start_demo_sinks
 
             demo_sinks = start_demo_sinks(config)
             endpoints = demo_sinks.endpoints
@@ -122,7 +122,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_housekeeping(services, stop))]
         if worker_wanted:
-            from core.outbox_worker import OutboxWorker
+            from guichet.core.outbox_worker import OutboxWorker
 
             worker = OutboxWorker(services.database, services.keys, services.host, services.clock,
                                   worker_id=f"serve-{os.getpid()}")

@@ -16,11 +16,11 @@ from litestar.response import Redirect, Template
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.availability import RETRY_AFTER_SECONDS, is_store_failure
-from core.flows.engine import StepResult
-from core.outbox import take_enqueued
-from core.services import Services
-from core.sessions import FULL, Session
+from guichet.core.availability import RETRY_AFTER_SECONDS, is_store_failure
+from guichet.core.flows.engine import StepResult
+from guichet.core.outbox import take_enqueued
+from guichet.core.services import Services
+from guichet.core.sessions import FULL, Session
 
 log = logging.getLogger("guichet.web")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from core.clock import PARIS
-from core.codes import CodeCheck, CodeOutcome
-from core.errors import CounterStoreError
-from core.identifiers import mask_email, mask_identifier, mask_phone
-from core.services import Services
-from core.structs import PasswordContext, Recipient
+from guichet.core.clock import PARIS
+from guichet.core.codes import CodeCheck, CodeOutcome
+from guichet.core.errors import CounterStoreError
+from guichet.core.identifiers import mask_email, mask_identifier, mask_phone
+from guichet.core.services import Services
+from guichet.core.structs import PasswordContext, Recipient
 
 UNAVAILABLE = "Le service est momentanément indisponible. Veuillez réessayer dans quelques minutes."
 SLOW_DOWN = "Trop de tentatives. Veuillez patienter quelques instants avant de réessayer."

@@ -6,9 +6,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from core.addresses import is_loopback_host
-from core.config import SecretRef
-from core.structs import SettingsNote
+from guichet.core.addresses import is_loopback_host
+from guichet.core.config import SecretRef
+from guichet.core.structs import SettingsNote
 
 SETTINGS_KEY = "$.plugins.settings.delivery_sms"
 

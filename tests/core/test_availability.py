@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.availability import is_store_failure
+from guichet.core.availability import is_store_failure
 from tests.conftest import free_port
 
 

@@ -5,11 +5,11 @@ import asyncio
 
 import pytest
 
-from core.clock import FrozenClock
-from core.codes import CodeOutcome, Codes
-from core.database import Database
-from core.keys import Keys
-from core.structs import CodePolicy
+from guichet.core.clock import FrozenClock
+from guichet.core.codes import CodeOutcome, Codes
+from guichet.core.database import Database
+from guichet.core.keys import Keys
+from guichet.core.structs import CodePolicy
 from tests.conftest import TEST_SECRET
 
 POLICY = CodePolicy(length=6, lifetime_minutes=10, max_attempts=3)

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from core.config import CaisseConfig
+from guichet.core.config import CaisseConfig
 from tests.conftest import Portal, free_port, service_missing
 
 
@@ -150,7 +150,7 @@ class HashingHeld:
 @contextlib.asynccontextmanager
 async def running_portal(config: CaisseConfig, clock: Any) -> AsyncIterator[Portal]:
     """The app on ``config`` (lifespan entered, schema created), with a Portal driving it over HTTP."""
-    from web.app import create_app
+    from guichet.web.app import create_app
 
     app = create_app(config, clock=clock, run_outbox_worker=False)
     started, stop = asyncio.Event(), asyncio.Event()

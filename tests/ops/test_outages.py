@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import CaisseConfig
+from guichet.core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text
 from tests.ops.servers import HashingHeld, PostgresServer, RedisServer, running_portal
 from tests.security.support import login, make_account, person

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main as guichet
-from core.clock import Clock
-from core.config import CaisseConfig, load_config
-from core.context import PluginContext
-from core.database import Database
-from core.errors import ConfigError
-from core.plugins import PluginHost
-from core.services import build_services
-from core.structs import SettingsNote
-from plugins.delivery_email import hooks as email_hooks
-from plugins.delivery_sms import hooks as sms_hooks
+from guichet.core.cli import main as guichet
+from guichet.core.clock import Clock
+from guichet.core.config import CaisseConfig, load_config
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.errors import ConfigError
+from guichet.core.plugins import PluginHost
+from guichet.core.services import build_services
+from guichet.core.structs import SettingsNote
+from guichet.plugins.delivery_email import hooks as email_hooks
+from guichet.plugins.delivery_sms import hooks as sms_hooks
 
 EMAIL_KEY = "$.plugins.settings.delivery_email.security"
 SMS_KEY = "$.plugins.settings.delivery_sms.url"

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.addresses import AddressSet, client_subject
-from core.config import CaisseConfig
-from core.errors import ConfigError
+from guichet.core.addresses import AddressSet, client_subject
+from guichet.core.config import CaisseConfig
+from guichet.core.errors import ConfigError
 from tests.conftest import Portal, portal_config_text
 from tests.security.support import (
     PASSWORD,

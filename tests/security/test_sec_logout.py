@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import CaisseConfig
+from guichet.core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text, redis_url
 from tests.ops.servers import HashingHeld
 from tests.security.support import (

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import CaisseConfig
+from guichet.core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text
 from tests.security.support import (
     PASSWORD,
@@ -113,7 +113,7 @@ async def test_the_public_url_is_this_site_behind_a_proxy(portal_factory: Callab
                                  "https://monespace.msa-exemple.fr/espace"])
 def test_a_public_url_that_is_not_a_site_address_is_a_config_error(make_config: Callable[..., CaisseConfig],
                                                                     bad: str) -> None:
-    from core.errors import ConfigError
+    from guichet.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"\$\.server\.public_url"):
         make_config(base=portal_config_text().replace('[server]\nmode = "demo"',

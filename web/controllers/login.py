@@ -7,13 +7,13 @@ from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import Cookie
 
-from core import metrics
-from core.availability import is_store_failure
-from core.flows import login as flow
-from core.flows.engine import StepResult
-from core.sessions import FULL, PASSWORD
-from web.forms import form_of
-from web.http import (
+from guichet.core import metrics
+from guichet.core.availability import is_store_failure
+from guichet.core.flows import login as flow
+from guichet.core.flows.engine import StepResult
+from guichet.core.sessions import FULL, PASSWORD
+from guichet.web.forms import form_of
+from guichet.web.http import (
     audit_quietly,
     client_address,
     cookie_name,
