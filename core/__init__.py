@@ -24,6 +24,7 @@ from guichet.core.structs import (
     Recipient,
     Record,
     Registry,
+    SettingsNote,
     Status,
     Strength,
     Verdict,
@@ -34,6 +35,6 @@ hookimpl = pluggy.HookimplMarker("guichet")
 __all__ = [
     "CODE", "EMAIL", "LETTER", "MOBILE", "NOTICE", "PASSWORD", "POSTAL", "AuditEvent", "Channel", "CodePolicy",
     "ConfigError", "DeliveryError", "GuichetError", "Message", "PasswordContext", "PasswordRule", "Payment",
-    "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "Status",
-    "StepError", "Strength", "Verdict", "delivery_key", "hookimpl",
+    "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "SettingsNote",
+    "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl",
 ]

@@ -25,7 +25,7 @@ from guichet.core.config import PURPOSES, CaisseConfig, load_config
 from guichet.core.context import PluginContext
 from guichet.core.database import Database
 from guichet.core.plugins import PluginHost
-from guichet.core.structs import CodePolicy, PasswordRule
+from guichet.core.structs import CodePolicy, PasswordRule, SettingsNote
 
 # --- the baseline: guichet's defaults, which follow the standards -----------------------------------
 
@@ -64,12 +64,22 @@ class _Effective(msgspec.Struct, frozen=True, kw_only=True):
     question_kinds: tuple[str, ...]
 
 
-def _effective(config: CaisseConfig) -> _Effective:
-    """The plugins' answers after preset and TOML, from a host that resolves no secret and connects nowhere."""
+def _host(config: CaisseConfig) -> PluginHost:
+    """A plugin host that resolves no secret and connects nowhere."""
     # A placeholder that is never opened: the hooks called here read no data, and building the config's
     # own PostgreSQL engine would already connect (piccolo checks the server version) and need the password.
     database = Database(f"sqlite:///{Path(tempfile.gettempdir()) / 'guichet-config-check.sqlite'}")
-    host = PluginHost(config, PluginContext(config=config, database=database, clock=Clock()), channels=False)
+    return PluginHost(config, PluginContext(config=config, database=database, clock=Clock()), channels=False)
+
+
+def settings_notes(config: CaisseConfig) -> list[SettingsNote]:
+    """What the enabled plugins say of their settings (a refused one stops ``guichet serve``)."""
+    return _host(config).settings_notes()
+
+
+def _effective(config: CaisseConfig) -> _Effective:
+    """The plugins' answers after preset and TOML, from a host that resolves no secret and connects nowhere."""
+    host = _host(config)
     kinds: list[str] = []
     for status in host.statuses():
         if status.third_party:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,8 +37,12 @@ async def _with_database(config: CaisseConfig, work: Callable[[Any], Awaitable[i
 # --- serve ---------------------------------------------------------------------------------------
 
 
-def _exit_after_shutdown(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+# Restarts lose nothing behind nginx (docs/deploy.md, tests/ops/test_restart.py): a request in flight
+# may run this long after SIGTERM or SIGHUP, longer than nginx's proxy_read_timeout (30 s), so nginx
+# gives up first and never retries a request that may still be running.
+GRACEFUL_SHUTDOWN_SECONDS = 35
+# how long a new worker may take to start before a SIGHUP restart is abandoned (the old one stays)
+WORKER_START_SECONDS = 30
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -47,6 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import tempfile
 
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
     from guichet.core.logs import configure_logging, uvicorn_log_config
     from guichet.core.metrics import MULTIPROCESS_ENV
@@ -69,17 +74,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # every worker writes its series there; /metrics sums them, whichever worker answers
         metrics_dir = tempfile.mkdtemp(prefix="guichet-metrics-")
         os.environ[MULTIPROCESS_ENV] = metrics_dir
-    # uvicorn raises the signal again once it has shut down cleanly: exit 0 then (and clean up)
-    signal.signal(signal.SIGTERM, _exit_after_shutdown)
+    # Always uvicorn's supervisor, even for one worker: it holds the listening socket, so SIGHUP
+    # replaces each worker by a new one (started first) without refusing a connection, and
+    # SIGTERM lets every worker finish its requests, then stop its app (the outbox worker gives
+    # back what it had not started).
+    server = uvicorn.Config("guichet.web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                            log_level=level, log_config=uvicorn_log_config(config.logging.format, level),
+                            access_log=False, proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                            timeout_worker_healthcheck=WORKER_START_SECONDS)
+    supervisor = Multiprocess(server, sockets=[server.bind_socket()])
     try:
-        # on SIGTERM uvicorn stops accepting, lets the requests in flight finish (20 s at most),
-        # then runs the app's shutdown: the outbox worker gives back what it had not started
-        uvicorn.run("guichet.web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                    log_level=level, log_config=uvicorn_log_config(config.logging.format, level),
-                    access_log=False, proxy_headers=False, timeout_graceful_shutdown=20)
+        supervisor.run()
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        return 3  # a worker could not start (its error is in the log above): so would the next one
     return 0
 
 
@@ -146,10 +156,18 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from guichet.core.baseline import effective_values, weaker_than_baseline
+    from guichet.core.baseline import effective_values, settings_notes, weaker_than_baseline
 
     config = load_config(args.file)
+    notes = settings_notes(config)
+    refused = [note for note in notes if note.refused]
+    for note in refused:
+        print(f"guichet: configuration error: {args.file}: {note.key}: {note.message}", file=sys.stderr)
+    if refused:
+        return 2
     print(f"{args.file}: valid")
+    for note in notes:
+        print(f"  note: {note.key}: {note.message}")
     print()
     print("Effective values:")
     for key, value in effective_values(config):

@@ -118,7 +118,7 @@ class SessionsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     secret_key: SecretRef  # signs cookies, keys code HMACs and derives the outbox key
     previous_secret_keys: list[SecretRef] = []  # still accepted while keys rotate
-    trusted_proxies: list[str] = []
+    trusted_proxies: list[str] = []  # addresses or networks (10.0.0.0/8) whose X-Forwarded-For is believed
     # mobiles of these countries (ISO codes) are accepted besides France's and its overseas departments'
     foreign_mobile_regions: tuple[Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")], ...] = ()
     trusted_browser_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 30
@@ -154,7 +154,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
-    public_url: str = ""
+    public_url: str = ""  # https://monespace.example.fr: the Origin a state-changing request may come from
     spool_dir: str = "var/spool"
     outbox_worker: bool = True  # deliver from inside ``guichet serve``
     # how often an idle worker looks for messages; the worker inside `guichet serve` is also woken
@@ -284,6 +284,16 @@ def _check_semantics(config: CaisseConfig) -> None:
     if config.redis is not None and urlsplit(config.redis.url).password:
         raise ValueError("the Redis password goes in `password = { env = \"...\" }`, not in the url "
                          "(the url is shown in logs and errors) - at `$.redis.url`")
+    for i, proxy in enumerate(config.security.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"not an address or a network: {proxy!r} - at `$.security.trusted_proxies[{i}]`") from None
+    if config.server.public_url:
+        parts = urlsplit(config.server.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"expected the site's address, like \"https://monespace.example.fr\", not "
+                             f"{config.server.public_url!r} - at `$.server.public_url`")
     for i, client in enumerate(config.metrics.allowed_clients):
         try:
             ipaddress.ip_network(client, strict=False)

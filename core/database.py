@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -39,6 +40,10 @@ class _PostgresEngine(PostgresEngine):
 
     async def prep_database(self) -> None:
         return None  # no extension: guichet needs none, and a production role may not create one
+
+
+class _RolledBack(Exception):
+    """Leaves a probe's transaction without committing it."""
 
 
 class Tables:
@@ -199,6 +204,22 @@ class Database:
     async def current_time(self) -> dt.datetime:
         """The deployment's time for a one-off command: the database's, or this host's on SQLite."""
         return await self.server_time() or _now()
+
+
+    async def can_write(self) -> bool:
+        """Whether the database takes a write now: a row bigger than a page, inserted then rolled back.
+
+        A read is not enough: a full disk (or SQLite's max_page_count) still answers SELECT, and a
+        PostgreSQL in recovery is read-only. Raises what the database raised when it does not.
+        """
+        t = self.t.Session
+        try:
+            async with self.transaction():
+                await t.insert(t(key=f"readiness-{secrets.token_hex(8)}", data=secrets.token_hex(4096),
+                                 expires_at=_now())).run()
+                raise _RolledBack()
+        except _RolledBack:
+            return True
 
     async def ping(self) -> bool:
         try:

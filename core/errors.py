@@ -52,3 +52,7 @@ class StepError(GuichetError):
 
 class CounterStoreError(GuichetError):
     """The rate-limit counter store failed: codes and passwords are refused, never checked unlimited."""
+
+
+class StoreUnavailable(GuichetError):
+    """A store the app needs (the database, Redis) did not answer: the request is answered 503, never 500."""

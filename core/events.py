@@ -20,7 +20,7 @@ EVENT_KINDS = frozenset({
     "code.locked", "code.succeeded", "password.changed", "password.reset", "trusted_browser.added",
     "trusted_browser.revoked", "trusted_browser.used", "limit.reached", "identity.failed", "identity.succeeded",
     "registration.completed", "registration.duplicate", "registration.unknown", "recovery.requested",
-    "email.changed", "mobile.changed", "contacts.confirmed", "logout", "third_party.requested",
+    "email.changed", "mobile.changed", "contacts.confirmed", "logout", "logout.failed", "third_party.requested",
     "third_party.decided", "session.expired", "budget.exhausted",
 })
 

@@ -20,6 +20,7 @@ from guichet.core.structs import (
     PasswordRule,
     Question,
     Record,
+    SettingsNote,
     Status,
     Strength,
     Verdict,
@@ -112,6 +113,22 @@ def guichet_channels(context: PluginContext) -> list[Channel]:
     Return a list of objects following :class:`core.structs.Channel`; return an empty list to abstain.
 
     :param context: the deployment (config, database, clock).
+    """
+
+
+@hookspec
+def guichet_settings_notes(context: PluginContext) -> list[SettingsNote]:
+    """What this plugin says of its own settings for this deployment, such as a channel without
+    TLS in production mode.
+
+    Called when the plugin host starts, before any channel is built, and by ``guichet config
+    check``; a refused note stops the start (a configuration error naming its key), the others
+    are logged and printed by ``guichet config check``. Secrets are not resolved yet: judge the
+    settings, not the secrets' values.
+
+    Return a list of :class:`core.structs.SettingsNote`; return an empty list to abstain.
+
+    :param context: the deployment (config, database, clock); ``context.settings()`` decodes the table.
     """
 
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from guichet.core.keys import token_digest
 from guichet.core.structs import Message, Recipient
+from guichet.core.keys import token_digest
 
 if TYPE_CHECKING:
     from guichet.core.database import Database

@@ -29,19 +29,19 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from guichet.core import metrics
 from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.errors import CounterStoreError, DeliveryError
-from guichet.core.events import Auditor
 from guichet.core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
 from guichet.core.structs import AuditEvent, Message
+from guichet.core import metrics
+from guichet.core.events import Auditor
 
 if TYPE_CHECKING:
     from guichet.core.config import CaisseConfig
     from guichet.core.database import Database
     from guichet.core.keys import Keys
-    from guichet.core.limits import Limits
     from guichet.core.plugins import PluginHost
+    from guichet.core.limits import Limits
     from guichet.core.ratelimit import Limit, Limiter
 
 log = logging.getLogger("guichet.outbox")

@@ -28,6 +28,7 @@ from guichet.core.structs import (
     POSTAL,
     Question,
     Record,
+    SettingsNote,
     Status,
     Strength,
     Verdict,
@@ -125,6 +126,11 @@ class PluginHost:
         self.pm, self.infos = load_plugins(config)
         self._statuses = self._collect_unique("guichet_statuses", lambda s: s.code, {})
         self.channels_loaded = channels
+        if channels:  # a running deployment: what plugins refuse of their settings stops it here
+            for note in self.settings_notes():
+                if note.refused:
+                    raise ConfigError(note.message, path=config.source or None, key=note.key)
+                log.warning("%s: %s", note.key, note.message)
         self._channels: dict[str, Channel] = (
             self._collect_unique("guichet_channels", lambda c: c.name, {"context": context},
                                  check=check_channel) if channels else {})
@@ -152,6 +158,20 @@ class PluginHost:
                                       path=self.config.source or None, key="$.plugins.enabled")
                 found[name] = item
         return found
+
+    def settings_notes(self) -> list[SettingsNote]:
+        """What every plugin says of its own settings (guichet_settings_notes), in call order."""
+        notes: list[SettingsNote] = []
+        for impl in reversed(self.pm.hook.guichet_settings_notes.get_hookimpls()):
+            try:
+                said: list[SettingsNote] = impl.function(**{a: {"context": self.context}[a] for a in impl.argnames})  # type: ignore[assignment]
+                notes.extend(said or [])
+            except ConfigError:
+                raise
+            except Exception as exc:  # fail closed: a plugin that cannot judge its settings does not start
+                raise ConfigError(f"plugin {impl.plugin_name!r} failed in guichet_settings_notes: "
+                                  f"{type(exc).__name__}", path=self.config.source or None) from None
+        return notes
 
     def statuses(self) -> list[Status]:
         return list(self._statuses.values())

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from guichet.core import metrics
+from guichet.core.addresses import client_subject
 from guichet.core.errors import CounterStoreError
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ class Limit(msgspec.Struct, frozen=True, kw_only=True):
     max_count: int
     delay_after: int | None = None  # progressive delays instead of a hard stop
     max_delay_seconds: int = 900
+    per_client: bool = False  # the subject is a client address: counted per IPv4 address or IPv6 /64
 
 
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,6 +158,8 @@ class Limiter:
         self.keys = keys
 
     def _key(self, limit: Limit, subject: str) -> str:
+        if limit.per_client:
+            subject = client_subject(subject)
         return f"{limit.name}:{self.keys.hmac('ratelimit', subject)[:40]}"
 
     @staticmethod

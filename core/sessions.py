@@ -37,10 +37,16 @@ class SessionData(msgspec.Struct, kw_only=True):
 
 
 class SessionBackend(Protocol):
+    """Where sessions live. Only ``create`` may make a session exist: a save or a rotation of a
+    session that was deleted meanwhile (a logout in another tab) finds nothing and brings nothing back."""
+
     async def load(self, key: str, now: dt.datetime) -> bytes | None: ...
-    async def save(self, key: str, data: bytes, expires_at: dt.datetime) -> None: ...
-    async def replace(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> None:
-        """Drop ``old_key`` and save under ``key``: a session id's rotation."""
+    async def create(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
+        """Store a brand-new session."""
+    async def update(self, key: str, data: bytes, expires_at: dt.datetime) -> bool:
+        """Save an existing session; False (and nothing stored) if it no longer exists."""
+    async def move(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> bool:
+        """Rotate an id, atomically: ``old_key`` goes, ``key`` holds the data; False if ``old_key`` is gone."""
     async def delete(self, key: str) -> None: ...
 
 
@@ -55,21 +61,21 @@ class DatabaseSessions:
         rows = await t.select(t.data).where(t.key == key).limit(1).run()
         return rows[0]["data"].encode() if rows else None
 
-    async def save(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
+    async def create(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
         t = self.database.t.Session
-        table = t._meta.tablename
-        await t.raw(f"INSERT INTO {table} (key, data, expires_at) VALUES ({{}}, {{}}, {{}}) "
-                    "ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, expires_at = EXCLUDED.expires_at",
-                    key, data.decode(), expires_at).run()
+        await t.insert(t(key=key, data=data.decode(), expires_at=expires_at)).run()
 
-    async def replace(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> None:
-        # one statement in the usual case; a row already gone (a logout in another tab) is saved anew,
-        # as a delete and a save would
+    async def update(self, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         t = self.database.t.Session
-        moved = await (t.update({t.key: key, t.data: data.decode(), t.expires_at: expires_at})
-                       .where(t.key == old_key).returning(t.id).run())
-        if not moved:
-            await self.save(key, data, expires_at)
+        rows = await (t.update({t.data: data.decode(), t.expires_at: expires_at})
+                      .where(t.key == key).returning(t.id).run())
+        return bool(rows)
+
+    async def move(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> bool:
+        t = self.database.t.Session
+        rows = await (t.update({t.key: key, t.data: data.decode(), t.expires_at: expires_at})
+                      .where(t.key == old_key).returning(t.id).run())
+        return bool(rows)
 
     async def delete(self, key: str) -> None:
         t = self.database.t.Session
@@ -81,6 +87,14 @@ class DatabaseSessions:
 
 
 class RedisSessions:
+    # EXISTS, DEL and SET in one script: nothing can delete the old key between the check and the move
+    _MOVE = """
+    if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+    redis.call('DEL', KEYS[1])
+    redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+    return 1
+    """
+
     def __init__(self, url: str, namespace: str, *, password: str | None = None, clock: Clock | None = None) -> None:
         import redis.asyncio as redis
 
@@ -89,25 +103,31 @@ class RedisSessions:
         # expiries are on the deployment's clock (the database's): the time to live Redis counts
         # down is measured on that same clock, not on this host's
         self.clock = clock or Clock()
+        self._move = self.client.register_script(self._MOVE)
+
+    def _name(self, key: str) -> str:
+        return f"{self.namespace}:session:{key}"
 
     async def load(self, key: str, now: dt.datetime) -> bytes | None:
-        value = await self.client.get(f"{self.namespace}:session:{key}")
+        value = await self.client.get(self._name(key))
         return bytes(value) if value is not None else None
 
-    async def save(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
-        await self.client.set(f"{self.namespace}:session:{key}", data, ex=self._ttl(expires_at))
+    async def create(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
+        await self.client.set(self._name(key), data, ex=self._ttl(expires_at), nx=True)
 
-    async def replace(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:  # one round trip
-            pipe.delete(f"{self.namespace}:session:{old_key}")
-            pipe.set(f"{self.namespace}:session:{key}", data, ex=self._ttl(expires_at))
-            await pipe.execute()
+    async def update(self, key: str, data: bytes, expires_at: dt.datetime) -> bool:
+        # XX: only if the key is still there
+        return bool(await self.client.set(self._name(key), data, ex=self._ttl(expires_at), xx=True))
+
+    async def move(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> bool:
+        moved = await self._move(keys=[self._name(old_key), self._name(key)], args=[data, self._ttl(expires_at)])
+        return bool(moved)
 
     def _ttl(self, expires_at: dt.datetime) -> int:
         return max(1, int((expires_at + EXPIRED_KEPT - self.clock.now()).total_seconds()))
 
     async def delete(self, key: str) -> None:
-        await self.client.delete(f"{self.namespace}:session:{key}")
+        await self.client.delete(self._name(key))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -121,8 +141,10 @@ class Session:
         self.data = data
         self.stored_sid = sid if data is not None else None  # the id the store holds this session under
         self.old_sid: str | None = None
+        self.fresh = False  # made in this request: stored with ``create``; a loaded one is only ever updated
         self.dirty = False
         self.cleared = False
+        self.lost = False  # ended elsewhere (a logout) while this request ran: not saved, no cookie set
         self.expired: tuple[int | None, str] | None = None  # (account, "idle" or "absolute") of a session that just timed out
 
     @property
@@ -133,6 +155,7 @@ class Session:
         if self.data is None:
             self.data = SessionData(created_ms=now_ms, seen_ms=now_ms)
             self.sid = new_token()
+            self.fresh = True
             self.dirty = True
         return self.data
 
@@ -146,6 +169,7 @@ class Session:
         self.old_sid = self.stored_sid
         self.sid = None
         self.data = None
+        self.fresh = False
         self.cleared = True
         self.dirty = True
 
@@ -181,7 +205,18 @@ class SessionManager:
             session.dirty = True
         return session
 
+    async def end(self, session: Session) -> None:
+        """Delete the session from the store now (a logout); a store failure raises, so the caller
+        can say the logout did not happen instead of pretending."""
+        if session.stored_sid:
+            await self.backend.delete(token_digest(session.stored_sid))
+        session.clear()
+        session.old_sid = None
+        session.stored_sid = None
+
     async def commit(self, session: Session, now: dt.datetime) -> None:
+        """Save what the request changed. A session loaded by this request and ended meanwhile is
+        not brought back by the save or the rotation: it is marked ``lost`` instead."""
         if not session.dirty:
             return
         if session.sid is None or session.data is None:
@@ -191,7 +226,14 @@ class SessionManager:
         expires = min(now + self.idle, dt.datetime.fromtimestamp(session.data.created_ms / 1000, dt.timezone.utc)
                       + self.absolute)
         data = msgspec.json.encode(session.data)
-        if session.old_sid and session.old_sid != session.sid:
-            await self.backend.replace(token_digest(session.old_sid), token_digest(session.sid), data, expires)
+        if session.fresh:  # a new login: whatever this browser had before is dropped
+            if session.old_sid:
+                await self.backend.delete(token_digest(session.old_sid))
+            await self.backend.create(token_digest(session.sid), data, expires)
+            kept = True
+        elif session.old_sid and session.old_sid != session.sid:
+            kept = await self.backend.move(token_digest(session.old_sid), token_digest(session.sid), data, expires)
         else:
-            await self.backend.save(token_digest(session.sid), data, expires)
+            kept = await self.backend.update(token_digest(session.sid), data, expires)
+        if not kept:
+            session.lost = True

@@ -166,6 +166,14 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     details: dict[str, Any] = {}
 
 
+class SettingsNote(msgspec.Struct, frozen=True, kw_only=True):
+    """What a plugin says of its own settings for this deployment: ``refused`` stops the start."""
+
+    key: str  # the key path, like "$.plugins.settings.delivery_email.security"
+    message: str
+    refused: bool = False
+
+
 @runtime_checkable
 class Channel(Protocol):
     """A way to reach a person. ``send`` raises DeliveryError on failure.

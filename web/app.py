@@ -7,22 +7,24 @@ import gc
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
-from litestar.enums import MediaType
 from litestar.config.compression import CompressionConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.plugins.htmx import HTMXPlugin
-from litestar.response import Template
 from litestar.template.config import TemplateConfig
+from uvicorn.config import STARTUP_FAILURE
 
 from guichet.core import metrics
+from guichet.core.addresses import AddressSet
 from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.config import CaisseConfig, load_config
+from guichet.core.errors import ConfigError
 from guichet.core.logs import configure_logging
 from guichet.core.services import Services, build_services
 from guichet.web.compression import WholeBodyCompression
@@ -31,7 +33,15 @@ from guichet.web.controllers.login import LoginController, LogoutController
 from guichet.web.controllers.pages import PagesController
 from guichet.web.controllers.recovery import RecoveryController
 from guichet.web.controllers.registration import RegistrationController
-from guichet.web.http import LeaveFor, base_context, before_request, before_send, leave_for_handler
+from guichet.web.http import (
+    LeaveFor,
+    SessionSaver,
+    before_request,
+    before_send,
+    error_handler,
+    leave_for_handler,
+    public_origin,
+)
 
 log = logging.getLogger("guichet.web")
 HERE = Path(__file__).resolve().parent
@@ -80,25 +90,6 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise NotFoundException()
     body = await metrics.exposition(services.database, services.now())
     return Response(content=body, media_type=metrics.CONTENT_TYPE)
-
-
-def _error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    if status >= 500:
-        log.exception("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    titles = {404: ("Page introuvable", "La page demandée n'existe pas ou n'est plus disponible."),
-              405: ("Action impossible", "Cette action n'est pas possible sur cette page."),
-              413: ("Envoi trop volumineux", "Les informations envoyées sont trop volumineuses."),
-              400: ("Requête invalide", "Les informations envoyées ne sont pas valides. Rechargez la page.")}
-    title, message = titles.get(status, ("Service indisponible" if status >= 500 else "Requête invalide",
-                                         "Une erreur est survenue. Veuillez réessayer dans quelques instants."
-                                         if status >= 500 else "Cette requête n'a pas pu être traitée."))
-    try:
-        context = {"title": title, "message": message, **base_context(request)}
-        return Template(template_name="pages/error.html", context=context, status_code=status,
-                        media_type=MediaType.HTML)
-    except Exception:
-        return Response(content=message, status_code=status, media_type="text/plain")
 
 
 def _no_template_reload(engine: JinjaTemplateEngine) -> None:
@@ -163,11 +154,12 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         plugins=[HTMXPlugin()],
         before_request=before_request,
         before_send=[before_send],
+        middleware=[SessionSaver],
         lifespan=[lifespan],
         request_max_body_size=FORM_BODY_LIMIT,
         compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=6,
                                              middleware_class=WholeBodyCompression),
-        exception_handlers={LeaveFor: leave_for_handler, HTTPException: _error_handler, Exception: _error_handler},
+        exception_handlers={LeaveFor: leave_for_handler, HTTPException: error_handler, Exception: error_handler},
         openapi_config=None,
         logging_config=None,  # guichet configures logging itself (core/logs.py): JSON lines with the request id
         debug=False,
@@ -175,6 +167,8 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     # outermost: a request id for every log line and response, and request metrics (404s included)
     app.asgi_handler = metrics.Instrumented(app.asgi_handler, access_log=config.logging.access_log)
     app.state.metrics_clients = metrics.ClientFilter(config.metrics.allowed_clients)
+    app.state.trusted_proxies = AddressSet(config.security.trusted_proxies)
+    app.state.public_origin = public_origin(config.server.public_url)
     app.state.services = services
     app.state.static = static
     app.state.static_names = static.names
@@ -197,10 +191,22 @@ async def _housekeeping(services: Services, stop: asyncio.Event) -> None:
 
 
 def app_from_environment() -> Litestar:
-    """For ``uvicorn --factory``: the config file named by GUICHET_CONFIG."""
-    config = load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml"))
-    configure_logging(config.logging.format, os.environ.get("GUICHET_LOG_LEVEL", config.logging.level))
-    app = create_app(config)
+    """For ``uvicorn --factory``: the config file named by GUICHET_CONFIG.
+
+    An app that cannot be built (a config error, a plugin refusing its settings) ends the worker
+    with uvicorn's start-up failure code: the supervisor then stops, instead of starting the same
+    failing worker again and again.
+    """
+    try:
+        config = load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml"))
+        configure_logging(config.logging.format, os.environ.get("GUICHET_LOG_LEVEL", config.logging.level))
+        app = create_app(config)
+    except ConfigError as exc:
+        print(f"guichet: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(STARTUP_FAILURE) from None
+    except Exception:
+        log.exception("the app could not be built")
+        raise SystemExit(STARTUP_FAILURE) from None
     # What exists now (modules, classes, templates, plugins, dictionaries) lives as long as the
     # worker: moved out of the cyclic collector's reach, it is no longer walked by every full
     # collection (measured in docs/benchmarks.md)

@@ -11,10 +11,12 @@ from urllib.parse import urlsplit
 
 from litestar import Request, Response
 from litestar.datastructures import Cookie
-from litestar.enums import MediaType
+from litestar.enums import MediaType, ScopeType
 from litestar.response import Redirect, Template
-from litestar.types import Message, Scope
+from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from guichet.core.availability import RETRY_AFTER_SECONDS, is_store_failure
 from guichet.core.flows.engine import StepResult
 from guichet.core.outbox import take_enqueued
 from guichet.core.services import Services
@@ -25,6 +27,7 @@ log = logging.getLogger("guichet.web")
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 STATIC_PREFIX = "/static/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPS_PATHS = frozenset({"/metrics", "/sante", "/sante/pret"})  # no session, no CSRF: probes and scrapers
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'; connect-src 'self'")
@@ -44,10 +47,10 @@ def session_of(request: Request[Any, Any, Any]) -> Session:
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
-    """The client's address; X-Forwarded-For is believed only from a configured trusted proxy."""
-    services = services_of(request)
+    """The client's address; X-Forwarded-For is believed only from a trusted proxy (an address or a
+    network of ``security.trusted_proxies``)."""
     peer = request.client.host if request.client else ""
-    trusted = services.config.security.trusted_proxies
+    trusted = request.app.state.trusted_proxies
     if peer and peer in trusted:
         forwarded = request.headers.get("x-forwarded-for", "")
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
@@ -60,6 +63,16 @@ def client_address(request: Request[Any, Any, Any]) -> str:
                 except ValueError:
                     break
     return peer[:64]
+
+
+async def audit_quietly(services: Services, kind: str, **fields: Any) -> None:
+    """An audit event whose store may be the one that is down: a failure is logged, the answer stands."""
+    try:
+        await services.audit(kind, **fields)
+    except Exception as exc:
+        if not is_store_failure(exc):
+            raise
+        log.error("audit store failed, %s not recorded: %s", kind, type(exc).__name__)
 
 
 def queue_cookie(request: Request[Any, Any, Any], cookie: Cookie) -> None:
@@ -118,8 +131,43 @@ def _plain_error(status: int, message: str) -> Response[str]:
                     headers={"cache-control": "no-store"})
 
 
+def public_origin(public_url: str) -> str:
+    """``scheme://host[:port]`` of ``server.public_url`` as a browser writes it in Origin ("" when unset)."""
+    if not public_url:
+        return ""
+    parts = urlsplit(public_url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def cross_site(request: Request[Any, Any, Any]) -> str | None:
+    """Why a state-changing request comes from another site, or None.
+
+    Sec-Fetch-Site is the browser's own verdict (only "same-origin", or "none" for what the person
+    did themselves, pass: "same-site" is a sibling subdomain); without it, Origin must be this
+    site (the request's Host, or ``server.public_url``); with neither (an old browser), the CSRF
+    token alone decides.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return None if fetch_site in ("same-origin", "none") else "sec-fetch-site"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    origin = origin.strip().lower()
+    host = request.headers.get("host", "").strip().lower()
+    own = {f"http://{host}", f"https://{host}"} if host else set()
+    own.add(request.app.state.public_origin)
+    return None if origin in own - {""} else "origin"
+
+
 async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | None:
-    """Load the session; on every POST refuse duplicated fields and a missing or wrong CSRF token."""
+    """Load the session; refuse a state-changing request from another site; on every POST refuse
+    duplicated fields and a missing or wrong CSRF token."""
     if request.url.path.startswith(STATIC_PREFIX) or request.url.path in OPS_PATHS:
         return None
     services = services_of(request)
@@ -129,28 +177,116 @@ async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | Non
     if session.expired is not None and session.expired[0] is not None:
         await services.audit("session.expired", account_id=session.expired[0], client=client_address(request),
                              timeout=session.expired[1])
+    if request.method not in SAFE_METHODS and (why := cross_site(request)) is not None:
+        log.info("cross-site request refused path=%s by=%s", request.url.path, why)
+        return error_page(request, 403, "Requête refusée",
+                          "Cette action doit être faite depuis une page de ce site. "
+                          "Revenez à l'accueil et recommencez.")
     if request.method == "POST":
         form = await request.form()
         for key in form.keys():
             if len(form.getall(key)) > 1:
-                return _error_page(request, 400, "Requête invalide",
-                                   "Le formulaire envoyé contient un champ en double. Rechargez la page et recommencez.")
+                return error_page(request, 400, "Requête invalide",
+                                  "Le formulaire envoyé contient un champ en double. Rechargez la page et recommencez.")
         submitted = [request.headers.get(CSRF_HEADER, ""), str(form.get(CSRF_FIELD, ""))]
         if not _csrf_valid(request, submitted):
             log.info("csrf refused path=%s", request.url.path)
-            return _error_page(request, 403, "Session expirée",
-                               "Votre page a expiré ou n'a pas été envoyée depuis ce site. "
-                               "Rechargez la page et recommencez.")
+            return error_page(request, 403, "Session expirée",
+                              "Votre page a expiré ou n'a pas été envoyée depuis ce site. "
+                              "Rechargez la page et recommencez.")
     return None
 
 
-def _error_page(request: Request[Any, Any, Any], status: int, title: str, message: str) -> Response[Any]:
-    return Template(template_name="pages/error.html", status_code=status, media_type=MediaType.HTML,
-                    context={"title": title, "message": message, **base_context(request)})
+def error_page(request: Request[Any, Any, Any], status: int, title: str, message: str, *,
+               headers: dict[str, str] | None = None, context: dict[str, Any] | None = None) -> Response[Any]:
+    """A French error page (or, with htmx, its section, aimed at the page's main area)."""
+    extra = dict(headers or {})
+    if is_htmx(request):
+        extra.update({"hx-retarget": "#contenu", "hx-reswap": "innerHTML"})
+    caisse = services_of(request).config.caisse.name
+    return render(request, "pages/error.html", {"title": title, "message": message, **(context or {})},
+                  status=status, title=f"{title} — Mon espace privé — {caisse}", headers=extra)
+
+
+UNAVAILABLE_TITLE = "Service momentanément indisponible"
+UNAVAILABLE_MESSAGE = "Le service est momentanément indisponible. Veuillez réessayer dans quelques instants."
+_TITLES = {404: ("Page introuvable", "La page demandée n'existe pas ou n'est plus disponible."),
+           405: ("Action impossible", "Cette action n'est pas possible sur cette page."),
+           413: ("Envoi trop volumineux", "Les informations envoyées sont trop volumineuses."),
+           400: ("Requête invalide", "Les informations envoyées ne sont pas valides. Rechargez la page.")}
+
+
+def unavailable_page(request: Request[Any, Any, Any], *, title: str = UNAVAILABLE_TITLE,
+                     message: str = UNAVAILABLE_MESSAGE, context: dict[str, Any] | None = None) -> Response[Any]:
+    """503 with Retry-After: a store the request needs is down; nothing pretends it went through."""
+    return error_page(request, 503, title, message, headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+                      context=context)
+
+
+def error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Every exception a handler raises: a store outage is a 503, an HTTP error its own page, the rest a 500."""
+    if is_store_failure(exc):
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        status, title, message = 503, UNAVAILABLE_TITLE, UNAVAILABLE_MESSAGE
+    else:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status >= 500:
+            log.exception("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        title, message = _TITLES.get(status, ("Service indisponible" if status >= 500 else "Requête invalide",
+                                              "Une erreur est survenue. Veuillez réessayer dans quelques instants."
+                                              if status >= 500 else "Cette requête n'a pas pu être traitée."))
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+    try:
+        return error_page(request, status, title, message, headers=headers)
+    except Exception:
+        return Response(content=message, status_code=status, media_type=MediaType.TEXT,
+                        headers={"cache-control": "no-store", **headers})
+
+
+class SessionSaver:
+    """Saves the request's session before the first byte of its answer goes out.
+
+    A save that fails must not pretend: the answer becomes a 503 (or a 500 for a bug) instead of
+    the handler's page with a cookie for a session that was never stored. ASGI middleware, outside
+    the compression, so the replaced answer has not started yet.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        failure: Exception | None = None
+
+        async def save_then_send(message: Message) -> None:
+            nonlocal failure
+            if failure is not None:
+                return  # the rest of the handler's answer, replaced
+            if message["type"] == "http.response.start":
+                session: Session | None = scope.get("state", {}).get("session")
+                if session is not None and session.dirty:
+                    services: Services = scope["app"].state.services
+                    try:
+                        await services.sessions.commit(session, services.now())
+                    except Exception as exc:
+                        log.error("session store failed while saving a session: %s", type(exc).__name__)
+                        session.lost = True  # no cookie for what was not stored
+                        if message["status"] != 503:  # a 503 already says it (the logout's own page)
+                            failure = exc
+                            return
+            await send(message)
+
+        await self.app(scope, receive, save_then_send)
+        if failure is not None:
+            request: Request[Any, Any, Any] = scope["app"].request_class(scope=scope, receive=receive, send=send)
+            response = error_handler(request, failure)
+            await response.to_asgi_response(app=None, request=request)(scope, receive, send)
 
 
 async def before_send(message: Message, scope: Scope) -> None:
-    """Save the session, set queued cookies and the security headers on every response."""
+    """Set the session's cookie (saved by SessionSaver), queued cookies and the security headers on every response."""
     if message["type"] != "http.response.start":
         return
     state = scope.get("state", {})
@@ -164,11 +300,7 @@ async def before_send(message: Message, scope: Scope) -> None:
             wake()
     session: Session | None = state.get("session")
     cookies: list[Cookie] = list(state.get("cookies", []))
-    if session is not None and session.dirty:
-        try:
-            await services.sessions.commit(session, services.now())
-        except Exception:
-            log.error("session store failed while saving a session")
+    if session is not None and session.dirty and not session.lost:  # saved by SessionSaver
         secure = services.config.sessions.secure_cookies
         name = cookie_name(services, "session")
         if session.sid and session.data is not None:
@@ -215,10 +347,10 @@ def is_htmx(request: Request[Any, Any, Any]) -> bool:
 
 
 def render(request: Request[Any, Any, Any], partial: str, context: dict[str, Any], *, status: int = 200,
-           title: str, push_url: str | None = None) -> Template:
+           title: str, push_url: str | None = None, headers: dict[str, str] | None = None) -> Template:
     """The step's partial for htmx, the full page otherwise; Vary: HX-Request keeps caches apart."""
     full_context = {**base_context(request), **context, "partial": partial, "page_title": title}
-    headers: dict[str, str] = {}
+    headers = dict(headers or {})
     if push_url and is_htmx(request):
         headers["hx-push-url"] = push_url
     name = partial if is_htmx(request) else "page.html"

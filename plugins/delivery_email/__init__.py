@@ -6,7 +6,8 @@ The channel is named ``email``. Settings, ``[plugins.settings.delivery_email]``:
     The SMTP server. ``port = 0`` is only for demo mode: the message then goes to the demo
     mailbox's own SMTP server.
 ``security``
-    ``"starttls"`` (default, usually port 587), ``"tls"`` (implicit TLS, usually 465) or ``"none"``.
+    ``"starttls"`` (default, usually port 587), ``"tls"`` (implicit TLS, usually 465) or ``"none"``;
+    production refuses ``"none"`` unless ``host`` is this machine (a local relay).
 ``username``, ``password``
     SMTP authentication; ``password`` is a secret: ``{ env = "..." }``, ``{ file = "..." }``
     (``{ value = "..." }`` only in demo configs). Resolved at start-up.

@@ -4,6 +4,7 @@ The channel is named ``sms``. Settings, ``[plugins.settings.delivery_sms]``:
 
 ``url``
     The gateway's endpoint; ``"demo"`` sends to the demo mailbox's SMS endpoint (demo mode only).
+    Production refuses ``http://`` unless the gateway is on this machine.
 ``method``
     ``"POST"`` (default) or ``"PUT"``.
 ``headers``

@@ -97,10 +97,10 @@ async def test_database_rotation_moves_the_row(database: Database, clock: Frozen
     backend = DatabaseSessions(database)
     await _rotation_keeps_one_row(manager_for(backend), clock)
     assert len(await database.t.Session.select(database.t.Session.key).run()) == 1
-    # the old row already gone (a logout in another tab): the rotated session is saved anew
+    # the old row already gone (a logout in another tab): nothing is moved, nothing is made
     future = clock.now() + dt.timedelta(minutes=5)
-    await backend.replace("gone", "new-key", b'{"created_ms": 1, "seen_ms": 1}', future)
-    assert await backend.load("new-key", clock.now()) == b'{"created_ms": 1, "seen_ms": 1}'
+    assert not await backend.move("gone", "new-key", b'{"created_ms": 1, "seen_ms": 1}', future)
+    assert await backend.load("new-key", clock.now()) is None
 
 
 async def test_redis_rotation_moves_the_key() -> None:
@@ -126,5 +126,48 @@ async def test_a_timed_out_redis_session_is_judged_and_reported_not_lost() -> No
         returned = await manager.load(session.sid, clock.now())
         assert returned.data is None and returned.expired == (9, "idle"), "judged as expired, for the audit"
         assert (await manager.load(session.sid, clock.now())).expired is None, "and then gone"
+    finally:
+        await backend.close()
+
+
+async def _an_ended_session_stays_ended(manager: SessionManager, clock: FrozenClock) -> None:
+    """Two requests load one session; one logs out; the other's save or rotation brings nothing back."""
+    session = await manager.load(None, clock.now())
+    session.ensure(int(clock.now().timestamp() * 1000)).account_id = 11
+    await manager.commit(session, clock.now())
+    sid = session.sid
+    for change in ("save", "rotate"):
+        if change == "rotate":  # log in again for the second round
+            session = await manager.load(None, clock.now())
+            session.ensure(int(clock.now().timestamp() * 1000)).account_id = 11
+            await manager.commit(session, clock.now())
+            sid = session.sid
+        slow = await manager.load(sid, clock.now())
+        logout = await manager.load(sid, clock.now())
+        assert slow.data is not None and logout.data is not None
+        await manager.end(logout)
+        assert (await manager.load(sid, clock.now())).data is None
+        if change == "save":
+            slow.data.seen_ms += 61_000
+            slow.dirty = True
+        else:
+            slow.rotate()
+        await manager.commit(slow, clock.now())
+        assert slow.lost, f"the {change} of an ended session was not reported"
+        assert (await manager.load(sid, clock.now())).data is None, f"the {change} brought the old id back"
+        if slow.sid != sid:
+            assert (await manager.load(slow.sid, clock.now())).data is None, "the rotation made a new session"
+
+
+async def test_an_ended_database_session_stays_ended(database: Database, clock: FrozenClock) -> None:
+    await _an_ended_session_stays_ended(manager_for(DatabaseSessions(database)), clock)
+    assert await database.t.Session.count().run() == 0
+
+
+async def test_an_ended_redis_session_stays_ended() -> None:
+    backend = RedisSessions(redis_url(), f"test-{dt.datetime.now().timestamp()}")
+    try:
+        await _an_ended_session_stays_ended(manager_for(backend), FrozenClock())
+        assert await backend.client.keys(f"{backend.namespace}:session:*") == []
     finally:
         await backend.close()

@@ -20,7 +20,7 @@ from guichet.core.events import EVENT_KINDS, Auditor
 from guichet.core.identifiers import nir_key
 from guichet.core.structs import AuditEvent
 from guichet.core.third_party import decide_request
-from tests.conftest import Portal, portal_config_text
+from tests.conftest import Portal, free_port, portal_config_text
 from tests.security.support import (
     PASSWORD,
     SECRETS,
@@ -35,6 +35,7 @@ from tests.security.support import (
     person,
     register,
     remember,
+    set_cookie,
     where,
 )
 
@@ -164,6 +165,16 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     await login(idle, person("exploitant").identifier)
     clock.advance(minutes=portal.services.config.sessions.idle_minutes + 1)
     await idle.get("/espace-prive")
+    # a logout the session store cannot take (sessions in a Redis that does not answer): logout.failed
+    down_config = make_config(database_url=db_url, base=portal_config_text(
+        f'\n[redis]\nurl = "redis://127.0.0.1:{free_port()}/0"\n').replace(
+        "[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+    down = recorder.attach(await portal_factory(down_config))
+    down.services.host.pm.register(observer)
+    await down.get("/")
+    set_cookie(down, "session", "a-session-in-the-store-that-is-down-0123456789")
+    r = await down.post("/deconnexion", {})
+    assert r.status_code == 503
 
     rows = await audit_rows(portal)
     stored = {row["kind"] for row in rows}

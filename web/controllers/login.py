@@ -4,23 +4,32 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import Cookie
 
 from guichet.core import metrics
+from guichet.core.availability import is_store_failure
 from guichet.core.flows import login as flow
 from guichet.core.flows.engine import StepResult
 from guichet.core.sessions import FULL, PASSWORD
 from guichet.web.forms import form_of
 from guichet.web.http import (
+    audit_quietly,
     client_address,
     cookie_name,
+    error_handler,
     go,
     queue_cookie,
     render,
     services_of,
     session_of,
     step_status,
+    unavailable_page,
 )
+
+LOGOUT_FAILED = ("La déconnexion n'a pas abouti : le service est momentanément indisponible et votre session "
+                 "est toujours ouverte. Réessayez dans quelques instants. Sur un ordinateur partagé, fermez "
+                 "aussi le navigateur.")
 
 
 def _login_page(request: Request[Any, Any, Any], result: StepResult | None = None) -> Any:
@@ -104,14 +113,34 @@ class LoginController(Controller):
         return await _code_page(request, outcome.result)
 
 
+def _logout_failed(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A store failure anywhere in a logout (loading the session, deleting it): a 503 that says the
+    session is still open, and a ``logout.failed`` audit event; never a redirect that pretends."""
+    if not is_store_failure(exc):
+        return error_handler(request, exc)
+    services = services_of(request)
+    session = request.scope["state"].get("session")
+    account_id = session.data.account_id if session is not None and session.data is not None else None
+    if session is not None:
+        session.dirty = False  # the cookie stays: the person can try again
+    response = unavailable_page(request, title="Déconnexion impossible", message=LOGOUT_FAILED,
+                                context={"retry_logout": True})
+    response.background = BackgroundTask(audit_quietly, services, "logout.failed", account_id=account_id,
+                                         client=client_address(request))
+    return response
+
+
 class LogoutController(Controller):
     path = "/deconnexion"
+    exception_handlers = {Exception: _logout_failed}
 
     @post("/")
     async def logout(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        """The session is deleted here, before the answer goes out (a store failure: ``_logout_failed``)."""
         services = services_of(request)
         session = session_of(request)
-        if session.data is not None:
-            await services.audit("logout", account_id=session.data.account_id, client=client_address(request))
-        session.clear()
+        account_id = session.data.account_id if session.data is not None else None
+        await services.sessions.end(session)
+        if account_id is not None:
+            await audit_quietly(services, "logout", account_id=account_id, client=client_address(request))
         return go(request, "/")

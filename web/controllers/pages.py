@@ -7,6 +7,7 @@ from litestar import Controller, Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.response import File
 
+from guichet.core.availability import RETRY_AFTER_SECONDS, readiness
 from guichet.web.http import is_htmx, render, services_of
 
 HELP = {
@@ -41,8 +42,11 @@ class PagesController(Controller):
 
     @get("/sante/pret")
     async def readiness(self, request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
-        ready = await services_of(request).database.ping()
-        return Response({"status": "ok" if ready else "database unavailable"}, status_code=200 if ready else 503)
+        """200 when every store the app needs takes its probe (a database write, Redis PING), else 503."""
+        states = await readiness(services_of(request))
+        ready = all(state == "ok" for state in states.values())
+        return Response({"status": "ok" if ready else "unavailable", **states}, status_code=200 if ready else 503,
+                        headers={} if ready else {"retry-after": str(RETRY_AFTER_SECONDS)})
 
     @get("/demo/boite-aux-lettres")
     async def mailbox(self, request: Request[Any, Any, Any]) -> Any:
