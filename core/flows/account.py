@@ -10,14 +10,17 @@ from core.flows.common import (
     account_by_id,
     account_recipient,
     check_code,
+    limit_unavailable,
     password_context,
     send_code,
+    settle_tries,
     subject_of,
 )
 from core.flows.engine import StepResult
 from core.identifiers import mask_email, parse_code, parse_email, parse_mobile, parse_phone
 from core.keys import new_token
 from core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
+from core.ratelimit import Settlement
 from core.services import Services
 from core.sessions import Session
 from core.structs import Recipient
@@ -39,19 +42,19 @@ def strength(services: Services, account: dict[str, Any], password: str) -> Poli
 
 async def verify_current(services: Services, account: dict[str, Any], password: str, *, client: str) -> str | None:
     """The current password (Mon compte), under the same per-identifier limit as the login form: a
-    stolen session cannot guess it faster. None when it is right, else the message to show."""
-    now = services.now()
+    stolen session cannot guess it faster, nor in parallel (the try is counted before the verify).
+    None when it is right, else the message to show."""
     identifier = account["identifier"]
+    tried = (services.limits.login_identifier, identifier)
     try:
-        verdict = await services.limiter.check(services.limits.login_identifier, identifier, now)
+        [verdict] = await services.limiter.reserve([tried], services.now())
     except CounterStoreError:
+        await limit_unavailable(services, "current_password", account_id=account["id"],
+                                subject=subject_of(identifier), client=client)
         return UNAVAILABLE
     if verdict.allowed and await services.passwords.verify(account["password_hash"], password):
+        await settle_tries(services, Settlement(clear=(tried,)))  # as a right password at login does
         return None
-    try:
-        await services.limiter.hit(services.limits.login_identifier, identifier, now)
-    except CounterStoreError:
-        pass
     await services.audit("login.failed", account_id=account["id"], subject=subject_of(identifier), client=client,
                          reason="current_password" if verdict.allowed else "slowed")
     return WRONG_CURRENT if verdict.allowed else SLOW_DOWN

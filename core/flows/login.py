@@ -17,13 +17,16 @@ from core.flows.common import (
     account_by_identifier,
     account_recipient,
     check_code,
+    limit_unavailable,
     masked_destination,
     send_code,
+    settle_tries,
     subject_of,
 )
 from core.flows.engine import StepResult
 from core.identifiers import parse_code, parse_nir, parse_siret
 from core.keys import new_token, token_digest
+from core.ratelimit import Settlement
 from core.services import Services
 from core.sessions import FULL, PASSWORD, Session
 
@@ -74,34 +77,34 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
         identifier = parse_login_identifier(identifier_raw)
     except StepError:
         identifier = ""
+    limits = services.limits
+    # The try is counted before the password is verified, per address and per identifier, in one
+    # round trip: of N parallel tries each has its place, and those past a pause are refused unverified.
+    tries = [(limits.login_client, client or "-")] + ([(limits.login_identifier, identifier)] if identifier else [])
     try:
-        by_client, by_identifier = await services.limiter.check_all(
-            [(services.limits.login_client, client or "-"), (services.limits.login_identifier, identifier or "-")], now)
+        verdicts = await services.limiter.reserve(tries, now)
     except CounterStoreError:
+        await limit_unavailable(services, "login", subject=subject_of(identifier) if identifier else "",
+                                client=client)
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": UNAVAILABLE}, values=values))
     account = await account_by_identifier(services, identifier) if identifier else None
-    slowed = not (by_client.allowed and by_identifier.allowed)
-    # always one argon2 verification: an unknown identifier costs what a wrong password costs
-    verified = await services.passwords.verify(account["password_hash"] if account else None, password)
+    slowed = not all(verdict.allowed for verdict in verdicts)
+    # one argon2 verification for every try let through: an unknown identifier costs what a wrong
+    # password costs (a slowed try is refused unverified, whoever the identifier belongs to)
+    verified = not slowed and await services.passwords.verify(account["password_hash"] if account else None,
+                                                              password)
     expired = bool(account and account["password_is_temporary"] and account["temporary_expires_at"]
                    and account["temporary_expires_at"] <= now)
     if slowed or not verified or expired or not password:
-        try:
-            await services.limiter.hit(services.limits.login_client, client or "-", now)
-            if identifier:
-                await services.limiter.hit(services.limits.login_identifier, identifier, now)
-        except CounterStoreError:
-            pass
         reason = "slowed" if slowed else "expired" if expired and verified else "bad_credentials"
         await services.audit("login.failed", account_id=account["id"] if account else None,
                              subject=subject_of(identifier) if identifier else "", client=client, reason=reason)
         return fail
     assert account is not None
-    if by_identifier.count:  # earlier failures no longer slow the owner down
-        try:
-            await services.limiter.clear(services.limits.login_identifier, identifier)
-        except CounterStoreError:
-            pass
+    # The right password: earlier failures no longer slow the owner down, and the address gets its
+    # try back (many people log in from one address). Sent with the code's own counts when one goes out.
+    right = Settlement(clear=((limits.login_identifier, identifier),),
+                       give_back=((limits.login_client, client or "-"),), reserved_at=now)
     if services.passwords.needs_rehash(account["password_hash"]):
         t = services.database.t.Account
         await t.update({t.password_hash: await services.passwords.hash(password)}).where(t.id == account["id"]).run()
@@ -112,14 +115,16 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
     data.login_binding = new_token()
     session.rotate()
     await services.audit("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
-    if trusted_token and await _trusted(services, account, trusted_token):
-        return await _complete(services, session, account, client, via="trusted_browser")
-    channel = login_channel(services, account)
+    trusted = bool(trusted_token) and await _trusted(services, account, trusted_token or "")
+    channel = None if trusted else login_channel(services, account)
     if channel is None:
+        await settle_tries(services, right)
+        if trusted:
+            return await _complete(services, session, account, client, via="trusted_browser")
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": UNAVAILABLE}, values=values))
     error = await send_code(services, purpose="login", binding=data.login_binding, channel=channel,
                             recipient=account_recipient(account), account_id=account["id"], template="login_code",
-                            new_binding=True)
+                            new_binding=True, client=client, settle=right)
     if error:
         return LoginOutcome(result=StepResult(step="code", errors={"code": error}))
     return LoginOutcome(result=StepResult(step="code"))
@@ -149,14 +154,15 @@ async def code_page(services: Services, session: Session) -> dict[str, Any]:
             "length": services.host.code_policy("login").length}
 
 
-async def resend(services: Services, session: Session) -> StepResult:
+async def resend(services: Services, session: Session, *, client: str = "") -> StepResult:
     assert session.data is not None and session.data.account_id is not None
     account = await account_by_id(services, session.data.account_id)
     channel = login_channel(services, account) if account else None
     if account is None or channel is None:
         return StepResult(step="code", errors={"code": UNAVAILABLE})
     error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=channel,
-                            recipient=account_recipient(account), account_id=account["id"], template="login_code")
+                            recipient=account_recipient(account), account_id=account["id"], template="login_code",
+                            client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     return StepResult(step="code", notice="Un nouveau code de sécurité vient de vous être envoyé.")
@@ -172,7 +178,7 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
         return LoginOutcome(result=StepResult(step="code", errors={"code": error.message_fr},
                                               values={"trust": "oui" if trust else ""}))
     _check, message = await check_code(services, purpose="login", binding=session.data.login_binding, code=code,
-                                       account_id=session.data.account_id)
+                                       account_id=session.data.account_id, client=client)
     if message:
         return LoginOutcome(result=StepResult(step="code", errors={"code": message},
                                               values={"trust": "oui" if trust else ""}))

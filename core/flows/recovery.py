@@ -16,6 +16,7 @@ from core.flows.common import (
     account_recipient,
     check_code,
     french_date,
+    limit_unavailable,
     password_context,
     send_code,
     subject_of,
@@ -67,9 +68,10 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
                 await services.audit("limit.reached", subject=subject_of(identifier), client=client, limit=limit.name)
                 return StepResult(step="canal", errors={"channel": SLOW_DOWN}, values={"channel": channel})
     except CounterStoreError:
+        await limit_unavailable(services, "recovery", subject=subject_of(identifier), client=client)
         return StepResult(step="canal", errors={"channel": UNAVAILABLE}, values={"channel": channel})
     state.data["channel"] = channel
-    account, reachable, error = await _send_recovery_code(services, state, flow_id)
+    account, reachable, error = await _send_recovery_code(services, state, flow_id, client=client)
     if error:
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
     await services.audit("recovery.requested", account_id=account["id"] if account else None,
@@ -78,8 +80,8 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
     return StepResult(step=state.step)
 
 
-async def _send_recovery_code(services: Services, state: FlowState,
-                              flow_id: str) -> tuple[dict[str, Any] | None, bool, str | None]:
+async def _send_recovery_code(services: Services, state: FlowState, flow_id: str, *,
+                              client: str) -> tuple[dict[str, Any] | None, bool, str | None]:
     """Issue a code bound to the flow; only an account with a contact on that channel receives it."""
     identifier = state.data["identifier"]
     channel = state.data.get("channel", "")
@@ -88,12 +90,12 @@ async def _send_recovery_code(services: Services, state: FlowState,
     error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
                             recipient=account_recipient(account) if account else account_recipient({}),
                             account_id=account["id"] if account else None, template="recovery_code",
-                            deliver=reachable, limit_subject=_limit_subject(identifier))
+                            deliver=reachable, limit_subject=_limit_subject(identifier), client=client)
     return account, reachable, error
 
 
-async def resend_code(services: Services, state: FlowState, flow_id: str) -> StepResult:
-    _account, _reachable, error = await _send_recovery_code(services, state, flow_id)
+async def resend_code(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
+    _account, _reachable, error = await _send_recovery_code(services, state, flow_id, client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     return StepResult(step="code", notice="Un nouveau code de confirmation vient de vous être envoyé.")
@@ -109,7 +111,7 @@ async def submit_code(services: Services, state: FlowState, form: dict[str, str]
     account = await account_by_identifier(services, state.data["identifier"])
     check, message = await check_code(services, purpose="recovery", binding=flow_id, code=code,
                                       account_id=account["id"] if account else None,
-                                      limit_subject=_limit_subject(state.data["identifier"]))
+                                      limit_subject=_limit_subject(state.data["identifier"]), client=client)
     if message or check is None or account is None or check.account_id != account["id"]:
         return StepResult(step="code", errors={"code": message or "Le code saisi est incorrect."})
     await reset_password(services, account, channel=state.data["channel"], client=client)
