@@ -74,13 +74,14 @@ class DatabaseCounters:
         t = self.database.t.RateCounter._meta.tablename
         # In an upsert, SET expressions read the row as it was: prev_at_ms keeps the last hit's time
         # before this one, so a try is judged by the pause since the try before it. A row's window_ms
-        # and last_at_ms carry the operation and its time (excluded.*); a reset or a give-back of a
-        # key never hit inserts a row with no hit and no window, which the purge drops.
+        # and last_at_ms carry the operation and its time (excluded.*). A reset ends the window (as
+        # a delete would: the next hit starts a new one); a reset or a give-back of a key never hit
+        # inserts a row with no hit and no window, which the purge drops.
         expired = f"{t}.window_start_ms < {{}} - excluded.window_ms"
         values = ", ".join("({}, {}, {}, {}, 0, {})" for _ in rows)
         args: list[object] = []
         for key, window, at in rows:
-            args += [key, 1 if window > 0 else 0, now_ms, at, window]
+            args += [key, 1 if window > 0 else 0, 0 if window == 0 else now_ms, at, window]
         sql = (f"INSERT INTO {t} (key, hits, window_start_ms, last_at_ms, prev_at_ms, window_ms) VALUES {values} "
                "ON CONFLICT (key) DO UPDATE SET "
                f"hits = CASE WHEN excluded.window_ms > 0 THEN CASE WHEN {expired} THEN 1 ELSE {t}.hits + 1 END "
@@ -89,7 +90,7 @@ class DatabaseCounters:
                f"prev_at_ms = CASE WHEN excluded.window_ms <= 0 THEN {t}.prev_at_ms "
                f"WHEN {expired} THEN 0 ELSE {t}.last_at_ms END, "
                f"window_start_ms = CASE WHEN excluded.window_ms > 0 AND {expired} THEN excluded.window_start_ms "
-               f"ELSE {t}.window_start_ms END, "
+               f"WHEN excluded.window_ms = 0 THEN 0 ELSE {t}.window_start_ms END, "
                f"last_at_ms = CASE WHEN excluded.window_ms > 0 THEN excluded.last_at_ms "
                f"WHEN excluded.window_ms < 0 AND {t}.last_at_ms = excluded.last_at_ms THEN {t}.prev_at_ms "
                f"ELSE {t}.last_at_ms END, "
@@ -173,14 +174,15 @@ class RedisCounters:
         self._update = self.client.register_script(self._UPDATE)
 
     def _keys(self, key: str) -> list[str]:
-        return [f"{self.namespace}:rl:{key}", f"{self.namespace}:rl:{key}:last"]
+        """The count, the last hit's time and the time of the hit before it."""
+        return [f"{self.namespace}:rl:{key}", f"{self.namespace}:rl:{key}:last", f"{self.namespace}:rl:{key}:prev"]
 
     async def update(self, hits: dict[str, int], now_ms: int, *, clear: Collection[str] = (),
                      give_back: dict[str, int] | None = None) -> dict[str, Count]:
         rows = _ops(hits, now_ms, clear, give_back)
         if not rows:
             return {}
-        keys = [k for key, _, _ in rows for k in (*self._keys(key), f"{self.namespace}:rl:{key}:prev")]
+        keys = [k for key, _, _ in rows for k in self._keys(key)]
         args: list[object] = [now_ms]
         for _key, window, at in rows:
             args += ["hit" if window > 0 else "clear" if window == 0 else "back", max(window, 1), at]
@@ -195,7 +197,7 @@ class RedisCounters:
 
     async def peek(self, keys: dict[str, int], now_ms: int) -> dict[str, Count]:
         try:
-            values = await self.client.mget([k for key in keys for k in self._keys(key)])
+            values = await self.client.mget([k for key in keys for k in self._keys(key)[:2]])
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None

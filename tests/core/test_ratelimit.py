@@ -293,3 +293,16 @@ async def test_counter_rows_whose_window_passed_are_purged(database: Database, c
     await store.purge(clock.now())
     rows = await database.t.RateCounter.select(database.t.RateCounter.key).run()
     assert [row["key"] for row in rows] == ["running"]
+
+
+async def test_a_reset_counter_starts_a_new_window_at_its_next_hit(store: Any, clock: FrozenClock) -> None:
+    t0 = int(clock.now().timestamp() * 1000)
+    minute = 60_000
+    for _ in range(3):
+        await store.update({"k": 60 * minute}, t0)
+    await store.update({}, t0 + 10 * minute, clear=["k"])
+    assert (await store.peek({"k": 60 * minute}, t0 + 10 * minute))["k"].count == 0
+    first = (await store.update({"k": 60 * minute}, t0 + 50 * minute))["k"]
+    assert (first.count, first.previous_at_ms) == (1, 0)
+    assert (await store.update({"k": 60 * minute}, t0 + 70 * minute))["k"].count == 2, \
+        "the window after a reset runs from its first hit, as after a delete"
