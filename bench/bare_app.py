@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from litestar import Litestar, get  # noqa: E402
 
-from core.config import load_config  # noqa: E402
-from core.database import Database  # noqa: E402
+from guichet.core.config import load_config  # noqa: E402
+from guichet.core.database import Database  # noqa: E402
 
 
 def create() -> Litestar:

@@ -272,9 +272,9 @@ async def prepare_database(config_path: Path, *, registry_count: int, accounts: 
     password hashed at the config's argon2 parameters; returns [{identifier, email}] of the accounts."""
     from argon2 import PasswordHasher
 
-    from core.config import load_config
-    from core.database import Database
-    from core.passwords import normalise
+    from guichet.core.config import load_config
+    from guichet.core.database import Database
+    from guichet.core.passwords import normalise
 
     config = load_config(config_path)
     done = subprocess.run([GUICHET, "registry", "demo", "--config", str(config_path), "--count", str(registry_count)],
@@ -319,8 +319,8 @@ async def prepare_database(config_path: Path, *, registry_count: int, accounts: 
 
 async def registrable_persons(config_path: Path, limit: int) -> list[dict[str, Any]]:
     """Registry persons who can register through the Vitale question and have no account yet."""
-    from core.config import load_config
-    from core.database import Database
+    from guichet.core.config import load_config
+    from guichet.core.database import Database
 
     database = Database.from_config(load_config(config_path))
     await database.connect()

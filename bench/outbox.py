@@ -28,15 +28,15 @@ sys.path.insert(0, str(ROOT))
 
 from aiosmtpd.controller import Controller  # noqa: E402
 
-from core.clock import Clock  # noqa: E402
-from core.config import decode_config  # noqa: E402
-from core.context import PluginContext  # noqa: E402
-from core.database import Database, redact_url  # noqa: E402
-from core.keys import Keys  # noqa: E402
-from core.outbox import enqueue  # noqa: E402
-from core.outbox_worker import OutboxWorker, outbox_status  # noqa: E402
-from core.plugins import PluginHost  # noqa: E402
-from core.structs import Recipient  # noqa: E402
+from guichet.core.clock import Clock  # noqa: E402
+from guichet.core.config import decode_config  # noqa: E402
+from guichet.core.context import PluginContext  # noqa: E402
+from guichet.core.database import Database, redact_url  # noqa: E402
+from guichet.core.keys import Keys  # noqa: E402
+from guichet.core.outbox import enqueue  # noqa: E402
+from guichet.core.outbox_worker import OutboxWorker, outbox_status  # noqa: E402
+from guichet.core.plugins import PluginHost  # noqa: E402
+from guichet.core.structs import Recipient  # noqa: E402
 
 CONFIG = """
 [caisse]

@@ -1,9 +1,9 @@
 """guichet: the plugin API. Plugins import ``hookimpl`` and the Structs from here."""
 import pluggy
 
-from core.context import PluginContext
-from core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
-from core.structs import (
+from guichet.core.context import PluginContext
+from guichet.core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
+from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,

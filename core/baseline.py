@@ -20,12 +20,12 @@ from pathlib import Path
 
 import msgspec
 
-from core.clock import Clock
-from core.config import PURPOSES, CaisseConfig, load_config
-from core.context import PluginContext
-from core.database import Database
-from core.plugins import PluginHost
-from core.structs import CodePolicy, PasswordRule
+from guichet.core.clock import Clock
+from guichet.core.config import PURPOSES, CaisseConfig, load_config
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.plugins import PluginHost
+from guichet.core.structs import CodePolicy, PasswordRule
 
 # --- the baseline: guichet's defaults, which follow the standards -----------------------------------
 

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import CaisseConfig, load_config
-from core.errors import ConfigError, GuichetError
+from guichet.core.config import CaisseConfig, load_config
+from guichet.core.errors import ConfigError, GuichetError
 
 DEFAULT_CONFIG = "config/demo.toml"
 
@@ -25,7 +25,7 @@ def _run(coro: Awaitable[int]) -> int:
 
 
 async def _with_database(config: CaisseConfig, work: Callable[[Any], Awaitable[int]]) -> int:
-    from core.database import Database
+    from guichet.core.database import Database
 
     database = Database.from_config(config)
     await database.connect()
@@ -48,8 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from core.logs import configure_logging, uvicorn_log_config
-    from core.metrics import MULTIPROCESS_ENV
+    from guichet.core.logs import configure_logging, uvicorn_log_config
+    from guichet.core.metrics import MULTIPROCESS_ENV
 
     config = _config(args)
     host = args.host or config.server.host
@@ -72,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         # on SIGTERM uvicorn stops accepting, lets the requests in flight finish (20 s at most),
         # then runs the app's shutdown: the outbox worker gives back what it had not started
-        uvicorn.run("web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("guichet.web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                     log_level=level, log_config=uvicorn_log_config(config.logging.format, level),
                     access_log=False, proxy_headers=False, timeout_graceful_shutdown=20)
     finally:
@@ -100,7 +100,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_import(args: argparse.Namespace) -> int:
-    from core.registry_import import import_registry
+    from guichet.core.registry_import import import_registry
 
     config = _config(args)
 
@@ -115,7 +115,7 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_demo(args: argparse.Namespace) -> int:
-    from core.registry_import import generate_demo_registry
+    from guichet.core.registry_import import generate_demo_registry
 
     config = _config(args)
 
@@ -132,7 +132,7 @@ def cmd_registry_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from core.plugins import load_plugins
+    from guichet.core.plugins import load_plugins
 
     config = _config(args)
     _pm, infos = load_plugins(config)
@@ -144,7 +144,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from core.baseline import effective_values, weaker_than_baseline
+    from guichet.core.baseline import effective_values, weaker_than_baseline
 
     config = load_config(args.file)
     print(f"{args.file}: valid")
@@ -168,8 +168,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_work(args: argparse.Namespace) -> int:
-    from core.logs import configure_logging
-    from core.outbox_worker import run_worker_process
+    from guichet.core.logs import configure_logging
+    from guichet.core.outbox_worker import run_worker_process
 
     config = _config(args)
     configure_logging(config.logging.format, config.logging.level)
@@ -177,7 +177,7 @@ def cmd_outbox_work(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_status(args: argparse.Namespace) -> int:
-    from core.outbox_worker import outbox_status
+    from guichet.core.outbox_worker import outbox_status
 
     config = _config(args)
 
@@ -193,7 +193,7 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
-    from core.outbox_worker import retry_message
+    from guichet.core.outbox_worker import retry_message
 
     config = _config(args)
 
@@ -211,7 +211,7 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
-    from core.events import Auditor
+    from guichet.core.events import Auditor
 
     config = _config(args)
 
@@ -225,7 +225,7 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    from core.third_party import decide_request, list_requests
+    from guichet.core.third_party import decide_request, list_requests
 
     config = _config(args)
 
@@ -241,10 +241,10 @@ def cmd_requests(args: argparse.Namespace) -> int:
         if args.id is None:
             print("guichet requests: approve and reject need a request number", file=sys.stderr)
             return 2
-        from core.clock import Clock
-        from core.context import PluginContext
-        from core.events import Auditor
-        from core.plugins import PluginHost
+        from guichet.core.clock import Clock
+        from guichet.core.context import PluginContext
+        from guichet.core.events import Auditor
+        from guichet.core.plugins import PluginHost
 
         host = PluginHost(config, PluginContext(config=config, database=database, clock=Clock()), channels=False)
         done = await decide_request(database, args.id, approve=args.action == "approve", note=args.note or "",

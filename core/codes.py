@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core.database import INTEGRITY_ERRORS
-from core.keys import token_digest
-from core.structs import CodePolicy
+from guichet.core.database import INTEGRITY_ERRORS
+from guichet.core.keys import token_digest
+from guichet.core.structs import CodePolicy
 
 if TYPE_CHECKING:
-    from core.database import Database
-    from core.keys import Keys
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
 
 
 class CodeOutcome(enum.Enum):

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from core.errors import ConfigError
+from guichet.core.errors import ConfigError
 
 PURPOSES = ("login", "recovery", "registration", "contact_change")
 Minutes = Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 60)]

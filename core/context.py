@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from core.clock import Clock
-from core.config import CaisseConfig
-from core.errors import ConfigError
+from guichet.core.clock import Clock
+from guichet.core.config import CaisseConfig
+from guichet.core.errors import ConfigError
 
 if TYPE_CHECKING:  # only for annotations read by mypy, never by msgspec or Litestar
-    from core.database import Database
+    from guichet.core.database import Database
 
 SettingsT = TypeVar("SettingsT")
 

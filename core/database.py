@@ -15,9 +15,9 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import TransactionType
 from piccolo.table import Table, create_db_tables
 
-from core import tables
-from core.config import CaisseConfig
-from core.sqlite_pool import PooledSQLiteEngine
+from guichet.core import tables
+from guichet.core.config import CaisseConfig
+from guichet.core.sqlite_pool import PooledSQLiteEngine
 
 log = logging.getLogger("guichet.database")
 

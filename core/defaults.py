@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import zxcvbn
 
-from core import hookimpl
-from core.config import CaisseInfo
-from core.context import PluginContext
-from core.structs import CodePolicy, PasswordContext, PasswordRule, Strength
+from guichet.core import hookimpl
+from guichet.core.config import CaisseInfo
+from guichet.core.context import PluginContext
+from guichet.core.structs import CodePolicy, PasswordContext, PasswordRule, Strength
 
 STRENGTH_LABELS = ("faible", "moyen", "fort")
 

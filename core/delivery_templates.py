@@ -6,9 +6,9 @@ from typing import Any
 
 import jinja2
 
-from core.context import PluginContext
-from core.errors import ConfigError, DeliveryError
-from core.structs import Message
+from guichet.core.context import PluginContext
+from guichet.core.errors import ConfigError, DeliveryError
+from guichet.core.structs import Message
 
 # every message the core sends; each channel ships a template for those it can carry
 TEMPLATES = ("login_code", "registration_code", "recovery_code", "contact_code", "temporary_password",

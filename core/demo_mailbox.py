@@ -28,9 +28,9 @@ from urllib.parse import parse_qs
 import msgspec
 from aiosmtpd.controller import Controller
 
-from core.config import CaisseConfig
-from core.context import DemoEndpoints
-from core.errors import ConfigError
+from guichet.core.config import CaisseConfig
+from guichet.core.context import DemoEndpoints
+from guichet.core.errors import ConfigError
 
 log = logging.getLogger("guichet.demo")
 

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core.structs import AuditEvent
+from guichet.core.structs import AuditEvent
 
 if TYPE_CHECKING:
-    from core.database import Database
-    from core.plugins import PluginHost
+    from guichet.core.database import Database
+    from guichet.core.plugins import PluginHost
 
 log = logging.getLogger("guichet.audit")
 

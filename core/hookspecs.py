@@ -11,8 +11,8 @@ from collections.abc import Awaitable
 
 import pluggy
 
-from core.context import PluginContext
-from core.structs import (
+from guichet.core.context import PluginContext
+from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,
@@ -24,7 +24,7 @@ from core.structs import (
     Strength,
     Verdict,
 )
-from core.config import CaisseInfo
+from guichet.core.config import CaisseInfo
 
 hookspec = pluggy.HookspecMarker("guichet")
 

@@ -16,7 +16,7 @@ from stdnum.fr import nir as stdnum_nir
 from stdnum.fr import siret as stdnum_siret
 from stdnum.exceptions import ValidationError as StdnumError
 
-from core.errors import StepError
+from guichet.core.errors import StepError
 
 ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _SPACES = re.compile(r"[\s\u00a0\u202f.\-]+")

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from core.config import CaisseConfig
+from guichet.core.config import CaisseConfig
 
 
 @functools.lru_cache(maxsize=128)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import msgspec
 
-from core.config import CaisseConfig
-from core.ratelimit import Limit
+from guichet.core.config import CaisseConfig
+from guichet.core.ratelimit import Limit
 
 DAY = 24 * 3600
 # Not in the caisse config: a caisse has no reason to loosen these (docs/security.md, "Limits")

@@ -43,11 +43,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from core.logs import accepted_request_id, request_id_var
+from guichet.core.logs import accepted_request_id, request_id_var
 
 if TYPE_CHECKING:
-    from core.database import Database
-    from core.structs import AuditEvent
+    from guichet.core.database import Database
+    from guichet.core.structs import AuditEvent
 
 log = logging.getLogger("guichet.access")
 

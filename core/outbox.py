@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core.structs import Recipient
+from guichet.core.structs import Recipient
 
 if TYPE_CHECKING:
-    from core.database import Database
-    from core.keys import Keys
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
 
 PENDING, SENDING, SENT, FAILED, EXPIRED = "pending", "sending", "sent", "failed", "expired"
 # set by enqueue; read once the request's transaction is over, to wake the worker without waiting

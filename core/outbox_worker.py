@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core.clock import Clock
-from core.errors import DeliveryError
-from core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
-from core.structs import Message
+from guichet.core.clock import Clock
+from guichet.core.errors import DeliveryError
+from guichet.core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
+from guichet.core.structs import Message
 
 if TYPE_CHECKING:
-    from core.config import CaisseConfig
-    from core.database import Database
-    from core.keys import Keys
-    from core.plugins import PluginHost
+    from guichet.core.config import CaisseConfig
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
+    from guichet.core.plugins import PluginHost
 
 log = logging.getLogger("guichet.outbox")
 
@@ -418,10 +418,10 @@ def default_worker_id() -> str:
 
 async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
     """``guichet outbox work``: deliver until SIGTERM or SIGINT (or, with ``once``, until nothing is due)."""
-    from core.context import PluginContext
-    from core.database import Database
-    from core.keys import Keys
-    from core.plugins import PluginHost
+    from guichet.core.context import PluginContext
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
+    from guichet.core.plugins import PluginHost
 
     database = Database.from_config(config)
     sinks = None
@@ -429,7 +429,7 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
     try:
         if config.demo.mailbox:
             # a worker process of its own in demo mode: its sinks write to the same mailbox folder
-            from core.demo_mailbox import start_demo_sinks
+            from guichet.core.demo_mailbox import start_demo_sinks
 
             sinks = start_demo_sinks(config)
         clock = Clock()

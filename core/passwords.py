@@ -15,15 +15,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from zxcvbn.matching import RANKED_DICTIONARIES
 
-from core import metrics
-from core.identifiers import fold_name
-from core.structs import PasswordContext, PasswordRule, Strength
+from guichet.core import metrics
+from guichet.core.identifiers import fold_name
+from guichet.core.structs import PasswordContext, PasswordRule, Strength
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from core.config import Argon2Config
-    from core.plugins import PluginHost
+    from guichet.core.config import Argon2Config
+    from guichet.core.plugins import PluginHost
 
 # French-flavoured additions to zxcvbn's 30,000 most common passwords
 _FRENCH_COMMON = frozenset(("azerty", "azertyuiop", "motdepasse", "soleil", "doudou", "bonjour", "chouchou",

@@ -12,11 +12,11 @@ from typing import Any
 
 import pluggy
 
-from core import defaults, hookspecs
-from core.config import PURPOSES, CaisseConfig, CodePolicyConfig
-from core.context import PluginContext
-from core.errors import ConfigError, PluginError
-from core.structs import (
+from guichet.core import defaults, hookspecs
+from guichet.core.config import PURPOSES, CaisseConfig, CodePolicyConfig
+from guichet.core.context import PluginContext
+from guichet.core.errors import ConfigError, PluginError
+from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,
@@ -32,16 +32,16 @@ from core.structs import (
 log = logging.getLogger("guichet.plugins")
 
 BUILTIN_PLUGINS: dict[str, str] = {
-    "statuses_msa": "plugins.statuses_msa.hooks",
-    "registry_tables": "plugins.registry_tables.hooks",
-    "identity_vitale": "plugins.identity_vitale.hooks",
-    "identity_payment": "plugins.identity_payment.hooks",
-    "delivery_email": "plugins.delivery_email.hooks",
-    "delivery_sms": "plugins.delivery_sms.hooks",
-    "delivery_postal": "plugins.delivery_postal.hooks",
-    "password_msa": "plugins.password_msa.hooks",
-    "caisse_provence_azur": "plugins.caisse_provence_azur.hooks",
-    "caisse_sud_aquitaine": "plugins.caisse_sud_aquitaine.hooks",
+    "statuses_msa": "guichet.plugins.statuses_msa.hooks",
+    "registry_tables": "guichet.plugins.registry_tables.hooks",
+    "identity_vitale": "guichet.plugins.identity_vitale.hooks",
+    "identity_payment": "guichet.plugins.identity_payment.hooks",
+    "delivery_email": "guichet.plugins.delivery_email.hooks",
+    "delivery_sms": "guichet.plugins.delivery_sms.hooks",
+    "delivery_postal": "guichet.plugins.delivery_postal.hooks",
+    "password_msa": "guichet.plugins.password_msa.hooks",
+    "caisse_provence_azur": "guichet.plugins.caisse_provence_azur.hooks",
+    "caisse_sud_aquitaine": "guichet.plugins.caisse_sud_aquitaine.hooks",
 }
 ENTRY_POINT_GROUP = "guichet"
 

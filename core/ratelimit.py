@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from core import metrics
-from core.errors import CounterStoreError
+from guichet.core import metrics
+from guichet.core.errors import CounterStoreError
 
 if TYPE_CHECKING:
-    from core.database import Database
-    from core.keys import Keys
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
 
 log = logging.getLogger("guichet.ratelimit")
 

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from stdnum import luhn
 
-from core.clock import Clock
-from core.errors import StepError
-from core.identifiers import (
+from guichet.core.clock import Clock
+from guichet.core.errors import StepError
+from guichet.core.identifiers import (
     nir_key,
     parse_amount,
     parse_birth_date,
@@ -37,7 +37,7 @@ from core.identifiers import (
 )
 
 if TYPE_CHECKING:  # annotations only
-    from core.database import Database
+    from guichet.core.database import Database
 
 PAYMENT_KINDS = ("benefit", "contributions_invoice", "salary_contributions")
 ADDRESS_COLUMNS = tuple(f"address_line{i}" for i in range(1, 7))

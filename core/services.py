@@ -6,22 +6,22 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from core import metrics
-from core.clock import Clock
-from core.codes import Codes
-from core.config import CaisseConfig
-from core.context import DemoEndpoints, PluginContext
-from core.database import Database
-from core.events import Auditor
-from core.flows.engine import Flows
-from core.keys import Keys
-from core.limits import Limits, limits_from_config
-from core.outbox import enqueue
-from core.passwords import Passwords
-from core.plugins import PluginHost
-from core.ratelimit import CounterStore, DatabaseCounters, Limiter, RedisCounters
-from core.sessions import DatabaseSessions, RedisSessions, SessionBackend, SessionManager
-from core.structs import AuditEvent, Recipient
+from guichet.core import metrics
+from guichet.core.clock import Clock
+from guichet.core.codes import Codes
+from guichet.core.config import CaisseConfig
+from guichet.core.context import DemoEndpoints, PluginContext
+from guichet.core.database import Database
+from guichet.core.events import Auditor
+from guichet.core.flows.engine import Flows
+from guichet.core.keys import Keys
+from guichet.core.limits import Limits, limits_from_config
+from guichet.core.outbox import enqueue
+from guichet.core.passwords import Passwords
+from guichet.core.plugins import PluginHost
+from guichet.core.ratelimit import CounterStore, DatabaseCounters, Limiter, RedisCounters
+from guichet.core.sessions import DatabaseSessions, RedisSessions, SessionBackend, SessionManager
+from guichet.core.structs import AuditEvent, Recipient
 
 # The SQLite driver's DEBUG lines print every query with its parameters: full NIRs, flow and session
 # tokens. guichet's logs never carry those, whatever level the operator sets: cap that logger at INFO.

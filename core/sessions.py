@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from core.keys import new_token, token_digest
+from guichet.core.keys import new_token, token_digest
 
 if TYPE_CHECKING:
-    from core.database import Database
+    from guichet.core.database import Database
 
 ANONYMOUS, PASSWORD, FULL = "anonymous", "password", "full"
 # A timed-out session stays readable this much longer, so that its return is judged (and audited as

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from core.clock import Clock
-from core.errors import StepError
-from core.identifiers import parse_email, parse_name, parse_phone, parse_siret
+from guichet.core.clock import Clock
+from guichet.core.errors import StepError
+from guichet.core.identifiers import parse_email, parse_name, parse_phone, parse_siret
 
 if TYPE_CHECKING:  # annotations only
-    from core.database import Database
-    from core.events import Auditor
+    from guichet.core.database import Database
+    from guichet.core.events import Auditor
 
 STATES = ("pending", "approved", "rejected")
 
@@ -142,8 +142,8 @@ async def decide_request(database: "Database", id: int, *, approve: bool, note: 
                   .where((t.id == id) & (t.state == "pending"))
                   .returning(t.id, t.siret).run())
     if rows and auditor is not None:
-        from core.identifiers import mask_identifier
-        from core.structs import AuditEvent
+        from guichet.core.identifiers import mask_identifier
+        from guichet.core.structs import AuditEvent
 
         event = AuditEvent(kind="third_party.decided", at=at, subject=mask_identifier(str(rows[0]["siret"])),
                            details={"request": id, "decision": "approved" if approve else "rejected"})

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from core.clock import FrozenClock
-from core.config import CaisseConfig, decode_config
-from core.database import Database
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig, decode_config
+from guichet.core.database import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
@@ -203,7 +203,7 @@ class Portal:
 
     async def outbox(self, template: str | None = None) -> list[dict[str, Any]]:
         """Every queued message, decrypted, oldest first (what the channels would receive)."""
-        from core.outbox import open_sealed
+        from guichet.core.outbox import open_sealed
 
         t = self.services.database.t.OutboxMessage
         rows = await t.select().order_by(t.id).run()
@@ -261,7 +261,7 @@ def app_config(make_config: Callable[..., CaisseConfig], db_url: str) -> CaisseC
 @pytest.fixture
 async def portal_factory(db_url: str, clock: FrozenClock) -> AsyncIterator[Callable[..., Any]]:
     """Build apps on a config (with the test's database and clock) and open Portals on them."""
-    from web.app import create_app
+    from guichet.web.app import create_app
 
     stack: list[Any] = []
     apps: dict[int, Any] = {}
@@ -315,7 +315,7 @@ async def portal(portal_factory: Callable[..., Any], app_config: CaisseConfig) -
 @pytest.fixture
 async def demo_people(portal: Portal) -> Any:
     """The registry's fixed demo persons, loaded into the portal's database."""
-    from core import registry_import
+    from guichet.core import registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     return registry_import

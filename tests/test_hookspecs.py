@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from core import defaults, hookspecs
-from core.clock import FrozenClock
-from core.config import CaisseConfig
-from core.context import PluginContext
-from core.database import Database
-from core.events import Auditor
-from core.plugins import BUILTIN_PLUGINS, PluginHost, load_plugins
-from core.structs import (
+from guichet.core import defaults, hookspecs
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.events import Auditor
+from guichet.core.plugins import BUILTIN_PLUGINS, PluginHost, load_plugins
+from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,
@@ -38,13 +38,13 @@ from core.structs import (
     Status,
     Verdict,
 )
-from plugins.caisse_provence_azur import hooks as provence_azur
-from plugins.caisse_sud_aquitaine import hooks as sud_aquitaine
-from plugins.identity_payment import hooks as identity_payment
-from plugins.identity_vitale import hooks as identity_vitale
-from plugins.password_msa import hooks as password_msa
-from plugins.registry_tables import hooks as registry_tables
-from plugins.statuses_msa import hooks as statuses_msa
+from guichet.plugins.caisse_provence_azur import hooks as provence_azur
+from guichet.plugins.caisse_sud_aquitaine import hooks as sud_aquitaine
+from guichet.plugins.identity_payment import hooks as identity_payment
+from guichet.plugins.identity_vitale import hooks as identity_vitale
+from guichet.plugins.password_msa import hooks as password_msa
+from guichet.plugins.registry_tables import hooks as registry_tables
+from guichet.plugins.statuses_msa import hooks as statuses_msa
 
 TESTS = Path(__file__).resolve().parent
 FIRST_RESULT = "First result wins; later plugins are not called."
@@ -315,7 +315,7 @@ def test_hook_guichet_password_strength(context_for: Callable[..., PluginContext
 
 
 def _observer_plugin(seen: list[AuditEvent]) -> object:
-    from core import hookimpl
+    from guichet.core import hookimpl
 
     class Observer:
         @hookimpl
@@ -370,7 +370,7 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 
 PIGEON = """
-from core import DeliveryError, hookimpl
+from guichet.core import DeliveryError, hookimpl
 
 class PigeonChannel:
     name = "pigeon"
@@ -393,7 +393,7 @@ def guichet_channels(context):
 
 async def test_hook_guichet_channels_with_a_tiny_plugin(installed_plugin: Callable[[str, str], None],
                                                         context_for: Callable[..., PluginContext]) -> None:
-    from core.structs import Message, Recipient
+    from guichet.core.structs import Message, Recipient
 
     installed_plugin("pigeon", PIGEON)
     host = host_of(context_for(enabled=["statuses_msa", "pigeon"]))

@@ -20,18 +20,18 @@ from litestar.plugins.htmx import HTMXPlugin
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
-from core import metrics
-from core.clock import Clock
-from core.config import CaisseConfig, load_config
-from core.logs import configure_logging
-from core.services import Services, build_services
-from web.compression import WholeBodyCompression
-from web.controllers.account import AccountController
-from web.controllers.login import LoginController, LogoutController
-from web.controllers.pages import PagesController
-from web.controllers.recovery import RecoveryController
-from web.controllers.registration import RegistrationController
-from web.http import LeaveFor, base_context, before_request, before_send, leave_for_handler
+from guichet.core import metrics
+from guichet.core.clock import Clock
+from guichet.core.config import CaisseConfig, load_config
+from guichet.core.logs import configure_logging
+from guichet.core.services import Services, build_services
+from guichet.web.compression import WholeBodyCompression
+from guichet.web.controllers.account import AccountController
+from guichet.web.controllers.login import LoginController, LogoutController
+from guichet.web.controllers.pages import PagesController
+from guichet.web.controllers.recovery import RecoveryController
+from guichet.web.controllers.registration import RegistrationController
+from guichet.web.http import LeaveFor, base_context, before_request, before_send, leave_for_handler
 
 log = logging.getLogger("guichet.web")
 HERE = Path(__file__).resolve().parent
@@ -115,7 +115,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     if services is None:
         endpoints = None
         if config.demo.mailbox:
-            from core.demo_mailbox import start_demo_sinks
+            from guichet.core.demo_mailbox import start_demo_sinks
 
             demo_sinks = start_demo_sinks(config)
             endpoints = demo_sinks.endpoints
@@ -131,7 +131,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_housekeeping(services, stop))]
         if worker_wanted:
-            from core.outbox_worker import OutboxWorker
+            from guichet.core.outbox_worker import OutboxWorker
 
             worker = OutboxWorker(services.database, services.keys, services.host, services.clock,
                                   worker_id=f"serve-{os.getpid()}")

@@ -15,10 +15,10 @@ from litestar.enums import MediaType
 from litestar.response import Redirect, Template
 from litestar.types import Message, Scope
 
-from core.flows.engine import StepResult
-from core.outbox import take_enqueued
-from core.services import Services
-from core.sessions import FULL, Session
+from guichet.core.flows.engine import StepResult
+from guichet.core.outbox import take_enqueued
+from guichet.core.services import Services
+from guichet.core.sessions import FULL, Session
 
 log = logging.getLogger("guichet.web")
 

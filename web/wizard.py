@@ -12,9 +12,9 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
-from core import metrics
-from core.flows.engine import FlowState, StepResult, reachable
-from web.http import flow_cookie, go, is_htmx, services_of, set_flow_cookie
+from guichet.core import metrics
+from guichet.core.flows.engine import FlowState, StepResult, reachable
+from guichet.web.http import flow_cookie, go, is_htmx, services_of, set_flow_cookie
 
 NOT_KEPT = ("csrf_token", "action", "answer", "code")  # never kept as a draft: secrets and buttons
 PageRenderer = Callable[[Request[Any, Any, Any], FlowState, str, StepResult | None], Any]

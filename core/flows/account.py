@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import CounterStoreError, StepError
-from core.flows.common import (
+from guichet.core.errors import CounterStoreError, StepError
+from guichet.core.flows.common import (
     SLOW_DOWN,
     UNAVAILABLE,
     account_by_id,
@@ -16,14 +16,14 @@ from core.flows.common import (
     settle_tries,
     subject_of,
 )
-from core.flows.engine import StepResult
-from core.identifiers import mask_email, parse_code, parse_email, parse_mobile, parse_phone
-from core.keys import new_token
-from core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
-from core.ratelimit import Settlement
-from core.services import Services
-from core.sessions import Session
-from core.structs import Recipient
+from guichet.core.flows.engine import StepResult
+from guichet.core.identifiers import mask_email, parse_code, parse_email, parse_mobile, parse_phone
+from guichet.core.keys import new_token
+from guichet.core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
+from guichet.core.ratelimit import Settlement
+from guichet.core.services import Services
+from guichet.core.sessions import Session
+from guichet.core.structs import Recipient
 
 WRONG_CURRENT = "Le mot de passe actuel est incorrect."
 CONTACT_FIELDS = {"email": "adresse email", "mobile": "numéro de téléphone portable",

@@ -5,13 +5,13 @@ import datetime as dt
 import logging
 from typing import Any
 
-from core.clock import PARIS
-from core.codes import CodeCheck, CodeOutcome, CodeStillLive
-from core.errors import CounterStoreError
-from core.identifiers import mask_email, mask_identifier, mask_phone
-from core.ratelimit import Settlement
-from core.services import Services
-from core.structs import PasswordContext, Recipient
+from guichet.core.clock import PARIS
+from guichet.core.codes import CodeCheck, CodeOutcome, CodeStillLive
+from guichet.core.errors import CounterStoreError
+from guichet.core.identifiers import mask_email, mask_identifier, mask_phone
+from guichet.core.ratelimit import Settlement
+from guichet.core.services import Services
+from guichet.core.structs import PasswordContext, Recipient
 
 log = logging.getLogger("guichet.flows")
 

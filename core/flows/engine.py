@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from core.keys import new_token, token_digest
+from guichet.core.keys import new_token, token_digest
 
 if TYPE_CHECKING:
-    from core.database import Database
+    from guichet.core.database import Database
 
 
 class FlowState(msgspec.Struct, kw_only=True):

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from core.errors import CounterStoreError, StepError
-from core.flows.common import (
+from guichet.core.errors import CounterStoreError, StepError
+from guichet.core.flows.common import (
     UNAVAILABLE,
     account_by_id,
     account_by_identifier,
@@ -23,12 +23,12 @@ from core.flows.common import (
     settle_tries,
     subject_of,
 )
-from core.flows.engine import StepResult
-from core.identifiers import parse_code, parse_nir, parse_siret
-from core.keys import new_token, token_digest
-from core.ratelimit import Settlement
-from core.services import Services
-from core.sessions import FULL, PASSWORD, Session
+from guichet.core.flows.engine import StepResult
+from guichet.core.identifiers import parse_code, parse_nir, parse_siret
+from guichet.core.keys import new_token, token_digest
+from guichet.core.ratelimit import Settlement
+from guichet.core.services import Services
+from guichet.core.sessions import FULL, PASSWORD, Session
 
 LOGIN_FAILED = "Identifiant ou mot de passe incorrect."
 

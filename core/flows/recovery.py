@@ -8,8 +8,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from core.errors import CounterStoreError, StepError
-from core.flows.common import (
+from guichet.core.errors import CounterStoreError, StepError
+from guichet.core.flows.common import (
     SLOW_DOWN,
     UNAVAILABLE,
     account_by_identifier,
@@ -22,10 +22,10 @@ from core.flows.common import (
     subject_of,
     temporary_expiry,
 )
-from core.flows.engine import FlowState, StepResult, advance
-from core.flows.login import parse_login_identifier
-from core.identifiers import mask_identifier, parse_code
-from core.services import Services
+from guichet.core.flows.engine import FlowState, StepResult, advance
+from guichet.core.flows.login import parse_login_identifier
+from guichet.core.identifiers import mask_identifier, parse_code
+from guichet.core.services import Services
 
 KIND = "recovery"
 STEPS = ["identifiant", "canal", "code", "confirmation"]

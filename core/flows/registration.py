@@ -11,9 +11,9 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from core.database import INTEGRITY_ERRORS
-from core.errors import CounterStoreError, StepError
-from core.flows.common import (
+from guichet.core.database import INTEGRITY_ERRORS
+from guichet.core.errors import CounterStoreError, StepError
+from guichet.core.flows.common import (
     UNAVAILABLE,
     account_by_identifier,
     check_code,
@@ -24,8 +24,8 @@ from core.flows.common import (
     temporary_expiry,
     within_budget,
 )
-from core.flows.engine import FlowState, StepResult, advance
-from core.identifiers import (
+from guichet.core.flows.engine import FlowState, StepResult, advance
+from guichet.core.identifiers import (
     fold_name,
     mask_identifier,
     parse_birth_date,
@@ -37,8 +37,8 @@ from core.identifiers import (
     parse_siret,
     parse_phone,
 )
-from core.services import Services
-from core.structs import PasswordContext, PostalAddress, Recipient, Record, Status, Verdict
+from guichet.core.services import Services
+from guichet.core.structs import PasswordContext, PostalAddress, Recipient, Record, Status, Verdict
 
 KIND = "registration"
 PERSON_STEPS = ["statut", "identifiant", "coordonnees", "question", "canal", "code", "termine"]
@@ -196,7 +196,7 @@ def _answer_format(kind: str, answer: str) -> str | None:
     if not answer:
         return "Veuillez saisir votre réponse, ou choisir « Je ne peux pas répondre »."
     if kind == "payment":
-        from core.identifiers import parse_amount
+        from guichet.core.identifiers import parse_amount
 
         try:
             parse_amount(answer)
@@ -394,7 +394,7 @@ async def _create_account(services: Services, state: FlowState, status: Status, 
 
 
 async def submit_structure(services: Services, state: FlowState, form: dict[str, str]) -> StepResult:
-    from core.third_party import STRUCTURE_KINDS
+    from guichet.core.third_party import STRUCTURE_KINDS
 
     kind = form.get("structure", "")
     if kind not in STRUCTURE_KINDS:
@@ -405,7 +405,7 @@ async def submit_structure(services: Services, state: FlowState, form: dict[str,
 
 
 async def submit_request(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
-    from core.third_party import create_request
+    from guichet.core.third_party import create_request
 
     values = {k: form.get(k, "") for k in ("structure_name", "siret", "contact_name", "email", "phone")}
     errors: dict[str, str] = {}

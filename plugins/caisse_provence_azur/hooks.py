@@ -1,8 +1,8 @@
 """MSA Provence Azur's code policies, from its guide "Mon espace privé : inscription et connexion"."""
 from __future__ import annotations
 
-from core import CodePolicy, hookimpl
-from core.config import CaisseInfo
+from guichet.core import CodePolicy, hookimpl
+from guichet.core.config import CaisseInfo
 
 
 @hookimpl

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import aiosmtplib
 
-from core import ConfigError, DeliveryError, Message, PluginContext
-from core.delivery_templates import TEMPLATES, render, template_context, template_environment
-from plugins.delivery_email.settings import EmailSettings
+from guichet.core import ConfigError, DeliveryError, Message, PluginContext
+from guichet.core.delivery_templates import TEMPLATES, render, template_context, template_environment
+from guichet.plugins.delivery_email.settings import EmailSettings
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 _ADDR_SPEC = re.compile(r"^[^@\s<>(),;:\"\\\[\]]{1,64}@[A-Za-z0-9.-]{1,253}$")

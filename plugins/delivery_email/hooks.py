@@ -1,9 +1,9 @@
 """Hook implementations of delivery_email."""
 from __future__ import annotations
 
-from core import Channel, PluginContext, hookimpl
-from plugins.delivery_email.channel import EmailChannel
-from plugins.delivery_email.settings import EmailSettings
+from guichet.core import Channel, PluginContext, hookimpl
+from guichet.plugins.delivery_email.channel import EmailChannel
+from guichet.plugins.delivery_email.settings import EmailSettings
 
 
 @hookimpl

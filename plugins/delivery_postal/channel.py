@@ -12,10 +12,10 @@ from typing import Any
 
 import msgspec
 
-from core import DeliveryError, Message, PluginContext
-from core.clock import PARIS
-from core.delivery_templates import render, template_context, template_environment
-from plugins.delivery_postal.settings import PostalSettings
+from guichet.core import DeliveryError, Message, PluginContext
+from guichet.core.clock import PARIS
+from guichet.core.delivery_templates import render, template_context, template_environment
+from guichet.plugins.delivery_postal.settings import PostalSettings
 
 try:
     import fcntl

@@ -1,9 +1,9 @@
 """Hook implementations of delivery_postal."""
 from __future__ import annotations
 
-from core import Channel, PluginContext, hookimpl
-from plugins.delivery_postal.channel import PostalChannel
-from plugins.delivery_postal.settings import PostalSettings
+from guichet.core import Channel, PluginContext, hookimpl
+from guichet.plugins.delivery_postal.channel import PostalChannel
+from guichet.plugins.delivery_postal.settings import PostalSettings
 
 
 @hookimpl

@@ -9,11 +9,11 @@ from pathlib import Path
 from urllib.parse import quote_plus
 
 
-from core import ConfigError, DeliveryError, Message, PluginContext, Recipient, StepError
-from core.delivery_templates import TEMPLATES, render, template_context, template_environment
-from core.identifiers import parse_mobile
-from plugins.delivery_sms.gsm import ONE_SMS, septets, to_gsm7
-from plugins.delivery_sms.settings import SmsSettings
+from guichet.core import ConfigError, DeliveryError, Message, PluginContext, Recipient, StepError
+from guichet.core.delivery_templates import TEMPLATES, render, template_context, template_environment
+from guichet.core.identifiers import parse_mobile
+from guichet.plugins.delivery_sms.gsm import ONE_SMS, septets, to_gsm7
+from guichet.plugins.delivery_sms.settings import SmsSettings
 
 log = logging.getLogger("guichet.delivery_sms")
 

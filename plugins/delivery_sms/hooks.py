@@ -1,9 +1,9 @@
 """Hook implementations of delivery_sms."""
 from __future__ import annotations
 
-from core import Channel, PluginContext, hookimpl
-from plugins.delivery_sms.channel import SmsChannel
-from plugins.delivery_sms.settings import SmsSettings
+from guichet.core import Channel, PluginContext, hookimpl
+from guichet.plugins.delivery_sms.channel import SmsChannel
+from guichet.plugins.delivery_sms.settings import SmsSettings
 
 
 @hookimpl

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from core.config import SecretRef
+from guichet.core.config import SecretRef
 
 DEFAULT_BODY = '{"to": {to}, "text": {text}, "from": {sender}}'
 

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import msgspec
 
-from core import PluginContext, Question, Record, Status, StepError, Verdict, hookimpl
-from core.identifiers import parse_amount
-from plugins.identity_payment.settings import DEFAULTS, LABELS, PaymentQuestionSettings
+from guichet.core import PluginContext, Question, Record, Status, StepError, Verdict, hookimpl
+from guichet.core.identifiers import parse_amount
+from guichet.plugins.identity_payment.settings import DEFAULTS, LABELS, PaymentQuestionSettings
 
 
 def _settings(status: Status, context: PluginContext) -> PaymentQuestionSettings | None:

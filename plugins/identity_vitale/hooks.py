@@ -4,7 +4,7 @@ from __future__ import annotations
 import hmac
 import re
 
-from core import Question, Record, Status, Verdict, hookimpl
+from guichet.core import Question, Record, Status, Verdict, hookimpl
 
 VITALE_QUESTION = Question(
     kind="vitale",

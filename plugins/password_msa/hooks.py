@@ -1,9 +1,9 @@
 """The composition rule the MSA guides document."""
 from __future__ import annotations
 
-from core import PasswordRule, PluginContext, hookimpl
-from core.config import CaisseInfo
-from core.defaults import CLASSES_MESSAGE
+from guichet.core import PasswordRule, PluginContext, hookimpl
+from guichet.core.config import CaisseInfo
+from guichet.core.defaults import CLASSES_MESSAGE
 
 
 @hookimpl

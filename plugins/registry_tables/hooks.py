@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from decimal import Decimal
 
-from core import Payment, PluginContext, PostalAddress, Record, hookimpl
+from guichet.core import Payment, PluginContext, PostalAddress, Record, hookimpl
 
 
 async def _lookup(context: PluginContext, identifier_kind: str, identifier: str) -> Record | None:

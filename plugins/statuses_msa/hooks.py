@@ -1,7 +1,7 @@
 """The six statuses of the MSA's registration page."""
 from __future__ import annotations
 
-from core import Status, hookimpl
+from guichet.core import Status, hookimpl
 
 MSA_STATUSES = [
     Status(code="exploitant", label_fr="Exploitant agricole", identifier_kind="nir", questions=("payment",)),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.baseline import (
+from guichet.core.baseline import (
     GENERATED_BEGIN,
     GENERATED_END,
     SHIPPED_CONFIGS,
@@ -18,7 +18,7 @@ from core.baseline import (
     update_security_doc,
     weaker_than_baseline,
 )
-from core.config import CaisseConfig, load_config
+from guichet.core.config import CaisseConfig, load_config
 from conftest import BASE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def test_values_at_or_above_the_baseline_are_not_flagged(make_config: Callable[.
 
 
 def test_cli_check_runs_without_the_secrets(capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli import main
+    from guichet.core.cli import main
 
     assert main(["config", "check", str(ROOT / "config/provence-azur.toml")]) == 0
     out = capsys.readouterr().out

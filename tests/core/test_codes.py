@@ -5,11 +5,11 @@ import asyncio
 
 import pytest
 
-from core.clock import FrozenClock
-from core.codes import CodeOutcome, Codes, CodeStillLive
-from core.database import Database
-from core.keys import Keys
-from core.structs import CodePolicy
+from guichet.core.clock import FrozenClock
+from guichet.core.codes import CodeOutcome, Codes, CodeStillLive
+from guichet.core.database import Database
+from guichet.core.keys import Keys
+from guichet.core.structs import CodePolicy
 from tests.conftest import TEST_SECRET
 
 POLICY = CodePolicy(length=6, lifetime_minutes=10, max_attempts=3)
@@ -110,7 +110,7 @@ async def test_codes_survive_a_key_rotation(database: Database, clock: FrozenClo
 
 async def test_a_binding_holds_one_live_code_at_most(codes: Codes, database: Database, clock: FrozenClock) -> None:
     """The database itself refuses a second live code (migration 2's partial unique index)."""
-    from core.database import INTEGRITY_ERRORS
+    from guichet.core.database import INTEGRITY_ERRORS
 
     await issue(codes, clock)
     t = database.t.OneTimeCode

@@ -6,12 +6,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.clock import Clock
-from core.config import CaisseConfig, SecretRef, decode_config, load_config
-from core.context import PluginContext
-from core.database import Database
-from core.errors import ConfigError
-from core.plugins import PluginHost, load_plugins
+from guichet.core.clock import Clock
+from guichet.core.config import CaisseConfig, SecretRef, decode_config, load_config
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.errors import ConfigError
+from guichet.core.plugins import PluginHost, load_plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "literal-secret-value-0123456789abcdef"

@@ -11,16 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.clock import FrozenClock
-from core.config import CaisseConfig
-from core.context import PluginContext
-from core.database import Database
-from core.demo_mailbox import DemoSinks, letter_path, list_mailbox, mailbox_dirs, start_demo_sinks
-from core.keys import Keys
-from core.outbox import enqueue
-from core.outbox_worker import OutboxWorker, run_worker_process
-from core.plugins import PluginHost
-from core.structs import PostalAddress, Recipient
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.demo_mailbox import DemoSinks, letter_path, list_mailbox, mailbox_dirs, start_demo_sinks
+from guichet.core.keys import Keys
+from guichet.core.outbox import enqueue
+from guichet.core.outbox_worker import OutboxWorker, run_worker_process
+from guichet.core.plugins import PluginHost
+from guichet.core.structs import PostalAddress, Recipient
 from delivery_servers import base_with_plugins
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
@@ -162,7 +162,7 @@ async def test_no_code_reaches_the_log(demo_config: Callable[..., CaisseConfig],
 
 
 def test_a_busy_fixed_smtp_port_is_a_clear_config_error(make_config: Callable[..., CaisseConfig]) -> None:
-    from core.errors import ConfigError
+    from guichet.core.errors import ConfigError
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

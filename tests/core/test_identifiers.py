@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from stdnum.fr import nir as stdnum_nir
 
-from core.errors import StepError
-from core.identifiers import (
+from guichet.core.errors import StepError
+from guichet.core.identifiers import (
     mask_email,
     mask_identifier,
     nir_key,

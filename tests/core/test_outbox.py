@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from core.clock import FrozenClock
-from core.config import CaisseConfig
-from core.context import PluginContext
-from core.database import Database
-from core.keys import Keys
-from core.outbox import EXPIRED, FAILED, PENDING, SENDING, SENT, enqueue
-from core.outbox_worker import (
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.keys import Keys
+from guichet.core.outbox import EXPIRED, FAILED, PENDING, SENDING, SENT, enqueue
+from guichet.core.outbox_worker import (
     OutboxWorker,
     RetryPolicy,
     outbox_status,
@@ -27,8 +27,8 @@ from core.outbox_worker import (
     retry_message,
     run_worker_process,
 )
-from core.plugins import PluginHost
-from core.structs import Recipient
+from guichet.core.plugins import PluginHost
+from guichet.core.structs import Recipient
 from tests.conftest import TEST_SECRET
 from delivery_servers import SmtpSink, base_with_plugins, free_port
 
@@ -306,7 +306,7 @@ async def test_run_worker_process_once(setup: Setup, smtp_port: int, capsys: pyt
 def test_outbox_cli(make_config: Callable[..., CaisseConfig], tmp_path: Path,
                     capsys: pytest.CaptureFixture[str]) -> None:
     """`guichet outbox status / retry` on a config file (SQLite)."""
-    from core.cli import main
+    from guichet.core.cli import main
     from delivery_servers import BASE_CONFIG
 
     config_file = tmp_path / "caisse.toml"
@@ -328,7 +328,7 @@ def test_outbox_cli(make_config: Callable[..., CaisseConfig], tmp_path: Path,
 
 
 BOOM_PLUGIN = '''
-from core import hookimpl
+from guichet.core import hookimpl
 
 
 class BoomChannel:
@@ -380,7 +380,7 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
     import sys
     import time
 
-    from core.config import load_config
+    from guichet.core.config import load_config
 
     port = free_port()
     config_file = tmp_path / "caisse.toml"
@@ -407,7 +407,7 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
 
     asyncio.run(add())
     with SmtpSink(port) as sink:
-        process = subprocess.Popen([sys.executable, "-m", "core.cli", "outbox", "work", "--config", str(config_file)],
+        process = subprocess.Popen([sys.executable, "-m", "guichet.core.cli", "outbox", "work", "--config", str(config_file)],
                                    cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -426,7 +426,7 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
 
 async def test_codes_are_claimed_before_a_backlog_of_letters(database: Database, clock: FrozenClock) -> None:
     """A burst of PDF letters queued first must not delay an emailed code."""
-    from core.structs import PostalAddress
+    from guichet.core.structs import PostalAddress
 
     keys = Keys(TEST_SECRET)
     letter_to = Recipient(name="A", address=PostalAddress(lines=("1 RUE A", "75001 PARIS")))

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from core.config import Argon2Config
-from core.passwords import Passwords
+from guichet.core.config import Argon2Config
+from guichet.core.passwords import Passwords
 
 FAST = Argon2Config(memory_kib=1024, time_cost=1, parallelism=1)  # the real parameters are the benches' business
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_CONFIG
-from core.clock import Clock
-from core.config import CaisseConfig
-from core.context import PluginContext
-from core.database import Database
-from core.errors import ConfigError, PluginError
-from core.plugins import BUILTIN_PLUGINS, PluginHost, load_plugins
-from core.structs import AuditEvent, PasswordContext, Question, Record, Verdict
+from guichet.core.clock import Clock
+from guichet.core.config import CaisseConfig
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.errors import ConfigError, PluginError
+from guichet.core.plugins import BUILTIN_PLUGINS, PluginHost, load_plugins
+from guichet.core.structs import AuditEvent, PasswordContext, Question, Record, Verdict
 
 MakePlugin = Callable[..., str]
 
@@ -66,7 +66,7 @@ def host_for(config: CaisseConfig, tmp_path: Path) -> PluginHost:
 
 
 POLICY_PLUGIN = """
-from core import CodePolicy, Status, hookimpl
+from guichet.core import CodePolicy, Status, hookimpl
 
 @hookimpl
 def guichet_code_policy(purpose, caisse):
@@ -126,7 +126,7 @@ def test_unknown_plugin_lists_builtin_and_installed_names(make_plugin: MakePlugi
 
 def test_misspelt_hook_is_caught_by_check_pending(make_plugin: MakePlugin, make_config) -> None:
     make_plugin("typo", """
-        from core import hookimpl
+        from guichet.core import hookimpl
 
         @hookimpl
         def guichet_statuse():
@@ -151,7 +151,7 @@ def test_entry_point_must_name_a_module(make_plugin: MakePlugin, make_config) ->
 
 def test_async_collecting_hook_is_refused(make_plugin: MakePlugin, make_config, tmp_path: Path) -> None:
     make_plugin("asyncy", """
-        from core import Status, hookimpl
+        from guichet.core import Status, hookimpl
 
         @hookimpl
         async def guichet_statuses():
@@ -170,7 +170,7 @@ def test_a_status_offered_twice_is_a_config_error(make_plugin: MakePlugin, make_
 # --- containment -------------------------------------------------------------------------------------
 
 RAISING = """
-from core import hookimpl
+from guichet.core import hookimpl
 
 @hookimpl
 def guichet_identity_check(question, answer, record):
@@ -239,7 +239,7 @@ def test_a_raising_strength_plugin_gives_faible(make_plugin: MakePlugin, make_co
 
 
 OBSERVERS = """
-from core import hookimpl
+from guichet.core import hookimpl
 
 SEEN = []
 

@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.clock import FrozenClock
-from core.database import Database
-from core.errors import CounterStoreError
-from core.keys import Keys
-from core.ratelimit import DatabaseCounters, Limit, Limiter, RedisCounters, Settlement, Verdict
-from core.services import build_services
+from guichet.core.clock import FrozenClock
+from guichet.core.database import Database
+from guichet.core.errors import CounterStoreError
+from guichet.core.keys import Keys
+from guichet.core.ratelimit import DatabaseCounters, Limit, Limiter, RedisCounters, Settlement, Verdict
+from guichet.core.services import build_services
 from tests.conftest import TEST_SECRET, redis_url
 
 SLOW = Limit(name="t-slow", window_seconds=3600, max_count=100, delay_after=3, max_delay_seconds=60)

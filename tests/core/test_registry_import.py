@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import FrozenClock
-from core.context import PluginContext
-from core.database import Database
-from core.identifiers import nir_key, parse_mobile, parse_nir, parse_siret
-from core.plugins import PluginHost
-from core.registry_import import DEMO_PERSONS, demo_rows, generate_demo_registry, import_registry
-from core.structs import Verdict
+from guichet.core.clock import FrozenClock
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.identifiers import nir_key, parse_mobile, parse_nir, parse_siret
+from guichet.core.plugins import PluginHost
+from guichet.core.registry_import import DEMO_PERSONS, demo_rows, generate_demo_registry, import_registry
+from guichet.core.structs import Verdict
 
 TODAY = dt.date(2026, 3, 15)
 NIR_A = "1850578006084"

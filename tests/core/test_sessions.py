@@ -5,10 +5,10 @@ import datetime as dt
 
 import pytest
 
-from core.clock import FrozenClock
-from core.database import Database
-from core.keys import token_digest
-from core.sessions import DatabaseSessions, RedisSessions, SessionManager
+from guichet.core.clock import FrozenClock
+from guichet.core.database import Database
+from guichet.core.keys import token_digest
+from guichet.core.sessions import DatabaseSessions, RedisSessions, SessionManager
 from tests.conftest import redis_url
 
 

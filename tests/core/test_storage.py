@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
-from core.database import INTEGRITY_ERRORS, MIGRATIONS, Database
-from core.registry_import import DEMO_PERSONS
-from core.tables import ALL_TABLES
+from guichet.core.cli import main
+from guichet.core.database import INTEGRITY_ERRORS, MIGRATIONS, Database
+from guichet.core.registry_import import DEMO_PERSONS
+from guichet.core.tables import ALL_TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 3, 15, 9, 0, tzinfo=dt.timezone.utc)
@@ -147,7 +147,7 @@ def test_cli_registry_import_and_demo(db_url: str, tmp_path: Path, capsys: pytes
 def test_cli_requests(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio
 
-    from core.third_party import create_request
+    from guichet.core.third_party import create_request
 
     config = str(write_config(tmp_path, db_url))
     assert main(["db", "upgrade", "--config", config]) == 0
@@ -179,8 +179,8 @@ def test_cli_requests(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_cli_plugins_lists_every_enabled_plugin_with_its_hooks(capsys: pytest.CaptureFixture[str]) -> None:
-    from core.config import load_config
-    from core.plugins import load_plugins
+    from guichet.core.config import load_config
+    from guichet.core.plugins import load_plugins
 
     assert main(["plugins", "--config", str(ROOT / "config/demo.toml")]) == 0
     out = capsys.readouterr().out
@@ -240,7 +240,7 @@ def test_a_bad_config_exits_2_with_the_file_and_key(tmp_path: Path, capsys: pyte
 async def test_migration_2_brings_a_database_made_before_it_up_to_date(database: Database) -> None:
     """A version-1 database: no prev_at_ms column, no one-live-code index, and several live codes
     left on one binding by parallel resends. Migration 2 keeps the newest and adds both."""
-    from core.ratelimit import DatabaseCounters
+    from guichet.core.ratelimit import DatabaseCounters
 
     counters, codes = database.t.RateCounter._meta.tablename, database.t.OneTimeCode._meta.tablename
     await database.engine.run_ddl(f"DROP INDEX {codes}_one_live")

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from core.database import Database
-from core.errors import StepError
-from core.third_party import STRUCTURE_KINDS, create_request, decide_request, list_requests
+from guichet.core.database import Database
+from guichet.core.errors import StepError
+from guichet.core.third_party import STRUCTURE_KINDS, create_request, decide_request, list_requests
 
 NOW = dt.datetime(2026, 3, 15, 9, 30, tzinfo=dt.timezone.utc)
 SIRET = "84216730600021"

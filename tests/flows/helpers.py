@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from core.flows.engine import FlowState
+from guichet.core.flows.engine import FlowState
 from tests.conftest import ALL_PLUGINS, Portal, portal_config_text
 
 NEW_PASSWORD = "Vert-Galet-42-Nuage!"

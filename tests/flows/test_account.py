@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core.defaults import CLASSES_MESSAGE
+from guichet.core.defaults import CLASSES_MESSAGE
 from tests.conftest import Portal
 from tests.flows.helpers import (
     NEW_PASSWORD,

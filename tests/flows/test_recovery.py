@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from core.identifiers import nir_key
+from guichet.core.identifiers import nir_key
 from tests.conftest import Portal
 from tests.flows.helpers import (
     NEW_PASSWORD,

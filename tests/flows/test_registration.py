@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.flows.engine import FlowState
-from core.identifiers import nir_key
+from guichet.core.flows.engine import FlowState
+from guichet.core.identifiers import nir_key
 from tests.conftest import Portal, error_messages
 from tests.flows.helpers import (
     UNKNOWN_NIR,
@@ -643,7 +643,7 @@ REQUEST = {"structure_name": "Cabinet Comptable du Béarn", "siret": "732 829 32
 
 @pytest.mark.parametrize("htmx", [False, True])
 async def test_a_third_party_picks_its_structure_and_leaves_a_request(portal: Portal, htmx: bool) -> None:
-    from core.third_party import list_requests
+    from guichet.core.third_party import list_requests
 
     await portal.get("/inscription/statut")
     steps = [("statut", {"status": "autre"}, "structure"), ("structure", {"structure": "tiers_declarant"}, "demande"),
@@ -673,7 +673,7 @@ async def test_a_third_party_picks_its_structure_and_leaves_a_request(portal: Po
                                                 ("７３２８２９３２０００７４", "comporte 14 chiffres"),
                                                 ("", "Veuillez saisir votre numéro SIRET.")])
 async def test_a_third_party_request_with_a_bad_siret_is_refused(portal: Portal, siret: str, message: str) -> None:
-    from core.third_party import list_requests
+    from guichet.core.third_party import list_requests
 
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": "autre"})

@@ -11,7 +11,7 @@ from litestar.config.compression import CompressionConfig
 from litestar.response import Stream
 
 from tests.conftest import Portal
-from web.compression import WholeBodyCompression
+from guichet.web.compression import WholeBodyCompression
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import CaisseConfig
-from core.logs import JsonFormatter, accepted_request_id, scrub
+from guichet.core.config import CaisseConfig
+from guichet.core.logs import JsonFormatter, accepted_request_id, scrub
 from tests.conftest import Portal, portal_config_text
 
 
@@ -133,7 +133,7 @@ async def test_metrics_allowed_network_and_switched_off(portal_factory: Callable
 
 
 def test_a_bad_metrics_address_is_a_config_error(make_config: Callable[..., CaisseConfig]) -> None:
-    from core.errors import ConfigError
+    from guichet.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"metrics.allowed_clients\[0\]"):
         make_config(base=portal_config_text('\n[metrics]\nallowed_clients = ["localhost"]\n'))

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.config import load_config
-from core.database import Database
+from guichet.core.config import load_config
+from guichet.core.database import Database
 from tests.conftest import _reset_postgres, portal_config_text, postgres_url, redis_url
 from tests.ops.serving import Served
 
@@ -49,8 +49,8 @@ format = "text"
 
 async def _prepare(config_path: Path) -> None:
     """An empty schema, the demo registry and one account with a known password."""
-    from core import registry_import
-    from core.passwords import Passwords
+    from guichet.core import registry_import
+    from guichet.core.passwords import Passwords
 
     config = load_config(config_path)
     database = Database.from_config(config)
@@ -72,8 +72,8 @@ async def _prepare(config_path: Path) -> None:
 
 
 async def _last_code(config_path: Path, template: str) -> str:
-    from core.keys import Keys
-    from core.outbox import open_sealed
+    from guichet.core.keys import Keys
+    from guichet.core.outbox import open_sealed
 
     config = load_config(config_path)
     database = Database.from_config(config)
@@ -141,7 +141,7 @@ def test_a_login_started_on_one_process_finishes_on_the_other(two_servers: tuple
 
 
 def test_registration_steps_alternate_between_the_processes(two_servers: tuple[Served, Served, Path]) -> None:
-    from core.registry_import import DEMO_PERSONS
+    from guichet.core.registry_import import DEMO_PERSONS
 
     first, second, config_path = two_servers
     person = DEMO_PERSONS["particulier_vitale"]

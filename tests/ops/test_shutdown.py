@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 from aiosmtpd.controller import Controller
 
-from core.config import load_config
-from core.database import Database
+from guichet.core.config import load_config
+from guichet.core.database import Database
 from tests.conftest import TEST_SECRET
 from tests.ops.serving import Served, free_port
 
@@ -76,9 +76,9 @@ format = "text"
 
 
 async def _queue_messages(config_path: Path, count: int) -> None:
-    from core.keys import Keys
-    from core.outbox import enqueue
-    from core.structs import Recipient
+    from guichet.core.keys import Keys
+    from guichet.core.outbox import enqueue
+    from guichet.core.structs import Recipient
 
     config = load_config(config_path)
     database = Database.from_config(config)

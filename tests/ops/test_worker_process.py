@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import portal_config_text
-from web.app import app_from_environment
+from guichet.web.app import app_from_environment
 
 
 def test_a_worker_moves_its_start_up_objects_out_of_the_cyclic_collector(
@@ -15,7 +15,7 @@ def test_a_worker_moves_its_start_up_objects_out_of_the_cyclic_collector(
     config = tmp_path / "caisse.toml"
     config.write_text(portal_config_text() + f'\n[database]\nurl = "sqlite:///{tmp_path / "g.sqlite"}"\n')
     monkeypatch.setenv("GUICHET_CONFIG", str(config))
-    monkeypatch.setattr("web.app.configure_logging", lambda *args: None)  # the test run keeps its own logging
+    monkeypatch.setattr("guichet.web.app.configure_logging", lambda *args: None)  # the test run keeps its own logging
     gc.unfreeze()
     try:
         app = app_from_environment()

@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 
-from core.clock import FrozenClock
-from core.config import CaisseConfig, load_config
-from core.context import DemoEndpoints, PluginContext
-from core.delivery_templates import TEMPLATES
-from core.errors import ConfigError, DeliveryError
-from core.plugins import PluginHost
-from core.structs import Message, Recipient
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig, load_config
+from guichet.core.context import DemoEndpoints, PluginContext
+from guichet.core.delivery_templates import TEMPLATES
+from guichet.core.errors import ConfigError, DeliveryError
+from guichet.core.plugins import PluginHost
+from guichet.core.structs import Message, Recipient
 from delivery_servers import SmtpSink, base_with_plugins, free_port
-from plugins.delivery_email import hooks
-from plugins.delivery_email.channel import EmailChannel
-from plugins.delivery_email.settings import EmailSettings
+from guichet.plugins.delivery_email import hooks
+from guichet.plugins.delivery_email.channel import EmailChannel
+from guichet.plugins.delivery_email.settings import EmailSettings
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
 RECIPIENT = Recipient(name="Marie DUPONT", email="marie.dupont@exemple.fr")

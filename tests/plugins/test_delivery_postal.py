@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from core.clock import FrozenClock
-from core.config import CaisseConfig
-from core.context import PluginContext
-from core.database import Database
-from core.errors import DeliveryError
-from core.keys import Keys
-from core.outbox import FAILED, SENT, enqueue
-from core.outbox_worker import OutboxWorker
-from core.plugins import PluginHost
-from core.structs import Message, PostalAddress, Recipient
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.errors import DeliveryError
+from guichet.core.keys import Keys
+from guichet.core.outbox import FAILED, SENT, enqueue
+from guichet.core.outbox_worker import OutboxWorker
+from guichet.core.plugins import PluginHost
+from guichet.core.structs import Message, PostalAddress, Recipient
 from delivery_servers import base_with_plugins
-from plugins.delivery_postal import hooks
-from plugins.delivery_postal.channel import PostalChannel, address_lines, french_date, parse_letter
+from guichet.plugins.delivery_postal import hooks
+from guichet.plugins.delivery_postal.channel import PostalChannel, address_lines, french_date, parse_letter
 
 T0 = dt.datetime(2026, 3, 1, 9, 30, tzinfo=dt.timezone.utc)
 ADDRESS = PostalAddress(lines=("Madame Marie-Hélène DUPONT", "Lieu-dit Les Œillets", "12 chemin des Écoliers",

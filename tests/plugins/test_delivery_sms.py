@@ -11,22 +11,22 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.clock import FrozenClock
-from core.config import CaisseConfig, load_config
-from core.context import DemoEndpoints, PluginContext
-from core.database import Database
-from core.delivery_templates import TEMPLATES
-from core.errors import ConfigError, DeliveryError
-from core.keys import Keys
-from core.outbox import FAILED, PENDING, SENT, enqueue
-from core.outbox_worker import OutboxWorker
-from core.plugins import PluginHost
-from core.structs import Message, Recipient
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig, load_config
+from guichet.core.context import DemoEndpoints, PluginContext
+from guichet.core.database import Database
+from guichet.core.delivery_templates import TEMPLATES
+from guichet.core.errors import ConfigError, DeliveryError
+from guichet.core.keys import Keys
+from guichet.core.outbox import FAILED, PENDING, SENT, enqueue
+from guichet.core.outbox_worker import OutboxWorker
+from guichet.core.plugins import PluginHost
+from guichet.core.structs import Message, Recipient
 from delivery_servers import HttpEndpoint, base_with_plugins
-from plugins.delivery_sms import hooks
-from plugins.delivery_sms.channel import SAMPLE_PAYLOAD, SmsChannel, build_body, retry_after_seconds
-from plugins.delivery_sms.gsm import BASIC, ONE_SMS, septets, to_gsm7
-from plugins.delivery_sms.settings import SmsSettings
+from guichet.plugins.delivery_sms import hooks
+from guichet.plugins.delivery_sms.channel import SAMPLE_PAYLOAD, SmsChannel, build_body, retry_after_seconds
+from guichet.plugins.delivery_sms.gsm import BASIC, ONE_SMS, septets, to_gsm7
+from guichet.plugins.delivery_sms.settings import SmsSettings
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
 RECIPIENT = Recipient(name="Marie DUPONT", mobile="06 12 34 56 78")

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import FrozenClock
-from core.config import CaisseConfig
-from core.context import PluginContext
-from core.database import Database
-from core.keys import Keys
-from core.outbox import PENDING, SENT, enqueue
-from core.outbox_worker import OutboxWorker
-from core.plugins import PluginHost
-from core.structs import Recipient
+from guichet.core.clock import FrozenClock
+from guichet.core.config import CaisseConfig
+from guichet.core.context import PluginContext
+from guichet.core.database import Database
+from guichet.core.keys import Keys
+from guichet.core.outbox import PENDING, SENT, enqueue
+from guichet.core.outbox_worker import OutboxWorker
+from guichet.core.plugins import PluginHost
+from guichet.core.structs import Recipient
 from delivery_servers import HttpEndpoint, base_with_plugins, install_fake_dist
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)

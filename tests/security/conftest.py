@@ -27,8 +27,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.keys import Keys
-from core.registry_import import DEMO_PERSONS
+from guichet.core.keys import Keys
+from guichet.core.registry_import import DEMO_PERSONS
 from tests.security.support import LOG, SECRETS, application_lines, find_leaks, remember
 
 ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"

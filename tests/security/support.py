@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from core.identifiers import parse_mobile
-from core.registry_import import DEMO_PERSONS, DemoPerson
+from guichet.core.identifiers import parse_mobile
+from guichet.core.registry_import import DEMO_PERSONS, DemoPerson
 from tests.conftest import Portal, error_messages
 
 # --- the log and the secrets (filled by tests/security/conftest.py) ---------------------------------
@@ -271,9 +271,9 @@ def route_table() -> list[tuple[str, frozenset[str]]]:
     if not _ROUTES:
         import tempfile
 
-        from core.config import decode_config
+        from guichet.core.config import decode_config
         from tests.conftest import portal_config_text
-        from web.app import create_app
+        from guichet.web.app import create_app
 
         folder = tempfile.mkdtemp(prefix="guichet-routes-")
         config = decode_config(portal_config_text() + f'\n[database]\nurl = "sqlite:///{folder}/routes.sqlite"\n',
@@ -288,8 +288,8 @@ def route_table() -> list[tuple[str, frozenset[str]]]:
 
 def concrete_paths(template: str) -> list[str]:
     """Every concrete path a route template stands for in the flows (each step, a browser id, a topic)."""
-    from core.flows import recovery, registration
-    from web.controllers.pages import HELP
+    from guichet.core.flows import recovery, registration
+    from guichet.web.controllers.pages import HELP
 
     values = {"browser_id": ["1"], "topic": sorted(HELP)}
     if template.startswith("/inscription/"):

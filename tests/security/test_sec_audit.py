@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from core import hookimpl
-from core.cli import main as guichet
-from core.events import EVENT_KINDS, Auditor
-from core.ratelimit import RedisCounters
-from core.identifiers import nir_key
-from core.structs import AuditEvent
-from core.third_party import decide_request
+from guichet.core import hookimpl
+from guichet.core.cli import main as guichet
+from guichet.core.events import EVENT_KINDS, Auditor
+from guichet.core.ratelimit import RedisCounters
+from guichet.core.identifiers import nir_key
+from guichet.core.structs import AuditEvent
+from guichet.core.third_party import decide_request
 from tests.conftest import Portal, free_port, portal_config_text
 from tests.security.support import (
     PASSWORD,
@@ -83,7 +83,7 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     async def browser() -> Portal:
         return recorder.attach(await portal_factory(config))
 
-    from core import registry_import
+    from guichet.core import registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     who = person("particulier_vitale")

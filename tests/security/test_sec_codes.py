@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.flows.common import CODE_DEAD, SLOW_DOWN
+from guichet.core.flows.common import CODE_DEAD, SLOW_DOWN
 from tests.conftest import Portal
 from tests.security.support import (
     PASSWORD,

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.flows.common import SLOW_DOWN
-from core.flows.login import LOGIN_FAILED
-from core.identifiers import nir_key
+from guichet.core.flows.common import SLOW_DOWN
+from guichet.core.flows.login import LOGIN_FAILED
+from guichet.core.identifiers import nir_key
 from tests.conftest import Portal
 from tests.security.support import (
     PASSWORD,

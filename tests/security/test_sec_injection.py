@@ -15,9 +15,9 @@ import msgspec
 import pytest
 from pypdf import PdfReader
 
-from core.errors import DeliveryError
-from core.identifiers import nir_key
-from core.structs import Message, Recipient
+from guichet.core.errors import DeliveryError
+from guichet.core.identifiers import nir_key
+from guichet.core.structs import Message, Recipient
 from tests.conftest import Portal
 from tests.security.support import (
     OTHER_PASSWORD,

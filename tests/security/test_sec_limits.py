@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import CaisseConfig
-from core.flows.common import SLOW_DOWN, UNAVAILABLE
-from core.flows.login import LOGIN_FAILED
-from core.ratelimit import RedisCounters
+from guichet.core.config import CaisseConfig
+from guichet.core.flows.common import SLOW_DOWN, UNAVAILABLE
+from guichet.core.flows.login import LOGIN_FAILED
+from guichet.core.ratelimit import RedisCounters
 from tests.conftest import Portal, free_port, portal_config_text, redis_url
 from tests.security.support import (
     LOG,
@@ -239,7 +239,7 @@ async def test_the_hourly_letter_budget_holds(portal_factory: Callable[..., Any]
                                               make_config: Callable[..., CaisseConfig], db_url: str,
                                               demo_people: Any) -> None:
     portal = await portal_factory(config_with(make_config, db_url, security="letters_per_hour = 1"))
-    from core import registry_import
+    from guichet.core import registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     for key in ("particulier_paiement", "exploitant"):
@@ -267,7 +267,7 @@ class FailingStore:
     """A counter store that is down: what DatabaseCounters and RedisCounters raise then."""
 
     async def hit(self, *args: Any, **kwargs: Any) -> Any:
-        from core.errors import CounterStoreError
+        from guichet.core.errors import CounterStoreError
 
         raise CounterStoreError("the counter store is unavailable")
 
@@ -365,11 +365,11 @@ async def test_a_redis_counter_store_on_a_closed_port_refuses_logins(portal_fact
 async def test_with_the_database_down_too_a_refusal_is_still_no_error(engine: str, tmp_path: Any,
                                                                       make_config: Callable[..., CaisseConfig]) -> None:
     """Counters in the database, and the database gone: the refusal cannot be audited, only logged."""
-    from core.flows.common import check_code, send_code
-    from core.flows.login import submit_password
-    from core.services import build_services
-    from core.sessions import Session
-    from core.structs import Recipient
+    from guichet.core.flows.common import check_code, send_code
+    from guichet.core.flows.login import submit_password
+    from guichet.core.services import build_services
+    from guichet.core.sessions import Session
+    from guichet.core.structs import Recipient
 
     if engine == "sqlite":
         broken = tmp_path / "broken.sqlite"
@@ -433,7 +433,7 @@ async def test_counters_live_in_redis_when_configured(portal_factory: Callable[.
 
 async def test_take_lets_exactly_max_count_through(portal: Portal, clock: Any) -> None:
     """A budget of N an hour sends N; the counter is keyed by an HMAC of the subject."""
-    from core.ratelimit import Limit
+    from guichet.core.ratelimit import Limit
 
     limiter = portal.services.limiter
     budget = Limit(name="t-budget", window_seconds=3600, max_count=3)
@@ -449,7 +449,7 @@ async def test_take_lets_exactly_max_count_through(portal: Portal, clock: Any) -
 
 
 async def test_housekeeping_drops_old_codes_and_spent_counters(portal: Portal, clock: Any) -> None:
-    from web.app import housekeep
+    from guichet.web.app import housekeep
 
     await make_account(portal)
     await login(portal, person().identifier)  # a used code, a counter reset to nothing

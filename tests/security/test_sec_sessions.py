@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.keys import token_digest
+from guichet.core.keys import token_digest
 from tests.conftest import Portal
 from tests.security.support import (
     OTHER_PASSWORD,

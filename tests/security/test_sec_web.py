@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.config import CaisseConfig
+from guichet.core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text
 from tests.security.support import (
     PASSWORD,
@@ -30,8 +30,8 @@ from tests.security.support import (
     snapshot,
     where,
 )
-from web.app import FORM_BODY_LIMIT
-from web.http import CSP, safe_path
+from guichet.web.app import FORM_BODY_LIMIT
+from guichet.web.http import CSP, safe_path
 
 
 POST_PATHS = [p for template, methods in route_table() if "POST" in methods for p in concrete_paths(template)]

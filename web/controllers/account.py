@@ -10,12 +10,12 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 
-from core.flows import account as flow
-from core.flows.engine import StepResult
-from core.identifiers import format_phone
-from core.sessions import FULL
-from web.forms import form_of
-from web.http import LeaveFor, client_address, go, render, services_of, session_of, step_status
+from guichet.core.flows import account as flow
+from guichet.core.flows.engine import StepResult
+from guichet.core.identifiers import format_phone
+from guichet.core.sessions import FULL
+from guichet.web.forms import form_of
+from guichet.web.http import LeaveFor, client_address, go, render, services_of, session_of, step_status
 
 FORCED_PATHS = {"/changement-mot-de-passe", "/mot-de-passe/force", "/deconnexion"}
 

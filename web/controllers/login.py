@@ -6,12 +6,12 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
 
-from core import metrics
-from core.flows import login as flow
-from core.flows.engine import StepResult
-from core.sessions import FULL, PASSWORD
-from web.forms import form_of
-from web.http import (
+from guichet.core import metrics
+from guichet.core.flows import login as flow
+from guichet.core.flows.engine import StepResult
+from guichet.core.sessions import FULL, PASSWORD
+from guichet.web.forms import form_of
+from guichet.web.http import (
     client_address,
     cookie_name,
     go,

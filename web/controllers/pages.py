@@ -7,7 +7,7 @@ from litestar import Controller, Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.response import File
 
-from web.http import is_htmx, render, services_of
+from guichet.web.http import is_htmx, render, services_of
 
 HELP = {
     "identifiant": ("Où trouver mon identifiant ?", "help/identifiant.html"),
@@ -49,7 +49,7 @@ class PagesController(Controller):
         config = services_of(request).config
         if not config.demo.mailbox:
             raise NotFoundException()
-        from core.demo_mailbox import list_mailbox, mailbox_dirs
+        from guichet.core.demo_mailbox import list_mailbox, mailbox_dirs
 
         items = list_mailbox(*mailbox_dirs(config))
         return render(request, "pages/mailbox.html", {"items": items},
@@ -61,7 +61,7 @@ class PagesController(Controller):
         config = services_of(request).config
         if not config.demo.mailbox:
             raise NotFoundException()
-        from core.demo_mailbox import list_mailbox, mailbox_dirs
+        from guichet.core.demo_mailbox import list_mailbox, mailbox_dirs
 
         found = next((i for i in list_mailbox(*mailbox_dirs(config)) if i.kind == "email" and i.id == item_id), None)
         if found is None or not found.html:
@@ -74,7 +74,7 @@ class PagesController(Controller):
         config = services_of(request).config
         if not config.demo.mailbox:
             raise NotFoundException()
-        from core.demo_mailbox import letter_path, mailbox_dirs
+        from guichet.core.demo_mailbox import letter_path, mailbox_dirs
 
         path = letter_path(mailbox_dirs(config)[1], name)
         if path is None:

@@ -6,11 +6,11 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.response import Redirect
 
-from core.flows import recovery as flow
-from core.flows.engine import FlowState, StepResult
-from web.forms import form_of
-from web.http import client_address, render, services_of, step_status
-from web.wizard import Wizard
+from guichet.core.flows import recovery as flow
+from guichet.core.flows.engine import FlowState, StepResult
+from guichet.web.forms import form_of
+from guichet.web.http import client_address, render, services_of, step_status
+from guichet.web.wizard import Wizard
 
 TITLES = {"identifiant": "Vérification de votre identité", "canal": "Demande d'un nouveau mot de passe",
           "code": "Demande d'un nouveau mot de passe", "confirmation": "Confirmation"}

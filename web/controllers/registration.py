@@ -7,13 +7,13 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.response import Redirect
 
-from core.flows import registration as flow
-from core.flows.engine import FlowState, StepResult
-from core.identifiers import format_phone
-from core.third_party import STRUCTURE_KINDS
-from web.forms import form_of
-from web.http import client_address, render, services_of, step_status
-from web.wizard import Wizard
+from guichet.core.flows import registration as flow
+from guichet.core.flows.engine import FlowState, StepResult
+from guichet.core.identifiers import format_phone
+from guichet.core.third_party import STRUCTURE_KINDS
+from guichet.web.forms import form_of
+from guichet.web.http import client_address, render, services_of, step_status
+from guichet.web.wizard import Wizard
 
 TITLES = {"statut": "Vous êtes...", "identifiant": "Votre identifiant", "coordonnees": "Vos coordonnées",
           "question": "Vérification de votre identité", "canal": "Réception du code de sécurité",

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from core import DeliveryError, Message, PluginContext
+from guichet.core import DeliveryError, Message, PluginContext
 from guichet_webhook.settings import WebhookSettings
 
 

@@ -1,7 +1,7 @@
 """Hook implementations of the webhook channel: the entry point's target."""
 from __future__ import annotations
 
-from core import Channel, PluginContext, hookimpl
+from guichet.core import Channel, PluginContext, hookimpl
 from guichet_webhook.channel import WebhookChannel
 from guichet_webhook.settings import WebhookSettings
 
