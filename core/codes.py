@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from guichet.core.database import INTEGRITY_ERRORS
 from guichet.core.keys import token_digest
 from guichet.core.structs import CodePolicy
 
@@ -40,6 +41,10 @@ class CodeCheck(msgspec.Struct, frozen=True, kw_only=True):
     matched: bool = False  # the right code, refused because another request used it (or no try was left)
 
 
+class CodeStillLive(Exception):
+    """A live code younger than the resend cooldown holds the binding: a parallel request issued it."""
+
+
 class IssuedCode(msgspec.Struct, frozen=True, kw_only=True):
     code: str  # goes into the outbox payload only (sealed), never into a log
     code_id: int
@@ -61,18 +66,29 @@ class Codes:
         return self.keys.hmac("code", f"{purpose}:{binding}:{code}")
 
     async def issue(self, *, purpose: str, binding: str, policy: CodePolicy, channel: str,
-                    account_id: int | None, now: dt.datetime, supersede: bool = True) -> IssuedCode:
+                    account_id: int | None, now: dt.datetime, supersede: bool = True,
+                    cooldown: bool = False) -> IssuedCode:
         """A new code; any live code for the same purpose and binding is superseded (``supersede=False``
-        only for a binding drawn a moment ago, which has none). Call in a transaction."""
+        only for a binding drawn a moment ago, which has none). Call in a transaction.
+
+        A binding has at most one live code: a unique index (migration 2) refuses a second. With
+        ``cooldown``, only a live code older than the policy's resend cooldown is superseded, so of
+        parallel resends one issues a code and the others raise :class:`CodeStillLive`, which rolls
+        their transaction back.
+        """
         t = self.database.t.OneTimeCode
         if supersede:
-            await self.withdraw(purpose=purpose, binding=binding, now=now)
+            older_than = now - dt.timedelta(seconds=policy.resend_cooldown_seconds) if cooldown else None
+            await self.withdraw(purpose=purpose, binding=binding, now=now, created_before=older_than)
         code = draw_code(policy)
         expires = now + dt.timedelta(minutes=policy.lifetime_minutes)
-        rows = await t.insert(t(purpose=purpose, binding=token_digest(binding), account_id=account_id,
-                                code_hmac=self._mac(purpose, binding, code), channel=channel, attempts=0,
-                                max_attempts=policy.max_attempts, created_at=now, expires_at=expires)
-                              ).returning(t.id).run()
+        try:
+            rows = await t.insert(t(purpose=purpose, binding=token_digest(binding), account_id=account_id,
+                                    code_hmac=self._mac(purpose, binding, code), channel=channel, attempts=0,
+                                    max_attempts=policy.max_attempts, created_at=now, expires_at=expires)
+                                  ).returning(t.id).run()
+        except INTEGRITY_ERRORS:
+            raise CodeStillLive() from None
         return IssuedCode(code=code, code_id=int(rows[0]["id"]), expires_at=expires)
 
     async def latest(self, *, purpose: str, binding: str) -> dict[str, object] | None:
@@ -130,8 +146,17 @@ class Codes:
         ready = created + dt.timedelta(seconds=policy.resend_cooldown_seconds)
         return max(0, int((ready - now).total_seconds() + 0.999))
 
-    async def withdraw(self, *, purpose: str, binding: str, now: dt.datetime) -> None:
+    async def withdraw(self, *, purpose: str, binding: str, now: dt.datetime,
+                       created_before: dt.datetime | None = None) -> None:
         t = self.database.t.OneTimeCode
-        await t.update({t.superseded_at: now}).where(
-            (t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
-            & t.superseded_at.is_null()).run()
+        where = ((t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
+                 & t.superseded_at.is_null())
+        if created_before is not None:
+            where &= t.created_at <= created_before
+        await t.update({t.superseded_at: now}).where(where).run()
+
+    async def purge(self, now: dt.datetime, *, kept: dt.timedelta = dt.timedelta(days=1)) -> None:
+        """Drop codes expired for more than ``kept``: until then a late copy of a used code is still
+        told apart from a guess (``check``), and its binding (a flow, a session) is long gone after."""
+        t = self.database.t.OneTimeCode
+        await t.delete().where(t.expires_at < now - kept).run()

@@ -99,8 +99,36 @@ async def _migration_2(db: "Database") -> None:
     await db.engine.run_ddl("CREATE INDEX IF NOT EXISTS guichet_outbox_sent_for ON guichet_outbox (sent_for)")
 
 
+async def _migration_3(db: "Database") -> None:
+    """Limits that hold under concurrency: a rate counter keeps the time of the hit before its last
+    (core/ratelimit.py); a binding has at most one live code, so parallel resends issue one."""
+    counters = db.t.RateCounter._meta.tablename
+    codes = db.t.OneTimeCode._meta.tablename
+    if db.is_sqlite:
+        columns = {row["name"] for row in await db.t.RateCounter.raw(f"PRAGMA table_info({counters})").run()}
+        if "prev_at_ms" not in columns:  # a database made by migration 1 before the column existed
+            await db.engine.run_ddl(f"ALTER TABLE {counters} ADD COLUMN prev_at_ms INTEGER NOT NULL DEFAULT 0")
+    else:
+        await db.engine.run_ddl(f"ALTER TABLE {counters} ADD COLUMN IF NOT EXISTS prev_at_ms BIGINT NOT NULL DEFAULT 0")
+    t = db.t.OneTimeCode
+    live = await (t.select(t.id, t.purpose, t.binding).where(t.used_at.is_null() & t.superseded_at.is_null())
+                  .order_by(t.id).run())
+    newest: dict[tuple[str, str], int] = {}
+    older: list[int] = []
+    for row in live:  # before the invariant, parallel resends could leave several: the newest stays
+        previous = newest.get((row["purpose"], row["binding"]))
+        if previous is not None:
+            older.append(previous)
+        newest[(row["purpose"], row["binding"])] = row["id"]
+    for start in range(0, len(older), 500):
+        await t.update({t.superseded_at: _now()}).where(t.id.is_in(older[start:start + 500])).run()
+    await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {codes}_one_live ON {codes} (purpose, binding) "
+                            "WHERE used_at IS NULL AND superseded_at IS NULL")
+
+
 # Each migration runs once, in order, inside `guichet db upgrade`; append, never edit.
-MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [(1, _migration_1), (2, _migration_2)]
+MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [
+    (1, _migration_1), (2, _migration_2), (3, _migration_3)]
 
 
 def sqlite_path(url: str, base: Path) -> Path:

@@ -22,6 +22,7 @@ EVENT_KINDS = frozenset({
     "registration.completed", "registration.duplicate", "registration.unknown", "recovery.requested",
     "email.changed", "mobile.changed", "contacts.confirmed", "logout", "logout.failed", "third_party.requested",
     "third_party.decided", "session.expired", "budget.exhausted",
+    "limit.unavailable",
 })
 
 

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from guichet.core.database import Database
 
 DAY = 24 * 3600
+# Not in the caisse config: a caisse has no reason to loosen these (docs/security.md, "Limits")
+SMS_CODES_PER_NUMBER_PER_DAY = 5  # toll fraud: premium numbers typed into a form cost the caisse
+REGISTRATION_NOTICES_PER_DAY = 1  # "someone tried to register with your identifier", per identifier
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,6 +26,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     registration_client: Limit  # registrations started per client address
     recovery_identifier: Limit  # recovery requests per identifier
     recovery_client: Limit
+    sms_destination: Limit  # codes by SMS to one mobile number, whatever the account or flow
+    registration_notice: Limit  # notices to the holder of an identifier someone tries to register again
     sms_budget: Limit  # per caisse, counted per delivery attempt by the outbox worker
     letter_budget: Limit  # per caisse
 
@@ -44,6 +49,8 @@ def limits_from_config(config: CaisseConfig) -> Limits:
         registration_client=Limit(name="register-ip", window_seconds=3600, max_count=30, per_client=True),
         recovery_identifier=Limit(name="recover-id", window_seconds=DAY, max_count=5),
         recovery_client=Limit(name="recover-ip", window_seconds=3600, max_count=30, per_client=True),
+        sms_destination=Limit(name="sms-to", window_seconds=DAY, max_count=SMS_CODES_PER_NUMBER_PER_DAY),
+        registration_notice=Limit(name="notice-dup", window_seconds=DAY, max_count=REGISTRATION_NOTICES_PER_DAY),
         sms_budget=Limit(name="budget-sms", window_seconds=3600, max_count=security.sms_per_hour),
         letter_budget=Limit(name="budget-letter", window_seconds=3600, max_count=security.letters_per_hour),
     )

@@ -133,6 +133,7 @@ class RateCounter(Table, tablename="guichet_rate_counter"):
     hits = Integer(default=0)
     window_start_ms = BigInt()  # epoch milliseconds: compared the same way on every engine
     last_at_ms = BigInt()
+    prev_at_ms = BigInt(default=0)  # the hit before the last: a try is judged by the pause since the one before it
     window_ms = BigInt()
 
 

@@ -21,9 +21,9 @@ from litestar.template.config import TemplateConfig
 from uvicorn.config import STARTUP_FAILURE
 
 from guichet.core import metrics
-from guichet.core.addresses import AddressSet
 from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.config import CaisseConfig, load_config
+from guichet.core.addresses import AddressSet
 from guichet.core.errors import ConfigError
 from guichet.core.logs import configure_logging
 from guichet.core.services import Services, build_services
@@ -175,15 +175,23 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     return app
 
 
+async def housekeep(services: Services) -> None:
+    """Drop what has served its time: expired flows and sessions, codes a day past their expiry,
+    rate counters whose window has passed (Redis drops its own)."""
+    now = services.now()
+    await services.flows.purge(now)
+    await services.codes.purge(now)
+    for store in (services.session_backend, services.counter_store):
+        purge = getattr(store, "purge", None)
+        if purge is not None:
+            await purge(now)
+
+
 async def _housekeeping(services: Services, stop: asyncio.Event) -> None:
-    """Drop expired flows and sessions every few minutes."""
+    """``housekeep`` every few minutes."""
     while not stop.is_set():
         try:
-            now = services.now()
-            await services.flows.purge(now)
-            purge = getattr(services.session_backend, "purge", None)
-            if purge is not None:
-                await purge(now)
+            await housekeep(services)
         except Exception:
             log.error("housekeeping failed; will try again")
         with contextlib.suppress(asyncio.TimeoutError):

@@ -12,16 +12,19 @@ from guichet.core.flows.common import (
     check_code,
     last_delivery,
     mobile_regions,
+    limit_unavailable,
     password_context,
     send_code,
+    settle_tries,
     subject_of,
     undelivered_message,
 )
 from guichet.core.flows.engine import StepResult
 from guichet.core.identifiers import mask_email, mask_phone, parse_code, parse_email, parse_mobile, parse_phone
 from guichet.core.keys import new_token
-from guichet.core.outbox import FAILED
 from guichet.core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
+from guichet.core.ratelimit import Settlement
+from guichet.core.outbox import FAILED
 from guichet.core.services import Services
 from guichet.core.sessions import Session
 from guichet.core.structs import Recipient
@@ -43,19 +46,19 @@ def strength(services: Services, account: dict[str, Any], password: str) -> Poli
 
 async def verify_current(services: Services, account: dict[str, Any], password: str, *, client: str) -> str | None:
     """The current password (Mon compte), under the same per-identifier limit as the login form: a
-    stolen session cannot guess it faster. None when it is right, else the message to show."""
-    now = services.now()
+    stolen session cannot guess it faster, nor in parallel (the try is counted before the verify).
+    None when it is right, else the message to show."""
     identifier = account["identifier"]
+    tried = (services.limits.login_identifier, identifier)
     try:
-        verdict = await services.limiter.check(services.limits.login_identifier, identifier, now)
+        [verdict] = await services.limiter.reserve([tried], services.now())
     except CounterStoreError:
+        await limit_unavailable(services, "current_password", account_id=account["id"],
+                                subject=subject_of(identifier), client=client)
         return UNAVAILABLE
     if verdict.allowed and await services.passwords.verify(account["password_hash"], password):
+        await settle_tries(services, Settlement(clear=(tried,)))  # as a right password at login does
         return None
-    try:
-        await services.limiter.hit(services.limits.login_identifier, identifier, now)
-    except CounterStoreError:
-        pass
     await services.audit("login.failed", account_id=account["id"], subject=subject_of(identifier), client=client,
                          reason="current_password" if verdict.allowed else "slowed")
     return WRONG_CURRENT if verdict.allowed else SLOW_DOWN
@@ -153,7 +156,7 @@ async def start_contact_change(services: Services, session: Session, account: di
                           mobile=value if field == "mobile" else None)
     refusal = await send_code(services, purpose="contact_change", binding=binding,
                               channel="email" if field == "email" else "sms", recipient=recipient,
-                              account_id=account["id"], template="contact_code")
+                              account_id=account["id"], template="contact_code", client=client)
     if refusal:
         return StepResult(step="coordonnees", errors={field: refusal}, values={field: raw})
     session.data.pending_contact = {"field": field, "value": value, "binding": binding}
@@ -173,7 +176,7 @@ async def confirm_contact_change(services: Services, session: Session, account: 
     except StepError as error:
         return StepResult(step="coordonnees-code", errors={"code": error.message_fr})
     _check, message = await check_code(services, purpose="contact_change", binding=pending["binding"], code=code,
-                                       account_id=account["id"])
+                                       account_id=account["id"], client=client)
     if message:
         return StepResult(step="coordonnees-code", errors={"code": message})
     field, value = pending["field"], pending["value"]

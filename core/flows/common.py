@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from guichet.core.clock import PARIS
-from guichet.core.codes import CodeCheck, CodeOutcome
+from guichet.core.codes import CodeCheck, CodeOutcome, CodeStillLive
 from guichet.core.errors import CounterStoreError
 from guichet.core.identifiers import FRENCH_REGIONS, mask_email, mask_identifier, mask_phone
 from guichet.core.outbox import Delivery, latest_delivery, sent_for_digest
+from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
 from guichet.core.structs import PasswordContext, Recipient
+
+log = logging.getLogger("guichet.flows")
 
 UNAVAILABLE = "Le service est momentanément indisponible. Veuillez réessayer dans quelques minutes."
 SLOW_DOWN = "Trop de tentatives. Veuillez patienter quelques instants avant de réessayer."
@@ -95,43 +99,84 @@ async def within_budget(services: Services, channel: str) -> bool:
     return verdict.allowed
 
 
+def cooldown_message(wait: int) -> str:
+    return f"Un code vient d'être envoyé. Vous pourrez en demander un nouveau dans {wait} secondes."
+
+
+async def limit_unavailable(services: Services, step: str, *, account_id: int | None = None, subject: str = "",
+                            client: str = "") -> None:
+    """Audit a refusal because the counter store failed. With Redis down the database still takes
+    the row; with the database down too, the refusal is only logged and the person still gets the
+    "momentanément indisponible" page, never an error."""
+    try:
+        await services.audit("limit.unavailable", account_id=account_id, subject=subject, client=client, step=step)
+    except Exception as exc:
+        log.error("audit of a refusal (%s, counter store down) failed: %s", step, type(exc).__name__)
+
+
 async def send_code(services: Services, *, purpose: str, binding: str, channel: str, recipient: Recipient,
                     account_id: int | None, template: str, deliver: bool = True,
-                    limit_subject: str | None = None, new_binding: bool = False,
-                    after_failure: bool = False) -> str | None:
+                    limit_subject: str | None = None, new_binding: bool = False, client: str = "",
+                    settle: Settlement | None = None, after_failure: bool = False) -> str | None:
     """Issue a code and queue it in one transaction; returns an error message or None.
 
     ``deliver=False`` issues a code nobody receives: an unknown identifier goes through the same
     steps and the same database work as a known one. ``limit_subject`` counts the sends under
     another subject than the account (recovery counts per identifier, known or not).
     ``new_binding``: the binding was drawn in this request, so no code can exist for it yet (no
-    resend cooldown to read, nothing to supersede). ``after_failure``: the last code for this
-    binding could not be delivered (``undelivered``), so no resend cooldown applies.
+    resend cooldown to read, nothing to supersede). ``settle`` goes to the counter store with this
+    send's own counts, in the same round trip (a right password resets its counters there).
+    ``after_failure``: the last code for this binding could not be delivered (``undelivered``), so
+    no resend cooldown applies.
+
+    The sends are counted before the code is issued, and a binding holds one live code at most
+    (``Codes.issue``): of parallel resends inside the cooldown, one sends a code.
     """
     policy = services.host.code_policy(purpose)
     now = services.now()
+    sends_subject = limit_subject or f"{purpose}:{account_id or binding}"
+    tries = [(services.limits.code_sends, sends_subject)]
+    if channel == "sms":
+        # per number, whatever the account or flow; a code nobody receives counts under a stand-in,
+        # so that an identifier without a number meets the limit where one with a number would
+        tries.append((services.limits.sms_destination,
+                      recipient.mobile if deliver and recipient.mobile else f"nobody:{sends_subject}"))
     try:
         wait = 0 if new_binding or after_failure else await services.codes.cooldown_left(
             purpose=purpose, binding=binding, policy=policy, now=now)
         if wait > 0:
-            return f"Un code vient d'être envoyé. Vous pourrez en demander un nouveau dans {wait} secondes."
-        sends = await services.limiter.take(services.limits.code_sends,
-                                           limit_subject or f"{purpose}:{account_id or binding}", now)
-        if not sends.allowed:
-            await services.audit("limit.reached", account_id=account_id, limit="code_sends")
+            if settle:
+                await services.limiter.settle(settle)
+            return cooldown_message(wait)
+        verdicts = await services.limiter.reserve(tries, now, settle=settle)
+        refused = [(limit, subject) for (limit, subject), verdict in zip(tries, verdicts) if not verdict.allowed]
+        if refused:
+            # only a code sent counts as one: the other counters get their try back
+            await services.limiter.settle(Settlement(give_back=tuple(t for t in tries if t not in refused),
+                                                     reserved_at=now))
+            for limit, _subject in refused:
+                await services.audit("limit.reached", account_id=account_id, client=client,
+                                     limit="code_sends" if limit is services.limits.code_sends else "sms_destination")
             return SLOW_DOWN
         if deliver and not await within_budget(services, channel):
             return UNAVAILABLE
     except CounterStoreError:
+        await limit_unavailable(services, "code_send", account_id=account_id, client=client)
         return UNAVAILABLE
-    async with services.database.transaction():
-        issued = await services.codes.issue(purpose=purpose, binding=binding, policy=policy, channel=channel,
-                                            account_id=account_id, now=now, supersede=not new_binding)
-        if deliver:
-            await services.enqueue(channel=channel, template=template, recipient=recipient,
-                                   payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
-                                   expires_at=issued.expires_at, sent_for=sent_for_digest(purpose, binding))
-        await services.audit("code.sent", account_id=account_id, purpose=purpose, channel=channel)
+    try:
+        async with services.database.transaction():
+            issued = await services.codes.issue(purpose=purpose, binding=binding, policy=policy, channel=channel,
+                                                account_id=account_id, now=now, supersede=not new_binding,
+                                                cooldown=not after_failure)
+            if deliver:
+                await services.enqueue(channel=channel, template=template, recipient=recipient,
+                                       payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
+                                       expires_at=issued.expires_at, sent_for=sent_for_digest(purpose, binding))
+            await services.audit("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel)
+    except CodeStillLive:  # a parallel request sent one a moment ago: this one sends nothing
+        await settle_tries(services, Settlement(give_back=tuple(tries), reserved_at=now))
+        wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
+        return cooldown_message(max(1, wait))
     return None
 
 
@@ -149,28 +194,46 @@ def undelivered_message(channel: str, destination: str) -> str:
     return f"Le message n'a pas pu être remis {where}."
 
 
-async def check_code(services: Services, *, purpose: str, binding: str, code: str,
-                     account_id: int | None, limit_subject: str | None = None) -> tuple[CodeCheck | None, str | None]:
-    """Check a code under the per-account daily failure limit; a new code does not reset that count."""
+async def settle_tries(services: Services, settlement: Settlement) -> None:
+    """Undo counted tries that succeeded (``Limiter.reserve``). A store that fails here costs the
+    person a try, or a pause next time, at worst: the answer already given stands."""
+    try:
+        await services.limiter.settle(settlement)
+    except CounterStoreError:
+        log.error("counted tries could not be settled")
+
+
+async def check_code(services: Services, *, purpose: str, binding: str, code: str, account_id: int | None,
+                     limit_subject: str | None = None, client: str = "") -> tuple[CodeCheck | None, str | None]:
+    """Check a code under the per-account daily failure limit; a new code does not reset that count.
+
+    The try is counted before the comparison (so parallel guesses are judged one by one) and given
+    back when the code was right: accepted, or already used by a parallel request (a double click).
+    """
     now = services.now()
     subject = limit_subject or f"{purpose}:{account_id or binding}"
+    tried = (services.limits.code_failures, subject)
     try:
-        allowed = await services.limiter.check(services.limits.code_failures, subject, now)
-        if not allowed.allowed:
-            await services.audit("limit.reached", account_id=account_id, limit="code_failures")
-            return None, SLOW_DOWN
-        check = await services.codes.check(purpose=purpose, binding=binding, code=code, now=now)
-        if check.outcome is not CodeOutcome.ACCEPTED:
-            if not check.matched:  # the right code typed twice at once (a double click) is no guess
-                await services.limiter.hit(services.limits.code_failures, subject, now)
-            kind = "code.expired" if check.outcome is CodeOutcome.EXPIRED else "code.failed"
-            await services.audit(kind, account_id=account_id, purpose=purpose, outcome=check.outcome.value)
-            if check.locked:  # the last try on this code failed: only a new code can be used now
-                await services.audit("code.locked", account_id=account_id, purpose=purpose)
-            return check, code_error(check)
+        [verdict] = await services.limiter.reserve([tried], now)
     except CounterStoreError:
+        await limit_unavailable(services, "code_check", account_id=account_id, client=client)
         return None, UNAVAILABLE
-    await services.audit("code.succeeded", account_id=account_id, purpose=purpose)
+    if not verdict.allowed:
+        # a code refused unseen is no failure: the try goes back, so the count holds the codes compared
+        await settle_tries(services, Settlement(give_back=(tried,), reserved_at=now))
+        await services.audit("limit.reached", account_id=account_id, client=client, limit="code_failures")
+        return None, SLOW_DOWN
+    check = await services.codes.check(purpose=purpose, binding=binding, code=code, now=now)
+    if check.outcome is CodeOutcome.ACCEPTED or check.matched:  # the right code is no guess
+        await settle_tries(services, Settlement(give_back=(tried,), reserved_at=now))
+    if check.outcome is not CodeOutcome.ACCEPTED:
+        kind = "code.expired" if check.outcome is CodeOutcome.EXPIRED else "code.failed"
+        await services.audit(kind, account_id=account_id, client=client, purpose=purpose,
+                             outcome=check.outcome.value)
+        if check.locked:  # the last try on this code failed: only a new code can be used now
+            await services.audit("code.locked", account_id=account_id, client=client, purpose=purpose)
+        return check, code_error(check)
+    await services.audit("code.succeeded", account_id=account_id, client=client, purpose=purpose)
     return check, None
 
 

@@ -20,14 +20,17 @@ from guichet.core.flows.common import (
     account_recipient,
     check_code,
     last_delivery,
+    limit_unavailable,
     masked_destination,
     send_code,
+    settle_tries,
     subject_of,
     undelivered_message,
 )
 from guichet.core.flows.engine import StepResult
 from guichet.core.identifiers import parse_code, parse_nir, parse_siret
 from guichet.core.keys import new_token, token_digest
+from guichet.core.ratelimit import Settlement
 from guichet.core.outbox import FAILED
 from guichet.core.services import Services
 from guichet.core.sessions import FULL, PASSWORD, Session
@@ -101,34 +104,34 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
         identifier = parse_login_identifier(identifier_raw)
     except StepError:
         identifier = ""
+    limits = services.limits
+    # The try is counted before the password is verified, per address and per identifier, in one
+    # round trip: of N parallel tries each has its place, and those past a pause are refused unverified.
+    tries = [(limits.login_client, client or "-")] + ([(limits.login_identifier, identifier)] if identifier else [])
     try:
-        by_client, by_identifier = await services.limiter.check_all(
-            [(services.limits.login_client, client or "-"), (services.limits.login_identifier, identifier or "-")], now)
+        verdicts = await services.limiter.reserve(tries, now)
     except CounterStoreError:
+        await limit_unavailable(services, "login", subject=subject_of(identifier) if identifier else "",
+                                client=client)
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": UNAVAILABLE}, values=values))
     account = await account_by_identifier(services, identifier) if identifier else None
-    slowed = not (by_client.allowed and by_identifier.allowed)
-    # always one argon2 verification: an unknown identifier costs what a wrong password costs
-    verified = await services.passwords.verify(account["password_hash"] if account else None, password)
+    slowed = not all(verdict.allowed for verdict in verdicts)
+    # one argon2 verification for every try let through: an unknown identifier costs what a wrong
+    # password costs (a slowed try is refused unverified, whoever the identifier belongs to)
+    verified = not slowed and await services.passwords.verify(account["password_hash"] if account else None,
+                                                              password)
     expired = bool(account and account["password_is_temporary"] and account["temporary_expires_at"]
                    and account["temporary_expires_at"] <= now)
     if slowed or not verified or expired or not password:
-        try:
-            await services.limiter.hit(services.limits.login_client, client or "-", now)
-            if identifier:
-                await services.limiter.hit(services.limits.login_identifier, identifier, now)
-        except CounterStoreError:
-            pass
         reason = "slowed" if slowed else "expired" if expired and verified else "bad_credentials"
         await services.audit("login.failed", account_id=account["id"] if account else None,
                              subject=subject_of(identifier) if identifier else "", client=client, reason=reason)
         return fail
     assert account is not None
-    if by_identifier.count:  # earlier failures no longer slow the owner down
-        try:
-            await services.limiter.clear(services.limits.login_identifier, identifier)
-        except CounterStoreError:
-            pass
+    # The right password: earlier failures no longer slow the owner down, and the address gets its
+    # try back (many people log in from one address). Sent with the code's own counts when one goes out.
+    right = Settlement(clear=((limits.login_identifier, identifier),),
+                       give_back=((limits.login_client, client or "-"),), reserved_at=now)
     if services.passwords.needs_rehash(account["password_hash"]):
         t = services.database.t.Account
         await t.update({t.password_hash: await services.passwords.hash(password)}).where(t.id == account["id"]).run()
@@ -139,17 +142,20 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
     data.login_binding = new_token()
     session.rotate()
     await services.audit("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
-    if trusted_token and await _trusted(services, account, trusted_token):
-        return await _complete(services, session, account, client, via="trusted_browser")
-    proven = proven_channels(services, account)
-    if not proven:  # nothing proven yet: the person picks a contact on the code page before anything is sent
+    trusted = bool(trusted_token) and await _trusted(services, account, trusted_token or "")
+    proven = [] if trusted else proven_channels(services, account)
+    if not proven:
+        await settle_tries(services, right)
+        if trusted:
+            return await _complete(services, session, account, client, via="trusted_browser")
         if not unproven_choices(services, account):
             return LoginOutcome(result=StepResult(step="connexion", errors={"password": NO_CONTACT}, values=values))
+        # nothing proven yet: the person picks a contact on the code page before anything is sent
         return LoginOutcome(result=StepResult(step="code"))
     data.login_channel = proven[0]
     error = await send_code(services, purpose="login", binding=data.login_binding, channel=proven[0],
                             recipient=account_recipient(account), account_id=account["id"], template="login_code",
-                            new_binding=True)
+                            new_binding=True, client=client, settle=right)
     if error:
         return LoginOutcome(result=StepResult(step="code", errors={"code": error}))
     return LoginOutcome(result=StepResult(step="code"))
@@ -197,7 +203,7 @@ def other_login_channel(services: Services, account: dict[str, Any], failed: str
     return next((c for c in channel_options(services, account) if c != failed), None)
 
 
-async def resend_other(services: Services, session: Session) -> StepResult:
+async def resend_other(services: Services, session: Session, *, client: str = "") -> StepResult:
     """The code again, on the other channel, once the last one could not be delivered."""
     assert session.data is not None and session.data.account_id is not None
     account = await account_by_id(services, session.data.account_id)
@@ -208,7 +214,7 @@ async def resend_other(services: Services, session: Session) -> StepResult:
         return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
     error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=other,
                             recipient=account_recipient(account), account_id=account["id"], template="login_code",
-                            after_failure=True)
+                            after_failure=True, client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     session.data.login_channel = other
@@ -216,7 +222,7 @@ async def resend_other(services: Services, session: Session) -> StepResult:
     return StepResult(step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {CHANNEL_LABELS[other]}.")
 
 
-async def resend(services: Services, session: Session, channel: str = "") -> StepResult:
+async def resend(services: Services, session: Session, channel: str = "", *, client: str = "") -> StepResult:
     """A new code, on the channel asked for (one of the person's options) or on the current one."""
     assert session.data is not None and session.data.account_id is not None
     account = await account_by_id(services, session.data.account_id)
@@ -229,7 +235,8 @@ async def resend(services: Services, session: Session, channel: str = "") -> Ste
     if wanted not in options:
         return StepResult(step="code", errors={"channel": CHOOSE_CHANNEL if channel else UNAVAILABLE})
     error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=wanted,
-                            recipient=account_recipient(account), account_id=account["id"], template="login_code")
+                            recipient=account_recipient(account), account_id=account["id"], template="login_code",
+                            client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     first = not session.data.login_channel
@@ -251,7 +258,7 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
     if not session.data.login_channel:
         return LoginOutcome(result=StepResult(step="code", errors={"channel": CHOOSE_CHANNEL}))
     check, message = await check_code(services, purpose="login", binding=session.data.login_binding, code=code,
-                                      account_id=session.data.account_id)
+                                      account_id=session.data.account_id, client=client)
     if message or check is None:
         return LoginOutcome(result=StepResult(step="code", errors={"code": message or UNAVAILABLE},
                                               values={"trust": "oui" if trust else ""}))

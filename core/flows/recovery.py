@@ -19,6 +19,7 @@ from guichet.core.flows.common import (
     check_code,
     french_date,
     last_delivery,
+    limit_unavailable,
     password_context,
     send_code,
     subject_of,
@@ -72,9 +73,10 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
                 await services.audit("limit.reached", subject=subject_of(identifier), client=client, limit=limit.name)
                 return StepResult(step="canal", errors={"channel": SLOW_DOWN}, values={"channel": channel})
     except CounterStoreError:
+        await limit_unavailable(services, "recovery", subject=subject_of(identifier), client=client)
         return StepResult(step="canal", errors={"channel": UNAVAILABLE}, values={"channel": channel})
     state.data["channel"] = channel
-    account, reachable, error = await _send_recovery_code(services, state, flow_id)
+    account, reachable, error = await _send_recovery_code(services, state, flow_id, client=client)
     if error:
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
     await services.audit("recovery.requested", account_id=account["id"] if account else None,
@@ -83,7 +85,8 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
     return StepResult(step=state.step)
 
 
-async def _send_recovery_code(services: Services, state: FlowState, flow_id: str, *, channel: str | None = None,
+async def _send_recovery_code(services: Services, state: FlowState, flow_id: str, *, client: str,
+                              channel: str | None = None,
                               after_failure: bool = False) -> tuple[dict[str, Any] | None, bool, str | None]:
     """Issue a code bound to the flow; only an account with a contact on that channel receives it."""
     identifier = state.data["identifier"]
@@ -96,7 +99,8 @@ async def _send_recovery_code(services: Services, state: FlowState, flow_id: str
     error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
                             recipient=account_recipient(account) if account else account_recipient({}),
                             account_id=account["id"] if account else None, template="recovery_code",
-                            deliver=reachable, limit_subject=_limit_subject(identifier), after_failure=after_failure)
+                            deliver=reachable, limit_subject=_limit_subject(identifier), after_failure=after_failure,
+                            client=client)
     return account, reachable, error
 
 
@@ -117,7 +121,7 @@ async def code_delivery(services: Services, state: FlowState, flow_id: str | Non
     return info
 
 
-async def switch_channel(services: Services, state: FlowState, flow_id: str) -> StepResult:
+async def switch_channel(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
     """The code again on the other channel, once the last one could not be delivered."""
     delivery = await last_delivery(services, purpose="recovery", binding=flow_id)
     other = next((c for c in channels(services) if c != delivery.channel), None) \
@@ -125,15 +129,15 @@ async def switch_channel(services: Services, state: FlowState, flow_id: str) -> 
     if other is None:
         return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
     _account, _reachable, error = await _send_recovery_code(services, state, flow_id, channel=other,
-                                                            after_failure=True)
+                                                            after_failure=True, client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     state.data["channel"] = other  # the temporary password follows on this channel
     return StepResult(step="code", notice=f"Un nouveau code de confirmation vient de vous être envoyé {CHANNEL_LABELS[other]}.")
 
 
-async def resend_code(services: Services, state: FlowState, flow_id: str) -> StepResult:
-    _account, _reachable, error = await _send_recovery_code(services, state, flow_id)
+async def resend_code(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
+    _account, _reachable, error = await _send_recovery_code(services, state, flow_id, client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     return StepResult(step="code", notice="Un nouveau code de confirmation vient de vous être envoyé.")
@@ -149,7 +153,7 @@ async def submit_code(services: Services, state: FlowState, form: dict[str, str]
     account = await account_by_identifier(services, state.data["identifier"])
     check, message = await check_code(services, purpose="recovery", binding=flow_id, code=code,
                                       account_id=account["id"] if account else None,
-                                      limit_subject=_limit_subject(state.data["identifier"]))
+                                      limit_subject=_limit_subject(state.data["identifier"]), client=client)
     if message or check is None or account is None or check.account_id != account["id"]:
         return StepResult(step="code", errors={"code": message or "Le code saisi est incorrect."})
     await reset_password(services, account, channel=state.data["channel"], client=client)

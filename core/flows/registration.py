@@ -22,6 +22,7 @@ from guichet.core.flows.common import (
     french_date,
     last_delivery,
     mobile_regions,
+    limit_unavailable,
     send_code,
     subject_of,
     temporary_expiry,
@@ -77,6 +78,7 @@ async def submit_status(services: Services, state: FlowState, form: dict[str, st
         try:
             allowed = await services.limiter.take(services.limits.registration_client, client or "-", services.now())
         except CounterStoreError:
+            await limit_unavailable(services, "registration", client=client)
             return StepResult(step="statut", errors={"status": UNAVAILABLE})
         if not allowed.allowed:
             await services.audit("limit.reached", client=client, limit="registration_client")
@@ -183,6 +185,7 @@ async def submit_question(services: Services, state: FlowState, form: dict[str, 
             else:
                 verdict = await _verdict(services, state, status, questions[kind], answer)
     except CounterStoreError:
+        await limit_unavailable(services, "identity", subject=subject_of(identifier), client=client)
         return StepResult(step="question", errors={"answer": UNAVAILABLE}, values=values)
     state.data["verdict"] = verdict.value
     state.data["question_kind"] = kind
@@ -238,13 +241,15 @@ def channels_for(services: Services, state: FlowState) -> list[str]:
     return [c for c in policy.channels if services.host.channel(c) is not None and known.get(c)]
 
 
-async def submit_channel(services: Services, state: FlowState, form: dict[str, str], flow_id: str) -> StepResult:
+async def submit_channel(services: Services, state: FlowState, form: dict[str, str], flow_id: str, *,
+                         client: str = "") -> StepResult:
     channel = form.get("channel", "")
     if channel not in channels_for(services, state):
         return StepResult(step="canal", errors={"channel": "Veuillez choisir comment recevoir votre code de sécurité."})
     state.data["channel"] = channel
     error = await send_code(services, purpose="registration", binding=flow_id, channel=channel,
-                            recipient=_typed_recipient(state), account_id=None, template="registration_code")
+                            recipient=_typed_recipient(state), account_id=None, template="registration_code",
+                            client=client)
     if error:
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
     advance(state, "canal", "code", PERSON_STEPS)
@@ -274,7 +279,7 @@ def _other_channel(services: Services, state: FlowState, failed: str) -> str | N
     return next((c for c in channels_for(services, state) if c != failed), None)
 
 
-async def switch_channel(services: Services, state: FlowState, flow_id: str) -> StepResult:
+async def switch_channel(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
     """The code again on the other typed contact, once the last one could not be delivered."""
     delivery = await last_delivery(services, purpose="registration", binding=flow_id)
     other = _other_channel(services, state, delivery.channel) if delivery and delivery.state == FAILED else None
@@ -282,7 +287,7 @@ async def switch_channel(services: Services, state: FlowState, flow_id: str) -> 
         return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
     error = await send_code(services, purpose="registration", binding=flow_id, channel=other,
                             recipient=_typed_recipient(state), account_id=None, template="registration_code",
-                            after_failure=True)
+                            after_failure=True, client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     state.data["channel"] = other  # the code that finishes the registration proves this contact now
@@ -298,10 +303,11 @@ def _typed_recipient(state: FlowState) -> Recipient:
 # --- step 6: the security code ---------------------------------------------------------------------
 
 
-async def resend_code(services: Services, state: FlowState, flow_id: str) -> StepResult:
+async def resend_code(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
     channel = state.data.get("channel", "")
     error = await send_code(services, purpose="registration", binding=flow_id, channel=channel,
-                            recipient=_typed_recipient(state), account_id=None, template="registration_code")
+                            recipient=_typed_recipient(state), account_id=None, template="registration_code",
+                            client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     return StepResult(step="code", notice="Un nouveau code de sécurité vient de vous être envoyé.")
@@ -315,7 +321,7 @@ async def submit_code(services: Services, state: FlowState, form: dict[str, str]
     except StepError as error:
         return StepResult(step="code", errors={"code": error.message_fr})
     _check, error_message = await check_code(services, purpose="registration", binding=flow_id, code=code,
-                                             account_id=None)
+                                             account_id=None, client=client)
     if error_message:
         return StepResult(step="code", errors={"code": error_message})
     return await _finish(services, state, channel=state.data["channel"], client=client)
@@ -337,9 +343,11 @@ async def _finish(services: Services, state: FlowState, *, channel: str, client:
         await _notify_existing(services, existing, client)
         await _same_work(services)
     elif record is None:
+        await _notice_allowed(services, identifier)  # the counting a known identifier's notice costs
         await services.audit("registration.unknown", subject=subject, client=client)
         await _same_work(services)
     elif channel == "postal" and (record.address is None or not await within_budget(services, "postal")):
+        await _notice_allowed(services, identifier)
         await services.audit("registration.unknown", subject=subject, client=client, reason="no_letter")
         await _same_work(services)
     else:
@@ -360,15 +368,28 @@ async def _same_work(services: Services) -> None:
     await services.passwords.hash(secrets.token_urlsafe(12))
 
 
+async def _notice_allowed(services: Services, identifier: str) -> bool:
+    """At most ``REGISTRATION_NOTICES_PER_DAY`` notices per identifier: one tells the holder, more
+    would only flood them. Counted for every registration that creates nothing, so an identifier
+    without an account costs the same work. A counter store that fails lets the notice go."""
+    try:
+        [verdict] = await services.limiter.reserve([(services.limits.registration_notice, identifier)],
+                                                   services.now())
+    except CounterStoreError:
+        return True
+    return verdict.allowed
+
+
 async def _notify_existing(services: Services, account: dict[str, Any], client: str) -> None:
     recipient = Recipient(name=f"{account['first_name']} {account['last_name']}".strip(), email=account["email"],
                           mobile=account["mobile"])
+    notify = await _notice_allowed(services, account["identifier"])
     async with services.database.transaction():
-        if account["email"]:
+        if account["email"] and notify:
             await services.enqueue(channel="email", template="registration_attempt_notice", recipient=recipient,
                                    payload={})
         await services.audit("registration.duplicate", account_id=account["id"],
-                             subject=subject_of(account["identifier"]), client=client)
+                             subject=subject_of(account["identifier"]), client=client, notified=notify)
 
 
 async def _create_account(services: Services, state: FlowState, status: Status, record: Record, channel: str,

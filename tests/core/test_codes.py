@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from guichet.core.clock import FrozenClock
-from guichet.core.codes import CodeOutcome, Codes
+from guichet.core.codes import CodeOutcome, Codes, CodeStillLive
 from guichet.core.database import Database
 from guichet.core.keys import Keys
 from guichet.core.structs import CodePolicy
@@ -106,3 +106,57 @@ async def test_codes_survive_a_key_rotation(database: Database, clock: FrozenClo
     after = Codes(database, Keys("a-brand-new-secret-key-of-enough-length-000", [TEST_SECRET]))
     assert (await after.check(purpose="login", binding="flow-a", code=code, now=clock.now())).outcome \
         is CodeOutcome.ACCEPTED
+
+
+async def test_a_binding_holds_one_live_code_at_most(codes: Codes, database: Database, clock: FrozenClock) -> None:
+    """The database itself refuses a second live code (migration 3's partial unique index)."""
+    from guichet.core.database import INTEGRITY_ERRORS
+
+    await issue(codes, clock)
+    t = database.t.OneTimeCode
+    with pytest.raises(INTEGRITY_ERRORS):
+        await t.insert(t(purpose="login", binding=(await t.select(t.binding).run())[0]["binding"], account_id=7,
+                         code_hmac="x" * 64, channel="email", created_at=clock.now(),
+                         expires_at=clock.now())).run()
+    await issue(codes, clock, binding="flow-b")  # another binding
+    await issue(codes, clock, purpose="recovery")  # another purpose
+
+
+async def test_parallel_issues_inside_the_cooldown_give_one_code(codes: Codes, database: Database,
+                                                                 clock: FrozenClock) -> None:
+    await issue(codes, clock)
+    clock.advance(seconds=61)
+
+    async def resend() -> bool:
+        try:
+            async with database.transaction():
+                await codes.issue(purpose="login", binding="flow-a", policy=POLICY, channel="email", account_id=7,
+                                  now=clock.now(), cooldown=True)
+            return True
+        except CodeStillLive:
+            return False
+
+    issued = await asyncio.gather(*(resend() for _ in range(8)))
+    assert sum(issued) == 1, f"{sum(issued)} codes issued by parallel resends"
+    t = database.t.OneTimeCode
+    live = await t.select().where(t.used_at.is_null() & t.superseded_at.is_null()).run()
+    assert len(live) == 1 and await t.count().run() == 2
+    with pytest.raises(CodeStillLive):  # and inside the cooldown, sequentially too
+        async with database.transaction():
+            await codes.issue(purpose="login", binding="flow-a", policy=POLICY, channel="email", account_id=7,
+                              now=clock.now(), cooldown=True)
+
+
+async def test_codes_a_day_past_their_expiry_are_purged(codes: Codes, database: Database,
+                                                        clock: FrozenClock) -> None:
+    used = await issue(codes, clock, binding="used")
+    await codes.check(purpose="login", binding="used", code=used, now=clock.now())
+    await issue(codes, clock, binding="abandoned")
+    clock.advance(hours=20)
+    await issue(codes, clock, binding="recent")
+    clock.advance(hours=4, minutes=11)  # the first two expired a day ago and more
+    await codes.purge(clock.now())
+    t = database.t.OneTimeCode
+    assert await t.count().run() == 1
+    assert (await codes.check(purpose="login", binding="used", code=used, now=clock.now())).outcome \
+        is CodeOutcome.MISSING

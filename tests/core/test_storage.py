@@ -235,3 +235,30 @@ def test_a_bad_config_exits_2_with_the_file_and_key(tmp_path: Path, capsys: pyte
     assert f"guichet: configuration error: {bad}: $.caisse.colour: Expected `str` matching regex" in err
     assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read the file" in capsys.readouterr().err
+
+
+async def test_migration_3_brings_a_database_made_before_it_up_to_date(database: Database) -> None:
+    """A version-2 database: no prev_at_ms column, no one-live-code index, and several live codes
+    left on one binding by parallel resends. Migration 3 keeps the newest and adds both."""
+    from guichet.core.ratelimit import DatabaseCounters
+
+    counters, codes = database.t.RateCounter._meta.tablename, database.t.OneTimeCode._meta.tablename
+    await database.engine.run_ddl(f"DROP INDEX {codes}_one_live")
+    await database.engine.run_ddl(f"ALTER TABLE {counters} DROP COLUMN prev_at_ms")
+    v = database.t.SchemaVersion
+    await v.delete().where(v.version == 3).run()
+    t = database.t.OneTimeCode
+    for binding, used in (("b1", None), ("b1", None), ("b1", NOW), ("b1", None), ("b2", None)):
+        await t.insert(t(purpose="login", binding=binding, code_hmac="x" * 64, channel="email", created_at=NOW,
+                         expires_at=NOW, used_at=used)).run()
+    await database.t.RateCounter.raw(f"INSERT INTO {counters} (key, hits, window_start_ms, last_at_ms, window_ms) "
+                                     "VALUES ('k', 4, 0, 1000, 86400000)").run()
+    assert await database.upgrade() == [3]
+    live = await t.select(t.id, t.binding).where(t.used_at.is_null() & t.superseded_at.is_null()).order_by(t.id).run()
+    assert [(row["id"], row["binding"]) for row in live] == [(4, "b1"), (5, "b2")], "the newest live code stays"
+    with pytest.raises(INTEGRITY_ERRORS):
+        await t.insert(t(purpose="login", binding="b2", code_hmac="y" * 64, channel="email", created_at=NOW,
+                         expires_at=NOW)).run()
+    count = (await DatabaseCounters(database).update({"k": 86_400_000}, 2000))["k"]
+    assert (count.count, count.previous_at_ms) == (5, 1000)
+    assert await database.upgrade() == []

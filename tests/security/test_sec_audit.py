@@ -17,6 +17,7 @@ import pytest
 from guichet.core import hookimpl
 from guichet.core.cli import main as guichet
 from guichet.core.events import EVENT_KINDS, Auditor
+from guichet.core.ratelimit import RedisCounters
 from guichet.core.identifiers import nir_key
 from guichet.core.structs import AuditEvent
 from guichet.core.third_party import decide_request
@@ -175,6 +176,15 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     set_cookie(down, "session", "a-session-in-the-store-that-is-down-0123456789")
     r = await down.post("/deconnexion", {})
     assert r.status_code == 503
+    # a login refused while the counter store is down: a Redis that nobody listens for
+    limiter = portal.services.limiter
+    working, limiter.store = limiter.store, RedisCounters(f"redis://127.0.0.1:{free_port()}/0", "down")
+    try:
+        r = await password_step(await browser(), who.identifier, PASSWORD)
+        assert r.status_code == 422
+    finally:
+        await limiter.store.close()
+        limiter.store = working
 
     rows = await audit_rows(portal)
     stored = {row["kind"] for row in rows}
@@ -229,3 +239,32 @@ async def test_an_unknown_event_kind_is_refused(portal: Portal) -> None:
     with pytest.raises(ValueError):
         await portal.services.audit("login.maybe")
     assert await audit_rows(portal) == []
+
+
+async def test_code_events_carry_the_client_address(portal: Portal, portal_factory: Callable[..., Any],
+                                                    clock: Any) -> None:
+    account_row = await make_account(portal)
+    await password_step(portal, person().identifier, PASSWORD)
+    await portal.get("/connexion/code")
+    for guess in ("000000", "111111", "222222"):
+        await portal.post("/connexion/code", {"code": guess})
+    clock.advance(seconds=61)
+    await portal.post("/connexion/code", {"action": "renvoyer"})
+    clock.advance(minutes=11)
+    await portal.post("/connexion/code", {"code": await portal.last_code("login_code")})
+    clock.advance(seconds=10)
+    await portal.post("/connexion/code", {"action": "renvoyer"})
+    r = await portal.post("/connexion/code", {"code": await portal.last_code("login_code")})
+    assert where(r) == "/espace-prive", messages(r)
+    recovering = await portal_factory(portal.services.config)
+    await recovering.post("/mot-de-passe-oublie/identifiant", {"identifier": person().identifier})
+    await recovering.post("/mot-de-passe-oublie/canal", {"channel": "email"})
+    clock.advance(seconds=61)
+    await recovering.post("/mot-de-passe-oublie/code", {"action": "renvoyer"})
+    rows = [row for row in await audit_rows(portal) if row["kind"].startswith("code.")]
+    assert {row["kind"] for row in rows} == {"code.sent", "code.failed", "code.locked", "code.expired",
+                                             "code.succeeded"}
+    assert {(row["kind"], row["client"]) for row in rows} == {(row["kind"], "203.0.113.7") for row in rows}, \
+        "a code event without the client address"
+    assert sum(row["kind"] == "code.sent" and row["details"]["purpose"] == "recovery" for row in rows) == 2
+    assert any(row["account_id"] == account_row["id"] for row in rows)

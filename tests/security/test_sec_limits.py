@@ -267,12 +267,12 @@ async def test_counters_live_in_the_database_by_default_keyed_by_hmac(portal: Po
 class FailingStore:
     """A counter store that is down: what DatabaseCounters and RedisCounters raise then."""
 
-    async def hit(self, *args: Any) -> Any:
+    async def hit(self, *args: Any, **kwargs: Any) -> Any:
         from guichet.core.errors import CounterStoreError
 
         raise CounterStoreError("the counter store is unavailable")
 
-    peek = clear = hit
+    update = peek = clear = hit
 
 
 @pytest.fixture
@@ -291,10 +291,12 @@ async def test_with_the_counter_store_down_no_password_is_checked(portal: Portal
     assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
     assert counting.calls == {"hash": 0, "verify": 0}, "a password was checked without a limit"
     assert not {"login.password_ok", "login.succeeded"} & set(await kinds(portal))
+    event = await expect_event(portal, "limit.unavailable", count=1, step="login")
+    assert (event["subject"], event["client"]) == ("185*******084", "203.0.113.7")
 
 
-async def test_with_the_counter_store_down_no_code_is_checked(portal: Portal,
-                                                              store_down: Callable[[], None]) -> None:
+async def test_with_the_counter_store_down_no_code_is_checked(portal: Portal, store_down: Callable[[], None],
+                                                              clock: Any) -> None:
     account_row = await make_account(portal)
     await password_step(portal, person().identifier, PASSWORD)
     await portal.get("/connexion/code")
@@ -304,10 +306,14 @@ async def test_with_the_counter_store_down_no_code_is_checked(portal: Portal,
     assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
     [row] = await portal.services.database.t.OneTimeCode.select().run()
     assert row["attempts"] == 0 and row["used_at"] is None, "a code was compared without a limit"
+    clock.advance(seconds=61)  # past the resend cooldown
     r = await portal.post("/connexion/code", {"action": "renvoyer"})
+    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
     assert len(await portal.outbox("login_code")) == 1, "a code was sent without a limit"
     await expect_event(portal, "login.password_ok", account_id=account_row["id"])
     assert "login.succeeded" not in await kinds(portal)
+    await expect_event(portal, "limit.unavailable", count=1, account_id=account_row["id"], step="code_check")
+    await expect_event(portal, "limit.unavailable", count=1, account_id=account_row["id"], step="code_send")
 
 
 async def test_with_the_counter_store_down_no_identity_answer_is_checked(portal: Portal, demo_people: Any,
@@ -328,6 +334,8 @@ async def test_with_the_counter_store_down_no_identity_answer_is_checked(portal:
     r = await portal.post("/mot-de-passe-oublie/canal", {"channel": "email"})
     assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
     assert not {"identity.succeeded", "identity.failed", "recovery.requested"} & set(await kinds(portal))
+    await expect_event(portal, "limit.unavailable", count=1, step="identity")
+    await expect_event(portal, "limit.unavailable", count=1, step="recovery")
 
 
 async def test_a_redis_counter_store_on_a_closed_port_refuses_logins(portal_factory: Callable[..., Any],
@@ -350,6 +358,42 @@ async def test_a_redis_counter_store_on_a_closed_port_refuses_logins(portal_fact
     assert counting.calls["verify"] == 0
     assert any("rate-limit counter store failed" in line for _, _, line in LOG[start:])
     assert "login.password_ok" not in await kinds(portal)
+    await expect_event(portal, "limit.unavailable", count=1, step="login")  # Redis down: the database has it
+
+
+@pytest.mark.filterwarnings("ignore:.*Unable to connect to database")  # piccolo's, at engine start
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_with_the_database_down_too_a_refusal_is_still_no_error(engine: str, tmp_path: Any,
+                                                                      make_config: Callable[..., CaisseConfig]) -> None:
+    """Counters in the database, and the database gone: the refusal cannot be audited, only logged."""
+    from guichet.core.flows.common import check_code, send_code
+    from guichet.core.flows.login import submit_password
+    from guichet.core.services import build_services
+    from guichet.core.sessions import Session
+    from guichet.core.structs import Recipient
+
+    if engine == "sqlite":
+        broken = tmp_path / "broken.sqlite"
+        broken.write_bytes(b"this is not a database file " * 200)
+        url = f"sqlite:///{broken}"
+    else:
+        url = f"postgresql://postgres@127.0.0.1:{free_port()}/gone"
+    services = build_services(make_config(database_url=url, base=portal_config_text()))
+    start = len(LOG)
+    try:
+        outcome = await submit_password(services, Session(None, None),
+                                        {"identifier": person().identifier, "password": PASSWORD},
+                                        client="203.0.113.7", trusted_token=None)
+        assert outcome.result.errors == {"password": UNAVAILABLE}
+        assert await check_code(services, purpose="login", binding="b" * 43, code="123456", account_id=1,
+                                client="203.0.113.7") == (None, UNAVAILABLE)
+        assert await send_code(services, purpose="login", binding="b" * 43, channel="email",
+                               recipient=Recipient(name="X", email="x@demo.invalid"), account_id=1,
+                               template="login_code", new_binding=True) == UNAVAILABLE
+    finally:
+        await services.close()
+    failed_audits = [line for _, _, line in LOG[start:] if "audit of a refusal" in line]
+    assert len(failed_audits) == 3, failed_audits
 
 
 async def test_counters_live_in_redis_when_configured(portal_factory: Callable[..., Any],
@@ -400,3 +444,29 @@ async def test_take_lets_exactly_max_count_through(portal: Portal, clock: Any) -
     assert (await limiter.take(budget, "caisse", clock.now())).allowed
     rows = await portal.services.database.t.RateCounter.select().run()
     assert [row["key"].split(":")[0] for row in rows] == ["t-budget"] and "caisse" not in rows[0]["key"]
+
+
+# --- housekeeping: codes and counters do not pile up --------------------------------------------------
+
+
+async def test_housekeeping_drops_old_codes_and_spent_counters(portal: Portal, clock: Any) -> None:
+    from guichet.web.app import housekeep
+
+    await make_account(portal)
+    await login(portal, person().identifier)  # a used code, a counter reset to nothing
+    await portal.post("/deconnexion", {})
+    await password_step(portal, person().identifier, "Pas-Le-Bon-1!")  # counters with a window
+    t = portal.services.database.t
+    assert await t.OneTimeCode.count().run() == 1 and await t.RateCounter.count().run() > 0
+    clock.advance(hours=2)
+    await housekeep(portal.services)
+    assert await t.OneTimeCode.count().run() == 1, "a used code is kept a day, to tell a late copy from a guess"
+    assert {row["key"].split(":")[0] for row in await t.RateCounter.select(t.RateCounter.key).run()} == \
+        {"login-id", "code-fail"}, "the hourly counters (per address, code sends) are over, the daily ones are not"
+    clock.advance(days=1)
+    await password_step(portal, person().identifier, "Pas-Le-Bon-1!")  # a fresh counter is kept
+    await housekeep(portal.services)
+    assert await t.OneTimeCode.count().run() == 0
+    assert {row["key"].split(":")[0] for row in await t.RateCounter.select(t.RateCounter.key).run()} == \
+        {"login-id", "login-ip"}
+    await expect_event(portal, "code.succeeded")  # the audit keeps what the code table forgets

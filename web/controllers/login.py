@@ -95,9 +95,10 @@ class LoginController(Controller):
             return go(request, "/connexion")
         form = await form_of(request)
         if form.get("action") == "renvoyer":
-            return await _code_page(request, await flow.resend(services, session, form.get("channel", "")))
+            return await _code_page(request, await flow.resend(services, session, form.get("channel", ""),
+                                                               client=client_address(request)))
         if form.get("action") == "autre-canal":
-            return await _code_page(request, await flow.resend_other(services, session))
+            return await _code_page(request, await flow.resend_other(services, session, client=client_address(request)))
         form["user_agent"] = request.headers.get("user-agent", "")[:300]
         outcome = await flow.submit_code(services, session, form, client=client_address(request))
         metrics.step("login", "code", not outcome.result.errors)

@@ -70,9 +70,9 @@ class RecoveryController(Controller):
             if step == "canal":
                 return await flow.submit_channel(services, state, form, flow_id, client)
             if form.get("action") == "renvoyer":
-                return await flow.resend_code(services, state, flow_id)
+                return await flow.resend_code(services, state, flow_id, client=client)
             if form.get("action") == "autre-canal":
-                return await flow.switch_channel(services, state, flow_id)
+                return await flow.switch_channel(services, state, flow_id, client=client)
             return await flow.submit_code(services, state, form, flow_id, client)
 
         return await WIZARD.submit(request, step, await form_of(request), handle)

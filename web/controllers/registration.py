@@ -117,12 +117,12 @@ async def _dispatch(services: Any, state: FlowState, step: str, form: dict[str, 
     if step == "question":
         return await flow.submit_question(services, state, form, client)
     if step == "canal":
-        return await flow.submit_channel(services, state, form, flow_id)
+        return await flow.submit_channel(services, state, form, flow_id, client=client)
     if step == "code":
         if form.get("action") == "renvoyer":
-            return await flow.resend_code(services, state, flow_id)
+            return await flow.resend_code(services, state, flow_id, client=client)
         if form.get("action") == "autre-canal":
-            return await flow.switch_channel(services, state, flow_id)
+            return await flow.switch_channel(services, state, flow_id, client=client)
         return await flow.submit_code(services, state, form, flow_id, client)
     if step == "structure":
         return await flow.submit_structure(services, state, form)
