@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from guichet.core.availability import RETRY_AFTER_SECONDS, is_store_failure
+from guichet.core.flows.common import UNAVAILABLE
 from guichet.core.flows.engine import StepResult
 from guichet.core.outbox import take_enqueued
 from guichet.core.services import Services
@@ -351,6 +352,10 @@ def render(request: Request[Any, Any, Any], partial: str, context: dict[str, Any
     """The step's partial for htmx, the full page otherwise; Vary: HX-Request keeps caches apart."""
     full_context = {**base_context(request), **context, "partial": partial, "page_title": title}
     headers = dict(headers or {})
+    if status == 422 and UNAVAILABLE in (context.get("errors") or {}).values():
+        # a store the step needs is down (a counter store that cannot count): an outage, not bad input
+        status = 503
+        headers["retry-after"] = str(RETRY_AFTER_SECONDS)
     if push_url and is_htmx(request):
         headers["hx-push-url"] = push_url
     name = partial if is_htmx(request) else "page.html"

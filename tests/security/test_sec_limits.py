@@ -161,9 +161,9 @@ async def test_registrations_are_bounded_per_client_address(portal: Portal, port
         browser = await portal_factory(portal.services.config)
         await browser.get("/inscription/statut")
         r = await browser.post("/inscription/statut", {"status": "particulier"})
-        if r.status_code == 422:
+        if r.status_code == 503:  # "momentanément indisponible", with a Retry-After
             refused_at = n
-            assert messages(r) == [UNAVAILABLE]
+            assert messages(r) == [UNAVAILABLE] and r.headers["retry-after"]
             break
     assert refused_at == limit + 1, f"registration {refused_at} refused, the limit is {limit}"
     elsewhere = from_address(portal, "198.51.100.30")
@@ -226,7 +226,7 @@ async def test_the_hourly_sms_budget_holds(portal_factory: Callable[..., Any],
     second = await portal_factory(portal.services.config)
     await second.post("/mot-de-passe-oublie/identifiant", {"identifier": person("particulier_paiement").identifier})
     r = await second.post("/mot-de-passe-oublie/canal", {"channel": "sms"})
-    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert r.status_code == 503 and r.headers["retry-after"] and messages(r) == [UNAVAILABLE]
     assert len(await portal.outbox("recovery_code")) == 1
     clock.advance(hours=1, seconds=1)
     third = await portal_factory(portal.services.config)
@@ -288,7 +288,7 @@ async def test_with_the_counter_store_down_no_password_is_checked(portal: Portal
     store_down()
     counting = count_hashing(portal)
     r = await password_step(portal, person().identifier, PASSWORD)
-    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert r.status_code == 503 and r.headers["retry-after"] and messages(r) == [UNAVAILABLE]
     assert counting.calls == {"hash": 0, "verify": 0}, "a password was checked without a limit"
     assert not {"login.password_ok", "login.succeeded"} & set(await kinds(portal))
     event = await expect_event(portal, "limit.unavailable", count=1, step="login")
@@ -303,12 +303,12 @@ async def test_with_the_counter_store_down_no_code_is_checked(portal: Portal, st
     code = await portal.last_code("login_code")
     store_down()
     r = await portal.post("/connexion/code", {"code": code})
-    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert r.status_code == 503 and r.headers["retry-after"] and messages(r) == [UNAVAILABLE]
     [row] = await portal.services.database.t.OneTimeCode.select().run()
     assert row["attempts"] == 0 and row["used_at"] is None, "a code was compared without a limit"
     clock.advance(seconds=61)  # past the resend cooldown
     r = await portal.post("/connexion/code", {"action": "renvoyer"})
-    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert r.status_code == 503 and r.headers["retry-after"] and messages(r) == [UNAVAILABLE]
     assert len(await portal.outbox("login_code")) == 1, "a code was sent without a limit"
     await expect_event(portal, "login.password_ok", account_id=account_row["id"])
     assert "login.succeeded" not in await kinds(portal)
@@ -328,11 +328,11 @@ async def test_with_the_counter_store_down_no_identity_answer_is_checked(portal:
     store_down()
     before = await snapshot(portal)
     r = await portal.post("/inscription/question", {"question": who.question, "answer": who.answer})
-    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert r.status_code == 503 and r.headers["retry-after"] and messages(r) == [UNAVAILABLE]
     assert await snapshot(portal) == before
     await portal.post("/mot-de-passe-oublie/identifiant", {"identifier": who.identifier})
     r = await portal.post("/mot-de-passe-oublie/canal", {"channel": "email"})
-    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert r.status_code == 503 and r.headers["retry-after"] and messages(r) == [UNAVAILABLE]
     assert not {"identity.succeeded", "identity.failed", "recovery.requested"} & set(await kinds(portal))
     await expect_event(portal, "limit.unavailable", count=1, step="identity")
     await expect_event(portal, "limit.unavailable", count=1, step="recovery")
@@ -354,7 +354,7 @@ async def test_a_redis_counter_store_on_a_closed_port_refuses_logins(portal_fact
     start = len(LOG)
     counting = count_hashing(portal)
     r = await password_step(portal, person().identifier, PASSWORD)
-    assert r.status_code == 422 and messages(r) == [UNAVAILABLE]
+    assert r.status_code == 503 and r.headers["retry-after"] and messages(r) == [UNAVAILABLE]
     assert counting.calls["verify"] == 0
     assert any("rate-limit counter store failed" in line for _, _, line in LOG[start:])
     assert "login.password_ok" not in await kinds(portal)
