@@ -7,6 +7,7 @@ from guichet.core.outbox import delivery_key
 from guichet.core.structs import (
     CODE,
     EMAIL,
+    IDENTIFIER,
     LETTER,
     MOBILE,
     NOTICE,
@@ -33,8 +34,8 @@ from guichet.core.structs import (
 hookimpl = pluggy.HookimplMarker("guichet")
 
 __all__ = [
-    "CODE", "EMAIL", "LETTER", "MOBILE", "NOTICE", "PASSWORD", "POSTAL", "AuditEvent", "Channel", "CodePolicy",
-    "ConfigError", "DeliveryError", "GuichetError", "Message", "PasswordContext", "PasswordRule", "Payment",
-    "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "SettingsNote",
-    "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl",
+    "CODE", "EMAIL", "IDENTIFIER", "LETTER", "MOBILE", "NOTICE", "PASSWORD", "POSTAL", "AuditEvent", "Channel",
+    "CodePolicy", "ConfigError", "DeliveryError", "GuichetError", "Message", "PasswordContext", "PasswordRule",
+    "Payment", "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry",
+    "SettingsNote", "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl",
 ]

@@ -207,7 +207,7 @@ def _delivery_blockers(config: CaisseConfig) -> list[str]:
     try:
         host = PluginHost(config, PluginContext(config=config, database=Database.from_config(config), clock=Clock(),
                                                 demo=demo))
-        host.check_deliveries()
+        host.check_can_serve()
     except ConfigError as exc:
         return [str(exc)]
     return []

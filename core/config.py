@@ -82,6 +82,13 @@ class CodePolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     channels: list[Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]] | None = None
 
 
+class StatusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What the caisse changes of a status its plugins offer; a key left out keeps the plugin's choice."""
+
+    # the identity question kinds offered, in the page's order; [] offers none (the password goes by post)
+    questions: list[Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]] | None = None
+
+
 class CodesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     login: CodePolicyConfig = msgspec.field(default_factory=CodePolicyConfig)
     recovery: CodePolicyConfig = msgspec.field(default_factory=CodePolicyConfig)
@@ -187,6 +194,7 @@ class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     caisse: CaisseInfo
     security: SecurityConfig
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    statuses: dict[str, StatusConfig] = {}  # by status code: [statuses.particulier] questions = [...]
     codes: CodesConfig = msgspec.field(default_factory=CodesConfig)
     passwords: PasswordsConfig = msgspec.field(default_factory=PasswordsConfig)
     sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)

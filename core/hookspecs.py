@@ -8,6 +8,7 @@ does all the awaiting. A hook implementation may accept any subset of a spec's a
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import Any
 
 import pluggy
 
@@ -52,7 +53,11 @@ def guichet_identity_questions(status: Status, record: Record | None, context: P
 
     Called twice per registration: with ``record=None`` to build the question page (the same
     page for every identifier, so the page never tells whether the registry knows the person),
-    and with the registry record to decide whether the chosen question can be answered by them.
+    and with the registry record to decide whether the chosen question can be answered by them;
+    and once per status at start-up, with ``record=None``, to check the caisse's
+    ``[statuses.<code>] questions``. ``status.questions`` holds the kinds the caisse offers for this
+    status, in its order (its config, else the status's own): offer a question only if its kind
+    is there.
 
     Return a list of :class:`core.structs.Question`; return an empty list to abstain.
 
@@ -73,9 +78,31 @@ def guichet_identity_check(question: Question, answer: str, record: Record, cont
     First result wins; later plugins are not called.
 
     :param question: the question that was asked.
-    :param answer: the answer as typed, trimmed; parse it strictly.
+    :param answer: the answer as ``guichet_identity_answer`` returned it (else as typed, trimmed).
     :param record: the registry record of the identifier.
     :param context: the deployment (config, database, clock).
+    """
+
+
+@hookspec(firstresult=True)
+def guichet_identity_answer(question: Question, answer: str, context: PluginContext) -> str | None:
+    """Check the form of an answer to a question this plugin offers, before it is judged.
+
+    Called when a person submits the question page, before the answer counts as one of the
+    identifier's tries: a malformed answer (letters in a serial number, an amount without euros
+    and cents) is refused with a precise French message and costs no try.
+
+    Return the answer normalised (what ``guichet_identity_check`` receives); raise
+    :class:`core.errors.StepError` with ``field="answer"`` and the French message when it is
+    malformed; return None to abstain (another plugin's question). When every plugin abstains,
+    the trimmed answer is used, refused only when empty or longer than ``question.max_length``.
+    First result wins; later plugins are not called.
+
+    :param question: the question the person chose.
+    :param answer: the answer as typed, trimmed.
+    :param context: the deployment (config, database, clock).
+
+    .. versionadded:: 1.1
     """
 
 
@@ -97,6 +124,25 @@ def guichet_registry_lookup(identifier_kind: str, identifier: str, context: Plug
     :param identifier_kind: "nir" (13 characters, no key) or "siret" (14 digits).
     :param identifier: the normalised identifier.
     :param context: the deployment (config, database, clock).
+    """
+
+
+@hookspec
+def guichet_registry_facts(record: Record, context: PluginContext) -> Awaitable[dict[str, Any]] | None:
+    """Facts another source knows of a person the registry found, for identity questions to read.
+
+    Called after ``guichet_registry_lookup`` found a record, in plugin order; the facts are added
+    to ``record.facts`` (a key already there is kept: the registry, then earlier plugins, win).
+    Core never reads them: the connector and the identity question plugin agree on the keys.
+
+    Return an awaitable resolving to a dict of JSON-like values (an empty dict when the source
+    knows nothing of this person); return None to abstain. A plugin that raises adds nothing (the
+    person's answers to its questions are then judged unverifiable).
+
+    :param record: what the registry found.
+    :param context: the deployment (config, database, clock).
+
+    .. versionadded:: 1.1
     """
 
 

@@ -575,7 +575,7 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
         keys = Keys.from_config(config)
         budgets = DeliveryBudgets.for_caisse(Limiter(counters, keys), limits_from_config(config), config.caisse.id)
         host = PluginHost(config, context)
-        host.check_deliveries()
+        host.check_can_serve()
         worker = OutboxWorker(database, keys, host, clock, worker_id=default_worker_id(), budgets=budgets)
         if once:
             handled = await worker.drain()

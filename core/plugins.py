@@ -8,15 +8,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import pluggy
 
 from guichet.core import defaults, hookspecs
 from guichet.core.channels import PURPOSE_NEEDS, carries, check_channel, purpose_problem
 from guichet.core.config import PURPOSES, CaisseConfig, CodePolicyConfig
 from guichet.core.context import PluginContext
-from guichet.core.errors import ConfigError, PluginError
+from guichet.core.errors import ConfigError, PluginError, StepError
 from guichet.core.structs import (
     AuditEvent,
     Channel,
@@ -124,7 +125,7 @@ class PluginHost:
         self.config = config
         self.context = context
         self.pm, self.infos = load_plugins(config)
-        self._statuses = self._collect_unique("guichet_statuses", lambda s: s.code, {})
+        self._statuses = self._configured_statuses(self._collect_unique("guichet_statuses", lambda s: s.code, {}))
         self.channels_loaded = channels
         if channels:  # a running deployment: what plugins refuse of their settings stops it here
             for note in self.settings_notes():
@@ -197,6 +198,12 @@ class PluginHost:
         in plugin order."""
         return [c for c in self._channels.values() if c.reaches == kind and carrying in carries(c)]
 
+    def check_can_serve(self) -> None:
+        """Raise ConfigError when this caisse cannot serve its flows: every process that serves or
+        delivers calls it before it starts, as does ``guichet config check``."""
+        self.check_deliveries()
+        self.check_questions()
+
     def check_deliveries(self) -> None:
         """Raise ConfigError when a purpose cannot be served by the loaded channels: every process that
         serves or delivers calls it before it starts (a config that cannot deliver what its flows need
@@ -226,19 +233,62 @@ class PluginHost:
                                   f"{', '.join(sorted(self._channels)) or 'none'})", path=source,
                                   key="$.passwords.temporary_lifetime_hours")
 
+    def _configured_statuses(self, offered: dict[str, Status]) -> dict[str, Status]:
+        """The plugins' statuses with the caisse's ``[statuses.<code>] questions`` applied."""
+        for code, chosen in self.config.statuses.items():
+            if code not in offered:
+                raise ConfigError(f"no enabled plugin offers the status {code!r} (statuses: {', '.join(offered)})",
+                                  path=self.config.source or None, key=f"$.statuses.{code}")
+            if chosen.questions is not None:
+                offered[code] = _replace(offered[code], questions=tuple(chosen.questions))
+        return offered
+
+    def check_questions(self) -> None:
+        """Raise ConfigError when a status lists an identity question no enabled plugin asks for it."""
+        for status in self._statuses.values():
+            if status.third_party:
+                continue
+            asked = {q.kind for q in self.identity_questions(status, None)}
+            for kind in status.questions:
+                if kind not in asked:
+                    where = (f"$.statuses.{status.code}.questions" if status.code in self.config.statuses
+                             and self.config.statuses[status.code].questions is not None else "$.plugins.enabled")
+                    raise ConfigError(f"the status {status.code!r} offers the identity question {kind!r}, which no "
+                                      f"enabled plugin asks for it (asked: {', '.join(sorted(asked)) or 'none'})",
+                                      path=self.config.source or None, key=where)
+
     def identity_questions(self, status: Status, record: Record | None) -> list[Question]:
-        """Every plugin's questions; a failing plugin is logged and offers none."""
-        questions: list[Question] = []
+        """The questions the caisse offers for ``status`` (``status.questions``, in that order) that the
+        plugins ask; a failing plugin is logged and offers none."""
+        questions: dict[str, Question] = {}
         for impl in reversed(self.pm.hook.guichet_identity_questions.get_hookimpls()):
             args = {"status": status, "record": record, "context": self.context}
             try:
                 offered: list[Question] = list(impl.function(**{a: args[a] for a in impl.argnames}) or [])  # type: ignore[call-overload]
-                questions.extend(offered)
             except Exception:
                 log.exception("plugin %s failed in guichet_identity_questions", impl.plugin_name)
-        allowed = status.questions
-        return sorted((q for q in questions if not allowed or q.kind in allowed),
-                      key=lambda q: allowed.index(q.kind) if q.kind in allowed else len(allowed))
+                continue
+            for question in offered:
+                questions.setdefault(question.kind, question)  # the first plugin to ask a kind asks it
+        return [questions[kind] for kind in status.questions if kind in questions]
+
+    def identity_answer(self, question: Question, answer: str) -> str:
+        """The answer normalised by the question's plugin; raises StepError (a French message, no try
+        counted) when it is malformed. A plugin that fails is logged and the answer kept as typed."""
+        try:
+            parsed = self.pm.hook.guichet_identity_answer(question=question, answer=answer, context=self.context)
+        except StepError:
+            raise
+        except Exception:
+            log.error("plugin %s failed in guichet_identity_answer", _plugin_of(self.pm, "guichet_identity_answer"))
+            parsed = None
+        if isinstance(parsed, str):
+            return parsed
+        if not answer:
+            raise StepError("answer", "Veuillez saisir votre réponse, ou choisir « Je ne peux pas répondre ».")
+        if len(answer) > question.max_length:
+            raise StepError("answer", f"Votre réponse ne doit pas dépasser {question.max_length} caractères.")
+        return answer
 
     # -- firstresult hooks ------------------------------------------------------------------------
 
@@ -263,7 +313,25 @@ class PluginHost:
         except Exception:
             log.error("plugin %s failed in guichet_registry_lookup", _plugin_of(self.pm, "guichet_registry_lookup"))
             return None
-        return record if isinstance(record, Record) else None
+        if not isinstance(record, Record):
+            return None
+        return await self._with_facts(record)
+
+    async def _with_facts(self, record: Record) -> Record:
+        """The record with what other sources know of the person (``guichet_registry_facts``)."""
+        facts = dict(record.facts)
+        for impl in reversed(self.pm.hook.guichet_registry_facts.get_hookimpls()):
+            args = {"record": record, "context": self.context}
+            try:
+                pending = impl.function(**{a: args[a] for a in impl.argnames})
+                found = await pending if inspect.isawaitable(pending) else pending
+            except Exception:
+                log.error("plugin %s failed in guichet_registry_facts", impl.plugin_name)
+                continue
+            if isinstance(found, dict):
+                for key, value in found.items():
+                    facts.setdefault(key, value)
+        return _replace(record, facts=facts) if facts != record.facts else record
 
     def _code_policy(self, purpose: str) -> CodePolicy:
         try:
@@ -320,7 +388,8 @@ class PluginHost:
                 log.error("plugin %s failed in guichet_event; skipped", impl.plugin_name)
 
 
-def _replace(policy: CodePolicy, **changes: Any) -> CodePolicy:
-    import msgspec
+StructT = TypeVar("StructT", bound=msgspec.Struct)
 
-    return msgspec.structs.replace(policy, **changes)
+
+def _replace(struct: StructT, **changes: Any) -> StructT:
+    return msgspec.structs.replace(struct, **changes)

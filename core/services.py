@@ -92,7 +92,7 @@ def build_services(config: CaisseConfig, *, clock: Clock | None = None, database
     keys = Keys.from_config(config)
     context = PluginContext(config=config, database=database, clock=clock, demo=demo)
     host = PluginHost(config, context)
-    host.check_deliveries()
+    host.check_can_serve()
     namespace = f"guichet:{config.caisse.id}"
     redis_password = config.redis.password.resolve() if config.redis and config.redis.password else None
     counter_store = counter_store_for(config, database)

@@ -47,7 +47,8 @@ class SessionBackend(Protocol):
         """Save an existing session; False (and nothing stored) if it no longer exists."""
     async def move(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         """Rotate an id, atomically: ``old_key`` goes, ``key`` holds the data; False if ``old_key`` is gone."""
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> bool:
+        """Drop a session; whether it was there."""
 
 
 class DatabaseSessions:
@@ -77,9 +78,9 @@ class DatabaseSessions:
                       .where(t.key == old_key).returning(t.id).run())
         return bool(rows)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str) -> bool:
         t = self.database.t.Session
-        await t.delete().where(t.key == key).run()
+        return bool(await t.delete().where(t.key == key).returning(t.id).run())
 
     async def purge(self, now: dt.datetime) -> None:
         t = self.database.t.Session
@@ -126,8 +127,8 @@ class RedisSessions:
     def _ttl(self, expires_at: dt.datetime) -> int:
         return max(1, int((expires_at + EXPIRED_KEPT - self.clock.now()).total_seconds()))
 
-    async def delete(self, key: str) -> None:
-        await self.client.delete(self._name(key))
+    async def delete(self, key: str) -> bool:
+        return bool(await self.client.delete(self._name(key)))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -220,8 +221,10 @@ class SessionManager:
         if not session.dirty:
             return
         if session.sid is None or session.data is None:
-            if session.old_sid:
-                await self.backend.delete(token_digest(session.old_sid))
+            if session.old_sid and not await self.backend.delete(token_digest(session.old_sid)):
+                # already gone: ended elsewhere, or moved to a new id by a rotation in a parallel request
+                # (a password change): the browser may hold that new id, so its cookie is left alone
+                session.lost = True
             return
         expires = min(now + self.idle, dt.datetime.fromtimestamp(session.data.created_ms / 1000, dt.timezone.utc)
                       + self.absolute)

@@ -46,10 +46,10 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     """What the caisse already knows of a person or company (the registry).
 
     ``facts`` holds what a registry connector knows that core never names (the amount of the last
-    "prime d'activité", the date of the last payment...): the connector and the identity question
-    plugin that reads it agree on the keys; values are JSON-like (str, int, float, bool, ISO dates
-    as strings). ``addresses`` holds addresses of kinds a channel plugin defines (a secure-messaging
-    box...), known to the caisse and so trusted like the postal address.
+    "prime d'activité", the date of the last payment...): the connector that brings them
+    (``guichet_registry_lookup`` or ``guichet_registry_facts``) and the identity question plugin that
+    reads them agree on the keys; values are JSON-like (str, int, float, bool, lists and tables of
+    them; dates as ISO strings).
     """
 
     identifier_kind: str
@@ -64,7 +64,6 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     health_affiliated: bool = False
     payments: tuple[Payment, ...] = ()
     facts: dict[str, Any] = {}
-    addresses: dict[str, str] = {}
 
 
 class Question(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,8 +116,11 @@ class Strength(msgspec.Struct, frozen=True, kw_only=True):
     label_fr: str
 
 
-# The address kinds core knows; a channel plugin may reach a kind of its own (Recipient.addresses)
-EMAIL, MOBILE, POSTAL = "email", "mobile", "postal"
+# The address kinds core knows: what a person types and proves with a code (EMAIL, MOBILE), what the
+# registry holds (POSTAL), and the person's identifier at the caisse (IDENTIFIER: NIR or SIRET), which
+# the caisse's own systems (a secure messaging) know their people by. A channel plugin may reach a
+# kind of its own, read from Recipient.addresses.
+EMAIL, MOBILE, POSTAL, IDENTIFIER = "email", "mobile", "postal", "identifier"
 # What a message carries, which a channel declares it can deliver (Channel.carries)
 CODE, PASSWORD, NOTICE, LETTER = "code", "password", "notice", "letter"
 
@@ -131,6 +133,13 @@ class Recipient(msgspec.Struct, frozen=True, kw_only=True):
     mobile: str | None = None
     address: PostalAddress | None = None
     addresses: dict[str, str] = {}  # addresses of the kinds channel plugins define
+
+    def only(self, kind: str) -> "Recipient":
+        """This recipient with its address of ``kind`` alone: a message carries no other address."""
+        return Recipient(name=self.name, email=self.email if kind == EMAIL else None,
+                         mobile=self.mobile if kind == MOBILE else None,
+                         address=self.address if kind == POSTAL else None,
+                         addresses={k: v for k, v in self.addresses.items() if k == kind})
 
     def reachable_by(self, kind: str) -> bool:
         """Whether this recipient has an address of ``kind``."""

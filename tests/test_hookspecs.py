@@ -26,6 +26,7 @@ from guichet.core.context import PluginContext
 from guichet.core.database import Database
 from guichet.core.events import Auditor
 from guichet.core.plugins import BUILTIN_PLUGINS, PluginHost, load_plugins
+from guichet.core.errors import StepError
 from guichet.core.structs import (
     AuditEvent,
     Channel,
@@ -236,6 +237,67 @@ def test_hook_guichet_identity_check(context_for: Callable[..., PluginContext]) 
     tolerant = host_of(context_for('[plugins.settings.identity_payment.particulier]\nkind = "benefit"\n'
                                    'window_months = 12\ntolerance = "1"\n'))
     assert tolerant.identity_check(payment, "381", RECORD) is Verdict.RIGHT  # 12 months, one euro either way
+
+
+def test_hook_guichet_identity_answer(context_for: Callable[..., PluginContext]) -> None:
+    context = context_for()
+    vitale = identity_vitale.VITALE_QUESTION
+    assert identity_vitale.guichet_identity_answer(vitale, "23 4567 8901", context) == "2345678901"
+    for typed, says in (("ABCDEFGHIJ", "ne comporte que des chiffres"), ("12345", "vous en avez saisi 5"),
+                        ("２３４５６７８９０１", "ne comporte que des chiffres"), ("", "Veuillez saisir le numéro")):
+        with pytest.raises(StepError) as refused:
+            identity_vitale.guichet_identity_answer(vitale, typed, context)
+        assert refused.value.field == "answer" and says in refused.value.message_fr, typed
+    payment = identity_payment.guichet_identity_questions(status("particulier"), None, context)[0]
+    assert identity_payment.guichet_identity_answer(payment, "1 234,50", context) == "1234.50"
+    with pytest.raises(StepError):
+        identity_payment.guichet_identity_answer(payment, "1e3", context)
+    assert identity_vitale.guichet_identity_answer(payment, "1 234,50", context) is None  # not its question
+    host = host_of(context)
+    assert host.identity_answer(vitale, "2345 678 901") == "2345678901"
+    with pytest.raises(StepError):
+        host.identity_answer(vitale, "ABCDEFGHIJ")
+    unknown = Question(kind="birth_city", label_fr="Votre ville de naissance", max_length=10)
+    assert host.identity_answer(unknown, "Pau") == "Pau"  # every plugin abstained: the answer as typed
+    for typed in ("", "Saint-Jean-de-Luz"):
+        with pytest.raises(StepError):
+            host.identity_answer(unknown, typed)
+
+
+FACTS = """
+from guichet.core import hookimpl
+
+async def _facts(record):
+    if record.identifier == "1850578006084":
+        return {"prime_activite": {"amount": "187.45", "paid_on": "2026-11-05"}, "last_name": "IGNORED"}
+    return {}
+
+@hookimpl
+def guichet_registry_facts(record, context):
+    return _facts(record)
+"""
+BROKEN_FACTS = """
+from guichet.core import hookimpl
+
+@hookimpl
+def guichet_registry_facts(record, context):
+    raise RuntimeError("the source is down")
+"""
+
+
+async def test_hook_guichet_registry_facts(database: Database, context_for: Callable[..., PluginContext],
+                                           installed_plugin: Callable[[str, str], None]) -> None:
+    t = database.t
+    await t.RegistryPerson.insert(t.RegistryPerson(
+        nir="1850578006084", last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
+        address="12 RUE DES TILLEULS\n78000 VERSAILLES", vitale_serial="2345678901", health_affiliated=True)).run()
+    installed_plugin("broken_facts", BROKEN_FACTS)
+    installed_plugin("facts", FACTS)
+    host = host_of(context_for(database=database, enabled=["statuses_msa", "registry_tables", "broken_facts", "facts"]))
+    record = await host.registry_lookup("nir", "1850578006084")
+    assert record is not None and record.last_name == "LEFEBVRE"
+    assert record.facts == {"prime_activite": {"amount": "187.45", "paid_on": "2026-11-05"}, "last_name": "IGNORED"}
+    assert await host.registry_lookup("nir", "2920633123045") is None  # unknown: no facts asked
 
 
 async def test_hook_guichet_registry_lookup(database: Database, context_for: Callable[..., PluginContext]) -> None:

@@ -12,6 +12,7 @@ from guichet.core.flows.common import (
     check_code,
     last_delivery,
     mobile_regions,
+    notify,
     limit_unavailable,
     password_context,
     send_code,
@@ -27,7 +28,7 @@ from guichet.core.ratelimit import Settlement
 from guichet.core.outbox import FAILED
 from guichet.core.services import Services
 from guichet.core.sessions import Session
-from guichet.core.structs import Recipient
+from guichet.core.structs import EMAIL, MOBILE, Recipient
 
 WRONG_CURRENT = "Le mot de passe actuel est incorrect."
 CONTACT_FIELDS = {"email": "adresse email", "mobile": "numéro de téléphone portable",
@@ -99,9 +100,9 @@ async def change_password(services: Services, session: Session, account: dict[st
         if not rows:
             return StepResult(step="mot-de-passe", errors={"new_password": "Votre compte a changé entre-temps. Veuillez recommencer."})
         await b.update({b.revoked_at: now}).where((b.account_id == account["id"]) & b.revoked_at.is_null()).run()
-        if account["email"] and not account["password_is_temporary"]:
-            await services.enqueue(channel="email", template="password_changed_notice",
-                                   recipient=account_recipient(account), payload={})
+        if not account["password_is_temporary"]:  # a personalisation tells nobody: the person just got the password
+            await notify(services, template="password_changed_notice", recipient=account_recipient(account),
+                         kinds=(EMAIL,))
         await services.audit("password.changed", account_id=account["id"], subject=subject_of(account["identifier"]),
                              client=client, personalisation=account["password_is_temporary"])
     assert session.data is not None
@@ -154,8 +155,10 @@ async def start_contact_change(services: Services, session: Session, account: di
     binding = f"{new_token()}:{field}"  # kept in this session only: never the session id, which the data would reveal
     recipient = Recipient(name=account_recipient(account).name, email=value if field == "email" else None,
                           mobile=value if field == "mobile" else None)
-    refusal = await send_code(services, purpose="contact_change", binding=binding,
-                              channel="email" if field == "email" else "sms", recipient=recipient,
+    proving = next((c.name for c in services.host.channels_for("contact_change") if c.reaches == field), None)
+    if proving is None:
+        return StepResult(step="coordonnees", errors={field: UNAVAILABLE}, values={field: raw})
+    refusal = await send_code(services, purpose="contact_change", binding=binding, channel=proving, recipient=recipient,
                               account_id=account["id"], template="contact_code", client=client)
     if refusal:
         return StepResult(step="coordonnees", errors={field: refusal}, values={field: raw})
@@ -194,20 +197,13 @@ async def confirm_contact_change(services: Services, session: Session, account: 
 async def _notify_contact_change(services: Services, account: dict[str, Any], field: str, value: str) -> None:
     """The old address or number hears of the change (and, for a mobile, the email too): a stolen
     session cannot move the account silently. The new value is masked."""
-    name = account_recipient(account).name
-    if field == "email":
-        if account["email"]:
-            await services.enqueue(channel="email", template="email_changed_notice",
-                                   recipient=Recipient(name=name, email=account["email"]),
-                                   payload={"new_email_masked": mask_email(value)})
-        return
-    payload = {"new_mobile_masked": mask_phone(value)}
-    if account["mobile"] and services.host.channel("sms") is not None:
-        await services.enqueue(channel="sms", template="mobile_changed_notice",
-                               recipient=Recipient(name=name, mobile=account["mobile"]), payload=payload)
-    if account["email"] and services.host.channel("email") is not None:
-        await services.enqueue(channel="email", template="mobile_changed_notice",
-                               recipient=Recipient(name=name, email=account["email"]), payload=payload)
+    old = account_recipient(account)
+    if field == EMAIL:
+        await notify(services, template="email_changed_notice", recipient=old, kinds=(EMAIL,),
+                     payload={"new_email_masked": mask_email(value)})
+    else:
+        await notify(services, template="mobile_changed_notice", recipient=old, kinds=(MOBILE, EMAIL),
+                     payload={"new_mobile_masked": mask_phone(value)})
 
 
 async def contact_code_delivery(services: Services, session: Session) -> dict[str, str]:
@@ -219,8 +215,8 @@ async def contact_code_delivery(services: Services, session: Session) -> dict[st
     if delivery is None or delivery.state != FAILED:
         return {}
     value = pending["value"]
-    shown = mask_email(value) if pending["field"] == "email" else mask_phone(value)
-    return {"undelivered": undelivered_message(delivery.channel, shown)}
+    shown = mask_email(value) if pending["field"] == EMAIL else mask_phone(value)
+    return {"undelivered": undelivered_message(services, delivery.channel, shown)}
 
 
 async def confirm_contacts(services: Services, account: dict[str, Any], *, client: str) -> None:

@@ -8,11 +8,12 @@ from typing import Any
 from guichet.core.clock import PARIS
 from guichet.core.codes import CodeCheck, CodeOutcome, CodeStillLive
 from guichet.core.errors import CounterStoreError
-from guichet.core.identifiers import FRENCH_REGIONS, mask_email, mask_identifier, mask_phone
+from guichet.core.channels import destination_fr
+from guichet.core.identifiers import FRENCH_REGIONS, mask_identifier
 from guichet.core.outbox import Delivery, latest_delivery, sent_for_digest
 from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
-from guichet.core.structs import PasswordContext, Recipient
+from guichet.core.structs import EMAIL, IDENTIFIER, MOBILE, NOTICE, POSTAL, PasswordContext, Recipient
 
 log = logging.getLogger("guichet.flows")
 
@@ -20,9 +21,12 @@ UNAVAILABLE = "Le service est momentanément indisponible. Veuillez réessayer d
 SLOW_DOWN = "Trop de tentatives. Veuillez patienter quelques instants avant de réessayer."
 CODE_WRONG = "Le code saisi est incorrect."
 CODE_DEAD = "Ce code n'est plus valable. Cliquez sur « Recevoir un nouveau code »."
-CHANNEL_LABELS = {"email": "par e-mail", "sms": "par SMS"}
 NO_OTHER_CHANNEL = "Vous ne pouvez pas recevoir le code autrement. Veuillez contacter l'assistance."
-DEFAULT_TEMPORARY_HOURS = {"email": 24, "sms": 24, "postal": 24 * 21}
+# a temporary password lives a day, three weeks by post (temporary_lifetime_hours sets it per channel)
+TEMPORARY_HOURS, POSTAL_TEMPORARY_HOURS = 24, 24 * 21
+# the contacts a person types and proves with a code: address kind -> the account's column (and its
+# ``<column>_verified`` flag)
+TYPED_CONTACTS = {EMAIL: "email", MOBILE: "mobile"}
 
 
 def mobile_regions(services: Services) -> tuple[str, ...]:
@@ -39,17 +43,75 @@ def code_error(check: CodeCheck) -> str:
     return CODE_WRONG
 
 
-def masked_destination(channel: str, recipient: Recipient) -> str:
-    if channel == "email" and recipient.email:
-        return mask_email(recipient.email)
-    if channel == "sms" and recipient.mobile:
-        return mask_phone(recipient.mobile)
-    return ""
+# --- contacts, and the channels that reach them -----------------------------------------------------
+
+
+def proven_kinds(account: dict[str, Any]) -> frozenset[str]:
+    """The kinds of address a code may go to for this account: the typed contacts it proved with a
+    code, and its identifier (the caisse's own systems know the person by it)."""
+    kinds = {kind for kind, column in TYPED_CONTACTS.items() if account.get(column) and account.get(f"{column}_verified")}
+    return frozenset(kinds | {IDENTIFIER})
+
+
+def reaches(services: Services, channel: str) -> str:
+    """The kind of address a loaded channel delivers to ("" for a channel this caisse has not loaded)."""
+    found = services.host.channel(channel)
+    return found.reaches if found is not None else ""
+
+
+def channel_label(services: Services, channel: str) -> str:
+    """How pages name a channel: "par e-mail", "par SMS", "dans votre messagerie MSA"..."""
+    found = services.host.channel(channel)
+    return found.label_fr if found is not None else ""
+
+
+def masked_destination(services: Services, channel: str, recipient: Recipient) -> str:
+    """Where a message on ``channel`` goes, as a page shows it: "j…e@exemple.fr", "06 xx xx xx 01"."""
+    found = services.host.channel(channel)
+    return destination_fr(found, recipient) if found is not None else ""
+
+
+def reach_phrase(services: Services, channel: str, destination: str = "") -> str:
+    """"par SMS au 06 xx xx xx 01", "par e-mail à l'adresse j…e@exemple.fr", or the channel's own label."""
+    kind, label = reaches(services, channel), channel_label(services, channel)
+    if not destination:
+        return label
+    if kind == MOBILE:
+        return f"{label} au {destination}"
+    if kind == EMAIL:
+        return f"{label} à l'adresse {destination}"
+    return f"{label} ({destination})"
+
+
+def channel_view(services: Services, channel: str, recipient: Recipient | None = None) -> dict[str, str]:
+    """What a template needs of a channel: its name, label, kind of address and the masked destination."""
+    return {"name": channel, "label_fr": channel_label(services, channel), "reaches": reaches(services, channel),
+            "destination": masked_destination(services, channel, recipient) if recipient else ""}
 
 
 def temporary_expiry(services: Services, channel: str) -> dt.datetime:
-    hours = services.config.passwords.temporary_lifetime_hours.get(channel, DEFAULT_TEMPORARY_HOURS[channel])
+    default = POSTAL_TEMPORARY_HOURS if reaches(services, channel) == POSTAL else TEMPORARY_HOURS
+    hours = services.config.passwords.temporary_lifetime_hours.get(channel, default)
     return services.now() + dt.timedelta(hours=hours)
+
+
+def letter_channel(services: Services, carrying: str) -> str:
+    """The channel that carries ``carrying`` (a temporary password, a letter) by post: one exists,
+    or the caisse would not have started (PluginHost.check_deliveries)."""
+    return services.host.channels_reaching(POSTAL, carrying)[0].name
+
+
+async def notify(services: Services, *, template: str, recipient: Recipient, kinds: tuple[str, ...],
+                 payload: dict[str, Any] | None = None, first_only: bool = False) -> None:
+    """Queue a notice to each of ``kinds`` the recipient has, on the first channel that carries notices
+    there (call it in the transaction of the change it tells of); ``first_only``: to the first kind only."""
+    for kind in kinds:
+        channels = services.host.channels_reaching(kind, NOTICE)
+        if channels and recipient.reachable_by(kind):
+            await services.enqueue(channel=channels[0].name, template=template, recipient=recipient.only(kind),
+                                   payload=payload or {})
+            if first_only:
+                return
 
 
 def french_date(moment: dt.datetime) -> str:
@@ -78,7 +140,9 @@ async def account_by_id(services: Services, account_id: int) -> dict[str, Any] |
 
 def account_recipient(account: dict[str, Any]) -> Recipient:
     name = " ".join(p for p in (account.get("first_name"), account.get("last_name")) if p)
-    return Recipient(name=name, email=account.get("email"), mobile=account.get("mobile"))
+    identifier = account.get("identifier")
+    return Recipient(name=name, email=account.get("email"), mobile=account.get("mobile"),
+                     addresses={IDENTIFIER: str(identifier)} if identifier else {})
 
 
 async def within_budget(services: Services, channel: str) -> bool:
@@ -136,7 +200,7 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
     now = services.now()
     sends_subject = limit_subject or f"{purpose}:{account_id or binding}"
     tries = [(services.limits.code_sends, sends_subject)]
-    if channel == "sms":
+    if reaches(services, channel) == MOBILE:
         # per number, whatever the account or flow; a code nobody receives counts under a stand-in,
         # so that an identifier without a number meets the limit where one with a number would
         tries.append((services.limits.sms_destination,
@@ -185,9 +249,12 @@ async def last_delivery(services: Services, *, purpose: str, binding: str) -> De
     return await latest_delivery(services.database, sent_for_digest(purpose, binding))
 
 
-def undelivered_message(channel: str, destination: str) -> str:
+def undelivered_message(services: Services, channel: str, destination: str) -> str:
     """What a person waiting for a code reads when the server refused it for good."""
-    if channel == "sms":
+    kind = reaches(services, channel)
+    if kind not in TYPED_CONTACTS:
+        return f"Le message envoyé {channel_label(services, channel)} n'a pas pu être remis."
+    if kind == MOBILE:
         where = f"au numéro {destination}" if destination else "à votre numéro de téléphone portable"
     else:
         where = f"à l'adresse {destination}" if destination else "à votre adresse email"

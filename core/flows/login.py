@@ -12,7 +12,7 @@ import msgspec
 
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
-    CHANNEL_LABELS,
+    TYPED_CONTACTS,
     NO_OTHER_CHANNEL,
     UNAVAILABLE,
     account_by_id,
@@ -21,12 +21,18 @@ from guichet.core.flows.common import (
     check_code,
     last_delivery,
     limit_unavailable,
+    channel_label,
+    channel_view,
     masked_destination,
+    proven_kinds,
+    reach_phrase,
+    reaches,
     send_code,
     settle_tries,
     subject_of,
     undelivered_message,
 )
+from guichet.core.channels import carries
 from guichet.core.flows.engine import StepResult
 from guichet.core.identifiers import parse_code, parse_nir, parse_siret
 from guichet.core.keys import new_token, token_digest
@@ -34,6 +40,7 @@ from guichet.core.ratelimit import Settlement
 from guichet.core.outbox import FAILED
 from guichet.core.services import Services
 from guichet.core.sessions import FULL, PASSWORD, Session
+from guichet.core.structs import CODE
 
 LOGIN_FAILED = "Identifiant ou mot de passe incorrect."
 
@@ -60,23 +67,28 @@ def next_url_for(account: dict[str, Any]) -> str:
     return "/espace-prive"
 
 
-CONTACT_OF_CHANNEL = {"email": "email", "sms": "mobile"}
 CHOOSE_CHANNEL = "Veuillez choisir où recevoir votre code de sécurité."
 NO_CONTACT = ("Aucune coordonnée ne permet de vous envoyer un code de sécurité. "
               "Veuillez contacter l'assistance Internet de votre MSA.")
 
 
 def proven_channels(services: Services, account: dict[str, Any]) -> list[str]:
-    """Where a login code may go: contacts the person proved with a code, never one only typed.
+    """Where a login code may go: an address the person proved with a code (or that the caisse's own
+    systems know them by), never one only typed.
 
-    The caisse's login policy comes first, in its order. A person who proved only a channel the policy
-    leaves out (registered by SMS where logins prefer email) still gets the code there: sending it to an
-    unproven address would hand it to whoever owns that address (a mistyped email is a stranger's).
+    The caisse's login channels come first, in its order. A person who proved only a contact those
+    channels do not reach (registered by SMS where logins go by email) still gets the code on a
+    channel that reaches it: sending it to an unproven address would hand it to whoever owns that
+    address (a mistyped email is a stranger's).
     """
-    usable = [c for c in CONTACT_OF_CHANNEL if services.host.channel(c) is not None
-              and account.get(CONTACT_OF_CHANNEL[c]) and account.get(f"{CONTACT_OF_CHANNEL[c]}_verified")]
-    preferred = [c for c in services.host.code_policy("login").channels if c in usable]
-    return preferred or usable
+    kinds, recipient = proven_kinds(account), account_recipient(account)
+    preferred = [c.name for c in services.host.channels_for("login")
+                 if c.reaches in kinds and recipient.reachable_by(c.reaches)]
+    if preferred:
+        return preferred
+    return [c.name for c in services.host.channels().values()
+            if c.reaches in TYPED_CONTACTS and c.reaches in kinds and CODE in carries(c)
+            and recipient.reachable_by(c.reaches)]
 
 
 def unproven_choices(services: Services, account: dict[str, Any]) -> list[str]:
@@ -84,8 +96,9 @@ def unproven_choices(services: Services, account: dict[str, Any]) -> list[str]:
     registration, for the person to pick the one they recognise; the code sent there then proves it."""
     if proven_channels(services, account):
         return []
-    return [c for c in services.host.code_policy("login").channels
-            if c in CONTACT_OF_CHANNEL and services.host.channel(c) is not None and account.get(CONTACT_OF_CHANNEL[c])]
+    recipient = account_recipient(account)
+    return [c.name for c in services.host.channels_for("login")
+            if c.reaches in TYPED_CONTACTS and recipient.reachable_by(c.reaches)]
 
 
 def channel_options(services: Services, account: dict[str, Any]) -> list[str]:
@@ -182,19 +195,20 @@ async def code_page(services: Services, session: Session) -> dict[str, Any]:
         return {}
     recipient = account_recipient(account)
     channel = session.data.login_channel
-    options = [{"channel": c, "destination": masked_destination(c, recipient)} for c in channel_options(services, account)]
-    info: dict[str, Any] = {"channel": channel, "destination": masked_destination(channel, recipient) if channel else "",
+    options = [channel_view(services, c, recipient) for c in channel_options(services, account)]
+    info: dict[str, Any] = {"channel": channel_view(services, channel, recipient) if channel else None,
+                            "destination": masked_destination(services, channel, recipient) if channel else "",
                             "options": options, "proven": bool(proven_channels(services, account)),
                             "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
                             "length": services.host.code_policy("login").length}
     delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding) \
         if channel and session.data.login_binding else None
     if delivery is not None and delivery.state == FAILED:
-        info["undelivered"] = undelivered_message(delivery.channel, info["destination"])
+        info["undelivered"] = undelivered_message(services, delivery.channel, info["destination"])
         other = other_login_channel(services, account, delivery.channel)
         if other:
             info["other_channel"] = other
-            info["other_destination"] = masked_destination(other, recipient)
+            info["other_label"] = reach_phrase(services, other, masked_destination(services, other, recipient))
     return info
 
 
@@ -219,7 +233,8 @@ async def resend_other(services: Services, session: Session, *, client: str = ""
         return StepResult(step="code", errors={"code": error})
     session.data.login_channel = other
     session.dirty = True
-    return StepResult(step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {CHANNEL_LABELS[other]}.")
+    return StepResult(step="code",
+                      notice=f"Un nouveau code de sécurité vient de vous être envoyé {channel_label(services, other)}.")
 
 
 async def resend(services: Services, session: Session, channel: str = "", *, client: str = "") -> StepResult:
@@ -266,7 +281,7 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
     if account is None:
         session.clear()
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": LOGIN_FAILED}))
-    contact = CONTACT_OF_CHANNEL.get(check.channel)
+    contact = TYPED_CONTACTS.get(reaches(services, check.channel))
     if contact and not account[f"{contact}_verified"]:  # the code reached this contact: it is proven now
         t = services.database.t.Account
         await t.update({getattr(t, f"{contact}_verified"): True}).where(t.id == account["id"]).run()

@@ -10,17 +10,20 @@ from typing import Any
 
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
-    CHANNEL_LABELS,
     NO_OTHER_CHANNEL,
     SLOW_DOWN,
     UNAVAILABLE,
     account_by_identifier,
     account_recipient,
+    channel_label,
     check_code,
     french_date,
     last_delivery,
     limit_unavailable,
+    notify,
     password_context,
+    proven_kinds,
+    reaches,
     send_code,
     subject_of,
     temporary_expiry,
@@ -31,6 +34,7 @@ from guichet.core.flows.login import parse_login_identifier
 from guichet.core.identifiers import mask_identifier, parse_code
 from guichet.core.outbox import FAILED
 from guichet.core.services import Services
+from guichet.core.structs import EMAIL, MOBILE
 
 KIND = "recovery"
 STEPS = ["identifiant", "canal", "code", "confirmation"]
@@ -38,7 +42,7 @@ STEPS = ["identifiant", "canal", "code", "confirmation"]
 
 def channels(services: Services) -> list[str]:
     """Every channel the caisse allows for recovery: the same list for every identifier."""
-    return [c for c in services.host.code_policy("recovery").channels if services.host.channel(c) is not None]
+    return [c.name for c in services.host.channels_for("recovery")]
 
 
 def _limit_subject(identifier: str) -> str:
@@ -92,10 +96,10 @@ async def _send_recovery_code(services: Services, state: FlowState, flow_id: str
     identifier = state.data["identifier"]
     channel = channel or state.data.get("channel", "")
     account = await account_by_identifier(services, identifier)
-    # only a contact the person proved with a code: a mistyped email is a stranger's, who would then
-    # receive the temporary password
-    contact = {"email": "email", "sms": "mobile"}.get(channel, "")
-    reachable = bool(account and contact and account[contact] and account[f"{contact}_verified"])
+    # only an address the person proved (with a code, or the caisse's own systems): a mistyped email
+    # is a stranger's, who would then receive the temporary password
+    kind = reaches(services, channel)
+    reachable = bool(account and kind in proven_kinds(account) and account_recipient(account).reachable_by(kind))
     error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
                             recipient=account_recipient(account) if account else account_recipient({}),
                             account_id=account["id"] if account else None, template="recovery_code",
@@ -114,10 +118,10 @@ async def code_delivery(services: Services, state: FlowState, flow_id: str | Non
     delivery = await last_delivery(services, purpose="recovery", binding=flow_id) if flow_id else None
     if delivery is None or delivery.state != FAILED:
         return {}
-    info = {"undelivered": undelivered_message(delivery.channel, "")}
+    info = {"undelivered": undelivered_message(services, delivery.channel, "")}
     other = next((c for c in channels(services) if c != delivery.channel), None)
     if other:
-        info["other_channel"] = other
+        info.update(other_channel=other, other_label=channel_label(services, other))
     return info
 
 
@@ -133,7 +137,8 @@ async def switch_channel(services: Services, state: FlowState, flow_id: str, *, 
     if error:
         return StepResult(step="code", errors={"code": error})
     state.data["channel"] = other  # the temporary password follows on this channel
-    return StepResult(step="code", notice=f"Un nouveau code de confirmation vient de vous être envoyé {CHANNEL_LABELS[other]}.")
+    return StepResult(step="code", notice="Un nouveau code de confirmation vient de vous être envoyé "
+                                          f"{channel_label(services, other)}.")
 
 
 async def resend_code(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
@@ -179,9 +184,10 @@ async def reset_password(services: Services, account: dict[str, object], *, chan
                                payload={"password": temporary, "expires_on": french_date(expires),
                                         "masked_identifier": mask_identifier(str(account["identifier"]))},
                                expires_at=expires)
-        other = "sms" if channel == "email" else "email"
-        if services.host.channel(other) is not None and (recipient.mobile if other == "sms" else recipient.email):
-            await services.enqueue(channel=other, template="password_reset_notice", recipient=recipient, payload={})
+        # the person's other proven contacts hear of it: a reset they did not ask for is seen at once
+        kind = reaches(services, channel)
+        await notify(services, template="password_reset_notice", recipient=recipient,
+                     kinds=tuple(k for k in (EMAIL, MOBILE) if k != kind and k in proven_kinds(account)))  # type: ignore[arg-type]
         await services.audit("password.reset", account_id=int(account["id"]),  # type: ignore[call-overload]
                              subject=subject_of(str(account["identifier"])), client=client, channel=channel)
 

@@ -14,14 +14,20 @@ from typing import Any
 from guichet.core.database import INTEGRITY_ERRORS
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
-    CHANNEL_LABELS,
     NO_OTHER_CHANNEL,
     UNAVAILABLE,
     account_by_identifier,
+    account_recipient,
+    channel_label,
     check_code,
     french_date,
     last_delivery,
+    letter_channel,
     mobile_regions,
+    notify,
+    proven_kinds,
+    reach_phrase,
+    reaches,
     limit_unavailable,
     send_code,
     subject_of,
@@ -45,7 +51,20 @@ from guichet.core.identifiers import (
 )
 from guichet.core.outbox import FAILED
 from guichet.core.services import Services
-from guichet.core.structs import PasswordContext, PostalAddress, Recipient, Record, Status, Verdict
+from guichet.core.structs import (
+    EMAIL,
+    IDENTIFIER,
+    LETTER,
+    MOBILE,
+    PASSWORD,
+    POSTAL,
+    PasswordContext,
+    PostalAddress,
+    Recipient,
+    Record,
+    Status,
+    Verdict,
+)
 
 KIND = "registration"
 PERSON_STEPS = ["statut", "identifiant", "coordonnees", "question", "canal", "code", "termine"]
@@ -161,20 +180,27 @@ def questions_for(services: Services, state: FlowState) -> list[Any]:
     return services.host.identity_questions(status, None) if status else []
 
 
+def answer_field(kind: str) -> str:
+    """Each question has its own answer field (its label, hint and keyboard), named after its kind."""
+    return f"answer-{kind}"
+
+
 async def submit_question(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
     status = current_status(services, state)
     assert status is not None
     kind = form.get("question", "")
-    answer = form.get("answer", "").strip()
-    values = {"question": kind, "answer": answer}
+    field = answer_field(kind)
+    answer = (form[field] if field in form else form.get("answer", "")).strip()  # "answer": a client of the old page
+    values = {"question": kind, field: answer}
     questions = {q.kind: q for q in questions_for(services, state)}
     if kind != NO_ANSWER and kind not in questions:
         return StepResult(step="question", errors={"question": "Veuillez choisir une question, ou « Je ne peux pas répondre »."},
                           values=values)
     if kind != NO_ANSWER:
-        error = _answer_format(kind, answer)
-        if error:
-            return StepResult(step="question", errors={"answer": error}, values=values)
+        try:  # the question's plugin checks the form first: a malformed answer costs no try
+            answer = services.host.identity_answer(questions[kind], answer)
+        except StepError as error:
+            return StepResult(step="question", errors={field: error.message_fr}, values=values)
     identifier = state.data["identifier"]
     verdict = Verdict.WRONG
     try:
@@ -186,7 +212,7 @@ async def submit_question(services: Services, state: FlowState, form: dict[str, 
                 verdict = await _verdict(services, state, status, questions[kind], answer)
     except CounterStoreError:
         await limit_unavailable(services, "identity", subject=subject_of(identifier), client=client)
-        return StepResult(step="question", errors={"answer": UNAVAILABLE}, values=values)
+        return StepResult(step="question", errors={field: UNAVAILABLE}, values=values)
     state.data["verdict"] = verdict.value
     state.data["question_kind"] = kind
     if verdict is Verdict.RIGHT:
@@ -196,27 +222,7 @@ async def submit_question(services: Services, state: FlowState, form: dict[str, 
     if kind != NO_ANSWER:
         await services.audit("identity.failed", subject=subject_of(identifier), client=client, question=kind,
                              verdict=verdict.value)
-    return await _finish(services, state, channel="postal", client=client)
-
-
-def _answer_format(kind: str, answer: str) -> str | None:
-    if not answer:
-        return "Veuillez saisir votre réponse, ou choisir « Je ne peux pas répondre »."
-    if kind == "payment":
-        from guichet.core.identifiers import parse_amount
-
-        try:
-            parse_amount(answer)
-        except StepError as error:
-            return error.message_fr
-    elif kind == "vitale":
-        import re
-
-        if not re.fullmatch(r"[0-9A-Za-z .\-]{6,30}", answer, re.ASCII):
-            return "Le numéro de série de la carte Vitale comporte des chiffres et des lettres, sans autre caractère."
-    elif len(answer) > 100:
-        return "Votre réponse est trop longue."
-    return None
+    return await _finish(services, state, channel=letter_channel(services, PASSWORD), client=client)
 
 
 async def _verdict(services: Services, state: FlowState, status: Status, question: Any, answer: str) -> Verdict:
@@ -235,10 +241,9 @@ async def _verdict(services: Services, state: FlowState, status: Status, questio
 
 
 def channels_for(services: Services, state: FlowState) -> list[str]:
-    """Channels enabled for registration codes, configured, and known for this person."""
-    policy = services.host.code_policy("registration")
-    known = {"email": state.data.get("email"), "sms": state.data.get("mobile")}
-    return [c for c in policy.channels if services.host.channel(c) is not None and known.get(c)]
+    """The caisse's registration channels that reach a contact typed in this flow."""
+    typed = _typed_recipient(state)
+    return [c.name for c in services.host.channels_for("registration") if typed.reachable_by(c.reaches)]
 
 
 async def submit_channel(services: Services, state: FlowState, form: dict[str, str], flow_id: str, *,
@@ -262,17 +267,19 @@ async def code_delivery(services: Services, state: FlowState, flow_id: str | Non
     if delivery is None or delivery.state != FAILED:
         return {}
     # the contact as typed in this flow, shown in full as the page shows it: a typo is seen at once
-    info = {"undelivered": undelivered_message(delivery.channel, _typed(state, delivery.channel))}
+    info = {"undelivered": undelivered_message(services, delivery.channel, typed_contact(services, state, delivery.channel))}
     other = _other_channel(services, state, delivery.channel)
     if other:
-        info.update(other_channel=other, other_destination=_typed(state, other))
+        info.update(other_channel=other, other_label=reach_phrase(services, other, typed_contact(services, state, other)))
     return info
 
 
-def _typed(state: FlowState, channel: str) -> str:
-    if channel == "sms":
+def typed_contact(services: Services, state: FlowState, channel: str) -> str:
+    """The contact typed in this flow that ``channel`` reaches, in full (a typo is seen at once)."""
+    kind = reaches(services, channel)
+    if kind == MOBILE:
         return format_phone(str(state.data.get("mobile") or ""))
-    return str(state.data.get("email") or "")
+    return str(state.data.get("email") or "") if kind == EMAIL else ""
 
 
 def _other_channel(services: Services, state: FlowState, failed: str) -> str | None:
@@ -291,7 +298,8 @@ async def switch_channel(services: Services, state: FlowState, flow_id: str, *, 
     if error:
         return StepResult(step="code", errors={"code": error})
     state.data["channel"] = other  # the code that finishes the registration proves this contact now
-    return StepResult(step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {CHANNEL_LABELS[other]}.")
+    return StepResult(step="code",
+                      notice=f"Un nouveau code de sécurité vient de vous être envoyé {channel_label(services, other)}.")
 
 
 def _typed_recipient(state: FlowState) -> Recipient:
@@ -346,7 +354,7 @@ async def _finish(services: Services, state: FlowState, *, channel: str, client:
         await _notice_allowed(services, identifier)  # the counting a known identifier's notice costs
         await services.audit("registration.unknown", subject=subject, client=client)
         await _same_work(services)
-    elif channel == "postal" and (record.address is None or not await within_budget(services, "postal")):
+    elif reaches(services, channel) == POSTAL and (record.address is None or not await within_budget(services, channel)):
         await _notice_allowed(services, identifier)
         await services.audit("registration.unknown", subject=subject, client=client, reason="no_letter")
         await _same_work(services)
@@ -381,15 +389,14 @@ async def _notice_allowed(services: Services, identifier: str) -> bool:
 
 
 async def _notify_existing(services: Services, account: dict[str, Any], client: str) -> None:
-    recipient = Recipient(name=f"{account['first_name']} {account['last_name']}".strip(), email=account["email"],
-                          mobile=account["mobile"])
-    notify = await _notice_allowed(services, account["identifier"])
+    allowed = await _notice_allowed(services, account["identifier"])
     async with services.database.transaction():
-        if account["email"] and notify:
-            await services.enqueue(channel="email", template="registration_attempt_notice", recipient=recipient,
-                                   payload={})
+        if allowed:  # to the first contact the holder proved (an email typed by a stranger would tell them)
+            await notify(services, template="registration_attempt_notice", recipient=account_recipient(account),
+                         kinds=tuple(k for k in (EMAIL, MOBILE, IDENTIFIER) if k in proven_kinds(account)),
+                         first_only=True)
         await services.audit("registration.duplicate", account_id=account["id"],
-                             subject=subject_of(account["identifier"]), client=client, notified=notify)
+                             subject=subject_of(account["identifier"]), client=client, notified=allowed)
 
 
 async def _create_account(services: Services, state: FlowState, status: Status, record: Record, channel: str,
@@ -402,6 +409,7 @@ async def _create_account(services: Services, state: FlowState, status: Status, 
     password_hash = await services.passwords.hash(temporary)
     now = services.now()
     expires = temporary_expiry(services, channel)
+    kind = reaches(services, channel)  # the contact the code proved (none for a password by post)
     t = services.database.t.Account
     typed = _typed_recipient(state)
     letter_recipient = Recipient(name=" ".join(p for p in (record.first_name, record.last_name) if p),
@@ -411,22 +419,20 @@ async def _create_account(services: Services, state: FlowState, status: Status, 
             rows = await t.insert(t(
                 identifier_kind=status.identifier_kind, identifier=record.identifier, status=status.code,
                 last_name=record.last_name, first_name=record.first_name, birth_date=record.birth_date,
-                email=data.get("email"), email_verified=channel == "email",
-                mobile=data.get("mobile"), mobile_verified=channel == "sms",
+                email=data.get("email"), email_verified=kind == EMAIL,
+                mobile=data.get("mobile"), mobile_verified=kind == MOBILE,
                 password_hash=password_hash, password_is_temporary=True, temporary_expires_at=expires,
                 credentials_version=1, created_at=now)).returning(t.id).run()
             account_id = int(rows[0]["id"])
             masked = mask_identifier(record.identifier)
             password_payload = {"password": temporary, "expires_on": french_date(expires),
                                 "masked_identifier": masked}
-            if channel == "postal":
-                await services.enqueue(channel="postal", template="temporary_password", recipient=letter_recipient,
-                                       payload=password_payload, expires_at=expires)
-            else:
-                await services.enqueue(channel=channel, template="temporary_password", recipient=typed,
-                                       payload=password_payload, expires_at=expires)
+            await services.enqueue(channel=channel, template="temporary_password",
+                                   recipient=letter_recipient if kind == POSTAL else typed,
+                                   payload=password_payload, expires_at=expires)
             if record.address is not None:
-                await services.enqueue(channel="postal", template="registration_letter", recipient=letter_recipient,
+                await services.enqueue(channel=letter_channel(services, LETTER), template="registration_letter",
+                                       recipient=letter_recipient,
                                        payload={"masked_identifier": masked, "registered_on": french_date(now)})
             await services.audit("registration.completed", account_id=account_id, subject=masked, client=client,
                                  channel=channel)

@@ -8,7 +8,7 @@ import msgspec
 
 from guichet.core import PluginContext, Question, Record, Status, StepError, Verdict, hookimpl
 from guichet.core.identifiers import parse_amount
-from guichet.plugins.identity_payment.settings import DEFAULTS, LABELS, PaymentQuestionSettings
+from guichet.plugins.identity_payment.settings import DEFAULTS, HELP, LABELS, PaymentQuestionSettings
 
 
 def _settings(status: Status, context: PluginContext) -> PaymentQuestionSettings | None:
@@ -31,8 +31,16 @@ def guichet_identity_questions(status: Status, record: Record | None, context: P
     if settings is None:
         return []
     return [Question(kind="payment", label_fr=LABELS[settings.kind].format(months=settings.window_months),
-                     hint_fr="En euros, par exemple 1 234,50.", input_mode="decimal",
-                     params={"status": status.code})]
+                     hint_fr="En euros et centimes, par exemple 1 234,50.", help_fr=HELP[settings.kind],
+                     input_mode="decimal", max_length=20, params={"status": status.code})]
+
+
+@hookimpl
+def guichet_identity_answer(question: Question, answer: str, context: PluginContext) -> str | None:
+    """An amount in euros: a malformed one is refused (the parser says how to write it) before it costs a try."""
+    if question.kind != "payment":
+        return None
+    return str(parse_amount(answer, "answer"))
 
 
 @hookimpl

@@ -27,3 +27,10 @@ LABELS = {
     "contributions_invoice": "Le montant d'une facture de cotisations payée au cours des {months} derniers mois",
     "salary_contributions": "Le montant des cotisations sur salaires payées au cours des {months} derniers mois",
 }
+
+HELP = {
+    "benefit": "Une prestation versée par la MSA (allocation, pension, remboursement...) : son montant figure "
+               "sur votre relevé de compte bancaire ou dans vos décomptes.",
+    "contributions_invoice": "Le montant payé figure sur votre avis d'échéance ou votre relevé de compte cotisant.",
+    "salary_contributions": "Le montant figure sur votre déclaration ou sur le relevé de vos paiements à la MSA.",
+}

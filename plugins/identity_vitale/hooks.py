@@ -1,18 +1,21 @@
-"""The carte Vitale serial number question and its check."""
+"""The carte Vitale serial number question: its wording, the form of an answer, and its check."""
 from __future__ import annotations
 
 import hmac
 import re
 
-from guichet.core import Question, Record, Status, Verdict, hookimpl
+from guichet.core import PluginContext, Question, Record, Status, StepError, Verdict, hookimpl
 
 VITALE_QUESTION = Question(
     kind="vitale",
     label_fr="Le numéro de série de votre carte Vitale",
-    hint_fr="Si vous avez une carte Vitale et êtes affilié à la MSA pour votre santé : "
+    hint_fr="Uniquement des chiffres, par exemple 2345678901.",
+    help_fr="Si vous avez une carte Vitale et êtes affilié à la MSA pour votre santé : "
             "le numéro inscrit au dos de la carte, sous la puce.",
     input_mode="numeric",
+    max_length=30,
 )
+MIN_DIGITS, MAX_DIGITS = 8, 20
 
 
 def _normalise(serial: str) -> str:
@@ -29,12 +32,28 @@ def guichet_identity_questions(status: Status, record: Record | None) -> list[Qu
 
 
 @hookimpl
+def guichet_identity_answer(question: Question, answer: str, context: PluginContext) -> str | None:
+    """Digits only, spaces and dots allowed: a serial with letters is refused before it costs a try."""
+    if question.kind != "vitale":
+        return None
+    if not answer:
+        raise StepError("answer", "Veuillez saisir le numéro de série de votre carte Vitale, "
+                                  "ou choisir « Je ne peux pas répondre ».")
+    typed = _normalise(answer)
+    if not re.fullmatch(r"[0-9]+", typed, re.ASCII):
+        raise StepError("answer", "Le numéro de série de la carte Vitale ne comporte que des chiffres "
+                                  "(les espaces sont acceptés).")
+    if not MIN_DIGITS <= len(typed) <= MAX_DIGITS:
+        raise StepError("answer", f"Le numéro de série de la carte Vitale comporte de {MIN_DIGITS} à {MAX_DIGITS} "
+                                  f"chiffres : vous en avez saisi {len(typed)}.")
+    return typed
+
+
+@hookimpl
 def guichet_identity_check(question: Question, answer: str, record: Record) -> Verdict | None:
     if question.kind != "vitale":
         return None
     if not (record.health_affiliated and record.vitale_serial):
         return Verdict.WRONG
     typed = _normalise(answer)
-    if not re.fullmatch(r"[0-9A-Z]{6,20}", typed, re.ASCII):
-        return Verdict.WRONG
-    return Verdict.RIGHT if hmac.compare_digest(typed, _normalise(record.vitale_serial)) else Verdict.WRONG
+    return Verdict.RIGHT if hmac.compare_digest(typed.encode(), _normalise(record.vitale_serial).encode()) else Verdict.WRONG

@@ -285,9 +285,16 @@ def register(b: Browse, person: Person, *, channel: str = "email", answer: str |
         expect(b.field("last_name")).to_have_value(person.last_name)
     b.fill("email", person.email)
     b.click_button("Suivant >", "inscription-question", h1="Vérification de votre identité", swap=True)
-    assert page.get_attribute("#f-answer", "inputmode") == "decimal"
+    # each question has its own answer field, shown once its question is chosen (CSS, no script)
     page.locator(f"input[name=question][value={person.question}]").check()
-    b.fill("answer", person.answer if answer is None else answer)
+    field = f"answer-{person.question}"
+    expect(b.field(field)).to_be_visible()
+    assert page.get_attribute(f"#f-{field}", "inputmode") == ("numeric" if person.question == "vitale" else "decimal")
+    for other in page.locator("input[name=question]").all():
+        kind = other.get_attribute("value")
+        if kind not in (person.question, "aucune"):
+            expect(page.locator(f"#f-answer-{kind}")).to_be_hidden()
+    b.fill(field, person.answer if answer is None else answer)
     mark = b.mailbox_mark()
     if answer is not None:
         b.click_button("Suivant >", "inscription-termine-courrier", h1="Votre inscription est enregistrée", swap=True)

@@ -59,7 +59,7 @@ def test_register_and_log_in_with_the_keyboard_alone(demo_server: LiveServer, op
     type_into(page, "#f-mobile", person.mobile_display)
     b.act(enter, "inscription-question", h1="Vérification de votre identité", swap=True)
     expect(page.locator("input[name=question]").first).to_be_checked()
-    type_into(page, "#f-answer", person.answer)
+    type_into(page, f"#f-answer-{person.question}", person.answer)
     b.act(enter, "inscription-canal", h1="Réception du code de sécurité", swap=True)
     tab_to(page, "button.primary")
     mark = b.mailbox_mark()

@@ -171,3 +171,33 @@ async def test_an_ended_redis_session_stays_ended() -> None:
         assert await backend.client.keys(f"{backend.namespace}:session:*") == []
     finally:
         await backend.close()
+
+
+async def _a_stale_clear_leaves_the_rotated_session(manager: SessionManager, clock: FrozenClock) -> None:
+    """A request loads a session while another rotates it (a password change): the first then finds the
+    credentials changed and clears its view. That clear must not end the rotated session, nor clear
+    the browser's cookie, which already holds the new id."""
+    session = await manager.load(None, clock.now())
+    session.ensure(int(clock.now().timestamp() * 1000)).account_id = 12
+    await manager.commit(session, clock.now())
+    old = session.sid
+    stale = await manager.load(old, clock.now())  # the password meter, loaded before the change
+    changing = await manager.load(old, clock.now())
+    changing.rotate()
+    await manager.commit(changing, clock.now())
+    stale.clear()
+    await manager.commit(stale, clock.now())
+    assert stale.lost, "the stale clear would send a cookie that logs the browser out"
+    assert (await manager.load(changing.sid, clock.now())).data is not None, "the rotated session was ended"
+
+
+async def test_a_stale_clear_leaves_the_rotated_database_session(database: Database, clock: FrozenClock) -> None:
+    await _a_stale_clear_leaves_the_rotated_session(manager_for(DatabaseSessions(database)), clock)
+
+
+async def test_a_stale_clear_leaves_the_rotated_redis_session() -> None:
+    backend = RedisSessions(redis_url(), f"test-{dt.datetime.now().timestamp()}")
+    try:
+        await _a_stale_clear_leaves_the_rotated_session(manager_for(backend), FrozenClock())
+    finally:
+        await backend.close()

@@ -143,15 +143,21 @@ BAD_INPUTS = [
     (VITALE, "coordonnees", {"email": "julien lefebvre@demo.invalid"}, "email", "Saisissez une adresse email valide"),
     (VITALE, "coordonnees", {"mobile": "01 23 45 67 89"}, "mobile", "n'est pas un numéro de téléphone mobile"),
     (VITALE, "coordonnees", {"mobile": "06 12"}, "mobile", "numéro de téléphone mobile"),
-    (PAYMENT, "question", {"question": "payment", "answer": "-12,00"}, "answer", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer": "NaN"}, "answer", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer": "1" * 40}, "answer", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer": "1e3"}, "answer", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer": "Infinity"}, "answer", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer": "４１２,３７"}, "answer", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer": ""}, "answer", "Veuillez saisir votre réponse"),
+    (PAYMENT, "question", {"question": "payment", "answer-payment": "-12,00"}, "answer-payment", "Saisissez le montant en euros"),
+    (PAYMENT, "question", {"question": "payment", "answer-payment": "NaN"}, "answer-payment", "Saisissez le montant en euros"),
+    (PAYMENT, "question", {"question": "payment", "answer-payment": "1" * 40}, "answer-payment", "Saisissez le montant en euros"),
+    (PAYMENT, "question", {"question": "payment", "answer-payment": "1e3"}, "answer-payment", "Saisissez le montant en euros"),
+    (PAYMENT, "question", {"question": "payment", "answer-payment": "Infinity"}, "answer-payment", "Saisissez le montant en euros"),
+    (PAYMENT, "question", {"question": "payment", "answer-payment": "４１２,３７"}, "answer-payment", "Saisissez le montant en euros"),
+    (PAYMENT, "question", {"question": "payment", "answer-payment": ""}, "answer-payment", "Veuillez saisir un montant."),
+    (VITALE, "question", {"question": "vitale", "answer-vitale": "ABCDEFGHIJ"}, "answer-vitale",
+     "Le numéro de série de la carte Vitale ne comporte que des chiffres"),
+    (VITALE, "question", {"question": "vitale", "answer-vitale": "12345"}, "answer-vitale",
+     "Le numéro de série de la carte Vitale comporte de 8 à 20 chiffres : vous en avez saisi 5."),
+    (VITALE, "question", {"question": "vitale", "answer-vitale": ""}, "answer-vitale",
+     "Veuillez saisir le numéro de série de votre carte Vitale"),
     (PAYMENT, "question", {"question": "inexistante", "answer": "12"}, "question", "Veuillez choisir une question"),
-    (VITALE, "question", {"question": "vitale", "answer": "<script>"}, "answer", "carte Vitale"),
+    (VITALE, "question", {"question": "vitale", "answer-vitale": "<script>"}, "answer-vitale", "carte Vitale"),
     (VITALE, "canal", {"channel": "postal"}, "channel", "Veuillez choisir comment recevoir votre code"),
     (VITALE, "canal", {"channel": ""}, "channel", "Veuillez choisir comment recevoir votre code"),
     (VITALE, "code", {"code": ""}, "code", "Veuillez saisir le code reçu."),
@@ -234,13 +240,26 @@ async def test_sms_is_not_offered_without_a_mobile(portal: Portal, demo_people: 
     assert await snapshot(portal) == before
 
 
+async def test_a_vitale_serial_with_letters_is_refused_not_judged(portal: Portal, demo_people: Any) -> None:
+    """A serial made of letters used one of the three tries and sent the password by post: now it is
+    refused next to its field, and the right answer still goes through after more than three of them."""
+    person = demo_people.DEMO_PERSONS[VITALE]
+    await reach(portal, person, "question")
+    for typed in ["ABCDEFGHIJ", "12345", "2345-678-90x", "2345678901234567890123"]:
+        r = await portal.post("/inscription/question", {"question": "vitale", "answer-vitale": typed})
+        assert r.status_code == 422 and field_error(r, "answer-vitale"), typed
+    assert await portal.outbox("temporary_password") == []
+    r = await portal.post("/inscription/question", {"question": "vitale", "answer-vitale": person.answer})
+    assert r.headers["location"] == "/inscription/canal"
+
+
 async def test_badly_written_answers_do_not_use_up_the_identity_answers(portal: Portal, demo_people: Any) -> None:
     person = demo_people.DEMO_PERSONS[PAYMENT]
     await reach(portal, person, "question")
     for typed in ["1e3", "NaN", "-5", "douze", "1" * 40]:
-        r = await portal.post("/inscription/question", {"question": "payment", "answer": typed})
+        r = await portal.post("/inscription/question", {"question": "payment", "answer-payment": typed})
         assert r.status_code == 422
-    r = await portal.post("/inscription/question", {"question": "payment", "answer": person.answer})
+    r = await portal.post("/inscription/question", {"question": "payment", "answer-payment": person.answer})
     assert r.headers["location"] == "/inscription/canal"
 
 

@@ -41,7 +41,7 @@ id = "test"
 name = "MSA Test"
 
 [plugins]
-enabled = ["statuses_msa", "delivery_email", "delivery_sms", "delivery_postal"]
+enabled = ["statuses_msa", "identity_vitale", "identity_payment", "delivery_email", "delivery_sms", "delivery_postal"]
 
 [plugins.settings.delivery_email]
 host = "{smtp_host}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 
 from guichet.core.flows import account as flow
 from guichet.core.flows.engine import StepResult
@@ -140,7 +140,15 @@ class AccountController(Controller):
 
     @post("/mot-de-passe/force")
     async def meter(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        try:
+            account = await _require(request)
+        except LeaveFor:
+            if not session_of(request).cleared:
+                raise
+            # a meter request still in flight when the password change it measured rotated the session
+            # (its credentials are older than the account's): nothing to show, and no navigation away
+            # from the page the change led to
+            return Response(content=b"", status_code=204)
         form = await form_of(request)
         check = flow.strength(services_of(request), account, form.get("new_password", ""))
         return render(request, "components/meter.html", {"check": check, "typed": bool(form.get("new_password"))},

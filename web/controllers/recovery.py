@@ -7,6 +7,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.response import Redirect
 
 from guichet.core.flows import recovery as flow
+from guichet.core.flows.common import channel_view
 from guichet.core.flows.engine import FlowState, StepResult
 from guichet.web.forms import form_of
 from guichet.web.http import client_address, flow_cookie, render, services_of, step_status
@@ -27,8 +28,9 @@ async def _page(request: Request[Any, Any, Any], state: FlowState, step: str, re
     if result is not None:
         values.update(result.values)
     context = {"step": step, "values": values, "errors": result.errors if result else {},
-               "notice": result.notice if result else "", "channels": flow.channels(services),
-               "channel": state.data.get("channel"), "length": policy.length,
+               "notice": result.notice if result else "",
+               "channels": [channel_view(services, c) for c in flow.channels(services)],
+               "channel": channel_view(services, str(state.data.get("channel", ""))), "length": policy.length,
                "lifetime_minutes": policy.lifetime_minutes, "action": f"/mot-de-passe-oublie/{step}",
                "position": (flow.STEPS.index(step) + 1, len(flow.STEPS))}
     if step == "code":  # a code the server refused for good is told, with the other channel to try

@@ -8,6 +8,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.response import Redirect
 
 from guichet.core.flows import registration as flow
+from guichet.core.flows.common import channel_view
 from guichet.core.flows.engine import FlowState, StepResult
 from guichet.core.identifiers import format_phone
 from guichet.core.third_party import STRUCTURE_KINDS
@@ -47,15 +48,16 @@ def _context(request: Request[Any, Any, Any], state: FlowState, step: str, resul
     if step == "question":
         context["questions"] = flow.questions_for(services, state)
     elif step == "canal":
-        context["channels"] = flow.channels_for(services, state)
+        context["channels"] = [{**channel_view(services, c), "destination": flow.typed_contact(services, state, c)}
+                               for c in flow.channels_for(services, state)]
     elif step == "code":
         policy = services.host.code_policy("registration")
-        context.update(channel=state.data.get("channel"), length=policy.length,
+        channel = str(state.data.get("channel", ""))
+        context.update(channel=channel_view(services, channel), length=policy.length,
                        lifetime_minutes=policy.lifetime_minutes,
-                       destination=state.data.get("email") if state.data.get("channel") == "email"
-                       else format_phone(str(state.data.get("mobile") or "")))
+                       destination=flow.typed_contact(services, state, channel))
     elif step == "termine":
-        context["outcome_channel"] = state.data.get("outcome_channel", "postal")
+        context["outcome"] = channel_view(services, str(state.data.get("outcome_channel", "")))
     elif step in ("structure", "demande", "demande-envoyee"):
         context["structure_kinds"] = STRUCTURE_KINDS
         context["structure"] = STRUCTURE_KINDS.get(str(state.data.get("structure", "")))
