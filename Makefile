@@ -14,8 +14,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP_INSTALL) -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP_INSTALL) -c constraints.txt -e '.[test]'
+# the example plugins are installed as the packages a caisse would install: the tests prove the
+# plugin contract from outside the tree
+EXAMPLES = examples/guichet-webhook-channel examples/guichet-prime-activite
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt $(EXAMPLES:%=%/pyproject.toml)
+	$(PIP_INSTALL) -c constraints.txt -e '.[test]' $(EXAMPLES:%=-e %)
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -232,8 +232,8 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
             issued = await services.codes.issue(purpose=purpose, binding=binding, policy=policy, channel=channel,
                                                 account_id=account_id, now=now, supersede=not new_binding,
                                                 cooldown=not after_failure)
-            if deliver:
-                await services.enqueue(channel=channel, template=template, recipient=recipient,
+            if deliver:  # the message carries the one address its channel delivers to, not the others
+                await services.enqueue(channel=channel, template=template, recipient=recipient.only(reaches(services, channel)),
                                        payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
                                        expires_at=issued.expires_at, sent_for=sent_for_digest(purpose, binding))
             await services.audit("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel)

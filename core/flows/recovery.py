@@ -175,17 +175,17 @@ async def reset_password(services: Services, account: dict[str, object], *, chan
     t = services.database.t.Account
     b = services.database.t.TrustedBrowser
     recipient = account_recipient(account)  # type: ignore[arg-type]
+    kind = reaches(services, channel)
     async with services.database.transaction():
         await t.update({t.password_hash: password_hash, t.password_is_temporary: True,
                         t.temporary_expires_at: expires, t.password_changed_at: now,
                         t.credentials_version: t.credentials_version + 1}).where(t.id == account["id"]).run()
         await b.update({b.revoked_at: now}).where((b.account_id == account["id"]) & b.revoked_at.is_null()).run()
-        await services.enqueue(channel=channel, template="temporary_password", recipient=recipient,
+        await services.enqueue(channel=channel, template="temporary_password", recipient=recipient.only(kind),
                                payload={"password": temporary, "expires_on": french_date(expires),
                                         "masked_identifier": mask_identifier(str(account["identifier"]))},
                                expires_at=expires)
         # the person's other proven contacts hear of it: a reset they did not ask for is seen at once
-        kind = reaches(services, channel)
         await notify(services, template="password_reset_notice", recipient=recipient,
                      kinds=tuple(k for k in (EMAIL, MOBILE) if k != kind and k in proven_kinds(account)))  # type: ignore[arg-type]
         await services.audit("password.reset", account_id=int(account["id"]),  # type: ignore[call-overload]

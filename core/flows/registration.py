@@ -428,7 +428,7 @@ async def _create_account(services: Services, state: FlowState, status: Status, 
             password_payload = {"password": temporary, "expires_on": french_date(expires),
                                 "masked_identifier": masked}
             await services.enqueue(channel=channel, template="temporary_password",
-                                   recipient=letter_recipient if kind == POSTAL else typed,
+                                   recipient=letter_recipient if kind == POSTAL else typed.only(kind),
                                    payload=password_payload, expires_at=expires)
             if record.address is not None:
                 await services.enqueue(channel=letter_channel(services, LETTER), template="registration_letter",

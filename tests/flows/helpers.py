@@ -224,3 +224,8 @@ async def logout(portal: Portal) -> None:
 def text_of(response: httpx.Response) -> str:
     """The page's text with HTML entities decoded (Jinja writes ' as &#39;)."""
     return html.unescape(response.text)
+
+
+def visible_text(response: httpx.Response) -> str:
+    """What a person reads: the page without its tags, entities decoded, whitespace folded."""
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.text)))

@@ -3,7 +3,6 @@ page that waits for it says so, and offers the other channel when the caisse all
 person has it. A real SMTP server (aiosmtpd) that answers 550, a real SMS gateway, both databases."""
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,7 +14,7 @@ from guichet.core.flows.common import NO_OTHER_CHANNEL
 from guichet.core.outbox import FAILED, SENT
 from delivery_servers import HttpEndpoint, SmtpSink
 from tests.conftest import Portal, portal_config_text
-from tests.flows.helpers import field_errors, where
+from tests.flows.helpers import field_errors, visible_text, where
 from tests.security.support import PASSWORD, make_account, person
 
 REFUSED = "550 5.1.1 <destinataire> : adresse inconnue"
@@ -44,10 +43,6 @@ async def portal(portal_factory: Callable[..., Any], make_config: Callable[..., 
     return await portal_factory(make_config(database_url=db_url, base=text))  # type: ignore[no-any-return]
 
 
-def page_text(response: Any) -> str:
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.text)))
-
-
 async def deliver(portal: Portal) -> None:
     await portal.services.outbox_worker("test").drain()
 
@@ -60,21 +55,21 @@ async def test_login_code_refused_by_the_mail_server_offers_the_verified_mobile(
     r = await portal.post("/connexion", {"identifier": who.identifier, "password": PASSWORD})
     assert where(r) == "/connexion/code"
     r = await portal.get("/connexion/code")
-    assert "n'a pas pu être remis" not in page_text(r)  # not delivered yet: nothing to say
+    assert "n'a pas pu être remis" not in visible_text(r)  # not delivered yet: nothing to say
     await deliver(portal)
     [message] = await portal.outbox("login_code")
     assert message["state"] == FAILED and servers.sink.messages == []
     r = await portal.get("/connexion/code")
-    shown = page_text(r)
+    shown = visible_text(r)
     assert r.status_code == 200
     assert "Le message n'a pas pu être remis à l'adresse j…e@demo.invalid." in shown, shown
     assert "Recevoir le code par SMS au 06 xx xx xx 01" in shown, shown
     r = await portal.post("/connexion/code", {"action": "autre-canal"})
-    assert r.status_code == 200 and "Un nouveau code de sécurité vient de vous être envoyé par SMS." in page_text(r)
+    assert r.status_code == 200 and "Un nouveau code de sécurité vient de vous être envoyé par SMS." in visible_text(r)
     await deliver(portal)
     [sms] = servers.sms_codes()
     r = await portal.get("/connexion/code")
-    shown = page_text(r)
+    shown = visible_text(r)
     assert "Un code de sécurité vient de vous être envoyé par SMS au : 06 xx xx xx 01" in shown, shown
     assert "n'a pas pu être remis" not in shown
     r = await portal.post("/connexion/code", {"code": sms})
@@ -88,8 +83,8 @@ async def test_without_another_proven_channel_the_refusal_is_still_told(portal: 
     await portal.post("/connexion", {"identifier": who.identifier, "password": PASSWORD})
     await deliver(portal)
     r = await portal.get("/connexion/code", htmx=True)
-    assert "vient de vous être envoyé" not in page_text(r)  # it was not
-    shown = page_text(r)
+    assert "vient de vous être envoyé" not in visible_text(r)  # it was not
+    shown = visible_text(r)
     assert "Le message n'a pas pu être remis à l'adresse j…e@demo.invalid." in shown
     assert "par SMS" not in shown and 'value="autre-canal"' not in r.text
     r = await portal.post("/connexion/code", {"action": "autre-canal"})
@@ -126,15 +121,15 @@ async def test_registration_code_refused_offers_the_other_typed_contact(portal: 
         assert r.status_code == 303, (step, field_errors(r))
     await deliver(portal)
     r = await portal.get("/inscription/code")
-    shown = page_text(r)
+    shown = visible_text(r)
     assert f"Le message n'a pas pu être remis à l'adresse {who.email}." in shown, shown
     assert f"Recevoir le code par SMS au {who.mobile}" in shown and "vient de vous être envoyé" not in shown
     r = await portal.post("/inscription/code", {"action": "autre-canal"})
-    assert r.status_code == 200 and "Un nouveau code de sécurité vient de vous être envoyé par SMS." in page_text(r)
+    assert r.status_code == 200 and "Un nouveau code de sécurité vient de vous être envoyé par SMS." in visible_text(r)
     await deliver(portal)
     [sms] = servers.sms_codes()
     r = await portal.get("/inscription/code")
-    assert f"par SMS au {who.mobile}" in page_text(r) and "n'a pas pu être remis" not in page_text(r)
+    assert f"par SMS au {who.mobile}" in visible_text(r) and "n'a pas pu être remis" not in visible_text(r)
     r = await portal.post("/inscription/code", {"code": sms})
     assert where(r) == "/inscription/termine", field_errors(r)
     created = await account_of(portal, who.identifier)
@@ -153,11 +148,11 @@ async def test_recovery_code_refused_offers_the_other_channel_without_showing_th
     assert where(r) == "/mot-de-passe-oublie/code", field_errors(r)
     await deliver(portal)
     r = await portal.get("/mot-de-passe-oublie/code")
-    shown = page_text(r)
+    shown = visible_text(r)
     assert "Le message n'a pas pu être remis à votre adresse email." in shown, shown
     assert "Recevoir le code de confirmation par SMS" in shown and "demo.invalid" not in shown
     r = await portal.post("/mot-de-passe-oublie/code", {"action": "autre-canal"})
-    assert "Un nouveau code de confirmation vient de vous être envoyé par SMS." in page_text(r)
+    assert "Un nouveau code de confirmation vient de vous être envoyé par SMS." in visible_text(r)
     await deliver(portal)
     [sms] = servers.sms_codes()
     r = await portal.post("/mot-de-passe-oublie/code", {"code": sms})
@@ -174,7 +169,7 @@ async def test_a_recovery_for_an_unknown_identifier_shows_the_same_pages(portal:
     await portal.post("/mot-de-passe-oublie/canal", {"channel": "email"})
     await deliver(portal)
     r = await portal.get("/mot-de-passe-oublie/code")
-    assert "n'a pas pu être remis" not in page_text(r) and "Un code de confirmation vous a été envoyé par e-mail." in page_text(r)
+    assert "n'a pas pu être remis" not in visible_text(r) and "Un code de confirmation vous a été envoyé par e-mail." in visible_text(r)
     r = await portal.post("/mot-de-passe-oublie/code", {"action": "autre-canal"})
     assert r.status_code == 422 and field_errors(r) == {"code": NO_OTHER_CHANNEL}
 
@@ -188,19 +183,19 @@ async def test_a_new_contacts_code_refused_is_told_on_the_code_pages(portal: Por
     # Mon compte: a new email, its code refused by the server
     await portal.get("/mon-compte/email")
     r = await portal.post("/mon-compte/email", {"current_password": PASSWORD, "value": "nouvelle.adresse@exemple.fr"})
-    assert r.status_code == 200 and "vient d'être envoyé" in page_text(r)
+    assert r.status_code == 200 and "vient d'être envoyé" in visible_text(r)
     await deliver(portal)
     r = await portal.post("/mon-compte/email", {"action": "code", "code": ""})
-    shown = page_text(r)
+    shown = visible_text(r)
     assert r.status_code == 422 and "Le message n'a pas pu être remis à l'adresse n…e@exemple.fr." in shown, shown
     assert "Vérifiez l'adresse saisie et demandez un nouveau code." in shown
     # Mes coordonnées: the same for a code sent there
     await portal.get("/mon-compte/coordonnees")
     r = await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "email",
                                                       "value": "autre.adresse@exemple.fr", "current_password": PASSWORD})
-    assert r.status_code == 200 and "n'a pas pu être remis" not in page_text(r)
+    assert r.status_code == 200 and "n'a pas pu être remis" not in visible_text(r)
     await deliver(portal)
     r = await portal.post("/mon-compte/coordonnees", {"action": "code", "code": ""})
-    shown = page_text(r)
+    shown = visible_text(r)
     assert "Le message n'a pas pu être remis à l'adresse a…e@exemple.fr." in shown, shown
     assert 'href="/mon-compte/coordonnees?modifier=email"' in r.text

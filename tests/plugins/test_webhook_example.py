@@ -73,7 +73,7 @@ async def test_a_message_goes_through_the_webhook(example: Path, make_config: Ca
     [row] = await t.select().where(t.id == id).run()
     assert row["state"] == SENT and row["sealed"] == ""
     first, second = receiver.requests
-    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == f"test-{id}"
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == f"test-{id}-{int(T0.timestamp() * 1000)}"
     for request in (first, second):
         assert verify(request.headers["X-Guichet-Signature"], request.body)
     assert not verify(second.headers["X-Guichet-Signature"], second.body.replace(b"482913", b"000000"))

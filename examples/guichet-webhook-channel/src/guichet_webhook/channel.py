@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from guichet.core import DeliveryError, Message, PluginContext
+from guichet.core import DeliveryError, Message, PluginContext, Recipient, delivery_key
 from guichet_webhook.settings import WebhookSettings
 
 
@@ -42,12 +42,17 @@ class WebhookChannel:
         self.name = settings.channel
         self.label_fr = settings.label_fr
         self.reaches = settings.reaches
+        self.carries = frozenset(settings.carries)
         self.settings = settings
         self.context = context
         self._secret = settings.secret.resolve()  # at start-up: a missing secret stops the app, not a delivery
 
     def __repr__(self) -> str:
         return f"WebhookChannel(url={self.settings.url!r})"
+
+    def destination_fr(self, recipient: Recipient) -> str:
+        """What a page shows as the destination: the receiver's own name for it, when the person has one."""
+        return self.settings.destination_fr if recipient.reachable_by(self.reaches) else ""
 
     def body(self, message: Message) -> bytes:
         document: dict[str, Any] = {
@@ -62,7 +67,7 @@ class WebhookChannel:
         headers = {
             "Content-Type": "application/json",
             "X-Guichet-Signature": signature(self._secret, timestamp, body),
-            "Idempotency-Key": f"{self.context.config.caisse.id}-{message.id}",
+            "Idempotency-Key": delivery_key(self.context.config.caisse.id, message),
         }
         try:
             async with httpx.AsyncClient(timeout=self.settings.timeout_seconds) as client:
