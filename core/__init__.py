@@ -1,9 +1,26 @@
-"""guichet: the plugin API. Plugins import ``hookimpl`` and the Structs from here."""
+"""guichet's plugin API: what a plugin may import, listed in one place.
+
+A plugin imports ``hookimpl``, the Structs, the errors and the helpers below from ``guichet.core``
+(the names in ``__all__``), and the names in the ``__all__`` of the modules in ``PUBLIC_MODULES``;
+nothing else of guichet. ``tests/test_plugin_api.py`` holds the built-in plugins and the examples to
+it, and docs/plugins/api.md says what each name is for.
+"""
 import pluggy
 
+from guichet.core.addresses import is_loopback_host
+from guichet.core.clock import PARIS, Clock
+from guichet.core.config import CaisseConfig, CaisseInfo, SecretRef
 from guichet.core.context import PluginContext
-from guichet.core.errors import ConfigError, DeliveryError, GuichetError, PluginError, StepError
-from guichet.core.outbox import delivery_key
+from guichet.core.errors import (
+    ConfigError,
+    DeliveryError,
+    GuichetDeprecationWarning,
+    GuichetError,
+    PluginError,
+    StepError,
+)
+from guichet.core.hookspecs import HOOK_API_VERSION
+from guichet.core.outbox import delivery_key, retry_after_seconds
 from guichet.core.structs import (
     CODE,
     EMAIL,
@@ -34,8 +51,15 @@ from guichet.core.structs import (
 hookimpl = pluggy.HookimplMarker("guichet")
 
 __all__ = [
-    "CODE", "EMAIL", "IDENTIFIER", "LETTER", "MOBILE", "NOTICE", "PASSWORD", "POSTAL", "AuditEvent", "Channel",
-    "CodePolicy", "ConfigError", "DeliveryError", "GuichetError", "Message", "PasswordContext", "PasswordRule",
-    "Payment", "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry",
-    "SettingsNote", "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl",
+    "CODE", "EMAIL", "HOOK_API_VERSION", "IDENTIFIER", "LETTER", "MOBILE", "NOTICE", "PARIS", "PASSWORD", "POSTAL",
+    "AuditEvent", "CaisseConfig", "CaisseInfo", "Channel", "Clock", "CodePolicy", "ConfigError", "DeliveryError",
+    "GuichetDeprecationWarning", "GuichetError", "Message", "PasswordContext", "PasswordRule", "Payment",
+    "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "SecretRef",
+    "SettingsNote", "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl", "is_loopback_host",
+    "retry_after_seconds",
 ]
+
+# Modules whose own __all__ is part of the API: message rendering for channels, the strict parsers of what
+# people type, the fallback implementations and their wording, and the test kit.
+PUBLIC_MODULES = ("guichet.core.delivery_templates", "guichet.core.identifiers", "guichet.core.defaults",
+                  "guichet.testing")

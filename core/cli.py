@@ -144,10 +144,12 @@ def cmd_registry_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from guichet.core.hookspecs import HOOK_API_VERSION
     from guichet.core.plugins import load_plugins
 
     config = _config(args)
     _pm, infos = load_plugins(config)
+    print(f"guichet hook API {HOOK_API_VERSION}")
     for info in infos:
         print(f"{info.name}  ({info.source}: {info.module})")
         for hook in info.hooks:

@@ -8,6 +8,10 @@ from guichet.core.config import CaisseInfo
 from guichet.core.context import PluginContext
 from guichet.core.structs import CodePolicy, PasswordContext, PasswordRule, Strength
 
+# part of the plugin API (guichet.core.PUBLIC_MODULES): a plugin may build on the defaults and reuse their wording
+__all__ = ["CLASSES_MESSAGE", "STRENGTH_LABELS", "guichet_code_policy", "guichet_password_rules",
+           "guichet_password_strength"]
+
 STRENGTH_LABELS = ("faible", "moyen", "fort")
 
 

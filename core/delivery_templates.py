@@ -10,10 +10,21 @@ from guichet.core.context import PluginContext
 from guichet.core.errors import ConfigError, DeliveryError
 from guichet.core.structs import Message
 
+# part of the plugin API (guichet.core.PUBLIC_MODULES): channels render the core's messages with these
+__all__ = ["SAMPLE_PAYLOAD", "TEMPLATES", "render", "template_context", "template_environment"]
+
 # every message the core sends; each channel ships a template for those it can carry
 TEMPLATES = ("login_code", "registration_code", "recovery_code", "contact_code", "temporary_password",
              "password_changed_notice", "email_changed_notice", "mobile_changed_notice", "registration_attempt_notice",
              "password_reset_notice", "registration_letter")
+# the longest values the core puts in each payload key, every key at once: a channel renders each of its
+# templates with it at start-up to prove the texts fit (one SMS...), and the kit's conformance check sends it
+SAMPLE_PAYLOAD: dict[str, Any] = {
+    "code": "123456789012", "lifetime_minutes": 60, "password": "Ab3#kP9mQw2xZr",
+    "expires_on": "31/12/2026", "masked_identifier": "185*******123", "new_email_masked": "j***n@exemple.fr",
+    "new_mobile_masked": "06 xx xx xx 78",
+    "registered_on": "31/12/2026",
+}
 
 
 def template_context(context: PluginContext, message: Message) -> dict[str, Any]:

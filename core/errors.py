@@ -56,3 +56,21 @@ class CounterStoreError(GuichetError):
 
 class StoreUnavailable(GuichetError):
     """A store the app needs (the database, Redis) did not answer: the request is answered 503, never 500."""
+
+
+class GuichetDeprecationWarning(DeprecationWarning):
+    """A plugin implements a deprecated hook, or a deprecated argument of a hook: it still works until
+    the version the message names. Issued when the plugin loads, at the implementation's file and line."""
+
+
+def hook_deprecation(what: str, *, since: str, removed_in: str, instead: str) -> GuichetDeprecationWarning:
+    """The warning a retired hook (``@hookspec(warn_on_impl=...)``) or hook argument
+    (``warn_on_impl_args={name: ...}``) gives the plugins that implement it.
+
+    :param what: the hook or argument, such as ``"guichet_statuses"``.
+    :param since: the hook API version that deprecated it.
+    :param removed_in: the major version that removes it.
+    :param instead: what to implement instead, as a sentence.
+    """
+    return GuichetDeprecationWarning(f"{what} is deprecated since guichet hook API {since} and is removed in "
+                                     f"{removed_in}: {instead}")

@@ -4,6 +4,11 @@ Implementations are plain ``def`` functions marked with ``core.hookimpl``, never
 pluggy does not await, and a coroutine would always win a firstresult hook. Hooks that need I/O
 return objects with async methods (a Channel) or an awaitable, and ``core.plugins.PluginHost``
 does all the awaiting. A hook implementation may accept any subset of a spec's arguments.
+
+The hook API has a version of its own, ``HOOK_API_VERSION``: each spec says in which version it
+was added (``.. versionadded::``), a minor version adds hooks or optional behaviour, and only a
+major version removes a hook, after a deprecation (``core.errors.hook_deprecation``;
+docs/plugins/deprecation.md).
 """
 from __future__ import annotations
 
@@ -30,6 +35,18 @@ from guichet.core.config import CaisseInfo
 
 hookspec = pluggy.HookspecMarker("guichet")
 
+HOOK_API_VERSION = "1.1"
+# what each version of the hook API changed, newest last (docs/plugins/hooks.md shows it)
+HOOK_API_CHANGES = {
+    "1.0": "The hooks as first shipped.",
+    "1.1": "New hooks: `guichet_identity_answer` (a question's plugin checks the form of its answers) and "
+           "`guichet_registry_facts` (other sources add facts to a registry record). An `async def` "
+           "implementation is refused when the plugin loads, on every hook (it used to load, then win every "
+           "first-result hook with a coroutine and do nothing on the others). A retired hook or hook argument "
+           "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md).",
+}
+
+
 # --- Who can register --------------------------------------------------------------------------
 
 
@@ -41,6 +58,8 @@ def guichet_statuses() -> list[Status]:
     code offered twice is a configuration error.
 
     Return a list of :class:`core.structs.Status`; return an empty list to offer none.
+
+    .. versionadded:: 1.0
     """
 
 
@@ -64,6 +83,8 @@ def guichet_identity_questions(status: Status, record: Record | None, context: P
     :param status: the status chosen on the first step.
     :param record: what the registry knows of the person, or None to describe the page.
     :param context: the deployment (config, database, clock).
+
+    .. versionadded:: 1.0
     """
 
 
@@ -81,6 +102,8 @@ def guichet_identity_check(question: Question, answer: str, record: Record, cont
     :param answer: the answer as ``guichet_identity_answer`` returned it (else as typed, trimmed).
     :param record: the registry record of the identifier.
     :param context: the deployment (config, database, clock).
+
+    .. versionadded:: 1.0
     """
 
 
@@ -124,6 +147,8 @@ def guichet_registry_lookup(identifier_kind: str, identifier: str, context: Plug
     :param identifier_kind: "nir" (13 characters, no key) or "siret" (14 digits).
     :param identifier: the normalised identifier.
     :param context: the deployment (config, database, clock).
+
+    .. versionadded:: 1.0
     """
 
 
@@ -159,6 +184,8 @@ def guichet_channels(context: PluginContext) -> list[Channel]:
     Return a list of objects following :class:`core.structs.Channel`; return an empty list to abstain.
 
     :param context: the deployment (config, database, clock).
+
+    .. versionadded:: 1.0
     """
 
 
@@ -175,6 +202,8 @@ def guichet_settings_notes(context: PluginContext) -> list[SettingsNote]:
     Return a list of :class:`core.structs.SettingsNote`; return an empty list to abstain.
 
     :param context: the deployment (config, database, clock); ``context.settings()`` decodes the table.
+
+    .. versionadded:: 1.0
     """
 
 
@@ -193,6 +222,8 @@ def guichet_code_policy(purpose: str, caisse: CaisseInfo) -> CodePolicy | None:
 
     :param purpose: "login", "recovery", "registration" or "contact_change".
     :param caisse: the caisse's identity from its config.
+
+    .. versionadded:: 1.0
     """
 
 
@@ -207,6 +238,8 @@ def guichet_password_rules(caisse: CaisseInfo, context: PluginContext) -> list[P
 
     :param caisse: the caisse's identity from its config.
     :param context: the deployment (config, database, clock).
+
+    .. versionadded:: 1.0
     """
 
 
@@ -222,6 +255,8 @@ def guichet_password_strength(password: str, context: PasswordContext) -> Streng
 
     :param password: the candidate password; never log it.
     :param context: the person's own words and the caisse's name.
+
+    .. versionadded:: 1.0
     """
 
 
@@ -238,4 +273,6 @@ def guichet_event(event: AuditEvent) -> None:
     Return None.
 
     :param event: the event; it holds no code, password, token or full NIR.
+
+    .. versionadded:: 1.0
     """

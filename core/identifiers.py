@@ -19,6 +19,11 @@ from stdnum.exceptions import ValidationError as StdnumError
 
 from guichet.core.errors import StepError
 
+# part of the plugin API (guichet.core.PUBLIC_MODULES): a question or channel plugin parses with these
+__all__ = ["FRENCH_REGIONS", "fold_name", "format_phone", "mask_email", "mask_identifier", "mask_phone", "nir_key",
+           "parse_amount", "parse_birth_date", "parse_code", "parse_email", "parse_identifier", "parse_mobile",
+           "parse_name", "parse_nir", "parse_phone", "parse_siret"]
+
 ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _SPACES = re.compile(r"[\s\u00a0\u202f.\-]+")
 

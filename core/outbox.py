@@ -5,6 +5,7 @@ A request handler only ever calls ``enqueue``; it never waits on an SMTP or SMS 
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,25 @@ def delivery_key(caisse_id: str, message: Message) -> str:
     the time keeps the key unique if ids start again (a database restored from a backup).
     """
     return f"{caisse_id}-{message.id}-{int(message.created_at.timestamp() * 1000)}"
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
+    """A server's ``Retry-After`` header as seconds from ``now`` (RFC 9110: a number of seconds or an
+    HTTP date; a date in the past is 0), or None when absent or unreadable: what a channel passes as
+    ``DeliveryError(retry_after=...)``.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000" in the date: UTC, as RFC 5322 reads it
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max((when - now).total_seconds(), 0.0)
 
 
 def take_enqueued() -> bool:

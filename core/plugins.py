@@ -106,10 +106,39 @@ def load_plugins(config: CaisseConfig) -> tuple[pluggy.PluginManager, list[Plugi
         raise ConfigError(f"plugin {pm.get_name(exc.plugin)!r} implements an unknown hook: {', '.join(unknown)} "
                           "(the hooks are listed in core/hookspecs.py)", path=config.source or None,
                           key="$.plugins.enabled") from None
+    for name, module, _source in loaded:
+        _refuse_coroutines(pm, name, module, config.source or None)
+        _log_deprecations(pm, name, module)
     infos = [PluginInfo(name=name, source=source, module=module.__name__,
                         hooks=tuple(sorted(h.name for h in pm.get_hookcallers(module) or [])))
              for name, module, source in loaded]
     return pm, infos
+
+
+def _own_impls(pm: pluggy.PluginManager, module: ModuleType) -> list[tuple[str, Any]]:
+    return [(caller.name, impl) for caller in pm.get_hookcallers(module) or []
+            for impl in caller.get_hookimpls() if impl.plugin is module]
+
+
+def _refuse_coroutines(pm: pluggy.PluginManager, name: str, module: ModuleType, source: str | None) -> None:
+    """pluggy never awaits: an ``async def`` implementation would win every firstresult hook with a
+    coroutine and do nothing on the others, so it is refused before anything is called."""
+    for hook, impl in _own_impls(pm, module):
+        if inspect.iscoroutinefunction(impl.function) or inspect.isasyncgenfunction(impl.function):
+            raise ConfigError(f"plugin {name!r}: {hook} is an async def; hook implementations are plain def "
+                              "(return an awaitable, or an object with async methods, and guichet awaits it)",
+                              path=source, key="$.plugins.enabled")
+
+
+def _log_deprecations(pm: pluggy.PluginManager, name: str, module: ModuleType) -> None:
+    """pluggy warns the plugin's author (GuichetDeprecationWarning, at registration); this tells the
+    operator, whose logs see no DeprecationWarning."""
+    for hook, impl in _own_impls(pm, module):
+        spec = getattr(pm.hook, hook).spec
+        warned = [spec.warn_on_impl] if spec.warn_on_impl else []
+        warned += [w for arg, w in (spec.warn_on_impl_args or {}).items() if arg in impl.argnames]
+        for warning in warned:
+            log.warning("plugin %s: %s", name, warning)
 
 
 def _plugin_of(pm: pluggy.PluginManager, hook_name: str) -> str:

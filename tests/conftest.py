@@ -5,7 +5,6 @@ import asyncio
 import os
 import secrets
 import socket
-import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,35 +12,15 @@ from typing import Any
 import pytest
 
 from guichet.core.clock import FrozenClock
-from guichet.core.config import CaisseConfig, decode_config
+from guichet.core.config import CaisseConfig
 from guichet.core.database import Database
+from guichet.testing import BASE_CONFIG, TEST_SECRET, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
 POSTGRES_URL = os.environ.get("GUICHET_TEST_POSTGRES", "")
 REDIS_URL = os.environ.get("GUICHET_TEST_REDIS", "")
 REQUIRE_SERVICES = os.environ.get("GUICHET_REQUIRE_SERVICES") == "1"
-TEST_SECRET = "test-secret-key-0123456789abcdef0123456789"
-
-BASE_CONFIG = f"""
-[caisse]
-id = "test"
-name = "MSA Test"
-postal_address = ["MSA Test", "1 rue de la Paix", "75002 PARIS"]
-assistance = {{ phone = "01 23 45 67 89", hours = "du lundi au vendredi", email = "aide@test.invalid" }}
-
-[plugins]
-enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]
-
-[security]
-secret_key = {{ value = "{TEST_SECRET}" }}
-
-[sessions]
-secure_cookies = false
-
-[server]
-mode = "demo"
-"""
 
 
 def service_missing(what: str) -> None:
@@ -51,27 +30,17 @@ def service_missing(what: str) -> None:
     pytest.skip(f"{what} not available: set it up to run this test")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
+# The caisse config factory and the clock are the test kit's (guichet.testing, the `guichet` pytest plugin),
+# under the names these tests have always used.
 @pytest.fixture
-def make_config(tmp_path: Path) -> Callable[..., CaisseConfig]:
+def make_config(guichet_config: Callable[..., CaisseConfig]) -> Callable[..., CaisseConfig]:
     """A config from BASE_CONFIG plus extra TOML, with the database URL given."""
-
-    def factory(extra: str = "", *, database_url: str | None = None, base: str = BASE_CONFIG) -> CaisseConfig:
-        url = database_url or f"sqlite:///{tmp_path / 'guichet.sqlite'}"
-        text = base + "\n" + textwrap.dedent(extra) + f'\n[database]\nurl = "{url}"\n'
-        return decode_config(text, source="test.toml", base_dir=str(tmp_path))
-
-    return factory
+    return guichet_config
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
+def clock(guichet_clock: FrozenClock) -> FrozenClock:
+    return guichet_clock
 
 
 # --- PostgreSQL: one throwaway database per test session ------------------------------------------

@@ -6,14 +6,11 @@ PluginHost, the only caller of hooks in guichet.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import inspect
 import re
-import secrets
-import sys
-import textwrap
+import runpy
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -46,6 +43,7 @@ from guichet.plugins.identity_vitale import hooks as identity_vitale
 from guichet.plugins.password_msa import hooks as password_msa
 from guichet.plugins.registry_tables import hooks as registry_tables
 from guichet.plugins.statuses_msa import hooks as statuses_msa
+from guichet.testing import PluginSite, with_enabled
 
 TESTS = Path(__file__).resolve().parent
 FIRST_RESULT = "First result wins; later plugins are not called."
@@ -84,6 +82,54 @@ def test_spec_is_documented(name: str) -> None:
         assert f":param {parameter}:" in doc, f"{name}: :param {parameter}: missing"
     if firstresult:  # the sentence comes after the Return paragraph, as the house style orders it
         assert doc.index(FIRST_RESULT) > doc.index("Return")
+
+
+# the hooks of hook API 1.0, as they shipped: any other spec was added later and says so
+HOOKS_1_0 = {"guichet_statuses", "guichet_identity_questions", "guichet_identity_check", "guichet_registry_lookup",
+             "guichet_channels", "guichet_settings_notes", "guichet_code_policy", "guichet_password_rules",
+             "guichet_password_strength", "guichet_event"}
+VERSION_ADDED = re.compile(r"^\.\. versionadded:: (\d+\.\d+)$", re.MULTILINE)
+DEPRECATED = re.compile(r"^\.\. deprecated:: (\d+\.\d+)$", re.MULTILINE)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_the_hook_api_version_is_major_minor_and_its_changes_are_told() -> None:
+    assert re.fullmatch(r"\d+\.\d+", hookspecs.HOOK_API_VERSION)
+    versions = list(hookspecs.HOOK_API_CHANGES)
+    assert versions == sorted(versions, key=_version) and versions[-1] == hookspecs.HOOK_API_VERSION
+    added = [VERSION_ADDED.findall(inspect.getdoc(spec) or "") for spec in SPECS.values()]
+    assert max(_version(v) for found in added for v in found) <= _version(hookspecs.HOOK_API_VERSION)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_spec_says_in_which_version_it_was_added(name: str) -> None:
+    """One ``.. versionadded:: X.Y`` after the parameters (1.0 for the hooks that shipped in 1.0, a later
+    version for every other); a deprecated spec (warn_on_impl) also says ``.. deprecated:: X.Y``."""
+    spec = SPECS[name]
+    doc = inspect.getdoc(spec) or ""
+    added = VERSION_ADDED.findall(doc)
+    assert len(added) == 1, f"{name}: one `.. versionadded:: X.Y` line, the hook API version that added it"
+    assert (added[0] == "1.0") == (name in HOOKS_1_0), f"{name}: added in {added[0]}, but 1.0 is {sorted(HOOKS_1_0)}"
+    assert _version(added[0]) <= _version(hookspecs.HOOK_API_VERSION)
+    params = [m.start() for m in re.finditer(r"^:param ", doc, re.MULTILINE)]
+    assert all(p < doc.index(".. versionadded::") for p in params), f"{name}: versionadded comes after the params"
+    warns = spec.guichet_spec.get("warn_on_impl") is not None
+    deprecated = DEPRECATED.findall(doc)
+    assert bool(deprecated) == warns, f"{name}: `.. deprecated::` iff the spec has warn_on_impl"
+    if deprecated:
+        assert _version(added[0]) <= _version(deprecated[0]) <= _version(hookspecs.HOOK_API_VERSION)
+
+
+def test_the_hook_reference_is_up_to_date(root: Path) -> None:
+    """docs/plugins/hooks.md is written from the specs by scripts/hook_reference.py: run it after changing a spec."""
+    render = runpy.run_path(str(root / "scripts" / "hook_reference.py"))["render"]
+    page = (root / "docs" / "plugins" / "hooks.md").read_text(encoding="utf-8")
+    assert page == render(), "docs/plugins/hooks.md is stale: run scripts/hook_reference.py"
+    for name in SPECS:
+        assert f"\n## {name}\n" in page
 
 
 def _hook_test_names() -> set[str]:
@@ -127,11 +173,7 @@ def test_builtin_implementations_accept_only_spec_arguments(make_config: Callabl
 
 
 def _base(enabled: list[str]) -> str:
-    from conftest import BASE_CONFIG
-
-    line = 'enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]'
-    assert line in BASE_CONFIG
-    return BASE_CONFIG.replace(line, "enabled = [" + ", ".join(f'"{n}"' for n in enabled) + "]")
+    return with_enabled(enabled)
 
 
 @pytest.fixture
@@ -406,29 +448,9 @@ async def test_hook_guichet_event(database: Database, context_for: Callable[...,
 
 
 @pytest.fixture
-def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
+def installed_plugin(guichet_plugin_site: PluginSite) -> Callable[[str, str], str]:
     """Install a tiny test distribution with a `guichet` entry point (a dist-info on sys.path)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    packages: list[str] = []
-
-    def install(name: str, source: str) -> None:
-        package = f"guichet_test_{name}_{secrets.token_hex(3)}"
-        (site / package).mkdir()
-        (site / package / "__init__.py").write_text("")
-        (site / package / "hooks.py").write_text(textwrap.dedent(source))
-        (site / f"{package}-1.0.dist-info").mkdir()
-        (site / f"{package}-1.0.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\n"
-                                                                   "Version: 1.0\n")
-        (site / f"{package}-1.0.dist-info" / "entry_points.txt").write_text(f"[guichet]\n{name} = {package}.hooks\n")
-        importlib.invalidate_caches()
-        packages.append(package)
-
-    yield install
-    for package in packages:
-        for module in [m for m in sys.modules if m.startswith(package)]:
-            del sys.modules[module]
+    return guichet_plugin_site.add_module
 
 
 PIGEON = """
@@ -454,7 +476,7 @@ def guichet_channels(context):
 """
 
 
-async def test_hook_guichet_channels_with_a_tiny_plugin(installed_plugin: Callable[[str, str], None],
+async def test_hook_guichet_channels_with_a_tiny_plugin(installed_plugin: Callable[[str, str], str],
                                                         context_for: Callable[..., PluginContext]) -> None:
     from guichet.core.structs import Message, Recipient
 

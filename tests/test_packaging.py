@@ -13,7 +13,8 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
     on_disk = {"guichet"} | {
         "guichet." + ".".join(init.parent.relative_to(ROOT).parts)
         for part in ("core", "plugins", "web") for init in (ROOT / part).rglob("__init__.py")
-        if "__pycache__" not in init.parts}
+        if "__pycache__" not in init.parts} | {
+        ".".join(init.parent.relative_to(ROOT / "src").parts) for init in (ROOT / "src" / "guichet").rglob("__init__.py")}
     assert set(setuptools["packages"]) == on_disk
 
 

@@ -1,8 +1,7 @@
 """MSA Provence Azur's code policies, from its guide "Mon espace privé : inscription et connexion"."""
 from __future__ import annotations
 
-from guichet.core import CodePolicy, hookimpl
-from guichet.core.config import CaisseInfo
+from guichet.core import CaisseInfo, CodePolicy, hookimpl
 
 
 @hookimpl

@@ -1,8 +1,7 @@
 """MSA Sud Aquitaine's code policies, from its forgotten-password guide."""
 from __future__ import annotations
 
-from guichet.core import CodePolicy, hookimpl
-from guichet.core.config import CaisseInfo
+from guichet.core import CaisseInfo, CodePolicy, hookimpl
 
 
 @hookimpl

@@ -5,9 +5,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from guichet.core.addresses import is_loopback_host
-from guichet.core.config import SecretRef
-from guichet.core.structs import SettingsNote
+from guichet.core import SecretRef, SettingsNote, is_loopback_host
 
 SETTINGS_KEY = "$.plugins.settings.delivery_email"
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import msgspec
 
-from guichet.core import DeliveryError, LETTER, Message, PASSWORD, PluginContext, POSTAL
-from guichet.core.clock import PARIS
+from guichet.core import LETTER, PARIS, PASSWORD, POSTAL, DeliveryError, Message, PluginContext
 from guichet.core.delivery_templates import render, template_context, template_environment
 from guichet.plugins.delivery_postal.settings import PostalSettings
 

@@ -1,16 +1,14 @@
 """SmsChannel: one GSM-7 SMS per message, posted to the caisse's HTTP gateway."""
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import json
 import logging
 from pathlib import Path
 from urllib.parse import quote_plus
 
-
-from guichet.core import CODE, ConfigError, DeliveryError, Message, MOBILE, NOTICE, PASSWORD, PluginContext, Recipient, StepError, delivery_key
-from guichet.core.delivery_templates import TEMPLATES, render, template_context, template_environment
+from guichet.core import (CODE, MOBILE, NOTICE, PASSWORD, ConfigError, DeliveryError, Message, PluginContext, Recipient,
+                          StepError, delivery_key, retry_after_seconds)
+from guichet.core.delivery_templates import SAMPLE_PAYLOAD, TEMPLATES, render, template_context, template_environment
 from guichet.core.identifiers import FRENCH_REGIONS, parse_mobile
 from guichet.plugins.delivery_sms.gsm import ONE_SMS, septets, to_gsm7
 from guichet.plugins.delivery_sms.settings import SmsSettings
@@ -19,14 +17,6 @@ log = logging.getLogger("guichet.delivery_sms")
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 SETTINGS_KEY = "$.plugins.settings.delivery_sms"
-
-# the longest values the core puts in each payload key, to prove at start-up that every text fits
-SAMPLE_PAYLOAD = {
-    "code": "123456789012", "lifetime_minutes": 60, "password": "Ab3#kP9mQw2xZr",
-    "expires_on": "31/12/2026", "masked_identifier": "185*******123", "new_email_masked": "j***n@exemple.fr",
-    "new_mobile_masked": "06 xx xx xx 78",
-    "registered_on": "31/12/2026",
-}
 
 
 def build_body(settings: SmsSettings, to: str, text: str) -> str:
@@ -41,22 +31,6 @@ def build_body(settings: SmsSettings, to: str, text: str) -> str:
         else:
             body = body.replace(f"{{{key}}}", quote_plus(value))
     return body
-
-
-def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
-    """Retry-After as seconds: either a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max((when - now).total_seconds(), 0.0)
 
 
 class SmsChannel:

@@ -6,9 +6,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from guichet.core.addresses import is_loopback_host
-from guichet.core.config import SecretRef
-from guichet.core.structs import SettingsNote
+from guichet.core import SecretRef, SettingsNote, is_loopback_host
 
 SETTINGS_KEY = "$.plugins.settings.delivery_sms"
 

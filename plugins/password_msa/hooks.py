@@ -1,8 +1,7 @@
 """The composition rule the MSA guides document."""
 from __future__ import annotations
 
-from guichet.core import PasswordRule, PluginContext, hookimpl
-from guichet.core.config import CaisseInfo
+from guichet.core import CaisseInfo, PasswordRule, PluginContext, hookimpl
 from guichet.core.defaults import CLASSES_MESSAGE
 
 

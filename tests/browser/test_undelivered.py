@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from delivery_servers import SmtpSink
+from guichet.testing import SmtpSink
 from tests.browser.flows import login_password
 from tests.browser.support import CONFIG_DIR, LiveServer, Person, People, code_in, derive_config, new_password, toml_dumps
 

@@ -21,7 +21,7 @@ from guichet.core.outbox import enqueue
 from guichet.core.outbox_worker import OutboxWorker, run_worker_process
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import PostalAddress, Recipient
-from delivery_servers import base_with_plugins
+from guichet.testing import base_with_plugins
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
 DEMO_SETTINGS = """

@@ -30,7 +30,7 @@ from guichet.core.outbox_worker import (
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import Recipient
 from tests.conftest import TEST_SECRET
-from delivery_servers import SmtpSink, base_with_plugins, free_port
+from guichet.testing import PluginSite, SmtpSink, base_with_plugins, free_port
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, 0, tzinfo=dt.timezone.utc)  # microsecond 0: str() drops the fraction
 CODE = "845216"
@@ -382,7 +382,7 @@ def test_outbox_cli(make_config: Callable[..., CaisseConfig], tmp_path: Path,
                     capsys: pytest.CaptureFixture[str]) -> None:
     """`guichet outbox status / retry` on a config file (SQLite)."""
     from guichet.core.cli import main
-    from delivery_servers import BASE_CONFIG
+    from guichet.testing import BASE_CONFIG
 
     config_file = tmp_path / "caisse.toml"
     config_file.write_text(textwrap.dedent(BASE_CONFIG) + f'\n[database]\nurl = "sqlite:///{tmp_path / "cli.sqlite"}"\n')
@@ -426,16 +426,9 @@ def guichet_channels(context):
 
 
 async def test_a_channel_raising_anything_else_is_retried_and_never_logged(
-        make_config: Callable[..., CaisseConfig], database: Database, db_url: str, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from delivery_servers import install_fake_dist
-
-    package = tmp_path / "plugin_src" / "guichet_boom_test"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "hooks.py").write_text(BOOM_PLUGIN)
-    install_fake_dist(monkeypatch, tmp_path / "site", dist="guichet-boom-test",
-                      entry_points={"boom": "guichet_boom_test.hooks"}, package_dirs=(tmp_path / "plugin_src",))
+        make_config: Callable[..., CaisseConfig], database: Database, db_url: str,
+        guichet_plugin_site: PluginSite, caplog: pytest.LogCaptureFixture) -> None:
+    package = guichet_plugin_site.add_module("boom", BOOM_PLUGIN)
     config = make_config(database_url=db_url, base=base_with_plugins("boom"))
     setup = Setup(config, database, FrozenClock(T0))
     id = await setup.enqueue(channel="boom", code="660022")
@@ -443,7 +436,7 @@ async def test_a_channel_raising_anything_else_is_retried_and_never_logged(
     assert await setup.worker().run_once() == 1
     row = await setup.row(id)
     assert row["state"] == PENDING and row["attempts"] == 1 and row["sealed"] != ""
-    assert row["last_error"] == "RuntimeError raised by channel 'boom' (guichet_boom_test.hooks)"
+    assert row["last_error"] == f"RuntimeError raised by channel 'boom' ({package}.hooks)"
     assert "660022" not in caplog.text and "marie.dupont" not in caplog.text
     assert setup.host.channel("boom").calls == 1  # type: ignore[union-attr]
 

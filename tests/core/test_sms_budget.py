@@ -19,7 +19,7 @@ from guichet.core.outbox import EXPIRED, PENDING, SENT
 from guichet.core.outbox_worker import BUDGET_WAIT, run_worker_process
 from guichet.core.services import Services, build_services
 from guichet.core.structs import Recipient
-from delivery_servers import HttpEndpoint, base_with_plugins
+from guichet.testing import HttpSink, base_with_plugins
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
 RECIPIENT = Recipient(name="Marie DUPONT", mobile="06 12 34 56 78")
@@ -68,7 +68,7 @@ async def test_every_attempt_costs_one_sms_and_a_spent_budget_makes_the_message_
         services_for: Callable[..., Services]) -> None:
     """Budget 2 an hour: a message that fails twice (the gateway answers 500) has spent it; its third
     attempt waits for the next hour rather than being sent, and is not counted as an attempt."""
-    with HttpEndpoint(script=[(500, {}), (500, {})]) as gateway:
+    with HttpSink(script=[(500, {}), (500, {})]) as gateway:
         services = services_for(gateway.url, 2)
         clock: FrozenClock = services.clock  # type: ignore[assignment]
         id = await queue_sms(services)
@@ -93,7 +93,7 @@ async def test_every_attempt_costs_one_sms_and_a_spent_budget_makes_the_message_
 
 async def test_a_message_the_budget_holds_past_its_lifetime_expires_with_its_content(
         services_for: Callable[..., Services]) -> None:
-    with HttpEndpoint() as gateway:
+    with HttpSink() as gateway:
         services = services_for(gateway.url, 1)
         first = await queue_sms(services)
         second = await queue_sms(services, lifetime=dt.timedelta(seconds=30))
@@ -108,7 +108,7 @@ async def test_a_message_the_budget_holds_past_its_lifetime_expires_with_its_con
 async def test_a_code_request_checks_the_budget_without_spending_it(services_for: Callable[..., Services]) -> None:
     """Budget 1 an hour: two codes asked for before any delivery are both queued (the request only
     looks); the worker texts one and holds the other; a third request is refused early."""
-    with HttpEndpoint() as gateway:
+    with HttpSink() as gateway:
         services = services_for(gateway.url, 1)
 
         async def ask() -> str | None:
@@ -128,7 +128,7 @@ async def test_a_code_request_checks_the_budget_without_spending_it(services_for
 async def test_the_worker_process_counts_the_budget(make_config: Callable[..., CaisseConfig], database: Database,
                                                     db_url: str) -> None:
     """`guichet outbox work` counts in the caisse's counters (here the database's), as `guichet serve` does."""
-    with HttpEndpoint() as gateway:
+    with HttpSink() as gateway:
         config = sms_config(make_config, db_url, gateway.url, 1)
         services = build_services(config, database=database)
         try:

@@ -180,6 +180,7 @@ def test_cli_requests(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_cli_plugins_lists_every_enabled_plugin_with_its_hooks(capsys: pytest.CaptureFixture[str]) -> None:
     from guichet.core.config import load_config
+    from guichet.core.hookspecs import HOOK_API_VERSION
     from guichet.core.plugins import load_plugins
 
     assert main(["plugins", "--config", str(ROOT / "config/demo.toml")]) == 0
@@ -187,6 +188,7 @@ def test_cli_plugins_lists_every_enabled_plugin_with_its_hooks(capsys: pytest.Ca
     config = load_config(ROOT / "config/demo.toml")
     _pm, infos = load_plugins(config)
     blocks = out.split("\n")
+    assert blocks[0] == f"guichet hook API {HOOK_API_VERSION}"
     for info in infos:
         header = f"{info.name}  (builtin: {info.module})"
         assert header in blocks, header

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from delivery_servers import HttpEndpoint
+from guichet.testing import HttpSink
 from tests.conftest import Portal
 from tests.flows.helpers import config_text, field_error, visible_text, where
 from tests.security.support import PASSWORD, make_account, password_step, person
@@ -30,16 +30,16 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-def messaging() -> Iterator[HttpEndpoint]:
+def messaging() -> Iterator[HttpSink]:
     """The secure messaging service's endpoint: it takes each message for the inbox of a NIR."""
-    endpoint = HttpEndpoint()
+    endpoint = HttpSink()
     with endpoint:
         yield endpoint
 
 
 @pytest.fixture
 async def messagerie(portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str,
-                     messaging: HttpEndpoint, demo_people: Any) -> Portal:
+                     messaging: HttpSink, demo_people: Any) -> Portal:
     extra = f"""
 [plugins.settings.webhook]
 url = "{messaging.url}"
@@ -59,11 +59,11 @@ channels = ["messagerie", "email"]
     return portal
 
 
-def delivered(endpoint: HttpEndpoint) -> list[dict[str, Any]]:
+def delivered(endpoint: HttpSink) -> list[dict[str, Any]]:
     return [json.loads(request.body) for request in endpoint.requests]
 
 
-async def test_a_login_code_goes_to_the_secure_messaging(messagerie: Portal, messaging: HttpEndpoint) -> None:
+async def test_a_login_code_goes_to_the_secure_messaging(messagerie: Portal, messaging: HttpSink) -> None:
     who = person()
     await make_account(messagerie)
     r = await password_step(messagerie, who.identifier, PASSWORD)
@@ -80,7 +80,7 @@ async def test_a_login_code_goes_to_the_secure_messaging(messagerie: Portal, mes
     assert where(r) == "/espace-prive"
 
 
-async def test_a_recovery_goes_through_the_secure_messaging(messagerie: Portal, messaging: HttpEndpoint) -> None:
+async def test_a_recovery_goes_through_the_secure_messaging(messagerie: Portal, messaging: HttpSink) -> None:
     who = person()
     await make_account(messagerie)
     await messagerie.get("/mot-de-passe-oublie/identifiant")

@@ -12,7 +12,7 @@ import pytest
 from guichet.core.config import CaisseConfig
 from guichet.core.flows.common import NO_OTHER_CHANNEL
 from guichet.core.outbox import FAILED, SENT
-from delivery_servers import HttpEndpoint, SmtpSink
+from guichet.testing import HttpSink, SmtpSink
 from tests.conftest import Portal, portal_config_text
 from tests.flows.helpers import field_errors, visible_text, where
 from tests.security.support import PASSWORD, make_account, person
@@ -22,7 +22,7 @@ CODE = re.compile(r"\b(\d{6})\b")
 
 
 class Servers:
-    def __init__(self, sink: SmtpSink, gateway: HttpEndpoint) -> None:
+    def __init__(self, sink: SmtpSink, gateway: HttpSink) -> None:
         self.sink, self.gateway = sink, gateway
 
     def sms_codes(self) -> list[str]:
@@ -31,7 +31,7 @@ class Servers:
 
 @pytest.fixture
 async def servers() -> AsyncIterator[Servers]:
-    with SmtpSink(rcpt_reply=REFUSED) as sink, HttpEndpoint() as gateway:
+    with SmtpSink(rcpt_reply=REFUSED) as sink, HttpSink() as gateway:
         yield Servers(sink, gateway)
 
 

@@ -28,7 +28,7 @@ from guichet.core.database import Database
 from guichet.core.keys import Keys
 from guichet.core.outbox import enqueue
 from guichet.core.structs import Recipient
-from delivery_servers import SmtpSink
+from guichet.testing import SmtpSink
 from tests.conftest import _reset_postgres, portal_config_text, postgres_url, redis_url
 from tests.ops.serving import OutboxProcess, Served, faketime
 

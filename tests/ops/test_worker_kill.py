@@ -24,7 +24,7 @@ from guichet.core.keys import Keys
 from guichet.core.outbox import SENT, enqueue
 from guichet.core.outbox_worker import RetryPolicy
 from guichet.core.structs import Recipient
-from delivery_servers import SmtpSink
+from guichet.testing import SmtpSink
 from tests.conftest import _reset_postgres, portal_config_text
 from tests.ops.serving import OutboxProcess
 

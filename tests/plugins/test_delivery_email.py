@@ -22,7 +22,7 @@ from guichet.core.delivery_templates import TEMPLATES
 from guichet.core.errors import ConfigError, DeliveryError
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import Message, Recipient
-from delivery_servers import SmtpSink, base_with_plugins, free_port
+from guichet.testing import SmtpSink, base_with_plugins, free_port
 from guichet.plugins.delivery_email import hooks
 from guichet.plugins.delivery_email.channel import EmailChannel
 from guichet.plugins.delivery_email.settings import EmailSettings

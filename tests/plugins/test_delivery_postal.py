@@ -21,7 +21,7 @@ from guichet.core.outbox import FAILED, SENT, enqueue
 from guichet.core.outbox_worker import OutboxWorker
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import Message, PostalAddress, Recipient
-from delivery_servers import base_with_plugins
+from guichet.testing import base_with_plugins
 from guichet.plugins.delivery_postal import hooks
 from guichet.plugins.delivery_postal.channel import PostalChannel, address_lines, french_date, parse_letter
 

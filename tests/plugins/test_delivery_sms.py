@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,16 +14,16 @@ from guichet.core.clock import FrozenClock
 from guichet.core.config import CaisseConfig, load_config
 from guichet.core.context import DemoEndpoints, PluginContext
 from guichet.core.database import Database
-from guichet.core.delivery_templates import TEMPLATES
+from guichet.core.delivery_templates import SAMPLE_PAYLOAD, TEMPLATES
 from guichet.core.errors import ConfigError, DeliveryError
 from guichet.core.keys import Keys
 from guichet.core.outbox import FAILED, PENDING, SENT, enqueue
 from guichet.core.outbox_worker import OutboxWorker
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import Message, Recipient
-from delivery_servers import HttpEndpoint, base_with_plugins
+from guichet.testing import HttpSink, base_with_plugins
 from guichet.plugins.delivery_sms import hooks
-from guichet.plugins.delivery_sms.channel import SAMPLE_PAYLOAD, SmsChannel, build_body, retry_after_seconds
+from guichet.plugins.delivery_sms.channel import SmsChannel, build_body
 from guichet.plugins.delivery_sms.gsm import BASIC, ONE_SMS, septets, to_gsm7
 from guichet.plugins.delivery_sms.settings import SmsSettings
 
@@ -100,7 +99,7 @@ def test_a_caisse_template_longer_than_one_sms_is_refused(channel_for: Callable[
 async def test_the_gateway_gets_json_with_e164_number_and_bearer_auth(channel_for: Callable[..., SmsChannel],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_SMS_TOKEN", "tok-123")
-    with HttpEndpoint() as gateway:
+    with HttpSink() as gateway:
         channel = channel_for(f'url = "{gateway.url}"\nsender = "MSA"\nauth = {{ env = "TEST_SMS_TOKEN" }}')
         assert "tok-123" not in repr(channel)
         await channel.send(message())
@@ -114,7 +113,7 @@ async def test_the_gateway_gets_json_with_e164_number_and_bearer_auth(channel_fo
 
 
 async def test_custom_headers_form_body_and_overseas_numbers(channel_for: Callable[..., SmsChannel]) -> None:
-    with HttpEndpoint() as gateway:
+    with HttpSink() as gateway:
         channel = channel_for(f'url = "{gateway.url}"\nmethod = "PUT"\nauth = {{ value = "k" }}\n'
                               'headers = { "X-Api-Key" = "{auth}", "X-Client" = "guichet" }\n'
                               'body_format = "form"\nbody_template = "dest={to}&msg={text}"')
@@ -152,7 +151,7 @@ async def test_no_valid_mobile_is_permanent(channel_for: Callable[..., SmsChanne
 @pytest.mark.parametrize(("status", "permanent"), [(400, True), (401, True), (404, True), (408, False),
                                                    (429, False), (500, False), (503, False)])
 async def test_gateway_statuses(channel_for: Callable[..., SmsChannel], status: int, permanent: bool) -> None:
-    with HttpEndpoint(script=[(status, {})]) as gateway:
+    with HttpSink(script=[(status, {})]) as gateway:
         with pytest.raises(DeliveryError) as failed:
             await channel_for(f'url = "{gateway.url}"').send(message())
     assert failed.value.permanent is permanent and str(status) in str(failed.value)
@@ -160,22 +159,15 @@ async def test_gateway_statuses(channel_for: Callable[..., SmsChannel], status: 
 
 
 async def test_gateway_down_is_temporary(channel_for: Callable[..., SmsChannel]) -> None:
-    with HttpEndpoint() as gateway:
+    with HttpSink() as gateway:
         url = gateway.url
     with pytest.raises(DeliveryError, match="cannot reach") as failed:
         await channel_for(f'url = "{url}"\ntimeout_seconds = 1').send(message())
     assert not failed.value.permanent
 
 
-def test_retry_after_in_seconds_or_as_a_date() -> None:
-    assert retry_after_seconds("120", T0) == 120
-    assert retry_after_seconds(email.utils.format_datetime(T0 + dt.timedelta(minutes=5), usegmt=True), T0) == 300
-    assert retry_after_seconds(email.utils.format_datetime(T0 - dt.timedelta(minutes=5), usegmt=True), T0) == 0
-    assert retry_after_seconds("bientôt", T0) is None and retry_after_seconds(None, T0) is None
-
-
 async def test_demo_url_sends_to_the_demo_endpoint(channel_for: Callable[..., SmsChannel]) -> None:
-    with HttpEndpoint() as gateway:
+    with HttpSink() as gateway:
         demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=1, sms_url=gateway.url, mailbox_dir="x")
         await channel_for('url = "demo"', demo=demo).send(message())
     assert len(gateway.requests) == 1
@@ -207,7 +199,7 @@ async def _row(database: Database, id: int) -> dict[str, Any]:
 
 async def test_500_then_200_is_delivered_once(make_config: Callable[..., CaisseConfig], database: Database,
                                               db_url: str) -> None:
-    with HttpEndpoint(script=[(500, {})]) as gateway:
+    with HttpSink(script=[(500, {})]) as gateway:
         worker, clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
         assert await worker.run_once() == 1
         row = await _row(database, id)
@@ -223,7 +215,7 @@ async def test_500_then_200_is_delivered_once(make_config: Callable[..., CaisseC
 
 async def test_429_retry_after_is_honoured(make_config: Callable[..., CaisseConfig], database: Database,
                                            db_url: str) -> None:
-    with HttpEndpoint(script=[(429, {"Retry-After": "120"})]) as gateway:
+    with HttpSink(script=[(429, {"Retry-After": "120"})]) as gateway:
         worker, clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
         assert await worker.run_once() == 1
         row = await _row(database, id)
@@ -237,7 +229,7 @@ async def test_429_retry_after_is_honoured(make_config: Callable[..., CaisseConf
 
 async def test_a_refusal_is_recorded_as_failed(make_config: Callable[..., CaisseConfig], database: Database,
                                                db_url: str) -> None:
-    with HttpEndpoint(script=[(422, {})]) as gateway:
+    with HttpSink(script=[(422, {})]) as gateway:
         worker, _clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
         assert await worker.run_once() == 1
     row = await _row(database, id)
@@ -289,7 +281,7 @@ async def test_every_attempt_carries_the_same_idempotency_key(make_config: Calla
                                                              database: Database, db_url: str) -> None:
     from guichet.core.outbox import delivery_key
 
-    with HttpEndpoint(script=[(503, {}), (500, {})]) as gateway:
+    with HttpSink(script=[(503, {}), (500, {})]) as gateway:
         worker, clock, id = await _outbox_sms(make_config, database, db_url, gateway.url)
         row = await _attempts(worker, clock, database, id, most=5)
     assert row["state"] == SENT and len(gateway.requests) == 3
@@ -300,7 +292,7 @@ async def test_every_attempt_carries_the_same_idempotency_key(make_config: Calla
 
 
 async def test_the_idempotency_header_name_is_configurable(channel_for: Callable[..., SmsChannel]) -> None:
-    with HttpEndpoint() as gateway:
+    with HttpSink() as gateway:
         await channel_for(f'url = "{gateway.url}"\nidempotency_header = "X-Request-Id"').send(message(id=41))
         await channel_for(f'url = "{gateway.url}"\nidempotency_header = ""').send(message(id=42))
     first, second = gateway.requests
@@ -314,7 +306,7 @@ async def test_an_unknown_outcome_is_retried_twice_then_failed(make_config: Call
                                                                database: Database, db_url: str,
                                                                then: Any) -> None:
     """The gateway got the request each time and may have sent the SMS: 3 requests at most, not 10."""
-    with HttpEndpoint(always=(200, {}, then)) as gateway:
+    with HttpSink(always=(200, {}, then)) as gateway:
         worker, clock, id = await _outbox_sms(make_config, database, db_url, gateway.url, "timeout_seconds = 0.3")
         row = await _attempts(worker, clock, database, id, most=12)
     assert row["state"] == FAILED, row["last_error"]
@@ -328,7 +320,7 @@ async def test_a_gateway_that_honours_the_key_texts_the_phone_once(make_config: 
                                                                    database: Database, db_url: str) -> None:
     """The gateway sends the SMS, then answers too late twice; the retries carry the same key, and it
     answers them without sending again."""
-    with HttpEndpoint(script=[(200, {}, 1.0), (200, {}, 1.0)], honour_key="Idempotency-Key") as gateway:
+    with HttpSink(script=[(200, {}, 1.0), (200, {}, 1.0)], honour_key="Idempotency-Key") as gateway:
         worker, clock, id = await _outbox_sms(make_config, database, db_url, gateway.url, "timeout_seconds = 0.3")
         row = await _attempts(worker, clock, database, id, most=5)
     assert row["state"] == SENT and len(gateway.requests) == 3 and len(gateway.delivered) == 1
@@ -348,9 +340,9 @@ async def test_channel_errors_tell_a_request_never_sent_from_one_whose_outcome_i
     with pytest.raises(DeliveryError) as refused:
         await channel_for('url = "http://127.0.0.1:9/sms"').send(message())
     assert not refused.value.outcome_unknown and not refused.value.permanent
-    with HttpEndpoint(always=(200, {}, "drop")) as gateway, pytest.raises(DeliveryError) as dropped:
+    with HttpSink(always=(200, {}, "drop")) as gateway, pytest.raises(DeliveryError) as dropped:
         await channel_for(f'url = "{gateway.url}"').send(message())
     assert dropped.value.outcome_unknown and not dropped.value.permanent
-    with HttpEndpoint(always=(200, {}, 1.0)) as gateway, pytest.raises(DeliveryError) as late:
+    with HttpSink(always=(200, {}, 1.0)) as gateway, pytest.raises(DeliveryError) as late:
         await channel_for(f'url = "{gateway.url}"\ntimeout_seconds = 0.3').send(message())
     assert late.value.outcome_unknown and str(late.value) == "the SMS gateway did not answer in time (outcome unknown)"

@@ -20,20 +20,10 @@ from guichet.core.outbox import PENDING, SENT, enqueue
 from guichet.core.outbox_worker import OutboxWorker
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import Recipient
-from delivery_servers import HttpEndpoint, base_with_plugins, install_fake_dist
+from guichet.testing import HttpSink, base_with_plugins
 
 T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
 SECRET = "webhook-shared-secret-for-tests"
-
-
-@pytest.fixture
-def example(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The example installed the way pip would expose it: a dist-info with its entry point, and its package."""
-    project = root / "examples" / "guichet-webhook-channel"
-    declared = tomllib.loads((project / "pyproject.toml").read_text())["project"]["entry-points"]["guichet"]
-    install_fake_dist(monkeypatch, tmp_path / "site", dist="guichet-webhook-channel", entry_points=declared,
-                      package_dirs=(project / "src",))
-    return project
 
 
 def verify(header: str, body: bytes) -> bool:
@@ -42,9 +32,9 @@ def verify(header: str, body: bytes) -> bool:
     return hmac.compare_digest(expected, fields["v1"])
 
 
-async def test_a_message_goes_through_the_webhook(example: Path, make_config: Callable[..., CaisseConfig],
+async def test_a_message_goes_through_the_webhook(webhook_example: Path, make_config: Callable[..., CaisseConfig],
                                                   database: Database, db_url: str) -> None:
-    with HttpEndpoint(script=[(503, {"Retry-After": "30"})]) as receiver:
+    with HttpSink(script=[(503, {"Retry-After": "30"})]) as receiver:
         config = make_config(f"""
             [plugins.settings.webhook]
             url = "{receiver.url}"
@@ -83,9 +73,9 @@ async def test_a_message_goes_through_the_webhook(example: Path, make_config: Ca
     assert document["recipient"]["email"] == "marie.dupont@exemple.fr"
 
 
-def test_the_example_is_a_complete_distribution(example: Path) -> None:
-    meta = tomllib.loads((example / "pyproject.toml").read_text())["project"]
+def test_the_example_is_a_complete_distribution(webhook_example: Path) -> None:
+    meta = tomllib.loads((webhook_example / "pyproject.toml").read_text())["project"]
     assert meta["name"] == "guichet-webhook-channel" and meta["entry-points"]["guichet"] == {"webhook": "guichet_webhook.hooks"}
-    package = example / "src" / "guichet_webhook"
+    package = webhook_example / "src" / "guichet_webhook"
     assert {p.name for p in package.glob("*.py")} == {"__init__.py", "hooks.py", "channel.py", "settings.py"}
-    assert (example / "README.md").is_file()
+    assert (webhook_example / "README.md").is_file()

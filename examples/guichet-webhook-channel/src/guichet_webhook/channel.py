@@ -1,8 +1,6 @@
 """WebhookChannel: one signed JSON POST per message."""
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import hashlib
 import hmac
 from typing import Any
@@ -10,7 +8,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from guichet.core import DeliveryError, Message, PluginContext, Recipient, delivery_key
+from guichet.core import DeliveryError, Message, PluginContext, Recipient, delivery_key, retry_after_seconds
 from guichet_webhook.settings import WebhookSettings
 
 
@@ -18,21 +16,6 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     """The X-Guichet-Signature value; a receiver recomputes it and compares in constant time."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-def _retry_after(value: str | None, now: dt.datetime) -> float | None:
-    """Retry-After in seconds, or as an HTTP date."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max((when - now).total_seconds(), 0.0)
 
 
 class WebhookChannel:
@@ -62,6 +45,8 @@ class WebhookChannel:
         return msgspec.json.encode(document)
 
     async def send(self, message: Message) -> None:
+        if not message.recipient.reachable_by(self.reaches):  # the receiver could not deliver it either
+            raise DeliveryError(f"the recipient has no {self.reaches} address", permanent=True)
         body = self.body(message)
         timestamp = int(self.context.clock.now().timestamp())
         headers = {
@@ -80,5 +65,6 @@ class WebhookChannel:
             return
         if status in (408, 429) or status >= 500:
             raise DeliveryError(f"webhook answered {status}", permanent=False,
-                                retry_after=_retry_after(response.headers.get("Retry-After"), self.context.clock.now()))
+                                retry_after=retry_after_seconds(response.headers.get("Retry-After"),
+                                                                self.context.clock.now()))
         raise DeliveryError(f"webhook refused the message: {status}", permanent=True)

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from guichet.core.config import SecretRef
+from guichet.core import SecretRef
 
 
 class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

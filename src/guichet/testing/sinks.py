@@ -1,57 +1,29 @@
-"""Real local servers for the delivery tests: an SMTP sink (aiosmtpd) and a scripted HTTP endpoint."""
+"""Real local servers that keep what a channel sends: an SMTP sink (aiosmtpd) and a scripted HTTP sink
+(an SMS gateway, a webhook receiver). Each runs in a thread of its own, so the test's event loop and
+the channel's client work as they do in production."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
-
-
-
-def _top_conftest() -> Any:
-    """tests/conftest.py as loaded by pytest; found by path, since another folder's conftest may hold the name."""
-    path = str(Path(__file__).with_name("conftest.py"))
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) == path:
-            return module
-    spec = importlib.util.spec_from_file_location("guichet_tests_top_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BASE_CONFIG: str = _top_conftest().BASE_CONFIG
-DEFAULT_ENABLED = '["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]'
-
-
-def base_with_plugins(*names: str) -> str:
-    """BASE_CONFIG with these plugins enabled as well."""
-    enabled = DEFAULT_ENABLED[:-1] + "".join(f', "{name}"' for name in names) + "]"
-    assert DEFAULT_ENABLED in BASE_CONFIG
-    return BASE_CONFIG.replace(DEFAULT_ENABLED, enabled)
-
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 class _Handler:
-    def __init__(self, sink: "SmtpSink") -> None:
+    def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
@@ -78,7 +50,14 @@ class _Handler:
 
 
 class SmtpSink:
-    """An aiosmtpd server in its own thread that keeps every envelope (or refuses as told)."""
+    """An aiosmtpd server in its own thread that keeps every envelope (or refuses as told).
+
+    ``with SmtpSink() as smtp:`` then point the channel at ``127.0.0.1:smtp.port``; ``smtp.messages``
+    holds each envelope taken in (``.content`` is the raw message, ``.rcpt_tos`` the recipients).
+    ``rcpt_reply``/``data_reply`` (such as ``"550 no such user"``) refuse every recipient or message;
+    ``credentials`` requires AUTH with that login and password. aiosmtpd is a test dependency
+    (``pip install "guichet-auth[testing]"``), imported only when a sink is made.
+    """
 
     def __init__(self, port: int | None = None, *, rcpt_reply: str = "", data_reply: str = "",
                  credentials: tuple[str, str] | None = None,
@@ -88,6 +67,11 @@ class SmtpSink:
         them as they come); ``before_reply`` runs on each message once it is taken in (in
         ``messages``), before its 250 is sent: what it does (kill the client, break its database)
         happens in the window where a message is delivered but its sender does not know it yet."""
+        try:
+            from aiosmtpd.controller import Controller
+            from aiosmtpd.smtp import AuthResult
+        except ImportError:
+            raise ImportError('SmtpSink needs aiosmtpd, a test dependency: pip install "guichet-auth[testing]"') from None
         self.port = port or free_port()
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
@@ -100,7 +84,7 @@ class SmtpSink:
         self.lock = threading.Lock()
         kwargs: dict[str, Any] = {}
         if credentials is not None:
-            def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+            def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
                 ok = (auth_data.login.decode(), auth_data.password.decode()) == credentials
                 return AuthResult(success=ok, handled=False, auth_data=auth_data.login.decode() if ok else None)
 
@@ -108,7 +92,7 @@ class SmtpSink:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs message lines at DEBUG
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **kwargs)
 
-    def __enter__(self) -> "SmtpSink":
+    def __enter__(self) -> SmtpSink:
         self.controller.start()
         return self
 
@@ -118,6 +102,8 @@ class SmtpSink:
 
 @dataclass
 class Recorded:
+    """One request the HTTP sink received."""
+
     method: str
     path: str
     headers: dict[str, str]
@@ -128,14 +114,15 @@ class Recorded:
 
 
 @dataclass
-class HttpEndpoint:
+class HttpSink:
     """A local HTTP server that answers from a script (then 200) and records every request.
 
-    A script entry is ``(status, headers)`` or ``(status, headers, then)``: ``then`` is seconds to
-    wait before answering (a gateway that outlasts its client's timeout) or ``"drop"`` (the
-    connection closed without an answer). Every request the gateway accepts reaches ``delivered``
-    (the phone), once per ``honour_key`` header value when that is set: a gateway that honours
-    idempotency keys. ``always`` answers every request past the script the same way.
+    ``with HttpSink(script=[(503, {"Retry-After": "30"})]) as gateway:`` then point the channel at
+    ``gateway.url``. A script entry is ``(status, headers)`` or ``(status, headers, then)``: ``then`` is
+    seconds to wait before answering (a gateway that outlasts its client's timeout) or ``"drop"`` (the
+    connection closed without an answer). Every request the server accepts (a status below 300) reaches
+    ``delivered`` (the phone), once per ``honour_key`` header value when that is set: a gateway that
+    honours idempotency keys. ``always`` answers every request past the script the same way.
     """
 
     script: list[tuple[Any, ...]] = field(default_factory=list)
@@ -145,7 +132,7 @@ class HttpEndpoint:
     always: tuple[Any, ...] = (200, {})
 
     def __post_init__(self) -> None:
-        endpoint = self
+        sink = self
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
@@ -153,13 +140,13 @@ class HttpEndpoint:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 recorded = Recorded(self.command, self.path, dict(self.headers.items()), body)
                 with lock:
-                    endpoint.requests.append(recorded)
-                    entry = endpoint.script.pop(0) if endpoint.script else endpoint.always
+                    sink.requests.append(recorded)
+                    entry = sink.script.pop(0) if sink.script else sink.always
                     status, headers = entry[0], entry[1]
-                    key = self.headers.get(endpoint.honour_key, "") if endpoint.honour_key else ""
-                    if status < 300 and not (key and any(r.headers.get(endpoint.honour_key) == key
-                                                         for r in endpoint.delivered)):
-                        endpoint.delivered.append(recorded)
+                    key = self.headers.get(sink.honour_key, "") if sink.honour_key else ""
+                    if status < 300 and not (key and any(r.headers.get(sink.honour_key) == key
+                                                         for r in sink.delivered)):
+                        sink.delivered.append(recorded)
                 then = entry[2] if len(entry) > 2 else None
                 if then == "drop":
                     self.close_connection = True
@@ -178,7 +165,7 @@ class HttpEndpoint:
                 except OSError:  # the client gave up waiting
                     self.close_connection = True
 
-            do_POST = do_PUT = _answer
+            do_POST = do_PUT = do_GET = _answer
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -187,27 +174,10 @@ class HttpEndpoint:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/send"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
-    def __enter__(self) -> "HttpEndpoint":
+    def __enter__(self) -> HttpSink:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def install_fake_dist(monkeypatch: Any, folder: Any, *, dist: str, entry_points: dict[str, str],
-                      package_dirs: tuple[Any, ...] = ()) -> None:
-    """Make a distribution visible to importlib.metadata without pip: a dist-info folder on sys.path.
-
-    ``entry_points`` maps plugin names to modules (group ``guichet``); ``package_dirs`` are folders
-    holding the plugin's package, put on sys.path too.
-    """
-    info = Path(folder) / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    lines = "".join(f"{name} = {module}\n" for name, module in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[guichet]\n{lines}")
-    for package_dir in package_dirs:
-        monkeypatch.syspath_prepend(str(package_dir))
-    monkeypatch.syspath_prepend(str(folder))
