@@ -135,6 +135,9 @@ class DeliveryBudgets:
         self.limits = limits
         self.caisse_id = caisse_id
         self.wait_seconds = wait_seconds  # how soon a message refused by a spent budget looks again
+        # one take at a time, in the order the batch's deliveries ask (oldest message first): when
+        # the budget has room for one, the oldest message gets it, not the one whose count commits first
+        self._in_order = asyncio.Lock()
 
     @classmethod
     def for_caisse(cls, limiter: "Limiter", limits: "Limits", caisse_id: str) -> "DeliveryBudgets":
@@ -148,7 +151,8 @@ class DeliveryBudgets:
         limit = self.limits.get(channel)
         if limit is None:
             return True
-        return (await self.limiter.take(limit, self.caisse_id, now)).allowed
+        async with self._in_order:
+            return (await self.limiter.take(limit, self.caisse_id, now)).allowed
 
 
 class _GroupCommit:
