@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import gzip
 import hashlib
 import logging
 import os
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.config.compression import CompressionConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -27,7 +29,7 @@ from guichet.core.addresses import AddressSet
 from guichet.core.errors import ConfigError
 from guichet.core.logs import configure_logging
 from guichet.core.services import Services, build_services
-from guichet.web.compression import WholeBodyCompression
+from guichet.web.compression import WholeBodyCompression, accepts_gzip
 from guichet.web.controllers.account import AccountController
 from guichet.web.controllers.login import LoginController, LogoutController
 from guichet.web.controllers.pages import PagesController
@@ -50,11 +52,17 @@ STATIC_FILES = ("htmx-2.0.11.min.js", "guichet.js", "guichet.css")
 FORM_BODY_LIMIT = 32 * 1024
 
 
+class StaticFile(msgspec.Struct, frozen=True):
+    data: bytes
+    gzipped: bytes  # made once at start-up: the files never change while the process runs
+    media_type: str  # without charset: Litestar adds "; charset=utf-8" to text types
+
+
 class StaticFiles:
     """Files served under content-hashed names with a year-long cache; the theme is made per caisse."""
 
     def __init__(self, config: CaisseConfig) -> None:
-        self.files: dict[str, tuple[bytes, str]] = {}
+        self.files: dict[str, StaticFile] = {}
         self.names: dict[str, str] = {}
         for name in STATIC_FILES:
             self._add(name, (STATIC_DIR / name).read_bytes())
@@ -65,19 +73,22 @@ class StaticFiles:
         digest = hashlib.sha256(data).hexdigest()[:10]
         stem, _, ext = name.rpartition(".")
         hashed = f"{stem}.{digest}.{ext}"
-        media = "text/javascript; charset=utf-8" if ext == "js" else "text/css; charset=utf-8"
-        self.files[hashed] = (data, media)
+        media = "text/javascript" if ext == "js" else "text/css"
+        self.files[hashed] = StaticFile(data, gzip.compress(data, compresslevel=9, mtime=0), media)
         self.names[name] = f"/static/{hashed}"
 
 
 @get("/static/{name:str}", sync_to_thread=False, include_in_schema=False)
 def static_file(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
-    found = request.app.state.static.files.get(name)
+    found: StaticFile | None = request.app.state.static.files.get(name)
     if found is None:
         raise NotFoundException()
-    data, media = found
-    return Response(content=data, media_type=media,
-                    headers={"cache-control": "public, max-age=31536000, immutable"})
+    headers = {"cache-control": "public, max-age=31536000, immutable", "vary": "Accept-Encoding"}
+    if accepts_gzip(request.headers.get("accept-encoding", "")):
+        # already compressed: web/compression.py sends a body with a Content-Encoding as it is
+        return Response(content=found.gzipped, media_type=found.media_type,
+                        headers={**headers, "content-encoding": "gzip"})
+    return Response(content=found.data, media_type=found.media_type, headers=headers)
 
 
 @get("/metrics", include_in_schema=False)
@@ -89,7 +100,8 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
             peer, request.scope.get("headers", ())):
         raise NotFoundException()
     body = await metrics.exposition(services.database, services.now())
-    return Response(content=body, media_type=metrics.CONTENT_TYPE)
+    # the exposition format's type already names its charset: set as a header, Litestar adds none
+    return Response(content=body, headers={"content-type": metrics.CONTENT_TYPE})
 
 
 def _no_template_reload(engine: JinjaTemplateEngine) -> None:

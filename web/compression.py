@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from litestar.types import Message, Scope, Send
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True if the Accept-Encoding header allows gzip: a ``q=0`` refuses it (RFC 9110 12.5.3),
+    which Litestar's own check, a substring test, does not see."""
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "*"):
+            quality = params.strip().removeprefix("q=")
+            try:
+                return not params.strip() or float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
 class WholeBodyCompression(CompressionMiddleware):
     """Compression that holds no compressor while a request is being handled."""
 
@@ -29,6 +43,9 @@ class WholeBodyCompression(CompressionMiddleware):
             CompressionEncoding.BROTLI, CompressionEncoding.GZIP] | str, scope: "Scope") -> "Send":
         if compression_encoding != CompressionEncoding.GZIP:
             return super().create_compression_send_wrapper(send, compression_encoding, scope)
+        requested = dict(scope["headers"]).get(b"accept-encoding", b"").decode("latin-1")
+        if not accepts_gzip(requested):
+            return send
         state = ScopeState.from_scope(scope)
         start: Any = None
         fallback: "Send | None" = None
@@ -51,12 +68,14 @@ class WholeBodyCompression(CompressionMiddleware):
                 await fallback(message)
                 return
             body: bytes = message["body"]  # type: ignore[typeddict-item]
-            if len(body) >= self.config.minimum_size:
+            already = "content-encoding" in MutableScopeHeaders(start)  # static files come compressed
+            if len(body) >= self.config.minimum_size and not already:
                 compressed = gzip.compress(body, compresslevel=self.config.gzip_compress_level, mtime=0)
                 headers = MutableScopeHeaders(start)
                 headers["Content-Encoding"] = compression_encoding
                 headers["Content-Length"] = str(len(compressed))
-                headers.extend_header_value("vary", "Accept-Encoding")
+                if "accept-encoding" not in headers.get("vary", "").lower():
+                    headers.extend_header_value("vary", "Accept-Encoding")
                 message["body"] = compressed  # type: ignore[typeddict-unknown-key]
                 state.response_compressed = True
             await send(start)

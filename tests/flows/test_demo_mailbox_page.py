@@ -42,6 +42,7 @@ async def test_mailbox_lists_emails_and_letters(make_config: Callable[..., Caiss
     assert person.email in page.text and "mot de passe temporaire" in page.text
     email_id = page.text.split('href="/demo/emails/')[1].split('"')[0]
     rendered = await portal.get(f"/demo/emails/{email_id}")
+    assert rendered.headers["content-type"] == "text/html; charset=utf-8"
     assert rendered.status_code == 200 and "<html" in rendered.text.lower()
     assert rendered.headers["content-security-policy"].startswith("sandbox")
     assert "/demo/lettres/letter-" in page.text  # the confirmation letter

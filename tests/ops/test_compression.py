@@ -41,7 +41,26 @@ async def test_static_files_are_gzipped_and_decode_to_the_file(portal: Portal) -
     name = path.rsplit("/", 1)[1]
     response, body = await sent_bytes(portal, path, "gzip")
     assert response.headers["content-encoding"] == "gzip"
-    assert gzip.decompress(body) == portal.app.state.static.files[name][0]
+    assert gzip.decompress(body) == portal.app.state.static.files[name].data
+
+
+async def test_static_files_are_compressed_once_at_start_up_and_typed_once(portal: Portal) -> None:
+    """Static files never change while the process runs: their gzip is made when the app is built,
+    not on every request (htmx cost 2.9 ms a request gzipped against 0.9 ms plain)."""
+    static = portal.app.state.static
+    for short, path in portal.app.state.static_names.items():
+        name = path.rsplit("/", 1)[1]
+        zipped, zipped_body = await sent_bytes(portal, path, "gzip, deflate, br")
+        assert zipped.headers["content-encoding"] == "gzip" and zipped_body is not None
+        assert zipped_body == static.files[name].gzipped, short
+        assert gzip.decompress(zipped_body) == static.files[name].data
+        assert zipped.headers["content-length"] == str(len(zipped_body))
+        kind = "text/javascript" if short.endswith(".js") else "text/css"
+        assert zipped.headers["content-type"] == f"{kind}; charset=utf-8"
+        assert "accept-encoding" in zipped.headers["vary"].lower()
+        refused, plain_body = await sent_bytes(portal, path, "gzip;q=0, identity")
+        assert "content-encoding" not in refused.headers and plain_body == static.files[name].data
+        assert "accept-encoding" in refused.headers["vary"].lower()
 
 
 async def test_small_and_empty_bodies_are_sent_as_they_are(portal: Portal) -> None:

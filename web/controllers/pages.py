@@ -70,7 +70,7 @@ class PagesController(Controller):
         found = next((i for i in list_mailbox(*mailbox_dirs(config)) if i.kind == "email" and i.id == item_id), None)
         if found is None or not found.html:
             raise NotFoundException()
-        return Response(content=found.html, media_type="text/html; charset=utf-8", headers={
+        return Response(content=found.html, media_type="text/html", headers={
             "content-security-policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"})
 
     @get("/demo/lettres/{name:str}")
