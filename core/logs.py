@@ -108,7 +108,8 @@ class TextFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         line = super().format(record)
         head, _, message = line.partition(f" {record.name} ")
-        return scrub(f"{head} {record.name}{f' [{request_id}]' if request_id else ''} {message}")
+        # only the message is scrubbed: a proxy's all-digit request id is not an identifier to mask
+        return f"{head} {record.name}{f' [{request_id}]' if request_id else ''} {scrub(message)}"
 
 
 _configured: tuple[str, str] | None = None

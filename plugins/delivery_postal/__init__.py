@@ -7,7 +7,9 @@ The channel is named ``postal``. Settings, ``[plugins.settings.delivery_postal]`
     Each letter is ``letter-<message id>.pdf``; ``index.jsonl`` has one JSON line per letter
     (``message_id``, ``template``, ``file``, ``created``, ``pages``, ``recipient_name``, ``subject``,
     ``address_truncated``). Writing is idempotent per message id: a second delivery of the same
-    message writes no second file and no second index line.
+    message writes no second file and no second index line, even after the mail room has taken the
+    letter away: ``.written/<message id>`` records each letter written (leave that folder in place;
+    it costs one small file per letter and spares reading the whole index for every new letter).
 ``templates_dir``
     A folder of the caisse's own ``<template>.txt`` letters, searched before the built-in ones.
 ``font_dir``

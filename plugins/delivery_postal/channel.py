@@ -9,7 +9,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 
@@ -30,6 +30,28 @@ MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "ao�
 _BOX = re.compile(r"^\[\[\s*(?P<value>.*?)\s*\]\]$")
 _LATIN1 = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "œ": "oe", "Œ": "OE", "…": "...", "–": "-",
                          "—": "-", "€": "EUR", "\u202f": " ", "\u2009": " ", "•": "-"})
+
+
+WRITTEN_DIR = ".written"  # the mail room leaves it alone: one small marker per letter written
+PENDING, DONE = "pending", "done"
+
+
+def _durable_write(path: Path, text: str) -> None:
+    with open(path, "w", encoding="ascii") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _indexed(index: TextIO, message_id: int) -> bool:
+    index.seek(0)
+    for line in index:
+        try:
+            if json.loads(line).get("message_id") == message_id:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 class IndexEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,17 +239,22 @@ class PostalChannel:
 
     def _write(self, message: Message, letter: Letter, address: list[str], truncated: bool) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
+        written = self.spool / WRITTEN_DIR
+        written.mkdir(exist_ok=True)
         file = f"letter-{message.id}.pdf"
+        # One marker per message says how far its writing went. It is what makes a second delivery
+        # write nothing, without reading the index (which grows with every letter) and whether or
+        # not the mail room has already taken the letter away.
+        marker = written / str(message.id)
         with open(self.spool / "index.jsonl", "a+", encoding="utf-8") as index:
             if fcntl is not None:
                 fcntl.flock(index, fcntl.LOCK_EX)  # several workers may share one spool folder
-            index.seek(0)
-            for line in index:
-                try:
-                    if json.loads(line).get("message_id") == message.id:
-                        return  # already written: a retry after a crash, or a second delivery
-                except ValueError:
-                    continue
+            state = marker.read_text() if marker.exists() else ""
+            if state == DONE:
+                return  # already written: a retry after a crash, or a second delivery
+            if state == PENDING and _indexed(index, message.id):  # died after its index line: rare
+                _durable_write(marker, DONE)
+                return
             data, pages = self.render_pdf(message, letter, address)
             temporary = self.spool / f".{file}.tmp"
             temporary.write_bytes(data)
@@ -236,10 +263,12 @@ class PostalChannel:
                                created=self.context.clock.now().isoformat(), pages=pages,
                                recipient_name=message.recipient.name or address[0], subject=letter.subject,
                                address_truncated=truncated)
+            _durable_write(marker, PENDING)
             index.seek(0, os.SEEK_END)
             index.write(msgspec.json.encode(entry).decode() + "\n")
             index.flush()
             os.fsync(index.fileno())
+            _durable_write(marker, DONE)
 
     async def send(self, message: Message) -> None:
         address, truncated = address_lines(message)

@@ -111,8 +111,36 @@ async def test_idempotent_by_message_id(channel_for: Callable[..., PostalChannel
     await channel.send(message())
     await asyncio.gather(channel.send(message(id=14)), channel.send(message(id=14)))
     assert [e["message_id"] for e in index_lines(tmp_path / "spool")] == [12, 14]
-    assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["index.jsonl", "letter-12.pdf", "letter-14.pdf"]
+    assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == [".written", "index.jsonl", "letter-12.pdf",
+                                                                     "letter-14.pdf"]
     assert (tmp_path / "spool" / "letter-12.pdf").read_bytes() == first
+
+
+async def test_idempotence_does_not_read_the_index_and_survives_the_mail_room(
+        channel_for: Callable[..., PostalChannel], tmp_path: Path) -> None:
+    """A letter's marker says it was written: the index, which grows with every letter, is not read
+    for a new one (an index line alone does not stop it); a letter the mail room has collected is
+    not written again."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "index.jsonl").write_text('{"message_id": 12, "file": "letter-12.pdf"}\n')
+    channel = channel_for()
+    await channel.send(message())
+    assert [e["message_id"] for e in index_lines(spool)] == [12, 12]
+    (spool / "letter-12.pdf").unlink()  # printed and taken away
+    await channel.send(message())
+    assert not (spool / "letter-12.pdf").exists() and len(index_lines(spool)) == 2
+
+
+async def test_a_crash_after_the_index_line_writes_no_second_line(
+        channel_for: Callable[..., PostalChannel], tmp_path: Path) -> None:
+    channel = channel_for()
+    await channel.send(message())
+    written = next((tmp_path / "spool").glob(".written/*"))
+    written.write_text("pending")  # as if the process died between the index line and the marker
+    await channel.send(message())
+    assert [e["message_id"] for e in index_lines(tmp_path / "spool")] == [12]
+    assert written.read_text() == "done"
 
 
 async def test_without_dejavu_the_core_fonts_are_used(channel_for: Callable[..., PostalChannel], tmp_path: Path) -> None:

@@ -67,3 +67,15 @@ def test_third_party_loggers_stay_at_warning_whatever_the_level(restore_logging:
     for name in ("fontTools.subset", "fpdf.output", "PIL.PngImagePlugin", "asyncio", "httpx", "piccolo.engine.base"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
         assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
+
+
+def test_text_lines_keep_the_request_id_and_mask_identifiers_in_the_message() -> None:
+    """A proxy's 14-digit request id is not a SIRET: only the message is scrubbed, so the id still
+    links the line to the proxy's own logs."""
+    from guichet.core.logs import TextFormatter
+
+    record = logging.LogRecord("guichet.web", logging.INFO, __file__, 1, "siret %s refused", ("12345678901234",), None)
+    record.request_id = "98765432109876"
+    line = TextFormatter().format(record)
+    assert "[98765432109876]" in line
+    assert "12345678901234" not in line and "siret <siret> refused" in line
