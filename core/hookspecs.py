@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
+import click
 import pluggy
 
 from guichet.core.context import PluginContext
@@ -43,7 +44,9 @@ HOOK_API_CHANGES = {
            "`guichet_registry_facts` (other sources add facts to a registry record). An `async def` "
            "implementation is refused when the plugin loads, on every hook (it used to load, then win every "
            "first-result hook with a coroutine and do nothing on the others). A retired hook or hook argument "
-           "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md).",
+           "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md). New hook "
+           "`guichet_commands`: a plugin adds its own commands to the `guichet` command (the built-in registry "
+           "brings `guichet registry`).",
 }
 
 
@@ -275,4 +278,26 @@ def guichet_event(event: AuditEvent) -> None:
     :param event: the event; it holds no code, password, token or full NIR.
 
     .. versionadded:: 1.0
+    """
+
+
+# --- The command line --------------------------------------------------------------------------
+
+
+@hookspec
+def guichet_commands(cli: click.Group) -> None:
+    """Add this plugin's commands to the ``guichet`` command (as pytest, datasette and llm let
+    plugins add options and commands).
+
+    Called once when the ``guichet`` command starts, before its arguments are read, on every
+    built-in plugin and every installed ``guichet`` entry point (a command exists before the
+    config that names the caisse's plugins is read). A command works on the caisse given by its
+    ``--config`` option (``guichet.cli.config_option``); a plugin that raises is logged and its
+    commands are missing.
+
+    Return None; add commands with ``cli.add_command(...)`` or ``@cli.command()``.
+
+    :param cli: the ``guichet`` click group (rich-click).
+
+    .. versionadded:: 1.1
     """

@@ -89,6 +89,32 @@ def _import(name: str, source: str | None = None) -> tuple[ModuleType, str]:
                       path=source, key="$.plugins.enabled")
 
 
+def add_plugin_commands(cli: Any) -> list[str]:
+    """Let every available plugin add its commands to the ``guichet`` click group (``guichet_commands``);
+    return the names of the plugins that did. Commands exist before a config is read, so every
+    built-in plugin and installed entry point is asked, as pytest, datasette and llm do; a plugin
+    that cannot be imported or fails is logged and skipped, and the other commands still work."""
+    pm = pluggy.PluginManager("guichet")
+    pm.add_hookspecs(hookspecs)
+    for name in available_plugins():
+        try:
+            module, _source = _import(name)
+        except Exception as exc:
+            log.warning("plugin %s could not be imported (%s): its commands are missing", name, type(exc).__name__)
+            continue
+        pm.register(module, name=name)
+    added = []
+    for impl in reversed(pm.hook.guichet_commands.get_hookimpls()):
+        try:
+            impl.function(**{a: cli for a in impl.argnames})
+        except Exception as exc:
+            log.warning("plugin %s failed in guichet_commands (%s): its commands are missing", impl.plugin_name,
+                        type(exc).__name__)
+            continue
+        added.append(impl.plugin_name)
+    return added
+
+
 def load_plugins(config: CaisseConfig) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
     """A new PluginManager with the defaults and exactly the enabled plugins, called in config order."""
     pm = pluggy.PluginManager("guichet")

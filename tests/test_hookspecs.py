@@ -42,6 +42,7 @@ from guichet.plugins.identity_payment import hooks as identity_payment
 from guichet.plugins.identity_vitale import hooks as identity_vitale
 from guichet.plugins.password_msa import hooks as password_msa
 from guichet.plugins.registry_tables import hooks as registry_tables
+from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables, tables_of as registry_tables_of
 from guichet.plugins.statuses_msa import hooks as statuses_msa
 from guichet.testing import PluginSite, with_enabled
 
@@ -329,7 +330,8 @@ def guichet_registry_facts(record, context):
 
 async def test_hook_guichet_registry_facts(database: Database, context_for: Callable[..., PluginContext],
                                            installed_plugin: Callable[[str, str], None]) -> None:
-    t = database.t
+    await create_registry_tables(database)
+    t = registry_tables_of(database)
     await t.RegistryPerson.insert(t.RegistryPerson(
         nir="1850578006084", last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
         address="12 RUE DES TILLEULS\n78000 VERSAILLES", vitale_serial="2345678901", health_affiliated=True)).run()
@@ -343,7 +345,8 @@ async def test_hook_guichet_registry_facts(database: Database, context_for: Call
 
 
 async def test_hook_guichet_registry_lookup(database: Database, context_for: Callable[..., PluginContext]) -> None:
-    t = database.t
+    await create_registry_tables(database)
+    t = registry_tables_of(database)
     await t.RegistryPerson.insert(t.RegistryPerson(
         nir="1850578006084", last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
         address="12 RUE DES TILLEULS\n78000 VERSAILLES", email="julien@exemple.fr", mobile="+33612345678",
@@ -493,3 +496,47 @@ async def test_hook_guichet_channels_with_a_tiny_plugin(installed_plugin: Callab
     assert host_of(context_for(enabled=["statuses_msa", "pigeon"])).channel("pigeon") is not channel  # per host
     policy_only = PluginHost(host.config, host.context, channels=False)
     assert policy_only.channels() == {}
+
+
+STAMP_COMMAND = """
+import click
+
+from guichet.core import hookimpl
+
+@hookimpl
+def guichet_commands(cli):
+    @cli.command()
+    @click.argument("word")
+    def stamp(word):
+        \"\"\"Print a stamped word.\"\"\"
+        click.echo(f"stamped {word}")
+        return 0
+"""
+BROKEN_COMMAND = """
+from guichet.core import hookimpl
+
+@hookimpl
+def guichet_commands(cli):
+    raise RuntimeError("no commands today")
+"""
+
+
+def test_hook_guichet_commands(installed_plugin: Callable[[str, str], str]) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from guichet.core.plugins import add_plugin_commands
+
+    group = click.Group("guichet")
+    assert registry_tables.guichet_commands(cli=group) is None
+    assert set(group.commands) == {"registry"}
+    assert set(group.commands["registry"].commands) == {"import", "demo"}  # type: ignore[attr-defined]
+
+    installed_plugin("stamp", STAMP_COMMAND)
+    installed_plugin("broken_commands", BROKEN_COMMAND)
+    group = click.Group("guichet")
+    added = add_plugin_commands(group)
+    assert "registry_tables" in added and "stamp" in added and "broken_commands" not in added  # skipped, logged
+    assert {"registry", "stamp"} <= set(group.commands)
+    done = CliRunner().invoke(group, ["stamp", "ok"], standalone_mode=False)
+    assert done.exit_code == 0 and done.output == "stamped ok\n"
