@@ -34,6 +34,7 @@ from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,
+    Measurement,
     Message,
     PasswordContext,
     PasswordRule,
@@ -54,7 +55,7 @@ hookimpl = pluggy.HookimplMarker("guichet")
 __all__ = [
     "CODE", "EMAIL", "HOOK_API_VERSION", "IDENTIFIER", "LETTER", "MOBILE", "NOTICE", "PARIS", "PASSWORD", "POSTAL",
     "AuditEvent", "CaisseConfig", "CaisseInfo", "Channel", "Clock", "CodePolicy", "ConfigError", "Database", "DeliveryError",
-    "GuichetDeprecationWarning", "GuichetError", "Message", "PasswordContext", "PasswordRule", "Payment",
+    "GuichetDeprecationWarning", "GuichetError", "Measurement", "Message", "PasswordContext", "PasswordRule", "Payment",
     "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "SecretRef",
     "SettingsNote", "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl", "is_loopback_host",
     "retry_after_seconds",

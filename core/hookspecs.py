@@ -23,6 +23,7 @@ from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,
+    Measurement,
     PasswordContext,
     PasswordRule,
     Question,
@@ -46,7 +47,8 @@ HOOK_API_CHANGES = {
            "first-result hook with a coroutine and do nothing on the others). A retired hook or hook argument "
            "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md). New hook "
            "`guichet_commands`: a plugin adds its own commands to the `guichet` command (the built-in registry "
-           "brings `guichet registry`).",
+           "brings `guichet registry`). New hook `guichet_measure`: observers receive what core measures (argon2 "
+           "times, rate-limit hits, the outbox's duplicate window), as the metrics plugin of the web layer does.",
 }
 
 
@@ -278,6 +280,22 @@ def guichet_event(event: AuditEvent) -> None:
     :param event: the event; it holds no code, password, token or full NIR.
 
     .. versionadded:: 1.0
+    """
+
+
+@hookspec
+def guichet_measure(measurement: Measurement) -> None:
+    """Observe a number core measured (metrics): a hash's time, a rate-limit hit, the outbox's
+    duplicate window (:class:`core.structs.Measurement` lists the names).
+
+    Called as the measure is taken, sometimes in a hashing thread: return at once and never block;
+    an observer that raises is logged and skipped.
+
+    Return None.
+
+    :param measurement: the name, value and labels; it holds no code, password, token or identifier.
+
+    .. versionadded:: 1.1
     """
 
 

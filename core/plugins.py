@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -25,6 +25,7 @@ from guichet.core.structs import (
     PasswordContext,
     PasswordRule,
     LETTER,
+    Measurement,
     PASSWORD,
     POSTAL,
     Question,
@@ -115,13 +116,22 @@ def add_plugin_commands(cli: Any) -> list[str]:
     return added
 
 
-def load_plugins(config: CaisseConfig) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
-    """A new PluginManager with the defaults and exactly the enabled plugins, called in config order."""
+def load_plugins(config: CaisseConfig, extra: Mapping[str, ModuleType] | None = None,
+                 ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """A new PluginManager with the defaults and exactly the enabled plugins, called in config order.
+
+    ``extra``: plugins the application itself brings, whatever the config enables (the web layer's
+    metrics); they are called after the enabled ones, and a name clash is a configuration error."""
     pm = pluggy.PluginManager("guichet")
     pm.add_hookspecs(hookspecs)
     pm.register(defaults, name="defaults")
     loaded: list[tuple[str, ModuleType, str]] = [(name, *_import(name, config.source or None))
                                                    for name in config.plugins.enabled]
+    for name, module in (extra or {}).items():
+        if name in config.plugins.enabled:
+            raise ConfigError(f"the plugin name {name!r} is the application's own plugin; remove it from the list",
+                              path=config.source or None, key="$.plugins.enabled")
+        loaded.append((name, module, "builtin"))
     # pluggy calls the last registered first: register in reverse so config order is call order
     for name, module, _source in reversed(loaded):
         pm.register(module, name=name)
@@ -174,12 +184,14 @@ def _plugin_of(pm: pluggy.PluginManager, hook_name: str) -> str:
 class PluginHost:
     """The only code that calls hooks; it awaits, flattens, checks and contains failing plugins."""
 
-    def __init__(self, config: CaisseConfig, context: PluginContext, *, channels: bool = True) -> None:
+    def __init__(self, config: CaisseConfig, context: PluginContext, *, channels: bool = True,
+                 extra: Mapping[str, ModuleType] | None = None) -> None:
         """``channels=False`` builds no channel: channels resolve their secrets when built, and
-        ``guichet config check`` must work where the secrets are not set."""
+        ``guichet config check`` must work where the secrets are not set. ``extra``: the application's
+        own plugins (``load_plugins``)."""
         self.config = config
         self.context = context
-        self.pm, self.infos = load_plugins(config)
+        self.pm, self.infos = load_plugins(config, extra)
         self._statuses = self._configured_statuses(self._collect_unique("guichet_statuses", lambda s: s.code, {}))
         self.channels_loaded = channels
         if channels:  # a running deployment: what plugins refuse of their settings stops it here
@@ -434,6 +446,14 @@ class PluginHost:
         return strength if isinstance(strength, Strength) else Strength(level=0, label_fr="faible")
 
     # -- observers --------------------------------------------------------------------------------
+
+    def measure(self, measurement: Measurement) -> None:
+        """Hand a measure to the guichet_measure observers (from any thread); a failing one is logged."""
+        for impl in reversed(self.pm.hook.guichet_measure.get_hookimpls()):
+            try:
+                impl.function(**{a: measurement for a in impl.argnames})
+            except Exception:
+                log.error("plugin %s failed in guichet_measure; skipped", impl.plugin_name)
 
     def emit(self, event: AuditEvent) -> None:
         for impl in reversed(self.pm.hook.guichet_event.get_hookimpls()):

@@ -175,6 +175,21 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     details: dict[str, Any] = {}
 
 
+class Measurement(msgspec.Struct, frozen=True, kw_only=True):
+    """A number core measured, for ``guichet_measure`` observers (the metrics plugin): never holds a
+    code, a password, a token or an identifier.
+
+    Names core measures: ``argon2_seconds`` (labels ``operation``: hash, verify; the time in the
+    hashing thread), ``argon2_wait_seconds`` (waiting for a hashing slot), ``rate_limit_hit`` and
+    ``rate_limit_refusal`` (label ``limit``; value 1), ``outbox_unrecorded_seconds`` (between a
+    channel accepting a message and its ``sent`` state being stored: the duplicate window).
+    """
+
+    name: str
+    value: float = 1.0
+    labels: dict[str, str] = {}
+
+
 class SettingsNote(msgspec.Struct, frozen=True, kw_only=True):
     """What a plugin says of its own settings for this deployment: ``refused`` stops the start."""
 

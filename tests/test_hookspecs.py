@@ -540,3 +540,51 @@ def test_hook_guichet_commands(installed_plugin: Callable[[str, str], str]) -> N
     assert {"registry", "stamp"} <= set(group.commands)
     done = CliRunner().invoke(group, ["stamp", "ok"], standalone_mode=False)
     assert done.exit_code == 0 and done.output == "stamped ok\n"
+
+
+async def test_hook_guichet_measure(database: Database, context_for: Callable[..., PluginContext]) -> None:
+    from guichet.core import Measurement, hookimpl
+    from guichet.core.config import Argon2Config
+    from guichet.core.keys import Keys
+    from guichet.core.passwords import Passwords
+    from guichet.core.ratelimit import DatabaseCounters, Limit, Limiter
+    from guichet.web import metrics
+
+    seen: list[Measurement] = []
+
+    class Observer:
+        @hookimpl
+        def guichet_measure(self, measurement: Measurement) -> None:
+            seen.append(measurement)
+
+    class Broken:
+        @hookimpl
+        def guichet_measure(self, measurement: Measurement) -> None:
+            raise RuntimeError("the collector is down")
+
+    context = context_for(database=database)
+    host = PluginHost(context.config, context, extra=metrics.app_plugins())
+    assert "metrics" in [info.name for info in host.infos]
+    host.pm.register(Broken(), name="broken")
+    host.pm.register(Observer(), name="observer")
+    limit = Limit(name="test_measure", window_seconds=60, max_count=2)
+    limiter = Limiter(DatabaseCounters(database), Keys.from_config(context.config), host.measure)
+    hits = metrics.RATE_LIMIT_HITS.labels("test_measure")._value.get()
+    refusals = metrics.RATE_LIMIT_REFUSALS.labels("test_measure")._value.get()
+    assert (await limiter.hit(limit, "someone", NOW)).allowed
+    assert not (await limiter.hit(limit, "someone", NOW)).allowed
+    assert [(m.name, m.labels) for m in seen] == [("rate_limit_hit", {"limit": "test_measure"}),
+                                                  ("rate_limit_hit", {"limit": "test_measure"}),
+                                                  ("rate_limit_refusal", {"limit": "test_measure"})]
+    # the web layer's metrics plugin counted them too, after the broken observer was skipped
+    assert metrics.RATE_LIMIT_HITS.labels("test_measure")._value.get() == hits + 2
+    assert metrics.RATE_LIMIT_REFUSALS.labels("test_measure")._value.get() == refusals + 1
+    seen.clear()
+    passwords = Passwords(Argon2Config(time_cost=1, memory_kib=1024, parallelism=1), host)
+    try:
+        await passwords.hash("un mot de passe")
+    finally:
+        passwords.close()
+    assert [m.name for m in seen] == ["argon2_wait_seconds", "argon2_seconds"]
+    assert seen[1].labels == {"operation": "hash"} and seen[1].value > 0
+    assert not any("un mot de passe" in repr(m) for m in seen)

@@ -166,7 +166,7 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int | N
     from uvicorn.supervisors import Multiprocess
 
     from guichet.core.logs import configure_logging, uvicorn_log_config
-    from guichet.core.metrics import MULTIPROCESS_ENV
+    from guichet.web.metrics import MULTIPROCESS_ENV
 
     config = load_config(config_path)
     for blocker in missing_secrets(config) or _delivery_blockers(config):  # refuse before any worker starts
@@ -253,8 +253,10 @@ def plugins(config_path: str, as_json: bool) -> int:
     from guichet.core.hookspecs import HOOK_API_VERSION
     from guichet.core.plugins import load_plugins
 
+    from guichet.web.metrics import app_plugins
+
     config = load_config(config_path)
-    _pm, infos = load_plugins(config)
+    _pm, infos = load_plugins(config, app_plugins())
     rows = [{"name": info.name, "source": info.source, "module": info.module, "hooks": ", ".join(info.hooks)}
             for info in infos]
     show_listing(rows, [("name", "Plugin"), ("source", "Source"), ("module", "Module"), ("hooks", "Hooks")],
@@ -358,10 +360,11 @@ def work(config_path: str, once: bool) -> int:
     """
     from guichet.core.logs import configure_logging
     from guichet.core.outbox_worker import run_worker_process
+    from guichet.web.metrics import app_plugins
 
     config = load_config(config_path)
     configure_logging(config.logging.format, config.logging.level)
-    return asyncio.run(run_worker_process(config, once=once))
+    return asyncio.run(run_worker_process(config, once=once, extra_plugins=app_plugins()))
 
 
 @outbox.command()
