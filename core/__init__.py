@@ -10,7 +10,7 @@ import pluggy
 from guichet.core.addresses import is_loopback_host
 from guichet.core.clock import PARIS, Clock
 from guichet.core.config import CaisseConfig, CaisseInfo, SecretRef
-from guichet.core.context import PluginContext
+from guichet.core.context import DemoEndpoints, DemoMailbox, PluginContext
 from guichet.core.database import Database
 from guichet.core.errors import (
     ConfigError,
@@ -34,6 +34,7 @@ from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,
+    MailboxItem,
     Measurement,
     Message,
     PasswordContext,
@@ -54,8 +55,8 @@ hookimpl = pluggy.HookimplMarker("guichet")
 
 __all__ = [
     "CODE", "EMAIL", "HOOK_API_VERSION", "IDENTIFIER", "LETTER", "MOBILE", "NOTICE", "PARIS", "PASSWORD", "POSTAL",
-    "AuditEvent", "CaisseConfig", "CaisseInfo", "Channel", "Clock", "CodePolicy", "ConfigError", "Database", "DeliveryError",
-    "GuichetDeprecationWarning", "GuichetError", "Measurement", "Message", "PasswordContext", "PasswordRule", "Payment",
+    "AuditEvent", "CaisseConfig", "CaisseInfo", "Channel", "Clock", "CodePolicy", "ConfigError", "Database", "DeliveryError", "DemoEndpoints", "DemoMailbox",
+    "GuichetDeprecationWarning", "GuichetError", "MailboxItem", "Measurement", "Message", "PasswordContext", "PasswordRule", "Payment",
     "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "SecretRef",
     "SettingsNote", "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl", "is_loopback_host",
     "retry_after_seconds",

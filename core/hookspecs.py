@@ -18,7 +18,7 @@ from typing import Any
 import click
 import pluggy
 
-from guichet.core.context import PluginContext
+from guichet.core.context import DemoMailbox, PluginContext
 from guichet.core.structs import (
     AuditEvent,
     Channel,
@@ -33,7 +33,7 @@ from guichet.core.structs import (
     Strength,
     Verdict,
 )
-from guichet.core.config import CaisseInfo
+from guichet.core.config import CaisseConfig, CaisseInfo
 
 hookspec = pluggy.HookspecMarker("guichet")
 
@@ -48,7 +48,8 @@ HOOK_API_CHANGES = {
            "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md). New hook "
            "`guichet_commands`: a plugin adds its own commands to the `guichet` command (the built-in registry "
            "brings `guichet registry`). New hook `guichet_measure`: observers receive what core measures (argon2 "
-           "times, rate-limit hits, the outbox's duplicate window), as the metrics plugin of the web layer does.",
+           "times, rate-limit hits, the outbox's duplicate window), as the metrics plugin of the web layer does. "
+           "New hook `guichet_demo_mailbox`: the demo mailbox (its local sinks and what they kept) is a plugin.",
 }
 
 
@@ -294,6 +295,26 @@ def guichet_measure(measurement: Measurement) -> None:
     Return None.
 
     :param measurement: the name, value and labels; it holds no code, password, token or identifier.
+
+    .. versionadded:: 1.1
+    """
+
+
+# --- Demo mode ---------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def guichet_demo_mailbox(config: CaisseConfig) -> DemoMailbox | None:
+    """The demo mailbox: local sinks that keep what the channels send in demo mode, and what they kept.
+
+    Called when an app or an outbox worker process starts with ``[demo] mailbox = true`` (before
+    the channels are built: they send to the sinks it starts), and by the demo mailbox page to
+    read the messages back. A config with ``[demo] mailbox = true`` and no answer does not start.
+
+    Return an object following :class:`core.context.DemoMailbox`; return None to abstain.
+    First result wins; later plugins are not called.
+
+    :param config: the caisse's config (``demo.mailbox_dir``, ``demo.smtp_port``).
 
     .. versionadded:: 1.1
     """

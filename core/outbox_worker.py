@@ -565,17 +565,17 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool,
     counters = counter_store_for(config, database)
     await database.connect()
     try:
-        if config.demo.mailbox:
-            # a worker process of its own in demo mode: its sinks write to the same mailbox folder
-            from guichet.core.demo_mailbox import start_demo_sinks
+        # a worker process of its own in demo mode: its sinks write to the same mailbox folder
+        from guichet.core.plugins import demo_mailbox
 
-            sinks = start_demo_sinks(config)
+        sinks = demo_mailbox(config)
+        endpoints = sinks.start() if sinks is not None else None
         # leases are judged on the database's clock: a worker on a host whose clock is ahead must
         # not take the leases of the others (core/clock.py)
         clock: Clock = Clock() if database.is_sqlite else DatabaseClock(database.server_time)
         await start_synced(clock)
         context = PluginContext(config=config, database=database, clock=clock,
-                                demo=sinks.endpoints if sinks else None)
+                                demo=endpoints)
         keys = Keys.from_config(config)
         host = PluginHost(config, context, extra=extra_plugins)
         budgets = DeliveryBudgets.for_caisse(Limiter(counters, keys, host.measure), limits_from_config(config),

@@ -16,7 +16,7 @@ import pluggy
 from guichet.core import defaults, hookspecs
 from guichet.core.channels import PURPOSE_NEEDS, carries, check_channel, purpose_problem
 from guichet.core.config import PURPOSES, CaisseConfig, CodePolicyConfig
-from guichet.core.context import PluginContext
+from guichet.core.context import DemoMailbox, PluginContext
 from guichet.core.errors import ConfigError, PluginError, StepError
 from guichet.core.structs import (
     AuditEvent,
@@ -47,6 +47,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "delivery_sms": "guichet.plugins.delivery_sms.hooks",
     "delivery_postal": "guichet.plugins.delivery_postal.hooks",
     "password_msa": "guichet.plugins.password_msa.hooks",
+    "demo_mailbox": "guichet.plugins.demo_mailbox.hooks",
     "caisse_provence_azur": "guichet.plugins.caisse_provence_azur.hooks",
     "caisse_sud_aquitaine": "guichet.plugins.caisse_sud_aquitaine.hooks",
 }
@@ -125,8 +126,10 @@ def load_plugins(config: CaisseConfig, extra: Mapping[str, ModuleType] | None = 
     pm = pluggy.PluginManager("guichet")
     pm.add_hookspecs(hookspecs)
     pm.register(defaults, name="defaults")
-    loaded: list[tuple[str, ModuleType, str]] = [(name, *_import(name, config.source or None))
-                                                   for name in config.plugins.enabled]
+    enabled = list(config.plugins.enabled)
+    if config.demo.mailbox and "demo_mailbox" not in enabled:  # [demo] mailbox = true is the switch
+        enabled.append("demo_mailbox")
+    loaded: list[tuple[str, ModuleType, str]] = [(name, *_import(name, config.source or None)) for name in enabled]
     for name, module in (extra or {}).items():
         if name in config.plugins.enabled:
             raise ConfigError(f"the plugin name {name!r} is the application's own plugin; remove it from the list",
@@ -149,6 +152,29 @@ def load_plugins(config: CaisseConfig, extra: Mapping[str, ModuleType] | None = 
                         hooks=tuple(sorted(h.name for h in pm.get_hookcallers(module) or [])))
              for name, module, source in loaded]
     return pm, infos
+
+
+def demo_mailbox(config: CaisseConfig) -> DemoMailbox | None:
+    """The demo mailbox of a config with ``[demo] mailbox = true`` (not started), else None; a
+    ConfigError when no enabled plugin offers one (``guichet_demo_mailbox``)."""
+    if not config.demo.mailbox:
+        return None
+    pm, _infos = load_plugins(config)
+    return _offered_mailbox(pm, config)
+
+
+def _offered_mailbox(pm: pluggy.PluginManager, config: CaisseConfig) -> DemoMailbox:
+    try:
+        found: DemoMailbox | None = pm.hook.guichet_demo_mailbox(config=config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise PluginError(_plugin_of(pm, "guichet_demo_mailbox"), "guichet_demo_mailbox",
+                          type(exc).__name__) from None
+    if found is None:
+        raise ConfigError("[demo] mailbox = true, and no enabled plugin offers a demo mailbox (enable demo_mailbox)",
+                          path=config.source or None, key="$.demo.mailbox")
+    return found
 
 
 def _own_impls(pm: pluggy.PluginManager, module: ModuleType) -> list[tuple[str, Any]]:
@@ -446,6 +472,10 @@ class PluginHost:
         return strength if isinstance(strength, Strength) else Strength(level=0, label_fr="faible")
 
     # -- observers --------------------------------------------------------------------------------
+
+    def demo_mailbox(self) -> DemoMailbox | None:
+        """The demo mailbox, to read what it kept (the demo pages); None unless ``[demo] mailbox = true``."""
+        return _offered_mailbox(self.pm, self.config) if self.config.demo.mailbox else None
 
     def measure(self, measurement: Measurement) -> None:
         """Hand a measure to the guichet_measure observers (from any thread); a failing one is logged."""

@@ -190,6 +190,23 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     labels: dict[str, str] = {}
 
 
+class MailboxItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One message delivered in demo mode, as the demo mailbox page shows it.
+
+    ``html`` is the email's HTML body exactly as sent (not escaped): render it in a sandboxed
+    iframe or as escaped text, never as markup of the page itself.
+    """
+
+    id: str  # the file name: stable, unique, safe in a URL
+    kind: Literal["email", "sms", "letter"]
+    when: dt.datetime
+    to: str
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    file: str = ""  # letters: the PDF's file name in the postal spool (see ``DemoMailbox.letter``)
+
+
 class SettingsNote(msgspec.Struct, frozen=True, kw_only=True):
     """What a plugin says of its own settings for this deployment: ``refused`` stops the start."""
 

@@ -94,3 +94,14 @@ def test_plugin_commands_read_like_the_core_ones() -> None:
     done = CliRunner().invoke(build_cli(), ["registry", "demo", "--help"])
     assert done.exit_code == 0
     assert re.search(r"--config\s+FILE", done.output) and "GUICHET_CONFIG" in done.output
+
+
+def test_plugins_lists_the_registry_the_demo_mailbox_and_metrics_as_plugins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--json", "--config", DEMO]) == 0
+    listed = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert listed["registry_tables"]["module"] == "guichet.plugins.registry_tables.hooks"
+    assert {"guichet_registry_lookup", "guichet_commands"} <= set(listed["registry_tables"]["hooks"].split(", "))
+    assert listed["demo_mailbox"]["module"] == "guichet.plugins.demo_mailbox.hooks"
+    assert listed["demo_mailbox"]["hooks"] == "guichet_demo_mailbox"
+    assert listed["metrics"]["module"] == "guichet.web.metrics"
+    assert set(listed["metrics"]["hooks"].split(", ")) == {"guichet_event", "guichet_measure"}

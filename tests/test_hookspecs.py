@@ -588,3 +588,24 @@ async def test_hook_guichet_measure(database: Database, context_for: Callable[..
     assert [m.name for m in seen] == ["argon2_wait_seconds", "argon2_seconds"]
     assert seen[1].labels == {"operation": "hash"} and seen[1].value > 0
     assert not any("un mot de passe" in repr(m) for m in seen)
+
+
+def test_hook_guichet_demo_mailbox(make_config: Callable[..., CaisseConfig], tmp_path: Path) -> None:
+    from guichet.core import ConfigError
+    from guichet.core.plugins import _offered_mailbox, demo_mailbox
+    from guichet.plugins.demo_mailbox import hooks as demo_hooks
+
+    assert demo_hooks.guichet_demo_mailbox(config=make_config()) is None  # not a demo: abstains
+    demo = make_config(f'[demo]\nmailbox = true\nmailbox_dir = "{tmp_path / "box"}"\n')
+    box = demo_hooks.guichet_demo_mailbox(config=demo)
+    assert box is not None and box.items() == [] and box.letter("letter-1.pdf") is None
+    # [demo] mailbox = true enables the plugin even where plugins.enabled does not list it
+    assert "demo_mailbox" not in demo.plugins.enabled
+    found = demo_mailbox(demo)
+    assert found is not None and type(found).__name__ == "LocalMailbox"
+    assert demo_mailbox(make_config()) is None
+    pm, _infos = load_plugins(demo)
+    pm.unregister(name="demo_mailbox")
+    with pytest.raises(ConfigError, match="no enabled plugin offers a demo mailbox") as refused:
+        _offered_mailbox(pm, demo)
+    assert refused.value.key == "$.demo.mailbox"

@@ -25,6 +25,7 @@ from guichet.core.config import CaisseConfig, load_config
 from guichet.core.addresses import AddressSet
 from guichet.core.errors import ConfigError
 from guichet.core.logs import configure_logging
+from guichet.core.plugins import demo_mailbox
 from guichet.core.services import Services, build_services
 from guichet.web import metrics
 from guichet.web.compression import WholeBodyCompression
@@ -105,11 +106,9 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     demo_sinks = None
     if services is None:
         endpoints = None
-        if config.demo.mailbox:
-            from guichet.core.demo_mailbox import start_demo_sinks
-
-            demo_sinks = start_demo_sinks(config)
-            endpoints = demo_sinks.endpoints
+        demo_sinks = demo_mailbox(config)  # a plugin (plugins/demo_mailbox), found through its hook
+        if demo_sinks is not None:
+            endpoints = demo_sinks.start()
         services = build_services(config, clock=clock, demo=endpoints, extra_plugins=metrics.app_plugins())
     worker_wanted = config.server.outbox_worker if run_outbox_worker is None else run_outbox_worker
     static = StaticFiles(config)

@@ -210,7 +210,7 @@ class Mailbox:
     spool: Path
 
     def items(self) -> list[Any]:
-        from guichet.core.demo_mailbox import list_mailbox
+        from guichet.plugins.demo_mailbox.mailbox import list_mailbox
 
         return list_mailbox(self.folder, self.spool)
 

@@ -199,7 +199,9 @@ def test_cli_plugins_lists_every_enabled_plugin_with_its_hooks(capsys: pytest.Ca
     listed = json.loads(capsys.readouterr().out)
     config = load_config(ROOT / "config/demo.toml")
     _pm, infos = load_plugins(config)
-    assert [row["name"] for row in listed] == [info.name for info in infos] == config.plugins.enabled
+    # the enabled plugins in config order, then the web layer's own (metrics)
+    assert [row["name"] for row in listed] == [*config.plugins.enabled, "metrics"]
+    assert [info.name for info in infos] == config.plugins.enabled
     for row, info in zip(listed, infos):
         assert row == {"name": info.name, "source": "builtin", "module": info.module, "hooks": ", ".join(info.hooks)}
         assert info.hooks and any(line.split()[:3] == [info.name, "builtin", info.module] for line in table)
