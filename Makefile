@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP_INSTALL) -c constraints.txt -e .
+	$(PIP_INSTALL) -c constraints.txt -e '.[demo]'
 	touch $@
 
 # the example plugins are installed as the packages a caisse would install: the tests prove the
@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 EXAMPLES = examples/guichet-webhook-channel examples/guichet-prime-activite
 
 $(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt $(EXAMPLES:%=%/pyproject.toml)
-	$(PIP_INSTALL) -c constraints.txt -e '.[test]' $(EXAMPLES:%=-e %)
+	$(PIP_INSTALL) -c constraints.txt -e '.[demo,test]' $(EXAMPLES:%=-e %)
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

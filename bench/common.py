@@ -274,6 +274,7 @@ async def prepare_database(config_path: Path, *, registry_count: int, accounts: 
 
     from guichet.core.config import load_config
     from guichet.core.database import Database
+    from guichet.plugins.registry_tables.tables import tables_of as registry_tables_of
     from guichet.core.passwords import normalise
 
     config = load_config(config_path)
@@ -288,7 +289,7 @@ async def prepare_database(config_path: Path, *, registry_count: int, accounts: 
         hasher = PasswordHasher(time_cost=params.time_cost, memory_cost=params.memory_kib,
                                 parallelism=params.parallelism)
         password_hash = hasher.hash(normalise(password))  # one hash for all: the bench measures login, not set-up
-        person = database.t.RegistryPerson
+        person = registry_tables_of(database).RegistryPerson
         account = database.t.Account
         rows = await (person.select(person.nir, person.last_name, person.first_name, person.birth_date)
                       .order_by(person.id).limit(accounts).run())
@@ -321,11 +322,12 @@ async def registrable_persons(config_path: Path, limit: int) -> list[dict[str, A
     """Registry persons who can register through the Vitale question and have no account yet."""
     from guichet.core.config import load_config
     from guichet.core.database import Database
+    from guichet.plugins.registry_tables.tables import tables_of as registry_tables_of
 
     database = Database.from_config(load_config(config_path))
     await database.connect()
     try:
-        person = database.t.RegistryPerson
+        person = registry_tables_of(database).RegistryPerson
         account = database.t.Account
         taken = {r["identifier"] for r in await account.select(account.identifier).run()}
         rows = await (person.select(person.nir, person.last_name, person.first_name, person.birth_date,

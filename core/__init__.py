@@ -10,7 +10,8 @@ import pluggy
 from guichet.core.addresses import is_loopback_host
 from guichet.core.clock import PARIS, Clock
 from guichet.core.config import CaisseConfig, CaisseInfo, SecretRef
-from guichet.core.context import PluginContext
+from guichet.core.context import DemoEndpoints, DemoMailbox, PluginContext
+from guichet.core.database import Database
 from guichet.core.errors import (
     ConfigError,
     DeliveryError,
@@ -33,6 +34,8 @@ from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,
+    MailboxItem,
+    Measurement,
     Message,
     PasswordContext,
     PasswordRule,
@@ -52,14 +55,15 @@ hookimpl = pluggy.HookimplMarker("guichet")
 
 __all__ = [
     "CODE", "EMAIL", "HOOK_API_VERSION", "IDENTIFIER", "LETTER", "MOBILE", "NOTICE", "PARIS", "PASSWORD", "POSTAL",
-    "AuditEvent", "CaisseConfig", "CaisseInfo", "Channel", "Clock", "CodePolicy", "ConfigError", "DeliveryError",
-    "GuichetDeprecationWarning", "GuichetError", "Message", "PasswordContext", "PasswordRule", "Payment",
+    "AuditEvent", "CaisseConfig", "CaisseInfo", "Channel", "Clock", "CodePolicy", "ConfigError", "Database", "DeliveryError", "DemoEndpoints", "DemoMailbox",
+    "GuichetDeprecationWarning", "GuichetError", "MailboxItem", "Measurement", "Message", "PasswordContext", "PasswordRule", "Payment",
     "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "SecretRef",
     "SettingsNote", "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl", "is_loopback_host",
     "retry_after_seconds",
 ]
 
 # Modules whose own __all__ is part of the API: message rendering for channels, the strict parsers of what
-# people type, the fallback implementations and their wording, and the test kit.
+# people type, the fallback implementations and their wording, the test kit, and the helpers of the
+# ``guichet`` command for the commands a plugin adds (guichet_commands).
 PUBLIC_MODULES = ("guichet.core.delivery_templates", "guichet.core.identifiers", "guichet.core.defaults",
-                  "guichet.testing")
+                  "guichet.testing", "guichet.cli")

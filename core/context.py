@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
 from guichet.core.clock import Clock
 from guichet.core.config import CaisseConfig
 from guichet.core.errors import ConfigError
+from guichet.core.structs import MailboxItem
 
 if TYPE_CHECKING:  # only for annotations read by mypy, never by msgspec or Litestar
     from guichet.core.database import Database
@@ -24,6 +26,28 @@ class DemoEndpoints:
     smtp_port: int
     sms_url: str
     mailbox_dir: str
+
+
+class DemoMailbox(Protocol):
+    """What a demo mailbox plugin offers (``guichet_demo_mailbox``): local sinks that keep every
+    message the channels send in demo mode, and what they kept, for the demo mailbox page."""
+
+    def start(self) -> DemoEndpoints:
+        """Start the sinks (threads of their own, so they run whatever the event loop); return where
+        they listen, which the delivery plugins read from ``PluginContext.demo``."""
+        ...
+
+    def stop(self) -> None:
+        """Stop the sinks (idempotent)."""
+        ...
+
+    def items(self) -> list[MailboxItem]:
+        """Every email, SMS and letter delivered, newest first (a mailbox not started reads them too)."""
+        ...
+
+    def letter(self, name: str) -> Path | None:
+        """A letter's PDF by its file name, or None: never a path outside the spool."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,6 @@ class Tables:
     """The core tables bound to one engine; attribute names are the table class names."""
 
     Account: type[tables.Account]
-    RegistryPerson: type[tables.RegistryPerson]
-    RegistryCompany: type[tables.RegistryCompany]
-    RegistryPayment: type[tables.RegistryPayment]
     Flow: type[tables.Flow]
     OneTimeCode: type[tables.OneTimeCode]
     OutboxMessage: type[tables.OutboxMessage]

@@ -15,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
+import click
 import pluggy
 
-from guichet.core.context import PluginContext
+from guichet.core.context import DemoMailbox, PluginContext
 from guichet.core.structs import (
     AuditEvent,
     Channel,
     CodePolicy,
+    Measurement,
     PasswordContext,
     PasswordRule,
     Question,
@@ -31,7 +33,7 @@ from guichet.core.structs import (
     Strength,
     Verdict,
 )
-from guichet.core.config import CaisseInfo
+from guichet.core.config import CaisseConfig, CaisseInfo
 
 hookspec = pluggy.HookspecMarker("guichet")
 
@@ -43,7 +45,11 @@ HOOK_API_CHANGES = {
            "`guichet_registry_facts` (other sources add facts to a registry record). An `async def` "
            "implementation is refused when the plugin loads, on every hook (it used to load, then win every "
            "first-result hook with a coroutine and do nothing on the others). A retired hook or hook argument "
-           "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md).",
+           "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md). New hook "
+           "`guichet_commands`: a plugin adds its own commands to the `guichet` command (the built-in registry "
+           "brings `guichet registry`). New hook `guichet_measure`: observers receive what core measures (argon2 "
+           "times, rate-limit hits, the outbox's duplicate window), as the metrics plugin of the web layer does. "
+           "New hook `guichet_demo_mailbox`: the demo mailbox (its local sinks and what they kept) is a plugin.",
 }
 
 
@@ -275,4 +281,62 @@ def guichet_event(event: AuditEvent) -> None:
     :param event: the event; it holds no code, password, token or full NIR.
 
     .. versionadded:: 1.0
+    """
+
+
+@hookspec
+def guichet_measure(measurement: Measurement) -> None:
+    """Observe a number core measured (metrics): a hash's time, a rate-limit hit, the outbox's
+    duplicate window (:class:`core.structs.Measurement` lists the names).
+
+    Called as the measure is taken, sometimes in a hashing thread: return at once and never block;
+    an observer that raises is logged and skipped.
+
+    Return None.
+
+    :param measurement: the name, value and labels; it holds no code, password, token or identifier.
+
+    .. versionadded:: 1.1
+    """
+
+
+# --- Demo mode ---------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def guichet_demo_mailbox(config: CaisseConfig) -> DemoMailbox | None:
+    """The demo mailbox: local sinks that keep what the channels send in demo mode, and what they kept.
+
+    Called when an app or an outbox worker process starts with ``[demo] mailbox = true`` (before
+    the channels are built: they send to the sinks it starts), and by the demo mailbox page to
+    read the messages back. A config with ``[demo] mailbox = true`` and no answer does not start.
+
+    Return an object following :class:`core.context.DemoMailbox`; return None to abstain.
+    First result wins; later plugins are not called.
+
+    :param config: the caisse's config (``demo.mailbox_dir``, ``demo.smtp_port``).
+
+    .. versionadded:: 1.1
+    """
+
+
+# --- The command line --------------------------------------------------------------------------
+
+
+@hookspec
+def guichet_commands(cli: click.Group) -> None:
+    """Add this plugin's commands to the ``guichet`` command (as pytest, datasette and llm let
+    plugins add options and commands).
+
+    Called once when the ``guichet`` command starts, before its arguments are read, on every
+    built-in plugin and every installed ``guichet`` entry point (a command exists before the
+    config that names the caisse's plugins is read). A command works on the caisse given by its
+    ``--config`` option (``guichet.cli.config_option``); a plugin that raises is logged and its
+    commands are missing.
+
+    Return None; add commands with ``cli.add_command(...)`` or ``@cli.command()``.
+
+    :param cli: the ``guichet`` click group (rich-click).
+
+    .. versionadded:: 1.1
     """

@@ -32,8 +32,7 @@ import msgspec
 from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.errors import CounterStoreError, DeliveryError
 from guichet.core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
-from guichet.core.structs import AuditEvent, Message
-from guichet.core import metrics
+from guichet.core.structs import AuditEvent, Measurement, Message
 from guichet.core.events import Auditor
 
 if TYPE_CHECKING:
@@ -42,6 +41,9 @@ if TYPE_CHECKING:
     from guichet.core.keys import Keys
     from guichet.core.plugins import PluginHost
     from guichet.core.limits import Limits
+    from collections.abc import Mapping
+    from types import ModuleType
+
     from guichet.core.ratelimit import Limit, Limiter
 
 log = logging.getLogger("guichet.outbox")
@@ -364,7 +366,7 @@ class OutboxWorker:
         handed_over = time.perf_counter()
         await self._record_sent(message)
         # the duplicate window: a worker that dies within it has sent a message it never recorded
-        metrics.OUTBOX_UNRECORDED.observe(time.perf_counter() - handed_over)
+        self.host.measure(Measurement(name="outbox_unrecorded_seconds", value=time.perf_counter() - handed_over))
         log.info("outbox message %s (%s, %s) sent", message.id, message.channel, message.template)
         return SENT
 
@@ -419,7 +421,6 @@ class OutboxWorker:
     async def _audit(self, kind: str, **details: Any) -> None:
         event = AuditEvent(kind=kind, at=_utc(self.clock.now()), details=details)
         await self.auditor.record(event)
-        metrics.observe_event(event)
         self.auditor.publish([event])
 
     def _stopping(self) -> bool:
@@ -551,8 +552,11 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
-    """``guichet outbox work``: deliver until SIGTERM or SIGINT (or, with ``once``, until nothing is due)."""
+async def run_worker_process(config: "CaisseConfig", *, once: bool,
+                             extra_plugins: "Mapping[str, ModuleType] | None" = None) -> int:
+    """``guichet outbox work``: deliver until SIGTERM or SIGINT (or, with ``once``, until nothing is due).
+
+    ``extra_plugins``: the application's own plugins (the metrics observers of the web layer)."""
     from guichet.core.context import PluginContext
     from guichet.core.database import Database
     from guichet.core.keys import Keys
@@ -565,20 +569,21 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool) -> int:
     counters = counter_store_for(config, database)
     await database.connect()
     try:
-        if config.demo.mailbox:
-            # a worker process of its own in demo mode: its sinks write to the same mailbox folder
-            from guichet.core.demo_mailbox import start_demo_sinks
+        # a worker process of its own in demo mode: its sinks write to the same mailbox folder
+        from guichet.core.plugins import demo_mailbox
 
-            sinks = start_demo_sinks(config)
+        sinks = demo_mailbox(config)
+        endpoints = sinks.start() if sinks is not None else None
         # leases are judged on the database's clock: a worker on a host whose clock is ahead must
         # not take the leases of the others (core/clock.py)
         clock: Clock = Clock() if database.is_sqlite else DatabaseClock(database.server_time)
         await start_synced(clock)
         context = PluginContext(config=config, database=database, clock=clock,
-                                demo=sinks.endpoints if sinks else None)
+                                demo=endpoints)
         keys = Keys.from_config(config)
-        budgets = DeliveryBudgets.for_caisse(Limiter(counters, keys), limits_from_config(config), config.caisse.id)
-        host = PluginHost(config, context)
+        host = PluginHost(config, context, extra=extra_plugins)
+        budgets = DeliveryBudgets.for_caisse(Limiter(counters, keys, host.measure), limits_from_config(config),
+                                             config.caisse.id)
         host.check_can_serve()
         worker = OutboxWorker(database, keys, host, clock, worker_id=default_worker_id(), budgets=budgets)
         if once:

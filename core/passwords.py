@@ -15,9 +15,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from zxcvbn.matching import RANKED_DICTIONARIES
 
-from guichet.core import metrics
 from guichet.core.identifiers import fold_name
-from guichet.core.structs import PasswordContext, PasswordRule, Strength
+from guichet.core.structs import Measurement, PasswordContext, PasswordRule, Strength
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -109,9 +108,18 @@ class Passwords:
     async def _in_pool(self, operation: str, function: "Callable[..., object]", *args: str) -> object:
         queued = time.perf_counter()
 
+        measure = self.host.measure if self.host is not None else None  # None: a bare hasher (tests, tools)
+
         def run() -> object:
-            metrics.ARGON2_WAIT.observe(time.perf_counter() - queued)
-            return metrics.timed(operation, function, *args)
+            start = time.perf_counter()
+            if measure is not None:
+                measure(Measurement(name="argon2_wait_seconds", value=start - queued))
+            try:
+                return function(*args)
+            finally:
+                if measure is not None:
+                    measure(Measurement(name="argon2_seconds", value=time.perf_counter() - start,
+                                        labels={"operation": operation}))
 
         return await asyncio.get_running_loop().run_in_executor(self._threads, run)
 

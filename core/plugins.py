@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -16,7 +16,7 @@ import pluggy
 from guichet.core import defaults, hookspecs
 from guichet.core.channels import PURPOSE_NEEDS, carries, check_channel, purpose_problem
 from guichet.core.config import PURPOSES, CaisseConfig, CodePolicyConfig
-from guichet.core.context import PluginContext
+from guichet.core.context import DemoMailbox, PluginContext
 from guichet.core.errors import ConfigError, PluginError, StepError
 from guichet.core.structs import (
     AuditEvent,
@@ -25,6 +25,7 @@ from guichet.core.structs import (
     PasswordContext,
     PasswordRule,
     LETTER,
+    Measurement,
     PASSWORD,
     POSTAL,
     Question,
@@ -46,6 +47,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "delivery_sms": "guichet.plugins.delivery_sms.hooks",
     "delivery_postal": "guichet.plugins.delivery_postal.hooks",
     "password_msa": "guichet.plugins.password_msa.hooks",
+    "demo_mailbox": "guichet.plugins.demo_mailbox.hooks",
     "caisse_provence_azur": "guichet.plugins.caisse_provence_azur.hooks",
     "caisse_sud_aquitaine": "guichet.plugins.caisse_sud_aquitaine.hooks",
 }
@@ -89,13 +91,50 @@ def _import(name: str, source: str | None = None) -> tuple[ModuleType, str]:
                       path=source, key="$.plugins.enabled")
 
 
-def load_plugins(config: CaisseConfig) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
-    """A new PluginManager with the defaults and exactly the enabled plugins, called in config order."""
+def add_plugin_commands(cli: Any) -> list[str]:
+    """Let every available plugin add its commands to the ``guichet`` click group (``guichet_commands``);
+    return the names of the plugins that did. Commands exist before a config is read, so every
+    built-in plugin and installed entry point is asked, as pytest, datasette and llm do; a plugin
+    that cannot be imported or fails is logged and skipped, and the other commands still work."""
+    pm = pluggy.PluginManager("guichet")
+    pm.add_hookspecs(hookspecs)
+    for name in available_plugins():
+        try:
+            module, _source = _import(name)
+        except Exception as exc:
+            log.warning("plugin %s could not be imported (%s): its commands are missing", name, type(exc).__name__)
+            continue
+        pm.register(module, name=name)
+    added = []
+    for impl in reversed(pm.hook.guichet_commands.get_hookimpls()):
+        try:
+            impl.function(**{a: cli for a in impl.argnames})
+        except Exception as exc:
+            log.warning("plugin %s failed in guichet_commands (%s): its commands are missing", impl.plugin_name,
+                        type(exc).__name__)
+            continue
+        added.append(impl.plugin_name)
+    return added
+
+
+def load_plugins(config: CaisseConfig, extra: Mapping[str, ModuleType] | None = None,
+                 ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """A new PluginManager with the defaults and exactly the enabled plugins, called in config order.
+
+    ``extra``: plugins the application itself brings, whatever the config enables (the web layer's
+    metrics); they are called after the enabled ones, and a name clash is a configuration error."""
     pm = pluggy.PluginManager("guichet")
     pm.add_hookspecs(hookspecs)
     pm.register(defaults, name="defaults")
-    loaded: list[tuple[str, ModuleType, str]] = [(name, *_import(name, config.source or None))
-                                                   for name in config.plugins.enabled]
+    enabled = list(config.plugins.enabled)
+    if config.demo.mailbox and "demo_mailbox" not in enabled:  # [demo] mailbox = true is the switch
+        enabled.append("demo_mailbox")
+    loaded: list[tuple[str, ModuleType, str]] = [(name, *_import(name, config.source or None)) for name in enabled]
+    for name, module in (extra or {}).items():
+        if name in config.plugins.enabled:
+            raise ConfigError(f"the plugin name {name!r} is the application's own plugin; remove it from the list",
+                              path=config.source or None, key="$.plugins.enabled")
+        loaded.append((name, module, "builtin"))
     # pluggy calls the last registered first: register in reverse so config order is call order
     for name, module, _source in reversed(loaded):
         pm.register(module, name=name)
@@ -113,6 +152,29 @@ def load_plugins(config: CaisseConfig) -> tuple[pluggy.PluginManager, list[Plugi
                         hooks=tuple(sorted(h.name for h in pm.get_hookcallers(module) or [])))
              for name, module, source in loaded]
     return pm, infos
+
+
+def demo_mailbox(config: CaisseConfig) -> DemoMailbox | None:
+    """The demo mailbox of a config with ``[demo] mailbox = true`` (not started), else None; a
+    ConfigError when no enabled plugin offers one (``guichet_demo_mailbox``)."""
+    if not config.demo.mailbox:
+        return None
+    pm, _infos = load_plugins(config)
+    return _offered_mailbox(pm, config)
+
+
+def _offered_mailbox(pm: pluggy.PluginManager, config: CaisseConfig) -> DemoMailbox:
+    try:
+        found: DemoMailbox | None = pm.hook.guichet_demo_mailbox(config=config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise PluginError(_plugin_of(pm, "guichet_demo_mailbox"), "guichet_demo_mailbox",
+                          type(exc).__name__) from None
+    if found is None:
+        raise ConfigError("[demo] mailbox = true, and no enabled plugin offers a demo mailbox (enable demo_mailbox)",
+                          path=config.source or None, key="$.demo.mailbox")
+    return found
 
 
 def _own_impls(pm: pluggy.PluginManager, module: ModuleType) -> list[tuple[str, Any]]:
@@ -148,12 +210,14 @@ def _plugin_of(pm: pluggy.PluginManager, hook_name: str) -> str:
 class PluginHost:
     """The only code that calls hooks; it awaits, flattens, checks and contains failing plugins."""
 
-    def __init__(self, config: CaisseConfig, context: PluginContext, *, channels: bool = True) -> None:
+    def __init__(self, config: CaisseConfig, context: PluginContext, *, channels: bool = True,
+                 extra: Mapping[str, ModuleType] | None = None) -> None:
         """``channels=False`` builds no channel: channels resolve their secrets when built, and
-        ``guichet config check`` must work where the secrets are not set."""
+        ``guichet config check`` must work where the secrets are not set. ``extra``: the application's
+        own plugins (``load_plugins``)."""
         self.config = config
         self.context = context
-        self.pm, self.infos = load_plugins(config)
+        self.pm, self.infos = load_plugins(config, extra)
         self._statuses = self._configured_statuses(self._collect_unique("guichet_statuses", lambda s: s.code, {}))
         self.channels_loaded = channels
         if channels:  # a running deployment: what plugins refuse of their settings stops it here
@@ -408,6 +472,18 @@ class PluginHost:
         return strength if isinstance(strength, Strength) else Strength(level=0, label_fr="faible")
 
     # -- observers --------------------------------------------------------------------------------
+
+    def demo_mailbox(self) -> DemoMailbox | None:
+        """The demo mailbox, to read what it kept (the demo pages); None unless ``[demo] mailbox = true``."""
+        return _offered_mailbox(self.pm, self.config) if self.config.demo.mailbox else None
+
+    def measure(self, measurement: Measurement) -> None:
+        """Hand a measure to the guichet_measure observers (from any thread); a failing one is logged."""
+        for impl in reversed(self.pm.hook.guichet_measure.get_hookimpls()):
+            try:
+                impl.function(**{a: measurement for a in impl.argnames})
+            except Exception:
+                log.error("plugin %s failed in guichet_measure; skipped", impl.plugin_name)
 
     def emit(self, event: AuditEvent) -> None:
         for impl in reversed(self.pm.hook.guichet_event.get_hookimpls()):

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from guichet.core import metrics
 from guichet.core.addresses import client_subject
 from guichet.core.errors import CounterStoreError
+from guichet.core.structs import Measurement
 
 if TYPE_CHECKING:
     from guichet.core.database import Database
@@ -244,9 +244,16 @@ class Settlement(msgspec.Struct, frozen=True, kw_only=True):
 class Limiter:
     """Applies Limits to subjects; subjects are hashed with the caisse's key before they are stored."""
 
-    def __init__(self, store: CounterStore, keys: "Keys") -> None:
+    def __init__(self, store: CounterStore, keys: "Keys",
+                 measure: Callable[[Measurement], None] | None = None) -> None:
+        """``measure``: where hits and refusals are counted (``PluginHost.measure``: guichet_measure)."""
         self.store = store
         self.keys = keys
+        self.measure = measure
+
+    def _counted(self, name: str, limit: Limit) -> None:
+        if self.measure is not None:
+            self.measure(Measurement(name=name, labels={"limit": limit.name}))
 
     def _key(self, limit: Limit, subject: str) -> str:
         if limit.per_client:
@@ -271,7 +278,7 @@ class Limiter:
         for limit, key in keyed:
             verdict = self._judge(limit, counts[key], now_ms)
             if not verdict.allowed:
-                metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
+                self._counted("rate_limit_refusal", limit)
             verdicts.append(verdict)
         return verdicts
 
@@ -293,11 +300,11 @@ class Limiter:
         verdicts = []
         for limit, key in keyed:
             after = counts[key]
-            metrics.RATE_LIMIT_HITS.labels(limit.name).inc()
+            self._counted("rate_limit_hit", limit)
             before = Count(count=after.count - 1, last_at_ms=after.previous_at_ms)
             verdict = self._judge(limit, before, now_ms)
             if not verdict.allowed:
-                metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
+                self._counted("rate_limit_refusal", limit)
             verdicts.append(Verdict(allowed=verdict.allowed, retry_after_seconds=verdict.retry_after_seconds,
                                     count=after.count))
         return verdicts
@@ -321,10 +328,10 @@ class Limiter:
         """Count one try (a failure, a send) and say whether the next one may come now."""
         key = self._key(limit, subject)
         count = (await self.store.update({key: limit.window_seconds * 1000}, self._ms(now)))[key]
-        metrics.RATE_LIMIT_HITS.labels(limit.name).inc()
+        self._counted("rate_limit_hit", limit)
         verdict = self._judge(limit, count, self._ms(now))
         if not verdict.allowed:
-            metrics.RATE_LIMIT_REFUSALS.labels(limit.name).inc()
+            self._counted("rate_limit_refusal", limit)
         return verdict
 
     async def take(self, limit: Limit, subject: str, now: dt.datetime) -> Verdict:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from guichet.core import metrics
 from guichet.core.clock import Clock, DatabaseClock
 from guichet.core.codes import Codes
 from guichet.core.config import CaisseConfig
@@ -70,7 +71,6 @@ class Services:
         event = AuditEvent(kind=kind, at=self.now(), account_id=account_id, subject=subject, client=client,
                            details=details)
         await self.auditor.record(event)
-        metrics.observe_event(event)
         self.auditor.publish([event])
         return event
 
@@ -84,14 +84,17 @@ class Services:
 
 
 def build_services(config: CaisseConfig, *, clock: Clock | None = None, database: Database | None = None,
-                   demo: DemoEndpoints | None = None) -> Services:
+                   demo: DemoEndpoints | None = None, extra_plugins: Mapping[str, ModuleType] | None = None,
+                   ) -> Services:
+    """Everything one app (or one worker process) uses; ``extra_plugins``: the application's own
+    plugins, whatever the config enables (the web layer's metrics)."""
     database = database or Database.from_config(config)
     if clock is None:
         # PostgreSQL serves several hosts: all of them judge time on the database's clock (core/clock.py)
         clock = Clock() if database.is_sqlite else DatabaseClock(database.server_time)
     keys = Keys.from_config(config)
     context = PluginContext(config=config, database=database, clock=clock, demo=demo)
-    host = PluginHost(config, context)
+    host = PluginHost(config, context, extra=extra_plugins)
     host.check_can_serve()
     namespace = f"guichet:{config.caisse.id}"
     redis_password = config.redis.password.resolve() if config.redis and config.redis.password else None
@@ -105,7 +108,7 @@ def build_services(config: CaisseConfig, *, clock: Clock | None = None, database
         config=config, database=database, clock=clock, keys=keys, host=host,
         codes=Codes(database, keys),
         passwords=Passwords(config.passwords.argon2, host, max_concurrent=config.passwords.max_concurrent_hashes),
-        limiter=Limiter(counter_store, keys), limits=limits_from_config(config),
+        limiter=Limiter(counter_store, keys, host.measure), limits=limits_from_config(config),
         auditor=Auditor(database, host), flows=Flows(database),
         sessions=SessionManager(session_backend, idle_minutes=config.sessions.idle_minutes,
                                 absolute_hours=config.sessions.absolute_hours),

@@ -175,6 +175,38 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     details: dict[str, Any] = {}
 
 
+class Measurement(msgspec.Struct, frozen=True, kw_only=True):
+    """A number core measured, for ``guichet_measure`` observers (the metrics plugin): never holds a
+    code, a password, a token or an identifier.
+
+    Names core measures: ``argon2_seconds`` (labels ``operation``: hash, verify; the time in the
+    hashing thread), ``argon2_wait_seconds`` (waiting for a hashing slot), ``rate_limit_hit`` and
+    ``rate_limit_refusal`` (label ``limit``; value 1), ``outbox_unrecorded_seconds`` (between a
+    channel accepting a message and its ``sent`` state being stored: the duplicate window).
+    """
+
+    name: str
+    value: float = 1.0
+    labels: dict[str, str] = {}
+
+
+class MailboxItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One message delivered in demo mode, as the demo mailbox page shows it.
+
+    ``html`` is the email's HTML body exactly as sent (not escaped): render it in a sandboxed
+    iframe or as escaped text, never as markup of the page itself.
+    """
+
+    id: str  # the file name: stable, unique, safe in a URL
+    kind: Literal["email", "sms", "letter"]
+    when: dt.datetime
+    to: str
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    file: str = ""  # letters: the PDF's file name in the postal spool (see ``DemoMailbox.letter``)
+
+
 class SettingsNote(msgspec.Struct, frozen=True, kw_only=True):
     """What a plugin says of its own settings for this deployment: ``refused`` stops the start."""
 

@@ -1,7 +1,8 @@
-"""piccolo Tables, unbound: core.database binds a copy of each to one engine per app."""
+"""piccolo Tables, unbound: core.database binds a copy of each to one engine per app. A plugin that
+stores data of its own keeps its tables (the registry: plugins/registry_tables/tables.py)."""
 from __future__ import annotations
 
-from piccolo.columns import BigInt, Boolean, Date, Integer, Numeric, Serial, Text, Timestamptz, Varchar
+from piccolo.columns import BigInt, Boolean, Date, Integer, Serial, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 
@@ -26,37 +27,6 @@ class Account(Table, tablename="guichet_account"):
     contacts_confirmed_at = Timestamptz(null=True, default=None)
     credentials_version = Integer(default=1)  # bumped on every credential change: ends sessions, revokes browsers
     created_at = Timestamptz()
-
-
-class RegistryPerson(Table, tablename="guichet_registry_person"):
-    id = Serial(primary_key=True)
-    nir = Varchar(length=13, unique=True)
-    last_name = Varchar(length=120)
-    first_name = Varchar(length=120)
-    birth_date = Date()
-    address = Text(default="")  # up to 6 lines joined by newlines
-    email = Varchar(length=254, null=True, default=None)
-    mobile = Varchar(length=20, null=True, default=None)
-    vitale_serial = Varchar(length=20, null=True, default=None)
-    health_affiliated = Boolean(default=False)
-
-
-class RegistryCompany(Table, tablename="guichet_registry_company"):
-    id = Serial(primary_key=True)
-    siret = Varchar(length=14, unique=True)
-    name = Varchar(length=120)
-    address = Text(default="")
-    email = Varchar(length=254, null=True, default=None)
-    mobile = Varchar(length=20, null=True, default=None)
-
-
-class RegistryPayment(Table, tablename="guichet_registry_payment"):
-    id = Serial(primary_key=True)
-    identifier_kind = Varchar(length=8, index=True)
-    identifier = Varchar(length=14, index=True)
-    kind = Varchar(length=32)
-    paid_on = Date()
-    amount = Numeric(digits=(12, 2))
 
 
 class Flow(Table, tablename="guichet_flow"):
@@ -165,6 +135,6 @@ class SchemaVersion(Table, tablename="guichet_schema_version"):
 
 
 ALL_TABLES: tuple[type[Table], ...] = (
-    Account, RegistryPerson, RegistryCompany, RegistryPayment, Flow, OneTimeCode, OutboxMessage,
+    Account, Flow, OneTimeCode, OutboxMessage,
     TrustedBrowser, AuditLog, RateCounter, Session, ThirdPartyRequest, SchemaVersion,
 )

@@ -79,8 +79,12 @@ def postgres_url() -> str:
 
 
 async def _reset_postgres(database: Database) -> None:
+    from guichet.plugins.registry_tables.tables import create_tables, tables_of
+
     await database.upgrade()
-    names = ", ".join(t._meta.tablename for t in database.t.all if t._meta.tablename != "guichet_schema_version")
+    await create_tables(database)  # the built-in registry's own tables (its import creates them)
+    tables = [*database.t.all, *tables_of(database).all]
+    names = ", ".join(t._meta.tablename for t in tables if t._meta.tablename != "guichet_schema_version")
     await database.engine.run_ddl(f"TRUNCATE {names} RESTART IDENTITY")
 
 
@@ -284,7 +288,7 @@ async def portal(portal_factory: Callable[..., Any], app_config: CaisseConfig) -
 @pytest.fixture
 async def demo_people(portal: Portal) -> Any:
     """The registry's fixed demo persons, loaded into the portal's database."""
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     return registry_import

@@ -42,6 +42,7 @@ from guichet.plugins.identity_payment import hooks as identity_payment
 from guichet.plugins.identity_vitale import hooks as identity_vitale
 from guichet.plugins.password_msa import hooks as password_msa
 from guichet.plugins.registry_tables import hooks as registry_tables
+from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables, tables_of as registry_tables_of
 from guichet.plugins.statuses_msa import hooks as statuses_msa
 from guichet.testing import PluginSite, with_enabled
 
@@ -329,7 +330,8 @@ def guichet_registry_facts(record, context):
 
 async def test_hook_guichet_registry_facts(database: Database, context_for: Callable[..., PluginContext],
                                            installed_plugin: Callable[[str, str], None]) -> None:
-    t = database.t
+    await create_registry_tables(database)
+    t = registry_tables_of(database)
     await t.RegistryPerson.insert(t.RegistryPerson(
         nir="1850578006084", last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
         address="12 RUE DES TILLEULS\n78000 VERSAILLES", vitale_serial="2345678901", health_affiliated=True)).run()
@@ -343,7 +345,8 @@ async def test_hook_guichet_registry_facts(database: Database, context_for: Call
 
 
 async def test_hook_guichet_registry_lookup(database: Database, context_for: Callable[..., PluginContext]) -> None:
-    t = database.t
+    await create_registry_tables(database)
+    t = registry_tables_of(database)
     await t.RegistryPerson.insert(t.RegistryPerson(
         nir="1850578006084", last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
         address="12 RUE DES TILLEULS\n78000 VERSAILLES", email="julien@exemple.fr", mobile="+33612345678",
@@ -493,3 +496,116 @@ async def test_hook_guichet_channels_with_a_tiny_plugin(installed_plugin: Callab
     assert host_of(context_for(enabled=["statuses_msa", "pigeon"])).channel("pigeon") is not channel  # per host
     policy_only = PluginHost(host.config, host.context, channels=False)
     assert policy_only.channels() == {}
+
+
+STAMP_COMMAND = """
+import click
+
+from guichet.core import hookimpl
+
+@hookimpl
+def guichet_commands(cli):
+    @cli.command()
+    @click.argument("word")
+    def stamp(word):
+        \"\"\"Print a stamped word.\"\"\"
+        click.echo(f"stamped {word}")
+        return 0
+"""
+BROKEN_COMMAND = """
+from guichet.core import hookimpl
+
+@hookimpl
+def guichet_commands(cli):
+    raise RuntimeError("no commands today")
+"""
+
+
+def test_hook_guichet_commands(installed_plugin: Callable[[str, str], str]) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from guichet.core.plugins import add_plugin_commands
+
+    group = click.Group("guichet")
+    assert registry_tables.guichet_commands(cli=group) is None
+    assert set(group.commands) == {"registry"}
+    assert set(group.commands["registry"].commands) == {"import", "demo"}  # type: ignore[attr-defined]
+
+    installed_plugin("stamp", STAMP_COMMAND)
+    installed_plugin("broken_commands", BROKEN_COMMAND)
+    group = click.Group("guichet")
+    added = add_plugin_commands(group)
+    assert "registry_tables" in added and "stamp" in added and "broken_commands" not in added  # skipped, logged
+    assert {"registry", "stamp"} <= set(group.commands)
+    done = CliRunner().invoke(group, ["stamp", "ok"], standalone_mode=False)
+    assert done.exit_code == 0 and done.output == "stamped ok\n"
+
+
+async def test_hook_guichet_measure(database: Database, context_for: Callable[..., PluginContext]) -> None:
+    from guichet.core import Measurement, hookimpl
+    from guichet.core.config import Argon2Config
+    from guichet.core.keys import Keys
+    from guichet.core.passwords import Passwords
+    from guichet.core.ratelimit import DatabaseCounters, Limit, Limiter
+    from guichet.web import metrics
+
+    seen: list[Measurement] = []
+
+    class Observer:
+        @hookimpl
+        def guichet_measure(self, measurement: Measurement) -> None:
+            seen.append(measurement)
+
+    class Broken:
+        @hookimpl
+        def guichet_measure(self, measurement: Measurement) -> None:
+            raise RuntimeError("the collector is down")
+
+    context = context_for(database=database)
+    host = PluginHost(context.config, context, extra=metrics.app_plugins())
+    assert "metrics" in [info.name for info in host.infos]
+    host.pm.register(Broken(), name="broken")
+    host.pm.register(Observer(), name="observer")
+    limit = Limit(name="test_measure", window_seconds=60, max_count=2)
+    limiter = Limiter(DatabaseCounters(database), Keys.from_config(context.config), host.measure)
+    hits = metrics.RATE_LIMIT_HITS.labels("test_measure")._value.get()
+    refusals = metrics.RATE_LIMIT_REFUSALS.labels("test_measure")._value.get()
+    assert (await limiter.hit(limit, "someone", NOW)).allowed
+    assert not (await limiter.hit(limit, "someone", NOW)).allowed
+    assert [(m.name, m.labels) for m in seen] == [("rate_limit_hit", {"limit": "test_measure"}),
+                                                  ("rate_limit_hit", {"limit": "test_measure"}),
+                                                  ("rate_limit_refusal", {"limit": "test_measure"})]
+    # the web layer's metrics plugin counted them too, after the broken observer was skipped
+    assert metrics.RATE_LIMIT_HITS.labels("test_measure")._value.get() == hits + 2
+    assert metrics.RATE_LIMIT_REFUSALS.labels("test_measure")._value.get() == refusals + 1
+    seen.clear()
+    passwords = Passwords(Argon2Config(time_cost=1, memory_kib=1024, parallelism=1), host)
+    try:
+        await passwords.hash("un mot de passe")
+    finally:
+        passwords.close()
+    assert [m.name for m in seen] == ["argon2_wait_seconds", "argon2_seconds"]
+    assert seen[1].labels == {"operation": "hash"} and seen[1].value > 0
+    assert not any("un mot de passe" in repr(m) for m in seen)
+
+
+def test_hook_guichet_demo_mailbox(make_config: Callable[..., CaisseConfig], tmp_path: Path) -> None:
+    from guichet.core import ConfigError
+    from guichet.core.plugins import _offered_mailbox, demo_mailbox
+    from guichet.plugins.demo_mailbox import hooks as demo_hooks
+
+    assert demo_hooks.guichet_demo_mailbox(config=make_config()) is None  # not a demo: abstains
+    demo = make_config(f'[demo]\nmailbox = true\nmailbox_dir = "{tmp_path / "box"}"\n')
+    box = demo_hooks.guichet_demo_mailbox(config=demo)
+    assert box is not None and box.items() == [] and box.letter("letter-1.pdf") is None
+    # [demo] mailbox = true enables the plugin even where plugins.enabled does not list it
+    assert "demo_mailbox" not in demo.plugins.enabled
+    found = demo_mailbox(demo)
+    assert found is not None and type(found).__name__ == "LocalMailbox"
+    assert demo_mailbox(make_config()) is None
+    pm, _infos = load_plugins(demo)
+    pm.unregister(name="demo_mailbox")
+    with pytest.raises(ConfigError, match="no enabled plugin offers a demo mailbox") as refused:
+        _offered_mailbox(pm, demo)
+    assert refused.value.key == "$.demo.mailbox"

@@ -20,7 +20,7 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
 
 def test_importing_the_app_brings_no_generic_top_level_module() -> None:
     """Only ``guichet.*``: a module named ``core``, ``web`` or ``plugins`` would clash in a shared environment."""
-    code = ("import sys, guichet.web.app, guichet.core.cli; "
+    code = ("import sys, guichet.web.app, guichet.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'web', 'plugins')))")
     result = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

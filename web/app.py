@@ -22,13 +22,14 @@ from litestar.plugins.htmx import HTMXPlugin
 from litestar.template.config import TemplateConfig
 from uvicorn.config import STARTUP_FAILURE
 
-from guichet.core import metrics
 from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.config import CaisseConfig, load_config
 from guichet.core.addresses import AddressSet
 from guichet.core.errors import ConfigError
 from guichet.core.logs import configure_logging
+from guichet.core.plugins import demo_mailbox
 from guichet.core.services import Services, build_services
+from guichet.web import metrics
 from guichet.web.compression import WholeBodyCompression, accepts_gzip
 from guichet.web.controllers.account import AccountController
 from guichet.web.controllers.login import LoginController, LogoutController
@@ -93,7 +94,7 @@ def static_file(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
 
 @get("/metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Prometheus metrics, for the addresses in [metrics] allowed_clients only (core/metrics.py)."""
+    """Prometheus metrics, for the addresses in [metrics] allowed_clients only (web/metrics.py)."""
     services: Services = request.app.state.services
     peer = request.client.host if request.client else ""
     if not services.config.metrics.enabled or not request.app.state.metrics_clients.allows(
@@ -117,12 +118,10 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     demo_sinks = None
     if services is None:
         endpoints = None
-        if config.demo.mailbox:
-            from guichet.core.demo_mailbox import start_demo_sinks
-
-            demo_sinks = start_demo_sinks(config)
-            endpoints = demo_sinks.endpoints
-        services = build_services(config, clock=clock, demo=endpoints)
+        demo_sinks = demo_mailbox(config)  # a plugin (plugins/demo_mailbox), found through its hook
+        if demo_sinks is not None:
+            endpoints = demo_sinks.start()
+        services = build_services(config, clock=clock, demo=endpoints, extra_plugins=metrics.app_plugins())
     worker_wanted = config.server.outbox_worker if run_outbox_worker is None else run_outbox_worker
     static = StaticFiles(config)
 

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
-from guichet.core import metrics
+from guichet.web import metrics
 from guichet.core.flows.engine import FlowState, StepResult, reachable
 from guichet.web.http import flow_cookie, go, is_htmx, services_of, set_flow_cookie
 

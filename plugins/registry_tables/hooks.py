@@ -4,11 +4,14 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from decimal import Decimal
 
+from typing import Any
+
 from guichet.core import Payment, PluginContext, PostalAddress, Record, hookimpl
+from guichet.plugins.registry_tables.tables import tables_of
 
 
 async def _lookup(context: PluginContext, identifier_kind: str, identifier: str) -> Record | None:
-    t = context.database.t
+    t = tables_of(context.database)
     if identifier_kind == "nir":
         rows = await t.RegistryPerson.select().where(t.RegistryPerson.nir == identifier).limit(1).run()
         if not rows:
@@ -43,3 +46,10 @@ def guichet_registry_lookup(identifier_kind: str, identifier: str,
     if identifier_kind not in ("nir", "siret"):
         return None
     return _lookup(context, identifier_kind, identifier)
+
+
+@hookimpl
+def guichet_commands(cli: Any) -> None:
+    from guichet.plugins.registry_tables.commands import registry
+
+    cli.add_command(registry)

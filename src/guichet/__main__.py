@@ -1,6 +1,6 @@
 """``python -m guichet``: the ``guichet`` command."""
 import sys
 
-from guichet.core.cli import main
+from guichet.cli import main
 
 sys.exit(main())

@@ -142,7 +142,7 @@ class LiveServer:
 
     def _guichet(self, *args: str, log: Any = None, wait: bool = True) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "guichet.core.cli", *args]
+        command = [sys.executable, "-m", "guichet.cli", *args]
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log or subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
@@ -210,7 +210,7 @@ class Mailbox:
     spool: Path
 
     def items(self) -> list[Any]:
-        from guichet.core.demo_mailbox import list_mailbox
+        from guichet.plugins.demo_mailbox.mailbox import list_mailbox
 
         return list_mailbox(self.folder, self.spool)
 
@@ -303,7 +303,7 @@ def demo_people() -> dict[str, list[Person]]:
     """The demo registry's persons by role, each with a right answer (the same seed as the server's)."""
     from guichet.core.clock import Clock
     from guichet.core.identifiers import nir_key
-    from guichet.core.registry_import import DEMO_PERSONS, demo_rows
+    from guichet.plugins.registry_tables.importer import DEMO_PERSONS, demo_rows
 
     today = Clock().today()
     persons, _companies, payments = demo_rows(count=DEMO_COUNT, seed=DEMO_SEED, today=today)

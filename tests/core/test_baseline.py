@@ -125,7 +125,7 @@ def test_values_at_or_above_the_baseline_are_not_flagged(make_config: Callable[.
 
 def test_cli_check_runs_without_the_secrets_and_names_what_blocks(capsys: pytest.CaptureFixture[str],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from guichet.core.cli import main
+    from guichet.cli import main
 
     for name in ("GUICHET_SECRET_KEY", "GUICHET_SMTP_PASSWORD", "GUICHET_SMS_TOKEN", "GUICHET_DB_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
@@ -141,7 +141,7 @@ def test_cli_check_runs_without_the_secrets_and_names_what_blocks(capsys: pytest
 
 def test_cli_check_says_ready_once_the_secrets_resolve(capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from guichet.core.cli import main
+    from guichet.cli import main
 
     values = {"GUICHET_SECRET_KEY": "k" * 40, "GUICHET_SMTP_PASSWORD": "smtp-secret-value",
               "GUICHET_SMS_TOKEN": "sms-secret-value", "GUICHET_DB_PASSWORD": "db-secret-value"}

@@ -147,7 +147,7 @@ def test_a_channel_that_does_not_say_what_it_reaches_is_refused_at_load(
 
 def test_serve_and_config_check_refuse_a_config_that_cannot_serve(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from guichet.core.cli import main
+    from guichet.cli import main
 
     text = portal_config_text('[codes.login]\nchannels = ["webhook"]\n').replace("[server]\n", "[server]\nport = 1\n")
     path = tmp_path / "caisse.toml"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import random
 import textwrap
@@ -381,7 +382,7 @@ async def test_run_worker_process_once(setup: Setup, smtp_port: int, capsys: pyt
 def test_outbox_cli(make_config: Callable[..., CaisseConfig], tmp_path: Path,
                     capsys: pytest.CaptureFixture[str]) -> None:
     """`guichet outbox status / retry` on a config file (SQLite)."""
-    from guichet.core.cli import main
+    from guichet.cli import main
     from guichet.testing import BASE_CONFIG
 
     config_file = tmp_path / "caisse.toml"
@@ -398,7 +399,9 @@ def test_outbox_cli(make_config: Callable[..., CaisseConfig], tmp_path: Path,
     asyncio.run(add())
     capsys.readouterr()
     assert main(["outbox", "status", "--config", str(config_file)]) == 0
-    assert capsys.readouterr().out.split() == ["email", "pending", "1"]
+    assert capsys.readouterr().out.split() == ["Channel", "State", "Messages", "email", "pending", "1"]
+    assert main(["outbox", "status", "--json", "--config", str(config_file)]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"channel": "email", "state": "pending", "count": 1}]
     assert main(["outbox", "retry", "1", "--config", str(config_file)]) == 1
 
 
@@ -476,7 +479,7 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
 
     asyncio.run(add())
     with SmtpSink(port) as sink:
-        process = subprocess.Popen([sys.executable, "-m", "guichet.core.cli", "outbox", "work", "--config", str(config_file)],
+        process = subprocess.Popen([sys.executable, "-m", "guichet.cli", "outbox", "work", "--config", str(config_file)],
                                    cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:

@@ -12,8 +12,9 @@ from guichet.core.context import PluginContext
 from guichet.core.database import Database
 from guichet.core.identifiers import nir_key, parse_mobile, parse_nir, parse_siret
 from guichet.core.plugins import PluginHost
-from guichet.core.registry_import import DEMO_PERSONS, demo_rows, generate_demo_registry, import_registry
+from guichet.plugins.registry_tables.importer import DEMO_PERSONS, demo_rows, generate_demo_registry, import_registry
 from guichet.core.structs import Verdict
+from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables, tables_of as registry_tables_of
 
 TODAY = dt.date(2026, 3, 15)
 NIR_A = "1850578006084"
@@ -52,7 +53,8 @@ def host(make_config, database: Database, clock: FrozenClock) -> PluginHost:
 
 
 async def counts(database: Database) -> tuple[int, int, int]:
-    t = database.t
+    await create_registry_tables(database)
+    t = registry_tables_of(database)
     return (await t.RegistryPerson.count(), await t.RegistryCompany.count(), await t.RegistryPayment.count())
 
 

@@ -31,7 +31,7 @@ async def test_mailbox_lists_emails_and_letters(make_config: Callable[..., Caiss
                                                     portal_factory: Callable[..., Any], demo_people: Any) -> None:
     text = portal_config_text().replace('port = 2525', 'port = 0').replace('url = "http://127.0.0.1:9/sms"', 'url = "demo"')
     portal = await portal_factory(make_config(database_url=db_url, base=text + MAILBOX_CONFIG))
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     person = registry_import.DEMO_PERSONS["particulier_vitale"]

@@ -14,7 +14,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-GUICHET = [str(BIN / "guichet")] if (BIN / "guichet").exists() else [sys.executable, "-m", "guichet.core.cli"]
+GUICHET = [str(BIN / "guichet")] if (BIN / "guichet").exists() else [sys.executable, "-m", "guichet.cli"]
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guichet.core.cli import GRACEFUL_SHUTDOWN_SECONDS
+from guichet.cli import GRACEFUL_SHUTDOWN_SECONDS
 from tests.conftest import service_missing
 from tests.ops import restart_load
 from tests.ops.restart_load import GUICHET_LOCATION, GUICHET_UPSTREAM, Nginx, worker_pids

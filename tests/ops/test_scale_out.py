@@ -49,7 +49,7 @@ format = "text"
 
 async def _prepare(config_path: Path) -> None:
     """An empty schema, the demo registry and one account with a known password."""
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
     from guichet.core.passwords import Passwords
 
     config = load_config(config_path)
@@ -141,7 +141,7 @@ def test_a_login_started_on_one_process_finishes_on_the_other(two_servers: tuple
 
 
 def test_registration_steps_alternate_between_the_processes(two_servers: tuple[Served, Served, Path]) -> None:
-    from guichet.core.registry_import import DEMO_PERSONS
+    from guichet.plugins.registry_tables.importer import DEMO_PERSONS
 
     first, second, config_path = two_servers
     person = DEMO_PERSONS["particulier_vitale"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from guichet.core.cli import main as guichet
+from guichet.cli import main as guichet
 from guichet.core.clock import Clock
 from guichet.core.config import CaisseConfig, load_config
 from guichet.core.context import PluginContext

@@ -28,7 +28,7 @@ import msgspec
 import pytest
 
 from guichet.core.keys import Keys
-from guichet.core.registry_import import DEMO_PERSONS
+from guichet.plugins.registry_tables.importer import DEMO_PERSONS
 from tests.security.support import LOG, SECRETS, application_lines, find_leaks, remember
 
 ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from guichet.core.identifiers import parse_mobile
-from guichet.core.registry_import import DEMO_PERSONS, DemoPerson
+from guichet.plugins.registry_tables.importer import DEMO_PERSONS, DemoPerson
 from tests.conftest import Portal, error_messages
 
 # --- the log and the secrets (filled by tests/security/conftest.py) ---------------------------------

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from guichet.core import hookimpl
-from guichet.core.cli import main as guichet
+from guichet.cli import main as guichet
 from guichet.core.events import EVENT_KINDS, Auditor
 from guichet.core.ratelimit import RedisCounters
 from guichet.core.identifiers import nir_key
@@ -84,7 +84,7 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     async def browser() -> Portal:
         return recorder.attach(await portal_factory(config))
 
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     who = person("particulier_vitale")

@@ -157,7 +157,7 @@ async def test_a_fuzzed_form_never_fails_and_a_refusal_changes_nothing(portal: P
     form = FORMS[name]
     ready: dict[str, Any] = portal.__dict__.setdefault("fuzz", {})
     if "demo" not in ready:
-        from guichet.core import registry_import
+        from guichet.plugins.registry_tables import importer as registry_import
 
         await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
         if not name.startswith(("personalisation", "password", "contacts", "email")):

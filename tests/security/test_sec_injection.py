@@ -18,6 +18,7 @@ from pypdf import PdfReader
 from guichet.core.errors import DeliveryError
 from guichet.core.identifiers import nir_key
 from guichet.core.structs import Message, Recipient
+from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables, tables_of as registry_tables_of
 from tests.conftest import Portal
 from tests.security.support import (
     PASSWORD,
@@ -49,7 +50,8 @@ HOSTILE_NAMES = [
 
 async def hostile_person(portal: Portal, last_name: str) -> Any:
     """A registry person whose name is an attack; returns a DemoPerson-like record to register with."""
-    t = portal.services.database.t.RegistryPerson
+    await create_registry_tables(portal.services.database)
+    t = registry_tables_of(portal.services.database).RegistryPerson
     await t.insert(t(nir=HOSTILE_NIR, last_name=last_name, first_name=f"Eve {last_name}",
                      birth_date=dt.date(1985, 5, 1), address=f"{last_name}\n1 RUE DU TEST\n75001 PARIS",
                      email="eve@demo.invalid", mobile=None, vitale_serial="9876543210",

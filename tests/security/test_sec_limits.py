@@ -240,7 +240,7 @@ async def test_the_hourly_letter_budget_holds(portal_factory: Callable[..., Any]
                                               make_config: Callable[..., CaisseConfig], db_url: str,
                                               demo_people: Any) -> None:
     portal = await portal_factory(config_with(make_config, db_url, security="letters_per_hour = 1"))
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     for key in ("particulier_paiement", "exploitant"):

@@ -69,7 +69,7 @@ def test_third_party_loggers_stay_at_warning_whatever_the_level(restore_logging:
         assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
 
 
-def test_text_lines_keep_the_request_id_and_mask_identifiers_in_the_message() -> None:
+async def test_text_lines_keep_the_request_id_and_mask_identifiers_in_the_message() -> None:
     """A proxy's 14-digit request id is not a SIRET: only the message is scrubbed, so the id still
     links the line to the proxy's own logs."""
     from guichet.core.logs import TextFormatter

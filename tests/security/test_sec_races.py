@@ -234,7 +234,7 @@ async def _recovery_at_code(portal: Portal) -> tuple[str, str]:
 
 
 async def _registration_at_code(portal: Portal) -> tuple[str, str]:
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     who = person("particulier_paiement")
@@ -277,7 +277,7 @@ async def test_parallel_resends_send_exactly_one_code(race_config: Callable[...,
 async def test_registration_attempts_on_an_existing_account_send_one_notice_a_day(
         race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any], clock: Any) -> None:
     portal = await portal_factory(race_config())
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     holder = await make_account(portal)
@@ -340,7 +340,7 @@ async def test_codes_by_sms_to_one_number_are_limited_per_day(race_config: Calla
     other = await portal_factory(portal.services.config)
     r = await password_step(other, second["identifier"], PASSWORD)
     assert messages(r) == [SLOW_DOWN]
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
 
     await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
     who = person("particulier_paiement")

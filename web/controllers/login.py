@@ -7,7 +7,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import Cookie
 
-from guichet.core import metrics
+from guichet.web import metrics
 from guichet.core.availability import is_store_failure
 from guichet.core.flows import login as flow
 from guichet.core.flows.engine import StepResult

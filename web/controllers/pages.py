@@ -53,9 +53,8 @@ class PagesController(Controller):
         config = services_of(request).config
         if not config.demo.mailbox:
             raise NotFoundException()
-        from guichet.core.demo_mailbox import list_mailbox, mailbox_dirs
-
-        items = list_mailbox(*mailbox_dirs(config))
+        found = services_of(request).host.demo_mailbox()
+        items = found.items() if found is not None else []
         return render(request, "pages/mailbox.html", {"items": items},
                       title=f"Boîte aux lettres de démonstration — {config.caisse.name}")
 
@@ -65,9 +64,8 @@ class PagesController(Controller):
         config = services_of(request).config
         if not config.demo.mailbox:
             raise NotFoundException()
-        from guichet.core.demo_mailbox import list_mailbox, mailbox_dirs
-
-        found = next((i for i in list_mailbox(*mailbox_dirs(config)) if i.kind == "email" and i.id == item_id), None)
+        box = services_of(request).host.demo_mailbox()
+        found = next((i for i in (box.items() if box else []) if i.kind == "email" and i.id == item_id), None)
         if found is None or not found.html:
             raise NotFoundException()
         return Response(content=found.html, media_type="text/html", headers={
@@ -78,9 +76,8 @@ class PagesController(Controller):
         config = services_of(request).config
         if not config.demo.mailbox:
             raise NotFoundException()
-        from guichet.core.demo_mailbox import letter_path, mailbox_dirs
-
-        path = letter_path(mailbox_dirs(config)[1], name)
+        box = services_of(request).host.demo_mailbox()
+        path = box.letter(name) if box is not None else None
         if path is None:
             raise NotFoundException()
         return File(path=path, filename=name, media_type="application/pdf", content_disposition_type="inline")

@@ -18,13 +18,12 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from stdnum import luhn
 
-from guichet.core.clock import Clock
-from guichet.core.errors import StepError
+from guichet.core import Clock, Database, StepError
 from guichet.core.identifiers import (
     nir_key,
     parse_amount,
@@ -35,9 +34,7 @@ from guichet.core.identifiers import (
     parse_nir,
     parse_siret,
 )
-
-if TYPE_CHECKING:  # annotations only
-    from guichet.core.database import Database
+from guichet.plugins.registry_tables.tables import create_tables, tables_of
 
 PAYMENT_KINDS = ("benefit", "contributions_invoice", "salary_contributions")
 ADDRESS_COLUMNS = tuple(f"address_line{i}" for i in range(1, 7))
@@ -406,8 +403,8 @@ def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start:start + _BATCH]
 
 
-async def _upsert_persons(database: "Database", persons: Sequence[PersonRow]) -> None:
-    t = database.t.RegistryPerson
+async def _upsert_persons(database: Database, persons: Sequence[PersonRow]) -> None:
+    t = tables_of(database).RegistryPerson
     for batch in _batches(persons):
         rows = [t(nir=p.nir, last_name=p.last_name, first_name=p.first_name, birth_date=p.birth_date,
                   address="\n".join(p.address), email=p.email, mobile=p.mobile, vitale_serial=p.vitale_serial,
@@ -418,8 +415,8 @@ async def _upsert_persons(database: "Database", persons: Sequence[PersonRow]) ->
                     t.health_affiliated]).run()
 
 
-async def _upsert_companies(database: "Database", companies: Sequence[CompanyRow]) -> None:
-    t = database.t.RegistryCompany
+async def _upsert_companies(database: Database, companies: Sequence[CompanyRow]) -> None:
+    t = tables_of(database).RegistryCompany
     for batch in _batches(companies):
         rows = [t(siret=c.siret, name=c.name, address="\n".join(c.address), email=c.email, mobile=c.mobile)
                 for c in batch]
@@ -427,9 +424,9 @@ async def _upsert_companies(database: "Database", companies: Sequence[CompanyRow
                                           values=[t.name, t.address, t.email, t.mobile]).run()
 
 
-async def _replace_payments(database: "Database", payments: Sequence[PaymentRow]) -> None:
+async def _replace_payments(database: Database, payments: Sequence[PaymentRow]) -> None:
     """Each identifier in ``payments`` keeps exactly these payments; other identifiers are untouched."""
-    t = database.t.RegistryPayment
+    t = tables_of(database).RegistryPayment
     for kind in ("nir", "siret"):
         identifiers = sorted({p.identifier for p in payments if p.identifier_kind == kind})
         for batch in _batches(identifiers):
@@ -439,12 +436,12 @@ async def _replace_payments(database: "Database", payments: Sequence[PaymentRow]
                            paid_on=p.paid_on, amount=p.amount) for p in batch]).run()
 
 
-async def _existing(database: "Database", kind: str, identifiers: set[str]) -> set[str]:
+async def _existing(database: Database, kind: str, identifiers: set[str]) -> set[str]:
     if kind == "nir":
-        t: Any = database.t.RegistryPerson
+        t: Any = tables_of(database).RegistryPerson
         column = t.nir
     else:
-        t = database.t.RegistryCompany
+        t = tables_of(database).RegistryCompany
         column = t.siret
     found: set[str] = set()
     for batch in _batches(sorted(identifiers)):
@@ -456,7 +453,7 @@ async def _existing(database: "Database", kind: str, identifiers: set[str]) -> s
 # --- the import ---------------------------------------------------------------------------------------
 
 
-async def import_registry(database: "Database", *, persons: Path | None, payments: Path | None,
+async def import_registry(database: Database, *, persons: Path | None, payments: Path | None,
                           companies: Path | None, partial: bool, today: dt.date | None = None) -> ImportReport:
     """Import persons, companies and payments from CSV files (docs/registry.md), in one transaction.
 
@@ -523,6 +520,7 @@ async def import_registry(database: "Database", *, persons: Path | None, payment
                 errors.append(RowError(file=payments.name, line=line, reason=str(bad)))
 
     counts: dict[str, int] = {}
+    await create_tables(database)
     async with database.transaction():
         # a payment must belong to a person or company: in these files, or already in the registry
         wanted = {(p.identifier_kind, p.identifier) for _line, p in payment_rows}
@@ -806,7 +804,7 @@ def demo_rows(*, count: int, seed: int, today: dt.date) -> tuple[list[PersonRow]
     return list(persons.values()), list(companies.values()), payments
 
 
-async def generate_demo_registry(database: "Database", *, count: int, seed: int,
+async def generate_demo_registry(database: Database, *, count: int, seed: int,
                                  today: dt.date | None = None) -> DemoSummary:
     """Write fictitious persons, companies and payments, plus :data:`DEMO_PERSONS`.
 
@@ -816,6 +814,7 @@ async def generate_demo_registry(database: "Database", *, count: int, seed: int,
     if count < 0:
         raise ValueError("count must be 0 or more")
     persons, companies, payments = demo_rows(count=count, seed=seed, today=today or Clock().today())
+    await create_tables(database)
     async with database.transaction():
         await _upsert_persons(database, persons)
         await _upsert_companies(database, companies)

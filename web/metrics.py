@@ -1,5 +1,11 @@
 """Prometheus metrics: requests, step outcomes, codes, the outbox, rate limits, argon2 timings.
 
+The web layer's own plugin, ``metrics`` (``guichet plugins`` lists it): what core observes reaches it
+through the observer hooks, ``guichet_event`` (security events, codes) and ``guichet_measure``
+(argon2, rate limits, the outbox's duplicate window); requests are counted by the ASGI wrapper
+below, step outcomes and deliveries by the web layer itself. ``web/app.py`` registers it in every
+app (``APP_PLUGINS``), and ``guichet outbox work`` in its worker process.
+
 Series (all prefixed ``guichet_``):
 
 * ``http_requests_total{method,route,status}`` and ``http_request_duration_seconds{method,route}``:
@@ -30,8 +36,10 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -45,11 +53,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from guichet.core import AuditEvent, Measurement, hookimpl
 from guichet.core.logs import accepted_request_id, request_id_var
 
 if TYPE_CHECKING:
     from guichet.core.database import Database
-    from guichet.core.structs import AuditEvent
 
 log = logging.getLogger("guichet.access")
 
@@ -91,8 +99,9 @@ ARGON2_WAIT = Histogram("guichet_argon2_wait_seconds", "Time waiting for a free 
 _CODE_FAILURES = {"code.failed": "wrong", "code.expired": "expired", "code.locked": "locked"}
 
 
-def observe_event(event: "AuditEvent") -> None:
-    """Count an audit event (Services.audit calls this for every event)."""
+@hookimpl
+def guichet_event(event: AuditEvent) -> None:
+    """Count an audit event, and the codes sent and failed among them."""
     EVENTS.labels(event.kind).inc()
     details = event.details
     if event.kind == "code.sent":
@@ -102,17 +111,24 @@ def observe_event(event: "AuditEvent") -> None:
                             str(details.get("outcome", _CODE_FAILURES[event.kind]))).inc()
 
 
+@hookimpl
+def guichet_measure(measurement: Measurement) -> None:
+    """Record what core measured (core.structs.Measurement lists the names); others are ignored."""
+    name, labels = measurement.name, measurement.labels
+    if name == "rate_limit_hit":
+        RATE_LIMIT_HITS.labels(labels.get("limit", "")).inc()
+    elif name == "rate_limit_refusal":
+        RATE_LIMIT_REFUSALS.labels(labels.get("limit", "")).inc()
+    elif name == "argon2_seconds":
+        ARGON2.labels(labels.get("operation", "")).observe(measurement.value)
+    elif name == "argon2_wait_seconds":
+        ARGON2_WAIT.observe(measurement.value)
+    elif name == "outbox_unrecorded_seconds":
+        OUTBOX_UNRECORDED.observe(measurement.value)
+
+
 def step(flow: str, step_name: str, ok: bool) -> None:
     STEP_OUTCOMES.labels(flow, step_name, "ok" if ok else "invalid").inc()
-
-
-def timed(operation: str, function: Callable[..., Any], *args: Any) -> Any:
-    """Run ``function`` (in the hashing thread) and record its time."""
-    start = time.perf_counter()
-    try:
-        return function(*args)
-    finally:
-        ARGON2.labels(operation).observe(time.perf_counter() - start)
 
 
 # --- the outbox, read at scrape time ----------------------------------------------------------------
@@ -270,3 +286,9 @@ class Instrumented:
                 log.info("%s %s %s", method, path, status,
                          extra={"route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)})
             request_id_var.reset(token)
+
+
+def app_plugins() -> dict[str, ModuleType]:
+    """The web layer's own plugins (this module, as ``metrics``): every app and ``guichet outbox work``
+    register them whatever the config enables, and ``guichet plugins`` lists them."""
+    return {"metrics": sys.modules[__name__]}

@@ -1,10 +1,11 @@
 """The demo mailbox: local sinks that keep every email and SMS, and the list of everything delivered.
 
 In demo mode (``[demo] mailbox = true``) nothing leaves the machine: the email channel sends to a
-local SMTP server (aiosmtpd) and the SMS channel to a local HTTP endpoint, both started here in
-threads of their own so they run before, and independently of, any event loop. Each message is
-kept as a file in ``demo.mailbox_dir``; postal letters are already files in the postal spool.
-``list_mailbox`` reads them all back for the demo mailbox page, newest first.
+local SMTP server (aiosmtpd, the ``demo`` extra) and the SMS channel to a local HTTP endpoint, both
+started here in threads of their own so they run before, and independently of, any event loop.
+Each message is kept as a file in ``demo.mailbox_dir``; postal letters are already files in the
+postal spool. ``list_mailbox`` reads them all back for the demo mailbox page, newest first.
+``LocalMailbox`` is what the plugin offers core (``guichet_demo_mailbox``).
 """
 from __future__ import annotations
 
@@ -22,15 +23,10 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs
 
-import msgspec
-from aiosmtpd.controller import Controller
-
-from guichet.core.config import CaisseConfig
-from guichet.core.context import DemoEndpoints
-from guichet.core.errors import ConfigError
+from guichet.core import CaisseConfig, ConfigError, DemoEndpoints, MailboxItem
 
 log = logging.getLogger("guichet.demo")
 
@@ -39,23 +35,6 @@ _STAMP = "%Y%m%dT%H%M%S%fZ"
 _FILE_RE = re.compile(r"^(?P<stamp>[0-9]{8}T[0-9]{12}Z)-(?P<kind>email|sms)-[0-9a-f]{8}\.(?:eml|json)$")
 _LETTER_RE = re.compile(r"^letter-[0-9]{1,18}\.pdf$")
 MAX_SMS_BODY = 64 * 1024
-
-
-class MailboxItem(msgspec.Struct, frozen=True, kw_only=True):
-    """One delivered message as the demo mailbox page shows it.
-
-    ``html`` is the email's HTML body exactly as sent (not escaped): render it in a sandboxed
-    iframe or as escaped text, never as markup of the page itself.
-    """
-
-    id: str  # the file name: stable, unique, safe in a URL
-    kind: Literal["email", "sms", "letter"]
-    when: dt.datetime
-    to: str
-    subject: str = ""
-    text: str = ""
-    html: str = ""
-    file: str = ""  # letters: the PDF's file name in the postal spool (see ``letter_path``)
 
 
 class DemoSinks:
@@ -158,6 +137,11 @@ def _sms_handler(folder: Path) -> type[BaseHTTPRequestHandler]:
 
 def start_demo_sinks(config: CaisseConfig) -> DemoSinks:
     """Start the demo SMTP server and SMS endpoint on 127.0.0.1, each in its own thread; return at once."""
+    try:
+        from aiosmtpd.controller import Controller
+    except ImportError:
+        raise ConfigError("the demo mailbox needs aiosmtpd: install guichet with the demo extra "
+                          "(pip install 'guichet-auth[demo]')", key="$.demo.mailbox") from None
     folder = config.path(config.demo.mailbox_dir)
     folder.mkdir(parents=True, exist_ok=True)
     # aiosmtpd logs every DATA line at DEBUG: the codes and passwords of the messages
@@ -272,3 +256,27 @@ def letter_path(spool_dir: str | os.PathLike[str], file: str) -> Path | None:
         return None
     path = Path(spool_dir) / file
     return path if path.is_file() else None
+
+
+class LocalMailbox:
+    """The demo mailbox of one caisse config: ``start`` its sinks, read back what they kept."""
+
+    def __init__(self, config: CaisseConfig) -> None:
+        self.config = config
+        self._sinks: DemoSinks | None = None
+
+    def start(self) -> DemoEndpoints:
+        if self._sinks is None:
+            self._sinks = start_demo_sinks(self.config)
+        return self._sinks.endpoints
+
+    def stop(self) -> None:
+        if self._sinks is not None:
+            self._sinks.stop()
+            self._sinks = None
+
+    def items(self) -> list[MailboxItem]:
+        return list_mailbox(*mailbox_dirs(self.config))
+
+    def letter(self, name: str) -> Path | None:
+        return letter_path(mailbox_dirs(self.config)[1], name)

@@ -15,7 +15,7 @@ from guichet.core.clock import FrozenClock
 from guichet.core.config import CaisseConfig
 from guichet.core.context import PluginContext
 from guichet.core.database import Database
-from guichet.core.demo_mailbox import DemoSinks, letter_path, list_mailbox, mailbox_dirs, start_demo_sinks
+from guichet.plugins.demo_mailbox.mailbox import DemoSinks, letter_path, list_mailbox, mailbox_dirs, start_demo_sinks
 from guichet.core.keys import Keys
 from guichet.core.outbox import enqueue
 from guichet.core.outbox_worker import OutboxWorker, run_worker_process

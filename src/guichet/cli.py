@@ -1,0 +1,569 @@
+"""The ``guichet`` command: serve, database, plugins, config, outbox, audit, requests, and the
+commands plugins add (``guichet_commands``: the built-in registry brings ``guichet registry``).
+
+Built on click with rich-click's help. Every command takes ``--config FILE`` (default:
+``$GUICHET_CONFIG``, then ``config/demo.toml``); every listing prints a table with headers, or JSON
+with ``--json``. Colour only on a terminal, never with ``NO_COLOR``. Exit status: 0 done, 1 refused
+(the operation could not be done: nothing to retry, a request already decided, a config that
+cannot serve), 2 bad usage or a config file that cannot be used, 3 a worker that cannot start.
+
+Plugin commands use the helpers in ``__all__`` (docs/plugins/api.md).
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import rich_click as click
+from rich.console import Console
+from rich.table import Table
+
+import guichet
+from guichet.core.config import CaisseConfig, load_config, missing_secrets
+from guichet.core.database import Database
+from guichet.core.errors import ConfigError, GuichetError
+
+__all__ = ["DEFAULT_CONFIG", "Refused", "config_option", "json_option", "load_config_option", "run_with_database",
+           "show_listing"]
+
+DEFAULT_CONFIG = "config/demo.toml"
+
+# Restarts lose nothing behind nginx (docs/deploy.md, tests/ops/test_restart.py): a request in flight
+# may run this long after SIGTERM or SIGHUP, longer than nginx's proxy_read_timeout (30 s), so nginx
+# gives up first and never retries a request that may still be running.
+GRACEFUL_SHUTDOWN_SECONDS = 35
+# how long a new worker may take to start before a SIGHUP restart is abandoned (the old one stays)
+WORKER_START_SECONDS = 30
+
+click.rich_click.SHOW_ARGUMENTS = True
+click.rich_click.GROUP_ARGUMENTS_OPTIONS = True
+click.rich_click.MAX_WIDTH = 100
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Refused(click.ClickException):
+    """The operation was refused (exit status 1): the message says why."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"guichet: {self.format_message()}", err=True)
+
+
+# --- helpers shared with plugin commands -------------------------------------------------------------
+
+
+def config_option(function: F) -> F:
+    """``--config FILE``: the caisse config the command works on (the one argument style of guichet)."""
+    return click.option("--config", "config_path", metavar="FILE", envvar="GUICHET_CONFIG", default=DEFAULT_CONFIG,
+                        show_default=True, show_envvar=True,
+                        help="The caisse config file (TOML).")(function)
+
+
+def json_option(function: F) -> F:
+    """``--json``: a listing as JSON (an array of objects) for scripts, instead of a table."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON (an array of objects, one per row) for scripts, instead of a table.")(function)
+
+
+def load_config_option(config_path: str) -> CaisseConfig:
+    """The config named by ``--config``; a ConfigError exits 2 with the file and the key."""
+    return load_config(config_path)
+
+
+def run_with_database(config: CaisseConfig, work: Callable[[Database], Awaitable[int]]) -> int:
+    """Connect to the caisse's database, run ``work(database)``, close it; return what work returned."""
+
+    async def connected() -> int:
+        database = Database.from_config(config)
+        await database.connect()
+        try:
+            return await work(database)
+        finally:
+            await database.close()
+
+    return asyncio.run(connected())
+
+
+def _print_table(table: Table) -> None:
+    console = Console(highlight=False)
+    if console.is_terminal:  # colour unless NO_COLOR (rich reads it), wrapped to the terminal
+        console.print(table)
+        return
+    # a file or a pipe: no colour, no wrapping at 80 columns, no trailing blanks
+    plain = Console(file=io.StringIO(), highlight=False, width=4000, no_color=True, color_system=None)
+    plain.print(table)
+    click.echo("\n".join(line.rstrip() for line in plain.file.getvalue().splitlines()))  # type: ignore[attr-defined]
+
+
+def show_listing(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], *, as_json: bool,
+                 empty: str, title: str | None = None) -> None:
+    """Rows as a table with headers (``columns``: key, header), or as JSON; ``empty`` when there are none."""
+    if as_json:
+        click.echo(json.dumps([{key: row[key] for key, _ in columns} for row in rows], default=str,
+                              ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        click.echo(empty)
+        return
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for _key, header in columns:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row[key] is None else str(row[key]) for key, _ in columns))
+    _print_table(table)
+
+
+# --- the command group ----------------------------------------------------------------------------------
+
+
+@click.group("guichet", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(guichet.__version__, "--version", prog_name="guichet", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Account and login framework for public-service portals.
+
+    \b
+    Examples:
+      guichet config check --config config/sud-aquitaine.toml
+      guichet db upgrade --config caisse.toml
+      guichet serve --config caisse.toml --workers 4
+      guichet outbox status --json --config caisse.toml
+    """
+
+
+# --- serve --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@click.option("--host", help="Address to listen on.  [default: [server] host]")
+@click.option("--port", type=int, help="Port to listen on.  [default: [server] port]")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes.  [default: [server] workers]")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="Log level.  [default: [logging] level]")
+def serve(config_path: str, host: str | None, port: int | None, workers: int | None, log_level: str | None) -> int:
+    """Serve the web pages (and deliver the outbox unless [server] outbox_worker = false).
+
+    Refuses to start (exit 2) when a secret is missing or a purpose has no channel able to serve it.
+
+    \b
+    Examples:
+      guichet serve
+      guichet serve --config /etc/guichet/caisse.toml --workers 4 --log-level warning
+    """
+    import shutil
+    import tempfile
+
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from guichet.core.logs import configure_logging, uvicorn_log_config
+    from guichet.web.metrics import MULTIPROCESS_ENV
+
+    config = load_config(config_path)
+    for blocker in missing_secrets(config) or _delivery_blockers(config):  # refuse before any worker starts
+        raise ConfigError(blocker)
+    host = host or config.server.host
+    port = port or config.server.port
+    workers = workers or config.server.workers
+    level = log_level or config.logging.level
+    os.environ["GUICHET_CONFIG"] = str(Path(config_path).resolve())
+    os.environ["GUICHET_LOG_LEVEL"] = level
+    configure_logging(config.logging.format, level)
+    if workers > 1 and config.database.url.startswith("sqlite") and config.server.mode != "demo":
+        click.echo("guichet: several workers share state only through PostgreSQL and Redis; "
+                   "SQLite is for one worker", err=True)
+    metrics_dir = None
+    if workers > 1 and config.metrics.enabled and not os.environ.get(MULTIPROCESS_ENV):
+        # every worker writes its series there; /metrics sums them, whichever worker answers
+        metrics_dir = tempfile.mkdtemp(prefix="guichet-metrics-")
+        os.environ[MULTIPROCESS_ENV] = metrics_dir
+    # Always uvicorn's supervisor, even for one worker: it holds the listening socket, so SIGHUP
+    # replaces each worker by a new one (started first) without refusing a connection, and
+    # SIGTERM lets every worker finish its requests, then stop its app (the outbox worker gives
+    # back what it had not started).
+    server = uvicorn.Config("guichet.web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                            log_level=level, log_config=uvicorn_log_config(config.logging.format, level),
+                            access_log=False, proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                            timeout_worker_healthcheck=WORKER_START_SECONDS)
+    supervisor = Multiprocess(server, sockets=[server.bind_socket()])
+    try:
+        supervisor.run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        return 3  # a worker could not start (its error is in the log above): so would the next one
+    return 0
+
+
+# --- db -----------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command()
+@config_option
+def upgrade(config_path: str) -> int:
+    """Create or migrate the schema (core's tables and the enabled plugins' own).
+
+    The only command that changes the schema: run it before starting a new version.
+
+    \b
+    Examples:
+      guichet db upgrade --config /etc/guichet/caisse.toml
+    """
+    config = load_config(config_path)
+
+    async def work(database: Database) -> int:
+        applied = await database.upgrade()
+        version = await database.schema_version()
+        click.echo(f"schema at version {version}"
+                   + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+        return 0
+
+    return run_with_database(config, work)
+
+
+# --- plugins and config -----------------------------------------------------------------------------
+
+
+@cli.command()
+@config_option
+@json_option
+def plugins(config_path: str, as_json: bool) -> int:
+    """The plugins a caisse enables, where each comes from, and the hooks it implements.
+
+    \b
+    Examples:
+      guichet plugins --config config/demo.toml
+      guichet plugins --json | jq '.[].name'
+    """
+    from guichet.core.hookspecs import HOOK_API_VERSION
+    from guichet.core.plugins import load_plugins
+
+    from guichet.web.metrics import app_plugins
+
+    config = load_config(config_path)
+    _pm, infos = load_plugins(config, app_plugins())
+    rows = [{"name": info.name, "source": info.source, "module": info.module, "hooks": ", ".join(info.hooks)}
+            for info in infos]
+    show_listing(rows, [("name", "Plugin"), ("source", "Source"), ("module", "Module"), ("hooks", "Hooks")],
+                 as_json=as_json, empty="no plugin enabled", title=None if as_json else
+                 f"guichet hook API {HOOK_API_VERSION}")
+    return 0
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Caisse config files."""
+
+
+@config_group.command("check")
+@config_option
+@click.argument("file", required=False, metavar="[FILE]")
+def config_check(config_path: str, file: str | None) -> int:
+    """Validate a config, list what is weaker than the security baseline, and say whether it can serve.
+
+    FILE is the same as --config (kept for scripts that name the file alone). Exit 0 ready to
+    serve, 1 valid but not ready (a missing secret, a purpose without a channel), 2 invalid.
+
+    \b
+    Examples:
+      guichet config check --config /etc/guichet/caisse.toml
+      guichet config check config/sud-aquitaine.toml
+    """
+    from guichet.core.baseline import effective_values, settings_notes, weaker_than_baseline
+
+    path = file or config_path
+    config = load_config(path)
+    notes = settings_notes(config)
+    refused = [note for note in notes if note.refused]
+    for note in refused:
+        click.echo(f"guichet: configuration error: {path}: {note.key}: {note.message}", err=True)
+    if refused:
+        return 2
+    click.echo(f"{path}: valid")
+    for note in notes:
+        click.echo(f"  note: {note.key}: {note.message}")
+    click.echo()
+    click.echo("Effective values:")
+    for key, value in effective_values(config):
+        click.echo(f"  {key} = {value}")
+    findings = weaker_than_baseline(config)
+    click.echo()
+    if not findings:
+        click.echo("No value weaker than the security baseline (ASVS 5.0 L2 / NIST SP 800-63B).")
+    else:
+        click.echo(f"{len(findings)} value(s) weaker than the security baseline (ASVS 5.0 L2 / NIST SP 800-63B):")
+        for finding in findings:
+            click.echo(f"  - {finding.key}: {finding.value} — {finding.standard}")
+            click.echo(f"    compensating controls: {finding.compensation}")
+    blockers = missing_secrets(config) or _delivery_blockers(config)
+    click.echo()
+    if blockers:
+        click.echo("Ready to serve: no")
+        for blocker in blockers:
+            click.echo(f"  - {blocker}")
+        return 1
+    click.echo("Ready to serve: yes (secrets resolved; every purpose has a channel)")
+    return 0
+
+
+def _delivery_blockers(config: CaisseConfig) -> list[str]:
+    """What `guichet serve` would refuse before it starts: plugins, channels, every purpose served."""
+    from guichet.core.clock import Clock
+    from guichet.core.context import DemoEndpoints, PluginContext
+    from guichet.core.plugins import PluginHost
+
+    # demo mode: the channels send to the demo mailbox's local sinks, which only `guichet serve` starts
+    demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=1, sms_url="http://127.0.0.1:1/sms",
+                         mailbox_dir=config.demo.mailbox_dir) if config.demo.mailbox else None
+    try:
+        host = PluginHost(config, PluginContext(config=config, database=Database.from_config(config), clock=Clock(),
+                                                demo=demo))
+        host.check_can_serve()
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+# --- outbox -------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def outbox() -> None:
+    """Messages waiting for delivery (emails, SMS, letters)."""
+
+
+@outbox.command()
+@config_option
+@click.option("--once", is_flag=True, help="Deliver what is due, then stop.")
+def work(config_path: str, once: bool) -> int:
+    """Deliver messages, in a worker process of its own (with [server] outbox_worker = false).
+
+    \b
+    Examples:
+      guichet outbox work --config /etc/guichet/caisse.toml
+      guichet outbox work --once
+    """
+    from guichet.core.logs import configure_logging
+    from guichet.core.outbox_worker import run_worker_process
+    from guichet.web.metrics import app_plugins
+
+    config = load_config(config_path)
+    configure_logging(config.logging.format, config.logging.level)
+    return asyncio.run(run_worker_process(config, once=once, extra_plugins=app_plugins()))
+
+
+@outbox.command()
+@config_option
+@json_option
+def status(config_path: str, as_json: bool) -> int:
+    """Message counts per channel and state (pending, sending, sent, failed, expired).
+
+    \b
+    Examples:
+      guichet outbox status --config /etc/guichet/caisse.toml
+      guichet outbox status --json
+    """
+    from guichet.core.outbox_worker import outbox_status
+
+    config = load_config(config_path)
+
+    async def count(database: Database) -> int:
+        counts = await outbox_status(database)
+        rows = [{"channel": channel, "state": state, "count": n} for (channel, state), n in sorted(counts.items())]
+        show_listing(rows, [("channel", "Channel"), ("state", "State"), ("count", "Messages")], as_json=as_json,
+                     empty="the outbox is empty")
+        return 0
+
+    return run_with_database(config, count)
+
+
+@outbox.command()
+@config_option
+@click.argument("message_id", metavar="ID", type=int)
+def retry(config_path: str, message_id: int) -> int:
+    """Deliver a failed message again (exit 1 when ID is not a failed message).
+
+    \b
+    Examples:
+      guichet outbox retry 42 --config /etc/guichet/caisse.toml
+    """
+    from guichet.core.outbox_worker import retry_message
+
+    config = load_config(config_path)
+
+    async def again(database: Database) -> int:
+        if await retry_message(database, message_id):
+            click.echo(f"message {message_id} will be delivered again")
+            return 0
+        raise Refused(f"message {message_id} is not a failed message")
+
+    return run_with_database(config, again)
+
+
+# --- audit and third-party requests -------------------------------------------------------------------
+
+
+@cli.group()
+def audit() -> None:
+    """Security events (the audit log)."""
+
+
+@audit.command()
+@config_option
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True,
+              help="How many events, the latest last.")
+@json_option
+def tail(config_path: str, lines: int, as_json: bool) -> int:
+    """The latest security events.
+
+    \b
+    Examples:
+      guichet audit tail -n 20 --config /etc/guichet/caisse.toml
+      guichet audit tail --json | jq 'map(select(.kind == "login.failed"))'
+    """
+    from guichet.core.events import Auditor
+
+    config = load_config(config_path)
+
+    async def show(database: Database) -> int:
+        rows = [{"at": f"{row['at']:%Y-%m-%d %H:%M:%S}", "kind": row["kind"], "account": row["account_id"],
+                 "subject": row["subject"] or None, "client": row["client"] or None, "details": row["details"]}
+                for row in await Auditor(database).tail(lines)]
+        show_listing(rows, [("at", "At (UTC)"), ("kind", "Event"), ("account", "Account"), ("subject", "Subject"),
+                            ("client", "Client"), ("details", "Details")], as_json=as_json, empty="no event")
+        return 0
+
+    return run_with_database(config, show)
+
+
+@cli.group()
+def requests() -> None:
+    """Third parties' requests for an account ("Autre" on the first registration step)."""
+
+
+@requests.command("list")
+@config_option
+@click.option("--state", type=click.Choice(["pending", "approved", "rejected"]), help="Only requests in this state.")
+@json_option
+def requests_list(config_path: str, state: str | None, as_json: bool) -> int:
+    """Third parties' requests, newest first.
+
+    \b
+    Examples:
+      guichet requests list --state pending --config /etc/guichet/caisse.toml
+      guichet requests list --json
+    """
+    from guichet.core.third_party import list_requests
+
+    config = load_config(config_path)
+
+    async def show(database: Database) -> int:
+        rows = [{"id": row.id, "state": row.state, "created": f"{row.created_at:%Y-%m-%d}",
+                 "kind": row.structure_kind, "structure": row.structure_name, "siret": row.siret,
+                 "contact": row.contact_name, "email": row.email}
+                for row in await list_requests(database, state=state)]
+        show_listing(rows, [("id", "#"), ("state", "State"), ("created", "Created"), ("kind", "Kind"),
+                            ("structure", "Structure"), ("siret", "SIRET"), ("contact", "Contact"),
+                            ("email", "Email")], as_json=as_json, empty="no request")
+        return 0
+
+    return run_with_database(config, show)
+
+
+def _decide(config_path: str, request_id: int, note: str | None, *, approve: bool) -> int:
+    from guichet.core.clock import Clock
+    from guichet.core.context import PluginContext
+    from guichet.core.events import Auditor
+    from guichet.core.plugins import PluginHost
+    from guichet.core.third_party import decide_request
+
+    config = load_config(config_path)
+
+    async def decide(database: Database) -> int:
+        host = PluginHost(config, PluginContext(config=config, database=database, clock=Clock()), channels=False)
+        if not await decide_request(database, request_id, approve=approve, note=note or "",
+                                    auditor=Auditor(database, host)):
+            raise Refused(f"request {request_id} is not pending")
+        click.echo(f"request {request_id} {'approved' if approve else 'rejected'}")
+        return 0
+
+    return run_with_database(config, decide)
+
+
+@requests.command()
+@config_option
+@click.argument("request_id", metavar="ID", type=int)
+@click.option("--note", help="Why, kept with the decision in the audit log.")
+def approve(config_path: str, request_id: int, note: str | None) -> int:
+    """Approve a pending request (exit 1 when it is not pending).
+
+    \b
+    Examples:
+      guichet requests approve 12 --note "RIB reçu" --config /etc/guichet/caisse.toml
+    """
+    return _decide(config_path, request_id, note, approve=True)
+
+
+@requests.command()
+@config_option
+@click.argument("request_id", metavar="ID", type=int)
+@click.option("--note", help="Why, kept with the decision in the audit log.")
+def reject(config_path: str, request_id: int, note: str | None) -> int:
+    """Reject a pending request (exit 1 when it is not pending).
+
+    \b
+    Examples:
+      guichet requests reject 12 --note "SIRET inconnu"
+    """
+    return _decide(config_path, request_id, note, approve=False)
+
+
+# --- running it -----------------------------------------------------------------------------------------
+
+
+def build_cli() -> click.Group:
+    """The command group with the commands of every installed plugin added (``guichet_commands``)."""
+    from guichet.core.plugins import add_plugin_commands
+
+    add_plugin_commands(cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; return its exit status (0 done, 1 refused, 2 bad usage or bad config)."""
+    group = build_cli()
+    try:
+        result = group.main(args=argv, prog_name="guichet", standalone_mode=False)
+    except click.ClickException as exc:  # UsageError (2), Refused (1)
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        return 130
+    except SystemExit as exc:  # rich-click exits by itself on a group called without a command (help, 2)
+        return exc.code if isinstance(exc.code, int) else 1
+    except ConfigError as exc:
+        click.echo(f"guichet: configuration error: {exc}", err=True)
+        return 2
+    except GuichetError as exc:
+        click.echo(f"guichet: {exc}", err=True)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
