@@ -134,7 +134,18 @@ class HashingHeld:
     def __init__(self, portal: Portal) -> None:
         self.pool = portal.services.passwords._threads
         self.release = threading.Event()
-        self.blockers = [self.pool.submit(self.release.wait) for _ in range(self.pool._max_workers)]
+        running = threading.Semaphore(0)
+
+        def hold() -> None:
+            running.release()
+            self.release.wait()
+
+        self.blockers = [self.pool.submit(hold) for _ in range(self.pool._max_workers)]
+        # until every thread runs a blocker, the blockers themselves sit in the queue and would look
+        # like a request waiting for a thread
+        for _ in self.blockers:
+            if not running.acquire(timeout=10):
+                raise AssertionError("the hashing threads did not start")
 
     async def until_a_request_waits(self) -> None:
         for _ in range(2000):
