@@ -5,6 +5,7 @@ Every error names the file and the key path and says what was expected. Secrets 
 """
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -254,6 +255,17 @@ def missing_secrets(config: CaisseConfig) -> list[str]:
         except ConfigError as exc:
             missing.append(f"{where}: {exc}")
     return missing
+
+
+def missing_extras(config: CaisseConfig) -> list[str]:
+    """The optional parts this config uses that are not installed here, with the extra that brings each."""
+    needs = []
+    if not config.database.url.startswith("sqlite"):
+        needs.append(("asyncpg", "postgres", "$.database.url: PostgreSQL"))
+    if config.redis is not None:
+        needs.append(("redis", "redis", "$.redis: Redis"))
+    return [f"{what} needs the {extra} extra, not installed here: pip install 'guichet-auth[{extra}]'"
+            for module, extra, what in needs if importlib.util.find_spec(module) is None]
 
 
 _PATH_RE = re.compile(r" - at `(?P<path>[^`]+)`$")

@@ -184,7 +184,7 @@ class RedisCounters:
         if not rows:
             return {}
         keys = [k for key, _, _ in rows for k in self._keys(key)]
-        args: list[object] = [now_ms]
+        args: list[str | int] = [now_ms]
         for _key, window, at in rows:
             args += ["hit" if window > 0 else "clear" if window == 0 else "back", max(window, 1), at]
         try:

@@ -111,7 +111,9 @@ class RedisSessions:
 
     async def load(self, key: str, now: dt.datetime) -> bytes | None:
         value = await self.client.get(self._name(key))
-        return bytes(value) if value is not None else None
+        if value is None:
+            return None
+        return value.encode() if isinstance(value, str) else bytes(value)
 
     async def create(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
         await self.client.set(self._name(key), data, ex=self._ttl(expires_at), nx=True)

@@ -11,8 +11,8 @@ from tests.conftest import ROOT
 def test_every_package_folder_is_listed_in_pyproject() -> None:
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = {"guichet"} | {
-        "guichet." + ".".join(init.parent.relative_to(ROOT).parts)
-        for part in ("core", "plugins", "web") for init in (ROOT / part).rglob("__init__.py")
+        "guichet." + ".".join(init.parent.relative_to(ROOT).parts).replace("config", "configs", 1)
+        for part in ("core", "plugins", "web", "config") for init in (ROOT / part).rglob("__init__.py")
         if "__pycache__" not in init.parts} | {
         ".".join(init.parent.relative_to(ROOT / "src").parts) for init in (ROOT / "src" / "guichet").rglob("__init__.py")}
     assert set(setuptools["packages"]) == on_disk

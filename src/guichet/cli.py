@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 import guichet
-from guichet.core.config import CaisseConfig, load_config, missing_secrets
+from guichet.core.config import CaisseConfig, load_config, missing_extras, missing_secrets
 from guichet.core.database import Database
 from guichet.core.errors import ConfigError, GuichetError
 
@@ -169,7 +169,7 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int | N
     from guichet.web.metrics import MULTIPROCESS_ENV
 
     config = load_config(config_path)
-    for blocker in missing_secrets(config) or _delivery_blockers(config):  # refuse before any worker starts
+    for blocker in missing_extras(config) or missing_secrets(config) or _delivery_blockers(config):  # refuse before any worker starts
         raise ConfigError(blocker)
     host = host or config.server.host
     port = port or config.server.port
@@ -310,7 +310,7 @@ def config_check(config_path: str, file: str | None) -> int:
         for finding in findings:
             click.echo(f"  - {finding.key}: {finding.value} — {finding.standard}")
             click.echo(f"    compensating controls: {finding.compensation}")
-    blockers = missing_secrets(config) or _delivery_blockers(config)
+    blockers = missing_extras(config) or missing_secrets(config) or _delivery_blockers(config)
     click.echo()
     if blockers:
         click.echo("Ready to serve: no")
@@ -531,6 +531,69 @@ def reject(config_path: str, request_id: int, note: str | None) -> int:
       guichet requests reject 12 --note "SIRET inconnu"
     """
     return _decide(config_path, request_id, note, approve=False)
+
+
+# --- init --------------------------------------------------------------------------------------------
+
+
+def _write_new(path: Path, text: str, *, force: bool, mode: int = 0o644) -> None:
+    if path.exists() and not force:
+        raise Refused(f"{path} exists already: nothing was written (--force replaces it)")
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the files if they exist (a new secret key logs everyone out).")
+@click.option("--no-database", is_flag=True, help="Write the files only; create the databases later with "
+              "`guichet db upgrade`.")
+def init(directory: Path, force: bool, no_database: bool) -> int:
+    """Start a caisse in DIRECTORY: a starter config, the demo config, a secret key, their databases.
+
+    Writes DIRECTORY/caisse.toml (a production config to fill in: the caisse's name, SMTP relay,
+    database), DIRECTORY/secret_key (random, readable by this account only), and DIRECTORY/demo.toml
+    (the demo caisse: every email and SMS in a demo mailbox page, 200 fictitious people in its
+    registry). Relative paths in both configs are relative to DIRECTORY.
+
+    \b
+    Examples:
+      guichet init /srv/guichet
+      guichet serve --config /srv/guichet/demo.toml      # the demo, on http://127.0.0.1:8000
+      guichet config check --config /srv/guichet/caisse.toml
+    """
+    import secrets
+    from importlib import resources
+
+    directory.mkdir(parents=True, exist_ok=True)
+    directory = directory.resolve()
+    starter = resources.files("guichet").joinpath("starter/caisse.toml").read_text(encoding="utf-8")
+    demo = resources.files("guichet.configs").joinpath("demo.toml").read_text(encoding="utf-8")
+    key_file = directory / "secret_key"
+    # an absolute path: a secret file is read from where the server runs, not from the config's folder
+    starter = starter.replace('secret_key = { file = "secret_key" }',
+                              f"secret_key = {{ file = {json.dumps(str(key_file))} }}")
+    targets = [directory / "caisse.toml", directory / "demo.toml", key_file]
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not force:
+        raise Refused(f"{', '.join(existing)} exist(s) already: nothing was written (--force replaces them)")
+    _write_new(key_file, secrets.token_urlsafe(48) + "\n", force=force, mode=0o600)
+    _write_new(directory / "caisse.toml", starter, force=force)
+    _write_new(directory / "demo.toml", demo, force=force)
+    click.echo(f"wrote {directory / 'caisse.toml'}, {directory / 'demo.toml'} and {key_file}")
+    if not no_database:
+        context = click.get_current_context()
+        assert context is not None  # always, inside a command
+        for name in ("caisse.toml", "demo.toml"):
+            context.invoke(upgrade, config_path=str(directory / name))
+        registry = context.find_root().command
+        demo_people = getattr(registry, "commands", {}).get("registry")
+        if demo_people is not None and "demo" in getattr(demo_people, "commands", {}):
+            context.invoke(demo_people.commands["demo"], config_path=str(directory / "demo.toml"), count=200, seed=1)
+    click.echo("\nnext:\n"
+               f"  guichet serve --config {directory / 'demo.toml'}          # the demo caisse\n"
+               f"  guichet config check --config {directory / 'caisse.toml'}  # what your caisse still needs")
+    return 0
 
 
 # --- running it -----------------------------------------------------------------------------------------
