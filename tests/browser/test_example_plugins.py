@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,6 +80,20 @@ def messagerie(tmp_path_factory: pytest.TempPathFactory, engine: Callable[[], st
         yield server
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("server", "line"), [
+    ("messagerie", "webhook (guichet-webhook-channel 0.1.0: guichet_webhook.hooks)"),
+    ("prime", "prime_activite (guichet-prime-activite 0.1.0: guichet_prime_activite.hooks)"),
+])
+def test_the_servers_run_the_examples_as_installed_distributions(server: str, line: str, engine: Any,
+                                                                 request: pytest.FixtureRequest) -> None:
+    """What ``guichet plugins`` says of the config each server runs: the plugin comes from its
+    distribution's entry point, as on a caisse's machine after ``pip install``."""
+    live: LiveServer = request.getfixturevalue(server)
+    shown = subprocess.run([sys.executable, "-m", "guichet.core.cli", "plugins", "--config", str(live.config_path)],
+                           capture_output=True, text=True, timeout=120, check=True).stdout
+    assert line in [" ".join(shown_line.split()) for shown_line in shown.splitlines()], shown
 
 
 def received(endpoint: HttpSink, person: Person, template: str, *, after: int, timeout: float = 10.0) -> dict[str, Any]:
