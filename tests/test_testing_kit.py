@@ -2,12 +2,21 @@
 aiosmtpd, and enough for a plugin's own test suite outside this tree."""
 from __future__ import annotations
 
+import datetime as dt
+import shutil
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from guichet.core import Payment, Record
+from guichet.testing import assert_plugin_conforms
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -119,3 +128,31 @@ def test_a_plugin_project_of_its_own_runs_its_tests_on_the_kit(tmp_path: Path) -
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
+
+
+async def test_a_registry_of_fixed_records_for_an_identity_question(guichet_plugin_site: Any,
+                                                                    guichet_host: Any) -> None:
+    marie = Record(identifier_kind="nir", identifier="1850578006084", last_name="DUPONT", first_name="Marie",
+                   birth_date=dt.date(1985, 5, 1), payments=(Payment(kind="benefit", date=dt.date(2026, 11, 5),
+                                                                     amount=Decimal("187.45")),),
+                   facts={"note": ["a", 1]})
+    package = guichet_plugin_site.add_registry("fixed_registry", [marie])
+    assert package.startswith("guichet_test_fixed_registry_")
+    assert assert_plugin_conforms("fixed_registry").hooks == ("guichet_registry_lookup",)
+    host = guichet_host(enabled=["statuses_msa", "fixed_registry"])
+    assert await host.registry_lookup("nir", "1850578006084") == marie, "the record comes back whole"
+    assert await host.registry_lookup("nir", "2920375112233") is None
+    assert await host.registry_lookup("siret", "1850578006084") is None
+
+
+def test_the_examples_run_their_own_suites_outside_this_tree(tmp_path: Path) -> None:
+    """Each example's tests/, copied where no conftest of guichet's and no ini file of this tree is
+    seen, pass on the installed kit alone, as in the example's own CI."""
+    for example in ("guichet-webhook-channel", "guichet-prime-activite"):
+        copy = tmp_path / example
+        shutil.copytree(ROOT / "examples" / example / "tests", copy / "tests")
+        shutil.copy(ROOT / "examples" / example / "pyproject.toml", copy / "pyproject.toml")
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=copy,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout

@@ -69,12 +69,25 @@ def toml_dumps(table: dict[str, Any], prefix: str = "") -> str:
     return "\n".join(part for part in out if part)
 
 
-def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None) -> Path:
+def _merge(table: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(table.get(key), dict):
+            _merge(table[key], value)
+        else:
+            table[key] = value
+
+
+def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None,
+                  database_url: str | None = None, plugins: tuple[str, ...] = (),
+                  extra: dict[str, Any] | None = None) -> Path:
     """A copy of ``source`` that runs here: SQLite, demo mode, demo mailbox, literal secret, tmp paths.
 
     The caisse's own values stay: [caisse], enabled plugins and presets, [codes.*], passwords, the
     trusted-browser lifetime. Only what points outside this machine is replaced; ``codes`` merges
     extra code-policy keys (the tests shorten the demo's resend cooldown to see a real resend).
+    ``database_url`` replaces the SQLite file (a PostgreSQL database of the test's own); ``plugins``
+    are enabled after the config's own (installed plugins, such as the examples), and ``extra`` is
+    merged in last, table by table (their settings, the caisse's choices that name them).
     """
     table = tomllib.loads(source.read_text(encoding="utf-8"))
     for purpose, keys in (codes or {}).items():
@@ -87,7 +100,7 @@ def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any
     table["sessions"] = {**table.get("sessions", {}), "secure_cookies": False, "store": "database"}
     table["rate_limits"] = {"store": "database"}
     table.pop("redis", None)
-    table["database"] = {"url": f"sqlite:///{workdir / 'guichet.sqlite'}"}
+    table["database"] = {"url": database_url or f"sqlite:///{workdir / 'guichet.sqlite'}"}
     table["server"] = {"mode": "demo", "spool_dir": str(workdir / "spool"), "outbox_worker": True}
     table["demo"] = {"mailbox": True, "mailbox_dir": str(workdir / "mailbox")}
     settings = table.setdefault("plugins", {}).setdefault("settings", {})
@@ -97,6 +110,8 @@ def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any
     sms = settings.get("delivery_sms", {})
     settings["delivery_sms"] = {"url": "demo", "sender": sms.get("sender", "MSA")}
     settings["delivery_postal"] = {**settings.get("delivery_postal", {}), "spool_dir": str(workdir / "letters")}
+    table["plugins"]["enabled"] = [*table["plugins"].get("enabled", []), *plugins]
+    _merge(table, extra or {})
     target = workdir / f"{source.stem}.toml"
     target.write_text(f"# derived from {source.name} for a local run (tests/browser/support.py)\n\n"
                       + toml_dumps(table), encoding="utf-8")
@@ -191,10 +206,47 @@ class LiveServer:
 TEST_CODES = {"demo": {"login": {"resend_cooldown_seconds": 3}}}
 
 
-def start_server(config_name: str, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None) -> LiveServer:
-    """Derive config/<config_name>.toml into ``workdir`` and serve it."""
-    path = derive_config(CONFIG_DIR / f"{config_name}.toml", workdir, codes=codes)
+def start_server(config_name: str, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None,
+                 database_url: str | None = None, plugins: tuple[str, ...] = (),
+                 extra: dict[str, Any] | None = None) -> LiveServer:
+    """Derive config/<config_name>.toml into ``workdir`` (see ``derive_config``) and serve it."""
+    path = derive_config(CONFIG_DIR / f"{config_name}.toml", workdir, codes=codes, database_url=database_url,
+                         plugins=plugins, extra=extra)
     return LiveServer(config_path=path, workdir=workdir).start()
+
+
+class PostgresDatabase:
+    """A PostgreSQL database of its own for one live server, made on the server at ``admin_url`` (the
+    tests' GUICHET_TEST_POSTGRES) and dropped by ``drop()``. asyncpg runs in a thread of its own: the
+    sync Playwright API keeps an event loop in the test's thread."""
+
+    def __init__(self, admin_url: str, prefix: str = "guichet_browser") -> None:
+        import secrets
+
+        self.admin_url = admin_url
+        self.name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+        base, _, _db = admin_url.rpartition("/")
+        self.url = f"{base}/{self.name}"
+        self._admin(f'CREATE DATABASE "{self.name}"')
+
+    def _admin(self, sql: str) -> None:
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        async def run() -> None:
+            import asyncpg
+
+            connection = await asyncpg.connect(self.admin_url, timeout=5)
+            try:
+                await connection.execute(sql)
+            finally:
+                await connection.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run()).result(timeout=60)
+
+    def drop(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 # --- the demo mailbox, read the way a person reads their email -------------------------------------------

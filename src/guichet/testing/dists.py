@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pytest
 
+    from guichet.core.structs import Record
+
 
 class PluginSite:
     """A folder put first on sys.path (undone with the test's ``monkeypatch``) where plugin
@@ -49,6 +51,37 @@ class PluginSite:
         self.add_distribution(package, entry_points={name: f"{package}.{target}"}, version="1.0")
         self.packages.append(package)
         return package
+
+    def add_registry(self, name: str, records: Iterable[Record]) -> str:
+        """A registry connector named ``name`` that knows exactly these records, by their
+        ``(identifier_kind, identifier)`` (``guichet_registry_lookup``; an identifier it does not know
+        is unknown, not abstained on): the registry an identity question's tests register people
+        against, so that ``await host.registry_lookup(...)`` returns a record with the facts every
+        enabled ``guichet_registry_facts`` adds. Returns the package's name, as ``add_module`` does."""
+        import msgspec
+
+        encoded = msgspec.json.encode(list(records)).decode()
+        source = f"""
+            from collections.abc import Awaitable
+
+            import msgspec
+
+            from guichet.core import PluginContext, Record, hookimpl
+
+            RECORDS = {{(r.identifier_kind, r.identifier): r
+                       for r in msgspec.json.decode({encoded!r}, type=list[Record])}}
+
+
+            async def _found(key: tuple[str, str]) -> Record | None:
+                return RECORDS.get(key)
+
+
+            @hookimpl
+            def guichet_registry_lookup(identifier_kind: str, identifier: str,
+                                        context: PluginContext) -> Awaitable[Record | None] | None:
+                return _found((identifier_kind, identifier))
+        """
+        return self.add_module(name, source)
 
     def close(self) -> None:
         for package in self.packages:
