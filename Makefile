@@ -38,7 +38,11 @@ test: install-test
 test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not browser"
 
-bench: install-test
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(PIP_INSTALL) -c constraints.txt -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || \
 		{ echo "bench/steps.py needs wrk: apt-get install wrk" >&2; exit 1; }
 	$(BIN)/python bench/run_all.py
