@@ -12,13 +12,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
+import os
 import random
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import msgspec
 from stdnum import luhn
@@ -70,34 +72,55 @@ class RowError(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ImportReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``guichet registry import`` did: rows written per file, and every bad row.
+    """What ``guichet registry import`` did: rows written per file, and the bad rows.
 
     ``ok`` is true only when every row of every file was imported: a ``--partial`` import that
     skipped bad rows is not ok (the command exits 1), so a scheduled import still reports them.
+    ``errors`` holds the first bad rows (all of them for a file of ordinary size); ``error_count``
+    counts them all, ``causes`` by cause, and ``report_file`` lists every one.
     """
 
     imported: dict[str, int]
     errors: tuple[RowError, ...] = ()
     partial: bool = False
     committed: bool = False
+    dry_run: bool = False
+    error_count: int = 0
+    causes: dict[str, int] = {}
+    samples: dict[str, tuple[RowError, ...]] = {}
+    bad_rows: dict[str, int] = {}  # per file
+    report_file: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.committed and not self.errors
+        return (self.committed or self.dry_run) and not self.error_count
 
     def describe(self) -> str:
         lines: list[str] = []
-        if self.committed:
+        if self.committed or (self.dry_run and (self.partial or not self.error_count)):
+            verb = "would be imported (dry run: nothing written)" if self.dry_run else "imported"
             for name, count in self.imported.items():
-                skipped = sum(1 for e in self.errors if e.file == name)
-                lines.append(f"{name}: {count} row(s) imported" + (f", {skipped} bad row(s) skipped" if skipped else ""))
-        else:
-            lines.append(f"Nothing imported: {len(self.errors)} problem(s) found. Fix them and import again, "
-                         "or use --partial to import the good rows.")
-        if self.errors:
+                skipped = self.bad_rows.get(name, 0)
+                lines.append(f"{name}: {count} row(s) {verb}" + (f", {skipped} bad row(s) skipped" if skipped else ""))
+        if not self.committed and (not self.dry_run or not self.partial) and self.error_count:
+            lines.append(f"Nothing {'would be ' if self.dry_run else ''}imported: {self.error_count} problem(s) found. "
+                         "Fix them and import again, or use --partial to import the good rows.")
+        if self.error_count > SHOWN_ERRORS:
+            lines.append("")
+            lines.append(f"{self.error_count} bad row(s), by cause:")
+            for cause, count in sorted(self.causes.items(), key=lambda item: -item[1]):
+                lines.append(f"  {count:>9}  {cause}")
+                lines.extend(f"             e.g. {error.describe()}" for error in self.samples.get(cause, ()))
+        elif self.errors:
             lines.append("")
             lines.extend(error.describe() for error in self.errors)
+        if self.report_file:
+            lines.append("")
+            lines.append(f"Every bad row: {self.report_file}")
         return "\n".join(lines)
+
+
+SHOWN_ERRORS = 50  # up to this many bad rows are listed one by one; beyond, by cause
 
 
 # --- parsed rows, shared by the import and the demo generator ---------------------------------------
@@ -135,35 +158,54 @@ class _Bad(Exception):
     """One bad value; the message is the reason shown in the report."""
 
 
-# --- reading CSV ----------------------------------------------------------------------------------
+# --- reading CSV, one row at a time ----------------------------------------------------------------
 
 
 def _non_ascii_digit(text: str) -> bool:
     return any(unicodedata.category(c) == "Nd" and not c.isascii() for c in text)
 
 
-def _read_csv(path: Path, required: Sequence[str], optional: Sequence[str],
-              errors: list[RowError]) -> list[tuple[int, dict[str, str]]]:
-    """The rows of one file with their line numbers; file-level problems go to ``errors``."""
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read, so progress is the share of the file read (rows/s, time left)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        read = self.raw.readinto(buffer)
+        self.count += read or 0
+        return read or 0
+
+
+Progress = Callable[[str, int, int, int], None]  # (file name, rows read, bytes read, file size)
+PROGRESS_EVERY = 2000  # rows between two progress calls
+
+
+def _stream_csv(path: Path, required: Sequence[str], optional: Sequence[str], errors: "_Errors",
+                progress: Progress | None) -> Iterator[tuple[int, dict[str, str]]]:
+    """The rows of one file with their line numbers, read as they come (memory does not grow with
+    the file); file-level problems go to ``errors`` and end the file."""
     name = path.name
     try:
-        raw = path.read_bytes()
+        raw = path.open("rb")
+        size = os.fstat(raw.fileno()).st_size
     except OSError as exc:
-        errors.append(RowError(file=name, line=0, reason=f"cannot read the file: {exc.strerror}"))
-        return []
+        errors.add(RowError(file=name, line=0, reason=f"cannot read the file: {exc.strerror}"))
+        return
+    counting = _CountingReader(raw)
+    text = io.TextIOWrapper(io.BufferedReader(counting, 1 << 16), encoding="utf-8-sig", newline="")
+    line = 1
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        errors.append(RowError(file=name, line=0,
-                               reason=f"not UTF-8 text (bad byte at offset {exc.start}); save the file as UTF-8"))
-        return []
-    first_line = text.split("\n", 1)[0]
-    if not first_line.strip():
-        errors.append(RowError(file=name, line=0, reason="no header row: the first line must name the columns"))
-        return []
-    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    try:
+        first_line = text.readline()
+        if not first_line.strip():
+            errors.add(RowError(file=name, line=0, reason="no header row: the first line must name the columns"))
+            return
+        delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+        reader = csv.reader(itertools.chain([first_line], text), delimiter=delimiter, strict=True)
         header = [cell.strip().lower() for cell in next(reader)]
         known = (*required, *optional)
         problems = []
@@ -177,25 +219,32 @@ def _read_csv(path: Path, required: Sequence[str], optional: Sequence[str],
         if missing:
             problems.append(f"missing required column(s): {', '.join(missing)}")
         if problems:
-            errors.append(RowError(file=name, line=0,
-                                   reason="; ".join(problems) + f" (expected columns: {', '.join(known)})"))
-            return []
-        rows: list[tuple[int, dict[str, str]]] = []
+            errors.add(RowError(file=name, line=0, reason="; ".join(problems) + f" (expected columns: {', '.join(known)})"))
+            return
         end_of_previous = reader.line_num
+        rows = 0
         for cells in reader:
             line = end_of_previous + 1  # a quoted value may span lines: report where the row starts
             end_of_previous = reader.line_num
+            rows += 1
+            if progress is not None and rows % PROGRESS_EVERY == 0:
+                progress(name, rows, counting.count, size)
             if not any(cell.strip() for cell in cells):
                 continue
             if len(cells) != len(header):
-                errors.append(RowError(file=name, line=line,
-                                       reason=f"{len(cells)} field(s), expected {len(header)} like the header"))
+                errors.add(RowError(file=name, line=line,
+                                    reason=f"{len(cells)} field(s), expected {len(header)} like the header"))
                 continue
-            rows.append((line, dict(zip(header, cells, strict=True))))
+            yield line, dict(zip(header, cells, strict=True))
+        if progress is not None:
+            progress(name, rows, size, size)
+    except UnicodeDecodeError:
+        errors.add(RowError(file=name, line=0, reason=f"not UTF-8 text (a bad byte on line {line + 1} or near it); "
+                                                      "save the file as UTF-8"))
     except csv.Error as exc:
-        errors.append(RowError(file=name, line=reader.line_num, reason=f"not valid CSV: {exc}"))
-        return []
-    return rows
+        errors.add(RowError(file=name, line=line, reason=f"not valid CSV: {exc}"))
+    finally:
+        text.close()
 
 
 # --- one value at a time ---------------------------------------------------------------------------
@@ -398,63 +447,161 @@ def _parse_payment(row: dict[str, str], today: dt.date) -> PaymentRow:
 # --- writing ----------------------------------------------------------------------------------------
 
 
-def _batches(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), _BATCH):
-        yield items[start:start + _BATCH]
-
-
 async def _upsert_persons(database: Database, persons: Sequence[PersonRow]) -> None:
+    if not persons:
+        return
     t = tables_of(database).RegistryPerson
-    for batch in _batches(persons):
-        rows = [t(nir=p.nir, last_name=p.last_name, first_name=p.first_name, birth_date=p.birth_date,
-                  address="\n".join(p.address), email=p.email, mobile=p.mobile, vitale_serial=p.vitale_serial,
-                  health_affiliated=p.health_affiliated) for p in batch]
-        await t.insert(*rows).on_conflict(
-            target=t.nir, action="DO UPDATE",
-            values=[t.last_name, t.first_name, t.birth_date, t.address, t.email, t.mobile, t.vitale_serial,
-                    t.health_affiliated]).run()
+    rows = [t(nir=p.nir, last_name=p.last_name, first_name=p.first_name, birth_date=p.birth_date,
+              address="\n".join(p.address), email=p.email, mobile=p.mobile, vitale_serial=p.vitale_serial,
+              health_affiliated=p.health_affiliated) for p in persons]
+    await t.insert(*rows).on_conflict(
+        target=t.nir, action="DO UPDATE",
+        values=[t.last_name, t.first_name, t.birth_date, t.address, t.email, t.mobile, t.vitale_serial,
+                t.health_affiliated]).run()
 
 
 async def _upsert_companies(database: Database, companies: Sequence[CompanyRow]) -> None:
+    if not companies:
+        return
     t = tables_of(database).RegistryCompany
-    for batch in _batches(companies):
-        rows = [t(siret=c.siret, name=c.name, address="\n".join(c.address), email=c.email, mobile=c.mobile)
-                for c in batch]
-        await t.insert(*rows).on_conflict(target=t.siret, action="DO UPDATE",
-                                          values=[t.name, t.address, t.email, t.mobile]).run()
-
-
-async def _replace_payments(database: Database, payments: Sequence[PaymentRow]) -> None:
-    """Each identifier in ``payments`` keeps exactly these payments; other identifiers are untouched."""
-    t = tables_of(database).RegistryPayment
-    for kind in ("nir", "siret"):
-        identifiers = sorted({p.identifier for p in payments if p.identifier_kind == kind})
-        for batch in _batches(identifiers):
-            await t.delete().where((t.identifier_kind == kind) & t.identifier.is_in(list(batch))).run()
-    for batch in _batches(payments):
-        await t.insert(*[t(identifier_kind=p.identifier_kind, identifier=p.identifier, kind=p.kind,
-                           paid_on=p.paid_on, amount=p.amount) for p in batch]).run()
+    rows = [t(siret=c.siret, name=c.name, address="\n".join(c.address), email=c.email, mobile=c.mobile)
+            for c in companies]
+    await t.insert(*rows).on_conflict(target=t.siret, action="DO UPDATE",
+                                      values=[t.name, t.address, t.email, t.mobile]).run()
 
 
 async def _existing(database: Database, kind: str, identifiers: set[str]) -> set[str]:
+    if not identifiers:
+        return set()
     if kind == "nir":
         t: Any = tables_of(database).RegistryPerson
         column = t.nir
     else:
         t = tables_of(database).RegistryCompany
         column = t.siret
-    found: set[str] = set()
-    for batch in _batches(sorted(identifiers)):
-        rows = await t.select(column).where(column.is_in(list(batch))).run()
-        found.update(row[kind] for row in rows)
-    return found
+    rows = await t.select(column).where(column.is_in(sorted(identifiers))).run()
+    return {row[kind] for row in rows}
+
+
+class _Seen:
+    """The identifiers this import has met, in a temporary table of the import's own transaction:
+    duplicates and the payments of bad rows are found without holding every identifier in memory."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.raw = tables_of(database).RegistryPerson.raw
+
+    async def create(self) -> None:
+        for sql in (f"CREATE TEMP TABLE {SEEN} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
+                    "file TEXT NOT NULL, line INTEGER NOT NULL, bad INTEGER NOT NULL, "
+                    "PRIMARY KEY (kind, identifier))",
+                    f"CREATE TEMP TABLE {PAID} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
+                    "PRIMARY KEY (kind, identifier))"):
+            await self.raw(sql).run()
+
+    async def drop(self) -> None:
+        for table in (SEEN, PAID):
+            await self.raw(f"DROP TABLE IF EXISTS {table}").run()
+
+    async def find(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int, bool]]:
+        """Where each of ``keys`` was met first: (file, line, was the row bad)."""
+        found: dict[tuple[str, str], tuple[str, int, bool]] = {}
+        by_kind: dict[str, list[str]] = {}
+        for kind, identifier in keys:
+            by_kind.setdefault(kind, []).append(identifier)
+        for kind, identifiers in by_kind.items():
+            marks = ", ".join("{}" for _ in identifiers)
+            rows = await self.raw(f"SELECT identifier, file, line, bad FROM {SEEN} WHERE kind = {{}} "
+                                  f"AND identifier IN ({marks})", kind, *identifiers).run()
+            found.update({(kind, r["identifier"]): (r["file"], int(r["line"]), bool(r["bad"])) for r in rows})
+        return found
+
+    async def add(self, entries: Sequence[tuple[str, str, str, int, bool]]) -> None:
+        if entries:
+            marks = ", ".join("({}, {}, {}, {}, {})" for _ in entries)
+            values = [v for kind, identifier, file, line, bad in entries for v in (kind, identifier, file, line, int(bad))]
+            await self.raw(f"INSERT INTO {SEEN} (kind, identifier, file, line, bad) VALUES {marks}", *values).run()
+
+    async def first_payments(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of ``keys``, those whose payments this import has not replaced yet (and now marks)."""
+        new: set[tuple[str, str]] = set()
+        for kind in ("nir", "siret"):
+            identifiers = sorted(i for k, i in keys if k == kind)
+            if not identifiers:
+                continue
+            marks = ", ".join("{}" for _ in identifiers)
+            rows = await self.raw(f"SELECT identifier FROM {PAID} WHERE kind = {{}} AND identifier IN ({marks})",
+                                  kind, *identifiers).run()
+            new |= {(kind, i) for i in set(identifiers) - {r["identifier"] for r in rows}}
+        if new:
+            marks = ", ".join("({}, {})" for _ in new)
+            await self.raw(f"INSERT INTO {PAID} (kind, identifier) VALUES {marks}",
+                           *[v for key in sorted(new) for v in key]).run()
+        return new
+
+
+SEEN, PAID = "guichet_import_seen", "guichet_import_paid"
+
+
+# --- what went wrong, kept small -----------------------------------------------------------------------
+
+
+KEPT_ERRORS = 1000  # the report keeps this many rows in memory; the report file has them all
+SAMPLES_PER_CAUSE = 3
+
+
+def cause_of(reason: str) -> str:
+    """A reason without its row's values: "birth_date: bad date '31/02/1975' (expected ...)" is
+    counted with every other bad birth date."""
+    text = re.sub(r"'[^']*'", "'…'", reason.split(" (")[0])
+    return re.sub(r"\d+", "N", text)
+
+
+class _Errors:
+    """Every bad row: counted by cause, the first few of each cause kept, all of them written to the
+    report file as they come."""
+
+    def __init__(self, report_file: Path | None) -> None:
+        self.count = 0
+        self.kept: list[RowError] = []
+        self.causes: dict[str, int] = {}
+        self.bad_rows: dict[str, int] = {}
+        self.samples: dict[str, list[RowError]] = {}
+        self.report_file = report_file
+        self._out: TextIO | None = None
+
+    def add(self, error: RowError) -> None:
+        self.count += 1
+        self.bad_rows[error.file] = self.bad_rows.get(error.file, 0) + 1
+        if len(self.kept) < KEPT_ERRORS:
+            self.kept.append(error)
+        for part in error.reason.split("; "):
+            cause = f"{error.file}: {cause_of(part)}" if error.file else cause_of(part)
+            self.causes[cause] = self.causes.get(cause, 0) + 1
+            samples = self.samples.setdefault(cause, [])
+            if len(samples) < SAMPLES_PER_CAUSE:
+                samples.append(error)
+        if self.report_file is not None:
+            if self._out is None:
+                self._out = self.report_file.open("w", encoding="utf-8")
+            self._out.write(error.describe() + "\n")
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+
+class _Rollback(Exception):
+    """Leaves the import's transaction without committing (a bad row, or a dry run)."""
 
 
 # --- the import ---------------------------------------------------------------------------------------
 
 
 async def import_registry(database: Database, *, persons: Path | None, payments: Path | None,
-                          companies: Path | None, partial: bool, today: dt.date | None = None) -> ImportReport:
+                          companies: Path | None, partial: bool, today: dt.date | None = None,
+                          dry_run: bool = False, report_file: Path | None = None,
+                          progress: Progress | None = None) -> ImportReport:
     """Import persons, companies and payments from CSV files (docs/registry.md), in one transaction.
 
     Persons are upserted by NIR and companies by SIRET: a re-import updates them. The payments of
@@ -462,99 +609,141 @@ async def import_registry(database: Database, *, persons: Path | None, payments:
     absent from it keep theirs. All or nothing by default: any bad row, in any file, imports
     nothing and the report lists every bad row; with ``partial`` the good rows are imported.
 
+    The files are read and written a batch of rows at a time, so memory stays the same whatever
+    their size: the identifiers met are kept in a temporary table of the transaction, the bad rows
+    are counted by cause (the first few of each kept) and written to ``report_file``.
+
     :param today: the day dates are checked against (no date in the future); the caisse's today by default.
+    :param dry_run: check everything, write nothing (the transaction is rolled back).
+    :param progress: called every few thousand rows with (file name, rows, bytes read, file size).
     """
     today = today or Clock().today()
-    errors: list[RowError] = []
+    errors = _Errors(report_file)
     if not (persons or payments or companies):
-        return ImportReport(imported={}, errors=(RowError(
-            file="", line=0, reason="nothing to import: give persons.csv, payments.csv and/or --companies"),),
-            partial=partial)
-
-    good_persons: dict[str, PersonRow] = {}
-    good_companies: dict[str, CompanyRow] = {}
-    good_payments: list[PaymentRow] = []
-    first_line: dict[tuple[str, str], tuple[str, int]] = {}  # identifier -> where it was first seen
-    bad_identifiers: dict[tuple[str, str], str] = {}  # identifier of a bad row -> "persons.csv line 7"
-
-    def identifier_of(kind: str, row: dict[str, str], column: str) -> tuple[str, str] | None:
-        try:
-            return kind, (_nir(row[column]) if kind == "nir" else _siret(row[column]))
-        except _Bad:
-            return None
-
-    for path, kind, column, required, optional in (
-            (persons, "nir", "nir", PERSON_REQUIRED, PERSON_OPTIONAL),
-            (companies, "siret", "siret", COMPANY_REQUIRED, COMPANY_OPTIONAL)):
-        if path is None:
-            continue
-        for line, row in _read_csv(path, required, optional, errors):
-            key = identifier_of(kind, row, column)
-            if key is not None and key in first_line:
-                where = first_line[key]
-                errors.append(RowError(file=path.name, line=line,
-                                       reason=f"{column}: already given on {where[0]} line {where[1]}"))
-                continue
-            try:
-                parsed: PersonRow | CompanyRow = (_parse_person(row, today) if kind == "nir"
-                                                  else _parse_company(row))
-            except _Bad as bad:
-                errors.append(RowError(file=path.name, line=line, reason=str(bad)))
-                if key is not None:
-                    bad_identifiers[key] = f"{path.name} line {line}"
-                    first_line[key] = (path.name, line)
-                continue
-            assert key is not None  # a row that parsed has a valid identifier
-            first_line[key] = (path.name, line)
-            if isinstance(parsed, PersonRow):
-                good_persons[parsed.nir] = parsed
-            else:
-                good_companies[parsed.siret] = parsed
-
-    payment_rows: list[tuple[int, PaymentRow]] = []
-    if payments is not None:
-        for line, row in _read_csv(payments, PAYMENT_REQUIRED, PAYMENT_OPTIONAL, errors):
-            try:
-                payment_rows.append((line, _parse_payment(row, today)))
-            except _Bad as bad:
-                errors.append(RowError(file=payments.name, line=line, reason=str(bad)))
+        errors.add(RowError(file="", line=0,
+                            reason="nothing to import: give persons.csv, payments.csv and/or --companies"))
+        return _report(errors, {}, persons, companies, payments, partial=partial, committed=False, dry_run=dry_run)
 
     counts: dict[str, int] = {}
     await create_tables(database)
-    async with database.transaction():
-        # a payment must belong to a person or company: in these files, or already in the registry
-        wanted = {(p.identifier_kind, p.identifier) for _line, p in payment_rows}
-        known = {("nir", n) for n in good_persons} | {("siret", s) for s in good_companies}
-        for kind in ("nir", "siret"):
-            unresolved = {ident for k, ident in wanted - known if k == kind}
-            if unresolved:
-                known |= {(kind, ident) for ident in await _existing(database, kind, unresolved)}
-        payments_name = payments.name if payments is not None else ""
-        for line, payment in payment_rows:
-            key = (payment.identifier_kind, payment.identifier)
-            if key in bad_identifiers:
-                errors.append(RowError(file=payments_name, line=line,
-                                       reason=f"identifier: its row ({bad_identifiers[key]}) is bad, "
-                                              "so its payments cannot be imported"))
-            elif key not in known:
-                errors.append(RowError(file=payments_name, line=line,
-                                       reason="identifier: no person or company with this identifier, "
-                                              "in the files or in the registry"))
-            else:
-                good_payments.append(payment)
+    committed = False
+    try:
+        async with database.transaction():
+            seen = _Seen(database)
+            await seen.create()
+            try:
+                for path, kind in ((persons, "nir"), (companies, "siret")):
+                    if path is not None:
+                        counts[path.name] = await _import_holders(database, seen, path, kind, today, errors, progress)
+                if payments is not None:
+                    counts[payments.name] = await _import_payments(database, seen, payments, today, errors, progress)
+            finally:
+                await seen.drop()
+            if dry_run or (errors.count and not partial):
+                raise _Rollback()
+        committed = True
+    except _Rollback:
+        pass
+    finally:
+        errors.close()
+    return _report(errors, counts if committed or dry_run else {}, persons, companies, payments, partial=partial,
+                   committed=committed, dry_run=dry_run)
 
-        if errors and not partial:
-            return ImportReport(imported={}, errors=tuple(_sorted(errors, persons, companies, payments)),
-                                partial=partial)
-        await _upsert_persons(database, list(good_persons.values()))
-        await _upsert_companies(database, list(good_companies.values()))
-        await _replace_payments(database, good_payments)
-    for path, count in ((persons, len(good_persons)), (companies, len(good_companies)),
-                        (payments, len(good_payments))):
-        if path is not None:
-            counts[path.name] = count
-    return ImportReport(imported=counts, errors=tuple(_sorted(errors, persons, companies, payments)),
-                        partial=partial, committed=True)
+
+def _report(errors: _Errors, counts: dict[str, int], *paths: Path | None, partial: bool, committed: bool,
+            dry_run: bool) -> ImportReport:
+    return ImportReport(imported=counts, errors=tuple(_sorted(errors.kept, *paths)), partial=partial,
+                        committed=committed, dry_run=dry_run, error_count=errors.count, causes=errors.causes,
+                        samples={cause: tuple(rows) for cause, rows in errors.samples.items()},
+                        bad_rows=errors.bad_rows,
+                        report_file=str(errors.report_file) if errors.report_file and errors.count else "")
+
+
+async def _import_holders(database: Database, seen: _Seen, path: Path, kind: str, today: dt.date,
+                          errors: _Errors, progress: Progress | None) -> int:
+    required, optional = (PERSON_REQUIRED, PERSON_OPTIONAL) if kind == "nir" else (COMPANY_REQUIRED, COMPANY_OPTIONAL)
+    column = kind
+    written = 0
+    rows = _stream_csv(path, required, optional, errors, progress)
+    while batch := list(itertools.islice(rows, _BATCH)):
+        keyed: list[tuple[int, dict[str, str], tuple[str, str] | None]] = []
+        for line, row in batch:
+            try:
+                keyed.append((line, row, (kind, _nir(row[column]) if kind == "nir" else _siret(row[column]))))
+            except _Bad:
+                keyed.append((line, row, None))
+        earlier = await seen.find(key for _line, _row, key in keyed if key is not None)
+        met: list[tuple[str, str, str, int, bool]] = []
+        good: dict[str, Any] = {}
+        for line, row, key in keyed:
+            if key is not None and key in earlier:
+                where = earlier[key]
+                errors.add(RowError(file=path.name, line=line,
+                                    reason=f"{column}: already given on {where[0]} line {where[1]}"))
+                continue
+            try:
+                parsed: PersonRow | CompanyRow = _parse_person(row, today) if kind == "nir" else _parse_company(row)
+            except _Bad as bad:
+                errors.add(RowError(file=path.name, line=line, reason=str(bad)))
+                if key is not None:
+                    earlier[key] = (path.name, line, True)
+                    met.append((*key, path.name, line, True))
+                continue
+            assert key is not None  # a row that parsed has a valid identifier
+            earlier[key] = (path.name, line, False)
+            met.append((*key, path.name, line, False))
+            good[key[1]] = parsed
+        await seen.add(met)
+        if kind == "nir":
+            await _upsert_persons(database, [p for p in good.values() if isinstance(p, PersonRow)])
+        else:
+            await _upsert_companies(database, [c for c in good.values() if isinstance(c, CompanyRow)])
+        written += len(good)
+    return written
+
+
+async def _import_payments(database: Database, seen: _Seen, path: Path, today: dt.date, errors: _Errors,
+                           progress: Progress | None) -> int:
+    t = tables_of(database).RegistryPayment
+    written = 0
+    rows = _stream_csv(path, PAYMENT_REQUIRED, PAYMENT_OPTIONAL, errors, progress)
+    while batch := list(itertools.islice(rows, _BATCH)):
+        parsed: list[tuple[int, PaymentRow]] = []
+        for line, row in batch:
+            try:
+                parsed.append((line, _parse_payment(row, today)))
+            except _Bad as bad:
+                errors.add(RowError(file=path.name, line=line, reason=str(bad)))
+        keys = {(p.identifier_kind, p.identifier) for _line, p in parsed}
+        met = await seen.find(keys)
+        # a payment must belong to a person or company: in these files, or already in the registry
+        known = {key for key, (_file, _line, bad) in met.items() if not bad}
+        for kind in ("nir", "siret"):
+            known |= {(kind, i) for i in await _existing(database, kind, {i for k, i in keys - known if k == kind})}
+        good: list[PaymentRow] = []
+        for line, payment in parsed:
+            key = (payment.identifier_kind, payment.identifier)
+            if key in met and met[key][2]:
+                errors.add(RowError(file=path.name, line=line,
+                                    reason=f"identifier: its row ({met[key][0]} line {met[key][1]}) is bad, "
+                                           "so its payments cannot be imported"))
+            elif key not in known:
+                errors.add(RowError(file=path.name, line=line,
+                                    reason="identifier: no person or company with this identifier, "
+                                           "in the files or in the registry"))
+            else:
+                good.append(payment)
+        # each identifier in the file keeps exactly the file's payments: the old ones go once
+        replaced = await seen.first_payments({(p.identifier_kind, p.identifier) for p in good})
+        for kind in ("nir", "siret"):
+            identifiers = sorted(i for k, i in replaced if k == kind)
+            if identifiers:
+                await t.delete().where((t.identifier_kind == kind) & t.identifier.is_in(identifiers)).run()
+        if good:
+            await t.insert(*[t(identifier_kind=p.identifier_kind, identifier=p.identifier, kind=p.kind,
+                               paid_on=p.paid_on, amount=p.amount) for p in good]).run()
+        written += len(good)
+    return written
 
 
 def _sorted(errors: list[RowError], *paths: Path | None) -> list[RowError]:
@@ -815,9 +1004,18 @@ async def generate_demo_registry(database: Database, *, count: int, seed: int,
         raise ValueError("count must be 0 or more")
     persons, companies, payments = demo_rows(count=count, seed=seed, today=today or Clock().today())
     await create_tables(database)
+    t = tables_of(database).RegistryPayment
     async with database.transaction():
-        await _upsert_persons(database, persons)
-        await _upsert_companies(database, companies)
-        await _replace_payments(database, payments)
+        for start in range(0, max(len(persons), len(companies), len(payments)), _BATCH):
+            await _upsert_persons(database, persons[start:start + _BATCH])
+            await _upsert_companies(database, companies[start:start + _BATCH])
+        for kind in ("nir", "siret"):
+            identifiers = sorted({p.identifier for p in payments if p.identifier_kind == kind})
+            for start in range(0, len(identifiers), _BATCH):
+                await t.delete().where((t.identifier_kind == kind)
+                                       & t.identifier.is_in(identifiers[start:start + _BATCH])).run()
+        for start in range(0, len(payments), _BATCH):
+            await t.insert(*[t(identifier_kind=p.identifier_kind, identifier=p.identifier, kind=p.kind,
+                               paid_on=p.paid_on, amount=p.amount) for p in payments[start:start + _BATCH]]).run()
     return DemoSummary(seed=seed, persons=len(persons), companies=len(companies), payments=len(payments),
                        fixed=tuple(DEMO_PERSONS.values()))

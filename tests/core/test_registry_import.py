@@ -278,3 +278,66 @@ async def test_demo_registry_is_idempotent_and_the_fixed_holders_can_answer(data
     payment_question = host.identity_questions(statuses["particulier"], record)[0]
     assert host.identity_check(payment_question, "380,00", record) is Verdict.WRONG  # outside the 6 months
     assert DEMO_PERSONS["particulier_vitale"].nir_with_key == "185057800608491"
+
+
+def many_persons(count: int, *, bad_every: int = 0) -> str:
+    """``count`` valid persons (NIRs of the demo generator's shape); every ``bad_every``-th row gets
+    a bad birth date, every other bad one a bad email too."""
+    people, _companies, _payments = demo_rows(count=count, seed=7, today=TODAY)
+    lines = ["nir,last_name,first_name,birth_date,address_line1,address_line2,email"]
+    for n, p in enumerate(people[:count], start=1):
+        birth, email = p.birth_date.isoformat(), f"p{n}@exemple.fr"
+        if bad_every and n % bad_every == 0:
+            birth = "31/02/1975"
+            if n % (2 * bad_every) == 0:
+                email = "pas-une-adresse"
+        lines.append(f"{p.nir},{p.last_name},{p.first_name},{birth},{p.address[0]},{p.address[1]},{email}")
+    return "\n".join(lines) + "\n"
+
+
+async def test_a_dry_run_checks_everything_and_writes_nothing(tmp_path: Path, database: Database) -> None:
+    persons = write(tmp_path, "persons.csv", PERSONS)
+    payments = write(tmp_path, "payments.csv", PAYMENTS)
+    report = await import_registry(database, persons=persons, payments=payments,
+                                   companies=write(tmp_path, "companies.csv", COMPANIES), partial=False,
+                                   today=TODAY, dry_run=True)
+    assert report.ok and not report.committed
+    assert report.imported == {"persons.csv": 2, "companies.csv": 1, "payments.csv": 3}
+    assert "persons.csv: 2 row(s) would be imported (dry run: nothing written)" in report.describe()
+    assert await counts(database) == (0, 0, 0)
+    bad = await import_registry(database, persons=write(tmp_path, "bad.csv", BAD_PERSONS), payments=None,
+                                companies=None, partial=False, today=TODAY, dry_run=True)
+    assert not bad.ok and bad.error_count == 11
+    assert "Nothing would be imported: 11 problem(s) found" in bad.describe()
+    assert await counts(database) == (0, 0, 0)
+
+
+async def test_many_bad_rows_are_summed_up_by_cause_and_listed_in_full_in_the_report_file(
+        tmp_path: Path, database: Database) -> None:
+    """A file of 3,000 rows with 300 bad ones: the summary counts them by cause with a few of each;
+    the report file has every one; the partial import writes the 2,700 good rows."""
+    persons = write(tmp_path, "persons.csv", many_persons(3000, bad_every=10))
+    report_file = tmp_path / "report.txt"
+    report = await import_registry(database, persons=persons, payments=None, companies=None, partial=True,
+                                   today=TODAY, report_file=report_file)
+    assert report.committed and report.error_count == 300 and report.imported == {"persons.csv": 2700}
+    assert report.causes == {"persons.csv: birth_date: bad date '…'": 300, "persons.csv: email: not a valid email address": 150}
+    text = report.describe()
+    assert "300 bad row(s), by cause:" in text and "      300  persons.csv: birth_date: bad date '…'" in text
+    assert text.count("e.g. persons.csv line") == 6  # three of each cause, not 300 lines
+    assert f"Every bad row: {report_file}" in text
+    listed = report_file.read_text(encoding="utf-8").splitlines()
+    assert len(listed) == 300 and listed[0].startswith("persons.csv line 11: birth_date: bad date '31/02/1975'")
+    assert await counts(database) == (2700, 0, 0)
+
+
+async def test_the_import_reports_its_progress_through_the_file(tmp_path: Path, database: Database) -> None:
+    persons = write(tmp_path, "persons.csv", many_persons(5000))
+    calls: list[tuple[str, int, int, int]] = []
+    report = await import_registry(database, persons=persons, payments=None, companies=None, partial=False,
+                                   today=TODAY, progress=lambda *call: calls.append(call))
+    assert report.ok
+    size = persons.stat().st_size
+    assert [c[1] for c in calls] == [2000, 4000, 5000]
+    assert all(c[0] == "persons.csv" and c[3] == size for c in calls)
+    assert calls[-1][2] == size and 0 < calls[0][2] < calls[1][2] < size

@@ -134,6 +134,14 @@ def test_cli_registry_import_and_demo(db_url: str, tmp_path: Path, capsys: pytes
                        "185057800608400,BAD,Key,1985-05-14,1 RUE A,75001 PARIS\n", encoding="utf-8")
     payments = tmp_path / "payments.csv"
     payments.write_text("identifier,kind,date,amount\n1010101010101,benefit,2025-01-02,12\n", encoding="utf-8")
+    assert main(["registry", "import", str(persons), str(payments), "--dry-run", "--config", config]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Nothing would be imported") and "persons.csv line 3: nir:" in captured.out
+    # not a terminal: plain progress lines on stderr, one when each file ends
+    assert "persons.csv: 2 rows read, 100 %" in captured.err and "payments.csv: 1 rows read, 100 %" in captured.err
+    [report] = tmp_path.glob("registry-import-*.txt")  # beside the files, listing every bad row
+    assert report.read_text().startswith("persons.csv line 3: nir:")
+    report.unlink()
     assert main(["registry", "import", str(persons), str(payments), "--config", config]) == 1
     out = capsys.readouterr().out
     assert out.startswith("Nothing imported") and "persons.csv line 3: nir:" in out
