@@ -216,9 +216,10 @@ def db() -> None:
 @db.command()
 @config_option
 def upgrade(config_path: str) -> int:
-    """Create or migrate the schema (core's tables and the enabled plugins' own).
+    """Create or migrate core's schema.
 
-    The only command that changes the schema: run it before starting a new version.
+    The only command that changes core's schema: run it before starting a new version. A plugin
+    that keeps tables of its own creates them itself (the registry's: ``guichet registry import``).
 
     \b
     Examples:

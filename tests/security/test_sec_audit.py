@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -208,17 +209,24 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     config_file.write_text(portal_config_text() + f'\n[database]\nurl = "{db_url}"\n')
     out = io.StringIO()
 
-    def tail() -> int:
+    def tail(*extra: str) -> int:
         with contextlib.redirect_stdout(out):
-            return guichet(["audit", "tail", "--config", str(config_file), "-n", "500"])
+            return guichet(["audit", "tail", "--config", str(config_file), "-n", "500", *extra])
 
     assert await asyncio.to_thread(tail) == 0
-    header, *printed = out.getvalue().splitlines()
-    assert header.split()[:3] == ["At", "(UTC)", "Event"]
-    assert len(printed) == len(rows)
-    assert {line.split()[2] for line in printed} == stored
+    printed = out.getvalue().splitlines()
+    assert printed[0].split() == ["At", "(UTC)", "Event", "Account", "Subject", "Client", "Details"]
+    assert len(printed) == len(rows) + 1  # a table: the headers, then one line per event
+    assert {line.split()[2] for line in printed[1:]} == stored
     assert not find_leaks([("tail", 0, line) for line in printed], SECRETS)
-    assert any("185*******084" in line.split() for line in printed)
+    assert any("185*******084" in line for line in printed)
+    out.seek(0)
+    out.truncate()
+    assert await asyncio.to_thread(tail, "--json") == 0
+    listed = json.loads(out.getvalue())
+    assert len(listed) == len(rows) and {row["kind"] for row in listed} == stored
+    assert any(row["subject"] == "185*******084" for row in listed)
+    assert not find_leaks([("tail --json", 0, out.getvalue())], SECRETS)
 
 
 async def test_an_observer_that_fails_does_not_stop_the_login(portal: Portal) -> None:
