@@ -32,9 +32,14 @@ class DemoMailbox(Protocol):
     """What a demo mailbox plugin offers (``guichet_demo_mailbox``): local sinks that keep every
     message the channels send in demo mode, and what they kept, for the demo mailbox page."""
 
+    def endpoints(self) -> DemoEndpoints:
+        """Where the sinks will listen, which the delivery plugins read from ``PluginContext.demo``:
+        chosen without starting anything (an app is built by tools that never serve it)."""
+        ...
+
     def start(self) -> DemoEndpoints:
-        """Start the sinks (threads of their own, so they run whatever the event loop); return where
-        they listen, which the delivery plugins read from ``PluginContext.demo``."""
+        """Start the sinks on ``endpoints()`` (threads of their own, so they run whatever the event
+        loop); return where they listen."""
         ...
 
     def stop(self) -> None:

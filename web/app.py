@@ -120,13 +120,15 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         endpoints = None
         demo_sinks = demo_mailbox(config)  # a plugin (plugins/demo_mailbox), found through its hook
         if demo_sinks is not None:
-            endpoints = demo_sinks.start()
+            endpoints = demo_sinks.endpoints()  # started by the lifespan: only the app that serves runs them
         services = build_services(config, clock=clock, demo=endpoints, extra_plugins=metrics.app_plugins())
     worker_wanted = config.server.outbox_worker if run_outbox_worker is None else run_outbox_worker
     static = StaticFiles(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if demo_sinks is not None:
+            demo_sinks.start()
         await services.database.connect()
         if config.server.mode == "demo":
             await services.database.upgrade()

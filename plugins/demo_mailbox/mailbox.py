@@ -23,6 +23,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -135,20 +136,30 @@ def _sms_handler(folder: Path) -> type[BaseHTTPRequestHandler]:
     return SmsHandler
 
 
-def start_demo_sinks(config: CaisseConfig) -> DemoSinks:
-    """Start the demo SMTP server and SMS endpoint on 127.0.0.1, each in its own thread; return at once."""
+def demo_endpoints(config: CaisseConfig) -> DemoEndpoints:
+    """Where the sinks will listen: ports chosen now (free ones unless [demo] smtp_port), nothing
+    started, so that building an app (which `litestar routes` does too) has no side effect."""
+    folder = config.path(config.demo.mailbox_dir)
+    return DemoEndpoints(smtp_host="127.0.0.1", smtp_port=config.demo.smtp_port or _free_port(),
+                         sms_url=f"http://127.0.0.1:{_free_port()}/sms", mailbox_dir=str(folder))
+
+
+def start_demo_sinks(config: CaisseConfig, endpoints: DemoEndpoints | None = None) -> DemoSinks:
+    """Start the demo SMTP server and SMS endpoint on 127.0.0.1 (on ``endpoints``' ports, or free
+    ones), each in its own thread; return at once."""
     try:
         from aiosmtpd.controller import Controller
     except ImportError:
         raise ConfigError("the demo mailbox needs aiosmtpd: install guichet with the demo extra "
                           "(pip install 'guichet-auth[demo]')", key="$.demo.mailbox") from None
-    folder = config.path(config.demo.mailbox_dir)
+    endpoints = endpoints or demo_endpoints(config)
+    folder = Path(endpoints.mailbox_dir)
     folder.mkdir(parents=True, exist_ok=True)
     # aiosmtpd logs every DATA line at DEBUG: the codes and passwords of the messages
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     stoppers: list[Callable[[], None]] = []
 
-    smtp_port = config.demo.smtp_port or _free_port()
+    smtp_port = endpoints.smtp_port
     controller = Controller(_SmtpHandler(folder), hostname="127.0.0.1", port=smtp_port)
     try:
         _check_free(smtp_port)  # aiosmtpd would only tell after its ready timeout
@@ -159,7 +170,7 @@ def start_demo_sinks(config: CaisseConfig) -> DemoSinks:
     stoppers.append(controller.stop)
 
     try:
-        http = ThreadingHTTPServer(("127.0.0.1", 0), _sms_handler(folder))
+        http = ThreadingHTTPServer(("127.0.0.1", urlsplit(endpoints.sms_url).port or 0), _sms_handler(folder))
     except OSError:
         controller.stop()
         raise
@@ -174,8 +185,6 @@ def start_demo_sinks(config: CaisseConfig) -> DemoSinks:
         thread.join(timeout=5)
 
     stoppers.append(stop_http)
-    endpoints = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=smtp_port,
-                              sms_url=f"http://127.0.0.1:{http.server_address[1]}/sms", mailbox_dir=str(folder))
     log.info("demo mailbox: SMTP on 127.0.0.1:%s, SMS on %s, kept in %s", smtp_port, endpoints.sms_url, folder)
     return DemoSinks(endpoints, stoppers)
 
@@ -264,10 +273,16 @@ class LocalMailbox:
     def __init__(self, config: CaisseConfig) -> None:
         self.config = config
         self._sinks: DemoSinks | None = None
+        self._endpoints: DemoEndpoints | None = None
+
+    def endpoints(self) -> DemoEndpoints:
+        if self._endpoints is None:
+            self._endpoints = demo_endpoints(self.config)
+        return self._endpoints
 
     def start(self) -> DemoEndpoints:
         if self._sinks is None:
-            self._sinks = start_demo_sinks(self.config)
+            self._sinks = start_demo_sinks(self.config, self.endpoints())
         return self._sinks.endpoints
 
     def stop(self) -> None:

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 import msgspec
 from stdnum import luhn
@@ -168,7 +168,7 @@ def _non_ascii_digit(text: str) -> bool:
 class _CountingReader(io.RawIOBase):
     """Counts the bytes read, so progress is the share of the file read (rows/s, time left)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: io.BufferedReader) -> None:
         self.raw = raw
         self.count = 0
 

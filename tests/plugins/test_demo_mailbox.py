@@ -171,3 +171,25 @@ def test_a_busy_fixed_smtp_port_is_a_clear_config_error(make_config: Callable[..
         config = make_config(f"[demo]\nmailbox = true\nsmtp_port = {port}")
         with pytest.raises(ConfigError, match=r"demo\.smtp_port.*smtp_port = 0"):
             start_demo_sinks(config)
+
+
+async def test_building_the_app_starts_no_sink_serving_it_does(demo_config: Callable[..., CaisseConfig]) -> None:
+    """`litestar routes` and `litestar run` build the app to find it, then uvicorn builds it again:
+    only the app that serves (its lifespan) starts the demo SMTP server and SMS endpoint."""
+    from guichet.web.app import create_app
+
+    config = demo_config()
+    built = [create_app(config, run_outbox_worker=False) for _ in range(2)]
+    for app in built:
+        endpoints = app.state.services.host.context.demo
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", endpoints.smtp_port), timeout=1)
+    served = built[1]
+    endpoints = served.state.services.host.context.demo
+    async with served.lifespan():  # type: ignore[attr-defined]
+        with socket.create_connection(("127.0.0.1", endpoints.smtp_port), timeout=2) as conn:
+            assert conn.recv(100).startswith(b"220")
+        reply = httpx.post(endpoints.sms_url, json={"to": "+33612345678", "text": "Bonjour"})
+        assert reply.status_code == 200
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", endpoints.smtp_port), timeout=1)
