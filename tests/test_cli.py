@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import click
 import pytest
@@ -105,3 +106,47 @@ def test_plugins_lists_the_registry_the_demo_mailbox_and_metrics_as_plugins(caps
     assert listed["demo_mailbox"]["hooks"] == "guichet_demo_mailbox"
     assert listed["metrics"]["module"] == "guichet.web.metrics"
     assert set(listed["metrics"]["hooks"].split(", ")) == {"guichet_event", "guichet_measure"}
+
+
+def test_config_check_connect_reaches_every_server_and_names_the_one_that_fails(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--connect reaches the database, Redis, the SMTP server and the SMS gateway, sends nothing,
+    and turns "ready" into "not ready" naming the server it could not reach."""
+    from guichet.testing import HttpSink, SmtpSink
+    from tests.conftest import redis_url as needs_redis
+    from tests.ops.serving import free_port
+
+    redis_url = needs_redis()
+
+    def check(argv: list[str]) -> tuple[int, str]:
+        status = main(argv)
+        return status, capsys.readouterr().out
+
+    def config_for(smtp_port: int, sms_url: str) -> str:
+        text = (ROOT / "config/demo.toml").read_text(encoding="utf-8")
+        text = text.replace("port = 0 ", f'port = {smtp_port}\nsecurity = "none" ').replace('url = "demo"', f'url = "{sms_url}"')
+        text = text.replace("mailbox = true", "mailbox = false").replace(', "demo_mailbox"]', "]")
+        text = text.replace('url = "sqlite:///var/guichet-demo.sqlite"', f'url = "sqlite:///{tmp_path / "x.sqlite"}"')
+        path = tmp_path / "caisse.toml"
+        path.write_text(text + f'\n[redis]\nurl = "{redis_url}"\n', encoding="utf-8")
+        return str(path)
+
+    with SmtpSink() as smtp, HttpSink() as gateway:
+        done = check(["config", "check", "--connect", "--config", config_for(smtp.port, f"{gateway.url}/sms")])
+        assert done[0] == 0, done[1]
+        assert "ok: database sqlite:///" in done[1] and "ok: Redis redis://" in done[1]
+        assert f"ok: channel email: SMTP server 127.0.0.1:{smtp.port} answered" in done[1]
+        assert "ok: channel sms: SMS gateway http://127.0.0.1:" in done[1]
+        assert "ok: channel postal: nothing to reach" in done[1]
+        assert "Ready to serve: yes" in done[1]
+        assert not smtp.messages and all(r.method == "OPTIONS" for r in gateway.requests)  # nothing sent
+        closed = free_port()
+        done = check(["config", "check", "--connect", "--config", config_for(closed, f"{gateway.url}/sms")])
+        assert done[0] == 1, done[1]
+        assert f"FAILED: channel email: cannot reach the SMTP server 127.0.0.1:{closed}" in done[1]
+        # a server that answers without the TLS the config asks for is named with its own words
+        path = config_for(smtp.port, f"{gateway.url}/sms")
+        Path(path).write_text(Path(path).read_text().replace('security = "none"', 'security = "starttls"'))
+        done = check(["config", "check", "--connect", "--config", path])
+        assert done[0] == 1 and "STARTTLS" in done[1], done[1]
+    assert "Ready to serve: no" in done[1]

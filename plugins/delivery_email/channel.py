@@ -88,6 +88,34 @@ class EmailChannel:
         mail.add_alternative(html, subtype="html")
         return mail
 
+    async def probe(self) -> str:
+        """Reach the SMTP server as a delivery would (TLS, login), send nothing; raise DeliveryError
+        when it cannot be reached. ``guichet config check --connect`` calls it."""
+        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, use_tls=self.security == "tls",
+                                 start_tls=True if self.security == "starttls" else False,
+                                 timeout=self.settings.timeout_seconds)
+        try:
+            await client.connect()
+            if self.settings.username and self.password is not None:
+                await client.login(self.settings.username, self.password)
+            await client.quit()
+        except aiosmtplib.SMTPAuthenticationError:
+            raise DeliveryError(f"SMTP server {self.host}:{self.port} refused the login", permanent=True) from None
+        except (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError):
+            raise DeliveryError(f"SMTP server {self.host}:{self.port} timed out", permanent=False) from None
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as exc:
+            raise DeliveryError(f"cannot reach the SMTP server {self.host}:{self.port} ({type(exc).__name__})",
+                                permanent=False) from None
+        except aiosmtplib.SMTPException as exc:  # the server's own words: "STARTTLS extension not supported"
+            raise DeliveryError(f"the SMTP server {self.host}:{self.port} answered, but: {str(exc)[:200]}",
+                                permanent=False) from None
+        except OSError as exc:
+            raise DeliveryError(f"cannot reach the SMTP server {self.host}:{self.port} ({type(exc).__name__})",
+                                permanent=False) from None
+        finally:
+            client.close()
+        return f"SMTP server {self.host}:{self.port} answered" + (" (TLS)" if self.security != "none" else "")
+
     async def send(self, message: Message) -> None:
         mail = self.build(message)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 from guichet.core import (CODE, MOBILE, NOTICE, PASSWORD, ConfigError, DeliveryError, Message, PluginContext, Recipient,
                           StepError, delivery_key, retry_after_seconds)
@@ -92,6 +92,25 @@ class SmsChannel:
         """The SMS text, in GSM-7, on one line per template line, trimmed."""
         raw = render(self.env, f"{message.template}.txt", template_context(self.context, message), channel="sms")
         return to_gsm7(" ".join(raw.split()))
+
+    async def probe(self) -> str:
+        """Reach the gateway (connection, TLS, any HTTP answer to an OPTIONS request), send nothing;
+        raise DeliveryError when it cannot be reached. ``guichet config check --connect`` calls it."""
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=self.settings.timeout_seconds, follow_redirects=False) as client:
+                response = await client.request("OPTIONS", self.url)
+        except httpx.TimeoutException:
+            raise DeliveryError(f"the SMS gateway {self._where()} timed out", permanent=False) from None
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"cannot reach the SMS gateway {self._where()} ({type(exc).__name__})",
+                                permanent=False) from None
+        return f"SMS gateway {self._where()} answered (HTTP {response.status_code} to OPTIONS)"
+
+    def _where(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")  # no path, no query
 
     async def send(self, message: Message) -> None:
         try:

@@ -274,7 +274,9 @@ def config_group() -> None:
 @config_group.command("check")
 @config_option
 @click.argument("file", required=False, metavar="[FILE]")
-def config_check(config_path: str, file: str | None) -> int:
+@click.option("--connect", is_flag=True, help="Also reach the database, Redis, and each channel's server (SMTP, "
+              "SMS gateway): nothing is sent.")
+def config_check(config_path: str, file: str | None, connect: bool) -> int:
     """Validate a config, list what is weaker than the security baseline, and say whether it can serve.
 
     FILE is the same as --config (kept for scripts that name the file alone). Exit 0 ready to
@@ -284,6 +286,7 @@ def config_check(config_path: str, file: str | None) -> int:
     Examples:
       guichet config check --config /etc/guichet/caisse.toml
       guichet config check config/sud-aquitaine.toml
+      guichet config check --config /etc/guichet/caisse.toml --connect
     """
     from guichet.core.baseline import effective_values, settings_notes, weaker_than_baseline
 
@@ -312,6 +315,13 @@ def config_check(config_path: str, file: str | None) -> int:
             click.echo(f"  - {finding.key}: {finding.value} — {finding.standard}")
             click.echo(f"    compensating controls: {finding.compensation}")
     blockers = missing_extras(config) or missing_secrets(config) or _delivery_blockers(config)
+    if connect and not blockers:
+        click.echo()
+        click.echo("Connections:")
+        for reached, line in asyncio.run(_reach_everything(config)):
+            click.echo(f"  {'ok' if reached else 'FAILED'}: {line}")
+            if not reached:
+                blockers.append(line)
     click.echo()
     if blockers:
         click.echo("Ready to serve: no")
@@ -320,6 +330,56 @@ def config_check(config_path: str, file: str | None) -> int:
         return 1
     click.echo("Ready to serve: yes (secrets resolved; every purpose has a channel)")
     return 0
+
+
+async def _reach_everything(config: CaisseConfig) -> list[tuple[bool, str]]:
+    """(reached, what) for the database, Redis and every channel that can be probed; nothing is sent."""
+    from guichet.core.clock import Clock
+    from guichet.core.context import PluginContext
+    from guichet.core.errors import DeliveryError
+    from guichet.core.plugins import PluginHost
+
+    from guichet.core.database import redact_url
+
+    results: list[tuple[bool, str]] = []
+    database = Database.from_config(config)
+    where = redact_url(config.database.url)
+    try:
+        await database.connect()
+        version = await database.schema_version()
+        results.append((True, f"database {where}: schema at version {version}"
+                        + ("" if version else " (run guichet db upgrade)")))
+    except Exception as exc:  # whatever the driver raises: say which database, never the password
+        results.append((False, f"database {where}: cannot connect ({type(exc).__name__})"))
+    finally:
+        await database.close()
+    if config.redis is not None:
+        import redis.asyncio as redis
+        from redis.exceptions import RedisError
+
+        client = redis.Redis.from_url(config.redis.url, socket_timeout=3, socket_connect_timeout=3,
+                                      password=config.redis.password.resolve() if config.redis.password else None)
+        try:
+            await client.ping()
+            results.append((True, f"Redis {config.redis.url}: answered"))
+        except (RedisError, OSError) as exc:
+            results.append((False, f"Redis {config.redis.url}: cannot connect ({type(exc).__name__})"))
+        finally:
+            await client.aclose()
+    if config.demo.mailbox:
+        results.append((True, "channels: the demo mailbox, started by guichet serve"))
+        return results
+    host = PluginHost(config, PluginContext(config=config, database=database, clock=Clock()))
+    for name, channel in sorted(host.channels().items()):
+        probe = getattr(channel, "probe", None)
+        if probe is None:
+            results.append((True, f"channel {name}: nothing to reach"))
+            continue
+        try:
+            results.append((True, f"channel {name}: {await probe()}"))
+        except DeliveryError as exc:
+            results.append((False, f"channel {name}: {exc}"))
+    return results
 
 
 def _delivery_blockers(config: CaisseConfig) -> list[str]:
