@@ -227,6 +227,8 @@ class Channel(Protocol):
     ``PASSWORD``, ``NOTICE``, ``LETTER``; by default codes, passwords and notices, or passwords and
     letters for ``POSTAL``) and ``destination_fr(recipient) -> str``, the masked destination a page
     shows ("j…e@exemple.fr"; by default masked for email and mobile, empty otherwise).
+    An optional ``async probe() -> str`` reaches the channel's server without sending anything
+    (``guichet config check --connect``): it returns what answered, or raises DeliveryError.
     """
 
     name: str
