@@ -1,5 +1,6 @@
 """Faults of the delivery side and of the disk, with real servers: the SMTP server down then back,
-an SMS gateway that times out, two outbox worker processes at once, and a disk that fills up.
+an SMS gateway that times out, two outbox worker processes at once, a disk that fills up, and a
+PostgreSQL cluster restarted while the worker delivers.
 
 Each scenario runs the app (in the test's event loop, over HTTP), a real ``guichet outbox work``
 process, a real SMTP server (aiosmtpd) or HTTP SMS gateway, on SQLite and PostgreSQL, and ends
@@ -39,7 +40,7 @@ from guichet.testing import HttpSink, SmtpSink, free_port
 from tests.conftest import Portal, _reset_postgres, portal_config_text, service_missing
 from tests.ops.invariants import DELIVERY_BOUND, check_invariants, email_keys, sms_keys
 from tests.ops.serving import OutboxProcess
-from tests.ops.servers import running_portal
+from tests.ops.servers import PostgresServer, running_portal
 from tests.ops.test_outages import assert_unavailable, no_500, ready, stranger, tour
 from tests.security.support import PASSWORD, make_account, password_step
 
@@ -369,3 +370,100 @@ async def test_a_full_disk_answers_503_then_loses_nothing_once_space_is_back(
                                              seeded_accounts=[who["id"]],
                                              expect_audit={"code.sent": 1, "login.succeeded": 1})
         assert set(counted.copies.values()) == {1}
+
+
+# --- PostgreSQL restarted while the worker delivers -------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def test_a_postgresql_restart_in_the_middle_of_delivery_loses_nothing(
+        postgres_server: PostgresServer, tmp_path: Path, clock: Any) -> None:
+    """A PostgreSQL cluster of the test's own is stopped (fast shutdown, as a restart or failover)
+    while the SMTP server holds the 5th email, taken in but not yet answered: the worker cannot
+    record ``sent`` for what is in flight (it logs "sent, but its outcome could not be stored" and
+    writes it again while its lease lasts, rather than sending again). PostgreSQL starts again 2 s later. Every message is then
+    sent, each received within the bound (a copy only for an unknown outcome), the worker still
+    runs, and the three people log in with the codes they received. Fails on a worker that dies
+    with the database, a message left behind, a copy past the bound or a code accepted twice."""
+    stopped = threading.Event()
+    restarted = threading.Event()
+
+    def restart_at_the_fifth(envelope: Any) -> None:
+        with sink.lock:
+            if len(sink.messages) != 5 or stopped.is_set():
+                return
+        stopped.set()
+        postgres_server.stop()
+
+        def start_again() -> None:
+            time.sleep(2)
+            postgres_server.start()
+            restarted.set()
+
+        threading.Thread(target=start_again, daemon=True).start()
+
+    with SmtpSink(before_reply=restart_at_the_fifth) as sink:
+        path = tmp_path / "caisse.toml"
+        config = write_config(path, postgres_server.url, smtp_port=sink.port)
+        keys = Keys.from_config(config)
+        async with deployment(config, clock) as portal:
+            database = portal.services.database
+            accounts = await people(portal, 3)
+            browsers = [Portal(portal.app, browser(portal, n)) for n in range(1, 4)]
+            for who, person_browser in zip(accounts, browsers):
+                r = await password_step(person_browser, who["identifier"], PASSWORD)
+                assert r.status_code == 303 and r.headers["location"] == "/connexion/code"
+            now = await database.current_time()
+            async with database.transaction():
+                for n in range(17):
+                    await enqueue(database, keys, channel="email", template="login_code",
+                                  recipient=Recipient(name=f"P{n}", email=f"p{n}@test.invalid"),
+                                  payload={"code": f"{100000 + n}", "lifetime_minutes": 10}, now=now,
+                                  expires_at=now + dt.timedelta(minutes=10))
+
+            with OutboxProcess(path, name="pg-restart") as worker:
+                async def all_sent() -> bool:
+                    if not restarted.is_set():
+                        return False
+                    try:
+                        await due_now(database)
+                        return all(r["state"] == "sent" for r in await outbox_rows(database))
+                    except Exception:  # the app's pool is still finding its connections again
+                        return False
+
+                await wait_for(all_sent, "every message sent after the restart", timeout=120)
+                assert worker.proc is not None and worker.proc.poll() is None, "the worker died with the database"
+            assert worker.proc.returncode == 0, worker.output()[-3000:]
+            assert stopped.is_set()
+            for who, person_browser in zip(accounts, browsers):
+                await person_browser.get("/connexion/code")
+                r = await person_browser.post("/connexion/code", {"code": email_code_any(sink, who["email"])})
+                assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
+                await person_browser.client.aclose()
+            counted = await check_invariants(
+                database, CAISSE, received=email_keys(sink.messages), seeded_accounts=[a["id"] for a in accounts],
+                expect_audit={"code.sent": 3, "code.succeeded": 3, "login.succeeded": 3})
+        assert counted.states == {"sent": 20} and max(counted.copies.values()) <= DELIVERY_BOUND
+
+
+def email_code_any(sink: SmtpSink, address: str) -> str:
+    """The code in the emails to ``address``: every copy (a message sent again) carries the same one."""
+    with sink.lock:
+        mails = [m for m in sink.messages if address in m.rcpt_tos]
+    codes = set()
+    for mail in mails:
+        message = email.message_from_bytes(mail.content)
+        text = next(part for part in message.walk() if part.get_content_type() == "text/plain")
+        found = CODE.search(text.get_payload(decode=True).decode())
+        assert found, "no code in the email"
+        codes.add(found.group(1))
+    assert len(codes) == 1, f"{len(mails)} emails to {address} with {len(codes)} codes"
+    return codes.pop()
