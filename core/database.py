@@ -25,6 +25,8 @@ from guichet.core.sqlite_pool import PooledSQLiteEngine
 # readiness on SQLite: below this much free space on the database's file system the disk counts as
 # full (a few commits' worth of WAL pages), before a request finds out by failing
 SQLITE_MIN_FREE_BYTES = 256 * 1024
+# closing the PostgreSQL pool: how long connections still held are waited for before being cut
+POOL_CLOSE_SECONDS = 5.0
 
 
 def _free_bytes(folder: Path) -> int:
@@ -179,6 +181,7 @@ class Database:
             self.engine = _PostgresEngine(config=config, extensions=())
         self.t = Tables(self.engine)
         self._pool_started = False
+        self.close_timeout = POOL_CLOSE_SECONDS
 
     @classmethod
     def from_config(cls, config: CaisseConfig) -> "Database":
@@ -198,7 +201,20 @@ class Database:
         if isinstance(self.engine, PooledSQLiteEngine):
             await self.engine.close_pool()
         if not self.is_sqlite and self._pool_started:
-            await self.engine.close_connection_pool()  # type: ignore[no-untyped-call]
+            pool = getattr(self.engine, "pool", None)
+            if pool is None:
+                await self.engine.close_connection_pool()  # type: ignore[no-untyped-call]
+            else:
+                # asyncpg's close waits for every connection to be given back, without a bound: a
+                # connection left held (a task caught by a database restart) would hang the exit
+                # of `guichet outbox work` or `guichet serve` past their stop timeout
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=self.close_timeout)
+                except TimeoutError:
+                    log.warning("database pool not closed within %s s: its connections are terminated",
+                                self.close_timeout)
+                    pool.terminate()
+                self.engine.pool = None  # type: ignore[attr-defined]
             self._pool_started = False
 
     @contextlib.asynccontextmanager
