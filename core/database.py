@@ -1,9 +1,11 @@
 """One database per app: the piccolo engine, the tables bound to it, transactions and migrations."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +21,17 @@ from piccolo.table import Table, create_db_tables
 from guichet.core import tables
 from guichet.core.config import CaisseConfig
 from guichet.core.sqlite_pool import PooledSQLiteEngine
+
+# readiness on SQLite: below this much free space on the database's file system the disk counts as
+# full (a few commits' worth of WAL pages), before a request finds out by failing
+SQLITE_MIN_FREE_BYTES = 256 * 1024
+# closing the PostgreSQL pool: how long connections still held are waited for before being cut
+POOL_CLOSE_SECONDS = 5.0
+
+
+def _free_bytes(folder: Path) -> int:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
 
 log = logging.getLogger("guichet.database")
 
@@ -165,6 +178,7 @@ class Database:
             self.engine = _PostgresEngine(config=config, extensions=())
         self.t = Tables(self.engine)
         self._pool_started = False
+        self.close_timeout = POOL_CLOSE_SECONDS
 
     @classmethod
     def from_config(cls, config: CaisseConfig) -> "Database":
@@ -184,7 +198,20 @@ class Database:
         if isinstance(self.engine, PooledSQLiteEngine):
             await self.engine.close_pool()
         if not self.is_sqlite and self._pool_started:
-            await self.engine.close_connection_pool()  # type: ignore[no-untyped-call]
+            pool = getattr(self.engine, "pool", None)
+            if pool is None:
+                await self.engine.close_connection_pool()  # type: ignore[no-untyped-call]
+            else:
+                # asyncpg's close waits for every connection to be given back, without a bound: a
+                # connection left held (a task caught by a database restart) would hang the exit
+                # of `guichet outbox work` or `guichet serve` past their stop timeout
+                try:
+                    await asyncio.wait_for(pool.close(), timeout=self.close_timeout)
+                except TimeoutError:
+                    log.warning("database pool not closed within %s s: its connections are terminated",
+                                self.close_timeout)
+                    pool.terminate()
+                self.engine.pool = None  # type: ignore[attr-defined]
             self._pool_started = False
 
     @contextlib.asynccontextmanager
@@ -236,7 +263,15 @@ class Database:
 
         A read is not enough: a full disk (or SQLite's max_page_count) still answers SELECT, and a
         PostgreSQL in recovery is read-only. Raises what the database raised when it does not.
+
+        On SQLite a rolled-back write may never reach the disk (its pages stay in memory), so the
+        file system of the database must also have room for the next commits: a disk with less
+        than ``SQLITE_MIN_FREE_BYTES`` free is reported as full.
         """
+        if self.is_sqlite:
+            free = await asyncio.to_thread(_free_bytes, self.path.parent)
+            if free < SQLITE_MIN_FREE_BYTES:
+                raise sqlite3.OperationalError(f"database or disk is full ({free} bytes free)")
         t = self.t.Session
         try:
             async with self.transaction():

@@ -278,3 +278,28 @@ async def test_migration_3_brings_a_database_made_before_it_up_to_date(database:
     count = (await DatabaseCounters(database).update({"k": 86_400_000}, 2000))["k"]
     assert (count.count, count.previous_at_ms) == (5, 1000)
     assert await database.upgrade() == []
+
+
+def test_closing_never_waits_forever_for_a_connection_left_held() -> None:
+    """A connection taken from the PostgreSQL pool and never given back (a task caught by a
+    database restart) does not hang the close: it is cut after ``close_timeout``."""
+    import asyncio
+    import time
+
+    from tests.conftest import postgres_url
+
+    url = postgres_url()
+
+    async def run() -> None:
+        database = Database(url)
+        await database.connect()
+        database.close_timeout = 0.5
+        held = await database.engine.pool.acquire()  # type: ignore[attr-defined]
+        started = time.monotonic()
+        await asyncio.wait_for(database.close(), timeout=10)
+        waited = time.monotonic() - started
+        assert 0.4 < waited < 5, waited  # the held connection was waited for, then cut
+        assert database.engine.pool is None  # type: ignore[attr-defined]
+        assert held._con is None  # terminated: no longer a live connection
+
+    asyncio.run(run())

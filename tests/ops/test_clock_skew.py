@@ -30,7 +30,10 @@ from guichet.core.outbox import enqueue
 from guichet.core.structs import Recipient
 from guichet.testing import SmtpSink
 from tests.conftest import _reset_postgres, portal_config_text, postgres_url, redis_url
+from tests.ops.invariants import check_invariants, email_keys
 from tests.ops.serving import OutboxProcess, Served, faketime
+
+pytestmark = pytest.mark.faults
 
 PASSWORD = "Ocre-Falaise-31-Marée!"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -149,6 +152,9 @@ def test_a_worker_90_s_ahead_takes_no_lease_of_the_others(tmp_path: Path) -> Non
         assert delivered == Counter([f"held{n}@test.invalid" for n in range(12)] + ["sentinel@test.invalid"]), (
             f"sent more than once: {sorted(a for a, n in delivered.items() if n > 1)}")
         assert "ahead of the database's" in skewed_log, skewed_log[-2000:]  # it really ran 90 s ahead
+        counted = asyncio.run(_with_database(config_path, lambda database: check_invariants(
+            database, caisse_id, received=email_keys(sink.messages))))
+        assert set(counted.copies.values()) == {1}
 
 
 # --- web nodes -----------------------------------------------------------------------------------
@@ -160,6 +166,8 @@ class Deployment:
         self.node = node
         self.sink = sink
         self.accounts = 0
+        self.account_ids: list[int] = []
+        self.caisse_id = ""
 
     def new_account(self) -> tuple[int, str, str]:
         """An account with a known password and a verified email: (id, identifier, email)."""
@@ -182,7 +190,9 @@ class Deployment:
             hasher.close()
             return int(rows[0]["id"])
 
-        return asyncio.run(_with_database(self.config_path, add)), identifier, address
+        account_id = asyncio.run(_with_database(self.config_path, add))
+        self.account_ids.append(account_id)
+        return account_id, identifier, address
 
     def code_for(self, address: str, seen: int) -> str:
         """The code in the ``seen + 1``-th email to ``address``, delivered by the outbox worker."""
@@ -218,7 +228,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         try:
             node.start()
             worker.start()
-            yield Deployment(config_path, node, sink)
+            deployed = Deployment(config_path, node, sink)
+            deployed.caisse_id = caisse_id
+            yield deployed
         finally:
             codes = [node.stop(), worker.stop()]
             asyncio.run(_clear_redis(redis, caisse_id))
@@ -299,3 +311,7 @@ def test_a_web_node_with_a_wrong_clock_accepts_fresh_codes_keeps_sessions_and_au
     margin = dt.timedelta(seconds=1)
     wrong = [(row["kind"], row["at"].isoformat()) for row in rows if not started - margin <= row["at"] <= ended + margin]
     assert not wrong, f"audit rows outside [{started.isoformat()}, {ended.isoformat()}]: {wrong}"
+    # the worker (on the right clock) has sent both codes: the shared invariants over the whole run
+    asyncio.run(_with_database(deployment.config_path, lambda database: check_invariants(
+        database, deployment.caisse_id, received=email_keys(deployment.sink.messages),
+        seeded_accounts=deployment.account_ids, expect_audit={"login.succeeded": 2 * len(deployment.account_ids)})))

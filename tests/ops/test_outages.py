@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,10 +19,15 @@ import pytest
 
 from guichet.core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text
+from guichet.testing import SmtpSink
+from tests.ops.invariants import check_invariants, email_keys
 from tests.ops.servers import HashingHeld, PostgresServer, RedisServer, running_portal
 from tests.security.support import login, make_account, person
 
+pytestmark = pytest.mark.faults
+
 UNAVAILABLE = "Service momentanément indisponible"
+STEP_UNAVAILABLE = "Le service est momentanément indisponible."
 STRANGERS = iter(range(1, 250))
 
 
@@ -29,8 +35,13 @@ def assert_unavailable(r: httpx.Response, *, htmx: bool) -> None:
     assert r.status_code == 503, (r.request.method, r.request.url.path, r.status_code, r.text[:200])
     assert r.headers["retry-after"].isdigit()
     page = html.unescape(r.text)
-    assert UNAVAILABLE in page or "Déconnexion impossible" in page
-    if htmx:
+    # the whole "Service momentanément indisponible" page, or the step itself saying so (a counter
+    # store down refuses the try in the form: core/flows/common.py UNAVAILABLE)
+    assert UNAVAILABLE in page or STEP_UNAVAILABLE in page or "Déconnexion impossible" in page, (
+        r.request.method, r.request.url.path, " ".join(re.sub(r"<[^>]+>", " ", page).split())[-600:])
+    if htmx and UNAVAILABLE not in page and STEP_UNAVAILABLE in page:
+        assert "<html" not in r.text  # the step's own fragment, swapped where the form is
+    elif htmx:
         assert r.headers["hx-retarget"] == "#contenu" and "<html" not in r.text and '<section id="step"' in r.text
     else:
         assert "<html" in r.text
@@ -77,6 +88,25 @@ async def ready(portal: Portal) -> httpx.Response:
     return await portal.client.get("/sante/pret")
 
 
+@pytest.fixture
+def smtp() -> Any:
+    """The SMTP server the portal's email channel sends to (the outbox is drained into it at the end)."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+def with_smtp(text: str, sink: SmtpSink) -> str:
+    return text.replace("port = 2525", f"port = {sink.port}", 1)
+
+
+async def delivered_and_sound(portal: Portal, sink: SmtpSink, account_id: int, expect: dict[str, int]) -> None:
+    """After the outage: the outbox drained into the SMTP server, then the shared invariants (every
+    message sent once, no code used twice, no duplicate account, the expected audit rows)."""
+    await portal.services.outbox_worker("after-outage").drain()
+    await check_invariants(portal.services.database, portal.services.config.caisse.id,
+                           received=email_keys(sink.messages), seeded_accounts=[account_id], expect_audit=expect)
+
+
 # --- PostgreSQL stopped, then started again ----------------------------------------------------------
 
 
@@ -90,10 +120,11 @@ def postgres_server() -> Any:
 
 
 async def test_a_postgresql_restart_answers_503_and_readiness_follows(
-        postgres_server: PostgresServer, make_config: Callable[..., CaisseConfig], clock: Any) -> None:
-    config = make_config(database_url=postgres_server.url, base=portal_config_text())
+        postgres_server: PostgresServer, make_config: Callable[..., CaisseConfig], clock: Any,
+        smtp: SmtpSink) -> None:
+    config = make_config(database_url=postgres_server.url, base=with_smtp(portal_config_text(), smtp))
     async with running_portal(config, clock) as portal:
-        await make_account(portal)
+        who = await make_account(portal)
         await login(portal, person().identifier)
         assert (await portal.get("/espace-prive")).status_code == 200
         assert (await ready(portal)).status_code == 200
@@ -126,6 +157,9 @@ async def test_a_postgresql_restart_answers_503_and_readiness_follows(
         r = await portal.get("/espace-prive")
         assert r.status_code == 200, "the session stored in PostgreSQL came back with it"
         no_500(await tour(portal, logged_in=True))
+        await login(portal, person().identifier)  # a whole login again once it is back
+        await delivered_and_sound(portal, smtp, who["id"], {"login.succeeded": 2, "code.succeeded": 2,
+                                                           "login.failed": 2})
 
 
 # --- Redis killed (sessions and counters there) ------------------------------------------------------
@@ -141,16 +175,17 @@ def redis_server() -> Any:
 
 
 async def test_redis_down_answers_503_and_readiness_follows(
-        redis_server: RedisServer, make_config: Callable[..., CaisseConfig], db_url: str, clock: Any) -> None:
-    config = make_config(database_url=db_url, base=portal_config_text(
+        redis_server: RedisServer, make_config: Callable[..., CaisseConfig], db_url: str, clock: Any,
+        smtp: SmtpSink) -> None:
+    config = make_config(database_url=db_url, base=with_smtp(portal_config_text(
         f'\n[rate_limits]\nstore = "redis"\n\n[redis]\nurl = "{redis_server.url}"\n').replace(
-        "[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+        "[sessions]\n", '[sessions]\nstore = "redis"\n', 1), smtp))
     async with running_portal(config, clock) as portal:
         if not portal.services.database.is_sqlite:
             from tests.conftest import _reset_postgres
 
             await _reset_postgres(portal.services.database)
-        await make_account(portal)
+        who = await make_account(portal)
         await login(portal, person().identifier)
         assert (await portal.get("/espace-prive")).status_code == 200
         assert (await ready(portal)).json() == {"status": "ok", "database": "ok", "redis_sessions": "ok",
@@ -177,6 +212,10 @@ async def test_redis_down_answers_503_and_readiness_follows(
         assert r.status_code == 200
         assert (await portal.get("/espace-prive")).headers.get("location") == "/connexion"
         no_500(await tour(portal, logged_in=False))
+        await login(portal, person().identifier)
+        # the logout refused while Redis was down is audited (the database was there)
+        await delivered_and_sound(portal, smtp, who["id"], {"login.succeeded": 2, "code.succeeded": 2,
+                                                           "logout.failed": 1})
 
 
 # --- SQLite full ---------------------------------------------------------------------------------------
@@ -198,10 +237,10 @@ async def _limit_pages(portal: Portal, pages: int | None) -> None:
 
 
 async def test_a_full_sqlite_database_answers_503_and_readiness_follows(
-        make_config: Callable[..., CaisseConfig], clock: Any) -> None:
-    config = make_config(base=portal_config_text())
+        make_config: Callable[..., CaisseConfig], clock: Any, smtp: SmtpSink) -> None:
+    config = make_config(base=with_smtp(portal_config_text(), smtp))
     async with running_portal(config, clock) as portal:
-        await make_account(portal)
+        who = await make_account(portal)
         await login(portal, person().identifier)
         assert (await ready(portal)).status_code == 200
         rows = await portal.services.database.engine.run_ddl("PRAGMA page_count")
@@ -230,6 +269,7 @@ async def test_a_full_sqlite_database_answers_503_and_readiness_follows(
             await browser.get("/inscription/statut")
             r = await browser.post("/inscription/statut", {"status": "particulier"})
             assert r.status_code == 303
+        await delivered_and_sound(portal, smtp, who["id"], {"login.succeeded": 1, "code.succeeded": 1})
 
 
 # --- the session's save fails after the page was made ---------------------------------------------------

@@ -28,6 +28,8 @@ import pytest
 from guichet.cli import GRACEFUL_SHUTDOWN_SECONDS
 from tests.conftest import service_missing
 from tests.ops import restart_load
+
+pytestmark = pytest.mark.faults
 from tests.ops.restart_load import GUICHET_LOCATION, GUICHET_UPSTREAM, Nginx, worker_pids
 from tests.ops.serving import ROOT, Served
 

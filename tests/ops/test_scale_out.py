@@ -20,7 +20,10 @@ import pytest
 from guichet.core.config import load_config
 from guichet.core.database import Database
 from tests.conftest import _reset_postgres, portal_config_text, postgres_url, redis_url
+from tests.ops.invariants import check_invariants
 from tests.ops.serving import Served
+
+pytestmark = pytest.mark.faults
 
 PASSWORD = "Ocre-Falaise-31-Marée!"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -195,3 +198,27 @@ def test_login_failures_on_both_processes_share_one_slow_down(two_servers: tuple
     refused = sum(float(line.rpartition(" ")[2]) for line in metrics.splitlines()
                   if line.startswith('guichet_rate_limit_refusals_total{limit="login-id"}'))
     assert refused >= 2
+
+
+def test_after_both_processes_the_invariants_hold(two_servers: tuple[Served, Served, Path]) -> None:
+    """Last in the module: the state the two processes left is sound (no worker runs here, so the
+    queued messages are still pending: the tests read the codes from the outbox)."""
+    _first, _second, config_path = two_servers
+    config = load_config(config_path)
+
+    async def check() -> None:
+        database = Database.from_config(config)
+        await database.connect()
+        try:
+            t = database.t.Account
+            seeded = [row["id"] for row in await t.select(t.id).where(
+                t.identifier.is_in(["2920633123045", "1680764445012"])).run()]
+            counted = await check_invariants(database, config.caisse.id, final_states=("pending",),
+                                             seeded_accounts=seeded, expect_audit={
+                                                 "login.succeeded": 1, "registration.completed": 1,
+                                                 "code.succeeded": 2, "login.failed": 5})
+            assert counted.accounts == 3, "the two seeded accounts and the one registered across both processes"
+        finally:
+            await database.close()
+
+    asyncio.run(check())

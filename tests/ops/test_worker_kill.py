@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from guichet.core.config import load_config
 from guichet.core.database import Database
 from guichet.core.keys import Keys
@@ -26,7 +28,10 @@ from guichet.core.outbox_worker import RetryPolicy
 from guichet.core.structs import Recipient
 from guichet.testing import SmtpSink
 from tests.conftest import _reset_postgres, portal_config_text
+from tests.ops.invariants import DELIVERY_BOUND, check_invariants, email_keys
 from tests.ops.serving import OutboxProcess
+
+pytestmark = pytest.mark.faults
 
 MESSAGES = 40
 KILL_AT = 10
@@ -131,3 +136,6 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_carry_one_messag
     doubted = {f"<test-{r['id']}-{int(r['created_at'].timestamp() * 1000)}@test.invalid>"
                for r in rows if r["unknown_outcomes"]}
     assert set(twice) <= doubted  # every duplicate is a message whose first outcome was unknown
+    counted = asyncio.run(_with_database(config_path, lambda database: check_invariants(
+        database, "test", received=email_keys(sink.messages))))
+    assert counted.states == {SENT: MESSAGES} and max(counted.copies.values()) <= DELIVERY_BOUND
