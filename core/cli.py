@@ -276,35 +276,53 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    from guichet.core.third_party import decide_request, list_requests
+    from guichet.core.third_party import approve_request, list_requests, reject_request
 
     config = _config(args)
 
-    async def work(database: Any) -> int:
-        if args.action == "list":
-            rows = await list_requests(database, state=args.state)
-            if not rows:
-                print("no request")
-            for row in rows:
-                print(f"#{row.id} {row.state:<9} {row.created_at:%Y-%m-%d} {row.structure_kind:<28} "
-                      f"{row.structure_name} (SIRET {row.siret}) — {row.contact_name} <{row.email}>")
-            return 0
-        if args.id is None:
-            print("guichet requests: approve and reject need a request number", file=sys.stderr)
-            return 2
-        from guichet.core.clock import Clock
-        from guichet.core.context import PluginContext
-        from guichet.core.events import Auditor
-        from guichet.core.plugins import PluginHost
+    async def listing(database: Any) -> int:
+        rows = await list_requests(database, state=args.state)
+        if not rows:
+            print("no request")
+        for row in rows:
+            print(f"#{row.id} {row.state:<9} {row.created_at:%Y-%m-%d} {row.structure_kind:<28} "
+                  f"{row.structure_name} (SIRET {row.siret}) — {row.contact_name} <{row.email}>"
+                  + (f" — {' / '.join(row.address)}" if row.address else ""))
+        return 0
 
-        host = PluginHost(config, PluginContext(config=config, database=database, clock=Clock()), channels=False)
-        done = await decide_request(database, args.id, approve=args.action == "approve", note=args.note or "",
-                                    auditor=Auditor(database, host))
-        print(f"request {args.id} {'approved' if args.action == 'approve' else 'rejected'}" if done
-              else f"request {args.id} is not pending")
-        return 0 if done else 1
+    if args.action == "list":
+        return _run(_with_database(config, listing))
+    if args.id is None:
+        print("guichet requests: approve and reject need a request number", file=sys.stderr)
+        return 2
 
-    return _run(_with_database(config, work))
+    async def decide() -> int:
+        from guichet.core.context import DemoEndpoints
+        from guichet.core.services import build_services
+
+        # the decision only queues its letter and email: the server's outbox worker delivers them
+        demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=1, sms_url="http://127.0.0.1:1/sms",
+                             mailbox_dir=config.demo.mailbox_dir) if config.demo.mailbox else None
+        services = build_services(config, demo=demo)
+        await services.database.connect()
+        try:
+            if args.action == "approve":
+                decision = await approve_request(services, args.id, note=args.note or "")
+            else:
+                decision = await reject_request(services, args.id, reason=args.note or "")
+        finally:
+            await services.close()
+        if not decision.done:
+            print(f"guichet requests: request {args.id} {decision.refused}", file=sys.stderr)
+            return 1
+        if args.action == "approve":
+            print(f"request {args.id} approved: account {decision.account_id}, identifier {decision.identifier}; "
+                  "the temporary password goes by post")
+        else:
+            print(f"request {args.id} rejected: the letter with the reason goes by post")
+        return 0
+
+    return _run(decide())
 
 
 # --- parser ----------------------------------------------------------------------------------------
@@ -369,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     requests.add_argument("action", choices=["list", "approve", "reject"])
     requests.add_argument("id", nargs="?", type=int)
     requests.add_argument("--state", choices=["pending", "approved", "rejected"])
-    requests.add_argument("--note")
+    requests.add_argument("--note", help="approve: a note kept with the decision; reject: the reason, "
+                                          "which the letter to the structure gives (required)")
     requests.set_defaults(func=cmd_requests)
     return parser
 
