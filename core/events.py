@@ -22,7 +22,7 @@ EVENT_KINDS = frozenset({
     "registration.completed", "registration.duplicate", "registration.unknown", "recovery.requested",
     "email.changed", "mobile.changed", "contacts.confirmed", "logout", "logout.failed", "third_party.requested",
     "session.expired", "budget.exhausted",
-    "limit.unavailable", "third_party.approved", "third_party.rejected",
+    "limit.unavailable", "third_party.approved", "third_party.rejected", "account.exported", "account.closed",
 })
 
 

@@ -175,6 +175,13 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     await login(idle, person("exploitant").identifier)
     clock.advance(minutes=portal.services.config.sessions.idle_minutes + 1)
     await idle.get("/espace-prive")
+    # Mes données: the JSON file downloaded, then the online account closed (the password again)
+    closer = await browser()
+    await login(closer, person("exploitant").identifier)
+    await closer.get("/mon-compte/mes-donnees.json")
+    await closer.get("/mon-compte/fermeture")
+    r = await closer.post("/mon-compte/fermeture", {"current_password": PASSWORD})
+    assert where(r) == "/espace-ferme", messages(r)
     # a logout the session store cannot take (sessions in a Redis that does not answer): logout.failed
     down_config = make_config(database_url=db_url, base=portal_config_text(
         f'\n[redis]\nurl = "redis://127.0.0.1:{free_port()}/0"\n').replace(
