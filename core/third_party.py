@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -130,11 +131,12 @@ def parse_postal_address(street: str, extra: str, postal_code: str, city: str) -
     """
     errors: dict[str, str] = {}
     values: dict[str, str] = {}
-    for field, parse in (("address_extra", lambda: _address_line(extra, "address_extra", "complément d'adresse",
+    parsers: tuple[tuple[str, Callable[[], str]], ...] = (("address_extra", lambda: _address_line(extra, "address_extra", "complément d'adresse",
                                                                  required=False)),
                          ("address_street", lambda: _address_line(street, "address_street", "adresse", required=True)),
                          ("postal_code", lambda: _postal_code(postal_code)),
-                         ("city", lambda: _city(city))):
+                         ("city", lambda: _city(city)))
+    for field, parse in parsers:
         try:
             values[field] = parse()
         except StepError as error:
