@@ -306,7 +306,3 @@ class AccountController(Controller):
         if result.errors:
             return self._closure_page(request, result.errors)
         return go(request, "/espace-ferme")
-
-    @get("/espace-ferme")
-    async def closed(self, request: Request[Any, Any, Any]) -> Any:
-        return render(request, "pages/espace_ferme.html", {}, title=_title(request, "Votre espace privé est fermé"))

@@ -87,6 +87,12 @@ class PagesController(Controller):
                        "processings": processings, "dpo_address": dpo_address},
                       title=_title(config, "Données personnelles"))
 
+    @get("/espace-ferme")
+    async def closed(self, request: Request[Any, Any, Any]) -> Any:
+        """Where a closed account's holder lands (no longer logged in): what was done and what was kept."""
+        config = services_of(request).config
+        return render(request, "pages/espace_ferme.html", {}, title=_title(config, "Votre espace privé est fermé"))
+
     @get("/sante", sync_to_thread=False)
     def liveness(self) -> dict[str, str]:
         return {"status": "ok"}
