@@ -27,6 +27,8 @@ TEMPLATE_CARRIES = {
     "password_changed_notice": NOTICE, "email_changed_notice": NOTICE, "mobile_changed_notice": NOTICE,
     "registration_attempt_notice": NOTICE, "password_reset_notice": NOTICE,
     "registration_letter": LETTER,
+    "third_party_password": PASSWORD, "third_party_approved_notice": NOTICE, "third_party_rejected_letter": LETTER,
+    "account_closed_notice": NOTICE, "account_closed_letter": LETTER,
 }
 # the kinds of address a person types (and proves with a code); every other kind comes from the registry
 TYPED_KINDS = frozenset({EMAIL, MOBILE})

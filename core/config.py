@@ -191,6 +191,114 @@ class DemoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     mailbox_dir: str = "var/demo-mailbox"
 
 
+class ThirdPartiesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[third_parties]``: what an approved request ("Autre") logs in with."""
+
+    # "siret": the structure's SIRET, unless an account holds it already (then one the caisse issues);
+    # "issued": always one the caisse issues ("T" and 10 digits)
+    identifier: Literal["siret", "issued"] = "siret"
+
+
+FrenchText = Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class AccessibilityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[legal.accessibility]``: the RGAA 4.1 accessibility statement, and the footer's mention."""
+
+    compliance: Literal["totalement", "partiellement", "non"] = "partiellement"
+    standard: str = "RGAA 4.1"
+    audit_date: str = ""  # "12/03/2026": when the audit was made (an unset date says no audit was made)
+    audited_by: str = ""
+    rate: str = ""  # "82 % des critères du RGAA 4.1 sont respectés"
+    statement_date: str = ""
+    non_conformities: tuple[FrenchText, ...] = ()
+    derogations: tuple[FrenchText, ...] = ()  # "dérogations pour charge disproportionnée"
+    exempt: tuple[FrenchText, ...] = ()  # "contenus non soumis à l'obligation d'accessibilité"
+    technologies: tuple[str, ...] = ("HTML5", "CSS", "JavaScript (facultatif)")
+    test_environment: tuple[FrenchText, ...] = ()
+    tools: tuple[str, ...] = ()
+    pages: tuple[str, ...] = ()
+    contact_email: str = ""  # empty: the assistance's email
+    contact_url: str = ""
+
+
+class LegalNoticeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[legal.notice]``: the mentions légales."""
+
+    publisher: tuple[str, ...] = ()  # empty: the caisse's name and postal address
+    legal_status: FrenchText = ("Organisme de droit privé chargé d'une mission de service public, placé sous la "
+                                "tutelle de l'État (code rural et de la pêche maritime, articles L723-1 et suivants).")
+    publication_director: str = ""
+    host: tuple[str, ...] = ()  # the hosting provider's name, address and phone
+    extra: tuple[FrenchText, ...] = ()
+
+
+class ProcessingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One line of the table of what is processed: the data, the purpose, the legal basis, how long."""
+
+    data: FrenchText
+    purpose: FrenchText
+    basis: FrenchText
+    retention: FrenchText
+
+
+DEFAULT_PROCESSINGS = (
+    ProcessingConfig(
+        data="Votre identifiant (numéro de Sécurité Sociale ou SIRET), vos nom, prénom et date de naissance tels "
+             "que votre MSA les connaît, votre statut",
+        purpose="Créer votre espace privé et vérifier votre identité",
+        basis="Mission d'intérêt public (article 6-1-e du RGPD)",
+        retention="Tant que votre espace privé est ouvert ; effacées de l'espace en ligne à sa fermeture"),
+    ProcessingConfig(
+        data="Votre adresse email, vos numéros de téléphone portable, fixe et de fax",
+        purpose="Vous envoyer les codes de sécurité, mots de passe temporaires et avis de sécurité",
+        basis="Mission d'intérêt public (article 6-1-e du RGPD)",
+        retention="Tant que votre espace privé est ouvert ; effacées de l'espace en ligne à sa fermeture"),
+    ProcessingConfig(
+        data="L'empreinte de votre mot de passe (jamais le mot de passe lui-même) et les codes de sécurité",
+        purpose="Vous authentifier",
+        basis="Mission d'intérêt public (article 6-1-e du RGPD)",
+        retention="Le mot de passe jusqu'à son changement ou la fermeture ; un code, au plus un jour"),
+    ProcessingConfig(
+        data="Les navigateurs de confiance que vous avez choisis (un cookie, le nom du navigateur)",
+        purpose="Ne plus vous demander de code de sécurité sur ces navigateurs",
+        basis="Votre choix, révocable à tout moment dans Mon compte",
+        retention="{trusted_browser_days} jours, ou jusqu'au retrait de la confiance"),
+    ProcessingConfig(
+        data="Le journal de sécurité : connexions, changements de mot de passe et de coordonnées, avec la date "
+             "et l'adresse IP",
+        purpose="Détecter et prouver les usages frauduleux de votre espace privé",
+        basis="Mission d'intérêt public et sécurité des traitements (articles 6-1-e et 32 du RGPD)",
+        retention="{audit_retention}, y compris après la fermeture de votre espace privé"),
+    ProcessingConfig(
+        data="Le contenu des emails, SMS et courriers envoyés",
+        purpose="Vous les remettre",
+        basis="Mission d'intérêt public (article 6-1-e du RGPD)",
+        retention="Effacé dès la remise ; au plus 7 jours en cas d'échec"),
+)
+
+
+class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[legal.privacy]``: the données personnelles page."""
+
+    controller: str = ""  # empty: the caisse's name
+    dpo_email: str = ""
+    dpo_address: tuple[str, ...] = ()  # empty: the caisse's postal address, "À l'attention du DPO"
+    audit_retention: str = "1 an"
+    processings: tuple[ProcessingConfig, ...] = DEFAULT_PROCESSINGS
+    recipients: FrenchText = ("Les services de votre MSA habilités et leurs prestataires techniques (hébergement, "
+                              "envoi des emails, SMS et courriers), tenus à la confidentialité. Vos données ne sont "
+                              "ni vendues, ni transférées hors de l'Union européenne.")
+
+
+class LegalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[legal]``: the pages a public service's site owes its users, linked from every page's footer."""
+
+    accessibility: AccessibilityConfig = msgspec.field(default_factory=AccessibilityConfig)
+    notice: LegalNoticeConfig = msgspec.field(default_factory=LegalNoticeConfig)
+    privacy: PrivacyConfig = msgspec.field(default_factory=PrivacyConfig)
+
+
 class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     caisse: CaisseInfo
     security: SecurityConfig
@@ -206,6 +314,8 @@ class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    third_parties: ThirdPartiesConfig = msgspec.field(default_factory=ThirdPartiesConfig)
+    legal: LegalConfig = msgspec.field(default_factory=LegalConfig)
     base_dir: str = ""  # filled by load_config: relative paths are relative to the file
     source: str = ""  # filled by decode_config: the file that errors found later (plugins, settings) name
 

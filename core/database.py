@@ -136,9 +136,17 @@ async def _migration_3(db: "Database") -> None:
                             "WHERE used_at IS NULL AND superseded_at IS NULL")
 
 
+async def _migration_4(db: "Database") -> None:
+    """Third parties' requests carried through: the structure's postal address (where the approval's
+    letter goes) and the account the approval created."""
+    table = db.t.ThirdPartyRequest._meta.tablename
+    await _add_column(db, table, "address", "TEXT NOT NULL DEFAULT ''")
+    await _add_column(db, table, "account_id", "INTEGER NULL")
+
+
 # Each migration runs once, in order, inside `guichet db upgrade`; append, never edit.
 MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4)]
 
 
 def sqlite_path(url: str, base: Path) -> Path:

@@ -16,7 +16,8 @@ __all__ = ["SAMPLE_PAYLOAD", "TEMPLATES", "render", "template_context", "templat
 # every message the core sends; each channel ships a template for those it can carry
 TEMPLATES = ("login_code", "registration_code", "recovery_code", "contact_code", "temporary_password",
              "password_changed_notice", "email_changed_notice", "mobile_changed_notice", "registration_attempt_notice",
-             "password_reset_notice", "registration_letter")
+             "password_reset_notice", "registration_letter", "third_party_password", "third_party_approved_notice",
+             "third_party_rejected_letter", "account_closed_notice", "account_closed_letter")
 # the longest values the core puts in each payload key, every key at once: a channel renders each of its
 # templates with it at start-up to prove the texts fit (one SMS...), and the kit's conformance check sends it
 SAMPLE_PAYLOAD: dict[str, Any] = {
@@ -24,6 +25,8 @@ SAMPLE_PAYLOAD: dict[str, Any] = {
     "expires_on": "31/12/2026", "masked_identifier": "185*******123", "new_email_masked": "j***n@exemple.fr",
     "new_mobile_masked": "06 xx xx xx 78",
     "registered_on": "31/12/2026",
+    "identifier": "84216730600021", "structure_name": "S" * 120, "request_number": 999999,
+    "requested_on": "31/12/2026", "reason": "R" * 300, "closed_on": "31/12/2026",
 }
 
 

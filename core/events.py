@@ -21,8 +21,8 @@ EVENT_KINDS = frozenset({
     "trusted_browser.revoked", "trusted_browser.used", "limit.reached", "identity.failed", "identity.succeeded",
     "registration.completed", "registration.duplicate", "registration.unknown", "recovery.requested",
     "email.changed", "mobile.changed", "contacts.confirmed", "logout", "logout.failed", "third_party.requested",
-    "third_party.decided", "session.expired", "budget.exhausted",
-    "limit.unavailable",
+    "session.expired", "budget.exhausted",
+    "limit.unavailable", "third_party.approved", "third_party.rejected", "account.exported", "account.closed",
 })
 
 

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 import phonenumbers
 from stdnum.fr import nir as stdnum_nir
 from stdnum.fr import siret as stdnum_siret
+from stdnum import luhn
 from stdnum.exceptions import ValidationError as StdnumError
 
 from guichet.core.errors import StepError
@@ -71,6 +72,30 @@ def parse_siret(raw: str, field: str = "identifier") -> str:
         stdnum_siret.validate(text)
     except StdnumError:
         raise StepError(field, "Ce numéro SIRET n'est pas valide : vérifiez les chiffres saisis.") from None
+    return text
+
+
+# A login identifier the caisse issues to a third party ("Autre") when its SIRET cannot be one: "T"
+# and 10 digits, the last a Luhn check digit. A NIR starts with 1 or 2 and a SIRET is 14 digits, so
+# neither can be read as one of these, nor these as either.
+ISSUED_PREFIX = "T"
+ISSUED_KIND = "tiers"
+
+
+def new_issued_identifier() -> str:
+    """A fresh caisse-issued identifier (its uniqueness is the account table's unique index)."""
+    import secrets
+
+    body = f"{secrets.randbelow(10**9):09d}"
+    return ISSUED_PREFIX + body + luhn.calc_check_digit(body)
+
+
+def parse_issued(raw: str, field: str = "identifier") -> str:
+    text = _squeeze(raw).upper()
+    if not re.fullmatch(r"T[0-9]{10}", text, re.ASCII):
+        raise StepError(field, "L'identifiant délivré par la caisse comporte la lettre T suivie de 10 chiffres.")
+    if not luhn.is_valid(text[1:]):
+        raise StepError(field, "Cet identifiant n'est pas valide : vérifiez les chiffres saisis.")
     return text
 
 

@@ -126,6 +126,8 @@ class ThirdPartyRequest(Table, tablename="guichet_third_party_request"):
     created_at = Timestamptz()
     decided_at = Timestamptz(null=True, default=None)
     note = Varchar(length=300, default="")
+    address = Text(default="")  # the structure's postal address, up to 6 lines joined by newlines
+    account_id = Integer(null=True, default=None)  # the account an approval created
 
 
 class SchemaVersion(Table, tablename="guichet_schema_version"):

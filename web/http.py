@@ -340,6 +340,8 @@ def base_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
         "logged_in": bool(session and session.data and session.data.level == FULL),
         "demo_mailbox": services.config.demo.mailbox,
         "static": request.app.state.static_names,
+        # RGAA 4.1: every page states its compliance and links to the statement
+        "accessibility_status": f"Accessibilité : {services.config.legal.accessibility.compliance} conforme",
     }
 
 

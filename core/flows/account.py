@@ -248,3 +248,73 @@ async def revoke_browser(services: Services, account: dict[str, Any], browser_id
         if rows:
             await services.audit("trusted_browser.revoked", account_id=account["id"], client=client)
     return bool(rows)
+
+
+# --- Mes données: the export, and the closure of the online account ----------------------------------
+
+CLOSED_ALREADY = "Votre espace privé est déjà fermé."
+CLOSE_NEEDS_PASSWORD = "Pour fermer votre espace privé, saisissez votre mot de passe actuel."
+
+
+async def export_data(services: Services, account: dict[str, Any], *, client: str) -> bytes:
+    """The JSON file of ``Mes données`` (audited: a stolen session downloading it is on the record)."""
+    import msgspec
+
+    from guichet.core.account_data import account_data
+
+    data = await account_data(services, account)
+    await services.audit("account.exported", account_id=account["id"], subject=subject_of(account["identifier"]),
+                         client=client)
+    return msgspec.json.format(msgspec.json.encode(data), indent=2)
+
+
+async def close_account(services: Services, session: Session, account: dict[str, Any], password: str, *,
+                        client: str) -> StepResult:
+    """Close the online account once its current password is typed again: its identity, contacts,
+    password, trusted browsers and live codes go; the registry and the security journal stay; a notice
+    goes by email and a letter by post. The identifier is free again: the person can register later.
+
+    The row stays as an empty tombstone rather than being deleted: its id is never given to a new
+    account (SQLite reuses the highest rowid), so the journal's rows and any session still naming it
+    can never point at someone else. Its credentials version moves on, which ends every session.
+    One conditional UPDATE on the account as this session knows it: of parallel closures one closes
+    and notifies, and a session older than a password change closes nothing.
+    """
+    from guichet.core.account_data import postal_address
+    from guichet.core.flows.common import french_date, letter_channel
+    from guichet.core.identifiers import mask_identifier
+    from guichet.core.structs import LETTER, PostalAddress
+
+    if not password:
+        return StepResult(step="fermeture", errors={"current_password": CLOSE_NEEDS_PASSWORD})
+    refusal = await verify_current(services, account, password, client=client)
+    if refusal:
+        return StepResult(step="fermeture", errors={"current_password": refusal})
+    address = await postal_address(services, account)
+    now = services.now()
+    masked = mask_identifier(account["identifier"])
+    payload = {"masked_identifier": masked, "closed_on": french_date(now)}
+    t, b, c = services.database.t.Account, services.database.t.TrustedBrowser, services.database.t.OneTimeCode
+    async with services.database.transaction():
+        gone = await (t.update({t.identifier: f"closed-{account['id']}", t.identifier_kind: "closed",
+                                t.last_name: "", t.first_name: "", t.birth_date: None, t.email: None,
+                                t.email_verified: False, t.mobile: None, t.mobile_verified: False, t.landline: None,
+                                t.fax: None, t.password_hash: "!", t.password_is_temporary: False,
+                                t.temporary_expires_at: None, t.credentials_version: t.credentials_version + 1})
+                      .where((t.id == account["id"]) & (t.credentials_version == account["credentials_version"])
+                             & (t.identifier_kind != "closed"))
+                      .returning(t.id).run())
+        if not gone:
+            return StepResult(step="fermeture", errors={"current_password": CLOSED_ALREADY})
+        await b.delete().where(b.account_id == account["id"]).run()
+        await c.delete().where(c.account_id == account["id"]).run()
+        await notify(services, template="account_closed_notice", recipient=account_recipient(account), kinds=(EMAIL,),
+                     payload=payload)
+        if address:
+            recipient = Recipient(name=account_recipient(account).name, address=PostalAddress(lines=address))
+            await services.enqueue(channel=letter_channel(services, LETTER), template="account_closed_letter",
+                                   recipient=recipient, payload=payload)
+        await services.audit("account.closed", account_id=account["id"], subject=masked, client=client,
+                             letter=bool(address))
+    session.clear()
+    return StepResult(step="fermee")

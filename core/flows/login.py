@@ -34,7 +34,7 @@ from guichet.core.flows.common import (
 )
 from guichet.core.channels import carries
 from guichet.core.flows.engine import StepResult
-from guichet.core.identifiers import parse_code, parse_nir, parse_siret
+from guichet.core.identifiers import parse_code, parse_issued, parse_nir, parse_siret
 from guichet.core.keys import new_token, token_digest
 from guichet.core.ratelimit import Settlement
 from guichet.core.outbox import FAILED
@@ -52,8 +52,11 @@ class LoginOutcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def parse_login_identifier(raw: str) -> str:
-    """A NIR (13 or 15 characters) for persons, a SIRET (14 digits) for companies."""
+    """A NIR (13 or 15 characters) for persons, a SIRET (14 digits) for companies, "T" and 10
+    digits for a third party whose identifier the caisse issued."""
     compact = "".join(raw.split())
+    if compact[:1] in ("T", "t"):
+        return parse_issued(compact)
     if len(compact) == 14 and compact.isascii() and compact.isdigit():
         return parse_siret(compact)
     return parse_nir(compact)

@@ -455,10 +455,14 @@ async def submit_structure(services: Services, state: FlowState, form: dict[str,
     return StepResult(step=state.step)
 
 
-async def submit_request(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
-    from guichet.core.third_party import create_request
+REQUEST_FIELDS = ("structure_name", "siret", "address_street", "address_extra", "postal_code", "city",
+                  "contact_name", "email", "phone")  # in the page's order: the error summary follows it
 
-    values = {k: form.get(k, "") for k in ("structure_name", "siret", "contact_name", "email", "phone")}
+
+async def submit_request(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
+    from guichet.core.third_party import create_request, parse_postal_address
+
+    values = {k: form.get(k, "") for k in REQUEST_FIELDS}
     errors: dict[str, str] = {}
     parsed: dict[str, Any] = {}
     parsers: tuple[tuple[str, Callable[[], Any]], ...] = (
@@ -473,15 +477,20 @@ async def submit_request(services: Services, state: FlowState, form: dict[str, s
             parsed[field] = parse()
         except StepError as error:
             errors[error.field] = error.message_fr
+    # where the approval's letter (the temporary password) goes: the caisse checks it against the Kbis
+    parsed["address"], address_errors = parse_postal_address(values["address_street"], values["address_extra"],
+                                                             values["postal_code"], values["city"])
+    errors.update(address_errors)
     if errors:
-        return StepResult(step="demande", errors=errors, values=values)
+        ordered = {field: errors[field] for field in REQUEST_FIELDS if field in errors}
+        return StepResult(step="demande", errors=ordered, values=values)
     # no second count here: the flow's first step took this client's registration_client allowance,
     # and a flow sends one request at most (it ends at "demande-envoyee")
     async with services.database.transaction():
-        await create_request(services.database, structure_kind=state.data["structure"], now=services.now(),
-                             **parsed)
+        number = await create_request(services.database, structure_kind=state.data["structure"], now=services.now(),
+                                      **parsed)
         await services.audit("third_party.requested", subject=mask_identifier(parsed["siret"]), client=client,
-                             structure=state.data["structure"])
+                             structure=state.data["structure"], request=number)
     advance(state, "demande", "demande-envoyee", THIRD_PARTY_STEPS)
     return StepResult(step=state.step)
 

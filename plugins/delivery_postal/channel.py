@@ -23,7 +23,8 @@ except ImportError:  # pragma: no cover - not POSIX: one worker per spool folder
     fcntl = None  # type: ignore[assignment]
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
-LETTERS = ("temporary_password", "registration_letter")
+LETTERS = ("temporary_password", "registration_letter", "third_party_password", "third_party_rejected_letter",
+           "account_closed_letter")
 MAX_LINES, MAX_LINE_LENGTH = 6, 38  # AFNOR NF Z10-011: what a window envelope and La Poste's sorting read
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
           "novembre", "décembre")

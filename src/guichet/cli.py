@@ -536,42 +536,55 @@ def requests_list(config_path: str, state: str | None, as_json: bool) -> int:
     async def show(database: Database) -> int:
         rows = [{"id": row.id, "state": row.state, "created": f"{row.created_at:%Y-%m-%d}",
                  "kind": row.structure_kind, "structure": row.structure_name, "siret": row.siret,
-                 "contact": row.contact_name, "email": row.email}
+                 "contact": row.contact_name, "email": row.email, "address": " / ".join(row.address)}
                 for row in await list_requests(database, state=state)]
         show_listing(rows, [("id", "#"), ("state", "State"), ("created", "Created"), ("kind", "Kind"),
                             ("structure", "Structure"), ("siret", "SIRET"), ("contact", "Contact"),
-                            ("email", "Email")], as_json=as_json, empty="no request")
+                            ("email", "Email"), ("address", "Address")], as_json=as_json, empty="no request")
         return 0
 
     return run_with_database(config, show)
 
 
 def _decide(config_path: str, request_id: int, note: str | None, *, approve: bool) -> int:
-    from guichet.core.clock import Clock
-    from guichet.core.context import PluginContext
-    from guichet.core.events import Auditor
-    from guichet.core.plugins import PluginHost
-    from guichet.core.third_party import decide_request
+    from guichet.core.context import DemoEndpoints
+    from guichet.core.services import build_services
+    from guichet.core.third_party import approve_request, reject_request
 
     config = load_config(config_path)
 
-    async def decide(database: Database) -> int:
-        host = PluginHost(config, PluginContext(config=config, database=database, clock=Clock()), channels=False)
-        if not await decide_request(database, request_id, approve=approve, note=note or "",
-                                    auditor=Auditor(database, host)):
-            raise Refused(f"request {request_id} is not pending")
-        click.echo(f"request {request_id} {'approved' if approve else 'rejected'}")
+    async def decide() -> int:
+        # the decision only queues its letter and email: the server's outbox worker delivers them
+        demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=1, sms_url="http://127.0.0.1:1/sms",
+                             mailbox_dir=config.demo.mailbox_dir) if config.demo.mailbox else None
+        services = build_services(config, demo=demo)
+        await services.database.connect()
+        try:
+            if approve:
+                decision = await approve_request(services, request_id, note=note or "")
+            else:
+                decision = await reject_request(services, request_id, reason=note or "")
+        finally:
+            await services.close()
+        if not decision.done:
+            raise Refused(f"request {request_id} {decision.refused}")
+        if approve:
+            click.echo(f"request {request_id} approved: account {decision.account_id}, identifier "
+                       f"{decision.identifier}; the temporary password goes by post")
+        else:
+            click.echo(f"request {request_id} rejected: the letter with the reason goes by post")
         return 0
 
-    return run_with_database(config, decide)
+    return asyncio.run(decide())
 
 
 @requests.command()
 @config_option
 @click.argument("request_id", metavar="ID", type=int)
-@click.option("--note", help="Why, kept with the decision in the audit log.")
+@click.option("--note", help="A note kept with the decision in the audit log.")
 def approve(config_path: str, request_id: int, note: str | None) -> int:
-    """Approve a pending request (exit 1 when it is not pending).
+    """Approve a pending request: its account is created, the temporary password goes by post to the
+    structure's address and the contact is told by email (exit 1 when it is not pending).
 
     \b
     Examples:
@@ -583,9 +596,10 @@ def approve(config_path: str, request_id: int, note: str | None) -> int:
 @requests.command()
 @config_option
 @click.argument("request_id", metavar="ID", type=int)
-@click.option("--note", help="Why, kept with the decision in the audit log.")
+@click.option("--note", required=True, help="The reason, which the letter to the structure gives (required).")
 def reject(config_path: str, request_id: int, note: str | None) -> int:
-    """Reject a pending request (exit 1 when it is not pending).
+    """Reject a pending request: a letter with the reason goes to the structure (exit 1 when it is
+    not pending).
 
     \b
     Examples:

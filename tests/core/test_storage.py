@@ -156,12 +156,36 @@ def test_cli_registry_import_and_demo(db_url: str, tmp_path: Path, capsys: pytes
     assert all(holder.identifier in out for holder in DEMO_PERSONS.values())
 
 
+async def test_migration_4_adds_the_third_party_request_columns(database: Database) -> None:
+    table = database.t.ThirdPartyRequest._meta.tablename
+    for column in ("address", "account_id"):
+        await database.engine.run_ddl(f"ALTER TABLE {table} DROP COLUMN {column}")
+    v = database.t.SchemaVersion
+    await v.delete().where(v.version >= 4).run()
+    assert await database.upgrade() == [4]
+    t = database.t.ThirdPartyRequest
+    await t.insert(t(structure_kind="tiers_paiement", structure_name="P", siret="84216730600021", contact_name="A",
+                     email="a@b.fr", created_at=NOW)).run()
+    [row] = await t.select(t.address, t.account_id).run()
+    assert row == {"address": "", "account_id": None}
+    assert await database.upgrade() == []
+
+
 def test_cli_requests(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import asyncio
 
     from guichet.core.third_party import create_request
 
-    config = str(write_config(tmp_path, db_url))
+    path = write_config(tmp_path, db_url)
+    # deciding queues a letter and an email: the caisse needs its postal and email channels
+    path.write_text(path.read_text().replace('enabled = ["statuses_msa", "registry_tables"]',
+                                             'enabled = ["statuses_msa", "registry_tables", "delivery_email", '
+                                             '"delivery_postal", "delivery_sms", "identity_vitale", "identity_payment"]')
+                    + '\n[plugins.settings.delivery_email]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n'
+                      'sender = "MSA Test <ne-pas-repondre@test.invalid>"\n'
+                      '[plugins.settings.delivery_sms]\nurl = "http://127.0.0.1:9/sms"\n'
+                      f'[plugins.settings.delivery_postal]\nspool_dir = "{tmp_path / "spool"}"\n')
+    config = str(path)
     assert main(["db", "upgrade", "--config", config]) == 0
 
     async def add() -> int:
@@ -172,7 +196,8 @@ def test_cli_requests(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
                 await db.engine.run_ddl("TRUNCATE guichet_third_party_request RESTART IDENTITY")
             return await create_request(db, structure_kind="tiers_paiement", structure_name="Pharmacie du Port",
                                         siret="84216730600021", contact_name="Anne Durand",
-                                        email="anne@pharmacie.example", phone="", now=NOW)
+                                        email="anne@pharmacie.example", phone="", now=NOW,
+                                        address=("2 quai du Port", "64100 BAYONNE"))
         finally:
             await db.close()
 
@@ -182,14 +207,17 @@ def test_cli_requests(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:3] == ["#", "State", "Created"]
     assert f"{number}  pending" in out and "Pharmacie du Port" in out and "84216730600021" in out
+    assert "2 quai du Port / 64100 BAYONNE" in out
     assert main(["requests", "list", "--json", "--config", config]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["id"] == number and row["state"] == "pending" and row["siret"] == "84216730600021"
     assert main(["requests", "approve", "--config", config]) == 2  # no number
     assert main(["requests", "approve", str(number), "--note", "RIB reçu", "--config", config]) == 0
-    assert f"request {number} approved" in capsys.readouterr().out
-    assert main(["requests", "reject", str(number), "--config", config]) == 1
-    assert f"guichet: request {number} is not pending" in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"request {number} approved" in out and "identifier 84216730600021" in out
+    assert main(["requests", "reject", str(number), "--config", config]) == 2  # the reason is required
+    assert main(["requests", "reject", str(number), "--note", "non", "--config", config]) == 1
+    assert "is not pending" in capsys.readouterr().err
     assert main(["requests", "list", "--state", "pending", "--config", config]) == 0
     assert capsys.readouterr().out.strip() == "no request"
 
@@ -262,14 +290,14 @@ async def test_migration_3_brings_a_database_made_before_it_up_to_date(database:
     await database.engine.run_ddl(f"DROP INDEX {codes}_one_live")
     await database.engine.run_ddl(f"ALTER TABLE {counters} DROP COLUMN prev_at_ms")
     v = database.t.SchemaVersion
-    await v.delete().where(v.version == 3).run()
+    await v.delete().where(v.version >= 3).run()
     t = database.t.OneTimeCode
     for binding, used in (("b1", None), ("b1", None), ("b1", NOW), ("b1", None), ("b2", None)):
         await t.insert(t(purpose="login", binding=binding, code_hmac="x" * 64, channel="email", created_at=NOW,
                          expires_at=NOW, used_at=used)).run()
     await database.t.RateCounter.raw(f"INSERT INTO {counters} (key, hits, window_start_ms, last_at_ms, window_ms) "
                                      "VALUES ('k', 4, 0, 1000, 86400000)").run()
-    assert await database.upgrade() == [3]
+    assert await database.upgrade() == [3, 4]
     live = await t.select(t.id, t.binding).where(t.used_at.is_null() & t.superseded_at.is_null()).order_by(t.id).run()
     assert [(row["id"], row["binding"]) for row in live] == [(4, "b1"), (5, "b2")], "the newest live code stays"
     with pytest.raises(INTEGRITY_ERRORS):

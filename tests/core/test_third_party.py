@@ -1,14 +1,13 @@
 """Third parties' requests ("Autre"), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
 import pytest
 
 from guichet.core.database import Database
 from guichet.core.errors import StepError
-from guichet.core.third_party import STRUCTURE_KINDS, create_request, decide_request, list_requests
+from guichet.core.third_party import STRUCTURE_KINDS, create_request, list_requests
 
 NOW = dt.datetime(2026, 3, 15, 9, 30, tzinfo=dt.timezone.utc)
 SIRET = "84216730600021"
@@ -42,27 +41,11 @@ async def test_create_list_and_decide(database: Database) -> None:
     assert row.created_at == NOW and row.state == "pending" and row.decided_at is None
     assert pending[1].phone == ""
 
-    assert await decide_request(database, first, approve=True, note="Kbis reçu", now=NOW) is True
-    assert await decide_request(database, first, approve=False, note="again") is False  # no longer pending
-    assert await decide_request(database, 999, approve=True, note="") is False
-    assert await decide_request(database, second, approve=False, note="pièces manquantes") is True
-    approved = await list_requests(database, state="approved")
-    assert [(r.id, r.note, r.decided_at) for r in approved] == [(first, "Kbis reçu", NOW)]
-    assert [r.id for r in await list_requests(database, state="rejected")] == [second]
-    assert await list_requests(database, state="pending") == []
     assert len(await list_requests(database, state=None)) == 2
+    assert await list_requests(database, state="approved") == []
     with pytest.raises(ValueError):
         await list_requests(database, state="lost")
-
-
-async def test_two_agents_deciding_at_once_only_one_wins(database: Database) -> None:
-    number = await make(database)
-    results = await asyncio.gather(*(decide_request(database, number, approve=i % 2 == 0, note=str(i), now=NOW)
-                                     for i in range(8)))
-    assert sorted(results) == [False] * 7 + [True]
-    (row,) = await list_requests(database, state=None)
-    winner = results.index(True)
-    assert row.note == str(winner) and row.state == ("approved" if winner % 2 == 0 else "rejected")
+    # deciding creates accounts and letters: tests/flows/test_third_party_approval.py
 
 
 @pytest.mark.parametrize(("changes", "field"), [

@@ -657,7 +657,8 @@ async def test_two_concurrent_registrations_make_one_account(portal: Portal, dem
 
 
 REQUEST = {"structure_name": "Cabinet Comptable du Béarn", "siret": "732 829 320 00074",
-           "contact_name": "Anne Etcheverry", "email": "anne@cabinet.invalid", "phone": "05 59 00 00 00"}
+           "contact_name": "Anne Etcheverry", "email": "anne@cabinet.invalid", "phone": "05 59 00 00 00",
+           "address_street": "12 rue des Pyrénées", "address_extra": "", "postal_code": "64000", "city": "Pau"}
 
 
 @pytest.mark.parametrize("htmx", [False, True])
@@ -680,6 +681,7 @@ async def test_a_third_party_picks_its_structure_and_leaves_a_request(portal: Po
     [request] = await list_requests(portal.services.database, state=None)
     assert (request.structure_kind, request.siret, request.email, request.phone, request.state) == (
         "tiers_declarant", "73282932000074", "anne@cabinet.invalid", "+33559000000", "pending")
+    assert request.address == ("12 rue des Pyrénées", "64000 PAU")
     assert await account_count(portal) == 0 and await portal.outbox() == []
     services = portal.services
     (allowance,) = await services.limiter.check_all([(services.limits.registration_client, "203.0.113.7")],

@@ -92,7 +92,8 @@ async def test_the_postal_channel_conforms(guichet_host: Callable[..., PluginHos
                            enabled=["delivery_postal"]).channel("postal")
     assert channel is not None and failing is not None
     sent = await assert_channel_conforms(channel, PERSON, failing=failing)
-    assert [m.template for m in sent] == ["temporary_password", "registration_letter"]
+    assert [m.template for m in sent] == ["temporary_password", "registration_letter", "third_party_password",
+                                          "third_party_rejected_letter", "account_closed_letter"]
     assert {p.name for p in (tmp_path / "spool").glob("*.pdf")} == {f"letter-{m.id}.pdf" for m in sent}
 
 

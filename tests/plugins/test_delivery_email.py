@@ -41,6 +41,13 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "registration_attempt_notice": {},
     "password_reset_notice": {},
     "registration_letter": {"masked_identifier": "185*******123", "registered_on": "02/03/2026"},
+    "third_party_password": {"password": "Ab3#kP9mQw2xZr", "expires_on": "31/03/2026", "identifier": "T1234567897",
+                             "structure_name": "Cabinet Comptable du Béarn"},
+    "third_party_approved_notice": {"structure_name": "Cabinet Comptable du Béarn", "request_number": 12},
+    "third_party_rejected_letter": {"structure_name": "Cabinet Comptable du Béarn", "request_number": 12,
+                                    "requested_on": "02/03/2026", "reason": "Le mandat signé manque."},
+    "account_closed_notice": {"masked_identifier": "185*******123", "closed_on": "02/03/2026"},
+    "account_closed_letter": {"masked_identifier": "185*******123", "closed_on": "02/03/2026"},
 }
 
 

@@ -21,7 +21,7 @@ from guichet.core.events import EVENT_KINDS, Auditor
 from guichet.core.ratelimit import RedisCounters
 from guichet.core.identifiers import nir_key
 from guichet.core.structs import AuditEvent
-from guichet.core.third_party import decide_request
+from guichet.core.third_party import approve_request, reject_request
 from tests.conftest import Portal, free_port, portal_config_text
 from tests.security.support import (
     PASSWORD,
@@ -100,11 +100,20 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     await other.post("/inscription/structure", {"structure": "tiers_declarant"})
     r = await other.post("/inscription/demande", {"structure_name": "Cabinet Comptable", "siret": "84216730600021",
                                                   "contact_name": "Marie Martin", "email": "cabinet@demo.invalid",
-                                                  "phone": ""})
+                                                  "phone": "", "address_street": "1 rue Haute",
+                                                  "postal_code": "64000", "city": "Pau"})
     assert where(r) == "/inscription/demande-envoyee", messages(r)
     [request] = await portal.services.database.t.ThirdPartyRequest.select().run()
-    assert await decide_request(portal.services.database, request["id"], approve=True, note="Kbis reçu",
-                                auditor=Auditor(portal.services.database, portal.services.host))
+    assert (await approve_request(portal.services, request["id"], note="Kbis reçu")).done
+    await other.post("/inscription/abandon", {})
+    await other.post("/inscription/statut", {"status": "autre"})
+    await other.post("/inscription/structure", {"structure": "tiers_declarant"})
+    await other.post("/inscription/demande", {"structure_name": "Cabinet Comptable", "siret": "84216730600021",
+                                              "contact_name": "Marie Martin", "email": "cabinet@demo.invalid",
+                                              "phone": "", "address_street": "1 rue Haute",
+                                              "postal_code": "64000", "city": "Pau"})
+    rows = await portal.services.database.t.ThirdPartyRequest.select().run()
+    assert (await reject_request(portal.services, rows[-1]["id"], reason="Pièces manquantes")).done
     # first login: wrong codes until the code is locked, a resend, an expired code, then the right one
     [temporary] = await portal.outbox("temporary_password")
     r = await password_step(portal, who.identifier, temporary["payload"]["password"])
@@ -167,6 +176,13 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     await login(idle, person("exploitant").identifier)
     clock.advance(minutes=portal.services.config.sessions.idle_minutes + 1)
     await idle.get("/espace-prive")
+    # Mes données: the JSON file downloaded, then the online account closed (the password again)
+    closer = await browser()
+    await login(closer, person("exploitant").identifier)
+    await closer.get("/mon-compte/mes-donnees.json")
+    await closer.get("/mon-compte/fermeture")
+    r = await closer.post("/mon-compte/fermeture", {"current_password": PASSWORD})
+    assert where(r) == "/espace-ferme", messages(r)
     # a logout the session store cannot take (sessions in a Redis that does not answer): logout.failed
     down_config = make_config(database_url=db_url, base=portal_config_text(
         f'\n[redis]\nurl = "redis://127.0.0.1:{free_port()}/0"\n').replace(

@@ -266,3 +266,43 @@ class AccountController(Controller):
         return render(request, "steps/account/email_code.html",
                       {"errors": {}, "pending": session.data.pending_contact if session.data else {},
                        "length": services.host.code_policy("contact_change").length}, title=title)
+
+    # --- Mes données: the export, and the closure of the online account ------------------------------
+
+    @get("/mon-compte/mes-donnees")
+    async def my_data(self, request: Request[Any, Any, Any]) -> Any:
+        from guichet.core.account_data import account_data, french_moment, shown_phone
+
+        account = await _require(request)
+        data = await account_data(services_of(request), account)
+        return render(request, "pages/mes_donnees.html", {"data": data, "moment": french_moment, "phone": shown_phone},
+                      title=_title(request, "Mes données"))
+
+    @get("/mon-compte/mes-donnees.json")
+    async def my_data_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        account = await _require(request)
+        services = services_of(request)
+        body = await flow.export_data(services, account, client=client_address(request))
+        day = services.now().strftime("%Y-%m-%d")
+        return Response(content=body, media_type="application/json", headers={
+            "content-disposition": f'attachment; filename="mes-donnees-{day}.json"', "cache-control": "no-store"})
+
+    @get("/mon-compte/fermeture")
+    async def closure(self, request: Request[Any, Any, Any]) -> Any:
+        await _require(request)
+        return self._closure_page(request, {})
+
+    def _closure_page(self, request: Request[Any, Any, Any], errors: dict[str, str]) -> Any:
+        retention = services_of(request).config.legal.privacy.audit_retention
+        return render(request, "steps/account/fermeture.html", {"errors": errors, "audit_retention": retention},
+                      status=422 if errors else 200, title=_title(request, "Fermer mon espace privé"))
+
+    @post("/mon-compte/fermeture")
+    async def closure_submit(self, request: Request[Any, Any, Any]) -> Any:
+        account = await _require(request)
+        form = await form_of(request)
+        result = await flow.close_account(services_of(request), session_of(request), account,
+                                          form.get("current_password", ""), client=client_address(request))
+        if result.errors:
+            return self._closure_page(request, result.errors)
+        return go(request, "/espace-ferme")
