@@ -146,6 +146,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         post_script = lua("POST", {"HX-Request": "true", "Cookie": state["cookie"],
                                    "Content-Type": "application/x-www-form-urlencoded"}, body)
         fragment_url = f"{server.url}/inscription/identifiant"
+        import re
+        import urllib.request
+
+        with urllib.request.urlopen(f"{server.url}/connexion") as page:  # noqa: S310 - the bench's own server
+            htmx_path = re.search(r'src="(/static/htmx[^"]+)"', page.read().decode()).group(1)  # type: ignore[union-attr]
+        htmx_url = f"{server.url}{htmx_path}"
         results: dict[str, dict[str, Any]] = {}
         print(f"warm-up, then {args.duration:.0f} s per endpoint at {args.connections} connections", flush=True)
         for url, script in ((fragment_url, get_script), (bare_url, lua("GET", {}))):
@@ -161,7 +167,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, url, script, groups in (
                     ("fragment", fragment_url, get_script, groups_app),
                     ("bare", bare_url, lua("GET", {}), groups_bare),
-                    ("post_422", fragment_url, post_script, groups_app)):
+                    ("post_422", fragment_url, post_script, groups_app),
+                    ("static_gzip", htmx_url, lua("GET", {"Accept-Encoding": "gzip"}), groups_app),
+                    ("static_plain", htmx_url, lua("GET", {}), groups_app)):
                 result = run_wrk(url, script, connections=args.connections, seconds=args.duration, folder=folder,
                                  groups=groups)
                 # keep the run with the least foreign CPU: the machine is shared
@@ -195,6 +203,8 @@ wrk -t1 -c{args.connections}, {args.duration:.0f} s per endpoint, best of {args.
 {describe("GET step fragment (HX-Request, existing flow)", f, "app")}
 {describe("POST bad NIR → 422 (validation; a refused form writes nothing)", p, "app")}
 {describe("bare Litestar: one flow read, same engine", b, "bare app")}
+{describe("GET htmx, gzip (compressed once at start-up)", results["static_gzip"], "app")}
+{describe("GET htmx, not compressed", results["static_plain"], "app")}
 {describe(f"GET step fragment at half of peak (target {half:,.0f}/s, 8 connections)", h, "app")}
 
 * **fragment ÷ bare: {ratio * 100:.0f} %** (target ≥ 50 %)
