@@ -82,18 +82,19 @@ def messagerie(tmp_path_factory: pytest.TempPathFactory, engine: Callable[[], st
         server.stop()
 
 
-@pytest.mark.parametrize(("server", "line"), [
-    ("messagerie", "webhook (guichet-webhook-channel 0.1.0: guichet_webhook.hooks)"),
-    ("prime", "prime_activite (guichet-prime-activite 0.1.0: guichet_prime_activite.hooks)"),
+@pytest.mark.parametrize(("server", "name", "source", "module"), [
+    ("messagerie", "webhook", "guichet-webhook-channel 0.1.0", "guichet_webhook.hooks"),
+    ("prime", "prime_activite", "guichet-prime-activite 0.1.0", "guichet_prime_activite.hooks"),
 ])
-def test_the_servers_run_the_examples_as_installed_distributions(server: str, line: str, engine: Any,
-                                                                 request: pytest.FixtureRequest) -> None:
+def test_the_servers_run_the_examples_as_installed_distributions(server: str, name: str, source: str, module: str,
+                                                                 engine: Any, request: pytest.FixtureRequest) -> None:
     """What ``guichet plugins`` says of the config each server runs: the plugin comes from its
     distribution's entry point, as on a caisse's machine after ``pip install``."""
     live: LiveServer = request.getfixturevalue(server)
-    shown = subprocess.run([sys.executable, "-m", "guichet.core.cli", "plugins", "--config", str(live.config_path)],
+    shown = subprocess.run([sys.executable, "-m", "guichet.cli", "plugins", "--json", "--config", str(live.config_path)],
                            capture_output=True, text=True, timeout=120, check=True).stdout
-    assert line in [" ".join(shown_line.split()) for shown_line in shown.splitlines()], shown
+    [plugin] = [row for row in json.loads(shown) if row["name"] == name]
+    assert plugin["source"] == source and plugin["module"] == module, shown
 
 
 def received(endpoint: HttpSink, person: Person, template: str, *, after: int, timeout: float = 10.0) -> dict[str, Any]:

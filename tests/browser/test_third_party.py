@@ -4,6 +4,7 @@ login (code to the request's email), the personalisation, the contact confirmati
 configs, JavaScript on and off, at 1280 px and 360 px."""
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -36,16 +37,16 @@ def structure_name(siret: str) -> str:
 
 def guichet(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     """The agent's command line, on the live server's config and database."""
-    return subprocess.run([sys.executable, "-m", "guichet.core.cli", *args, "--config", str(server.config_path)],
+    return subprocess.run([sys.executable, "-m", "guichet.cli", *args, "--config", str(server.config_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def request_number(server: LiveServer, siret: str) -> int:
-    listing = guichet(server, "requests", "list", "--state", "pending")
+    listing = guichet(server, "requests", "list", "--state", "pending", "--json")
     assert listing.returncode == 0, listing.stderr
-    found = re.search(rf"^#(\d+) pending .*\(SIRET {siret}\)", listing.stdout, re.M)
-    assert found, listing.stdout
-    return int(found.group(1))
+    found = [row["id"] for row in json.loads(listing.stdout) if row["siret"] == siret]
+    assert len(found) == 1, listing.stdout
+    return int(found[0])
 
 
 def leave_request(b: Browse, siret: str, name: str, email: str) -> None:
@@ -120,7 +121,7 @@ def test_a_rejected_request_gets_a_letter_with_the_reason_and_cannot_log_in(sud_
     mark = b.mailbox_mark()
     number = request_number(sud_aquitaine, siret)
     refused = guichet(sud_aquitaine, "requests", "reject", str(number))
-    assert refused.returncode == 1 and "reason" in refused.stderr  # a rejection gives its reason
+    assert refused.returncode == 2 and "--note" in refused.stderr  # a rejection gives its reason
     rejected = guichet(sud_aquitaine, "requests", "reject", str(number), "--note", "Le mandat signé des adhérents manque.")
     assert rejected.returncode == 0, rejected.stderr
     letter = sud_aquitaine.mailbox.letter_to(name, subject="demande", after=mark)

@@ -101,8 +101,11 @@ async def test_my_data_needs_a_full_login(portal: Portal, julien: Any) -> None:
 async def test_closing_the_account_notifies_keeps_the_journal_and_allows_a_new_registration(
         portal: Portal, julien: Any) -> None:
     account = await activate(portal, julien)
+    from guichet.plugins.registry_tables.tables import tables_of
+
     t = portal.services.database.t
-    registry_before = await t.RegistryPerson.select().where(t.RegistryPerson.nir == julien.identifier).run()
+    registry = tables_of(portal.services.database).RegistryPerson
+    registry_before = await registry.select().where(registry.nir == julien.identifier).run()
     journal_before = len(await t.AuditLog.select().where(t.AuditLog.account_id == account["id"]).run())
     r = await portal.get("/mon-compte/fermeture")
     assert r.status_code == 200 and "Fermer mon espace privé" in r.text
@@ -119,7 +122,7 @@ async def test_closing_the_account_notifies_keeps_the_journal_and_allows_a_new_r
     assert email["channel"] == "email" and email["recipient"]["email"] == julien.email
     [letter] = await portal.outbox("account_closed_letter")
     assert letter["channel"] == "postal" and letter["recipient"]["address"]["lines"]
-    assert await t.RegistryPerson.select().where(t.RegistryPerson.nir == julien.identifier).run() == registry_before
+    assert await registry.select().where(registry.nir == julien.identifier).run() == registry_before
     journal = await t.AuditLog.select().where(t.AuditLog.account_id == account["id"]).run()
     assert len(journal) == journal_before + 1 and journal[-1]["kind"] == "account.closed"
 
