@@ -23,6 +23,9 @@ EVENT_KINDS = frozenset({
     "email.changed", "mobile.changed", "contacts.confirmed", "logout", "logout.failed", "third_party.requested",
     "third_party.decided", "session.expired", "budget.exhausted",
     "limit.unavailable",
+    # the OpenID Connect provider (web/oidc)
+    "oidc.authorized", "oidc.token_issued", "oidc.refused", "oidc.revoked", "oidc.consent", "oidc.consent_refused",
+    "oidc.logout",
 })
 
 

@@ -33,7 +33,10 @@ from guichet.web.controllers.login import LoginController, LogoutController
 from guichet.web.controllers.pages import PagesController
 from guichet.web.controllers.recovery import RecoveryController
 from guichet.web.controllers.registration import RegistrationController
+from guichet.web.oidc import routes as oidc_routes
+from guichet.web.oidc.provider import Provider
 from guichet.web.http import (
+    CSP,
     LeaveFor,
     SessionSaver,
     before_request,
@@ -113,6 +116,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         services = build_services(config, clock=clock, demo=endpoints)
     worker_wanted = config.server.outbox_worker if run_outbox_worker is None else run_outbox_worker
     static = StaticFiles(config)
+    provider = Provider(services) if config.oidc.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -120,6 +124,11 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         if config.server.mode == "demo":
             await services.database.upgrade()
         await start_synced(services.clock)  # before the first request judges an expiry
+        if provider is not None:
+            try:
+                await provider.ensure_keys()
+            except Exception:  # a store down at start: the first token will make them
+                log.error("the provider's signing keys could not be checked at start-up")
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_housekeeping(services, stop))]
         if isinstance(services.clock, DatabaseClock):
@@ -148,7 +157,8 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
 
     app = Litestar(
         route_handlers=[PagesController, RegistrationController, LoginController, RecoveryController,
-                        AccountController, LogoutController, static_file, metrics_endpoint],
+                        AccountController, LogoutController, static_file, metrics_endpoint,
+                        *(oidc_routes.route_handlers(config.oidc.forward_auth) if provider is not None else [])],
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
                                        engine_callback=_no_template_reload),
         plugins=[HTMXPlugin()],
@@ -170,6 +180,12 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     app.state.trusted_proxies = AddressSet(config.security.trusted_proxies)
     app.state.public_origin = public_origin(config.server.public_url)
     app.state.services = services
+    app.state.oidc = provider
+    app.state.api_paths = oidc_routes.API_PATHS if provider is not None else frozenset()
+    # a form whose answer leads on to a service (the login, the consent screen) may end at its address
+    origins = sorted({oidc_routes.origin(uri) for client in config.oidc.clients
+                      for uri in (*client.redirect_uris, *client.post_logout_redirect_uris)}) if provider else []
+    app.state.csp = CSP.replace("form-action 'self'", " ".join(["form-action 'self'", *origins])).encode()
     app.state.static = static
     app.state.static_names = static.names
     return app

@@ -195,6 +195,11 @@ class AccountController(Controller):
     @get("/espace-prive")
     async def home(self, request: Request[Any, Any, Any]) -> Any:
         account = await _require(request)
+        session = session_of(request)
+        if session.data is not None and session.data.return_to:  # a service waits for this login (web/oidc)
+            target, session.data.return_to = session.data.return_to, ""
+            session.dirty = True
+            return go(request, target)
         return render(request, "pages/espace_prive.html", {"account": account},
                       title=_title(request, "Mon espace privé"))
 
