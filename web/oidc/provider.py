@@ -471,7 +471,7 @@ class Provider:
     async def read_id_token_hint(self, hint: str) -> dict[str, Any] | None:
         """The claims of an ID token this provider signed (expired or not: a hint names a login, it
         proves nothing), or None."""
-        keys = KeySet.import_key_set(await self.jwks())
+        keys = KeySet.import_key_set(await self.jwks())  # type: ignore[arg-type]  # a JWKS dict
         try:
             token = jwt.decode(hint, keys, algorithms=list(ALGORITHMS))
         except (JoseError, ValueError):
