@@ -436,3 +436,29 @@ async def test_every_provider_event_is_audited(provider_portal: Portal, julien: 
     t = provider_portal.services.database.t.AuditLog
     details = " ".join(row["details"] for row in await t.select(t.details).run())
     assert code not in details and tokens["access_token"] not in details and SECRET not in details
+
+
+# --- forward auth (nginx auth_request; the real nginx is in tests/ops/test_forward_auth.py) ------------
+
+
+async def test_forward_auth_needs_a_complete_login_and_refuses_off_site_returns(provider_portal: Portal,
+                                                                              julien: Any) -> None:
+    r = await provider_portal.client.get("/auth/verifier", headers={"x-original-uri": "/attestations/?a=1"})
+    assert r.status_code == 401 and r.headers["location"] == f"{ISSUER}/connexion?retour=%2Fattestations%2F%3Fa%3D1"
+    for off_site in ("https://evil.test/", "//evil.test/", "/\\evil.test"):
+        r = await provider_portal.client.get("/auth/verifier", headers={"x-original-uri": off_site})
+        assert r.status_code == 401 and r.headers["location"] == f"{ISSUER}/connexion"
+    # the password alone (the code not typed yet) opens nothing
+    await provider_portal.get("/connexion")
+    r = await provider_portal.post("/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD})
+    assert r.headers["location"] == "/connexion/code"
+    assert (await provider_portal.client.get("/auth/verifier")).status_code == 401
+    await provider_portal.get("/connexion/code")
+    await provider_portal.post("/connexion/code", {"code": await provider_portal.last_code("login_code")})
+    r = await provider_portal.client.get("/auth/verifier")
+    assert r.status_code == 200 and r.headers["x-guichet-niveau"] == "urn:guichet:acr:code"
+    assert r.headers["x-guichet-nom"] == "LEFEBVRE" and r.headers["x-guichet-prenom"] == "Julien"
+    claims = await verified_id_token(provider_portal, r.headers["x-guichet-jeton"])
+    assert claims["sub"] == r.headers["x-guichet-sujet"] and claims["aud"] == "guichet-forward-auth"
+    await logout(provider_portal)
+    assert (await provider_portal.client.get("/auth/verifier")).status_code == 401

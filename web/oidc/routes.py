@@ -305,7 +305,8 @@ async def forward_auth(request: Request[Any, Any, Any]) -> Response[Any]:
             or next_url_for(account) != "/espace-prive":
         original = return_target(request.headers.get("x-original-uri", ""))
         login = _login_url(original, force_code=False) if original else "/connexion"
-        return Response(content=b"", status_code=401, headers={"location": login})
+        # absolute: nginx's ``error_page 401 =302 $url`` redirects the browser only to a full URL
+        return Response(content=b"", status_code=401, headers={"location": provider.issuer + login})
     now = int(services.now().timestamp())
     subject = await provider.subject(account["id"], FORWARD_SECTOR)
     acr = ACR_CODE if data.auth_via == "code" else ACR_TRUSTED_BROWSER
