@@ -371,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     requests.add_argument("--state", choices=["pending", "approved", "rejected"])
     requests.add_argument("--note")
     requests.set_defaults(func=cmd_requests)
+
+    from guichet.oidc_commands import add_parsers  # the provider's keys and clients (web/oidc)
+
+    add_parsers(sub, with_config)
     return parser
 
 

@@ -382,27 +382,32 @@ def _check_oidc(config: CaisseConfig) -> None:
         if client.id in seen:
             raise ValueError(f"the client id {client.id!r} is declared twice - at `{where}.id`")
         seen.add(client.id)
-        if not client.redirect_uris:
-            raise ValueError(f"a client needs at least one redirect address - at `{where}.redirect_uris`")
-        for j, uri in enumerate(client.redirect_uris):
-            _check_redirect_uri(uri, f"{where}.redirect_uris[{j}]", production)
-        for j, uri in enumerate(client.post_logout_redirect_uris):
-            _check_redirect_uri(uri, f"{where}.post_logout_redirect_uris[{j}]", production)
-        if client.auth_method == "client_secret_basic" and client.secret is None:
-            raise ValueError(f"client_secret_basic needs a secret = {{ env = \"...\" }} - at `{where}.secret`")
-        if client.auth_method != "client_secret_basic" and client.secret is not None:
-            raise ValueError(f"only client_secret_basic uses a secret - at `{where}.secret`")
-        if client.auth_method == "private_key_jwt" and not client.jwks_file:
-            raise ValueError(f"private_key_jwt needs the client's public keys - at `{where}.jwks_file`")
-        if production and client.secret is not None and client.secret.value is not None:
-            raise ValueError(f"a literal secret is refused in production: use {{ env = \"...\" }} or "
-                             f"{{ file = \"...\" }} - at `{where}.secret`")
-        if "openid" not in client.scopes:
-            raise ValueError(f"every client has the openid scope - at `{where}.scopes`")
-        hosts = {urlsplit(u).hostname for u in client.redirect_uris}
-        if client.subject == "pairwise" and not client.sector and len(hosts) > 1:
-            raise ValueError("redirect addresses on several hosts need a `sector` naming the service's "
-                             f"sector, so the person keeps one pairwise subject - at `{where}.sector`")
+        check_client(client, where, production=production)
+
+
+def check_client(client: OidcClientConfig, where: str, *, production: bool) -> None:
+    """Rules of one service's settings (the config's, or one added with ``guichet clients add``)."""
+    if not client.redirect_uris:
+        raise ValueError(f"a client needs at least one redirect address - at `{where}.redirect_uris`")
+    for j, uri in enumerate(client.redirect_uris):
+        _check_redirect_uri(uri, f"{where}.redirect_uris[{j}]", production)
+    for j, uri in enumerate(client.post_logout_redirect_uris):
+        _check_redirect_uri(uri, f"{where}.post_logout_redirect_uris[{j}]", production)
+    if client.auth_method == "client_secret_basic" and client.secret is None:
+        raise ValueError(f"client_secret_basic needs a secret = {{ env = \"...\" }} - at `{where}.secret`")
+    if client.auth_method != "client_secret_basic" and client.secret is not None:
+        raise ValueError(f"only client_secret_basic uses a secret - at `{where}.secret`")
+    if client.auth_method == "private_key_jwt" and not client.jwks_file:
+        raise ValueError(f"private_key_jwt needs the client's public keys - at `{where}.jwks_file`")
+    if production and client.secret is not None and client.secret.value is not None:
+        raise ValueError(f"a literal secret is refused in production: use {{ env = \"...\" }} or "
+                         f"{{ file = \"...\" }} - at `{where}.secret`")
+    if "openid" not in client.scopes:
+        raise ValueError(f"every client has the openid scope - at `{where}.scopes`")
+    hosts = {urlsplit(u).hostname for u in client.redirect_uris}
+    if client.subject == "pairwise" and not client.sector and len(hosts) > 1:
+        raise ValueError("redirect addresses on several hosts need a `sector` naming the service's "
+                         f"sector, so the person keeps one pairwise subject - at `{where}.sector`")
 
 
 def decode_config(data: bytes | str, *, source: str = "<config>", base_dir: str = "") -> CaisseConfig:

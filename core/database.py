@@ -64,6 +64,7 @@ class Tables:
     OidcKey: type[tables.OidcKey]
     OidcGrant: type[tables.OidcGrant]
     OidcToken: type[tables.OidcToken]
+    OidcClient: type[tables.OidcClient]
     OidcSubject: type[tables.OidcSubject]
     OidcConsent: type[tables.OidcConsent]
     SchemaVersion: type[tables.SchemaVersion]
@@ -134,7 +135,7 @@ async def _migration_3(db: "Database") -> None:
 async def _migration_4(db: "Database") -> None:
     """The OpenID Connect provider: signing keys, grants, access tokens, consents; one signing key per
     algorithm at a time, even when two workers make the first one at once."""
-    await create_db_tables(db.t.OidcKey, db.t.OidcGrant, db.t.OidcToken, db.t.OidcSubject,
+    await create_db_tables(db.t.OidcKey, db.t.OidcGrant, db.t.OidcToken, db.t.OidcClient, db.t.OidcSubject,
                            db.t.OidcConsent, if_not_exists=True)
     keys = db.t.OidcKey._meta.tablename
     await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {keys}_one_active ON {keys} (alg) "

@@ -202,6 +202,16 @@ class OidcToken(Table, tablename="guichet_oidc_token"):
     revoked_at = Timestamptz(null=True, default=None)
 
 
+class OidcClient(Table, tablename="guichet_oidc_client"):
+    """A service added with ``guichet clients add``: its settings as the config's [[oidc.clients]] table
+    (JSON), secrets as references only; read when the app starts."""
+
+    id = Serial(primary_key=True)
+    client_id = Varchar(length=64, unique=True)
+    settings = Text()
+    created_at = Timestamptz()
+
+
 class OidcSubject(Table, tablename="guichet_oidc_subject"):
     """The ``sub`` a sector of services knows a person by: random, so it neither reveals the person nor
     changes when the caisse's secret key rotates; one per (account, sector)."""
@@ -231,5 +241,5 @@ class SchemaVersion(Table, tablename="guichet_schema_version"):
 ALL_TABLES: tuple[type[Table], ...] = (
     Account, RegistryPerson, RegistryCompany, RegistryPayment, Flow, OneTimeCode, OutboxMessage,
     TrustedBrowser, AuditLog, RateCounter, Session, ThirdPartyRequest, OidcKey, OidcGrant, OidcToken,
-    OidcSubject, OidcConsent, SchemaVersion,
+    OidcClient, OidcSubject, OidcConsent, SchemaVersion,
 )

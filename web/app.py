@@ -127,8 +127,10 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         if provider is not None:
             try:
                 await provider.ensure_keys()
-            except Exception:  # a store down at start: the first token will make them
-                log.error("the provider's signing keys could not be checked at start-up")
+                await provider.load_stored_clients()
+                app.state.csp = oidc_routes.csp(CSP, provider)
+            except Exception:  # a store down at start: the first token will make the keys
+                log.error("the provider's signing keys or stored clients could not be read at start-up")
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_housekeeping(services, stop))]
         if isinstance(services.clock, DatabaseClock):
@@ -182,10 +184,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     app.state.services = services
     app.state.oidc = provider
     app.state.api_paths = oidc_routes.API_PATHS if provider is not None else frozenset()
-    # a form whose answer leads on to a service (the login, the consent screen) may end at its address
-    origins = sorted({oidc_routes.origin(uri) for client in config.oidc.clients
-                      for uri in (*client.redirect_uris, *client.post_logout_redirect_uris)}) if provider else []
-    app.state.csp = CSP.replace("form-action 'self'", " ".join(["form-action 'self'", *origins])).encode()
+    app.state.csp = oidc_routes.csp(CSP, provider) if provider is not None else CSP.encode()
     app.state.static = static
     app.state.static_names = static.names
     return app

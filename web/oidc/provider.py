@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,12 +25,13 @@ from joserfc.jws import extract_compact
 from joserfc.jwt import JWTClaimsRegistry
 
 from guichet.core.availability import is_store_failure
-from guichet.core.config import OidcClientConfig
+from guichet.core.config import OidcClientConfig, check_client
 from guichet.core.errors import ConfigError
 from guichet.core.flows.common import account_by_id
 from guichet.core.keys import new_token, token_digest
 from guichet.core.services import Services
 
+log = logging.getLogger("guichet.oidc")
 ALGORITHMS = ("RS256", "ES256")
 SEAL_PURPOSE = "oidc-key"
 # What a second factor meant for this login, in the ID token's acr: a code sent and typed now, or a
@@ -85,10 +87,10 @@ class AuthRequest(msgspec.Struct, frozen=True, kw_only=True):
     acr_values: tuple[str, ...]
 
 
-def load_clients(services: Services) -> dict[str, Client]:
-    """The config's clients, with their secrets and keys resolved at start-up."""
+def load_clients(services: Services, declared: list[OidcClientConfig] | None = None) -> dict[str, Client]:
+    """Clients (the config's by default), with their secrets and keys resolved at start-up."""
     clients = {}
-    for client in services.config.oidc.clients:
+    for client in services.config.oidc.clients if declared is None else declared:
         keys = None
         if client.jwks_file:
             path = services.config.path(client.jwks_file)
@@ -126,6 +128,25 @@ class Provider:
         self.issuer = (self.config.issuer or services.config.server.public_url).rstrip("/")
         self.clients = load_clients(services)
         self._private: dict[str, Any] = {}  # kid -> joserfc key, so a key is unsealed once per process
+
+    async def load_stored_clients(self) -> list[str]:
+        """Add the services of ``guichet clients add`` (the config's win a clash); the ids added."""
+        t = self.services.database.t.OidcClient
+        stored = []
+        for row in await t.select(t.client_id, t.settings).order_by(t.id).run():
+            if row["client_id"] in self.clients:
+                log.error("the stored client %s is also in the config: the config's is used", row["client_id"])
+                continue
+            try:
+                client = msgspec.json.decode(row["settings"].encode(), type=OidcClientConfig)
+                check_client(client, f"guichet_oidc_client[{row['client_id']}]",
+                             production=self.services.config.server.mode == "production")
+                self.clients.update(load_clients(self.services, [client]))
+            except (msgspec.ValidationError, ValueError, ConfigError) as exc:
+                log.error("the stored client %s is not used: %s", row["client_id"], exc)
+                continue
+            stored.append(row["client_id"])
+        return stored
 
     @property
     def token_endpoint(self) -> str:

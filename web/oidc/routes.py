@@ -214,6 +214,14 @@ def origin(uri: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def csp(base: str, provider: Provider) -> bytes:
+    """The site's CSP, where a form whose answer leads on to a service (the login, the consent
+    screen, the logout) may end at that service's registered addresses."""
+    origins = sorted({origin(uri) for client in provider.clients.values()
+                      for uri in (*client.config.redirect_uris, *client.config.post_logout_redirect_uris)})
+    return base.replace("form-action 'self'", " ".join(["form-action 'self'", *origins])).encode()
+
+
 # --- RP-initiated logout -------------------------------------------------------------------------------
 
 
