@@ -183,7 +183,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         for finding in findings:
             print(f"  - {finding.key}: {finding.value} — {finding.standard}")
             print(f"    compensating controls: {finding.compensation}")
-    blockers = missing_secrets(config) or _delivery_blockers(config)
+    print()
+    for line in _oidc_lines(config):
+        print(line)
+    blockers = missing_secrets(config) or _delivery_blockers(config) or _oidc_blockers(config)
     print()
     if blockers:
         print("Ready to serve: no")
@@ -192,6 +195,47 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return 1
     print("Ready to serve: yes (secrets resolved; every purpose has a channel)")
     return 0
+
+
+def _oidc_lines(config: CaisseConfig) -> list[str]:
+    """The OpenID Connect section of ``config check``: what the provider serves, to whom, what it gives."""
+    oidc = config.oidc
+    if not oidc.enabled:
+        return ["OpenID Connect provider: off ([oidc] enabled = false)"]
+    lines = [f"OpenID Connect provider: on, issuer {oidc.issuer or config.server.public_url}",
+             f"  code {oidc.code_seconds} s, access token {oidc.access_token_seconds} s, ID token "
+             f"{oidc.id_token_seconds} s; PKCE S256 required; forward auth: {'on' if oidc.forward_auth else 'off'}"]
+    if oidc.code_seconds > 120:
+        lines.append(f"  note: oidc.code_seconds = {oidc.code_seconds}: a code is redeemed within seconds by "
+                     "its service; a longer life only helps whoever steals one")
+    for client in oidc.clients:
+        party = "third party (the person consents)" if client.third_party else "first party (no consent screen)"
+        subject = "public sub" if client.subject == "public" else f"pairwise sub ({client.sector or 'per host'})"
+        lines.append(f"  client {client.id} ({client.name}): {client.auth_method}, {party}, {subject}, "
+                     f"scopes {' '.join(client.scopes)}, ID tokens {client.id_token_alg}")
+        if "nir" in client.scopes:
+            lines.append(f"  note: client {client.id} may receive the NIR (scope nir)")
+        if client.auth_method == "none":
+            lines.append(f"  note: client {client.id} is public: PKCE is its only protection of the code")
+    if not oidc.clients:
+        lines.append("  no client in the config (guichet clients list shows those added by command)")
+    return lines
+
+
+def _oidc_blockers(config: CaisseConfig) -> list[str]:
+    """A private_key_jwt client whose keys file cannot be read stops the start."""
+    import json
+
+    problems = []
+    for client in config.oidc.clients if config.oidc.enabled else []:
+        if client.jwks_file:
+            path = config.path(client.jwks_file)
+            try:
+                keys = json.loads(path.read_text(encoding="utf-8"))["keys"]
+                assert isinstance(keys, list) and keys
+            except (OSError, ValueError, KeyError, TypeError, AssertionError):
+                problems.append(f"oidc client {client.id}: no usable JWKS in {path}")
+    return problems
 
 
 def _delivery_blockers(config: CaisseConfig) -> list[str]:

@@ -70,3 +70,17 @@ def test_clients_add_list_remove(config_file: Path, capsys: Any, monkeypatch: py
     assert main(["clients", "remove", "attestations", "--config", str(config_file)]) == 2
     assert main(["clients", "remove", "releves", "--config", str(config_file)]) == 0
     assert "releves" not in provider_state(config_file)[1]
+
+
+def test_config_check_has_an_oidc_section(config_file: Path, capsys: Any, tmp_path: Path) -> None:
+    code = main(["config", "check", str(config_file)])
+    out = capsys.readouterr().out
+    assert "OpenID Connect provider: on, issuer http://127.0.0.1:8000" in out
+    assert "client partenaire (Partenaire social): private_key_jwt, third party (the person consents)" in out
+    assert "note: client partenaire may receive the NIR (scope nir)" in out
+    assert "note: client appli is public" in out
+    assert "s3cret" not in out
+    (tmp_path / "partenaire.jwks").write_text("{}")
+    assert main(["config", "check", str(config_file)]) == 1
+    assert "no usable JWKS" in capsys.readouterr().out
+    assert code == 0, out
