@@ -41,7 +41,7 @@ def node_client() -> None:
         service_missing("Node.js with openid-client (npm install --prefix tests/oidc/rp)")
 
 
-def caisse(folder: Path, issuer: str) -> Path:
+def caisse(folder: Path, issuer: str, callback: str = CALLBACK) -> Path:
     path = restart_load.app_config(folder)
     path.write_text(path.read_text() + f"""
 [oidc]
@@ -51,7 +51,7 @@ issuer = "{issuer}"
 [[oidc.clients]]
 id = "attestations"
 name = "Mes attestations"
-redirect_uris = ["{CALLBACK}"]
+redirect_uris = ["{callback}"]
 post_logout_redirect_uris = ["{BYE}"]
 secret = {{ value = "{SECRET}" }}
 """)
@@ -61,8 +61,9 @@ secret = {{ value = "{SECRET}" }}
 class RelyingParty:
     """rp.mjs in a subprocess: JSON lines out, the callback URL in."""
 
-    def __init__(self, issuer: str) -> None:
-        self.proc = subprocess.Popen(["node", str(RP / "rp.mjs"), issuer, "attestations", SECRET, CALLBACK, BYE],
+    def __init__(self, issuer: str, callback: str = CALLBACK, **params: str) -> None:
+        self.proc = subprocess.Popen(["node", str(RP / "rp.mjs"), issuer, "attestations", SECRET, callback, BYE,
+                                      json.dumps(params)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, cwd=RP)
 

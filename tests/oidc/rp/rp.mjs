@@ -3,7 +3,7 @@
 import * as client from 'openid-client'
 import * as readline from 'node:readline'
 
-const [issuer, clientId, secret, redirectUri, postLogout] = process.argv.slice(2)
+const [issuer, clientId, secret, redirectUri, postLogout, extra] = process.argv.slice(2)
 const lines = readline.createInterface({ input: process.stdin })
 const next = () => new Promise((resolve) => lines.once('line', resolve))
 const say = (value) => process.stdout.write(JSON.stringify(value) + '\n')
@@ -17,11 +17,13 @@ try {
   const url = client.buildAuthorizationUrl(config, {
     redirect_uri: redirectUri, scope: 'openid profile email', state, nonce,
     code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    ...JSON.parse(extra || '{}'),
   })
   say({ authorize: url.href })
   const callback = await next()
   const tokens = await client.authorizationCodeGrant(config, new URL(callback), {
     pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, idTokenExpected: true,
+    maxAge: extra && JSON.parse(extra).max_age !== undefined ? Number(JSON.parse(extra).max_age) : undefined,
   })
   const claims = tokens.claims()
   const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub)
