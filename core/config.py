@@ -202,6 +202,7 @@ class OidcClientConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     description: str = ""  # a short French sentence for the consent screen and the espace privé
     redirect_uris: list[str]  # compared exactly: no prefix, no wildcard
     post_logout_redirect_uris: list[str] = []
+    backchannel_logout_uri: str = ""  # told (a signed logout token) when a login that reached it ends
     # private_key_jwt: the client signs an assertion with a key of ``jwks_file``; none: a public
     # client (a browser or mobile app), allowed only because PKCE is required of every client
     auth_method: Literal["client_secret_basic", "private_key_jwt", "none"] = "client_secret_basic"
@@ -393,6 +394,8 @@ def check_client(client: OidcClientConfig, where: str, *, production: bool) -> N
         _check_redirect_uri(uri, f"{where}.redirect_uris[{j}]", production)
     for j, uri in enumerate(client.post_logout_redirect_uris):
         _check_redirect_uri(uri, f"{where}.post_logout_redirect_uris[{j}]", production)
+    if client.backchannel_logout_uri:
+        _check_redirect_uri(client.backchannel_logout_uri, f"{where}.backchannel_logout_uri", production)
     if client.auth_method == "client_secret_basic" and client.secret is None:
         raise ValueError(f"client_secret_basic needs a secret = {{ env = \"...\" }} - at `{where}.secret`")
     if client.auth_method != "client_secret_basic" and client.secret is not None:

@@ -28,7 +28,7 @@ PARTNER_CB = "https://partenaire.test/cb"
 PARTNER_KEY = ECKey.generate_key("P-256", auto_kid=True)
 
 
-def oidc_extra(tmp_path: Path, *, issuer: str = ISSUER, more: str = "") -> str:
+def oidc_extra(tmp_path: Path, *, issuer: str = ISSUER, more: str = "", backchannel: str = "") -> str:
     """The [oidc] table: a first-party service with a secret, a public app, a third party with keys."""
     jwks = tmp_path / "partenaire.jwks"
     jwks.write_text(json.dumps({"keys": [PARTNER_KEY.as_dict(private=False)]}))
@@ -46,6 +46,7 @@ name = "Mes attestations"
 description = "Vos attestations de droits et de paiements."
 redirect_uris = ["{ATTESTATIONS_CB}"]
 post_logout_redirect_uris = ["{ATTESTATIONS_BYE}"]
+{f'backchannel_logout_uri = "{backchannel}"' if backchannel else ""}
 secret = {{ value = "{SECRET}" }}
 
 [[oidc.clients]]

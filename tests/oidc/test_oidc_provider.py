@@ -462,3 +462,41 @@ async def test_forward_auth_needs_a_complete_login_and_refuses_off_site_returns(
     assert claims["sub"] == r.headers["x-guichet-sujet"] and claims["aud"] == "guichet-forward-auth"
     await logout(provider_portal)
     assert (await provider_portal.client.get("/auth/verifier")).status_code == 401
+
+
+async def test_back_channel_logout_tells_the_services_the_login_reached(
+        make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path,
+        portal_factory: Callable[..., Any]) -> None:
+    import asyncio
+
+    from guichet.core import registry_import
+    from guichet.testing import HttpSink
+
+    with HttpSink() as service:
+        config = make_config(database_url=db_url, base=portal_config_text(
+            oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion")))
+        portal = await portal_factory(config)
+        await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+        person = registry_import.DEMO_PERSONS["particulier_vitale"]
+        await activate(portal, person)
+        await logout(portal)
+        assert service.requests == []  # a login that reached no service tells nobody
+        tokens, _ = await token_response(portal, person)
+        id_claims = await verified_id_token(portal, tokens["id_token"])
+        await logout(portal)
+        for _ in range(100):
+            if service.requests:
+                break
+            await asyncio.sleep(0.05)
+        assert len(service.requests) == 1 and service.requests[0].method == "POST"
+        body = service.requests[0].body.decode()
+        assert body.startswith("logout_token=")
+        from urllib.parse import unquote_plus
+
+        token = unquote_plus(body.removeprefix("logout_token="))
+        claims = await verified_id_token(portal, token)
+        assert claims["sid"] == id_claims["sid"] and claims["sub"] == id_claims["sub"]
+        assert claims["aud"] == ATTESTATIONS and "nonce" not in claims
+        assert "http://schemas.openid.net/event/backchannel-logout" in claims["events"]
+        header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+        assert header["typ"] == "logout+jwt"

@@ -150,8 +150,10 @@ class LogoutController(Controller):
         services = services_of(request)
         session = session_of(request)
         account_id = session.data.account_id if session.data is not None else None
-        await end_login(request)
+        notify = await end_login(request)
         await services.sessions.end(session)
         if account_id is not None:
             await audit_quietly(services, "logout", account_id=account_id, client=client_address(request))
-        return go(request, "/")
+        response = go(request, "/")
+        response.background = notify
+        return response

@@ -173,6 +173,8 @@ class Provider:
                                        | {"iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid"}),
             "acr_values_supported": list(ACR_VALUES),
             "prompt_values_supported": ["none", "login", "consent"],
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
@@ -453,6 +455,22 @@ class Provider:
             await tokens.update({tokens.revoked_at: now}).where((tokens.grant_id == grant_id)
                                                                 & tokens.revoked_at.is_null()).run()
             await self.services.audit("oidc.revoked", account_id=account_id, client_id=client_id, reason=reason)
+
+    async def logout_tokens(self, login_ref: str, account_id: int, clients: list[str]) -> list[tuple[str, str]]:
+        """(back-channel address, signed logout token) for each client of an ended login that has one."""
+        found = []
+        now = int(self.services.now().timestamp())
+        for client_id in clients:
+            client = self.clients.get(client_id)
+            if client is None or not client.config.backchannel_logout_uri:
+                continue
+            claims = {"iss": self.issuer, "aud": client.id, "iat": now, "exp": now + 120, "jti": new_token(),
+                      "sub": await self.subject(account_id, client),
+                      "sid": self.session_id(token_digest(login_ref), client),
+                      "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}
+            token = await self.sign(client.config.id_token_alg, claims, typ="logout+jwt")
+            found.append((client.config.backchannel_logout_uri, token))
+        return found
 
     async def end_login(self, login_ref: str, account_id: int | None) -> list[str]:
         """A logout: every grant of this login and its tokens are revoked; the clients it reached."""

@@ -1,12 +1,16 @@
 """HTTP endpoints of the OpenID Connect provider and of forward auth: decode, call the provider, answer."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+import httpx
 from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.response import Redirect
 
+from guichet.core.availability import is_store_failure
 from guichet.core.flows.account import current_account
 from guichet.core.flows.login import next_url_for
 from guichet.core.sessions import FULL
@@ -14,6 +18,7 @@ from guichet.web.forms import form_of
 from guichet.web.http import client_address, error_page, go, render, services_of, session_of
 from guichet.web.oidc.provider import ACR_CODE, ACR_TRUSTED_BROWSER, AuthRequest, Client, OidcError, Provider
 
+log = logging.getLogger("guichet.oidc")
 AUTHORIZE_PATH = "/oidc/autoriser"
 # called by services' servers, not by browsers: no session, no CSRF token (client authentication instead)
 API_PATHS = frozenset({"/.well-known/openid-configuration", "/oidc/jwks", "/oidc/jeton", "/oidc/userinfo"})
@@ -277,21 +282,45 @@ async def end_session_confirmed(request: Request[Any, Any, Any]) -> Response[Any
                                             "client_id": form.get("client_id", ""), "state": form.get("state", "")}) \
         if form.get("target") else ("", "", "")
     session = session_of(request)
-    await end_login(request)
+    notify = await end_login(request)
     await services.sessions.end(session)
-    return _after_logout(target or ("", "", ""))
+    response = _after_logout(target or ("", "", ""))
+    response.background = notify
+    return response
 
 
-async def end_login(request: Request[Any, Any, Any]) -> None:
-    """What a logout ends besides the session: the services' grants and tokens from this login."""
+async def end_login(request: Request[Any, Any, Any]) -> BackgroundTask | None:
+    """What a logout ends besides the session: the services' grants and tokens from this login; the
+    services that asked for it are told on their back-channel, after the answer (a task to attach)."""
     provider: Provider | None = getattr(request.app.state, "oidc", None)
     session = session_of(request)
-    if provider is None or session.data is None:
-        return
-    clients = await provider.end_login(session.data.login_ref, session.data.account_id)
-    if session.data.account_id is not None:
+    if provider is None or session.data is None or session.data.account_id is None:
+        return None
+    try:
+        clients = await provider.end_login(session.data.login_ref, session.data.account_id)
         await services_of(request).audit("oidc.logout", account_id=session.data.account_id,
                                          client=client_address(request), clients=",".join(clients))
+        notices = await provider.logout_tokens(session.data.login_ref, session.data.account_id, clients)
+    except Exception as exc:
+        if not is_store_failure(exc):
+            raise
+        # the session still ends (its store may be up); the services' tokens die at their expiry
+        log.error("the services' grants of a login could not be revoked at logout: %s", type(exc).__name__)
+        return None
+    return BackgroundTask(send_logout_tokens, notices) if notices else None
+
+
+async def send_logout_tokens(notices: list[tuple[str, str]]) -> None:
+    """POST each logout token (OpenID Connect Back-Channel Logout 1.0); a service that does not answer
+    is logged, by address only: its tokens are already revoked."""
+    async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
+        for address, token in notices:
+            try:
+                answer = await client.post(address, data={"logout_token": token})
+                if answer.status_code >= 300:
+                    log.warning("back-channel logout refused by %s: %s", address, answer.status_code)
+            except httpx.HTTPError as exc:
+                log.warning("back-channel logout to %s failed: %s", address, type(exc).__name__)
 
 
 # --- forward auth ----------------------------------------------------------------------------------------
