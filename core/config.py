@@ -200,6 +200,7 @@ class OidcClientConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     id: ClientId
     name: Annotated[str, msgspec.Meta(min_length=2, max_length=80)]  # shown to the person (French)
     description: str = ""  # a short French sentence for the consent screen and the espace privé
+    start_url: str = ""  # a first-party service with one is listed in the espace privé, one click away
     redirect_uris: list[str]  # compared exactly: no prefix, no wildcard
     post_logout_redirect_uris: list[str] = []
     backchannel_logout_uri: str = ""  # told (a signed logout token) when a login that reached it ends
@@ -394,6 +395,8 @@ def check_client(client: OidcClientConfig, where: str, *, production: bool) -> N
         _check_redirect_uri(uri, f"{where}.redirect_uris[{j}]", production)
     for j, uri in enumerate(client.post_logout_redirect_uris):
         _check_redirect_uri(uri, f"{where}.post_logout_redirect_uris[{j}]", production)
+    if client.start_url:
+        _check_redirect_uri(client.start_url, f"{where}.start_url", production)
     if client.backchannel_logout_uri:
         _check_redirect_uri(client.backchannel_logout_uri, f"{where}.backchannel_logout_uri", production)
     if client.auth_method == "client_secret_basic" and client.secret is None:

@@ -44,6 +44,7 @@ code_seconds = 60
 id = "{ATTESTATIONS}"
 name = "Mes attestations"
 description = "Vos attestations de droits et de paiements."
+start_url = "https://attestations.test/"
 redirect_uris = ["{ATTESTATIONS_CB}"]
 post_logout_redirect_uris = ["{ATTESTATIONS_BYE}"]
 {f'backchannel_logout_uri = "{backchannel}"' if backchannel else ""}
@@ -58,6 +59,7 @@ redirect_uris = ["{APP_CB}"]
 [[oidc.clients]]
 id = "{PARTNER}"
 name = "Partenaire social"
+start_url = "https://partenaire.test/"
 description = "Un partenaire de l'action sociale."
 third_party = true
 auth_method = "private_key_jwt"

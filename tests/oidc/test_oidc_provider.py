@@ -500,3 +500,13 @@ async def test_back_channel_logout_tells_the_services_the_login_reached(
         assert "http://schemas.openid.net/event/backchannel-logout" in claims["events"]
         header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
         assert header["typ"] == "logout+jwt"
+
+
+async def test_the_espace_prive_lists_the_caisse_s_services_and_when_they_were_used(provider_portal: Portal,
+                                                                                  julien: Any, clock: Any) -> None:
+    await token_response(provider_portal, julien)
+    page = await provider_portal.get("/espace-prive")
+    assert page.status_code == 200 and "<h2>Mes services</h2>" in page.text
+    assert '<a href="https://attestations.test/">Mes attestations</a> : Vos attestations de droits' in page.text
+    assert "Dernière utilisation le " in page.text
+    assert "Partenaire social" not in page.text  # a third party is not one of the caisse's services

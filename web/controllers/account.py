@@ -200,7 +200,9 @@ class AccountController(Controller):
             target, session.data.return_to = session.data.return_to, ""
             session.dirty = True
             return go(request, target)
-        return render(request, "pages/espace_prive.html", {"account": account},
+        provider = getattr(request.app.state, "oidc", None)
+        services = await provider.services_for(account["id"]) if provider is not None else []
+        return render(request, "pages/espace_prive.html", {"account": account, "services": services},
                       title=_title(request, "Mon espace privé"))
 
     @get("/mon-compte")

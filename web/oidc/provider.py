@@ -25,6 +25,7 @@ from joserfc.jws import extract_compact
 from joserfc.jwt import JWTClaimsRegistry
 
 from guichet.core.availability import is_store_failure
+from guichet.core.clock import PARIS
 from guichet.core.config import OidcClientConfig, check_client
 from guichet.core.errors import ConfigError
 from guichet.core.flows.common import account_by_id
@@ -489,6 +490,23 @@ class Provider:
             await tokens.update({tokens.revoked_at: now}).where(tokens.grant_id.is_in(ids)
                                                                 & tokens.revoked_at.is_null()).run()
         return sorted({row["client_id"] for row in rows})
+
+    async def services_for(self, account_id: int) -> list[dict[str, Any]]:
+        """The first-party services the espace privé lists (those with a start address), each with when
+        this person last logged into it."""
+        listed = [c for c in self.clients.values() if c.config.start_url and not c.config.third_party]
+        if not listed:
+            return []
+        t = self.services.database.t.OidcGrant
+        rows = await (t.select(t.client_id, t.created_at).where((t.account_id == account_id)
+                                                               & t.used_at.is_not_null()).run())
+        last: dict[str, dt.datetime] = {}
+        for row in rows:
+            if row["client_id"] not in last or row["created_at"] > last[row["client_id"]]:
+                last[row["client_id"]] = row["created_at"]
+        return [{"name": c.config.name, "description": c.config.description, "url": c.config.start_url,
+                 "last_used": last[c.id].astimezone(PARIS).strftime("%d/%m/%Y à %H:%M") if c.id in last else ""}
+                for c in listed]
 
     # --- identity -------------------------------------------------------------------------------------
 
