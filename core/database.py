@@ -65,6 +65,7 @@ class Tables:
     OidcGrant: type[tables.OidcGrant]
     OidcToken: type[tables.OidcToken]
     OidcClient: type[tables.OidcClient]
+    OidcAssertion: type[tables.OidcAssertion]
     OidcSubject: type[tables.OidcSubject]
     OidcConsent: type[tables.OidcConsent]
     SchemaVersion: type[tables.SchemaVersion]
@@ -135,7 +136,8 @@ async def _migration_3(db: "Database") -> None:
 async def _migration_4(db: "Database") -> None:
     """The OpenID Connect provider: signing keys, grants, access tokens, consents; one signing key per
     algorithm at a time, even when two workers make the first one at once."""
-    await create_db_tables(db.t.OidcKey, db.t.OidcGrant, db.t.OidcToken, db.t.OidcClient, db.t.OidcSubject,
+    await create_db_tables(db.t.OidcKey, db.t.OidcGrant, db.t.OidcToken, db.t.OidcClient, db.t.OidcAssertion,
+                           db.t.OidcSubject,
                            db.t.OidcConsent, if_not_exists=True)
     keys = db.t.OidcKey._meta.tablename
     await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {keys}_one_active ON {keys} (alg) "

@@ -212,6 +212,14 @@ class OidcClient(Table, tablename="guichet_oidc_client"):
     created_at = Timestamptz()
 
 
+class OidcAssertion(Table, tablename="guichet_oidc_assertion"):
+    """A client assertion (private_key_jwt) already used, kept until it expires: used once only."""
+
+    id = Serial(primary_key=True)
+    jti_hash = Varchar(length=64, unique=True)  # SHA-256 of the client id and the assertion's jti
+    expires_at = Timestamptz(index=True)
+
+
 class OidcSubject(Table, tablename="guichet_oidc_subject"):
     """The ``sub`` a sector of services knows a person by: random, so it neither reveals the person nor
     changes when the caisse's secret key rotates; one per (account, sector)."""
@@ -241,5 +249,5 @@ class SchemaVersion(Table, tablename="guichet_schema_version"):
 ALL_TABLES: tuple[type[Table], ...] = (
     Account, RegistryPerson, RegistryCompany, RegistryPayment, Flow, OneTimeCode, OutboxMessage,
     TrustedBrowser, AuditLog, RateCounter, Session, ThirdPartyRequest, OidcKey, OidcGrant, OidcToken,
-    OidcClient, OidcSubject, OidcConsent, SchemaVersion,
+    OidcClient, OidcAssertion, OidcSubject, OidcConsent, SchemaVersion,
 )

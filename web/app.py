@@ -132,7 +132,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
             except Exception:  # a store down at start: the first token will make the keys
                 log.error("the provider's signing keys or stored clients could not be read at start-up")
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(_housekeeping(services, stop))]
+        tasks = [asyncio.create_task(_housekeeping(services, stop, provider))]
         if isinstance(services.clock, DatabaseClock):
             tasks.append(asyncio.create_task(services.clock.keep_synced(stop)))
         if worker_wanted:
@@ -190,23 +190,23 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     return app
 
 
-async def housekeep(services: Services) -> None:
+async def housekeep(services: Services, provider: Provider | None = None) -> None:
     """Drop what has served its time: expired flows and sessions, codes a day past their expiry,
     rate counters whose window has passed (Redis drops its own)."""
     now = services.now()
     await services.flows.purge(now)
     await services.codes.purge(now)
-    for store in (services.session_backend, services.counter_store):
+    for store in (services.session_backend, services.counter_store, provider):
         purge = getattr(store, "purge", None)
         if purge is not None:
             await purge(now)
 
 
-async def _housekeeping(services: Services, stop: asyncio.Event) -> None:
+async def _housekeeping(services: Services, stop: asyncio.Event, provider: Provider | None = None) -> None:
     """``housekeep`` every few minutes."""
     while not stop.is_set():
         try:
-            await housekeep(services)
+            await housekeep(services, provider)
         except Exception:
             log.error("housekeeping failed; will try again")
         with contextlib.suppress(asyncio.TimeoutError):

@@ -41,12 +41,12 @@ def provider_state(path: Path) -> tuple[list[str], list[str]]:
 
 
 def test_keys_rotate_keeps_the_old_keys_published(config_file: Path, capsys: Any) -> None:
-    assert main(["keys", "rotate", "--config", str(config_file)]) == 0
+    assert main(["keys", "rotate", "--config", str(config_file)]) == 0, capsys.readouterr()
     first, _ = provider_state(config_file)
-    assert len(first) == 2
-    assert main(["keys", "rotate", "--config", str(config_file)]) == 0
+    assert len(first) == 2, first
+    assert main(["keys", "rotate", "--config", str(config_file)]) == 0, capsys.readouterr()
     second, _ = provider_state(config_file)
-    assert len(second) == 4 and set(first) < set(second)
+    assert len(second) == 4 and set(first) < set(second), (first, second)
     printed = capsys.readouterr().out
     assert "new signing keys" in printed and '"d"' not in printed
 

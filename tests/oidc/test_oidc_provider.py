@@ -510,3 +510,60 @@ async def test_the_espace_prive_lists_the_caisse_s_services_and_when_they_were_u
     assert '<a href="https://attestations.test/">Mes attestations</a> : Vos attestations de droits' in page.text
     assert "Dernière utilisation le " in page.text
     assert "Partenaire social" not in page.text  # a third party is not one of the caisse's services
+
+
+async def test_a_client_assertion_is_used_once(provider_portal: Portal, julien: Any) -> None:
+    verifier, challenge = pkce()
+    r = await provider_portal.get(authorize_url(PARTNER, PARTNER_CB, challenge=challenge))
+    r = await login_through(provider_portal, r, julien.identifier, NEW_PASSWORD)
+    page = await provider_portal.get(r.headers["location"])
+    retour = page.text.split('name="retour" value="')[1].split('"')[0].replace("&amp;", "&")
+    r = await provider_portal.post("/oidc/consentement", {"retour": retour, "action": "accepter"})
+    code = query_of((await provider_portal.get(r.headers["location"])).headers["location"])["code"]
+    assertion = partner_assertion(now=int(provider_portal.services.now().timestamp()))
+    # an assertion caught on its way (a log, a proxy) and sent first: it authenticates once, and
+    # the client's own copy is then refused
+    first = await exchange(provider_portal, "un-autre-code", "v" * 43, client_id=PARTNER, secret=None,
+                           redirect_uri=PARTNER_CB, extra=assertion)
+    assert first.status_code == 400 and first.json()["error"] == "invalid_grant"
+    again = await exchange(provider_portal, code, verifier, client_id=PARTNER, secret=None, redirect_uri=PARTNER_CB,
+                           extra=assertion)
+    assert again.status_code == 401 and again.json()["error"] == "invalid_client"
+
+
+async def test_housekeeping_drops_spent_grants_tokens_and_assertions(provider_portal: Portal, julien: Any,
+                                                                    clock: Any) -> None:
+    from guichet.web.app import housekeep
+
+    tokens, _ = await token_response(provider_portal, julien)
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    database = provider_portal.services.database
+    await housekeep(provider_portal.services, provider_portal.app.state.oidc)
+    assert await database.t.OidcGrant.count().run() == 1  # alive: kept
+    assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    clock.advance(days=2)
+    await housekeep(provider_portal.services, provider_portal.app.state.oidc)
+    assert await database.t.OidcGrant.count().run() == 0
+    assert await database.t.OidcToken.count().run() == 0
+
+
+async def test_with_redis_sessions_the_flow_forward_auth_and_logout_hold(
+        make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path,
+        portal_factory: Callable[..., Any]) -> None:
+    from guichet.core import registry_import
+    from tests.conftest import redis_url
+
+    text = portal_config_text(oidc_extra(tmp_path) + f'\n[redis]\nurl = "{redis_url()}"\n')
+    config = make_config(database_url=db_url, base=text.replace("[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+    portal = await portal_factory(config)
+    await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+    person = registry_import.DEMO_PERSONS["particulier_vitale"]
+    await activate(portal, person)
+    await logout(portal)
+    tokens, _ = await token_response(portal, person)
+    assert (await portal.client.get("/auth/verifier")).status_code == 200
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert (await portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    await logout(portal)
+    assert (await portal.client.get("/auth/verifier")).status_code == 401
+    assert (await portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 401

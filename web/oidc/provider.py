@@ -350,13 +350,22 @@ class Provider:
                 raise OidcError("invalid_client", "client authentication failed", status=401)
             return client
         if "client_assertion" in form:
-            return self._assertion_client(form)
+            client, jti, expires = self._assertion_client(form)
+            t = self.services.database.t.OidcAssertion
+            try:  # used once: the unique index refuses a second use, even by parallel requests
+                await t.insert(t(jti_hash=token_digest(f"{client.id}\n{jti}"),
+                                 expires_at=dt.datetime.fromtimestamp(expires, dt.timezone.utc))).run()
+            except Exception as exc:
+                if is_store_failure(exc):
+                    raise
+                raise OidcError("invalid_client", "client authentication failed", status=401) from None
+            return client
         client = self.clients.get(form.get("client_id", ""))
         if client is None or client.config.auth_method != "none":
             raise OidcError("invalid_client", "client authentication failed", status=401)
         return client
 
-    def _assertion_client(self, form: dict[str, str]) -> Client:
+    def _assertion_client(self, form: dict[str, str]) -> tuple[Client, str, int]:
         fail = OidcError("invalid_client", "client authentication failed", status=401)
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise fail
@@ -380,9 +389,10 @@ class Provider:
                               exp={"essential": True}, jti={"essential": True}).validate(token.claims)
         except (JoseError, ValueError):
             raise fail from None
-        if int(token.claims["exp"]) > now + 600 or form.get("client_id", client.id) != client.id:
+        if int(token.claims["exp"]) > now + 600 or form.get("client_id", client.id) != client.id \
+                or not isinstance(token.claims["jti"], str) or len(token.claims["jti"]) > 200:
             raise fail  # a long-lived assertion would be a password by another name
-        return client
+        return client, token.claims["jti"], int(token.claims["exp"])
 
     async def redeem(self, client: Client, form: dict[str, str]) -> dict[str, Any]:
         """Exchange a code: once only, by the client it was issued to, with its redirect URI and
@@ -507,6 +517,16 @@ class Provider:
         return [{"name": c.config.name, "description": c.config.description, "url": c.config.start_url,
                  "last_used": last[c.id].astimezone(PARIS).strftime("%d/%m/%Y à %H:%M") if c.id in last else ""}
                 for c in listed]
+
+    async def purge(self, now: dt.datetime) -> None:
+        """Drop grants a day past their code's expiry whose tokens are all dead, dead tokens, spent assertions."""
+        database = self.services.database
+        grants, tokens, assertions = database.t.OidcGrant, database.t.OidcToken, database.t.OidcAssertion
+        day = dt.timedelta(days=1)
+        await tokens.delete().where(tokens.expires_at <= now - day).run()
+        await assertions.delete().where(assertions.expires_at <= now - dt.timedelta(minutes=5)).run()
+        live = tokens.select(tokens.grant_id)
+        await grants.delete().where((grants.expires_at <= now - day) & grants.id.not_in(live)).run()
 
     # --- identity -------------------------------------------------------------------------------------
 
