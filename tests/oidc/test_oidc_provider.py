@@ -567,3 +567,32 @@ async def test_with_redis_sessions_the_flow_forward_auth_and_logout_hold(
     await logout(portal)
     assert (await portal.client.get("/auth/verifier")).status_code == 401
     assert (await portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 401
+
+
+async def test_a_first_login_through_a_service_personalises_and_confirms_before_returning(
+        provider_portal: Portal) -> None:
+    from guichet.core import registry_import
+    from tests.flows.helpers import personalise, register, temporary_password
+
+    await registry_import.generate_demo_registry(provider_portal.services.database, count=0, seed=1)
+    person = registry_import.DEMO_PERSONS["particulier_vitale"]
+    assert await register(provider_portal, person) == "termine"
+    temporary = await temporary_password(provider_portal)
+    verifier, challenge = pkce()
+    r = await provider_portal.get(authorize_url(challenge=challenge))
+    r = await login_through(provider_portal, r, person.identifier, temporary)
+    assert r.headers["location"] == "/changement-mot-de-passe"  # forced first, whatever the service wants
+    await personalise(provider_portal)
+    r = await provider_portal.get(authorize_url(challenge=challenge, prompt="none"))
+    assert query_of(r.headers["location"])["error"] == "interaction_required"  # contacts still to confirm
+    await provider_portal.get("/confirmation-coordonnees")
+    r = await provider_portal.post("/confirmation-coordonnees", {"action": "confirmer"})
+    assert r.headers["location"] == "/espace-prive"
+    r = await provider_portal.get("/espace-prive")
+    assert r.status_code == 303 and r.headers["location"].startswith("/oidc/autoriser?")
+    r = await provider_portal.get(r.headers["location"])
+    code = query_of(r.headers["location"])["code"]
+    token = await exchange(provider_portal, code, verifier)
+    assert token.status_code == 200, token.text
+    # the waiting service was served once: the espace privé is the espace privé again
+    assert (await provider_portal.get("/espace-prive")).status_code == 200
