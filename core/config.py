@@ -299,6 +299,46 @@ class LegalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     privacy: PrivacyConfig = msgspec.field(default_factory=PrivacyConfig)
 
 
+ClientId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$")]
+OIDC_SCOPES = ("openid", "profile", "email", "phone", "nir")
+
+
+class OidcClientConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A service that logs people in through guichet (docs/oidc.md)."""
+
+    id: ClientId
+    name: Annotated[str, msgspec.Meta(min_length=2, max_length=80)]  # shown to the person (French)
+    description: str = ""  # a short French sentence for the consent screen and the espace privé
+    start_url: str = ""  # a first-party service with one is listed in the espace privé, one click away
+    redirect_uris: list[str]  # compared exactly: no prefix, no wildcard
+    post_logout_redirect_uris: list[str] = []
+    backchannel_logout_uri: str = ""  # told (a signed logout token) when a login that reached it ends
+    # private_key_jwt: the client signs an assertion with a key of ``jwks_file``; none: a public
+    # client (a browser or mobile app), allowed only because PKCE is required of every client
+    auth_method: Literal["client_secret_basic", "private_key_jwt", "none"] = "client_secret_basic"
+    secret: SecretRef | None = None
+    jwks_file: str = ""  # the client's public keys (a JWKS file), for private_key_jwt
+    scopes: tuple[Literal["openid", "profile", "email", "phone", "nir"], ...] = ("openid", "profile", "email", "phone")
+    # services of one sector get the same pairwise subject; by default the host of the redirect URIs
+    sector: str = ""
+    subject: Literal["pairwise", "public"] = "pairwise"
+    third_party: bool = False  # not the caisse's own: the person consents before any data goes
+    id_token_alg: Literal["RS256", "ES256"] = "RS256"
+
+
+class OidcConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The OpenID Connect provider and forward auth (docs/oidc.md); off unless enabled."""
+
+    enabled: bool = False
+    issuer: str = ""  # by default server.public_url
+    code_seconds: Annotated[int, msgspec.Meta(ge=10, le=600)] = 60
+    access_token_seconds: Annotated[int, msgspec.Meta(ge=60, le=3600)] = 600
+    id_token_seconds: Annotated[int, msgspec.Meta(ge=60, le=3600)] = 600
+    forward_auth: bool = False  # /auth/verifier for nginx auth_request
+    forward_auth_token_seconds: Annotated[int, msgspec.Meta(ge=10, le=600)] = 60
+    clients: list[OidcClientConfig] = []
+
+
 class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     caisse: CaisseInfo
     security: SecurityConfig
@@ -316,6 +356,7 @@ class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     third_parties: ThirdPartiesConfig = msgspec.field(default_factory=ThirdPartiesConfig)
     legal: LegalConfig = msgspec.field(default_factory=LegalConfig)
+    oidc: OidcConfig = msgspec.field(default_factory=OidcConfig)
     base_dir: str = ""  # filled by load_config: relative paths are relative to the file
     source: str = ""  # filled by decode_config: the file that errors found later (plugins, settings) name
 
@@ -434,8 +475,67 @@ def _check_semantics(config: CaisseConfig) -> None:
     for i, region in enumerate(config.security.foreign_mobile_regions):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown country code {region!r} - at `$.security.foreign_mobile_regions[{i}]`")
+    _check_oidc(config)
     if len(set(config.plugins.enabled)) != len(config.plugins.enabled):
         raise ValueError("a plugin is enabled twice - at `$.plugins.enabled`")
+
+
+def _check_redirect_uri(uri: str, where: str, production: bool) -> None:
+    parts = urlsplit(uri)
+    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment or "#" in uri:
+        raise ValueError(f"expected an absolute https address without a fragment, not {uri!r} - at `{where}`")
+    if parts.scheme == "http" and production and not loopback:
+        raise ValueError(f"a redirect address must use https in production, not {uri!r} - at `{where}`")
+
+
+def _check_oidc(config: CaisseConfig) -> None:
+    oidc = config.oidc
+    production = config.server.mode == "production"
+    if oidc.enabled and not (oidc.issuer or config.server.public_url):
+        raise ValueError("the provider needs an issuer: set oidc.issuer or server.public_url - at `$.oidc.issuer`")
+    if oidc.issuer:
+        parts = urlsplit(oidc.issuer)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+                or (production and parts.scheme != "https"):
+            raise ValueError(f"expected an https address without query or fragment, not {oidc.issuer!r} "
+                             "- at `$.oidc.issuer`")
+    seen: set[str] = set()
+    for i, client in enumerate(oidc.clients):
+        where = f"$.oidc.clients[{i}]"
+        if client.id in seen:
+            raise ValueError(f"the client id {client.id!r} is declared twice - at `{where}.id`")
+        seen.add(client.id)
+        check_client(client, where, production=production)
+
+
+def check_client(client: OidcClientConfig, where: str, *, production: bool) -> None:
+    """Rules of one service's settings (the config's, or one added with ``guichet clients add``)."""
+    if not client.redirect_uris:
+        raise ValueError(f"a client needs at least one redirect address - at `{where}.redirect_uris`")
+    for j, uri in enumerate(client.redirect_uris):
+        _check_redirect_uri(uri, f"{where}.redirect_uris[{j}]", production)
+    for j, uri in enumerate(client.post_logout_redirect_uris):
+        _check_redirect_uri(uri, f"{where}.post_logout_redirect_uris[{j}]", production)
+    if client.start_url:
+        _check_redirect_uri(client.start_url, f"{where}.start_url", production)
+    if client.backchannel_logout_uri:
+        _check_redirect_uri(client.backchannel_logout_uri, f"{where}.backchannel_logout_uri", production)
+    if client.auth_method == "client_secret_basic" and client.secret is None:
+        raise ValueError(f"client_secret_basic needs a secret = {{ env = \"...\" }} - at `{where}.secret`")
+    if client.auth_method != "client_secret_basic" and client.secret is not None:
+        raise ValueError(f"only client_secret_basic uses a secret - at `{where}.secret`")
+    if client.auth_method == "private_key_jwt" and not client.jwks_file:
+        raise ValueError(f"private_key_jwt needs the client's public keys - at `{where}.jwks_file`")
+    if production and client.secret is not None and client.secret.value is not None:
+        raise ValueError(f"a literal secret is refused in production: use {{ env = \"...\" }} or "
+                         f"{{ file = \"...\" }} - at `{where}.secret`")
+    if "openid" not in client.scopes:
+        raise ValueError(f"every client has the openid scope - at `{where}.scopes`")
+    hosts = {urlsplit(u).hostname for u in client.redirect_uris}
+    if client.subject == "pairwise" and not client.sector and len(hosts) > 1:
+        raise ValueError("redirect addresses on several hosts need a `sector` naming the service's "
+                         f"sector, so the person keeps one pairwise subject - at `{where}.sector`")
 
 
 def decode_config(data: bytes | str, *, source: str = "<config>", base_dir: str = "") -> CaisseConfig:

@@ -71,6 +71,13 @@ class Tables:
     RateCounter: type[tables.RateCounter]
     Session: type[tables.Session]
     ThirdPartyRequest: type[tables.ThirdPartyRequest]
+    OidcKey: type[tables.OidcKey]
+    OidcGrant: type[tables.OidcGrant]
+    OidcToken: type[tables.OidcToken]
+    OidcClient: type[tables.OidcClient]
+    OidcAssertion: type[tables.OidcAssertion]
+    OidcSubject: type[tables.OidcSubject]
+    OidcConsent: type[tables.OidcConsent]
     SchemaVersion: type[tables.SchemaVersion]
 
     def __init__(self, engine: Engine[Any]) -> None:
@@ -144,9 +151,22 @@ async def _migration_4(db: "Database") -> None:
     await _add_column(db, table, "account_id", "INTEGER NULL")
 
 
+async def _migration_5(db: "Database") -> None:
+    """The OpenID Connect provider: signing keys, grants, access tokens, consents; one signing key per
+    algorithm at a time, even when two workers make the first one at once."""
+    await create_db_tables(db.t.OidcKey, db.t.OidcGrant, db.t.OidcToken, db.t.OidcClient, db.t.OidcAssertion,
+                           db.t.OidcSubject,
+                           db.t.OidcConsent, if_not_exists=True)
+    keys = db.t.OidcKey._meta.tablename
+    await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {keys}_one_active ON {keys} (alg) "
+                            "WHERE retired_at IS NULL")
+    subjects = db.t.OidcSubject._meta.tablename
+    await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {subjects}_one ON {subjects} (account_id, sector)")
+
+
 # Each migration runs once, in order, inside `guichet db upgrade`; append, never edit.
 MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5)]
 
 
 def sqlite_path(url: str, base: Path) -> Path:

@@ -23,6 +23,9 @@ EVENT_KINDS = frozenset({
     "email.changed", "mobile.changed", "contacts.confirmed", "logout", "logout.failed", "third_party.requested",
     "session.expired", "budget.exhausted",
     "limit.unavailable", "third_party.approved", "third_party.rejected", "account.exported", "account.closed",
+    # the OpenID Connect provider (web/oidc)
+    "oidc.authorized", "oidc.token_issued", "oidc.refused", "oidc.revoked", "oidc.consent", "oidc.consent_refused",
+    "oidc.logout",
 })
 
 

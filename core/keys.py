@@ -43,16 +43,17 @@ class Keys:
         """Constant-time comparison against every known key."""
         return any(hmac.compare_digest(candidate, expected) for candidate in self.hmacs(purpose, message))
 
-    def seal(self, plaintext: bytes) -> str:
+    def seal(self, plaintext: bytes, purpose: str = "outbox") -> str:
+        """AES-GCM under a key of its own per purpose: what is sealed for one use opens for no other."""
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(_derive(self._secrets[0], "outbox")).encrypt(nonce, plaintext, b"guichet-outbox")
+        sealed = AESGCM(_derive(self._secrets[0], purpose)).encrypt(nonce, plaintext, f"guichet-{purpose}".encode())
         return base64.urlsafe_b64encode(nonce + sealed).decode()
 
-    def unseal(self, token: str) -> bytes:
+    def unseal(self, token: str, purpose: str = "outbox") -> bytes:
         raw = base64.urlsafe_b64decode(token.encode())
         for secret in self._secrets:
             try:
-                return AESGCM(_derive(secret, "outbox")).decrypt(raw[:12], raw[12:], b"guichet-outbox")
+                return AESGCM(_derive(secret, purpose)).decrypt(raw[:12], raw[12:], f"guichet-{purpose}".encode())
             except InvalidTag:
                 continue
         raise ValueError("no known key opens this message")

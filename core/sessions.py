@@ -34,6 +34,13 @@ class SessionData(msgspec.Struct, kw_only=True):
     login_channel: str = ""  # where this login's code went ("" while the person has not chosen yet)
     trust_requested: bool = False
     pending_contact: dict[str, str] = {}  # a new email or mobile waiting for its code
+    # set when the login completes: its time, how the second factor was met ("code" or
+    # "trusted_browser") and a random reference, the same across id rotations, that a logout uses to
+    # revoke what the services received from this login (web/oidc)
+    auth_ms: int = 0
+    auth_via: str = ""
+    login_ref: str = ""
+    return_to: str = ""  # where the login goes on once done, instead of the espace privé (an authorization)
 
 
 class SessionBackend(Protocol):

@@ -130,6 +130,88 @@ class ThirdPartyRequest(Table, tablename="guichet_third_party_request"):
     account_id = Integer(null=True, default=None)  # the account an approval created
 
 
+class OidcKey(Table, tablename="guichet_oidc_key"):
+    """A signing key of the OpenID Connect provider: the private half sealed with the caisse's key."""
+
+    id = Serial(primary_key=True)
+    kid = Varchar(length=64, unique=True)
+    alg = Varchar(length=8)
+    sealed = Text()  # the private JWK, sealed (core.keys.Keys.seal, purpose "oidc-key")
+    public_jwk = Text()
+    created_at = Timestamptz()
+    retired_at = Timestamptz(null=True, default=None)  # no longer signs; stays in the JWKS until drop_after
+    drop_after = Timestamptz(null=True, default=None)
+
+
+class OidcGrant(Table, tablename="guichet_oidc_grant"):
+    """One authorization: its single-use code (kept as a SHA-256), what was asked and how the person logged in."""
+
+    id = Serial(primary_key=True)
+    code_hash = Varchar(length=64, unique=True)
+    client_id = Varchar(length=64, index=True)
+    account_id = Integer(index=True)
+    login_ref = Varchar(length=64, index=True)  # a digest of the login it came from: a logout revokes it
+    redirect_uri = Text()
+    scope = Varchar(length=200)
+    nonce = Text(default="")
+    code_challenge = Varchar(length=128)
+    auth_time = Timestamptz()
+    amr = Varchar(length=40)
+    acr = Varchar(length=80)
+    created_at = Timestamptz()
+    expires_at = Timestamptz()
+    used_at = Timestamptz(null=True, default=None)
+    revoked_at = Timestamptz(null=True, default=None)
+
+
+class OidcToken(Table, tablename="guichet_oidc_token"):
+    """An access token, kept as its SHA-256; it dies with its grant."""
+
+    id = Serial(primary_key=True)
+    token_hash = Varchar(length=64, unique=True)
+    grant_id = Integer(index=True)
+    expires_at = Timestamptz()
+    revoked_at = Timestamptz(null=True, default=None)
+
+
+class OidcClient(Table, tablename="guichet_oidc_client"):
+    """A service added with ``guichet clients add``: its settings as the config's [[oidc.clients]] table
+    (JSON), secrets as references only; read when the app starts."""
+
+    id = Serial(primary_key=True)
+    client_id = Varchar(length=64, unique=True)
+    settings = Text()
+    created_at = Timestamptz()
+
+
+class OidcAssertion(Table, tablename="guichet_oidc_assertion"):
+    """A client assertion (private_key_jwt) already used, kept until it expires: used once only."""
+
+    id = Serial(primary_key=True)
+    jti_hash = Varchar(length=64, unique=True)  # SHA-256 of the client id and the assertion's jti
+    expires_at = Timestamptz(index=True)
+
+
+class OidcSubject(Table, tablename="guichet_oidc_subject"):
+    """The ``sub`` a sector of services knows a person by: random, so it neither reveals the person nor
+    changes when the caisse's secret key rotates; one per (account, sector)."""
+
+    id = Serial(primary_key=True)
+    account_id = Integer()
+    sector = Varchar(length=255)
+    subject = Varchar(length=64, unique=True)
+
+
+class OidcConsent(Table, tablename="guichet_oidc_consent"):
+    """What a person agreed a third-party service may receive."""
+
+    id = Serial(primary_key=True)
+    account_id = Integer(index=True)
+    client_id = Varchar(length=64)
+    scope = Varchar(length=200)
+    created_at = Timestamptz()
+
+
 class SchemaVersion(Table, tablename="guichet_schema_version"):
     id = Serial(primary_key=True)
     version = Integer()
@@ -138,5 +220,6 @@ class SchemaVersion(Table, tablename="guichet_schema_version"):
 
 ALL_TABLES: tuple[type[Table], ...] = (
     Account, Flow, OneTimeCode, OutboxMessage,
-    TrustedBrowser, AuditLog, RateCounter, Session, ThirdPartyRequest, SchemaVersion,
+    TrustedBrowser, AuditLog, RateCounter, Session, ThirdPartyRequest, OidcKey, OidcGrant, OidcToken,
+    OidcClient, OidcAssertion, OidcSubject, OidcConsent, SchemaVersion,
 )

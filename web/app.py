@@ -36,7 +36,10 @@ from guichet.web.controllers.login import LoginController, LogoutController
 from guichet.web.controllers.pages import PagesController
 from guichet.web.controllers.recovery import RecoveryController
 from guichet.web.controllers.registration import RegistrationController
+from guichet.web.oidc import routes as oidc_routes
+from guichet.web.oidc.provider import Provider
 from guichet.web.http import (
+    CSP,
     LeaveFor,
     SessionSaver,
     before_request,
@@ -124,6 +127,7 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         services = build_services(config, clock=clock, demo=endpoints, extra_plugins=metrics.app_plugins())
     worker_wanted = config.server.outbox_worker if run_outbox_worker is None else run_outbox_worker
     static = StaticFiles(config)
+    provider = Provider(services) if config.oidc.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -133,8 +137,15 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
         if config.server.mode == "demo":
             await services.database.upgrade()
         await start_synced(services.clock)  # before the first request judges an expiry
+        if provider is not None:
+            try:
+                await provider.ensure_keys()
+                await provider.load_stored_clients()
+                app.state.csp = oidc_routes.csp(CSP, provider)
+            except Exception:  # a store down at start: the first token will make the keys
+                log.error("the provider's signing keys or stored clients could not be read at start-up")
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(_housekeeping(services, stop))]
+        tasks = [asyncio.create_task(_housekeeping(services, stop, provider))]
         if isinstance(services.clock, DatabaseClock):
             tasks.append(asyncio.create_task(services.clock.keep_synced(stop)))
         if worker_wanted:
@@ -161,7 +172,8 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
 
     app = Litestar(
         route_handlers=[PagesController, RegistrationController, LoginController, RecoveryController,
-                        AccountController, LogoutController, static_file, metrics_endpoint],
+                        AccountController, LogoutController, static_file, metrics_endpoint,
+                        *(oidc_routes.route_handlers(config.oidc.forward_auth) if provider is not None else [])],
         template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
                                        engine_callback=_no_template_reload),
         plugins=[HTMXPlugin()],
@@ -183,28 +195,31 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
     app.state.trusted_proxies = AddressSet(config.security.trusted_proxies)
     app.state.public_origin = public_origin(config.server.public_url)
     app.state.services = services
+    app.state.oidc = provider
+    app.state.api_paths = oidc_routes.API_PATHS if provider is not None else frozenset()
+    app.state.csp = oidc_routes.csp(CSP, provider) if provider is not None else CSP.encode()
     app.state.static = static
     app.state.static_names = static.names
     return app
 
 
-async def housekeep(services: Services) -> None:
+async def housekeep(services: Services, provider: Provider | None = None) -> None:
     """Drop what has served its time: expired flows and sessions, codes a day past their expiry,
     rate counters whose window has passed (Redis drops its own)."""
     now = services.now()
     await services.flows.purge(now)
     await services.codes.purge(now)
-    for store in (services.session_backend, services.counter_store):
+    for store in (services.session_backend, services.counter_store, provider):
         purge = getattr(store, "purge", None)
         if purge is not None:
             await purge(now)
 
 
-async def _housekeeping(services: Services, stop: asyncio.Event) -> None:
+async def _housekeeping(services: Services, stop: asyncio.Event, provider: Provider | None = None) -> None:
     """``housekeep`` every few minutes."""
     while not stop.is_set():
         try:
-            await housekeep(services)
+            await housekeep(services, provider)
         except Exception:
             log.error("housekeeping failed; will try again")
         with contextlib.suppress(asyncio.TimeoutError):

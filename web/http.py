@@ -32,6 +32,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPS_PATHS = frozenset({"/metrics", "/sante", "/sante/pret"})  # no session, no CSRF: probes and scrapers
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'; connect-src 'self'")
+_CSP_BYTES = CSP.encode()
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:
@@ -169,7 +170,8 @@ def cross_site(request: Request[Any, Any, Any]) -> str | None:
 async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Load the session; refuse a state-changing request from another site; on every POST refuse
     duplicated fields and a missing or wrong CSRF token."""
-    if request.url.path.startswith(STATIC_PREFIX) or request.url.path in OPS_PATHS:
+    if request.url.path.startswith(STATIC_PREFIX) or request.url.path in OPS_PATHS \
+            or request.url.path in getattr(request.app.state, "api_paths", ()):
         return None
     services = services_of(request)
     sid = request.cookies.get(cookie_name(services, "session"))
@@ -313,7 +315,7 @@ async def before_send(message: Message, scope: Scope) -> None:
     path = scope.get("path", "")
     existing = {k.lower() for k, _ in headers}
     fixed = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
-             (b"x-frame-options", b"DENY"), (b"content-security-policy", CSP.encode()),
+             (b"x-frame-options", b"DENY"), (b"content-security-policy", getattr(app.state, "csp", _CSP_BYTES)),
              (b"cross-origin-opener-policy", b"same-origin"), (b"permissions-policy", b"interest-cohort=()")]
     if services.config.sessions.secure_cookies:
         fixed.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))

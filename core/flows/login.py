@@ -110,7 +110,9 @@ def channel_options(services: Services, account: dict[str, Any]) -> list[str]:
 
 
 async def submit_password(services: Services, session: Session, form: dict[str, str], *, client: str,
-                          trusted_token: str | None) -> LoginOutcome:
+                          trusted_token: str | None, return_to: str = "", trust_browser: bool = True) -> LoginOutcome:
+    """The password step. ``return_to`` (a path the caller checked) is where the login goes once
+    done; ``trust_browser=False`` asks for a code even from a trusted browser."""
     identifier_raw = form.get("identifier", "")
     password = form.get("password", "")
     values = {"identifier": identifier_raw}
@@ -158,7 +160,8 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
     data.login_binding = new_token()
     session.rotate()
     await services.audit("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
-    trusted = bool(trusted_token) and await _trusted(services, account, trusted_token or "")
+    data.return_to = return_to
+    trusted = trust_browser and bool(trusted_token) and await _trusted(services, account, trusted_token or "")
     proven = [] if trusted else proven_channels(services, account)
     if not proven:
         await settle_tries(services, right)
@@ -300,10 +303,16 @@ async def _complete(services: Services, session: Session, account: dict[str, Any
     assert session.data is not None
     session.data.level = FULL
     session.data.login_binding = ""
+    session.data.auth_ms = int(services.now().timestamp() * 1000)
+    session.data.auth_via = via
+    session.data.login_ref = new_token()
     session.rotate()
     await services.audit("login.succeeded", account_id=account["id"], subject=subject_of(account["identifier"]),
                          client=client, via=via)
-    return LoginOutcome(result=StepResult(step="done"), next_url=next_url_for(account))
+    next_url = next_url_for(account)
+    if next_url == "/espace-prive" and session.data.return_to:  # nothing forced first: straight back
+        next_url, session.data.return_to = session.data.return_to, ""
+    return LoginOutcome(result=StepResult(step="done"), next_url=next_url)
 
 
 async def add_trusted_browser(services: Services, account: dict[str, Any], label: str) -> str:

@@ -314,7 +314,13 @@ def config_check(config_path: str, file: str | None, connect: bool) -> int:
         for finding in findings:
             click.echo(f"  - {finding.key}: {finding.value} — {finding.standard}")
             click.echo(f"    compensating controls: {finding.compensation}")
-    blockers = missing_extras(config) or missing_secrets(config) or _delivery_blockers(config)
+    from guichet.oidc_commands import oidc_blockers, oidc_lines
+
+    click.echo()
+    for line in oidc_lines(config):
+        click.echo(line)
+    blockers = (missing_extras(config) or missing_secrets(config) or _delivery_blockers(config)
+                or oidc_blockers(config))
     if connect and not blockers:
         click.echo()
         click.echo("Connections:")
@@ -677,7 +683,10 @@ def init(directory: Path, force: bool, no_database: bool) -> int:
 def build_cli() -> click.Group:
     """The command group with the commands of every installed plugin added (``guichet_commands``)."""
     from guichet.core.plugins import add_plugin_commands
+    from guichet.oidc_commands import clients, keys  # the OpenID Connect provider's (web/oidc)
 
+    for group in (keys, clients):
+        cli.add_command(group)
     add_plugin_commands(cli)
     return cli
 

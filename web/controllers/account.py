@@ -195,7 +195,14 @@ class AccountController(Controller):
     @get("/espace-prive")
     async def home(self, request: Request[Any, Any, Any]) -> Any:
         account = await _require(request)
-        return render(request, "pages/espace_prive.html", {"account": account},
+        session = session_of(request)
+        if session.data is not None and session.data.return_to:  # a service waits for this login (web/oidc)
+            target, session.data.return_to = session.data.return_to, ""
+            session.dirty = True
+            return go(request, target)
+        provider = getattr(request.app.state, "oidc", None)
+        services = await provider.services_for(account["id"]) if provider is not None else []
+        return render(request, "pages/espace_prive.html", {"account": account, "services": services},
                       title=_title(request, "Mon espace privé"))
 
     @get("/mon-compte")

@@ -13,6 +13,7 @@ from guichet.core.flows import login as flow
 from guichet.core.flows.engine import StepResult
 from guichet.core.sessions import FULL, PASSWORD
 from guichet.web.forms import form_of
+from guichet.web.oidc.routes import end_login, return_target
 from guichet.web.http import (
     audit_quietly,
     client_address,
@@ -32,10 +33,12 @@ LOGOUT_FAILED = ("La déconnexion n'a pas abouti : le service est momentanément
                  "aussi le navigateur.")
 
 
-def _login_page(request: Request[Any, Any, Any], result: StepResult | None = None) -> Any:
+def _login_page(request: Request[Any, Any, Any], result: StepResult | None = None, *, return_to: str = "",
+                force_code: bool = False) -> Any:
     caisse = services_of(request).config.caisse.name
     return render(request, "steps/login/connexion.html",
-                  {"values": result.values if result else {}, "errors": result.errors if result else {}},
+                  {"values": result.values if result else {}, "errors": result.errors if result else {},
+                   "retour": return_to, "force_code": force_code},
                   status=step_status(result) if result else 200,
                   title=f"Connexion — Mon espace privé — {caisse}", push_url="/connexion")
 
@@ -54,11 +57,14 @@ class LoginController(Controller):
     path = "/connexion"
 
     @get("/")
-    async def show(self, request: Request[Any, Any, Any]) -> Any:
+    async def show(self, request: Request[Any, Any, Any], retour: str = "", code: str = "") -> Any:
+        """The login form; with ``retour`` (a service waiting, web/oidc) it is shown even to a logged-in
+        person, since the service asked for a new login, and ``code=oui`` asks for a code on any browser."""
         session = session_of(request)
-        if session.data and session.data.level == FULL:
+        return_to = return_target(retour)
+        if session.data and session.data.level == FULL and not return_to:
             return go(request, "/espace-prive")
-        return _login_page(request)
+        return _login_page(request, return_to=return_to, force_code=code == "oui")
 
     @post("/")
     async def submit(self, request: Request[Any, Any, Any]) -> Any:
@@ -69,8 +75,11 @@ class LoginController(Controller):
         if session.data is not None:  # a new login starts from a clean session
             session.clear()
             session.cleared = False
+        return_to = return_target(form.get("retour", ""))
+        force_code = form.get("code") == "oui"
         outcome = await flow.submit_password(services, session, form, client=client_address(request),
-                                             trusted_token=trusted)
+                                             trusted_token=trusted, return_to=return_to,
+                                             trust_browser=not force_code)
         metrics.step("login", "connexion", not outcome.result.errors)
         if outcome.next_url:
             return go(request, outcome.next_url)
@@ -78,7 +87,7 @@ class LoginController(Controller):
             if outcome.result.errors:
                 return await _code_page(request, outcome.result)
             return go(request, "/connexion/code")
-        return _login_page(request, outcome.result)
+        return _login_page(request, outcome.result, return_to=return_to, force_code=force_code)
 
     @get("/code")
     async def code(self, request: Request[Any, Any, Any]) -> Any:
@@ -141,7 +150,10 @@ class LogoutController(Controller):
         services = services_of(request)
         session = session_of(request)
         account_id = session.data.account_id if session.data is not None else None
+        notify = await end_login(request)
         await services.sessions.end(session)
         if account_id is not None:
             await audit_quietly(services, "logout", account_id=account_id, client=client_address(request))
-        return go(request, "/")
+        response = go(request, "/")
+        response.background = notify
+        return response

@@ -1,0 +1,170 @@
+"""The OpenID Connect provider and forward auth under load: requests per second and CPU per request.
+
+    .venv/bin/python bench/oidc.py                 # SQLite, `guichet serve --workers 1`
+    .venv/bin/python bench/oidc.py --engine postgres
+
+* forward auth: ``GET /auth/verifier`` with a logged-in session's cookie, driven by wrk (one thread,
+  keep-alive): session load, account read, the sector's subject, an ES256 JWT signed, headers;
+* the code exchange: each of ``--clients`` simulated services loops on ``GET /oidc/autoriser`` (a
+  logged-in session: a code at once) then ``POST /oidc/jeton`` (client_secret_basic, PKCE): the
+  code's conditional update, the access token stored, the subject, an RS256 ID token signed. Codes
+  are single use, so wrk cannot replay one: an asyncio loop with httpx drives this pair.
+
+People log in first through the real pages (password, then the code read from the outbox).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from common import BENCH_PASSWORD, BENCH_SECRET, OWASP, BenchDatabase, CpuMeter, Server  # noqa: E402
+from steps import lua, run_wrk  # noqa: E402
+
+CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
+CALLBACK = "https://service.bench.invalid/retour"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def oidc_section(issuer: str) -> str:
+    return f"""
+[oidc]
+enabled = true
+issuer = "{issuer}"
+forward_auth = true
+
+[[oidc.clients]]
+id = "banc"
+name = "Service de mesure"
+redirect_uris = ["{CALLBACK}"]
+secret = {{ value = "{CLIENT_SECRET}" }}
+"""
+
+
+async def login(base: str, config_path: Path, identifier: str) -> str:
+    """A real login through the pages; the session cookie's value."""
+    import httpx
+
+    from guichet.core.config import load_config
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
+    from guichet.core.outbox import open_sealed
+
+    async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=30) as browser:
+        page = await browser.get("/connexion")
+        r = await browser.post("/connexion", data={"identifier": identifier, "password": BENCH_PASSWORD,
+                                                   "csrf_token": CSRF.search(page.text).group(1)})  # type: ignore[union-attr]
+        assert r.headers.get("location") == "/connexion/code", r.text[-500:]
+        database = Database.from_config(load_config(config_path))
+        await database.connect()
+        try:
+            t = database.t.OutboxMessage
+            rows = await t.select(t.sealed).where(t.template == "login_code").order_by(t.id, ascending=False) \
+                .limit(1).run()
+            content = open_sealed(Keys(BENCH_SECRET), rows[0]["sealed"])
+            assert content is not None
+            code = str(content.payload["code"])
+        finally:
+            await database.close()
+        page = await browser.get("/connexion/code")
+        r = await browser.post("/connexion/code", data={"code": code,
+                                                        "csrf_token": CSRF.search(page.text).group(1)})  # type: ignore[union-attr]
+        assert r.status_code == 303, r.text[-500:]
+        return next(v for k, v in browser.cookies.items() if k.endswith("session"))
+
+
+async def code_exchanges(base: str, cookies: list[str], seconds: float) -> tuple[int, list[float], int]:
+    """Each session a service looping authorize + token; (pairs done, pair latencies, failures)."""
+    import httpx
+
+    done: list[float] = []
+    failures = 0
+    deadline = time.monotonic() + seconds
+    basic = base64.b64encode(f"banc:{CLIENT_SECRET}".encode()).decode()
+
+    async def service(cookie: str) -> None:
+        nonlocal failures
+        async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=30,
+                                     cookies={"guichet_session": cookie}) as client:
+            while time.monotonic() < deadline:
+                verifier = secrets.token_urlsafe(48)
+                challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+                start = time.perf_counter()
+                r = await client.get("/oidc/autoriser?" + urlencode({
+                    "response_type": "code", "client_id": "banc", "redirect_uri": CALLBACK, "scope": "openid profile",
+                    "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"}))
+                code = parse_qs(urlsplit(r.headers.get("location", "")).query).get("code", [""])[0]
+                t = await client.post("/oidc/jeton", headers={"authorization": f"Basic {basic}"}, data={
+                    "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+                    "redirect_uri": CALLBACK})
+                if t.status_code == 200 and "id_token" in t.text:
+                    done.append(time.perf_counter() - start)
+                else:
+                    failures += 1
+
+    await asyncio.gather(*(service(c) for c in cookies))
+    return len(done), done, failures
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--no-write", action="store_true", help="print only, do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+    folder = common.run_folder("oidc")
+    database = BenchDatabase(args.engine, folder)
+    await database.create()
+    port = common.free_port()
+    base = f"http://127.0.0.1:{port}"
+    config_path = folder / "bench.toml"
+    config_path.write_text(common.config_text(caisse_id="bench-oidc", database_url=database.url, smtp_port=9,
+                                              argon2=OWASP, extra=oidc_section(base)))
+    import subprocess
+
+    subprocess.run([common.GUICHET, "db", "upgrade", "--config", str(config_path)], check=True, capture_output=True)
+    accounts = await common.prepare_database(config_path, registry_count=max(50, args.clients), accounts=args.clients)
+    server = Server(config_path, port=port).start()
+    try:
+        cookies = [await login(base, config_path, a["identifier"]) for a in accounts]
+        groups = {"guichet serve": server.all_pids()}
+        wrk = run_wrk(f"{base}/auth/verifier", lua("GET", {"Cookie": f"guichet_session={cookies[0]}"}),
+                      connections=args.connections, seconds=args.seconds, folder=folder, groups=groups)
+        meter = CpuMeter()
+        meter.begin(groups)
+        start = time.monotonic()
+        pairs, latencies, failures = await code_exchanges(base, cookies, args.seconds)
+        elapsed = time.monotonic() - start
+        cpu = meter.end()
+    finally:
+        server.stop()
+        await database.drop()
+    forward_cpu_ms = wrk["cpu"]["guichet serve"] / max(wrk["requests"], 1) * 1000
+    pair_cpu_ms = cpu["guichet serve"] / max(pairs, 1) * 1000
+    body = f"""
+| what | requests/s | p50 ms | p99 ms | server CPU per request | errors |
+| --- | --- | --- | --- | --- | --- |
+| forward auth `GET /auth/verifier` (wrk, {args.connections} connections) | {wrk['rps']:.0f} | {wrk['p50_us'] / 1000:.1f} | {wrk['p99_us'] / 1000:.1f} | {forward_cpu_ms:.2f} ms | {wrk['non_2xx_3xx'] + wrk['socket_errors']} |
+| code exchange: `GET /oidc/autoriser` + `POST /oidc/jeton` ({args.clients} services) | {pairs / elapsed:.0f} pairs | {common.percentile(latencies, 50) * 1000:.1f} | {common.percentile(latencies, 99) * 1000:.1f} | {pair_cpu_ms:.2f} ms per pair | {failures} |
+
+{common.describe_cpu(wrk['cpu'], wrk['seconds'])} (forward auth); {common.describe_cpu(cpu, elapsed)} (code exchange).
+"""
+    common.append_results(f"OpenID Connect and forward auth: `guichet serve --workers 1`, {args.engine}", body,
+                          facts=common.machine_facts(), write=not args.no_write)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,598 @@
+"""The OpenID Connect provider over HTTP: what an attacker tries first, then the code flow end to end."""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, OctKey, RSAKey
+
+from guichet.core.config import CaisseConfig
+from tests.conftest import Portal, portal_config_text
+from tests.flows.helpers import NEW_PASSWORD, activate, logout
+from tests.oidc.support import (
+    APP,
+    APP_CB,
+    ATTESTATIONS,
+    ATTESTATIONS_BYE,
+    ATTESTATIONS_CB,
+    ISSUER,
+    PARTNER,
+    PARTNER_CB,
+    SECRET,
+    authorize_url,
+    code_for,
+    exchange,
+    login_through,
+    oidc_extra,
+    partner_assertion,
+    pkce,
+    query_of,
+    verified_id_token,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def oidc_config(make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path) -> CaisseConfig:
+    return make_config(database_url=db_url, base=portal_config_text(oidc_extra(tmp_path)))
+
+
+@pytest.fixture
+async def provider_portal(portal_factory: Callable[..., Any], oidc_config: CaisseConfig) -> Portal:
+    return await portal_factory(oidc_config)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def julien(provider_portal: Portal) -> Any:
+    """Julien LEFEBVRE with a personal password (NEW_PASSWORD), logged out."""
+    from guichet.core import registry_import
+
+    await registry_import.generate_demo_registry(provider_portal.services.database, count=0, seed=1)
+    person = registry_import.DEMO_PERSONS["particulier_vitale"]
+    await activate(provider_portal, person)
+    await logout(provider_portal)
+    return person
+
+
+async def token_response(portal: Portal, person: Any, **options: Any) -> tuple[dict[str, Any], str]:
+    verifier, challenge = pkce()
+    code, _ = await code_for(portal, authorize_url(challenge=challenge, **options), person.identifier, NEW_PASSWORD)
+    r = await exchange(portal, code, verifier)
+    assert r.status_code == 200, r.text
+    return r.json(), code
+
+
+async def audit_kinds(portal: Portal, prefix: str = "oidc.") -> list[tuple[str, str]]:
+    t = portal.services.database.t.AuditLog
+    rows = await t.select(t.kind, t.details).where(t.kind.like(f"{prefix}%")).order_by(t.id).run()
+    return [(row["kind"], json.loads(row["details"]).get("reason", "")) for row in rows]
+
+
+# --- what an attacker tries ---------------------------------------------------------------------------
+
+
+async def test_authorization_without_pkce_or_with_plain_pkce_is_refused(provider_portal: Portal, julien: Any) -> None:
+    for url in (authorize_url(drop=("code_challenge", "code_challenge_method")),
+                authorize_url(drop=("code_challenge_method",)),
+                authorize_url(code_challenge_method="plain"),
+                authorize_url(challenge="trop-court")):
+        r = await provider_portal.get(url)
+        assert r.status_code == 303
+        query = query_of(r.headers["location"])
+        assert r.headers["location"].startswith(ATTESTATIONS_CB + "?")
+        assert query["error"] == "invalid_request" and query["state"] == "etat-123" and "code" not in query
+        assert query["iss"] == ISSUER
+
+
+async def test_wrong_or_partial_redirect_uri_is_shown_to_the_person_never_followed(provider_portal: Portal) -> None:
+    for wrong in (ATTESTATIONS_CB + "/plus", ATTESTATIONS_CB + "?x=1", "https://attestations.test/",
+                  "https://evil.test/retour", ATTESTATIONS_CB.upper(), ATTESTATIONS_CB + "#f", APP_CB):
+        r = await provider_portal.get(authorize_url(redirect_uri=wrong))
+        assert r.status_code == 400 and "location" not in r.headers
+        assert "L&#39;adresse de retour demandée par ce service n&#39;est pas enregistrée." in r.text \
+            or "L'adresse de retour demandée par ce service n'est pas enregistrée." in r.text
+
+
+async def test_an_unknown_client_such_as_another_caisses_is_refused(provider_portal: Portal) -> None:
+    r = await provider_portal.get(authorize_url(client_id="attestations-provence"))
+    assert r.status_code == 400 and "location" not in r.headers
+    assert "Ce service n" in r.text
+
+
+async def test_a_repeated_parameter_is_refused(provider_portal: Portal) -> None:
+    r = await provider_portal.get(authorize_url() + "&redirect_uri=https%3A%2F%2Fevil.test%2F")
+    assert r.status_code == 400 and "location" not in r.headers
+
+
+async def test_pkce_verifier_mismatch_refuses_and_spends_the_code(provider_portal: Portal, julien: Any) -> None:
+    verifier, challenge = pkce()
+    code, _ = await code_for(provider_portal, authorize_url(challenge=challenge), julien.identifier, NEW_PASSWORD)
+    wrong = await exchange(provider_portal, code, pkce()[0])
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    assert "access_token" not in wrong.text
+    # the right verifier afterwards gets nothing either: a code is tried once
+    again = await exchange(provider_portal, code, verifier)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    missing = await exchange(provider_portal, code, "")
+    assert missing.status_code == 400
+
+
+async def test_code_redeemed_with_another_redirect_uri_is_refused(provider_portal: Portal, julien: Any) -> None:
+    verifier, challenge = pkce()
+    code, _ = await code_for(provider_portal, authorize_url(challenge=challenge), julien.identifier, NEW_PASSWORD)
+    r = await exchange(provider_portal, code, verifier, redirect_uri=ATTESTATIONS_CB + "/autre")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+
+
+async def test_code_replay_revokes_the_tokens_it_issued(provider_portal: Portal, julien: Any) -> None:
+    tokens, code = await token_response(provider_portal, julien)
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    replay = await exchange(provider_portal, code, "x" * 43)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    r = await provider_portal.client.get("/oidc/userinfo", headers=bearer)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    assert ("oidc.revoked", "code_replayed") in await audit_kinds(provider_portal)
+
+
+async def test_a_code_is_for_its_own_client_only(provider_portal: Portal, julien: Any) -> None:
+    verifier, challenge = pkce()
+    code, _ = await code_for(provider_portal, authorize_url(challenge=challenge), julien.identifier, NEW_PASSWORD)
+    r = await exchange(provider_portal, code, verifier, client_id=APP, secret=None, redirect_uri=ATTESTATIONS_CB)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert ("oidc.refused", "wrong_client") in await audit_kinds(provider_portal)
+
+
+async def test_client_authentication_is_required_and_checked(provider_portal: Portal, julien: Any) -> None:
+    verifier, challenge = pkce()
+    code, _ = await code_for(provider_portal, authorize_url(challenge=challenge), julien.identifier, NEW_PASSWORD)
+    for secret in ("mauvais-secret", SECRET + "x", ""):
+        r = await exchange(provider_portal, code, verifier, secret=secret)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+        assert r.headers["www-authenticate"].startswith("Basic")
+    # a confidential client cannot pass as a public one by leaving its secret out
+    r = await exchange(provider_portal, code, verifier, secret=None)
+    assert r.status_code == 401
+    # none of this spent the code: it was never tried by an authenticated client
+    ok = await exchange(provider_portal, code, verifier)
+    assert ok.status_code == 200, ok.text
+
+
+async def test_an_expired_code_is_refused(provider_portal: Portal, julien: Any, clock: Any) -> None:
+    verifier, challenge = pkce()
+    code, _ = await code_for(provider_portal, authorize_url(challenge=challenge), julien.identifier, NEW_PASSWORD)
+    clock.advance(seconds=61)
+    r = await exchange(provider_portal, code, verifier)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert ("oidc.refused", "expired") in await audit_kinds(provider_portal)
+
+
+async def test_tampered_or_forged_id_tokens_do_not_verify(provider_portal: Portal, julien: Any) -> None:
+    tokens, _ = await token_response(provider_portal, julien)
+    claims = await verified_id_token(provider_portal, tokens["id_token"])
+    header, payload, signature = tokens["id_token"].split(".")
+    other = dict(claims, sub="quelqu-un-d-autre")
+    forged_payload = base64.urlsafe_b64encode(json.dumps(other).encode()).rstrip(b"=").decode()
+    with pytest.raises(Exception):
+        await verified_id_token(provider_portal, f"{header}.{forged_payload}.{signature}")
+    # alg none, and HS256 keyed with the published public key (the classic confusion)
+    none_header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode()).rstrip(b"=").decode()
+    with pytest.raises(Exception):
+        await verified_id_token(provider_portal, f"{none_header}.{forged_payload}.")
+    jwks = (await provider_portal.client.get("/oidc/jwks")).json()
+    public_bytes = json.dumps(jwks["keys"][0]).encode()
+    hs = jwt.encode({"alg": "HS256", "kid": jwks["keys"][0]["kid"]}, other, OctKey.import_key(public_bytes),
+                    algorithms=["HS256"])
+    with pytest.raises(Exception):
+        await verified_id_token(provider_portal, hs)
+    # no published key is symmetric, and none carries a private part
+    assert {k["kty"] for k in jwks["keys"]} == {"RSA", "EC"}
+    assert not any(set(k) & {"d", "p", "q", "dp", "dq", "qi"} for k in jwks["keys"])
+
+
+async def test_nonce_is_echoed_and_bound_to_its_own_request(provider_portal: Portal, julien: Any) -> None:
+    first, _ = await token_response(provider_portal, julien, nonce="premier-nonce")
+    second, _ = await token_response(provider_portal, julien, nonce="second-nonce")
+    one = await verified_id_token(provider_portal, first["id_token"])
+    two = await verified_id_token(provider_portal, second["id_token"])
+    assert one["nonce"] == "premier-nonce" and two["nonce"] == "second-nonce"
+    assert one["aud"] == ATTESTATIONS and one["iss"] == ISSUER
+
+
+async def test_a_token_after_logout_is_refused(provider_portal: Portal, julien: Any) -> None:
+    tokens, _ = await token_response(provider_portal, julien)
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    await logout(provider_portal)
+    assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 401
+
+
+async def test_userinfo_refuses_anything_but_a_live_bearer_token(provider_portal: Portal, julien: Any,
+                                                                 clock: Any) -> None:
+    for header in ({}, {"authorization": "Bearer "}, {"authorization": "Bearer inconnu"},
+                   {"authorization": f"Basic {base64.b64encode(b'attestations:x').decode()}"}):
+        r = await provider_portal.client.get("/oidc/userinfo", headers=header)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    tokens, _ = await token_response(provider_portal, julien)
+    clock.advance(seconds=601)
+    r = await provider_portal.client.get("/oidc/userinfo", headers={"authorization": f"Bearer {tokens['access_token']}"})
+    assert r.status_code == 401
+
+
+OFF_SITE = ("https://evil.test/", "//evil.test/x", "/\\evil.test", "https:evil.test", "/\r\nSet-Cookie:x",
+            "javascript:alert(1)", " //evil.test", "/connexion?retour=//evil.test")
+
+
+async def test_login_return_url_cannot_leave_the_site(provider_portal: Portal, julien: Any) -> None:
+    from urllib.parse import quote
+
+    from guichet.web.oidc.routes import return_target
+
+    for target in OFF_SITE:
+        assert return_target(target) == ""
+        page = await provider_portal.get("/connexion?retour=" + quote(target, safe=""))
+        assert page.status_code == 200 and 'name="retour"' not in page.text
+    for target in OFF_SITE[:2]:
+        r = await provider_portal.post("/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD,
+                                                      "retour": target})
+        assert r.status_code == 303 and r.headers["location"] == "/connexion/code"
+        await provider_portal.get("/connexion/code")
+        r = await provider_portal.post("/connexion/code", {"code": await provider_portal.last_code("login_code")})
+        assert r.headers["location"] == "/espace-prive", (target, r.headers["location"])
+        await logout(provider_portal)
+
+
+async def test_the_nir_goes_only_to_clients_allowed_it(provider_portal: Portal, julien: Any) -> None:
+    tokens, _ = await token_response(provider_portal, julien, scope="openid profile nir")
+    assert tokens["scope"] == "openid profile"
+    info = (await provider_portal.client.get("/oidc/userinfo",
+                                             headers={"authorization": f"Bearer {tokens['access_token']}"})).json()
+    assert "nir" not in info and julien.identifier not in json.dumps(info)
+
+
+async def test_a_forged_client_assertion_is_refused(provider_portal: Portal, julien: Any) -> None:
+    now = int(provider_portal.services.now().timestamp())
+    stranger = ECKey.generate_key("P-256", auto_kid=True)
+    for assertion in (partner_assertion(key=stranger, now=now), partner_assertion(audience="https://ailleurs", now=now),
+                      partner_assertion(now=now - 3600)):
+        r = await exchange(provider_portal, "un-code", "v" * 43, client_id=PARTNER, secret=None,
+                           redirect_uri=PARTNER_CB, extra=assertion)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+
+
+async def test_signing_keys_are_stored_sealed(provider_portal: Portal) -> None:
+    published = (await provider_portal.client.get("/oidc/jwks")).json()["keys"]
+    t = provider_portal.services.database.t.OidcKey
+    rows = await t.select().run()
+    assert {row["alg"] for row in rows} == {"RS256", "ES256"}
+    for row in rows:
+        assert '"d"' not in row["sealed"] and "kty" not in row["sealed"]
+        assert '"d"' not in row["public_jwk"]
+        private = provider_portal.services.keys.unseal(row["sealed"], "oidc-key")
+        assert b'"d"' in private  # the private half is there, sealed
+        with pytest.raises(ValueError):
+            provider_portal.services.keys.unseal(row["sealed"])  # a key sealed for one use opens for no other
+    assert sorted(k["kid"] for k in published) == sorted(row["kid"] for row in rows)
+
+
+# --- the code flow ------------------------------------------------------------------------------------
+
+
+async def test_code_flow_gives_a_verified_id_token_and_the_person_s_claims(provider_portal: Portal,
+                                                                          julien: Any) -> None:
+    verifier, challenge = pkce()
+    r = await provider_portal.get(authorize_url(challenge=challenge))
+    assert r.status_code == 303 and r.headers["location"].startswith("/connexion?retour=")
+    r = await login_through(provider_portal, r, julien.identifier, NEW_PASSWORD)
+    r = await provider_portal.get(r.headers["location"])
+    query = query_of(r.headers["location"])
+    assert r.headers["location"].startswith(ATTESTATIONS_CB + "?") and query["state"] == "etat-123"
+    token = await exchange(provider_portal, query["code"], verifier)
+    assert token.status_code == 200 and token.headers["cache-control"] == "no-store"
+    body = token.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 600
+    claims = await verified_id_token(provider_portal, body["id_token"])
+    now = int(provider_portal.services.now().timestamp())
+    assert claims["iss"] == ISSUER and claims["aud"] == ATTESTATIONS and claims["nonce"] == "nonce-456"
+    assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["acr"] == "urn:guichet:acr:code"
+    assert abs(claims["auth_time"] - now) <= 2 and claims["exp"] == claims["iat"] + 600
+    assert julien.identifier not in claims["sub"]
+    info = (await provider_portal.client.get("/oidc/userinfo",
+                                             headers={"authorization": f"Bearer {body['access_token']}"})).json()
+    assert info == {"sub": claims["sub"], "family_name": "LEFEBVRE", "given_name": "Julien",
+                    "birthdate": "1985-05-14", "email": "julien.lefebvre@demo.invalid", "email_verified": True,
+                    "phone_number": info.get("phone_number"), "phone_number_verified": info.get("phone_number_verified")} \
+        or "phone_number" not in info
+    assert info["sub"] == claims["sub"] and info["family_name"] == "LEFEBVRE" and info["birthdate"] == "1985-05-14"
+    kinds = [k for k, _ in await audit_kinds(provider_portal)]
+    assert kinds[-2:] == ["oidc.authorized", "oidc.token_issued"]
+
+
+async def test_a_logged_in_person_gets_a_code_without_logging_in_again(provider_portal: Portal, julien: Any) -> None:
+    await token_response(provider_portal, julien)
+    r = await provider_portal.get(authorize_url())
+    assert r.status_code == 303 and "code=" in r.headers["location"] and r.headers["location"].startswith(ATTESTATIONS_CB)
+
+
+async def test_subjects_are_pairwise_per_sector(provider_portal: Portal, julien: Any) -> None:
+    first, _ = await token_response(provider_portal, julien)
+    verifier, challenge = pkce()
+    code, _ = await code_for(provider_portal, authorize_url(APP, APP_CB, challenge=challenge), julien.identifier,
+                             NEW_PASSWORD)
+    app = await exchange(provider_portal, code, verifier, client_id=APP, secret=None, redirect_uri=APP_CB)
+    assert app.status_code == 200, app.text
+    one = await verified_id_token(provider_portal, first["id_token"])
+    two = await verified_id_token(provider_portal, app.json()["id_token"])
+    assert one["sub"] != two["sub"] and one["sid"] != two["sid"]
+    again, _ = await token_response(provider_portal, julien)
+    assert (await verified_id_token(provider_portal, again["id_token"]))["sub"] == one["sub"]
+
+
+async def test_prompt_none_without_a_session_answers_login_required(provider_portal: Portal) -> None:
+    r = await provider_portal.get(authorize_url(prompt="none"))
+    assert r.status_code == 303 and query_of(r.headers["location"])["error"] == "login_required"
+
+
+async def test_prompt_login_asks_for_the_password_and_a_code_again(provider_portal: Portal, julien: Any,
+                                                                  clock: Any) -> None:
+    first, _ = await token_response(provider_portal, julien)
+    clock.advance(seconds=120)
+    r = await provider_portal.get(authorize_url(prompt="login"))
+    assert r.headers["location"].startswith("/connexion?retour=") and "code=oui" in r.headers["location"]
+    verifier, challenge = pkce()
+    r = await provider_portal.get(authorize_url(prompt="login", challenge=challenge))
+    r = await login_through(provider_portal, r, julien.identifier, NEW_PASSWORD)
+    r = await provider_portal.get(r.headers["location"])
+    code = query_of(r.headers["location"])["code"]
+    token = (await exchange(provider_portal, code, verifier)).json()
+    before = await verified_id_token(provider_portal, first["id_token"])
+    after = await verified_id_token(provider_portal, token["id_token"])
+    assert after["auth_time"] >= before["auth_time"] + 120
+
+
+async def test_max_age_past_sends_the_person_to_log_in_again(provider_portal: Portal, julien: Any,
+                                                            clock: Any) -> None:
+    await token_response(provider_portal, julien)
+    clock.advance(seconds=300)
+    r = await provider_portal.get(authorize_url(max_age="600"))
+    assert "code=" in r.headers["location"]
+    r = await provider_portal.get(authorize_url(max_age="60"))
+    assert r.headers["location"].startswith("/connexion?retour=")
+    r = await provider_portal.get(authorize_url(max_age="60", prompt="none"))
+    assert query_of(r.headers["location"])["error"] == "login_required"
+
+
+async def test_third_party_asks_consent_in_french_and_private_key_jwt_works(provider_portal: Portal,
+                                                                           julien: Any) -> None:
+    verifier, challenge = pkce()
+    url = authorize_url(PARTNER, PARTNER_CB, challenge=challenge, scope="openid profile nir")
+    r = await provider_portal.get(url)
+    r = await login_through(provider_portal, r, julien.identifier, NEW_PASSWORD)
+    page = await provider_portal.get(r.headers["location"])
+    assert page.status_code == 200 and "Autoriser « Partenaire social »" in page.text
+    assert "votre numéro de Sécurité Sociale" in page.text and "vos nom, prénom et date de naissance" in page.text
+    retour = page.text.split('name="retour" value="')[1].split('"')[0].replace("&amp;", "&")
+    refused = await provider_portal.post("/oidc/consentement", {"retour": retour, "action": "refuser"})
+    assert query_of(refused.headers["location"])["error"] == "access_denied"
+    r = await provider_portal.post("/oidc/consentement", {"retour": retour, "action": "accepter"})
+    r = await provider_portal.get(r.headers["location"])
+    code = query_of(r.headers["location"])["code"]
+    now = int(provider_portal.services.now().timestamp())
+    token = await exchange(provider_portal, code, verifier, client_id=PARTNER, secret=None, redirect_uri=PARTNER_CB,
+                           extra=partner_assertion(now=now))
+    assert token.status_code == 200, token.text
+    info = (await provider_portal.client.get(
+        "/oidc/userinfo", headers={"authorization": f"Bearer {token.json()['access_token']}"})).json()
+    assert info["nir"] == julien.identifier and "email" not in info
+    # consent given once: the next request goes straight through
+    r = await provider_portal.get(authorize_url(PARTNER, PARTNER_CB, scope="openid profile nir"))
+    assert "code=" in r.headers["location"]
+
+
+async def test_discovery_describes_what_the_provider_does(provider_portal: Portal) -> None:
+    doc = (await provider_portal.client.get("/.well-known/openid-configuration")).json()
+    assert doc["issuer"] == ISSUER and doc["code_challenge_methods_supported"] == ["S256"]
+    assert doc["response_types_supported"] == ["code"] and doc["jwks_uri"] == f"{ISSUER}/oidc/jwks"
+    assert set(doc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "private_key_jwt", "none"}
+
+
+async def test_rp_initiated_logout_returns_only_to_a_registered_address(provider_portal: Portal,
+                                                                       julien: Any) -> None:
+    tokens, _ = await token_response(provider_portal, julien)
+    bad = await provider_portal.get("/oidc/deconnexion?" + __import__("urllib.parse").parse.urlencode(
+        {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.test/"}))
+    assert bad.status_code == 400
+    page = await provider_portal.get("/oidc/deconnexion?" + __import__("urllib.parse").parse.urlencode(
+        {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": ATTESTATIONS_BYE, "state": "s1"}))
+    assert page.status_code == 200 and "Me déconnecter" in page.text
+    r = await provider_portal.post("/oidc/deconnexion", {"target": ATTESTATIONS_BYE, "client_id": ATTESTATIONS,
+                                                         "state": "s1"})
+    assert r.status_code == 303 and r.headers["location"] == ATTESTATIONS_BYE + "?state=s1"
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 401
+    assert (await provider_portal.get("/espace-prive")).headers["location"].startswith("/connexion")
+
+
+async def test_every_provider_event_is_audited(provider_portal: Portal, julien: Any) -> None:
+    from guichet.core.events import EVENT_KINDS
+
+    tokens, code = await token_response(provider_portal, julien)
+    await exchange(provider_portal, code, "x" * 43)  # a replay: refused, and the grant revoked
+    r = await provider_portal.get(authorize_url(PARTNER, PARTNER_CB))
+    page = await provider_portal.get(r.headers["location"]) if r.status_code == 303 and \
+        r.headers["location"].startswith("/oidc") else r
+    retour = page.text.split('name="retour" value="')[1].split('"')[0].replace("&amp;", "&")
+    await provider_portal.post("/oidc/consentement", {"retour": retour, "action": "refuser"})
+    await provider_portal.post("/oidc/consentement", {"retour": retour, "action": "accepter"})
+    await logout(provider_portal)
+    stored = {kind for kind, _ in await audit_kinds(provider_portal)}
+    assert stored == {kind for kind in EVENT_KINDS if kind.startswith("oidc.")}
+    t = provider_portal.services.database.t.AuditLog
+    details = " ".join(row["details"] for row in await t.select(t.details).run())
+    assert code not in details and tokens["access_token"] not in details and SECRET not in details
+
+
+# --- forward auth (nginx auth_request; the real nginx is in tests/ops/test_forward_auth.py) ------------
+
+
+async def test_forward_auth_needs_a_complete_login_and_refuses_off_site_returns(provider_portal: Portal,
+                                                                              julien: Any) -> None:
+    r = await provider_portal.client.get("/auth/verifier", headers={"x-original-uri": "/attestations/?a=1"})
+    assert r.status_code == 401 and r.headers["location"] == f"{ISSUER}/connexion?retour=%2Fattestations%2F%3Fa%3D1"
+    for off_site in ("https://evil.test/", "//evil.test/", "/\\evil.test"):
+        r = await provider_portal.client.get("/auth/verifier", headers={"x-original-uri": off_site})
+        assert r.status_code == 401 and r.headers["location"] == f"{ISSUER}/connexion"
+    # the password alone (the code not typed yet) opens nothing
+    await provider_portal.get("/connexion")
+    r = await provider_portal.post("/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD})
+    assert r.headers["location"] == "/connexion/code"
+    assert (await provider_portal.client.get("/auth/verifier")).status_code == 401
+    await provider_portal.get("/connexion/code")
+    await provider_portal.post("/connexion/code", {"code": await provider_portal.last_code("login_code")})
+    r = await provider_portal.client.get("/auth/verifier")
+    assert r.status_code == 200 and r.headers["x-guichet-niveau"] == "urn:guichet:acr:code"
+    assert r.headers["x-guichet-nom"] == "LEFEBVRE" and r.headers["x-guichet-prenom"] == "Julien"
+    claims = await verified_id_token(provider_portal, r.headers["x-guichet-jeton"])
+    assert claims["sub"] == r.headers["x-guichet-sujet"] and claims["aud"] == "guichet-forward-auth"
+    await logout(provider_portal)
+    assert (await provider_portal.client.get("/auth/verifier")).status_code == 401
+
+
+async def test_back_channel_logout_tells_the_services_the_login_reached(
+        make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path,
+        portal_factory: Callable[..., Any]) -> None:
+    import asyncio
+
+    from guichet.core import registry_import
+    from guichet.testing import HttpSink
+
+    with HttpSink() as service:
+        config = make_config(database_url=db_url, base=portal_config_text(
+            oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion")))
+        portal = await portal_factory(config)
+        await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+        person = registry_import.DEMO_PERSONS["particulier_vitale"]
+        await activate(portal, person)
+        await logout(portal)
+        assert service.requests == []  # a login that reached no service tells nobody
+        tokens, _ = await token_response(portal, person)
+        id_claims = await verified_id_token(portal, tokens["id_token"])
+        await logout(portal)
+        for _ in range(100):
+            if service.requests:
+                break
+            await asyncio.sleep(0.05)
+        assert len(service.requests) == 1 and service.requests[0].method == "POST"
+        body = service.requests[0].body.decode()
+        assert body.startswith("logout_token=")
+        from urllib.parse import unquote_plus
+
+        token = unquote_plus(body.removeprefix("logout_token="))
+        claims = await verified_id_token(portal, token)
+        assert claims["sid"] == id_claims["sid"] and claims["sub"] == id_claims["sub"]
+        assert claims["aud"] == ATTESTATIONS and "nonce" not in claims
+        assert "http://schemas.openid.net/event/backchannel-logout" in claims["events"]
+        header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+        assert header["typ"] == "logout+jwt"
+
+
+async def test_the_espace_prive_lists_the_caisse_s_services_and_when_they_were_used(provider_portal: Portal,
+                                                                                  julien: Any, clock: Any) -> None:
+    await token_response(provider_portal, julien)
+    page = await provider_portal.get("/espace-prive")
+    assert page.status_code == 200 and "<h2>Mes services</h2>" in page.text
+    assert '<a href="https://attestations.test/">Mes attestations</a> : Vos attestations de droits' in page.text
+    assert "Dernière utilisation le " in page.text
+    assert "Partenaire social" not in page.text  # a third party is not one of the caisse's services
+
+
+async def test_a_client_assertion_is_used_once(provider_portal: Portal, julien: Any) -> None:
+    verifier, challenge = pkce()
+    r = await provider_portal.get(authorize_url(PARTNER, PARTNER_CB, challenge=challenge))
+    r = await login_through(provider_portal, r, julien.identifier, NEW_PASSWORD)
+    page = await provider_portal.get(r.headers["location"])
+    retour = page.text.split('name="retour" value="')[1].split('"')[0].replace("&amp;", "&")
+    r = await provider_portal.post("/oidc/consentement", {"retour": retour, "action": "accepter"})
+    code = query_of((await provider_portal.get(r.headers["location"])).headers["location"])["code"]
+    assertion = partner_assertion(now=int(provider_portal.services.now().timestamp()))
+    # an assertion caught on its way (a log, a proxy) and sent first: it authenticates once, and
+    # the client's own copy is then refused
+    first = await exchange(provider_portal, "un-autre-code", "v" * 43, client_id=PARTNER, secret=None,
+                           redirect_uri=PARTNER_CB, extra=assertion)
+    assert first.status_code == 400 and first.json()["error"] == "invalid_grant"
+    again = await exchange(provider_portal, code, verifier, client_id=PARTNER, secret=None, redirect_uri=PARTNER_CB,
+                           extra=assertion)
+    assert again.status_code == 401 and again.json()["error"] == "invalid_client"
+
+
+async def test_housekeeping_drops_spent_grants_tokens_and_assertions(provider_portal: Portal, julien: Any,
+                                                                    clock: Any) -> None:
+    from guichet.web.app import housekeep
+
+    tokens, _ = await token_response(provider_portal, julien)
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    database = provider_portal.services.database
+    await housekeep(provider_portal.services, provider_portal.app.state.oidc)
+    assert await database.t.OidcGrant.count().run() == 1  # alive: kept
+    assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    clock.advance(days=2)
+    await housekeep(provider_portal.services, provider_portal.app.state.oidc)
+    assert await database.t.OidcGrant.count().run() == 0
+    assert await database.t.OidcToken.count().run() == 0
+
+
+async def test_with_redis_sessions_the_flow_forward_auth_and_logout_hold(
+        make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path,
+        portal_factory: Callable[..., Any]) -> None:
+    from guichet.core import registry_import
+    from tests.conftest import redis_url
+
+    text = portal_config_text(oidc_extra(tmp_path) + f'\n[redis]\nurl = "{redis_url()}"\n')
+    config = make_config(database_url=db_url, base=text.replace("[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+    portal = await portal_factory(config)
+    await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+    person = registry_import.DEMO_PERSONS["particulier_vitale"]
+    await activate(portal, person)
+    await logout(portal)
+    tokens, _ = await token_response(portal, person)
+    assert (await portal.client.get("/auth/verifier")).status_code == 200
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert (await portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    await logout(portal)
+    assert (await portal.client.get("/auth/verifier")).status_code == 401
+    assert (await portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 401
+
+
+async def test_a_first_login_through_a_service_personalises_and_confirms_before_returning(
+        provider_portal: Portal) -> None:
+    from guichet.core import registry_import
+    from tests.flows.helpers import personalise, register, temporary_password
+
+    await registry_import.generate_demo_registry(provider_portal.services.database, count=0, seed=1)
+    person = registry_import.DEMO_PERSONS["particulier_vitale"]
+    assert await register(provider_portal, person) == "termine"
+    temporary = await temporary_password(provider_portal)
+    verifier, challenge = pkce()
+    r = await provider_portal.get(authorize_url(challenge=challenge))
+    r = await login_through(provider_portal, r, person.identifier, temporary)
+    assert r.headers["location"] == "/changement-mot-de-passe"  # forced first, whatever the service wants
+    await personalise(provider_portal)
+    r = await provider_portal.get(authorize_url(challenge=challenge, prompt="none"))
+    assert query_of(r.headers["location"])["error"] == "interaction_required"  # contacts still to confirm
+    await provider_portal.get("/confirmation-coordonnees")
+    r = await provider_portal.post("/confirmation-coordonnees", {"action": "confirmer"})
+    assert r.headers["location"] == "/espace-prive"
+    r = await provider_portal.get("/espace-prive")
+    assert r.status_code == 303 and r.headers["location"].startswith("/oidc/autoriser?")
+    r = await provider_portal.get(r.headers["location"])
+    code = query_of(r.headers["location"])["code"]
+    token = await exchange(provider_portal, code, verifier)
+    assert token.status_code == 200, token.text
+    # the waiting service was served once: the espace privé is the espace privé again
+    assert (await provider_portal.get("/espace-prive")).status_code == 200

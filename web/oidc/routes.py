@@ -1,0 +1,367 @@
+"""HTTP endpoints of the OpenID Connect provider and of forward auth: decode, call the provider, answer."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+import httpx
+from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Redirect
+
+from guichet.core.availability import is_store_failure
+from guichet.core.flows.account import current_account
+from guichet.core.flows.login import next_url_for
+from guichet.core.sessions import FULL
+from guichet.web.forms import form_of
+from guichet.web.http import client_address, error_page, go, render, services_of, session_of
+from guichet.web.oidc.provider import ACR_CODE, ACR_TRUSTED_BROWSER, AuthRequest, Client, OidcError, Provider
+
+log = logging.getLogger("guichet.oidc")
+AUTHORIZE_PATH = "/oidc/autoriser"
+# called by services' servers, not by browsers: no session, no CSRF token (client authentication instead)
+API_PATHS = frozenset({"/.well-known/openid-configuration", "/oidc/jwks", "/oidc/jeton", "/oidc/userinfo"})
+SCOPE_LABELS = {
+    "openid": "un identifiant propre à ce service, qui ne permet pas de vous reconnaître ailleurs",
+    "profile": "vos nom, prénom et date de naissance",
+    "email": "votre adresse email",
+    "phone": "votre numéro de téléphone mobile",
+    "nir": "votre numéro de Sécurité Sociale",
+}
+JSON_HEADERS = {"pragma": "no-cache"}
+
+
+def provider_of(request: Request[Any, Any, Any]) -> Provider:
+    return request.app.state.oidc  # type: ignore[no-any-return]
+
+
+def _json(content: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(content=content, status_code=status, media_type="application/json",
+                    headers={**JSON_HEADERS, **(headers or {})})
+
+
+def _oauth_error(error: OidcError) -> Response[Any]:
+    headers = {"www-authenticate": 'Basic realm="guichet"'} if error.status == 401 and error.error == "invalid_client" \
+        else {"www-authenticate": f'Bearer error="{error.error}"'} if error.error == "invalid_token" else {}
+    return _json({"error": error.error, "error_description": error.description}, error.status, headers)
+
+
+def _single_params(items: list[tuple[str, str]]) -> dict[str, str] | None:
+    """OAuth parameters appear at most once (RFC 6749 3.1); None when one is repeated."""
+    params: dict[str, str] = {}
+    for key, value in items:
+        if key in params:
+            return None
+        params[key] = value
+    return params
+
+
+def _back_to_client(provider: Provider, redirect_uri: str, state: str, **values: str) -> Response[Any]:
+    query = {**values, **({"state": state} if state else {}), "iss": provider.issuer}
+    separator = "&" if urlsplit(redirect_uri).query else "?"
+    return Redirect(path=redirect_uri + separator + urlencode(query), status_code=303)
+
+
+def _login_url(return_to: str, *, force_code: bool) -> str:
+    return f"/connexion?retour={quote(return_to, safe='')}" + ("&code=oui" if force_code else "")
+
+
+def return_target(value: str) -> str:
+    """A login's return URL: a path on this site only (no scheme, host, '//', backslash or control
+    character), else ""; an off-site target would make the login page an open redirect."""
+    if not value or len(value) > 4000 or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return ""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or parts.path.startswith(("/connexion", "/deconnexion")):
+        return ""
+    return value
+
+
+@get("/.well-known/openid-configuration", sync_to_thread=False, include_in_schema=False)
+def discovery(request: Request[Any, Any, Any]) -> Response[Any]:
+    return _json(provider_of(request).discovery())
+
+
+@get("/oidc/jwks", include_in_schema=False)
+async def jwks(request: Request[Any, Any, Any]) -> Response[Any]:
+    return _json(await provider_of(request).jwks())
+
+
+@get(AUTHORIZE_PATH, include_in_schema=False)
+async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Check the request, run guichet's login when needed, then send the code back to the client."""
+    provider = provider_of(request)
+    services = services_of(request)
+    params = _single_params(list(request.query_params.items()))
+    if params is None:
+        return error_page(request, 400, "Demande invalide", "La demande de connexion de ce service est invalide.")
+    try:
+        client, redirect_uri = provider.client_and_redirect(params)
+    except OidcError as error:
+        await services.audit("oidc.refused", client=client_address(request), reason=error.error,
+                             client_id=params.get("client_id", "")[:64])
+        return error_page(request, 400, "Demande invalide", error.description)
+    state = params.get("state", "")
+    try:
+        auth = provider.check_request(client, redirect_uri, params)
+    except OidcError as error:
+        await services.audit("oidc.refused", client=client_address(request), reason=error.error, client_id=client.id)
+        return _back_to_client(provider, redirect_uri, state, error=error.error, error_description=error.description)
+    session = session_of(request)
+    data = session.data
+    account = await current_account(services, session) if data is not None and data.level == FULL else None
+    if account is not None and data is not None and account["credentials_version"] != data.credentials_version:
+        account = None
+    now_ms = int(services.now().timestamp() * 1000)
+    needs_login = (account is None or data is None or "login" in auth.prompt
+                   or (auth.max_age is not None and now_ms - data.auth_ms > auth.max_age * 1000)
+                   or (ACR_CODE in auth.acr_values and data.auth_via != "code"))
+    if needs_login:
+        if "none" in auth.prompt:
+            return _back_to_client(provider, redirect_uri, state, error="login_required")
+        # the request comes back after the login without what asked for it, so it cannot loop: the
+        # fresh auth_time in the ID token is what tells the client a new login happened
+        kept = [(k, v) for k, v in params.items() if k not in ("prompt", "max_age")]
+        return go(request, _login_url(f"{AUTHORIZE_PATH}?{urlencode(kept)}",
+                                      force_code="login" in auth.prompt or ACR_CODE in auth.acr_values))
+    assert account is not None and data is not None
+    forced = next_url_for(account)
+    if forced != "/espace-prive":  # personalisation or contact confirmation first, then back here
+        if "none" in auth.prompt:
+            return _back_to_client(provider, redirect_uri, state, error="interaction_required")
+        data.return_to = request.url.path + "?" + request.url.query
+        session.dirty = True
+        return go(request, forced)
+    if "consent" in auth.prompt or not await provider.has_consent(account["id"], client, auth.scope):
+        if "none" in auth.prompt:
+            return _back_to_client(provider, redirect_uri, state, error="consent_required")
+        return _consent_page(request, client, auth, request.url.path + "?" + request.url.query)
+    code = await provider.issue_code(auth, account_id=account["id"], auth_ms=data.auth_ms, via=data.auth_via,
+                                     login_ref=data.login_ref)
+    return _back_to_client(provider, redirect_uri, state, code=code)
+
+
+def _consent_page(request: Request[Any, Any, Any], client: Client, auth: AuthRequest, return_to: str) -> Response[Any]:
+    caisse = services_of(request).config.caisse.name
+    return render(request, "steps/oidc/consentement.html",
+                  {"client": client.config, "data": [SCOPE_LABELS[s] for s in auth.scope if s in SCOPE_LABELS],
+                   "retour": return_to},
+                  title=f"Autorisation — Mon espace privé — {caisse}")
+
+
+@post("/oidc/consentement", include_in_schema=False)
+async def consent(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The person's answer on the consent screen: agree (and go on with the request) or refuse."""
+    provider = provider_of(request)
+    services = services_of(request)
+    form = await form_of(request)
+    target = return_target(form.get("retour", ""))
+    parts = urlsplit(target)
+    params = _single_params(parse_qsl(parts.query)) if parts.path == AUTHORIZE_PATH else None
+    session = session_of(request)
+    account = await current_account(services, session) \
+        if session.data is not None and session.data.level == FULL else None
+    if params is None or account is None:
+        return go(request, "/connexion")
+    try:
+        client, redirect_uri = provider.client_and_redirect(params)
+        auth = provider.check_request(client, redirect_uri, params)
+    except OidcError as error:
+        return error_page(request, 400, "Demande invalide", error.description)
+    if form.get("action") != "accepter":
+        await services.audit("oidc.consent_refused", account_id=account["id"], client_id=client.id)
+        return _back_to_client(provider, redirect_uri, auth.state, error="access_denied")
+    await provider.record_consent(account["id"], client, auth.scope)
+    kept = [(k, v) for k, v in params.items() if k != "prompt"]
+    return go(request, f"{AUTHORIZE_PATH}?{urlencode(kept)}")
+
+
+@post("/oidc/jeton", include_in_schema=False, status_code=200)
+async def token(request: Request[Any, Any, Any]) -> Response[Any]:
+    provider = provider_of(request)
+    form = await request.form()
+    values = _single_params([(k, v) for k, v in form.multi_items() if isinstance(v, str)])
+    if values is None:
+        return _oauth_error(OidcError("invalid_request", "a parameter is repeated"))
+    try:
+        client = await provider.authenticate_client(request.headers.get("authorization", ""), values)
+        return _json(await provider.redeem(client, values))
+    except OidcError as error:
+        if error.error == "invalid_client":
+            await services_of(request).audit("oidc.refused", client=client_address(request), reason="client_auth")
+        return _oauth_error(error)
+
+
+async def _userinfo(request: Request[Any, Any, Any]) -> Response[Any]:
+    try:
+        return _json(await provider_of(request).userinfo(request.headers.get("authorization", "")))
+    except OidcError as error:
+        return _oauth_error(error)
+
+
+@get("/oidc/userinfo", include_in_schema=False)
+async def userinfo(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _userinfo(request)
+
+
+@post("/oidc/userinfo", include_in_schema=False, status_code=200)
+async def userinfo_post(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _userinfo(request)
+
+
+
+
+def origin(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def csp(base: str, provider: Provider) -> bytes:
+    """The site's CSP, where a form whose answer leads on to a service (the login, the consent
+    screen, the logout) may end at that service's registered addresses."""
+    origins = sorted({origin(uri) for client in provider.clients.values()
+                      for uri in (*client.config.redirect_uris, *client.config.post_logout_redirect_uris)})
+    return base.replace("form-action 'self'", " ".join(["form-action 'self'", *origins])).encode()
+
+
+# --- RP-initiated logout -------------------------------------------------------------------------------
+
+
+async def _logout_target(request: Request[Any, Any, Any], params: dict[str, str]) -> tuple[str, str, str] | None:
+    """Where to go after the logout (a registered post_logout_redirect_uri of the client named by
+    the hint or client_id, with its state and the client), empty for guichet's home, None if refused."""
+    provider = provider_of(request)
+    wanted = params.get("post_logout_redirect_uri", "")
+    if not wanted:
+        return "", "", ""
+    client_id = params.get("client_id", "")
+    if params.get("id_token_hint"):
+        claims = await provider.read_id_token_hint(params["id_token_hint"])
+        if claims is None or (client_id and claims["aud"] != client_id):
+            return None
+        client_id = str(claims["aud"])
+    client = provider.clients.get(client_id)
+    if client is None or wanted not in client.config.post_logout_redirect_uris:
+        return None
+    return wanted, params.get("state", ""), client.id
+
+
+@get("/oidc/deconnexion", include_in_schema=False)
+async def end_session(request: Request[Any, Any, Any]) -> Response[Any]:
+    """A service asks to log the person out: guichet asks the person to confirm (a link alone must
+    not end a session), then returns to the service's registered address."""
+    params = _single_params(list(request.query_params.items()))
+    target = await _logout_target(request, params) if params is not None else None
+    if target is None:
+        return error_page(request, 400, "Demande invalide",
+                          "L'adresse de retour demandée par ce service n'est pas enregistrée.")
+    session = session_of(request)
+    if session.data is None or session.data.level != FULL:
+        return _after_logout(target)
+    caisse = services_of(request).config.caisse.name
+    return render(request, "steps/oidc/deconnexion.html", {"target": target[0], "state": target[1], "client_id": target[2]},
+                  title=f"Déconnexion — Mon espace privé — {caisse}")
+
+
+def _after_logout(target: tuple[str, str, str]) -> Response[Any]:
+    url, state, _client = target
+    if not url:
+        return Redirect(path="/", status_code=303)
+    separator = "&" if urlsplit(url).query else "?"
+    return Redirect(path=url + (separator + urlencode({"state": state}) if state else ""), status_code=303)
+
+
+@post("/oidc/deconnexion", include_in_schema=False)
+async def end_session_confirmed(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request)
+    form = await form_of(request)
+    target = await _logout_target(request, {"post_logout_redirect_uri": form.get("target", ""),
+                                            "client_id": form.get("client_id", ""), "state": form.get("state", "")}) \
+        if form.get("target") else ("", "", "")
+    session = session_of(request)
+    notify = await end_login(request)
+    await services.sessions.end(session)
+    response = _after_logout(target or ("", "", ""))
+    response.background = notify
+    return response
+
+
+async def end_login(request: Request[Any, Any, Any]) -> BackgroundTask | None:
+    """What a logout ends besides the session: the services' grants and tokens from this login; the
+    services that asked for it are told on their back-channel, after the answer (a task to attach)."""
+    provider: Provider | None = getattr(request.app.state, "oidc", None)
+    session = session_of(request)
+    if provider is None or session.data is None or session.data.account_id is None:
+        return None
+    try:
+        clients = await provider.end_login(session.data.login_ref, session.data.account_id)
+        await services_of(request).audit("oidc.logout", account_id=session.data.account_id,
+                                         client=client_address(request), clients=",".join(clients))
+        notices = await provider.logout_tokens(session.data.login_ref, session.data.account_id, clients)
+    except Exception as exc:
+        if not is_store_failure(exc):
+            raise
+        # the session still ends (its store may be up); the services' tokens die at their expiry
+        log.error("the services' grants of a login could not be revoked at logout: %s", type(exc).__name__)
+        return None
+    return BackgroundTask(send_logout_tokens, notices) if notices else None
+
+
+async def send_logout_tokens(notices: list[tuple[str, str]]) -> None:
+    """POST each logout token (OpenID Connect Back-Channel Logout 1.0); a service that does not answer
+    is logged, by address only: its tokens are already revoked."""
+    async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
+        for address, token in notices:
+            try:
+                answer = await client.post(address, data={"logout_token": token})
+                if answer.status_code >= 300:
+                    log.warning("back-channel logout refused by %s: %s", address, answer.status_code)
+            except httpx.HTTPError as exc:
+                log.warning("back-channel logout to %s failed: %s", address, type(exc).__name__)
+
+
+# --- forward auth ----------------------------------------------------------------------------------------
+
+FORWARD_SECTOR = "forward-auth"
+FORWARD_AUDIENCE = "guichet-forward-auth"
+
+
+@get("/auth/verifier", include_in_schema=False)
+async def forward_auth(request: Request[Any, Any, Any]) -> Response[Any]:
+    """nginx ``auth_request``: 200 with the person's identity for a fully logged-in session, else 401
+    with the login address (which returns to the original page, on this site only) in Location."""
+    services = services_of(request)
+    provider = provider_of(request)
+    session = session_of(request)
+    data = session.data
+    account = await current_account(services, session) if data is not None and data.level == FULL else None
+    if account is None or data is None or account["credentials_version"] != data.credentials_version \
+            or next_url_for(account) != "/espace-prive":
+        original = return_target(request.headers.get("x-original-uri", ""))
+        login = _login_url(original, force_code=False) if original else "/connexion"
+        # absolute: nginx's ``error_page 401 =302 $url`` redirects the browser only to a full URL
+        return Response(content=b"", status_code=401, headers={"location": provider.issuer + login})
+    now = int(services.now().timestamp())
+    subject = await provider.subject(account["id"], FORWARD_SECTOR)
+    acr = ACR_CODE if data.auth_via == "code" else ACR_TRUSTED_BROWSER
+    claims: dict[str, Any] = {"iss": provider.issuer, "sub": subject, "aud": FORWARD_AUDIENCE, "iat": now,
+                              "exp": now + services.config.oidc.forward_auth_token_seconds,
+                              "auth_time": data.auth_ms // 1000, "acr": acr,
+                              "amr": ["pwd", "otp", "mfa"] if data.auth_via == "code" else ["pwd"],
+                              "family_name": account["last_name"], "given_name": account["first_name"]}
+    signed = await provider.sign("ES256", claims)
+    return Response(content=b"", status_code=200, headers={
+        "x-guichet-sujet": subject, "x-guichet-niveau": acr,
+        # names may hold accents: percent-encoded UTF-8, so a header stays ASCII
+        "x-guichet-nom": quote(account["last_name"], safe=""),
+        "x-guichet-prenom": quote(account["first_name"], safe=""),
+        "x-guichet-jeton": signed})
+
+
+def route_handlers(forward: bool) -> list[Any]:
+    handlers = [discovery, jwks, authorize, consent, token, userinfo, userinfo_post, end_session,
+                end_session_confirmed]
+    return handlers + [forward_auth] if forward else handlers
