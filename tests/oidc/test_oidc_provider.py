@@ -51,7 +51,7 @@ async def provider_portal(portal_factory: Callable[..., Any], oidc_config: Caiss
 @pytest.fixture
 async def julien(provider_portal: Portal) -> Any:
     """Julien LEFEBVRE with a personal password (NEW_PASSWORD), logged out."""
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
 
     await registry_import.generate_demo_registry(provider_portal.services.database, count=0, seed=1)
     person = registry_import.DEMO_PERSONS["particulier_vitale"]
@@ -469,7 +469,7 @@ async def test_back_channel_logout_tells_the_services_the_login_reached(
         portal_factory: Callable[..., Any]) -> None:
     import asyncio
 
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
     from guichet.testing import HttpSink
 
     with HttpSink() as service:
@@ -550,7 +550,7 @@ async def test_housekeeping_drops_spent_grants_tokens_and_assertions(provider_po
 async def test_with_redis_sessions_the_flow_forward_auth_and_logout_hold(
         make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path,
         portal_factory: Callable[..., Any]) -> None:
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
     from tests.conftest import redis_url
 
     text = portal_config_text(oidc_extra(tmp_path) + f'\n[redis]\nurl = "{redis_url()}"\n')
@@ -571,7 +571,7 @@ async def test_with_redis_sessions_the_flow_forward_auth_and_logout_hold(
 
 async def test_a_first_login_through_a_service_personalises_and_confirms_before_returning(
         provider_portal: Portal) -> None:
-    from guichet.core import registry_import
+    from guichet.plugins.registry_tables import importer as registry_import
     from tests.flows.helpers import personalise, register, temporary_password
 
     await registry_import.generate_demo_registry(provider_portal.services.database, count=0, seed=1)
