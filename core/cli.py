@@ -159,6 +159,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from guichet.core.baseline import effective_values, settings_notes, weaker_than_baseline
+    from guichet.core.departures import DOC_PATH, citizen_values
 
     config = load_config(args.file)
     notes = settings_notes(config)
@@ -173,6 +174,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print()
     print("Effective values:")
     for key, value in effective_values(config):
+        print(f"  {key} = {value}")
+    print()
+    print(f"Departures from the seeds ({DOC_PATH}):")
+    for key, value in citizen_values(config):
         print(f"  {key} = {value}")
     findings = weaker_than_baseline(config)
     print()
