@@ -85,7 +85,7 @@ async def test_recovery_by_sms_with_a_four_digit_code(sud: Portal, julien: Any, 
     assert r.status_code == 303 and r.headers["location"] == "/mot-de-passe-oublie/confirmation"
     r = await sud.get("/mot-de-passe-oublie/confirmation")
     assert SENT_BY_SMS in r.text
-    assert "Vous pourrez le modifier après vous être connecté à Mon espace privé." in r.text
+    assert "Vous pourrez le modifier après vous être connecté à Mon espace privé MSA." in r.text
     password_message = (await sud.outbox("temporary_password"))[-1]
     assert password_message["channel"] == "sms" and password_message["recipient"]["mobile"] == "+33600000101"
     [notice] = await sud.outbox("password_reset_notice")
