@@ -1,6 +1,7 @@
 """The citizen's side, as the seeds word it: the small things a person reads on each page (issue 14)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -67,3 +68,32 @@ async def test_the_code_page_shows_the_caisse_help_link(portal_factory: Any, mak
     await logout(portal)
     r = await to_code_page(portal, person)
     assert f'<a href="{HELP_URL}"' in r.text and "Tuto vidéo" in visible_text(r)
+
+
+# --- stumbles -----------------------------------------------------------------------------------------
+
+
+async def test_password_rule_errors_are_listed_one_a_line(portal: Portal, demo_people: Any) -> None:
+    person = demo_people.DEMO_PERSONS["particulier_vitale"]
+    await activate(portal, person)
+    await portal.get("/mon-compte/mot-de-passe")
+    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": NEW_PASSWORD, "new_password": "lefebvre",
+                                                       "confirm_password": "lefebvre"})
+    assert r.status_code == 422
+    field = r.text.split('id="f-new_password-error"', 1)[1].split("</div>", 1)[0]
+    rules = re.findall(r"<li>(.*?)</li>", field)
+    assert len(rules) >= 2, field
+    assert all(rule.strip() and "<" not in rule for rule in rules)
+    summary = r.text.split('class="alert"', 1)[1].split("</div>", 1)[0]
+    assert summary.count("<br>") == len(rules) - 1
+
+
+async def test_without_javascript_the_meter_and_the_voir_buttons_are_hidden(portal: Portal,
+                                                                             demo_people: Any) -> None:
+    """They need the script; the page says hidden, and the style keeps them hidden (not display:inline-flex)."""
+    person = demo_people.DEMO_PERSONS["particulier_vitale"]
+    await activate(portal, person)
+    r = await portal.get("/mon-compte/mot-de-passe")
+    assert re.search(r'<div class="meter-live"[^>]* hidden>', r.text)
+    assert r.text.count('class="toggle"') == r.text.count('class="toggle" data-toggle="f-') == 3
+    assert all(tag.endswith(" hidden>") for tag in re.findall(r'<button type="button" class="toggle"[^>]*>', r.text))
