@@ -442,7 +442,7 @@ class HttpCitizen:
 
 
 def _errors(html: str) -> list[str]:
-    return [re.sub(r"<[^>]+>", "", m).strip() for m in re.findall(r'<p class="error"[^>]*>(.*?)</p>', html, re.S)]
+    return [re.sub(r"<[^>]+>", "", m).strip() for m in re.findall(r'<(?:p|div) class="error"[^>]*>(.*?)</(?:p|div)>', html, re.S)]
 
 
 def new_password(person: Person) -> str:

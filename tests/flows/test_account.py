@@ -133,9 +133,9 @@ async def test_a_temporary_password_leads_only_to_personalisation(portal: Portal
     for path in ["/espace-prive", "/mon-compte", "/confirmation-coordonnees", "/mon-compte/email",
                  "/mon-compte/mot-de-passe", "/mot-de-passe-modifie"]:
         r = await portal.get(path)
-        assert r.status_code == 303 and r.headers["location"] in ("/changement-mot-de-passe"), path
+        assert r.status_code == 303 and r.headers["location"] == "/changement-mot-de-passe?raison=mot-de-passe-temporaire", path
     r = await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
-    assert r.headers["location"] == "/changement-mot-de-passe"
+    assert r.headers["location"] == "/changement-mot-de-passe?raison=mot-de-passe-temporaire"
     r = await portal.get("/changement-mot-de-passe")
     assert "Votre mot de passe est temporaire. Vous devez le personnaliser." in r.text
 
@@ -225,7 +225,7 @@ async def test_an_unknown_contact_field_cannot_be_changed(portal: Portal, julien
 async def test_confirming_the_contacts_leads_to_the_espace_prive(portal: Portal, julien: Any,
                                                                  personalised: None) -> None:
     r = await portal.get("/espace-prive")
-    assert r.headers["location"] == "/confirmation-coordonnees"
+    assert r.headers["location"] == "/confirmation-coordonnees?raison=coordonnees-a-confirmer"
     r = await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
     assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
     r = await portal.get("/espace-prive")

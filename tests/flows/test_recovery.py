@@ -102,14 +102,14 @@ async def test_recovery_by_sms_with_a_four_digit_code(sud: Portal, julien: Any, 
     r = await sud.post("/connexion/code", {"code": await sud.last_code("login_code")})
     assert r.headers["location"] == "/changement-mot-de-passe"
     r = await sud.get("/espace-prive")
-    assert r.headers["location"] == "/changement-mot-de-passe"
+    assert r.headers["location"] == "/changement-mot-de-passe?raison=mot-de-passe-temporaire"
     await personalise(sud, "Sable-Fougere-8-Pignada!")
     # seed 002, steps 5 and 6: a recovery ends in the contact confirmation, even when it was done before
     r = await sud.get("/mot-de-passe-modifie")
     assert "Avant d'accéder à votre espace privé MSA, nous vous demandons de confirmer vos coordonnées." in text_of(r)
     step = r.text.split('id="step"', 1)[1].split("</section>", 1)[0]
     assert 'href="/confirmation-coordonnees"' in step and 'href="/espace-prive"' not in step
-    assert (await sud.get("/espace-prive")).headers["location"] == "/confirmation-coordonnees"
+    assert (await sud.get("/espace-prive")).headers["location"] == "/confirmation-coordonnees?raison=coordonnees-a-confirmer"
     r = await sud.get("/confirmation-coordonnees")
     assert r.status_code == 200 and "Pour utiliser Mon espace privé MSA, vous devez confirmer vos coordonnées." in r.text
     r = await sud.post("/confirmation-coordonnees", {"action": "confirmer"})

@@ -222,10 +222,10 @@ async def test_a_temporary_password_session_reaches_only_the_forced_change(porta
     await login(portal, person().identifier)
     for path in ("/espace-prive", "/mon-compte", "/mon-compte/email", "/confirmation-coordonnees"):
         r = await portal.get(path, htmx=True)
-        assert where(r) == "/changement-mot-de-passe", (path, r.status_code, r.headers)
+        assert where(r) == "/changement-mot-de-passe?raison=mot-de-passe-temporaire", (path, r.status_code, r.headers)
     await portal.get("/changement-mot-de-passe")
     r = await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
-    assert where(r) == "/changement-mot-de-passe"
+    assert where(r) == "/changement-mot-de-passe?raison=mot-de-passe-temporaire"
     assert (await account(portal, account_row["id"]))["contacts_confirmed_at"] is None
     await expect_event(portal, "login.succeeded", account_id=account_row["id"])
 

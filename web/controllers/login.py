@@ -144,4 +144,4 @@ class LogoutController(Controller):
         await services.sessions.end(session)
         if account_id is not None:
             await audit_quietly(services, "logout", account_id=account_id, client=client_address(request))
-        return go(request, "/")
+        return go(request, "/?deconnexion=faite")
