@@ -69,7 +69,8 @@ def toml_dumps(table: dict[str, Any], prefix: str = "") -> str:
     return "\n".join(part for part in out if part)
 
 
-def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None) -> Path:
+def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None,
+                  citizen: dict[str, Any] | None = None) -> Path:
     """A copy of ``source`` that runs here: SQLite, demo mode, demo mailbox, literal secret, tmp paths.
 
     The caisse's own values stay: [caisse], enabled plugins and presets, [codes.*], passwords, the
@@ -79,6 +80,8 @@ def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any
     table = tomllib.loads(source.read_text(encoding="utf-8"))
     for purpose, keys in (codes or {}).items():
         table.setdefault("codes", {}).setdefault(purpose, {}).update(keys)
+    if citizen:
+        table.setdefault("citizen", {}).update(citizen)
     workdir.mkdir(parents=True, exist_ok=True)
     security = dict(table.get("security", {}))
     security["secret_key"] = {"value": SECRET}
@@ -189,11 +192,14 @@ class LiveServer:
 
 # the demo server's login code may be sent again after 3 s instead of 60, so a test sees a real resend
 TEST_CODES = {"demo": {"login": {"resend_cooldown_seconds": 3}}}
+# seed 000 (Provence Azur's guide) shows a "Tuto vidéo" link on the code page: that server has one, the others none
+TEST_CITIZEN = {"provence-azur": {"code_help_url": "https://www.example.fr/tuto-video-connexion"}}
 
 
-def start_server(config_name: str, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None) -> LiveServer:
+def start_server(config_name: str, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None,
+                 citizen: dict[str, Any] | None = None) -> LiveServer:
     """Derive config/<config_name>.toml into ``workdir`` and serve it."""
-    path = derive_config(CONFIG_DIR / f"{config_name}.toml", workdir, codes=codes)
+    path = derive_config(CONFIG_DIR / f"{config_name}.toml", workdir, codes=codes, citizen=citizen)
     return LiveServer(config_path=path, workdir=workdir).start()
 
 

@@ -147,7 +147,7 @@ async def test_the_example_nir_is_fictitious_and_from_the_config(portal_factory:
 
     await portal.post("/inscription/statut", {"status": "particulier"})
     page = visible_text(await portal.get("/inscription/identifiant"))
-    assert f"par exemple {FICTITIOUS_NIR_EXAMPLE}" in page
+    assert f"par exemple {FICTITIOUS_NIR_EXAMPLE}" in page  # its spaces do not break: non-breaking
     example = FICTITIOUS_NIR_EXAMPLE.replace(" ", "")
     assert example[5:10] == "99999"  # born abroad (99) in country 999, a code INSEE never assigned
     t = portal.services.database.t.RegistryPerson
