@@ -177,7 +177,7 @@ async def reset_password(services: Services, account: dict[str, object], *, chan
     recipient = account_recipient(account)  # type: ignore[arg-type]
     kind = reaches(services, channel)
     async with services.database.transaction():
-        changes = {t.password_hash: password_hash, t.password_is_temporary: True, t.temporary_expires_at: expires,
+        changes: dict[Any, Any] = {t.password_hash: password_hash, t.password_is_temporary: True, t.temporary_expires_at: expires,
                    t.password_changed_at: now, t.credentials_version: t.credentials_version + 1}
         if services.config.citizen.confirm_contacts_after_recovery:
             # seed 002, steps 5-6: after the personalisation the person confirms their contacts again
