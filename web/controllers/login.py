@@ -70,7 +70,9 @@ class LoginController(Controller):
             session.clear()
             session.cleared = False
         outcome = await flow.submit_password(services, session, form, client=client_address(request),
-                                             trusted_token=trusted)
+                                             trusted_token=trusted,
+                                             preferred_channel=request.cookies.get(cookie_name(services, "code_channel"),
+                                                                                   ""))
         metrics.step("login", "connexion", not outcome.result.errors)
         if outcome.next_url:
             return go(request, outcome.next_url)
@@ -107,6 +109,10 @@ class LoginController(Controller):
                                          path="/", httponly=True, secure=services.config.sessions.secure_cookies,
                                          samesite="strict",
                                          max_age=services.config.security.trusted_browser_days * 86400))
+        if outcome.chosen_channel:  # not a secret: a channel name, which only orders the person's proven ones
+            queue_cookie(request, Cookie(key=cookie_name(services, "code_channel"), value=outcome.chosen_channel,
+                                         path="/", httponly=True, secure=services.config.sessions.secure_cookies,
+                                         samesite="lax", max_age=365 * 86400))
         if outcome.next_url:
             return go(request, outcome.next_url)
         if outcome.result.step == "connexion":
