@@ -13,8 +13,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from guichet.core.config import FICTITIOUS_NIR_EXAMPLE
-from tests.browser.flows import login_code, login_password
-from tests.browser.support import TEST_CITIZEN, HttpCitizen, LiveServer, new_password, person_with_account
+from tests.browser.flows import confirm_contacts, login_code, login_password, personalise
+from tests.browser.support import (TEST_CITIZEN, HttpCitizen, LiveServer, code_in, new_password, password_in,
+                                   person_with_account)
 
 pytestmark = pytest.mark.browser
 
@@ -237,3 +238,33 @@ def test_a_header_link_during_the_personalisation_says_why(seed_server: LiveServ
           h1="Changement de votre mot de passe", swap=False)
     expect(page.locator(".notice")).to_have_text(
         "Votre mot de passe est temporaire : personnalisez-le avant d'accéder à Mon espace privé.")
+
+
+def test_a_recovery_ends_in_the_contact_confirmation(seed_server: LiveServer, open_browser: Any, js: bool,
+                                                     width: dict[str, int]) -> None:
+    """Seed 002, steps 4 to 6: "…après vous être connecté à Mon espace privé MSA." (2), then after the
+    personalisation "Confirmation", [Continuer >] and "Confirmation de vos coordonnées" (1)."""
+    server = seed_server
+    person, password = person_with_account(server, "particulier_vitale")
+    b = open_browser(server, js=js, viewport=width)
+    page = b.page
+    step = page.locator("#step")
+    b.goto("/mot-de-passe-oublie/identifiant", "oubli-identifiant", h1="Vérification de votre identité")
+    b.fill("identifier", person.nir_with_key)
+    b.click_button("Suivant >", "oubli-canal", h1="Demande d'un nouveau mot de passe", swap=True)
+    page.get_by_label("par e-mail").check()
+    mark = b.mailbox_mark()
+    b.click_button("Suivant >", "oubli-code", h1="Demande d'un nouveau mot de passe", swap=True)
+    b.fill("code", code_in(server.mailbox.email_to(person.email, subject="code", after=mark).text))
+    b.click_button("Suivant >", "oubli-confirmation", h1="Confirmation", swap=True)
+    expect(step).to_contain_text("Vous pourrez le modifier après vous être connecté à Mon espace privé MSA.")
+    temporary = password_in(server.mailbox.email_to(person.email, subject="mot de passe temporaire", after=mark).text)
+    mark = login_password(b, person.nir, temporary)
+    login_code(b, person, mark, next_h1="Changement de votre mot de passe", state="changement-mot-de-passe")
+    personalise(b, password[::-1], mistakes=False, meter=False)
+    expect(step).to_contain_text("Avant d'accéder à votre espace privé MSA, nous vous demandons de confirmer "
+                                 "vos coordonnées.")
+    b.act(page.get_by_role("link", name="Continuer >"), "coordonnees-apres-oubli",
+          h1="Confirmation de vos coordonnées", swap=False)
+    expect(step).to_contain_text("Pour utiliser Mon espace privé MSA, vous devez confirmer vos coordonnées.")
+    confirm_contacts(b, person, mistakes=False)
