@@ -226,8 +226,9 @@ async def logout(portal: Portal) -> None:
 
 
 def text_of(response: httpx.Response) -> str:
-    """The page's text with HTML entities decoded (Jinja writes ' as &#39;)."""
-    return html.unescape(response.text)
+    """The page's text with HTML entities decoded (Jinja writes ' as &#39;) and <wbr> (a line-break
+    opportunity inside an email address) dropped."""
+    return html.unescape(response.text.replace("<wbr>", ""))
 
 
 def visible_text(response: httpx.Response) -> str:
