@@ -118,7 +118,7 @@ async def test_the_csrf_token_changes_at_login(portal: Portal, demo_people: Any)
     r = await portal.get("/espace-prive")
     assert r.status_code == 200, "the refused logout logged out"
     r = await portal.post("/deconnexion", {})
-    assert where(r) == "/"
+    assert where(r) == "/?deconnexion=faite"
     await expect_event(portal, "logout", account_id=account_row["id"])
 
 
@@ -130,7 +130,7 @@ async def test_a_session_cookie_replayed_after_logout_is_dead(portal: Portal, po
     stolen = {c.name: c.value for c in portal.client.cookies.jar}
     stolen_token = portal.csrf
     r = await portal.post("/deconnexion", {})
-    assert where(r) == "/"
+    assert where(r) == "/?deconnexion=faite"
     thief = await another_browser(portal_factory, portal)
     for name, value in stolen.items():
         thief.client.cookies.set(name, value, domain="127.0.0.1", path="/")
