@@ -339,10 +339,25 @@ class OidcConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     clients: list[OidcClientConfig] = []
 
 
+# A NIR no person holds: department 99 (born abroad) with the country code 999, which INSEE never
+# assigned; shown as the identifier page's example instead of anybody's real number.
+FICTITIOUS_NIR_EXAMPLE = "1 80 01 99 999 999"
+
+
+class CitizenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What the citizen's pages do and show where a caisse may depart from the seeds (docs/seed-departures.md)."""
+
+    confirm_contacts_after_recovery: bool = True  # seed 002, steps 5-6
+    code_help_url: Annotated[str, msgspec.Meta(pattern=r"^(https://\S+)?$")] = ""  # seed 000's "Tuto vidéo" beside the code; hidden when empty
+    code_help_label: Annotated[str, msgspec.Meta(min_length=1, max_length=60)] = "Tuto vidéo"
+    example_nir: Annotated[str, msgspec.Meta(pattern=r"^[12][0-9 ]{12,20}$")] = FICTITIOUS_NIR_EXAMPLE
+
+
 class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     caisse: CaisseInfo
     security: SecurityConfig
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    citizen: CitizenConfig = msgspec.field(default_factory=CitizenConfig)
     statuses: dict[str, StatusConfig] = {}  # by status code: [statuses.particulier] questions = [...]
     codes: CodesConfig = msgspec.field(default_factory=CodesConfig)
     passwords: PasswordsConfig = msgspec.field(default_factory=PasswordsConfig)

@@ -127,11 +127,11 @@ def parse_amount(raw: str, field: str = "answer") -> Decimal:
     if re.fullmatch(r"[0-9]{1,3}( [0-9]{3})+(,[0-9]{1,2})?", text, re.ASCII):
         text = text.replace(" ", "")
     if not re.fullmatch(r"[0-9]{1,9}([.,][0-9]{1,2})?", text, re.ASCII):
-        raise StepError(field, "Saisissez le montant en euros, par exemple 1 234,50.")
+        raise StepError(field, "Saisissez le montant en euros, par exemple 1\u00a0234,50.")
     try:
         return Decimal(text.replace(",", "."))
     except InvalidOperation:  # pragma: no cover - the pattern above already excludes it
-        raise StepError(field, "Saisissez le montant en euros, par exemple 1 234,50.") from None
+        raise StepError(field, "Saisissez le montant en euros, par exemple 1\u00a0234,50.") from None
 
 
 def parse_birth_date(raw: str, today: dt.date, field: str = "birth_date") -> dt.date:

@@ -199,8 +199,9 @@ class Portal:
 
 def error_messages(response: httpx.Response) -> list[str]:
     """The French messages tied to fields on a page."""
-    return [_re.sub(r"<[^>]+>", "", m).replace("Erreur : ", "").strip()
-            for m in _re.findall(r'<p class="error" id="f-[^"]+-error">(.*?)</p>', response.text, _re.S)]
+    # one message a <p>; several rules of one field are a list in a <div>, one a line here
+    return [_re.sub(r"<[^>]+>", "", m.replace("</li><li>", "\n")).replace("Erreur : ", "").strip()
+            for _tag, m in _re.findall(r'<(p|div) class="error" id="f-[^"]+-error">(.*?)</\1>', response.text, _re.S)]
 
 
 DELIVERY_CONFIG = """

@@ -17,6 +17,7 @@ import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.config.compression import CompressionConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
+from markupsafe import Markup, escape
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.template.config import TemplateConfig
@@ -111,6 +112,13 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
 def _no_template_reload(engine: JinjaTemplateEngine) -> None:
     # Jinja otherwise stats every template file on every render (docs/benchmarks.md): restart to see an edit
     engine.engine.auto_reload = False
+    engine.engine.filters["email_breaks"] = email_breaks
+
+
+def email_breaks(address: str | None) -> Markup:
+    """An email address that a narrow screen breaks after its @ or before a dot, never inside a word."""
+    escaped = escape(address or "")
+    return Markup(str(escaped).replace("@", "@<wbr>").replace(".", "<wbr>."))
 
 
 def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None,

@@ -338,6 +338,7 @@ def base_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
     session = request.scope["state"].get("session")
     return {
         "caisse": services.config.caisse,
+        "citizen": services.config.citizen,
         "csrf_token": csrf_token(request),
         "logged_in": bool(session and session.data and session.data.level == FULL),
         "demo_mailbox": services.config.demo.mailbox,

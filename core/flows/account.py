@@ -79,7 +79,7 @@ async def change_password(services: Services, session: Session, account: dict[st
     if not new:
         errors["new_password"] = "Veuillez saisir votre nouveau mot de passe."
     elif not check.ok:
-        errors["new_password"] = " ".join(check.errors)
+        errors["new_password"] = "\n".join(check.errors)  # one rule a line, listed as the meter lists them
     elif not errors and await services.passwords.verify(account["password_hash"], new):
         # only once the current password is proven: else this comparison is an unthrottled guess
         errors["new_password"] = "Votre nouveau mot de passe doit être différent de l'actuel."

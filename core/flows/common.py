@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from typing import Any
 
 from guichet.core.clock import PARIS
@@ -138,8 +139,20 @@ async def account_by_id(services: Services, account_id: int) -> dict[str, Any] |
     return rows[0] if rows else None
 
 
+def full_name(first_name: str | None, last_name: str | None) -> str:
+    """A person's name as every message and page writes it, typed or from the registry: "Julien LEFEBVRE".
+
+    The last name in capitals, as the registry and the MSA's letters write it; a first name typed all
+    in lower or upper case gets its capitals (jean-pierre: Jean-Pierre), one typed with care stays.
+    """
+    first = (first_name or "").strip()
+    if first and (first.islower() or first.isupper()):
+        first = re.sub(r"[^\W\d_]+", lambda m: m.group(0).capitalize(), first)
+    return " ".join(p for p in (first, (last_name or "").strip().upper()) if p)
+
+
 def account_recipient(account: dict[str, Any]) -> Recipient:
-    name = " ".join(p for p in (account.get("first_name"), account.get("last_name")) if p)
+    name = full_name(account.get("first_name"), account.get("last_name"))
     identifier = account.get("identifier")
     return Recipient(name=name, email=account.get("email"), mobile=account.get("mobile"),
                      addresses={IDENTIFIER: str(identifier)} if identifier else {})

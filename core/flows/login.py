@@ -49,6 +49,7 @@ class LoginOutcome(msgspec.Struct, frozen=True, kw_only=True):
     result: StepResult
     next_url: str = ""  # where to go once the step is done
     set_trusted_cookie: str = ""  # a new trusted-browser token for the cookie
+    chosen_channel: str = ""  # the channel the right code came by: this browser's first choice next time
 
 
 def parse_login_identifier(raw: str) -> str:
@@ -110,9 +111,11 @@ def channel_options(services: Services, account: dict[str, Any]) -> list[str]:
 
 
 async def submit_password(services: Services, session: Session, form: dict[str, str], *, client: str,
-                          trusted_token: str | None, return_to: str = "", trust_browser: bool = True) -> LoginOutcome:
+                          trusted_token: str | None, return_to: str = "", trust_browser: bool = True,
+                          preferred_channel: str = "") -> LoginOutcome:
     """The password step. ``return_to`` (a path the caller checked) is where the login goes once
-    done; ``trust_browser=False`` asks for a code even from a trusted browser."""
+    done; ``trust_browser=False`` asks for a code even from a trusted browser; ``preferred_channel``
+    (the browser's last proven channel) only reorders the person's own proven channels."""
     identifier_raw = form.get("identifier", "")
     password = form.get("password", "")
     values = {"identifier": identifier_raw}
@@ -163,6 +166,10 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
     data.return_to = return_to
     trusted = trust_browser and bool(trusted_token) and await _trusted(services, account, trusted_token or "")
     proven = [] if trusted else proven_channels(services, account)
+    if preferred_channel in proven:
+        # the channel this person chose last time on this browser: only ever one of their proven ones
+        proven.remove(preferred_channel)
+        proven.insert(0, preferred_channel)
     if not proven:
         await settle_tries(services, right)
         if trusted:
@@ -292,10 +299,9 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
         t = services.database.t.Account
         await t.update({getattr(t, f"{contact}_verified"): True}).where(t.id == account["id"]).run()
     outcome = await _complete(services, session, account, client, via="code")
-    if trust:
-        token = await add_trusted_browser(services, account, form.get("user_agent", ""))
-        return LoginOutcome(result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token)
-    return outcome
+    token = await add_trusted_browser(services, account, form.get("user_agent", "")) if trust else ""
+    return LoginOutcome(result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token,
+                        chosen_channel=check.channel)
 
 
 async def _complete(services: Services, session: Session, account: dict[str, Any], client: str,

@@ -177,9 +177,12 @@ async def reset_password(services: Services, account: dict[str, object], *, chan
     recipient = account_recipient(account)  # type: ignore[arg-type]
     kind = reaches(services, channel)
     async with services.database.transaction():
-        await t.update({t.password_hash: password_hash, t.password_is_temporary: True,
-                        t.temporary_expires_at: expires, t.password_changed_at: now,
-                        t.credentials_version: t.credentials_version + 1}).where(t.id == account["id"]).run()
+        changes: dict[Any, Any] = {t.password_hash: password_hash, t.password_is_temporary: True, t.temporary_expires_at: expires,
+                   t.password_changed_at: now, t.credentials_version: t.credentials_version + 1}
+        if services.config.citizen.confirm_contacts_after_recovery:
+            # seed 002, steps 5-6: after the personalisation the person confirms their contacts again
+            changes[t.contacts_confirmed_at] = None
+        await t.update(changes).where(t.id == account["id"]).run()
         await b.update({b.revoked_at: now}).where((b.account_id == account["id"]) & b.revoked_at.is_null()).run()
         await services.enqueue(channel=channel, template="temporary_password", recipient=recipient.only(kind),
                                payload={"password": temporary, "expires_on": french_date(expires),

@@ -16,6 +16,7 @@ from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
     NO_OTHER_CHANNEL,
     UNAVAILABLE,
+    full_name,
     account_by_identifier,
     account_recipient,
     channel_label,
@@ -304,7 +305,7 @@ async def switch_channel(services: Services, state: FlowState, flow_id: str, *, 
 
 def _typed_recipient(state: FlowState) -> Recipient:
     # the code goes to the contact typed in this flow: the code proves the person controls it
-    name = " ".join(p for p in (state.data.get("first_name"), state.data.get("last_name")) if p)
+    name = full_name(state.data.get("first_name"), state.data.get("last_name"))
     return Recipient(name=name, email=state.data.get("email"), mobile=state.data.get("mobile"))
 
 
@@ -412,7 +413,7 @@ async def _create_account(services: Services, state: FlowState, status: Status, 
     kind = reaches(services, channel)  # the contact the code proved (none for a password by post)
     t = services.database.t.Account
     typed = _typed_recipient(state)
-    letter_recipient = Recipient(name=" ".join(p for p in (record.first_name, record.last_name) if p),
+    letter_recipient = Recipient(name=full_name(record.first_name, record.last_name),
                                  address=record.address or PostalAddress(lines=()))
     try:
         async with services.database.transaction():

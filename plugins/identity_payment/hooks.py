@@ -31,7 +31,7 @@ def guichet_identity_questions(status: Status, record: Record | None, context: P
     if settings is None:
         return []
     return [Question(kind="payment", label_fr=LABELS[settings.kind].format(months=settings.window_months),
-                     hint_fr="En euros et centimes, par exemple 1 234,50.", help_fr=HELP[settings.kind],
+                     hint_fr="En euros et centimes, par exemple 1\u00a0234,50.", help_fr=HELP[settings.kind],
                      input_mode="decimal", max_length=20, params={"status": status.code})]
 
 

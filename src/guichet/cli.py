@@ -305,6 +305,12 @@ def config_check(config_path: str, file: str | None, connect: bool) -> int:
     click.echo("Effective values:")
     for key, value in effective_values(config):
         click.echo(f"  {key} = {value}")
+    from guichet.core.departures import DOC_PATH, citizen_values
+
+    click.echo()
+    click.echo(f"Departures from the seeds ({DOC_PATH}):")
+    for key, value in citizen_values(config):
+        click.echo(f"  {key} = {value}")
     findings = weaker_than_baseline(config)
     click.echo()
     if not findings:

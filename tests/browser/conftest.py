@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, TEST_CODES, LiveServer, People, start_server
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, TEST_CITIZEN, TEST_CODES, LiveServer, People, start_server
 
 REQUIRE_BROWSER = os.environ.get("GUICHET_REQUIRE_BROWSER") == "1"
 try:
@@ -72,7 +72,7 @@ class Servers:
 
     def __call__(self, name: str) -> LiveServer:
         if name not in self.running:
-            server = start_server(name, self.base / name, codes=TEST_CODES.get(name))
+            server = start_server(name, self.base / name, codes=TEST_CODES.get(name), citizen=TEST_CITIZEN.get(name))
             server.people = People()  # type: ignore[attr-defined]
             self.running[name] = server
         return self.running[name]
@@ -114,6 +114,18 @@ def sud_aquitaine(servers: Servers) -> LiveServer:
 def caisse_server(servers: Servers, request: pytest.FixtureRequest) -> LiveServer:
     """Each shipped config in turn: the demo, and both caisses with their own presets and colours."""
     return servers(request.param)
+
+
+@pytest.fixture(params=["provence-azur", "sud-aquitaine"])
+def seed_server(servers: Servers, request: pytest.FixtureRequest) -> LiveServer:
+    """The two configs drawn from the seeds: Provence Azur's guide (000) and Sud Aquitaine's (002)."""
+    return servers(request.param)
+
+
+@pytest.fixture(params=[360, 1280], ids=["360px", "1280px"])
+def width(request: pytest.FixtureRequest) -> dict[str, int]:
+    """A phone and a desktop screen."""
+    return {"width": int(request.param), "height": 640 if request.param < 800 else 800}
 
 
 @pytest.fixture(params=["js", "nojs"])

@@ -79,7 +79,7 @@ def _merge(table: dict[str, Any], extra: dict[str, Any]) -> None:
 
 def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None,
                   database_url: str | None = None, plugins: tuple[str, ...] = (),
-                  extra: dict[str, Any] | None = None) -> Path:
+                  extra: dict[str, Any] | None = None, citizen: dict[str, Any] | None = None) -> Path:
     """A copy of ``source`` that runs here: SQLite, demo mode, demo mailbox, literal secret, tmp paths.
 
     The caisse's own values stay: [caisse], enabled plugins and presets, [codes.*], passwords, the
@@ -92,6 +92,8 @@ def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any
     table = tomllib.loads(source.read_text(encoding="utf-8"))
     for purpose, keys in (codes or {}).items():
         table.setdefault("codes", {}).setdefault(purpose, {}).update(keys)
+    if citizen:
+        table.setdefault("citizen", {}).update(citizen)
     workdir.mkdir(parents=True, exist_ok=True)
     security = dict(table.get("security", {}))
     security["secret_key"] = {"value": SECRET}
@@ -204,14 +206,16 @@ class LiveServer:
 
 # the demo server's login code may be sent again after 3 s instead of 60, so a test sees a real resend
 TEST_CODES = {"demo": {"login": {"resend_cooldown_seconds": 3}}}
+# seed 000 (Provence Azur's guide) shows a "Tuto vidéo" link on the code page: that server has one, the others none
+TEST_CITIZEN = {"provence-azur": {"code_help_url": "https://www.example.fr/tuto-video-connexion"}}
 
 
 def start_server(config_name: str, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None,
                  database_url: str | None = None, plugins: tuple[str, ...] = (),
-                 extra: dict[str, Any] | None = None) -> LiveServer:
+                 extra: dict[str, Any] | None = None, citizen: dict[str, Any] | None = None) -> LiveServer:
     """Derive config/<config_name>.toml into ``workdir`` (see ``derive_config``) and serve it."""
     path = derive_config(CONFIG_DIR / f"{config_name}.toml", workdir, codes=codes, database_url=database_url,
-                         plugins=plugins, extra=extra)
+                         plugins=plugins, extra=extra, citizen=citizen)
     return LiveServer(config_path=path, workdir=workdir).start()
 
 
@@ -494,7 +498,7 @@ class HttpCitizen:
 
 
 def _errors(html: str) -> list[str]:
-    return [re.sub(r"<[^>]+>", "", m).strip() for m in re.findall(r'<p class="error"[^>]*>(.*?)</p>', html, re.S)]
+    return [re.sub(r"<[^>]+>", "", m).strip() for m in re.findall(r'<(?:p|div) class="error"[^>]*>(.*?)</(?:p|div)>', html, re.S)]
 
 
 def new_password(person: Person) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.flows import login_code, login_password, personalise
+from tests.browser.flows import confirm_contacts, login_code, login_password, personalise
 from tests.browser.support import HttpCitizen, LiveServer, code_in, new_password, password_in
 
 pytestmark = pytest.mark.browser
@@ -60,4 +60,9 @@ def test_forgotten_password_by_sms_with_a_4_digit_code(sud_aquitaine: LiveServer
     login_code(b, person, mark, channel="sms", next_h1="Changement de votre mot de passe",
                state="changement-mot-de-passe")
     personalise(b, new_password(person)[::-1], mistakes=False)
-    b.act(page.get_by_role("link", name="Continuer >"), "espace-prive", h1="Mon espace privé", swap=False)
+    # seed 002, steps 5-6: the contacts confirmed at the first login are confirmed again after a recovery
+    expect(step).to_contain_text("Avant d'accéder à votre espace privé MSA, nous vous demandons de confirmer "
+                                 "vos coordonnées.")
+    b.act(page.get_by_role("link", name="Continuer >"), "coordonnees-apres-oubli",
+          h1="Confirmation de vos coordonnées", swap=False)
+    confirm_contacts(b, person, mistakes=False)

@@ -73,7 +73,7 @@ async def test_each_question_brings_its_own_answer_field(portal: Portal, demo_pe
     assert 'name="answer-vitale"' in page and 'name="answer-payment"' in page
     assert 'id="f-answer-vitale" name="answer-vitale" type="text" value="" maxlength="30" autocomplete="off" ' \
            'inputmode="numeric"' in page
-    assert 'inputmode="decimal"' in page and "En euros et centimes, par exemple 1 234,50." in page
+    assert 'inputmode="decimal"' in page and "En euros et centimes, par exemple 1\u00a0234,50." in page
     assert "au dos de la carte, sous la puce" in page
 
 

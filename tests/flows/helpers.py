@@ -64,8 +64,10 @@ def where(response: httpx.Response) -> str:
 
 def field_error(response: httpx.Response, field: str) -> str:
     """The message shown next to one field ("" when there is none)."""
-    found = re.search(rf'<p class="error" id="f-{re.escape(field)}-error">(.*?)</p>', response.text, re.S)
-    return html.unescape(re.sub(r"<[^>]+>", "", found.group(1))).replace("Erreur : ", "").strip() if found else ""
+    found = re.search(rf'<(?:p|div) class="error" id="f-{re.escape(field)}-error">(.*?)</(?:p|div)>', response.text,
+                      re.S)
+    text = found.group(1).replace("</li><li>", "\n") if found else ""  # several rules: one a line
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("Erreur : ", "").strip()
 
 
 def neutral(text: str, *variable: str) -> str:
@@ -154,8 +156,10 @@ async def register(portal: Portal, person: Any, *, answer: str | None = None, qu
 
 
 def field_errors(response: httpx.Response) -> dict[str, str]:
-    return {m.group(1): html.unescape(re.sub(r"<[^>]+>", "", m.group(2))).replace("Erreur : ", "").strip()
-            for m in re.finditer(r'<p class="error" id="f-([^"]+)-error">(.*?)</p>', response.text, re.S)}
+    return {m.group(1): html.unescape(re.sub(r"<[^>]+>", "", m.group(2).replace("</li><li>", "\n")))
+            .replace("Erreur : ", "").strip()
+            for m in re.finditer(r'<(?:p|div) class="error" id="f-([^"]+)-error">(.*?)</(?:p|div)>', response.text,
+                                 re.S)}
 
 
 async def temporary_password(portal: Portal) -> str:
@@ -222,10 +226,12 @@ async def logout(portal: Portal) -> None:
 
 
 def text_of(response: httpx.Response) -> str:
-    """The page's text with HTML entities decoded (Jinja writes ' as &#39;)."""
-    return html.unescape(response.text)
+    """The page's text with HTML entities decoded (Jinja writes ' as &#39;) and <wbr> (a line-break
+    opportunity inside an email address) dropped."""
+    return html.unescape(response.text.replace("<wbr>", ""))
 
 
 def visible_text(response: httpx.Response) -> str:
     """What a person reads: the page without its tags, entities decoded, whitespace folded."""
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.text)))
+    words = response.text.replace("<wbr>", "")  # a line-break opportunity, nothing a person reads
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", words)))

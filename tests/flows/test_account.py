@@ -79,7 +79,7 @@ async def test_personalisation_refuses_what_the_policy_forbids(portal: Portal, j
     r = await portal.post("/changement-mot-de-passe", {"new_password": password, "confirm_password": password})
     assert r.status_code == 422
     assert message in field_error(r, "new_password")
-    assert password not in r.text
+    assert password not in text_of(r)
     account = await account_of(portal, julien.identifier)
     assert account is not None and account["password_is_temporary"]
     assert await portal.services.passwords.verify(account["password_hash"], first_login)
@@ -109,9 +109,9 @@ async def test_the_meter_says_faible_for_abc_and_fort_for_a_long_passphrase(port
     assert re.search(r'<span class="verdict">faible</span>', r.text)
     r = await portal.post("/mot-de-passe/force", {"new_password": "Quartz-Violon-Marmotte-31-Escalier!"}, htmx=True)
     assert re.search(r'<span class="verdict">fort</span>', r.text)
-    assert '<ul class="rules">' not in r.text
+    assert '<ul class="rules">' not in text_of(r)
     r = await portal.post("/mot-de-passe/force", {"new_password": "Azerty123!"}, htmx=True)
-    assert COMMON in text_of(r) and '<span class="verdict">fort</span>' not in r.text
+    assert COMMON in text_of(r) and '<span class="verdict">fort</span>' not in text_of(r)
 
 
 async def test_after_personalisation_the_temporary_password_is_refused(portal: Portal, julien: Any,
@@ -119,7 +119,7 @@ async def test_after_personalisation_the_temporary_password_is_refused(portal: P
     r = await portal.post("/changement-mot-de-passe", {"new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD})
     assert r.status_code == 303 and r.headers["location"] == "/mot-de-passe-modifie"
     r = await portal.get("/mot-de-passe-modifie")
-    assert "Votre mot de passe a bien été modifié." in r.text and "confirmer vos coordonnées" in r.text
+    assert "Votre mot de passe a bien été modifié." in text_of(r) and "confirmer vos coordonnées" in text_of(r)
     account = await account_of(portal, julien.identifier)
     assert account is not None and not account["password_is_temporary"] and account["temporary_expires_at"] is None
     assert await messages_to(portal, "password_changed_notice") == []  # a personalisation is no change to announce
@@ -133,11 +133,11 @@ async def test_a_temporary_password_leads_only_to_personalisation(portal: Portal
     for path in ["/espace-prive", "/mon-compte", "/confirmation-coordonnees", "/mon-compte/email",
                  "/mon-compte/mot-de-passe", "/mot-de-passe-modifie"]:
         r = await portal.get(path)
-        assert r.status_code == 303 and r.headers["location"] in ("/changement-mot-de-passe"), path
+        assert r.status_code == 303 and r.headers["location"] == "/changement-mot-de-passe?raison=mot-de-passe-temporaire", path
     r = await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
-    assert r.headers["location"] == "/changement-mot-de-passe"
+    assert r.headers["location"] == "/changement-mot-de-passe?raison=mot-de-passe-temporaire"
     r = await portal.get("/changement-mot-de-passe")
-    assert "Votre mot de passe est temporaire. Vous devez le personnaliser." in r.text
+    assert "Votre mot de passe est temporaire. Vous devez le personnaliser." in text_of(r)
 
 
 # --- contact confirmation ------------------------------------------------------------------------------
@@ -148,16 +148,16 @@ async def personalised(portal: Portal, julien: Any, first_login: str) -> None:
     r = await portal.post("/changement-mot-de-passe", {"new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD})
     assert r.headers["location"] == "/mot-de-passe-modifie"
     r = await portal.get("/confirmation-coordonnees")
-    assert "Pour utiliser Mon espace privé MSA, vous devez confirmer vos coordonnées." in r.text
+    assert "Pour utiliser Mon espace privé MSA, vous devez confirmer vos coordonnées." in text_of(r)
 
 
 async def test_the_landline_is_saved_at_once(portal: Portal, julien: Any, personalised: None) -> None:
     r = await portal.get("/confirmation-coordonnees?modifier=landline", htmx=True)
-    assert r.status_code == 200 and 'name="field" value="landline"' in r.text
+    assert r.status_code == 200 and 'name="field" value="landline"' in text_of(r)
     r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "landline",
                                                        "value": "05 59 12 34 56"})
-    assert r.status_code == 200 and "Votre coordonnée a été enregistrée." in r.text
-    assert "05 59 12 34 56" in r.text
+    assert r.status_code == 200 and "Votre coordonnée a été enregistrée." in text_of(r)
+    assert "05 59 12 34 56" in text_of(r)
     assert (await account_of(portal, julien.identifier))["landline"] == "+33559123456"  # type: ignore[index]
     r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "landline",
                                                        "value": "12"})
@@ -169,7 +169,7 @@ async def test_a_new_email_waits_for_the_code_sent_to_it(portal: Portal, julien:
     new = "julien.nouveau@demo.invalid"
     r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "email", "value": new,
                                                         "current_password": NEW_PASSWORD})
-    assert r.status_code == 200 and "Vérification de votre nouvelle coordonnée" in r.text
+    assert r.status_code == 200 and "Vérification de votre nouvelle coordonnée" in text_of(r)
     [code_message] = await messages_to(portal, "contact_code")
     assert code_message["channel"] == "email" and code_message["recipient"]["email"] == new
     assert (await account_of(portal, julien.identifier))["email"] == julien.email  # type: ignore[index]
@@ -182,7 +182,7 @@ async def test_a_new_email_waits_for_the_code_sent_to_it(portal: Portal, julien:
     assert await messages_to(portal, "email_changed_notice") == []
 
     r = await portal.post("/confirmation-coordonnees", {"action": "code", "code": right})
-    assert r.status_code == 200 and "Votre coordonnée a été vérifiée et enregistrée." in r.text
+    assert r.status_code == 200 and "Votre coordonnée a été vérifiée et enregistrée." in text_of(r)
     account = await account_of(portal, julien.identifier)
     assert account is not None and account["email"] == new and account["email_verified"]
     [notice] = await messages_to(portal, "email_changed_notice")
@@ -195,12 +195,12 @@ async def test_a_new_mobile_waits_for_the_code_sent_to_it_by_sms(portal: Portal,
                                                                  personalised: None) -> None:
     r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "mobile",
                                                        "value": "07 81 23 45 67", "current_password": NEW_PASSWORD})
-    assert r.status_code == 200 and "par SMS au nouveau numéro" in r.text
+    assert r.status_code == 200 and "par SMS au nouveau numéro" in text_of(r)
     [code_message] = await messages_to(portal, "contact_code")
     assert code_message["channel"] == "sms" and code_message["recipient"]["mobile"] == "+33781234567"
     assert (await account_of(portal, julien.identifier))["mobile"] == "+33600000101"  # type: ignore[index]
     r = await portal.post("/confirmation-coordonnees", {"action": "code", "code": code_message["payload"]["code"]})
-    assert r.status_code == 200 and "07 81 23 45 67" in r.text
+    assert r.status_code == 200 and "07 81 23 45 67" in text_of(r)
     account = await account_of(portal, julien.identifier)
     assert account is not None and account["mobile"] == "+33781234567" and account["mobile_verified"]
     r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "mobile",
@@ -225,11 +225,11 @@ async def test_an_unknown_contact_field_cannot_be_changed(portal: Portal, julien
 async def test_confirming_the_contacts_leads_to_the_espace_prive(portal: Portal, julien: Any,
                                                                  personalised: None) -> None:
     r = await portal.get("/espace-prive")
-    assert r.headers["location"] == "/confirmation-coordonnees"
+    assert r.headers["location"] == "/confirmation-coordonnees?raison=coordonnees-a-confirmer"
     r = await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
     assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
     r = await portal.get("/espace-prive")
-    assert r.status_code == 200 and "Bonjour Julien LEFEBVRE" in r.text
+    assert r.status_code == 200 and "Bonjour Julien LEFEBVRE" in text_of(r)
     assert (await account_of(portal, julien.identifier))["contacts_confirmed_at"] is not None  # type: ignore[index]
 
 
@@ -291,7 +291,7 @@ async def test_changing_the_email_needs_the_password_and_a_code_to_the_new_addre
         portal: Portal, julien: Any, logged_in: dict[str, Any]) -> None:
     new = "julien.ailleurs@demo.invalid"
     r = await portal.get("/mon-compte/email")
-    assert julien.email in r.text
+    assert julien.email in text_of(r)
     r = await portal.post("/mon-compte/email", {"current_password": "Pas-Le-Bon-1!", "value": new})
     assert r.status_code == 422 and field_error(r, "current_password") == WRONG_CURRENT
     assert await portal.outbox("contact_code") == []
@@ -309,14 +309,14 @@ async def test_changing_the_email_needs_the_password_and_a_code_to_the_new_addre
     assert r.status_code == 422 and "Le code saisi est incorrect." in field_error(r, "code")
     assert (await account_of(portal, julien.identifier))["email"] == julien.email  # type: ignore[index]
     r = await portal.post("/mon-compte/email", {"action": "code", "code": right})
-    assert r.status_code == 200 and "Votre adresse email a été modifiée." in r.text and new in r.text
+    assert r.status_code == 200 and "Votre adresse email a été modifiée." in text_of(r) and new in text_of(r)
     assert (await account_of(portal, julien.identifier))["email"] == new  # type: ignore[index]
     [notice] = await portal.outbox("email_changed_notice")
     assert notice["recipient"]["email"] == julien.email and notice["payload"]["new_email_masked"] == "j…s@demo.invalid"
     await logout(portal)
     await portal.post("/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD})
     r = await portal.get("/connexion/code")
-    assert "j…e@demo.invalid" not in r.text and "j…s@demo.invalid" in r.text
+    assert "j…e@demo.invalid" not in text_of(r) and "j…s@demo.invalid" in text_of(r)
 
 
 async def test_mon_compte_shows_the_assistance_and_the_account(portal: Portal, julien: Any,
@@ -325,7 +325,7 @@ async def test_mon_compte_shows_the_assistance_and_the_account(portal: Portal, j
     assert r.status_code == 200
     for text in ("Email et mot de passe", "modifier cet email", "modifier mon mot de passe", julien.email,
                  "01 23 45 67 89", "aide@test.invalid"):
-        assert text in r.text, text
+        assert text in text_of(r), text
 
 
 # --- nothing behind login answers a half-logged-in session ----------------------------------------------

@@ -34,7 +34,7 @@ async def test_register_login_personalise_confirm(portal: Portal, demo_people: A
     assert r.status_code == 303 and r.headers["location"] == "/changement-mot-de-passe"
 
     r = await portal.get("/espace-prive")
-    assert r.headers["location"] == "/changement-mot-de-passe"
+    assert r.headers["location"] == "/changement-mot-de-passe?raison=mot-de-passe-temporaire"
     r = await portal.get("/changement-mot-de-passe")
     assert "Votre mot de passe est temporaire. Vous devez le personnaliser." in r.text
     r = await portal.post("/changement-mot-de-passe", {"new_password": "lefebvre", "confirm_password": "lefebvre"})
@@ -43,7 +43,7 @@ async def test_register_login_personalise_confirm(portal: Portal, demo_people: A
     r = await portal.post("/changement-mot-de-passe", {"new_password": new_password, "confirm_password": new_password})
     assert r.status_code == 303 and r.headers["location"] == "/mot-de-passe-modifie", error_messages(r)
     r = await portal.get("/espace-prive")
-    assert r.headers["location"] == "/confirmation-coordonnees"
+    assert r.headers["location"] == "/confirmation-coordonnees?raison=coordonnees-a-confirmer"
     r = await portal.get("/confirmation-coordonnees")
     assert "Pour utiliser Mon espace privé MSA, vous devez confirmer vos coordonnées." in r.text
     r = await portal.post("/confirmation-coordonnees", {"action": "confirmer"})

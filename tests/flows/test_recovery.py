@@ -85,7 +85,7 @@ async def test_recovery_by_sms_with_a_four_digit_code(sud: Portal, julien: Any, 
     assert r.status_code == 303 and r.headers["location"] == "/mot-de-passe-oublie/confirmation"
     r = await sud.get("/mot-de-passe-oublie/confirmation")
     assert SENT_BY_SMS in r.text
-    assert "Vous pourrez le modifier après vous être connecté à Mon espace privé." in r.text
+    assert "Vous pourrez le modifier après vous être connecté à Mon espace privé MSA." in r.text
     password_message = (await sud.outbox("temporary_password"))[-1]
     assert password_message["channel"] == "sms" and password_message["recipient"]["mobile"] == "+33600000101"
     [notice] = await sud.outbox("password_reset_notice")
@@ -102,11 +102,37 @@ async def test_recovery_by_sms_with_a_four_digit_code(sud: Portal, julien: Any, 
     r = await sud.post("/connexion/code", {"code": await sud.last_code("login_code")})
     assert r.headers["location"] == "/changement-mot-de-passe"
     r = await sud.get("/espace-prive")
-    assert r.headers["location"] == "/changement-mot-de-passe"
+    assert r.headers["location"] == "/changement-mot-de-passe?raison=mot-de-passe-temporaire"
     await personalise(sud, "Sable-Fougere-8-Pignada!")
+    # seed 002, steps 5 and 6: a recovery ends in the contact confirmation, even when it was done before
     r = await sud.get("/mot-de-passe-modifie")
-    assert 'href="/espace-prive"' in r.text  # contacts were confirmed before: straight to the espace privé
+    assert "Avant d'accéder à votre espace privé MSA, nous vous demandons de confirmer vos coordonnées." in text_of(r)
+    step = r.text.split('id="step"', 1)[1].split("</section>", 1)[0]
+    assert 'href="/confirmation-coordonnees"' in step and 'href="/espace-prive"' not in step
+    assert (await sud.get("/espace-prive")).headers["location"] == "/confirmation-coordonnees?raison=coordonnees-a-confirmer"
+    r = await sud.get("/confirmation-coordonnees")
+    assert r.status_code == 200 and "Pour utiliser Mon espace privé MSA, vous devez confirmer vos coordonnées." in r.text
+    r = await sud.post("/confirmation-coordonnees", {"action": "confirmer"})
+    assert r.headers["location"] == "/espace-prive"
     assert (await sud.get("/espace-prive")).status_code == 200
+
+
+async def test_a_caisse_may_skip_the_contact_confirmation_after_a_recovery(
+        portal_factory: Any, make_config: Any, db_url: str, demo_people: Any) -> None:
+    portal = await portal_with(portal_factory, make_config, db_url, plugins=("caisse_sud_aquitaine",),
+                               extra="[citizen]\nconfirm_contacts_after_recovery = false\n")
+    person = demo_people.DEMO_PERSONS["particulier_vitale"]
+    await activate(portal, person)
+    await prove_mobile(portal, person)
+    await logout(portal)
+    await ask(portal, person.identifier, "sms")
+    await portal.post("/mot-de-passe-oublie/code", {"code": await portal.last_code("recovery_code")})
+    assert await login(portal, person.identifier, await temporary_password(portal)) == "/changement-mot-de-passe"
+    await personalise(portal, "Sable-Fougere-8-Pignada!")
+    r = await portal.get("/mot-de-passe-modifie")
+    step = r.text.split('id="step"', 1)[1].split("</section>", 1)[0]
+    assert 'href="/espace-prive"' in step and "confirmer vos coordonnées" not in step
+    assert (await portal.get("/espace-prive")).status_code == 200
 
 
 async def test_recovery_by_email(sud: Portal, julien: Any) -> None:

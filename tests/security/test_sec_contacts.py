@@ -219,6 +219,35 @@ async def test_a_person_with_two_proven_channels_chooses(portal: Portal, demo_pe
     assert r.status_code == 422
 
 
+async def test_the_channel_a_person_chose_comes_first_next_time(portal: Portal, demo_people: Any) -> None:
+    """Two proven channels: the person asked for the code by SMS and used it; this browser's next login
+    code goes by SMS at once (a preference cookie, which only orders the person's own proven channels)."""
+    await make_account(portal, mobile_verified=True)
+    await password_step(portal, person().identifier, PASSWORD)
+    await portal.get("/connexion/code")
+    portal.services.clock.advance(seconds=61)
+    r = await portal.post("/connexion/code", {"action": "renvoyer", "channel": "sms"})
+    assert r.status_code == 200 and (await portal.outbox("login_code"))[-1]["channel"] == "sms", messages(r)
+    r = await portal.post("/connexion/code", {"code": (await portal.outbox("login_code"))[-1]["payload"]["code"]})
+    assert where(r) == "/espace-prive", messages(r)
+    assert portal.client.cookies.get("guichet_code_channel") == "sms"
+    await portal.post("/deconnexion", {})
+    await password_step(portal, person().identifier, PASSWORD)
+    assert (await portal.outbox("login_code"))[-1]["channel"] == "sms"
+
+
+@pytest.mark.parametrize("planted", ["sms", "postal", "fax", "sms; email", "x" * 300])
+async def test_a_planted_channel_preference_never_reaches_an_unproven_contact(portal: Portal, demo_people: Any,
+                                                                              planted: str) -> None:
+    """The attacker plants the preference cookie: the code still goes only to a contact the person proved."""
+    await make_account(portal, email_verified=True, mobile_verified=False)
+    portal.client.cookies.set("guichet_code_channel", planted)
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert where(r) == "/connexion/code"
+    [code] = await portal.outbox("login_code")
+    assert code["channel"] == "email"
+
+
 async def test_a_recovery_code_never_goes_to_an_unproven_contact(portal: Portal, demo_people: Any) -> None:
     await make_account(portal, email_verified=False, mobile_verified=True)
     await portal.post("/mot-de-passe-oublie/identifiant", {"identifier": person().identifier})

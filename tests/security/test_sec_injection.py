@@ -225,7 +225,7 @@ async def test_look_alike_digits_in_an_amount_are_refused_without_counting_an_an
                                                    "email": who.email, "mobile": ""})
     before = await snapshot(portal)
     r = await portal.post("/inscription/question", {"question": "payment", "answer": answer})
-    assert r.status_code == 422 and messages(r) == ["Saisissez le montant en euros, par exemple 1 234,50."]
+    assert r.status_code == 422 and messages(r) == ["Saisissez le montant en euros, par exemple 1\u00a0234,50."]
     assert await snapshot(portal) == before
     assert await portal.services.database.t.RateCounter.select().where(
         portal.services.database.t.RateCounter.key.like("identity:%")).run() == []

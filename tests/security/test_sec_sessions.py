@@ -118,7 +118,7 @@ async def test_the_csrf_token_changes_at_login(portal: Portal, demo_people: Any)
     r = await portal.get("/espace-prive")
     assert r.status_code == 200, "the refused logout logged out"
     r = await portal.post("/deconnexion", {})
-    assert where(r) == "/"
+    assert where(r) == "/?deconnexion=faite"
     await expect_event(portal, "logout", account_id=account_row["id"])
 
 
@@ -130,7 +130,7 @@ async def test_a_session_cookie_replayed_after_logout_is_dead(portal: Portal, po
     stolen = {c.name: c.value for c in portal.client.cookies.jar}
     stolen_token = portal.csrf
     r = await portal.post("/deconnexion", {})
-    assert where(r) == "/"
+    assert where(r) == "/?deconnexion=faite"
     thief = await another_browser(portal_factory, portal)
     for name, value in stolen.items():
         thief.client.cookies.set(name, value, domain="127.0.0.1", path="/")
@@ -222,10 +222,10 @@ async def test_a_temporary_password_session_reaches_only_the_forced_change(porta
     await login(portal, person().identifier)
     for path in ("/espace-prive", "/mon-compte", "/mon-compte/email", "/confirmation-coordonnees"):
         r = await portal.get(path, htmx=True)
-        assert where(r) == "/changement-mot-de-passe", (path, r.status_code, r.headers)
+        assert where(r) == "/changement-mot-de-passe?raison=mot-de-passe-temporaire", (path, r.status_code, r.headers)
     await portal.get("/changement-mot-de-passe")
     r = await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
-    assert where(r) == "/changement-mot-de-passe"
+    assert where(r) == "/changement-mot-de-passe?raison=mot-de-passe-temporaire"
     assert (await account(portal, account_row["id"]))["contacts_confirmed_at"] is None
     await expect_event(portal, "login.succeeded", account_id=account_row["id"])
 

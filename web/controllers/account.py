@@ -17,6 +17,10 @@ from guichet.core.sessions import FULL
 from guichet.web.forms import form_of
 from guichet.web.http import LeaveFor, client_address, go, render, services_of, session_of, step_status
 
+# a page asked for while the password or the contacts come first: the page they lead to says why
+TEMPORARY, UNCONFIRMED = "mot-de-passe-temporaire", "coordonnees-a-confirmer"
+WHY = {TEMPORARY: "Votre mot de passe est temporaire : personnalisez-le avant d'accéder à Mon espace privé.",
+       UNCONFIRMED: "Confirmez vos coordonnées avant d'accéder à Mon espace privé."}
 FORCED_PATHS = {"/changement-mot-de-passe", "/mot-de-passe/force", "/deconnexion"}
 
 
@@ -32,10 +36,10 @@ async def _require(request: Request[Any, Any, Any]) -> dict[str, Any]:
         raise LeaveFor("/connexion")
     path = request.url.path
     if account["password_is_temporary"] and path not in FORCED_PATHS:
-        raise LeaveFor("/changement-mot-de-passe")
+        raise LeaveFor(f"/changement-mot-de-passe?raison={TEMPORARY}")
     if not account["password_is_temporary"] and account["contacts_confirmed_at"] is None and \
             not path.startswith(("/confirmation-coordonnees", "/mot-de-passe-modifie", "/mot-de-passe/force")):
-        raise LeaveFor("/confirmation-coordonnees")
+        raise LeaveFor(f"/confirmation-coordonnees?raison={UNCONFIRMED}")
     return account
 
 
@@ -124,11 +128,12 @@ class AccountController(Controller):
     # --- forced personalisation of a temporary password --------------------------------------------
 
     @get("/changement-mot-de-passe")
-    async def personalise(self, request: Request[Any, Any, Any]) -> Any:
+    async def personalise(self, request: Request[Any, Any, Any], raison: str | None = None) -> Any:
         account = await _require(request)
         if not account["password_is_temporary"]:
             return go(request, "/mon-compte/mot-de-passe")
-        return render(request, "steps/account/changement.html", {"errors": {}, "forced": True},
+        return render(request, "steps/account/changement.html",
+                      {"errors": {}, "forced": True, "notice": WHY.get(raison or "", "")},
                       title=_title(request, "Changement de votre mot de passe"))
 
     @post("/changement-mot-de-passe")
@@ -163,11 +168,13 @@ class AccountController(Controller):
     # --- contact details: the first login's confirmation, then Mon compte's "Mes coordonnées" ------
 
     @get(CONFIRMATION_URL)
-    async def contacts(self, request: Request[Any, Any, Any], modifier: str | None = None) -> Any:
+    async def contacts(self, request: Request[Any, Any, Any], modifier: str | None = None,
+                       raison: str | None = None) -> Any:
         account = await _require(request)
         if not flow.confirmation_due(account):
             return go(request, MY_CONTACTS_URL)
-        return _contacts_page(request, account, confirming=True, editing=_editable(modifier))
+        why = StepResult(step="coordonnees", notice=WHY[raison]) if raison in WHY else None
+        return _contacts_page(request, account, confirming=True, editing=_editable(modifier), result=why)
 
     @post(CONFIRMATION_URL)
     async def contacts_submit(self, request: Request[Any, Any, Any]) -> Any:
@@ -203,7 +210,7 @@ class AccountController(Controller):
         provider = getattr(request.app.state, "oidc", None)
         services = await provider.services_for(account["id"]) if provider is not None else []
         return render(request, "pages/espace_prive.html", {"account": account, "services": services},
-                      title=_title(request, "Mon espace privé"))
+                      title=f"Mon espace privé — {services_of(request).config.caisse.name}")
 
     @get("/mon-compte")
     async def settings(self, request: Request[Any, Any, Any]) -> Any:

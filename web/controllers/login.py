@@ -79,7 +79,9 @@ class LoginController(Controller):
         force_code = form.get("code") == "oui"
         outcome = await flow.submit_password(services, session, form, client=client_address(request),
                                              trusted_token=trusted, return_to=return_to,
-                                             trust_browser=not force_code)
+                                             trust_browser=not force_code,
+                                             preferred_channel=request.cookies.get(cookie_name(services, "code_channel"),
+                                                                                   ""))
         metrics.step("login", "connexion", not outcome.result.errors)
         if outcome.next_url:
             return go(request, outcome.next_url)
@@ -116,6 +118,10 @@ class LoginController(Controller):
                                          path="/", httponly=True, secure=services.config.sessions.secure_cookies,
                                          samesite="strict",
                                          max_age=services.config.security.trusted_browser_days * 86400))
+        if outcome.chosen_channel:  # not a secret: a channel name, which only orders the person's proven ones
+            queue_cookie(request, Cookie(key=cookie_name(services, "code_channel"), value=outcome.chosen_channel,
+                                         path="/", httponly=True, secure=services.config.sessions.secure_cookies,
+                                         samesite="lax", max_age=365 * 86400))
         if outcome.next_url:
             return go(request, outcome.next_url)
         if outcome.result.step == "connexion":
@@ -154,6 +160,6 @@ class LogoutController(Controller):
         await services.sessions.end(session)
         if account_id is not None:
             await audit_quietly(services, "logout", account_id=account_id, client=client_address(request))
-        response = go(request, "/")
+        response = go(request, "/?deconnexion=faite")
         response.background = notify
         return response

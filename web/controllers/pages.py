@@ -37,9 +37,10 @@ class PagesController(Controller):
     path = "/"
 
     @get("/")
-    async def home(self, request: Request[Any, Any, Any]) -> Any:
+    async def home(self, request: Request[Any, Any, Any], deconnexion: str | None = None) -> Any:
         caisse = services_of(request).config.caisse.name
-        return render(request, "pages/home.html", {}, title=f"Mon espace privé — {caisse}")
+        notice = "Vous êtes déconnecté de Mon espace privé." if deconnexion == "faite" else ""
+        return render(request, "pages/home.html", {"notice": notice}, title=f"Mon espace privé — {caisse}")
 
     @get("/aide/{topic:str}")
     async def help(self, request: Request[Any, Any, Any], topic: str) -> Any:

@@ -2,6 +2,8 @@
 (function () {
   "use strict";
   function enhance(root) {
+    // without this script the meter and the "voir" buttons would do nothing: they stay hidden
+    root.querySelectorAll("[data-js-only]").forEach(function (element) { element.hidden = false; });
     root.querySelectorAll("button[data-toggle]").forEach(function (button) {
       button.hidden = false;
       if (button.dataset.bound) return;
