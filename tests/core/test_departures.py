@@ -26,7 +26,7 @@ def test_every_departure_and_every_citizen_key_is_documented() -> None:
 @pytest.mark.parametrize("switch, shown", [("", "on"), ("confirm_contacts_after_recovery = false", "off")])
 def test_config_check_shows_the_recovery_confirmation_switch(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             switch: str, shown: str) -> None:
-    from guichet.core.cli import main
+    from guichet.cli import main
 
     text = (ROOT / "config/demo.toml").read_text(encoding="utf-8")
     path = tmp_path / "caisse.toml"

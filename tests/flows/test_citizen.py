@@ -150,7 +150,9 @@ async def test_the_example_nir_is_fictitious_and_from_the_config(portal_factory:
     assert f"par exemple {FICTITIOUS_NIR_EXAMPLE}" in page  # its spaces do not break: non-breaking
     example = FICTITIOUS_NIR_EXAMPLE.replace(" ", "")
     assert example[5:10] == "99999"  # born abroad (99) in country 999, a code INSEE never assigned
-    t = portal.services.database.t.RegistryPerson
+    from guichet.plugins.registry_tables.tables import tables_of
+
+    t = tables_of(portal.services.database).RegistryPerson
     assert await t.count().where(t.nir == example).run() == 0
     assert "1 85 05 78 006" not in page  # Julien LEFEBVRE's, a demo person's
     other = await portal_with(portal_factory, make_config, db_url,
