@@ -71,14 +71,14 @@ logging.config.dictConfig = _dict_config_at_debug  # type: ignore[assignment]
 _seal = Keys.seal
 
 
-def _remembering_seal(self: Keys, plaintext: bytes) -> str:
+def _remembering_seal(self: Keys, plaintext: bytes, purpose: str = "outbox") -> str:
     try:
         content = msgspec.json.decode(plaintext)
         payload = content.get("payload", {}) if isinstance(content, dict) else {}
         remember(*(str(payload[k]) for k in ("code", "password") if payload.get(k)))
     except msgspec.DecodeError:
         pass
-    return _seal(self, plaintext)
+    return _seal(self, plaintext, purpose)
 
 
 Keys.seal = _remembering_seal  # type: ignore[method-assign]

@@ -203,7 +203,7 @@ class Provider:
             await t.insert(t(kid=key.kid, alg=alg, sealed=self.services.keys.seal(private, SEAL_PURPOSE),
                              public_jwk=public, created_at=self.services.now())).run()
         except Exception as exc:
-            if is_store_failure(exc):
+            if is_store_failure(exc) or "unique" not in f"{type(exc).__name__} {exc}".lower():
                 raise
             # another worker made this algorithm's key at the same time (one active key per algorithm)
 
