@@ -7,6 +7,7 @@
 A login can never beat this: it is the rate at which one core verifies passwords and does
 nothing else. The login benches run it in the same run, at the same parameters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,13 @@ def loop(memory_kib: int, time_cost: int, parallelism: int, seconds: float) -> d
         hasher.verify(stored, "Banc-Essai-Mesure-2026!")
         count += 1
     cpu = time.process_time() - cpu_start
-    return {"count": count, "seconds": elapsed, "per_second": count / elapsed,
-            "ms_per_verify": elapsed / count * 1000, "cpu_seconds": cpu}
+    return {
+        "count": count,
+        "seconds": elapsed,
+        "per_second": count / elapsed,
+        "ms_per_verify": elapsed / count * 1000,
+        "cpu_seconds": cpu,
+    }
 
 
 def main() -> int:
@@ -49,22 +55,42 @@ def main() -> int:
     if args.keycloak:
         args.memory_kib, args.time_cost, args.parallelism = 7168, 5, 1
     if args.processes > 1:
-        procs = [subprocess.Popen([sys.executable, __file__, "--memory-kib", str(args.memory_kib), "--time-cost",
-                                   str(args.time_cost), "--parallelism", str(args.parallelism), "--seconds",
-                                   str(args.seconds), "--json"], stdout=subprocess.PIPE, text=True)
-                 for _ in range(args.processes)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--memory-kib",
+                    str(args.memory_kib),
+                    "--time-cost",
+                    str(args.time_cost),
+                    "--parallelism",
+                    str(args.parallelism),
+                    "--seconds",
+                    str(args.seconds),
+                    "--json",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(args.processes)
+        ]
         results = [json.loads(p.communicate()[0]) for p in procs]
         total = sum(r["per_second"] for r in results)
-        print(f"argon2id m={args.memory_kib} KiB t={args.time_cost} p={args.parallelism}: "
-              f"{total:.1f} verifications/s with {args.processes} processes "
-              "(" + ", ".join(f"{r['per_second']:.1f}" for r in results) + ")")
+        print(
+            f"argon2id m={args.memory_kib} KiB t={args.time_cost} p={args.parallelism}: "
+            f"{total:.1f} verifications/s with {args.processes} processes "
+            "(" + ", ".join(f"{r['per_second']:.1f}" for r in results) + ")"
+        )
         return 0
     result = loop(args.memory_kib, args.time_cost, args.parallelism, args.seconds)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"argon2id m={args.memory_kib} KiB t={args.time_cost} p={args.parallelism}: "
-              f"{result['per_second']:.1f} verifications/s on one core ({result['ms_per_verify']:.2f} ms each)")
+        print(
+            f"argon2id m={args.memory_kib} KiB t={args.time_cost} p={args.parallelism}: "
+            f"{result['per_second']:.1f} verifications/s on one core ({result['ms_per_verify']:.2f} ms each)"
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ never part of guichet's routes.
 
     GUICHET_CONFIG=... BENCH_FLOW_DIGEST=... uvicorn bare_app:create --factory --app-dir bench
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,10 +28,19 @@ def create() -> Litestar:
     @get("/flow", sync_to_thread=False)
     async def read_flow() -> str:
         # the same read as core.flows.engine.Flows.load
-        now = dt.datetime.now(dt.timezone.utc)
-        rows = await (flow.select(flow.data).where((flow.token == digest) & (flow.kind == "registration")
-                                                   & (flow.expires_at > now)).limit(1).run())
+        now = dt.datetime.now(dt.UTC)
+        rows = await (
+            flow.select(flow.data)
+            .where((flow.token == digest) & (flow.kind == "registration") & (flow.expires_at > now))
+            .limit(1)
+            .run()
+        )
         return str(rows[0]["data"]) if rows else "-"
 
-    return Litestar([read_flow], on_startup=[database.connect], on_shutdown=[database.close], openapi_config=None,
-                    logging_config=None)
+    return Litestar(
+        [read_flow],
+        on_startup=[database.connect],
+        on_shutdown=[database.close],
+        openapi_config=None,
+        logging_config=None,
+    )

@@ -5,6 +5,7 @@ docs/benchmarks.md.
 Benches drive ``guichet serve`` from their own process over loopback; nothing here imports the
 web app into the load generator.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,7 +65,7 @@ def loadavg() -> str:
 
 def machine_facts() -> dict[str, str]:
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(os.cpu_count()),
         "cpu": cpu_model(),
         "python": platform.python_version(),
@@ -118,9 +119,15 @@ class CpuMeter:
 
     def end(self) -> dict[str, float]:
         # per process, and only processes alive at both ends (a PostgreSQL backend may come and go)
-        ours = {name: sum(max(0, _jiffies_of(p) - self.start_pids[p]) for p in pids if p in self.start_pids
-                          and Path(f"/proc/{p}").exists()) / self.HZ
-                for name, pids in self.groups.items()}
+        ours = {
+            name: sum(
+                max(0, _jiffies_of(p) - self.start_pids[p])
+                for p in pids
+                if p in self.start_pids and Path(f"/proc/{p}").exists()
+            )
+            / self.HZ
+            for name, pids in self.groups.items()
+        }
         busy, total = _machine_jiffies()
         busy_s = (busy - self.start_machine[0]) / self.HZ
         wall_cores = (total - self.start_machine[1]) / self.HZ
@@ -131,10 +138,15 @@ class CpuMeter:
 
 
 def describe_cpu(cpu: dict[str, float], seconds: float) -> str:
-    parts = [f"{name} {value / seconds:.2f}" for name, value in cpu.items()
-             if name not in ("machine busy", "machine capacity")]
-    return (f"CPU in cores over the window: {', '.join(parts)}; machine busy "
-            f"{cpu['machine busy'] / max(cpu['machine capacity'], 1e-9) * 100:.0f} %")
+    parts = [
+        f"{name} {value / seconds:.2f}"
+        for name, value in cpu.items()
+        if name not in ("machine busy", "machine capacity")
+    ]
+    return (
+        f"CPU in cores over the window: {', '.join(parts)}; machine busy "
+        f"{cpu['machine busy'] / max(cpu['machine capacity'], 1e-9) * 100:.0f} %"
+    )
 
 
 # --- memory -----------------------------------------------------------------------------------------
@@ -174,9 +186,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def config_text(*, caisse_id: str, database_url: str, smtp_port: int, argon2: tuple[int, int, int],
-                redis_url: str | None = None, inline_outbox: bool = False, workers: int = 1,
-                max_concurrent_hashes: int = 2, pool_size: int = 10, extra: str = "") -> str:
+def config_text(
+    *,
+    caisse_id: str,
+    database_url: str,
+    smtp_port: int,
+    argon2: tuple[int, int, int],
+    redis_url: str | None = None,
+    inline_outbox: bool = False,
+    workers: int = 1,
+    max_concurrent_hashes: int = 2,
+    pool_size: int = 10,
+    extra: str = "",
+) -> str:
     m, t, p = argon2
     redis = f'\n[redis]\nurl = "{redis_url}"\n\n[rate_limits]\nstore = "redis"\n' if redis_url else ""
     sessions_store = 'store = "redis"' if redis_url else 'store = "database"'
@@ -266,47 +288,70 @@ class BenchDatabase:
             await self._admin(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
 
 
-async def prepare_database(config_path: Path, *, registry_count: int, accounts: int,
-                           password: str = BENCH_PASSWORD) -> list[dict[str, Any]]:
+async def prepare_database(
+    config_path: Path, *, registry_count: int, accounts: int, password: str = BENCH_PASSWORD
+) -> list[dict[str, Any]]:
     """Schema, a demo registry (``guichet registry demo``), and ``accounts`` accounts with a known
     password hashed at the config's argon2 parameters; returns [{identifier, email}] of the accounts."""
     from argon2 import PasswordHasher
 
     from guichet.core.config import load_config
     from guichet.core.database import Database
-    from guichet.plugins.registry_tables.tables import tables_of as registry_tables_of
     from guichet.core.passwords import normalise
+    from guichet.plugins.registry_tables.tables import tables_of as registry_tables_of
 
     config = load_config(config_path)
-    done = subprocess.run([GUICHET, "registry", "demo", "--config", str(config_path), "--count", str(registry_count)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [GUICHET, "registry", "demo", "--config", str(config_path), "--count", str(registry_count)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise SystemExit(f"guichet registry demo failed:\n{done.stdout}\n{done.stderr}")
     database = Database.from_config(config)
     await database.connect()
     try:
         params = config.passwords.argon2
-        hasher = PasswordHasher(time_cost=params.time_cost, memory_cost=params.memory_kib,
-                                parallelism=params.parallelism)
+        hasher = PasswordHasher(
+            time_cost=params.time_cost, memory_cost=params.memory_kib, parallelism=params.parallelism
+        )
         password_hash = hasher.hash(normalise(password))  # one hash for all: the bench measures login, not set-up
         person = registry_tables_of(database).RegistryPerson
         account = database.t.Account
-        rows = await (person.select(person.nir, person.last_name, person.first_name, person.birth_date)
-                      .order_by(person.id).limit(accounts).run())
+        rows = await (
+            person.select(person.nir, person.last_name, person.first_name, person.birth_date)
+            .order_by(person.id)
+            .limit(accounts)
+            .run()
+        )
         if len(rows) < accounts:
             raise SystemExit(f"the registry holds {len(rows)} persons, fewer than the {accounts} accounts wanted")
         await account.delete(force=True).run()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         made = []
         batch = []
         for i, row in enumerate(rows):
             address = f"bench{i}@bench.invalid"
-            batch.append(account(identifier_kind="nir", identifier=row["nir"], status="particulier",
-                                 last_name=row["last_name"], first_name=row["first_name"],
-                                 birth_date=row["birth_date"], email=address, email_verified=True,
-                                 password_hash=password_hash, password_is_temporary=False,
-                                 password_changed_at=now, contacts_confirmed_at=now, credentials_version=1,
-                                 created_at=now))
+            batch.append(
+                account(
+                    identifier_kind="nir",
+                    identifier=row["nir"],
+                    status="particulier",
+                    last_name=row["last_name"],
+                    first_name=row["first_name"],
+                    birth_date=row["birth_date"],
+                    email=address,
+                    email_verified=True,
+                    password_hash=password_hash,
+                    password_is_temporary=False,
+                    password_changed_at=now,
+                    contacts_confirmed_at=now,
+                    credentials_version=1,
+                    created_at=now,
+                )
+            )
             made.append({"identifier": row["nir"], "email": address})
             if len(batch) == 500:
                 await account.insert(*batch).run()
@@ -330,10 +375,12 @@ async def registrable_persons(config_path: Path, limit: int) -> list[dict[str, A
         person = registry_tables_of(database).RegistryPerson
         account = database.t.Account
         taken = {r["identifier"] for r in await account.select(account.identifier).run()}
-        rows = await (person.select(person.nir, person.last_name, person.first_name, person.birth_date,
-                                    person.vitale_serial)
-                      .where(person.vitale_serial.is_not_null() & (person.health_affiliated == True))  # noqa: E712
-                      .order_by(person.id).run())
+        rows = await (
+            person.select(person.nir, person.last_name, person.first_name, person.birth_date, person.vitale_serial)
+            .where(person.vitale_serial.is_not_null() & (person.health_affiliated == True))  # noqa: E712
+            .order_by(person.id)
+            .run()
+        )
         return [r for r in rows if r["nir"] not in taken][:limit]
     finally:
         await database.close()
@@ -346,7 +393,7 @@ async def clear_redis(namespace_prefix: str) -> None:
     try:
         keys = [k async for k in client.scan_iter(match=f"guichet:{namespace_prefix}*", count=1000)]
         for start in range(0, len(keys), 500):
-            await client.delete(*keys[start:start + 500])
+            await client.delete(*keys[start : start + 500])
     finally:
         await client.aclose()
 
@@ -354,8 +401,13 @@ async def clear_redis(namespace_prefix: str) -> None:
 # --- processes --------------------------------------------------------------------------------------
 
 
-async def tear_down(servers: list["Server"], outbox: "OutboxProcess | None", sink: "CodeSink",
-                    database: "BenchDatabase", redis_namespace: str | None = None) -> None:
+async def tear_down(
+    servers: list["Server"],
+    outbox: "OutboxProcess | None",
+    sink: "CodeSink",
+    database: "BenchDatabase",
+    redis_namespace: str | None = None,
+) -> None:
     """Stop what a flow bench started and drop what it made, whatever state it stopped in."""
     for server in servers:
         server.stop()
@@ -382,8 +434,15 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> int | None
 class Server:
     """``guichet serve`` on a free loopback port, as a subprocess."""
 
-    def __init__(self, config_path: Path, *, workers: int = 1, port: int | None = None, log: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        workers: int = 1,
+        port: int | None = None,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.config_path = config_path
         self.workers = workers
         self.port = port or free_port()
@@ -401,16 +460,34 @@ class Server:
 
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [GUICHET, "serve", "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers), "--log-level", "warning"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+            [
+                GUICHET,
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"guichet serve exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                if httpx.get(f"{self.url}/sante/pret", timeout=2).status_code == 200 and \
-                        len(self.worker_pids()) >= self.workers:
+                if (
+                    httpx.get(f"{self.url}/sante/pret", timeout=2).status_code == 200
+                    and len(self.worker_pids()) >= self.workers
+                ):
                     return self
             except httpx.HTTPError:
                 pass
@@ -456,8 +533,12 @@ class OutboxProcess:
 
     def start(self) -> "OutboxProcess":
         log = (self.config_path.parent / "outbox.log").open("ab")
-        self.proc = subprocess.Popen([GUICHET, "outbox", "work", "--config", str(self.config_path)], cwd=ROOT,
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [GUICHET, "outbox", "work", "--config", str(self.config_path)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def pids(self) -> list[int]:
@@ -468,8 +549,9 @@ class OutboxProcess:
             stop_process(self.proc)
 
 
-def start_profiler(pid: int, seconds: float, out: Path, *, native: bool = False,
-                   gil_only: bool = False) -> subprocess.Popen[Any] | None:
+def start_profiler(
+    pid: int, seconds: float, out: Path, *, native: bool = False, gil_only: bool = False
+) -> subprocess.Popen[Any] | None:
     """py-spy record on one process (collapsed stacks); None when py-spy is not installed.
 
     ``gil_only`` samples only the thread holding the GIL: the Python work of the event loop,
@@ -478,8 +560,21 @@ def start_profiler(pid: int, seconds: float, out: Path, *, native: bool = False,
     if not spy.exists():
         print("py-spy is not installed: pip install -e '.[test]'", file=sys.stderr)
         return None
-    command = [str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-               "--format", "raw", "--output", str(out), "--nonblocking"]
+    command = [
+        str(spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+    ]
     if native:
         command.append("--native")
     if gil_only:
@@ -498,8 +593,10 @@ def summarise_profile(path: Path, top: int = 25) -> str:
             count = int(count_text)
         except ValueError:
             continue
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 2)[-1] + ")"
-                  if " (" in f else f for f in stack.split(";")]
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 2)[-1] + ")" if " (" in f else f
+            for f in stack.split(";")
+        ]
         total += count
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + count
@@ -515,11 +612,31 @@ def summarise_profile(path: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def start_argon2_ceiling(params: tuple[int, int, int], seconds: float, processes: int = 1) -> list[subprocess.Popen[str]]:
+def start_argon2_ceiling(
+    params: tuple[int, int, int], seconds: float, processes: int = 1
+) -> list[subprocess.Popen[str]]:
     m, t, p = params
-    return [subprocess.Popen([sys.executable, str(ROOT / "bench" / "argon2_ceiling.py"), "--memory-kib", str(m),
-                              "--time-cost", str(t), "--parallelism", str(p), "--seconds", str(seconds), "--json"],
-                             cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "argon2_ceiling.py"),
+                "--memory-kib",
+                str(m),
+                "--time-cost",
+                str(t),
+                "--parallelism",
+                str(p),
+                "--seconds",
+                str(seconds),
+                "--json",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
 
 
 def argon2_ceiling(params: tuple[int, int, int], seconds: float = 5.0, processes: int = 1) -> float:
@@ -634,7 +751,8 @@ class Browser:
         self.session = aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True),  # the server is 127.0.0.1: an IP address
             connector=aiohttp.TCPConnector(limit=self.connections),
-            timeout=aiohttp.ClientTimeout(total=self.timeout))
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -644,8 +762,9 @@ class Browser:
         self.session.cookie_jar.clear()
 
     async def _send(self, method: str, path: str, data: dict[str, str] | None = None) -> Page:
-        async with self.session.request(method, self.base_url + path, data=data, headers=self.headers,
-                                         allow_redirects=False) as r:
+        async with self.session.request(
+            method, self.base_url + path, data=data, headers=self.headers, allow_redirects=False
+        ) as r:
             return Page(r.status, r.headers, await r.text())
 
     async def get(self, path: str) -> Page:
@@ -676,8 +795,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def latency_line(values_s: Iterable[float]) -> str:
     values = [v * 1000 for v in values_s]
-    return (f"p50 {percentile(values, 50):.1f} ms, p95 {percentile(values, 95):.1f} ms, "
-            f"p99 {percentile(values, 99):.1f} ms")
+    return (
+        f"p50 {percentile(values, 50):.1f} ms, p95 {percentile(values, 95):.1f} ms, p99 {percentile(values, 99):.1f} ms"
+    )
 
 
 def run_folder(name: str) -> Path:
@@ -694,10 +814,11 @@ def facts_block(facts: dict[str, str], extra: dict[str, str] | None = None) -> s
     return "\n".join(f"* {key}: {value}" for key, value in items.items())
 
 
-def append_results(title: str, body: str, *, facts: dict[str, str], extra: dict[str, str] | None = None,
-                   write: bool = True) -> None:
+def append_results(
+    title: str, body: str, *, facts: dict[str, str], extra: dict[str, str] | None = None, write: bool = True
+) -> None:
     """Print a section and append it to docs/benchmarks.md (re-read first: others append too)."""
-    section = (f"\n### {title}\n\n`{command_line()}`\n\n{facts_block(facts, extra)}\n\n{body.strip()}\n")
+    section = f"\n### {title}\n\n`{command_line()}`\n\n{facts_block(facts, extra)}\n\n{body.strip()}\n"
     print(section)
     if not write:
         return
@@ -705,6 +826,11 @@ def append_results(title: str, body: str, *, facts: dict[str, str], extra: dict[
     existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
     marker = "<!-- bench results: appended by bench/*.py below this line -->"
     if marker not in existing:
-        existing = existing.rstrip() + ("\n\n" if existing else "") + "## Bench results (appended by the benches)\n\n" \
-            + marker + "\n"
+        existing = (
+            existing.rstrip()
+            + ("\n\n" if existing else "")
+            + "## Bench results (appended by the benches)\n\n"
+            + marker
+            + "\n"
+        )
     RESULTS.write_text(existing.rstrip("\n") + "\n" + section, encoding="utf-8")

@@ -12,6 +12,7 @@ made directly in the database with a known password (core code, one argon2 hash 
 bench measures logins, not registrations. The outbox worker runs as ``guichet outbox work`` (the
 production layout) unless ``--inline-outbox``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,9 @@ async def one_login(client: Browser, account: dict[str, str], sink: CodeSink, ta
     r = await client.get("/connexion")
     token = csrf_of(r.text)
     sink.forget(account["email"])
-    r = await client.post("/connexion", data={"identifier": account["identifier"], "password": BENCH_PASSWORD,
-                                               "csrf_token": token})
+    r = await client.post(
+        "/connexion", data={"identifier": account["identifier"], "password": BENCH_PASSWORD, "csrf_token": token}
+    )
     if r.status_code != 303 or r.headers.get("location") != "/connexion/code":
         tally.error(f"password step: {r.status_code} {r.headers.get('location')}")
         return
@@ -86,9 +88,17 @@ async def one_login(client: Browser, account: dict[str, str], sink: CodeSink, ta
         tally.code_wait.append(code_done - password_done)
 
 
-async def drive(urls: list[str], accounts: list[dict[str, str]], sink: CodeSink, *, concurrency: int,
-                warmup: float, duration: float, groups: dict[str, list[int]],
-                on_sample: Any = None) -> tuple[Tally, dict[str, float], float]:
+async def drive(
+    urls: list[str],
+    accounts: list[dict[str, str]],
+    sink: CodeSink,
+    *,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    groups: dict[str, list[int]],
+    on_sample: Any = None,
+) -> tuple[Tally, dict[str, float], float]:
     tally = Tally()
     pool = itertools.cycle(accounts)
     stop = asyncio.Event()
@@ -143,10 +153,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sink = CodeSink().start(loop)
     caisse_id = f"bench-{os.getpid()}"
     config_path = folder / "bench.toml"
-    config_path.write_text(common.config_text(
-        caisse_id=caisse_id, database_url=database.url, smtp_port=sink.port, argon2=params,
-        redis_url=common.REDIS_URL if args.redis else None, inline_outbox=args.inline_outbox,
-        workers=args.workers, max_concurrent_hashes=args.max_hashes, pool_size=args.pool_size))
+    config_path.write_text(
+        common.config_text(
+            caisse_id=caisse_id,
+            database_url=database.url,
+            smtp_port=sink.port,
+            argon2=params,
+            redis_url=common.REDIS_URL if args.redis else None,
+            inline_outbox=args.inline_outbox,
+            workers=args.workers,
+            max_concurrent_hashes=args.max_hashes,
+            pool_size=args.pool_size,
+        )
+    )
     servers: list[Server] = []
     outbox: OutboxProcess | None = None
     try:
@@ -159,12 +178,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             servers = [Server(config_path, workers=args.workers).start()]
         if not args.inline_outbox:
             outbox = OutboxProcess(config_path).start()
-        print(f"serving on {', '.join(s.url for s in servers)}; {args.concurrency} virtual users, "
-              f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured", flush=True)
+        print(
+            f"serving on {', '.join(s.url for s in servers)}; {args.concurrency} virtual users, "
+            f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured",
+            flush=True,
+        )
 
         def groups() -> dict[str, list[int]]:
-            found = {"app": [p for s in servers for p in s.all_pids()], "load generator": [os.getpid()],
-                     "database/redis": other_pids(("postgres", "redis-server"))}
+            found = {
+                "app": [p for s in servers for p in s.all_pids()],
+                "load generator": [os.getpid()],
+                "database/redis": other_pids(("postgres", "redis-server")),
+            }
             if outbox is not None:
                 found["outbox worker"] = outbox.pids()
             return found
@@ -175,12 +200,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         profiler = None
         if args.profile:
-            profiler = common.start_profiler(servers[0].worker_pids()[0], args.warmup + args.duration,
-                                             folder / "profile.txt", native=args.profile == "native",
-                                             gil_only=args.profile == "gil")
-        tally, cpu, elapsed = await drive([s.url for s in servers], accounts, sink, concurrency=args.concurrency,
-                                          warmup=args.warmup, duration=args.duration, groups=groups,
-                                          on_sample=sample)
+            profiler = common.start_profiler(
+                servers[0].worker_pids()[0],
+                args.warmup + args.duration,
+                folder / "profile.txt",
+                native=args.profile == "native",
+                gil_only=args.profile == "gil",
+            )
+        tally, cpu, elapsed = await drive(
+            [s.url for s in servers],
+            accounts,
+            sink,
+            concurrency=args.concurrency,
+            warmup=args.warmup,
+            duration=args.duration,
+            groups=groups,
+            on_sample=sample,
+        )
         if profiler is not None:
             profiler.wait(60)
             print(common.summarise_profile(folder / "profile.txt"))
@@ -190,34 +226,54 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rate = len(tally.done) / elapsed
     ceiling = (ceiling_before + ceiling_after) / 2
     peak = max((kib for s in servers for kib in s.peak_rss.values()), default=0)
-    result = {"rate": rate, "ceiling": ceiling, "ceiling_before": ceiling_before, "ceiling_after": ceiling_after,
-              "ratio": rate / ceiling if ceiling else float("nan"), "errors": len(tally.errors), "cpu": cpu,
-              "elapsed": elapsed, "peak_rss_mib": peak / 1024, "tally": tally, "facts": facts}
+    result = {
+        "rate": rate,
+        "ceiling": ceiling,
+        "ceiling_before": ceiling_before,
+        "ceiling_after": ceiling_after,
+        "ratio": rate / ceiling if ceiling else float("nan"),
+        "errors": len(tally.errors),
+        "cpu": cpu,
+        "elapsed": elapsed,
+        "peak_rss_mib": peak / 1024,
+        "tally": tally,
+        "facts": facts,
+    }
     logins = max(len(tally.done), 1)
-    per_login = ", ".join(f"{name} {value / logins * 1000:.1f} ms" for name, value in cpu.items()
-                          if name not in ("machine busy", "machine capacity", "others"))
+    per_login = ", ".join(
+        f"{name} {value / logins * 1000:.1f} ms"
+        for name, value in cpu.items()
+        if name not in ("machine busy", "machine capacity", "others")
+    )
     result["app_cpu_ms"] = cpu.get("app", 0.0) / logins * 1000
     m, t, p = params
-    layout = (f"{args.processes} `guichet serve` processes" if args.processes > 1 else
-              f"`guichet serve --workers {args.workers}`")
+    layout = (
+        f"{args.processes} `guichet serve` processes"
+        if args.processes > 1
+        else f"`guichet serve --workers {args.workers}`"
+    )
     body = f"""
 | what | value |
 |---|---|
 | parameters | argon2id m={m} KiB, t={t}, p={p} ({args.params}) |
-| layout | {layout}, {args.engine}{' + Redis (sessions, rate limits)' if args.redis else ''}, outbox {'inside serve' if args.inline_outbox else 'in `guichet outbox work`'} |
+| layout | {layout}, {args.engine}{" + Redis (sessions, rate limits)" if args.redis else ""}, outbox {"inside serve" if args.inline_outbox else "in `guichet outbox work`"} |
 | load | {args.concurrency} virtual users, {args.warmup:.0f} s warm-up, {elapsed:.1f} s measured |
 | **full logins/s** | **{rate:.1f}** ({len(tally.done)} logins, {len(tally.errors)} errors) |
 | argon2id verify ceiling, one core, same run | {ceiling:.1f}/s (before {ceiling_before:.1f}, after {ceiling_after:.1f}) |
-| **logins/s ÷ one-core ceiling** | **{result['ratio'] * 100:.0f} %** |
+| **logins/s ÷ one-core ceiling** | **{result["ratio"] * 100:.0f} %** |
 | whole login latency | {latency_line(tally.done)} |
 | password step (GET + POST /connexion) | {latency_line(tally.password_step)} |
 | wait for the email with the code | {latency_line(tally.code_wait)} |
-| peak RSS per app process | {', '.join(f'{kib / 1024:.0f} MiB' for s in servers for kib in s.peak_rss.values())} |
-| {common.describe_cpu(cpu, elapsed).split(':', 1)[0]} | {common.describe_cpu(cpu, elapsed).split(':', 1)[1].strip()} |
+| peak RSS per app process | {", ".join(f"{kib / 1024:.0f} MiB" for s in servers for kib in s.peak_rss.values())} |
+| {common.describe_cpu(cpu, elapsed).split(":", 1)[0]} | {common.describe_cpu(cpu, elapsed).split(":", 1)[1].strip()} |
 | CPU per full login | {per_login} |
 """
-    common.append_results(f"Login: {args.params}, {layout}, {args.engine}{' + Redis' if args.redis else ''}",
-                          body, facts=facts, write=not args.no_write)
+    common.append_results(
+        f"Login: {args.params}, {layout}, {args.engine}{' + Redis' if args.redis else ''}",
+        body,
+        facts=facts,
+        write=not args.no_write,
+    )
     return result
 
 
@@ -236,8 +292,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-hashes", type=int, default=2, help="passwords.max_concurrent_hashes")
     p.add_argument("--pool-size", type=int, default=10, help="[database] pool_size")
     p.add_argument("--ceiling-seconds", type=float, default=5)
-    p.add_argument("--profile", choices=["python", "native", "gil"],
-                   help="py-spy the (first) app process (gil: only the thread holding the GIL)")
+    p.add_argument(
+        "--profile",
+        choices=["python", "native", "gil"],
+        help="py-spy the (first) app process (gil: only the thread holding the GIL)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     return p
 

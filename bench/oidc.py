@@ -12,6 +12,7 @@
 
 People log in first through the real pages (password, then the code read from the outbox).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,23 +63,29 @@ async def login(base: str, config_path: Path, identifier: str) -> str:
 
     async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=30) as browser:
         page = await browser.get("/connexion")
-        r = await browser.post("/connexion", data={"identifier": identifier, "password": BENCH_PASSWORD,
-                                                   "csrf_token": CSRF.search(page.text).group(1)})  # type: ignore[union-attr]
+        r = await browser.post(
+            "/connexion",
+            data={"identifier": identifier, "password": BENCH_PASSWORD, "csrf_token": CSRF.search(page.text).group(1)},
+        )  # type: ignore[union-attr]
         assert r.headers.get("location") == "/connexion/code", r.text[-500:]
         database = Database.from_config(load_config(config_path))
         await database.connect()
         try:
             t = database.t.OutboxMessage
-            rows = await t.select(t.sealed).where(t.template == "login_code").order_by(t.id, ascending=False) \
-                .limit(1).run()
+            rows = (
+                await t.select(t.sealed)
+                .where(t.template == "login_code")
+                .order_by(t.id, ascending=False)
+                .limit(1)
+                .run()
+            )
             content = open_sealed(Keys(BENCH_SECRET), rows[0]["sealed"])
             assert content is not None
             code = str(content.payload["code"])
         finally:
             await database.close()
         page = await browser.get("/connexion/code")
-        r = await browser.post("/connexion/code", data={"code": code,
-                                                        "csrf_token": CSRF.search(page.text).group(1)})  # type: ignore[union-attr]
+        r = await browser.post("/connexion/code", data={"code": code, "csrf_token": CSRF.search(page.text).group(1)})  # type: ignore[union-attr]
         assert r.status_code == 303, r.text[-500:]
         return next(v for k, v in browser.cookies.items() if k.endswith("session"))
 
@@ -95,19 +101,39 @@ async def code_exchanges(base: str, cookies: list[str], seconds: float) -> tuple
 
     async def service(cookie: str) -> None:
         nonlocal failures
-        async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=30,
-                                     cookies={"guichet_session": cookie}) as client:
+        async with httpx.AsyncClient(
+            base_url=base, follow_redirects=False, timeout=30, cookies={"guichet_session": cookie}
+        ) as client:
             while time.monotonic() < deadline:
                 verifier = secrets.token_urlsafe(48)
                 challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
                 start = time.perf_counter()
-                r = await client.get("/oidc/autoriser?" + urlencode({
-                    "response_type": "code", "client_id": "banc", "redirect_uri": CALLBACK, "scope": "openid profile",
-                    "state": "s", "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"}))
+                r = await client.get(
+                    "/oidc/autoriser?"
+                    + urlencode(
+                        {
+                            "response_type": "code",
+                            "client_id": "banc",
+                            "redirect_uri": CALLBACK,
+                            "scope": "openid profile",
+                            "state": "s",
+                            "nonce": "n",
+                            "code_challenge": challenge,
+                            "code_challenge_method": "S256",
+                        }
+                    )
+                )
                 code = parse_qs(urlsplit(r.headers.get("location", "")).query).get("code", [""])[0]
-                t = await client.post("/oidc/jeton", headers={"authorization": f"Basic {basic}"}, data={
-                    "grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-                    "redirect_uri": CALLBACK})
+                t = await client.post(
+                    "/oidc/jeton",
+                    headers={"authorization": f"Basic {basic}"},
+                    data={
+                        "grant_type": "authorization_code",
+                        "code": code,
+                        "code_verifier": verifier,
+                        "redirect_uri": CALLBACK,
+                    },
+                )
                 if t.status_code == 200 and "id_token" in t.text:
                     done.append(time.perf_counter() - start)
                 else:
@@ -131,8 +157,11 @@ async def main() -> None:
     port = common.free_port()
     base = f"http://127.0.0.1:{port}"
     config_path = folder / "bench.toml"
-    config_path.write_text(common.config_text(caisse_id="bench-oidc", database_url=database.url, smtp_port=9,
-                                              argon2=OWASP, extra=oidc_section(base)))
+    config_path.write_text(
+        common.config_text(
+            caisse_id="bench-oidc", database_url=database.url, smtp_port=9, argon2=OWASP, extra=oidc_section(base)
+        )
+    )
     import subprocess
 
     subprocess.run([common.GUICHET, "db", "upgrade", "--config", str(config_path)], check=True, capture_output=True)
@@ -141,8 +170,14 @@ async def main() -> None:
     try:
         cookies = [await login(base, config_path, a["identifier"]) for a in accounts]
         groups = {"guichet serve": server.all_pids()}
-        wrk = run_wrk(f"{base}/auth/verifier", lua("GET", {"Cookie": f"guichet_session={cookies[0]}"}),
-                      connections=args.connections, seconds=args.seconds, folder=folder, groups=groups)
+        wrk = run_wrk(
+            f"{base}/auth/verifier",
+            lua("GET", {"Cookie": f"guichet_session={cookies[0]}"}),
+            connections=args.connections,
+            seconds=args.seconds,
+            folder=folder,
+            groups=groups,
+        )
         meter = CpuMeter()
         meter.begin(groups)
         start = time.monotonic()
@@ -157,13 +192,17 @@ async def main() -> None:
     body = f"""
 | what | requests/s | p50 ms | p99 ms | server CPU per request | errors |
 | --- | --- | --- | --- | --- | --- |
-| forward auth `GET /auth/verifier` (wrk, {args.connections} connections) | {wrk['rps']:.0f} | {wrk['p50_us'] / 1000:.1f} | {wrk['p99_us'] / 1000:.1f} | {forward_cpu_ms:.2f} ms | {wrk['non_2xx_3xx'] + wrk['socket_errors']} |
+| forward auth `GET /auth/verifier` (wrk, {args.connections} connections) | {wrk["rps"]:.0f} | {wrk["p50_us"] / 1000:.1f} | {wrk["p99_us"] / 1000:.1f} | {forward_cpu_ms:.2f} ms | {wrk["non_2xx_3xx"] + wrk["socket_errors"]} |
 | code exchange: `GET /oidc/autoriser` + `POST /oidc/jeton` ({args.clients} services) | {pairs / elapsed:.0f} pairs | {common.percentile(latencies, 50) * 1000:.1f} | {common.percentile(latencies, 99) * 1000:.1f} | {pair_cpu_ms:.2f} ms per pair | {failures} |
 
-{common.describe_cpu(wrk['cpu'], wrk['seconds'])} (forward auth); {common.describe_cpu(cpu, elapsed)} (code exchange).
+{common.describe_cpu(wrk["cpu"], wrk["seconds"])} (forward auth); {common.describe_cpu(cpu, elapsed)} (code exchange).
 """
-    common.append_results(f"OpenID Connect and forward auth: `guichet serve --workers 1`, {args.engine}", body,
-                          facts=common.machine_facts(), write=not args.no_write)
+    common.append_results(
+        f"OpenID Connect and forward auth: `guichet serve --workers 1`, {args.engine}",
+        body,
+        facts=common.machine_facts(),
+        write=not args.no_write,
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ With a PostgreSQL URL the bench creates a database of its own on that server and
 The figure (with the command and the machine) is appended to docs/benchmarks.md under "## Outbox".
 Not a timed test: run it by hand, on a quiet machine, and compare ratios rather than absolutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,10 +128,16 @@ async def run(count: int, batch: int, concurrency: int, url: str, base: Path) ->
         started = time.perf_counter()
         for n in range(count):
             async with database.transaction():
-                await enqueue(database, keys, channel="email", template="login_code",
-                              recipient=Recipient(name="Marie DUPONT", email=f"personne{n}@bench.invalid"),
-                              payload={"code": f"{n:06d}", "lifetime_minutes": 15}, now=clock.now(),
-                              expires_at=clock.now() + dt.timedelta(minutes=15))
+                await enqueue(
+                    database,
+                    keys,
+                    channel="email",
+                    template="login_code",
+                    recipient=Recipient(name="Marie DUPONT", email=f"personne{n}@bench.invalid"),
+                    payload={"code": f"{n:06d}", "lifetime_minutes": 15},
+                    now=clock.now(),
+                    expires_at=clock.now() + dt.timedelta(minutes=15),
+                )
         enqueued = time.perf_counter()
         worker = Recording(database, keys, host, clock, worker_id="bench", batch=batch, concurrency=concurrency)
         handled = await worker.drain()
@@ -148,9 +155,14 @@ async def run(count: int, batch: int, concurrency: int, url: str, base: Path) ->
     def centile(q: float) -> float:
         return windows[min(len(windows) - 1, int(q * len(windows)))]
 
-    return {"enqueue_per_s": count / (enqueued - started), "deliver_per_s": count / (delivered - enqueued),
-            "deliver_s": delivered - enqueued, "window_p50_ms": centile(0.5), "window_p99_ms": centile(0.99),
-            "window_max_ms": windows[-1]}
+    return {
+        "enqueue_per_s": count / (enqueued - started),
+        "deliver_per_s": count / (delivered - enqueued),
+        "deliver_s": delivered - enqueued,
+        "window_p50_ms": centile(0.5),
+        "window_p99_ms": centile(0.99),
+        "window_max_ms": windows[-1],
+    }
 
 
 async def _pg_admin(url: str, sql: str) -> None:
@@ -173,12 +185,19 @@ def throwaway_postgres(url: str) -> tuple[str, str]:
 def record(line_block: str) -> Path:
     """Append under '## Outbox' in docs/benchmarks.md, leaving every other section as it is."""
     path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\nFigures printed by bench/; one machine, noisy: compare ratios.\n"
+    text = (
+        path.read_text(encoding="utf-8")
+        if path.exists()
+        else "# Benchmarks\n\nFigures printed by bench/; one machine, noisy: compare ratios.\n"
+    )
     if "\n## Outbox\n" not in "\n" + text:
-        text = text.rstrip("\n") + "\n\n## Outbox\n\nEmail deliveries through the outbox worker to a local aiosmtpd sink (bench/outbox.py).\n"
+        text = (
+            text.rstrip("\n")
+            + "\n\n## Outbox\n\nEmail deliveries through the outbox worker to a local aiosmtpd sink (bench/outbox.py).\n"
+        )
     head, _, rest = text.partition("## Outbox\n")
     following = rest.find("\n## ")
-    section, tail = (rest, "") if following < 0 else (rest[:following + 1], rest[following + 1:])
+    section, tail = (rest, "") if following < 0 else (rest[: following + 1], rest[following + 1 :])
     section = section.rstrip("\n") + "\n\n" + line_block.rstrip("\n") + "\n"
     path.write_text(head + "## Outbox\n" + section + ("\n" + tail if tail else ""), encoding="utf-8")
     return path
@@ -207,17 +226,21 @@ def main() -> int:
     print(f"outbox: {args.count} emails, {engine}, batch {args.batch}, concurrency {args.concurrency}")
     print(f"  enqueue  {figures['enqueue_per_s']:8.0f} messages/s (one transaction each)")
     print(f"  delivery {figures['deliver_per_s']:8.0f} messages/s through email ({figures['deliver_s']:.1f} s)")
-    print(f"  duplicate window (server took it in -> 'sent' committed): p50 {figures['window_p50_ms']:.1f} ms, "
-          f"p99 {figures['window_p99_ms']:.1f} ms, max {figures['window_max_ms']:.1f} ms")
+    print(
+        f"  duplicate window (server took it in -> 'sent' committed): p50 {figures['window_p50_ms']:.1f} ms, "
+        f"p99 {figures['window_p99_ms']:.1f} ms, max {figures['window_max_ms']:.1f} ms"
+    )
     if not args.no_record:
         command = " ".join(["bench/outbox.py", *(shlex.quote(redact_url(a)) for a in sys.argv[1:])])
-        block = (f"- {dt.date.today().isoformat()}, `.venv/bin/python {command.strip()}`: {args.count} emails, {engine}, "
-                 f"batch {args.batch}, concurrency {args.concurrency}: **{figures['deliver_per_s']:.0f} messages/s** "
-                 f"delivered ({figures['deliver_s']:.1f} s), enqueue {figures['enqueue_per_s']:.0f}/s; duplicate "
-                 f"window p50 {figures['window_p50_ms']:.1f} ms, p99 {figures['window_p99_ms']:.1f} ms, "
-                 f"max {figures['window_max_ms']:.1f} ms. "
-                 f"Machine: nproc {os.cpu_count()}, Python {platform.python_version()}, "
-                 f"{platform.system()} {platform.release()}, load average {load:.2f} at start.")
+        block = (
+            f"- {dt.date.today().isoformat()}, `.venv/bin/python {command.strip()}`: {args.count} emails, {engine}, "
+            f"batch {args.batch}, concurrency {args.concurrency}: **{figures['deliver_per_s']:.0f} messages/s** "
+            f"delivered ({figures['deliver_s']:.1f} s), enqueue {figures['enqueue_per_s']:.0f}/s; duplicate "
+            f"window p50 {figures['window_p50_ms']:.1f} ms, p99 {figures['window_p99_ms']:.1f} ms, "
+            f"max {figures['window_max_ms']:.1f} ms. "
+            f"Machine: nproc {os.cpu_count()}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}, load average {load:.2f} at start."
+        )
         print(f"recorded in {record(block).relative_to(ROOT)}")
     return 0
 

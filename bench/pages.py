@@ -9,6 +9,7 @@ walks the flows with plain form POSTs: registration, login with the email code, 
 contact confirmation, Mon compte and the forgotten password. Budget: a full step page, everything
 included, under 40 KB compressed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import common  # noqa: E402
 import httpx  # noqa: E402
 
-import common  # noqa: E402
-from tests.browser.support import (  # noqa: E402
-    HttpCitizen, LiveServer, People, code_in, new_password, password_in, start_server)
+from tests.browser.support import HttpCitizen, LiveServer, People, code_in, new_password, password_in, start_server  # noqa: E402
 
 BUDGET = 40 * 1024
 RESULTS = ROOT / "docs" / "benchmarks.md"
@@ -40,8 +40,11 @@ def n(value: int) -> str:
 
 def _header_bytes(response: httpx.Response) -> int:
     """The response's status line and headers as sent (HTTP/1.1)."""
-    return len(f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n") + \
-        sum(len(k) + len(v) + 4 for k, v in response.headers.raw) + 2
+    return (
+        len(f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n")
+        + sum(len(k) + len(v) + 4 for k, v in response.headers.raw)
+        + 2
+    )
 
 
 class Scale:
@@ -65,20 +68,32 @@ class Scale:
                 compressed += response.num_bytes_downloaded
                 raw += len(response.content)
                 wire += _header_bytes(response) + response.num_bytes_downloaded
-        row = {"page": name, "path": path, "requests": requests, "compressed": compressed, "raw": raw, "wire": wire,
-               "html": html.num_bytes_downloaded, "fragment": None}
+        row = {
+            "page": name,
+            "path": path,
+            "requests": requests,
+            "compressed": compressed,
+            "raw": raw,
+            "wire": wire,
+            "html": html.num_bytes_downloaded,
+            "fragment": None,
+        }
         if fragment:
             partial = citizen.client.get(path, headers={"HX-Request": "true"})
             row["fragment"] = partial.num_bytes_downloaded
         self.rows.append(row)
 
     def table(self) -> str:
-        lines = ["| page | path | requests | compressed | raw | on the wire (with headers) | HTML alone | htmx fragment |",
-                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines = [
+            "| page | path | requests | compressed | raw | on the wire (with headers) | HTML alone | htmx fragment |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in self.rows:
             fragment = f"{n(r['fragment'])} B" if r["fragment"] is not None else "—"
-            lines.append(f"| {r['page']} | `{r['path']}` | {r['requests']} | {n(r['compressed'])} B | {n(r['raw'])} B | "
-                         f"{n(r['wire'])} B | {n(r['html'])} B | {fragment} |")
+            lines.append(
+                f"| {r['page']} | `{r['path']}` | {r['requests']} | {n(r['compressed'])} B | {n(r['raw'])} B | "
+                f"{n(r['wire'])} B | {n(r['html'])} B | {fragment} |"
+            )
         return "\n".join(lines)
 
 
@@ -96,9 +111,16 @@ def walk(server: LiveServer, scale: Scale) -> None:
     scale.weigh(c, "Inscription 2/7 : Votre identifiant")
     c.post("/inscription/identifiant", {"identifier": person.nir_with_key})
     scale.weigh(c, "Inscription 3/7 : Vos coordonnées")
-    c.post("/inscription/coordonnees", {"last_name": person.last_name, "first_name": person.first_name,
-                                        "birth_date": person.birth_date, "email": person.email,
-                                        "mobile": person.mobile_display})
+    c.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": person.last_name,
+            "first_name": person.first_name,
+            "birth_date": person.birth_date,
+            "email": person.email,
+            "mobile": person.mobile_display,
+        },
+    )
     scale.weigh(c, "Inscription 4/7 : Vérification de votre identité")
     c.post("/inscription/question", {"question": person.question, "answer": person.answer})
     scale.weigh(c, "Inscription 5/7 : Réception du code")
@@ -136,8 +158,9 @@ def walk(server: LiveServer, scale: Scale) -> None:
     mark = mailbox.seen()
     c.post("/mot-de-passe-oublie/canal", {"channel": "email"})
     scale.weigh(c, "Mot de passe oublié 3/4 : code")
-    c.post("/mot-de-passe-oublie/code",
-           {"code": code_in(mailbox.email_to(person.email, subject="code", after=mark).text)})
+    c.post(
+        "/mot-de-passe-oublie/code", {"code": code_in(mailbox.email_to(person.email, subject="code", after=mark).text)}
+    )
     scale.weigh(c, "Mot de passe oublié 4/4 : confirmation")
     c.close()
 
@@ -146,14 +169,16 @@ def append(text: str) -> None:
     """Append under "## Page weight" (created at the end if missing); re-read first: others write here too."""
     existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
     if SECTION not in existing:
-        intro = (f"{SECTION}\n\nEvery step page as a browser with an empty cache fetches it with gzip "
-                 "(bench/pages.py): the HTML and every CSS and JS file it references. Budget: under 40 KB "
-                 "compressed, everything included. The htmx fragment is what replaces #step when JavaScript "
-                 "is on.\n")
+        intro = (
+            f"{SECTION}\n\nEvery step page as a browser with an empty cache fetches it with gzip "
+            "(bench/pages.py): the HTML and every CSS and JS file it references. Budget: under 40 KB "
+            "compressed, everything included. The htmx fragment is what replaces #step when JavaScript "
+            "is on.\n"
+        )
         # before the section the other benches append to at the end of the file, so theirs stay last
         appended = re.search(r"^## Bench results", existing, re.M)
         if appended:
-            existing = existing[:appended.start()] + intro + "\n" + existing[appended.start():]
+            existing = existing[: appended.start()] + intro + "\n" + existing[appended.start() :]
         else:
             existing = existing.rstrip("\n") + "\n\n" + intro
     start = existing.index(SECTION) + len(SECTION)
@@ -178,12 +203,16 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     heaviest = max(scale.rows, key=lambda r: r["compressed"])
     over = [r["page"] for r in scale.rows if r["compressed"] >= BUDGET]
-    summary = (f"{len(scale.rows)} pages; heaviest: {heaviest['page']}, **{n(heaviest['compressed'])} B compressed**"
-               f" in {heaviest['requests']} requests ({n(heaviest['raw'])} B raw); budget 40 KB: "
-               + ("all under" if not over else f"OVER for {', '.join(over)}"))
-    block = (f"- {facts['date']}, `{common.command_line()}`: {summary}. Machine: nproc {facts['nproc']}, "
-             f"{facts['cpu']}, Python {facts['python']}, Linux {facts['kernel']}, load average "
-             f"{facts['load average (1/5/15 min) at start']} at start.\n\n{scale.table()}\n")
+    summary = (
+        f"{len(scale.rows)} pages; heaviest: {heaviest['page']}, **{n(heaviest['compressed'])} B compressed**"
+        f" in {heaviest['requests']} requests ({n(heaviest['raw'])} B raw); budget 40 KB: "
+        + ("all under" if not over else f"OVER for {', '.join(over)}")
+    )
+    block = (
+        f"- {facts['date']}, `{common.command_line()}`: {summary}. Machine: nproc {facts['nproc']}, "
+        f"{facts['cpu']}, Python {facts['python']}, Linux {facts['kernel']}, load average "
+        f"{facts['load average (1/5/15 min) at start']} at start.\n\n{scale.table()}\n"
+    )
     print(block)
     if not args.no_write:
         append(block)

@@ -7,6 +7,7 @@ spool's history: the index gains one line per letter for ever. Each new letter i
 (PDF rendering included), next to the time to read the index once, which is what a check that
 scans it would add to every letter.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,20 +37,33 @@ async def run(history: int, letters: int) -> dict[str, float]:
         spool.mkdir()
         with open(spool / "index.jsonl", "w", encoding="utf-8") as index:
             for n in range(history):
-                index.write(f'{{"message_id": {10_000_000 + n}, "template": "temporary_password_letter", '
-                            f'"file": "letter-{10_000_000 + n}.pdf", "pages": 1}}\n')
+                index.write(
+                    f'{{"message_id": {10_000_000 + n}, "template": "temporary_password_letter", '
+                    f'"file": "letter-{10_000_000 + n}.pdf", "pages": 1}}\n'
+                )
         config = caisse_config(base, '[plugins.settings.delivery_postal]\nspool_dir = "spool"')
-        [channel] = hooks.guichet_channels(context=PluginContext(config=config, database=None,  # type: ignore[arg-type]
-                                                                 clock=FrozenClock()))
+        [channel] = hooks.guichet_channels(
+            context=PluginContext(
+                config=config,
+                database=None,  # type: ignore[arg-type]
+                clock=FrozenClock(),
+            )
+        )
         recipient = Recipient(name="Marie DUPONT", address=PostalAddress(lines=("12 rue des Lilas", "13001 Marseille")))
         start = time.perf_counter()
         (spool / "index.jsonl").read_text(encoding="utf-8").splitlines()
         scan = time.perf_counter() - start
         times = []
         for n in range(letters):
-            message = Message(id=n + 1, channel="postal", template="registration_letter", recipient=recipient,
-                              payload={"masked_identifier": "185*******123", "registered_on": "01/03/2026"},
-                              caisse_name="MSA Démo", created_at=dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc))
+            message = Message(
+                id=n + 1,
+                channel="postal",
+                template="registration_letter",
+                recipient=recipient,
+                payload={"masked_identifier": "185*******123", "registered_on": "01/03/2026"},
+                caisse_name="MSA Démo",
+                created_at=dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC),
+            )
             start = time.perf_counter()
             await channel.send(message)
             times.append(time.perf_counter() - start)
@@ -64,13 +78,16 @@ def main() -> int:
     args = parser.parse_args()
     small = asyncio.run(run(0, args.letters))
     large = asyncio.run(run(args.history, args.letters))
-    body = (f"| index before | median time per new letter (PDF included) |\n|---|---|\n"
-            f"| empty | {small['letter_ms']:.1f} ms |\n"
-            f"| {args.history:,} letters | {large['letter_ms']:.1f} ms |\n\n"
-            f"Reading that index once takes {large['scan_ms']:.1f} ms: what a check that scans it would add to "
-            f"every letter.")
-    append_results("Postal spool: a new letter next to a long history", body, facts=machine_facts(),
-                   write=not args.no_write)
+    body = (
+        f"| index before | median time per new letter (PDF included) |\n|---|---|\n"
+        f"| empty | {small['letter_ms']:.1f} ms |\n"
+        f"| {args.history:,} letters | {large['letter_ms']:.1f} ms |\n\n"
+        f"Reading that index once takes {large['scan_ms']:.1f} ms: what a check that scans it would add to "
+        f"every letter."
+    )
+    append_results(
+        "Postal spool: a new letter next to a long history", body, facts=machine_facts(), write=not args.no_write
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ worker delivered to this bench's SMTP server, code → /inscription/termine. Eac
 account: one argon2id hash of the temporary password, its email and a postal letter queued.
 Registry persons are made by ``guichet registry demo``; those with a carte Vitale register.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,22 @@ async def one_registration(client: Browser, person: dict[str, Any], sink: CodeSi
     client.headers["X-Forwarded-For"] = f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
     email = f"inscrit{n}@bench.invalid"
     birth = person["birth_date"].strftime("%d/%m/%Y")
-    steps = [("statut", {"status": "particulier"}),
-             ("identifiant", {"identifier": person["nir"]}),
-             ("coordonnees", {"last_name": person["last_name"], "first_name": person["first_name"],
-                              "birth_date": birth, "email": email, "mobile": ""}),
-             ("question", {"question": "vitale", "answer": person["vitale_serial"]}),
-             ("canal", {"channel": "email"})]
+    steps = [
+        ("statut", {"status": "particulier"}),
+        ("identifiant", {"identifier": person["nir"]}),
+        (
+            "coordonnees",
+            {
+                "last_name": person["last_name"],
+                "first_name": person["first_name"],
+                "birth_date": birth,
+                "email": email,
+                "mobile": "",
+            },
+        ),
+        ("question", {"question": "vitale", "answer": person["vitale_serial"]}),
+        ("canal", {"channel": "email"}),
+    ]
     token = csrf_of((await client.get("/inscription/statut")).text)
     for step, form in steps:
         r = await client.post(f"/inscription/{step}", data={**form, "csrf_token": token})
@@ -59,9 +70,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sink = CodeSink().start(asyncio.get_running_loop())
     caisse_id = f"reg-{os.getpid()}"
     config_path = folder / "bench.toml"
-    config_path.write_text(common.config_text(caisse_id=caisse_id, database_url=database.url, smtp_port=sink.port,
-                                              argon2=OWASP, redis_url=common.REDIS_URL if args.redis else None,
-                                              max_concurrent_hashes=args.max_hashes))
+    config_path.write_text(
+        common.config_text(
+            caisse_id=caisse_id,
+            database_url=database.url,
+            smtp_port=sink.port,
+            argon2=OWASP,
+            redis_url=common.REDIS_URL if args.redis else None,
+            max_concurrent_hashes=args.max_hashes,
+        )
+    )
     server = outbox = None
     done: list[float] = []
     errors: list[str] = []
@@ -106,23 +124,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         await asyncio.wait(tasks, timeout=90)
     finally:
-        await common.tear_down([server] if server is not None else [], outbox, sink, database,
-                               caisse_id if args.redis else None)
+        await common.tear_down(
+            [server] if server is not None else [], outbox, sink, database, caisse_id if args.redis else None
+        )
     rate = len(done) / elapsed
     app_ms = cpu["app"] / max(len(done), 1) * 1000
     body = f"""
 | what | value |
 |---|---|
-| layout | `guichet serve --workers 1`, {args.engine}{' + Redis' if args.redis else ''}, outbox in `guichet outbox work` |
+| layout | `guichet serve --workers 1`, {args.engine}{" + Redis" if args.redis else ""}, outbox in `guichet outbox work` |
 | load | {args.concurrency} virtual users, {args.warmup:.0f} s warm-up, {elapsed:.1f} s measured |
 | **complete registrations/s** | **{rate:.1f}** ({len(done)} done, {len(errors)} errors) |
 | whole registration latency (8 requests + the email) | {latency_line(done)} |
 | app CPU per registration | {app_ms:.0f} ms (one argon2id hash included) |
 | peak RSS of the app process | {max(server.peak_rss.values()) / 1024:.0f} MiB |
-| {common.describe_cpu(cpu, elapsed).split(':', 1)[0]} | {common.describe_cpu(cpu, elapsed).split(':', 1)[1].strip()} |
+| {common.describe_cpu(cpu, elapsed).split(":", 1)[0]} | {common.describe_cpu(cpu, elapsed).split(":", 1)[1].strip()} |
 """
-    common.append_results(f"Registration ({args.engine}{' + Redis' if args.redis else ''})", body, facts=facts,
-                          write=not args.no_write)
+    common.append_results(
+        f"Registration ({args.engine}{' + Redis' if args.redis else ''})", body, facts=facts, write=not args.no_write
+    )
     return {"rate": rate, "errors": len(errors), "cpu": cpu}
 
 

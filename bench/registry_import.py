@@ -7,6 +7,7 @@ that read whole files (the commit before it), in the same run on the same files.
 Each import runs in a process of its own on a new SQLite database; its peak RSS is the kernel's
 (``wait4``). The files are made by the demo registry's generator (valid NIRs, addresses, payments).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def write_files(folder: Path, rows: int) -> tuple[Path, Path]:
         p.write("nir,last_name,first_name,birth_date,address_line1,address_line2,email,vitale_serial\n")
         m.write("identifier,kind,date,amount\n")
         for n, person in enumerate(people[:rows]):
-            p.write(f"{person.nir},{person.last_name},{person.first_name},{person.birth_date.isoformat()},"
-                    f"{person.address[0]},{person.address[1]},p{n}@exemple.fr,{person.vitale_serial or ''}\n")
+            p.write(
+                f"{person.nir},{person.last_name},{person.first_name},{person.birth_date.isoformat()},"
+                f"{person.address[0]},{person.address[1]},p{n}@exemple.fr,{person.vitale_serial or ''}\n"
+            )
             m.write(f"{person.nir},benefit,2026-02-{1 + n % 28:02d},{10 + n % 900}.{n % 100:02d}\n")
     return persons, payments
 
@@ -57,8 +60,9 @@ def write_files(folder: Path, rows: int) -> tuple[Path, Path]:
 def measure(module: Path, folder: Path, persons: Path, payments: Path, name: str) -> tuple[float, float]:
     database = f"sqlite:///{folder / (name + '.sqlite')}"
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", RUN, str(module), database, str(persons), str(payments)],
-                               cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN, str(module), database, str(persons), str(payments)], cwd=ROOT
+    )
     _pid, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -79,16 +83,26 @@ def main() -> int:
         variants = [("streaming", ROOT / "plugins" / "registry_tables" / "importer.py")]
         if not args.no_before:
             old = folder / "importer_before.py"
-            old.write_text(subprocess.run(["git", "show", f"{BEFORE}:plugins/registry_tables/importer.py"], cwd=ROOT,
-                                          capture_output=True, text=True, check=True).stdout)
+            old.write_text(
+                subprocess.run(
+                    ["git", "show", f"{BEFORE}:plugins/registry_tables/importer.py"],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
             variants.insert(0, (f"whole files ({BEFORE})", old))
         table = ["| import | rows (persons + payments) | CSV | time | rows/s | peak RSS |", "|---|---|---|---|---|---|"]
         for name, module in variants:
             seconds, peak = measure(module, folder, persons, payments, name.split()[0])
-            table.append(f"| {name} | {args.rows:,} + {args.rows:,} | {size:.0f} MiB | {seconds:.1f} s | "
-                         f"{2 * args.rows / seconds:,.0f} | {peak:.0f} MiB |")
-    append_results(f"Registry import, {args.rows:,} rows", "\n".join(table), facts=machine_facts(),
-                   write=not args.no_write)
+            table.append(
+                f"| {name} | {args.rows:,} + {args.rows:,} | {size:.0f} MiB | {seconds:.1f} s | "
+                f"{2 * args.rows / seconds:,.0f} | {peak:.0f} MiB |"
+            )
+    append_results(
+        f"Registry import, {args.rows:,} rows", "\n".join(table), facts=machine_facts(), write=not args.no_write
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ argon2), a restart in the middle, then as many requests again. A request is lost
 gets no answer from the app (a connection error, or nginx's own 502/504). Prints one line per
 variant; docs/deploy.md quotes the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 from tests.ops import restart_load as rl  # noqa: E402
 from tests.ops.serving import Served  # noqa: E402
 
-NO_RETRY = rl.GUICHET_LOCATION.replace("        proxy_next_upstream error non_idempotent;\n"
-                                       "        proxy_next_upstream_tries 2;\n", "")
+NO_RETRY = rl.GUICHET_LOCATION.replace(
+    "        proxy_next_upstream error non_idempotent;\n        proxy_next_upstream_tries 2;\n", ""
+)
 ONE_SERVER = "upstream guichet {\n    server 127.0.0.1:8000 max_fails=0;\n}"
 
 # (label, upstream, location, restart): restart is "stop-start" (systemctl restart) or "sighup" (reload)
@@ -33,8 +35,12 @@ VARIANTS: list[tuple[str, str, str, str]] = [
     ("upstream keep-alive, no retry; systemctl restart", rl.KEEPALIVE_UPSTREAM, rl.KEEPALIVE_LOCATION, "stop-start"),
     ("upstream keep-alive, no retry; SIGHUP", rl.KEEPALIVE_UPSTREAM, rl.KEEPALIVE_LOCATION, "sighup"),
     ("a connection per request, no retry; SIGHUP", ONE_SERVER, NO_RETRY, "sighup"),
-    ("recommended: a connection per request, one retry on a failed connection; SIGHUP",
-     rl.GUICHET_UPSTREAM, rl.GUICHET_LOCATION, "sighup"),
+    (
+        "recommended: a connection per request, one retry on a failed connection; SIGHUP",
+        rl.GUICHET_UPSTREAM,
+        rl.GUICHET_LOCATION,
+        "sighup",
+    ),
 ]
 
 
@@ -45,11 +51,14 @@ async def run(upstream: str, location: str, restart: str, *, workers: int, brows
     try:
         nginx.start()
         if restart == "sighup":
+
             def again() -> Any:
                 return rl.restart_by_sighup(served, workers)
         else:
+
             def again() -> Any:
                 return rl.restart_by_stop_and_start(served)
+
         tally = await rl.restart_under_load(nginx.url, again, browsers=browsers)
         retried = sum(1 for line in nginx.errors().splitlines() if "upstream" in line and "[error]" in line)
         return tally, retried
@@ -79,8 +88,10 @@ async def main() -> int:
             failed_connections += retried
             for kind, count in tally.lost.items():
                 kinds[kind] = kinds.get(kind, 0) + count
-        print(f"{label}: {lost} lost of {during} sent during the restarts ({sent} in all); "
-              f"upstream connection errors logged by nginx: {failed_connections}; {kinds or ''}")
+        print(
+            f"{label}: {lost} lost of {during} sent during the restarts ({sent} in all); "
+            f"upstream connection errors logged by nginx: {failed_connections}; {kinds or ''}"
+        )
     return 0
 
 

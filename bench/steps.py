@@ -13,6 +13,7 @@ Three endpoints, each driven by wrk (one thread, keep-alive) from its own proces
   validation (a refused form writes nothing), the fragment with its error (422);
 * ``GET /flow`` on bench/bare_app.py (uvicorn, 1 worker): the same flow read, nothing else.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,9 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,19 @@ def lua(method: str, headers: dict[str, str], body: str = "", delay_ms: float | 
     return "\n".join(lines) + "\n" + DONE
 
 
-def run_wrk(url: str, script: str, *, connections: int, seconds: float, folder: Path,
-            groups: dict[str, list[int]]) -> dict[str, Any]:
+def run_wrk(
+    url: str, script: str, *, connections: int, seconds: float, folder: Path, groups: dict[str, list[int]]
+) -> dict[str, Any]:
     path = folder / f"wrk-{time.monotonic_ns()}.lua"
     path.write_text(script)
     meter = CpuMeter()
     meter.begin(groups)
-    done = subprocess.run([WRK, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(path), url],
-                          capture_output=True, text=True, timeout=seconds + 60)
+    done = subprocess.run(
+        [WRK, "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(path), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
     cpu = meter.end()
     line = [x for x in done.stdout.splitlines() if x.startswith("{")]
     if not line:
@@ -79,11 +85,26 @@ def start_bare(config_path: Path, digest: str) -> tuple[subprocess.Popen[Any], s
 
     port = common.free_port()
     log = (config_path.parent / "bare.log").open("ab")
-    proc = subprocess.Popen([str(common.BIN / "uvicorn"), "bare_app:create", "--factory", "--app-dir",
-                             str(common.ROOT / "bench"), "--host", "127.0.0.1", "--port", str(port),
-                             "--no-access-log", "--log-level", "warning"],
-                            cwd=common.ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "GUICHET_CONFIG": str(config_path), "BENCH_FLOW_DIGEST": digest})
+    proc = subprocess.Popen(
+        [
+            str(common.BIN / "uvicorn"),
+            "bare_app:create",
+            "--factory",
+            "--app-dir",
+            str(common.ROOT / "bench"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=common.ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "GUICHET_CONFIG": str(config_path), "BENCH_FLOW_DIGEST": digest},
+    )
     url = f"http://127.0.0.1:{port}/flow"
     for _ in range(300):
         try:
@@ -108,18 +129,24 @@ def make_flow(base: str) -> dict[str, str]:
         page = client.get("/inscription/identifiant", headers={"HX-Request": "true"})
         assert page.status_code == 200 and "<html" not in page.text[:200].lower(), "not a fragment"
         token = common.csrf_of(page.text)
-        bad = client.post("/inscription/identifiant", data={"identifier": "123", "csrf_token": token},
-                          headers={"HX-Request": "true"})
+        bad = client.post(
+            "/inscription/identifiant", data={"identifier": "123", "csrf_token": token}, headers={"HX-Request": "true"}
+        )
         assert bad.status_code == 422, bad.status_code
-    return {"cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()), "token": token,
-            "flow": cookies["guichet_flow_registration"]}
+    return {
+        "cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
+        "token": token,
+        "flow": cookies["guichet_flow_registration"],
+    }
 
 
 def describe(name: str, r: dict[str, Any], app_group: str) -> str:
     per_request = r["cpu"].get(app_group, 0) / max(r["requests"], 1) * 1e6
-    return (f"| {name} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p95_us'] / 1000:.2f} | "
-            f"{r['p99_us'] / 1000:.2f} | {per_request:,.0f} | {r['non_2xx_3xx']:,} | "
-            f"{r['cpu']['others'] / r['seconds']:.2f} |")
+    return (
+        f"| {name} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p95_us'] / 1000:.2f} | "
+        f"{r['p99_us'] / 1000:.2f} | {per_request:,.0f} | {r['non_2xx_3xx']:,} | "
+        f"{r['cpu']['others'] / r['seconds']:.2f} |"
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,8 +157,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     database = BenchDatabase(args.engine, folder)
     await database.create()
     config_path = folder / "bench.toml"
-    config_path.write_text(common.config_text(caisse_id=f"steps-{os.getpid()}", database_url=database.url,
-                                              smtp_port=9, argon2=OWASP))
+    config_path.write_text(
+        common.config_text(caisse_id=f"steps-{os.getpid()}", database_url=database.url, smtp_port=9, argon2=OWASP)
+    )
     server: Server | None = None
     bare: subprocess.Popen[Any] | None = None
     try:
@@ -143,8 +171,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         groups_bare = {"bare app": [bare.pid]}
         get_script = lua("GET", {"HX-Request": "true", "Cookie": state["cookie"]})
         body = f"identifier=123&csrf_token={state['token']}"
-        post_script = lua("POST", {"HX-Request": "true", "Cookie": state["cookie"],
-                                   "Content-Type": "application/x-www-form-urlencoded"}, body)
+        post_script = lua(
+            "POST",
+            {"HX-Request": "true", "Cookie": state["cookie"], "Content-Type": "application/x-www-form-urlencoded"},
+            body,
+        )
         fragment_url = f"{server.url}/inscription/identifiant"
         import re
         import urllib.request
@@ -163,28 +194,40 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if spy is not None:
                 spy.wait(60)
                 print(common.summarise_profile(folder / "profile.txt", top=45))
-        for repeat in range(args.repeat):
+        for _repeat in range(args.repeat):
             for name, url, script, groups in (
-                    ("fragment", fragment_url, get_script, groups_app),
-                    ("bare", bare_url, lua("GET", {}), groups_bare),
-                    ("post_422", fragment_url, post_script, groups_app),
-                    ("static_gzip", htmx_url, lua("GET", {"Accept-Encoding": "gzip"}), groups_app),
-                    ("static_plain", htmx_url, lua("GET", {}), groups_app)):
-                result = run_wrk(url, script, connections=args.connections, seconds=args.duration, folder=folder,
-                                 groups=groups)
+                ("fragment", fragment_url, get_script, groups_app),
+                ("bare", bare_url, lua("GET", {}), groups_bare),
+                ("post_422", fragment_url, post_script, groups_app),
+                ("static_gzip", htmx_url, lua("GET", {"Accept-Encoding": "gzip"}), groups_app),
+                ("static_plain", htmx_url, lua("GET", {}), groups_app),
+            ):
+                result = run_wrk(
+                    url, script, connections=args.connections, seconds=args.duration, folder=folder, groups=groups
+                )
                 # keep the run with the least foreign CPU: the machine is shared
                 best = results.get(name)
-                if best is None or result["cpu"]["others"] / result["seconds"] < best["cpu"]["others"] / best["seconds"]:
+                if (
+                    best is None
+                    or result["cpu"]["others"] / result["seconds"] < best["cpu"]["others"] / best["seconds"]
+                ):
                     results[name] = result
-                print(f"  {name}: {result['rps']:,.0f} req/s, p99 {result['p99_us'] / 1000:.2f} ms "
-                      f"(others {result['cpu']['others'] / result['seconds']:.2f} cores)", flush=True)
+                print(
+                    f"  {name}: {result['rps']:,.0f} req/s, p99 {result['p99_us'] / 1000:.2f} ms "
+                    f"(others {result['cpu']['others'] / result['seconds']:.2f} cores)",
+                    flush=True,
+                )
         half = results["fragment"]["rps"] / 2
         half_connections = 8
         delay_ms = half_connections / half * 1000
-        results["fragment_half"] = run_wrk(fragment_url, lua("GET", {"HX-Request": "true", "Cookie": state["cookie"]},
-                                                             delay_ms=delay_ms),
-                                           connections=half_connections, seconds=args.duration, folder=folder,
-                                           groups=groups_app)
+        results["fragment_half"] = run_wrk(
+            fragment_url,
+            lua("GET", {"HX-Request": "true", "Cookie": state["cookie"]}, delay_ms=delay_ms),
+            connections=half_connections,
+            seconds=args.duration,
+            folder=folder,
+            groups=groups_app,
+        )
         server.sample_memory()
     finally:
         if bare is not None:
@@ -208,11 +251,10 @@ wrk -t1 -c{args.connections}, {args.duration:.0f} s per endpoint, best of {args.
 {describe(f"GET step fragment at half of peak (target {half:,.0f}/s, 8 connections)", h, "app")}
 
 * **fragment ÷ bare: {ratio * 100:.0f} %** (target ≥ 50 %)
-* **p99 of the fragment at half of peak: {h['p99_us'] / 1000:.2f} ms** at {h['rps']:,.0f} req/s (target < 20 ms)
+* **p99 of the fragment at half of peak: {h["p99_us"] / 1000:.2f} ms** at {h["rps"]:,.0f} req/s (target < 20 ms)
 * peak RSS of the app process: {max(server.peak_rss.values()) / 1024:.0f} MiB
 """
-    common.append_results(f"Step fragment vs bare endpoint ({args.engine})", body, facts=facts,
-                          write=not args.no_write)
+    common.append_results(f"Step fragment vs bare endpoint ({args.engine})", body, facts=facts, write=not args.no_write)
     return {"fragment": f, "bare": b, "post": p, "half": h, "ratio": ratio}
 
 

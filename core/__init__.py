@@ -5,6 +5,7 @@ A plugin imports ``hookimpl``, the Structs, the errors and the helpers below fro
 nothing else of guichet. ``tests/test_plugin_api.py`` holds the built-in plugins and the examples to
 it, and docs/plugins/api.md says what each name is for.
 """
+
 import pluggy
 
 from guichet.core.addresses import is_loopback_host
@@ -54,16 +55,61 @@ from guichet.core.structs import (
 hookimpl = pluggy.HookimplMarker("guichet")
 
 __all__ = [
-    "CODE", "EMAIL", "HOOK_API_VERSION", "IDENTIFIER", "LETTER", "MOBILE", "NOTICE", "PARIS", "PASSWORD", "POSTAL",
-    "AuditEvent", "CaisseConfig", "CaisseInfo", "Channel", "Clock", "CodePolicy", "ConfigError", "Database", "DeliveryError", "DemoEndpoints", "DemoMailbox",
-    "GuichetDeprecationWarning", "GuichetError", "MailboxItem", "Measurement", "Message", "PasswordContext", "PasswordRule", "Payment",
-    "PluginContext", "PluginError", "PostalAddress", "Question", "Recipient", "Record", "Registry", "SecretRef",
-    "SettingsNote", "Status", "StepError", "Strength", "Verdict", "delivery_key", "hookimpl", "is_loopback_host",
+    "CODE",
+    "EMAIL",
+    "HOOK_API_VERSION",
+    "IDENTIFIER",
+    "LETTER",
+    "MOBILE",
+    "NOTICE",
+    "PARIS",
+    "PASSWORD",
+    "POSTAL",
+    "AuditEvent",
+    "CaisseConfig",
+    "CaisseInfo",
+    "Channel",
+    "Clock",
+    "CodePolicy",
+    "ConfigError",
+    "Database",
+    "DeliveryError",
+    "DemoEndpoints",
+    "DemoMailbox",
+    "GuichetDeprecationWarning",
+    "GuichetError",
+    "MailboxItem",
+    "Measurement",
+    "Message",
+    "PasswordContext",
+    "PasswordRule",
+    "Payment",
+    "PluginContext",
+    "PluginError",
+    "PostalAddress",
+    "Question",
+    "Recipient",
+    "Record",
+    "Registry",
+    "SecretRef",
+    "SettingsNote",
+    "Status",
+    "StepError",
+    "Strength",
+    "Verdict",
+    "delivery_key",
+    "hookimpl",
+    "is_loopback_host",
     "retry_after_seconds",
 ]
 
 # Modules whose own __all__ is part of the API: message rendering for channels, the strict parsers of what
 # people type, the fallback implementations and their wording, the test kit, and the helpers of the
 # ``guichet`` command for the commands a plugin adds (guichet_commands).
-PUBLIC_MODULES = ("guichet.core.delivery_templates", "guichet.core.identifiers", "guichet.core.defaults",
-                  "guichet.testing", "guichet.cli")
+PUBLIC_MODULES = (
+    "guichet.core.delivery_templates",
+    "guichet.core.identifiers",
+    "guichet.core.defaults",
+    "guichet.testing",
+    "guichet.cli",
+)

@@ -5,6 +5,7 @@ journal stay).
 The export is built field by field from an allow-list: a column added to a table later never leaks
 into it (no password hash, code, token or credentials counter, whatever the tables hold).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -110,35 +111,66 @@ async def account_data(services: "Services", account: dict[str, Any]) -> Account
     status = services.host.status(account["status"])
     b = services.database.t.TrustedBrowser
     now = services.now()
-    browsers = await (b.select(b.label, b.created_at, b.last_used_at, b.expires_at)
-                      .where((b.account_id == account["id"]) & b.revoked_at.is_null() & (b.expires_at > now)
-                             & (b.credentials_version == account["credentials_version"]))
-                      .order_by(b.created_at, ascending=False).run())
+    browsers = await (
+        b.select(b.label, b.created_at, b.last_used_at, b.expires_at)
+        .where(
+            (b.account_id == account["id"])
+            & b.revoked_at.is_null()
+            & (b.expires_at > now)
+            & (b.credentials_version == account["credentials_version"])
+        )
+        .order_by(b.created_at, ascending=False)
+        .run()
+    )
     a = services.database.t.AuditLog
-    events = await (a.select(a.at, a.kind, a.client).where(a.account_id == account["id"])
-                    .order_by(a.id, ascending=False).limit(RECENT_EVENTS * 2).run())
-    shown = [EventData(at=e["at"], kind=e["kind"], label_fr=EVENT_LABELS_FR[e["kind"]], client_address=e["client"])
-             for e in events if e["kind"] in EVENT_LABELS_FR][:RECENT_EVENTS]
+    events = await (
+        a.select(a.at, a.kind, a.client)
+        .where(a.account_id == account["id"])
+        .order_by(a.id, ascending=False)
+        .limit(RECENT_EVENTS * 2)
+        .run()
+    )
+    shown = [
+        EventData(at=e["at"], kind=e["kind"], label_fr=EVENT_LABELS_FR[e["kind"]], client_address=e["client"])
+        for e in events
+        if e["kind"] in EVENT_LABELS_FR
+    ][:RECENT_EVENTS]
     return AccountData(
-        caisse=services.config.caisse.name, exported_at=now,
-        identity=IdentityData(identifier=account["identifier"], identifier_kind=account["identifier_kind"],
-                              status=status.label_fr if status else account["status"],
-                              last_name=account["last_name"], first_name=account["first_name"],
-                              birth_date=account["birth_date"],
-                              postal_address=list(await postal_address(services, account))),
-        contacts=ContactData(email=account["email"], email_verified=bool(account["email_verified"]),
-                             mobile=account["mobile"], mobile_verified=bool(account["mobile_verified"]),
-                             landline=account["landline"], fax=account["fax"]),
-        account_created_at=account["created_at"], password_changed_at=account["password_changed_at"],
+        caisse=services.config.caisse.name,
+        exported_at=now,
+        identity=IdentityData(
+            identifier=account["identifier"],
+            identifier_kind=account["identifier_kind"],
+            status=status.label_fr if status else account["status"],
+            last_name=account["last_name"],
+            first_name=account["first_name"],
+            birth_date=account["birth_date"],
+            postal_address=list(await postal_address(services, account)),
+        ),
+        contacts=ContactData(
+            email=account["email"],
+            email_verified=bool(account["email_verified"]),
+            mobile=account["mobile"],
+            mobile_verified=bool(account["mobile_verified"]),
+            landline=account["landline"],
+            fax=account["fax"],
+        ),
+        account_created_at=account["created_at"],
+        password_changed_at=account["password_changed_at"],
         password_is_temporary=bool(account["password_is_temporary"]),
         contacts_confirmed_at=account["contacts_confirmed_at"],
-        trusted_browsers=[BrowserData(label=r["label"], added_at=r["created_at"], last_used_at=r["last_used_at"],
-                                      expires_at=r["expires_at"]) for r in browsers],
-        recent_security_events=shown)
+        trusted_browsers=[
+            BrowserData(
+                label=r["label"], added_at=r["created_at"], last_used_at=r["last_used_at"], expires_at=r["expires_at"]
+            )
+            for r in browsers
+        ],
+        recent_security_events=shown,
+    )
 
 
 def french_moment(moment: dt.datetime | None) -> str:
-    """"06/12/2026 à 19:05" in Paris time, for the page."""
+    """ "06/12/2026 à 19:05" in Paris time, for the page."""
     return moment.astimezone(PARIS).strftime("%d/%m/%Y à %H:%M") if moment else ""
 
 

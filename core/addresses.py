@@ -1,5 +1,6 @@
 """Client addresses: trusted proxies given as addresses or networks, and the subject a per-client
 limit counts (an IPv6 client's /64, since one subscriber or host usually holds a whole /64)."""
+
 from __future__ import annotations
 
 import ipaddress

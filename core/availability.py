@@ -4,6 +4,7 @@ An outage is a failure of a store the app needs that says nothing about the requ
 database server restarting or unreachable, SQLite's disk full or file locked, Redis down or
 slow. Anything else (a bug, a constraint) stays a 500, so it is not hidden behind "try later".
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,16 @@ RETRY_AFTER_SECONDS = 5  # a PostgreSQL or Redis restart takes a few seconds
 PROBE_TIMEOUT_SECONDS = 5.0
 
 # SQLite result codes of an outage (the primary code: SQLITE_IOERR_WRITE is an SQLITE_IOERR)
-_SQLITE_OUTAGES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN",
-                   "SQLITE_READONLY", "SQLITE_NOMEM", "SQLITE_PROTOCOL")
+_SQLITE_OUTAGES = (
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_CANTOPEN",
+    "SQLITE_READONLY",
+    "SQLITE_NOMEM",
+    "SQLITE_PROTOCOL",
+)
 
 
 def _outage_types() -> tuple[type[BaseException], ...]:
@@ -31,8 +40,13 @@ def _outage_types() -> tuple[type[BaseException], ...]:
     try:
         from asyncpg import exceptions as pg
 
-        types += [pg.PostgresConnectionError, pg.OperatorInterventionError, pg.InsufficientResourcesError,
-                  pg.ReadOnlySQLTransactionError, pg.TransactionRollbackError]
+        types += [
+            pg.PostgresConnectionError,
+            pg.OperatorInterventionError,
+            pg.InsufficientResourcesError,
+            pg.ReadOnlySQLTransactionError,
+            pg.TransactionRollbackError,
+        ]
     except ImportError:  # pragma: no cover - asyncpg is only needed for PostgreSQL
         pass
     try:

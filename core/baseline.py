@@ -9,6 +9,7 @@ The check never resolves a secret and never connects to the database, so it runs
 where the production secrets are not set. ``python -m core.baseline docs/security.md`` rewrites
 the generated section of docs/security.md from the shipped configs.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ from guichet.core.structs import CodePolicy, PasswordRule, SettingsNote
 
 # --- the baseline: guichet's defaults, which follow the standards -----------------------------------
 
-CODE_MIN_COMBINATIONS = 10 ** 6  # 6 decimal digits, about 20 bits (ASVS 6.5.4, SP 800-63B)
+CODE_MIN_COMBINATIONS = 10**6  # 6 decimal digits, about 20 bits (ASVS 6.5.4, SP 800-63B)
 CODE_MAX_LIFETIME_MINUTES = 10  # ASVS 6.5.5
 CODE_MAX_ATTEMPTS = 3
 CODE_MAX_FAILURES_PER_DAY = 10
@@ -42,9 +43,11 @@ IDENTITY_MAX_ANSWERS = 3
 ARGON2_MINIMUMS = ((47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5))
 LOGIN_PURPOSES = ("login",)  # a second factor; recovery and registration codes prove a channel, once
 
-GENERATED_BEGIN = ("<!-- BEGIN generated: deviations. Written by `python -m core.baseline docs/security.md` "
-                   "from the shipped configs; tests/core/test_baseline.py fails when it is stale. "
-                   "Other sections of this file are written by hand: keep them outside these markers. -->")
+GENERATED_BEGIN = (
+    "<!-- BEGIN generated: deviations. Written by `python -m core.baseline docs/security.md` "
+    "from the shipped configs; tests/core/test_baseline.py fails when it is stale. "
+    "Other sections of this file are written by hand: keep them outside these markers. -->"
+)
 GENERATED_END = "<!-- END generated: deviations -->"
 SHIPPED_CONFIGS = ("config/demo.toml", "config/provence-azur.toml", "config/sud-aquitaine.toml")
 
@@ -87,8 +90,11 @@ def _effective(config: CaisseConfig) -> _Effective:
         for question in host.identity_questions(status, None):
             if question.kind not in kinds:
                 kinds.append(question.kind)
-    return _Effective(policies={p: host.code_policy(p) for p in PURPOSES}, rules=tuple(host.password_rules()),
-                      question_kinds=tuple(kinds))
+    return _Effective(
+        policies={p: host.code_policy(p) for p in PURPOSES},
+        rules=tuple(host.password_rules()),
+        question_kinds=tuple(kinds),
+    )
 
 
 def _rule_value(rules: Sequence[PasswordRule], kind: str) -> int | None:
@@ -131,8 +137,10 @@ def effective_values(config: CaisseConfig) -> list[tuple[str, str]]:
         ("passwords.context_words", "on" if _has_rule(rules, "context") else "off"),
         ("passwords.argon2", _argon2_value(config)),
     ]
-    values += [(f"passwords.temporary_lifetime_hours.{channel}", str(hours))
-               for channel, hours in sorted(config.passwords.temporary_lifetime_hours.items())]
+    values += [
+        (f"passwords.temporary_lifetime_hours.{channel}", str(hours))
+        for channel, hours in sorted(config.passwords.temporary_lifetime_hours.items())
+    ]
     security = config.security
     values += [
         ("sessions.idle_minutes", str(config.sessions.idle_minutes)),
@@ -170,88 +178,147 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
     failures = config.codes.failures_per_day
     findings: list[Finding] = []
     for purpose, policy in found.policies.items():
-        tries = (f"at most {policy.max_attempts} tries per code and {failures} failures per account per 24 h, "
-                 "and a new code does not reset the count")
+        tries = (
+            f"at most {policy.max_attempts} tries per code and {failures} failures per account per 24 h, "
+            "and a new code does not reset the count"
+        )
         if len(set(policy.alphabet)) ** policy.length < CODE_MIN_COMBINATIONS:
-            findings.append(Finding(
-                key=f"codes.{purpose}.length", value=_code_value(policy),
-                standard="at least 6 digits, about 20 bits (ASVS 6.5.4, SP 800-63B)",
-                compensation=_sentence(tries)))
+            findings.append(
+                Finding(
+                    key=f"codes.{purpose}.length",
+                    value=_code_value(policy),
+                    standard="at least 6 digits, about 20 bits (ASVS 6.5.4, SP 800-63B)",
+                    compensation=_sentence(tries),
+                )
+            )
         if policy.lifetime_minutes > CODE_MAX_LIFETIME_MINUTES:
-            findings.append(Finding(
-                key=f"codes.{purpose}.lifetime_minutes", value=f"{policy.lifetime_minutes} minutes",
-                standard=f"at most {CODE_MAX_LIFETIME_MINUTES} minutes (ASVS 6.5.5)",
-                compensation="Single use, superseded by a resend, bound to the flow and the browser that asked for it"))
+            findings.append(
+                Finding(
+                    key=f"codes.{purpose}.lifetime_minutes",
+                    value=f"{policy.lifetime_minutes} minutes",
+                    standard=f"at most {CODE_MAX_LIFETIME_MINUTES} minutes (ASVS 6.5.5)",
+                    compensation="Single use, superseded by a resend, bound to the flow and the browser that asked for it",
+                )
+            )
         if policy.max_attempts > CODE_MAX_ATTEMPTS:
-            findings.append(Finding(
-                key=f"codes.{purpose}.max_attempts", value=f"{policy.max_attempts} tries per code",
-                standard=f"at most {CODE_MAX_ATTEMPTS} tries per code (guichet baseline; SP 800-63B 5.2.2 rate limiting)",
-                compensation=f"At most {failures} failures per account per 24 h across codes"))
+            findings.append(
+                Finding(
+                    key=f"codes.{purpose}.max_attempts",
+                    value=f"{policy.max_attempts} tries per code",
+                    standard=f"at most {CODE_MAX_ATTEMPTS} tries per code (guichet baseline; SP 800-63B 5.2.2 rate limiting)",
+                    compensation=f"At most {failures} failures per account per 24 h across codes",
+                )
+            )
         if purpose in LOGIN_PURPOSES and policy.channels:
-            findings.append(Finding(
-                key=f"codes.{purpose}.channels", value=", ".join(policy.channels),
-                standard="email is not an out-of-band authenticator and SMS is restricted (SP 800-63B 5.1.3.3); "
-                         "allowed at ASVS L2",
-                compensation=_sentence("; ".join(
-                    (["codes by email only to an address proven with a code"] if "email" in policy.channels else [])
-                    + (["SMS only to a number already verified"] if "sms" in policy.channels else [])
-                    + ["a notice on every change of email, mobile or password"]))))
+            findings.append(
+                Finding(
+                    key=f"codes.{purpose}.channels",
+                    value=", ".join(policy.channels),
+                    standard="email is not an out-of-band authenticator and SMS is restricted (SP 800-63B 5.1.3.3); "
+                    "allowed at ASVS L2",
+                    compensation=_sentence(
+                        "; ".join(
+                            (
+                                ["codes by email only to an address proven with a code"]
+                                if "email" in policy.channels
+                                else []
+                            )
+                            + (["SMS only to a number already verified"] if "sms" in policy.channels else [])
+                            + ["a notice on every change of email, mobile or password"]
+                        )
+                    ),
+                )
+            )
     if failures > CODE_MAX_FAILURES_PER_DAY:
-        findings.append(Finding(
-            key="codes.failures_per_day", value=f"{failures} failures per account per 24 h",
-            standard=f"at most {CODE_MAX_FAILURES_PER_DAY} (guichet baseline; SP 800-63B 5.2.2 rate limiting)",
-            compensation="At most 3 tries per code; progressive delays per client address"))
+        findings.append(
+            Finding(
+                key="codes.failures_per_day",
+                value=f"{failures} failures per account per 24 h",
+                standard=f"at most {CODE_MAX_FAILURES_PER_DAY} (guichet baseline; SP 800-63B 5.2.2 rate limiting)",
+                compensation="At most 3 tries per code; progressive delays per client address",
+            )
+        )
 
     rules = found.rules
     if _has_rule(rules, "classes"):
-        findings.append(Finding(
-            key="passwords.classes", value="digits, upper case, lower case and special characters required",
-            standard="no composition rules (ASVS 6.2.5, SP 800-63B)",
-            compensation="The blocklist and the person's own words (name, NIR, birth date, caisse) still apply "
-                         "on top of the classes"))
+        findings.append(
+            Finding(
+                key="passwords.classes",
+                value="digits, upper case, lower case and special characters required",
+                standard="no composition rules (ASVS 6.2.5, SP 800-63B)",
+                compensation="The blocklist and the person's own words (name, NIR, birth date, caisse) still apply "
+                "on top of the classes",
+            )
+        )
     min_length = _rule_value(rules, "min_length") or 0
     if min_length < PASSWORD_MIN_LENGTH:
-        findings.append(Finding(
-            key="passwords.min_length", value=f"{min_length} characters",
-            standard=f"8 only with a second factor, {PASSWORD_ALONE_MIN_LENGTH} for a password alone "
-                     f"(SP 800-63B-4); guichet's default is {PASSWORD_MIN_LENGTH}",
-            compensation="A second factor on every login: a code, or a trusted browser's signed, revocable "
-                         "device token"))
+        findings.append(
+            Finding(
+                key="passwords.min_length",
+                value=f"{min_length} characters",
+                standard=f"8 only with a second factor, {PASSWORD_ALONE_MIN_LENGTH} for a password alone "
+                f"(SP 800-63B-4); guichet's default is {PASSWORD_MIN_LENGTH}",
+                compensation="A second factor on every login: a code, or a trusted browser's signed, revocable "
+                "device token",
+            )
+        )
     argon2 = config.passwords.argon2
     if not _argon2_ok(argon2.memory_kib, argon2.time_cost):
-        findings.append(Finding(
-            key="passwords.argon2", value=_argon2_value(config),
-            standard="argon2id m=19456 KiB t=2 p=1 or an equivalent (OWASP Password Storage Cheat Sheet, ASVS 11.4.2)",
-            compensation="None for offline guessing after a database leak; online guessing is rate limited"))
+        findings.append(
+            Finding(
+                key="passwords.argon2",
+                value=_argon2_value(config),
+                standard="argon2id m=19456 KiB t=2 p=1 or an equivalent (OWASP Password Storage Cheat Sheet, ASVS 11.4.2)",
+                compensation="None for offline guessing after a database leak; online guessing is rate limited",
+            )
+        )
     if found.question_kinds:
-        findings.append(Finding(
-            key="registration.identity_questions", value=", ".join(found.question_kinds),
-            standard="no knowledge-based questions as an authenticator (ASVS 6.4.2, SP 800-63B)",
-            compensation=f"Asked once, at enrolment only; at most {config.security.identity_answers_per_identifier} "
-                         "answers per identifier; a wrong or missing answer sends the password by post to the "
-                         "address the caisse already knows"))
+        findings.append(
+            Finding(
+                key="registration.identity_questions",
+                value=", ".join(found.question_kinds),
+                standard="no knowledge-based questions as an authenticator (ASVS 6.4.2, SP 800-63B)",
+                compensation=f"Asked once, at enrolment only; at most {config.security.identity_answers_per_identifier} "
+                "answers per identifier; a wrong or missing answer sends the password by post to the "
+                "address the caisse already knows",
+            )
+        )
     if config.security.identity_answers_per_identifier > IDENTITY_MAX_ANSWERS:
-        findings.append(Finding(
-            key="security.identity_answers_per_identifier",
-            value=f"{config.security.identity_answers_per_identifier} answers",
-            standard=f"at most {IDENTITY_MAX_ANSWERS} (guichet baseline; ASVS 6.3.1 anti-automation)",
-            compensation="The postal fallback: a right answer is never needed to register"))
-    findings.append(Finding(
-        key="security.trusted_browser_days", value=f"{config.security.trusted_browser_days} days; a trusted "
-                                                   "browser skips the login code",
-        standard="a remembered device must not replace an authentication factor (SP 800-63B)",
-        compensation="It skips the code step only, never the password; listed and revocable in Mon compte; "
-                     f"revoked on every credential change; expires after {config.security.trusted_browser_days} days"))
+        findings.append(
+            Finding(
+                key="security.identity_answers_per_identifier",
+                value=f"{config.security.identity_answers_per_identifier} answers",
+                standard=f"at most {IDENTITY_MAX_ANSWERS} (guichet baseline; ASVS 6.3.1 anti-automation)",
+                compensation="The postal fallback: a right answer is never needed to register",
+            )
+        )
+    findings.append(
+        Finding(
+            key="security.trusted_browser_days",
+            value=f"{config.security.trusted_browser_days} days; a trusted browser skips the login code",
+            standard="a remembered device must not replace an authentication factor (SP 800-63B)",
+            compensation="It skips the code step only, never the password; listed and revocable in Mon compte; "
+            f"revoked on every credential change; expires after {config.security.trusted_browser_days} days",
+        )
+    )
     if config.sessions.idle_minutes > SESSION_MAX_IDLE_MINUTES:
-        findings.append(Finding(
-            key="sessions.idle_minutes", value=f"{config.sessions.idle_minutes} minutes",
-            standard=f"at most {SESSION_MAX_IDLE_MINUTES} minutes idle at AAL2 (SP 800-63B, ASVS 7.3.1)",
-            compensation="Sessions end at every credential change and at the absolute timeout"))
+        findings.append(
+            Finding(
+                key="sessions.idle_minutes",
+                value=f"{config.sessions.idle_minutes} minutes",
+                standard=f"at most {SESSION_MAX_IDLE_MINUTES} minutes idle at AAL2 (SP 800-63B, ASVS 7.3.1)",
+                compensation="Sessions end at every credential change and at the absolute timeout",
+            )
+        )
     if config.sessions.absolute_hours > SESSION_MAX_ABSOLUTE_HOURS:
-        findings.append(Finding(
-            key="sessions.absolute_hours", value=f"{config.sessions.absolute_hours} hours",
-            standard=f"at most {SESSION_MAX_ABSOLUTE_HOURS} hours at AAL2 (SP 800-63B, ASVS 7.3.2)",
-            compensation="Sessions end at every credential change and after the idle timeout"))
+        findings.append(
+            Finding(
+                key="sessions.absolute_hours",
+                value=f"{config.sessions.absolute_hours} hours",
+                standard=f"at most {SESSION_MAX_ABSOLUTE_HOURS} hours at AAL2 (SP 800-63B, ASVS 7.3.2)",
+                compensation="Sessions end at every credential change and after the idle timeout",
+            )
+        )
     return findings
 
 
@@ -271,8 +338,7 @@ def render_deviations(configs: Sequence[tuple[str, CaisseConfig]]) -> str:
         findings = weaker_than_baseline(config)
         lines += ["", f"### `{name}` ({config.caisse.name}): {len(findings)} finding(s)", ""]
         lines += ["| key | value | standard | compensating controls |", "| --- | --- | --- | --- |"]
-        lines += [f"| `{f.key}` | {f.value} | {f.standard} | {f.compensation} |".replace("\n", " ")
-                  for f in findings]
+        lines += [f"| `{f.key}` | {f.value} | {f.standard} | {f.compensation} |".replace("\n", " ") for f in findings]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ plugins are loaded, that every name is a loaded channel able to carry what the p
 that every purpose has a channel at all (``PURPOSE_NEEDS``): a config that cannot deliver what its
 flows need does not start.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -22,13 +23,22 @@ _DEFAULT = frozenset({CODE, PASSWORD, NOTICE})
 
 # the messages core sends, and what each one carries (a channel must carry it to be given it)
 TEMPLATE_CARRIES = {
-    "login_code": CODE, "registration_code": CODE, "recovery_code": CODE, "contact_code": CODE,
+    "login_code": CODE,
+    "registration_code": CODE,
+    "recovery_code": CODE,
+    "contact_code": CODE,
     "temporary_password": PASSWORD,
-    "password_changed_notice": NOTICE, "email_changed_notice": NOTICE, "mobile_changed_notice": NOTICE,
-    "registration_attempt_notice": NOTICE, "password_reset_notice": NOTICE,
+    "password_changed_notice": NOTICE,
+    "email_changed_notice": NOTICE,
+    "mobile_changed_notice": NOTICE,
+    "registration_attempt_notice": NOTICE,
+    "password_reset_notice": NOTICE,
     "registration_letter": LETTER,
-    "third_party_password": PASSWORD, "third_party_approved_notice": NOTICE, "third_party_rejected_letter": LETTER,
-    "account_closed_notice": NOTICE, "account_closed_letter": LETTER,
+    "third_party_password": PASSWORD,
+    "third_party_approved_notice": NOTICE,
+    "third_party_rejected_letter": LETTER,
+    "account_closed_notice": NOTICE,
+    "account_closed_letter": LETTER,
 }
 # the kinds of address a person types (and proves with a code); every other kind comes from the registry
 TYPED_KINDS = frozenset({EMAIL, MOBILE})
@@ -76,8 +86,11 @@ def check_channel(channel: Any, plugin: str) -> None:
         problems.append(f"carries (a frozenset of {', '.join(sorted(CARRIED))})")
     if problems:
         name = getattr(channel, "name", type(channel).__name__)
-        raise ConfigError(f"plugin {plugin!r}: the channel {name!r} lacks {'; '.join(problems)} "
-                          "(see the Channel protocol in core/structs.py)", key="$.plugins.enabled")
+        raise ConfigError(
+            f"plugin {plugin!r}: the channel {name!r} lacks {'; '.join(problems)} "
+            "(see the Channel protocol in core/structs.py)",
+            key="$.plugins.enabled",
+        )
 
 
 def purpose_problem(purpose: str, names: list[str], loaded: dict[str, Channel], *, explicit: bool) -> str | None:
@@ -88,18 +101,27 @@ def purpose_problem(purpose: str, names: list[str], loaded: dict[str, Channel], 
         channel = loaded.get(name)
         if channel is None:
             if explicit:
-                return (f"{purpose} lists the channel {name!r}, which no enabled plugin offers "
-                        f"(loaded channels: {', '.join(sorted(loaded)) or 'none'})")
+                return (
+                    f"{purpose} lists the channel {name!r}, which no enabled plugin offers "
+                    f"(loaded channels: {', '.join(sorted(loaded)) or 'none'})"
+                )
             continue
         if explicit and not needed <= carries(channel):
             return f"{purpose} lists the channel {name!r}, which cannot carry {what}"
         if explicit and kinds is not None and channel.reaches not in kinds:
-            return (f"{purpose} lists the channel {name!r}, which reaches {channel.reaches!r} addresses; "
-                    f"{purpose} codes go to an address the person types ({', '.join(sorted(kinds))})")
-    usable = [n for n in names if n in loaded and needed <= carries(loaded[n])
-              and (kinds is None or loaded[n].reaches in kinds)]
+            return (
+                f"{purpose} lists the channel {name!r}, which reaches {channel.reaches!r} addresses; "
+                f"{purpose} codes go to an address the person types ({', '.join(sorted(kinds))})"
+            )
+    usable = [
+        n
+        for n in names
+        if n in loaded and needed <= carries(loaded[n]) and (kinds is None or loaded[n].reaches in kinds)
+    ]
     if not usable:
-        return (f"{purpose} has no channel that can carry {what}"
-                + (f" to an address the person types ({', '.join(sorted(kinds))})" if kinds else "")
-                + f"; listed: {', '.join(names) or 'none'}; loaded channels: {', '.join(sorted(loaded)) or 'none'}")
+        return (
+            f"{purpose} has no channel that can carry {what}"
+            + (f" to an address the person types ({', '.join(sorted(kinds))})" if kinds else "")
+            + f"; listed: {', '.join(names) or 'none'}; loaded channels: {', '.join(sorted(loaded)) or 'none'}"
+        )
     return None

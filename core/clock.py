@@ -10,6 +10,7 @@ between this host's clock and the database's once at start and then every minute
 
 SQLite lives on one host, so every process already shares that host's clock: ``Clock`` is used.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("guichet.clock")
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SYNC_EVERY_SECONDS = 60.0  # a host clock drifts by well under a millisecond a minute; an NTP step is caught within this
 WARN_OFFSET_SECONDS = 2.0  # a host further off than this from the database is worth telling the operator
 
@@ -86,9 +87,12 @@ class DatabaseClock(Clock):
         round_trip, offset = best
         moved = abs((offset - self.offset).total_seconds())
         if abs(offset.total_seconds()) >= WARN_OFFSET_SECONDS and (not self.synced or moved >= 1.0):
-            log.warning("this host's clock is %.1f s %s the database's; guichet uses the database's time "
-                        "(check NTP on this host)", abs(offset.total_seconds()),
-                        "behind" if offset > dt.timedelta(0) else "ahead of")
+            log.warning(
+                "this host's clock is %.1f s %s the database's; guichet uses the database's time "
+                "(check NTP on this host)",
+                abs(offset.total_seconds()),
+                "behind" if offset > dt.timedelta(0) else "ahead of",
+            )
         self.offset = offset
         self.error = dt.timedelta(seconds=round_trip / 2)
         self.synced = True
@@ -120,8 +124,9 @@ async def start_synced(clock: Clock) -> None:
         try:
             await clock.sync()
         except Exception as exc:  # keep_synced tries again within seconds
-            log.error("cannot read the database's time at start (%s); using this host's clock meanwhile",
-                      type(exc).__name__)
+            log.error(
+                "cannot read the database's time at start (%s); using this host's clock meanwhile", type(exc).__name__
+            )
 
 
 try:

@@ -5,6 +5,7 @@ useless for another purpose, account or browser. Each try is counted, and a righ
 one conditional update, so concurrent guesses cannot exceed the attempts. The binding is a flow's
 cookie value or a session secret: the table keeps only its SHA-256.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -65,9 +66,18 @@ class Codes:
     def _mac(self, purpose: str, binding: str, code: str) -> str:
         return self.keys.hmac("code", f"{purpose}:{binding}:{code}")
 
-    async def issue(self, *, purpose: str, binding: str, policy: CodePolicy, channel: str,
-                    account_id: int | None, now: dt.datetime, supersede: bool = True,
-                    cooldown: bool = False) -> IssuedCode:
+    async def issue(
+        self,
+        *,
+        purpose: str,
+        binding: str,
+        policy: CodePolicy,
+        channel: str,
+        account_id: int | None,
+        now: dt.datetime,
+        supersede: bool = True,
+        cooldown: bool = False,
+    ) -> IssuedCode:
         """A new code; any live code for the same purpose and binding is superseded (``supersede=False``
         only for a binding drawn a moment ago, which has none). Call in a transaction.
 
@@ -83,10 +93,23 @@ class Codes:
         code = draw_code(policy)
         expires = now + dt.timedelta(minutes=policy.lifetime_minutes)
         try:
-            rows = await t.insert(t(purpose=purpose, binding=token_digest(binding), account_id=account_id,
-                                    code_hmac=self._mac(purpose, binding, code), channel=channel, attempts=0,
-                                    max_attempts=policy.max_attempts, created_at=now, expires_at=expires)
-                                  ).returning(t.id).run()
+            rows = (
+                await t.insert(
+                    t(
+                        purpose=purpose,
+                        binding=token_digest(binding),
+                        account_id=account_id,
+                        code_hmac=self._mac(purpose, binding, code),
+                        channel=channel,
+                        attempts=0,
+                        max_attempts=policy.max_attempts,
+                        created_at=now,
+                        expires_at=expires,
+                    )
+                )
+                .returning(t.id)
+                .run()
+            )
         except INTEGRITY_ERRORS:
             raise CodeStillLive() from None
         return IssuedCode(code=code, code_id=int(rows[0]["id"]), expires_at=expires)
@@ -94,19 +117,31 @@ class Codes:
     async def latest(self, *, purpose: str, binding: str) -> dict[str, object] | None:
         """The live code row (not used, not superseded) for this binding, if any: its id and creation time."""
         t = self.database.t.OneTimeCode
-        rows = await (t.select(t.id, t.created_at)
-                      .where((t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
-                             & t.superseded_at.is_null())
-                      .order_by(t.id, ascending=False).limit(1).run())
+        rows = await (
+            t.select(t.id, t.created_at)
+            .where(
+                (t.purpose == purpose)
+                & (t.binding == token_digest(binding))
+                & t.used_at.is_null()
+                & t.superseded_at.is_null()
+            )
+            .order_by(t.id, ascending=False)
+            .limit(1)
+            .run()
+        )
         return rows[0] if rows else None
 
     async def check(self, *, purpose: str, binding: str, code: str, now: dt.datetime) -> CodeCheck:
         t = self.database.t.OneTimeCode
         # the binding's last code, live or not: a copy of a code another request has just used is
         # told apart from a guess
-        rows = await (t.select(t.id, t.account_id, t.channel, t.expires_at, t.code_hmac, t.used_at, t.superseded_at)
-                      .where((t.purpose == purpose) & (t.binding == token_digest(binding)))
-                      .order_by(t.id, ascending=False).limit(1).run())
+        rows = await (
+            t.select(t.id, t.account_id, t.channel, t.expires_at, t.code_hmac, t.used_at, t.superseded_at)
+            .where((t.purpose == purpose) & (t.binding == token_digest(binding)))
+            .order_by(t.id, ascending=False)
+            .limit(1)
+            .run()
+        )
         if not rows or rows[0]["superseded_at"] is not None:
             return CodeCheck(outcome=CodeOutcome.MISSING)
         live = rows[0]
@@ -123,18 +158,27 @@ class Codes:
         changes: dict[Any, Any] = {t.attempts: t.attempts + 1}
         if right:
             changes[t.used_at] = now
-        counted = await (t.update(changes)
-                         .where((t.id == code_id) & (t.attempts < t.max_attempts) & t.used_at.is_null()
-                                & t.superseded_at.is_null())
-                         .returning(t.attempts, t.max_attempts).run())
+        counted = await (
+            t.update(changes)
+            .where((t.id == code_id) & (t.attempts < t.max_attempts) & t.used_at.is_null() & t.superseded_at.is_null())
+            .returning(t.attempts, t.max_attempts)
+            .run()
+        )
         if not counted:  # no try left, or another request used or replaced the code a moment ago
-            return CodeCheck(outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id,
-                             channel=channel, matched=right)
+            return CodeCheck(
+                outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id, channel=channel, matched=right
+            )
         left = int(counted[0]["max_attempts"]) - int(counted[0]["attempts"])
         if not right:
             outcome = CodeOutcome.WRONG if left > 0 else CodeOutcome.EXHAUSTED
-            return CodeCheck(outcome=outcome, code_id=code_id, account_id=account_id, channel=channel,
-                             attempts_left=left, locked=left <= 0)
+            return CodeCheck(
+                outcome=outcome,
+                code_id=code_id,
+                account_id=account_id,
+                channel=channel,
+                attempts_left=left,
+                locked=left <= 0,
+            )
         return CodeCheck(outcome=CodeOutcome.ACCEPTED, code_id=code_id, account_id=account_id, channel=channel)
 
     async def cooldown_left(self, *, purpose: str, binding: str, policy: CodePolicy, now: dt.datetime) -> int:
@@ -146,11 +190,16 @@ class Codes:
         ready = created + dt.timedelta(seconds=policy.resend_cooldown_seconds)
         return max(0, int((ready - now).total_seconds() + 0.999))
 
-    async def withdraw(self, *, purpose: str, binding: str, now: dt.datetime,
-                       created_before: dt.datetime | None = None) -> None:
+    async def withdraw(
+        self, *, purpose: str, binding: str, now: dt.datetime, created_before: dt.datetime | None = None
+    ) -> None:
         t = self.database.t.OneTimeCode
-        where = ((t.purpose == purpose) & (t.binding == token_digest(binding)) & t.used_at.is_null()
-                 & t.superseded_at.is_null())
+        where = (
+            (t.purpose == purpose)
+            & (t.binding == token_digest(binding))
+            & t.used_at.is_null()
+            & t.superseded_at.is_null()
+        )
         if created_before is not None:
             where &= t.created_at <= created_before
         await t.update({t.superseded_at: now}).where(where).run()

@@ -3,6 +3,7 @@
 Every error names the file and the key path and says what was expected. Secrets are
 ``{ env = "NAME" }`` or ``{ file = "/run/secrets/x" }`` and are never printed.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,7 +32,7 @@ class SecretRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.env, self.file, self.value)) != 1:
-            raise ValueError("a secret is exactly one of { env = \"...\" }, { file = \"...\" } or { value = \"...\" }")
+            raise ValueError('a secret is exactly one of { env = "..." }, { file = "..." } or { value = "..." }')
 
     def __repr__(self) -> str:
         source = f"env={self.env!r}" if self.env else f"file={self.file!r}" if self.file else "value=<hidden>"
@@ -226,8 +227,10 @@ class LegalNoticeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     """``[legal.notice]``: the mentions légales."""
 
     publisher: tuple[str, ...] = ()  # empty: the caisse's name and postal address
-    legal_status: FrenchText = ("Organisme de droit privé chargé d'une mission de service public, placé sous la "
-                                "tutelle de l'État (code rural et de la pêche maritime, articles L723-1 et suivants).")
+    legal_status: FrenchText = (
+        "Organisme de droit privé chargé d'une mission de service public, placé sous la "
+        "tutelle de l'État (code rural et de la pêche maritime, articles L723-1 et suivants)."
+    )
     publication_director: str = ""
     host: tuple[str, ...] = ()  # the hosting provider's name, address and phone
     extra: tuple[FrenchText, ...] = ()
@@ -245,36 +248,42 @@ class ProcessingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 DEFAULT_PROCESSINGS = (
     ProcessingConfig(
         data="Votre identifiant (numéro de Sécurité Sociale ou SIRET), vos nom, prénom et date de naissance tels "
-             "que votre MSA les connaît, votre statut",
+        "que votre MSA les connaît, votre statut",
         purpose="Créer votre espace privé et vérifier votre identité",
         basis="Mission d'intérêt public (article 6-1-e du RGPD)",
-        retention="Tant que votre espace privé est ouvert ; effacées de l'espace en ligne à sa fermeture"),
+        retention="Tant que votre espace privé est ouvert ; effacées de l'espace en ligne à sa fermeture",
+    ),
     ProcessingConfig(
         data="Votre adresse email, vos numéros de téléphone portable, fixe et de fax",
         purpose="Vous envoyer les codes de sécurité, mots de passe temporaires et avis de sécurité",
         basis="Mission d'intérêt public (article 6-1-e du RGPD)",
-        retention="Tant que votre espace privé est ouvert ; effacées de l'espace en ligne à sa fermeture"),
+        retention="Tant que votre espace privé est ouvert ; effacées de l'espace en ligne à sa fermeture",
+    ),
     ProcessingConfig(
         data="L'empreinte de votre mot de passe (jamais le mot de passe lui-même) et les codes de sécurité",
         purpose="Vous authentifier",
         basis="Mission d'intérêt public (article 6-1-e du RGPD)",
-        retention="Le mot de passe jusqu'à son changement ou la fermeture ; un code, au plus un jour"),
+        retention="Le mot de passe jusqu'à son changement ou la fermeture ; un code, au plus un jour",
+    ),
     ProcessingConfig(
         data="Les navigateurs de confiance que vous avez choisis (un cookie, le nom du navigateur)",
         purpose="Ne plus vous demander de code de sécurité sur ces navigateurs",
         basis="Votre choix, révocable à tout moment dans Mon compte",
-        retention="{trusted_browser_days} jours, ou jusqu'au retrait de la confiance"),
+        retention="{trusted_browser_days} jours, ou jusqu'au retrait de la confiance",
+    ),
     ProcessingConfig(
         data="Le journal de sécurité : connexions, changements de mot de passe et de coordonnées, avec la date "
-             "et l'adresse IP",
+        "et l'adresse IP",
         purpose="Détecter et prouver les usages frauduleux de votre espace privé",
         basis="Mission d'intérêt public et sécurité des traitements (articles 6-1-e et 32 du RGPD)",
-        retention="{audit_retention}, y compris après la fermeture de votre espace privé"),
+        retention="{audit_retention}, y compris après la fermeture de votre espace privé",
+    ),
     ProcessingConfig(
         data="Le contenu des emails, SMS et courriers envoyés",
         purpose="Vous les remettre",
         basis="Mission d'intérêt public (article 6-1-e du RGPD)",
-        retention="Effacé dès la remise ; au plus 7 jours en cas d'échec"),
+        retention="Effacé dès la remise ; au plus 7 jours en cas d'échec",
+    ),
 )
 
 
@@ -286,9 +295,11 @@ class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     dpo_address: tuple[str, ...] = ()  # empty: the caisse's postal address, "À l'attention du DPO"
     audit_retention: str = "1 an"
     processings: tuple[ProcessingConfig, ...] = DEFAULT_PROCESSINGS
-    recipients: FrenchText = ("Les services de votre MSA habilités et leurs prestataires techniques (hébergement, "
-                              "envoi des emails, SMS et courriers), tenus à la confidentialité. Vos données ne sont "
-                              "ni vendues, ni transférées hors de l'Union européenne.")
+    recipients: FrenchText = (
+        "Les services de votre MSA habilités et leurs prestataires techniques (hébergement, "
+        "envoi des emails, SMS et courriers), tenus à la confidentialité. Vos données ne sont "
+        "ni vendues, ni transférées hors de l'Union européenne."
+    )
 
 
 class LegalConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -348,7 +359,9 @@ class CitizenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """What the citizen's pages do and show where a caisse may depart from the seeds (docs/seed-departures.md)."""
 
     confirm_contacts_after_recovery: bool = True  # seed 002, steps 5-6
-    code_help_url: Annotated[str, msgspec.Meta(pattern=r"^(https://\S+)?$")] = ""  # seed 000's "Tuto vidéo" beside the code; hidden when empty
+    code_help_url: Annotated[str, msgspec.Meta(pattern=r"^(https://\S+)?$")] = (
+        ""  # seed 000's "Tuto vidéo" beside the code; hidden when empty
+    )
     code_help_label: Annotated[str, msgspec.Meta(min_length=1, max_length=60)] = "Tuto vidéo"
     example_nir: Annotated[str, msgspec.Meta(pattern=r"^[12][0-9 ]{12,20}$")] = FICTITIOUS_NIR_EXAMPLE
 
@@ -430,8 +443,11 @@ def missing_extras(config: CaisseConfig) -> list[str]:
         needs.append(("asyncpg", "postgres", "$.database.url: PostgreSQL"))
     if config.redis is not None:
         needs.append(("redis", "redis", "$.redis: Redis"))
-    return [f"{what} needs the {extra} extra, not installed here: pip install 'guichet-auth[{extra}]'"
-            for module, extra, what in needs if importlib.util.find_spec(module) is None]
+    return [
+        f"{what} needs the {extra} extra, not installed here: pip install 'guichet-auth[{extra}]'"
+        for module, extra, what in needs
+        if importlib.util.find_spec(module) is None
+    ]
 
 
 _PATH_RE = re.compile(r" - at `(?P<path>[^`]+)`$")
@@ -439,7 +455,7 @@ _PATH_RE = re.compile(r" - at `(?P<path>[^`]+)`$")
 
 def contrast_with_white(colour: str) -> float:
     """WCAG contrast ratio of white text on ``#rrggbb``: buttons and the banner carry white text."""
-    channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
     linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
     luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
     return 1.05 / (luminance + 0.05)
@@ -448,28 +464,36 @@ def contrast_with_white(colour: str) -> float:
 def _check_semantics(config: CaisseConfig) -> None:
     """Rules msgspec cannot express; each raises ValueError with a key path."""
     if contrast_with_white(config.caisse.colour) < 4.5:
-        raise ValueError(f"white text on {config.caisse.colour} has a contrast of "
-                         f"{contrast_with_white(config.caisse.colour):.1f}:1, below WCAG AA's 4.5:1: "
-                         "choose a darker colour - at `$.caisse.colour`")
+        raise ValueError(
+            f"white text on {config.caisse.colour} has a contrast of "
+            f"{contrast_with_white(config.caisse.colour):.1f}:1, below WCAG AA's 4.5:1: "
+            "choose a darker colour - at `$.caisse.colour`"
+        )
     if config.demo.mailbox and config.server.mode != "demo":
-        raise ValueError("the demo mailbox is only allowed with server.mode = \"demo\" - at `$.demo.mailbox`")
+        raise ValueError('the demo mailbox is only allowed with server.mode = "demo" - at `$.demo.mailbox`')
     if config.server.mode == "production":
         refs = [("$.security.secret_key", config.security.secret_key)]
         if config.database.password is not None:
             refs.append(("$.database.password", config.database.password))
         if config.redis is not None and config.redis.password is not None:
             refs.append(("$.redis.password", config.redis.password))
-        refs += [(f"$.security.previous_secret_keys[{i}]", r) for i, r in enumerate(config.security.previous_secret_keys)]
+        refs += [
+            (f"$.security.previous_secret_keys[{i}]", r) for i, r in enumerate(config.security.previous_secret_keys)
+        ]
         for where, ref in refs:
             if ref.value is not None:
-                raise ValueError(f"a literal secret is refused in production: use {{ env = \"...\" }} or {{ file = \"...\" }} - at `{where}`")
+                raise ValueError(
+                    f'a literal secret is refused in production: use {{ env = "..." }} or {{ file = "..." }} - at `{where}`'
+                )
         if not config.sessions.secure_cookies:
             raise ValueError("cookies must be Secure in production - at `$.sessions.secure_cookies`")
     if "redis" in (config.sessions.store, config.rate_limits.store) and config.redis is None:
         raise ValueError("a [redis] url is needed when sessions or rate limits use redis - at `$.redis`")
     if config.redis is not None and urlsplit(config.redis.url).password:
-        raise ValueError("the Redis password goes in `password = { env = \"...\" }`, not in the url "
-                         "(the url is shown in logs and errors) - at `$.redis.url`")
+        raise ValueError(
+            'the Redis password goes in `password = { env = "..." }`, not in the url '
+            "(the url is shown in logs and errors) - at `$.redis.url`"
+        )
     for i, proxy in enumerate(config.security.trusted_proxies):
         try:
             ipaddress.ip_network(proxy.strip(), strict=False)
@@ -478,8 +502,10 @@ def _check_semantics(config: CaisseConfig) -> None:
     if config.server.public_url:
         parts = urlsplit(config.server.public_url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-            raise ValueError(f"expected the site's address, like \"https://monespace.example.fr\", not "
-                             f"{config.server.public_url!r} - at `$.server.public_url`")
+            raise ValueError(
+                f'expected the site\'s address, like "https://monespace.example.fr", not '
+                f"{config.server.public_url!r} - at `$.server.public_url`"
+            )
     for i, client in enumerate(config.metrics.allowed_clients):
         try:
             ipaddress.ip_network(client, strict=False)
@@ -511,10 +537,16 @@ def _check_oidc(config: CaisseConfig) -> None:
         raise ValueError("the provider needs an issuer: set oidc.issuer or server.public_url - at `$.oidc.issuer`")
     if oidc.issuer:
         parts = urlsplit(oidc.issuer)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
-                or (production and parts.scheme != "https"):
-            raise ValueError(f"expected an https address without query or fragment, not {oidc.issuer!r} "
-                             "- at `$.oidc.issuer`")
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or (production and parts.scheme != "https")
+        ):
+            raise ValueError(
+                f"expected an https address without query or fragment, not {oidc.issuer!r} - at `$.oidc.issuer`"
+            )
     seen: set[str] = set()
     for i, client in enumerate(oidc.clients):
         where = f"$.oidc.clients[{i}]"
@@ -537,20 +569,24 @@ def check_client(client: OidcClientConfig, where: str, *, production: bool) -> N
     if client.backchannel_logout_uri:
         _check_redirect_uri(client.backchannel_logout_uri, f"{where}.backchannel_logout_uri", production)
     if client.auth_method == "client_secret_basic" and client.secret is None:
-        raise ValueError(f"client_secret_basic needs a secret = {{ env = \"...\" }} - at `{where}.secret`")
+        raise ValueError(f'client_secret_basic needs a secret = {{ env = "..." }} - at `{where}.secret`')
     if client.auth_method != "client_secret_basic" and client.secret is not None:
         raise ValueError(f"only client_secret_basic uses a secret - at `{where}.secret`")
     if client.auth_method == "private_key_jwt" and not client.jwks_file:
         raise ValueError(f"private_key_jwt needs the client's public keys - at `{where}.jwks_file`")
     if production and client.secret is not None and client.secret.value is not None:
-        raise ValueError(f"a literal secret is refused in production: use {{ env = \"...\" }} or "
-                         f"{{ file = \"...\" }} - at `{where}.secret`")
+        raise ValueError(
+            f'a literal secret is refused in production: use {{ env = "..." }} or '
+            f'{{ file = "..." }} - at `{where}.secret`'
+        )
     if "openid" not in client.scopes:
         raise ValueError(f"every client has the openid scope - at `{where}.scopes`")
     hosts = {urlsplit(u).hostname for u in client.redirect_uris}
     if client.subject == "pairwise" and not client.sector and len(hosts) > 1:
-        raise ValueError("redirect addresses on several hosts need a `sector` naming the service's "
-                         f"sector, so the person keeps one pairwise subject - at `{where}.sector`")
+        raise ValueError(
+            "redirect addresses on several hosts need a `sector` naming the service's "
+            f"sector, so the person keeps one pairwise subject - at `{where}.sector`"
+        )
 
 
 def decode_config(data: bytes | str, *, source: str = "<config>", base_dir: str = "") -> CaisseConfig:

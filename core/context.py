@@ -1,4 +1,5 @@
 """What a plugin's hooks may use at run time: the config, the database and the clock."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """One database per app: the piccolo engine, the tables bound to it, transactions and migrations."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,6 +33,7 @@ POOL_CLOSE_SECONDS = 5.0
 def _free_bytes(folder: Path) -> int:
     stats = os.statvfs(folder)
     return stats.f_bavail * stats.f_frsize
+
 
 log = logging.getLogger("guichet.database")
 
@@ -89,7 +91,7 @@ class Tables:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 async def _migration_1(db: "Database") -> None:
@@ -128,8 +130,9 @@ async def _migration_3(db: "Database") -> None:
     else:
         await db.engine.run_ddl(f"ALTER TABLE {counters} ADD COLUMN IF NOT EXISTS prev_at_ms BIGINT NOT NULL DEFAULT 0")
     t = db.t.OneTimeCode
-    live = await (t.select(t.id, t.purpose, t.binding).where(t.used_at.is_null() & t.superseded_at.is_null())
-                  .order_by(t.id).run())
+    live = await (
+        t.select(t.id, t.purpose, t.binding).where(t.used_at.is_null() & t.superseded_at.is_null()).order_by(t.id).run()
+    )
     newest: dict[tuple[str, str], int] = {}
     older: list[int] = []
     for row in live:  # before the invariant, parallel resends could leave several: the newest stays
@@ -138,9 +141,11 @@ async def _migration_3(db: "Database") -> None:
             older.append(previous)
         newest[(row["purpose"], row["binding"])] = row["id"]
     for start in range(0, len(older), 500):
-        await t.update({t.superseded_at: _now()}).where(t.id.is_in(older[start:start + 500])).run()
-    await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {codes}_one_live ON {codes} (purpose, binding) "
-                            "WHERE used_at IS NULL AND superseded_at IS NULL")
+        await t.update({t.superseded_at: _now()}).where(t.id.is_in(older[start : start + 500])).run()
+    await db.engine.run_ddl(
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {codes}_one_live ON {codes} (purpose, binding) "
+        "WHERE used_at IS NULL AND superseded_at IS NULL"
+    )
 
 
 async def _migration_4(db: "Database") -> None:
@@ -154,19 +159,32 @@ async def _migration_4(db: "Database") -> None:
 async def _migration_5(db: "Database") -> None:
     """The OpenID Connect provider: signing keys, grants, access tokens, consents; one signing key per
     algorithm at a time, even when two workers make the first one at once."""
-    await create_db_tables(db.t.OidcKey, db.t.OidcGrant, db.t.OidcToken, db.t.OidcClient, db.t.OidcAssertion,
-                           db.t.OidcSubject,
-                           db.t.OidcConsent, if_not_exists=True)
+    await create_db_tables(
+        db.t.OidcKey,
+        db.t.OidcGrant,
+        db.t.OidcToken,
+        db.t.OidcClient,
+        db.t.OidcAssertion,
+        db.t.OidcSubject,
+        db.t.OidcConsent,
+        if_not_exists=True,
+    )
     keys = db.t.OidcKey._meta.tablename
-    await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {keys}_one_active ON {keys} (alg) "
-                            "WHERE retired_at IS NULL")
+    await db.engine.run_ddl(
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {keys}_one_active ON {keys} (alg) WHERE retired_at IS NULL"
+    )
     subjects = db.t.OidcSubject._meta.tablename
     await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {subjects}_one ON {subjects} (account_id, sector)")
 
 
 # Each migration runs once, in order, inside `guichet db upgrade`; append, never edit.
 MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5)]
+    (1, _migration_1),
+    (2, _migration_2),
+    (3, _migration_3),
+    (4, _migration_4),
+    (5, _migration_5),
+]
 
 
 def sqlite_path(url: str, base: Path) -> Path:
@@ -187,8 +205,9 @@ def redact_url(url: str) -> str:
 class Database:
     """The engine and the bound tables of one app; ``t`` holds the tables."""
 
-    def __init__(self, url: str, *, base_dir: Path | None = None, password: str | None = None,
-                 pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, base_dir: Path | None = None, password: str | None = None, pool_size: int = 10
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite:///")
         self.pool_size = pool_size
@@ -196,8 +215,7 @@ class Database:
             self.path = sqlite_path(url, base_dir or Path.cwd())
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # a few long-lived connections: piccolo's own engine opens one per query (core/sqlite_pool.py)
-            self.engine: Engine[Any] = PooledSQLiteEngine(path=str(self.path), pool_size=min(pool_size, 4),
-                                                          timeout=10)
+            self.engine: Engine[Any] = PooledSQLiteEngine(path=str(self.path), pool_size=min(pool_size, 4), timeout=10)
         else:
             dsn = url.replace("postgres://", "postgresql://", 1)
             config: dict[str, Any] = {"dsn": dsn}
@@ -211,8 +229,12 @@ class Database:
     @classmethod
     def from_config(cls, config: CaisseConfig) -> "Database":
         password = config.database.password.resolve() if config.database.password else None
-        return cls(config.database.url, base_dir=Path(config.base_dir or "."), password=password,
-                   pool_size=config.database.pool_size)
+        return cls(
+            config.database.url,
+            base_dir=Path(config.base_dir or "."),
+            password=password,
+            pool_size=config.database.pool_size,
+        )
 
     async def connect(self) -> None:
         if self.is_sqlite:
@@ -236,8 +258,9 @@ class Database:
                 try:
                     await asyncio.wait_for(pool.close(), timeout=self.close_timeout)
                 except TimeoutError:
-                    log.warning("database pool not closed within %s s: its connections are terminated",
-                                self.close_timeout)
+                    log.warning(
+                        "database pool not closed within %s s: its connections are terminated", self.close_timeout
+                    )
                     pool.terminate()
                 self.engine.pool = None  # type: ignore[attr-defined]
             self._pool_started = False
@@ -279,12 +302,11 @@ class Database:
             return None
         rows = await self.t.SchemaVersion.raw("SELECT clock_timestamp() AS now").run()
         value: dt.datetime = rows[0]["now"]
-        return value.astimezone(dt.timezone.utc)
+        return value.astimezone(dt.UTC)
 
     async def current_time(self) -> dt.datetime:
         """The deployment's time for a one-off command: the database's, or this host's on SQLite."""
         return await self.server_time() or _now()
-
 
     async def can_write(self) -> bool:
         """Whether the database takes a write now: a row bigger than a page, inserted then rolled back.
@@ -303,8 +325,9 @@ class Database:
         t = self.t.Session
         try:
             async with self.transaction():
-                await t.insert(t(key=f"readiness-{secrets.token_hex(8)}", data=secrets.token_hex(4096),
-                                 expires_at=_now())).run()
+                await t.insert(
+                    t(key=f"readiness-{secrets.token_hex(8)}", data=secrets.token_hex(4096), expires_at=_now())
+                ).run()
                 raise _RolledBack()
         except _RolledBack:
             return True

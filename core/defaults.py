@@ -1,4 +1,5 @@
 """Fallback hook implementations, all ``trylast``: guichet's own defaults follow ASVS 5.0 L2 / NIST 800-63B."""
+
 from __future__ import annotations
 
 import zxcvbn
@@ -9,8 +10,13 @@ from guichet.core.context import PluginContext
 from guichet.core.structs import CodePolicy, PasswordContext, PasswordRule, Strength
 
 # part of the plugin API (guichet.core.PUBLIC_MODULES): a plugin may build on the defaults and reuse their wording
-__all__ = ["CLASSES_MESSAGE", "STRENGTH_LABELS", "guichet_code_policy", "guichet_password_rules",
-           "guichet_password_strength"]
+__all__ = [
+    "CLASSES_MESSAGE",
+    "STRENGTH_LABELS",
+    "guichet_code_policy",
+    "guichet_password_rules",
+    "guichet_password_strength",
+]
 
 STRENGTH_LABELS = ("faible", "moyen", "fort")
 
@@ -27,22 +33,30 @@ def guichet_password_rules(caisse: CaisseInfo, context: PluginContext) -> list[P
     configured = context.config.passwords
     min_length = configured.min_length or 12
     rules = [
-        PasswordRule(kind="min_length", value=min_length,
-                     message_fr=f"Votre mot de passe doit contenir au moins {min_length} caractères."),
-        PasswordRule(kind="max_length", value=128,
-                     message_fr="Votre mot de passe ne doit pas dépasser 128 caractères."),
+        PasswordRule(
+            kind="min_length",
+            value=min_length,
+            message_fr=f"Votre mot de passe doit contenir au moins {min_length} caractères.",
+        ),
+        PasswordRule(
+            kind="max_length", value=128, message_fr="Votre mot de passe ne doit pas dépasser 128 caractères."
+        ),
         PasswordRule(kind="blocklist", message_fr="Ce mot de passe est trop courant. Choisissez-en un autre."),
-        PasswordRule(kind="context",
-                     message_fr="Votre mot de passe ne doit pas contenir votre nom, votre prénom, votre numéro "
-                                "de Sécurité Sociale, votre date de naissance ni le nom de votre caisse."),
+        PasswordRule(
+            kind="context",
+            message_fr="Votre mot de passe ne doit pas contenir votre nom, votre prénom, votre numéro "
+            "de Sécurité Sociale, votre date de naissance ni le nom de votre caisse.",
+        ),
     ]
     if configured.require_classes:
         rules.append(PasswordRule(kind="classes", message_fr=CLASSES_MESSAGE))
     return rules
 
 
-CLASSES_MESSAGE = ("Votre mot de passe doit contenir un minimum de 8 caractères en combinant des chiffres, "
-                   "des majuscules, des minuscules et des caractères spéciaux")
+CLASSES_MESSAGE = (
+    "Votre mot de passe doit contenir un minimum de 8 caractères en combinant des chiffres, "
+    "des majuscules, des minuscules et des caractères spéciaux"
+)
 
 
 @hookimpl(trylast=True)

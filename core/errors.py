@@ -1,4 +1,5 @@
 """The exception tree of guichet."""
+
 from __future__ import annotations
 
 
@@ -33,8 +34,9 @@ class DeliveryError(GuichetError):
     a message a bounded number of times only (``RetryPolicy.max_unknown_retries``).
     """
 
-    def __init__(self, reason: str, *, permanent: bool, retry_after: float | None = None,
-                 outcome_unknown: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, permanent: bool, retry_after: float | None = None, outcome_unknown: bool = False
+    ) -> None:
         self.permanent = permanent
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown
@@ -72,5 +74,6 @@ def hook_deprecation(what: str, *, since: str, removed_in: str, instead: str) ->
     :param removed_in: the major version that removes it.
     :param instead: what to implement instead, as a sentence.
     """
-    return GuichetDeprecationWarning(f"{what} is deprecated since guichet hook API {since} and is removed in "
-                                     f"{removed_in}: {instead}")
+    return GuichetDeprecationWarning(
+        f"{what} is deprecated since guichet hook API {since} and is removed in {removed_in}: {instead}"
+    )

@@ -1,4 +1,5 @@
 """Audit events: stored in the caller's transaction, then passed to the guichet_event observers."""
+
 from __future__ import annotations
 
 import logging
@@ -15,18 +16,51 @@ if TYPE_CHECKING:
 log = logging.getLogger("guichet.audit")
 
 # the kinds guichet emits; docs/security.md lists them
-EVENT_KINDS = frozenset({
-    "login.succeeded", "login.failed", "login.password_ok", "code.sent", "code.failed", "code.expired",
-    "code.locked", "code.succeeded", "password.changed", "password.reset", "trusted_browser.added",
-    "trusted_browser.revoked", "trusted_browser.used", "limit.reached", "identity.failed", "identity.succeeded",
-    "registration.completed", "registration.duplicate", "registration.unknown", "recovery.requested",
-    "email.changed", "mobile.changed", "contacts.confirmed", "logout", "logout.failed", "third_party.requested",
-    "session.expired", "budget.exhausted",
-    "limit.unavailable", "third_party.approved", "third_party.rejected", "account.exported", "account.closed",
-    # the OpenID Connect provider (web/oidc)
-    "oidc.authorized", "oidc.token_issued", "oidc.refused", "oidc.revoked", "oidc.consent", "oidc.consent_refused",
-    "oidc.logout",
-})
+EVENT_KINDS = frozenset(
+    {
+        "login.succeeded",
+        "login.failed",
+        "login.password_ok",
+        "code.sent",
+        "code.failed",
+        "code.expired",
+        "code.locked",
+        "code.succeeded",
+        "password.changed",
+        "password.reset",
+        "trusted_browser.added",
+        "trusted_browser.revoked",
+        "trusted_browser.used",
+        "limit.reached",
+        "identity.failed",
+        "identity.succeeded",
+        "registration.completed",
+        "registration.duplicate",
+        "registration.unknown",
+        "recovery.requested",
+        "email.changed",
+        "mobile.changed",
+        "contacts.confirmed",
+        "logout",
+        "logout.failed",
+        "third_party.requested",
+        "session.expired",
+        "budget.exhausted",
+        "limit.unavailable",
+        "third_party.approved",
+        "third_party.rejected",
+        "account.exported",
+        "account.closed",
+        # the OpenID Connect provider (web/oidc)
+        "oidc.authorized",
+        "oidc.token_issued",
+        "oidc.refused",
+        "oidc.revoked",
+        "oidc.consent",
+        "oidc.consent_refused",
+        "oidc.logout",
+    }
+)
 
 
 class Auditor:
@@ -40,8 +74,16 @@ class Auditor:
         if event.kind not in EVENT_KINDS:
             raise ValueError(f"unknown audit event kind {event.kind!r}")
         t = self.database.t.AuditLog
-        await t.insert(t(at=event.at, kind=event.kind, account_id=event.account_id, subject=event.subject,
-                         client=event.client[:64], details=msgspec.json.encode(event.details).decode())).run()
+        await t.insert(
+            t(
+                at=event.at,
+                kind=event.kind,
+                account_id=event.account_id,
+                subject=event.subject,
+                client=event.client[:64],
+                details=msgspec.json.encode(event.details).decode(),
+            )
+        ).run()
         log.info("audit %s account=%s subject=%s", event.kind, event.account_id, event.subject)
         return event
 

@@ -10,6 +10,7 @@ was added (``.. versionadded::``), a minor version adds hooks or optional behavi
 major version removes a hook, after a deprecation (``core.errors.hook_deprecation``;
 docs/plugins/deprecation.md).
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable
@@ -18,6 +19,7 @@ from typing import Any
 import click
 import pluggy
 
+from guichet.core.config import CaisseConfig, CaisseInfo
 from guichet.core.context import DemoMailbox, PluginContext
 from guichet.core.structs import (
     AuditEvent,
@@ -33,7 +35,6 @@ from guichet.core.structs import (
     Strength,
     Verdict,
 )
-from guichet.core.config import CaisseConfig, CaisseInfo
 
 hookspec = pluggy.HookspecMarker("guichet")
 
@@ -42,14 +43,14 @@ HOOK_API_VERSION = "1.1"
 HOOK_API_CHANGES = {
     "1.0": "The hooks as first shipped.",
     "1.1": "New hooks: `guichet_identity_answer` (a question's plugin checks the form of its answers) and "
-           "`guichet_registry_facts` (other sources add facts to a registry record). An `async def` "
-           "implementation is refused when the plugin loads, on every hook (it used to load, then win every "
-           "first-result hook with a coroutine and do nothing on the others). A retired hook or hook argument "
-           "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md). New hook "
-           "`guichet_commands`: a plugin adds its own commands to the `guichet` command (the built-in registry "
-           "brings `guichet registry`). New hook `guichet_measure`: observers receive what core measures (argon2 "
-           "times, rate-limit hits, the outbox's duplicate window), as the metrics plugin of the web layer does. "
-           "New hook `guichet_demo_mailbox`: the demo mailbox (its local sinks and what they kept) is a plugin.",
+    "`guichet_registry_facts` (other sources add facts to a registry record). An `async def` "
+    "implementation is refused when the plugin loads, on every hook (it used to load, then win every "
+    "first-result hook with a coroutine and do nothing on the others). A retired hook or hook argument "
+    "warns its implementers with `GuichetDeprecationWarning` (docs/plugins/deprecation.md). New hook "
+    "`guichet_commands`: a plugin adds its own commands to the `guichet` command (the built-in registry "
+    "brings `guichet registry`). New hook `guichet_measure`: observers receive what core measures (argon2 "
+    "times, rate-limit hits, the outbox's duplicate window), as the metrics plugin of the web layer does. "
+    "New hook `guichet_demo_mailbox`: the demo mailbox (its local sinks and what they kept) is a plugin.",
 }
 
 
@@ -139,7 +140,9 @@ def guichet_identity_answer(question: Question, answer: str, context: PluginCont
 
 
 @hookspec(firstresult=True)
-def guichet_registry_lookup(identifier_kind: str, identifier: str, context: PluginContext) -> Awaitable[Record | None] | None:
+def guichet_registry_lookup(
+    identifier_kind: str, identifier: str, context: PluginContext
+) -> Awaitable[Record | None] | None:
     """Find what the caisse knows of an identifier (a person by NIR, a company by SIRET).
 
     Called on registration, after the contact step, to choose the questions and the postal

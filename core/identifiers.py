@@ -4,6 +4,7 @@ Every parser takes the raw text and returns the normalised value or raises StepE
 French message. Digits are ASCII only: ``int("１２３４")`` is 1234 in Python and ``\\d`` matches
 other scripts' digits unless re.ASCII is set.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,17 +14,33 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 import phonenumbers
-from stdnum.fr import nir as stdnum_nir
-from stdnum.fr import siret as stdnum_siret
 from stdnum import luhn
 from stdnum.exceptions import ValidationError as StdnumError
+from stdnum.fr import nir as stdnum_nir
+from stdnum.fr import siret as stdnum_siret
 
 from guichet.core.errors import StepError
 
 # part of the plugin API (guichet.core.PUBLIC_MODULES): a question or channel plugin parses with these
-__all__ = ["FRENCH_REGIONS", "fold_name", "format_phone", "mask_email", "mask_identifier", "mask_phone", "nir_key",
-           "parse_amount", "parse_birth_date", "parse_code", "parse_email", "parse_identifier", "parse_mobile",
-           "parse_name", "parse_nir", "parse_phone", "parse_siret"]
+__all__ = [
+    "FRENCH_REGIONS",
+    "fold_name",
+    "format_phone",
+    "mask_email",
+    "mask_identifier",
+    "mask_phone",
+    "nir_key",
+    "parse_amount",
+    "parse_birth_date",
+    "parse_code",
+    "parse_email",
+    "parse_identifier",
+    "parse_mobile",
+    "parse_name",
+    "parse_nir",
+    "parse_phone",
+    "parse_siret",
+]
 
 ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _SPACES = re.compile(r"[\s\u00a0\u202f.\-]+")
@@ -40,8 +57,11 @@ def parse_nir(raw: str, field: str = "identifier", *, allow_pseudo_months: bool 
         raise StepError(field, "Veuillez saisir votre numéro de Sécurité Sociale.")
     # the department sits at positions 6-7: digits, or 2A / 2B for Corsica
     if not re.fullmatch(r"[0-9]{5}([0-9]{2}|2[AB])[0-9]{6}([0-9]{2})?", text, re.ASCII):
-        raise StepError(field, "Le numéro de Sécurité Sociale comporte 13 caractères (ou 15 avec la clé), "
-                               "uniquement des chiffres, sauf 2A ou 2B pour la Corse.")
+        raise StepError(
+            field,
+            "Le numéro de Sécurité Sociale comporte 13 caractères (ou 15 avec la clé), "
+            "uniquement des chiffres, sauf 2A ou 2B pour la Corse.",
+        )
     if text[0] not in "12":
         raise StepError(field, "Le numéro de Sécurité Sociale doit commencer par 1 ou 2.")
     month = int(text[3:5])
@@ -53,8 +73,11 @@ def parse_nir(raw: str, field: str = "identifier", *, allow_pseudo_months: bool 
         try:
             stdnum_nir.validate(text)
         except StdnumError:
-            raise StepError(field, "La clé du numéro de Sécurité Sociale ne correspond pas. "
-                                   "Vérifiez le numéro ou saisissez seulement les 13 premiers caractères.") from None
+            raise StepError(
+                field,
+                "La clé du numéro de Sécurité Sociale ne correspond pas. "
+                "Vérifiez le numéro ou saisissez seulement les 13 premiers caractères.",
+            ) from None
     return text[:13]
 
 
@@ -211,8 +234,9 @@ def _parse_phone(raw: str, field: str, label: str) -> phonenumbers.PhoneNumber:
     raise StepError(field, f"Ce {label} n'est pas valide.")
 
 
-def parse_mobile(raw: str, field: str = "mobile", *, required: bool = False,
-                 regions: Iterable[str] = FRENCH_REGIONS) -> str | None:
+def parse_mobile(
+    raw: str, field: str = "mobile", *, required: bool = False, regions: Iterable[str] = FRENCH_REGIONS
+) -> str | None:
     """A mobile number in E.164, of one of ``regions`` (ISO codes): by default French mobiles and the
     overseas departments' (codes go by SMS there; another country's number is a toll-fraud target)."""
     if not raw.strip():
@@ -223,9 +247,12 @@ def parse_mobile(raw: str, field: str = "mobile", *, required: bool = False,
     if phonenumbers.number_type(number) not in MOBILE_TYPES:
         raise StepError(field, "Ce numéro n'est pas un numéro de téléphone mobile.")
     if phonenumbers.region_code_for_number(number) not in set(regions):
-        raise StepError(field, "Seuls les numéros de mobile français (métropole et outre-mer) sont acceptés."
-                        if set(regions) <= set(FRENCH_REGIONS) else
-                        "Les numéros de mobile de ce pays ne sont pas acceptés.")
+        raise StepError(
+            field,
+            "Seuls les numéros de mobile français (métropole et outre-mer) sont acceptés."
+            if set(regions) <= set(FRENCH_REGIONS)
+            else "Les numéros de mobile de ce pays ne sont pas acceptés.",
+        )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -1,4 +1,5 @@
 """Keys derived from the caisse's secret key, one per use, with the previous keys kept for rotation."""
+
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,5 @@
 """The limits guichet applies, from the caisse config; docs/security.md documents them."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -35,17 +36,32 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 def limits_from_config(config: CaisseConfig) -> Limits:
     security = config.security
     return Limits(
-        login_identifier=Limit(name="login-id", window_seconds=DAY, max_count=10_000,
-                               delay_after=security.login_failures_before_delay,
-                               max_delay_seconds=security.max_delay_seconds),
-        login_client=Limit(name="login-ip", window_seconds=3600, max_count=security.per_client_attempts_per_hour,
-                           delay_after=security.per_client_attempts_per_hour // 3,
-                           max_delay_seconds=security.max_delay_seconds, per_client=True),
-        code_failures=Limit(name="code-fail", window_seconds=DAY, max_count=config.codes.failures_per_day,
-                            delay_after=3, max_delay_seconds=security.max_delay_seconds),
+        login_identifier=Limit(
+            name="login-id",
+            window_seconds=DAY,
+            max_count=10_000,
+            delay_after=security.login_failures_before_delay,
+            max_delay_seconds=security.max_delay_seconds,
+        ),
+        login_client=Limit(
+            name="login-ip",
+            window_seconds=3600,
+            max_count=security.per_client_attempts_per_hour,
+            delay_after=security.per_client_attempts_per_hour // 3,
+            max_delay_seconds=security.max_delay_seconds,
+            per_client=True,
+        ),
+        code_failures=Limit(
+            name="code-fail",
+            window_seconds=DAY,
+            max_count=config.codes.failures_per_day,
+            delay_after=3,
+            max_delay_seconds=security.max_delay_seconds,
+        ),
         code_sends=Limit(name="code-send", window_seconds=3600, max_count=6),
-        identity_answers=Limit(name="identity", window_seconds=30 * DAY,
-                               max_count=security.identity_answers_per_identifier),
+        identity_answers=Limit(
+            name="identity", window_seconds=30 * DAY, max_count=security.identity_answers_per_identifier
+        ),
         registration_client=Limit(name="register-ip", window_seconds=3600, max_count=30, per_client=True),
         recovery_identifier=Limit(name="recover-id", window_seconds=DAY, max_count=5),
         recovery_client=Limit(name="recover-ip", window_seconds=3600, max_count=30, per_client=True),

@@ -11,6 +11,7 @@ What is logged never holds a secret: guichet's own messages carry no password, c
 and as a second line of defence ``scrub`` masks what looks like one in any message (a NIR, an
 email address, ``password=…``, ``code=…``, ``token=…``, a bearer token, a URL's password).
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -47,8 +48,10 @@ def accepted_request_id(value: str | None) -> str:
 
 # --- scrubbing ------------------------------------------------------------------------------------
 
-_SECRET_KEYS = (r"password|passwd|mot_de_passe|new_password|confirm_password|code|otp|token|secret|secret_key|"
-                r"csrf_token|api[_-]?key|authorization|cookie|set-cookie|sid")
+_SECRET_KEYS = (
+    r"password|passwd|mot_de_passe|new_password|confirm_password|code|otp|token|secret|secret_key|"
+    r"csrf_token|api[_-]?key|authorization|cookie|set-cookie|sid"
+)
 _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
     # key=value, and "key": "value" as in JSON, whose value is a secret
     (re.compile(rf"(?i)\b({_SECRET_KEYS})(\s*=\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&\"]+)"), r"\1\2***"),
@@ -56,8 +59,13 @@ _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 ***"),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s]+@"), r"\1***@"),  # scheme://user:password@
     # NIRs (13 or 15 characters, Corsica's 2A/2B) and SIRETs: the identifier of a person or company
-    (re.compile(r"(?<![0-9A-Za-z])[1-8][0-9]{2}(?:0[1-9]|1[0-2]|[2-9][0-9])(?:[0-9]{2}|2[ABab])[0-9]{6}(?:[0-9]{2})?"
-                r"(?![0-9A-Za-z])"), "<nir>"),
+    (
+        re.compile(
+            r"(?<![0-9A-Za-z])[1-8][0-9]{2}(?:0[1-9]|1[0-2]|[2-9][0-9])(?:[0-9]{2}|2[ABab])[0-9]{6}(?:[0-9]{2})?"
+            r"(?![0-9A-Za-z])"
+        ),
+        "<nir>",
+    ),
     (re.compile(r"(?<![0-9])[0-9]{14}(?![0-9])"), "<siret>"),
     (re.compile(r"[A-Za-z0-9._%+-]+@([A-Za-z0-9.-]+\.[A-Za-z]{2,})"), r"***@\1"),
 )
@@ -80,7 +88,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": scrub(record.getMessage()),
@@ -147,12 +155,16 @@ def configure_logging(fmt: Literal["json", "text"] = "json", level: str = "info"
 
 def uvicorn_log_config(fmt: Literal["json", "text"] = "json", level: str = "info") -> dict[str, Any]:
     """A logging config for uvicorn.run: uvicorn's own lines in the same format as guichet's."""
-    formatter = {"()": "guichet.core.logs.JsonFormatter"} if fmt == "json" else {"()": "guichet.core.logs.TextFormatter"}
+    formatter = (
+        {"()": "guichet.core.logs.JsonFormatter"} if fmt == "json" else {"()": "guichet.core.logs.TextFormatter"}
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"guichet": formatter},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "guichet", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "guichet", "stream": "ext://sys.stderr"}
+        },
         "root": {"handlers": ["stderr"], "level": max(logging.WARNING, logging.getLevelName(level.upper()))},
         "loggers": {name: {"handlers": [], "propagate": True, "level": level.upper()} for name in OWN_LOGGERS},
     }

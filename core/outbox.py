@@ -2,6 +2,7 @@
 
 A request handler only ever calls ``enqueue``; it never waits on an SMTP or SMS server.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from guichet.core.structs import Message, Recipient
 from guichet.core.keys import token_digest
+from guichet.core.structs import Message, Recipient
 
 if TYPE_CHECKING:
     from guichet.core.database import Database
@@ -31,9 +32,18 @@ class SealedContent(msgspec.Struct, frozen=True, kw_only=True):
     payload: dict[str, Any]
 
 
-async def enqueue(database: "Database", keys: "Keys", *, channel: str, template: str, recipient: Recipient,
-                  payload: dict[str, Any], now: dt.datetime, expires_at: dt.datetime | None = None,
-                  sent_for: str = "") -> int:
+async def enqueue(
+    database: "Database",
+    keys: "Keys",
+    *,
+    channel: str,
+    template: str,
+    recipient: Recipient,
+    payload: dict[str, Any],
+    now: dt.datetime,
+    expires_at: dt.datetime | None = None,
+    sent_for: str = "",
+) -> int:
     """Write a message to deliver; call it inside the transaction that creates what it carries.
 
     ``expires_at`` is when the content stops being useful (a code's expiry): it is not sent after.
@@ -41,9 +51,23 @@ async def enqueue(database: "Database", keys: "Keys", *, channel: str, template:
     """
     t = database.t.OutboxMessage
     sealed = keys.seal(msgspec.json.encode(SealedContent(recipient=recipient, payload=payload)))
-    rows = await t.insert(t(channel=channel, template=template, sealed=sealed, state=PENDING, attempts=0,
-                            next_attempt_at=now, created_at=now, expires_at=expires_at,
-                            sent_for=sent_for)).returning(t.id).run()
+    rows = (
+        await t.insert(
+            t(
+                channel=channel,
+                template=template,
+                sealed=sealed,
+                state=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+                expires_at=expires_at,
+                sent_for=sent_for,
+            )
+        )
+        .returning(t.id)
+        .run()
+    )
     _enqueued.set(True)
     return int(rows[0]["id"])
 
@@ -65,8 +89,9 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 async def latest_delivery(database: "Database", sent_for: str) -> Delivery | None:
     """The latest message queued for ``sent_for`` (one indexed read), or None."""
     t = database.t.OutboxMessage
-    rows = await (t.select(t.id, t.channel, t.state).where(t.sent_for == sent_for)
-                  .order_by(t.id, ascending=False).limit(1).run())
+    rows = await (
+        t.select(t.id, t.channel, t.state).where(t.sent_for == sent_for).order_by(t.id, ascending=False).limit(1).run()
+    )
     return msgspec.convert(rows[0], Delivery) if rows else None
 
 
@@ -95,7 +120,7 @@ def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:  # "-0000" in the date: UTC, as RFC 5322 reads it
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return max((when - now).total_seconds(), 0.0)
 
 

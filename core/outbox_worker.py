@@ -13,6 +13,7 @@ once. ``failed`` messages keep their sealed (encrypted) content so an operator c
 ``guichet outbox retry`` them once the cause is fixed; ``purge_final`` empties it after
 ``failed_retention`` (7 days by default), and the worker runs that purge periodically.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,24 +32,24 @@ import msgspec
 
 from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.errors import CounterStoreError, DeliveryError
+from guichet.core.events import Auditor
 from guichet.core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
 from guichet.core.structs import AuditEvent, Measurement, Message
-from guichet.core.events import Auditor
 
 if TYPE_CHECKING:
-    from guichet.core.config import CaisseConfig
-    from guichet.core.database import Database
-    from guichet.core.keys import Keys
-    from guichet.core.plugins import PluginHost
-    from guichet.core.limits import Limits
     from collections.abc import Mapping
     from types import ModuleType
 
+    from guichet.core.config import CaisseConfig
+    from guichet.core.database import Database
+    from guichet.core.keys import Keys
+    from guichet.core.limits import Limits
+    from guichet.core.plugins import PluginHost
     from guichet.core.ratelimit import Limit, Limiter
 
 log = logging.getLogger("guichet.outbox")
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 MAX_ERROR_LENGTH = 300  # the width of guichet_outbox.last_error
 
 
@@ -131,8 +132,9 @@ class DeliveryBudgets:
     """The caisse's budgets for the channels that cost money (``security.sms_per_hour``), counted
     per delivery attempt: a retry costs what a first attempt costs."""
 
-    def __init__(self, limiter: "Limiter", limits: "dict[str, Limit]", caisse_id: str, *,
-                 wait_seconds: float = 60.0) -> None:
+    def __init__(
+        self, limiter: "Limiter", limits: "dict[str, Limit]", caisse_id: str, *, wait_seconds: float = 60.0
+    ) -> None:
         self.limiter = limiter
         self.limits = limits
         self.caisse_id = caisse_id
@@ -197,10 +199,22 @@ class _GroupCommit:
 class OutboxWorker:
     """Delivers the outbox through the caisse's channels; run one or several, in one or several processes."""
 
-    def __init__(self, database: "Database", keys: "Keys", host: "PluginHost", clock: Clock, *,
-                 worker_id: str, lease_seconds: float = 60, batch: int = 20, concurrency: int = 8,
-                 retry: RetryPolicy | None = None, failed_retention: dt.timedelta = dt.timedelta(days=7),
-                 rng: random.Random | None = None, budgets: DeliveryBudgets | None = None) -> None:
+    def __init__(
+        self,
+        database: "Database",
+        keys: "Keys",
+        host: "PluginHost",
+        clock: Clock,
+        *,
+        worker_id: str,
+        lease_seconds: float = 60,
+        batch: int = 20,
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        failed_retention: dt.timedelta = dt.timedelta(days=7),
+        rng: random.Random | None = None,
+        budgets: DeliveryBudgets | None = None,
+    ) -> None:
         if lease_seconds <= 0 or batch < 1 or concurrency < 1:
             raise ValueError("lease_seconds, batch and concurrency must be positive")
         self.database = database
@@ -221,16 +235,18 @@ class OutboxWorker:
         self._commits = _GroupCommit(database)
         table = _table(database)
         self._t = table
-        self._claim_sql = _CLAIM_SQL.format(table=table, sending=SENDING, pending=PENDING,
-                                            lock="" if database.is_sqlite else " FOR UPDATE SKIP LOCKED")
+        self._claim_sql = _CLAIM_SQL.format(
+            table=table, sending=SENDING, pending=PENDING, lock="" if database.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        )
 
     # -- claiming -----------------------------------------------------------------------------------
 
     async def claim(self, limit: int | None = None) -> list[ClaimedMessage]:
         """Take a lease on up to ``limit`` due messages (pending and due, or with an expired lease)."""
         now = _utc(self.clock.now())
-        rows = await self.database.t.OutboxMessage.raw(self._claim_sql, now + self.lease, now, now,
-                                                       limit or self.batch).run()
+        rows = await self.database.t.OutboxMessage.raw(
+            self._claim_sql, now + self.lease, now, now, limit or self.batch
+        ).run()
         claimed = [msgspec.convert(row, ClaimedMessage) for row in rows]
         return sorted(claimed, key=lambda m: m.id)
 
@@ -238,7 +254,10 @@ class OutboxWorker:
         """Run an UPDATE on the message only while our lease is the current one."""
         rows = await self._commits.execute(
             f"UPDATE {self._t} SET {sql} WHERE id = {{}} AND state = '{SENDING}' AND lease_until = {{}} RETURNING id",
-            *args, message.id, message.lease_until)
+            *args,
+            message.id,
+            message.lease_until,
+        )
         return bool(rows)
 
     async def _renew(self, message: ClaimedMessage) -> ClaimedMessage | None:
@@ -260,11 +279,17 @@ class OutboxWorker:
     async def _finish(self, message: ClaimedMessage, state: str, error: str = "", *, purge: bool) -> bool:
         now = _utc(self.clock.now())
         sealed = ", sealed = ''" if purge else ""
-        done = await self._guarded(f"state = {{}}, lease_until = NULL, finished_at = {{}}, last_error = {{}}{sealed}",
-                                   message, state, now, error[:MAX_ERROR_LENGTH])
+        done = await self._guarded(
+            f"state = {{}}, lease_until = NULL, finished_at = {{}}, last_error = {{}}{sealed}",
+            message,
+            state,
+            now,
+            error[:MAX_ERROR_LENGTH],
+        )
         if not done:
-            log.warning("outbox message %s: lease lost before recording %s (worker %s)", message.id, state,
-                        self.worker_id)
+            log.warning(
+                "outbox message %s: lease lost before recording %s (worker %s)", message.id, state, self.worker_id
+            )
         return done
 
     async def _reschedule(self, message: ClaimedMessage, delay: float, error: str, *, unknown: bool = False) -> None:
@@ -274,8 +299,13 @@ class OutboxWorker:
             await self._finish(message, EXPIRED, f"expired while retrying: {error}", purge=True)
             return
         counted = ", unknown_outcomes = unknown_outcomes + 1" if unknown else ""
-        if not await self._guarded(f"state = {{}}, lease_until = NULL, next_attempt_at = {{}}, last_error = {{}}{counted}",
-                                   message, PENDING, next_at, error[:MAX_ERROR_LENGTH]):
+        if not await self._guarded(
+            f"state = {{}}, lease_until = NULL, next_attempt_at = {{}}, last_error = {{}}{counted}",
+            message,
+            PENDING,
+            next_at,
+            error[:MAX_ERROR_LENGTH],
+        ):
             log.warning("outbox message %s: lease lost before rescheduling (worker %s)", message.id, self.worker_id)
 
     async def _temporary(self, message: ClaimedMessage, error: str, retry_after: float | None) -> str:
@@ -288,11 +318,20 @@ class OutboxWorker:
     async def _unknown(self, message: ClaimedMessage, error: str, retry_after: float | None) -> str:
         """The attempt may have delivered the message: retried, but only a bounded number of times."""
         if message.unknown_outcomes >= self.retry.max_unknown_retries or message.attempts >= self.retry.max_attempts:
-            await self._finish(message, FAILED, f"outcome unknown {message.unknown_outcomes + 1} times, not sent again "
-                                                f"(it may have been delivered): {error}", purge=False)
+            await self._finish(
+                message,
+                FAILED,
+                f"outcome unknown {message.unknown_outcomes + 1} times, not sent again "
+                f"(it may have been delivered): {error}",
+                purge=False,
+            )
             return FAILED
-        await self._reschedule(message, self.retry.delay(message.attempts, self.rng, retry_after),
-                               f"outcome unknown: {error}", unknown=True)
+        await self._reschedule(
+            message,
+            self.retry.delay(message.attempts, self.rng, retry_after),
+            f"outcome unknown: {error}",
+            unknown=True,
+        )
         return PENDING
 
     # -- delivering ---------------------------------------------------------------------------------
@@ -310,15 +349,26 @@ class OutboxWorker:
             return FAILED
         if message.unknown_outcomes > self.retry.max_unknown_retries:
             # taken over from lost leases that often: each of those sends may have reached the recipient
-            await self._finish(message, FAILED, f"outcome unknown {message.unknown_outcomes} times, not sent again "
-                                                "(it may have been delivered)", purge=False)
-            log.warning("outbox message %s (%s, %s): outcome unknown %s times; failed, not sent again",
-                        message.id, message.channel, message.template, message.unknown_outcomes)
+            await self._finish(
+                message,
+                FAILED,
+                f"outcome unknown {message.unknown_outcomes} times, not sent again (it may have been delivered)",
+                purge=False,
+            )
+            log.warning(
+                "outbox message %s (%s, %s): outcome unknown %s times; failed, not sent again",
+                message.id,
+                message.channel,
+                message.template,
+                message.unknown_outcomes,
+            )
             return FAILED
         channel = self.host.channel(message.channel)
         if channel is None:
-            error = (f"no channel {message.channel!r} in this caisse's config "
-                     f"(enabled channels: {', '.join(sorted(self.host.channels())) or 'none'})")
+            error = (
+                f"no channel {message.channel!r} in this caisse's config "
+                f"(enabled channels: {', '.join(sorted(self.host.channels())) or 'none'})"
+            )
             await self._finish(message, FAILED, error, purge=False)
             log.error("outbox message %s: %s", message.id, error)
             return FAILED
@@ -333,9 +383,15 @@ class OutboxWorker:
             refused = await self._over_budget(message, now)
             if refused:
                 return refused
-        outgoing = Message(id=message.id, channel=message.channel, template=message.template,
-                           recipient=content.recipient, payload=content.payload,
-                           caisse_name=self.host.config.caisse.name, created_at=message.created_at)
+        outgoing = Message(
+            id=message.id,
+            channel=message.channel,
+            template=message.template,
+            recipient=content.recipient,
+            payload=content.payload,
+            caisse_name=self.host.config.caisse.name,
+            created_at=message.created_at,
+        )
         plugin = type(channel).__module__
         # bounded below the lease, so no other worker can take the message while this send runs
         deadline = asyncio.timeout(self.lease.total_seconds() * 0.8)
@@ -346,11 +402,23 @@ class OutboxWorker:
             error = _short(str(exc), content.payload)
             if exc.permanent:
                 await self._finish(message, FAILED, error, purge=False)
-                log.warning("outbox message %s (%s, %s) failed permanently: %s", message.id, message.channel,
-                            message.template, error)
+                log.warning(
+                    "outbox message %s (%s, %s) failed permanently: %s",
+                    message.id,
+                    message.channel,
+                    message.template,
+                    error,
+                )
                 return FAILED
-            log.info("outbox message %s (%s, %s) attempt %s failed: %s%s", message.id, message.channel,
-                     message.template, message.attempts, "outcome unknown: " if exc.outcome_unknown else "", error)
+            log.info(
+                "outbox message %s (%s, %s) attempt %s failed: %s%s",
+                message.id,
+                message.channel,
+                message.template,
+                message.attempts,
+                "outcome unknown: " if exc.outcome_unknown else "",
+                error,
+            )
             if exc.outcome_unknown:
                 return await self._unknown(message, error, exc.retry_after)
             return await self._temporary(message, error, exc.retry_after)
@@ -382,8 +450,11 @@ class OutboxWorker:
                 left = (message.lease_until - _utc(self.clock.now())).total_seconds()
                 if left <= pause * 2:
                     raise
-                log.warning("outbox message %s: sent, but its outcome could not be stored (%s); trying again",
-                            message.id, type(exc).__name__)
+                log.warning(
+                    "outbox message %s: sent, but its outcome could not be stored (%s); trying again",
+                    message.id,
+                    type(exc).__name__,
+                )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -410,8 +481,13 @@ class OutboxWorker:
             await self._audit("budget.exhausted", channel=message.channel, stage="delivery", outcome="expired")
             return EXPIRED
         # not an attempt: the message was never handed to its channel
-        if not await self._guarded("state = {}, lease_until = NULL, next_attempt_at = {}, last_error = {}, "
-                                   "attempts = attempts - 1", message, PENDING, next_at, reason):
+        if not await self._guarded(
+            "state = {}, lease_until = NULL, next_attempt_at = {}, last_error = {}, attempts = attempts - 1",
+            message,
+            PENDING,
+            next_at,
+            reason,
+        ):
             log.warning("outbox message %s: lease lost before waiting for the budget", message.id)
         log.info("outbox message %s (%s, %s) %s", message.id, message.channel, message.template, reason)
         if reason == BUDGET_WAIT and not message.last_error.startswith(BUDGET_WAIT):  # once per message
@@ -490,7 +566,7 @@ class OutboxWorker:
                     log.error("outbox worker %s: %s (retrying)", self.worker_id, type(exc).__name__)
                 if handled and not stop.is_set():
                     continue
-                pause = idle_seconds if not failures else min(idle_seconds * 2 ** failures, 60.0)
+                pause = idle_seconds if not failures else min(idle_seconds * 2**failures, 60.0)
                 waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
                 try:
                     await asyncio.wait(waiters, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
@@ -513,7 +589,7 @@ class OutboxWorker:
             self.wake()
             try:
                 await asyncio.wait_for(task, timeout=self.lease.total_seconds())
-            except asyncio.TimeoutError:  # a send that hangs past its bound: its lease expires, nothing is lost
+            except TimeoutError:  # a send that hangs past its bound: its lease expires, nothing is lost
                 log.warning("outbox worker %s did not stop in time; cancelled", self.worker_id)
 
 
@@ -523,7 +599,8 @@ class OutboxWorker:
 async def outbox_status(database: "Database") -> dict[tuple[str, str], int]:
     """How many messages per (channel, state)."""
     rows = await database.t.OutboxMessage.raw(
-        f"SELECT channel, state, COUNT(*) AS n FROM {_table(database)} GROUP BY channel, state").run()
+        f"SELECT channel, state, COUNT(*) AS n FROM {_table(database)} GROUP BY channel, state"
+    ).run()
     return {(row["channel"], row["state"]): int(row["n"]) for row in rows}
 
 
@@ -533,7 +610,10 @@ async def retry_message(database: "Database", id: int, *, clock: Clock | None = 
     rows = await database.t.OutboxMessage.raw(
         f"UPDATE {_table(database)} SET state = '{PENDING}', attempts = 0, next_attempt_at = {{}}, "
         f"last_error = '', finished_at = NULL, lease_until = NULL "
-        f"WHERE id = {{}} AND state = '{FAILED}' AND sealed <> '' RETURNING id", now, id).run()
+        f"WHERE id = {{}} AND state = '{FAILED}' AND sealed <> '' RETURNING id",
+        now,
+        id,
+    ).run()
     return bool(rows)
 
 
@@ -542,7 +622,9 @@ async def purge_final(database: "Database", older_than: dt.datetime) -> int:
     states = ", ".join(f"'{state}'" for state in FINAL_STATES)
     rows = await database.t.OutboxMessage.raw(
         f"UPDATE {_table(database)} SET sealed = '' WHERE state IN ({states}) AND sealed <> '' "
-        f"AND finished_at < {{}} RETURNING id", _utc(older_than)).run()
+        f"AND finished_at < {{}} RETURNING id",
+        _utc(older_than),
+    ).run()
     if rows:
         log.info("outbox: sealed content of %s finished message(s) purged", len(rows))
     return len(rows)
@@ -552,16 +634,17 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def run_worker_process(config: "CaisseConfig", *, once: bool,
-                             extra_plugins: "Mapping[str, ModuleType] | None" = None) -> int:
+async def run_worker_process(
+    config: "CaisseConfig", *, once: bool, extra_plugins: "Mapping[str, ModuleType] | None" = None
+) -> int:
     """``guichet outbox work``: deliver until SIGTERM or SIGINT (or, with ``once``, until nothing is due).
 
     ``extra_plugins``: the application's own plugins (the metrics observers of the web layer)."""
     from guichet.core.context import PluginContext
     from guichet.core.database import Database
     from guichet.core.keys import Keys
-    from guichet.core.plugins import PluginHost
     from guichet.core.limits import counter_store_for, limits_from_config
+    from guichet.core.plugins import PluginHost
     from guichet.core.ratelimit import Limiter
 
     database = Database.from_config(config)
@@ -578,12 +661,12 @@ async def run_worker_process(config: "CaisseConfig", *, once: bool,
         # not take the leases of the others (core/clock.py)
         clock: Clock = Clock() if database.is_sqlite else DatabaseClock(database.server_time)
         await start_synced(clock)
-        context = PluginContext(config=config, database=database, clock=clock,
-                                demo=endpoints)
+        context = PluginContext(config=config, database=database, clock=clock, demo=endpoints)
         keys = Keys.from_config(config)
         host = PluginHost(config, context, extra=extra_plugins)
-        budgets = DeliveryBudgets.for_caisse(Limiter(counters, keys, host.measure), limits_from_config(config),
-                                             config.caisse.id)
+        budgets = DeliveryBudgets.for_caisse(
+            Limiter(counters, keys, host.measure), limits_from_config(config), config.caisse.id
+        )
         host.check_can_serve()
         worker = OutboxWorker(database, keys, host, clock, worker_id=default_worker_id(), budgets=budgets)
         if once:

@@ -1,4 +1,5 @@
 """Passwords: argon2id hashing off the event loop, the policy from the password hooks, temporary passwords."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,9 +26,26 @@ if TYPE_CHECKING:
     from guichet.core.plugins import PluginHost
 
 # French-flavoured additions to zxcvbn's 30,000 most common passwords
-_FRENCH_COMMON = frozenset(("azerty", "azertyuiop", "motdepasse", "soleil", "doudou", "bonjour", "chouchou",
-                            "loulou", "marseille", "toulouse", "nicolas", "julien", "camille", "123soleil",
-                            "jetaime", "coucou"))
+_FRENCH_COMMON = frozenset(
+    (
+        "azerty",
+        "azertyuiop",
+        "motdepasse",
+        "soleil",
+        "doudou",
+        "bonjour",
+        "chouchou",
+        "loulou",
+        "marseille",
+        "toulouse",
+        "nicolas",
+        "julien",
+        "camille",
+        "123soleil",
+        "jetaime",
+        "coucou",
+    )
+)
 # the strength meter's own ranked dictionary of zxcvbn's 30,000 most common passwords: a frozenset
 # copy of it would cost another 2 MiB per worker
 _ZXCVBN_COMMON = RANKED_DICTIONARIES["passwords"]
@@ -56,8 +74,12 @@ class PolicyCheck(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _has_classes(password: str) -> bool:
-    return (any(c.isdigit() for c in password) and any(c.isupper() for c in password)
-            and any(c.islower() for c in password) and any(not c.isalnum() for c in password))
+    return (
+        any(c.isdigit() for c in password)
+        and any(c.isupper() for c in password)
+        and any(c.islower() for c in password)
+        and any(not c.isalnum() for c in password)
+    )
 
 
 def _stripped_core(password: str) -> str:
@@ -75,8 +97,9 @@ def _violates(rule: PasswordRule, password: str, context: PasswordContext) -> bo
     if rule.kind == "blocklist":
         lowered = password.lower()
         core_word = _stripped_core(password)
-        return is_common(lowered) or (len(core_word) >= 4 and is_common(core_word)
-                                               and len(core_word) >= len(password) - 5)
+        return is_common(lowered) or (
+            len(core_word) >= 4 and is_common(core_word) and len(core_word) >= len(password) - 5
+        )
     if rule.kind == "context":
         folded = fold_name(password)
         words = [fold_name(w) for w in (*context.words, context.caisse_name)]
@@ -97,11 +120,11 @@ class Passwords:
     """
 
     def __init__(self, params: "Argon2Config", host: "PluginHost", *, max_concurrent: int = 2) -> None:
-        self.hasher = PasswordHasher(time_cost=params.time_cost, memory_cost=params.memory_kib,
-                                     parallelism=params.parallelism)
+        self.hasher = PasswordHasher(
+            time_cost=params.time_cost, memory_cost=params.memory_kib, parallelism=params.parallelism
+        )
         self.host = host
-        self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent,
-                                                              thread_name_prefix="argon2")
+        self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="argon2")
         # verified against when the identifier is unknown, so both cost the same time
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
@@ -118,8 +141,11 @@ class Passwords:
                 return function(*args)
             finally:
                 if measure is not None:
-                    measure(Measurement(name="argon2_seconds", value=time.perf_counter() - start,
-                                        labels={"operation": operation}))
+                    measure(
+                        Measurement(
+                            name="argon2_seconds", value=time.perf_counter() - start, labels={"operation": operation}
+                        )
+                    )
 
         return await asyncio.get_running_loop().run_in_executor(self._threads, run)
 
@@ -128,7 +154,7 @@ class Passwords:
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         """Constant work whether or not there is a hash; never raises on a bad hash."""
-        candidate = normalise(password)[:MAX_PASSWORD_LENGTH * 4]
+        candidate = normalise(password)[: MAX_PASSWORD_LENGTH * 4]
         try:
             matched = await self._in_pool("verify", self.hasher.verify, stored_hash or self._dummy_hash, candidate)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -148,8 +174,9 @@ class Passwords:
     def check(self, password: str, context: PasswordContext) -> PolicyCheck:
         """Every rule's message that the password breaks, and the meter's level."""
         password = normalise(password)
-        errors = tuple(dict.fromkeys(rule.message_fr for rule in self.host.password_rules()
-                                     if _violates(rule, password, context)))
+        errors = tuple(
+            dict.fromkeys(rule.message_fr for rule in self.host.password_rules() if _violates(rule, password, context))
+        )
         strength = self.host.password_strength(password[:MAX_PASSWORD_LENGTH], context)
         if errors and strength.level == 2:
             strength = Strength(level=1, label_fr="moyen")
@@ -163,8 +190,11 @@ class Passwords:
         length = max(14, required + 2)
         while True:
             chars = [secrets.choice(alphabet) for _ in range(length - 3)]
-            chars += [secrets.choice(string.digits[2:]), secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ"),
-                      secrets.choice(specials)]
+            chars += [
+                secrets.choice(string.digits[2:]),
+                secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ"),
+                secrets.choice(specials),
+            ]
             secrets.SystemRandom().shuffle(chars)
             candidate = "".join(chars)
             if self.check(candidate, context).ok:

@@ -1,4 +1,5 @@
 """Loading the plugins a caisse enables, and PluginHost: the typed facade, the only caller of hooks."""
+
 from __future__ import annotations
 
 import importlib
@@ -19,15 +20,15 @@ from guichet.core.config import PURPOSES, CaisseConfig, CodePolicyConfig
 from guichet.core.context import DemoMailbox, PluginContext
 from guichet.core.errors import ConfigError, PluginError, StepError
 from guichet.core.structs import (
+    LETTER,
+    PASSWORD,
+    POSTAL,
     AuditEvent,
     Channel,
     CodePolicy,
+    Measurement,
     PasswordContext,
     PasswordRule,
-    LETTER,
-    Measurement,
-    PASSWORD,
-    POSTAL,
     Question,
     Record,
     SettingsNote,
@@ -76,19 +77,28 @@ def _import(name: str, source: str | None = None) -> tuple[ModuleType, str]:
     third_party = _third_party()
     if name in BUILTIN_PLUGINS:
         if name in third_party and third_party[name].value != BUILTIN_PLUGINS[name]:
-            raise ConfigError(f"the plugin name {name!r} is taken by a built-in plugin; rename the entry point",
-                              path=source, key="$.plugins.enabled")
+            raise ConfigError(
+                f"the plugin name {name!r} is taken by a built-in plugin; rename the entry point",
+                path=source,
+                key="$.plugins.enabled",
+            )
         return importlib.import_module(BUILTIN_PLUGINS[name]), "builtin"
     if name in third_party:
         ep = third_party[name]
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "entry point"
         loaded = ep.load()
         if not isinstance(loaded, ModuleType):
-            raise ConfigError(f"the entry point {name!r} must name a module of hook implementations",
-                              path=source, key="$.plugins.enabled")
+            raise ConfigError(
+                f"the entry point {name!r} must name a module of hook implementations",
+                path=source,
+                key="$.plugins.enabled",
+            )
         return loaded, dist
-    raise ConfigError(f"unknown plugin {name!r}; available plugins: {', '.join(available_plugins())}",
-                      path=source, key="$.plugins.enabled")
+    raise ConfigError(
+        f"unknown plugin {name!r}; available plugins: {', '.join(available_plugins())}",
+        path=source,
+        key="$.plugins.enabled",
+    )
 
 
 def add_plugin_commands(cli: Any) -> list[str]:
@@ -110,15 +120,20 @@ def add_plugin_commands(cli: Any) -> list[str]:
         try:
             impl.function(**{a: cli for a in impl.argnames})
         except Exception as exc:
-            log.warning("plugin %s failed in guichet_commands (%s): its commands are missing", impl.plugin_name,
-                        type(exc).__name__)
+            log.warning(
+                "plugin %s failed in guichet_commands (%s): its commands are missing",
+                impl.plugin_name,
+                type(exc).__name__,
+            )
             continue
         added.append(impl.plugin_name)
     return added
 
 
-def load_plugins(config: CaisseConfig, extra: Mapping[str, ModuleType] | None = None,
-                 ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+def load_plugins(
+    config: CaisseConfig,
+    extra: Mapping[str, ModuleType] | None = None,
+) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
     """A new PluginManager with the defaults and exactly the enabled plugins, called in config order.
 
     ``extra``: plugins the application itself brings, whatever the config enables (the web layer's
@@ -132,8 +147,11 @@ def load_plugins(config: CaisseConfig, extra: Mapping[str, ModuleType] | None = 
     loaded: list[tuple[str, ModuleType, str]] = [(name, *_import(name, config.source or None)) for name in enabled]
     for name, module in (extra or {}).items():
         if name in config.plugins.enabled:
-            raise ConfigError(f"the plugin name {name!r} is the application's own plugin; remove it from the list",
-                              path=config.source or None, key="$.plugins.enabled")
+            raise ConfigError(
+                f"the plugin name {name!r} is the application's own plugin; remove it from the list",
+                path=config.source or None,
+                key="$.plugins.enabled",
+            )
         loaded.append((name, module, "builtin"))
     # pluggy calls the last registered first: register in reverse so config order is call order
     for name, module, _source in reversed(loaded):
@@ -142,15 +160,24 @@ def load_plugins(config: CaisseConfig, extra: Mapping[str, ModuleType] | None = 
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         unknown = sorted(h.name for h in pm.get_hookcallers(exc.plugin) or [] if not h.has_spec())
-        raise ConfigError(f"plugin {pm.get_name(exc.plugin)!r} implements an unknown hook: {', '.join(unknown)} "
-                          "(the hooks are listed in core/hookspecs.py)", path=config.source or None,
-                          key="$.plugins.enabled") from None
+        raise ConfigError(
+            f"plugin {pm.get_name(exc.plugin)!r} implements an unknown hook: {', '.join(unknown)} "
+            "(the hooks are listed in core/hookspecs.py)",
+            path=config.source or None,
+            key="$.plugins.enabled",
+        ) from None
     for name, module, _source in loaded:
         _refuse_coroutines(pm, name, module, config.source or None)
         _log_deprecations(pm, name, module)
-    infos = [PluginInfo(name=name, source=source, module=module.__name__,
-                        hooks=tuple(sorted(h.name for h in pm.get_hookcallers(module) or [])))
-             for name, module, source in loaded]
+    infos = [
+        PluginInfo(
+            name=name,
+            source=source,
+            module=module.__name__,
+            hooks=tuple(sorted(h.name for h in pm.get_hookcallers(module) or [])),
+        )
+        for name, module, source in loaded
+    ]
     return pm, infos
 
 
@@ -169,17 +196,23 @@ def _offered_mailbox(pm: pluggy.PluginManager, config: CaisseConfig) -> DemoMail
     except ConfigError:
         raise
     except Exception as exc:
-        raise PluginError(_plugin_of(pm, "guichet_demo_mailbox"), "guichet_demo_mailbox",
-                          type(exc).__name__) from None
+        raise PluginError(_plugin_of(pm, "guichet_demo_mailbox"), "guichet_demo_mailbox", type(exc).__name__) from None
     if found is None:
-        raise ConfigError("[demo] mailbox = true, and no enabled plugin offers a demo mailbox (enable demo_mailbox)",
-                          path=config.source or None, key="$.demo.mailbox")
+        raise ConfigError(
+            "[demo] mailbox = true, and no enabled plugin offers a demo mailbox (enable demo_mailbox)",
+            path=config.source or None,
+            key="$.demo.mailbox",
+        )
     return found
 
 
 def _own_impls(pm: pluggy.PluginManager, module: ModuleType) -> list[tuple[str, Any]]:
-    return [(caller.name, impl) for caller in pm.get_hookcallers(module) or []
-            for impl in caller.get_hookimpls() if impl.plugin is module]
+    return [
+        (caller.name, impl)
+        for caller in pm.get_hookcallers(module) or []
+        for impl in caller.get_hookimpls()
+        if impl.plugin is module
+    ]
 
 
 def _refuse_coroutines(pm: pluggy.PluginManager, name: str, module: ModuleType, source: str | None) -> None:
@@ -187,9 +220,12 @@ def _refuse_coroutines(pm: pluggy.PluginManager, name: str, module: ModuleType, 
     coroutine and do nothing on the others, so it is refused before anything is called."""
     for hook, impl in _own_impls(pm, module):
         if inspect.iscoroutinefunction(impl.function) or inspect.isasyncgenfunction(impl.function):
-            raise ConfigError(f"plugin {name!r}: {hook} is an async def; hook implementations are plain def "
-                              "(return an awaitable, or an object with async methods, and guichet awaits it)",
-                              path=source, key="$.plugins.enabled")
+            raise ConfigError(
+                f"plugin {name!r}: {hook} is an async def; hook implementations are plain def "
+                "(return an awaitable, or an object with async methods, and guichet awaits it)",
+                path=source,
+                key="$.plugins.enabled",
+            )
 
 
 def _log_deprecations(pm: pluggy.PluginManager, name: str, module: ModuleType) -> None:
@@ -210,8 +246,14 @@ def _plugin_of(pm: pluggy.PluginManager, hook_name: str) -> str:
 class PluginHost:
     """The only code that calls hooks; it awaits, flattens, checks and contains failing plugins."""
 
-    def __init__(self, config: CaisseConfig, context: PluginContext, *, channels: bool = True,
-                 extra: Mapping[str, ModuleType] | None = None) -> None:
+    def __init__(
+        self,
+        config: CaisseConfig,
+        context: PluginContext,
+        *,
+        channels: bool = True,
+        extra: Mapping[str, ModuleType] | None = None,
+    ) -> None:
         """``channels=False`` builds no channel: channels resolve their secrets when built, and
         ``guichet config check`` must work where the secrets are not set. ``extra``: the application's
         own plugins (``load_plugins``)."""
@@ -226,15 +268,18 @@ class PluginHost:
                     raise ConfigError(note.message, path=config.source or None, key=note.key)
                 log.warning("%s: %s", note.key, note.message)
         self._channels: dict[str, Channel] = (
-            self._collect_unique("guichet_channels", lambda c: c.name, {"context": context},
-                                 check=check_channel) if channels else {})
+            self._collect_unique("guichet_channels", lambda c: c.name, {"context": context}, check=check_channel)
+            if channels
+            else {}
+        )
         self._policies = {purpose: self._code_policy(purpose) for purpose in PURPOSES}
         self._rules = self._password_rules()
 
     # -- collecting hooks -------------------------------------------------------------------------
 
-    def _collect_unique(self, hook_name: str, key: Any, kwargs: dict[str, Any],
-                        check: Callable[[Any, str], None] | None = None) -> dict[str, Any]:
+    def _collect_unique(
+        self, hook_name: str, key: Any, kwargs: dict[str, Any], check: Callable[[Any, str], None] | None = None
+    ) -> dict[str, Any]:
         hook = getattr(self.pm.hook, hook_name)
         found: dict[str, Any] = {}
         for impl in reversed(hook.get_hookimpls()):
@@ -248,8 +293,11 @@ class PluginHost:
                     check(item, impl.plugin_name)
                 name = key(item)
                 if name in found:
-                    raise ConfigError(f"{hook_name}: {name!r} is offered twice (plugin {impl.plugin_name!r})",
-                                      path=self.config.source or None, key="$.plugins.enabled")
+                    raise ConfigError(
+                        f"{hook_name}: {name!r} is offered twice (plugin {impl.plugin_name!r})",
+                        path=self.config.source or None,
+                        key="$.plugins.enabled",
+                    )
                 found[name] = item
         return found
 
@@ -263,8 +311,10 @@ class PluginHost:
             except ConfigError:
                 raise
             except Exception as exc:  # fail closed: a plugin that cannot judge its settings does not start
-                raise ConfigError(f"plugin {impl.plugin_name!r} failed in guichet_settings_notes: "
-                                  f"{type(exc).__name__}", path=self.config.source or None) from None
+                raise ConfigError(
+                    f"plugin {impl.plugin_name!r} failed in guichet_settings_notes: {type(exc).__name__}",
+                    path=self.config.source or None,
+                ) from None
         return notes
 
     def statuses(self) -> list[Status]:
@@ -306,32 +356,46 @@ class PluginHost:
         source = self.config.source or None
         for purpose in PURPOSES:
             explicit = getattr(self.config.codes, purpose).channels is not None
-            problem = purpose_problem(purpose, list(self._policies[purpose].channels), self._channels,
-                                      explicit=explicit)
+            problem = purpose_problem(
+                purpose, list(self._policies[purpose].channels), self._channels, explicit=explicit
+            )
             if problem:
                 raise ConfigError(problem, path=source, key=f"$.codes.{purpose}.channels")
         asks_questions = any(not status.third_party for status in self._statuses.values())
         postal = {what: self.channels_reaching(POSTAL, what) for what in (PASSWORD, LETTER)}
         if asks_questions and not all(postal.values()):
-            missing = " and ".join(what for what, found in (("the temporary password after a wrong or missing "
-                                                             "identity answer", postal[PASSWORD]),
-                                                            ("the registration confirmation letter", postal[LETTER]))
-                                   if not found)
-            raise ConfigError(f"registration sends {missing} by post, and no enabled channel reaches postal "
-                              "addresses to carry it (enable delivery_postal, or a postal channel of your own)",
-                              path=source, key="$.plugins.enabled")
+            missing = " and ".join(
+                what
+                for what, found in (
+                    ("the temporary password after a wrong or missing identity answer", postal[PASSWORD]),
+                    ("the registration confirmation letter", postal[LETTER]),
+                )
+                if not found
+            )
+            raise ConfigError(
+                f"registration sends {missing} by post, and no enabled channel reaches postal "
+                "addresses to carry it (enable delivery_postal, or a postal channel of your own)",
+                path=source,
+                key="$.plugins.enabled",
+            )
         for name in self.config.passwords.temporary_lifetime_hours:
             if name not in self._channels:
-                raise ConfigError(f"no enabled channel is named {name!r} (loaded channels: "
-                                  f"{', '.join(sorted(self._channels)) or 'none'})", path=source,
-                                  key="$.passwords.temporary_lifetime_hours")
+                raise ConfigError(
+                    f"no enabled channel is named {name!r} (loaded channels: "
+                    f"{', '.join(sorted(self._channels)) or 'none'})",
+                    path=source,
+                    key="$.passwords.temporary_lifetime_hours",
+                )
 
     def _configured_statuses(self, offered: dict[str, Status]) -> dict[str, Status]:
         """The plugins' statuses with the caisse's ``[statuses.<code>] questions`` applied."""
         for code, chosen in self.config.statuses.items():
             if code not in offered:
-                raise ConfigError(f"no enabled plugin offers the status {code!r} (statuses: {', '.join(offered)})",
-                                  path=self.config.source or None, key=f"$.statuses.{code}")
+                raise ConfigError(
+                    f"no enabled plugin offers the status {code!r} (statuses: {', '.join(offered)})",
+                    path=self.config.source or None,
+                    key=f"$.statuses.{code}",
+                )
             if chosen.questions is not None:
                 offered[code] = _replace(offered[code], questions=tuple(chosen.questions))
         return offered
@@ -344,11 +408,18 @@ class PluginHost:
             asked = {q.kind for q in self.identity_questions(status, None)}
             for kind in status.questions:
                 if kind not in asked:
-                    where = (f"$.statuses.{status.code}.questions" if status.code in self.config.statuses
-                             and self.config.statuses[status.code].questions is not None else "$.plugins.enabled")
-                    raise ConfigError(f"the status {status.code!r} offers the identity question {kind!r}, which no "
-                                      f"enabled plugin asks for it (asked: {', '.join(sorted(asked)) or 'none'})",
-                                      path=self.config.source or None, key=where)
+                    where = (
+                        f"$.statuses.{status.code}.questions"
+                        if status.code in self.config.statuses
+                        and self.config.statuses[status.code].questions is not None
+                        else "$.plugins.enabled"
+                    )
+                    raise ConfigError(
+                        f"the status {status.code!r} offers the identity question {kind!r}, which no "
+                        f"enabled plugin asks for it (asked: {', '.join(sorted(asked)) or 'none'})",
+                        path=self.config.source or None,
+                        key=where,
+                    )
 
     def identity_questions(self, status: Status, record: Record | None) -> list[Question]:
         """The questions the caisse offers for ``status`` (``status.questions``, in that order) that the
@@ -388,8 +459,9 @@ class PluginHost:
     def identity_check(self, question: Question, answer: str, record: Record) -> Verdict:
         """A failing or silent plugin gives UNVERIFIABLE: the password then goes by post."""
         try:
-            verdict = self.pm.hook.guichet_identity_check(question=question, answer=answer, record=record,
-                                                          context=self.context)
+            verdict = self.pm.hook.guichet_identity_check(
+                question=question, answer=answer, record=record, context=self.context
+            )
         except Exception:
             log.error("plugin %s failed in guichet_identity_check", _plugin_of(self.pm, "guichet_identity_check"))
             return Verdict.UNVERIFIABLE
@@ -398,8 +470,9 @@ class PluginHost:
     async def registry_lookup(self, identifier_kind: str, identifier: str) -> Record | None:
         """A failing registry is treated as not knowing the person: nothing is sent to anyone."""
         try:
-            pending = self.pm.hook.guichet_registry_lookup(identifier_kind=identifier_kind, identifier=identifier,
-                                                           context=self.context)
+            pending = self.pm.hook.guichet_registry_lookup(
+                identifier_kind=identifier_kind, identifier=identifier, context=self.context
+            )
             if pending is None:
                 return None
             record = await pending if inspect.isawaitable(pending) else pending
@@ -430,14 +503,17 @@ class PluginHost:
         try:
             policy = self.pm.hook.guichet_code_policy(purpose=purpose, caisse=self.config.caisse)
         except Exception as exc:
-            raise PluginError(_plugin_of(self.pm, "guichet_code_policy"), "guichet_code_policy",
-                              type(exc).__name__) from None
+            raise PluginError(
+                _plugin_of(self.pm, "guichet_code_policy"), "guichet_code_policy", type(exc).__name__
+            ) from None
         if not isinstance(policy, CodePolicy):
             raise PluginError("?", "guichet_code_policy", "no CodePolicy returned")
         override: CodePolicyConfig = getattr(self.config.codes, purpose)
-        changes = {k: (tuple(v) if isinstance(v, list) else v)
-                   for k in ("length", "lifetime_minutes", "max_attempts", "resend_cooldown_seconds", "channels")
-                   if (v := getattr(override, k)) is not None}
+        changes = {
+            k: (tuple(v) if isinstance(v, list) else v)
+            for k in ("length", "lifetime_minutes", "max_attempts", "resend_cooldown_seconds", "channels")
+            if (v := getattr(override, k)) is not None
+        }
         # a preset's or the default's list may name channels this caisse has not enabled: flows use
         # channels_for(), which keeps the loaded ones; check_deliveries() refuses a list with none
         return _replace(policy, **changes)
@@ -448,10 +524,12 @@ class PluginHost:
     def _password_rules(self) -> list[PasswordRule]:
         try:
             results: Iterable[list[PasswordRule]] = self.pm.hook.guichet_password_rules(
-                caisse=self.config.caisse, context=self.context)
+                caisse=self.config.caisse, context=self.context
+            )
         except Exception as exc:
-            raise PluginError(_plugin_of(self.pm, "guichet_password_rules"), "guichet_password_rules",
-                              type(exc).__name__) from None
+            raise PluginError(
+                _plugin_of(self.pm, "guichet_password_rules"), "guichet_password_rules", type(exc).__name__
+            ) from None
         rules: dict[str, PasswordRule] = {}
         # results come in call order: the first plugin to set a rule kind keeps it
         for batch in results:
@@ -466,8 +544,7 @@ class PluginHost:
         try:
             strength = self.pm.hook.guichet_password_strength(password=password, context=context)
         except Exception:
-            log.error("plugin %s failed in guichet_password_strength",
-                      _plugin_of(self.pm, "guichet_password_strength"))
+            log.error("plugin %s failed in guichet_password_strength", _plugin_of(self.pm, "guichet_password_strength"))
             strength = None
         return strength if isinstance(strength, Strength) else Strength(level=0, label_fr="faible")
 

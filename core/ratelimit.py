@@ -4,6 +4,7 @@ Keys are HMACs of what is counted (an identifier, a client address), so the coun
 no NIR. When the store fails, ``CounterStoreError`` is raised and callers refuse the attempt:
 a code or password is never checked without a limit.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,19 +37,23 @@ NO_HITS = Count(count=0, last_at_ms=0)
 
 
 class CounterStore(Protocol):
-    async def update(self, hits: dict[str, int], now_ms: int, *, clear: Collection[str] = (),
-                     give_back: dict[str, int] | None = None) -> dict[str, Count]:
+    async def update(
+        self, hits: dict[str, int], now_ms: int, *, clear: Collection[str] = (), give_back: dict[str, int] | None = None
+    ) -> dict[str, Count]:
         """In one atomic round trip: count a hit on each key of ``hits`` (key to window in ms), reset
         the keys of ``clear`` and undo the hit counted at ``give_back[key]`` (ms) on each of its keys:
         one hit less (never below 0), and the last hit's time back to the one before it unless a
         later hit came since. Returns the counts of the hit keys."""
+
     async def peek(self, keys: dict[str, int], now_ms: int) -> dict[str, Count]:
         """The counts of several keys at once; ``keys`` maps each key to its window in ms."""
+
     async def clear(self, key: str) -> None: ...
 
 
-def _ops(hits: dict[str, int], now_ms: int, clear: Collection[str],
-         give_back: dict[str, int] | None) -> list[tuple[str, int, int]]:
+def _ops(
+    hits: dict[str, int], now_ms: int, clear: Collection[str], give_back: dict[str, int] | None
+) -> list[tuple[str, int, int]]:
     """(key, window, time) rows, sorted by key so that concurrent statements lock rows in one order;
     the window says the operation: > 0 a hit at now, 0 a reset, -1 the hit counted at ``time`` undone."""
     if any(window <= 0 for window in hits.values()):
@@ -67,8 +72,9 @@ class DatabaseCounters:
     def __init__(self, database: "Database") -> None:
         self.database = database
 
-    async def update(self, hits: dict[str, int], now_ms: int, *, clear: Collection[str] = (),
-                     give_back: dict[str, int] | None = None) -> dict[str, Count]:
+    async def update(
+        self, hits: dict[str, int], now_ms: int, *, clear: Collection[str] = (), give_back: dict[str, int] | None = None
+    ) -> dict[str, Count]:
         rows = _ops(hits, now_ms, clear, give_back)
         if not rows:
             return {}
@@ -83,35 +89,40 @@ class DatabaseCounters:
         args: list[object] = []
         for key, window, at in rows:
             args += [key, 1 if window > 0 else 0, 0 if window == 0 else now_ms, at, window]
-        sql = (f"INSERT INTO {t} (key, hits, window_start_ms, last_at_ms, prev_at_ms, window_ms) VALUES {values} "
-               "ON CONFLICT (key) DO UPDATE SET "
-               f"hits = CASE WHEN excluded.window_ms > 0 THEN CASE WHEN {expired} THEN 1 ELSE {t}.hits + 1 END "
-               f"WHEN excluded.window_ms = 0 THEN 0 "
-               f"WHEN {t}.hits > 0 THEN {t}.hits - 1 ELSE 0 END, "
-               f"prev_at_ms = CASE WHEN excluded.window_ms <= 0 THEN {t}.prev_at_ms "
-               f"WHEN {expired} THEN 0 ELSE {t}.last_at_ms END, "
-               f"window_start_ms = CASE WHEN excluded.window_ms > 0 AND {expired} THEN excluded.window_start_ms "
-               f"WHEN excluded.window_ms = 0 THEN 0 ELSE {t}.window_start_ms END, "
-               f"last_at_ms = CASE WHEN excluded.window_ms > 0 THEN excluded.last_at_ms "
-               f"WHEN excluded.window_ms < 0 AND {t}.last_at_ms = excluded.last_at_ms THEN {t}.prev_at_ms "
-               f"ELSE {t}.last_at_ms END, "
-               f"window_ms = CASE WHEN excluded.window_ms > 0 THEN excluded.window_ms ELSE {t}.window_ms END "
-               "RETURNING key, hits, last_at_ms, prev_at_ms")
+        sql = (
+            f"INSERT INTO {t} (key, hits, window_start_ms, last_at_ms, prev_at_ms, window_ms) VALUES {values} "
+            "ON CONFLICT (key) DO UPDATE SET "
+            f"hits = CASE WHEN excluded.window_ms > 0 THEN CASE WHEN {expired} THEN 1 ELSE {t}.hits + 1 END "
+            f"WHEN excluded.window_ms = 0 THEN 0 "
+            f"WHEN {t}.hits > 0 THEN {t}.hits - 1 ELSE 0 END, "
+            f"prev_at_ms = CASE WHEN excluded.window_ms <= 0 THEN {t}.prev_at_ms "
+            f"WHEN {expired} THEN 0 ELSE {t}.last_at_ms END, "
+            f"window_start_ms = CASE WHEN excluded.window_ms > 0 AND {expired} THEN excluded.window_start_ms "
+            f"WHEN excluded.window_ms = 0 THEN 0 ELSE {t}.window_start_ms END, "
+            f"last_at_ms = CASE WHEN excluded.window_ms > 0 THEN excluded.last_at_ms "
+            f"WHEN excluded.window_ms < 0 AND {t}.last_at_ms = excluded.last_at_ms THEN {t}.prev_at_ms "
+            f"ELSE {t}.last_at_ms END, "
+            f"window_ms = CASE WHEN excluded.window_ms > 0 THEN excluded.window_ms ELSE {t}.window_ms END "
+            "RETURNING key, hits, last_at_ms, prev_at_ms"
+        )
         args += [now_ms, now_ms, now_ms]
         try:
             returned = await self.database.t.RateCounter.raw(sql, *args).run()
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None
-        return {row["key"]: Count(count=int(row["hits"]), last_at_ms=int(row["last_at_ms"]),
-                                  previous_at_ms=int(row["prev_at_ms"]))
-                for row in returned if row["key"] in hits}
+        return {
+            row["key"]: Count(
+                count=int(row["hits"]), last_at_ms=int(row["last_at_ms"]), previous_at_ms=int(row["prev_at_ms"])
+            )
+            for row in returned
+            if row["key"] in hits
+        }
 
     async def peek(self, keys: dict[str, int], now_ms: int) -> dict[str, Count]:
         t = self.database.t.RateCounter
         try:
-            rows = await (t.select(t.key, t.hits, t.window_start_ms, t.last_at_ms)
-                          .where(t.key.is_in(list(keys))).run())
+            rows = await t.select(t.key, t.hits, t.window_start_ms, t.last_at_ms).where(t.key.is_in(list(keys))).run()
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None
@@ -127,8 +138,9 @@ class DatabaseCounters:
     async def purge(self, now: dt.datetime) -> None:
         """Drop the counters whose window has passed (a reset or a give-back alone has no window)."""
         t = self.database.t.RateCounter
-        await t.raw(f"DELETE FROM {t._meta.tablename} WHERE window_start_ms + window_ms < {{}}",
-                    int(now.timestamp() * 1000)).run()
+        await t.raw(
+            f"DELETE FROM {t._meta.tablename} WHERE window_start_ms + window_ms < {{}}", int(now.timestamp() * 1000)
+        ).run()
 
 
 class RedisCounters:
@@ -178,8 +190,9 @@ class RedisCounters:
         """The count, the last hit's time and the time of the hit before it."""
         return [f"{self.namespace}:rl:{key}", f"{self.namespace}:rl:{key}:last", f"{self.namespace}:rl:{key}:prev"]
 
-    async def update(self, hits: dict[str, int], now_ms: int, *, clear: Collection[str] = (),
-                     give_back: dict[str, int] | None = None) -> dict[str, Count]:
+    async def update(
+        self, hits: dict[str, int], now_ms: int, *, clear: Collection[str] = (), give_back: dict[str, int] | None = None
+    ) -> dict[str, Count]:
         rows = _ops(hits, now_ms, clear, give_back)
         if not rows:
             return {}
@@ -193,8 +206,10 @@ class RedisCounters:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None
         hit_keys = [key for key, window, _ in rows if window > 0]
-        return {key: Count(count=int(out[2 * n]), last_at_ms=now_ms, previous_at_ms=int(out[2 * n + 1]))
-                for n, key in enumerate(hit_keys)}
+        return {
+            key: Count(count=int(out[2 * n]), last_at_ms=now_ms, previous_at_ms=int(out[2 * n + 1]))
+            for n, key in enumerate(hit_keys)
+        }
 
     async def peek(self, keys: dict[str, int], now_ms: int) -> dict[str, Count]:
         try:
@@ -202,8 +217,10 @@ class RedisCounters:
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None
-        return {key: Count(count=int(values[2 * n] or 0), last_at_ms=int(values[2 * n + 1] or 0))
-                for n, key in enumerate(keys)}
+        return {
+            key: Count(count=int(values[2 * n] or 0), last_at_ms=int(values[2 * n + 1] or 0))
+            for n, key in enumerate(keys)
+        }
 
     async def clear(self, key: str) -> None:
         await self.update({}, 0, clear=[key])
@@ -244,8 +261,7 @@ class Settlement(msgspec.Struct, frozen=True, kw_only=True):
 class Limiter:
     """Applies Limits to subjects; subjects are hashed with the caisse's key before they are stored."""
 
-    def __init__(self, store: CounterStore, keys: "Keys",
-                 measure: Callable[[Measurement], None] | None = None) -> None:
+    def __init__(self, store: CounterStore, keys: "Keys", measure: Callable[[Measurement], None] | None = None) -> None:
         """``measure``: where hits and refusals are counted (``PluginHost.measure``: guichet_measure)."""
         self.store = store
         self.keys = keys
@@ -282,8 +298,9 @@ class Limiter:
             verdicts.append(verdict)
         return verdicts
 
-    async def reserve(self, tries: list[tuple[Limit, str]], now: dt.datetime,
-                      settle: Settlement | None = None) -> list[Verdict]:
+    async def reserve(
+        self, tries: list[tuple[Limit, str]], now: dt.datetime, settle: Settlement | None = None
+    ) -> list[Verdict]:
         """Count one try on each (limit, subject), then judge each against the tries counted before it.
 
         The count comes first, in one atomic round trip for every pair: of N concurrent tries, each
@@ -295,8 +312,9 @@ class Limiter:
         keyed = [(limit, self._key(limit, subject)) for limit, subject in tries]
         now_ms = self._ms(now)
         clear, give_back = self._settle_keys(settle)
-        counts = await self.store.update({key: limit.window_seconds * 1000 for limit, key in keyed}, now_ms,
-                                         clear=clear, give_back=give_back)
+        counts = await self.store.update(
+            {key: limit.window_seconds * 1000 for limit, key in keyed}, now_ms, clear=clear, give_back=give_back
+        )
         verdicts = []
         for limit, key in keyed:
             after = counts[key]
@@ -305,8 +323,9 @@ class Limiter:
             verdict = self._judge(limit, before, now_ms)
             if not verdict.allowed:
                 self._counted("rate_limit_refusal", limit)
-            verdicts.append(Verdict(allowed=verdict.allowed, retry_after_seconds=verdict.retry_after_seconds,
-                                    count=after.count))
+            verdicts.append(
+                Verdict(allowed=verdict.allowed, retry_after_seconds=verdict.retry_after_seconds, count=after.count)
+            )
         return verdicts
 
     async def settle(self, settlement: Settlement) -> None:
@@ -321,8 +340,10 @@ class Limiter:
         if settlement.give_back and settlement.reserved_at is None:
             raise ValueError("a try given back needs the time it was reserved")
         at = self._ms(settlement.reserved_at) if settlement.reserved_at else 0
-        return ([self._key(limit, subject) for limit, subject in settlement.clear],
-                {self._key(limit, subject): at for limit, subject in settlement.give_back})
+        return (
+            [self._key(limit, subject) for limit, subject in settlement.clear],
+            {self._key(limit, subject): at for limit, subject in settlement.give_back},
+        )
 
     async def hit(self, limit: Limit, subject: str, now: dt.datetime) -> Verdict:
         """Count one try (a failure, a send) and say whether the next one may come now."""

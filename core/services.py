@@ -1,10 +1,11 @@
 """Everything a flow needs, built once per app from the caisse config."""
+
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -52,24 +53,44 @@ class Services:
     def now(self) -> dt.datetime:
         return self.clock.now()
 
-    async def enqueue(self, *, channel: str, template: str, recipient: Recipient, payload: dict[str, Any],
-                      expires_at: dt.datetime | None = None, sent_for: str = "") -> int:
-        return await enqueue(self.database, self.keys, channel=channel, template=template, recipient=recipient,
-                             payload=payload, now=self.now(), expires_at=expires_at, sent_for=sent_for)
+    async def enqueue(
+        self,
+        *,
+        channel: str,
+        template: str,
+        recipient: Recipient,
+        payload: dict[str, Any],
+        expires_at: dt.datetime | None = None,
+        sent_for: str = "",
+    ) -> int:
+        return await enqueue(
+            self.database,
+            self.keys,
+            channel=channel,
+            template=template,
+            recipient=recipient,
+            payload=payload,
+            now=self.now(),
+            expires_at=expires_at,
+            sent_for=sent_for,
+        )
 
     def outbox_worker(self, worker_id: str, **options: Any) -> "OutboxWorker":
         """An outbox worker on this app's database, clock and plugins, counting the caisse's budgets."""
         from guichet.core.outbox_worker import DeliveryBudgets, OutboxWorker
 
         budgets = DeliveryBudgets.for_caisse(self.limiter, self.limits, self.config.caisse.id)
-        return OutboxWorker(self.database, self.keys, self.host, self.clock, worker_id=worker_id, budgets=budgets,
-                            **options)
+        return OutboxWorker(
+            self.database, self.keys, self.host, self.clock, worker_id=worker_id, budgets=budgets, **options
+        )
 
-    async def audit(self, kind: str, *, account_id: int | None = None, subject: str = "", client: str = "",
-                    **details: Any) -> AuditEvent:
+    async def audit(
+        self, kind: str, *, account_id: int | None = None, subject: str = "", client: str = "", **details: Any
+    ) -> AuditEvent:
         """Store an event (in the caller's transaction) and hand it to observers."""
-        event = AuditEvent(kind=kind, at=self.now(), account_id=account_id, subject=subject, client=client,
-                           details=details)
+        event = AuditEvent(
+            kind=kind, at=self.now(), account_id=account_id, subject=subject, client=client, details=details
+        )
         await self.auditor.record(event)
         self.auditor.publish([event])
         return event
@@ -83,9 +104,14 @@ class Services:
                 await closer()
 
 
-def build_services(config: CaisseConfig, *, clock: Clock | None = None, database: Database | None = None,
-                   demo: DemoEndpoints | None = None, extra_plugins: Mapping[str, ModuleType] | None = None,
-                   ) -> Services:
+def build_services(
+    config: CaisseConfig,
+    *,
+    clock: Clock | None = None,
+    database: Database | None = None,
+    demo: DemoEndpoints | None = None,
+    extra_plugins: Mapping[str, ModuleType] | None = None,
+) -> Services:
     """Everything one app (or one worker process) uses; ``extra_plugins``: the application's own
     plugins, whatever the config enables (the web layer's metrics)."""
     database = database or Database.from_config(config)
@@ -105,12 +131,20 @@ def build_services(config: CaisseConfig, *, clock: Clock | None = None, database
     else:
         session_backend = DatabaseSessions(database)
     return Services(
-        config=config, database=database, clock=clock, keys=keys, host=host,
+        config=config,
+        database=database,
+        clock=clock,
+        keys=keys,
+        host=host,
         codes=Codes(database, keys),
         passwords=Passwords(config.passwords.argon2, host, max_concurrent=config.passwords.max_concurrent_hashes),
-        limiter=Limiter(counter_store, keys, host.measure), limits=limits_from_config(config),
-        auditor=Auditor(database, host), flows=Flows(database),
-        sessions=SessionManager(session_backend, idle_minutes=config.sessions.idle_minutes,
-                                absolute_hours=config.sessions.absolute_hours),
-        counter_store=counter_store, session_backend=session_backend,
+        limiter=Limiter(counter_store, keys, host.measure),
+        limits=limits_from_config(config),
+        auditor=Auditor(database, host),
+        flows=Flows(database),
+        sessions=SessionManager(
+            session_backend, idle_minutes=config.sessions.idle_minutes, absolute_hours=config.sessions.absolute_hours
+        ),
+        counter_store=counter_store,
+        session_backend=session_backend,
     )

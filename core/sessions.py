@@ -3,6 +3,7 @@
 The id changes after the password step and after the second factor; idle and absolute timeouts
 apply; a credential change bumps the account's version and so ends its other sessions.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -50,10 +51,13 @@ class SessionBackend(Protocol):
     async def load(self, key: str, now: dt.datetime) -> bytes | None: ...
     async def create(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
         """Store a brand-new session."""
+
     async def update(self, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         """Save an existing session; False (and nothing stored) if it no longer exists."""
+
     async def move(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         """Rotate an id, atomically: ``old_key`` goes, ``key`` holds the data; False if ``old_key`` is gone."""
+
     async def delete(self, key: str) -> bool:
         """Drop a session; whether it was there."""
 
@@ -75,14 +79,19 @@ class DatabaseSessions:
 
     async def update(self, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         t = self.database.t.Session
-        rows = await (t.update({t.data: data.decode(), t.expires_at: expires_at})
-                      .where(t.key == key).returning(t.id).run())
+        rows = await (
+            t.update({t.data: data.decode(), t.expires_at: expires_at}).where(t.key == key).returning(t.id).run()
+        )
         return bool(rows)
 
     async def move(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         t = self.database.t.Session
-        rows = await (t.update({t.key: key, t.data: data.decode(), t.expires_at: expires_at})
-                      .where(t.key == old_key).returning(t.id).run())
+        rows = await (
+            t.update({t.key: key, t.data: data.decode(), t.expires_at: expires_at})
+            .where(t.key == old_key)
+            .returning(t.id)
+            .run()
+        )
         return bool(rows)
 
     async def delete(self, key: str) -> bool:
@@ -155,7 +164,9 @@ class Session:
         self.dirty = False
         self.cleared = False
         self.lost = False  # ended elsewhere (a logout) while this request ran: not saved, no cookie set
-        self.expired: tuple[int | None, str] | None = None  # (account, "idle" or "absolute") of a session that just timed out
+        self.expired: tuple[int | None, str] | None = (
+            None  # (account, "idle" or "absolute") of a session that just timed out
+        )
 
     @property
     def exists(self) -> bool:
@@ -235,8 +246,9 @@ class SessionManager:
                 # (a password change): the browser may hold that new id, so its cookie is left alone
                 session.lost = True
             return
-        expires = min(now + self.idle, dt.datetime.fromtimestamp(session.data.created_ms / 1000, dt.timezone.utc)
-                      + self.absolute)
+        expires = min(
+            now + self.idle, dt.datetime.fromtimestamp(session.data.created_ms / 1000, dt.UTC) + self.absolute
+        )
         data = msgspec.json.encode(session.data)
         if session.fresh:  # a new login: whatever this browser had before is dropped
             if session.old_sid:

@@ -14,6 +14,7 @@ portal thread, say), the engine falls back to piccolo's connection per query, wh
 safe. Connection threads are daemon threads: a Database that was never closed cannot keep the
 process from exiting.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -167,8 +168,9 @@ class PooledSQLiteEngine(SQLiteEngine):
 
     # -- piccolo's entry points -------------------------------------------------------------------
 
-    async def _run_in_new_connection(self, query: str, args: list[Any] | None = None,
-                                     query_type: str = "generic", table: Any = None) -> Any:
+    async def _run_in_new_connection(
+        self, query: str, args: list[Any] | None = None, query_type: str = "generic", table: Any = None
+    ) -> Any:
         if query_type == "insert" and self.get_version_sync() < 3.35:  # pragma: no cover - old SQLite
             return await super()._run_in_new_connection(query, args, query_type, table)
         connection, pooled = await self._acquire()
@@ -183,12 +185,14 @@ class PooledSQLiteEngine(SQLiteEngine):
         finally:
             await self._release(connection, pooled, discard=discard)
 
-    async def _run_in_existing_connection(self, connection: Any, query: str, args: list[Any] | None = None,
-                                          query_type: str = "generic", table: Any = None) -> Any:
+    async def _run_in_existing_connection(
+        self, connection: Any, query: str, args: list[Any] | None = None, query_type: str = "generic", table: Any = None
+    ) -> Any:
         if query_type == "insert" and self.get_version_sync() < 3.35:  # pragma: no cover - old SQLite
             return await super()._run_in_existing_connection(connection, query, args, query_type, table)
         return list(await connection.execute_fetchall(query, args or []))
 
-    def transaction(self, transaction_type: TransactionType = TransactionType.deferred,
-                    allow_nested: bool = True) -> SQLiteTransaction:
+    def transaction(
+        self, transaction_type: TransactionType = TransactionType.deferred, allow_nested: bool = True
+    ) -> SQLiteTransaction:
         return PooledSQLiteTransaction(engine=self, transaction_type=transaction_type, allow_nested=allow_nested)

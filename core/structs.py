@@ -1,4 +1,5 @@
 """Frozen msgspec Structs that cross hook and HTTP boundaries, and the Channel protocol."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -136,10 +137,13 @@ class Recipient(msgspec.Struct, frozen=True, kw_only=True):
 
     def only(self, kind: str) -> "Recipient":
         """This recipient with its address of ``kind`` alone: a message carries no other address."""
-        return Recipient(name=self.name, email=self.email if kind == EMAIL else None,
-                         mobile=self.mobile if kind == MOBILE else None,
-                         address=self.address if kind == POSTAL else None,
-                         addresses={k: v for k, v in self.addresses.items() if k == kind})
+        return Recipient(
+            name=self.name,
+            email=self.email if kind == EMAIL else None,
+            mobile=self.mobile if kind == MOBILE else None,
+            address=self.address if kind == POSTAL else None,
+            addresses={k: v for k, v in self.addresses.items() if k == kind},
+        )
 
     def reachable_by(self, kind: str) -> bool:
         """Whether this recipient has an address of ``kind``."""

@@ -1,5 +1,6 @@
 """piccolo Tables, unbound: core.database binds a copy of each to one engine per app. A plugin that
 stores data of its own keeps its tables (the registry: plugins/registry_tables/tables.py)."""
+
 from __future__ import annotations
 
 from piccolo.columns import BigInt, Boolean, Date, Integer, Serial, Text, Timestamptz, Varchar
@@ -219,7 +220,21 @@ class SchemaVersion(Table, tablename="guichet_schema_version"):
 
 
 ALL_TABLES: tuple[type[Table], ...] = (
-    Account, Flow, OneTimeCode, OutboxMessage,
-    TrustedBrowser, AuditLog, RateCounter, Session, ThirdPartyRequest, OidcKey, OidcGrant, OidcToken,
-    OidcClient, OidcAssertion, OidcSubject, OidcConsent, SchemaVersion,
+    Account,
+    Flow,
+    OneTimeCode,
+    OutboxMessage,
+    TrustedBrowser,
+    AuditLog,
+    RateCounter,
+    Session,
+    ThirdPartyRequest,
+    OidcKey,
+    OidcGrant,
+    OidcToken,
+    OidcClient,
+    OidcAssertion,
+    OidcSubject,
+    OidcConsent,
+    SchemaVersion,
 )

@@ -7,6 +7,7 @@ SIRET, or one the caisse issues), sends the temporary password by post to the st
 and tells the contact by email; the first login then goes as everyone's (personalisation, contact
 confirmation). A rejection sends a letter with the reason.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,41 +36,44 @@ class StructureKind(msgspec.Struct, frozen=True, kw_only=True):
     instructions_fr: str
 
 
-STRUCTURE_KINDS: dict[str, StructureKind] = {kind.code: kind for kind in (
-    StructureKind(
-        code="tiers_declarant",
-        label_fr="Tiers déclarant (centre de gestion, expert-comptable...)",
-        instructions_fr=(
-            "Vous déclarez et payez les cotisations pour le compte de vos clients. Après l'envoi de votre "
-            "demande, la caisse vous contactera à l'adresse email indiquée et vous demandera : un extrait "
-            "Kbis de moins de 3 mois (ou l'avis de situation au répertoire SIRENE) de votre structure, la "
-            "liste des adhérents pour lesquels vous intervenez, et le mandat signé par chacun d'eux. Votre "
-            "accès est ouvert une fois ces pièces vérifiées."
+STRUCTURE_KINDS: dict[str, StructureKind] = {
+    kind.code: kind
+    for kind in (
+        StructureKind(
+            code="tiers_declarant",
+            label_fr="Tiers déclarant (centre de gestion, expert-comptable...)",
+            instructions_fr=(
+                "Vous déclarez et payez les cotisations pour le compte de vos clients. Après l'envoi de votre "
+                "demande, la caisse vous contactera à l'adresse email indiquée et vous demandera : un extrait "
+                "Kbis de moins de 3 mois (ou l'avis de situation au répertoire SIRENE) de votre structure, la "
+                "liste des adhérents pour lesquels vous intervenez, et le mandat signé par chacun d'eux. Votre "
+                "accès est ouvert une fois ces pièces vérifiées."
+            ),
         ),
-    ),
-    StructureKind(
-        code="tiers_paiement",
-        label_fr="Tiers de paiement",
-        instructions_fr=(
-            "Vous recevez des paiements de la caisse pour le compte d'assurés (établissement de santé, "
-            "pharmacie, bailleur...). Après l'envoi de votre demande, la caisse vous contactera à l'adresse "
-            "email indiquée et vous demandera : un extrait Kbis de moins de 3 mois ou l'avis de situation "
-            "SIRENE, un relevé d'identité bancaire au nom de la structure, et, le cas échéant, la convention "
-            "de tiers payant signée avec la caisse. Votre accès est ouvert une fois ces pièces vérifiées."
+        StructureKind(
+            code="tiers_paiement",
+            label_fr="Tiers de paiement",
+            instructions_fr=(
+                "Vous recevez des paiements de la caisse pour le compte d'assurés (établissement de santé, "
+                "pharmacie, bailleur...). Après l'envoi de votre demande, la caisse vous contactera à l'adresse "
+                "email indiquée et vous demandera : un extrait Kbis de moins de 3 mois ou l'avis de situation "
+                "SIRENE, un relevé d'identité bancaire au nom de la structure, et, le cas échéant, la convention "
+                "de tiers payant signée avec la caisse. Votre accès est ouvert une fois ces pièces vérifiées."
+            ),
         ),
-    ),
-    StructureKind(
-        code="partenaire_action_sociale",
-        label_fr="Partenaire de l'action sociale (structure d'aide à la personne, conseil départemental...)",
-        instructions_fr=(
-            "Vous accompagnez des adhérents de la MSA dans le cadre de l'action sociale. Après l'envoi de "
-            "votre demande, la caisse vous contactera à l'adresse email indiquée et vous demandera : la "
-            "convention de partenariat signée avec la caisse (ou, à défaut, l'agrément ou l'autorisation de "
-            "votre structure), et la désignation de la personne habilitée à utiliser l'accès. Votre accès est "
-            "ouvert une fois ces pièces vérifiées."
+        StructureKind(
+            code="partenaire_action_sociale",
+            label_fr="Partenaire de l'action sociale (structure d'aide à la personne, conseil départemental...)",
+            instructions_fr=(
+                "Vous accompagnez des adhérents de la MSA dans le cadre de l'action sociale. Après l'envoi de "
+                "votre demande, la caisse vous contactera à l'adresse email indiquée et vous demandera : la "
+                "convention de partenariat signée avec la caisse (ou, à défaut, l'agrément ou l'autorisation de "
+                "votre structure), et la désignation de la personne habilitée à utiliser l'accès. Votre accès est "
+                "ouvert une fois ces pièces vérifiées."
+            ),
         ),
-    ),
-)}
+    )
+}
 
 
 class ThirdPartyRequestView(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,7 +126,9 @@ def _city(raw: str) -> str:
     return town
 
 
-def parse_postal_address(street: str, extra: str, postal_code: str, city: str) -> tuple[tuple[str, ...], dict[str, str]]:
+def parse_postal_address(
+    street: str, extra: str, postal_code: str, city: str
+) -> tuple[tuple[str, ...], dict[str, str]]:
     """The structure's address as a window envelope prints it (complement, street, "CODE VILLE"), and
     the French error of each field at fault.
 
@@ -131,11 +137,12 @@ def parse_postal_address(street: str, extra: str, postal_code: str, city: str) -
     """
     errors: dict[str, str] = {}
     values: dict[str, str] = {}
-    parsers: tuple[tuple[str, Callable[[], str]], ...] = (("address_extra", lambda: _address_line(extra, "address_extra", "complément d'adresse",
-                                                                 required=False)),
-                         ("address_street", lambda: _address_line(street, "address_street", "adresse", required=True)),
-                         ("postal_code", lambda: _postal_code(postal_code)),
-                         ("city", lambda: _city(city)))
+    parsers: tuple[tuple[str, Callable[[], str]], ...] = (
+        ("address_extra", lambda: _address_line(extra, "address_extra", "complément d'adresse", required=False)),
+        ("address_street", lambda: _address_line(street, "address_street", "adresse", required=True)),
+        ("postal_code", lambda: _postal_code(postal_code)),
+        ("city", lambda: _city(city)),
+    )
     for field, parse in parsers:
         try:
             values[field] = parse()
@@ -154,9 +161,18 @@ def _text(raw: str, field: str, label: str, limit: int) -> str:
     return text
 
 
-async def create_request(database: "Database", *, structure_kind: str, structure_name: str, siret: str,
-                         contact_name: str, email: str, phone: str, now: dt.datetime,
-                         address: tuple[str, ...] = ()) -> int:
+async def create_request(
+    database: "Database",
+    *,
+    structure_kind: str,
+    structure_name: str,
+    siret: str,
+    contact_name: str,
+    email: str,
+    phone: str,
+    now: dt.datetime,
+    address: tuple[str, ...] = (),
+) -> int:
     """Store a pending request and return its number; every field is parsed here, StepError on bad input.
 
     :param structure_kind: a key of :data:`STRUCTURE_KINDS`.
@@ -188,13 +204,24 @@ async def list_requests(database: "Database", *, state: str | None) -> list[Thir
     query = t.select().order_by(t.id)
     if state is not None:
         query = query.where(t.state == state)
-    return [ThirdPartyRequestView(id=row["id"], state=row["state"], created_at=row["created_at"],
-                                  structure_kind=row["structure_kind"], structure_name=row["structure_name"],
-                                  siret=row["siret"], contact_name=row["contact_name"], email=row["email"],
-                                  phone=row["phone"], note=row["note"], decided_at=row["decided_at"],
-                                  address=tuple(line for line in (row["address"] or "").split("\n") if line),
-                                  account_id=row["account_id"])
-            for row in await query.run()]
+    return [
+        ThirdPartyRequestView(
+            id=row["id"],
+            state=row["state"],
+            created_at=row["created_at"],
+            structure_kind=row["structure_kind"],
+            structure_name=row["structure_name"],
+            siret=row["siret"],
+            contact_name=row["contact_name"],
+            email=row["email"],
+            phone=row["phone"],
+            note=row["note"],
+            decided_at=row["decided_at"],
+            address=tuple(line for line in (row["address"] or "").split("\n") if line),
+            account_id=row["account_id"],
+        )
+        for row in await query.run()
+    ]
 
 
 # --- the decision, carried through -------------------------------------------------------------------
@@ -234,8 +261,7 @@ async def approve_request(services: "Services", id: int, *, note: str = "") -> D
     employer with its own account); otherwise one the caisse issues (``T`` and 10 digits).
     """
     from guichet.core.database import INTEGRITY_ERRORS
-    from guichet.core.flows.common import (account_by_identifier, french_date, letter_channel, notify,
-                                           temporary_expiry)
+    from guichet.core.flows.common import account_by_identifier, french_date, letter_channel, notify, temporary_expiry
     from guichet.core.identifiers import ISSUED_KIND, mask_identifier, new_issued_identifier
     from guichet.core.structs import EMAIL, PASSWORD, PasswordContext, Recipient
 
@@ -243,48 +269,92 @@ async def approve_request(services: "Services", id: int, *, note: str = "") -> D
     if row is None:
         return Decision(done=False, refused=NOT_PENDING)
     if not (row["address"] or "").strip():
-        return Decision(done=False, refused="has no postal address: the temporary password cannot be sent "
-                                            "(ask the structure to make a new request)")
+        return Decision(
+            done=False,
+            refused="has no postal address: the temporary password cannot be sent "
+            "(ask the structure to make a new request)",
+        )
     status = next((s for s in services.host.statuses() if s.third_party), None)
     if status is None:
         return Decision(done=False, refused="no status of this caisse is for third parties")
     channel = letter_channel(services, PASSWORD)
-    context = PasswordContext(words=(row["structure_name"], row["siret"], row["contact_name"]),
-                              caisse_name=services.config.caisse.name)
+    context = PasswordContext(
+        words=(row["structure_name"], row["siret"], row["contact_name"]), caisse_name=services.config.caisse.name
+    )
     temporary = services.passwords.temporary_password(context)
     password_hash = await services.passwords.hash(temporary)
-    use_siret = services.config.third_parties.identifier == "siret" and \
-        await account_by_identifier(services, row["siret"]) is None
+    use_siret = (
+        services.config.third_parties.identifier == "siret"
+        and await account_by_identifier(services, row["siret"]) is None
+    )
     for attempt in range(5):
-        identifier, kind = (row["siret"], "siret") if use_siret and attempt == 0 else \
-            (new_issued_identifier(), ISSUED_KIND)
+        identifier, kind = (
+            (row["siret"], "siret") if use_siret and attempt == 0 else (new_issued_identifier(), ISSUED_KIND)
+        )
         now = services.now()
         expires = temporary_expiry(services, channel)
         t, a = services.database.t.ThirdPartyRequest, services.database.t.Account
         try:
             async with services.database.transaction():
-                claimed = await (t.update({t.state: "approved", t.decided_at: now, t.note: note[:300]})
-                                 .where((t.id == id) & (t.state == "pending")).returning(t.id).run())
+                claimed = await (
+                    t.update({t.state: "approved", t.decided_at: now, t.note: note[:300]})
+                    .where((t.id == id) & (t.state == "pending"))
+                    .returning(t.id)
+                    .run()
+                )
                 if not claimed:
                     return Decision(done=False, refused=NOT_PENDING)
-                rows = await a.insert(a(
-                    identifier_kind=kind, identifier=identifier, status=status.code,
-                    last_name=row["structure_name"], first_name="", email=row["email"], email_verified=False,
-                    landline=row["phone"] or None, password_hash=password_hash, password_is_temporary=True,
-                    temporary_expires_at=expires, credentials_version=1, created_at=now)).returning(a.id).run()
+                rows = (
+                    await a.insert(
+                        a(
+                            identifier_kind=kind,
+                            identifier=identifier,
+                            status=status.code,
+                            last_name=row["structure_name"],
+                            first_name="",
+                            email=row["email"],
+                            email_verified=False,
+                            landline=row["phone"] or None,
+                            password_hash=password_hash,
+                            password_is_temporary=True,
+                            temporary_expires_at=expires,
+                            credentials_version=1,
+                            created_at=now,
+                        )
+                    )
+                    .returning(a.id)
+                    .run()
+                )
                 account_id = int(rows[0]["id"])
                 await t.update({t.account_id: account_id}).where(t.id == id).run()
                 # the identifier in full: a caisse-issued one is known from this letter only
-                await services.enqueue(channel=channel, template="third_party_password",
-                                       recipient=_letter_recipient(row), expires_at=expires,
-                                       payload={"password": temporary, "expires_on": french_date(expires),
-                                                "identifier": identifier, "structure_name": row["structure_name"]})
-                await notify(services, template="third_party_approved_notice",
-                             recipient=Recipient(name=row["contact_name"], email=row["email"]), kinds=(EMAIL,),
-                             payload={"structure_name": row["structure_name"], "request_number": id})
-                await services.audit("third_party.approved", account_id=account_id,
-                                     subject=mask_identifier(row["siret"]), client="cli", request=id,
-                                     identifier_kind=kind)
+                await services.enqueue(
+                    channel=channel,
+                    template="third_party_password",
+                    recipient=_letter_recipient(row),
+                    expires_at=expires,
+                    payload={
+                        "password": temporary,
+                        "expires_on": french_date(expires),
+                        "identifier": identifier,
+                        "structure_name": row["structure_name"],
+                    },
+                )
+                await notify(
+                    services,
+                    template="third_party_approved_notice",
+                    recipient=Recipient(name=row["contact_name"], email=row["email"]),
+                    kinds=(EMAIL,),
+                    payload={"structure_name": row["structure_name"], "request_number": id},
+                )
+                await services.audit(
+                    "third_party.approved",
+                    account_id=account_id,
+                    subject=mask_identifier(row["siret"]),
+                    client="cli",
+                    request=id,
+                    identifier_kind=kind,
+                )
         except INTEGRITY_ERRORS:
             continue  # the identifier was taken a moment ago (a registration, a parallel issue): another
         return Decision(done=True, account_id=account_id, identifier=identifier)
@@ -306,16 +376,27 @@ async def reject_request(services: "Services", id: int, *, reason: str) -> Decis
     has_address = bool((row["address"] or "").strip())
     t = services.database.t.ThirdPartyRequest
     async with services.database.transaction():
-        claimed = await (t.update({t.state: "rejected", t.decided_at: services.now(), t.note: reason[:300]})
-                         .where((t.id == id) & (t.state == "pending")).returning(t.id).run())
+        claimed = await (
+            t.update({t.state: "rejected", t.decided_at: services.now(), t.note: reason[:300]})
+            .where((t.id == id) & (t.state == "pending"))
+            .returning(t.id)
+            .run()
+        )
         if not claimed:
             return Decision(done=False, refused=NOT_PENDING)
         if has_address:
-            await services.enqueue(channel=letter_channel(services, LETTER), template="third_party_rejected_letter",
-                                   recipient=_letter_recipient(row),
-                                   payload={"reason": reason[:300], "request_number": id,
-                                            "requested_on": french_date(row["created_at"]),
-                                            "structure_name": row["structure_name"]})
-        await services.audit("third_party.rejected", subject=mask_identifier(row["siret"]), client="cli",
-                             request=id, letter=has_address)
+            await services.enqueue(
+                channel=letter_channel(services, LETTER),
+                template="third_party_rejected_letter",
+                recipient=_letter_recipient(row),
+                payload={
+                    "reason": reason[:300],
+                    "request_number": id,
+                    "requested_on": french_date(row["created_at"]),
+                    "structure_name": row["structure_name"],
+                },
+            )
+        await services.audit(
+            "third_party.rejected", subject=mask_identifier(row["siret"]), client="cli", request=id, letter=has_address
+        )
     return Decision(done=True)

@@ -1,8 +1,9 @@
 """Write docs/plugins/hooks.md from the hook specifications (guichet.core.hookspecs), so it cannot go stale.
 
-    .venv/bin/python scripts/hook_reference.py           # rewrite the page
-    .venv/bin/python scripts/hook_reference.py --check   # exit 1 if the page is stale (tests/test_hookspecs.py)
+.venv/bin/python scripts/hook_reference.py           # rewrite the page
+.venv/bin/python scripts/hook_reference.py --check   # exit 1 if the page is stale (tests/test_hookspecs.py)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,11 @@ _PARAM = re.compile(r"^:param (\w+): (.*)$")
 
 def specs() -> dict[str, object]:
     """The specs in the order core/hookspecs.py declares them."""
-    found = [(f.__code__.co_firstlineno, n, f) for n, f in vars(hookspecs).items()
-             if callable(f) and hasattr(f, "guichet_spec")]
+    found = [
+        (f.__code__.co_firstlineno, n, f)
+        for n, f in vars(hookspecs).items()
+        if callable(f) and hasattr(f, "guichet_spec")
+    ]
     return {name: function for _line, name, function in sorted(found)}
 
 
@@ -59,8 +63,17 @@ def section(name: str, spec: object) -> str:
     facts = [kind(spec), f"added in {versions['versionadded']}"]
     if "deprecated" in versions:
         facts.append(f"**deprecated since {versions['deprecated']}**")
-    lines = [f"## {name}", "", "```python", signature, "```", "", " · ".join(facts), "",
-             markdown("\n".join(body).strip())]
+    lines = [
+        f"## {name}",
+        "",
+        "```python",
+        signature,
+        "```",
+        "",
+        " · ".join(facts),
+        "",
+        markdown("\n".join(body).strip()),
+    ]
     if params:
         lines += ["", *[f"- `{param}`: {markdown(text)}" for param, text in params]]
     return "\n".join(lines).strip() + "\n"
@@ -70,7 +83,9 @@ def render() -> str:
     found = specs()
     table = ["| hook | kind | added |", "| --- | --- | --- |"]
     for name, spec in found.items():
-        added = _VERSION.search("\n".join(l for l in (inspect.getdoc(spec) or "").splitlines() if "versionadded" in l))
+        added = _VERSION.search(
+            "\n".join(line for line in (inspect.getdoc(spec) or "").splitlines() if "versionadded" in line)
+        )
         table.append(f"| [{name}](#{name}) | {kind(spec)} | {added.group(2) if added else '?'} |")
     changes = [f"- **{version}**: {text}" for version, text in hookspecs.HOOK_API_CHANGES.items()]
     head = [

@@ -7,6 +7,7 @@ then drives the same journeys as tests/browser with Debian's chromium: registrat
 email code, the forced personalisation, the contact confirmation, Mon compte and the forgotten
 password; plus the login page of MSA Provence Azur, to show a caisse's own colour.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Shared fixtures: configs, databases (SQLite, and PostgreSQL when GUICHET_TEST_POSTGRES is set), clock."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,7 @@ import pytest
 from guichet.core.clock import FrozenClock
 from guichet.core.config import CaisseConfig
 from guichet.core.database import Database
-from guichet.testing import BASE_CONFIG, TEST_SECRET, free_port
+from guichet.testing import BASE_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
@@ -121,8 +122,10 @@ def redis_url() -> str:
 
 
 def pytest_report_header(config: Any) -> list[str]:
-    return [f"guichet services: postgres={'yes' if POSTGRES_URL else 'no'} redis={'yes' if REDIS_URL else 'no'} "
-            f"required={'yes' if REQUIRE_SERVICES else 'no'}"]
+    return [
+        f"guichet services: postgres={'yes' if POSTGRES_URL else 'no'} redis={'yes' if REDIS_URL else 'no'} "
+        f"required={'yes' if REQUIRE_SERVICES else 'no'}"
+    ]
 
 
 @pytest.fixture
@@ -163,8 +166,15 @@ class Portal:
         headers = {"HX-Request": "true"} if htmx else {}
         return self._remember(await self.client.get(path, headers=headers, **kwargs))
 
-    async def post(self, path: str, data: dict[str, str] | None = None, *, htmx: bool = False,
-                   csrf: bool = True, headers: dict[str, str] | None = None) -> httpx.Response:
+    async def post(
+        self,
+        path: str,
+        data: dict[str, str] | None = None,
+        *,
+        htmx: bool = False,
+        csrf: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         body = dict(data or {})
         if csrf and "csrf_token" not in body:
             if not self.csrf:
@@ -185,10 +195,16 @@ class Portal:
             if template and row["template"] != template:
                 continue
             content = open_sealed(self.services.keys, row["sealed"]) if row["sealed"] else None
-            found.append({"id": row["id"], "channel": row["channel"], "template": row["template"],
-                          "state": row["state"],
-                          "recipient": msgspec.to_builtins(content.recipient) if content else None,
-                          "payload": content.payload if content else None})
+            found.append(
+                {
+                    "id": row["id"],
+                    "channel": row["channel"],
+                    "template": row["template"],
+                    "state": row["state"],
+                    "recipient": msgspec.to_builtins(content.recipient) if content else None,
+                    "payload": content.payload if content else None,
+                }
+            )
         return found
 
     async def last_code(self, template: str) -> str:
@@ -200,8 +216,10 @@ class Portal:
 def error_messages(response: httpx.Response) -> list[str]:
     """The French messages tied to fields on a page."""
     # one message a <p>; several rules of one field are a list in a <div>, one a line here
-    return [_re.sub(r"<[^>]+>", "", m.replace("</li><li>", "\n")).replace("Erreur : ", "").strip()
-            for _tag, m in _re.findall(r'<(p|div) class="error" id="f-[^"]+-error">(.*?)</\1>', response.text, _re.S)]
+    return [
+        _re.sub(r"<[^>]+>", "", m.replace("</li><li>", "\n")).replace("Erreur : ", "").strip()
+        for _tag, m in _re.findall(r'<(p|div) class="error" id="f-[^"]+-error">(.*?)</\1>', response.text, _re.S)
+    ]
 
 
 DELIVERY_CONFIG = """
@@ -217,8 +235,10 @@ url = "http://127.0.0.1:9/sms"
 [plugins.settings.delivery_postal]
 spool_dir = "spool"
 """
-ALL_PLUGINS = ('enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", '
-               '"delivery_email", "delivery_sms", "delivery_postal", "password_msa"]')
+ALL_PLUGINS = (
+    'enabled = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", '
+    '"delivery_email", "delivery_sms", "delivery_postal", "password_msa"]'
+)
 
 
 def portal_config_text(extra: str = "") -> str:
@@ -264,8 +284,11 @@ async def portal_factory(db_url: str, clock: FrozenClock) -> AsyncIterator[Calla
                 await _reset_postgres(database)
             apps[key] = app
         app = apps[key]
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 40000)),
-                                   base_url="http://127.0.0.1:8000", follow_redirects=False)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 40000)),
+            base_url="http://127.0.0.1:8000",
+            follow_redirects=False,
+        )
         stack.append(client)
         return Portal(app, client)
 

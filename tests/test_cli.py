@@ -1,5 +1,6 @@
 """The ``guichet`` command as an operator meets it: help with examples on every command, ``--version``,
 exit statuses, tables with headers or JSON, colour only on a terminal (click's test runner)."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
-def test_every_command_and_option_has_help_and_every_command_examples(path: tuple[str, ...],
-                                                                       command: click.Command) -> None:
+def test_every_command_and_option_has_help_and_every_command_examples(
+    path: tuple[str, ...], command: click.Command
+) -> None:
     assert command.help and command.help.strip(), f"guichet {' '.join(path)}: no help"
     if not isinstance(command, click.Group):
         assert "Examples:" in command.help and f"guichet {' '.join(path)}" in command.help, path
@@ -70,8 +72,12 @@ def test_bad_usage_exits_2_and_a_refused_operation_1(tmp_path, capsys: pytest.Ca
     assert "Missing argument 'ID'" in capsys.readouterr().err
     assert main(["plugins", "--config", DEMO, "--colour"]) == 2
     config = tmp_path / "c.toml"
-    config.write_text((ROOT / "config/demo.toml").read_text(encoding="utf-8").replace(
-        "sqlite:///var/guichet-demo.sqlite", f"sqlite:///{tmp_path / 'g.sqlite'}"), encoding="utf-8")
+    config.write_text(
+        (ROOT / "config/demo.toml")
+        .read_text(encoding="utf-8")
+        .replace("sqlite:///var/guichet-demo.sqlite", f"sqlite:///{tmp_path / 'g.sqlite'}"),
+        encoding="utf-8",
+    )
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     capsys.readouterr()
     assert main(["outbox", "retry", "7", "--config", str(config)]) == 1
@@ -109,7 +115,8 @@ def test_plugins_lists_the_registry_the_demo_mailbox_and_metrics_as_plugins(caps
 
 
 def test_config_check_connect_reaches_every_server_and_names_the_one_that_fails(
-        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--connect reaches the database, Redis, the SMTP server and the SMS gateway, sends nothing,
     and turns "ready" into "not ready" naming the server it could not reach."""
     from guichet.testing import HttpSink, SmtpSink
@@ -124,7 +131,9 @@ def test_config_check_connect_reaches_every_server_and_names_the_one_that_fails(
 
     def config_for(smtp_port: int, sms_url: str) -> str:
         text = (ROOT / "config/demo.toml").read_text(encoding="utf-8")
-        text = text.replace("port = 0 ", f'port = {smtp_port}\nsecurity = "none" ').replace('url = "demo"', f'url = "{sms_url}"')
+        text = text.replace("port = 0 ", f'port = {smtp_port}\nsecurity = "none" ').replace(
+            'url = "demo"', f'url = "{sms_url}"'
+        )
         text = text.replace("mailbox = true", "mailbox = false").replace(', "demo_mailbox"]', "]")
         text = text.replace('url = "sqlite:///var/guichet-demo.sqlite"', f'url = "sqlite:///{tmp_path / "x.sqlite"}"')
         path = tmp_path / "caisse.toml"

@@ -3,6 +3,7 @@
 Each ``test_hook_<name>`` calls the built-in implementations directly, then the hook through
 PluginHost, the only caller of hooks in guichet.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,9 +22,9 @@ from guichet.core.clock import FrozenClock
 from guichet.core.config import CaisseConfig
 from guichet.core.context import PluginContext
 from guichet.core.database import Database
+from guichet.core.errors import StepError
 from guichet.core.events import Auditor
 from guichet.core.plugins import BUILTIN_PLUGINS, PluginHost, load_plugins
-from guichet.core.errors import StepError
 from guichet.core.structs import (
     AuditEvent,
     Channel,
@@ -42,14 +43,15 @@ from guichet.plugins.identity_payment import hooks as identity_payment
 from guichet.plugins.identity_vitale import hooks as identity_vitale
 from guichet.plugins.password_msa import hooks as password_msa
 from guichet.plugins.registry_tables import hooks as registry_tables
-from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables, tables_of as registry_tables_of
+from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables
+from guichet.plugins.registry_tables.tables import tables_of as registry_tables_of
 from guichet.plugins.statuses_msa import hooks as statuses_msa
 from guichet.testing import PluginSite, with_enabled
 
 TESTS = Path(__file__).resolve().parent
 FIRST_RESULT = "First result wins; later plugins are not called."
 SPECS = {name: fn for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, "guichet_spec")}
-NOW = dt.datetime(2026, 3, 15, 10, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 15, 10, 0, tzinfo=dt.UTC)
 DEFAULT_ENABLED = ["statuses_msa", "registry_tables", "identity_vitale", "identity_payment", "password_msa"]
 
 
@@ -86,9 +88,18 @@ def test_spec_is_documented(name: str) -> None:
 
 
 # the hooks of hook API 1.0, as they shipped: any other spec was added later and says so
-HOOKS_1_0 = {"guichet_statuses", "guichet_identity_questions", "guichet_identity_check", "guichet_registry_lookup",
-             "guichet_channels", "guichet_settings_notes", "guichet_code_policy", "guichet_password_rules",
-             "guichet_password_strength", "guichet_event"}
+HOOKS_1_0 = {
+    "guichet_statuses",
+    "guichet_identity_questions",
+    "guichet_identity_check",
+    "guichet_registry_lookup",
+    "guichet_channels",
+    "guichet_settings_notes",
+    "guichet_code_policy",
+    "guichet_password_rules",
+    "guichet_password_strength",
+    "guichet_event",
+}
 VERSION_ADDED = re.compile(r"^\.\. versionadded:: (\d+\.\d+)$", re.MULTILINE)
 DEPRECATED = re.compile(r"^\.\. deprecated:: (\d+\.\d+)$", re.MULTILINE)
 
@@ -136,8 +147,9 @@ def test_the_hook_reference_is_up_to_date(root: Path) -> None:
 def _hook_test_names() -> set[str]:
     names: set[str] = set()
     for path in TESTS.rglob("*.py"):
-        names.update(re.findall(r"^\s*(?:async\s+)?def\s+(test_hook_\w+)\s*\(", path.read_text(encoding="utf-8"),
-                                re.MULTILINE))
+        names.update(
+            re.findall(r"^\s*(?:async\s+)?def\s+(test_hook_\w+)\s*\(", path.read_text(encoding="utf-8"), re.MULTILINE)
+        )
     return names
 
 
@@ -145,8 +157,9 @@ def _hook_test_names() -> set[str]:
 def test_spec_has_a_test(name: str) -> None:
     """A test named test_hook_<hook name> (optionally with a suffix) somewhere under tests/."""
     found = _hook_test_names()
-    assert any(t == f"test_hook_{name}" or t.startswith(f"test_hook_{name}_") for t in found), \
+    assert any(t == f"test_hook_{name}" or t.startswith(f"test_hook_{name}_") for t in found), (
         f"no test_hook_{name} under tests/"
+    )
 
 
 def test_no_registered_implementation_is_a_coroutine(make_config: Callable[..., CaisseConfig]) -> None:
@@ -183,12 +196,15 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def context_for(make_config: Callable[..., CaisseConfig], clock: FrozenClock,
-                tmp_path: Path) -> Callable[..., PluginContext]:
+def context_for(
+    make_config: Callable[..., CaisseConfig], clock: FrozenClock, tmp_path: Path
+) -> Callable[..., PluginContext]:
     def factory(extra: str = "", enabled: list[str] | None = None, database: Database | None = None) -> PluginContext:
         config = make_config(extra, base=_base(enabled or DEFAULT_ENABLED))
-        return PluginContext(config=config, database=database or Database(f"sqlite:///{tmp_path / 'x.sqlite'}"),
-                             clock=clock)
+        return PluginContext(
+            config=config, database=database or Database(f"sqlite:///{tmp_path / 'x.sqlite'}"), clock=clock
+        )
+
     return factory
 
 
@@ -203,15 +219,21 @@ def status(code: str) -> Status:
 
 TODAY = NOW.date()
 RECORD = Record(
-    identifier_kind="nir", identifier="1850578006084", last_name="LEFEBVRE", first_name="Julien",
-    birth_date=dt.date(1985, 5, 14), address=PostalAddress(lines=("12 RUE DES TILLEULS", "78000 VERSAILLES")),
-    vitale_serial="2345678901", health_affiliated=True,
-    payments=(Payment(kind="benefit", date=TODAY - dt.timedelta(days=40), amount=Decimal("412.37")),
-              Payment(kind="benefit", date=TODAY - dt.timedelta(days=250), amount=Decimal("380.00")),
-              Payment(kind="contributions_invoice", date=TODAY - dt.timedelta(days=300), amount=Decimal("1875.40"))),
+    identifier_kind="nir",
+    identifier="1850578006084",
+    last_name="LEFEBVRE",
+    first_name="Julien",
+    birth_date=dt.date(1985, 5, 14),
+    address=PostalAddress(lines=("12 RUE DES TILLEULS", "78000 VERSAILLES")),
+    vitale_serial="2345678901",
+    health_affiliated=True,
+    payments=(
+        Payment(kind="benefit", date=TODAY - dt.timedelta(days=40), amount=Decimal("412.37")),
+        Payment(kind="benefit", date=TODAY - dt.timedelta(days=250), amount=Decimal("380.00")),
+        Payment(kind="contributions_invoice", date=TODAY - dt.timedelta(days=300), amount=Decimal("1875.40")),
+    ),
 )
-NO_VITALE = Record(identifier_kind="nir", identifier="2920633123045", last_name="MOREAU",
-                   payments=RECORD.payments)
+NO_VITALE = Record(identifier_kind="nir", identifier="2920633123045", last_name="MOREAU", payments=RECORD.payments)
 
 
 # --- one test per hook ------------------------------------------------------------------------------
@@ -219,8 +241,14 @@ NO_VITALE = Record(identifier_kind="nir", identifier="2920633123045", last_name=
 
 def test_hook_guichet_statuses(context_for: Callable[..., PluginContext]) -> None:
     direct = statuses_msa.guichet_statuses()
-    assert [s.code for s in direct] == ["exploitant", "entreprise", "particulier", "employeur_jardinier",
-                                        "cotisant_solidarite", "autre"]
+    assert [s.code for s in direct] == [
+        "exploitant",
+        "entreprise",
+        "particulier",
+        "employeur_jardinier",
+        "cotisant_solidarite",
+        "autre",
+    ]
     assert direct is not statuses_msa.MSA_STATUSES  # a copy: a caller cannot change the plugin's list
     host = host_of(context_for())
     assert host.statuses() == direct
@@ -249,8 +277,9 @@ def test_hook_guichet_identity_questions(context_for: Callable[..., PluginContex
     assert [q.kind for q in host.identity_questions(particulier, RECORD)] == ["vitale", "payment"]
     assert [q.kind for q in host.identity_questions(particulier, NO_VITALE)] == ["payment"]
     assert [q.kind for q in host.identity_questions(status("entreprise"), None)] == ["payment"]
-    configured = host_of(context_for(
-        "[plugins.settings.identity_payment.particulier]\nkind = \"benefit\"\nwindow_months = 3\n"))
+    configured = host_of(
+        context_for('[plugins.settings.identity_payment.particulier]\nkind = "benefit"\nwindow_months = 3\n')
+    )
     assert "3 derniers mois" in configured.identity_questions(particulier, None)[-1].label_fr
 
 
@@ -277,8 +306,11 @@ def test_hook_guichet_identity_check(context_for: Callable[..., PluginContext]) 
     assert host.identity_check(payment, "412,00", RECORD) is Verdict.WRONG
     unknown = Question(kind="birth_city", label_fr="Votre ville de naissance")
     assert host.identity_check(unknown, "Pau", RECORD) is Verdict.UNVERIFIABLE  # every plugin abstained
-    tolerant = host_of(context_for('[plugins.settings.identity_payment.particulier]\nkind = "benefit"\n'
-                                   'window_months = 12\ntolerance = "1"\n'))
+    tolerant = host_of(
+        context_for(
+            '[plugins.settings.identity_payment.particulier]\nkind = "benefit"\nwindow_months = 12\ntolerance = "1"\n'
+        )
+    )
     assert tolerant.identity_check(payment, "381", RECORD) is Verdict.RIGHT  # 12 months, one euro either way
 
 
@@ -286,8 +318,12 @@ def test_hook_guichet_identity_answer(context_for: Callable[..., PluginContext])
     context = context_for()
     vitale = identity_vitale.VITALE_QUESTION
     assert identity_vitale.guichet_identity_answer(vitale, "23 4567 8901", context) == "2345678901"
-    for typed, says in (("ABCDEFGHIJ", "ne comporte que des chiffres"), ("12345", "vous en avez saisi 5"),
-                        ("２３４５６７８９０１", "ne comporte que des chiffres"), ("", "Veuillez saisir le numéro")):
+    for typed, says in (
+        ("ABCDEFGHIJ", "ne comporte que des chiffres"),
+        ("12345", "vous en avez saisi 5"),
+        ("２３４５６７８９０１", "ne comporte que des chiffres"),
+        ("", "Veuillez saisir le numéro"),
+    ):
         with pytest.raises(StepError) as refused:
             identity_vitale.guichet_identity_answer(vitale, typed, context)
         assert refused.value.field == "answer" and says in refused.value.message_fr, typed
@@ -328,13 +364,22 @@ def guichet_registry_facts(record, context):
 """
 
 
-async def test_hook_guichet_registry_facts(database: Database, context_for: Callable[..., PluginContext],
-                                           installed_plugin: Callable[[str, str], None]) -> None:
+async def test_hook_guichet_registry_facts(
+    database: Database, context_for: Callable[..., PluginContext], installed_plugin: Callable[[str, str], None]
+) -> None:
     await create_registry_tables(database)
     t = registry_tables_of(database)
-    await t.RegistryPerson.insert(t.RegistryPerson(
-        nir="1850578006084", last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
-        address="12 RUE DES TILLEULS\n78000 VERSAILLES", vitale_serial="2345678901", health_affiliated=True)).run()
+    await t.RegistryPerson.insert(
+        t.RegistryPerson(
+            nir="1850578006084",
+            last_name="LEFEBVRE",
+            first_name="Julien",
+            birth_date=dt.date(1985, 5, 14),
+            address="12 RUE DES TILLEULS\n78000 VERSAILLES",
+            vitale_serial="2345678901",
+            health_affiliated=True,
+        )
+    ).run()
     installed_plugin("broken_facts", BROKEN_FACTS)
     installed_plugin("facts", FACTS)
     host = host_of(context_for(database=database, enabled=["statuses_msa", "registry_tables", "broken_facts", "facts"]))
@@ -347,12 +392,24 @@ async def test_hook_guichet_registry_facts(database: Database, context_for: Call
 async def test_hook_guichet_registry_lookup(database: Database, context_for: Callable[..., PluginContext]) -> None:
     await create_registry_tables(database)
     t = registry_tables_of(database)
-    await t.RegistryPerson.insert(t.RegistryPerson(
-        nir="1850578006084", last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
-        address="12 RUE DES TILLEULS\n78000 VERSAILLES", email="julien@exemple.fr", mobile="+33612345678",
-        vitale_serial="2345678901", health_affiliated=True)).run()
-    await t.RegistryPayment.insert(t.RegistryPayment(identifier_kind="nir", identifier="1850578006084",
-                                                     kind="benefit", paid_on=TODAY, amount=Decimal("12.30"))).run()
+    await t.RegistryPerson.insert(
+        t.RegistryPerson(
+            nir="1850578006084",
+            last_name="LEFEBVRE",
+            first_name="Julien",
+            birth_date=dt.date(1985, 5, 14),
+            address="12 RUE DES TILLEULS\n78000 VERSAILLES",
+            email="julien@exemple.fr",
+            mobile="+33612345678",
+            vitale_serial="2345678901",
+            health_affiliated=True,
+        )
+    ).run()
+    await t.RegistryPayment.insert(
+        t.RegistryPayment(
+            identifier_kind="nir", identifier="1850578006084", kind="benefit", paid_on=TODAY, amount=Decimal("12.30")
+        )
+    ).run()
     context = context_for(database=database)
     pending = registry_tables.guichet_registry_lookup("nir", "1850578006084", context)
     assert pending is not None and inspect.isawaitable(pending)
@@ -366,14 +423,17 @@ async def test_hook_guichet_registry_lookup(database: Database, context_for: Cal
     found = await host.registry_lookup("nir", "1850578006084")
     assert found is not None and (found.last_name, found.vitale_serial) == ("LEFEBVRE", "2345678901")
     assert await host.registry_lookup("nir", "2920633123045") is None
-    assert await host_of(context_for(enabled=["statuses_msa"], database=database)).registry_lookup(
-        "nir", "1850578006084") is None  # no registry plugin: nobody is known
+    assert (
+        await host_of(context_for(enabled=["statuses_msa"], database=database)).registry_lookup("nir", "1850578006084")
+        is None
+    )  # no registry plugin: nobody is known
 
 
 def test_hook_guichet_code_policy(context_for: Callable[..., PluginContext]) -> None:
     caisse = context_for().config.caisse
     assert defaults.guichet_code_policy("recovery", caisse) == CodePolicy(
-        length=6, lifetime_minutes=10, max_attempts=3, resend_cooldown_seconds=60)
+        length=6, lifetime_minutes=10, max_attempts=3, resend_cooldown_seconds=60
+    )
     assert provence_azur.guichet_code_policy("login", caisse).lifetime_minutes == 15
     assert provence_azur.guichet_code_policy("recovery", caisse) is None
     recovery = sud_aquitaine.guichet_code_policy("recovery", caisse)
@@ -398,7 +458,12 @@ def test_hook_guichet_password_rules(context_for: Callable[..., PluginContext]) 
 
     host = host_of(context)  # password_msa enabled: its rules first, the defaults fill the other kinds
     assert [(r.kind, r.value) for r in host.password_rules()] == [
-        ("min_length", 8), ("classes", 0), ("max_length", 128), ("blocklist", 0), ("context", 0)]
+        ("min_length", 8),
+        ("classes", 0),
+        ("max_length", 128),
+        ("blocklist", 0),
+        ("context", 0),
+    ]
     plain = host_of(context_for(enabled=["statuses_msa"]))
     assert [r.kind for r in plain.password_rules()] == ["min_length", "max_length", "blocklist", "context"]
     longer = host_of(context_for("[passwords]\nmin_length = 14\nrequire_classes = false\n"))
@@ -413,8 +478,9 @@ def test_hook_guichet_password_strength(context_for: Callable[..., PluginContext
     assert defaults.guichet_password_strength("vélo-Ardoise-7-marmotte-Pau", nobody).label_fr == "fort"
     julien = PasswordContext(words=("Julien", "Lefebvre", "1985", "Versailles", "78000"), caisse_name="MSA Test")
     mine = "Versailles78000"
-    assert defaults.guichet_password_strength(mine, julien).level < defaults.guichet_password_strength(
-        mine, nobody).level  # the person's own words count as guessable
+    assert (
+        defaults.guichet_password_strength(mine, julien).level < defaults.guichet_password_strength(mine, nobody).level
+    )  # the person's own words count as guessable
 
     host = host_of(context_for())
     assert host.password_strength("vélo-Ardoise-7-marmotte-Pau", nobody).label_fr == "fort"
@@ -479,8 +545,9 @@ def guichet_channels(context):
 """
 
 
-async def test_hook_guichet_channels_with_a_tiny_plugin(installed_plugin: Callable[[str, str], str],
-                                                        context_for: Callable[..., PluginContext]) -> None:
+async def test_hook_guichet_channels_with_a_tiny_plugin(
+    installed_plugin: Callable[[str, str], str], context_for: Callable[..., PluginContext]
+) -> None:
     from guichet.core.structs import Message, Recipient
 
     installed_plugin("pigeon", PIGEON)
@@ -488,8 +555,15 @@ async def test_hook_guichet_channels_with_a_tiny_plugin(installed_plugin: Callab
     channel = host.channel("pigeon")
     assert channel is not None and isinstance(channel, Channel)
     assert list(host.channels()) == ["pigeon"] and channel.label_fr == "Par pigeon voyageur"
-    message = Message(id=41, channel="pigeon", template="registration_letter", caisse_name="MSA Test", created_at=NOW,
-                      recipient=Recipient(address=PostalAddress(lines=("1 RUE A", "75001 PARIS"))), payload={})
+    message = Message(
+        id=41,
+        channel="pigeon",
+        template="registration_letter",
+        caisse_name="MSA Test",
+        created_at=NOW,
+        recipient=Recipient(address=PostalAddress(lines=("1 RUE A", "75001 PARIS"))),
+        payload={},
+    )
     await channel.send(message)
     assert channel.sent == [41]  # type: ignore[attr-defined]
     assert host_of(context_for(enabled=["statuses_msa"])).channel("pigeon") is None
@@ -573,9 +647,11 @@ async def test_hook_guichet_measure(database: Database, context_for: Callable[..
     refusals = metrics.RATE_LIMIT_REFUSALS.labels("test_measure")._value.get()
     assert (await limiter.hit(limit, "someone", NOW)).allowed
     assert not (await limiter.hit(limit, "someone", NOW)).allowed
-    assert [(m.name, m.labels) for m in seen] == [("rate_limit_hit", {"limit": "test_measure"}),
-                                                  ("rate_limit_hit", {"limit": "test_measure"}),
-                                                  ("rate_limit_refusal", {"limit": "test_measure"})]
+    assert [(m.name, m.labels) for m in seen] == [
+        ("rate_limit_hit", {"limit": "test_measure"}),
+        ("rate_limit_hit", {"limit": "test_measure"}),
+        ("rate_limit_refusal", {"limit": "test_measure"}),
+    ]
     # the web layer's metrics plugin counted them too, after the broken observer was skipped
     assert metrics.RATE_LIMIT_HITS.labels("test_measure")._value.get() == hits + 2
     assert metrics.RATE_LIMIT_REFUSALS.labels("test_measure")._value.get() == refusals + 1

@@ -5,6 +5,7 @@ Imports are read with ``ast`` (every ``import`` and ``from ... import``, at any 
 and ``importlib.import_module("...")`` with a literal name). A module named in a string for another purpose,
 as ``BUILTIN_PLUGINS`` names the plugins that core loads by name, is not an import.
 """
+
 from __future__ import annotations
 
 import ast
@@ -51,10 +52,16 @@ def imports(source: str, module: str, *, is_package: bool = False) -> Iterator[I
                 parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parent, base] if base else parent)
             yield node.lineno, base, tuple(alias.name for alias in node.names)
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and ((isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
-                   or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__")))):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (isinstance(node.func, ast.Name) and node.func.id in ("import_module", "__import__"))
+            )
+        ):
             yield node.lineno, node.args[0].value, ()
 
 
@@ -114,11 +121,13 @@ def test_the_api_page_tells_every_listed_name() -> None:
 
 @pytest.mark.parametrize("path", PLUGIN_AND_EXAMPLE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_plugins_and_examples_import_only_the_api(path: Path) -> None:
-    found = outside_the_api(path.read_text(encoding="utf-8"), module_name(path), _own_package(path),
-                            is_package=path.name == "__init__.py")
-    assert found == [], (f"{path.relative_to(ROOT)} imports what guichet.core does not list for plugins "
-                         "(add it to guichet.core.__all__ or a PUBLIC_MODULES __all__, or do without): "
-                         + "; ".join(found))
+    found = outside_the_api(
+        path.read_text(encoding="utf-8"), module_name(path), _own_package(path), is_package=path.name == "__init__.py"
+    )
+    assert found == [], (
+        f"{path.relative_to(ROOT)} imports what guichet.core does not list for plugins "
+        "(add it to guichet.core.__all__ or a PUBLIC_MODULES __all__, or do without): " + "; ".join(found)
+    )
 
 
 def test_the_files_checked_include_every_built_in_plugin_and_example() -> None:
@@ -128,23 +137,26 @@ def test_the_files_checked_include_every_built_in_plugin_and_example() -> None:
     assert plugins and examples and plugins | examples <= checked
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("from guichet.core import hookimpl, Channel", []),
-    ("from guichet.core.delivery_templates import render", []),
-    ("from guichet.core import delivery_templates", []),
-    ("from guichet.plugins.delivery_sms.gsm import septets", []),  # its own package
-    ("from .gsm import septets", []),
-    ("import httpx\nfrom msgspec import Struct", []),
-    ("from guichet.core.config import SecretRef", ["line 1: guichet.core.config"]),
-    ("from guichet.core import hookimpl, Keys", ["line 1: guichet.core (Keys)"]),
-    ("from guichet.core.delivery_templates import jinja2", ["line 1: guichet.core.delivery_templates (jinja2)"]),
-    ("import guichet.core.outbox_worker", ["line 1: guichet.core.outbox_worker"]),
-    ("from guichet.plugins.delivery_email import hooks", ["line 1: guichet.plugins.delivery_email"]),
-    ("from guichet.web.http import render", ["line 1: guichet.web.http"]),
-    ("from ..delivery_email.channel import EmailChannel", ["line 1: guichet.plugins.delivery_email.channel"]),
-    ("def f():\n    from guichet.core.store import Store", ["line 2: guichet.core.store"]),
-    ("importlib.import_module('guichet.core.keys')", ["line 1: guichet.core.keys"]),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from guichet.core import hookimpl, Channel", []),
+        ("from guichet.core.delivery_templates import render", []),
+        ("from guichet.core import delivery_templates", []),
+        ("from guichet.plugins.delivery_sms.gsm import septets", []),  # its own package
+        ("from .gsm import septets", []),
+        ("import httpx\nfrom msgspec import Struct", []),
+        ("from guichet.core.config import SecretRef", ["line 1: guichet.core.config"]),
+        ("from guichet.core import hookimpl, Keys", ["line 1: guichet.core (Keys)"]),
+        ("from guichet.core.delivery_templates import jinja2", ["line 1: guichet.core.delivery_templates (jinja2)"]),
+        ("import guichet.core.outbox_worker", ["line 1: guichet.core.outbox_worker"]),
+        ("from guichet.plugins.delivery_email import hooks", ["line 1: guichet.plugins.delivery_email"]),
+        ("from guichet.web.http import render", ["line 1: guichet.web.http"]),
+        ("from ..delivery_email.channel import EmailChannel", ["line 1: guichet.plugins.delivery_email.channel"]),
+        ("def f():\n    from guichet.core.store import Store", ["line 2: guichet.core.store"]),
+        ("importlib.import_module('guichet.core.keys')", ["line 1: guichet.core.keys"]),
+    ],
+)
 def test_the_contract_check_sees_what_it_must(source: str, expected: list[str]) -> None:
     assert outside_the_api(source, "guichet.plugins.delivery_sms.channel", "guichet.plugins.delivery_sms") == expected
 
@@ -158,8 +170,9 @@ def _crossings(folder: str) -> list[str]:
     forbidden = RULES[folder]
     found = []
     for path in _sources(folder):
-        for line, name, _names in imports(path.read_text(encoding="utf-8"), module_name(path),
-                                          is_package=path.name == "__init__.py"):
+        for line, name, _names in imports(
+            path.read_text(encoding="utf-8"), module_name(path), is_package=path.name == "__init__.py"
+        ):
             parts = name.split(".")
             part = parts[1] if parts[0] == "guichet" and len(parts) > 1 else parts[0]
             if part in forbidden:
@@ -178,12 +191,15 @@ def test_the_import_rules_see_a_crossing(tmp_path: Path) -> None:
     assert list(imports("from ..web import app", "guichet.core.outbox")) == [(1, "guichet.web", ("app",))]
     assert list(imports("from . import x", "guichet.core", is_package=True)) == [(1, "guichet.core", ("x",))]
     assert list(imports("import importlib\nimportlib.import_module('guichet.web.app')", "m"))[1] == (
-        2, "guichet.web.app", ())
+        2,
+        "guichet.web.app",
+        (),
+    )
 
 
 # --- the helpers the API adds -----------------------------------------------------------------------------
 
-T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:

@@ -1,5 +1,6 @@
 """The packaged test kit (guichet.testing): registered with pytest on install, free to load, usable without
 aiosmtpd, and enough for a plugin's own test suite outside this tree."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_pytest_plugin_is_registered_by_its_entry_point(pytestconfig: pytest.Config) -> None:
@@ -31,18 +33,22 @@ def test_the_pytest_plugin_is_registered_by_its_entry_point(pytestconfig: pytest
 
 def test_loading_the_kit_imports_nothing_until_used(tmp_path: Path) -> None:
     """pytest loads the plugin in every run where guichet is installed: it must cost nothing there."""
-    result = _python("""
+    result = _python(
+        """
         import sys
         import guichet.testing, guichet.testing.pytest_plugin
         print(sorted(m for m in sys.modules if m.startswith(("guichet.", "aiosmtpd", "msgspec", "piccolo"))))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['guichet.testing', 'guichet.testing.pytest_plugin']"
 
 
 def test_the_kit_works_without_aiosmtpd(tmp_path: Path) -> None:
     """aiosmtpd is a test extra: without it, everything but the SMTP sink works, and the sink says what to install."""
-    result = _python("""
+    result = _python(
+        """
         import sys
         sys.modules["aiosmtpd"] = None  # not installed
         from guichet.testing import HttpSink, SmtpSink, assert_plugin_conforms
@@ -53,7 +59,9 @@ def test_the_kit_works_without_aiosmtpd(tmp_path: Path) -> None:
             SmtpSink()
         except ImportError as exc:
             print(exc)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == 'SmtpSink needs aiosmtpd, a test dependency: pip install "guichet-auth[testing]"'
 
@@ -123,19 +131,41 @@ async def test_the_smtp_sink_keeps_what_it_gets(guichet_smtp_sink):
 def test_a_plugin_project_of_its_own_runs_its_tests_on_the_kit(tmp_path: Path) -> None:
     """Outside this tree (no conftest, no ini file): the fixtures come from the installed plugin."""
     (tmp_path / "test_pigeon.py").write_text(OUTSIDE)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto",
-                             "-W", "error::guichet.core.GuichetDeprecationWarning", "test_pigeon.py"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "asyncio_mode=auto",
+            "-W",
+            "error::guichet.core.GuichetDeprecationWarning",
+            "test_pigeon.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
 
 
-async def test_a_registry_of_fixed_records_for_an_identity_question(guichet_plugin_site: Any,
-                                                                    guichet_host: Any) -> None:
-    marie = Record(identifier_kind="nir", identifier="1850578006084", last_name="DUPONT", first_name="Marie",
-                   birth_date=dt.date(1985, 5, 1), payments=(Payment(kind="benefit", date=dt.date(2026, 11, 5),
-                                                                     amount=Decimal("187.45")),),
-                   facts={"note": ["a", 1]})
+async def test_a_registry_of_fixed_records_for_an_identity_question(
+    guichet_plugin_site: Any, guichet_host: Any
+) -> None:
+    marie = Record(
+        identifier_kind="nir",
+        identifier="1850578006084",
+        last_name="DUPONT",
+        first_name="Marie",
+        birth_date=dt.date(1985, 5, 1),
+        payments=(Payment(kind="benefit", date=dt.date(2026, 11, 5), amount=Decimal("187.45")),),
+        facts={"note": ["a", 1]},
+    )
     package = guichet_plugin_site.add_registry("fixed_registry", [marie])
     assert package.startswith("guichet_test_fixed_registry_")
     assert assert_plugin_conforms("fixed_registry").hooks == ("guichet_registry_lookup",)
@@ -152,7 +182,12 @@ def test_the_examples_run_their_own_suites_outside_this_tree(tmp_path: Path) -> 
         copy = tmp_path / example
         shutil.copytree(ROOT / "examples" / example / "tests", copy / "tests")
         shutil.copy(ROOT / "examples" / example / "pyproject.toml", copy / "pyproject.toml")
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=copy,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout

@@ -4,6 +4,7 @@ The folders core/, plugins/ and web/ are installed as guichet.core, guichet.plug
 mypy does not follow an editable install's import hook, so it reads them through a tree of links that
 has the installed shape.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -21,7 +22,21 @@ def test_mypy_strict_is_clean(tmp_path: Path) -> None:
             (package / own.name).symlink_to(own, target_is_directory=own.is_dir())
     for part in ("core", "plugins", "web"):
         (package / part).symlink_to(ROOT / part, target_is_directory=True)
-    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-                             "--cache-dir", str(tmp_path / ".mypy_cache"), "-p", "guichet"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            "-p",
+            "guichet",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -3,6 +3,7 @@ virtual environment outside the repository, `guichet init` starts a caisse folde
 writes serves a complete registration with nothing from the source tree.
 
 Slow (a virtual environment and its dependencies, about a minute): it runs once per session."""
+
 from __future__ import annotations
 
 import os
@@ -23,16 +24,24 @@ ROOT = Path(__file__).resolve().parent.parent
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 CODE = re.compile(r"\b(\d{6})\b")
 # the fixed demo holder the demo registry always has (docs/registry.md)
-JULIEN = {"nir": "1850578006084", "last_name": "LEFEBVRE", "first_name": "Julien", "birth_date": "14/05/1985",
-          "vitale": "2345678901"}
+JULIEN = {
+    "nir": "1850578006084",
+    "last_name": "LEFEBVRE",
+    "first_name": "Julien",
+    "birth_date": "14/05/1985",
+    "vitale": "2345678901",
+}
 
 
 def run(*args: str | Path, cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV", "GUICHET_CONFIG")}
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV", "GUICHET_CONFIG")
+    }
     done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout[-2000:]}\n"
-                             f"{done.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
@@ -44,8 +53,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [wheel] = (where / "dist").glob("guichet_auth-*.whl")
     run(sys.executable, "-m", "venv", where / "venv", cwd=where)
     bin_dir = where / "venv" / "bin"
-    run(bin_dir / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        "-c", ROOT / "constraints.txt", f"{wheel}[demo]", cwd=where)
+    run(
+        bin_dir / "python",
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        ROOT / "constraints.txt",
+        f"{wheel}[demo]",
+        cwd=where,
+    )
     return bin_dir
 
 
@@ -54,9 +73,14 @@ def test_the_wheel_carries_its_metadata_and_one_version(installed: Path, tmp_pat
 
     shown = run(installed / "guichet", "--version", cwd=tmp_path).stdout
     assert version("guichet-auth") in shown
-    metadata = run(installed / "python", "-c", "from importlib.metadata import metadata; m = metadata('guichet-auth'); "
-                   "print(m['License-Expression']); print(m.get_all('Classifier')); "
-                   "print(m.get_all('Provides-Extra'))", cwd=tmp_path).stdout
+    metadata = run(
+        installed / "python",
+        "-c",
+        "from importlib.metadata import metadata; m = metadata('guichet-auth'); "
+        "print(m['License-Expression']); print(m.get_all('Classifier')); "
+        "print(m.get_all('Provides-Extra'))",
+        cwd=tmp_path,
+    ).stdout
     assert metadata.splitlines()[0] == "MIT"
     assert "Programming Language :: Python :: 3.11" in metadata
     for extra in ("demo", "postgres", "redis"):
@@ -75,16 +99,26 @@ def test_init_then_the_demo_serves_a_registration_from_the_wheel_alone(installed
     assert "Ready to serve: yes" in check.stdout
     # PostgreSQL and Redis are extras: a config that needs one says which, before anything starts
     pg = site / "pg.toml"
-    pg.write_text((site / "caisse.toml").read_text().replace('url = "sqlite:///var/guichet.sqlite"',
-                                                              'url = "postgresql://guichet@127.0.0.1/guichet"'))
+    pg.write_text(
+        (site / "caisse.toml")
+        .read_text()
+        .replace('url = "sqlite:///var/guichet.sqlite"', 'url = "postgresql://guichet@127.0.0.1/guichet"')
+    )
     refused = run(installed / "guichet", "config", "check", "--config", pg, cwd=tmp_path, check=False)
     assert refused.returncode == 1 and "pip install 'guichet-auth[postgres]'" in refused.stdout
 
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV", "GUICHET_CONFIG")}
-    server = subprocess.Popen([str(installed / "guichet"), "serve", "--config", str(site / "demo.toml"),
-                               "--port", str(port)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV", "GUICHET_CONFIG")
+    }
+    server = subprocess.Popen(
+        [str(installed / "guichet"), "serve", "--config", str(site / "demo.toml"), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -100,12 +134,22 @@ def test_init_then_the_demo_serves_a_registration_from_the_wheel_alone(installed
         with httpx.Client(base_url=base, follow_redirects=False, timeout=30) as browser:
             token = CSRF.search(browser.get("/inscription/statut").text).group(1)  # type: ignore[union-attr]
             email = "julien.wheel@demo.invalid"
-            steps = [("statut", {"status": "particulier"}),
-                     ("identifiant", {"identifier": JULIEN["nir"]}),
-                     ("coordonnees", {"last_name": JULIEN["last_name"], "first_name": JULIEN["first_name"],
-                                      "birth_date": JULIEN["birth_date"], "email": email, "mobile": ""}),
-                     ("question", {"question": "vitale", "answer-vitale": JULIEN["vitale"]}),
-                     ("canal", {"channel": "email"})]
+            steps = [
+                ("statut", {"status": "particulier"}),
+                ("identifiant", {"identifier": JULIEN["nir"]}),
+                (
+                    "coordonnees",
+                    {
+                        "last_name": JULIEN["last_name"],
+                        "first_name": JULIEN["first_name"],
+                        "birth_date": JULIEN["birth_date"],
+                        "email": email,
+                        "mobile": "",
+                    },
+                ),
+                ("question", {"question": "vitale", "answer-vitale": JULIEN["vitale"]}),
+                ("canal", {"channel": "email"}),
+            ]
             for step, form in steps:
                 r = browser.post(f"/inscription/{step}", data={**form, "csrf_token": token})
                 assert r.status_code == 303, f"{step}: {r.status_code} {r.text[:2000]}"

@@ -1,4 +1,5 @@
 """The Litestar application: ``create_app(config)`` builds everything from a caisse config."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,16 +17,16 @@ from typing import Any
 import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.config.compression import CompressionConfig
-from litestar.plugins.jinja import JinjaTemplateEngine
-from markupsafe import Markup, escape
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.plugins.htmx import HTMXPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
+from markupsafe import Markup, escape
 from uvicorn.config import STARTUP_FAILURE
 
+from guichet.core.addresses import AddressSet
 from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.config import CaisseConfig, load_config
-from guichet.core.addresses import AddressSet
 from guichet.core.errors import ConfigError
 from guichet.core.logs import configure_logging
 from guichet.core.plugins import demo_mailbox
@@ -37,8 +38,6 @@ from guichet.web.controllers.login import LoginController, LogoutController
 from guichet.web.controllers.pages import PagesController
 from guichet.web.controllers.recovery import RecoveryController
 from guichet.web.controllers.registration import RegistrationController
-from guichet.web.oidc import routes as oidc_routes
-from guichet.web.oidc.provider import Provider
 from guichet.web.http import (
     CSP,
     LeaveFor,
@@ -49,6 +48,8 @@ from guichet.web.http import (
     leave_for_handler,
     public_origin,
 )
+from guichet.web.oidc import routes as oidc_routes
+from guichet.web.oidc.provider import Provider
 
 log = logging.getLogger("guichet.web")
 HERE = Path(__file__).resolve().parent
@@ -91,8 +92,9 @@ def static_file(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     headers = {"cache-control": "public, max-age=31536000, immutable", "vary": "Accept-Encoding"}
     if accepts_gzip(request.headers.get("accept-encoding", "")):
         # already compressed: web/compression.py sends a body with a Content-Encoding as it is
-        return Response(content=found.gzipped, media_type=found.media_type,
-                        headers={**headers, "content-encoding": "gzip"})
+        return Response(
+            content=found.gzipped, media_type=found.media_type, headers={**headers, "content-encoding": "gzip"}
+        )
     return Response(content=found.data, media_type=found.media_type, headers=headers)
 
 
@@ -102,7 +104,8 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     services: Services = request.app.state.services
     peer = request.client.host if request.client else ""
     if not services.config.metrics.enabled or not request.app.state.metrics_clients.allows(
-            peer, request.scope.get("headers", ())):
+        peer, request.scope.get("headers", ())
+    ):
         raise NotFoundException()
     body = await metrics.exposition(services.database, services.now())
     # the exposition format's type already names its charset: set as a header, Litestar adds none
@@ -121,8 +124,13 @@ def email_breaks(address: str | None) -> Markup:
     return Markup(str(escaped).replace("@", "@<wbr>").replace(".", "<wbr>."))
 
 
-def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None,
-               services: Services | None = None, run_outbox_worker: bool | None = None) -> Litestar:
+def create_app(
+    config: CaisseConfig | None = None,
+    *,
+    clock: Clock | None = None,
+    services: Services | None = None,
+    run_outbox_worker: bool | None = None,
+) -> Litestar:
     """The app for one caisse: its plugins, database, sessions and pages."""
     if config is None:
         config = load_config(os.environ.get("GUICHET_CONFIG", "config/demo.toml"))
@@ -179,19 +187,29 @@ def create_app(config: CaisseConfig | None = None, *, clock: Clock | None = None
             metrics.process_ended()
 
     app = Litestar(
-        route_handlers=[PagesController, RegistrationController, LoginController, RecoveryController,
-                        AccountController, LogoutController, static_file, metrics_endpoint,
-                        *(oidc_routes.route_handlers(config.oidc.forward_auth) if provider is not None else [])],
-        template_config=TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
-                                       engine_callback=_no_template_reload),
+        route_handlers=[
+            PagesController,
+            RegistrationController,
+            LoginController,
+            RecoveryController,
+            AccountController,
+            LogoutController,
+            static_file,
+            metrics_endpoint,
+            *(oidc_routes.route_handlers(config.oidc.forward_auth) if provider is not None else []),
+        ],
+        template_config=TemplateConfig(
+            directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_no_template_reload
+        ),
         plugins=[HTMXPlugin()],
         before_request=before_request,
         before_send=[before_send],
         middleware=[SessionSaver],
         lifespan=[lifespan],
         request_max_body_size=FORM_BODY_LIMIT,
-        compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=6,
-                                             middleware_class=WholeBodyCompression),
+        compression_config=CompressionConfig(
+            backend="gzip", minimum_size=500, gzip_compress_level=6, middleware_class=WholeBodyCompression
+        ),
         exception_handlers={LeaveFor: leave_for_handler, HTTPException: error_handler, Exception: error_handler},
         openapi_config=None,
         logging_config=None,  # guichet configures logging itself (core/logs.py): JSON lines with the request id

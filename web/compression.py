@@ -7,6 +7,7 @@ a compressor set up even for the bodiless 303 of every form step (docs/benchmark
 guichet response is a whole body, so it is compressed in one call at the moment it is sent;
 anything else (a streamed body, a cached response) goes to Litestar's own wrapper unchanged.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -39,8 +40,12 @@ def accepts_gzip(accept_encoding: str) -> bool:
 class WholeBodyCompression(CompressionMiddleware):
     """Compression that holds no compressor while a request is being handled."""
 
-    def create_compression_send_wrapper(self, send: "Send", compression_encoding: Literal[
-            CompressionEncoding.BROTLI, CompressionEncoding.GZIP] | str, scope: "Scope") -> "Send":
+    def create_compression_send_wrapper(
+        self,
+        send: "Send",
+        compression_encoding: Literal[CompressionEncoding.BROTLI, CompressionEncoding.GZIP] | str,
+        scope: "Scope",
+    ) -> "Send":
         if compression_encoding != CompressionEncoding.GZIP:
             return super().create_compression_send_wrapper(send, compression_encoding, scope)
         requested = dict(scope["headers"]).get(b"accept-encoding", b"").decode("latin-1")
@@ -58,11 +63,16 @@ class WholeBodyCompression(CompressionMiddleware):
             if message["type"] == "http.response.start":
                 start = message
                 return
-            whole = (start is not None and message["type"] == "http.response.body"
-                     and not message.get("more_body") and not value_or_default(state.is_cached, False))
+            whole = (
+                start is not None
+                and message["type"] == "http.response.body"
+                and not message.get("more_body")
+                and not value_or_default(state.is_cached, False)
+            )
             if not whole:  # streamed, cached or cut short: Litestar's wrapper, shown what it would have seen
                 fallback = super(WholeBodyCompression, self).create_compression_send_wrapper(
-                    send, compression_encoding, scope)
+                    send, compression_encoding, scope
+                )
                 if start is not None:
                     await fallback(start)
                 await fallback(message)

@@ -1,4 +1,5 @@
 """Form bodies as plain dicts of trimmed strings (duplicates were refused in web.http.before_request)."""
+
 from __future__ import annotations
 
 from typing import Any

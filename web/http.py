@@ -1,4 +1,5 @@
 """The request plumbing every controller shares: sessions, CSRF, cookies, headers, step rendering."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,8 @@ from urllib.parse import urlsplit
 from litestar import Request, Response
 from litestar.datastructures import Cookie
 from litestar.enums import MediaType, ScopeType
-from litestar.response import Redirect, Template
 from litestar.exceptions import HTTPException
+from litestar.response import Redirect, Template
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from guichet.core.availability import RETRY_AFTER_SECONDS, is_store_failure
@@ -30,8 +31,10 @@ CSRF_HEADER = "x-csrf-token"
 STATIC_PREFIX = "/static/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPS_PATHS = frozenset({"/metrics", "/sante", "/sante/pret"})  # no session, no CSRF: probes and scrapers
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
-       "base-uri 'none'; frame-ancestors 'none'; form-action 'self'; connect-src 'self'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'; connect-src 'self'"
+)
 _CSP_BYTES = CSP.encode()
 
 
@@ -86,11 +89,22 @@ def set_flow_cookie(request: Request[Any, Any, Any], kind: str, flow_id: str | N
     secure = services.config.sessions.secure_cookies
     name = cookie_name(services, f"flow_{kind}")
     if flow_id is None:
-        queue_cookie(request, Cookie(key=name, value="", max_age=0, path="/", secure=secure, httponly=True,
-                                     samesite="lax"))
+        queue_cookie(
+            request, Cookie(key=name, value="", max_age=0, path="/", secure=secure, httponly=True, samesite="lax")
+        )
     else:
-        queue_cookie(request, Cookie(key=name, value=flow_id, path="/", secure=secure, httponly=True, samesite="lax",
-                                     max_age=int(services.flows.lifetime.total_seconds())))
+        queue_cookie(
+            request,
+            Cookie(
+                key=name,
+                value=flow_id,
+                path="/",
+                secure=secure,
+                httponly=True,
+                samesite="lax",
+                max_age=int(services.flows.lifetime.total_seconds()),
+            ),
+        )
 
 
 def flow_cookie(request: Request[Any, Any, Any], kind: str) -> str | None:
@@ -107,8 +121,17 @@ def csrf_token(request: Request[Any, Any, Any]) -> str:
     if not seed or len(seed) > 100:
         seed = secrets.token_urlsafe(24)
         state["csrf_seed"] = seed
-        queue_cookie(request, Cookie(key=cookie_name(services, "csrf"), value=seed, path="/", httponly=True,
-                                     secure=services.config.sessions.secure_cookies, samesite="strict"))
+        queue_cookie(
+            request,
+            Cookie(
+                key=cookie_name(services, "csrf"),
+                value=seed,
+                path="/",
+                httponly=True,
+                secure=services.config.sessions.secure_cookies,
+                samesite="strict",
+            ),
+        )
     state["csrf_seed"] = seed
     session = state.get("session")
     sid = session.sid if session is not None and session.sid else ""
@@ -129,8 +152,9 @@ def _csrf_valid(request: Request[Any, Any, Any], submitted: list[str]) -> bool:
 
 
 def _plain_error(status: int, message: str) -> Response[str]:
-    return Response(content=message, status_code=status, media_type=MediaType.TEXT,
-                    headers={"cache-control": "no-store"})
+    return Response(
+        content=message, status_code=status, media_type=MediaType.TEXT, headers={"cache-control": "no-store"}
+    )
 
 
 def public_origin(public_url: str) -> str:
@@ -170,60 +194,93 @@ def cross_site(request: Request[Any, Any, Any]) -> str | None:
 async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Load the session; refuse a state-changing request from another site; on every POST refuse
     duplicated fields and a missing or wrong CSRF token."""
-    if request.url.path.startswith(STATIC_PREFIX) or request.url.path in OPS_PATHS \
-            or request.url.path in getattr(request.app.state, "api_paths", ()):
+    if (
+        request.url.path.startswith(STATIC_PREFIX)
+        or request.url.path in OPS_PATHS
+        or request.url.path in getattr(request.app.state, "api_paths", ())
+    ):
         return None
     services = services_of(request)
     sid = request.cookies.get(cookie_name(services, "session"))
     session = await services.sessions.load(sid, services.now())
     request.scope["state"]["session"] = session
     if session.expired is not None and session.expired[0] is not None:
-        await services.audit("session.expired", account_id=session.expired[0], client=client_address(request),
-                             timeout=session.expired[1])
+        await services.audit(
+            "session.expired", account_id=session.expired[0], client=client_address(request), timeout=session.expired[1]
+        )
     if request.method not in SAFE_METHODS and (why := cross_site(request)) is not None:
         log.info("cross-site request refused path=%s by=%s", request.url.path, why)
-        return error_page(request, 403, "Requête refusée",
-                          "Cette action doit être faite depuis une page de ce site. "
-                          "Revenez à l'accueil et recommencez.")
+        return error_page(
+            request,
+            403,
+            "Requête refusée",
+            "Cette action doit être faite depuis une page de ce site. Revenez à l'accueil et recommencez.",
+        )
     if request.method == "POST":
         form = await request.form()
         for key in form.keys():
             if len(form.getall(key)) > 1:
-                return error_page(request, 400, "Requête invalide",
-                                  "Le formulaire envoyé contient un champ en double. Rechargez la page et recommencez.")
+                return error_page(
+                    request,
+                    400,
+                    "Requête invalide",
+                    "Le formulaire envoyé contient un champ en double. Rechargez la page et recommencez.",
+                )
         submitted = [request.headers.get(CSRF_HEADER, ""), str(form.get(CSRF_FIELD, ""))]
         if not _csrf_valid(request, submitted):
             log.info("csrf refused path=%s", request.url.path)
-            return error_page(request, 403, "Session expirée",
-                              "Votre page a expiré ou n'a pas été envoyée depuis ce site. "
-                              "Rechargez la page et recommencez.")
+            return error_page(
+                request,
+                403,
+                "Session expirée",
+                "Votre page a expiré ou n'a pas été envoyée depuis ce site. Rechargez la page et recommencez.",
+            )
     return None
 
 
-def error_page(request: Request[Any, Any, Any], status: int, title: str, message: str, *,
-               headers: dict[str, str] | None = None, context: dict[str, Any] | None = None) -> Response[Any]:
+def error_page(
+    request: Request[Any, Any, Any],
+    status: int,
+    title: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    context: dict[str, Any] | None = None,
+) -> Response[Any]:
     """A French error page (or, with htmx, its section, aimed at the page's main area)."""
     extra = dict(headers or {})
     if is_htmx(request):
         extra.update({"hx-retarget": "#contenu", "hx-reswap": "innerHTML"})
     caisse = services_of(request).config.caisse.name
-    return render(request, "pages/error.html", {"title": title, "message": message, **(context or {})},
-                  status=status, title=f"{title} — Mon espace privé — {caisse}", headers=extra)
+    return render(
+        request,
+        "pages/error.html",
+        {"title": title, "message": message, **(context or {})},
+        status=status,
+        title=f"{title} — Mon espace privé — {caisse}",
+        headers=extra,
+    )
 
 
 UNAVAILABLE_TITLE = "Service momentanément indisponible"
 UNAVAILABLE_MESSAGE = "Le service est momentanément indisponible. Veuillez réessayer dans quelques instants."
-_TITLES = {404: ("Page introuvable", "La page demandée n'existe pas ou n'est plus disponible."),
-           405: ("Action impossible", "Cette action n'est pas possible sur cette page."),
-           413: ("Envoi trop volumineux", "Les informations envoyées sont trop volumineuses."),
-           400: ("Requête invalide", "Les informations envoyées ne sont pas valides. Rechargez la page.")}
+_TITLES = {
+    404: ("Page introuvable", "La page demandée n'existe pas ou n'est plus disponible."),
+    405: ("Action impossible", "Cette action n'est pas possible sur cette page."),
+    413: ("Envoi trop volumineux", "Les informations envoyées sont trop volumineuses."),
+    400: ("Requête invalide", "Les informations envoyées ne sont pas valides. Rechargez la page."),
+}
 
 
-def unavailable_page(request: Request[Any, Any, Any], *, title: str = UNAVAILABLE_TITLE,
-                     message: str = UNAVAILABLE_MESSAGE, context: dict[str, Any] | None = None) -> Response[Any]:
+def unavailable_page(
+    request: Request[Any, Any, Any],
+    *,
+    title: str = UNAVAILABLE_TITLE,
+    message: str = UNAVAILABLE_MESSAGE,
+    context: dict[str, Any] | None = None,
+) -> Response[Any]:
     """503 with Retry-After: a store the request needs is down; nothing pretends it went through."""
-    return error_page(request, 503, title, message, headers={"retry-after": str(RETRY_AFTER_SECONDS)},
-                      context=context)
+    return error_page(request, 503, title, message, headers={"retry-after": str(RETRY_AFTER_SECONDS)}, context=context)
 
 
 def error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -235,15 +292,25 @@ def error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         if status >= 500:
             log.exception("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        title, message = _TITLES.get(status, ("Service indisponible" if status >= 500 else "Requête invalide",
-                                              "Une erreur est survenue. Veuillez réessayer dans quelques instants."
-                                              if status >= 500 else "Cette requête n'a pas pu être traitée."))
+        title, message = _TITLES.get(
+            status,
+            (
+                "Service indisponible" if status >= 500 else "Requête invalide",
+                "Une erreur est survenue. Veuillez réessayer dans quelques instants."
+                if status >= 500
+                else "Cette requête n'a pas pu être traitée.",
+            ),
+        )
     headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
     try:
         return error_page(request, status, title, message, headers=headers)
     except Exception:
-        return Response(content=message, status_code=status, media_type=MediaType.TEXT,
-                        headers={"cache-control": "no-store", **headers})
+        return Response(
+            content=message,
+            status_code=status,
+            media_type=MediaType.TEXT,
+            headers={"cache-control": "no-store", **headers},
+        )
 
 
 class SessionSaver:
@@ -309,21 +376,31 @@ async def before_send(message: Message, scope: Scope) -> None:
         if session.sid and session.data is not None:
             cookies.append(Cookie(key=name, value=session.sid, path="/", secure=secure, httponly=True, samesite="lax"))
         elif session.cleared:
-            cookies.append(Cookie(key=name, value="", max_age=0, path="/", secure=secure, httponly=True, samesite="lax"))
+            cookies.append(
+                Cookie(key=name, value="", max_age=0, path="/", secure=secure, httponly=True, samesite="lax")
+            )
     for cookie in cookies:
         headers.append((b"set-cookie", cookie.to_header(header="").strip().encode("latin-1")))
     path = scope.get("path", "")
     existing = {k.lower() for k, _ in headers}
-    fixed = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
-             (b"x-frame-options", b"DENY"), (b"content-security-policy", getattr(app.state, "csp", _CSP_BYTES)),
-             (b"cross-origin-opener-policy", b"same-origin"), (b"permissions-policy", b"interest-cohort=()")]
+    fixed = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy", getattr(app.state, "csp", _CSP_BYTES)),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"permissions-policy", b"interest-cohort=()"),
+    ]
     if services.config.sessions.secure_cookies:
         fixed.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
     if not path.startswith(STATIC_PREFIX):
         fixed.append((b"cache-control", b"no-store"))
         vary = [v.decode("latin-1") for k, v in headers if k.lower() == b"vary"]
         headers[:] = [(k, v) for k, v in headers if k.lower() != b"vary"]
-        wanted = {part.strip() for value in vary for part in value.split(",") if part.strip()} | {"HX-Request", "Cookie"}
+        wanted = {part.strip() for value in vary for part in value.split(",") if part.strip()} | {
+            "HX-Request",
+            "Cookie",
+        }
         headers.append((b"vary", ", ".join(sorted(wanted)).encode("latin-1")))
     for key, value in fixed:
         if key not in existing:
@@ -352,8 +429,16 @@ def is_htmx(request: Request[Any, Any, Any]) -> bool:
     return request.headers.get("hx-request") == "true" and request.headers.get("hx-history-restore-request") != "true"
 
 
-def render(request: Request[Any, Any, Any], partial: str, context: dict[str, Any], *, status: int = 200,
-           title: str, push_url: str | None = None, headers: dict[str, str] | None = None) -> Template:
+def render(
+    request: Request[Any, Any, Any],
+    partial: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+    title: str,
+    push_url: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Template:
     """The step's partial for htmx, the full page otherwise; Vary: HX-Request keeps caches apart."""
     full_context = {**base_context(request), **context, "partial": partial, "page_title": title}
     headers = dict(headers or {})
@@ -365,8 +450,9 @@ def render(request: Request[Any, Any, Any], partial: str, context: dict[str, Any
         headers["hx-push-url"] = push_url
     name = partial if is_htmx(request) else "page.html"
     # a handler annotated ``-> Any`` would otherwise label the HTML application/json
-    return Template(template_name=name, context=full_context, status_code=status, headers=headers,
-                    media_type=MediaType.HTML)
+    return Template(
+        template_name=name, context=full_context, status_code=status, headers=headers, media_type=MediaType.HTML
+    )
 
 
 class LeaveFor(Exception):

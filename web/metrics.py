@@ -30,6 +30,7 @@ are summed through prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC
 default), and never to a request that came through a proxy (one with X-Forwarded-For or
 Forwarded): a reverse proxy on the same host cannot expose it by accident.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -65,36 +66,65 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the lines, nothing a dashboard uses
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-HTTP_REQUESTS = Counter("guichet_http_requests", "HTTP requests by route template, method and status",
-                        ["method", "route", "status"], registry=REGISTRY)
-HTTP_DURATION = Histogram("guichet_http_request_duration_seconds", "Time to answer, by route template",
-                          ["method", "route"], registry=REGISTRY,
-                          buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
-IN_PROGRESS = Gauge("guichet_http_requests_in_progress", "Requests being answered", registry=REGISTRY,
-                    multiprocess_mode="livesum")
-STEP_OUTCOMES = Counter("guichet_step_outcomes", "Submitted steps: ok, or invalid (shown again with errors)",
-                        ["flow", "step", "outcome"], registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "guichet_http_requests",
+    "HTTP requests by route template, method and status",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_DURATION = Histogram(
+    "guichet_http_request_duration_seconds",
+    "Time to answer, by route template",
+    ["method", "route"],
+    registry=REGISTRY,
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+IN_PROGRESS = Gauge(
+    "guichet_http_requests_in_progress", "Requests being answered", registry=REGISTRY, multiprocess_mode="livesum"
+)
+STEP_OUTCOMES = Counter(
+    "guichet_step_outcomes",
+    "Submitted steps: ok, or invalid (shown again with errors)",
+    ["flow", "step", "outcome"],
+    registry=REGISTRY,
+)
 EVENTS = Counter("guichet_security_events", "Audit events by kind", ["kind"], registry=REGISTRY)
-CODES_SENT = Counter("guichet_codes_sent", "Security codes issued and queued, per channel",
-                     ["purpose", "channel"], registry=REGISTRY)
-CODES_FAILED = Counter("guichet_codes_failed", "Security codes typed wrong, expired or used up",
-                       ["purpose", "outcome"], registry=REGISTRY)
-DELIVERIES = Counter("guichet_outbox_deliveries", "Outbox deliveries by this process's worker, per outcome",
-                     ["channel", "outcome"], registry=REGISTRY)
+CODES_SENT = Counter(
+    "guichet_codes_sent", "Security codes issued and queued, per channel", ["purpose", "channel"], registry=REGISTRY
+)
+CODES_FAILED = Counter(
+    "guichet_codes_failed", "Security codes typed wrong, expired or used up", ["purpose", "outcome"], registry=REGISTRY
+)
+DELIVERIES = Counter(
+    "guichet_outbox_deliveries",
+    "Outbox deliveries by this process's worker, per outcome",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
 OUTBOX_UNRECORDED = Histogram(
     "guichet_outbox_unrecorded_seconds",
     "Time between a channel accepting a message and its outcome being stored (the duplicate window: "
-    "a worker that dies within it sends the message again)", registry=REGISTRY,
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
-RATE_LIMIT_HITS = Counter("guichet_rate_limit_hits", "Tries counted against a rate limit", ["limit"],
-                          registry=REGISTRY)
-RATE_LIMIT_REFUSALS = Counter("guichet_rate_limit_refusals", "Tries refused or slowed down by a rate limit",
-                              ["limit"], registry=REGISTRY)
-ARGON2 = Histogram("guichet_argon2_seconds", "argon2id time in the hashing thread", ["operation"],
-                   registry=REGISTRY,
-                   buckets=(0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5))
-ARGON2_WAIT = Histogram("guichet_argon2_wait_seconds", "Time waiting for a free hashing slot", registry=REGISTRY,
-                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+    "a worker that dies within it sends the message again)",
+    registry=REGISTRY,
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+RATE_LIMIT_HITS = Counter("guichet_rate_limit_hits", "Tries counted against a rate limit", ["limit"], registry=REGISTRY)
+RATE_LIMIT_REFUSALS = Counter(
+    "guichet_rate_limit_refusals", "Tries refused or slowed down by a rate limit", ["limit"], registry=REGISTRY
+)
+ARGON2 = Histogram(
+    "guichet_argon2_seconds",
+    "argon2id time in the hashing thread",
+    ["operation"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
+)
+ARGON2_WAIT = Histogram(
+    "guichet_argon2_wait_seconds",
+    "Time waiting for a free hashing slot",
+    registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 
 _CODE_FAILURES = {"code.failed": "wrong", "code.expired": "expired", "code.locked": "locked"}
 
@@ -107,8 +137,9 @@ def guichet_event(event: AuditEvent) -> None:
     if event.kind == "code.sent":
         CODES_SENT.labels(str(details.get("purpose", "")), str(details.get("channel", ""))).inc()
     elif event.kind in _CODE_FAILURES:
-        CODES_FAILED.labels(str(details.get("purpose", "")),
-                            str(details.get("outcome", _CODE_FAILURES[event.kind]))).inc()
+        CODES_FAILED.labels(
+            str(details.get("purpose", "")), str(details.get("outcome", _CODE_FAILURES[event.kind]))
+        ).inc()
 
 
 @hookimpl
@@ -140,7 +171,7 @@ def _as_datetime(value: Any) -> dt.datetime | None:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if isinstance(value, dt.datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value if isinstance(value, dt.datetime) else None
 
 
@@ -149,11 +180,16 @@ async def outbox_families(database: "Database", now: dt.datetime) -> list[GaugeM
     table = database.t.OutboxMessage._meta.tablename
     rows = await database.t.OutboxMessage.raw(
         f"SELECT channel, state, COUNT(*) AS n, MIN(created_at) AS oldest FROM {table} "
-        "WHERE state IN ('pending', 'sending', 'failed') GROUP BY channel, state").run()
-    depth = GaugeMetricFamily("guichet_outbox_messages", "Outbox messages waiting, being sent or failed",
-                              labels=["channel", "state"])
-    age = GaugeMetricFamily("guichet_outbox_oldest_age_seconds", "Age of the oldest message per channel and state",
-                            labels=["channel", "state"])
+        "WHERE state IN ('pending', 'sending', 'failed') GROUP BY channel, state"
+    ).run()
+    depth = GaugeMetricFamily(
+        "guichet_outbox_messages", "Outbox messages waiting, being sent or failed", labels=["channel", "state"]
+    )
+    age = GaugeMetricFamily(
+        "guichet_outbox_oldest_age_seconds",
+        "Age of the oldest message per channel and state",
+        labels=["channel", "state"],
+    )
     seen = set()
     for row in rows:
         key = (str(row["channel"]), str(row["state"]))
@@ -283,8 +319,13 @@ class Instrumented:
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_DURATION.labels(method, route).observe(elapsed)
             if self.access_log:
-                log.info("%s %s %s", method, path, status,
-                         extra={"route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)})
+                log.info(
+                    "%s %s %s",
+                    method,
+                    path,
+                    status,
+                    extra={"route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+                )
             request_id_var.reset(token)
 
 

@@ -3,6 +3,7 @@
 A step is shown only once the steps before it are done; a finished flow shows only its last page,
 until the first step starts a new one; "< Précédent" keeps what was typed as a draft.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -12,8 +13,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
-from guichet.web import metrics
 from guichet.core.flows.engine import FlowState, StepResult, reachable
+from guichet.web import metrics
 from guichet.web.http import flow_cookie, go, is_htmx, services_of, set_flow_cookie
 
 NOT_KEPT = ("csrf_token", "action", "answer", "code")  # never kept as a draft: secrets and buttons
@@ -51,8 +52,9 @@ class Wizard:
         if step not in order or not reachable(state, step, order):
             return False
         # a finished flow shows its last page only, and a last page only a finished flow
-        return (state.step in self.finished) == (step in self.finished) and \
-            (state.step not in self.finished or step == state.step)
+        return (state.step in self.finished) == (step in self.finished) and (
+            state.step not in self.finished or step == state.step
+        )
 
     async def abandon(self, request: Request[Any, Any, Any], then: str) -> Response[Any]:
         flow_id = flow_cookie(request, self.kind)
@@ -61,8 +63,9 @@ class Wizard:
         set_flow_cookie(request, self.kind, None)
         return go(request, then)
 
-    async def submit(self, request: Request[Any, Any, Any], step: str, form: dict[str, str],
-                     handle: StepHandler) -> Any:
+    async def submit(
+        self, request: Request[Any, Any, Any], step: str, form: dict[str, str], handle: StepHandler
+    ) -> Any:
         """Load or start the flow, refuse steps out of order, then ``handle(state, step, form, flow_id)``."""
         services = services_of(request)
         now = services.now()
@@ -91,8 +94,9 @@ class Wizard:
         metrics.step(self.kind, step, not result.errors)
         return await self.after(request, state, result, submitted=step)
 
-    async def after(self, request: Request[Any, Any, Any], state: FlowState, result: StepResult,
-                    submitted: str = "") -> Any:
+    async def after(
+        self, request: Request[Any, Any, Any], state: FlowState, result: StepResult, submitted: str = ""
+    ) -> Any:
         """The same step again with its errors or notice; else the next step (partial with htmx, 303 without)."""
         if result.errors or result.notice or result.step == submitted:
             return await self.page(request, state, result.step, result)

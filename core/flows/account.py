@@ -1,4 +1,5 @@
 """After login: forced personalisation, contact confirmation, Mon compte (email, password, browsers)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +12,9 @@ from guichet.core.flows.common import (
     account_recipient,
     check_code,
     last_delivery,
+    limit_unavailable,
     mobile_regions,
     notify,
-    limit_unavailable,
     password_context,
     send_code,
     settle_tries,
@@ -23,16 +24,20 @@ from guichet.core.flows.common import (
 from guichet.core.flows.engine import StepResult
 from guichet.core.identifiers import mask_email, mask_phone, parse_code, parse_email, parse_mobile, parse_phone
 from guichet.core.keys import new_token
+from guichet.core.outbox import FAILED
 from guichet.core.passwords import MAX_PASSWORD_LENGTH, PolicyCheck
 from guichet.core.ratelimit import Settlement
-from guichet.core.outbox import FAILED
 from guichet.core.services import Services
 from guichet.core.sessions import Session
 from guichet.core.structs import EMAIL, MOBILE, Recipient
 
 WRONG_CURRENT = "Le mot de passe actuel est incorrect."
-CONTACT_FIELDS = {"email": "adresse email", "mobile": "numéro de téléphone portable",
-                  "landline": "numéro de téléphone fixe", "fax": "numéro de fax"}
+CONTACT_FIELDS = {
+    "email": "adresse email",
+    "mobile": "numéro de téléphone portable",
+    "landline": "numéro de téléphone fixe",
+    "fax": "numéro de fax",
+}
 
 
 async def current_account(services: Services, session: Session) -> dict[str, Any] | None:
@@ -42,7 +47,7 @@ async def current_account(services: Services, session: Session) -> dict[str, Any
 
 
 def strength(services: Services, account: dict[str, Any], password: str) -> PolicyCheck:
-    return services.passwords.check(password[:MAX_PASSWORD_LENGTH * 2], password_context(services, account))
+    return services.passwords.check(password[: MAX_PASSWORD_LENGTH * 2], password_context(services, account))
 
 
 async def verify_current(services: Services, account: dict[str, Any], password: str, *, client: str) -> str | None:
@@ -54,19 +59,32 @@ async def verify_current(services: Services, account: dict[str, Any], password: 
     try:
         [verdict] = await services.limiter.reserve([tried], services.now())
     except CounterStoreError:
-        await limit_unavailable(services, "current_password", account_id=account["id"],
-                                subject=subject_of(identifier), client=client)
+        await limit_unavailable(
+            services, "current_password", account_id=account["id"], subject=subject_of(identifier), client=client
+        )
         return UNAVAILABLE
     if verdict.allowed and await services.passwords.verify(account["password_hash"], password):
         await settle_tries(services, Settlement(clear=(tried,)))  # as a right password at login does
         return None
-    await services.audit("login.failed", account_id=account["id"], subject=subject_of(identifier), client=client,
-                         reason="current_password" if verdict.allowed else "slowed")
+    await services.audit(
+        "login.failed",
+        account_id=account["id"],
+        subject=subject_of(identifier),
+        client=client,
+        reason="current_password" if verdict.allowed else "slowed",
+    )
     return WRONG_CURRENT if verdict.allowed else SLOW_DOWN
 
 
-async def change_password(services: Services, session: Session, account: dict[str, Any], form: dict[str, str],
-                          *, client: str, require_current: bool) -> StepResult:
+async def change_password(
+    services: Services,
+    session: Session,
+    account: dict[str, Any],
+    form: dict[str, str],
+    *,
+    client: str,
+    require_current: bool,
+) -> StepResult:
     """Personalisation (no current password: the temporary one was just typed) or a change from Mon compte."""
     new = form.get("new_password", "")
     confirm = form.get("confirm_password", "")
@@ -92,19 +110,36 @@ async def change_password(services: Services, session: Session, account: dict[st
     b = services.database.t.TrustedBrowser
     now = services.now()
     async with services.database.transaction():
-        rows = await (t.update({t.password_hash: password_hash, t.password_is_temporary: False,
-                                t.temporary_expires_at: None, t.password_changed_at: now,
-                                t.credentials_version: t.credentials_version + 1})
-                      .where((t.id == account["id"]) & (t.credentials_version == account["credentials_version"]))
-                      .returning(t.credentials_version).run())
+        rows = await (
+            t.update(
+                {
+                    t.password_hash: password_hash,
+                    t.password_is_temporary: False,
+                    t.temporary_expires_at: None,
+                    t.password_changed_at: now,
+                    t.credentials_version: t.credentials_version + 1,
+                }
+            )
+            .where((t.id == account["id"]) & (t.credentials_version == account["credentials_version"]))
+            .returning(t.credentials_version)
+            .run()
+        )
         if not rows:
-            return StepResult(step="mot-de-passe", errors={"new_password": "Votre compte a changé entre-temps. Veuillez recommencer."})
+            return StepResult(
+                step="mot-de-passe", errors={"new_password": "Votre compte a changé entre-temps. Veuillez recommencer."}
+            )
         await b.update({b.revoked_at: now}).where((b.account_id == account["id"]) & b.revoked_at.is_null()).run()
         if not account["password_is_temporary"]:  # a personalisation tells nobody: the person just got the password
-            await notify(services, template="password_changed_notice", recipient=account_recipient(account),
-                         kinds=(EMAIL,))
-        await services.audit("password.changed", account_id=account["id"], subject=subject_of(account["identifier"]),
-                             client=client, personalisation=account["password_is_temporary"])
+            await notify(
+                services, template="password_changed_notice", recipient=account_recipient(account), kinds=(EMAIL,)
+            )
+        await services.audit(
+            "password.changed",
+            account_id=account["id"],
+            subject=subject_of(account["identifier"]),
+            client=client,
+            personalisation=account["password_is_temporary"],
+        )
     assert session.data is not None
     session.data.credentials_version = int(rows[0]["credentials_version"])  # other sessions end, this one goes on
     session.rotate()
@@ -124,8 +159,16 @@ def confirmation_due(account: dict[str, Any]) -> bool:
     return account["contacts_confirmed_at"] is None
 
 
-async def start_contact_change(services: Services, session: Session, account: dict[str, Any], field: str,
-                               raw: str, *, client: str, current_password: str | None) -> StepResult:
+async def start_contact_change(
+    services: Services,
+    session: Session,
+    account: dict[str, Any],
+    field: str,
+    raw: str,
+    *,
+    client: str,
+    current_password: str | None,
+) -> StepResult:
     """Landline and fax change at once; a new email or mobile needs the current password, then waits for
     the code sent to it."""
     if field not in CONTACT_FIELDS:
@@ -153,13 +196,24 @@ async def start_contact_change(services: Services, session: Session, account: di
         return StepResult(step="coordonnees", errors={"current_password": refusal}, values={field: raw})
     assert session.data is not None and value is not None
     binding = f"{new_token()}:{field}"  # kept in this session only: never the session id, which the data would reveal
-    recipient = Recipient(name=account_recipient(account).name, email=value if field == "email" else None,
-                          mobile=value if field == "mobile" else None)
+    recipient = Recipient(
+        name=account_recipient(account).name,
+        email=value if field == "email" else None,
+        mobile=value if field == "mobile" else None,
+    )
     proving = next((c.name for c in services.host.channels_for("contact_change") if c.reaches == field), None)
     if proving is None:
         return StepResult(step="coordonnees", errors={field: UNAVAILABLE}, values={field: raw})
-    refusal = await send_code(services, purpose="contact_change", binding=binding, channel=proving, recipient=recipient,
-                              account_id=account["id"], template="contact_code", client=client)
+    refusal = await send_code(
+        services,
+        purpose="contact_change",
+        binding=binding,
+        channel=proving,
+        recipient=recipient,
+        account_id=account["id"],
+        template="contact_code",
+        client=client,
+    )
     if refusal:
         return StepResult(step="coordonnees", errors={field: refusal}, values={field: raw})
     session.data.pending_contact = {"field": field, "value": value, "binding": binding}
@@ -167,8 +221,9 @@ async def start_contact_change(services: Services, session: Session, account: di
     return StepResult(step="coordonnees-code")
 
 
-async def confirm_contact_change(services: Services, session: Session, account: dict[str, Any],
-                                 form: dict[str, str], *, client: str) -> StepResult:
+async def confirm_contact_change(
+    services: Services, session: Session, account: dict[str, Any], form: dict[str, str], *, client: str
+) -> StepResult:
     assert session.data is not None
     pending = session.data.pending_contact
     if not pending:
@@ -178,17 +233,31 @@ async def confirm_contact_change(services: Services, session: Session, account: 
         code = parse_code(form.get("code", ""), policy.length)
     except StepError as error:
         return StepResult(step="coordonnees-code", errors={"code": error.message_fr})
-    _check, message = await check_code(services, purpose="contact_change", binding=pending["binding"], code=code,
-                                       account_id=account["id"], client=client)
+    _check, message = await check_code(
+        services,
+        purpose="contact_change",
+        binding=pending["binding"],
+        code=code,
+        account_id=account["id"],
+        client=client,
+    )
     if message:
         return StepResult(step="coordonnees-code", errors={"code": message})
     field, value = pending["field"], pending["value"]
     t = services.database.t.Account
     async with services.database.transaction():
-        await t.update({getattr(t, field): value, getattr(t, f"{field}_verified"): True}).where(t.id == account["id"]).run()
+        await (
+            t.update({getattr(t, field): value, getattr(t, f"{field}_verified"): True})
+            .where(t.id == account["id"])
+            .run()
+        )
         await _notify_contact_change(services, account, field, value)
-        await services.audit("email.changed" if field == "email" else "mobile.changed", account_id=account["id"],
-                             subject=subject_of(account["identifier"]), client=client)
+        await services.audit(
+            "email.changed" if field == "email" else "mobile.changed",
+            account_id=account["id"],
+            subject=subject_of(account["identifier"]),
+            client=client,
+        )
     session.data.pending_contact = {}
     session.dirty = True
     return StepResult(step="coordonnees", notice="Votre coordonnée a été vérifiée et enregistrée.")
@@ -199,11 +268,21 @@ async def _notify_contact_change(services: Services, account: dict[str, Any], fi
     session cannot move the account silently. The new value is masked."""
     old = account_recipient(account)
     if field == EMAIL:
-        await notify(services, template="email_changed_notice", recipient=old, kinds=(EMAIL,),
-                     payload={"new_email_masked": mask_email(value)})
+        await notify(
+            services,
+            template="email_changed_notice",
+            recipient=old,
+            kinds=(EMAIL,),
+            payload={"new_email_masked": mask_email(value)},
+        )
     else:
-        await notify(services, template="mobile_changed_notice", recipient=old, kinds=(MOBILE, EMAIL),
-                     payload={"new_mobile_masked": mask_phone(value)})
+        await notify(
+            services,
+            template="mobile_changed_notice",
+            recipient=old,
+            kinds=(MOBILE, EMAIL),
+            payload={"new_mobile_masked": mask_phone(value)},
+        )
 
 
 async def contact_code_delivery(services: Services, session: Session) -> dict[str, str]:
@@ -223,8 +302,9 @@ async def confirm_contacts(services: Services, account: dict[str, Any], *, clien
     t = services.database.t.Account
     async with services.database.transaction():
         await t.update({t.contacts_confirmed_at: services.now()}).where(t.id == account["id"]).run()
-        await services.audit("contacts.confirmed", account_id=account["id"], subject=subject_of(account["identifier"]),
-                             client=client)
+        await services.audit(
+            "contacts.confirmed", account_id=account["id"], subject=subject_of(account["identifier"]), client=client
+        )
 
 
 # --- trusted browsers ------------------------------------------------------------------------------
@@ -233,18 +313,28 @@ async def confirm_contacts(services: Services, account: dict[str, Any], *, clien
 async def trusted_browsers(services: Services, account: dict[str, Any]) -> list[dict[str, Any]]:
     t = services.database.t.TrustedBrowser
     now = services.now()
-    return await (t.select(t.id, t.label, t.created_at, t.last_used_at, t.expires_at)
-                  .where((t.account_id == account["id"]) & t.revoked_at.is_null() & (t.expires_at > now)
-                         & (t.credentials_version == account["credentials_version"]))
-                  .order_by(t.created_at, ascending=False).run())
+    return await (
+        t.select(t.id, t.label, t.created_at, t.last_used_at, t.expires_at)
+        .where(
+            (t.account_id == account["id"])
+            & t.revoked_at.is_null()
+            & (t.expires_at > now)
+            & (t.credentials_version == account["credentials_version"])
+        )
+        .order_by(t.created_at, ascending=False)
+        .run()
+    )
 
 
 async def revoke_browser(services: Services, account: dict[str, Any], browser_id: int, *, client: str) -> bool:
     t = services.database.t.TrustedBrowser
     async with services.database.transaction():
-        rows = await (t.update({t.revoked_at: services.now()})
-                      .where((t.id == browser_id) & (t.account_id == account["id"]) & t.revoked_at.is_null())
-                      .returning(t.id).run())
+        rows = await (
+            t.update({t.revoked_at: services.now()})
+            .where((t.id == browser_id) & (t.account_id == account["id"]) & t.revoked_at.is_null())
+            .returning(t.id)
+            .run()
+        )
         if rows:
             await services.audit("trusted_browser.revoked", account_id=account["id"], client=client)
     return bool(rows)
@@ -263,13 +353,15 @@ async def export_data(services: Services, account: dict[str, Any], *, client: st
     from guichet.core.account_data import account_data
 
     data = await account_data(services, account)
-    await services.audit("account.exported", account_id=account["id"], subject=subject_of(account["identifier"]),
-                         client=client)
+    await services.audit(
+        "account.exported", account_id=account["id"], subject=subject_of(account["identifier"]), client=client
+    )
     return msgspec.json.format(msgspec.json.encode(data), indent=2)
 
 
-async def close_account(services: Services, session: Session, account: dict[str, Any], password: str, *,
-                        client: str) -> StepResult:
+async def close_account(
+    services: Services, session: Session, account: dict[str, Any], password: str, *, client: str
+) -> StepResult:
     """Close the online account once its current password is typed again: its identity, contacts,
     password, trusted browsers and live codes go; the registry and the security journal stay; a notice
     goes by email and a letter by post. The identifier is free again: the person can register later.
@@ -296,25 +388,55 @@ async def close_account(services: Services, session: Session, account: dict[str,
     payload = {"masked_identifier": masked, "closed_on": french_date(now)}
     t, b, c = services.database.t.Account, services.database.t.TrustedBrowser, services.database.t.OneTimeCode
     async with services.database.transaction():
-        gone = await (t.update({t.identifier: f"closed-{account['id']}", t.identifier_kind: "closed",
-                                t.last_name: "", t.first_name: "", t.birth_date: None, t.email: None,
-                                t.email_verified: False, t.mobile: None, t.mobile_verified: False, t.landline: None,
-                                t.fax: None, t.password_hash: "!", t.password_is_temporary: False,
-                                t.temporary_expires_at: None, t.credentials_version: t.credentials_version + 1})
-                      .where((t.id == account["id"]) & (t.credentials_version == account["credentials_version"])
-                             & (t.identifier_kind != "closed"))
-                      .returning(t.id).run())
+        gone = await (
+            t.update(
+                {
+                    t.identifier: f"closed-{account['id']}",
+                    t.identifier_kind: "closed",
+                    t.last_name: "",
+                    t.first_name: "",
+                    t.birth_date: None,
+                    t.email: None,
+                    t.email_verified: False,
+                    t.mobile: None,
+                    t.mobile_verified: False,
+                    t.landline: None,
+                    t.fax: None,
+                    t.password_hash: "!",
+                    t.password_is_temporary: False,
+                    t.temporary_expires_at: None,
+                    t.credentials_version: t.credentials_version + 1,
+                }
+            )
+            .where(
+                (t.id == account["id"])
+                & (t.credentials_version == account["credentials_version"])
+                & (t.identifier_kind != "closed")
+            )
+            .returning(t.id)
+            .run()
+        )
         if not gone:
             return StepResult(step="fermeture", errors={"current_password": CLOSED_ALREADY})
         await b.delete().where(b.account_id == account["id"]).run()
         await c.delete().where(c.account_id == account["id"]).run()
-        await notify(services, template="account_closed_notice", recipient=account_recipient(account), kinds=(EMAIL,),
-                     payload=payload)
+        await notify(
+            services,
+            template="account_closed_notice",
+            recipient=account_recipient(account),
+            kinds=(EMAIL,),
+            payload=payload,
+        )
         if address:
             recipient = Recipient(name=account_recipient(account).name, address=PostalAddress(lines=address))
-            await services.enqueue(channel=letter_channel(services, LETTER), template="account_closed_letter",
-                                   recipient=recipient, payload=payload)
-        await services.audit("account.closed", account_id=account["id"], subject=masked, client=client,
-                             letter=bool(address))
+            await services.enqueue(
+                channel=letter_channel(services, LETTER),
+                template="account_closed_letter",
+                recipient=recipient,
+                payload=payload,
+            )
+        await services.audit(
+            "account.closed", account_id=account["id"], subject=masked, client=client, letter=bool(address)
+        )
     session.clear()
     return StepResult(step="fermee")

@@ -1,4 +1,5 @@
 """Pieces several flows share: messages, code sending, account lookups, temporary passwords."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -6,10 +7,10 @@ import logging
 import re
 from typing import Any
 
+from guichet.core.channels import destination_fr
 from guichet.core.clock import PARIS
 from guichet.core.codes import CodeCheck, CodeOutcome, CodeStillLive
 from guichet.core.errors import CounterStoreError
-from guichet.core.channels import destination_fr
 from guichet.core.identifiers import FRENCH_REGIONS, mask_identifier
 from guichet.core.outbox import Delivery, latest_delivery, sent_for_digest
 from guichet.core.ratelimit import Settlement
@@ -50,7 +51,9 @@ def code_error(check: CodeCheck) -> str:
 def proven_kinds(account: dict[str, Any]) -> frozenset[str]:
     """The kinds of address a code may go to for this account: the typed contacts it proved with a
     code, and its identifier (the caisse's own systems know the person by it)."""
-    kinds = {kind for kind, column in TYPED_CONTACTS.items() if account.get(column) and account.get(f"{column}_verified")}
+    kinds = {
+        kind for kind, column in TYPED_CONTACTS.items() if account.get(column) and account.get(f"{column}_verified")
+    }
     return frozenset(kinds | {IDENTIFIER})
 
 
@@ -73,7 +76,7 @@ def masked_destination(services: Services, channel: str, recipient: Recipient) -
 
 
 def reach_phrase(services: Services, channel: str, destination: str = "") -> str:
-    """"par SMS au 06 xx xx xx 01", "par e-mail à l'adresse j…e@exemple.fr", or the channel's own label."""
+    """ "par SMS au 06 xx xx xx 01", "par e-mail à l'adresse j…e@exemple.fr", or the channel's own label."""
     kind, label = reaches(services, channel), channel_label(services, channel)
     if not destination:
         return label
@@ -86,8 +89,12 @@ def reach_phrase(services: Services, channel: str, destination: str = "") -> str
 
 def channel_view(services: Services, channel: str, recipient: Recipient | None = None) -> dict[str, str]:
     """What a template needs of a channel: its name, label, kind of address and the masked destination."""
-    return {"name": channel, "label_fr": channel_label(services, channel), "reaches": reaches(services, channel),
-            "destination": masked_destination(services, channel, recipient) if recipient else ""}
+    return {
+        "name": channel,
+        "label_fr": channel_label(services, channel),
+        "reaches": reaches(services, channel),
+        "destination": masked_destination(services, channel, recipient) if recipient else "",
+    }
 
 
 def temporary_expiry(services: Services, channel: str) -> dt.datetime:
@@ -102,15 +109,23 @@ def letter_channel(services: Services, carrying: str) -> str:
     return services.host.channels_reaching(POSTAL, carrying)[0].name
 
 
-async def notify(services: Services, *, template: str, recipient: Recipient, kinds: tuple[str, ...],
-                 payload: dict[str, Any] | None = None, first_only: bool = False) -> None:
+async def notify(
+    services: Services,
+    *,
+    template: str,
+    recipient: Recipient,
+    kinds: tuple[str, ...],
+    payload: dict[str, Any] | None = None,
+    first_only: bool = False,
+) -> None:
     """Queue a notice to each of ``kinds`` the recipient has, on the first channel that carries notices
     there (call it in the transaction of the change it tells of); ``first_only``: to the first kind only."""
     for kind in kinds:
         channels = services.host.channels_reaching(kind, NOTICE)
         if channels and recipient.reachable_by(kind):
-            await services.enqueue(channel=channels[0].name, template=template, recipient=recipient.only(kind),
-                                   payload=payload or {})
+            await services.enqueue(
+                channel=channels[0].name, template=template, recipient=recipient.only(kind), payload=payload or {}
+            )
             if first_only:
                 return
 
@@ -154,8 +169,12 @@ def full_name(first_name: str | None, last_name: str | None) -> str:
 def account_recipient(account: dict[str, Any]) -> Recipient:
     name = full_name(account.get("first_name"), account.get("last_name"))
     identifier = account.get("identifier")
-    return Recipient(name=name, email=account.get("email"), mobile=account.get("mobile"),
-                     addresses={IDENTIFIER: str(identifier)} if identifier else {})
+    return Recipient(
+        name=name,
+        email=account.get("email"),
+        mobile=account.get("mobile"),
+        addresses={IDENTIFIER: str(identifier)} if identifier else {},
+    )
 
 
 async def within_budget(services: Services, channel: str) -> bool:
@@ -180,8 +199,9 @@ def cooldown_message(wait: int) -> str:
     return f"Un code vient d'être envoyé. Vous pourrez en demander un nouveau dans {wait} secondes."
 
 
-async def limit_unavailable(services: Services, step: str, *, account_id: int | None = None, subject: str = "",
-                            client: str = "") -> None:
+async def limit_unavailable(
+    services: Services, step: str, *, account_id: int | None = None, subject: str = "", client: str = ""
+) -> None:
     """Audit a refusal because the counter store failed. With Redis down the database still takes
     the row; with the database down too, the refusal is only logged and the person still gets the
     "momentanément indisponible" page, never an error."""
@@ -191,10 +211,22 @@ async def limit_unavailable(services: Services, step: str, *, account_id: int | 
         log.error("audit of a refusal (%s, counter store down) failed: %s", step, type(exc).__name__)
 
 
-async def send_code(services: Services, *, purpose: str, binding: str, channel: str, recipient: Recipient,
-                    account_id: int | None, template: str, deliver: bool = True,
-                    limit_subject: str | None = None, new_binding: bool = False, client: str = "",
-                    settle: Settlement | None = None, after_failure: bool = False) -> str | None:
+async def send_code(
+    services: Services,
+    *,
+    purpose: str,
+    binding: str,
+    channel: str,
+    recipient: Recipient,
+    account_id: int | None,
+    template: str,
+    deliver: bool = True,
+    limit_subject: str | None = None,
+    new_binding: bool = False,
+    client: str = "",
+    settle: Settlement | None = None,
+    after_failure: bool = False,
+) -> str | None:
     """Issue a code and queue it in one transaction; returns an error message or None.
 
     ``deliver=False`` issues a code nobody receives: an unknown identifier goes through the same
@@ -216,11 +248,18 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
     if reaches(services, channel) == MOBILE:
         # per number, whatever the account or flow; a code nobody receives counts under a stand-in,
         # so that an identifier without a number meets the limit where one with a number would
-        tries.append((services.limits.sms_destination,
-                      recipient.mobile if deliver and recipient.mobile else f"nobody:{sends_subject}"))
+        tries.append(
+            (
+                services.limits.sms_destination,
+                recipient.mobile if deliver and recipient.mobile else f"nobody:{sends_subject}",
+            )
+        )
     try:
-        wait = 0 if new_binding or after_failure else await services.codes.cooldown_left(
-            purpose=purpose, binding=binding, policy=policy, now=now)
+        wait = (
+            0
+            if new_binding or after_failure
+            else await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
+        )
         if wait > 0:
             if settle:
                 await services.limiter.settle(settle)
@@ -229,11 +268,16 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
         refused = [(limit, subject) for (limit, subject), verdict in zip(tries, verdicts) if not verdict.allowed]
         if refused:
             # only a code sent counts as one: the other counters get their try back
-            await services.limiter.settle(Settlement(give_back=tuple(t for t in tries if t not in refused),
-                                                     reserved_at=now))
+            await services.limiter.settle(
+                Settlement(give_back=tuple(t for t in tries if t not in refused), reserved_at=now)
+            )
             for limit, _subject in refused:
-                await services.audit("limit.reached", account_id=account_id, client=client,
-                                     limit="code_sends" if limit is services.limits.code_sends else "sms_destination")
+                await services.audit(
+                    "limit.reached",
+                    account_id=account_id,
+                    client=client,
+                    limit="code_sends" if limit is services.limits.code_sends else "sms_destination",
+                )
             return SLOW_DOWN
         if deliver and not await within_budget(services, channel):
             return UNAVAILABLE
@@ -242,13 +286,25 @@ async def send_code(services: Services, *, purpose: str, binding: str, channel: 
         return UNAVAILABLE
     try:
         async with services.database.transaction():
-            issued = await services.codes.issue(purpose=purpose, binding=binding, policy=policy, channel=channel,
-                                                account_id=account_id, now=now, supersede=not new_binding,
-                                                cooldown=not after_failure)
+            issued = await services.codes.issue(
+                purpose=purpose,
+                binding=binding,
+                policy=policy,
+                channel=channel,
+                account_id=account_id,
+                now=now,
+                supersede=not new_binding,
+                cooldown=not after_failure,
+            )
             if deliver:  # the message carries the one address its channel delivers to, not the others
-                await services.enqueue(channel=channel, template=template, recipient=recipient.only(reaches(services, channel)),
-                                       payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
-                                       expires_at=issued.expires_at, sent_for=sent_for_digest(purpose, binding))
+                await services.enqueue(
+                    channel=channel,
+                    template=template,
+                    recipient=recipient.only(reaches(services, channel)),
+                    payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
+                    expires_at=issued.expires_at,
+                    sent_for=sent_for_digest(purpose, binding),
+                )
             await services.audit("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel)
     except CodeStillLive:  # a parallel request sent one a moment ago: this one sends nothing
         await settle_tries(services, Settlement(give_back=tuple(tries), reserved_at=now))
@@ -283,8 +339,16 @@ async def settle_tries(services: Services, settlement: Settlement) -> None:
         log.error("counted tries could not be settled")
 
 
-async def check_code(services: Services, *, purpose: str, binding: str, code: str, account_id: int | None,
-                     limit_subject: str | None = None, client: str = "") -> tuple[CodeCheck | None, str | None]:
+async def check_code(
+    services: Services,
+    *,
+    purpose: str,
+    binding: str,
+    code: str,
+    account_id: int | None,
+    limit_subject: str | None = None,
+    client: str = "",
+) -> tuple[CodeCheck | None, str | None]:
     """Check a code under the per-account daily failure limit; a new code does not reset that count.
 
     The try is counted before the comparison (so parallel guesses are judged one by one) and given
@@ -308,8 +372,7 @@ async def check_code(services: Services, *, purpose: str, binding: str, code: st
         await settle_tries(services, Settlement(give_back=(tried,), reserved_at=now))
     if check.outcome is not CodeOutcome.ACCEPTED:
         kind = "code.expired" if check.outcome is CodeOutcome.EXPIRED else "code.failed"
-        await services.audit(kind, account_id=account_id, client=client, purpose=purpose,
-                             outcome=check.outcome.value)
+        await services.audit(kind, account_id=account_id, client=client, purpose=purpose, outcome=check.outcome.value)
         if check.locked:  # the last try on this code failed: only a new code can be used now
             await services.audit("code.locked", account_id=account_id, client=client, purpose=purpose)
         return check, code_error(check)

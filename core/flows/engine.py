@@ -1,4 +1,5 @@
 """Flow state stored server-side, and what a step returns to the web layer."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -52,17 +53,28 @@ class Flows:
         flow_id = new_token()
         state = FlowState(kind=kind, step=first_step, saved_ms=_ms(now))
         t = self.database.t.Flow
-        await t.insert(t(token=token_digest(flow_id), kind=kind, step=first_step,
-                         data=msgspec.json.encode(state).decode(), created_at=now,
-                         expires_at=now + self.lifetime)).run()
+        await t.insert(
+            t(
+                token=token_digest(flow_id),
+                kind=kind,
+                step=first_step,
+                data=msgspec.json.encode(state).decode(),
+                created_at=now,
+                expires_at=now + self.lifetime,
+            )
+        ).run()
         return flow_id, state
 
     async def load(self, kind: str, flow_id: str | None, now: dt.datetime) -> FlowState | None:
         if not flow_id or len(flow_id) > 100:
             return None
         t = self.database.t.Flow
-        rows = await (t.select(t.data).where((t.token == token_digest(flow_id)) & (t.kind == kind)
-                                             & (t.expires_at > now)).limit(1).run())
+        rows = await (
+            t.select(t.data)
+            .where((t.token == token_digest(flow_id)) & (t.kind == kind) & (t.expires_at > now))
+            .limit(1)
+            .run()
+        )
         if not rows:
             return None
         return msgspec.json.decode(rows[0]["data"], type=FlowState)
@@ -70,13 +82,21 @@ class Flows:
     async def save(self, flow_id: str, state: FlowState, now: dt.datetime, *, unless_same_as: bytes = b"") -> None:
         """Write the state; with ``unless_same_as`` (its encoding when loaded), only if it changed or
         its expiry was last slid more than EXPIRY_REFRESH ago."""
-        if (unless_same_as and msgspec.json.encode(state) == unless_same_as
-                and _ms(now) - state.saved_ms < EXPIRY_REFRESH.total_seconds() * 1000):
+        if (
+            unless_same_as
+            and msgspec.json.encode(state) == unless_same_as
+            and _ms(now) - state.saved_ms < EXPIRY_REFRESH.total_seconds() * 1000
+        ):
             return
         state.saved_ms = _ms(now)
         t = self.database.t.Flow
-        await t.update({t.step: state.step, t.data: msgspec.json.encode(state).decode(),
-                        t.expires_at: now + self.lifetime}).where(t.token == token_digest(flow_id)).run()
+        await (
+            t.update(
+                {t.step: state.step, t.data: msgspec.json.encode(state).decode(), t.expires_at: now + self.lifetime}
+            )
+            .where(t.token == token_digest(flow_id))
+            .run()
+        )
 
     async def drop(self, flow_id: str) -> None:
         t = self.database.t.Flow

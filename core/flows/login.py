@@ -3,6 +3,7 @@
 Every failure gets the same message and the same status: unknown identifier, wrong password,
 expired temporary password, or slowed down.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,19 +11,20 @@ from typing import Any
 
 import msgspec
 
+from guichet.core.channels import carries
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
-    TYPED_CONTACTS,
     NO_OTHER_CHANNEL,
+    TYPED_CONTACTS,
     UNAVAILABLE,
     account_by_id,
     account_by_identifier,
     account_recipient,
+    channel_label,
+    channel_view,
     check_code,
     last_delivery,
     limit_unavailable,
-    channel_label,
-    channel_view,
     masked_destination,
     proven_kinds,
     reach_phrase,
@@ -32,12 +34,11 @@ from guichet.core.flows.common import (
     subject_of,
     undelivered_message,
 )
-from guichet.core.channels import carries
 from guichet.core.flows.engine import StepResult
 from guichet.core.identifiers import parse_code, parse_issued, parse_nir, parse_siret
 from guichet.core.keys import new_token, token_digest
-from guichet.core.ratelimit import Settlement
 from guichet.core.outbox import FAILED
+from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
 from guichet.core.sessions import FULL, PASSWORD, Session
 from guichet.core.structs import CODE
@@ -72,8 +73,10 @@ def next_url_for(account: dict[str, Any]) -> str:
 
 
 CHOOSE_CHANNEL = "Veuillez choisir où recevoir votre code de sécurité."
-NO_CONTACT = ("Aucune coordonnée ne permet de vous envoyer un code de sécurité. "
-              "Veuillez contacter l'assistance Internet de votre MSA.")
+NO_CONTACT = (
+    "Aucune coordonnée ne permet de vous envoyer un code de sécurité. "
+    "Veuillez contacter l'assistance Internet de votre MSA."
+)
 
 
 def proven_channels(services: Services, account: dict[str, Any]) -> list[str]:
@@ -86,13 +89,19 @@ def proven_channels(services: Services, account: dict[str, Any]) -> list[str]:
     address (a mistyped email is a stranger's).
     """
     kinds, recipient = proven_kinds(account), account_recipient(account)
-    preferred = [c.name for c in services.host.channels_for("login")
-                 if c.reaches in kinds and recipient.reachable_by(c.reaches)]
+    preferred = [
+        c.name for c in services.host.channels_for("login") if c.reaches in kinds and recipient.reachable_by(c.reaches)
+    ]
     if preferred:
         return preferred
-    return [c.name for c in services.host.channels().values()
-            if c.reaches in TYPED_CONTACTS and c.reaches in kinds and CODE in carries(c)
-            and recipient.reachable_by(c.reaches)]
+    return [
+        c.name
+        for c in services.host.channels().values()
+        if c.reaches in TYPED_CONTACTS
+        and c.reaches in kinds
+        and CODE in carries(c)
+        and recipient.reachable_by(c.reaches)
+    ]
 
 
 def unproven_choices(services: Services, account: dict[str, Any]) -> list[str]:
@@ -101,8 +110,11 @@ def unproven_choices(services: Services, account: dict[str, Any]) -> list[str]:
     if proven_channels(services, account):
         return []
     recipient = account_recipient(account)
-    return [c.name for c in services.host.channels_for("login")
-            if c.reaches in TYPED_CONTACTS and recipient.reachable_by(c.reaches)]
+    return [
+        c.name
+        for c in services.host.channels_for("login")
+        if c.reaches in TYPED_CONTACTS and recipient.reachable_by(c.reaches)
+    ]
 
 
 def channel_options(services: Services, account: dict[str, Any]) -> list[str]:
@@ -110,9 +122,17 @@ def channel_options(services: Services, account: dict[str, Any]) -> list[str]:
     return proven_channels(services, account) or unproven_choices(services, account)
 
 
-async def submit_password(services: Services, session: Session, form: dict[str, str], *, client: str,
-                          trusted_token: str | None, return_to: str = "", trust_browser: bool = True,
-                          preferred_channel: str = "") -> LoginOutcome:
+async def submit_password(
+    services: Services,
+    session: Session,
+    form: dict[str, str],
+    *,
+    client: str,
+    trusted_token: str | None,
+    return_to: str = "",
+    trust_browser: bool = True,
+    preferred_channel: str = "",
+) -> LoginOutcome:
     """The password step. ``return_to`` (a path the caller checked) is where the login goes once
     done; ``trust_browser=False`` asks for a code even from a trusted browser; ``preferred_channel``
     (the browser's last proven channel) only reorders the person's own proven channels."""
@@ -132,27 +152,37 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
     try:
         verdicts = await services.limiter.reserve(tries, now)
     except CounterStoreError:
-        await limit_unavailable(services, "login", subject=subject_of(identifier) if identifier else "",
-                                client=client)
+        await limit_unavailable(services, "login", subject=subject_of(identifier) if identifier else "", client=client)
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": UNAVAILABLE}, values=values))
     account = await account_by_identifier(services, identifier) if identifier else None
     slowed = not all(verdict.allowed for verdict in verdicts)
     # one argon2 verification for every try let through: an unknown identifier costs what a wrong
     # password costs (a slowed try is refused unverified, whoever the identifier belongs to)
-    verified = not slowed and await services.passwords.verify(account["password_hash"] if account else None,
-                                                              password)
-    expired = bool(account and account["password_is_temporary"] and account["temporary_expires_at"]
-                   and account["temporary_expires_at"] <= now)
+    verified = not slowed and await services.passwords.verify(account["password_hash"] if account else None, password)
+    expired = bool(
+        account
+        and account["password_is_temporary"]
+        and account["temporary_expires_at"]
+        and account["temporary_expires_at"] <= now
+    )
     if slowed or not verified or expired or not password:
         reason = "slowed" if slowed else "expired" if expired and verified else "bad_credentials"
-        await services.audit("login.failed", account_id=account["id"] if account else None,
-                             subject=subject_of(identifier) if identifier else "", client=client, reason=reason)
+        await services.audit(
+            "login.failed",
+            account_id=account["id"] if account else None,
+            subject=subject_of(identifier) if identifier else "",
+            client=client,
+            reason=reason,
+        )
         return fail
     assert account is not None
     # The right password: earlier failures no longer slow the owner down, and the address gets its
     # try back (many people log in from one address). Sent with the code's own counts when one goes out.
-    right = Settlement(clear=((limits.login_identifier, identifier),),
-                       give_back=((limits.login_client, client or "-"),), reserved_at=now)
+    right = Settlement(
+        clear=((limits.login_identifier, identifier),),
+        give_back=((limits.login_client, client or "-"),),
+        reserved_at=now,
+    )
     if services.passwords.needs_rehash(account["password_hash"]):
         t = services.database.t.Account
         await t.update({t.password_hash: await services.passwords.hash(password)}).where(t.id == account["id"]).run()
@@ -179,9 +209,18 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
         # nothing proven yet: the person picks a contact on the code page before anything is sent
         return LoginOutcome(result=StepResult(step="code"))
     data.login_channel = proven[0]
-    error = await send_code(services, purpose="login", binding=data.login_binding, channel=proven[0],
-                            recipient=account_recipient(account), account_id=account["id"], template="login_code",
-                            new_binding=True, client=client, settle=right)
+    error = await send_code(
+        services,
+        purpose="login",
+        binding=data.login_binding,
+        channel=proven[0],
+        recipient=account_recipient(account),
+        account_id=account["id"],
+        template="login_code",
+        new_binding=True,
+        client=client,
+        settle=right,
+    )
     if error:
         return LoginOutcome(result=StepResult(step="code", errors={"code": error}))
     return LoginOutcome(result=StepResult(step="code"))
@@ -190,11 +229,18 @@ async def submit_password(services: Services, session: Session, form: dict[str, 
 async def _trusted(services: Services, account: dict[str, Any], token: str) -> bool:
     t = services.database.t.TrustedBrowser
     now = services.now()
-    rows = await (t.update({t.last_used_at: now})
-                  .where((t.token_hash == token_digest(token)) & (t.account_id == account["id"])
-                         & t.revoked_at.is_null() & (t.expires_at > now)
-                         & (t.credentials_version == account["credentials_version"]))
-                  .returning(t.id).run())
+    rows = await (
+        t.update({t.last_used_at: now})
+        .where(
+            (t.token_hash == token_digest(token))
+            & (t.account_id == account["id"])
+            & t.revoked_at.is_null()
+            & (t.expires_at > now)
+            & (t.credentials_version == account["credentials_version"])
+        )
+        .returning(t.id)
+        .run()
+    )
     if rows:
         await services.audit("trusted_browser.used", account_id=account["id"])
     return bool(rows)
@@ -203,19 +249,27 @@ async def _trusted(services: Services, account: dict[str, Any], token: str) -> b
 async def code_page(services: Services, session: Session) -> dict[str, Any]:
     """What the code page says: where the code went and how long it lives, where else it may go, and
     whether it could not be delivered (then the other channel, when the person has one)."""
-    account = await account_by_id(services, session.data.account_id) if session.data and session.data.account_id else None
+    account = (
+        await account_by_id(services, session.data.account_id) if session.data and session.data.account_id else None
+    )
     if account is None or session.data is None:
         return {}
     recipient = account_recipient(account)
     channel = session.data.login_channel
     options = [channel_view(services, c, recipient) for c in channel_options(services, account)]
-    info: dict[str, Any] = {"channel": channel_view(services, channel, recipient) if channel else None,
-                            "destination": masked_destination(services, channel, recipient) if channel else "",
-                            "options": options, "proven": bool(proven_channels(services, account)),
-                            "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
-                            "length": services.host.code_policy("login").length}
-    delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding) \
-        if channel and session.data.login_binding else None
+    info: dict[str, Any] = {
+        "channel": channel_view(services, channel, recipient) if channel else None,
+        "destination": masked_destination(services, channel, recipient) if channel else "",
+        "options": options,
+        "proven": bool(proven_channels(services, account)),
+        "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
+        "length": services.host.code_policy("login").length,
+    }
+    delivery = (
+        await last_delivery(services, purpose="login", binding=session.data.login_binding)
+        if channel and session.data.login_binding
+        else None
+    )
     if delivery is not None and delivery.state == FAILED:
         info["undelivered"] = undelivered_message(services, delivery.channel, info["destination"])
         other = other_login_channel(services, account, delivery.channel)
@@ -235,19 +289,31 @@ async def resend_other(services: Services, session: Session, *, client: str = ""
     assert session.data is not None and session.data.account_id is not None
     account = await account_by_id(services, session.data.account_id)
     delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding)
-    other = other_login_channel(services, account, delivery.channel) \
-        if account is not None and delivery is not None and delivery.state == FAILED else None
+    other = (
+        other_login_channel(services, account, delivery.channel)
+        if account is not None and delivery is not None and delivery.state == FAILED
+        else None
+    )
     if account is None or other is None:
         return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
-    error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=other,
-                            recipient=account_recipient(account), account_id=account["id"], template="login_code",
-                            after_failure=True, client=client)
+    error = await send_code(
+        services,
+        purpose="login",
+        binding=session.data.login_binding,
+        channel=other,
+        recipient=account_recipient(account),
+        account_id=account["id"],
+        template="login_code",
+        after_failure=True,
+        client=client,
+    )
     if error:
         return StepResult(step="code", errors={"code": error})
     session.data.login_channel = other
     session.dirty = True
-    return StepResult(step="code",
-                      notice=f"Un nouveau code de sécurité vient de vous être envoyé {channel_label(services, other)}.")
+    return StepResult(
+        step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {channel_label(services, other)}."
+    )
 
 
 async def resend(services: Services, session: Session, channel: str = "", *, client: str = "") -> StepResult:
@@ -262,16 +328,27 @@ async def resend(services: Services, session: Session, channel: str = "", *, cli
         return StepResult(step="code", errors={"channel": CHOOSE_CHANNEL})
     if wanted not in options:
         return StepResult(step="code", errors={"channel": CHOOSE_CHANNEL if channel else UNAVAILABLE})
-    error = await send_code(services, purpose="login", binding=session.data.login_binding, channel=wanted,
-                            recipient=account_recipient(account), account_id=account["id"], template="login_code",
-                            client=client)
+    error = await send_code(
+        services,
+        purpose="login",
+        binding=session.data.login_binding,
+        channel=wanted,
+        recipient=account_recipient(account),
+        account_id=account["id"],
+        template="login_code",
+        client=client,
+    )
     if error:
         return StepResult(step="code", errors={"code": error})
     first = not session.data.login_channel
     session.data.login_channel = wanted
     session.dirty = True
-    return StepResult(step="code", notice="Un code de sécurité vient de vous être envoyé." if first
-                      else "Un nouveau code de sécurité vient de vous être envoyé.")
+    return StepResult(
+        step="code",
+        notice="Un code de sécurité vient de vous être envoyé."
+        if first
+        else "Un nouveau code de sécurité vient de vous être envoyé.",
+    )
 
 
 async def submit_code(services: Services, session: Session, form: dict[str, str], *, client: str) -> LoginOutcome:
@@ -281,15 +358,25 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
     try:
         code = parse_code(form.get("code", ""), policy.length)
     except StepError as error:
-        return LoginOutcome(result=StepResult(step="code", errors={"code": error.message_fr},
-                                              values={"trust": "oui" if trust else ""}))
+        return LoginOutcome(
+            result=StepResult(step="code", errors={"code": error.message_fr}, values={"trust": "oui" if trust else ""})
+        )
     if not session.data.login_channel:
         return LoginOutcome(result=StepResult(step="code", errors={"channel": CHOOSE_CHANNEL}))
-    check, message = await check_code(services, purpose="login", binding=session.data.login_binding, code=code,
-                                      account_id=session.data.account_id, client=client)
+    check, message = await check_code(
+        services,
+        purpose="login",
+        binding=session.data.login_binding,
+        code=code,
+        account_id=session.data.account_id,
+        client=client,
+    )
     if message or check is None:
-        return LoginOutcome(result=StepResult(step="code", errors={"code": message or UNAVAILABLE},
-                                              values={"trust": "oui" if trust else ""}))
+        return LoginOutcome(
+            result=StepResult(
+                step="code", errors={"code": message or UNAVAILABLE}, values={"trust": "oui" if trust else ""}
+            )
+        )
     account = await account_by_id(services, session.data.account_id)
     if account is None:
         session.clear()
@@ -300,12 +387,14 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
         await t.update({getattr(t, f"{contact}_verified"): True}).where(t.id == account["id"]).run()
     outcome = await _complete(services, session, account, client, via="code")
     token = await add_trusted_browser(services, account, form.get("user_agent", "")) if trust else ""
-    return LoginOutcome(result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token,
-                        chosen_channel=check.channel)
+    return LoginOutcome(
+        result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token, chosen_channel=check.channel
+    )
 
 
-async def _complete(services: Services, session: Session, account: dict[str, Any], client: str,
-                    *, via: str) -> LoginOutcome:
+async def _complete(
+    services: Services, session: Session, account: dict[str, Any], client: str, *, via: str
+) -> LoginOutcome:
     assert session.data is not None
     session.data.level = FULL
     session.data.login_binding = ""
@@ -313,8 +402,9 @@ async def _complete(services: Services, session: Session, account: dict[str, Any
     session.data.auth_via = via
     session.data.login_ref = new_token()
     session.rotate()
-    await services.audit("login.succeeded", account_id=account["id"], subject=subject_of(account["identifier"]),
-                         client=client, via=via)
+    await services.audit(
+        "login.succeeded", account_id=account["id"], subject=subject_of(account["identifier"]), client=client, via=via
+    )
     next_url = next_url_for(account)
     if next_url == "/espace-prive" and session.data.return_to:  # nothing forced first: straight back
         next_url, session.data.return_to = session.data.return_to, ""
@@ -326,18 +416,49 @@ async def add_trusted_browser(services: Services, account: dict[str, Any], label
     now = services.now()
     t = services.database.t.TrustedBrowser
     async with services.database.transaction():
-        await t.insert(t(account_id=account["id"], token_hash=token_digest(token), label=_browser_label(label),
-                         credentials_version=account["credentials_version"], created_at=now,
-                         expires_at=now + dt.timedelta(days=services.config.security.trusted_browser_days))).run()
+        await t.insert(
+            t(
+                account_id=account["id"],
+                token_hash=token_digest(token),
+                label=_browser_label(label),
+                credentials_version=account["credentials_version"],
+                created_at=now,
+                expires_at=now + dt.timedelta(days=services.config.security.trusted_browser_days),
+            )
+        ).run()
         await services.audit("trusted_browser.added", account_id=account["id"])
     return token
 
 
 def _browser_label(user_agent: str) -> str:
     ua = user_agent.lower()
-    browser = next((name for key, name in (("firefox", "Firefox"), ("edg", "Edge"), ("chrome", "Chrome"),
-                                           ("chromium", "Chromium"), ("safari", "Safari")) if key in ua), "Navigateur")
-    system = next((name for key, name in (("android", "Android"), ("iphone", "iPhone"), ("ipad", "iPad"),
-                                          ("windows", "Windows"), ("mac os", "macOS"), ("linux", "Linux")) if key in ua),
-                  "")
+    browser = next(
+        (
+            name
+            for key, name in (
+                ("firefox", "Firefox"),
+                ("edg", "Edge"),
+                ("chrome", "Chrome"),
+                ("chromium", "Chromium"),
+                ("safari", "Safari"),
+            )
+            if key in ua
+        ),
+        "Navigateur",
+    )
+    system = next(
+        (
+            name
+            for key, name in (
+                ("android", "Android"),
+                ("iphone", "iPhone"),
+                ("ipad", "iPad"),
+                ("windows", "Windows"),
+                ("mac os", "macOS"),
+                ("linux", "Linux"),
+            )
+            if key in ua
+        ),
+        "",
+    )
     return f"{browser} sur {system}" if system else browser

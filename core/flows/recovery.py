@@ -3,6 +3,7 @@
 An unknown identifier sees the same pages and causes the same database work (a code nobody
 receives), and nothing is sent. Nothing changes on the account until a valid code is given.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -62,16 +63,21 @@ async def submit_identifier(services: Services, state: FlowState, form: dict[str
     return StepResult(step=state.step)
 
 
-async def submit_channel(services: Services, state: FlowState, form: dict[str, str], flow_id: str,
-                         client: str) -> StepResult:
+async def submit_channel(
+    services: Services, state: FlowState, form: dict[str, str], flow_id: str, client: str
+) -> StepResult:
     channel = form.get("channel", "")
     if channel not in channels(services):
-        return StepResult(step="canal", errors={"channel": "Veuillez choisir comment recevoir votre mot de passe temporaire."})
+        return StepResult(
+            step="canal", errors={"channel": "Veuillez choisir comment recevoir votre mot de passe temporaire."}
+        )
     identifier = state.data["identifier"]
     now = services.now()
     try:
-        for limit, subject in ((services.limits.recovery_identifier, identifier),
-                               (services.limits.recovery_client, client or "-")):
+        for limit, subject in (
+            (services.limits.recovery_identifier, identifier),
+            (services.limits.recovery_client, client or "-"),
+        ):
             verdict = await services.limiter.take(limit, subject, now)
             if not verdict.allowed:
                 await services.audit("limit.reached", subject=subject_of(identifier), client=client, limit=limit.name)
@@ -83,15 +89,27 @@ async def submit_channel(services: Services, state: FlowState, form: dict[str, s
     account, reachable, error = await _send_recovery_code(services, state, flow_id, client=client)
     if error:
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
-    await services.audit("recovery.requested", account_id=account["id"] if account else None,
-                         subject=subject_of(identifier), client=client, channel=channel, reachable=reachable)
+    await services.audit(
+        "recovery.requested",
+        account_id=account["id"] if account else None,
+        subject=subject_of(identifier),
+        client=client,
+        channel=channel,
+        reachable=reachable,
+    )
     advance(state, "canal", "code", STEPS)
     return StepResult(step=state.step)
 
 
-async def _send_recovery_code(services: Services, state: FlowState, flow_id: str, *, client: str,
-                              channel: str | None = None,
-                              after_failure: bool = False) -> tuple[dict[str, Any] | None, bool, str | None]:
+async def _send_recovery_code(
+    services: Services,
+    state: FlowState,
+    flow_id: str,
+    *,
+    client: str,
+    channel: str | None = None,
+    after_failure: bool = False,
+) -> tuple[dict[str, Any] | None, bool, str | None]:
     """Issue a code bound to the flow; only an account with a contact on that channel receives it."""
     identifier = state.data["identifier"]
     channel = channel or state.data.get("channel", "")
@@ -100,11 +118,19 @@ async def _send_recovery_code(services: Services, state: FlowState, flow_id: str
     # is a stranger's, who would then receive the temporary password
     kind = reaches(services, channel)
     reachable = bool(account and kind in proven_kinds(account) and account_recipient(account).reachable_by(kind))
-    error = await send_code(services, purpose="recovery", binding=flow_id, channel=channel,
-                            recipient=account_recipient(account) if account else account_recipient({}),
-                            account_id=account["id"] if account else None, template="recovery_code",
-                            deliver=reachable, limit_subject=_limit_subject(identifier), after_failure=after_failure,
-                            client=client)
+    error = await send_code(
+        services,
+        purpose="recovery",
+        binding=flow_id,
+        channel=channel,
+        recipient=account_recipient(account) if account else account_recipient({}),
+        account_id=account["id"] if account else None,
+        template="recovery_code",
+        deliver=reachable,
+        limit_subject=_limit_subject(identifier),
+        after_failure=after_failure,
+        client=client,
+    )
     return account, reachable, error
 
 
@@ -128,17 +154,23 @@ async def code_delivery(services: Services, state: FlowState, flow_id: str | Non
 async def switch_channel(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
     """The code again on the other channel, once the last one could not be delivered."""
     delivery = await last_delivery(services, purpose="recovery", binding=flow_id)
-    other = next((c for c in channels(services) if c != delivery.channel), None) \
-        if delivery and delivery.state == FAILED else None
+    other = (
+        next((c for c in channels(services) if c != delivery.channel), None)
+        if delivery and delivery.state == FAILED
+        else None
+    )
     if other is None:
         return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
-    _account, _reachable, error = await _send_recovery_code(services, state, flow_id, channel=other,
-                                                            after_failure=True, client=client)
+    _account, _reachable, error = await _send_recovery_code(
+        services, state, flow_id, channel=other, after_failure=True, client=client
+    )
     if error:
         return StepResult(step="code", errors={"code": error})
     state.data["channel"] = other  # the temporary password follows on this channel
-    return StepResult(step="code", notice="Un nouveau code de confirmation vient de vous être envoyé "
-                                          f"{channel_label(services, other)}.")
+    return StepResult(
+        step="code",
+        notice=f"Un nouveau code de confirmation vient de vous être envoyé {channel_label(services, other)}.",
+    )
 
 
 async def resend_code(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
@@ -148,17 +180,24 @@ async def resend_code(services: Services, state: FlowState, flow_id: str, *, cli
     return StepResult(step="code", notice="Un nouveau code de confirmation vient de vous être envoyé.")
 
 
-async def submit_code(services: Services, state: FlowState, form: dict[str, str], flow_id: str,
-                      client: str) -> StepResult:
+async def submit_code(
+    services: Services, state: FlowState, form: dict[str, str], flow_id: str, client: str
+) -> StepResult:
     policy = services.host.code_policy("recovery")
     try:
         code = parse_code(form.get("code", ""), policy.length)
     except StepError as error:
         return StepResult(step="code", errors={"code": error.message_fr})
     account = await account_by_identifier(services, state.data["identifier"])
-    check, message = await check_code(services, purpose="recovery", binding=flow_id, code=code,
-                                      account_id=account["id"] if account else None,
-                                      limit_subject=_limit_subject(state.data["identifier"]), client=client)
+    check, message = await check_code(
+        services,
+        purpose="recovery",
+        binding=flow_id,
+        code=code,
+        account_id=account["id"] if account else None,
+        limit_subject=_limit_subject(state.data["identifier"]),
+        client=client,
+    )
     if message or check is None or account is None or check.account_id != account["id"]:
         return StepResult(step="code", errors={"code": message or "Le code saisi est incorrect."})
     await reset_password(services, account, channel=state.data["channel"], client=client)
@@ -177,22 +216,43 @@ async def reset_password(services: Services, account: dict[str, object], *, chan
     recipient = account_recipient(account)  # type: ignore[arg-type]
     kind = reaches(services, channel)
     async with services.database.transaction():
-        changes: dict[Any, Any] = {t.password_hash: password_hash, t.password_is_temporary: True, t.temporary_expires_at: expires,
-                   t.password_changed_at: now, t.credentials_version: t.credentials_version + 1}
+        changes: dict[Any, Any] = {
+            t.password_hash: password_hash,
+            t.password_is_temporary: True,
+            t.temporary_expires_at: expires,
+            t.password_changed_at: now,
+            t.credentials_version: t.credentials_version + 1,
+        }
         if services.config.citizen.confirm_contacts_after_recovery:
             # seed 002, steps 5-6: after the personalisation the person confirms their contacts again
             changes[t.contacts_confirmed_at] = None
         await t.update(changes).where(t.id == account["id"]).run()
         await b.update({b.revoked_at: now}).where((b.account_id == account["id"]) & b.revoked_at.is_null()).run()
-        await services.enqueue(channel=channel, template="temporary_password", recipient=recipient.only(kind),
-                               payload={"password": temporary, "expires_on": french_date(expires),
-                                        "masked_identifier": mask_identifier(str(account["identifier"]))},
-                               expires_at=expires)
+        await services.enqueue(
+            channel=channel,
+            template="temporary_password",
+            recipient=recipient.only(kind),
+            payload={
+                "password": temporary,
+                "expires_on": french_date(expires),
+                "masked_identifier": mask_identifier(str(account["identifier"])),
+            },
+            expires_at=expires,
+        )
         # the person's other proven contacts hear of it: a reset they did not ask for is seen at once
-        await notify(services, template="password_reset_notice", recipient=recipient,
-                     kinds=tuple(k for k in (EMAIL, MOBILE) if k != kind and k in proven_kinds(account)))  # type: ignore[arg-type]
-        await services.audit("password.reset", account_id=int(account["id"]),  # type: ignore[call-overload]
-                             subject=subject_of(str(account["identifier"])), client=client, channel=channel)
+        await notify(
+            services,
+            template="password_reset_notice",
+            recipient=recipient,
+            kinds=tuple(k for k in (EMAIL, MOBILE) if k != kind and k in proven_kinds(account)),
+        )  # type: ignore[arg-type]
+        await services.audit(
+            "password.reset",
+            account_id=int(account["id"]),  # type: ignore[call-overload]
+            subject=subject_of(str(account["identifier"])),
+            client=client,
+            channel=channel,
+        )
 
 
 def new_flow_secret() -> str:

@@ -4,6 +4,7 @@ channel, security code, confirmation; or, for "Autre", a request the caisse hand
 The screens, statuses and database work are the same whether the identifier is unknown, known
 to the registry or already has an account: only the outbox differs.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,20 +17,20 @@ from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
     NO_OTHER_CHANNEL,
     UNAVAILABLE,
-    full_name,
     account_by_identifier,
     account_recipient,
     channel_label,
     check_code,
     french_date,
+    full_name,
     last_delivery,
     letter_channel,
+    limit_unavailable,
     mobile_regions,
     notify,
     proven_kinds,
     reach_phrase,
     reaches,
-    limit_unavailable,
     send_code,
     subject_of,
     temporary_expiry,
@@ -47,8 +48,8 @@ from guichet.core.identifiers import (
     parse_identifier,
     parse_mobile,
     parse_name,
-    parse_siret,
     parse_phone,
+    parse_siret,
 )
 from guichet.core.outbox import FAILED
 from guichet.core.services import Services
@@ -139,14 +140,15 @@ async def submit_contact(services: Services, state: FlowState, form: dict[str, s
     errors: dict[str, str] = {}
     parsed: dict[str, Any] = {}
     checks: list[tuple[str, Any]] = [
-        ("last_name", lambda: parse_name(values["last_name"], "last_name",
-                                          "raison sociale" if is_company else "nom")),
+        ("last_name", lambda: parse_name(values["last_name"], "last_name", "raison sociale" if is_company else "nom")),
         ("email", lambda: parse_email(values["email"], "email")),
         ("mobile", lambda: parse_mobile(values["mobile"], "mobile", regions=mobile_regions(services))),
     ]
     if not is_company:
-        checks += [("first_name", lambda: parse_name(values["first_name"], "first_name", "prénom")),
-                   ("birth_date", lambda: parse_birth_date(values["birth_date"], services.clock.today(), "birth_date"))]
+        checks += [
+            ("first_name", lambda: parse_name(values["first_name"], "first_name", "prénom")),
+            ("birth_date", lambda: parse_birth_date(values["birth_date"], services.clock.today(), "birth_date")),
+        ]
     for field, parse in checks:
         try:
             parsed[field] = parse()
@@ -155,13 +157,17 @@ async def submit_contact(services: Services, state: FlowState, form: dict[str, s
     if errors:
         return StepResult(step="coordonnees", errors=errors, values=values)
     record = await services.host.registry_lookup(status.identifier_kind, state.data["identifier"])
-    state.data.update({
-        "last_name": parsed["last_name"], "first_name": parsed.get("first_name", ""),
-        "birth_date": parsed["birth_date"].isoformat() if "birth_date" in parsed else "",
-        "email": parsed["email"], "mobile": parsed["mobile"],
-        # whether the registry knows this person as typed; never shown, only steers the outbox
-        "matched": record is not None and _matches(record, parsed),
-    })
+    state.data.update(
+        {
+            "last_name": parsed["last_name"],
+            "first_name": parsed.get("first_name", ""),
+            "birth_date": parsed["birth_date"].isoformat() if "birth_date" in parsed else "",
+            "email": parsed["email"],
+            "mobile": parsed["mobile"],
+            # whether the registry knows this person as typed; never shown, only steers the outbox
+            "matched": record is not None and _matches(record, parsed),
+        }
+    )
     advance(state, "coordonnees", "question", PERSON_STEPS)
     return StepResult(step=state.step)
 
@@ -195,8 +201,11 @@ async def submit_question(services: Services, state: FlowState, form: dict[str, 
     values = {"question": kind, field: answer}
     questions = {q.kind: q for q in questions_for(services, state)}
     if kind != NO_ANSWER and kind not in questions:
-        return StepResult(step="question", errors={"question": "Veuillez choisir une question, ou « Je ne peux pas répondre »."},
-                          values=values)
+        return StepResult(
+            step="question",
+            errors={"question": "Veuillez choisir une question, ou « Je ne peux pas répondre »."},
+            values=values,
+        )
     if kind != NO_ANSWER:
         try:  # the question's plugin checks the form first: a malformed answer costs no try
             answer = services.host.identity_answer(questions[kind], answer)
@@ -221,8 +230,9 @@ async def submit_question(services: Services, state: FlowState, form: dict[str, 
         advance(state, "question", "canal", PERSON_STEPS)
         return StepResult(step=state.step)
     if kind != NO_ANSWER:
-        await services.audit("identity.failed", subject=subject_of(identifier), client=client, question=kind,
-                             verdict=verdict.value)
+        await services.audit(
+            "identity.failed", subject=subject_of(identifier), client=client, question=kind, verdict=verdict.value
+        )
     return await _finish(services, state, channel=letter_channel(services, PASSWORD), client=client)
 
 
@@ -247,15 +257,23 @@ def channels_for(services: Services, state: FlowState) -> list[str]:
     return [c.name for c in services.host.channels_for("registration") if typed.reachable_by(c.reaches)]
 
 
-async def submit_channel(services: Services, state: FlowState, form: dict[str, str], flow_id: str, *,
-                         client: str = "") -> StepResult:
+async def submit_channel(
+    services: Services, state: FlowState, form: dict[str, str], flow_id: str, *, client: str = ""
+) -> StepResult:
     channel = form.get("channel", "")
     if channel not in channels_for(services, state):
         return StepResult(step="canal", errors={"channel": "Veuillez choisir comment recevoir votre code de sécurité."})
     state.data["channel"] = channel
-    error = await send_code(services, purpose="registration", binding=flow_id, channel=channel,
-                            recipient=_typed_recipient(state), account_id=None, template="registration_code",
-                            client=client)
+    error = await send_code(
+        services,
+        purpose="registration",
+        binding=flow_id,
+        channel=channel,
+        recipient=_typed_recipient(state),
+        account_id=None,
+        template="registration_code",
+        client=client,
+    )
     if error:
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
     advance(state, "canal", "code", PERSON_STEPS)
@@ -268,10 +286,14 @@ async def code_delivery(services: Services, state: FlowState, flow_id: str | Non
     if delivery is None or delivery.state != FAILED:
         return {}
     # the contact as typed in this flow, shown in full as the page shows it: a typo is seen at once
-    info = {"undelivered": undelivered_message(services, delivery.channel, typed_contact(services, state, delivery.channel))}
+    info = {
+        "undelivered": undelivered_message(services, delivery.channel, typed_contact(services, state, delivery.channel))
+    }
     other = _other_channel(services, state, delivery.channel)
     if other:
-        info.update(other_channel=other, other_label=reach_phrase(services, other, typed_contact(services, state, other)))
+        info.update(
+            other_channel=other, other_label=reach_phrase(services, other, typed_contact(services, state, other))
+        )
     return info
 
 
@@ -293,14 +315,23 @@ async def switch_channel(services: Services, state: FlowState, flow_id: str, *, 
     other = _other_channel(services, state, delivery.channel) if delivery and delivery.state == FAILED else None
     if other is None:
         return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
-    error = await send_code(services, purpose="registration", binding=flow_id, channel=other,
-                            recipient=_typed_recipient(state), account_id=None, template="registration_code",
-                            after_failure=True, client=client)
+    error = await send_code(
+        services,
+        purpose="registration",
+        binding=flow_id,
+        channel=other,
+        recipient=_typed_recipient(state),
+        account_id=None,
+        template="registration_code",
+        after_failure=True,
+        client=client,
+    )
     if error:
         return StepResult(step="code", errors={"code": error})
     state.data["channel"] = other  # the code that finishes the registration proves this contact now
-    return StepResult(step="code",
-                      notice=f"Un nouveau code de sécurité vient de vous être envoyé {channel_label(services, other)}.")
+    return StepResult(
+        step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {channel_label(services, other)}."
+    )
 
 
 def _typed_recipient(state: FlowState) -> Recipient:
@@ -314,23 +345,32 @@ def _typed_recipient(state: FlowState) -> Recipient:
 
 async def resend_code(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
     channel = state.data.get("channel", "")
-    error = await send_code(services, purpose="registration", binding=flow_id, channel=channel,
-                            recipient=_typed_recipient(state), account_id=None, template="registration_code",
-                            client=client)
+    error = await send_code(
+        services,
+        purpose="registration",
+        binding=flow_id,
+        channel=channel,
+        recipient=_typed_recipient(state),
+        account_id=None,
+        template="registration_code",
+        client=client,
+    )
     if error:
         return StepResult(step="code", errors={"code": error})
     return StepResult(step="code", notice="Un nouveau code de sécurité vient de vous être envoyé.")
 
 
-async def submit_code(services: Services, state: FlowState, form: dict[str, str], flow_id: str,
-                      client: str) -> StepResult:
+async def submit_code(
+    services: Services, state: FlowState, form: dict[str, str], flow_id: str, client: str
+) -> StepResult:
     policy = services.host.code_policy("registration")
     try:
         code = parse_code(form.get("code", ""), policy.length)
     except StepError as error:
         return StepResult(step="code", errors={"code": error.message_fr})
-    _check, error_message = await check_code(services, purpose="registration", binding=flow_id, code=code,
-                                             account_id=None, client=client)
+    _check, error_message = await check_code(
+        services, purpose="registration", binding=flow_id, code=code, account_id=None, client=client
+    )
     if error_message:
         return StepResult(step="code", errors={"code": error_message})
     return await _finish(services, state, channel=state.data["channel"], client=client)
@@ -345,7 +385,9 @@ async def _finish(services: Services, state: FlowState, *, channel: str, client:
     assert status is not None
     identifier = state.data["identifier"]
     state.data["outcome_channel"] = channel
-    record = await services.host.registry_lookup(status.identifier_kind, identifier) if state.data.get("matched") else None
+    record = (
+        await services.host.registry_lookup(status.identifier_kind, identifier) if state.data.get("matched") else None
+    )
     existing = await account_by_identifier(services, identifier)
     subject = subject_of(identifier)
     if existing is not None:
@@ -355,7 +397,9 @@ async def _finish(services: Services, state: FlowState, *, channel: str, client:
         await _notice_allowed(services, identifier)  # the counting a known identifier's notice costs
         await services.audit("registration.unknown", subject=subject, client=client)
         await _same_work(services)
-    elif reaches(services, channel) == POSTAL and (record.address is None or not await within_budget(services, channel)):
+    elif reaches(services, channel) == POSTAL and (
+        record.address is None or not await within_budget(services, channel)
+    ):
         await _notice_allowed(services, identifier)
         await services.audit("registration.unknown", subject=subject, client=client, reason="no_letter")
         await _same_work(services)
@@ -365,8 +409,11 @@ async def _finish(services: Services, state: FlowState, *, channel: str, client:
             existing = await account_by_identifier(services, identifier)
             if existing is not None:
                 await _notify_existing(services, existing, client)
-    state.data = {k: v for k, v in state.data.items()
-                  if k in ("status", "third_party", "started", "outcome_channel", "email", "mobile")}
+    state.data = {
+        k: v
+        for k, v in state.data.items()
+        if k in ("status", "third_party", "started", "outcome_channel", "email", "mobile")
+    }
     advance(state, state.step, "termine", PERSON_STEPS)
     state.done = list(PERSON_STEPS[:-1])
     return StepResult(step="termine")
@@ -382,8 +429,7 @@ async def _notice_allowed(services: Services, identifier: str) -> bool:
     would only flood them. Counted for every registration that creates nothing, so an identifier
     without an account costs the same work. A counter store that fails lets the notice go."""
     try:
-        [verdict] = await services.limiter.reserve([(services.limits.registration_notice, identifier)],
-                                                   services.now())
+        [verdict] = await services.limiter.reserve([(services.limits.registration_notice, identifier)], services.now())
     except CounterStoreError:
         return True
     return verdict.allowed
@@ -393,19 +439,35 @@ async def _notify_existing(services: Services, account: dict[str, Any], client: 
     allowed = await _notice_allowed(services, account["identifier"])
     async with services.database.transaction():
         if allowed:  # to the first contact the holder proved (an email typed by a stranger would tell them)
-            await notify(services, template="registration_attempt_notice", recipient=account_recipient(account),
-                         kinds=tuple(k for k in (EMAIL, MOBILE, IDENTIFIER) if k in proven_kinds(account)),
-                         first_only=True)
-        await services.audit("registration.duplicate", account_id=account["id"],
-                             subject=subject_of(account["identifier"]), client=client, notified=allowed)
+            await notify(
+                services,
+                template="registration_attempt_notice",
+                recipient=account_recipient(account),
+                kinds=tuple(k for k in (EMAIL, MOBILE, IDENTIFIER) if k in proven_kinds(account)),
+                first_only=True,
+            )
+        await services.audit(
+            "registration.duplicate",
+            account_id=account["id"],
+            subject=subject_of(account["identifier"]),
+            client=client,
+            notified=allowed,
+        )
 
 
-async def _create_account(services: Services, state: FlowState, status: Status, record: Record, channel: str,
-                          client: str) -> bool:
+async def _create_account(
+    services: Services, state: FlowState, status: Status, record: Record, channel: str, client: str
+) -> bool:
     data = state.data
-    context = PasswordContext(words=(record.last_name, record.first_name, record.identifier,
-                                     record.birth_date.strftime("%d%m%Y") if record.birth_date else ""),
-                              caisse_name=services.config.caisse.name)
+    context = PasswordContext(
+        words=(
+            record.last_name,
+            record.first_name,
+            record.identifier,
+            record.birth_date.strftime("%d%m%Y") if record.birth_date else "",
+        ),
+        caisse_name=services.config.caisse.name,
+    )
     temporary = services.passwords.temporary_password(context)
     password_hash = await services.passwords.hash(temporary)
     now = services.now()
@@ -413,30 +475,54 @@ async def _create_account(services: Services, state: FlowState, status: Status, 
     kind = reaches(services, channel)  # the contact the code proved (none for a password by post)
     t = services.database.t.Account
     typed = _typed_recipient(state)
-    letter_recipient = Recipient(name=full_name(record.first_name, record.last_name),
-                                 address=record.address or PostalAddress(lines=()))
+    letter_recipient = Recipient(
+        name=full_name(record.first_name, record.last_name), address=record.address or PostalAddress(lines=())
+    )
     try:
         async with services.database.transaction():
-            rows = await t.insert(t(
-                identifier_kind=status.identifier_kind, identifier=record.identifier, status=status.code,
-                last_name=record.last_name, first_name=record.first_name, birth_date=record.birth_date,
-                email=data.get("email"), email_verified=kind == EMAIL,
-                mobile=data.get("mobile"), mobile_verified=kind == MOBILE,
-                password_hash=password_hash, password_is_temporary=True, temporary_expires_at=expires,
-                credentials_version=1, created_at=now)).returning(t.id).run()
+            rows = (
+                await t.insert(
+                    t(
+                        identifier_kind=status.identifier_kind,
+                        identifier=record.identifier,
+                        status=status.code,
+                        last_name=record.last_name,
+                        first_name=record.first_name,
+                        birth_date=record.birth_date,
+                        email=data.get("email"),
+                        email_verified=kind == EMAIL,
+                        mobile=data.get("mobile"),
+                        mobile_verified=kind == MOBILE,
+                        password_hash=password_hash,
+                        password_is_temporary=True,
+                        temporary_expires_at=expires,
+                        credentials_version=1,
+                        created_at=now,
+                    )
+                )
+                .returning(t.id)
+                .run()
+            )
             account_id = int(rows[0]["id"])
             masked = mask_identifier(record.identifier)
-            password_payload = {"password": temporary, "expires_on": french_date(expires),
-                                "masked_identifier": masked}
-            await services.enqueue(channel=channel, template="temporary_password",
-                                   recipient=letter_recipient if kind == POSTAL else typed.only(kind),
-                                   payload=password_payload, expires_at=expires)
+            password_payload = {"password": temporary, "expires_on": french_date(expires), "masked_identifier": masked}
+            await services.enqueue(
+                channel=channel,
+                template="temporary_password",
+                recipient=letter_recipient if kind == POSTAL else typed.only(kind),
+                payload=password_payload,
+                expires_at=expires,
+            )
             if record.address is not None:
-                await services.enqueue(channel=letter_channel(services, LETTER), template="registration_letter",
-                                       recipient=letter_recipient,
-                                       payload={"masked_identifier": masked, "registered_on": french_date(now)})
-            await services.audit("registration.completed", account_id=account_id, subject=masked, client=client,
-                                 channel=channel)
+                await services.enqueue(
+                    channel=letter_channel(services, LETTER),
+                    template="registration_letter",
+                    recipient=letter_recipient,
+                    payload={"masked_identifier": masked, "registered_on": french_date(now)},
+                )
+            await services.audit(
+                "registration.completed", account_id=account_id, subject=masked, client=client, channel=channel
+            )
     except INTEGRITY_ERRORS:
         return False
     return True
@@ -456,8 +542,17 @@ async def submit_structure(services: Services, state: FlowState, form: dict[str,
     return StepResult(step=state.step)
 
 
-REQUEST_FIELDS = ("structure_name", "siret", "address_street", "address_extra", "postal_code", "city",
-                  "contact_name", "email", "phone")  # in the page's order: the error summary follows it
+REQUEST_FIELDS = (
+    "structure_name",
+    "siret",
+    "address_street",
+    "address_extra",
+    "postal_code",
+    "city",
+    "contact_name",
+    "email",
+    "phone",
+)  # in the page's order: the error summary follows it
 
 
 async def submit_request(services: Services, state: FlowState, form: dict[str, str], client: str) -> StepResult:
@@ -479,8 +574,9 @@ async def submit_request(services: Services, state: FlowState, form: dict[str, s
         except StepError as error:
             errors[error.field] = error.message_fr
     # where the approval's letter (the temporary password) goes: the caisse checks it against the Kbis
-    parsed["address"], address_errors = parse_postal_address(values["address_street"], values["address_extra"],
-                                                             values["postal_code"], values["city"])
+    parsed["address"], address_errors = parse_postal_address(
+        values["address_street"], values["address_extra"], values["postal_code"], values["city"]
+    )
     errors.update(address_errors)
     if errors:
         ordered = {field: errors[field] for field in REQUEST_FIELDS if field in errors}
@@ -488,10 +584,16 @@ async def submit_request(services: Services, state: FlowState, form: dict[str, s
     # no second count here: the flow's first step took this client's registration_client allowance,
     # and a flow sends one request at most (it ends at "demande-envoyee")
     async with services.database.transaction():
-        number = await create_request(services.database, structure_kind=state.data["structure"], now=services.now(),
-                                      **parsed)
-        await services.audit("third_party.requested", subject=mask_identifier(parsed["siret"]), client=client,
-                             structure=state.data["structure"], request=number)
+        number = await create_request(
+            services.database, structure_kind=state.data["structure"], now=services.now(), **parsed
+        )
+        await services.audit(
+            "third_party.requested",
+            subject=mask_identifier(parsed["siret"]),
+            client=client,
+            structure=state.data["structure"],
+            request=number,
+        )
     advance(state, "demande", "demande-envoyee", THIRD_PARTY_STEPS)
     return StepResult(step=state.step)
 

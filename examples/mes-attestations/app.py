@@ -13,6 +13,7 @@ Two ways, as docs/oidc.md describes them:
 
 Standard library, httpx and joserfc only; sessions in memory (an example, not a product).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,22 @@ class Service:
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         with self.lock:
             self.pending[state] = (nonce, verifier)
-        return self.metadata["authorization_endpoint"] + "?" + urlencode({
-            "response_type": "code", "client_id": self.client_id, "redirect_uri": f"{self.public_url}/retour",
-            "scope": "openid profile", "state": state, "nonce": nonce,
-            "code_challenge": challenge, "code_challenge_method": "S256"})
+        return (
+            self.metadata["authorization_endpoint"]
+            + "?"
+            + urlencode(
+                {
+                    "response_type": "code",
+                    "client_id": self.client_id,
+                    "redirect_uri": f"{self.public_url}/retour",
+                    "scope": "openid profile",
+                    "state": state,
+                    "nonce": nonce,
+                    "code_challenge": challenge,
+                    "code_challenge_method": "S256",
+                }
+            )
+        )
 
     def finish_login(self, query: dict[str, str]) -> str:
         """The callback: a session id, or ValueError."""
@@ -68,17 +81,32 @@ class Service:
             nonce, verifier = self.pending.pop(query.get("state", ""), ("", ""))
         if not verifier or query.get("iss") != self.metadata["issuer"] or "code" not in query:
             raise ValueError("réponse inattendue")
-        answer = httpx.post(self.metadata["token_endpoint"], auth=(self.client_id, self.secret), timeout=10, data={
-            "grant_type": "authorization_code", "code": query["code"], "code_verifier": verifier,
-            "redirect_uri": f"{self.public_url}/retour"})
+        answer = httpx.post(
+            self.metadata["token_endpoint"],
+            auth=(self.client_id, self.secret),
+            timeout=10,
+            data={
+                "grant_type": "authorization_code",
+                "code": query["code"],
+                "code_verifier": verifier,
+                "redirect_uri": f"{self.public_url}/retour",
+            },
+        )
         answer.raise_for_status()
         tokens = answer.json()
         claims = jwt.decode(tokens["id_token"], self.keys(), algorithms=["RS256", "ES256"]).claims
-        JWTClaimsRegistry(leeway=30, iss={"essential": True, "value": self.metadata["issuer"]},
-                          aud={"essential": True, "value": self.client_id}, exp={"essential": True},
-                          nonce={"essential": True, "value": nonce}).validate(claims)
-        info = httpx.get(self.metadata["userinfo_endpoint"], timeout=10,
-                         headers={"authorization": f"Bearer {tokens['access_token']}"}).json()
+        JWTClaimsRegistry(
+            leeway=30,
+            iss={"essential": True, "value": self.metadata["issuer"]},
+            aud={"essential": True, "value": self.client_id},
+            exp={"essential": True},
+            nonce={"essential": True, "value": nonce},
+        ).validate(claims)
+        info = httpx.get(
+            self.metadata["userinfo_endpoint"],
+            timeout=10,
+            headers={"authorization": f"Bearer {tokens['access_token']}"},
+        ).json()
         if info.get("sub") != claims["sub"]:
             raise ValueError("identité incohérente")
         sid = secrets.token_urlsafe(32)
@@ -93,29 +121,39 @@ class Service:
             return None
         try:
             claims = jwt.decode(token, self.keys(), algorithms=["ES256"]).claims
-            JWTClaimsRegistry(leeway=30, iss={"essential": True, "value": self.metadata["issuer"]},
-                              aud={"essential": True, "value": "guichet-forward-auth"},
-                              exp={"essential": True}).validate(claims)
+            JWTClaimsRegistry(
+                leeway=30,
+                iss={"essential": True, "value": self.metadata["issuer"]},
+                aud={"essential": True, "value": "guichet-forward-auth"},
+                exp={"essential": True},
+            ).validate(claims)
         except (JoseError, ValueError):
             return None
         return dict(claims)
 
 
 def page(title: str, body: str) -> bytes:
-    return (f'<!doctype html><html lang="fr"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
-            f"<body><h1>{html.escape(title)}</h1>{body}</body></html>").encode()
+    return (
+        f'<!doctype html><html lang="fr"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    ).encode()
 
 
-LEVELS = {"urn:guichet:acr:code": "mot de passe et code de sécurité",
-          "urn:guichet:acr:navigateur-de-confiance": "mot de passe, navigateur de confiance"}
+LEVELS = {
+    "urn:guichet:acr:code": "mot de passe et code de sécurité",
+    "urn:guichet:acr:navigateur-de-confiance": "mot de passe, navigateur de confiance",
+}
 
 
 def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
-            for key, value in {"content-type": "text/html; charset=utf-8", "cache-control": "no-store",
-                               **(headers or {})}.items():
+            for key, value in {
+                "content-type": "text/html; charset=utf-8",
+                "cache-control": "no-store",
+                **(headers or {}),
+            }.items():
                 self.send_header(key, value)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -137,8 +175,14 @@ def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
                 claims, info = session["claims"], session["info"]
                 name = html.escape(f"{info.get('given_name', '')} {info.get('family_name', '')}".strip())
                 level = html.escape(LEVELS.get(claims.get("acr", ""), claims.get("acr", "")))
-                self._send(200, page("Mes attestations", f"<p>Bonjour {name}.</p><p>Niveau de connexion : {level}.</p>"
-                                     '<p><a href="/deconnexion">Se déconnecter</a></p>'))
+                self._send(
+                    200,
+                    page(
+                        "Mes attestations",
+                        f"<p>Bonjour {name}.</p><p>Niveau de connexion : {level}.</p>"
+                        '<p><a href="/deconnexion">Se déconnecter</a></p>',
+                    ),
+                )
             elif parts.path == "/retour":
                 try:
                     new_sid = service.finish_login(query)
@@ -146,14 +190,18 @@ def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
                     print(f"login refused: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                     self._send(400, page("Connexion impossible", "<p>La connexion n'a pas abouti.</p>"))
                     return
-                self._send(303, headers={"location": "/",
-                                         "set-cookie": f"{COOKIE}={new_sid}; Path=/; HttpOnly; SameSite=Lax"})
+                self._send(
+                    303, headers={"location": "/", "set-cookie": f"{COOKIE}={new_sid}; Path=/; HttpOnly; SameSite=Lax"}
+                )
             elif parts.path == "/deconnexion":
                 hint = session["id_token"] if session else ""
                 with service.lock:
                     service.sessions.pop(sid, None)
-                target = service.metadata["end_session_endpoint"] + "?" + urlencode(
-                    {"id_token_hint": hint, "post_logout_redirect_uri": f"{service.public_url}/au-revoir"})
+                target = (
+                    service.metadata["end_session_endpoint"]
+                    + "?"
+                    + urlencode({"id_token_hint": hint, "post_logout_redirect_uri": f"{service.public_url}/au-revoir"})
+                )
                 self._send(303, headers={"location": target, "set-cookie": f"{COOKIE}=; Path=/; Max-Age=0"})
             elif parts.path == "/au-revoir":
                 self._send(200, page("Mes attestations", "<p>Vous êtes déconnecté.</p>"))
@@ -164,8 +212,14 @@ def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
                     return
                 name = html.escape(f"{claims.get('given_name', '')} {claims.get('family_name', '')}".strip())
                 level = html.escape(LEVELS.get(claims.get("acr", ""), claims.get("acr", "")))
-                self._send(200, page("Mes attestations", f"<p>Bonjour {name}.</p><p>Niveau de connexion : {level}.</p>"
-                                     '<p><a href="/oidc/deconnexion">Se déconnecter</a></p>'))
+                self._send(
+                    200,
+                    page(
+                        "Mes attestations",
+                        f"<p>Bonjour {name}.</p><p>Niveau de connexion : {level}.</p>"
+                        '<p><a href="/oidc/deconnexion">Se déconnecter</a></p>',
+                    ),
+                )
             else:
                 self._send(404, page("Page introuvable", ""))
 

@@ -1,7 +1,7 @@
 """EmailChannel: renders a message's templates into a text + HTML email and sends it over SMTP."""
+
 from __future__ import annotations
 
-import asyncio
 import email.policy
 import email.utils
 import re
@@ -11,7 +11,18 @@ from pathlib import Path
 
 import aiosmtplib
 
-from guichet.core import CODE, ConfigError, DeliveryError, EMAIL, LETTER, Message, NOTICE, PASSWORD, PluginContext, delivery_key
+from guichet.core import (
+    CODE,
+    EMAIL,
+    LETTER,
+    NOTICE,
+    PASSWORD,
+    ConfigError,
+    DeliveryError,
+    Message,
+    PluginContext,
+    delivery_key,
+)
 from guichet.core.delivery_templates import TEMPLATES, render, template_context, template_environment
 from guichet.plugins.delivery_email.settings import EmailSettings
 
@@ -41,16 +52,22 @@ class EmailChannel:
         demo = context.demo
         if settings.port == 0:
             if demo is None:
-                raise ConfigError("port 0 (the demo mailbox) needs demo mode with the demo mailbox on",
-                                  key="$.plugins.settings.delivery_email.port")
+                raise ConfigError(
+                    "port 0 (the demo mailbox) needs demo mode with the demo mailbox on",
+                    key="$.plugins.settings.delivery_email.port",
+                )
             self.host, self.port, self.security = demo.smtp_host, demo.smtp_port, "none"
         else:
             self.host, self.port, self.security = settings.host, settings.port, settings.security
         self.password = settings.password.resolve() if settings.password else None  # at start-up, never logged
         _header(settings.sender, "From")
         self.domain = email.utils.parseaddr(settings.sender)[1].rpartition("@")[2] or "guichet.invalid"
-        self.env = template_environment(context, settings.templates_dir, BUILTIN_TEMPLATES,
-                                        setting="$.plugins.settings.delivery_email.templates_dir")
+        self.env = template_environment(
+            context,
+            settings.templates_dir,
+            BUILTIN_TEMPLATES,
+            setting="$.plugins.settings.delivery_email.templates_dir",
+        )
         for template in TEMPLATES:
             for suffix in (".subject.txt", ".txt", ".html"):
                 self.env.get_template(template + suffix)  # a missing or broken template stops the start
@@ -61,8 +78,10 @@ class EmailChannel:
     def render(self, message: Message) -> tuple[str, str, str]:
         """(subject, text, html) of a message."""
         values = template_context(self.context, message)
-        subject, text, html = (render(self.env, f"{message.template}{suffix}", values, channel="email")
-                               for suffix in (".subject.txt", ".txt", ".html"))
+        subject, text, html = (
+            render(self.env, f"{message.template}{suffix}", values, channel="email")
+            for suffix in (".subject.txt", ".txt", ".html")
+        )
         return subject.strip(), text.strip() + "\n", html
 
     def build(self, message: Message) -> EmailMessage:
@@ -91,9 +110,13 @@ class EmailChannel:
     async def probe(self) -> str:
         """Reach the SMTP server as a delivery would (TLS, login), send nothing; raise DeliveryError
         when it cannot be reached. ``guichet config check --connect`` calls it."""
-        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, use_tls=self.security == "tls",
-                                 start_tls=True if self.security == "starttls" else False,
-                                 timeout=self.settings.timeout_seconds)
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            use_tls=self.security == "tls",
+            start_tls=True if self.security == "starttls" else False,
+            timeout=self.settings.timeout_seconds,
+        )
         try:
             await client.connect()
             if self.settings.username and self.password is not None:
@@ -101,17 +124,20 @@ class EmailChannel:
             await client.quit()
         except aiosmtplib.SMTPAuthenticationError:
             raise DeliveryError(f"SMTP server {self.host}:{self.port} refused the login", permanent=True) from None
-        except (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, aiosmtplib.SMTPTimeoutError):
             raise DeliveryError(f"SMTP server {self.host}:{self.port} timed out", permanent=False) from None
         except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as exc:
-            raise DeliveryError(f"cannot reach the SMTP server {self.host}:{self.port} ({type(exc).__name__})",
-                                permanent=False) from None
+            raise DeliveryError(
+                f"cannot reach the SMTP server {self.host}:{self.port} ({type(exc).__name__})", permanent=False
+            ) from None
         except aiosmtplib.SMTPException as exc:  # the server's own words: "STARTTLS extension not supported"
-            raise DeliveryError(f"the SMTP server {self.host}:{self.port} answered, but: {str(exc)[:200]}",
-                                permanent=False) from None
+            raise DeliveryError(
+                f"the SMTP server {self.host}:{self.port} answered, but: {str(exc)[:200]}", permanent=False
+            ) from None
         except OSError as exc:
-            raise DeliveryError(f"cannot reach the SMTP server {self.host}:{self.port} ({type(exc).__name__})",
-                                permanent=False) from None
+            raise DeliveryError(
+                f"cannot reach the SMTP server {self.host}:{self.port} ({type(exc).__name__})", permanent=False
+            ) from None
         finally:
             client.close()
         return f"SMTP server {self.host}:{self.port} answered" + (" (TLS)" if self.security != "none" else "")
@@ -120,15 +146,21 @@ class EmailChannel:
         mail = self.build(message)
         try:
             errors, _reply = await aiosmtplib.send(
-                mail, hostname=self.host, port=self.port, username=self.settings.username, password=self.password,
-                use_tls=self.security == "tls", start_tls=True if self.security == "starttls" else False,
-                timeout=self.settings.timeout_seconds)
+                mail,
+                hostname=self.host,
+                port=self.port,
+                username=self.settings.username,
+                password=self.password,
+                use_tls=self.security == "tls",
+                start_tls=True if self.security == "starttls" else False,
+                timeout=self.settings.timeout_seconds,
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             raise _reply_error(max(codes) if codes else 0, "refused the recipient") from None
         except aiosmtplib.SMTPResponseException as exc:
             raise _reply_error(exc.code, "refused the message") from None
-        except (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, aiosmtplib.SMTPTimeoutError):
             raise DeliveryError(f"SMTP server {self.host}:{self.port} timed out", permanent=False) from None
         except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError):
             raise DeliveryError(f"cannot reach the SMTP server {self.host}:{self.port}", permanent=False) from None

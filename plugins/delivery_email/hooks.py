@@ -1,4 +1,5 @@
 """Hook implementations of delivery_email."""
+
 from __future__ import annotations
 
 from guichet.core import Channel, PluginContext, SettingsNote, hookimpl

@@ -1,4 +1,5 @@
 """The delivery_email settings table."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -28,10 +29,23 @@ def settings_notes(settings: EmailSettings, mode: str) -> list[SettingsNote]:
     if mode != "production" or settings.security != "none" or settings.port == 0:
         return []
     if is_loopback_host(settings.host):
-        return [SettingsNote(key=f"{SETTINGS_KEY}.security", message=(
-            f"SMTP without TLS to a relay on this machine ({settings.host}): allowed, the relay must use "
-            "TLS towards the internet"))]
-    return [SettingsNote(key=f"{SETTINGS_KEY}.security", refused=True, message=(
-        f"SMTP without TLS to {settings.host} is refused in production: codes, temporary passwords and the "
-        "SMTP password would cross the network in clear; set security = \"starttls\" or \"tls\" "
-        "(\"none\" is allowed only for a relay on this machine: 127.0.0.1, ::1 or localhost)"))]
+        return [
+            SettingsNote(
+                key=f"{SETTINGS_KEY}.security",
+                message=(
+                    f"SMTP without TLS to a relay on this machine ({settings.host}): allowed, the relay must use "
+                    "TLS towards the internet"
+                ),
+            )
+        ]
+    return [
+        SettingsNote(
+            key=f"{SETTINGS_KEY}.security",
+            refused=True,
+            message=(
+                f"SMTP without TLS to {settings.host} is refused in production: codes, temporary passwords and the "
+                'SMTP password would cross the network in clear; set security = "starttls" or "tls" '
+                '("none" is allowed only for a relay on this machine: 127.0.0.1, ::1 or localhost)'
+            ),
+        )
+    ]

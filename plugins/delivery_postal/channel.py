@@ -1,11 +1,12 @@
 """PostalChannel: a PDF letter per message, for a DL window envelope, in the mail room's spool folder."""
+
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
 import datetime as dt
+import functools
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -23,14 +24,46 @@ except ImportError:  # pragma: no cover - not POSIX: one worker per spool folder
     fcntl = None  # type: ignore[assignment]
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
-LETTERS = ("temporary_password", "registration_letter", "third_party_password", "third_party_rejected_letter",
-           "account_closed_letter")
+LETTERS = (
+    "temporary_password",
+    "registration_letter",
+    "third_party_password",
+    "third_party_rejected_letter",
+    "account_closed_letter",
+)
 MAX_LINES, MAX_LINE_LENGTH = 6, 38  # AFNOR NF Z10-011: what a window envelope and La Poste's sorting read
-MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
-          "novembre", "décembre")
+MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
 _BOX = re.compile(r"^\[\[\s*(?P<value>.*?)\s*\]\]$")
-_LATIN1 = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "œ": "oe", "Œ": "OE", "…": "...", "–": "-",
-                         "—": "-", "€": "EUR", "\u202f": " ", "\u2009": " ", "•": "-"})
+_LATIN1 = str.maketrans(
+    {
+        "’": "'",
+        "‘": "'",
+        "“": '"',
+        "”": '"',
+        "œ": "oe",
+        "Œ": "OE",
+        "…": "...",
+        "–": "-",
+        "—": "-",
+        "€": "EUR",
+        "\u202f": " ",
+        "\u2009": " ",
+        "•": "-",
+    }
+)
 
 
 WRITTEN_DIR = ".written"  # the mail room leaves it alone: one small marker per letter written
@@ -153,13 +186,19 @@ class PostalChannel:
         self.context = context
         config = context.config
         self.spool = config.path(settings.spool_dir or f"{config.server.spool_dir}/letters")  # made at first letter
-        self.env = template_environment(context, settings.templates_dir, BUILTIN_TEMPLATES,
-                                        setting="$.plugins.settings.delivery_postal.templates_dir")
+        self.env = template_environment(
+            context,
+            settings.templates_dir,
+            BUILTIN_TEMPLATES,
+            setting="$.plugins.settings.delivery_postal.templates_dir",
+        )
         for template in LETTERS:
             self.env.get_template(f"{template}.txt")
         fonts = Path(settings.font_dir)
-        self.fonts = {style: fonts / name for style, name in
-                      (("", "DejaVuSans.ttf"), ("B", "DejaVuSans-Bold.ttf"), ("mono", "DejaVuSansMono.ttf"))}
+        self.fonts = {
+            style: fonts / name
+            for style, name in (("", "DejaVuSans.ttf"), ("B", "DejaVuSans-Bold.ttf"), ("mono", "DejaVuSansMono.ttf"))
+        }
         self.unicode_fonts = all(path.is_file() for path in self.fonts.values())
 
     def __repr__(self) -> str:
@@ -186,9 +225,17 @@ class PostalChannel:
             sans, mono = "Helvetica", "Courier"
         pdf.sans = sans
         assistance = caisse.assistance
-        pdf.footer_text = self._text(" - ".join(part for part in (
-            f"Assistance Internet : {assistance.phone}" if assistance.phone else "", assistance.hours,
-            assistance.email) if part))
+        pdf.footer_text = self._text(
+            " - ".join(
+                part
+                for part in (
+                    f"Assistance Internet : {assistance.phone}" if assistance.phone else "",
+                    assistance.hours,
+                    assistance.email,
+                )
+                if part
+            )
+        )
         pdf.set_title(self._text(letter.subject))
         pdf.set_author(self._text(caisse.name))
         pdf.set_creator("guichet")
@@ -222,7 +269,9 @@ class PostalChannel:
 
         pdf.set_xy(20, 105)
         pdf.set_font(sans, "B", 11)
-        pdf.multi_cell(170, 5.5, self._text(f"Objet : {letter.subject}"), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.multi_cell(
+            170, 5.5, self._text(f"Objet : {letter.subject}"), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
+        )
         pdf.ln(4)
         for kind, content in letter.blocks:
             if kind == "box":
@@ -260,10 +309,16 @@ class PostalChannel:
             temporary = self.spool / f".{file}.tmp"
             temporary.write_bytes(data)
             os.replace(temporary, self.spool / file)  # the mail room never sees half a letter
-            entry = IndexEntry(message_id=message.id, template=message.template, file=file,
-                               created=self.context.clock.now().isoformat(), pages=pages,
-                               recipient_name=message.recipient.name or address[0], subject=letter.subject,
-                               address_truncated=truncated)
+            entry = IndexEntry(
+                message_id=message.id,
+                template=message.template,
+                file=file,
+                created=self.context.clock.now().isoformat(),
+                pages=pages,
+                recipient_name=message.recipient.name or address[0],
+                subject=letter.subject,
+                address_truncated=truncated,
+            )
             _durable_write(marker, PENDING)
             index.seek(0, os.SEEK_END)
             index.write(msgspec.json.encode(entry).decode() + "\n")
@@ -273,8 +328,9 @@ class PostalChannel:
 
     async def send(self, message: Message) -> None:
         address, truncated = address_lines(message)
-        letter = parse_letter(render(self.env, f"{message.template}.txt", template_context(self.context, message),
-                                     channel="postal"))
+        letter = parse_letter(
+            render(self.env, f"{message.template}.txt", template_context(self.context, message), channel="postal")
+        )
         try:
             await asyncio.to_thread(self._write, message, letter, address, truncated)
         except OSError as exc:

@@ -1,4 +1,5 @@
 """Hook implementations of delivery_postal."""
+
 from __future__ import annotations
 
 from guichet.core import Channel, PluginContext, hookimpl

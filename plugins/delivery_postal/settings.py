@@ -1,4 +1,5 @@
 """The delivery_postal settings table."""
+
 from __future__ import annotations
 
 import msgspec

@@ -1,4 +1,5 @@
 """The delivery_sms settings table."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -36,11 +37,24 @@ def settings_notes(settings: SmsSettings, mode: str) -> list[SettingsNote]:
         return []
     host = parts.hostname or ""
     if is_loopback_host(host):
-        return [SettingsNote(key=f"{SETTINGS_KEY}.url", message=(
-            f"SMS gateway over plain http on this machine ({host}): allowed, it must use TLS towards the "
-            "operator"))]
+        return [
+            SettingsNote(
+                key=f"{SETTINGS_KEY}.url",
+                message=(
+                    f"SMS gateway over plain http on this machine ({host}): allowed, it must use TLS towards the "
+                    "operator"
+                ),
+            )
+        ]
     carrying = " and the auth token" if settings.auth is not None else ""
-    return [SettingsNote(key=f"{SETTINGS_KEY}.url", refused=True, message=(
-        f"an SMS gateway over plain http ({host}) is refused in production: the numbers, the codes{carrying} "
-        "would cross the network in clear; use an https:// url (http:// is allowed only for a gateway on "
-        "this machine: 127.0.0.1, ::1 or localhost)"))]
+    return [
+        SettingsNote(
+            key=f"{SETTINGS_KEY}.url",
+            refused=True,
+            message=(
+                f"an SMS gateway over plain http ({host}) is refused in production: the numbers, the codes{carrying} "
+                "would cross the network in clear; use an https:// url (http:// is allowed only for a gateway on "
+                "this machine: 127.0.0.1, ::1 or localhost)"
+            ),
+        )
+    ]

@@ -1,4 +1,5 @@
 """The demo mailbox offered to core."""
+
 from __future__ import annotations
 
 from guichet.core import CaisseConfig, DemoMailbox, hookimpl

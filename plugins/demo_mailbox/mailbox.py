@@ -7,6 +7,7 @@ Each message is kept as a file in ``demo.mailbox_dir``; postal letters are alrea
 postal spool. ``list_mailbox`` reads them all back for the demo mailbox page, newest first.
 ``LocalMailbox`` is what the plugin offers core (``guichet_demo_mailbox``).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,15 +24,14 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from guichet.core import CaisseConfig, ConfigError, DemoEndpoints, MailboxItem
 
 log = logging.getLogger("guichet.demo")
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 _FILE_RE = re.compile(r"^(?P<stamp>[0-9]{8}T[0-9]{12}Z)-(?P<kind>email|sms)-[0-9a-f]{8}\.(?:eml|json)$")
 _LETTER_RE = re.compile(r"^letter-[0-9]{1,18}\.pdf$")
@@ -104,9 +104,11 @@ def _sms_fields(body: bytes, content_type: str) -> dict[str, str]:
                 return str(fields[name])
         return ""
 
-    return {"to": pick("to", "recipient", "number", "msisdn", "destination"),
-            "text": pick("text", "message", "body", "content") or (text if not fields else ""),
-            "sender": pick("from", "sender", "originator")}
+    return {
+        "to": pick("to", "recipient", "number", "msisdn", "destination"),
+        "text": pick("text", "message", "body", "content") or (text if not fields else ""),
+        "sender": pick("from", "sender", "originator"),
+    }
 
 
 def _sms_handler(folder: Path) -> type[BaseHTTPRequestHandler]:
@@ -117,8 +119,10 @@ def _sms_handler(folder: Path) -> type[BaseHTTPRequestHandler]:
                 self.send_error(413)
                 return
             body = self.rfile.read(length)
-            record = {"received_at": dt.datetime.now(UTC).isoformat(),
-                      **_sms_fields(body, self.headers.get("Content-Type", ""))}
+            record = {
+                "received_at": dt.datetime.now(UTC).isoformat(),
+                **_sms_fields(body, self.headers.get("Content-Type", "")),
+            }
             _write_atomically(folder, "sms", "json", json.dumps(record, ensure_ascii=False).encode("utf-8"))
             answer = b'{"status": "accepted"}'
             self.send_response(200)
@@ -140,8 +144,12 @@ def demo_endpoints(config: CaisseConfig) -> DemoEndpoints:
     """Where the sinks will listen: ports chosen now (free ones unless [demo] smtp_port), nothing
     started, so that building an app (which `litestar routes` does too) has no side effect."""
     folder = config.path(config.demo.mailbox_dir)
-    return DemoEndpoints(smtp_host="127.0.0.1", smtp_port=config.demo.smtp_port or _free_port(),
-                         sms_url=f"http://127.0.0.1:{_free_port()}/sms", mailbox_dir=str(folder))
+    return DemoEndpoints(
+        smtp_host="127.0.0.1",
+        smtp_port=config.demo.smtp_port or _free_port(),
+        sms_url=f"http://127.0.0.1:{_free_port()}/sms",
+        mailbox_dir=str(folder),
+    )
 
 
 def start_demo_sinks(config: CaisseConfig, endpoints: DemoEndpoints | None = None) -> DemoSinks:
@@ -150,8 +158,10 @@ def start_demo_sinks(config: CaisseConfig, endpoints: DemoEndpoints | None = Non
     try:
         from aiosmtpd.controller import Controller
     except ImportError:
-        raise ConfigError("the demo mailbox needs aiosmtpd: install guichet with the demo extra "
-                          "(pip install 'guichet-auth[demo]')", key="$.demo.mailbox") from None
+        raise ConfigError(
+            "the demo mailbox needs aiosmtpd: install guichet with the demo extra (pip install 'guichet-auth[demo]')",
+            key="$.demo.mailbox",
+        ) from None
     endpoints = endpoints or demo_endpoints(config)
     folder = Path(endpoints.mailbox_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,8 +175,11 @@ def start_demo_sinks(config: CaisseConfig, endpoints: DemoEndpoints | None = Non
         _check_free(smtp_port)  # aiosmtpd would only tell after its ready timeout
         controller.start()
     except OSError as exc:
-        raise ConfigError(f"the demo SMTP port {smtp_port} cannot be used ({exc.strerror or exc}); set "
-                          "[demo] smtp_port = 0 for a free port", key="$.demo.smtp_port") from None
+        raise ConfigError(
+            f"the demo SMTP port {smtp_port} cannot be used ({exc.strerror or exc}); set "
+            "[demo] smtp_port = 0 for a free port",
+            key="$.demo.smtp_port",
+        ) from None
     stoppers.append(controller.stop)
 
     try:
@@ -175,8 +188,9 @@ def start_demo_sinks(config: CaisseConfig, endpoints: DemoEndpoints | None = Non
         controller.stop()
         raise
     http.daemon_threads = True
-    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.1}, name="guichet-demo-sms",
-                              daemon=True)
+    thread = threading.Thread(
+        target=http.serve_forever, kwargs={"poll_interval": 0.1}, name="guichet-demo-sms", daemon=True
+    )
     thread.start()
 
     def stop_http() -> None:
@@ -208,16 +222,27 @@ def _read_email(path: Path, when: dt.datetime) -> MailboxItem:
     assert isinstance(message, EmailMessage)
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
-    return MailboxItem(id=path.name, kind="email", when=when, to=str(message.get("To", "")),
-                       subject=str(message.get("Subject", "")),
-                       text=text_part.get_content() if isinstance(text_part, EmailMessage) else "",
-                       html=html_part.get_content() if isinstance(html_part, EmailMessage) else "")
+    return MailboxItem(
+        id=path.name,
+        kind="email",
+        when=when,
+        to=str(message.get("To", "")),
+        subject=str(message.get("Subject", "")),
+        text=text_part.get_content() if isinstance(text_part, EmailMessage) else "",
+        html=html_part.get_content() if isinstance(html_part, EmailMessage) else "",
+    )
 
 
 def _read_sms(path: Path, when: dt.datetime) -> MailboxItem:
     record = json.loads(path.read_text(encoding="utf-8"))
-    return MailboxItem(id=path.name, kind="sms", when=when, to=str(record.get("to", "")),
-                       subject=str(record.get("sender", "")), text=str(record.get("text", "")))
+    return MailboxItem(
+        id=path.name,
+        kind="sms",
+        when=when,
+        to=str(record.get("to", "")),
+        subject=str(record.get("sender", "")),
+        text=str(record.get("text", "")),
+    )
 
 
 def _read_letters(spool_dir: Path) -> list[MailboxItem]:
@@ -234,13 +259,23 @@ def _read_letters(spool_dir: Path) -> list[MailboxItem]:
             continue  # a line the mail room edited by hand: skip it, show the rest
         if not _LETTER_RE.match(file):
             continue
-        items.append(MailboxItem(id=file, kind="letter", when=when, to=str(entry.get("recipient_name", "")),
-                                 subject=str(entry.get("subject", "")), file=file,
-                                 text=f"{entry.get('pages', 1)} page(s), modèle {entry.get('template', '')}"))
+        items.append(
+            MailboxItem(
+                id=file,
+                kind="letter",
+                when=when,
+                to=str(entry.get("recipient_name", "")),
+                subject=str(entry.get("subject", "")),
+                file=file,
+                text=f"{entry.get('pages', 1)} page(s), modèle {entry.get('template', '')}",
+            )
+        )
     return items
 
 
-def list_mailbox(mailbox_dir: str | os.PathLike[str], spool_dir: str | os.PathLike[str] | None = None) -> list[MailboxItem]:
+def list_mailbox(
+    mailbox_dir: str | os.PathLike[str], spool_dir: str | os.PathLike[str] | None = None
+) -> list[MailboxItem]:
     """Every email, SMS and letter delivered in demo mode, newest first."""
     items: list[MailboxItem] = []
     folder = Path(mailbox_dir)

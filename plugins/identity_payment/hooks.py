@@ -1,4 +1,5 @@
 """The payment amount question: a payment of the status's kind within its window, to the cent."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,9 +31,17 @@ def guichet_identity_questions(status: Status, record: Record | None, context: P
     settings = _settings(status, context)
     if settings is None:
         return []
-    return [Question(kind="payment", label_fr=LABELS[settings.kind].format(months=settings.window_months),
-                     hint_fr="En euros et centimes, par exemple 1\u00a0234,50.", help_fr=HELP[settings.kind],
-                     input_mode="decimal", max_length=20, params={"status": status.code})]
+    return [
+        Question(
+            kind="payment",
+            label_fr=LABELS[settings.kind].format(months=settings.window_months),
+            hint_fr="En euros et centimes, par exemple 1\u00a0234,50.",
+            help_fr=HELP[settings.kind],
+            input_mode="decimal",
+            max_length=20,
+            params={"status": status.code},
+        )
+    ]
 
 
 @hookimpl

@@ -1,4 +1,5 @@
 """Per-status payment question settings."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -30,7 +31,7 @@ LABELS = {
 
 HELP = {
     "benefit": "Une prestation versée par la MSA (allocation, pension, remboursement...) : son montant figure "
-               "sur votre relevé de compte bancaire ou dans vos décomptes.",
+    "sur votre relevé de compte bancaire ou dans vos décomptes.",
     "contributions_invoice": "Le montant payé figure sur votre avis d'échéance ou votre relevé de compte cotisant.",
     "salary_contributions": "Le montant figure sur votre déclaration ou sur le relevé de vos paiements à la MSA.",
 }

@@ -1,4 +1,5 @@
 """``guichet registry``: the commands this plugin adds to the ``guichet`` command (guichet_commands)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,10 @@ from guichet.core import Database
 def _refuse_unless_enabled(config_path: str) -> None:
     config = load_config_option(config_path)
     if "registry_tables" not in config.plugins.enabled:
-        raise Refused(f"{config_path} does not enable the registry_tables plugin: its registry is read elsewhere, "
-                      "and these tables would be read by no one")
+        raise Refused(
+            f"{config_path} does not enable the registry_tables plugin: its registry is read elsewhere, "
+            "and these tables would be read by no one"
+        )
 
 
 @click.group()
@@ -44,14 +47,26 @@ class _Progress:
         now = self.clock()
         start = self.started.setdefault(name, now)
         if self.terminal:
-            from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             if self.bar is None:
-                self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                    TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
-                                    TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-                                    console=Console(stderr=True))
+                self.bar = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TaskProgressColumn(),
+                    TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
+                    TimeElapsedColumn(),
+                    TextColumn("left"),
+                    TimeRemainingColumn(),
+                    console=Console(stderr=True),
+                )
                 self.bar.start()
             if name not in self.tasks:
                 self.tasks[name] = self.bar.add_task(name, total=size or 1, rows=0, rate=0.0)
@@ -66,8 +81,11 @@ class _Progress:
         rate = rows / elapsed
         left = (size - done) / (done / elapsed) if done and not finished else 0.0
         share = 100 * done / size if size else 100.0
-        click.echo(f"{name}: {rows:,} rows read, {share:.0f} %, {rate:,.0f} rows/s"
-                   + ("" if finished else f", about {left:,.0f} s left"), err=True)
+        click.echo(
+            f"{name}: {rows:,} rows read, {share:.0f} %, {rate:,.0f} rows/s"
+            + ("" if finished else f", about {left:,.0f} s left"),
+            err=True,
+        )
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -91,11 +109,23 @@ def _default_report(first: Path | None, stamp: str) -> Path:
 @click.option("--companies", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE", help="companies.csv")
 @click.option("--partial", is_flag=True, help="Import the good rows even when some are bad (still exits 1).")
 @click.option("--dry-run", is_flag=True, help="Check every row and say what would be imported; write nothing.")
-@click.option("--report", "report_file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
-              help="Where every bad row is listed [default: registry-import-<date>-<time>.txt beside the first file, "
-                   "or in the temporary folder if that one cannot be written; only when a row is bad].")
-def import_command(config_path: str, persons: Path | None, payments: Path | None, companies: Path | None,
-                   partial: bool, dry_run: bool, report_file: Path | None) -> int:
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Where every bad row is listed [default: registry-import-<date>-<time>.txt beside the first file, "
+    "or in the temporary folder if that one cannot be written; only when a row is bad].",
+)
+def import_command(
+    config_path: str,
+    persons: Path | None,
+    payments: Path | None,
+    companies: Path | None,
+    partial: bool,
+    dry_run: bool,
+    report_file: Path | None,
+) -> int:
     """Import persons.csv, payments.csv and companies.csv (docs/registry.md) in one transaction.
 
     All or nothing unless --partial. The files are read a batch at a time: memory stays the same
@@ -114,15 +144,24 @@ def import_command(config_path: str, persons: Path | None, payments: Path | None
     from guichet.plugins.registry_tables.importer import import_registry
 
     _refuse_unless_enabled(config_path)
-    report_to = report_file or _default_report(persons or payments or companies,
-                                                dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    report_to = report_file or _default_report(
+        persons or payments or companies, dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    )
 
     async def work(database: Database) -> int:
         await database.upgrade()
         progress = _Progress()
         try:
-            report = await import_registry(database, persons=persons, payments=payments, companies=companies,
-                                           partial=partial, dry_run=dry_run, report_file=report_to, progress=progress)
+            report = await import_registry(
+                database,
+                persons=persons,
+                payments=payments,
+                companies=companies,
+                partial=partial,
+                dry_run=dry_run,
+                report_file=report_to,
+                progress=progress,
+            )
         finally:
             progress.stop()
         click.echo(report.describe())
@@ -133,8 +172,13 @@ def import_command(config_path: str, persons: Path | None, payments: Path | None
 
 @registry.command()
 @config_option
-@click.option("--count", type=click.IntRange(min=0), default=100, show_default=True,
-              help="Random persons to write (and a tenth as many companies), besides the fixed demo holders.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Random persons to write (and a tenth as many companies), besides the fixed demo holders.",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="The same seed writes the same people.")
 def demo(config_path: str, count: int, seed: int) -> int:
     """Write fictitious persons, companies and payments, and the fixed demo holders (docs/registry.md).

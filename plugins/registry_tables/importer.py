@@ -7,6 +7,7 @@
 Every value is parsed with the parsers of :mod:`core.identifiers`, the same ones the registration
 pages use, so a NIR the import accepts is a NIR a person can type, and the reverse.
 """
+
 from __future__ import annotations
 
 import csv
@@ -103,8 +104,10 @@ class ImportReport(msgspec.Struct, frozen=True, kw_only=True):
                 skipped = self.bad_rows.get(name, 0)
                 lines.append(f"{name}: {count} row(s) {verb}" + (f", {skipped} bad row(s) skipped" if skipped else ""))
         if not self.committed and (not self.dry_run or not self.partial) and self.error_count:
-            lines.append(f"Nothing {'would be ' if self.dry_run else ''}imported: {self.error_count} problem(s) found. "
-                         "Fix them and import again, or use --partial to import the good rows.")
+            lines.append(
+                f"Nothing {'would be ' if self.dry_run else ''}imported: {self.error_count} problem(s) found. "
+                "Fix them and import again, or use --partial to import the good rows."
+            )
         if self.error_count > SHOWN_ERRORS:
             lines.append("")
             lines.append(f"{self.error_count} bad row(s), by cause:")
@@ -185,8 +188,9 @@ Progress = Callable[[str, int, int, int], None]  # (file name, rows read, bytes 
 PROGRESS_EVERY = 2000  # rows between two progress calls
 
 
-def _stream_csv(path: Path, required: Sequence[str], optional: Sequence[str], errors: "_Errors",
-                progress: Progress | None) -> Iterator[tuple[int, dict[str, str]]]:
+def _stream_csv(
+    path: Path, required: Sequence[str], optional: Sequence[str], errors: "_Errors", progress: Progress | None
+) -> Iterator[tuple[int, dict[str, str]]]:
     """The rows of one file with their line numbers, read as they come (memory does not grow with
     the file); file-level problems go to ``errors`` and end the file."""
     name = path.name
@@ -219,7 +223,9 @@ def _stream_csv(path: Path, required: Sequence[str], optional: Sequence[str], er
         if missing:
             problems.append(f"missing required column(s): {', '.join(missing)}")
         if problems:
-            errors.add(RowError(file=name, line=0, reason="; ".join(problems) + f" (expected columns: {', '.join(known)})"))
+            errors.add(
+                RowError(file=name, line=0, reason="; ".join(problems) + f" (expected columns: {', '.join(known)})")
+            )
             return
         end_of_previous = reader.line_num
         rows = 0
@@ -232,15 +238,23 @@ def _stream_csv(path: Path, required: Sequence[str], optional: Sequence[str], er
             if not any(cell.strip() for cell in cells):
                 continue
             if len(cells) != len(header):
-                errors.add(RowError(file=name, line=line,
-                                    reason=f"{len(cells)} field(s), expected {len(header)} like the header"))
+                errors.add(
+                    RowError(
+                        file=name, line=line, reason=f"{len(cells)} field(s), expected {len(header)} like the header"
+                    )
+                )
                 continue
             yield line, dict(zip(header, cells, strict=True))
         if progress is not None:
             progress(name, rows, size, size)
     except UnicodeDecodeError:
-        errors.add(RowError(file=name, line=0, reason=f"not UTF-8 text (a bad byte on line {line + 1} or near it); "
-                                                      "save the file as UTF-8"))
+        errors.add(
+            RowError(
+                file=name,
+                line=0,
+                reason=f"not UTF-8 text (a bad byte on line {line + 1} or near it); save the file as UTF-8",
+            )
+        )
     except csv.Error as exc:
         errors.add(RowError(file=name, line=line, reason=f"not valid CSV: {exc}"))
     finally:
@@ -389,30 +403,34 @@ def _collect(fields: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], list[st
 
 
 def _parse_person(row: dict[str, str], today: dt.date) -> PersonRow:
-    values, reasons = _collect([
-        ("nir", lambda: _nir(row["nir"])),
-        ("last_name", lambda: _name(row["last_name"], "last_name")),
-        ("first_name", lambda: _name(row["first_name"], "first_name")),
-        ("birth_date", lambda: _date(row["birth_date"], "birth_date", today)),
-        ("address", lambda: _address(row)),
-        ("email", lambda: _email(row.get("email", ""))),
-        ("mobile", lambda: _mobile(row.get("mobile", ""))),
-        ("vitale_serial", lambda: _vitale(row.get("vitale_serial", ""))),
-        ("health_affiliated", lambda: _flag(row.get("health_affiliated", ""), "health_affiliated")),
-    ])
+    values, reasons = _collect(
+        [
+            ("nir", lambda: _nir(row["nir"])),
+            ("last_name", lambda: _name(row["last_name"], "last_name")),
+            ("first_name", lambda: _name(row["first_name"], "first_name")),
+            ("birth_date", lambda: _date(row["birth_date"], "birth_date", today)),
+            ("address", lambda: _address(row)),
+            ("email", lambda: _email(row.get("email", ""))),
+            ("mobile", lambda: _mobile(row.get("mobile", ""))),
+            ("vitale_serial", lambda: _vitale(row.get("vitale_serial", ""))),
+            ("health_affiliated", lambda: _flag(row.get("health_affiliated", ""), "health_affiliated")),
+        ]
+    )
     if reasons:
         raise _Bad("; ".join(reasons))
     return PersonRow(**values)
 
 
 def _parse_company(row: dict[str, str]) -> CompanyRow:
-    values, reasons = _collect([
-        ("siret", lambda: _siret(row["siret"])),
-        ("name", lambda: _name(row["name"], "name")),
-        ("address", lambda: _address(row)),
-        ("email", lambda: _email(row.get("email", ""))),
-        ("mobile", lambda: _mobile(row.get("mobile", ""))),
-    ])
+    values, reasons = _collect(
+        [
+            ("siret", lambda: _siret(row["siret"])),
+            ("name", lambda: _name(row["name"], "name")),
+            ("address", lambda: _address(row)),
+            ("email", lambda: _email(row.get("email", ""))),
+            ("mobile", lambda: _mobile(row.get("mobile", ""))),
+        ]
+    )
     if reasons:
         raise _Bad("; ".join(reasons))
     return CompanyRow(**values)
@@ -432,12 +450,14 @@ def _parse_payment(row: dict[str, str], today: dt.date) -> PaymentRow:
             raise _Bad(f"kind: unknown kind {row['kind'].strip()!r} (expected {', '.join(PAYMENT_KINDS)})")
         return word
 
-    values, reasons = _collect([
-        ("identifier", lambda: _identifier(row["identifier"])),
-        ("kind", kind),
-        ("paid_on", lambda: _date(row["date"], "date", today)),
-        ("amount", lambda: _amount(row["amount"])),
-    ])
+    values, reasons = _collect(
+        [
+            ("identifier", lambda: _identifier(row["identifier"])),
+            ("kind", kind),
+            ("paid_on", lambda: _date(row["date"], "date", today)),
+            ("amount", lambda: _amount(row["amount"])),
+        ]
+    )
     if reasons:
         raise _Bad("; ".join(reasons))
     identifier_kind, identifier = values.pop("identifier")
@@ -451,23 +471,52 @@ async def _upsert_persons(database: Database, persons: Sequence[PersonRow]) -> N
     if not persons:
         return
     t = tables_of(database).RegistryPerson
-    rows = [t(nir=p.nir, last_name=p.last_name, first_name=p.first_name, birth_date=p.birth_date,
-              address="\n".join(p.address), email=p.email, mobile=p.mobile, vitale_serial=p.vitale_serial,
-              health_affiliated=p.health_affiliated) for p in persons]
-    await t.insert(*rows).on_conflict(
-        target=t.nir, action="DO UPDATE",
-        values=[t.last_name, t.first_name, t.birth_date, t.address, t.email, t.mobile, t.vitale_serial,
-                t.health_affiliated]).run()
+    rows = [
+        t(
+            nir=p.nir,
+            last_name=p.last_name,
+            first_name=p.first_name,
+            birth_date=p.birth_date,
+            address="\n".join(p.address),
+            email=p.email,
+            mobile=p.mobile,
+            vitale_serial=p.vitale_serial,
+            health_affiliated=p.health_affiliated,
+        )
+        for p in persons
+    ]
+    await (
+        t.insert(*rows)
+        .on_conflict(
+            target=t.nir,
+            action="DO UPDATE",
+            values=[
+                t.last_name,
+                t.first_name,
+                t.birth_date,
+                t.address,
+                t.email,
+                t.mobile,
+                t.vitale_serial,
+                t.health_affiliated,
+            ],
+        )
+        .run()
+    )
 
 
 async def _upsert_companies(database: Database, companies: Sequence[CompanyRow]) -> None:
     if not companies:
         return
     t = tables_of(database).RegistryCompany
-    rows = [t(siret=c.siret, name=c.name, address="\n".join(c.address), email=c.email, mobile=c.mobile)
-            for c in companies]
-    await t.insert(*rows).on_conflict(target=t.siret, action="DO UPDATE",
-                                      values=[t.name, t.address, t.email, t.mobile]).run()
+    rows = [
+        t(siret=c.siret, name=c.name, address="\n".join(c.address), email=c.email, mobile=c.mobile) for c in companies
+    ]
+    await (
+        t.insert(*rows)
+        .on_conflict(target=t.siret, action="DO UPDATE", values=[t.name, t.address, t.email, t.mobile])
+        .run()
+    )
 
 
 async def _existing(database: Database, kind: str, identifiers: set[str]) -> set[str]:
@@ -492,11 +541,13 @@ class _Seen:
         self.raw = tables_of(database).RegistryPerson.raw
 
     async def create(self) -> None:
-        for sql in (f"CREATE TEMP TABLE {SEEN} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
-                    "file TEXT NOT NULL, line INTEGER NOT NULL, bad INTEGER NOT NULL, "
-                    "PRIMARY KEY (kind, identifier))",
-                    f"CREATE TEMP TABLE {PAID} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
-                    "PRIMARY KEY (kind, identifier))"):
+        for sql in (
+            f"CREATE TEMP TABLE {SEEN} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
+            "file TEXT NOT NULL, line INTEGER NOT NULL, bad INTEGER NOT NULL, "
+            "PRIMARY KEY (kind, identifier))",
+            f"CREATE TEMP TABLE {PAID} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
+            "PRIMARY KEY (kind, identifier))",
+        ):
             await self.raw(sql).run()
 
     async def drop(self) -> None:
@@ -511,15 +562,20 @@ class _Seen:
             by_kind.setdefault(kind, []).append(identifier)
         for kind, identifiers in by_kind.items():
             marks = ", ".join("{}" for _ in identifiers)
-            rows = await self.raw(f"SELECT identifier, file, line, bad FROM {SEEN} WHERE kind = {{}} "
-                                  f"AND identifier IN ({marks})", kind, *identifiers).run()
+            rows = await self.raw(
+                f"SELECT identifier, file, line, bad FROM {SEEN} WHERE kind = {{}} AND identifier IN ({marks})",
+                kind,
+                *identifiers,
+            ).run()
             found.update({(kind, r["identifier"]): (r["file"], int(r["line"]), bool(r["bad"])) for r in rows})
         return found
 
     async def add(self, entries: Sequence[tuple[str, str, str, int, bool]]) -> None:
         if entries:
             marks = ", ".join("({}, {}, {}, {}, {})" for _ in entries)
-            values = [v for kind, identifier, file, line, bad in entries for v in (kind, identifier, file, line, int(bad))]
+            values = [
+                v for kind, identifier, file, line, bad in entries for v in (kind, identifier, file, line, int(bad))
+            ]
             await self.raw(f"INSERT INTO {SEEN} (kind, identifier, file, line, bad) VALUES {marks}", *values).run()
 
     async def first_payments(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -530,13 +586,15 @@ class _Seen:
             if not identifiers:
                 continue
             marks = ", ".join("{}" for _ in identifiers)
-            rows = await self.raw(f"SELECT identifier FROM {PAID} WHERE kind = {{}} AND identifier IN ({marks})",
-                                  kind, *identifiers).run()
+            rows = await self.raw(
+                f"SELECT identifier FROM {PAID} WHERE kind = {{}} AND identifier IN ({marks})", kind, *identifiers
+            ).run()
             new |= {(kind, i) for i in set(identifiers) - {r["identifier"] for r in rows}}
         if new:
             marks = ", ".join("({}, {})" for _ in new)
-            await self.raw(f"INSERT INTO {PAID} (kind, identifier) VALUES {marks}",
-                           *[v for key in sorted(new) for v in key]).run()
+            await self.raw(
+                f"INSERT INTO {PAID} (kind, identifier) VALUES {marks}", *[v for key in sorted(new) for v in key]
+            ).run()
         return new
 
 
@@ -598,10 +656,18 @@ class _Rollback(Exception):
 # --- the import ---------------------------------------------------------------------------------------
 
 
-async def import_registry(database: Database, *, persons: Path | None, payments: Path | None,
-                          companies: Path | None, partial: bool, today: dt.date | None = None,
-                          dry_run: bool = False, report_file: Path | None = None,
-                          progress: Progress | None = None) -> ImportReport:
+async def import_registry(
+    database: Database,
+    *,
+    persons: Path | None,
+    payments: Path | None,
+    companies: Path | None,
+    partial: bool,
+    today: dt.date | None = None,
+    dry_run: bool = False,
+    report_file: Path | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
     """Import persons, companies and payments from CSV files (docs/registry.md), in one transaction.
 
     Persons are upserted by NIR and companies by SIRET: a re-import updates them. The payments of
@@ -620,8 +686,9 @@ async def import_registry(database: Database, *, persons: Path | None, payments:
     today = today or Clock().today()
     errors = _Errors(report_file)
     if not (persons or payments or companies):
-        errors.add(RowError(file="", line=0,
-                            reason="nothing to import: give persons.csv, payments.csv and/or --companies"))
+        errors.add(
+            RowError(file="", line=0, reason="nothing to import: give persons.csv, payments.csv and/or --companies")
+        )
         return _report(errors, {}, persons, companies, payments, partial=partial, committed=False, dry_run=dry_run)
 
     counts: dict[str, int] = {}
@@ -646,21 +713,38 @@ async def import_registry(database: Database, *, persons: Path | None, payments:
         pass
     finally:
         errors.close()
-    return _report(errors, counts if committed or dry_run else {}, persons, companies, payments, partial=partial,
-                   committed=committed, dry_run=dry_run)
+    return _report(
+        errors,
+        counts if committed or dry_run else {},
+        persons,
+        companies,
+        payments,
+        partial=partial,
+        committed=committed,
+        dry_run=dry_run,
+    )
 
 
-def _report(errors: _Errors, counts: dict[str, int], *paths: Path | None, partial: bool, committed: bool,
-            dry_run: bool) -> ImportReport:
-    return ImportReport(imported=counts, errors=tuple(_sorted(errors.kept, *paths)), partial=partial,
-                        committed=committed, dry_run=dry_run, error_count=errors.count, causes=errors.causes,
-                        samples={cause: tuple(rows) for cause, rows in errors.samples.items()},
-                        bad_rows=errors.bad_rows,
-                        report_file=str(errors.report_file) if errors.report_file and errors.count else "")
+def _report(
+    errors: _Errors, counts: dict[str, int], *paths: Path | None, partial: bool, committed: bool, dry_run: bool
+) -> ImportReport:
+    return ImportReport(
+        imported=counts,
+        errors=tuple(_sorted(errors.kept, *paths)),
+        partial=partial,
+        committed=committed,
+        dry_run=dry_run,
+        error_count=errors.count,
+        causes=errors.causes,
+        samples={cause: tuple(rows) for cause, rows in errors.samples.items()},
+        bad_rows=errors.bad_rows,
+        report_file=str(errors.report_file) if errors.report_file and errors.count else "",
+    )
 
 
-async def _import_holders(database: Database, seen: _Seen, path: Path, kind: str, today: dt.date,
-                          errors: _Errors, progress: Progress | None) -> int:
+async def _import_holders(
+    database: Database, seen: _Seen, path: Path, kind: str, today: dt.date, errors: _Errors, progress: Progress | None
+) -> int:
     required, optional = (PERSON_REQUIRED, PERSON_OPTIONAL) if kind == "nir" else (COMPANY_REQUIRED, COMPANY_OPTIONAL)
     column = kind
     written = 0
@@ -678,8 +762,9 @@ async def _import_holders(database: Database, seen: _Seen, path: Path, kind: str
         for line, row, key in keyed:
             if key is not None and key in earlier:
                 where = earlier[key]
-                errors.add(RowError(file=path.name, line=line,
-                                    reason=f"{column}: already given on {where[0]} line {where[1]}"))
+                errors.add(
+                    RowError(file=path.name, line=line, reason=f"{column}: already given on {where[0]} line {where[1]}")
+                )
                 continue
             try:
                 parsed: PersonRow | CompanyRow = _parse_person(row, today) if kind == "nir" else _parse_company(row)
@@ -702,8 +787,9 @@ async def _import_holders(database: Database, seen: _Seen, path: Path, kind: str
     return written
 
 
-async def _import_payments(database: Database, seen: _Seen, path: Path, today: dt.date, errors: _Errors,
-                           progress: Progress | None) -> int:
+async def _import_payments(
+    database: Database, seen: _Seen, path: Path, today: dt.date, errors: _Errors, progress: Progress | None
+) -> int:
     t = tables_of(database).RegistryPayment
     written = 0
     rows = _stream_csv(path, PAYMENT_REQUIRED, PAYMENT_OPTIONAL, errors, progress)
@@ -724,13 +810,22 @@ async def _import_payments(database: Database, seen: _Seen, path: Path, today: d
         for line, payment in parsed:
             key = (payment.identifier_kind, payment.identifier)
             if key in met and met[key][2]:
-                errors.add(RowError(file=path.name, line=line,
-                                    reason=f"identifier: its row ({met[key][0]} line {met[key][1]}) is bad, "
-                                           "so its payments cannot be imported"))
+                errors.add(
+                    RowError(
+                        file=path.name,
+                        line=line,
+                        reason=f"identifier: its row ({met[key][0]} line {met[key][1]}) is bad, "
+                        "so its payments cannot be imported",
+                    )
+                )
             elif key not in known:
-                errors.add(RowError(file=path.name, line=line,
-                                    reason="identifier: no person or company with this identifier, "
-                                           "in the files or in the registry"))
+                errors.add(
+                    RowError(
+                        file=path.name,
+                        line=line,
+                        reason="identifier: no person or company with this identifier, in the files or in the registry",
+                    )
+                )
             else:
                 good.append(payment)
         # each identifier in the file keeps exactly the file's payments: the old ones go once
@@ -740,8 +835,18 @@ async def _import_payments(database: Database, seen: _Seen, path: Path, today: d
             if identifiers:
                 await t.delete().where((t.identifier_kind == kind) & t.identifier.is_in(identifiers)).run()
         if good:
-            await t.insert(*[t(identifier_kind=p.identifier_kind, identifier=p.identifier, kind=p.kind,
-                               paid_on=p.paid_on, amount=p.amount) for p in good]).run()
+            await t.insert(
+                *[
+                    t(
+                        identifier_kind=p.identifier_kind,
+                        identifier=p.identifier,
+                        kind=p.kind,
+                        paid_on=p.paid_on,
+                        amount=p.amount,
+                    )
+                    for p in good
+                ]
+            ).run()
         written += len(good)
     return written
 
@@ -796,78 +901,237 @@ class DemoPerson(msgspec.Struct, frozen=True, kw_only=True):
 # Documented in docs/registry.md and README.md; the browser tests log in as these people.
 DEMO_PERSONS: dict[str, DemoPerson] = {
     "particulier_vitale": DemoPerson(
-        role="particulier_vitale", status="particulier", identifier_kind="nir", identifier="1850578006084",
-        last_name="LEFEBVRE", first_name="Julien", birth_date=dt.date(1985, 5, 14),
-        email="julien.lefebvre@demo.invalid", mobile="06 00 00 01 01",
+        role="particulier_vitale",
+        status="particulier",
+        identifier_kind="nir",
+        identifier="1850578006084",
+        last_name="LEFEBVRE",
+        first_name="Julien",
+        birth_date=dt.date(1985, 5, 14),
+        email="julien.lefebvre@demo.invalid",
+        mobile="06 00 00 01 01",
         address=("12 RUE DES TILLEULS", "78000 VERSAILLES"),
-        question="vitale", answer="2345678901", vitale_serial="2345678901", health_affiliated=True,
+        question="vitale",
+        answer="2345678901",
+        vitale_serial="2345678901",
+        health_affiliated=True,
         payments=(DemoPayment(kind="benefit", days_ago=20, amount=Decimal("98.40")),),
     ),
     "particulier_paiement": DemoPerson(
-        role="particulier_paiement", status="particulier", identifier_kind="nir", identifier="2920633123045",
-        last_name="MOREAU", first_name="Sophie", birth_date=dt.date(1992, 6, 21),
-        email="sophie.moreau@demo.invalid", mobile="06 00 00 01 02",
+        role="particulier_paiement",
+        status="particulier",
+        identifier_kind="nir",
+        identifier="2920633123045",
+        last_name="MOREAU",
+        first_name="Sophie",
+        birth_date=dt.date(1992, 6, 21),
+        email="sophie.moreau@demo.invalid",
+        mobile="06 00 00 01 02",
         address=("APPARTEMENT 12", "4 COURS DE L INTENDANCE", "33000 BORDEAUX"),
-        question="payment", answer="412,37",
-        payments=(DemoPayment(kind="benefit", days_ago=45, amount=Decimal("412.37")),
-                  DemoPayment(kind="benefit", days_ago=400, amount=Decimal("380.00"))),
+        question="payment",
+        answer="412,37",
+        payments=(
+            DemoPayment(kind="benefit", days_ago=45, amount=Decimal("412.37")),
+            DemoPayment(kind="benefit", days_ago=400, amount=Decimal("380.00")),
+        ),
     ),
     "exploitant": DemoPerson(
-        role="exploitant", status="exploitant", identifier_kind="nir", identifier="1680764445012",
-        last_name="LABORDE", first_name="Pierre", birth_date=dt.date(1968, 7, 3),
-        email="pierre.laborde@demo.invalid", mobile="06 00 00 01 03",
+        role="exploitant",
+        status="exploitant",
+        identifier_kind="nir",
+        identifier="1680764445012",
+        last_name="LABORDE",
+        first_name="Pierre",
+        birth_date=dt.date(1968, 7, 3),
+        email="pierre.laborde@demo.invalid",
+        mobile="06 00 00 01 03",
         address=("FERME DE BIDEGAIN", "CHEMIN DE LA SAUGUE", "64400 OLORON STE MARIE"),
-        question="payment", answer="1 875,40",
+        question="payment",
+        answer="1 875,40",
         payments=(DemoPayment(kind="contributions_invoice", days_ago=120, amount=Decimal("1875.40")),),
     ),
     "employeur_jardinier": DemoPerson(
-        role="employeur_jardinier", status="employeur_jardinier", identifier_kind="nir", identifier="2750413055078",
-        last_name="ROUX", first_name="Isabelle", birth_date=dt.date(1975, 4, 9),
-        email="isabelle.roux@demo.invalid", mobile="06 00 00 01 04",
+        role="employeur_jardinier",
+        status="employeur_jardinier",
+        identifier_kind="nir",
+        identifier="2750413055078",
+        last_name="ROUX",
+        first_name="Isabelle",
+        birth_date=dt.date(1975, 4, 9),
+        email="isabelle.roux@demo.invalid",
+        mobile="06 00 00 01 04",
         address=("27 AVENUE DU PRADO", "13008 MARSEILLE"),
-        question="payment", answer="236,80",
+        question="payment",
+        answer="236,80",
         payments=(DemoPayment(kind="salary_contributions", days_ago=60, amount=Decimal("236.80")),),
     ),
     "entreprise": DemoPerson(
-        role="entreprise", status="entreprise", identifier_kind="siret", identifier="84216730600021",
-        last_name="SCEA DU DOMAINE DES PINS", first_name="", birth_date=None,
-        email="contact.domainedespins@demo.invalid", mobile="06 00 00 01 05",
+        role="entreprise",
+        status="entreprise",
+        identifier_kind="siret",
+        identifier="84216730600021",
+        last_name="SCEA DU DOMAINE DES PINS",
+        first_name="",
+        birth_date=None,
+        email="contact.domainedespins@demo.invalid",
+        mobile="06 00 00 01 05",
         address=("DOMAINE DES PINS", "ROUTE DE CAZAUX", "40160 PARENTIS EN BORN"),
-        question="payment", answer="3 412,15",
-        payments=(DemoPayment(kind="salary_contributions", days_ago=30, amount=Decimal("3412.15")),
-                  DemoPayment(kind="salary_contributions", days_ago=120, amount=Decimal("3290.00"))),
+        question="payment",
+        answer="3 412,15",
+        payments=(
+            DemoPayment(kind="salary_contributions", days_ago=30, amount=Decimal("3412.15")),
+            DemoPayment(kind="salary_contributions", days_ago=120, amount=Decimal("3290.00")),
+        ),
     ),
 }
 
 _FIRST_NAMES = {
-    1: ("Jean", "Pierre", "Louis", "Michel", "Philippe", "Alain", "Nicolas", "Julien", "Thomas", "Antoine",
-        "Mathieu", "Sébastien", "François", "Olivier", "Hugo", "Lucas", "Étienne", "Joël", "Benoît", "Rémi"),
-    2: ("Marie", "Nathalie", "Isabelle", "Sophie", "Catherine", "Sandrine", "Camille", "Julie", "Émilie",
-        "Chloé", "Léa", "Manon", "Anne", "Christine", "Véronique", "Hélène", "Céline", "Agnès", "Inès", "Zoé"),
+    1: (
+        "Jean",
+        "Pierre",
+        "Louis",
+        "Michel",
+        "Philippe",
+        "Alain",
+        "Nicolas",
+        "Julien",
+        "Thomas",
+        "Antoine",
+        "Mathieu",
+        "Sébastien",
+        "François",
+        "Olivier",
+        "Hugo",
+        "Lucas",
+        "Étienne",
+        "Joël",
+        "Benoît",
+        "Rémi",
+    ),
+    2: (
+        "Marie",
+        "Nathalie",
+        "Isabelle",
+        "Sophie",
+        "Catherine",
+        "Sandrine",
+        "Camille",
+        "Julie",
+        "Émilie",
+        "Chloé",
+        "Léa",
+        "Manon",
+        "Anne",
+        "Christine",
+        "Véronique",
+        "Hélène",
+        "Céline",
+        "Agnès",
+        "Inès",
+        "Zoé",
+    ),
 }
 _LAST_NAMES = (
-    "MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND", "LEROY", "MOREAU",
-    "SIMON", "LAURENT", "LEFEBVRE", "MICHEL", "GARCIA", "DAVID", "BERTRAND", "ROUX", "VINCENT", "FOURNIER",
-    "MOREL", "GIRARD", "ANDRE", "MERCIER", "DUPONT", "LAMBERT", "BONNET", "FRANCOIS", "MARTINEZ", "LEGRAND",
-    "GARNIER", "FAURE", "ROUSSEAU", "BLANC", "GUERIN", "MULLER", "HENRY", "ROUSSEL", "NICOLAS", "PERRIN",
-    "ETCHEVERRY", "LABORDE", "HARISPE", "CASTAGNÉ", "DARRIGRAND", "LE GALL", "D'ARTAGNAN", "SAINT-MARTIN",
+    "MARTIN",
+    "BERNARD",
+    "DUBOIS",
+    "THOMAS",
+    "ROBERT",
+    "RICHARD",
+    "PETIT",
+    "DURAND",
+    "LEROY",
+    "MOREAU",
+    "SIMON",
+    "LAURENT",
+    "LEFEBVRE",
+    "MICHEL",
+    "GARCIA",
+    "DAVID",
+    "BERTRAND",
+    "ROUX",
+    "VINCENT",
+    "FOURNIER",
+    "MOREL",
+    "GIRARD",
+    "ANDRE",
+    "MERCIER",
+    "DUPONT",
+    "LAMBERT",
+    "BONNET",
+    "FRANCOIS",
+    "MARTINEZ",
+    "LEGRAND",
+    "GARNIER",
+    "FAURE",
+    "ROUSSEAU",
+    "BLANC",
+    "GUERIN",
+    "MULLER",
+    "HENRY",
+    "ROUSSEL",
+    "NICOLAS",
+    "PERRIN",
+    "ETCHEVERRY",
+    "LABORDE",
+    "HARISPE",
+    "CASTAGNÉ",
+    "DARRIGRAND",
+    "LE GALL",
+    "D'ARTAGNAN",
+    "SAINT-MARTIN",
 )
 # (department in the NIR, postcode, town): the department is the birth place, the town the home
 _PLACES = (
-    ("01", "01000", "BOURG EN BRESSE"), ("06", "06000", "NICE"), ("13", "13001", "MARSEILLE"),
-    ("24", "24000", "PERIGUEUX"), ("2A", "20000", "AJACCIO"), ("2B", "20200", "BASTIA"),
-    ("31", "31000", "TOULOUSE"), ("33", "33000", "BORDEAUX"), ("35", "35000", "RENNES"),
-    ("40", "40000", "MONT DE MARSAN"), ("47", "47000", "AGEN"), ("59", "59000", "LILLE"),
-    ("64", "64000", "PAU"), ("64", "64100", "BAYONNE"), ("69", "69003", "LYON"), ("75", "75011", "PARIS"),
-    ("78", "78000", "VERSAILLES"), ("83", "83000", "TOULON"), ("84", "84000", "AVIGNON"),
-    ("971", "97110", "POINTE A PITRE"), ("974", "97400", "SAINT DENIS"),
+    ("01", "01000", "BOURG EN BRESSE"),
+    ("06", "06000", "NICE"),
+    ("13", "13001", "MARSEILLE"),
+    ("24", "24000", "PERIGUEUX"),
+    ("2A", "20000", "AJACCIO"),
+    ("2B", "20200", "BASTIA"),
+    ("31", "31000", "TOULOUSE"),
+    ("33", "33000", "BORDEAUX"),
+    ("35", "35000", "RENNES"),
+    ("40", "40000", "MONT DE MARSAN"),
+    ("47", "47000", "AGEN"),
+    ("59", "59000", "LILLE"),
+    ("64", "64000", "PAU"),
+    ("64", "64100", "BAYONNE"),
+    ("69", "69003", "LYON"),
+    ("75", "75011", "PARIS"),
+    ("78", "78000", "VERSAILLES"),
+    ("83", "83000", "TOULON"),
+    ("84", "84000", "AVIGNON"),
+    ("971", "97110", "POINTE A PITRE"),
+    ("974", "97400", "SAINT DENIS"),
 )
-_STREETS = ("RUE DES LILAS", "AVENUE JEAN JAURES", "CHEMIN DES VIGNES", "PLACE DE LA MAIRIE", "RUE DU MOULIN",
-            "ROUTE DE BAYONNE", "IMPASSE DES PEUPLIERS", "BOULEVARD GAMBETTA", "RUE VICTOR HUGO",
-            "ALLEE DES CHENES", "RUE DE LA REPUBLIQUE", "LIEU DIT LE BOURG")
+_STREETS = (
+    "RUE DES LILAS",
+    "AVENUE JEAN JAURES",
+    "CHEMIN DES VIGNES",
+    "PLACE DE LA MAIRIE",
+    "RUE DU MOULIN",
+    "ROUTE DE BAYONNE",
+    "IMPASSE DES PEUPLIERS",
+    "BOULEVARD GAMBETTA",
+    "RUE VICTOR HUGO",
+    "ALLEE DES CHENES",
+    "RUE DE LA REPUBLIQUE",
+    "LIEU DIT LE BOURG",
+)
 _COMPANY_FORMS = ("EARL", "GAEC", "SCEA", "SARL", "SAS")
-_COMPANY_NAMES = ("DU MOULIN", "DES TROIS CHENES", "DE LA VALLEE", "DU COTEAU", "DES GRANDS CHAMPS",
-                  "DU PIGNADA", "DE L ADOUR", "DES VIGNES HAUTES", "DU BOIS JOLI", "DE LA FONTAINE")
+_COMPANY_NAMES = (
+    "DU MOULIN",
+    "DES TROIS CHENES",
+    "DE LA VALLEE",
+    "DU COTEAU",
+    "DES GRANDS CHAMPS",
+    "DU PIGNADA",
+    "DE L ADOUR",
+    "DES VIGNES HAUTES",
+    "DU BOIS JOLI",
+    "DE LA FONTAINE",
+)
 _PROFILES = ("particulier_vitale", "particulier_paiement", "exploitant", "employeur_jardinier")
 
 
@@ -881,13 +1145,17 @@ class DemoSummary(msgspec.Struct, frozen=True, kw_only=True):
     fixed: tuple[DemoPerson, ...]
 
     def describe(self) -> str:
-        lines = [f"Demo registry (seed {self.seed}): {self.persons} persons, {self.companies} companies, "
-                 f"{self.payments} payments, including these fixed demo holders (docs/registry.md):"]
+        lines = [
+            f"Demo registry (seed {self.seed}): {self.persons} persons, {self.companies} companies, "
+            f"{self.payments} payments, including these fixed demo holders (docs/registry.md):"
+        ]
         for person in self.fixed:
             who = f"{person.first_name} {person.last_name}".strip()
             what = "carte Vitale" if person.question == "vitale" else "payment amount"
-            lines.append(f"  {person.status:<20} {person.identifier_kind.upper()} {person.identifier}  "
-                         f"{who} — {what}: {person.answer}")
+            lines.append(
+                f"  {person.status:<20} {person.identifier_kind.upper()} {person.identifier}  "
+                f"{who} — {what}: {person.answer}"
+            )
         return "\n".join(lines)
 
 
@@ -901,8 +1169,11 @@ def _email_local(first: str, last: str) -> str:
 
 
 def _random_nir(rng: random.Random, sex: int, birth: dt.date, department: str) -> str:
-    place = f"{department}{rng.randrange(1, 100):02d}" if len(department) == 3 else \
-        f"{department}{rng.randrange(1, 1000):03d}"
+    place = (
+        f"{department}{rng.randrange(1, 100):02d}"
+        if len(department) == 3
+        else f"{department}{rng.randrange(1, 1000):03d}"
+    )
     return f"{sex}{birth.year % 100:02d}{birth.month:02d}{place}{rng.randrange(1, 1000):03d}"
 
 
@@ -940,14 +1211,30 @@ def demo_rows(*, count: int, seed: int, today: dt.date) -> tuple[list[PersonRow]
         if fixed.identifier_kind == "nir":
             assert fixed.birth_date is not None
             persons[fixed.identifier] = PersonRow(
-                nir=fixed.identifier, last_name=fixed.last_name, first_name=fixed.first_name,
-                birth_date=fixed.birth_date, address=fixed.address, email=fixed.email, mobile=mobile,
-                vitale_serial=fixed.vitale_serial, health_affiliated=fixed.health_affiliated)
+                nir=fixed.identifier,
+                last_name=fixed.last_name,
+                first_name=fixed.first_name,
+                birth_date=fixed.birth_date,
+                address=fixed.address,
+                email=fixed.email,
+                mobile=mobile,
+                vitale_serial=fixed.vitale_serial,
+                health_affiliated=fixed.health_affiliated,
+            )
         else:
-            companies[fixed.identifier] = CompanyRow(siret=fixed.identifier, name=fixed.last_name,
-                                                     address=fixed.address, email=fixed.email, mobile=mobile)
-        payments += [PaymentRow(identifier_kind=fixed.identifier_kind, identifier=fixed.identifier, kind=p.kind,
-                                paid_on=p.date(today), amount=p.amount) for p in fixed.payments]
+            companies[fixed.identifier] = CompanyRow(
+                siret=fixed.identifier, name=fixed.last_name, address=fixed.address, email=fixed.email, mobile=mobile
+            )
+        payments += [
+            PaymentRow(
+                identifier_kind=fixed.identifier_kind,
+                identifier=fixed.identifier,
+                kind=p.kind,
+                paid_on=p.date(today),
+                amount=p.amount,
+            )
+            for p in fixed.payments
+        ]
 
     wanted_persons = len(persons) + count
     wanted_companies = len(companies) + count // 10
@@ -966,15 +1253,23 @@ def demo_rows(*, count: int, seed: int, today: dt.date) -> tuple[list[PersonRow]
             continue
         has_vitale = profile == "particulier_vitale"
         persons[nir] = PersonRow(
-            nir=nir, last_name=last, first_name=first, birth_date=birth, address=tuple(address),
+            nir=nir,
+            last_name=last,
+            first_name=first,
+            birth_date=birth,
+            address=tuple(address),
             email=f"{_email_local(first, last)}.{len(persons)}@demo.invalid" if rng.random() < 0.9 else None,
             mobile=f"+33600{rng.randrange(0, 10**6):06d}" if rng.random() < 0.8 else None,
             vitale_serial=str(rng.randrange(10**9, 10**10)) if has_vitale else None,
             # some are affiliated for health without a card on file: they get the payment question
-            health_affiliated=has_vitale or rng.random() < 0.3)
-        payments += [PaymentRow(identifier_kind="nir", identifier=nir, kind=kind,
-                                paid_on=today - dt.timedelta(days=days), amount=amount)
-                     for kind, days, amount in _random_payments(rng, profile)]
+            health_affiliated=has_vitale or rng.random() < 0.3,
+        )
+        payments += [
+            PaymentRow(
+                identifier_kind="nir", identifier=nir, kind=kind, paid_on=today - dt.timedelta(days=days), amount=amount
+            )
+            for kind, days, amount in _random_payments(rng, profile)
+        ]
 
     while len(companies) < wanted_companies:
         siret = _random_siret(rng)
@@ -983,18 +1278,29 @@ def demo_rows(*, count: int, seed: int, today: dt.date) -> tuple[list[PersonRow]
         name = f"{rng.choice(_COMPANY_FORMS)} {rng.choice(_COMPANY_NAMES)}"
         _department, postcode, town = rng.choice(_PLACES)
         companies[siret] = CompanyRow(
-            siret=siret, name=name, address=(f"{rng.randrange(1, 90)} {rng.choice(_STREETS)}", f"{postcode} {town}"),
+            siret=siret,
+            name=name,
+            address=(f"{rng.randrange(1, 90)} {rng.choice(_STREETS)}", f"{postcode} {town}"),
             email=f"{_email_local(name, str(len(companies)))}@demo.invalid",
-            mobile=f"+33600{rng.randrange(0, 10**6):06d}" if rng.random() < 0.5 else None)
+            mobile=f"+33600{rng.randrange(0, 10**6):06d}" if rng.random() < 0.5 else None,
+        )
         monthly = _money(rng, 400, 20000)
-        payments += [PaymentRow(identifier_kind="siret", identifier=siret, kind="salary_contributions",
-                                paid_on=today - dt.timedelta(days=20 + 30 * i), amount=monthly + i)
-                     for i in range(rng.randrange(2, 14))]
+        payments += [
+            PaymentRow(
+                identifier_kind="siret",
+                identifier=siret,
+                kind="salary_contributions",
+                paid_on=today - dt.timedelta(days=20 + 30 * i),
+                amount=monthly + i,
+            )
+            for i in range(rng.randrange(2, 14))
+        ]
     return list(persons.values()), list(companies.values()), payments
 
 
-async def generate_demo_registry(database: Database, *, count: int, seed: int,
-                                 today: dt.date | None = None) -> DemoSummary:
+async def generate_demo_registry(
+    database: Database, *, count: int, seed: int, today: dt.date | None = None
+) -> DemoSummary:
     """Write fictitious persons, companies and payments, plus :data:`DEMO_PERSONS`.
 
     The same seed gives the same people: running it again updates them (upsert) and replaces their
@@ -1007,15 +1313,33 @@ async def generate_demo_registry(database: Database, *, count: int, seed: int,
     t = tables_of(database).RegistryPayment
     async with database.transaction():
         for start in range(0, max(len(persons), len(companies), len(payments)), _BATCH):
-            await _upsert_persons(database, persons[start:start + _BATCH])
-            await _upsert_companies(database, companies[start:start + _BATCH])
+            await _upsert_persons(database, persons[start : start + _BATCH])
+            await _upsert_companies(database, companies[start : start + _BATCH])
         for kind in ("nir", "siret"):
             identifiers = sorted({p.identifier for p in payments if p.identifier_kind == kind})
             for start in range(0, len(identifiers), _BATCH):
-                await t.delete().where((t.identifier_kind == kind)
-                                       & t.identifier.is_in(identifiers[start:start + _BATCH])).run()
+                await (
+                    t.delete()
+                    .where((t.identifier_kind == kind) & t.identifier.is_in(identifiers[start : start + _BATCH]))
+                    .run()
+                )
         for start in range(0, len(payments), _BATCH):
-            await t.insert(*[t(identifier_kind=p.identifier_kind, identifier=p.identifier, kind=p.kind,
-                               paid_on=p.paid_on, amount=p.amount) for p in payments[start:start + _BATCH]]).run()
-    return DemoSummary(seed=seed, persons=len(persons), companies=len(companies), payments=len(payments),
-                       fixed=tuple(DEMO_PERSONS.values()))
+            await t.insert(
+                *[
+                    t(
+                        identifier_kind=p.identifier_kind,
+                        identifier=p.identifier,
+                        kind=p.kind,
+                        paid_on=p.paid_on,
+                        amount=p.amount,
+                    )
+                    for p in payments[start : start + _BATCH]
+                ]
+            ).run()
+    return DemoSummary(
+        seed=seed,
+        persons=len(persons),
+        companies=len(companies),
+        payments=len(payments),
+        fixed=tuple(DEMO_PERSONS.values()),
+    )

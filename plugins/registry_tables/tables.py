@@ -1,6 +1,7 @@
 """The registry's own piccolo Tables, unbound, and ``tables_of(database)``: a copy of each bound to
 that database's engine. They are created by the import (``create_tables``), not by core's migrations:
 a caisse that reads its registry elsewhere has none of them."""
+
 from __future__ import annotations
 
 import weakref

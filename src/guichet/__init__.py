@@ -4,6 +4,7 @@ The package's parts live in folders of their own at the root of the source tree 
 as ``guichet.core`` (the rules and the plugin contract, from ``core/``), ``guichet.plugins`` (the
 built-in plugins, from ``plugins/``) and ``guichet.web`` (the Litestar layer, from ``web/``).
 """
+
 from importlib.metadata import PackageNotFoundError, version
 
 try:

@@ -1,4 +1,5 @@
 """``python -m guichet``: the ``guichet`` command."""
+
 import sys
 
 from guichet.cli import main

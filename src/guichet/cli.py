@@ -9,6 +9,7 @@ cannot serve), 2 bad usage or a config file that cannot be used, 3 a worker that
 
 Plugin commands use the helpers in ``__all__`` (docs/plugins/api.md).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,15 @@ from guichet.core.config import CaisseConfig, load_config, missing_extras, missi
 from guichet.core.database import Database
 from guichet.core.errors import ConfigError, GuichetError
 
-__all__ = ["DEFAULT_CONFIG", "Refused", "config_option", "json_option", "load_config_option", "run_with_database",
-           "show_listing"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Refused",
+    "config_option",
+    "json_option",
+    "load_config_option",
+    "run_with_database",
+    "show_listing",
+]
 
 DEFAULT_CONFIG = "config/demo.toml"
 
@@ -62,15 +70,26 @@ class Refused(click.ClickException):
 
 def config_option(function: F) -> F:
     """``--config FILE``: the caisse config the command works on (the one argument style of guichet)."""
-    return click.option("--config", "config_path", metavar="FILE", envvar="GUICHET_CONFIG", default=DEFAULT_CONFIG,
-                        show_default=True, show_envvar=True,
-                        help="The caisse config file (TOML).")(function)
+    return click.option(
+        "--config",
+        "config_path",
+        metavar="FILE",
+        envvar="GUICHET_CONFIG",
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        show_envvar=True,
+        help="The caisse config file (TOML).",
+    )(function)
 
 
 def json_option(function: F) -> F:
     """``--json``: a listing as JSON (an array of objects) for scripts, instead of a table."""
-    return click.option("--json", "as_json", is_flag=True,
-                        help="Print JSON (an array of objects, one per row) for scripts, instead of a table.")(function)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print JSON (an array of objects, one per row) for scripts, instead of a table.",
+    )(function)
 
 
 def load_config_option(config_path: str) -> CaisseConfig:
@@ -103,12 +122,21 @@ def _print_table(table: Table) -> None:
     click.echo("\n".join(line.rstrip() for line in plain.file.getvalue().splitlines()))  # type: ignore[attr-defined]
 
 
-def show_listing(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], *, as_json: bool,
-                 empty: str, title: str | None = None) -> None:
+def show_listing(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    as_json: bool,
+    empty: str,
+    title: str | None = None,
+) -> None:
     """Rows as a table with headers (``columns``: key, header), or as JSON; ``empty`` when there are none."""
     if as_json:
-        click.echo(json.dumps([{key: row[key] for key, _ in columns} for row in rows], default=str,
-                              ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps(
+                [{key: row[key] for key, _ in columns} for row in rows], default=str, ensure_ascii=False, indent=2
+            )
+        )
         return
     if not rows:
         click.echo(empty)
@@ -146,8 +174,11 @@ def cli() -> None:
 @click.option("--host", help="Address to listen on.  [default: [server] host]")
 @click.option("--port", type=int, help="Port to listen on.  [default: [server] port]")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes.  [default: [server] workers]")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-              help="Log level.  [default: [logging] level]")
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="Log level.  [default: [logging] level]",
+)
 def serve(config_path: str, host: str | None, port: int | None, workers: int | None, log_level: str | None) -> int:
     """Serve the web pages (and deliver the outbox unless [server] outbox_worker = false).
 
@@ -169,7 +200,9 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int | N
     from guichet.web.metrics import MULTIPROCESS_ENV
 
     config = load_config(config_path)
-    for blocker in missing_extras(config) or missing_secrets(config) or _delivery_blockers(config):  # refuse before any worker starts
+    for blocker in (
+        missing_extras(config) or missing_secrets(config) or _delivery_blockers(config)
+    ):  # refuse before any worker starts
         raise ConfigError(blocker)
     host = host or config.server.host
     port = port or config.server.port
@@ -179,8 +212,9 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int | N
     os.environ["GUICHET_LOG_LEVEL"] = level
     configure_logging(config.logging.format, level)
     if workers > 1 and config.database.url.startswith("sqlite") and config.server.mode != "demo":
-        click.echo("guichet: several workers share state only through PostgreSQL and Redis; "
-                   "SQLite is for one worker", err=True)
+        click.echo(
+            "guichet: several workers share state only through PostgreSQL and Redis; SQLite is for one worker", err=True
+        )
     metrics_dir = None
     if workers > 1 and config.metrics.enabled and not os.environ.get(MULTIPROCESS_ENV):
         # every worker writes its series there; /metrics sums them, whichever worker answers
@@ -190,10 +224,19 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int | N
     # replaces each worker by a new one (started first) without refusing a connection, and
     # SIGTERM lets every worker finish its requests, then stop its app (the outbox worker gives
     # back what it had not started).
-    server = uvicorn.Config("guichet.web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                            log_level=level, log_config=uvicorn_log_config(config.logging.format, level),
-                            access_log=False, proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-                            timeout_worker_healthcheck=WORKER_START_SECONDS)
+    server = uvicorn.Config(
+        "guichet.web.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=level,
+        log_config=uvicorn_log_config(config.logging.format, level),
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_worker_healthcheck=WORKER_START_SECONDS,
+    )
     supervisor = Multiprocess(server, sockets=[server.bind_socket()])
     try:
         supervisor.run()
@@ -230,8 +273,10 @@ def upgrade(config_path: str) -> int:
     async def work(database: Database) -> int:
         applied = await database.upgrade()
         version = await database.schema_version()
-        click.echo(f"schema at version {version}"
-                   + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+        click.echo(
+            f"schema at version {version}"
+            + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)")
+        )
         return 0
 
     return run_with_database(config, work)
@@ -253,16 +298,21 @@ def plugins(config_path: str, as_json: bool) -> int:
     """
     from guichet.core.hookspecs import HOOK_API_VERSION
     from guichet.core.plugins import load_plugins
-
     from guichet.web.metrics import app_plugins
 
     config = load_config(config_path)
     _pm, infos = load_plugins(config, app_plugins())
-    rows = [{"name": info.name, "source": info.source, "module": info.module, "hooks": ", ".join(info.hooks)}
-            for info in infos]
-    show_listing(rows, [("name", "Plugin"), ("source", "Source"), ("module", "Module"), ("hooks", "Hooks")],
-                 as_json=as_json, empty="no plugin enabled", title=None if as_json else
-                 f"guichet hook API {HOOK_API_VERSION}")
+    rows = [
+        {"name": info.name, "source": info.source, "module": info.module, "hooks": ", ".join(info.hooks)}
+        for info in infos
+    ]
+    show_listing(
+        rows,
+        [("name", "Plugin"), ("source", "Source"), ("module", "Module"), ("hooks", "Hooks")],
+        as_json=as_json,
+        empty="no plugin enabled",
+        title=None if as_json else f"guichet hook API {HOOK_API_VERSION}",
+    )
     return 0
 
 
@@ -274,8 +324,11 @@ def config_group() -> None:
 @config_group.command("check")
 @config_option
 @click.argument("file", required=False, metavar="[FILE]")
-@click.option("--connect", is_flag=True, help="Also reach the database, Redis, and each channel's server (SMTP, "
-              "SMS gateway): nothing is sent.")
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also reach the database, Redis, and each channel's server (SMTP, SMS gateway): nothing is sent.",
+)
 def config_check(config_path: str, file: str | None, connect: bool) -> int:
     """Validate a config, list what is weaker than the security baseline, and say whether it can serve.
 
@@ -325,8 +378,7 @@ def config_check(config_path: str, file: str | None, connect: bool) -> int:
     click.echo()
     for line in oidc_lines(config):
         click.echo(line)
-    blockers = (missing_extras(config) or missing_secrets(config) or _delivery_blockers(config)
-                or oidc_blockers(config))
+    blockers = missing_extras(config) or missing_secrets(config) or _delivery_blockers(config) or oidc_blockers(config)
     if connect and not blockers:
         click.echo()
         click.echo("Connections:")
@@ -348,10 +400,9 @@ async def _reach_everything(config: CaisseConfig) -> list[tuple[bool, str]]:
     """(reached, what) for the database, Redis and every channel that can be probed; nothing is sent."""
     from guichet.core.clock import Clock
     from guichet.core.context import PluginContext
+    from guichet.core.database import redact_url
     from guichet.core.errors import DeliveryError
     from guichet.core.plugins import PluginHost
-
-    from guichet.core.database import redact_url
 
     results: list[tuple[bool, str]] = []
     database = Database.from_config(config)
@@ -359,8 +410,9 @@ async def _reach_everything(config: CaisseConfig) -> list[tuple[bool, str]]:
     try:
         await database.connect()
         version = await database.schema_version()
-        results.append((True, f"database {where}: schema at version {version}"
-                        + ("" if version else " (run guichet db upgrade)")))
+        results.append(
+            (True, f"database {where}: schema at version {version}" + ("" if version else " (run guichet db upgrade)"))
+        )
     except Exception as exc:  # whatever the driver raises: say which database, never the password
         results.append((False, f"database {where}: cannot connect ({type(exc).__name__})"))
     finally:
@@ -369,8 +421,12 @@ async def _reach_everything(config: CaisseConfig) -> list[tuple[bool, str]]:
         import redis.asyncio as redis
         from redis.exceptions import RedisError
 
-        client = redis.Redis.from_url(config.redis.url, socket_timeout=3, socket_connect_timeout=3,
-                                      password=config.redis.password.resolve() if config.redis.password else None)
+        client = redis.Redis.from_url(
+            config.redis.url,
+            socket_timeout=3,
+            socket_connect_timeout=3,
+            password=config.redis.password.resolve() if config.redis.password else None,
+        )
         try:
             await client.ping()
             results.append((True, f"Redis {config.redis.url}: answered"))
@@ -401,11 +457,17 @@ def _delivery_blockers(config: CaisseConfig) -> list[str]:
     from guichet.core.plugins import PluginHost
 
     # demo mode: the channels send to the demo mailbox's local sinks, which only `guichet serve` starts
-    demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=1, sms_url="http://127.0.0.1:1/sms",
-                         mailbox_dir=config.demo.mailbox_dir) if config.demo.mailbox else None
+    demo = (
+        DemoEndpoints(
+            smtp_host="127.0.0.1", smtp_port=1, sms_url="http://127.0.0.1:1/sms", mailbox_dir=config.demo.mailbox_dir
+        )
+        if config.demo.mailbox
+        else None
+    )
     try:
-        host = PluginHost(config, PluginContext(config=config, database=Database.from_config(config), clock=Clock(),
-                                                demo=demo))
+        host = PluginHost(
+            config, PluginContext(config=config, database=Database.from_config(config), clock=Clock(), demo=demo)
+        )
         host.check_can_serve()
     except ConfigError as exc:
         return [str(exc)]
@@ -458,8 +520,12 @@ def status(config_path: str, as_json: bool) -> int:
     async def count(database: Database) -> int:
         counts = await outbox_status(database)
         rows = [{"channel": channel, "state": state, "count": n} for (channel, state), n in sorted(counts.items())]
-        show_listing(rows, [("channel", "Channel"), ("state", "State"), ("count", "Messages")], as_json=as_json,
-                     empty="the outbox is empty")
+        show_listing(
+            rows,
+            [("channel", "Channel"), ("state", "State"), ("count", "Messages")],
+            as_json=as_json,
+            empty="the outbox is empty",
+        )
         return 0
 
     return run_with_database(config, count)
@@ -498,8 +564,9 @@ def audit() -> None:
 
 @audit.command()
 @config_option
-@click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True,
-              help="How many events, the latest last.")
+@click.option(
+    "-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True, help="How many events, the latest last."
+)
 @json_option
 def tail(config_path: str, lines: int, as_json: bool) -> int:
     """The latest security events.
@@ -514,11 +581,30 @@ def tail(config_path: str, lines: int, as_json: bool) -> int:
     config = load_config(config_path)
 
     async def show(database: Database) -> int:
-        rows = [{"at": f"{row['at']:%Y-%m-%d %H:%M:%S}", "kind": row["kind"], "account": row["account_id"],
-                 "subject": row["subject"] or None, "client": row["client"] or None, "details": row["details"]}
-                for row in await Auditor(database).tail(lines)]
-        show_listing(rows, [("at", "At (UTC)"), ("kind", "Event"), ("account", "Account"), ("subject", "Subject"),
-                            ("client", "Client"), ("details", "Details")], as_json=as_json, empty="no event")
+        rows = [
+            {
+                "at": f"{row['at']:%Y-%m-%d %H:%M:%S}",
+                "kind": row["kind"],
+                "account": row["account_id"],
+                "subject": row["subject"] or None,
+                "client": row["client"] or None,
+                "details": row["details"],
+            }
+            for row in await Auditor(database).tail(lines)
+        ]
+        show_listing(
+            rows,
+            [
+                ("at", "At (UTC)"),
+                ("kind", "Event"),
+                ("account", "Account"),
+                ("subject", "Subject"),
+                ("client", "Client"),
+                ("details", "Details"),
+            ],
+            as_json=as_json,
+            empty="no event",
+        )
         return 0
 
     return run_with_database(config, show)
@@ -546,13 +632,36 @@ def requests_list(config_path: str, state: str | None, as_json: bool) -> int:
     config = load_config(config_path)
 
     async def show(database: Database) -> int:
-        rows = [{"id": row.id, "state": row.state, "created": f"{row.created_at:%Y-%m-%d}",
-                 "kind": row.structure_kind, "structure": row.structure_name, "siret": row.siret,
-                 "contact": row.contact_name, "email": row.email, "address": " / ".join(row.address)}
-                for row in await list_requests(database, state=state)]
-        show_listing(rows, [("id", "#"), ("state", "State"), ("created", "Created"), ("kind", "Kind"),
-                            ("structure", "Structure"), ("siret", "SIRET"), ("contact", "Contact"),
-                            ("email", "Email"), ("address", "Address")], as_json=as_json, empty="no request")
+        rows = [
+            {
+                "id": row.id,
+                "state": row.state,
+                "created": f"{row.created_at:%Y-%m-%d}",
+                "kind": row.structure_kind,
+                "structure": row.structure_name,
+                "siret": row.siret,
+                "contact": row.contact_name,
+                "email": row.email,
+                "address": " / ".join(row.address),
+            }
+            for row in await list_requests(database, state=state)
+        ]
+        show_listing(
+            rows,
+            [
+                ("id", "#"),
+                ("state", "State"),
+                ("created", "Created"),
+                ("kind", "Kind"),
+                ("structure", "Structure"),
+                ("siret", "SIRET"),
+                ("contact", "Contact"),
+                ("email", "Email"),
+                ("address", "Address"),
+            ],
+            as_json=as_json,
+            empty="no request",
+        )
         return 0
 
     return run_with_database(config, show)
@@ -567,8 +676,16 @@ def _decide(config_path: str, request_id: int, note: str | None, *, approve: boo
 
     async def decide() -> int:
         # the decision only queues its letter and email: the server's outbox worker delivers them
-        demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=1, sms_url="http://127.0.0.1:1/sms",
-                             mailbox_dir=config.demo.mailbox_dir) if config.demo.mailbox else None
+        demo = (
+            DemoEndpoints(
+                smtp_host="127.0.0.1",
+                smtp_port=1,
+                sms_url="http://127.0.0.1:1/sms",
+                mailbox_dir=config.demo.mailbox_dir,
+            )
+            if config.demo.mailbox
+            else None
+        )
         services = build_services(config, demo=demo)
         await services.database.connect()
         try:
@@ -581,8 +698,10 @@ def _decide(config_path: str, request_id: int, note: str | None, *, approve: boo
         if not decision.done:
             raise Refused(f"request {request_id} {decision.refused}")
         if approve:
-            click.echo(f"request {request_id} approved: account {decision.account_id}, identifier "
-                       f"{decision.identifier}; the temporary password goes by post")
+            click.echo(
+                f"request {request_id} approved: account {decision.account_id}, identifier "
+                f"{decision.identifier}; the temporary password goes by post"
+            )
         else:
             click.echo(f"request {request_id} rejected: the letter with the reason goes by post")
         return 0
@@ -633,8 +752,9 @@ def _write_new(path: Path, text: str, *, force: bool, mode: int = 0o644) -> None
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace the files if they exist (a new secret key logs everyone out).")
-@click.option("--no-database", is_flag=True, help="Write the files only; create the databases later with "
-              "`guichet db upgrade`.")
+@click.option(
+    "--no-database", is_flag=True, help="Write the files only; create the databases later with `guichet db upgrade`."
+)
 def init(directory: Path, force: bool, no_database: bool) -> int:
     """Start a caisse in DIRECTORY: a starter config, the demo config, a secret key, their databases.
 
@@ -658,8 +778,9 @@ def init(directory: Path, force: bool, no_database: bool) -> int:
     demo = resources.files("guichet.configs").joinpath("demo.toml").read_text(encoding="utf-8")
     key_file = directory / "secret_key"
     # an absolute path: a secret file is read from where the server runs, not from the config's folder
-    starter = starter.replace('secret_key = { file = "secret_key" }',
-                              f"secret_key = {{ file = {json.dumps(str(key_file))} }}")
+    starter = starter.replace(
+        'secret_key = { file = "secret_key" }', f"secret_key = {{ file = {json.dumps(str(key_file))} }}"
+    )
     targets = [directory / "caisse.toml", directory / "demo.toml", key_file]
     existing = [str(path) for path in targets if path.exists()]
     if existing and not force:
@@ -677,9 +798,11 @@ def init(directory: Path, force: bool, no_database: bool) -> int:
         demo_people = getattr(registry, "commands", {}).get("registry")
         if demo_people is not None and "demo" in getattr(demo_people, "commands", {}):
             context.invoke(demo_people.commands["demo"], config_path=str(directory / "demo.toml"), count=200, seed=1)
-    click.echo("\nnext:\n"
-               f"  guichet serve --config {directory / 'demo.toml'}          # the demo caisse\n"
-               f"  guichet config check --config {directory / 'caisse.toml'}  # what your caisse still needs")
+    click.echo(
+        "\nnext:\n"
+        f"  guichet serve --config {directory / 'demo.toml'}          # the demo caisse\n"
+        f"  guichet config check --config {directory / 'caisse.toml'}  # what your caisse still needs"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ Skipped with a clear line when /usr/bin/chromium (or $GUICHET_CHROMIUM) or Playw
 GUICHET_REQUIRE_BROWSER=1 (then they fail). Servers are started once per caisse for the whole package;
 each test takes new people from the demo registry, so tests do not depend on one another.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,6 +19,7 @@ from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, TEST_CITIZEN, TEST_CO
 REQUIRE_BROWSER = os.environ.get("GUICHET_REQUIRE_BROWSER") == "1"
 try:
     import playwright  # noqa: F401
+
     PLAYWRIGHT = True
 except ImportError:  # the test modules import it: do not even collect them, say so in the header
     if REQUIRE_BROWSER:

@@ -6,6 +6,7 @@ checks of every state: axe-core (WCAG 2.1 A/AA), no CSP violation, no horizontal
 ``lang="fr"``, touch targets; with JavaScript, whether htmx swapped only ``#step`` (a window marker
 survives) and where the focus went. The journeys below (register, log in, ...) are plain functions.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,8 +79,16 @@ class Browse:
         self.page.goto(self.server.url + path)
         self._arrived(state, h1=h1, swap=False)
 
-    def act(self, action: Callable[[], Any] | Locator | str, state: str, *, h1: str | None = None,
-            swap: bool | None = None, error: bool = False, focus: bool = True) -> None:
+    def act(
+        self,
+        action: Callable[[], Any] | Locator | str,
+        state: str,
+        *,
+        h1: str | None = None,
+        swap: bool | None = None,
+        error: bool = False,
+        focus: bool = True,
+    ) -> None:
         """Do ``action`` (a click on a locator or selector, or any callable), then check the new state.
 
         ``swap``: True when htmx must replace only #step (the marker survives), False when the page
@@ -101,8 +110,9 @@ class Browse:
         """Click the first button named ``name`` (the banner's "Se déconnecter" comes first)."""
         self.act(self.page.get_by_role("button", name=name, exact=exact).first, state, **kwargs)
 
-    def _arrived(self, state: str, *, h1: str | None, swap: bool | None, error: bool = False,
-                 focus: bool = True) -> None:
+    def _arrived(
+        self, state: str, *, h1: str | None, swap: bool | None, error: bool = False, focus: bool = True
+    ) -> None:
         page = self.page
         if h1 is not None:
             expect(page.locator("h1")).to_have_text(h1, timeout=10_000)
@@ -127,7 +137,9 @@ class Browse:
         if self.js:
             self.page.wait_for_function(
                 "() => document.readyState === 'complete' && window.htmx !== undefined && "
-                "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')", timeout=10_000)
+                "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')",
+                timeout=10_000,
+            )
         else:
             self.page.wait_for_load_state("load")
 
@@ -137,7 +149,9 @@ class Browse:
         page = self.page
         title = page.title()
         # the demo mailbox is demo tooling, not a page of Mon espace privé
-        ending = f" — {self.caisse}" if page.url.endswith("/demo/boite-aux-lettres") else f"Mon espace privé — {self.caisse}"
+        ending = (
+            f" — {self.caisse}" if page.url.endswith("/demo/boite-aux-lettres") else f"Mon espace privé — {self.caisse}"
+        )
         assert title.endswith(ending), f"{state}: title {title!r}"
         facts = page.evaluate("""() => {
           const h1 = document.querySelector('h1');
@@ -154,8 +168,9 @@ class Browse:
         if facts["progress"]:
             expected = f"{facts['progress']} — {facts['h1']} — Mon espace privé — {self.caisse}"
             assert title == expected, f"{state}: title {title!r}, expected {expected!r}"
-        assert facts["width"] <= facts["viewport"], \
+        assert facts["width"] <= facts["viewport"], (
             f"{state}: horizontal scroll at {facts['viewport']} px (content {facts['width']} px wide)"
+        )
         assert not facts["csp"], f"{state}: CSP violations {facts['csp']}"
         bad = [line for line in self.console if any(word in line for word in CSP_WORDS) or line.startswith("pageerror")]
         assert not bad, f"{state}: console {bad}"
@@ -173,8 +188,11 @@ class Browse:
 
     def check_focus(self, state: str, *, error: bool) -> None:
         """After an htmx swap the focus is on the new step's heading, or on the error summary."""
-        where = "() => document.activeElement.closest('.alert') !== null" if error else \
-            "() => document.activeElement && document.activeElement.id === 'step-title'"
+        where = (
+            "() => document.activeElement.closest('.alert') !== null"
+            if error
+            else "() => document.activeElement && document.activeElement.id === 'step-title'"
+        )
         try:
             self.page.wait_for_function(where, timeout=3_000)
         except Exception:
@@ -225,8 +243,10 @@ class Browse:
             finally:
                 self.inspector.unroute(matcher, handler)
         if violations:
-            lines = [f"{v['id']} ({v['impact']}): {v['help']} — " + ", ".join(str(n["target"]) for n in v["nodes"][:5])
-                     for v in violations]
+            lines = [
+                f"{v['id']} ({v['impact']}): {v['help']} — " + ", ".join(str(n["target"]) for n in v["nodes"][:5])
+                for v in violations
+            ]
             raise A11yFailure(f"{state}: axe found {len(violations)} violation(s):\n  " + "\n  ".join(lines))
         AXE_DONE.add(key)
 
@@ -247,8 +267,9 @@ class Browse:
 CODE_TITLE = "Votre code de sécurité"
 
 
-def register(b: Browse, person: Person, *, channel: str = "email", answer: str | None = None,
-             mistakes: bool = True) -> str:
+def register(
+    b: Browse, person: Person, *, channel: str = "email", answer: str | None = None, mistakes: bool = True
+) -> str:
     """Register ``person``; return the temporary password as the person receives it (email, SMS or letter).
 
     ``answer`` replaces the right answer (a wrong one sends the password by post). ``mistakes`` makes
@@ -269,8 +290,13 @@ def register(b: Browse, person: Person, *, channel: str = "email", answer: str |
     nir = person.nir_with_key
     b.fill("identifier", f"{nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]} {nir[13:]}")
     b.click_button("Suivant >", "inscription-coordonnees", h1="Vos coordonnées", swap=True)
-    expected = {"last_name": "family-name", "first_name": "given-name", "birth_date": "bday", "email": "email",
-                "mobile": "tel"}
+    expected = {
+        "last_name": "family-name",
+        "first_name": "given-name",
+        "birth_date": "bday",
+        "email": "email",
+        "mobile": "tel",
+    }
     for name, autocomplete in expected.items():
         assert page.get_attribute(f"#f-{name}", "autocomplete") == autocomplete, name
     assert page.get_attribute("#f-email", "type") == "email" and page.get_attribute("#f-mobile", "type") == "tel"
@@ -299,8 +325,9 @@ def register(b: Browse, person: Person, *, channel: str = "email", answer: str |
     if answer is not None:
         b.click_button("Suivant >", "inscription-termine-courrier", h1="Votre inscription est enregistrée", swap=True)
         expect(page.locator("#step")).to_contain_text("par courrier")
-        letter = b.server.mailbox.letter_to(f"{person.first_name} {person.last_name}", subject="mot de passe",
-                                            after=mark)
+        letter = b.server.mailbox.letter_to(
+            f"{person.first_name} {person.last_name}", subject="mot de passe", after=mark
+        )
         b.server.mailbox.letter_to(f"{person.first_name} {person.last_name}", subject="inscription", after=mark)
         return password_in(b.server.mailbox.letter_text(letter))
     b.click_button("Suivant >", "inscription-canal", h1="Réception du code de sécurité", swap=True)
@@ -308,8 +335,11 @@ def register(b: Browse, person: Person, *, channel: str = "email", answer: str |
     b.click_button("Suivant >", "inscription-code", h1=CODE_TITLE, swap=True)
     assert page.get_attribute("#f-code", "inputmode") == "numeric"
     assert page.get_attribute("#f-code", "autocomplete") == "one-time-code"
-    message = (b.server.mailbox.email_to(person.email, subject="code de sécurité", after=mark) if channel == "email"
-               else b.server.mailbox.sms_to(person.mobile, contains="code", after=mark))
+    message = (
+        b.server.mailbox.email_to(person.email, subject="code de sécurité", after=mark)
+        if channel == "email"
+        else b.server.mailbox.sms_to(person.mobile, contains="code", after=mark)
+    )
     code = code_in(message.text)
     if mistakes:
         b.fill("code", "0" * len(code) if code != "0" * len(code) else "1" * len(code))
@@ -326,8 +356,15 @@ def register(b: Browse, person: Person, *, channel: str = "email", answer: str |
     return password_in(message.text)
 
 
-def login_password(b: Browse, identifier: str, password: str, *, state: str = "connexion",
-                   mistakes: bool = False, expect_h1: str = "Authentification à 2 facteurs") -> set[str]:
+def login_password(
+    b: Browse,
+    identifier: str,
+    password: str,
+    *,
+    state: str = "connexion",
+    mistakes: bool = False,
+    expect_h1: str = "Authentification à 2 facteurs",
+) -> set[str]:
     """Identifier and password on /connexion; returns the mailbox mark taken just before sending."""
     b.goto("/connexion", state, h1="Je me connecte à Mon espace privé")
     assert b.page.get_attribute("#f-identifier", "autocomplete") == "username"
@@ -336,8 +373,7 @@ def login_password(b: Browse, identifier: str, password: str, *, state: str = "c
     b.fill("identifier", identifier)
     if mistakes:
         b.fill("password", password + "x")
-        b.click_button("Se connecter", f"{state}-erreur", h1="Je me connecte à Mon espace privé", swap=True,
-                       error=True)
+        b.click_button("Se connecter", f"{state}-erreur", h1="Je me connecte à Mon espace privé", swap=True, error=True)
         expect(b.field("identifier")).to_have_value(identifier)
         expect(b.page.locator(".alert")).to_contain_text("Identifiant ou mot de passe incorrect.")
     b.fill("password", password)
@@ -357,19 +393,31 @@ def choose_code_channel(b: Browse, channel: str = "email") -> set[str]:
     return mark
 
 
-def login_code(b: Browse, person: Person, mark: set[str], *, channel: str = "email", trust: bool = False,
-               next_h1: str = "Mon espace privé", state: str = "connexion-code") -> None:
+def login_code(
+    b: Browse,
+    person: Person,
+    mark: set[str],
+    *,
+    channel: str = "email",
+    trust: bool = False,
+    next_h1: str = "Mon espace privé",
+    state: str = "connexion-code",
+) -> None:
     """The second factor: the code read from the mailbox."""
-    message = (b.server.mailbox.email_to(person.email, subject="code", after=mark) if channel == "email"
-               else b.server.mailbox.sms_to(person.mobile, contains="code", after=mark))
+    message = (
+        b.server.mailbox.email_to(person.email, subject="code", after=mark)
+        if channel == "email"
+        else b.server.mailbox.sms_to(person.mobile, contains="code", after=mark)
+    )
     b.fill("code", code_in(message.text))
     if trust:
         b.page.locator("#f-trust").check()
     b.click_button("Valider", state, h1=next_h1, swap=False)
 
 
-def personalise(b: Browse, new_password: str, *, current: str | None = None, meter: bool | None = None,
-                mistakes: bool = True) -> None:
+def personalise(
+    b: Browse, new_password: str, *, current: str | None = None, meter: bool | None = None, mistakes: bool = True
+) -> None:
     """The forced "Changement de votre mot de passe" (or Mon compte's): meter, errors, then success."""
     page = b.page
     forced = current is None
@@ -407,9 +455,10 @@ def personalise(b: Browse, new_password: str, *, current: str | None = None, met
     expect(page.locator("#step")).to_contain_text("Votre mot de passe a bien été modifié.")
 
 
-def confirm_contacts(b: Browse, person: Person, *, edit_mobile: str | None = None, password: str = "",
-                     mistakes: bool = True) -> None:
-    """"Confirmation de vos coordonnées": optionally change the mobile with ✎ (the current password, then a
+def confirm_contacts(
+    b: Browse, person: Person, *, edit_mobile: str | None = None, password: str = "", mistakes: bool = True
+) -> None:
+    """ "Confirmation de vos coordonnées": optionally change the mobile with ✎ (the current password, then a
     code by SMS), then confirm."""
     page = b.page
     h1 = "Confirmation de vos coordonnées"

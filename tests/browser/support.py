@@ -4,6 +4,7 @@ A real server (``guichet serve``, uvicorn, the outbox worker inside) on a caisse
 one of config/*.toml, the demo mailbox read back the way a person reads their email, fictitious
 people from the demo registry, and Playwright helpers (axe-core, console, focus).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "config"
 CHROMIUM = os.environ.get("GUICHET_CHROMIUM", "/usr/bin/chromium")  # Debian's; Playwright cannot download one here
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
-                 "--disable-default-apps", "--disable-extensions"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
 DEMO_SEED = 7
 DEMO_COUNT = 300
 SECRET = "browser-tests-only-secret-key-0123456789abcdef"
@@ -77,9 +87,16 @@ def _merge(table: dict[str, Any], extra: dict[str, Any]) -> None:
             table[key] = value
 
 
-def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None,
-                  database_url: str | None = None, plugins: tuple[str, ...] = (),
-                  extra: dict[str, Any] | None = None, citizen: dict[str, Any] | None = None) -> Path:
+def derive_config(
+    source: Path,
+    workdir: Path,
+    *,
+    codes: dict[str, dict[str, Any]] | None = None,
+    database_url: str | None = None,
+    plugins: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+    citizen: dict[str, Any] | None = None,
+) -> Path:
     """A copy of ``source`` that runs here: SQLite, demo mode, demo mailbox, literal secret, tmp paths.
 
     The caisse's own values stay: [caisse], enabled plugins and presets, [codes.*], passwords, the
@@ -107,16 +124,22 @@ def derive_config(source: Path, workdir: Path, *, codes: dict[str, dict[str, Any
     table["demo"] = {"mailbox": True, "mailbox_dir": str(workdir / "mailbox")}
     settings = table.setdefault("plugins", {}).setdefault("settings", {})
     email = settings.get("delivery_email", {})
-    settings["delivery_email"] = {"host": "127.0.0.1", "port": 0, "security": "none",
-                                  "sender": email.get("sender", "Mon espace privé <ne-pas-repondre@demo.invalid>")}
+    settings["delivery_email"] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "security": "none",
+        "sender": email.get("sender", "Mon espace privé <ne-pas-repondre@demo.invalid>"),
+    }
     sms = settings.get("delivery_sms", {})
     settings["delivery_sms"] = {"url": "demo", "sender": sms.get("sender", "MSA")}
     settings["delivery_postal"] = {**settings.get("delivery_postal", {}), "spool_dir": str(workdir / "letters")}
     table["plugins"]["enabled"] = [*table["plugins"].get("enabled", []), *plugins]
     _merge(table, extra or {})
     target = workdir / f"{source.stem}.toml"
-    target.write_text(f"# derived from {source.name} for a local run (tests/browser/support.py)\n\n"
-                      + toml_dumps(table), encoding="utf-8")
+    target.write_text(
+        f"# derived from {source.name} for a local run (tests/browser/support.py)\n\n" + toml_dumps(table),
+        encoding="utf-8",
+    )
     return target
 
 
@@ -150,8 +173,10 @@ class LiveServer:
 
     @property
     def mailbox(self) -> "Mailbox":
-        return Mailbox(Path(self.table["demo"]["mailbox_dir"]),
-                       Path(self.table["plugins"]["settings"]["delivery_postal"]["spool_dir"]))
+        return Mailbox(
+            Path(self.table["demo"]["mailbox_dir"]),
+            Path(self.table["plugins"]["settings"]["delivery_postal"]["spool_dir"]),
+        )
 
     @property
     def caisse_name(self) -> str:
@@ -160,8 +185,9 @@ class LiveServer:
     def _guichet(self, *args: str, log: Any = None, wait: bool = True) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         command = [sys.executable, "-m", "guichet.cli", *args]
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log or subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if wait:
             out, _ = process.communicate(timeout=120)
             if process.returncode != 0:
@@ -175,8 +201,9 @@ class LiveServer:
         self.port = self.port or free_port()
         self.log_path = self.workdir / "server.log"
         log = self.log_path.open("wb")
-        self.process = self._guichet("serve", "--config", config, "--port", str(self.port), "--log-level", "warning",
-                                     log=log, wait=False)
+        self.process = self._guichet(
+            "serve", "--config", config, "--port", str(self.port), "--log-level", "warning", log=log, wait=False
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -210,12 +237,26 @@ TEST_CODES = {"demo": {"login": {"resend_cooldown_seconds": 3}}}
 TEST_CITIZEN = {"provence-azur": {"code_help_url": "https://www.example.fr/tuto-video-connexion"}}
 
 
-def start_server(config_name: str, workdir: Path, *, codes: dict[str, dict[str, Any]] | None = None,
-                 database_url: str | None = None, plugins: tuple[str, ...] = (),
-                 extra: dict[str, Any] | None = None, citizen: dict[str, Any] | None = None) -> LiveServer:
+def start_server(
+    config_name: str,
+    workdir: Path,
+    *,
+    codes: dict[str, dict[str, Any]] | None = None,
+    database_url: str | None = None,
+    plugins: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+    citizen: dict[str, Any] | None = None,
+) -> LiveServer:
     """Derive config/<config_name>.toml into ``workdir`` (see ``derive_config``) and serve it."""
-    path = derive_config(CONFIG_DIR / f"{config_name}.toml", workdir, codes=codes, database_url=database_url,
-                         plugins=plugins, extra=extra, citizen=citizen)
+    path = derive_config(
+        CONFIG_DIR / f"{config_name}.toml",
+        workdir,
+        codes=codes,
+        database_url=database_url,
+        plugins=plugins,
+        extra=extra,
+        citizen=citizen,
+    )
     return LiveServer(config_path=path, workdir=workdir).start()
 
 
@@ -273,8 +314,14 @@ class Mailbox:
     def seen(self) -> set[str]:
         return {item.id for item in self.items()}
 
-    def wait_for(self, match: Callable[[Any], bool], *, after: set[str] | None = None, timeout: float = 10.0,
-                 what: str = "a message") -> Any:
+    def wait_for(
+        self,
+        match: Callable[[Any], bool],
+        *,
+        after: set[str] | None = None,
+        timeout: float = 10.0,
+        what: str = "a message",
+    ) -> Any:
         """The newest message that ``match`` accepts and that was not in ``after``; polls (the outbox is async)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -286,19 +333,26 @@ class Mailbox:
             time.sleep(0.1)
 
     def email_to(self, address: str, *, subject: str = "", after: set[str] | None = None) -> Any:
-        return self.wait_for(lambda i: i.kind == "email" and address.lower() in i.to.lower()
-                             and subject.lower() in i.subject.lower(), after=after,
-                             what=f"an email to {address} ({subject})")
+        return self.wait_for(
+            lambda i: i.kind == "email" and address.lower() in i.to.lower() and subject.lower() in i.subject.lower(),
+            after=after,
+            what=f"an email to {address} ({subject})",
+        )
 
     def sms_to(self, mobile: str, *, contains: str = "", after: set[str] | None = None) -> Any:
         wanted = _digits(mobile)[-9:]
-        return self.wait_for(lambda i: i.kind == "sms" and _digits(i.to).endswith(wanted) and contains in i.text,
-                             after=after, what=f"an SMS to {mobile} ({contains})")
+        return self.wait_for(
+            lambda i: i.kind == "sms" and _digits(i.to).endswith(wanted) and contains in i.text,
+            after=after,
+            what=f"an SMS to {mobile} ({contains})",
+        )
 
     def letter_to(self, name: str, *, after: set[str] | None = None, subject: str = "") -> Any:
-        return self.wait_for(lambda i: i.kind == "letter" and name.lower() in i.to.lower()
-                             and subject.lower() in i.subject.lower(), after=after,
-                             what=f"a letter to {name} ({subject})")
+        return self.wait_for(
+            lambda i: i.kind == "letter" and name.lower() in i.to.lower() and subject.lower() in i.subject.lower(),
+            after=after,
+            what=f"a letter to {name} ({subject})",
+        )
 
     def letter_text(self, item: Any) -> str:
         from pypdf import PdfReader
@@ -318,8 +372,12 @@ def code_in(text: str, length: int | None = None) -> str:
 
 def password_in(text: str) -> str:
     """The temporary password in an email (an indented line), an SMS or a letter ([[ ... ]])."""
-    for pattern in (r"\[\[\s*(\S+)\s*\]\]", r"mot de passe temporaire est (\S+)", r"\n {4}(\S+)\s*\n",
-                    r"Votre mot de passe temporaire :\s*\n\s*(\S+)\s*\n"):
+    for pattern in (
+        r"\[\[\s*(\S+)\s*\]\]",
+        r"mot de passe temporaire est (\S+)",
+        r"\n {4}(\S+)\s*\n",
+        r"Votre mot de passe temporaire :\s*\n\s*(\S+)\s*\n",
+    ):
         found = re.search(pattern, text)
         if found:
             return found.group(1)
@@ -347,7 +405,7 @@ class Person:
     def mobile_display(self) -> str:
         digits = _digits(self.mobile)
         national = "0" + digits[-9:]
-        return " ".join(national[i:i + 2] for i in range(0, 10, 2))
+        return " ".join(national[i : i + 2] for i in range(0, 10, 2))
 
 
 def _amount_fr(amount: Decimal) -> str:
@@ -377,15 +435,29 @@ def demo_people() -> dict[str, list[Person]]:
         if row.vitale_serial and row.health_affiliated:
             role, status, question, answer = "particulier_vitale", "particulier", "vitale", row.vitale_serial
         elif kinds == {"benefit"} and recent:
-            role, status, question, answer = "particulier_paiement", "particulier", "payment", _amount_fr(recent[0].amount)
+            role, status, question, answer = (
+                "particulier_paiement",
+                "particulier",
+                "payment",
+                _amount_fr(recent[0].amount),
+            )
         elif kinds == {"contributions_invoice"} and recent:
             role, status, question, answer = "exploitant", "exploitant", "payment", _amount_fr(recent[0].amount)
         else:
             continue
-        person = Person(role=role, status=status, nir=row.nir, nir_with_key=row.nir + nir_key(row.nir),
-                        last_name=row.last_name, first_name=row.first_name,
-                        birth_date=row.birth_date.strftime("%d/%m/%Y"), email=row.email, mobile=row.mobile,
-                        question=question, answer=answer)
+        person = Person(
+            role=role,
+            status=status,
+            nir=row.nir,
+            nir_with_key=row.nir + nir_key(row.nir),
+            last_name=row.last_name,
+            first_name=row.first_name,
+            birth_date=row.birth_date.strftime("%d/%m/%Y"),
+            email=row.email,
+            mobile=row.mobile,
+            question=question,
+            answer=answer,
+        )
         # the fixed demo holders first: the screenshots show them
         if row.nir in fixed:
             roles[role].insert(0, person)
@@ -420,8 +492,9 @@ class HttpCitizen:
         import httpx
 
         self.server = server
-        self.client = httpx.Client(base_url=server.url, follow_redirects=True, timeout=20,
-                                   headers={"Accept-Encoding": "gzip"})
+        self.client = httpx.Client(
+            base_url=server.url, follow_redirects=True, timeout=20, headers={"Accept-Encoding": "gzip"}
+        )
         self.csrf = ""
         self.last: Any = None
 
@@ -452,18 +525,31 @@ class HttpCitizen:
         self.get("/inscription/statut")
         self.post("/inscription/statut", {"status": person.status})
         self.post("/inscription/identifiant", {"identifier": person.nir_with_key})
-        self.post("/inscription/coordonnees", {"last_name": person.last_name, "first_name": person.first_name,
-                                               "birth_date": person.birth_date, "email": person.email,
-                                               "mobile": person.mobile_display})
+        self.post(
+            "/inscription/coordonnees",
+            {
+                "last_name": person.last_name,
+                "first_name": person.first_name,
+                "birth_date": person.birth_date,
+                "email": person.email,
+                "mobile": person.mobile_display,
+            },
+        )
         self.post("/inscription/question", {"question": person.question, "answer": person.answer})
         mark = mailbox.seen()
         self.post("/inscription/canal", {"channel": channel})
-        message = (mailbox.email_to(person.email, subject="code", after=mark) if channel == "email"
-                   else mailbox.sms_to(person.mobile, contains="code", after=mark))
+        message = (
+            mailbox.email_to(person.email, subject="code", after=mark)
+            if channel == "email"
+            else mailbox.sms_to(person.mobile, contains="code", after=mark)
+        )
         self.post("/inscription/code", {"code": code_in(message.text)})
         assert "/inscription/termine" in str(self.last.url), _errors(self.last.text)
-        message = (mailbox.email_to(person.email, subject="mot de passe temporaire", after=mark)
-                   if channel == "email" else mailbox.sms_to(person.mobile, contains="mot de passe", after=mark))
+        message = (
+            mailbox.email_to(person.email, subject="mot de passe temporaire", after=mark)
+            if channel == "email"
+            else mailbox.sms_to(person.mobile, contains="mot de passe", after=mark)
+        )
         return password_in(message.text)
 
     def login(self, person: Person, password: str, *, channel: str = "email") -> str:
@@ -472,8 +558,11 @@ class HttpCitizen:
         mark = self.server.mailbox.seen()
         self.post("/connexion", {"identifier": person.nir, "password": password})
         if str(self.last.url).endswith("/connexion/code"):
-            message = (self.server.mailbox.email_to(person.email, subject="code", after=mark) if channel == "email"
-                       else self.server.mailbox.sms_to(person.mobile, contains="code", after=mark))
+            message = (
+                self.server.mailbox.email_to(person.email, subject="code", after=mark)
+                if channel == "email"
+                else self.server.mailbox.sms_to(person.mobile, contains="code", after=mark)
+            )
             self.post("/connexion/code", {"code": code_in(message.text)})
         return str(self.last.url).split(self.server.url, 1)[-1]
 
@@ -486,8 +575,7 @@ class HttpCitizen:
     def logout(self) -> None:
         self.post("/deconnexion", {})
 
-    def make_account(self, person: Person, password: str, *, channel: str = "email",
-                     confirm: bool = True) -> None:
+    def make_account(self, person: Person, password: str, *, channel: str = "email", confirm: bool = True) -> None:
         """A registered account with ``password`` personalised (and contacts confirmed), logged out."""
         temporary = self.register(person, channel=channel)
         self.login(person, temporary, channel=channel)
@@ -498,7 +586,10 @@ class HttpCitizen:
 
 
 def _errors(html: str) -> list[str]:
-    return [re.sub(r"<[^>]+>", "", m).strip() for m in re.findall(r'<(?:p|div) class="error"[^>]*>(.*?)</(?:p|div)>', html, re.S)]
+    return [
+        re.sub(r"<[^>]+>", "", m).strip()
+        for m in re.findall(r'<(?:p|div) class="error"[^>]*>(.*?)</(?:p|div)>', html, re.S)
+    ]
 
 
 def new_password(person: Person) -> str:

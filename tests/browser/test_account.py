@@ -1,5 +1,6 @@
 """After login, in a real browser: the forced personalisation with its meter, the contact confirmation with
 an edit (✎), and Mon compte's change of password and of email."""
+
 from __future__ import annotations
 
 import re
@@ -16,11 +17,12 @@ pytestmark = pytest.mark.browser
 
 def other_mobile(person: Person) -> str:
     digits = re.sub(r"\D", "", person.nir)[-8:]
-    return "07 " + " ".join(digits[i:i + 2] for i in range(0, 8, 2))
+    return "07 " + " ".join(digits[i : i + 2] for i in range(0, 8, 2))
 
 
-def test_first_login_forces_the_change_then_the_contact_confirmation(demo_server: LiveServer, open_browser: Any,
-                                                                     js: bool) -> None:
+def test_first_login_forces_the_change_then_the_contact_confirmation(
+    demo_server: LiveServer, open_browser: Any, js: bool
+) -> None:
     person = demo_server.people.take("particulier_paiement")
     citizen = HttpCitizen(demo_server)
     temporary = citizen.register(person)
@@ -34,8 +36,9 @@ def test_first_login_forces_the_change_then_the_contact_confirmation(demo_server
     # with JavaScript the meter moves from "faible" to "fort" as the person types
     personalise(b, new_password(person))
     expect(b.page.locator("#step")).to_contain_text("nous vous demandons de confirmer vos coordonnées")
-    b.act(b.page.get_by_role("link", name="Continuer >"), "coordonnees", h1="Confirmation de vos coordonnées",
-          swap=False)
+    b.act(
+        b.page.get_by_role("link", name="Continuer >"), "coordonnees", h1="Confirmation de vos coordonnées", swap=False
+    )
     expect(b.page.locator("#contact-email")).to_contain_text(person.email)
     confirm_contacts(b, person, edit_mobile=other_mobile(person), password=new_password(person))
 
@@ -50,8 +53,12 @@ def test_mon_compte_changes_the_password_and_the_email(demo_server: LiveServer, 
 
     b.act(page.get_by_role("link", name="Mon compte").first, "mon-compte", h1="Mon compte", swap=False)
     expect(page.locator("#step")).to_contain_text(f"Email : {person.email}")
-    b.act(page.get_by_role("link", name="> modifier mon mot de passe"), "mon-compte-mot-de-passe",
-          h1="Modifier mon mot de passe", swap=False)
+    b.act(
+        page.get_by_role("link", name="> modifier mon mot de passe"),
+        "mon-compte-mot-de-passe",
+        h1="Modifier mon mot de passe",
+        swap=False,
+    )
     changed = password[::-1]
     mark = b.mailbox_mark()
     personalise(b, changed, current=password, meter=False)
@@ -59,8 +66,9 @@ def test_mon_compte_changes_the_password_and_the_email(demo_server: LiveServer, 
     b.act(page.get_by_role("link", name="Continuer >"), "espace-prive", h1="Mon espace privé", swap=False)
 
     b.act(page.get_by_role("link", name="Mon compte").first, "mon-compte", h1="Mon compte", swap=False)
-    b.act(page.get_by_role("link", name="> modifier cet email"), "mon-compte-email", h1="Modifier mon email",
-          swap=False)
+    b.act(
+        page.get_by_role("link", name="> modifier cet email"), "mon-compte-email", h1="Modifier mon email", swap=False
+    )
     assert page.get_attribute("#f-value", "autocomplete") == "email"
     new_email = f"nouvelle.{person.nir[-6:]}@demo.invalid"
     b.fill("current_password", password)  # the old one: refused

@@ -8,6 +8,7 @@ caisse with the plugin enabled by name and configured as a caisse would, and not
 - guichet-prime-activite, its question offered for the "particulier" status, answered with the amount
   of the last payment in the caisse's export (a CSV of registry facts the plugin reads).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,32 +68,57 @@ def messaging(playwright_browser: Any) -> Iterator[HttpSink]:
 
 
 @pytest.fixture(scope="module")
-def messagerie(tmp_path_factory: pytest.TempPathFactory, engine: Callable[[], str | None],
-               messaging: HttpSink) -> Iterator[LiveServer]:
-    server = serve(tmp_path_factory.mktemp("messagerie"), engine, "webhook", {
-        "plugins": {"settings": {"webhook": {
-            "url": messaging.url, "secret": {"value": "messagerie-shared-secret-for-tests"},
-            "channel": "messagerie", "label_fr": "dans votre messagerie MSA",
-            "destination_fr": "votre messagerie sécurisée MSA"}}},
-        "codes": {"login": {"channels": ["messagerie", "email"]}, "recovery": {"channels": ["messagerie", "email"]}},
-    })
+def messagerie(
+    tmp_path_factory: pytest.TempPathFactory, engine: Callable[[], str | None], messaging: HttpSink
+) -> Iterator[LiveServer]:
+    server = serve(
+        tmp_path_factory.mktemp("messagerie"),
+        engine,
+        "webhook",
+        {
+            "plugins": {
+                "settings": {
+                    "webhook": {
+                        "url": messaging.url,
+                        "secret": {"value": "messagerie-shared-secret-for-tests"},
+                        "channel": "messagerie",
+                        "label_fr": "dans votre messagerie MSA",
+                        "destination_fr": "votre messagerie sécurisée MSA",
+                    }
+                }
+            },
+            "codes": {
+                "login": {"channels": ["messagerie", "email"]},
+                "recovery": {"channels": ["messagerie", "email"]},
+            },
+        },
+    )
     try:
         yield server
     finally:
         server.stop()
 
 
-@pytest.mark.parametrize(("server", "name", "source", "module"), [
-    ("messagerie", "webhook", "guichet-webhook-channel 0.1.0", "guichet_webhook.hooks"),
-    ("prime", "prime_activite", "guichet-prime-activite 0.1.0", "guichet_prime_activite.hooks"),
-])
-def test_the_servers_run_the_examples_as_installed_distributions(server: str, name: str, source: str, module: str,
-                                                                 engine: Any, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(
+    ("server", "name", "source", "module"),
+    [
+        ("messagerie", "webhook", "guichet-webhook-channel 0.1.0", "guichet_webhook.hooks"),
+        ("prime", "prime_activite", "guichet-prime-activite 0.1.0", "guichet_prime_activite.hooks"),
+    ],
+)
+def test_the_servers_run_the_examples_as_installed_distributions(
+    server: str, name: str, source: str, module: str, engine: Any, request: pytest.FixtureRequest
+) -> None:
     """What ``guichet plugins`` says of the config each server runs: the plugin comes from its
     distribution's entry point, as on a caisse's machine after ``pip install``."""
     live: LiveServer = request.getfixturevalue(server)
-    shown = subprocess.run([sys.executable, "-m", "guichet.cli", "plugins", "--json", "--config", str(live.config_path)],
-                           capture_output=True, text=True, timeout=120, check=True).stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "guichet.cli", "plugins", "--json", "--config", str(live.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     [plugin] = [row for row in json.loads(shown) if row["name"] == name]
     assert plugin["source"] == source and plugin["module"] == module, shown
 
@@ -111,8 +137,9 @@ def received(endpoint: HttpSink, person: Person, template: str, *, after: int, t
         time.sleep(0.1)
 
 
-def test_login_and_recovery_codes_come_by_the_secure_messaging(messagerie: LiveServer, messaging: HttpSink,
-                                                                open_browser: Any, js: bool) -> None:
+def test_login_and_recovery_codes_come_by_the_secure_messaging(
+    messagerie: LiveServer, messaging: HttpSink, open_browser: Any, js: bool
+) -> None:
     server = messagerie
     person = server.people.take("particulier_vitale")
     b = open_browser(server, js=js)
@@ -125,23 +152,33 @@ def test_login_and_recovery_codes_come_by_the_secure_messaging(messagerie: LiveS
     expect(step).to_contain_text("Un code de sécurité vient de vous être envoyé dans votre messagerie MSA")
     expect(step).to_contain_text("votre messagerie sécurisée MSA")
     message = received(messaging, person, "login_code", after=seen)
-    assert message["recipient"]["email"] is None and message["recipient"]["mobile"] is None, \
+    assert message["recipient"]["email"] is None and message["recipient"]["mobile"] is None, (
         "the messaging gets the identifier only, never the other addresses"
+    )
     b.fill("code", message["payload"]["code"])
     b.click_button("Valider", "messagerie-connexion-code", h1="Changement de votre mot de passe", swap=False)
-    assert not [i for i in server.mailbox.items() if i.id not in mark and "code" in i.subject.lower()], \
+    assert not [i for i in server.mailbox.items() if i.id not in mark and "code" in i.subject.lower()], (
         "no login code went by email"
+    )
     password = new_password(person)
     personalise(b, password, mistakes=False)
-    b.act(page.get_by_role("link", name="Continuer >"), "messagerie-coordonnees",
-          h1="Confirmation de vos coordonnées", swap=False)
+    b.act(
+        page.get_by_role("link", name="Continuer >"),
+        "messagerie-coordonnees",
+        h1="Confirmation de vos coordonnées",
+        swap=False,
+    )
     confirm_contacts(b, person, mistakes=False)
     b.click_button("Se déconnecter", "messagerie-deconnexion", h1="Mon espace privé", swap=False)
 
     # the forgotten password: the code and the temporary password both by the messaging
     b.goto("/connexion", "messagerie-oubli-connexion", h1="Je me connecte à Mon espace privé")
-    b.act(page.get_by_role("link", name="> J'ai oublié mon mot de passe"), "messagerie-oubli-identifiant",
-          h1="Vérification de votre identité", swap=False)
+    b.act(
+        page.get_by_role("link", name="> J'ai oublié mon mot de passe"),
+        "messagerie-oubli-identifiant",
+        h1="Vérification de votre identité",
+        swap=False,
+    )
     b.fill("identifier", person.nir_with_key)
     b.click_button("Suivant >", "messagerie-oubli-canal", h1="Demande d'un nouveau mot de passe", swap=True)
     choice = page.locator("input[name=channel][value=messagerie]")
@@ -155,8 +192,12 @@ def test_login_and_recovery_codes_come_by_the_secure_messaging(messagerie: LiveS
     expect(step).to_contain_text("Un mot de passe temporaire vous a été envoyé dans votre messagerie MSA.")
     temporary = received(messaging, person, "temporary_password", after=seen)["payload"]["password"]
 
-    b.act(page.get_by_role("link", name="Accéder à Mon espace privé"), "messagerie-connexion-2", swap=False,
-          h1="Je me connecte à Mon espace privé")
+    b.act(
+        page.get_by_role("link", name="Accéder à Mon espace privé"),
+        "messagerie-connexion-2",
+        swap=False,
+        h1="Je me connecte à Mon espace privé",
+    )
     seen = len(messaging.requests)
     login_password(b, person.nir, temporary, state="messagerie-connexion-temporaire")
     b.fill("code", received(messaging, person, "login_code", after=seen)["payload"]["code"])
@@ -170,15 +211,21 @@ def test_login_and_recovery_codes_come_by_the_secure_messaging(messagerie: LiveS
 
 
 @pytest.fixture(scope="module")
-def prime(tmp_path_factory: pytest.TempPathFactory, engine: Callable[[], str | None],
-          playwright_browser: Any) -> Iterator[LiveServer]:
+def prime(
+    tmp_path_factory: pytest.TempPathFactory, engine: Callable[[], str | None], playwright_browser: Any
+) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("prime")
     export = workdir / "prime-activite.csv"
     export.write_text("nir;paid_on;amount\n", encoding="utf-8")  # each test adds its person's payments
-    server = serve(workdir, engine, "prime_activite", {
-        "plugins": {"settings": {"prime_activite": {"payments_csv": str(export)}}},
-        "statuses": {"particulier": {"questions": ["vitale", "prime_activite", "payment"]}},
-    })
+    server = serve(
+        workdir,
+        engine,
+        "prime_activite",
+        {
+            "plugins": {"settings": {"prime_activite": {"payments_csv": str(export)}}},
+            "statuses": {"particulier": {"questions": ["vitale", "prime_activite", "payment"]}},
+        },
+    )
     server.export = export  # type: ignore[attr-defined]
     try:
         yield server
@@ -211,8 +258,7 @@ def check_question_page(b: Any, state: str) -> None:
     b.checked_question_page = True
 
 
-def test_register_with_the_last_prime_d_activite_then_log_in(prime: LiveServer, open_browser: Any,
-                                                             js: bool) -> None:
+def test_register_with_the_last_prime_d_activite_then_log_in(prime: LiveServer, open_browser: Any, js: bool) -> None:
     person = prime.people.take("particulier_vitale")
     paid(prime, person, (50, "99,00"), (12, amount_of(person)))
     b = open_browser(prime, js=js)
@@ -225,8 +271,9 @@ def test_register_with_the_last_prime_d_activite_then_log_in(prime: LiveServer, 
     login_code(b, person, mark, next_h1="Changement de votre mot de passe", state="prime-connexion-code")
 
 
-def test_an_older_payment_is_a_wrong_answer_and_the_password_comes_by_post(prime: LiveServer, open_browser: Any,
-                                                                          js: bool) -> None:
+def test_an_older_payment_is_a_wrong_answer_and_the_password_comes_by_post(
+    prime: LiveServer, open_browser: Any, js: bool
+) -> None:
     person = prime.people.take("particulier_vitale")
     paid(prime, person, (45, "180,00"), (15, amount_of(person)))
     b = open_browser(prime, js=js)

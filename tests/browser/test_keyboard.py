@@ -1,5 +1,6 @@
 """Registration and login with the keyboard alone (Tab, Space, Enter, and typing), on a 320 px wide phone
 with JavaScript: every focused control shows a visible focus ring."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,7 @@
 """The accessibility statement, the mentions légales and the données personnelles page, in a real
 browser on every shipped config, JavaScript on and off: reached from every page's footer, and
 passing the checks of every page (axe-core, no horizontal scroll at 360 px, title, focus)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,7 +27,11 @@ def test_the_legal_pages_from_the_footer(caisse_server: LiveServer, open_browser
     expect(page.locator("#step")).to_contain_text("Défenseur des droits")
     b.act(footer.get_by_role("link", name="Mentions légales"), "mentions-legales", h1="Mentions légales", swap=False)
     expect(page.locator("#step")).to_contain_text("Directeur de la publication")
-    b.act(footer.get_by_role("link", name="Données personnelles"), "donnees-personnelles", h1="Données personnelles",
-          swap=False)
+    b.act(
+        footer.get_by_role("link", name="Données personnelles"),
+        "donnees-personnelles",
+        h1="Données personnelles",
+        swap=False,
+    )
     expect(page.locator("#step")).to_contain_text("délégué à la protection des données")
     expect(page.locator("#step")).to_contain_text(str(caisse_server.table["legal"]["privacy"]["dpo_email"]))

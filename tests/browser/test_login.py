@@ -1,4 +1,5 @@
 """Login in a real browser: the email code, "Recevoir un nouveau code", the trusted browser and its revocation."""
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,9 @@ from tests.browser.support import LiveServer, code_in, person_with_account
 pytestmark = pytest.mark.browser
 
 
-def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(demo_server: LiveServer, open_browser: Any,
-                                                                   js: bool) -> None:
+def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(
+    demo_server: LiveServer, open_browser: Any, js: bool
+) -> None:
     person, password = person_with_account(demo_server, "particulier_vitale")
     b = open_browser(demo_server, js=js)
     page = b.page
@@ -23,12 +25,20 @@ def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(demo_server: 
     # "Où trouver mon identifiant ?": in place with htmx, a page of its own without
     b.goto("/connexion", "connexion", h1="Je me connecte à Mon espace privé")
     if js:
-        b.act(page.get_by_role("link", name="> Où trouver mon identifiant ?"), "connexion-aide",
-              h1="Je me connecte à Mon espace privé", swap=True, focus=False)
+        b.act(
+            page.get_by_role("link", name="> Où trouver mon identifiant ?"),
+            "connexion-aide",
+            h1="Je me connecte à Mon espace privé",
+            swap=True,
+            focus=False,
+        )
         expect(page.locator("#aide-slot")).to_contain_text("numéro de Sécurité Sociale")
     else:
-        b.act(page.get_by_role("link", name="> Où trouver mon identifiant ?"), "aide-identifiant",
-              h1="Où trouver mon identifiant ?")
+        b.act(
+            page.get_by_role("link", name="> Où trouver mon identifiant ?"),
+            "aide-identifiant",
+            h1="Où trouver mon identifiant ?",
+        )
 
     mark = login_password(b, person.nir, password, mistakes=True)
     step = page.locator("#step")
@@ -39,13 +49,13 @@ def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(demo_server: 
     first = code_in(mailbox.email_to(person.email, subject="code", after=mark).text)
 
     # a new code at once is refused (cooldown), then sent; the first one no longer works
-    b.click_button("Recevoir un nouveau code", "connexion-code-attente", h1="Authentification à 2 facteurs",
-                   swap=True, error=True)
+    b.click_button(
+        "Recevoir un nouveau code", "connexion-code-attente", h1="Authentification à 2 facteurs", swap=True, error=True
+    )
     expect(page.locator(".alert")).to_contain_text("Vous pourrez en demander un nouveau dans")
     time.sleep(3.2)
     mark = b.mailbox_mark()
-    b.click_button("Recevoir un nouveau code", "connexion-nouveau-code", h1="Authentification à 2 facteurs",
-                   swap=True)
+    b.click_button("Recevoir un nouveau code", "connexion-nouveau-code", h1="Authentification à 2 facteurs", swap=True)
     expect(page.locator(".notice")).to_have_text("Un nouveau code de sécurité vient de vous être envoyé.")
     expect(page.locator(".notice")).to_have_attribute("role", "status")
     second = code_in(mailbox.email_to(person.email, subject="code", after=mark).text)
@@ -71,14 +81,17 @@ def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(demo_server: 
     login_code(b, person, mark, next_h1="Mon espace privé")
 
 
-def test_provence_azur_login_code_by_email_valid_15_minutes(provence_azur: LiveServer, open_browser: Any,
-                                                            js: bool) -> None:
+def test_provence_azur_login_code_by_email_valid_15_minutes(
+    provence_azur: LiveServer, open_browser: Any, js: bool
+) -> None:
     """The caisse's own preset and colour survive the derived config: a 15-minute email code, its red."""
     person, password = person_with_account(provence_azur, "particulier_paiement")
     b = open_browser(provence_azur, js=js)
     mark = login_password(b, person.nir, password)
     expect(b.page.locator("#step")).to_contain_text("Ce code est valable 15 minutes.")
-    assert b.page.evaluate("() => getComputedStyle(document.querySelector('.banner')).borderTopColor") == \
-        "rgb(200, 16, 46)"
+    assert (
+        b.page.evaluate("() => getComputedStyle(document.querySelector('.banner')).borderTopColor")
+        == "rgb(200, 16, 46)"
+    )
     expect(b.page.locator(".assistance")).to_contain_text("03 20 900 500")
     login_code(b, person, mark, next_h1="Mon espace privé")

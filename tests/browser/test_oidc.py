@@ -5,6 +5,7 @@ First login: password and the emailed code, the browser marked as trusted; the c
 ID token saying a code was typed. Second login: the trusted browser skips the code, and the token
 says so (no otp in amr). Third: the service asks prompt=login, and the code is asked again.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,8 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,9 @@ def callback() -> Iterator[str]:
     server.server_close()
 
 
-def sign_in(page: Any, rp: RelyingParty, folder: Path, callback: str, *,
-            trust: bool = False) -> tuple[dict[str, Any], bool]:
+def sign_in(
+    page: Any, rp: RelyingParty, folder: Path, callback: str, *, trust: bool = False
+) -> tuple[dict[str, Any], bool]:
     """Chromium from the service's authorization URL back to its callback; (what the client validated,
     whether a code was asked)."""
     page.goto(rp.read()["authorize"])
@@ -88,8 +90,9 @@ def sign_in(page: Any, rp: RelyingParty, folder: Path, callback: str, *,
     return rp.read(), asked_code
 
 
-def test_a_service_logs_in_through_guichet_with_code_trusted_browser_and_prompt_login(playwright_browser: Any,
-                                                                                     callback: str) -> None:
+def test_a_service_logs_in_through_guichet_with_code_trusted_browser_and_prompt_login(
+    playwright_browser: Any, callback: str
+) -> None:
     folder = Path(tempfile.mkdtemp(prefix="guichet-oidc-browser-"))
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"

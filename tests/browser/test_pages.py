@@ -1,5 +1,6 @@
 """Light pages: a full step page, everything included, under 40 KB compressed; static files cached for a
 year under hashed names; pages readable at 320 px; the pages outside the flows pass the same checks."""
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,9 @@ class Meter:
         self.responses: dict[str, dict[str, Any]] = {}
         self.finished: dict[str, int] = {}
         self.cdp.on("Network.responseReceived", lambda e: self.responses.__setitem__(e["requestId"], e["response"]))
-        self.cdp.on("Network.loadingFinished",
-                    lambda e: self.finished.__setitem__(e["requestId"], int(e["encodedDataLength"])))
+        self.cdp.on(
+            "Network.loadingFinished", lambda e: self.finished.__setitem__(e["requestId"], int(e["encodedDataLength"]))
+        )
 
     def load(self, url: str) -> tuple[int, list[dict[str, Any]]]:
         self.responses.clear()
@@ -55,8 +57,9 @@ def test_step_pages_are_light_and_static_files_are_cached(demo_server: LiveServe
             headers = {k.lower(): v for k, v in response["headers"].items()}
             if "/static/" in response["url"]:
                 assert HASHED.search(response["url"]), f"unhashed static name {response['url']}"
-                assert "max-age=31536000" in headers.get("cache-control", "") and \
-                    "immutable" in headers["cache-control"], response["url"]
+                assert (
+                    "max-age=31536000" in headers.get("cache-control", "") and "immutable" in headers["cache-control"]
+                ), response["url"]
                 if int(headers.get("content-length", "1000")) > 500:
                     assert headers.get("content-encoding") == "gzip", f"{response['url']} not compressed"
             elif response["url"] == url:
@@ -87,5 +90,4 @@ def test_other_pages_at_320_px(demo_server: LiveServer, open_browser: Any, js: b
     page = b.page
     page.locator("input[name=status][value=autre]").check()
     b.click_button("Suivant >", "inscription-structure", h1="Nature de votre structure", swap=True)
-    b.click_button("Suivant >", "inscription-structure-erreur", h1="Nature de votre structure", swap=True,
-                   error=True)
+    b.click_button("Suivant >", "inscription-structure-erreur", h1="Nature de votre structure", swap=True, error=True)

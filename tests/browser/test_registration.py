@@ -1,4 +1,5 @@
 """Registration in a real browser, on every shipped config, with and without JavaScript; every state checked."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -2,6 +2,7 @@
 approval by an agent (``guichet requests approve``), the letter read from the postal sink, the first
 login (code to the request's email), the personalisation, the contact confirmation. On both caisses'
 configs, JavaScript on and off, at 1280 px and 360 px."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,13 @@ def structure_name(siret: str) -> str:
 
 def guichet(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     """The agent's command line, on the live server's config and database."""
-    return subprocess.run([sys.executable, "-m", "guichet.cli", *args, "--config", str(server.config_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "guichet.cli", *args, "--config", str(server.config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def request_number(server: LiveServer, siret: str) -> int:
@@ -56,12 +62,19 @@ def leave_request(b: Browse, siret: str, name: str, email: str) -> None:
     b.click_button("Suivant >", "tiers-structure", h1="Nature de votre structure", swap=True)
     page.locator("input[name=structure][value=tiers_declarant]").check()
     b.click_button("Suivant >", "tiers-demande", h1="Votre demande d'inscription", swap=True)
-    for field, value in (("structure_name", name), ("siret", siret), ("address_street", "12 rue des Pyrénées"),
-                         ("postal_code", "640"), ("city", "Pau"), ("contact_name", "Anne Etcheverry"),
-                         ("email", email)):
+    for field, value in (
+        ("structure_name", name),
+        ("siret", siret),
+        ("address_street", "12 rue des Pyrénées"),
+        ("postal_code", "640"),
+        ("city", "Pau"),
+        ("contact_name", "Anne Etcheverry"),
+        ("email", email),
+    ):
         b.fill(field, value)
-    b.click_button("Envoyer ma demande", "tiers-demande-erreur", h1="Votre demande d'inscription", swap=True,
-                   error=True)
+    b.click_button(
+        "Envoyer ma demande", "tiers-demande-erreur", h1="Votre demande d'inscription", swap=True, error=True
+    )
     expect(page.locator("#f-postal_code-error")).to_contain_text("Le code postal comporte 5 chiffres.")
     expect(b.field("address_street")).to_have_value("12 rue des Pyrénées")
     b.fill("postal_code", "64000")
@@ -69,12 +82,19 @@ def leave_request(b: Browse, siret: str, name: str, email: str) -> None:
     expect(page.locator("#step")).to_contain_text("par courrier à l'adresse de votre structure")
 
 
-@pytest.mark.parametrize(("caisse", "js", "viewport"), [
-    ("provence-azur", True, WIDE), ("provence-azur", False, NARROW),
-    ("sud-aquitaine", True, NARROW), ("sud-aquitaine", False, WIDE),
-], ids=["provence-azur-js-1280", "provence-azur-nojs-360", "sud-aquitaine-js-360", "sud-aquitaine-nojs-1280"])
-def test_a_third_party_from_its_request_to_its_private_space(servers: Any, open_browser: Any, caisse: str, js: bool,
-                                                             viewport: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("caisse", "js", "viewport"),
+    [
+        ("provence-azur", True, WIDE),
+        ("provence-azur", False, NARROW),
+        ("sud-aquitaine", True, NARROW),
+        ("sud-aquitaine", False, WIDE),
+    ],
+    ids=["provence-azur-js-1280", "provence-azur-nojs-360", "sud-aquitaine-js-360", "sud-aquitaine-nojs-1280"],
+)
+def test_a_third_party_from_its_request_to_its_private_space(
+    servers: Any, open_browser: Any, caisse: str, js: bool, viewport: dict[str, int]
+) -> None:
     server = servers(caisse)
     b = open_browser(server, js=js, viewport=viewport)
     page = b.page
@@ -105,15 +125,20 @@ def test_a_third_party_from_its_request_to_its_private_space(servers: Any, open_
     b.fill("code", code)
     b.click_button("Valider", "tiers-connexion-code", h1="Changement de votre mot de passe", swap=False)
     personalise(b, f"Tiers-{secrets.token_hex(4)}-Galet!", mistakes=False)
-    b.act(page.get_by_role("link", name="Continuer >"), "tiers-coordonnees", h1="Confirmation de vos coordonnées",
-          swap=False)
+    b.act(
+        page.get_by_role("link", name="Continuer >"),
+        "tiers-coordonnees",
+        h1="Confirmation de vos coordonnées",
+        swap=False,
+    )
     expect(page.locator("#contact-email")).to_contain_text(email)
     b.click_button("Je confirme mes coordonnées", "tiers-espace-prive", h1="Mon espace privé", swap=False)
     expect(page.locator("#step")).to_contain_text(name)
 
 
-def test_a_rejected_request_gets_a_letter_with_the_reason_and_cannot_log_in(sud_aquitaine: LiveServer,
-                                                                          open_browser: Any) -> None:
+def test_a_rejected_request_gets_a_letter_with_the_reason_and_cannot_log_in(
+    sud_aquitaine: LiveServer, open_browser: Any
+) -> None:
     b = open_browser(sud_aquitaine, js=True)
     siret, email = new_siret(), f"tiers.{secrets.token_hex(3)}@cabinet.invalid"
     name = structure_name(siret)
@@ -122,7 +147,9 @@ def test_a_rejected_request_gets_a_letter_with_the_reason_and_cannot_log_in(sud_
     number = request_number(sud_aquitaine, siret)
     refused = guichet(sud_aquitaine, "requests", "reject", str(number))
     assert refused.returncode == 2 and "--note" in refused.stderr  # a rejection gives its reason
-    rejected = guichet(sud_aquitaine, "requests", "reject", str(number), "--note", "Le mandat signé des adhérents manque.")
+    rejected = guichet(
+        sud_aquitaine, "requests", "reject", str(number), "--note", "Le mandat signé des adhérents manque."
+    )
     assert rejected.returncode == 0, rejected.stderr
     letter = sud_aquitaine.mailbox.letter_to(name, subject="demande", after=mark)
     assert "Le mandat signé des adhérents manque." in sud_aquitaine.mailbox.letter_text(letter)

@@ -4,6 +4,7 @@ next load, and the code comes by SMS instead.
 The server is the demo config with its email going to a real aiosmtpd server that refuses every
 recipient; its SMS go to the demo mailbox, read the way a person reads their phone.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,16 @@ from playwright.sync_api import expect
 
 from guichet.testing import SmtpSink
 from tests.browser.flows import login_password
-from tests.browser.support import CONFIG_DIR, LiveServer, Person, People, code_in, derive_config, new_password, toml_dumps
+from tests.browser.support import (
+    CONFIG_DIR,
+    LiveServer,
+    People,
+    Person,
+    code_in,
+    derive_config,
+    new_password,
+    toml_dumps,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -55,14 +65,27 @@ def account_with_both_contacts_proven(server: LiveServer) -> tuple[Person, str]:
         await database.connect()
         hasher = Passwords(config.passwords.argon2, host=None)  # type: ignore[arg-type]
         try:
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             t = database.t.Account
-            await t.insert(t(identifier_kind="nir", identifier=person.nir, status="particulier",
-                             last_name=person.last_name, first_name=person.first_name, email=person.email,
-                             email_verified=True, mobile=parse_mobile(person.mobile), mobile_verified=True,
-                             password_hash=await hasher.hash(password), password_is_temporary=False,
-                             password_changed_at=now, contacts_confirmed_at=now, credentials_version=1,
-                             created_at=now)).run()
+            await t.insert(
+                t(
+                    identifier_kind="nir",
+                    identifier=person.nir,
+                    status="particulier",
+                    last_name=person.last_name,
+                    first_name=person.first_name,
+                    email=person.email,
+                    email_verified=True,
+                    mobile=parse_mobile(person.mobile),
+                    mobile_verified=True,
+                    password_hash=await hasher.hash(password),
+                    password_is_temporary=False,
+                    password_changed_at=now,
+                    contacts_confirmed_at=now,
+                    credentials_version=1,
+                    created_at=now,
+                )
+            ).run()
         finally:
             hasher.close()
             await database.close()
@@ -72,8 +95,9 @@ def account_with_both_contacts_proven(server: LiveServer) -> tuple[Person, str]:
     return person, password
 
 
-def test_a_login_code_the_mail_server_refuses_is_told_and_comes_by_sms(refusing_server: LiveServer,
-                                                                         open_browser: Any, js: bool) -> None:
+def test_a_login_code_the_mail_server_refuses_is_told_and_comes_by_sms(
+    refusing_server: LiveServer, open_browser: Any, js: bool
+) -> None:
     person, password = account_with_both_contacts_proven(refusing_server)
     b = open_browser(refusing_server, js=js)
     page = b.page
@@ -91,8 +115,12 @@ def test_a_login_code_the_mail_server_refuses_is_told_and_comes_by_sms(refusing_
     expect(box).to_have_attribute("role", "alert")
     expect(page.locator("#step")).not_to_contain_text("vient de vous être envoyé")
     mark = b.mailbox_mark()
-    b.click_button(f"Recevoir le code par SMS au {person.mobile_display[:2]} xx xx xx {person.mobile_display[-2:]}",
-                   "connexion-code-par-sms", h1="Authentification à 2 facteurs", swap=True)
+    b.click_button(
+        f"Recevoir le code par SMS au {person.mobile_display[:2]} xx xx xx {person.mobile_display[-2:]}",
+        "connexion-code-par-sms",
+        h1="Authentification à 2 facteurs",
+        swap=True,
+    )
     expect(page.locator(".notice")).to_have_text("Un nouveau code de sécurité vient de vous être envoyé par SMS.")
     expect(box).to_have_count(0)
     expect(page.locator("#step")).to_contain_text("Un code de sécurité vient de vous être envoyé par SMS au :")

@@ -1,4 +1,5 @@
 """Which failures are outages (answered 503) and which stay bugs (500), on real exceptions."""
+
 from __future__ import annotations
 
 import socket
@@ -34,8 +35,11 @@ def test_a_locked_sqlite_database_is_an_outage_a_missing_table_is_a_bug(tmp_path
         holder.execute("ROLLBACK")
         holder.close()
         other.close()
-    duplicate = raised(lambda: sqlite3.connect(":memory:").executescript(
-        "CREATE TABLE u (x UNIQUE); INSERT INTO u VALUES (1); INSERT INTO u VALUES (1);"))
+    duplicate = raised(
+        lambda: sqlite3.connect(":memory:").executescript(
+            "CREATE TABLE u (x UNIQUE); INSERT INTO u VALUES (1); INSERT INTO u VALUES (1);"
+        )
+    )
     assert isinstance(duplicate, sqlite3.IntegrityError) and not is_store_failure(duplicate)
 
 

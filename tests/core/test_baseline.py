@@ -1,4 +1,5 @@
 """The security baseline check (`guichet config check`) and its generated section of docs/security.md."""
+
 from __future__ import annotations
 
 import re
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import BASE_CONFIG
 
 from guichet.core.baseline import (
     GENERATED_BEGIN,
@@ -19,7 +21,6 @@ from guichet.core.baseline import (
     weaker_than_baseline,
 )
 from guichet.core.config import CaisseConfig, load_config
-from conftest import BASE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_ENV = ("GUICHET_SECRET_KEY", "GUICHET_SMTP_PASSWORD", "GUICHET_SMS_TOKEN", "GUICHET_DB_PASSWORD")
@@ -88,43 +89,53 @@ def test_guichet_defaults_only_carry_the_unavoidable_findings(make_config: Calla
     assert values["registration.identity_questions"] == "(none)"
 
 
-@pytest.mark.parametrize(("extra", "key", "value"), [
-    ("[codes.login]\nlength = 5", "codes.login.length", "5 digits (about 17 bits)"),
-    ("[codes.registration]\nlifetime_minutes = 11", "codes.registration.lifetime_minutes", "11 minutes"),
-    ("[codes.contact_change]\nmax_attempts = 4", "codes.contact_change.max_attempts", "4 tries per code"),
-    ("[codes]\nfailures_per_day = 11", "codes.failures_per_day", "11 failures per account per 24 h"),
-    ("[passwords]\nrequire_classes = true", "passwords.classes",
-     "digits, upper case, lower case and special characters required"),
-    ("[passwords]\nmin_length = 10", "passwords.min_length", "10 characters"),
-    ("[passwords.argon2]\nmemory_kib = 16384", "passwords.argon2", "argon2id m=16384 KiB, t=2, p=1"),
-    ("[passwords.argon2]\nmemory_kib = 19456\ntime_cost = 1", "passwords.argon2", "argon2id m=19456 KiB, t=1, p=1"),
-    ("[security]\nidentity_answers_per_identifier = 5", "security.identity_answers_per_identifier", "5 answers"),
-    ("[sessions]\nidle_minutes = 60", "sessions.idle_minutes", "60 minutes"),
-    ("[sessions]\nabsolute_hours = 24", "sessions.absolute_hours", "24 hours"),
-])
-def test_each_weaker_value_is_flagged(make_config: Callable[..., CaisseConfig], extra: str, key: str,
-                                      value: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "key", "value"),
+    [
+        ("[codes.login]\nlength = 5", "codes.login.length", "5 digits (about 17 bits)"),
+        ("[codes.registration]\nlifetime_minutes = 11", "codes.registration.lifetime_minutes", "11 minutes"),
+        ("[codes.contact_change]\nmax_attempts = 4", "codes.contact_change.max_attempts", "4 tries per code"),
+        ("[codes]\nfailures_per_day = 11", "codes.failures_per_day", "11 failures per account per 24 h"),
+        (
+            "[passwords]\nrequire_classes = true",
+            "passwords.classes",
+            "digits, upper case, lower case and special characters required",
+        ),
+        ("[passwords]\nmin_length = 10", "passwords.min_length", "10 characters"),
+        ("[passwords.argon2]\nmemory_kib = 16384", "passwords.argon2", "argon2id m=16384 KiB, t=2, p=1"),
+        ("[passwords.argon2]\nmemory_kib = 19456\ntime_cost = 1", "passwords.argon2", "argon2id m=19456 KiB, t=1, p=1"),
+        ("[security]\nidentity_answers_per_identifier = 5", "security.identity_answers_per_identifier", "5 answers"),
+        ("[sessions]\nidle_minutes = 60", "sessions.idle_minutes", "60 minutes"),
+        ("[sessions]\nabsolute_hours = 24", "sessions.absolute_hours", "24 hours"),
+    ],
+)
+def test_each_weaker_value_is_flagged(
+    make_config: Callable[..., CaisseConfig], extra: str, key: str, value: str
+) -> None:
     findings = keys(weaker_than_baseline(neutral_config(make_config, extra)))
     assert key in findings, findings
     assert findings[key].value == value
     assert findings[key].standard and findings[key].compensation
 
 
-@pytest.mark.parametrize("extra", [
-    "[passwords.argon2]\nmemory_kib = 47104\ntime_cost = 1",  # OWASP's equivalents of m=19 MiB t=2
-    "[passwords.argon2]\nmemory_kib = 7168\ntime_cost = 5",
-    "[passwords.argon2]\nmemory_kib = 65536\ntime_cost = 3\nparallelism = 4",  # argon2-cffi's defaults
-    "[passwords]\nmin_length = 15",
-    "[codes.login]\nlength = 8\nlifetime_minutes = 5",
-])
-def test_values_at_or_above_the_baseline_are_not_flagged(make_config: Callable[..., CaisseConfig],
-                                                         extra: str) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "[passwords.argon2]\nmemory_kib = 47104\ntime_cost = 1",  # OWASP's equivalents of m=19 MiB t=2
+        "[passwords.argon2]\nmemory_kib = 7168\ntime_cost = 5",
+        "[passwords.argon2]\nmemory_kib = 65536\ntime_cost = 3\nparallelism = 4",  # argon2-cffi's defaults
+        "[passwords]\nmin_length = 15",
+        "[codes.login]\nlength = 8\nlifetime_minutes = 5",
+    ],
+)
+def test_values_at_or_above_the_baseline_are_not_flagged(make_config: Callable[..., CaisseConfig], extra: str) -> None:
     findings = keys(weaker_than_baseline(neutral_config(make_config, extra)))
     assert set(findings) == {"codes.login.channels", "security.trusted_browser_days"}
 
 
-def test_cli_check_runs_without_the_secrets_and_names_what_blocks(capsys: pytest.CaptureFixture[str],
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_check_runs_without_the_secrets_and_names_what_blocks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from guichet.cli import main
 
     for name in ("GUICHET_SECRET_KEY", "GUICHET_SMTP_PASSWORD", "GUICHET_SMS_TOKEN", "GUICHET_DB_PASSWORD"):
@@ -139,12 +150,17 @@ def test_cli_check_runs_without_the_secrets_and_names_what_blocks(capsys: pytest
     assert "$.plugins.settings.delivery_sms.auth: the environment variable GUICHET_SMS_TOKEN is not set" in out
 
 
-def test_cli_check_says_ready_once_the_secrets_resolve(capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_check_says_ready_once_the_secrets_resolve(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from guichet.cli import main
 
-    values = {"GUICHET_SECRET_KEY": "k" * 40, "GUICHET_SMTP_PASSWORD": "smtp-secret-value",
-              "GUICHET_SMS_TOKEN": "sms-secret-value", "GUICHET_DB_PASSWORD": "db-secret-value"}
+    values = {
+        "GUICHET_SECRET_KEY": "k" * 40,
+        "GUICHET_SMTP_PASSWORD": "smtp-secret-value",
+        "GUICHET_SMS_TOKEN": "sms-secret-value",
+        "GUICHET_DB_PASSWORD": "db-secret-value",
+    }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     assert main(["config", "check", str(ROOT / "config/provence-azur.toml")]) == 0
@@ -156,7 +172,7 @@ def test_cli_check_says_ready_once_the_secrets_resolve(capsys: pytest.CaptureFix
 def test_docs_security_lists_the_findings_of_each_shipped_config() -> None:
     text = (ROOT / "docs/security.md").read_text(encoding="utf-8")
     assert text.count(GENERATED_BEGIN) == 1 and text.count(GENERATED_END) == 1
-    section = text[text.index(GENERATED_BEGIN) + len(GENERATED_BEGIN):text.index(GENERATED_END)].strip()
+    section = text[text.index(GENERATED_BEGIN) + len(GENERATED_BEGIN) : text.index(GENERATED_END)].strip()
     configs = shipped_configs(ROOT)
     assert [name for name, _ in configs] == list(SHIPPED_CONFIGS)
     assert section == render_deviations(configs), "docs/security.md is stale: run python -m core.baseline"

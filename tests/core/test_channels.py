@@ -1,5 +1,6 @@
 """Channels by capability: a channel with a name of its own is chosen by config, and a config whose
 purposes cannot be served refuses to start (``guichet serve``, the outbox worker, ``guichet config check``)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from guichet.core.structs import CODE, LETTER, NOTICE, PASSWORD, Recipient
 from tests.conftest import portal_config_text
 
 # a channel of its own: it reaches people by a kind of address its registry connector provides
-MESSAGING = '''
+MESSAGING = """
 from guichet.core import CODE, PASSWORD, hookimpl
 
 class MessagingChannel:
@@ -35,8 +36,8 @@ class MessagingChannel:
 @hookimpl
 def guichet_channels(context):
     return [MessagingChannel()]
-'''
-NO_REACH = '''
+"""
+NO_REACH = """
 from guichet.core import hookimpl
 
 class Vague:
@@ -49,7 +50,7 @@ class Vague:
 @hookimpl
 def guichet_channels(context):
     return [Vague()]
-'''
+"""
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ def config_with(make_config: Callable[..., CaisseConfig], tmp_path: Path) -> Cal
         if plugins:
             base = base.replace('"password_msa"]', '"password_msa", ' + ", ".join(f'"{p}"' for p in plugins) + "]")
         return make_config(extra, base=base)
+
     return factory
 
 
@@ -86,11 +88,14 @@ def test_the_shipped_channels_declare_what_they_reach_and_carry(config_with: Cal
     assert [c.name for c in host.channels_for("recovery")] == ["email", "sms"]
 
 
-def test_a_channel_of_its_own_serves_login_and_recovery(config_with: Callable[..., CaisseConfig],
-                                                        installed_plugin: Callable[[str, str], None]) -> None:
+def test_a_channel_of_its_own_serves_login_and_recovery(
+    config_with: Callable[..., CaisseConfig], installed_plugin: Callable[[str, str], None]
+) -> None:
     installed_plugin("messagerie_msa", MESSAGING)
-    config = config_with('[codes.login]\nchannels = ["messagerie", "email"]\n'
-                         '[codes.recovery]\nchannels = ["messagerie"]\n', plugins=("messagerie_msa",))
+    config = config_with(
+        '[codes.login]\nchannels = ["messagerie", "email"]\n[codes.recovery]\nchannels = ["messagerie"]\n',
+        plugins=("messagerie_msa",),
+    )
     host = host_for(config)
     host.check_deliveries()
     [messaging, email] = host.channels_for("login")
@@ -102,8 +107,10 @@ def test_a_channel_of_its_own_serves_login_and_recovery(config_with: Callable[..
 
 def test_an_unknown_channel_name_is_refused_with_the_loaded_ones(config_with: Callable[..., CaisseConfig]) -> None:
     message = refusal(config_with('[codes.login]\nchannels = ["webhook"]\n'))
-    assert "test.toml: $.codes.login.channels: login lists the channel 'webhook', which no enabled plugin offers" \
+    assert (
+        "test.toml: $.codes.login.channels: login lists the channel 'webhook', which no enabled plugin offers"
         in message
+    )
     assert "loaded channels: email, postal, sms" in message
 
 
@@ -112,8 +119,9 @@ def test_a_channel_that_cannot_carry_a_code_is_refused(config_with: Callable[...
     assert "$.codes.login.channels: login lists the channel 'postal', which cannot carry a security code" in message
 
 
-def test_registration_codes_go_to_a_typed_address(config_with: Callable[..., CaisseConfig],
-                                                  installed_plugin: Callable[[str, str], None]) -> None:
+def test_registration_codes_go_to_a_typed_address(
+    config_with: Callable[..., CaisseConfig], installed_plugin: Callable[[str, str], None]
+) -> None:
     installed_plugin("messagerie_msa", MESSAGING)
     message = refusal(config_with('[codes.registration]\nchannels = ["messagerie"]\n', plugins=("messagerie_msa",)))
     assert "registration lists the channel 'messagerie', which reaches 'msa_inbox' addresses" in message
@@ -122,14 +130,18 @@ def test_registration_codes_go_to_a_typed_address(config_with: Callable[..., Cai
 def test_without_a_postal_channel_registration_cannot_serve(make_config: Callable[..., CaisseConfig]) -> None:
     config = make_config(base=portal_config_text().replace('"delivery_postal", ', ""))
     message = refusal(config)
-    assert "$.plugins.enabled: registration sends the temporary password after a wrong or missing identity " \
-           "answer and the registration confirmation letter by post" in message
+    assert (
+        "$.plugins.enabled: registration sends the temporary password after a wrong or missing identity "
+        "answer and the registration confirmation letter by post" in message
+    )
 
 
 def test_a_purpose_with_no_channel_at_all_cannot_serve(make_config: Callable[..., CaisseConfig]) -> None:
     message = refusal(make_config())  # no delivery plugin at all
-    assert "$.codes.login.channels: login has no channel that can carry a security code; listed: email, sms; " \
-           "loaded channels: none" in message
+    assert (
+        "$.codes.login.channels: login has no channel that can carry a security code; listed: email, sms; "
+        "loaded channels: none" in message
+    )
 
 
 def test_a_lifetime_for_an_unknown_channel_is_refused(config_with: Callable[..., CaisseConfig]) -> None:
@@ -138,15 +150,17 @@ def test_a_lifetime_for_an_unknown_channel_is_refused(config_with: Callable[...,
 
 
 def test_a_channel_that_does_not_say_what_it_reaches_is_refused_at_load(
-        config_with: Callable[..., CaisseConfig], installed_plugin: Callable[[str, str], None]) -> None:
+    config_with: Callable[..., CaisseConfig], installed_plugin: Callable[[str, str], None]
+) -> None:
     installed_plugin("vague", NO_REACH)
     with pytest.raises(ConfigError) as refused:
         host_for(config_with(plugins=("vague",)))
     assert "plugin 'vague': the channel 'vague' lacks reaches (a non-empty string)" in str(refused.value)
 
 
-def test_serve_and_config_check_refuse_a_config_that_cannot_serve(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_and_config_check_refuse_a_config_that_cannot_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from guichet.cli import main
 
     text = portal_config_text('[codes.login]\nchannels = ["webhook"]\n').replace("[server]\n", "[server]\nport = 1\n")
@@ -162,6 +176,7 @@ def test_serve_and_config_check_refuse_a_config_that_cannot_serve(tmp_path: Path
 @pytest.fixture
 def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
     """A third-party plugin module made importable and registered under the entry point group."""
+
     def install(name: str, source: str) -> None:
         folder = tmp_path / "site"
         folder.mkdir(exist_ok=True)
@@ -171,4 +186,5 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callabl
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 0.1\n")
         (info / "entry_points.txt").write_text(f"[guichet]\n{name} = {name}_plugin\n")
         monkeypatch.syspath_prepend(str(folder))
+
     return install

@@ -1,4 +1,5 @@
 """DatabaseClock: the database's time, read as this host's clock plus a measured offset."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,15 +13,15 @@ from guichet.core.clock import Clock, DatabaseClock, FrozenClock, start_synced
 from guichet.core.config import CaisseConfig
 from guichet.core.database import Database
 from guichet.core.services import build_services
-from tests.conftest import portal_config_text
-from tests.conftest import redis_url
+from tests.conftest import portal_config_text, redis_url
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 RESOLUTION = dt.timedelta(milliseconds=1)  # two readings of the host's clock (datetime and perf_counter) agree to this
 
 
 def ahead_by(delta: dt.timedelta) -> Callable[[], asyncio.Future[dt.datetime]]:
     """A database whose clock is ``delta`` away from this host's."""
+
     async def source() -> dt.datetime:
         await asyncio.sleep(0)
         return dt.datetime.now(UTC) + delta
@@ -29,8 +30,9 @@ def ahead_by(delta: dt.timedelta) -> Callable[[], asyncio.Future[dt.datetime]]:
 
 
 @pytest.mark.parametrize("minutes", [11, -31])
-async def test_now_is_the_databases_time_within_the_measured_error(minutes: int,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_now_is_the_databases_time_within_the_measured_error(
+    minutes: int, caplog: pytest.LogCaptureFixture
+) -> None:
     delta = dt.timedelta(minutes=minutes)
     clock = DatabaseClock(ahead_by(delta))
     assert clock.now() - dt.datetime.now(UTC) < dt.timedelta(seconds=1)  # before a sync: the host's clock
@@ -90,7 +92,9 @@ def test_each_engine_gets_its_clock(make_config: Callable[..., CaisseConfig], db
     else:
         assert isinstance(services.clock, DatabaseClock)
     frozen = FrozenClock()
-    assert build_services(make_config(database_url=db_url, base=portal_config_text()), clock=frozen).clock is frozen  # tests still move time
+    assert (
+        build_services(make_config(database_url=db_url, base=portal_config_text()), clock=frozen).clock is frozen
+    )  # tests still move time
 
 
 async def test_start_synced_never_fails_a_start(caplog: pytest.LogCaptureFixture) -> None:
@@ -105,7 +109,8 @@ async def test_start_synced_never_fails_a_start(caplog: pytest.LogCaptureFixture
 
 
 async def test_redis_sessions_live_for_their_idle_time_on_the_deployments_clock(
-        make_config: Callable[..., CaisseConfig]) -> None:
+    make_config: Callable[..., CaisseConfig],
+) -> None:
     """Redis counts a session's time to live down itself: that time is measured on the same clock as
     the expiry. The deployment's clock here is 40 minutes behind this host's (a 30-minute idle time):
     measured on the host's clock, every session would be given 1 second."""

@@ -1,4 +1,5 @@
 """One-time codes: single use, bounded attempts counted before comparing, bound to purpose and binding."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,9 @@ def codes(database: Database) -> Codes:
 
 
 async def issue(codes: Codes, clock: FrozenClock, binding: str = "flow-a", purpose: str = "login") -> str:
-    issued = await codes.issue(purpose=purpose, binding=binding, policy=POLICY, channel="email", account_id=7,
-                               now=clock.now())
+    issued = await codes.issue(
+        purpose=purpose, binding=binding, policy=POLICY, channel="email", account_id=7, now=clock.now()
+    )
     assert len(issued.code) == 6 and issued.code.isdigit()
     return issued.code
 
@@ -43,19 +45,22 @@ async def test_right_code_accepted_once(codes: Codes, clock: FrozenClock) -> Non
 
 async def test_twenty_concurrent_right_submissions_one_winner(codes: Codes, clock: FrozenClock) -> None:
     code = await issue(codes, clock)
-    results = await asyncio.gather(*(codes.check(purpose="login", binding="flow-a", code=code, now=clock.now())
-                                     for _ in range(20)))
+    results = await asyncio.gather(
+        *(codes.check(purpose="login", binding="flow-a", code=code, now=clock.now()) for _ in range(20))
+    )
     assert sum(r.outcome is CodeOutcome.ACCEPTED for r in results) == 1
     losers = [r for r in results if r.outcome is not CodeOutcome.ACCEPTED]
     assert all(r.matched for r in losers), "the right code, used by another request: no guess"
 
 
-async def test_concurrent_wrong_guesses_never_exceed_the_attempts(codes: Codes, database: Database,
-                                                                  clock: FrozenClock) -> None:
+async def test_concurrent_wrong_guesses_never_exceed_the_attempts(
+    codes: Codes, database: Database, clock: FrozenClock
+) -> None:
     code = await issue(codes, clock)
     wrong = [f"{(int(code) + i) % 1_000_000:06d}" for i in range(1, 31)]
-    results = await asyncio.gather(*(codes.check(purpose="login", binding="flow-a", code=guess, now=clock.now())
-                                     for guess in wrong))
+    results = await asyncio.gather(
+        *(codes.check(purpose="login", binding="flow-a", code=guess, now=clock.now()) for guess in wrong)
+    )
     # a guess is compared only after its try was counted, and the count stops at max_attempts
     rows = await database.t.OneTimeCode.select(database.t.OneTimeCode.attempts).run()
     assert rows[0]["attempts"] == POLICY.max_attempts
@@ -68,8 +73,9 @@ async def test_concurrent_wrong_guesses_never_exceed_the_attempts(codes: Codes, 
 async def test_expired_code_refused(codes: Codes, clock: FrozenClock) -> None:
     code = await issue(codes, clock)
     clock.advance(minutes=10, seconds=1)
-    assert (await codes.check(purpose="login", binding="flow-a", code=code, now=clock.now())).outcome \
-        is CodeOutcome.EXPIRED
+    assert (
+        await codes.check(purpose="login", binding="flow-a", code=code, now=clock.now())
+    ).outcome is CodeOutcome.EXPIRED
 
 
 async def test_new_code_supersedes_the_old(codes: Codes, clock: FrozenClock) -> None:
@@ -77,20 +83,24 @@ async def test_new_code_supersedes_the_old(codes: Codes, clock: FrozenClock) -> 
     new = await issue(codes, clock)
     if old == new:
         pytest.skip("the same code was drawn twice")
-    assert (await codes.check(purpose="login", binding="flow-a", code=old, now=clock.now())).outcome \
-        is CodeOutcome.WRONG
-    assert (await codes.check(purpose="login", binding="flow-a", code=new, now=clock.now())).outcome \
-        is CodeOutcome.ACCEPTED
+    assert (
+        await codes.check(purpose="login", binding="flow-a", code=old, now=clock.now())
+    ).outcome is CodeOutcome.WRONG
+    assert (
+        await codes.check(purpose="login", binding="flow-a", code=new, now=clock.now())
+    ).outcome is CodeOutcome.ACCEPTED
 
 
 @pytest.mark.parametrize("purpose, binding", [("recovery", "flow-a"), ("login", "flow-b")])
-async def test_code_useless_for_another_purpose_or_binding(codes: Codes, clock: FrozenClock, purpose: str,
-                                                           binding: str) -> None:
+async def test_code_useless_for_another_purpose_or_binding(
+    codes: Codes, clock: FrozenClock, purpose: str, binding: str
+) -> None:
     code = await issue(codes, clock)
     other = await codes.check(purpose=purpose, binding=binding, code=code, now=clock.now())
     assert other.outcome is CodeOutcome.MISSING
-    assert (await codes.check(purpose="login", binding="flow-a", code=code, now=clock.now())).outcome \
-        is CodeOutcome.ACCEPTED
+    assert (
+        await codes.check(purpose="login", binding="flow-a", code=code, now=clock.now())
+    ).outcome is CodeOutcome.ACCEPTED
 
 
 async def test_cooldown(codes: Codes, clock: FrozenClock) -> None:
@@ -104,8 +114,9 @@ async def test_codes_survive_a_key_rotation(database: Database, clock: FrozenClo
     before = Codes(database, Keys(TEST_SECRET))
     code = await issue(before, clock)
     after = Codes(database, Keys("a-brand-new-secret-key-of-enough-length-000", [TEST_SECRET]))
-    assert (await after.check(purpose="login", binding="flow-a", code=code, now=clock.now())).outcome \
-        is CodeOutcome.ACCEPTED
+    assert (
+        await after.check(purpose="login", binding="flow-a", code=code, now=clock.now())
+    ).outcome is CodeOutcome.ACCEPTED
 
 
 async def test_a_binding_holds_one_live_code_at_most(codes: Codes, database: Database, clock: FrozenClock) -> None:
@@ -115,23 +126,39 @@ async def test_a_binding_holds_one_live_code_at_most(codes: Codes, database: Dat
     await issue(codes, clock)
     t = database.t.OneTimeCode
     with pytest.raises(INTEGRITY_ERRORS):
-        await t.insert(t(purpose="login", binding=(await t.select(t.binding).run())[0]["binding"], account_id=7,
-                         code_hmac="x" * 64, channel="email", created_at=clock.now(),
-                         expires_at=clock.now())).run()
+        await t.insert(
+            t(
+                purpose="login",
+                binding=(await t.select(t.binding).run())[0]["binding"],
+                account_id=7,
+                code_hmac="x" * 64,
+                channel="email",
+                created_at=clock.now(),
+                expires_at=clock.now(),
+            )
+        ).run()
     await issue(codes, clock, binding="flow-b")  # another binding
     await issue(codes, clock, purpose="recovery")  # another purpose
 
 
-async def test_parallel_issues_inside_the_cooldown_give_one_code(codes: Codes, database: Database,
-                                                                 clock: FrozenClock) -> None:
+async def test_parallel_issues_inside_the_cooldown_give_one_code(
+    codes: Codes, database: Database, clock: FrozenClock
+) -> None:
     await issue(codes, clock)
     clock.advance(seconds=61)
 
     async def resend() -> bool:
         try:
             async with database.transaction():
-                await codes.issue(purpose="login", binding="flow-a", policy=POLICY, channel="email", account_id=7,
-                                  now=clock.now(), cooldown=True)
+                await codes.issue(
+                    purpose="login",
+                    binding="flow-a",
+                    policy=POLICY,
+                    channel="email",
+                    account_id=7,
+                    now=clock.now(),
+                    cooldown=True,
+                )
             return True
         except CodeStillLive:
             return False
@@ -143,12 +170,18 @@ async def test_parallel_issues_inside_the_cooldown_give_one_code(codes: Codes, d
     assert len(live) == 1 and await t.count().run() == 2
     with pytest.raises(CodeStillLive):  # and inside the cooldown, sequentially too
         async with database.transaction():
-            await codes.issue(purpose="login", binding="flow-a", policy=POLICY, channel="email", account_id=7,
-                              now=clock.now(), cooldown=True)
+            await codes.issue(
+                purpose="login",
+                binding="flow-a",
+                policy=POLICY,
+                channel="email",
+                account_id=7,
+                now=clock.now(),
+                cooldown=True,
+            )
 
 
-async def test_codes_a_day_past_their_expiry_are_purged(codes: Codes, database: Database,
-                                                        clock: FrozenClock) -> None:
+async def test_codes_a_day_past_their_expiry_are_purged(codes: Codes, database: Database, clock: FrozenClock) -> None:
     used = await issue(codes, clock, binding="used")
     await codes.check(purpose="login", binding="used", code=used, now=clock.now())
     await issue(codes, clock, binding="abandoned")
@@ -158,5 +191,6 @@ async def test_codes_a_day_past_their_expiry_are_purged(codes: Codes, database: 
     await codes.purge(clock.now())
     t = database.t.OneTimeCode
     assert await t.count().run() == 1
-    assert (await codes.check(purpose="login", binding="used", code=used, now=clock.now())).outcome \
-        is CodeOutcome.MISSING
+    assert (
+        await codes.check(purpose="login", binding="used", code=used, now=clock.now())
+    ).outcome is CodeOutcome.MISSING

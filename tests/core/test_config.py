@@ -1,4 +1,5 @@
 """Caisse configs: every bad config gives an error naming the file, the key path and what was expected."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,9 @@ secure_cookies = false
 [server]
 mode = "demo"
 """
-PRODUCTION = GOOD.replace('mode = "demo"', 'mode = "production"').replace("secure_cookies = false",
-                                                                          "secure_cookies = true")
+PRODUCTION = GOOD.replace('mode = "demo"', 'mode = "production"').replace(
+    "secure_cookies = false", "secure_cookies = true"
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -57,63 +59,129 @@ def test_the_good_config_loads(tmp_path: Path) -> None:
 
 
 BAD_CONFIGS = [
-    pytest.param(GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolr = "#00ff00"'),
-                 "caisse.toml: $.caisse: Object contains unknown field `colr`", id="unknown-key"),
-    pytest.param(GOOD.replace("[sessions]", "[sesions]"),
-                 "caisse.toml: $: Object contains unknown field `sesions`", id="misspelt-table"),
-    pytest.param(GOOD.replace('mode = "demo"', 'mode = "demo"\nport = "8000"'),
-                 "caisse.toml: $.server.port: Expected `int`, got `str`", id="wrong-type"),
-    pytest.param(GOOD.replace('enabled = ["statuses_msa"]', 'enabled = "statuses_msa"'),
-                 "caisse.toml: $.plugins.enabled: Expected `array`, got `str`", id="wrong-type-list"),
-    pytest.param(GOOD.replace("[security]", "[security_]").replace("[security_]\n", "").replace(
-        f'secret_key = {{ value = "{SECRET}" }}\n', ""),
-        "caisse.toml: $: Object missing required field `security`", id="missing-required"),
-    pytest.param(GOOD.replace('id = "test"\n', ""),
-                 "caisse.toml: $.caisse: Object missing required field `id`", id="missing-required-nested"),
-    pytest.param(GOOD.replace("secure_cookies = false", 'secure_cookies = false\nstore = "memcached"'),
-                 "caisse.toml: $.sessions.store: Invalid enum value 'memcached'", id="bad-enum"),
-    pytest.param(GOOD + '\n[codes.login]\nchannels = ["email", "Pigeon voyageur"]\n',
-                 "caisse.toml: $.codes.login.channels[1]: Expected `str` matching regex", id="bad-channel-name"),
-    pytest.param(PRODUCTION,
-                 "caisse.toml: $.security.secret_key: a literal secret is refused in production", id="literal-secret"),
-    pytest.param(PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
-                 + "\n[demo]\nmailbox = true\n",
-                 "caisse.toml: $.demo.mailbox: the demo mailbox is only allowed with server.mode = \"demo\"",
-                 id="demo-mailbox-in-production"),
-    pytest.param(PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
-                 .replace("secure_cookies = true", "secure_cookies = false"),
-                 "caisse.toml: $.sessions.secure_cookies: cookies must be Secure in production", id="insecure-cookies"),
-    pytest.param(GOOD.replace("secure_cookies = false", 'secure_cookies = false\nstore = "redis"'),
-                 "caisse.toml: $.redis: a [redis] url is needed when sessions or rate limits use redis",
-                 id="redis-store-without-redis"),
-    pytest.param(GOOD + '\n[rate_limits]\nstore = "redis"\n[redis]\nurl = "http://localhost"\n',
-                 "caisse.toml: $.redis.url: Expected `str` matching regex", id="bad-redis-url"),
-    pytest.param(GOOD + '\n[redis]\nurl = "redis://:hunter2@127.0.0.1:6379/0"\n',
-                 "caisse.toml: $.redis.url: the Redis password goes in `password = { env = \"...\" }`, not in the url",
-                 id="password-in-redis-url"),
-    pytest.param(PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
-                 + '\n[redis]\nurl = "redis://127.0.0.1:6379/0"\npassword = { value = "hunter2" }\n',
-                 "caisse.toml: $.redis.password: a literal secret is refused in production", id="literal-redis-password"),
-    pytest.param(PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
-                 + '\n[database]\nurl = "postgresql://guichet@127.0.0.1:5432/guichet"\npassword = { value = "x" }\n',
-                 "caisse.toml: $.database.password: a literal secret is refused in production",
-                 id="literal-database-password"),
-    pytest.param(GOOD.replace('enabled = ["statuses_msa"]', 'enabled = ["statuses_msa", "statuses_msa"]'),
-                 "caisse.toml: $.plugins.enabled: a plugin is enabled twice", id="duplicate-plugin"),
-    pytest.param(GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolour = "red"'),
-                 "caisse.toml: $.caisse.colour: Expected `str` matching regex '^#[0-9a-fA-F]{6}$'", id="bad-colour"),
-    pytest.param(GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolour = "#ffcc00"'),
-                 "caisse.toml: $.caisse.colour: white text on #ffcc00 has a contrast of 1.5:1", id="pale-colour"),
-    pytest.param(GOOD + "\n[codes.recovery]\nlength = 3\n",
-                 "caisse.toml: $.codes.recovery.length: Expected `int` >= 4", id="code-length-3"),
-    pytest.param(GOOD + "\n[codes.recovery]\nlifetime_minutes = 0\n",
-                 "caisse.toml: $.codes.recovery.lifetime_minutes: Expected `int` >= 1", id="code-lifetime-0"),
-    pytest.param(GOOD.replace('name = "MSA Test"', 'name = "MSA Test'),
-                 "caisse.toml: not valid TOML: ", id="toml-syntax"),
-    pytest.param(GOOD.replace(f'{{ value = "{SECRET}" }}', '{ env = "A", file = "/b" }'),
-                 "caisse.toml: $.security.secret_key: a secret is exactly one of", id="secret-two-sources"),
-    pytest.param(GOOD.replace(f'{{ value = "{SECRET}" }}', '{ vault = "x" }'),
-                 "caisse.toml: $.security.secret_key: Object contains unknown field `vault`", id="secret-unknown-source"),
+    pytest.param(
+        GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolr = "#00ff00"'),
+        "caisse.toml: $.caisse: Object contains unknown field `colr`",
+        id="unknown-key",
+    ),
+    pytest.param(
+        GOOD.replace("[sessions]", "[sesions]"),
+        "caisse.toml: $: Object contains unknown field `sesions`",
+        id="misspelt-table",
+    ),
+    pytest.param(
+        GOOD.replace('mode = "demo"', 'mode = "demo"\nport = "8000"'),
+        "caisse.toml: $.server.port: Expected `int`, got `str`",
+        id="wrong-type",
+    ),
+    pytest.param(
+        GOOD.replace('enabled = ["statuses_msa"]', 'enabled = "statuses_msa"'),
+        "caisse.toml: $.plugins.enabled: Expected `array`, got `str`",
+        id="wrong-type-list",
+    ),
+    pytest.param(
+        GOOD.replace("[security]", "[security_]")
+        .replace("[security_]\n", "")
+        .replace(f'secret_key = {{ value = "{SECRET}" }}\n', ""),
+        "caisse.toml: $: Object missing required field `security`",
+        id="missing-required",
+    ),
+    pytest.param(
+        GOOD.replace('id = "test"\n', ""),
+        "caisse.toml: $.caisse: Object missing required field `id`",
+        id="missing-required-nested",
+    ),
+    pytest.param(
+        GOOD.replace("secure_cookies = false", 'secure_cookies = false\nstore = "memcached"'),
+        "caisse.toml: $.sessions.store: Invalid enum value 'memcached'",
+        id="bad-enum",
+    ),
+    pytest.param(
+        GOOD + '\n[codes.login]\nchannels = ["email", "Pigeon voyageur"]\n',
+        "caisse.toml: $.codes.login.channels[1]: Expected `str` matching regex",
+        id="bad-channel-name",
+    ),
+    pytest.param(
+        PRODUCTION, "caisse.toml: $.security.secret_key: a literal secret is refused in production", id="literal-secret"
+    ),
+    pytest.param(
+        PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
+        + "\n[demo]\nmailbox = true\n",
+        'caisse.toml: $.demo.mailbox: the demo mailbox is only allowed with server.mode = "demo"',
+        id="demo-mailbox-in-production",
+    ),
+    pytest.param(
+        PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }').replace(
+            "secure_cookies = true", "secure_cookies = false"
+        ),
+        "caisse.toml: $.sessions.secure_cookies: cookies must be Secure in production",
+        id="insecure-cookies",
+    ),
+    pytest.param(
+        GOOD.replace("secure_cookies = false", 'secure_cookies = false\nstore = "redis"'),
+        "caisse.toml: $.redis: a [redis] url is needed when sessions or rate limits use redis",
+        id="redis-store-without-redis",
+    ),
+    pytest.param(
+        GOOD + '\n[rate_limits]\nstore = "redis"\n[redis]\nurl = "http://localhost"\n',
+        "caisse.toml: $.redis.url: Expected `str` matching regex",
+        id="bad-redis-url",
+    ),
+    pytest.param(
+        GOOD + '\n[redis]\nurl = "redis://:hunter2@127.0.0.1:6379/0"\n',
+        'caisse.toml: $.redis.url: the Redis password goes in `password = { env = "..." }`, not in the url',
+        id="password-in-redis-url",
+    ),
+    pytest.param(
+        PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
+        + '\n[redis]\nurl = "redis://127.0.0.1:6379/0"\npassword = { value = "hunter2" }\n',
+        "caisse.toml: $.redis.password: a literal secret is refused in production",
+        id="literal-redis-password",
+    ),
+    pytest.param(
+        PRODUCTION.replace(f'{{ value = "{SECRET}" }}', '{ env = "GUICHET_SECRET_KEY" }')
+        + '\n[database]\nurl = "postgresql://guichet@127.0.0.1:5432/guichet"\npassword = { value = "x" }\n',
+        "caisse.toml: $.database.password: a literal secret is refused in production",
+        id="literal-database-password",
+    ),
+    pytest.param(
+        GOOD.replace('enabled = ["statuses_msa"]', 'enabled = ["statuses_msa", "statuses_msa"]'),
+        "caisse.toml: $.plugins.enabled: a plugin is enabled twice",
+        id="duplicate-plugin",
+    ),
+    pytest.param(
+        GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolour = "red"'),
+        "caisse.toml: $.caisse.colour: Expected `str` matching regex '^#[0-9a-fA-F]{6}$'",
+        id="bad-colour",
+    ),
+    pytest.param(
+        GOOD.replace('name = "MSA Test"', 'name = "MSA Test"\ncolour = "#ffcc00"'),
+        "caisse.toml: $.caisse.colour: white text on #ffcc00 has a contrast of 1.5:1",
+        id="pale-colour",
+    ),
+    pytest.param(
+        GOOD + "\n[codes.recovery]\nlength = 3\n",
+        "caisse.toml: $.codes.recovery.length: Expected `int` >= 4",
+        id="code-length-3",
+    ),
+    pytest.param(
+        GOOD + "\n[codes.recovery]\nlifetime_minutes = 0\n",
+        "caisse.toml: $.codes.recovery.lifetime_minutes: Expected `int` >= 1",
+        id="code-lifetime-0",
+    ),
+    pytest.param(
+        GOOD.replace('name = "MSA Test"', 'name = "MSA Test'), "caisse.toml: not valid TOML: ", id="toml-syntax"
+    ),
+    pytest.param(
+        GOOD.replace(f'{{ value = "{SECRET}" }}', '{ env = "A", file = "/b" }'),
+        "caisse.toml: $.security.secret_key: a secret is exactly one of",
+        id="secret-two-sources",
+    ),
+    pytest.param(
+        GOOD.replace(f'{{ value = "{SECRET}" }}', '{ vault = "x" }'),
+        "caisse.toml: $.security.secret_key: Object contains unknown field `vault`",
+        id="secret-unknown-source",
+    ),
 ]
 
 
@@ -151,13 +219,17 @@ class ExampleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     port: int = 25
 
 
-@pytest.mark.parametrize(("table", "message"), [
-    ('host = "smtp.example"\nport = "25"',
-     "$.plugins.settings.example: Expected `int`, got `str` - at `$.plugins.settings.example.port`"),
-    ('host = "smtp.example"\nprot = 25',
-     "$.plugins.settings.example: Object contains unknown field `prot`"),
-    ("port = 25", "$.plugins.settings.example: Object missing required field `host`"),
-])
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'host = "smtp.example"\nport = "25"',
+            "$.plugins.settings.example: Expected `int`, got `str` - at `$.plugins.settings.example.port`",
+        ),
+        ('host = "smtp.example"\nprot = 25', "$.plugins.settings.example: Object contains unknown field `prot`"),
+        ("port = 25", "$.plugins.settings.example: Object missing required field `host`"),
+    ],
+)
 def test_bad_plugin_settings_table(tmp_path: Path, table: str, message: str) -> None:
     config = load_config(write(tmp_path, GOOD + f"\n[plugins.settings.example]\n{table}\n"))
     context = PluginContext(config=config, database=Database(f"sqlite:///{tmp_path / 'x.sqlite'}"), clock=Clock())
@@ -245,14 +317,15 @@ def test_sud_aquitaine_recovery_code(tmp_path: Path) -> None:
 
 
 def test_precedence_toml_then_preset_then_default(make_config, tmp_path: Path) -> None:
-    preset_only = make_config('', base=GOOD.replace('["statuses_msa"]', '["caisse_sud_aquitaine"]'))
+    preset_only = make_config("", base=GOOD.replace('["statuses_msa"]', '["caisse_sud_aquitaine"]'))
     recovery = host_for(preset_only, tmp_path).code_policy("recovery")
     assert (recovery.length, recovery.lifetime_minutes) == (4, 30)  # the preset, with no TOML key
-    overridden = make_config("[codes.recovery]\nlifetime_minutes = 8\n",
-                             base=GOOD.replace('["statuses_msa"]', '["caisse_sud_aquitaine"]'))
+    overridden = make_config(
+        "[codes.recovery]\nlifetime_minutes = 8\n", base=GOOD.replace('["statuses_msa"]', '["caisse_sud_aquitaine"]')
+    )
     recovery = host_for(overridden, tmp_path).code_policy("recovery")
     assert (recovery.length, recovery.lifetime_minutes) == (4, 8)  # the TOML key wins, the rest of the preset stays
-    default = host_for(make_config('', base=GOOD), tmp_path).code_policy("recovery")
+    default = host_for(make_config("", base=GOOD), tmp_path).code_policy("recovery")
     assert (default.length, default.lifetime_minutes, default.max_attempts) == (6, 10, 3)
 
 

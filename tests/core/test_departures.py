@@ -1,4 +1,5 @@
 """The seed departures: one list in core/departures.py, shown by ``config check`` and documented."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,9 @@ def test_every_departure_and_every_citizen_key_is_documented() -> None:
 
 
 @pytest.mark.parametrize("switch, shown", [("", "on"), ("confirm_contacts_after_recovery = false", "off")])
-def test_config_check_shows_the_recovery_confirmation_switch(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                            switch: str, shown: str) -> None:
+def test_config_check_shows_the_recovery_confirmation_switch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], switch: str, shown: str
+) -> None:
     from guichet.cli import main
 
     text = (ROOT / "config/demo.toml").read_text(encoding="utf-8")

@@ -1,4 +1,5 @@
 """The outbox worker against real databases (SQLite and PostgreSQL) and a real SMTP server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,16 +31,17 @@ from guichet.core.outbox_worker import (
 )
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import Recipient
-from tests.conftest import TEST_SECRET
 from guichet.testing import PluginSite, SmtpSink, base_with_plugins, free_port
+from tests.conftest import TEST_SECRET
 
-T0 = dt.datetime(2026, 3, 2, 9, 30, 0, tzinfo=dt.timezone.utc)  # microsecond 0: str() drops the fraction
+T0 = dt.datetime(2026, 3, 2, 9, 30, 0, tzinfo=dt.UTC)  # microsecond 0: str() drops the fraction
 CODE = "845216"
 RECIPIENT = Recipient(name="Marie DUPONT", email="marie.dupont@exemple.fr", mobile="+33612345678")
 
 
 def email_config(make_config: Callable[..., CaisseConfig], db_url: str, port: int, extra: str = "") -> CaisseConfig:
-    return make_config(f"""
+    return make_config(
+        f"""
         [plugins.settings.delivery_email]
         host = "127.0.0.1"
         port = {port}
@@ -47,7 +49,10 @@ def email_config(make_config: Callable[..., CaisseConfig], db_url: str, port: in
         timeout_seconds = 2
         sender = "MSA Test <ne-pas-repondre@test.invalid>"
         {extra}
-    """, database_url=db_url, base=base_with_plugins("delivery_email", "delivery_postal"))
+    """,
+        database_url=db_url,
+        base=base_with_plugins("delivery_email", "delivery_postal"),
+    )
 
 
 class Setup:
@@ -60,12 +65,26 @@ class Setup:
         kwargs.setdefault("rng", random.Random(1))
         return OutboxWorker(database or self.database, self.keys, self.host, self.clock, worker_id=name, **kwargs)
 
-    async def enqueue(self, channel: str = "email", template: str = "login_code", *, code: str = CODE,
-                      recipient: Recipient = RECIPIENT, expires_at: dt.datetime | None = None) -> int:
+    async def enqueue(
+        self,
+        channel: str = "email",
+        template: str = "login_code",
+        *,
+        code: str = CODE,
+        recipient: Recipient = RECIPIENT,
+        expires_at: dt.datetime | None = None,
+    ) -> int:
         async with self.database.transaction():
-            return await enqueue(self.database, self.keys, channel=channel, template=template, recipient=recipient,
-                                 payload={"code": code, "lifetime_minutes": 15}, now=self.clock.now(),
-                                 expires_at=expires_at)
+            return await enqueue(
+                self.database,
+                self.keys,
+                channel=channel,
+                template=template,
+                recipient=recipient,
+                payload={"code": code, "lifetime_minutes": 15},
+                now=self.clock.now(),
+                expires_at=expires_at,
+            )
 
     async def row(self, id: int) -> dict[str, Any]:
         t = self.database.t.OutboxMessage
@@ -238,7 +257,8 @@ async def test_a_worker_killed_after_claiming_is_relieved_after_the_lease(setup:
 
 
 async def test_a_message_taken_over_from_lost_leases_is_handed_over_at_most_three_times(
-        setup: Setup, smtp_port: int) -> None:
+    setup: Setup, smtp_port: int
+) -> None:
     """Each worker that took the message and vanished may have sent it: after three such attempts
     it is failed (and kept for an operator's retry), not sent a fourth time."""
     id = await setup.enqueue(expires_at=T0 + dt.timedelta(hours=1))
@@ -274,7 +294,8 @@ async def test_a_send_the_worker_cuts_is_an_unknown_outcome(setup: Setup, smtp_p
 
 
 async def test_an_outcome_write_that_fails_is_tried_again_rather_than_the_send(
-        setup: Setup, smtp_port: int, database: Database, db_url: str) -> None:
+    setup: Setup, smtp_port: int, database: Database, db_url: str
+) -> None:
     """The database refuses to store 'sent' for a moment, just as the server accepts the message:
     the worker stores it once the database takes it again, instead of leaving the message to be
     sent a second time after its lease."""
@@ -282,8 +303,10 @@ async def test_an_outcome_write_that_fails_is_tried_again_rather_than_the_send(
 
     id = await setup.enqueue()
     if database.is_sqlite:
-        block = ("CREATE TRIGGER refuse_sent BEFORE UPDATE ON guichet_outbox WHEN NEW.state = 'sent' "
-                 "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        block = (
+            "CREATE TRIGGER refuse_sent BEFORE UPDATE ON guichet_outbox WHEN NEW.state = 'sent' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
         unblock = "DROP TRIGGER refuse_sent"
     else:
         block = "ALTER TABLE guichet_outbox ADD CONSTRAINT refuse_sent CHECK (state <> 'sent') NOT VALID"
@@ -328,11 +351,19 @@ async def test_two_workers_deliver_each_message_exactly_once(setup: Setup, smtp_
     assert {(await setup.row(id))["attempts"] for id in ids} == {1}
 
 
-async def test_a_template_missing_a_value_fails_without_showing_values(setup: Setup, smtp_port: int,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_template_missing_a_value_fails_without_showing_values(
+    setup: Setup, smtp_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
     async with setup.database.transaction():
-        id = await enqueue(setup.database, setup.keys, channel="email", template="temporary_password",
-                           recipient=RECIPIENT, payload={"password": "Secret#Pass99"}, now=T0)
+        id = await enqueue(
+            setup.database,
+            setup.keys,
+            channel="email",
+            template="temporary_password",
+            recipient=RECIPIENT,
+            payload={"password": "Secret#Pass99"},
+            now=T0,
+        )
     caplog.set_level(logging.DEBUG)
     with SmtpSink(smtp_port):
         assert await setup.worker().run_once() == 1
@@ -341,8 +372,7 @@ async def test_a_template_missing_a_value_fails_without_showing_values(setup: Se
     assert "Secret#Pass99" not in caplog.text and "Secret#Pass99" not in row["last_error"]
 
 
-async def test_graceful_stop_finishes_the_current_message_and_releases_the_rest(setup: Setup,
-                                                                               smtp_port: int) -> None:
+async def test_graceful_stop_finishes_the_current_message_and_releases_the_rest(setup: Setup, smtp_port: int) -> None:
     ids = [await setup.enqueue(code=f"{200000 + n}") for n in range(6)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -379,22 +409,32 @@ async def test_run_worker_process_once(setup: Setup, smtp_port: int, capsys: pyt
     assert "2 message(s) handled" in capsys.readouterr().out
 
 
-def test_outbox_cli(make_config: Callable[..., CaisseConfig], tmp_path: Path,
-                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_outbox_cli(
+    make_config: Callable[..., CaisseConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`guichet outbox status / retry` on a config file (SQLite)."""
     from guichet.cli import main
     from guichet.testing import BASE_CONFIG
 
     config_file = tmp_path / "caisse.toml"
-    config_file.write_text(textwrap.dedent(BASE_CONFIG) + f'\n[database]\nurl = "sqlite:///{tmp_path / "cli.sqlite"}"\n')
+    config_file.write_text(
+        textwrap.dedent(BASE_CONFIG) + f'\n[database]\nurl = "sqlite:///{tmp_path / "cli.sqlite"}"\n'
+    )
     assert main(["db", "upgrade", "--config", str(config_file)]) == 0
     config = make_config(database_url=f"sqlite:///{tmp_path / 'cli.sqlite'}")
 
     async def add() -> None:
         database = Database.from_config(config)
         await database.connect()
-        await enqueue(database, Keys.from_config(config), channel="email", template="login_code",
-                      recipient=RECIPIENT, payload={"code": CODE}, now=T0)
+        await enqueue(
+            database,
+            Keys.from_config(config),
+            channel="email",
+            template="login_code",
+            recipient=RECIPIENT,
+            payload={"code": CODE},
+            now=T0,
+        )
 
     asyncio.run(add())
     capsys.readouterr()
@@ -405,7 +445,7 @@ def test_outbox_cli(make_config: Callable[..., CaisseConfig], tmp_path: Path,
     assert main(["outbox", "retry", "1", "--config", str(config_file)]) == 1
 
 
-BOOM_PLUGIN = '''
+BOOM_PLUGIN = """
 from guichet.core import hookimpl
 
 
@@ -425,12 +465,16 @@ class BoomChannel:
 @hookimpl
 def guichet_channels(context):
     return [BoomChannel()]
-'''
+"""
 
 
 async def test_a_channel_raising_anything_else_is_retried_and_never_logged(
-        make_config: Callable[..., CaisseConfig], database: Database, db_url: str,
-        guichet_plugin_site: PluginSite, caplog: pytest.LogCaptureFixture) -> None:
+    make_config: Callable[..., CaisseConfig],
+    database: Database,
+    db_url: str,
+    guichet_plugin_site: PluginSite,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     package = guichet_plugin_site.add_module("boom", BOOM_PLUGIN)
     config = make_config(database_url=db_url, base=base_with_plugins("boom"))
     setup = Setup(config, database, FrozenClock(T0))
@@ -464,7 +508,7 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
         sender = "MSA Test <ne-pas-repondre@test.invalid>"
 
         [database]
-        url = "sqlite:///{tmp_path / 'worker.sqlite'}"
+        url = "sqlite:///{tmp_path / "worker.sqlite"}"
     """)
     config_file.write_text(text)
     config = load_config(config_file)
@@ -472,16 +516,26 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
     async def add() -> None:
         database = Database.from_config(config)
         await database.upgrade()
-        await enqueue(database, Keys.from_config(config), channel="email", template="login_code",
-                      recipient=RECIPIENT, payload={"code": CODE, "lifetime_minutes": 15},
-                      now=dt.datetime.now(dt.timezone.utc))
+        await enqueue(
+            database,
+            Keys.from_config(config),
+            channel="email",
+            template="login_code",
+            recipient=RECIPIENT,
+            payload={"code": CODE, "lifetime_minutes": 15},
+            now=dt.datetime.now(dt.UTC),
+        )
         await database.close()
 
     asyncio.run(add())
     with SmtpSink(port) as sink:
-        process = subprocess.Popen([sys.executable, "-m", "guichet.cli", "outbox", "work", "--config", str(config_file)],
-                                   cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "guichet.cli", "outbox", "work", "--config", str(config_file)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             deadline = time.monotonic() + 20
             while not sink.messages and time.monotonic() < deadline and process.poll() is None:
@@ -495,7 +549,6 @@ def test_guichet_outbox_work_stops_gracefully_on_sigterm(tmp_path: Path, root: P
                 process.wait()
 
 
-
 async def test_codes_are_claimed_before_a_backlog_of_letters(database: Database, clock: FrozenClock) -> None:
     """A burst of PDF letters queued first must not delay an emailed code."""
     from guichet.core.structs import PostalAddress
@@ -503,12 +556,24 @@ async def test_codes_are_claimed_before_a_backlog_of_letters(database: Database,
     keys = Keys(TEST_SECRET)
     letter_to = Recipient(name="A", address=PostalAddress(lines=("1 RUE A", "75001 PARIS")))
     for _ in range(30):
-        await enqueue(database, keys, channel="postal", template="registration_letter", recipient=letter_to,
-                      payload={"masked_identifier": "185*******084", "registered_on": "25/11/2026"},
-                      now=clock.now())
-    code_id = await enqueue(database, keys, channel="email", template="login_code",
-                            recipient=Recipient(name="B", email="b@demo.invalid"),
-                            payload={"code": "123456", "lifetime_minutes": 10}, now=clock.now())
+        await enqueue(
+            database,
+            keys,
+            channel="postal",
+            template="registration_letter",
+            recipient=letter_to,
+            payload={"masked_identifier": "185*******084", "registered_on": "25/11/2026"},
+            now=clock.now(),
+        )
+    code_id = await enqueue(
+        database,
+        keys,
+        channel="email",
+        template="login_code",
+        recipient=Recipient(name="B", email="b@demo.invalid"),
+        payload={"code": "123456", "lifetime_minutes": 10},
+        now=clock.now(),
+    )
     worker = OutboxWorker(database, keys, None, clock, worker_id="t", batch=5)  # type: ignore[arg-type]
     claimed = await worker.claim(5)
     assert code_id in [m.id for m in claimed]

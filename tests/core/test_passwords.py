@@ -1,4 +1,5 @@
 """Password hashing: argon2id in a bounded pool of threads of its own, equal work for unknown accounts."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,9 @@ async def test_hashes_run_in_at_most_max_concurrent_threads_of_their_own() -> No
     passwords = Passwords(FAST, host=None, max_concurrent=2)  # type: ignore[arg-type]
     try:
         stored = await passwords.hash("Vert-Galet-42-Nuage!")
-        results = await asyncio.gather(*(passwords.verify(stored, "Vert-Galet-42-Nuage!" if n % 2 else "faux")
-                                         for n in range(12)))
+        results = await asyncio.gather(
+            *(passwords.verify(stored, "Vert-Galet-42-Nuage!" if n % 2 else "faux") for n in range(12))
+        )
         assert results == [bool(n % 2) for n in range(12)]
         # each hashing thread keeps its argon2id block: the pool's size bounds that memory
         assert len(hashing_threads() - before) == 2

@@ -1,4 +1,5 @@
 """Counters and progressive delays, in the database and in Redis; a failing store refuses."""
+
 from __future__ import annotations
 
 import asyncio
@@ -88,8 +89,7 @@ async def _two_three_none(limiter: Limiter, clock: FrozenClock) -> list[Verdict]
         await limiter.hit(HARD, "a", clock.now())
     for _ in range(3):
         await limiter.hit(SLOW, "b", clock.now())
-    hard_a, slow_b, hard_c = verdicts = await limiter.check_all([(HARD, "a"), (SLOW, "b"), (HARD, "c")],
-                                                                clock.now())
+    hard_a, slow_b, hard_c = verdicts = await limiter.check_all([(HARD, "a"), (SLOW, "b"), (HARD, "c")], clock.now())
     assert (hard_a.allowed, hard_a.count) == (True, 2)
     assert (slow_b.allowed, slow_b.count) == (False, 3), "the delay applies"
     assert (hard_c.allowed, hard_c.count) == (True, 0), "a subject never seen has nothing to clear"
@@ -113,8 +113,9 @@ async def test_check_all_on_redis(clock: FrozenClock) -> None:
         await store.close()
 
 
-async def test_redis_password_comes_from_the_config_secret(make_config: Any, clock: FrozenClock,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_redis_password_comes_from_the_config_secret(
+    make_config: Any, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A Redis user with a password (ACL): counters and sessions authenticate with [redis] password."""
     import redis.asyncio as redis
 
@@ -193,12 +194,17 @@ async def test_concurrent_hits_on_one_counter_count_one_to_n(store: Any, clock: 
     assert sorted(r["k"].count for r in results) == list(range(1, 41)), "two tries got the same count"
 
 
-async def test_concurrent_hits_on_two_counters_in_one_statement_count_each_exactly(store: Any,
-                                                                                  clock: FrozenClock) -> None:
+async def test_concurrent_hits_on_two_counters_in_one_statement_count_each_exactly(
+    store: Any, clock: FrozenClock
+) -> None:
     now_ms = int(clock.now().timestamp() * 1000)
     # both orders at once: the store takes its locks in one order, so they cannot deadlock
-    results = await asyncio.gather(*(store.update({"a": WINDOW_MS, "b": WINDOW_MS} if n % 2 else
-                                                  {"b": WINDOW_MS, "a": WINDOW_MS}, now_ms) for n in range(30)))
+    results = await asyncio.gather(
+        *(
+            store.update({"a": WINDOW_MS, "b": WINDOW_MS} if n % 2 else {"b": WINDOW_MS, "a": WINDOW_MS}, now_ms)
+            for n in range(30)
+        )
+    )
     for key in ("a", "b"):
         assert sorted(r[key].count for r in results) == list(range(1, 31)), key
 
@@ -219,16 +225,19 @@ async def test_clear_and_give_back_go_with_the_hits_in_one_round_trip(store: Any
     assert list(counts) == ["c"] and counts["c"].count == 1
     seen = await store.peek({"a": WINDOW_MS, "b": WINDOW_MS, "c": WINDOW_MS, "never-hit": WINDOW_MS}, now_ms)
     assert {k: v.count for k, v in seen.items()} == {"a": 0, "b": 2, "c": 1, "never-hit": 0}
-    assert (await store.update({"never-hit": WINDOW_MS}, now_ms))["never-hit"].count == 1, \
+    assert (await store.update({"never-hit": WINDOW_MS}, now_ms))["never-hit"].count == 1, (
         "a try given back that was never counted leaves no debt"
+    )
 
 
 async def test_concurrent_give_backs_and_hits_add_up(store: Any, clock: FrozenClock) -> None:
     now_ms = int(clock.now().timestamp() * 1000)
     for _ in range(10):
         await store.update({"k": WINDOW_MS}, now_ms)
-    await asyncio.gather(*(store.update({}, now_ms, give_back={"k": now_ms}) for _ in range(10)),
-                         *(store.update({"k": WINDOW_MS}, now_ms) for _ in range(20)))
+    await asyncio.gather(
+        *(store.update({}, now_ms, give_back={"k": now_ms}) for _ in range(10)),
+        *(store.update({"k": WINDOW_MS}, now_ms) for _ in range(20)),
+    )
     assert (await store.peek({"k": WINDOW_MS}, now_ms))["k"].count == 20
 
 
@@ -304,5 +313,6 @@ async def test_a_reset_counter_starts_a_new_window_at_its_next_hit(store: Any, c
     assert (await store.peek({"k": 60 * minute}, t0 + 10 * minute))["k"].count == 0
     first = (await store.update({"k": 60 * minute}, t0 + 50 * minute))["k"]
     assert (first.count, first.previous_at_ms) == (1, 0)
-    assert (await store.update({"k": 60 * minute}, t0 + 70 * minute))["k"].count == 2, \
+    assert (await store.update({"k": 60 * minute}, t0 + 70 * minute))["k"].count == 2, (
         "the window after a reset runs from its first hit, as after a delete"
+    )

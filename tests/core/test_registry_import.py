@@ -1,4 +1,5 @@
 """CSV import of the registry and the demo registry, on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,9 +13,10 @@ from guichet.core.context import PluginContext
 from guichet.core.database import Database
 from guichet.core.identifiers import nir_key, parse_mobile, parse_nir, parse_siret
 from guichet.core.plugins import PluginHost
-from guichet.plugins.registry_tables.importer import DEMO_PERSONS, demo_rows, generate_demo_registry, import_registry
 from guichet.core.structs import Verdict
-from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables, tables_of as registry_tables_of
+from guichet.plugins.registry_tables.importer import DEMO_PERSONS, demo_rows, generate_demo_registry, import_registry
+from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables
+from guichet.plugins.registry_tables.tables import tables_of as registry_tables_of
 
 TODAY = dt.date(2026, 3, 15)
 NIR_A = "1850578006084"
@@ -43,7 +45,7 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 @pytest.fixture
 def clock() -> FrozenClock:
-    return FrozenClock(dt.datetime(2026, 3, 15, 10, 0, tzinfo=dt.timezone.utc))
+    return FrozenClock(dt.datetime(2026, 3, 15, 10, 0, tzinfo=dt.UTC))
 
 
 @pytest.fixture
@@ -58,11 +60,17 @@ async def counts(database: Database) -> tuple[int, int, int]:
     return (await t.RegistryPerson.count(), await t.RegistryCompany.count(), await t.RegistryPayment.count())
 
 
-async def test_good_files_import_and_the_registry_plugin_finds_them(tmp_path: Path, database: Database,
-                                                                    host: PluginHost) -> None:
-    report = await import_registry(database, persons=write(tmp_path, "persons.csv", PERSONS),
-                                   payments=write(tmp_path, "payments.csv", PAYMENTS),
-                                   companies=write(tmp_path, "companies.csv", COMPANIES), partial=False, today=TODAY)
+async def test_good_files_import_and_the_registry_plugin_finds_them(
+    tmp_path: Path, database: Database, host: PluginHost
+) -> None:
+    report = await import_registry(
+        database,
+        persons=write(tmp_path, "persons.csv", PERSONS),
+        payments=write(tmp_path, "payments.csv", PAYMENTS),
+        companies=write(tmp_path, "companies.csv", COMPANIES),
+        partial=False,
+        today=TODAY,
+    )
     assert report.ok, report.describe()
     assert report.imported == {"persons.csv": 2, "companies.csv": 1, "payments.csv": 3}
     assert "persons.csv: 2 row(s) imported" in report.describe()
@@ -74,8 +82,7 @@ async def test_good_files_import_and_the_registry_plugin_finds_them(tmp_path: Pa
     assert julien.address is not None and julien.address.lines == ("12 RUE DES TILLEULS", "78000 VERSAILLES")
     assert (julien.email, julien.mobile) == ("julien@exemple.fr", "+33612345678")
     assert (julien.vitale_serial, julien.health_affiliated) == ("2345678901", True)
-    assert [(p.kind, p.date, p.amount) for p in julien.payments] == [
-        ("benefit", dt.date(2026, 2, 1), Decimal("98.40"))]
+    assert [(p.kind, p.date, p.amount) for p in julien.payments] == [("benefit", dt.date(2026, 2, 1), Decimal("98.40"))]
 
     sophie = await host.registry_lookup("nir", NIR_B)  # imported from the 15-character NIR
     assert sophie is not None and sophie.birth_date == dt.date(1992, 6, 21)
@@ -89,25 +96,42 @@ async def test_good_files_import_and_the_registry_plugin_finds_them(tmp_path: Pa
     assert await host.registry_lookup("nir", "1010101010101") is None
 
 
-async def test_reimport_updates_persons_and_replaces_payments_per_identifier(tmp_path: Path,
-                                                                            database: Database,
-                                                                            host: PluginHost) -> None:
-    first = await import_registry(database, persons=write(tmp_path, "persons.csv", PERSONS),
-                                  payments=write(tmp_path, "payments.csv", PAYMENTS), companies=None,
-                                  partial=False, today=TODAY)
+async def test_reimport_updates_persons_and_replaces_payments_per_identifier(
+    tmp_path: Path, database: Database, host: PluginHost
+) -> None:
+    first = await import_registry(
+        database,
+        persons=write(tmp_path, "persons.csv", PERSONS),
+        payments=write(tmp_path, "payments.csv", PAYMENTS),
+        companies=None,
+        partial=False,
+        today=TODAY,
+    )
     assert not first.ok  # the SIRET payment has no company: nothing imported
     assert "payments.csv line 4: identifier: no person or company" in first.describe()
     assert await counts(database) == (0, 0, 0)
 
     payments = "\n".join(PAYMENTS.splitlines()[:3]) + "\n"
-    assert (await import_registry(database, persons=write(tmp_path, "persons.csv", PERSONS),
-                                  payments=write(tmp_path, "payments.csv", payments), companies=None,
-                                  partial=False, today=TODAY)).ok
+    assert (
+        await import_registry(
+            database,
+            persons=write(tmp_path, "persons.csv", PERSONS),
+            payments=write(tmp_path, "payments.csv", payments),
+            companies=None,
+            partial=False,
+            today=TODAY,
+        )
+    ).ok
     moved = PERSONS.replace("12 RUE DES TILLEULS", "3 PLACE DU MARCHE").replace("Julien", "Julien-Marie")
     new_payments = f"identifier,kind,date,amount\n{NIR_A},benefit,2026-03-01,10\n{NIR_A},benefit,2026-03-02,11\n"
-    report = await import_registry(database, persons=write(tmp_path, "persons.csv", moved),
-                                   payments=write(tmp_path, "payments.csv", new_payments), companies=None,
-                                   partial=False, today=TODAY)
+    report = await import_registry(
+        database,
+        persons=write(tmp_path, "persons.csv", moved),
+        payments=write(tmp_path, "payments.csv", new_payments),
+        companies=None,
+        partial=False,
+        today=TODAY,
+    )
     assert report.ok, report.describe()
     assert await counts(database) == (2, 0, 3)  # upserted, not duplicated
     julien = await host.registry_lookup("nir", NIR_A)
@@ -150,9 +174,14 @@ BAD_PAYMENTS = f"""identifier,kind,date,amount
 
 
 async def test_bad_rows_import_nothing_and_every_bad_row_is_listed(tmp_path: Path, database: Database) -> None:
-    report = await import_registry(database, persons=write(tmp_path, "persons.csv", BAD_PERSONS),
-                                   payments=write(tmp_path, "payments.csv", BAD_PAYMENTS), companies=None,
-                                   partial=False, today=TODAY)
+    report = await import_registry(
+        database,
+        persons=write(tmp_path, "persons.csv", BAD_PERSONS),
+        payments=write(tmp_path, "payments.csv", BAD_PAYMENTS),
+        companies=None,
+        partial=False,
+        today=TODAY,
+    )
     assert not report.ok and not report.committed
     assert await counts(database) == (0, 0, 0)  # the good rows were not imported either
     text = report.describe()
@@ -190,9 +219,14 @@ async def test_bad_rows_import_nothing_and_every_bad_row_is_listed(tmp_path: Pat
 
 
 async def test_partial_imports_the_good_rows(tmp_path: Path, database: Database, host: PluginHost) -> None:
-    report = await import_registry(database, persons=write(tmp_path, "persons.csv", BAD_PERSONS),
-                                   payments=write(tmp_path, "payments.csv", BAD_PAYMENTS), companies=None,
-                                   partial=True, today=TODAY)
+    report = await import_registry(
+        database,
+        persons=write(tmp_path, "persons.csv", BAD_PERSONS),
+        payments=write(tmp_path, "payments.csv", BAD_PAYMENTS),
+        companies=None,
+        partial=True,
+        today=TODAY,
+    )
     assert report.committed and not report.ok  # skipped rows still make the command exit 1
     assert report.imported == {"persons.csv": 1, "payments.csv": 1}
     assert "persons.csv: 1 row(s) imported, 11 bad row(s) skipped" in report.describe()
@@ -202,17 +236,26 @@ async def test_partial_imports_the_good_rows(tmp_path: Path, database: Database,
     assert [p.amount for p in julien.payments] == [Decimal("12.5")]
 
 
-@pytest.mark.parametrize(("header", "reason"), [
-    ("nir,last_name,first_name,birth_date,address_line1,address_line2,colour",
-     "persons.csv: unknown column(s): colour"),
-    ("nir,last_name,birth_date,address_line1", "persons.csv: missing required column(s): first_name, address_line2"),
-    ("nir,nir,last_name,first_name,birth_date,address_line1,address_line2", "column(s) given twice: nir"),
-])
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (
+            "nir,last_name,first_name,birth_date,address_line1,address_line2,colour",
+            "persons.csv: unknown column(s): colour",
+        ),
+        (
+            "nir,last_name,birth_date,address_line1",
+            "persons.csv: missing required column(s): first_name, address_line2",
+        ),
+        ("nir,nir,last_name,first_name,birth_date,address_line1,address_line2", "column(s) given twice: nir"),
+    ],
+)
 async def test_bad_header_names_the_columns(tmp_path: Path, database: Database, header: str, reason: str) -> None:
     persons = write(tmp_path, "persons.csv", header + "\n" + f"{NIR_A},A,B,1985-05-14,X,Y,Z\n")
     payments = write(tmp_path, "payments.csv", f"identifier,kind,date,amount\n{NIR_A},benefit,2026-01-01,1\n")
-    report = await import_registry(database, persons=persons, payments=payments, companies=None, partial=False,
-                                   today=TODAY)
+    report = await import_registry(
+        database, persons=persons, payments=payments, companies=None, partial=False, today=TODAY
+    )
     assert not report.ok
     assert reason in report.describe()
     assert await counts(database) == (0, 0, 0)
@@ -220,15 +263,21 @@ async def test_bad_header_names_the_columns(tmp_path: Path, database: Database, 
 
 async def test_unreadable_files_are_reported(tmp_path: Path, database: Database) -> None:
     latin1 = tmp_path / "persons.csv"
-    latin1.write_bytes("nir,last_name,first_name,birth_date,address_line1,address_line2\n"
-                       f"{NIR_A},LEFÈVRE,Jean,1985-05-14,A,B\n".encode("latin-1"))
-    report = await import_registry(database, persons=latin1, payments=tmp_path / "missing.csv", companies=None,
-                                   partial=True, today=TODAY)
+    latin1.write_bytes(
+        "nir,last_name,first_name,birth_date,address_line1,address_line2\n"
+        f"{NIR_A},LEFÈVRE,Jean,1985-05-14,A,B\n".encode("latin-1")
+    )
+    report = await import_registry(
+        database, persons=latin1, payments=tmp_path / "missing.csv", companies=None, partial=True, today=TODAY
+    )
     text = report.describe()
     assert "persons.csv: not UTF-8 text" in text
     assert "missing.csv: cannot read the file" in text
-    assert (await import_registry(database, persons=None, payments=None, companies=None, partial=False)).describe() \
+    assert (
+        (await import_registry(database, persons=None, payments=None, companies=None, partial=False))
+        .describe()
         .startswith("Nothing imported")
+    )
 
 
 def test_demo_rows_are_valid_and_reproducible() -> None:
@@ -251,8 +300,9 @@ def test_demo_rows_are_valid_and_reproducible() -> None:
     assert demo_rows(count=200, seed=8, today=TODAY)[0] != persons
 
 
-async def test_demo_registry_is_idempotent_and_the_fixed_holders_can_answer(database: Database, host: PluginHost,
-                                                                          clock: FrozenClock) -> None:
+async def test_demo_registry_is_idempotent_and_the_fixed_holders_can_answer(
+    database: Database, host: PluginHost, clock: FrozenClock
+) -> None:
     today = clock.today()
     first = await generate_demo_registry(database, count=30, seed=3, today=today)
     before = await counts(database)
@@ -273,8 +323,9 @@ async def test_demo_registry_is_idempotent_and_the_fixed_holders_can_answer(data
         assert host.identity_check(question, "1,00", record) is Verdict.WRONG, holder.role
     sophie = DEMO_PERSONS["particulier_paiement"]
     record = await host.registry_lookup("nir", sophie.identifier)
-    assert record is not None and "vitale" not in {q.kind for q in host.identity_questions(
-        statuses["particulier"], record)}
+    assert record is not None and "vitale" not in {
+        q.kind for q in host.identity_questions(statuses["particulier"], record)
+    }
     payment_question = host.identity_questions(statuses["particulier"], record)[0]
     assert host.identity_check(payment_question, "380,00", record) is Verdict.WRONG  # outside the 6 months
     assert DEMO_PERSONS["particulier_vitale"].nir_with_key == "185057800608491"
@@ -298,30 +349,48 @@ def many_persons(count: int, *, bad_every: int = 0) -> str:
 async def test_a_dry_run_checks_everything_and_writes_nothing(tmp_path: Path, database: Database) -> None:
     persons = write(tmp_path, "persons.csv", PERSONS)
     payments = write(tmp_path, "payments.csv", PAYMENTS)
-    report = await import_registry(database, persons=persons, payments=payments,
-                                   companies=write(tmp_path, "companies.csv", COMPANIES), partial=False,
-                                   today=TODAY, dry_run=True)
+    report = await import_registry(
+        database,
+        persons=persons,
+        payments=payments,
+        companies=write(tmp_path, "companies.csv", COMPANIES),
+        partial=False,
+        today=TODAY,
+        dry_run=True,
+    )
     assert report.ok and not report.committed
     assert report.imported == {"persons.csv": 2, "companies.csv": 1, "payments.csv": 3}
     assert "persons.csv: 2 row(s) would be imported (dry run: nothing written)" in report.describe()
     assert await counts(database) == (0, 0, 0)
-    bad = await import_registry(database, persons=write(tmp_path, "bad.csv", BAD_PERSONS), payments=None,
-                                companies=None, partial=False, today=TODAY, dry_run=True)
+    bad = await import_registry(
+        database,
+        persons=write(tmp_path, "bad.csv", BAD_PERSONS),
+        payments=None,
+        companies=None,
+        partial=False,
+        today=TODAY,
+        dry_run=True,
+    )
     assert not bad.ok and bad.error_count == 11
     assert "Nothing would be imported: 11 problem(s) found" in bad.describe()
     assert await counts(database) == (0, 0, 0)
 
 
 async def test_many_bad_rows_are_summed_up_by_cause_and_listed_in_full_in_the_report_file(
-        tmp_path: Path, database: Database) -> None:
+    tmp_path: Path, database: Database
+) -> None:
     """A file of 3,000 rows with 300 bad ones: the summary counts them by cause with a few of each;
     the report file has every one; the partial import writes the 2,700 good rows."""
     persons = write(tmp_path, "persons.csv", many_persons(3000, bad_every=10))
     report_file = tmp_path / "report.txt"
-    report = await import_registry(database, persons=persons, payments=None, companies=None, partial=True,
-                                   today=TODAY, report_file=report_file)
+    report = await import_registry(
+        database, persons=persons, payments=None, companies=None, partial=True, today=TODAY, report_file=report_file
+    )
     assert report.committed and report.error_count == 300 and report.imported == {"persons.csv": 2700}
-    assert report.causes == {"persons.csv: birth_date: bad date '…'": 300, "persons.csv: email: not a valid email address": 150}
+    assert report.causes == {
+        "persons.csv: birth_date: bad date '…'": 300,
+        "persons.csv: email: not a valid email address": 150,
+    }
     text = report.describe()
     assert "300 bad row(s), by cause:" in text and "      300  persons.csv: birth_date: bad date '…'" in text
     assert text.count("e.g. persons.csv line") == 6  # three of each cause, not 300 lines
@@ -334,8 +403,15 @@ async def test_many_bad_rows_are_summed_up_by_cause_and_listed_in_full_in_the_re
 async def test_the_import_reports_its_progress_through_the_file(tmp_path: Path, database: Database) -> None:
     persons = write(tmp_path, "persons.csv", many_persons(5000))
     calls: list[tuple[str, int, int, int]] = []
-    report = await import_registry(database, persons=persons, payments=None, companies=None, partial=False,
-                                   today=TODAY, progress=lambda *call: calls.append(call))
+    report = await import_registry(
+        database,
+        persons=persons,
+        payments=None,
+        companies=None,
+        partial=False,
+        today=TODAY,
+        progress=lambda *call: calls.append(call),
+    )
     assert report.ok
     size = persons.stat().st_size
     assert [c[1] for c in calls] == [2000, 4000, 5000]

@@ -1,4 +1,5 @@
 """Server-side sessions: hashed ids, rotation, idle and absolute timeouts, database and Redis."""
+
 from __future__ import annotations
 
 import datetime as dt

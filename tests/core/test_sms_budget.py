@@ -1,6 +1,7 @@
 """The caisse's hourly SMS budget is counted per delivery attempt (a retry costs what a first
 attempt costs), by the outbox worker; the request only refuses early once it is spent, without
 counting. A real HTTP gateway, both databases."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,21 +22,28 @@ from guichet.core.services import Services, build_services
 from guichet.core.structs import Recipient
 from guichet.testing import HttpSink, base_with_plugins
 
-T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 RECIPIENT = Recipient(name="Marie DUPONT", mobile="06 12 34 56 78")
 
 
 def sms_config(make_config: Callable[..., CaisseConfig], db_url: str, url: str, per_hour: int) -> CaisseConfig:
-    base = base_with_plugins("delivery_sms", "delivery_postal").replace("[security]\n", f"[security]\nsms_per_hour = {per_hour}\n", 1)
-    return make_config(f'[plugins.settings.delivery_sms]\nurl = "{url}"\nsender = "MSA"', database_url=db_url,
-                       base=base)
+    base = base_with_plugins("delivery_sms", "delivery_postal").replace(
+        "[security]\n", f"[security]\nsms_per_hour = {per_hour}\n", 1
+    )
+    return make_config(
+        f'[plugins.settings.delivery_sms]\nurl = "{url}"\nsender = "MSA"', database_url=db_url, base=base
+    )
 
 
 async def queue_sms(services: Services, *, lifetime: dt.timedelta = dt.timedelta(hours=2)) -> int:
     async with services.database.transaction():
-        return await services.enqueue(channel="sms", template="login_code", recipient=RECIPIENT,
-                                      payload={"code": "482913", "lifetime_minutes": 15},
-                                      expires_at=services.now() + lifetime)
+        return await services.enqueue(
+            channel="sms",
+            template="login_code",
+            recipient=RECIPIENT,
+            payload={"code": "482913", "lifetime_minutes": 15},
+            expires_at=services.now() + lifetime,
+        )
 
 
 async def row(database: Database, id: int) -> dict[str, Any]:
@@ -54,8 +62,9 @@ async def services_for(make_config: Callable[..., CaisseConfig], database: Datab
     made: list[Services] = []
 
     def factory(url: str, per_hour: int) -> Services:
-        services = build_services(sms_config(make_config, db_url, url, per_hour), clock=FrozenClock(T0),
-                                  database=database)
+        services = build_services(
+            sms_config(make_config, db_url, url, per_hour), clock=FrozenClock(T0), database=database
+        )
         made.append(services)
         return services
 
@@ -65,7 +74,8 @@ async def services_for(make_config: Callable[..., CaisseConfig], database: Datab
 
 
 async def test_every_attempt_costs_one_sms_and_a_spent_budget_makes_the_message_wait(
-        services_for: Callable[..., Services]) -> None:
+    services_for: Callable[..., Services],
+) -> None:
     """Budget 2 an hour: a message that fails twice (the gateway answers 500) has spent it; its third
     attempt waits for the next hour rather than being sent, and is not counted as an attempt."""
     with HttpSink(script=[(500, {}), (500, {})]) as gateway:
@@ -92,7 +102,8 @@ async def test_every_attempt_costs_one_sms_and_a_spent_budget_makes_the_message_
 
 
 async def test_a_message_the_budget_holds_past_its_lifetime_expires_with_its_content(
-        services_for: Callable[..., Services]) -> None:
+    services_for: Callable[..., Services],
+) -> None:
     with HttpSink() as gateway:
         services = services_for(gateway.url, 1)
         first = await queue_sms(services)
@@ -112,8 +123,16 @@ async def test_a_code_request_checks_the_budget_without_spending_it(services_for
         services = services_for(gateway.url, 1)
 
         async def ask() -> str | None:
-            return await send_code(services, purpose="login", binding=new_token(), channel="sms", recipient=RECIPIENT,
-                                   account_id=None, template="login_code", new_binding=True)
+            return await send_code(
+                services,
+                purpose="login",
+                binding=new_token(),
+                channel="sms",
+                recipient=RECIPIENT,
+                account_id=None,
+                template="login_code",
+                new_binding=True,
+            )
 
         assert await ask() is None and await ask() is None
         assert await services.outbox_worker("budget").drain() == 2
@@ -125,8 +144,9 @@ async def test_a_code_request_checks_the_budget_without_spending_it(services_for
     assert events == [{"channel": "sms", "stage": "delivery", "outcome": "waiting"}, {"channel": "sms"}]
 
 
-async def test_the_worker_process_counts_the_budget(make_config: Callable[..., CaisseConfig], database: Database,
-                                                    db_url: str) -> None:
+async def test_the_worker_process_counts_the_budget(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     """`guichet outbox work` counts in the caisse's counters (here the database's), as `guichet serve` does."""
     with HttpSink() as gateway:
         config = sms_config(make_config, db_url, gateway.url, 1)

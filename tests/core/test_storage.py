@@ -1,4 +1,5 @@
 """The database (schema, transactions, integrity errors) on both engines, and the `guichet` command."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,12 +12,13 @@ import pytest
 
 from guichet.cli import main
 from guichet.core.database import INTEGRITY_ERRORS, MIGRATIONS, Database
-from guichet.plugins.registry_tables.importer import DEMO_PERSONS
 from guichet.core.tables import ALL_TABLES
-from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables, tables_of as registry_tables_of
+from guichet.plugins.registry_tables.importer import DEMO_PERSONS
+from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables
+from guichet.plugins.registry_tables.tables import tables_of as registry_tables_of
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = dt.datetime(2026, 3, 15, 9, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 15, 9, 0, tzinfo=dt.UTC)
 SECRET_ENV = ("GUICHET_SECRET_KEY", "GUICHET_SMTP_PASSWORD", "GUICHET_SMS_TOKEN", "GUICHET_DB_PASSWORD")
 
 
@@ -82,7 +84,8 @@ async def test_unique_violation_is_caught_through_integrity_errors(database: Dat
 
 def write_config(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "caisse.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [caisse]
 id = "cli-test"
 name = "MSA Test"
@@ -101,7 +104,9 @@ mode = "demo"
 
 [database]
 url = "{url}"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -119,8 +124,13 @@ def test_installed_guichet_script_upgrades_a_database(tmp_path: Path) -> None:
     if not script.exists():
         pytest.skip("the guichet script is not installed in this environment (pip install -e .)")
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'script.sqlite'}")
-    done = subprocess.run([str(script), "db", "upgrade", "--config", str(config)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [str(script), "db", "upgrade", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "schema at version" in done.stdout
     assert (tmp_path / "script.sqlite").exists()
@@ -129,9 +139,12 @@ def test_installed_guichet_script_upgrades_a_database(tmp_path: Path) -> None:
 def test_cli_registry_import_and_demo(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(write_config(tmp_path, db_url))
     persons = tmp_path / "persons.csv"
-    persons.write_text("nir,last_name,first_name,birth_date,address_line1,address_line2\n"
-                       "1010101010101,DURAND,Anne,1990-01-01,1 RUE A,75001 PARIS\n"
-                       "185057800608400,BAD,Key,1985-05-14,1 RUE A,75001 PARIS\n", encoding="utf-8")
+    persons.write_text(
+        "nir,last_name,first_name,birth_date,address_line1,address_line2\n"
+        "1010101010101,DURAND,Anne,1990-01-01,1 RUE A,75001 PARIS\n"
+        "185057800608400,BAD,Key,1985-05-14,1 RUE A,75001 PARIS\n",
+        encoding="utf-8",
+    )
     payments = tmp_path / "payments.csv"
     payments.write_text("identifier,kind,date,amount\n1010101010101,benefit,2025-01-02,12\n", encoding="utf-8")
     assert main(["registry", "import", str(persons), str(payments), "--dry-run", "--config", config]) == 1
@@ -164,8 +177,16 @@ async def test_migration_4_adds_the_third_party_request_columns(database: Databa
     await v.delete().where(v.version >= 4).run()
     assert await database.upgrade() == [n for n, _ in MIGRATIONS if n >= 4]  # and what came after it
     t = database.t.ThirdPartyRequest
-    await t.insert(t(structure_kind="tiers_paiement", structure_name="P", siret="84216730600021", contact_name="A",
-                     email="a@b.fr", created_at=NOW)).run()
+    await t.insert(
+        t(
+            structure_kind="tiers_paiement",
+            structure_name="P",
+            siret="84216730600021",
+            contact_name="A",
+            email="a@b.fr",
+            created_at=NOW,
+        )
+    ).run()
     [row] = await t.select(t.address, t.account_id).run()
     assert row == {"address": "", "account_id": None}
     assert await database.upgrade() == []
@@ -178,13 +199,17 @@ def test_cli_requests(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
 
     path = write_config(tmp_path, db_url)
     # deciding queues a letter and an email: the caisse needs its postal and email channels
-    path.write_text(path.read_text().replace('enabled = ["statuses_msa", "registry_tables"]',
-                                             'enabled = ["statuses_msa", "registry_tables", "delivery_email", '
-                                             '"delivery_postal", "delivery_sms", "identity_vitale", "identity_payment"]')
-                    + '\n[plugins.settings.delivery_email]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n'
-                      'sender = "MSA Test <ne-pas-repondre@test.invalid>"\n'
-                      '[plugins.settings.delivery_sms]\nurl = "http://127.0.0.1:9/sms"\n'
-                      f'[plugins.settings.delivery_postal]\nspool_dir = "{tmp_path / "spool"}"\n')
+    path.write_text(
+        path.read_text().replace(
+            'enabled = ["statuses_msa", "registry_tables"]',
+            'enabled = ["statuses_msa", "registry_tables", "delivery_email", '
+            '"delivery_postal", "delivery_sms", "identity_vitale", "identity_payment"]',
+        )
+        + '\n[plugins.settings.delivery_email]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n'
+        'sender = "MSA Test <ne-pas-repondre@test.invalid>"\n'
+        '[plugins.settings.delivery_sms]\nurl = "http://127.0.0.1:9/sms"\n'
+        f'[plugins.settings.delivery_postal]\nspool_dir = "{tmp_path / "spool"}"\n'
+    )
     config = str(path)
     assert main(["db", "upgrade", "--config", config]) == 0
 
@@ -194,10 +219,17 @@ def test_cli_requests(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
         try:
             if not db.is_sqlite:  # the session's PostgreSQL database is shared: start from an empty table
                 await db.engine.run_ddl("TRUNCATE guichet_third_party_request RESTART IDENTITY")
-            return await create_request(db, structure_kind="tiers_paiement", structure_name="Pharmacie du Port",
-                                        siret="84216730600021", contact_name="Anne Durand",
-                                        email="anne@pharmacie.example", phone="", now=NOW,
-                                        address=("2 quai du Port", "64100 BAYONNE"))
+            return await create_request(
+                db,
+                structure_kind="tiers_paiement",
+                structure_name="Pharmacie du Port",
+                siret="84216730600021",
+                contact_name="Anne Durand",
+                email="anne@pharmacie.example",
+                phone="",
+                now=NOW,
+                address=("2 quai du Port", "64100 BAYONNE"),
+            )
         finally:
             await db.close()
 
@@ -248,8 +280,9 @@ def test_cli_plugins_lists_every_enabled_plugin_with_its_hooks(capsys: pytest.Ca
     assert "guichet_identity_check" in hooks["identity_vitale"] and "guichet_password_rules" in hooks["password_msa"]
 
 
-def test_cli_config_check_flags_the_sud_aquitaine_recovery_code(monkeypatch: pytest.MonkeyPatch,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_config_check_flags_the_sud_aquitaine_recovery_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name in SECRET_ENV:
         monkeypatch.delenv(name, raising=False)
     assert main(["config", "check", str(ROOT / "config/sud-aquitaine.toml")]) == 1  # the secrets are not here
@@ -260,10 +293,20 @@ def test_cli_config_check_flags_the_sud_aquitaine_recovery_code(monkeypatch: pyt
     assert "compensating controls: At most 3 tries per code and 10 failures per account per 24 h" in out
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["nonsense"], ["db"], ["registry"], ["registry", "demo", "--count", "many"], ["requests", "burn"],
-    ["outbox", "retry", "x"], ["audit", "tail", "-n", "0"], ["plugins", "--nonsense"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["nonsense"],
+        ["db"],
+        ["registry"],
+        ["registry", "demo", "--count", "many"],
+        ["requests", "burn"],
+        ["outbox", "retry", "x"],
+        ["audit", "tail", "-n", "0"],
+        ["plugins", "--nonsense"],
+    ],
+)
 def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     said = capsys.readouterr()
@@ -272,8 +315,10 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
 
 def test_a_bad_config_exits_2_with_the_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[caisse]\nid = "xx"\nname = "MSA X"\ncolour = "red"\n[security]\nsecret_key = { value = "s" }\n',
-                   encoding="utf-8")
+    bad.write_text(
+        '[caisse]\nid = "xx"\nname = "MSA X"\ncolour = "red"\n[security]\nsecret_key = { value = "s" }\n',
+        encoding="utf-8",
+    )
     assert main(["plugins", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"guichet: configuration error: {bad}: $.caisse.colour: Expected `str` matching regex" in err
@@ -293,16 +338,27 @@ async def test_migration_3_brings_a_database_made_before_it_up_to_date(database:
     await v.delete().where(v.version >= 3).run()  # and what came after it, which runs again as it must
     t = database.t.OneTimeCode
     for binding, used in (("b1", None), ("b1", None), ("b1", NOW), ("b1", None), ("b2", None)):
-        await t.insert(t(purpose="login", binding=binding, code_hmac="x" * 64, channel="email", created_at=NOW,
-                         expires_at=NOW, used_at=used)).run()
-    await database.t.RateCounter.raw(f"INSERT INTO {counters} (key, hits, window_start_ms, last_at_ms, window_ms) "
-                                     "VALUES ('k', 4, 0, 1000, 86400000)").run()
+        await t.insert(
+            t(
+                purpose="login",
+                binding=binding,
+                code_hmac="x" * 64,
+                channel="email",
+                created_at=NOW,
+                expires_at=NOW,
+                used_at=used,
+            )
+        ).run()
+    await database.t.RateCounter.raw(
+        f"INSERT INTO {counters} (key, hits, window_start_ms, last_at_ms, window_ms) VALUES ('k', 4, 0, 1000, 86400000)"
+    ).run()
     assert await database.upgrade() == [n for n, _ in MIGRATIONS if n >= 3]
     live = await t.select(t.id, t.binding).where(t.used_at.is_null() & t.superseded_at.is_null()).order_by(t.id).run()
     assert [(row["id"], row["binding"]) for row in live] == [(4, "b1"), (5, "b2")], "the newest live code stays"
     with pytest.raises(INTEGRITY_ERRORS):
-        await t.insert(t(purpose="login", binding="b2", code_hmac="y" * 64, channel="email", created_at=NOW,
-                         expires_at=NOW)).run()
+        await t.insert(
+            t(purpose="login", binding="b2", code_hmac="y" * 64, channel="email", created_at=NOW, expires_at=NOW)
+        ).run()
     count = (await DatabaseCounters(database).update({"k": 86_400_000}, 2000))["k"]
     assert (count.count, count.previous_at_ms) == (5, 1000)
     assert await database.upgrade() == []

@@ -1,4 +1,5 @@
 """Third parties' requests ("Autre"), on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -9,13 +10,19 @@ from guichet.core.database import Database
 from guichet.core.errors import StepError
 from guichet.core.third_party import STRUCTURE_KINDS, create_request, list_requests
 
-NOW = dt.datetime(2026, 3, 15, 9, 30, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 15, 9, 30, tzinfo=dt.UTC)
 SIRET = "84216730600021"
 
 
 async def make(database: Database, **changes: str) -> int:
-    fields = dict(structure_kind="tiers_declarant", structure_name="  Cabinet  Compta  Sud ", siret="842 167 306 00021",
-                  contact_name="Anne Durand", email="Anne.Durand@Exemple.FR", phone="05 59 00 00 00")
+    fields = dict(
+        structure_kind="tiers_declarant",
+        structure_name="  Cabinet  Compta  Sud ",
+        siret="842 167 306 00021",
+        contact_name="Anne Durand",
+        email="Anne.Durand@Exemple.FR",
+        phone="05 59 00 00 00",
+    )
     fields.update(changes)
     return await create_request(database, now=NOW, **fields)
 
@@ -37,7 +44,11 @@ async def test_create_list_and_decide(database: Database) -> None:
     assert [r.id for r in pending] == [first, second]
     row = pending[0]
     assert (row.structure_name, row.siret, row.email, row.phone) == (
-        "Cabinet Compta Sud", SIRET, "Anne.Durand@exemple.fr", "+33559000000")
+        "Cabinet Compta Sud",
+        SIRET,
+        "Anne.Durand@exemple.fr",
+        "+33559000000",
+    )
     assert row.created_at == NOW and row.state == "pending" and row.decided_at is None
     assert pending[1].phone == ""
 
@@ -48,18 +59,20 @@ async def test_create_list_and_decide(database: Database) -> None:
     # deciding creates accounts and letters: tests/flows/test_third_party_approval.py
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"structure_kind": "banque"}, "structure_kind"),
-    ({"siret": "84216730600022"}, "siret"),
-    ({"siret": "８４２１６７３０６０００２１"}, "siret"),
-    ({"email": "anne@"}, "email"),
-    ({"email": "anne@exemple.fr\r\nBcc: x@y.z"}, "email"),
-    ({"phone": "12"}, "phone"),
-    ({"contact_name": "   "}, "contact_name"),
-    ({"structure_name": "x" * 121}, "structure_name"),
-])
-async def test_bad_input_is_refused_and_stores_nothing(database: Database, changes: dict[str, str],
-                                                       field: str) -> None:
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"structure_kind": "banque"}, "structure_kind"),
+        ({"siret": "84216730600022"}, "siret"),
+        ({"siret": "８４２１６７３０６０００２１"}, "siret"),
+        ({"email": "anne@"}, "email"),
+        ({"email": "anne@exemple.fr\r\nBcc: x@y.z"}, "email"),
+        ({"phone": "12"}, "phone"),
+        ({"contact_name": "   "}, "contact_name"),
+        ({"structure_name": "x" * 121}, "structure_name"),
+    ],
+)
+async def test_bad_input_is_refused_and_stores_nothing(database: Database, changes: dict[str, str], field: str) -> None:
     with pytest.raises(StepError) as caught:
         await make(database, **changes)
     assert caught.value.field == field

@@ -1,4 +1,5 @@
 """What the flow tests share: registering, logging in, reading accounts and flows, comparing pages."""
+
 from __future__ import annotations
 
 import html
@@ -31,8 +32,9 @@ def config_text(*, security: str = "", plugins: tuple[str, ...] = (), extra: str
     return text
 
 
-async def portal_with(portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str,
-                      **options: str | tuple[str, ...]) -> Portal:
+async def portal_with(
+    portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str, **options: str | tuple[str, ...]
+) -> Portal:
     """A Portal on an app built from config_text(**options), on the test's database and clock."""
     config = make_config(database_url=db_url, base=config_text(**options))  # type: ignore[arg-type]
     return await portal_factory(config)  # type: ignore[no-any-return]
@@ -64,8 +66,9 @@ def where(response: httpx.Response) -> str:
 
 def field_error(response: httpx.Response, field: str) -> str:
     """The message shown next to one field ("" when there is none)."""
-    found = re.search(rf'<(?:p|div) class="error" id="f-{re.escape(field)}-error">(.*?)</(?:p|div)>', response.text,
-                      re.S)
+    found = re.search(
+        rf'<(?:p|div) class="error" id="f-{re.escape(field)}-error">(.*?)</(?:p|div)>', response.text, re.S
+    )
     text = found.group(1).replace("</li><li>", "\n") if found else ""  # several rules: one a line
     return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("Erreur : ", "").strip()
 
@@ -80,8 +83,11 @@ def neutral(text: str, *variable: str) -> str:
 
 def is_full_page(response: httpx.Response) -> bool:
     text = response.text.lstrip()
-    return text.lower().startswith("<!doctype html>") and '<header class="banner">' in text \
+    return (
+        text.lower().startswith("<!doctype html>")
+        and '<header class="banner">' in text
         and '<section id="step"' in text
+    )
 
 
 def is_partial(response: httpx.Response) -> bool:
@@ -124,9 +130,17 @@ def contact_form(person: Any, **changes: str) -> dict[str, str]:
     return form
 
 
-async def register(portal: Portal, person: Any, *, answer: str | None = None, question: str | None = None,
-                   channel: str = "email", htmx: bool = False, identifier: str | None = None,
-                   **contact: str) -> str:
+async def register(
+    portal: Portal,
+    person: Any,
+    *,
+    answer: str | None = None,
+    question: str | None = None,
+    channel: str = "email",
+    htmx: bool = False,
+    identifier: str | None = None,
+    **contact: str,
+) -> str:
     """Go through registration; returns the step it ended on ("termine", or where it stopped).
 
     With a right answer the identity step leads to the channel and the code; a wrong answer, no
@@ -136,8 +150,7 @@ async def register(portal: Portal, person: Any, *, answer: str | None = None, qu
         ("statut", {"status": person.status}),
         ("identifiant", {"identifier": identifier or person.nir_with_key}),
         ("coordonnees", contact_form(person, **contact)),
-        ("question", {"question": question or person.question,
-                      "answer": person.answer if answer is None else answer}),
+        ("question", {"question": question or person.question, "answer": person.answer if answer is None else answer}),
     ]
     if portal.client.cookies.get("guichet_flow_registration"):  # a new registration, not the last one's end
         await portal.post("/inscription/abandon", {})
@@ -156,10 +169,12 @@ async def register(portal: Portal, person: Any, *, answer: str | None = None, qu
 
 
 def field_errors(response: httpx.Response) -> dict[str, str]:
-    return {m.group(1): html.unescape(re.sub(r"<[^>]+>", "", m.group(2).replace("</li><li>", "\n")))
-            .replace("Erreur : ", "").strip()
-            for m in re.finditer(r'<(?:p|div) class="error" id="f-([^"]+)-error">(.*?)</(?:p|div)>', response.text,
-                                 re.S)}
+    return {
+        m.group(1): html.unescape(re.sub(r"<[^>]+>", "", m.group(2).replace("</li><li>", "\n")))
+        .replace("Erreur : ", "")
+        .strip()
+        for m in re.finditer(r'<(?:p|div) class="error" id="f-([^"]+)-error">(.*?)</(?:p|div)>', response.text, re.S)
+    }
 
 
 async def temporary_password(portal: Portal) -> str:
@@ -192,8 +207,9 @@ async def personalise(portal: Portal, password: str = NEW_PASSWORD) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/mot-de-passe-modifie", field_errors(r)
 
 
-async def activate(portal: Portal, person: Any, *, password: str = NEW_PASSWORD, channel: str = "email",
-                   trust: bool = False) -> dict[str, Any]:
+async def activate(
+    portal: Portal, person: Any, *, password: str = NEW_PASSWORD, channel: str = "email", trust: bool = False
+) -> dict[str, Any]:
     """Register, log in with the temporary password, personalise, confirm the contacts; logged in at the end."""
     assert await register(portal, person, channel=channel) == "termine"
     temporary = await temporary_password(portal)
@@ -210,8 +226,10 @@ async def activate(portal: Portal, person: Any, *, password: str = NEW_PASSWORD,
 async def prove_mobile(portal: Portal, person: Any, password: str = NEW_PASSWORD) -> None:
     """A logged-in person proves the mobile typed at registration (Mes coordonnées, the password, the SMS code)."""
     await portal.get("/mon-compte/coordonnees")
-    r = await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "mobile", "value": person.mobile,
-                                                      "current_password": password})
+    r = await portal.post(
+        "/mon-compte/coordonnees",
+        {"action": "modifier", "field": "mobile", "value": person.mobile, "current_password": password},
+    )
     assert r.status_code == 200 and "Vérification de votre nouvelle coordonnée" in r.text, field_errors(r)
     [*_, sms] = await portal.outbox("contact_code")
     r = await portal.post("/mon-compte/coordonnees", {"action": "code", "code": sms["payload"]["code"]})

@@ -1,4 +1,5 @@
 """The citizen's side, as the seeds word it: the small things a person reads on each page (issue 14)."""
+
 from __future__ import annotations
 
 import re
@@ -36,17 +37,20 @@ async def test_the_recovery_confirmation_says_mon_espace_prive_msa(portal: Porta
 
 
 async def test_mon_compte_has_the_account_settings_with_the_email_and_password_block(
-        portal: Portal, demo_people: Any) -> None:
+    portal: Portal, demo_people: Any
+) -> None:
     person = demo_people.DEMO_PERSONS["particulier_vitale"]
     await activate(portal, person)
     home = visible_text(await portal.get("/espace-prive"))
     assert "paramètres du compte" in home
     r = await portal.get("/mon-compte")
     text = visible_text(r)
-    assert 'id="parametres-du-compte"' in r.text and 'href="/mon-compte#parametres-du-compte"' in (
-        await portal.get("/espace-prive")).text
-    settings = text[text.index("Paramètres du compte"):]
-    block = settings[settings.index("Email et mot de passe"):]
+    assert (
+        'id="parametres-du-compte"' in r.text
+        and 'href="/mon-compte#parametres-du-compte"' in (await portal.get("/espace-prive")).text
+    )
+    settings = text[text.index("Paramètres du compte") :]
+    block = settings[settings.index("Email et mot de passe") :]
     assert f"Email : {person.email}" in block
     assert block.index("> modifier cet email") < block.index("> modifier mon mot de passe")
 
@@ -59,10 +63,10 @@ async def test_the_code_page_has_no_help_link_unless_the_caisse_sets_one(portal:
     assert "Tuto vidéo" not in r.text and "Un code de sécurité vient de vous être envoyé" in r.text
 
 
-async def test_the_code_page_shows_the_caisse_help_link(portal_factory: Any, make_config: Any, db_url: str,
-                                                        demo_people: Any) -> None:
-    portal = await portal_with(portal_factory, make_config, db_url,
-                               extra=f'[citizen]\ncode_help_url = "{HELP_URL}"\n')
+async def test_the_code_page_shows_the_caisse_help_link(
+    portal_factory: Any, make_config: Any, db_url: str, demo_people: Any
+) -> None:
+    portal = await portal_with(portal_factory, make_config, db_url, extra=f'[citizen]\ncode_help_url = "{HELP_URL}"\n')
     person = demo_people.DEMO_PERSONS["particulier_vitale"]
     await activate(portal, person)
     await logout(portal)
@@ -77,8 +81,10 @@ async def test_password_rule_errors_are_listed_one_a_line(portal: Portal, demo_p
     person = demo_people.DEMO_PERSONS["particulier_vitale"]
     await activate(portal, person)
     await portal.get("/mon-compte/mot-de-passe")
-    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": NEW_PASSWORD, "new_password": "lefebvre",
-                                                       "confirm_password": "lefebvre"})
+    r = await portal.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": NEW_PASSWORD, "new_password": "lefebvre", "confirm_password": "lefebvre"},
+    )
     assert r.status_code == 422
     field = r.text.split('id="f-new_password-error"', 1)[1].split("</div>", 1)[0]
     rules = re.findall(r"<li>(.*?)</li>", field)
@@ -88,8 +94,7 @@ async def test_password_rule_errors_are_listed_one_a_line(portal: Portal, demo_p
     assert summary.count("<br>") == len(rules) - 1
 
 
-async def test_without_javascript_the_meter_and_the_voir_buttons_are_hidden(portal: Portal,
-                                                                             demo_people: Any) -> None:
+async def test_without_javascript_the_meter_and_the_voir_buttons_are_hidden(portal: Portal, demo_people: Any) -> None:
     """They need the script; the page says hidden, and the style keeps them hidden (not display:inline-flex)."""
     person = demo_people.DEMO_PERSONS["particulier_vitale"]
     await activate(portal, person)
@@ -136,13 +141,15 @@ async def test_a_header_link_says_why_the_password_comes_first(portal: Portal, d
     r = await portal.get("/mon-compte")
     assert r.status_code == 303
     page = await portal.get(r.headers["location"])
-    assert ("Votre mot de passe est temporaire : personnalisez-le avant d'accéder à Mon espace privé."
-            in visible_text(page))
+    assert "Votre mot de passe est temporaire : personnalisez-le avant d'accéder à Mon espace privé." in visible_text(
+        page
+    )
     assert "personnalisez-le avant" not in visible_text(await portal.get("/changement-mot-de-passe"))
 
 
-async def test_the_example_nir_is_fictitious_and_from_the_config(portal_factory: Any, make_config: Any, db_url: str,
-                                                                 portal: Portal, demo_people: Any) -> None:
+async def test_the_example_nir_is_fictitious_and_from_the_config(
+    portal_factory: Any, make_config: Any, db_url: str, portal: Portal, demo_people: Any
+) -> None:
     from guichet.core.config import FICTITIOUS_NIR_EXAMPLE
 
     await portal.post("/inscription/statut", {"status": "particulier"})
@@ -155,8 +162,9 @@ async def test_the_example_nir_is_fictitious_and_from_the_config(portal_factory:
     t = tables_of(portal.services.database).RegistryPerson
     assert await t.count().where(t.nir == example).run() == 0
     assert "1 85 05 78 006" not in page  # Julien LEFEBVRE's, a demo person's
-    other = await portal_with(portal_factory, make_config, db_url,
-                              extra='[citizen]\nexample_nir = "2 99 12 99 999 999"\n')
+    other = await portal_with(
+        portal_factory, make_config, db_url, extra='[citizen]\nexample_nir = "2 99 12 99 999 999"\n'
+    )
     await other.post("/inscription/statut", {"status": "particulier"})
     assert "par exemple 2 99 12 99 999 999" in visible_text(await other.get("/inscription/identifiant"))
 
@@ -172,8 +180,7 @@ async def test_names_follow_one_rule_in_every_message(portal: Portal, demo_peopl
     assert {"registration_code", "temporary_password"} <= {template for template, _name in names}
 
 
-async def test_amounts_do_not_break_and_emails_break_only_at_their_at_or_dots(portal: Portal,
-                                                                              demo_people: Any) -> None:
+async def test_amounts_do_not_break_and_emails_break_only_at_their_at_or_dots(portal: Portal, demo_people: Any) -> None:
     person = demo_people.DEMO_PERSONS["exploitant"]
     await portal.post("/inscription/statut", {"status": person.status})
     await portal.post("/inscription/identifiant", {"identifier": person.nir_with_key})

@@ -1,4 +1,5 @@
 """The demo mailbox page: what every channel delivered, through the real plugins and local sinks."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,9 +28,14 @@ async def deliver_all(portal: Portal) -> None:
         pass
 
 
-async def test_mailbox_lists_emails_and_letters(make_config: Callable[..., CaisseConfig], db_url: str,
-                                                    portal_factory: Callable[..., Any], demo_people: Any) -> None:
-    text = portal_config_text().replace('port = 2525', 'port = 0').replace('url = "http://127.0.0.1:9/sms"', 'url = "demo"')
+async def test_mailbox_lists_emails_and_letters(
+    make_config: Callable[..., CaisseConfig], db_url: str, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
+    text = (
+        portal_config_text()
+        .replace("port = 2525", "port = 0")
+        .replace('url = "http://127.0.0.1:9/sms"', 'url = "demo"')
+    )
     portal = await portal_factory(make_config(database_url=db_url, base=text + MAILBOX_CONFIG))
     from guichet.plugins.registry_tables import importer as registry_import
 
@@ -50,7 +56,6 @@ async def test_mailbox_lists_emails_and_letters(make_config: Callable[..., Caiss
     pdf = await portal.get(f"/demo/lettres/{letter}")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert (await portal.get("/demo/lettres/..%2Fguichet.sqlite")).status_code == 404
-
 
 
 async def test_mailbox_does_not_exist_without_the_demo(portal: Portal) -> None:

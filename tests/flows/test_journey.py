@@ -1,4 +1,5 @@
 """One citizen's whole journey over HTTP: register, log in with a code, personalise, confirm, Mon compte."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -72,8 +73,9 @@ async def test_wrong_answer_sends_the_password_by_post(portal: Portal, demo_peop
 
 async def test_unknown_identifier_sees_the_same_screens(portal: Portal, demo_people: Any) -> None:
     person = demo_people.DEMO_PERSONS["particulier_paiement"]
-    stranger = type(person)(**{**{f: getattr(person, f) for f in person.__struct_fields__},
-                               "identifier": "1990175123456"})
+    stranger = type(person)(
+        **{**{f: getattr(person, f) for f in person.__struct_fields__}, "identifier": "1990175123456"}
+    )
     await register(portal, stranger, answer="412,37")
     r = await portal.get("/inscription/termine")
     assert "par courrier" in r.text

@@ -1,4 +1,5 @@
 """Login over HTTP: one failure answer for every failure, the second factor, trusted browsers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +60,9 @@ async def login_succeeded_count(portal: Portal) -> int:
 # --- one failure answer ------------------------------------------------------------------------------
 
 
-async def test_every_login_failure_gets_the_same_answer(portal: Portal, julien: Any, demo_people: Any,
-                                                        portal_factory: Any, clock: Any) -> None:
+async def test_every_login_failure_gets_the_same_answer(
+    portal: Portal, julien: Any, demo_people: Any, portal_factory: Any, clock: Any
+) -> None:
     sophie = demo_people.DEMO_PERSONS["particulier_paiement"]
     assert await register(portal, sophie, channel="email") == "termine"
     expired = await temporary_password(portal)
@@ -72,8 +74,12 @@ async def test_every_login_failure_gets_the_same_answer(portal: Portal, julien: 
         r = await password_step(browsers[3], julien.identifier, "Pas-Le-Bon-1!")
         assert r.status_code == 422
     codes_before = len(await portal.outbox("login_code"))
-    attempts = [(browsers[0], UNKNOWN_NIR, NEW_PASSWORD), (browsers[1], julien.identifier, "Pas-Le-Bon-2!"),
-                (browsers[2], sophie.identifier, expired), (browsers[3], julien.identifier, NEW_PASSWORD)]
+    attempts = [
+        (browsers[0], UNKNOWN_NIR, NEW_PASSWORD),
+        (browsers[1], julien.identifier, "Pas-Le-Bon-2!"),
+        (browsers[2], sophie.identifier, expired),
+        (browsers[3], julien.identifier, NEW_PASSWORD),
+    ]
     answers = []
     for browser, identifier, password in attempts:
         r = await password_step(browser, identifier, password)
@@ -113,9 +119,17 @@ async def test_a_temporary_password_works_until_it_expires(portal: Portal, demo_
 
 
 async def test_the_identifier_may_be_typed_with_its_key_and_spaces(portal: Portal, julien: Any) -> None:
-    spaced = " ".join([julien.nir_with_key[:1], julien.nir_with_key[1:3], julien.nir_with_key[3:5],
-                       julien.nir_with_key[5:7], julien.nir_with_key[7:10], julien.nir_with_key[10:13],
-                       julien.nir_with_key[13:]])
+    spaced = " ".join(
+        [
+            julien.nir_with_key[:1],
+            julien.nir_with_key[1:3],
+            julien.nir_with_key[3:5],
+            julien.nir_with_key[5:7],
+            julien.nir_with_key[7:10],
+            julien.nir_with_key[10:13],
+            julien.nir_with_key[13:],
+        ]
+    )
     r = await password_step(portal, spaced, NEW_PASSWORD)
     assert r.headers.get("location") == "/connexion/code"
 
@@ -144,8 +158,9 @@ async def test_the_code_page_says_where_the_code_went_and_how_long_it_lives(port
     assert message["channel"] == "email" and message["recipient"]["email"] == julien.email
 
 
-async def test_provence_azur_codes_live_15_minutes(portal: Portal, julien: Any, portal_factory: Any,
-                                                   make_config: Any, db_url: str, clock: Any) -> None:
+async def test_provence_azur_codes_live_15_minutes(
+    portal: Portal, julien: Any, portal_factory: Any, make_config: Any, db_url: str, clock: Any
+) -> None:
     azur = await portal_with(portal_factory, make_config, db_url, plugins=("caisse_provence_azur",))
     await password_step(azur, julien.identifier, NEW_PASSWORD)
     r = await azur.get("/connexion/code")
@@ -190,9 +205,9 @@ async def test_a_new_code_replaces_the_old_one(portal: Portal, julien: Any, cloc
     assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
 
 
-async def test_a_new_code_does_not_reset_the_failure_count(portal: Portal, julien: Any, demo_people: Any,
-                                                           portal_factory: Any, make_config: Any, db_url: str,
-                                                           clock: Any) -> None:
+async def test_a_new_code_does_not_reset_the_failure_count(
+    portal: Portal, julien: Any, demo_people: Any, portal_factory: Any, make_config: Any, db_url: str, clock: Any
+) -> None:
     strict = await portal_with(portal_factory, make_config, db_url, extra="[codes]\nfailures_per_day = 3\n")
     await password_step(strict, julien.identifier, NEW_PASSWORD)
     await code_step(strict, "000000")
@@ -232,7 +247,8 @@ async def test_a_malformed_code_is_refused_without_using_a_try(portal: Portal, j
 
 @pytest.mark.parametrize("shared", ["same_portal", "twenty_portals"])
 async def test_a_code_is_accepted_once_among_twenty_concurrent_submissions(
-        portal: Portal, julien: Any, portal_factory: Any, shared: str) -> None:
+    portal: Portal, julien: Any, portal_factory: Any, shared: str
+) -> None:
     await password_step(portal, julien.identifier, NEW_PASSWORD)
     await portal.get("/connexion/code")
     code = await portal.last_code("login_code")
@@ -252,8 +268,9 @@ async def test_a_code_is_accepted_once_among_twenty_concurrent_submissions(
     account = await account_of(portal, julien.identifier)
     assert account is not None
     services = portal.services
-    (failures,) = await services.limiter.check_all([(services.limits.code_failures, f"login:{account['id']}")],
-                                                   services.now())
+    (failures,) = await services.limiter.check_all(
+        [(services.limits.code_failures, f"login:{account['id']}")], services.now()
+    )
     assert failures.count == 0, "the 19 late copies of the right code do not eat the daily failure budget"
 
 
@@ -269,8 +286,9 @@ async def test_an_expired_code_is_refused(portal: Portal, julien: Any, clock: An
     assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
 
 
-async def test_a_code_exhausted_by_wrong_tries_is_refused_even_when_right(portal: Portal, julien: Any,
-                                                                          clock: Any) -> None:
+async def test_a_code_exhausted_by_wrong_tries_is_refused_even_when_right(
+    portal: Portal, julien: Any, clock: Any
+) -> None:
     await password_step(portal, julien.identifier, NEW_PASSWORD)
     await portal.get("/connexion/code")
     right = await portal.last_code("login_code")
@@ -294,8 +312,9 @@ async def test_the_code_page_needs_the_password_first(portal: Portal, julien: An
     assert r.headers["location"] == "/connexion"
 
 
-async def test_the_session_id_changes_at_the_password_and_at_the_code(portal: Portal, julien: Any,
-                                                                      portal_factory: Any) -> None:
+async def test_the_session_id_changes_at_the_password_and_at_the_code(
+    portal: Portal, julien: Any, portal_factory: Any
+) -> None:
     await portal.get("/connexion")
     r = await password_step(portal, julien.identifier, NEW_PASSWORD)
     after_password = portal.client.cookies.get("guichet_session")
@@ -315,8 +334,9 @@ def trusted_cookie(portal: Portal) -> str | None:
     return portal.client.cookies.get("guichet_trusted")
 
 
-async def test_a_trusted_browser_skips_the_code_but_not_the_password(portal: Portal, julien: Any,
-                                                                     portal_factory: Any) -> None:
+async def test_a_trusted_browser_skips_the_code_but_not_the_password(
+    portal: Portal, julien: Any, portal_factory: Any
+) -> None:
     assert trusted_cookie(portal) is None
     assert await login(portal, julien.identifier, NEW_PASSWORD, trust=True) == "/espace-prive"
     assert trusted_cookie(portal)
@@ -339,7 +359,8 @@ async def test_a_trusted_browser_skips_the_code_but_not_the_password(portal: Por
 
 
 async def test_the_trusted_cookie_is_httponly_strict_and_tied_to_the_account(
-        portal: Portal, julien: Any, demo_people: Any, portal_factory: Any) -> None:
+    portal: Portal, julien: Any, demo_people: Any, portal_factory: Any
+) -> None:
     await password_step(portal, julien.identifier, NEW_PASSWORD)
     r = await code_step(portal, await portal.last_code("login_code"), trust="oui")
     cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("guichet_trusted="))

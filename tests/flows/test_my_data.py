@@ -1,6 +1,7 @@
 """Mon compte, "Mes données": what the account holds as a page and a JSON file (never a secret), and
 the closure of the online account (the password again, notices by email and post, the journal
 kept, the registry untouched, a new registration possible); and what an attacker would try."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,9 +44,19 @@ async def test_my_data_shows_and_exports_what_the_account_holds(portal: Portal, 
     r = await portal.get("/mon-compte/mes-donnees")
     assert r.status_code == 200
     text = visible_text(r)
-    for wanted in (account["identifier"], account["last_name"], julien.email, "vérifiée", "Particulier",
-                   "Connexion réussie", "Mot de passe modifié", "Coordonnées confirmées", "adresse IP 203.0.113.7",
-                   "Navigateur", "Télécharger mes données (fichier JSON)"):
+    for wanted in (
+        account["identifier"],
+        account["last_name"],
+        julien.email,
+        "vérifiée",
+        "Particulier",
+        "Connexion réussie",
+        "Mot de passe modifié",
+        "Coordonnées confirmées",
+        "adresse IP 203.0.113.7",
+        "Navigateur",
+        "Télécharger mes données (fichier JSON)",
+    ):
         assert wanted in text, wanted
     assert julien.birth_date.strftime("%d/%m/%Y") in text
 
@@ -54,9 +65,18 @@ async def test_my_data_shows_and_exports_what_the_account_holds(portal: Portal, 
     assert r.headers["content-disposition"].startswith('attachment; filename="mes-donnees-')
     assert r.headers["cache-control"] == "no-store"
     data = json.loads(r.content)
-    assert set(data) == {"caisse", "exported_at", "identity", "contacts", "account_created_at", "password_changed_at",
-                         "password_is_temporary", "contacts_confirmed_at", "trusted_browsers",
-                         "recent_security_events"}
+    assert set(data) == {
+        "caisse",
+        "exported_at",
+        "identity",
+        "contacts",
+        "account_created_at",
+        "password_changed_at",
+        "password_is_temporary",
+        "contacts_confirmed_at",
+        "trusted_browsers",
+        "recent_security_events",
+    }
     assert data["identity"]["identifier"] == account["identifier"]
     assert data["identity"]["postal_address"], "the address letters go to, as the registry knows it"
     assert data["contacts"]["email"] == julien.email and data["contacts"]["email_verified"] is True
@@ -78,8 +98,11 @@ async def test_the_export_never_holds_a_secret(portal: Portal, julien: Any) -> N
     secrets = [account["password_hash"], NEW_PASSWORD]
     secrets += [row["token_hash"] for row in await t.TrustedBrowser.select(t.TrustedBrowser.token_hash).run()]
     secrets += [row["code_hmac"] for row in await t.OneTimeCode.select(t.OneTimeCode.code_hmac).run()]
-    secrets += [m["payload"].get("code") or m["payload"].get("password") for m in await portal.outbox()
-                if m["payload"] and ("code" in m["payload"] or "password" in m["payload"])]
+    secrets += [
+        m["payload"].get("code") or m["payload"].get("password")
+        for m in await portal.outbox()
+        if m["payload"] and ("code" in m["payload"] or "password" in m["payload"])
+    ]
     secrets += [c.value for c in portal.client.cookies.jar if c.value]
     for secret in filter(None, secrets):
         assert str(secret) not in body and str(secret) not in page
@@ -99,7 +122,8 @@ async def test_my_data_needs_a_full_login(portal: Portal, julien: Any) -> None:
 
 
 async def test_closing_the_account_notifies_keeps_the_journal_and_allows_a_new_registration(
-        portal: Portal, julien: Any) -> None:
+    portal: Portal, julien: Any
+) -> None:
     account = await activate(portal, julien)
     from guichet.plugins.registry_tables.tables import tables_of
 
@@ -140,8 +164,9 @@ async def test_closing_the_account_notifies_keeps_the_journal_and_allows_a_new_r
 # --- the attacker's tests ----------------------------------------------------------------------------------
 
 
-async def test_a_stolen_session_cannot_close_without_the_password(portal: Portal, julien: Any,
-                                                                  portal_factory: Any) -> None:
+async def test_a_stolen_session_cannot_close_without_the_password(
+    portal: Portal, julien: Any, portal_factory: Any
+) -> None:
     account = await activate(portal, julien)
     thief = (await more_portals(portal_factory, portal, 1))[0]
     share_cookies(portal, thief)
@@ -163,8 +188,9 @@ async def test_parallel_closures_close_once_and_notify_once(portal: Portal, juli
     others = await more_portals(portal_factory, portal, 3)
     for other in others:
         share_cookies(portal, other)
-    answers = await asyncio.gather(*(p.post("/mon-compte/fermeture", {"current_password": NEW_PASSWORD})
-                                     for p in [portal, *others]))
+    answers = await asyncio.gather(
+        *(p.post("/mon-compte/fermeture", {"current_password": NEW_PASSWORD}) for p in [portal, *others])
+    )
     closed = [r for r in answers if r.status_code == 303 and r.headers["location"] == "/espace-ferme"]
     assert len(closed) == 1, [(r.status_code, r.headers.get("location")) for r in answers]
     assert len(await portal.outbox("account_closed_notice")) == 1
@@ -172,8 +198,9 @@ async def test_parallel_closures_close_once_and_notify_once(portal: Portal, juli
     assert len(await audit_of(portal, "account.closed")) == 1
 
 
-async def test_a_closed_account_id_is_never_given_to_a_new_account(portal: Portal, julien: Any,
-                                                                   demo_people: Any) -> None:
+async def test_a_closed_account_id_is_never_given_to_a_new_account(
+    portal: Portal, julien: Any, demo_people: Any
+) -> None:
     """A session that outlived the closure must not open the next account created (SQLite would
     reuse the highest row id of a deleted row): the closed row stays as an empty tombstone."""
     account = await activate(portal, julien)

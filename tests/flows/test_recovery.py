@@ -1,4 +1,5 @@
 """Forgotten password over HTTP, with MSA Sud Aquitaine's policies (a 4-digit code valid 30 minutes, SMS or email)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +13,6 @@ from tests.flows.helpers import (
     UNKNOWN_NIR,
     account_of,
     activate,
-    prove_mobile,
     field_error,
     is_full_page,
     is_partial,
@@ -22,6 +22,7 @@ from tests.flows.helpers import (
     neutral,
     personalise,
     portal_with,
+    prove_mobile,
     register,
     temporary_password,
     text_of,
@@ -109,18 +110,28 @@ async def test_recovery_by_sms_with_a_four_digit_code(sud: Portal, julien: Any, 
     assert "Avant d'accéder à votre espace privé MSA, nous vous demandons de confirmer vos coordonnées." in text_of(r)
     step = r.text.split('id="step"', 1)[1].split("</section>", 1)[0]
     assert 'href="/confirmation-coordonnees"' in step and 'href="/espace-prive"' not in step
-    assert (await sud.get("/espace-prive")).headers["location"] == "/confirmation-coordonnees?raison=coordonnees-a-confirmer"
+    assert (await sud.get("/espace-prive")).headers[
+        "location"
+    ] == "/confirmation-coordonnees?raison=coordonnees-a-confirmer"
     r = await sud.get("/confirmation-coordonnees")
-    assert r.status_code == 200 and "Pour utiliser Mon espace privé MSA, vous devez confirmer vos coordonnées." in r.text
+    assert (
+        r.status_code == 200 and "Pour utiliser Mon espace privé MSA, vous devez confirmer vos coordonnées." in r.text
+    )
     r = await sud.post("/confirmation-coordonnees", {"action": "confirmer"})
     assert r.headers["location"] == "/espace-prive"
     assert (await sud.get("/espace-prive")).status_code == 200
 
 
 async def test_a_caisse_may_skip_the_contact_confirmation_after_a_recovery(
-        portal_factory: Any, make_config: Any, db_url: str, demo_people: Any) -> None:
-    portal = await portal_with(portal_factory, make_config, db_url, plugins=("caisse_sud_aquitaine",),
-                               extra="[citizen]\nconfirm_contacts_after_recovery = false\n")
+    portal_factory: Any, make_config: Any, db_url: str, demo_people: Any
+) -> None:
+    portal = await portal_with(
+        portal_factory,
+        make_config,
+        db_url,
+        plugins=("caisse_sud_aquitaine",),
+        extra="[citizen]\nconfirm_contacts_after_recovery = false\n",
+    )
     person = demo_people.DEMO_PERSONS["particulier_vitale"]
     await activate(portal, person)
     await prove_mobile(portal, person)
@@ -150,8 +161,9 @@ async def test_recovery_by_email(sud: Portal, julien: Any) -> None:
     assert notice["channel"] == "sms" and notice["recipient"]["mobile"] == "+33600000101"
 
 
-async def test_a_reset_revokes_the_trusted_browsers_and_ends_the_sessions(sud: Portal, julien: Any,
-                                                                          portal_factory: Any) -> None:
+async def test_a_reset_revokes_the_trusted_browsers_and_ends_the_sessions(
+    sud: Portal, julien: Any, portal_factory: Any
+) -> None:
     assert await login(sud, julien.identifier, NEW_PASSWORD, trust=True) == "/espace-prive"
     [elsewhere] = await more_portals(portal_factory, sud, 1)
     assert await login(elsewhere, julien.identifier, NEW_PASSWORD) == "/espace-prive"
@@ -171,8 +183,12 @@ async def run(portal: Portal, identifier: str, wrong: str) -> list[Any]:
     seen: list[Any] = []
     r = await portal.get("/mot-de-passe-oublie/identifiant")
     seen.append((r.status_code, neutral(r.text)))
-    for step, form in [("identifiant", {"identifier": identifier}), ("canal", {"channel": "sms"}),
-                       ("code", {"code": wrong}), ("code", {"action": "renvoyer"})]:
+    for step, form in [
+        ("identifiant", {"identifier": identifier}),
+        ("canal", {"channel": "sms"}),
+        ("code", {"code": wrong}),
+        ("code", {"action": "renvoyer"}),
+    ]:
         r = await portal.post(f"/mot-de-passe-oublie/{step}", form)
         seen.append((step, r.status_code, where(r), neutral(r.text, identifier)))
         if r.status_code == 303:
@@ -182,7 +198,8 @@ async def run(portal: Portal, identifier: str, wrong: str) -> list[Any]:
 
 
 async def test_an_unknown_identifier_sees_the_same_pages_and_nothing_is_sent(
-        sud: Portal, julien: Any, demo_people: Any, portal_factory: Any, clock: Any) -> None:
+    sud: Portal, julien: Any, demo_people: Any, portal_factory: Any, clock: Any
+) -> None:
     sophie = demo_people.DEMO_PERSONS["particulier_paiement"]
     await register(sud, sophie, mobile="")  # an account without a mobile: SMS cannot reach her
     outbox_before = len(await sud.outbox())
@@ -207,8 +224,9 @@ async def test_an_unknown_identifier_sees_the_same_pages_and_nothing_is_sent(
     assert await account_of(sud, UNKNOWN_NIR) is None
 
 
-async def test_nothing_changes_until_a_valid_code_is_given(sud: Portal, julien: Any, clock: Any,
-                                                           portal_factory: Any) -> None:
+async def test_nothing_changes_until_a_valid_code_is_given(
+    sud: Portal, julien: Any, clock: Any, portal_factory: Any
+) -> None:
     before = await account_of(sud, julien.identifier)
     await ask(sud, julien.identifier, "sms")
     right = await sud.last_code("recovery_code")
@@ -242,9 +260,14 @@ async def test_a_recovery_code_is_refused_after_three_wrong_tries(sud: Portal, j
     assert not (await account_of(sud, julien.identifier))["password_is_temporary"]  # type: ignore[index]
 
 
-@pytest.mark.parametrize(("typed", "message"), [("", "Veuillez saisir votre numéro de Sécurité Sociale."),
-                                                ("185057800608", "comporte 13 caractères"),
-                                                ("１８５０５７８００６０８４", "uniquement des chiffres")])
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("", "Veuillez saisir votre numéro de Sécurité Sociale."),
+        ("185057800608", "comporte 13 caractères"),
+        ("１８５０５７８００６０８４", "uniquement des chiffres"),
+    ],
+)
 async def test_a_malformed_identifier_is_refused(sud: Portal, typed: str, message: str) -> None:
     await sud.get("/mot-de-passe-oublie/identifiant")
     r = await sud.post("/mot-de-passe-oublie/identifiant", {"identifier": typed})

@@ -1,4 +1,5 @@
 """Registration over HTTP ("Créer mon espace privé"), on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,26 +32,36 @@ from tests.flows.helpers import (
 
 pytestmark = pytest.mark.asyncio
 
-HEADINGS = {"statut": "Vous êtes...", "identifiant": "Votre identifiant", "coordonnees": "Vos coordonnées",
-            "question": "Vérification de votre identité", "canal": "Réception du code de sécurité",
-            "code": "Votre code de sécurité", "termine": "Votre inscription est enregistrée",
-            "structure": "Nature de votre structure", "demande": "Votre demande d'inscription",
-            "demande-envoyee": "Votre demande est transmise"}
+HEADINGS = {
+    "statut": "Vous êtes...",
+    "identifiant": "Votre identifiant",
+    "coordonnees": "Vos coordonnées",
+    "question": "Vérification de votre identité",
+    "canal": "Réception du code de sécurité",
+    "code": "Votre code de sécurité",
+    "termine": "Votre inscription est enregistrée",
+    "structure": "Nature de votre structure",
+    "demande": "Votre demande d'inscription",
+    "demande-envoyee": "Votre demande est transmise",
+}
 PERSON_STEPS = ["statut", "identifiant", "coordonnees", "question", "canal", "code"]
 
 
 def person_forms(person: Any, **contact: str) -> dict[str, dict[str, str]]:
     """The form of every step up to the code, filled in as the person would."""
-    return {"statut": {"status": person.status}, "identifiant": {"identifier": person.nir_with_key},
-            "coordonnees": contact_form(person, **contact),
-            "question": {"question": person.question, "answer": person.answer},
-            "canal": {"channel": "email"}}
+    return {
+        "statut": {"status": person.status},
+        "identifiant": {"identifier": person.nir_with_key},
+        "coordonnees": contact_form(person, **contact),
+        "question": {"question": person.question, "answer": person.answer},
+        "canal": {"channel": "email"},
+    }
 
 
 async def reach(portal: Portal, person: Any, step: str, **contact: str) -> None:
     """Fill in every step before ``step``."""
     forms = person_forms(person, **contact)
-    for earlier in PERSON_STEPS[:PERSON_STEPS.index(step)]:
+    for earlier in PERSON_STEPS[: PERSON_STEPS.index(step)]:
         r = await portal.post(f"/inscription/{earlier}", forms[earlier])
         assert r.status_code == 303, (earlier, error_messages(r))
 
@@ -92,10 +103,14 @@ async def test_each_step_with_htmx_answers_with_the_next_step_fragment(portal: P
 
 async def test_a_refused_step_with_htmx_is_the_fragment_with_422(portal: Portal, demo_people: Any) -> None:
     person = demo_people.DEMO_PERSONS["particulier_vitale"]
-    bad = {"statut": {"status": ""}, "identifiant": {"identifier": "12"},
-           "coordonnees": {**contact_form(person), "email": "pas-une-adresse"},
-           "question": {"question": "payment", "answer": "beaucoup"}, "canal": {"channel": "pigeon"},
-           "code": {"code": "12"}}
+    bad = {
+        "statut": {"status": ""},
+        "identifiant": {"identifier": "12"},
+        "coordonnees": {**contact_form(person), "email": "pas-une-adresse"},
+        "question": {"question": "payment", "answer": "beaucoup"},
+        "canal": {"channel": "pigeon"},
+        "code": {"code": "12"},
+    }
     for step in PERSON_STEPS:
         r = await portal.post(f"/inscription/{step}", bad[step], htmx=True)
         assert r.status_code == 422, step
@@ -131,8 +146,13 @@ BAD_INPUTS = [
     (VITALE, "identifiant", {"identifier": "185O5780O6084"}, "identifier", "uniquement des chiffres"),
     (VITALE, "identifiant", {"identifier": "ABCDEFGHIJKLM"}, "identifier", "uniquement des chiffres"),
     (VITALE, "identifiant", {"identifier": "１８５０５７８００６０８４"}, "identifier", "uniquement des chiffres"),
-    (VITALE, "coordonnees", {"last_name": "", "first_name": "", "birth_date": "", "email": ""}, "last_name",
-     "Veuillez saisir votre nom."),
+    (
+        VITALE,
+        "coordonnees",
+        {"last_name": "", "first_name": "", "birth_date": "", "email": ""},
+        "last_name",
+        "Veuillez saisir votre nom.",
+    ),
     (VITALE, "coordonnees", {"first_name": " "}, "first_name", "Veuillez saisir votre prénom."),
     (VITALE, "coordonnees", {"birth_date": ""}, "birth_date", "Veuillez saisir votre date de naissance."),
     (VITALE, "coordonnees", {"birth_date": TOMORROW}, "birth_date", "ne peut pas être dans le futur"),
@@ -143,19 +163,76 @@ BAD_INPUTS = [
     (VITALE, "coordonnees", {"email": "julien lefebvre@demo.invalid"}, "email", "Saisissez une adresse email valide"),
     (VITALE, "coordonnees", {"mobile": "01 23 45 67 89"}, "mobile", "n'est pas un numéro de téléphone mobile"),
     (VITALE, "coordonnees", {"mobile": "06 12"}, "mobile", "numéro de téléphone mobile"),
-    (PAYMENT, "question", {"question": "payment", "answer-payment": "-12,00"}, "answer-payment", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer-payment": "NaN"}, "answer-payment", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer-payment": "1" * 40}, "answer-payment", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer-payment": "1e3"}, "answer-payment", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer-payment": "Infinity"}, "answer-payment", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer-payment": "４１２,３７"}, "answer-payment", "Saisissez le montant en euros"),
-    (PAYMENT, "question", {"question": "payment", "answer-payment": ""}, "answer-payment", "Veuillez saisir un montant."),
-    (VITALE, "question", {"question": "vitale", "answer-vitale": "ABCDEFGHIJ"}, "answer-vitale",
-     "Le numéro de série de la carte Vitale ne comporte que des chiffres"),
-    (VITALE, "question", {"question": "vitale", "answer-vitale": "12345"}, "answer-vitale",
-     "Le numéro de série de la carte Vitale comporte de 8 à 20 chiffres : vous en avez saisi 5."),
-    (VITALE, "question", {"question": "vitale", "answer-vitale": ""}, "answer-vitale",
-     "Veuillez saisir le numéro de série de votre carte Vitale"),
+    (
+        PAYMENT,
+        "question",
+        {"question": "payment", "answer-payment": "-12,00"},
+        "answer-payment",
+        "Saisissez le montant en euros",
+    ),
+    (
+        PAYMENT,
+        "question",
+        {"question": "payment", "answer-payment": "NaN"},
+        "answer-payment",
+        "Saisissez le montant en euros",
+    ),
+    (
+        PAYMENT,
+        "question",
+        {"question": "payment", "answer-payment": "1" * 40},
+        "answer-payment",
+        "Saisissez le montant en euros",
+    ),
+    (
+        PAYMENT,
+        "question",
+        {"question": "payment", "answer-payment": "1e3"},
+        "answer-payment",
+        "Saisissez le montant en euros",
+    ),
+    (
+        PAYMENT,
+        "question",
+        {"question": "payment", "answer-payment": "Infinity"},
+        "answer-payment",
+        "Saisissez le montant en euros",
+    ),
+    (
+        PAYMENT,
+        "question",
+        {"question": "payment", "answer-payment": "４１２,３７"},
+        "answer-payment",
+        "Saisissez le montant en euros",
+    ),
+    (
+        PAYMENT,
+        "question",
+        {"question": "payment", "answer-payment": ""},
+        "answer-payment",
+        "Veuillez saisir un montant.",
+    ),
+    (
+        VITALE,
+        "question",
+        {"question": "vitale", "answer-vitale": "ABCDEFGHIJ"},
+        "answer-vitale",
+        "Le numéro de série de la carte Vitale ne comporte que des chiffres",
+    ),
+    (
+        VITALE,
+        "question",
+        {"question": "vitale", "answer-vitale": "12345"},
+        "answer-vitale",
+        "Le numéro de série de la carte Vitale comporte de 8 à 20 chiffres : vous en avez saisi 5.",
+    ),
+    (
+        VITALE,
+        "question",
+        {"question": "vitale", "answer-vitale": ""},
+        "answer-vitale",
+        "Veuillez saisir le numéro de série de votre carte Vitale",
+    ),
     (PAYMENT, "question", {"question": "inexistante", "answer": "12"}, "question", "Veuillez choisir une question"),
     (VITALE, "question", {"question": "vitale", "answer-vitale": "<script>"}, "answer-vitale", "carte Vitale"),
     (VITALE, "canal", {"channel": "postal"}, "channel", "Veuillez choisir comment recevoir votre code"),
@@ -177,11 +254,14 @@ async def snapshot(portal: Portal) -> tuple[Any, int, int, list[tuple[int, Any]]
     return typed, len(await portal.outbox()), await account_count(portal), codes
 
 
-@pytest.mark.parametrize(("who", "step", "fields", "field", "message"), BAD_INPUTS,
-                         ids=[f"{c[1]}-{c[3]}-{i}" for i, c in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(
+    ("who", "step", "fields", "field", "message"),
+    BAD_INPUTS,
+    ids=[f"{c[1]}-{c[3]}-{i}" for i, c in enumerate(BAD_INPUTS)],
+)
 async def test_a_bad_input_gets_a_french_message_next_to_its_field_and_changes_nothing(
-        portal: Portal, demo_people: Any, clock: Any, who: str, step: str, fields: dict[str, str], field: str,
-        message: str) -> None:
+    portal: Portal, demo_people: Any, clock: Any, who: str, step: str, fields: dict[str, str], field: str, message: str
+) -> None:
     person = demo_people.DEMO_PERSONS[who]
     await reach(portal, person, step)
     form = {**person_forms(person).get(step, {}), **fields}
@@ -199,7 +279,8 @@ async def test_a_bad_input_gets_a_french_message_next_to_its_field_and_changes_n
 
 
 async def test_a_refused_form_slides_the_flow_expiry_at_most_every_five_minutes(
-        portal: Portal, demo_people: Any, clock: Any) -> None:
+    portal: Portal, demo_people: Any, clock: Any
+) -> None:
     person = demo_people.DEMO_PERSONS[VITALE]
     await reach(portal, person, "identifiant")
     t = portal.services.database.t.Flow
@@ -219,13 +300,17 @@ async def test_a_refused_form_slides_the_flow_expiry_at_most_every_five_minutes(
 async def test_empty_contact_form_names_every_required_field(portal: Portal, demo_people: Any) -> None:
     person = demo_people.DEMO_PERSONS[VITALE]
     await reach(portal, person, "coordonnees")
-    r = await portal.post("/inscription/coordonnees", {"last_name": "", "first_name": "", "birth_date": "",
-                                                       "email": "", "mobile": ""})
+    r = await portal.post(
+        "/inscription/coordonnees", {"last_name": "", "first_name": "", "birth_date": "", "email": "", "mobile": ""}
+    )
     assert r.status_code == 422
     assert {f: field_error(r, f) for f in ("last_name", "first_name", "birth_date", "email", "mobile")} == {
-        "last_name": "Veuillez saisir votre nom.", "first_name": "Veuillez saisir votre prénom.",
-        "birth_date": "Veuillez saisir votre date de naissance.", "email": "Veuillez saisir votre adresse email.",
-        "mobile": ""}
+        "last_name": "Veuillez saisir votre nom.",
+        "first_name": "Veuillez saisir votre prénom.",
+        "birth_date": "Veuillez saisir votre date de naissance.",
+        "email": "Veuillez saisir votre adresse email.",
+        "mobile": "",
+    }
     assert "4 champs sont à corriger" in r.text
 
 
@@ -282,8 +367,9 @@ async def test_previous_keeps_what_was_typed(portal: Portal, demo_people: Any) -
 
     r = await portal.post("/inscription/coordonnees", typed)
     assert r.headers["location"] == "/inscription/question"
-    r = await portal.post("/inscription/question", {"question": "payment", "answer": "", "action": "precedent"},
-                          htmx=True)
+    r = await portal.post(
+        "/inscription/question", {"question": "payment", "answer": "", "action": "precedent"}, htmx=True
+    )
     assert r.status_code == 200 and is_partial(r) and r.headers["hx-push-url"] == "/inscription/coordonnees"
     for key in ("last_name", "first_name", "email"):
         assert f'value="{typed[key]}"' in r.text, key
@@ -322,8 +408,10 @@ async def test_a_later_step_cannot_be_reached_before_the_earlier_ones(portal: Po
         assert (r.status_code, r.headers.get("location")) == (303, "/inscription/coordonnees"), step
         r = await portal.get(f"/inscription/{step}", htmx=True)
         assert (r.status_code, r.headers.get("hx-redirect"), r.text) == (200, "/inscription/coordonnees", ""), step
-        r = await portal.post(f"/inscription/{step}", {"question": "vitale", "answer": person.answer,
-                                                       "channel": "email", "code": "123456"})
+        r = await portal.post(
+            f"/inscription/{step}",
+            {"question": "vitale", "answer": person.answer, "channel": "email", "code": "123456"},
+        )
         assert (r.status_code, r.headers.get("location")) == (303, "/inscription/coordonnees"), step
     assert (await flow_of(portal, "registration")).step == "coordonnees"  # type: ignore[union-attr]
     assert await portal.outbox() == [] and await account_count(portal) == 0
@@ -350,8 +438,10 @@ async def test_a_new_registration_can_start_after_the_last_one_ended(portal: Por
     r = await portal.get("/inscription/termine")
     assert r.headers["location"] == "/inscription/identifiant"
     for step in PERSON_STEPS[1:]:
-        r = await portal.post(f"/inscription/{step}", person_forms(second).get(step) or
-                              {"code": await portal.last_code("registration_code")})
+        r = await portal.post(
+            f"/inscription/{step}",
+            person_forms(second).get(step) or {"code": await portal.last_code("registration_code")},
+        )
         assert r.status_code == 303, (step, error_messages(r))
     assert r.headers["location"] == "/inscription/termine"
     assert await account_count(portal) == 2
@@ -369,11 +459,12 @@ async def test_abandon_drops_the_flow(portal: Portal, demo_people: Any) -> None:
     r = await portal.get("/inscription/question")
     assert r.headers["location"] == "/inscription/statut"
     r = await portal.get("/inscription/statut")
-    assert 'checked' not in r.text
+    assert "checked" not in r.text
 
 
 async def test_a_new_registration_code_respects_the_cooldown_and_replaces_the_old(
-        portal: Portal, demo_people: Any, clock: Any) -> None:
+    portal: Portal, demo_people: Any, clock: Any
+) -> None:
     person = demo_people.DEMO_PERSONS[VITALE]
     await reach(portal, person, "code")
     r = await portal.get("/inscription/code")
@@ -419,9 +510,11 @@ async def assert_registered(portal: Portal, person: Any, *, channel: str) -> dic
     return account
 
 
-END_TEXT = {"email": "Un mot de passe temporaire vous a été envoyé par e-mail.",
-            "sms": "Un mot de passe temporaire vous a été envoyé par SMS.",
-            "postal": "vous sera envoyé <strong>par courrier</strong>"}
+END_TEXT = {
+    "email": "Un mot de passe temporaire vous a été envoyé par e-mail.",
+    "sms": "Un mot de passe temporaire vous a été envoyé par SMS.",
+    "postal": "vous sera envoyé <strong>par courrier</strong>",
+}
 
 
 async def test_right_vitale_answer_sends_the_password_by_email(portal: Portal, demo_people: Any) -> None:
@@ -523,7 +616,8 @@ async def answer_once(portal: Portal, person: Any, *, birth_date: str | None = N
 
 
 async def test_the_last_allowed_identity_answer_is_still_checked(
-        portal: Portal, demo_people: Any, portal_factory: Any, make_config: Any, db_url: str) -> None:
+    portal: Portal, demo_people: Any, portal_factory: Any, make_config: Any, db_url: str
+) -> None:
     person = demo_people.DEMO_PERSONS[PAYMENT]
     first = await portal_with(portal_factory, make_config, db_url, security="identity_answers_per_identifier = 2")
     [second] = await more_portals(portal_factory, first, 1)
@@ -532,7 +626,8 @@ async def test_the_last_allowed_identity_answer_is_still_checked(
 
 
 async def test_after_the_allowed_identity_answers_even_a_right_one_goes_by_post(
-        portal: Portal, demo_people: Any, portal_factory: Any, make_config: Any, db_url: str) -> None:
+    portal: Portal, demo_people: Any, portal_factory: Any, make_config: Any, db_url: str
+) -> None:
     person = demo_people.DEMO_PERSONS[PAYMENT]
     first = await portal_with(portal_factory, make_config, db_url, security="identity_answers_per_identifier = 2")
     browsers = [first, *await more_portals(portal_factory, first, 2)]
@@ -548,7 +643,8 @@ async def test_after_the_allowed_identity_answers_even_a_right_one_goes_by_post(
 
 
 async def test_cannot_answer_does_not_use_up_the_identity_answers(
-        portal: Portal, demo_people: Any, portal_factory: Any, make_config: Any, db_url: str) -> None:
+    portal: Portal, demo_people: Any, portal_factory: Any, make_config: Any, db_url: str
+) -> None:
     person = demo_people.DEMO_PERSONS[PAYMENT]
     first = await portal_with(portal_factory, make_config, db_url, security="identity_answers_per_identifier = 1")
     [second] = await more_portals(portal_factory, first, 1)
@@ -568,9 +664,14 @@ def e164(mobile: str) -> str:
 async def walk(portal: Portal, person: Any, identifier: str, *, question: str, answer: str) -> list[Any]:
     """Registration step by step: each answer's status and destination, then the page it leads to."""
     seen: list[Any] = []
-    forms = [("statut", {"status": "particulier"}), ("identifiant", {"identifier": identifier}),
-             ("coordonnees", contact_form(person)), ("question", {"question": question, "answer": answer}),
-             ("canal", {"channel": "email"}), ("code", {})]
+    forms = [
+        ("statut", {"status": "particulier"}),
+        ("identifiant", {"identifier": identifier}),
+        ("coordonnees", contact_form(person)),
+        ("question", {"question": question, "answer": answer}),
+        ("canal", {"channel": "email"}),
+        ("code", {}),
+    ]
     r = await portal.get("/inscription/statut")
     seen.append((r.status_code, neutral(r.text)))
     for step, form in forms:
@@ -587,7 +688,8 @@ async def walk(portal: Portal, person: Any, identifier: str, *, question: str, a
 
 
 async def test_unknown_known_and_registered_identifiers_see_the_same_screens(
-        portal: Portal, demo_people: Any, portal_factory: Any) -> None:
+    portal: Portal, demo_people: Any, portal_factory: Any
+) -> None:
     owner = demo_people.DEMO_PERSONS[VITALE]
     known = demo_people.DEMO_PERSONS[PAYMENT]
     assert await register(portal, owner) == "termine"
@@ -596,12 +698,18 @@ async def test_unknown_known_and_registered_identifiers_see_the_same_screens(
     stranger_nir = UNKNOWN_NIR + nir_key(UNKNOWN_NIR)
     browsers = await more_portals(portal_factory, portal, 3)
 
-    runs = [await walk(browsers[0], owner, owner.nir_with_key, question="payment", answer="999,99"),
-            await walk(browsers[1], known, known.nir_with_key, question="payment", answer="999,99"),
-            await walk(browsers[2], owner, stranger_nir, question="payment", answer="999,99")]
+    runs = [
+        await walk(browsers[0], owner, owner.nir_with_key, question="payment", answer="999,99"),
+        await walk(browsers[1], known, known.nir_with_key, question="payment", answer="999,99"),
+        await walk(browsers[2], owner, stranger_nir, question="payment", answer="999,99"),
+    ]
     assert runs[0] == runs[1] == runs[2]
-    assert [s[2] for s in runs[0] if len(s) == 3] == ["/inscription/identifiant", "/inscription/coordonnees",
-                                                     "/inscription/question", "/inscription/termine"]
+    assert [s[2] for s in runs[0] if len(s) == 3] == [
+        "/inscription/identifiant",
+        "/inscription/coordonnees",
+        "/inscription/question",
+        "/inscription/termine",
+    ]
 
     after = await portal.outbox()
     new = after[outbox_before:]
@@ -611,13 +719,16 @@ async def test_unknown_known_and_registered_identifiers_see_the_same_screens(
     assert await account_of(portal, UNKNOWN_NIR) is None
     # the known person without an account was registered, by post; the stranger got nothing
     assert {m["template"] for m in new if m["template"] != "registration_attempt_notice"} == {
-        "temporary_password", "registration_letter"}
+        "temporary_password",
+        "registration_letter",
+    }
     assert all(m["recipient"].get("address") for m in new if m["template"] != "registration_attempt_notice")
     assert await account_count(portal) == 2
 
 
 async def test_a_registered_identifier_with_the_right_answer_sees_the_same_screens(
-        portal: Portal, demo_people: Any, portal_factory: Any) -> None:
+    portal: Portal, demo_people: Any, portal_factory: Any
+) -> None:
     owner = demo_people.DEMO_PERSONS[VITALE]
     known = demo_people.DEMO_PERSONS[PAYMENT]
     assert await register(portal, owner) == "termine"
@@ -626,8 +737,11 @@ async def test_a_registered_identifier_with_the_right_answer_sees_the_same_scree
     first = await walk(browsers[0], owner, owner.nir_with_key, question=owner.question, answer=owner.answer)
     second = await walk(browsers[1], known, known.nir_with_key, question=known.question, answer=known.answer)
     assert first == second
-    assert [s[2] for s in first if len(s) == 3][-3:] == ["/inscription/canal", "/inscription/code",
-                                                         "/inscription/termine"]
+    assert [s[2] for s in first if len(s) == 3][-3:] == [
+        "/inscription/canal",
+        "/inscription/code",
+        "/inscription/termine",
+    ]
     assert await account_of(portal, owner.identifier) == owner_before
     notices = await portal.outbox("registration_attempt_notice")
     assert len(notices) == 1 and notices[0]["recipient"]["email"] == owner.email
@@ -637,15 +751,17 @@ async def test_a_registered_identifier_with_the_right_answer_sees_the_same_scree
 # --- two registrations of one identifier at the same moment ---------------------------------------------
 
 
-async def test_two_concurrent_registrations_make_one_account(portal: Portal, demo_people: Any,
-                                                             portal_factory: Any) -> None:
+async def test_two_concurrent_registrations_make_one_account(
+    portal: Portal, demo_people: Any, portal_factory: Any
+) -> None:
     person = demo_people.DEMO_PERSONS[VITALE]
     other = (await more_portals(portal_factory, portal, 1))[0]
     for browser in (portal, other):
         await reach(browser, person, "code")
     first, second = [m["payload"]["code"] for m in await portal.outbox("registration_code")]
-    answers = await asyncio.gather(portal.post("/inscription/code", {"code": first}),
-                                   other.post("/inscription/code", {"code": second}))
+    answers = await asyncio.gather(
+        portal.post("/inscription/code", {"code": first}), other.post("/inscription/code", {"code": second})
+    )
     assert [(r.status_code, r.headers.get("location")) for r in answers] == [(303, "/inscription/termine")] * 2
     assert await account_count(portal) == 1
     assert len(await portal.outbox("temporary_password")) == 1
@@ -656,9 +772,17 @@ async def test_two_concurrent_registrations_make_one_account(portal: Portal, dem
 # --- "Autre": third parties ---------------------------------------------------------------------------
 
 
-REQUEST = {"structure_name": "Cabinet Comptable du Béarn", "siret": "732 829 320 00074",
-           "contact_name": "Anne Etcheverry", "email": "anne@cabinet.invalid", "phone": "05 59 00 00 00",
-           "address_street": "12 rue des Pyrénées", "address_extra": "", "postal_code": "64000", "city": "Pau"}
+REQUEST = {
+    "structure_name": "Cabinet Comptable du Béarn",
+    "siret": "732 829 320 00074",
+    "contact_name": "Anne Etcheverry",
+    "email": "anne@cabinet.invalid",
+    "phone": "05 59 00 00 00",
+    "address_street": "12 rue des Pyrénées",
+    "address_extra": "",
+    "postal_code": "64000",
+    "city": "Pau",
+}
 
 
 @pytest.mark.parametrize("htmx", [False, True])
@@ -666,8 +790,11 @@ async def test_a_third_party_picks_its_structure_and_leaves_a_request(portal: Po
     from guichet.core.third_party import list_requests
 
     await portal.get("/inscription/statut")
-    steps = [("statut", {"status": "autre"}, "structure"), ("structure", {"structure": "tiers_declarant"}, "demande"),
-             ("demande", REQUEST, "demande-envoyee")]
+    steps = [
+        ("statut", {"status": "autre"}, "structure"),
+        ("structure", {"structure": "tiers_declarant"}, "demande"),
+        ("demande", REQUEST, "demande-envoyee"),
+    ]
     for step, form, following in steps:
         r = await portal.post(f"/inscription/{step}", form, htmx=htmx)
         if htmx:
@@ -680,19 +807,30 @@ async def test_a_third_party_picks_its_structure_and_leaves_a_request(portal: Po
     assert "Kbis" in r.text  # the instructions for a tiers déclarant
     [request] = await list_requests(portal.services.database, state=None)
     assert (request.structure_kind, request.siret, request.email, request.phone, request.state) == (
-        "tiers_declarant", "73282932000074", "anne@cabinet.invalid", "+33559000000", "pending")
+        "tiers_declarant",
+        "73282932000074",
+        "anne@cabinet.invalid",
+        "+33559000000",
+        "pending",
+    )
     assert request.address == ("12 rue des Pyrénées", "64000 PAU")
     assert await account_count(portal) == 0 and await portal.outbox() == []
     services = portal.services
-    (allowance,) = await services.limiter.check_all([(services.limits.registration_client, "203.0.113.7")],
-                                                    services.now())
+    (allowance,) = await services.limiter.check_all(
+        [(services.limits.registration_client, "203.0.113.7")], services.now()
+    )
     assert allowance.count == 1, "one request, one count against the client's registrations"
 
 
-@pytest.mark.parametrize(("siret", "message"), [("732 829 320 00075", "n'est pas valide"),
-                                                ("7328293200007", "comporte 14 chiffres"),
-                                                ("７３２８２９３２０００７４", "comporte 14 chiffres"),
-                                                ("", "Veuillez saisir votre numéro SIRET.")])
+@pytest.mark.parametrize(
+    ("siret", "message"),
+    [
+        ("732 829 320 00075", "n'est pas valide"),
+        ("7328293200007", "comporte 14 chiffres"),
+        ("７３２８２９３２０００７４", "comporte 14 chiffres"),
+        ("", "Veuillez saisir votre numéro SIRET."),
+    ],
+)
 async def test_a_third_party_request_with_a_bad_siret_is_refused(portal: Portal, siret: str, message: str) -> None:
     from guichet.core.third_party import list_requests
 

@@ -1,5 +1,6 @@
 """A third party's request ("Autre") carried through: the approval's account, letter and email, the
 first login as everyone's, the rejection's letter; and what an attacker would try."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,17 +9,24 @@ from typing import Any
 
 import pytest
 
-from guichet.core.identifiers import new_issued_identifier, parse_issued
 from guichet.core.errors import StepError
+from guichet.core.identifiers import new_issued_identifier, parse_issued
 from guichet.core.third_party import approve_request, list_requests, reject_request
 from tests.conftest import Portal
 from tests.flows.helpers import account_count, account_of, field_errors, personalise, portal_with
 
 SIRET = "73282932000074"
-REQUEST = {"structure_name": "Cabinet Comptable du Béarn", "siret": "732 829 320 00074",
-           "contact_name": "Anne Etcheverry", "email": "anne@cabinet.invalid", "phone": "05 59 00 00 00",
-           "address_street": "12 rue des Pyrénées", "address_extra": "Bâtiment B", "postal_code": "64000",
-           "city": "Pau"}
+REQUEST = {
+    "structure_name": "Cabinet Comptable du Béarn",
+    "siret": "732 829 320 00074",
+    "contact_name": "Anne Etcheverry",
+    "email": "anne@cabinet.invalid",
+    "phone": "05 59 00 00 00",
+    "address_street": "12 rue des Pyrénées",
+    "address_extra": "Bâtiment B",
+    "postal_code": "64000",
+    "city": "Pau",
+}
 NEW_PASSWORD = "Tiers-Declarant-2026!"
 
 
@@ -61,15 +69,21 @@ async def first_login(portal: Portal, identifier: str, password: str) -> None:
 
 
 async def test_approval_creates_the_account_sends_the_password_by_post_and_leads_to_the_first_login(
-        portal: Portal) -> None:
+    portal: Portal,
+) -> None:
     number = await leave_request(portal)
     decision = await approve_request(portal.services, number, note="Kbis et mandats reçus")
     assert decision.done and decision.identifier == SIRET
     account = await account_of(portal, SIRET)
     assert account is not None and account["id"] == decision.account_id
-    assert (account["identifier_kind"], account["status"], account["last_name"], account["email"],
-            account["email_verified"], account["password_is_temporary"]) == (
-        "siret", "autre", "Cabinet Comptable du Béarn", "anne@cabinet.invalid", False, True)
+    assert (
+        account["identifier_kind"],
+        account["status"],
+        account["last_name"],
+        account["email"],
+        account["email_verified"],
+        account["password_is_temporary"],
+    ) == ("siret", "autre", "Cabinet Comptable du Béarn", "anne@cabinet.invalid", False, True)
     [request] = await list_requests(portal.services.database, state="approved")
     assert request.account_id == account["id"] and request.note == "Kbis et mandats reçus"
 
@@ -128,8 +142,10 @@ async def test_rejection_sends_a_letter_with_the_reason_and_creates_nothing(port
 
 async def test_approving_in_parallel_creates_one_account_and_one_letter(portal: Portal) -> None:
     number = await leave_request(portal)
-    decisions = await asyncio.gather(*(approve_request(portal.services, number) for _ in range(6)),
-                                     reject_request(portal.services, number, reason="en même temps"))
+    decisions = await asyncio.gather(
+        *(approve_request(portal.services, number) for _ in range(6)),
+        reject_request(portal.services, number, reason="en même temps"),
+    )
     assert sum(d.done for d in decisions) == 1
     approved = sum(d.done for d in decisions[:-1])
     assert await account_count(portal) == approved
@@ -190,8 +206,10 @@ async def test_a_request_without_a_usable_address_is_refused_when_typed(portal: 
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": "autre"})
     await portal.post("/inscription/structure", {"structure": "tiers_declarant"})
-    r = await portal.post("/inscription/demande", {**REQUEST, "address_street": "", "postal_code": "6400",
-                                                   "city": "P" * 40, "address_extra": "x\u0000y"})
+    r = await portal.post(
+        "/inscription/demande",
+        {**REQUEST, "address_street": "", "postal_code": "6400", "city": "P" * 40, "address_extra": "x\u0000y"},
+    )
     assert r.status_code == 422
     errors = field_errors(r)
     assert errors["address_street"] == "Veuillez saisir l'adresse de la structure (numéro et voie)."
@@ -203,9 +221,16 @@ async def test_a_request_without_a_usable_address_is_refused_when_typed(portal: 
 async def test_an_old_request_without_an_address_is_not_approved(portal: Portal) -> None:
     from guichet.core.third_party import create_request
 
-    number = await create_request(portal.services.database, structure_kind="tiers_paiement", structure_name="Pharmacie",
-                                  siret=SIRET, contact_name="Anne", email="anne@cabinet.invalid", phone="",
-                                  now=portal.services.now())
+    number = await create_request(
+        portal.services.database,
+        structure_kind="tiers_paiement",
+        structure_name="Pharmacie",
+        siret=SIRET,
+        contact_name="Anne",
+        email="anne@cabinet.invalid",
+        phone="",
+        now=portal.services.now(),
+    )
     decision = await approve_request(portal.services, number)
     assert not decision.done and "no postal address" in decision.refused
     assert await account_count(portal) == 0 and await list_requests(portal.services.database, state="pending")

@@ -8,6 +8,7 @@
 
 Nothing in core names either of them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,8 +39,13 @@ def messaging() -> Iterator[HttpSink]:
 
 
 @pytest.fixture
-async def messagerie(portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str,
-                     messaging: HttpSink, demo_people: Any) -> Portal:
+async def messagerie(
+    portal_factory: Callable[..., Any],
+    make_config: Callable[..., Any],
+    db_url: str,
+    messaging: HttpSink,
+    demo_people: Any,
+) -> Portal:
     extra = f"""
 [plugins.settings.webhook]
 url = "{messaging.url}"
@@ -104,24 +110,33 @@ async def test_a_recovery_goes_through_the_secure_messaging(messagerie: Portal, 
 
 
 @pytest.fixture
-async def prime(portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str,
-                tmp_path: Path, clock: Any, demo_people: Any) -> Portal:
+async def prime(
+    portal_factory: Callable[..., Any],
+    make_config: Callable[..., Any],
+    db_url: str,
+    tmp_path: Path,
+    clock: Any,
+    demo_people: Any,
+) -> Portal:
     sophie = demo_people.DEMO_PERSONS["particulier_paiement"]
     recent = clock.today() - dt.timedelta(days=20)
     (tmp_path / "prime.csv").write_text(
         "nir;paid_on;amount\n"
         f"{sophie.nir_with_key};{recent - dt.timedelta(days=31)};180,00\n"
         f"{sophie.identifier};{recent};187,45\n"
-        "not-a-nir;2026-01-01;12\n", encoding="utf-8")
+        "not-a-nir;2026-01-01;12\n",
+        encoding="utf-8",
+    )
     extra = f"""
 [plugins.settings.prime_activite]
-payments_csv = "{tmp_path / 'prime.csv'}"
+payments_csv = "{tmp_path / "prime.csv"}"
 
 [statuses.particulier]
 questions = ["vitale", "prime_activite", "payment"]
 """
-    portal = await portal_factory(make_config(database_url=db_url,
-                                              base=config_text(plugins=("prime_activite",), extra=extra)))
+    portal = await portal_factory(
+        make_config(database_url=db_url, base=config_text(plugins=("prime_activite",), extra=extra))
+    )
     await demo_people.generate_demo_registry(portal.services.database, count=0, seed=1)
     return portal
 
@@ -130,9 +145,16 @@ async def reach_question(portal: Portal, who: Any) -> str:
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    r = await portal.post("/inscription/coordonnees", {
-        "last_name": who.last_name, "first_name": who.first_name, "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-        "email": who.email, "mobile": ""})
+    r = await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": "",
+        },
+    )
     assert where(r) == "/inscription/question"
     return visible_text(await portal.get("/inscription/question")) + (await portal.get("/inscription/question")).text
 
@@ -153,8 +175,7 @@ async def test_the_question_of_its_own_registers_a_person(prime: Portal, demo_pe
     assert temporary["channel"] == "email" and temporary["recipient"]["email"] == sophie.email
 
 
-async def test_an_older_amount_is_a_wrong_answer_and_the_password_goes_by_post(prime: Portal,
-                                                                               demo_people: Any) -> None:
+async def test_an_older_amount_is_a_wrong_answer_and_the_password_goes_by_post(prime: Portal, demo_people: Any) -> None:
     sophie = demo_people.DEMO_PERSONS["particulier_paiement"]
     await reach_question(prime, sophie)
     r = await prime.post("/inscription/question", {"question": "prime_activite", "answer-prime_activite": "180,00"})

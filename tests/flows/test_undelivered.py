@@ -1,6 +1,7 @@
 """A code the mail server refuses for good (550) is not waited for in silence: the next load of the
 page that waits for it says so, and offers the other channel when the caisse allows it and the
 person has it. A real SMTP server (aiosmtpd) that answers 550, a real SMS gateway, both databases."""
+
 from __future__ import annotations
 
 import re
@@ -36,10 +37,14 @@ async def servers() -> AsyncIterator[Servers]:
 
 
 @pytest.fixture
-async def portal(portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str,
-                 servers: Servers) -> Portal:
-    text = (portal_config_text().replace("port = 2525", f"port = {servers.sink.port}", 1)
-            .replace('url = "http://127.0.0.1:9/sms"', f'url = "{servers.gateway.url}"', 1))
+async def portal(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, servers: Servers
+) -> Portal:
+    text = (
+        portal_config_text()
+        .replace("port = 2525", f"port = {servers.sink.port}", 1)
+        .replace('url = "http://127.0.0.1:9/sms"', f'url = "{servers.gateway.url}"', 1)
+    )
     return await portal_factory(make_config(database_url=db_url, base=text))  # type: ignore[no-any-return]
 
 
@@ -47,8 +52,9 @@ async def deliver(portal: Portal) -> None:
     await portal.services.outbox_worker("test").drain()
 
 
-async def test_login_code_refused_by_the_mail_server_offers_the_verified_mobile(portal: Portal,
-                                                                                servers: Servers) -> None:
+async def test_login_code_refused_by_the_mail_server_offers_the_verified_mobile(
+    portal: Portal, servers: Servers
+) -> None:
     who = person("particulier_vitale")
     await make_account(portal, "particulier_vitale", mobile_verified=True)
     await portal.get("/connexion")
@@ -108,15 +114,19 @@ async def test_the_other_channel_is_offered_only_after_a_refusal(portal: Portal,
     assert r.status_code == 422 and servers.gateway.requests == []
 
 
-async def test_registration_code_refused_offers_the_other_typed_contact(portal: Portal, servers: Servers,
-                                                                       demo_people: Any) -> None:
+async def test_registration_code_refused_offers_the_other_typed_contact(
+    portal: Portal, servers: Servers, demo_people: Any
+) -> None:
     from tests.flows.helpers import account_of, contact_form
 
     who = person("particulier_vitale")
-    for step, form in (("statut", {"status": who.status}), ("identifiant", {"identifier": who.nir_with_key}),
-                       ("coordonnees", contact_form(who)), ("question", {"question": who.question,
-                                                                         "answer": who.answer}),
-                       ("canal", {"channel": "email"})):
+    for step, form in (
+        ("statut", {"status": who.status}),
+        ("identifiant", {"identifier": who.nir_with_key}),
+        ("coordonnees", contact_form(who)),
+        ("question", {"question": who.question, "answer": who.answer}),
+        ("canal", {"channel": "email"}),
+    ):
         r = await portal.post(f"/inscription/{step}", form)
         assert r.status_code == 303, (step, field_errors(r))
     await deliver(portal)
@@ -139,7 +149,8 @@ async def test_registration_code_refused_offers_the_other_typed_contact(portal: 
 
 
 async def test_recovery_code_refused_offers_the_other_channel_without_showing_the_address(
-        portal: Portal, servers: Servers) -> None:
+    portal: Portal, servers: Servers
+) -> None:
     who = person("particulier_vitale")
     await make_account(portal, "particulier_vitale", mobile_verified=True)  # recovery goes to proven contacts
     await portal.get("/mot-de-passe-oublie/identifiant")
@@ -169,7 +180,9 @@ async def test_a_recovery_for_an_unknown_identifier_shows_the_same_pages(portal:
     await portal.post("/mot-de-passe-oublie/canal", {"channel": "email"})
     await deliver(portal)
     r = await portal.get("/mot-de-passe-oublie/code")
-    assert "n'a pas pu être remis" not in visible_text(r) and "Un code de confirmation vous a été envoyé par e-mail." in visible_text(r)
+    assert "n'a pas pu être remis" not in visible_text(
+        r
+    ) and "Un code de confirmation vous a été envoyé par e-mail." in visible_text(r)
     r = await portal.post("/mot-de-passe-oublie/code", {"action": "autre-canal"})
     assert r.status_code == 422 and field_errors(r) == {"code": NO_OTHER_CHANNEL}
 
@@ -191,8 +204,10 @@ async def test_a_new_contacts_code_refused_is_told_on_the_code_pages(portal: Por
     assert "Vérifiez l'adresse saisie et demandez un nouveau code." in shown
     # Mes coordonnées: the same for a code sent there
     await portal.get("/mon-compte/coordonnees")
-    r = await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "email",
-                                                      "value": "autre.adresse@exemple.fr", "current_password": PASSWORD})
+    r = await portal.post(
+        "/mon-compte/coordonnees",
+        {"action": "modifier", "field": "email", "value": "autre.adresse@exemple.fr", "current_password": PASSWORD},
+    )
     assert r.status_code == 200 and "n'a pas pu être remis" not in visible_text(r)
     await deliver(portal)
     r = await portal.post("/mon-compte/coordonnees", {"action": "code", "code": ""})

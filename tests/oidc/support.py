@@ -1,4 +1,5 @@
 """What the provider's tests share: a caisse with services declared, and a relying party's side of the flow."""
+
 from __future__ import annotations
 
 import base64
@@ -75,11 +76,26 @@ def pkce() -> tuple[str, str]:
     return verifier, challenge
 
 
-def authorize_url(client_id: str = ATTESTATIONS, redirect_uri: str = ATTESTATIONS_CB, *, challenge: str | None = None,
-                  scope: str = "openid profile email phone", drop: tuple[str, ...] = (), **extra: str) -> str:
-    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": scope,
-              "state": "etat-123", "nonce": "nonce-456", "code_challenge": challenge or pkce()[1],
-              "code_challenge_method": "S256", **extra}
+def authorize_url(
+    client_id: str = ATTESTATIONS,
+    redirect_uri: str = ATTESTATIONS_CB,
+    *,
+    challenge: str | None = None,
+    scope: str = "openid profile email phone",
+    drop: tuple[str, ...] = (),
+    **extra: str,
+) -> str:
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": "etat-123",
+        "nonce": "nonce-456",
+        "code_challenge": challenge or pkce()[1],
+        "code_challenge_method": "S256",
+        **extra,
+    }
     return "/oidc/autoriser?" + urlencode({k: v for k, v in params.items() if k not in drop})
 
 
@@ -87,8 +103,9 @@ def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-async def login_through(portal: Portal, response: httpx.Response, identifier: str, password: str, *,
-                        code: bool = True) -> httpx.Response:
+async def login_through(
+    portal: Portal, response: httpx.Response, identifier: str, password: str, *, code: bool = True
+) -> httpx.Response:
     """From an authorization answered by the login page: the password, the code if asked, and back."""
     login = response.headers["location"]
     assert login.startswith("/connexion?retour="), login
@@ -120,11 +137,23 @@ async def code_for(portal: Portal, url: str, identifier: str, password: str) -> 
     return query["code"], r
 
 
-async def exchange(portal: Portal, code: str, verifier: str, *, client_id: str = ATTESTATIONS,
-                   secret: str | None = SECRET, redirect_uri: str = ATTESTATIONS_CB,
-                   extra: dict[str, str] | None = None) -> httpx.Response:
-    data = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": redirect_uri,
-            **(extra or {})}
+async def exchange(
+    portal: Portal,
+    code: str,
+    verifier: str,
+    *,
+    client_id: str = ATTESTATIONS,
+    secret: str | None = SECRET,
+    redirect_uri: str = ATTESTATIONS_CB,
+    extra: dict[str, str] | None = None,
+) -> httpx.Response:
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "redirect_uri": redirect_uri,
+        **(extra or {}),
+    }
     auth = (client_id, secret) if secret is not None else None
     if secret is None and "client_assertion" not in data:
         data["client_id"] = client_id
@@ -132,11 +161,12 @@ async def exchange(portal: Portal, code: str, verifier: str, *, client_id: str =
 
 
 def partner_assertion(*, audience: str = f"{ISSUER}/oidc/jeton", key: Any = PARTNER_KEY, now: int) -> dict[str, str]:
-    claims = {"iss": PARTNER, "sub": PARTNER, "aud": audience, "iat": now, "exp": now + 60,
-              "jti": secrets.token_hex(8)}
+    claims = {"iss": PARTNER, "sub": PARTNER, "aud": audience, "iat": now, "exp": now + 60, "jti": secrets.token_hex(8)}
     assertion = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
-    return {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": assertion}
+    return {
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
 
 
 async def verified_id_token(portal: Portal, id_token: str) -> dict[str, Any]:

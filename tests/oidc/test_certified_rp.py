@@ -9,6 +9,7 @@ side (the login pages, the code) is driven over HTTP like a browser.
 Needs Node.js and ``npm install --prefix tests/oidc/rp`` (CI does it): skipped with a clear line
 without them, a failure under GUICHET_REQUIRE_SERVICES=1.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ def node_client() -> None:
 
 def caisse(folder: Path, issuer: str, callback: str = CALLBACK) -> Path:
     path = restart_load.app_config(folder)
-    path.write_text(path.read_text() + f"""
+    path.write_text(
+        path.read_text()
+        + f"""
 [oidc]
 enabled = true
 issuer = "{issuer}"
@@ -54,7 +57,8 @@ name = "Mes attestations"
 redirect_uris = ["{callback}"]
 post_logout_redirect_uris = ["{BYE}"]
 secret = {{ value = "{SECRET}" }}
-""")
+"""
+    )
     return path
 
 
@@ -62,10 +66,14 @@ class RelyingParty:
     """rp.mjs in a subprocess: JSON lines out, the callback URL in."""
 
     def __init__(self, issuer: str, callback: str = CALLBACK, **params: str) -> None:
-        self.proc = subprocess.Popen(["node", str(RP / "rp.mjs"), issuer, "attestations", SECRET, callback, BYE,
-                                      json.dumps(params)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, cwd=RP)
+        self.proc = subprocess.Popen(
+            ["node", str(RP / "rp.mjs"), issuer, "attestations", SECRET, callback, BYE, json.dumps(params)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=RP,
+        )
 
     def read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -94,8 +102,10 @@ async def login_in_pages(browser: httpx.AsyncClient, authorize: str, folder: Pat
     retour = page.text.split('name="retour" value="')[1].split('"')[0].replace("&amp;", "&")
     token = CSRF.search(page.text)
     assert token
-    r = await browser.post("/connexion", data={"identifier": IDENTIFIER, "password": PASSWORD, "retour": retour,
-                                               "csrf_token": token.group(1)})
+    r = await browser.post(
+        "/connexion",
+        data={"identifier": IDENTIFIER, "password": PASSWORD, "retour": retour, "csrf_token": token.group(1)},
+    )
     assert r.headers["location"] == "/connexion/code"
     page = await browser.get("/connexion/code")
     token = CSRF.search(page.text)
@@ -137,8 +147,10 @@ async def test_openid_client_completes_the_code_flow_and_logs_out() -> None:
             assert page.status_code == 200 and "Me déconnecter" in page.text
             token = CSRF.search(page.text)
             assert token
-            r = await browser.post("/oidc/deconnexion", data={"target": BYE, "client_id": "attestations",
-                                                               "state": "fin", "csrf_token": token.group(1)})
+            r = await browser.post(
+                "/oidc/deconnexion",
+                data={"target": BYE, "client_id": "attestations", "state": "fin", "csrf_token": token.group(1)},
+            )
             assert r.status_code == 303 and r.headers["location"] == BYE + "?state=fin"
             assert (await browser.get("/espace-prive")).headers["location"] == "/connexion"
     finally:

@@ -1,5 +1,6 @@
 """examples/mes-attestations, the example service, against ``guichet serve``: logged in through the
 provider (its own checks of the ID token), then behind Debian's nginx with forward auth."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.ops import restart_load
 from tests.ops.restart_load import Nginx
@@ -26,7 +26,9 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 def caisse(folder: Path, issuer: str, service: str) -> Path:
     path = restart_load.app_config(folder)
-    path.write_text(path.read_text() + f"""
+    path.write_text(
+        path.read_text()
+        + f"""
 [oidc]
 enabled = true
 issuer = "{issuer}"
@@ -39,14 +41,27 @@ start_url = "{service}/"
 redirect_uris = ["{service}/retour"]
 post_logout_redirect_uris = ["{service}/au-revoir"]
 secret = {{ value = "{SECRET}" }}
-""")
+"""
+    )
     return path
 
 
 def start_example(issuer: str, port: int, log: Path) -> subprocess.Popen[Any]:
-    proc = subprocess.Popen([sys.executable, str(APP), "--guichet", issuer, "--public-url", f"http://127.0.0.1:{port}",
-                             "--port", str(port)], env={**os.environ, "ATTESTATIONS_SECRET": SECRET},
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(APP),
+            "--guichet",
+            issuer,
+            "--public-url",
+            f"http://127.0.0.1:{port}",
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "ATTESTATIONS_SECRET": SECRET},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -63,13 +78,21 @@ def start_example(issuer: str, port: int, log: Path) -> subprocess.Popen[Any]:
 async def log_in(browser: httpx.AsyncClient, guichet: str, folder: Path, login_url: str) -> httpx.Response:
     page = await browser.get(login_url)
     retour = page.text.split('name="retour" value="')[1].split('"')[0].replace("&amp;", "&")
-    r = await browser.post(f"{guichet}/connexion", data={"identifier": IDENTIFIER, "password": PASSWORD,
-                                                         "retour": retour,
-                                                         "csrf_token": CSRF.search(page.text).group(1)})  # type: ignore[union-attr]
+    r = await browser.post(
+        f"{guichet}/connexion",
+        data={
+            "identifier": IDENTIFIER,
+            "password": PASSWORD,
+            "retour": retour,
+            "csrf_token": CSRF.search(page.text).group(1),
+        },
+    )  # type: ignore[union-attr]
     assert r.headers["location"] == "/connexion/code"
     page = await browser.get(f"{guichet}/connexion/code")
-    r = await browser.post(f"{guichet}/connexion/code", data={
-        "code": await last_code(folder), "csrf_token": CSRF.search(page.text).group(1)})  # type: ignore[union-attr]
+    r = await browser.post(
+        f"{guichet}/connexion/code",
+        data={"code": await last_code(folder), "csrf_token": CSRF.search(page.text).group(1)},
+    )  # type: ignore[union-attr]
     assert r.status_code == 303
     return r
 
@@ -102,9 +125,14 @@ async def test_the_example_service_logs_in_through_guichet_and_out() -> None:
             assert r.headers["location"].startswith(f"{guichet}/oidc/deconnexion?")
             page = await browser.get(r.headers["location"])
             assert "Me déconnecter" in page.text
-            r = await browser.post(f"{guichet}/oidc/deconnexion", data={
-                "target": f"{service}/au-revoir", "client_id": "attestations",
-                "csrf_token": CSRF.search(page.text).group(1)})  # type: ignore[union-attr]
+            r = await browser.post(
+                f"{guichet}/oidc/deconnexion",
+                data={
+                    "target": f"{service}/au-revoir",
+                    "client_id": "attestations",
+                    "csrf_token": CSRF.search(page.text).group(1),
+                },
+            )  # type: ignore[union-attr]
             assert r.headers["location"] == f"{service}/au-revoir"
             assert (await browser.get(f"{service}/")).status_code == 303  # logged out of the service too
     finally:
@@ -136,8 +164,10 @@ async def test_the_example_service_behind_nginx_with_forward_auth() -> None:
             page = await browser.get("/attestations/mes-droits")
             assert page.status_code == 200 and "Bonjour Julien LEFÈVRE." in page.text, page.text
             # straight to the app, past nginx, with made-up headers: refused by the app's own check
-            forged = await browser.get(f"http://127.0.0.1:{app_port}/attestations/mes-droits",
-                                       headers={"X-Guichet-Prenom": "Julien", "X-Guichet-Jeton": "faux.jeton.ici"})
+            forged = await browser.get(
+                f"http://127.0.0.1:{app_port}/attestations/mes-droits",
+                headers={"X-Guichet-Prenom": "Julien", "X-Guichet-Jeton": "faux.jeton.ici"},
+            )
             assert forged.status_code == 401
     finally:
         nginx.stop()

@@ -1,4 +1,5 @@
 """``guichet keys rotate`` and ``guichet clients add|list|remove`` on a caisse's config file."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +21,8 @@ from tests.oidc.support import oidc_extra
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "caisse.toml"
     text = portal_config_text(oidc_extra(tmp_path)).replace(
-        "[server]\n", f'[database]\nurl = "sqlite:///{tmp_path / "guichet.sqlite"}"\n\n[server]\n', 1)
+        "[server]\n", f'[database]\nurl = "sqlite:///{tmp_path / "guichet.sqlite"}"\n\n[server]\n', 1
+    )
     path.write_text(text)
     assert main(["db", "upgrade", "--config", str(path)]) == 0
     return path
@@ -28,6 +30,7 @@ def config_file(tmp_path: Path) -> Path:
 
 def provider_state(path: Path) -> tuple[list[str], list[str]]:
     """The published kids, and the clients the app would serve."""
+
     async def read() -> tuple[list[str], list[str]]:
         services = build_services(load_config(path))
         await services.database.connect()
@@ -37,6 +40,7 @@ def provider_state(path: Path) -> tuple[list[str], list[str]]:
             return [k["kid"] for k in (await provider.jwks())["keys"]], sorted(provider.clients)
         finally:
             await services.close()
+
     return asyncio.run(read())
 
 
@@ -53,12 +57,37 @@ def test_keys_rotate_keeps_the_old_keys_published(config_file: Path, capsys: Any
 
 def test_clients_add_list_remove(config_file: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELEVES_SECRET", "un-secret-de-service-assez-long-0123")
-    args = ["clients", "add", "releves", "--config", str(config_file), "--name", "Mes relevés",
-            "--redirect-uri", "https://releves.test/cb", "--secret-env", "RELEVES_SECRET"]
+    args = [
+        "clients",
+        "add",
+        "releves",
+        "--config",
+        str(config_file),
+        "--name",
+        "Mes relevés",
+        "--redirect-uri",
+        "https://releves.test/cb",
+        "--secret-env",
+        "RELEVES_SECRET",
+    ]
     assert main(args) == 0
     assert main(args) == 2  # twice: refused
-    assert main(["clients", "add", "attestations", "--config", str(config_file),
-                 "--redirect-uri", "https://x.test/cb", "--auth-method", "none"]) == 2  # the config's own
+    assert (
+        main(
+            [
+                "clients",
+                "add",
+                "attestations",
+                "--config",
+                str(config_file),
+                "--redirect-uri",
+                "https://x.test/cb",
+                "--auth-method",
+                "none",
+            ]
+        )
+        == 2
+    )  # the config's own
     assert main(["clients", "add", "sans-retour", "--config", str(config_file), "--auth-method", "none"]) == 2
     _, served = provider_state(config_file)
     assert "releves" in served and "attestations" in served

@@ -1,4 +1,5 @@
 """The OpenID Connect provider over HTTP: what an attacker tries first, then the code flow end to end."""
+
 from __future__ import annotations
 
 import base64
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 from joserfc import jwt
-from joserfc.jwk import ECKey, OctKey, RSAKey
+from joserfc.jwk import ECKey, OctKey
 
 from guichet.core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text
@@ -78,10 +79,12 @@ async def audit_kinds(portal: Portal, prefix: str = "oidc.") -> list[tuple[str, 
 
 
 async def test_authorization_without_pkce_or_with_plain_pkce_is_refused(provider_portal: Portal, julien: Any) -> None:
-    for url in (authorize_url(drop=("code_challenge", "code_challenge_method")),
-                authorize_url(drop=("code_challenge_method",)),
-                authorize_url(code_challenge_method="plain"),
-                authorize_url(challenge="trop-court")):
+    for url in (
+        authorize_url(drop=("code_challenge", "code_challenge_method")),
+        authorize_url(drop=("code_challenge_method",)),
+        authorize_url(code_challenge_method="plain"),
+        authorize_url(challenge="trop-court"),
+    ):
         r = await provider_portal.get(url)
         assert r.status_code == 303
         query = query_of(r.headers["location"])
@@ -91,12 +94,21 @@ async def test_authorization_without_pkce_or_with_plain_pkce_is_refused(provider
 
 
 async def test_wrong_or_partial_redirect_uri_is_shown_to_the_person_never_followed(provider_portal: Portal) -> None:
-    for wrong in (ATTESTATIONS_CB + "/plus", ATTESTATIONS_CB + "?x=1", "https://attestations.test/",
-                  "https://evil.test/retour", ATTESTATIONS_CB.upper(), ATTESTATIONS_CB + "#f", APP_CB):
+    for wrong in (
+        ATTESTATIONS_CB + "/plus",
+        ATTESTATIONS_CB + "?x=1",
+        "https://attestations.test/",
+        "https://evil.test/retour",
+        ATTESTATIONS_CB.upper(),
+        ATTESTATIONS_CB + "#f",
+        APP_CB,
+    ):
         r = await provider_portal.get(authorize_url(redirect_uri=wrong))
         assert r.status_code == 400 and "location" not in r.headers
-        assert "L&#39;adresse de retour demandée par ce service n&#39;est pas enregistrée." in r.text \
+        assert (
+            "L&#39;adresse de retour demandée par ce service n&#39;est pas enregistrée." in r.text
             or "L'adresse de retour demandée par ce service n'est pas enregistrée." in r.text
+        )
 
 
 async def test_an_unknown_client_such_as_another_caisses_is_refused(provider_portal: Portal) -> None:
@@ -187,8 +199,9 @@ async def test_tampered_or_forged_id_tokens_do_not_verify(provider_portal: Porta
         await verified_id_token(provider_portal, f"{none_header}.{forged_payload}.")
     jwks = (await provider_portal.client.get("/oidc/jwks")).json()
     public_bytes = json.dumps(jwks["keys"][0]).encode()
-    hs = jwt.encode({"alg": "HS256", "kid": jwks["keys"][0]["kid"]}, other, OctKey.import_key(public_bytes),
-                    algorithms=["HS256"])
+    hs = jwt.encode(
+        {"alg": "HS256", "kid": jwks["keys"][0]["kid"]}, other, OctKey.import_key(public_bytes), algorithms=["HS256"]
+    )
     with pytest.raises(Exception):
         await verified_id_token(provider_portal, hs)
     # no published key is symmetric, and none carries a private part
@@ -213,20 +226,35 @@ async def test_a_token_after_logout_is_refused(provider_portal: Portal, julien: 
     assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 401
 
 
-async def test_userinfo_refuses_anything_but_a_live_bearer_token(provider_portal: Portal, julien: Any,
-                                                                 clock: Any) -> None:
-    for header in ({}, {"authorization": "Bearer "}, {"authorization": "Bearer inconnu"},
-                   {"authorization": f"Basic {base64.b64encode(b'attestations:x').decode()}"}):
+async def test_userinfo_refuses_anything_but_a_live_bearer_token(
+    provider_portal: Portal, julien: Any, clock: Any
+) -> None:
+    for header in (
+        {},
+        {"authorization": "Bearer "},
+        {"authorization": "Bearer inconnu"},
+        {"authorization": f"Basic {base64.b64encode(b'attestations:x').decode()}"},
+    ):
         r = await provider_portal.client.get("/oidc/userinfo", headers=header)
         assert r.status_code == 401 and r.json()["error"] == "invalid_token"
     tokens, _ = await token_response(provider_portal, julien)
     clock.advance(seconds=601)
-    r = await provider_portal.client.get("/oidc/userinfo", headers={"authorization": f"Bearer {tokens['access_token']}"})
+    r = await provider_portal.client.get(
+        "/oidc/userinfo", headers={"authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert r.status_code == 401
 
 
-OFF_SITE = ("https://evil.test/", "//evil.test/x", "/\\evil.test", "https:evil.test", "/\r\nSet-Cookie:x",
-            "javascript:alert(1)", " //evil.test", "/connexion?retour=//evil.test")
+OFF_SITE = (
+    "https://evil.test/",
+    "//evil.test/x",
+    "/\\evil.test",
+    "https:evil.test",
+    "/\r\nSet-Cookie:x",
+    "javascript:alert(1)",
+    " //evil.test",
+    "/connexion?retour=//evil.test",
+)
 
 
 async def test_login_return_url_cannot_leave_the_site(provider_portal: Portal, julien: Any) -> None:
@@ -239,8 +267,9 @@ async def test_login_return_url_cannot_leave_the_site(provider_portal: Portal, j
         page = await provider_portal.get("/connexion?retour=" + quote(target, safe=""))
         assert page.status_code == 200 and 'name="retour"' not in page.text
     for target in OFF_SITE[:2]:
-        r = await provider_portal.post("/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD,
-                                                      "retour": target})
+        r = await provider_portal.post(
+            "/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD, "retour": target}
+        )
         assert r.status_code == 303 and r.headers["location"] == "/connexion/code"
         await provider_portal.get("/connexion/code")
         r = await provider_portal.post("/connexion/code", {"code": await provider_portal.last_code("login_code")})
@@ -251,18 +280,31 @@ async def test_login_return_url_cannot_leave_the_site(provider_portal: Portal, j
 async def test_the_nir_goes_only_to_clients_allowed_it(provider_portal: Portal, julien: Any) -> None:
     tokens, _ = await token_response(provider_portal, julien, scope="openid profile nir")
     assert tokens["scope"] == "openid profile"
-    info = (await provider_portal.client.get("/oidc/userinfo",
-                                             headers={"authorization": f"Bearer {tokens['access_token']}"})).json()
+    info = (
+        await provider_portal.client.get(
+            "/oidc/userinfo", headers={"authorization": f"Bearer {tokens['access_token']}"}
+        )
+    ).json()
     assert "nir" not in info and julien.identifier not in json.dumps(info)
 
 
 async def test_a_forged_client_assertion_is_refused(provider_portal: Portal, julien: Any) -> None:
     now = int(provider_portal.services.now().timestamp())
     stranger = ECKey.generate_key("P-256", auto_kid=True)
-    for assertion in (partner_assertion(key=stranger, now=now), partner_assertion(audience="https://ailleurs", now=now),
-                      partner_assertion(now=now - 3600)):
-        r = await exchange(provider_portal, "un-code", "v" * 43, client_id=PARTNER, secret=None,
-                           redirect_uri=PARTNER_CB, extra=assertion)
+    for assertion in (
+        partner_assertion(key=stranger, now=now),
+        partner_assertion(audience="https://ailleurs", now=now),
+        partner_assertion(now=now - 3600),
+    ):
+        r = await exchange(
+            provider_portal,
+            "un-code",
+            "v" * 43,
+            client_id=PARTNER,
+            secret=None,
+            redirect_uri=PARTNER_CB,
+            extra=assertion,
+        )
         assert r.status_code == 401 and r.json()["error"] == "invalid_client"
 
 
@@ -284,8 +326,9 @@ async def test_signing_keys_are_stored_sealed(provider_portal: Portal) -> None:
 # --- the code flow ------------------------------------------------------------------------------------
 
 
-async def test_code_flow_gives_a_verified_id_token_and_the_person_s_claims(provider_portal: Portal,
-                                                                          julien: Any) -> None:
+async def test_code_flow_gives_a_verified_id_token_and_the_person_s_claims(
+    provider_portal: Portal, julien: Any
+) -> None:
     verifier, challenge = pkce()
     r = await provider_portal.get(authorize_url(challenge=challenge))
     assert r.status_code == 303 and r.headers["location"].startswith("/connexion?retour=")
@@ -303,12 +346,23 @@ async def test_code_flow_gives_a_verified_id_token_and_the_person_s_claims(provi
     assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["acr"] == "urn:guichet:acr:code"
     assert abs(claims["auth_time"] - now) <= 2 and claims["exp"] == claims["iat"] + 600
     assert julien.identifier not in claims["sub"]
-    info = (await provider_portal.client.get("/oidc/userinfo",
-                                             headers={"authorization": f"Bearer {body['access_token']}"})).json()
-    assert info == {"sub": claims["sub"], "family_name": "LEFEBVRE", "given_name": "Julien",
-                    "birthdate": "1985-05-14", "email": "julien.lefebvre@demo.invalid", "email_verified": True,
-                    "phone_number": info.get("phone_number"), "phone_number_verified": info.get("phone_number_verified")} \
+    info = (
+        await provider_portal.client.get("/oidc/userinfo", headers={"authorization": f"Bearer {body['access_token']}"})
+    ).json()
+    assert (
+        info
+        == {
+            "sub": claims["sub"],
+            "family_name": "LEFEBVRE",
+            "given_name": "Julien",
+            "birthdate": "1985-05-14",
+            "email": "julien.lefebvre@demo.invalid",
+            "email_verified": True,
+            "phone_number": info.get("phone_number"),
+            "phone_number_verified": info.get("phone_number_verified"),
+        }
         or "phone_number" not in info
+    )
     assert info["sub"] == claims["sub"] and info["family_name"] == "LEFEBVRE" and info["birthdate"] == "1985-05-14"
     kinds = [k for k, _ in await audit_kinds(provider_portal)]
     assert kinds[-2:] == ["oidc.authorized", "oidc.token_issued"]
@@ -317,14 +371,17 @@ async def test_code_flow_gives_a_verified_id_token_and_the_person_s_claims(provi
 async def test_a_logged_in_person_gets_a_code_without_logging_in_again(provider_portal: Portal, julien: Any) -> None:
     await token_response(provider_portal, julien)
     r = await provider_portal.get(authorize_url())
-    assert r.status_code == 303 and "code=" in r.headers["location"] and r.headers["location"].startswith(ATTESTATIONS_CB)
+    assert (
+        r.status_code == 303 and "code=" in r.headers["location"] and r.headers["location"].startswith(ATTESTATIONS_CB)
+    )
 
 
 async def test_subjects_are_pairwise_per_sector(provider_portal: Portal, julien: Any) -> None:
     first, _ = await token_response(provider_portal, julien)
     verifier, challenge = pkce()
-    code, _ = await code_for(provider_portal, authorize_url(APP, APP_CB, challenge=challenge), julien.identifier,
-                             NEW_PASSWORD)
+    code, _ = await code_for(
+        provider_portal, authorize_url(APP, APP_CB, challenge=challenge), julien.identifier, NEW_PASSWORD
+    )
     app = await exchange(provider_portal, code, verifier, client_id=APP, secret=None, redirect_uri=APP_CB)
     assert app.status_code == 200, app.text
     one = await verified_id_token(provider_portal, first["id_token"])
@@ -339,8 +396,9 @@ async def test_prompt_none_without_a_session_answers_login_required(provider_por
     assert r.status_code == 303 and query_of(r.headers["location"])["error"] == "login_required"
 
 
-async def test_prompt_login_asks_for_the_password_and_a_code_again(provider_portal: Portal, julien: Any,
-                                                                  clock: Any) -> None:
+async def test_prompt_login_asks_for_the_password_and_a_code_again(
+    provider_portal: Portal, julien: Any, clock: Any
+) -> None:
     first, _ = await token_response(provider_portal, julien)
     clock.advance(seconds=120)
     r = await provider_portal.get(authorize_url(prompt="login"))
@@ -356,8 +414,7 @@ async def test_prompt_login_asks_for_the_password_and_a_code_again(provider_port
     assert after["auth_time"] >= before["auth_time"] + 120
 
 
-async def test_max_age_past_sends_the_person_to_log_in_again(provider_portal: Portal, julien: Any,
-                                                            clock: Any) -> None:
+async def test_max_age_past_sends_the_person_to_log_in_again(provider_portal: Portal, julien: Any, clock: Any) -> None:
     await token_response(provider_portal, julien)
     clock.advance(seconds=300)
     r = await provider_portal.get(authorize_url(max_age="600"))
@@ -368,8 +425,9 @@ async def test_max_age_past_sends_the_person_to_log_in_again(provider_portal: Po
     assert query_of(r.headers["location"])["error"] == "login_required"
 
 
-async def test_third_party_asks_consent_in_french_and_private_key_jwt_works(provider_portal: Portal,
-                                                                           julien: Any) -> None:
+async def test_third_party_asks_consent_in_french_and_private_key_jwt_works(
+    provider_portal: Portal, julien: Any
+) -> None:
     verifier, challenge = pkce()
     url = authorize_url(PARTNER, PARTNER_CB, challenge=challenge, scope="openid profile nir")
     r = await provider_portal.get(url)
@@ -384,11 +442,21 @@ async def test_third_party_asks_consent_in_french_and_private_key_jwt_works(prov
     r = await provider_portal.get(r.headers["location"])
     code = query_of(r.headers["location"])["code"]
     now = int(provider_portal.services.now().timestamp())
-    token = await exchange(provider_portal, code, verifier, client_id=PARTNER, secret=None, redirect_uri=PARTNER_CB,
-                           extra=partner_assertion(now=now))
+    token = await exchange(
+        provider_portal,
+        code,
+        verifier,
+        client_id=PARTNER,
+        secret=None,
+        redirect_uri=PARTNER_CB,
+        extra=partner_assertion(now=now),
+    )
     assert token.status_code == 200, token.text
-    info = (await provider_portal.client.get(
-        "/oidc/userinfo", headers={"authorization": f"Bearer {token.json()['access_token']}"})).json()
+    info = (
+        await provider_portal.client.get(
+            "/oidc/userinfo", headers={"authorization": f"Bearer {token.json()['access_token']}"}
+        )
+    ).json()
     assert info["nir"] == julien.identifier and "email" not in info
     # consent given once: the next request goes straight through
     r = await provider_portal.get(authorize_url(PARTNER, PARTNER_CB, scope="openid profile nir"))
@@ -402,17 +470,25 @@ async def test_discovery_describes_what_the_provider_does(provider_portal: Porta
     assert set(doc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "private_key_jwt", "none"}
 
 
-async def test_rp_initiated_logout_returns_only_to_a_registered_address(provider_portal: Portal,
-                                                                       julien: Any) -> None:
+async def test_rp_initiated_logout_returns_only_to_a_registered_address(provider_portal: Portal, julien: Any) -> None:
     tokens, _ = await token_response(provider_portal, julien)
-    bad = await provider_portal.get("/oidc/deconnexion?" + __import__("urllib.parse").parse.urlencode(
-        {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.test/"}))
+    bad = await provider_portal.get(
+        "/oidc/deconnexion?"
+        + __import__("urllib.parse").parse.urlencode(
+            {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.test/"}
+        )
+    )
     assert bad.status_code == 400
-    page = await provider_portal.get("/oidc/deconnexion?" + __import__("urllib.parse").parse.urlencode(
-        {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": ATTESTATIONS_BYE, "state": "s1"}))
+    page = await provider_portal.get(
+        "/oidc/deconnexion?"
+        + __import__("urllib.parse").parse.urlencode(
+            {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": ATTESTATIONS_BYE, "state": "s1"}
+        )
+    )
     assert page.status_code == 200 and "Me déconnecter" in page.text
-    r = await provider_portal.post("/oidc/deconnexion", {"target": ATTESTATIONS_BYE, "client_id": ATTESTATIONS,
-                                                         "state": "s1"})
+    r = await provider_portal.post(
+        "/oidc/deconnexion", {"target": ATTESTATIONS_BYE, "client_id": ATTESTATIONS, "state": "s1"}
+    )
     assert r.status_code == 303 and r.headers["location"] == ATTESTATIONS_BYE + "?state=s1"
     bearer = {"authorization": f"Bearer {tokens['access_token']}"}
     assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 401
@@ -425,8 +501,11 @@ async def test_every_provider_event_is_audited(provider_portal: Portal, julien: 
     tokens, code = await token_response(provider_portal, julien)
     await exchange(provider_portal, code, "x" * 43)  # a replay: refused, and the grant revoked
     r = await provider_portal.get(authorize_url(PARTNER, PARTNER_CB))
-    page = await provider_portal.get(r.headers["location"]) if r.status_code == 303 and \
-        r.headers["location"].startswith("/oidc") else r
+    page = (
+        await provider_portal.get(r.headers["location"])
+        if r.status_code == 303 and r.headers["location"].startswith("/oidc")
+        else r
+    )
     retour = page.text.split('name="retour" value="')[1].split('"')[0].replace("&amp;", "&")
     await provider_portal.post("/oidc/consentement", {"retour": retour, "action": "refuser"})
     await provider_portal.post("/oidc/consentement", {"retour": retour, "action": "accepter"})
@@ -441,8 +520,9 @@ async def test_every_provider_event_is_audited(provider_portal: Portal, julien: 
 # --- forward auth (nginx auth_request; the real nginx is in tests/ops/test_forward_auth.py) ------------
 
 
-async def test_forward_auth_needs_a_complete_login_and_refuses_off_site_returns(provider_portal: Portal,
-                                                                              julien: Any) -> None:
+async def test_forward_auth_needs_a_complete_login_and_refuses_off_site_returns(
+    provider_portal: Portal, julien: Any
+) -> None:
     r = await provider_portal.client.get("/auth/verifier", headers={"x-original-uri": "/attestations/?a=1"})
     assert r.status_code == 401 and r.headers["location"] == f"{ISSUER}/connexion?retour=%2Fattestations%2F%3Fa%3D1"
     for off_site in ("https://evil.test/", "//evil.test/", "/\\evil.test"):
@@ -465,16 +545,17 @@ async def test_forward_auth_needs_a_complete_login_and_refuses_off_site_returns(
 
 
 async def test_back_channel_logout_tells_the_services_the_login_reached(
-        make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path,
-        portal_factory: Callable[..., Any]) -> None:
+    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
+) -> None:
     import asyncio
 
     from guichet.plugins.registry_tables import importer as registry_import
     from guichet.testing import HttpSink
 
     with HttpSink() as service:
-        config = make_config(database_url=db_url, base=portal_config_text(
-            oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion")))
+        config = make_config(
+            database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
+        )
         portal = await portal_factory(config)
         await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
         person = registry_import.DEMO_PERSONS["particulier_vitale"]
@@ -502,8 +583,9 @@ async def test_back_channel_logout_tells_the_services_the_login_reached(
         assert header["typ"] == "logout+jwt"
 
 
-async def test_the_espace_prive_lists_the_caisse_s_services_and_when_they_were_used(provider_portal: Portal,
-                                                                                  julien: Any, clock: Any) -> None:
+async def test_the_espace_prive_lists_the_caisse_s_services_and_when_they_were_used(
+    provider_portal: Portal, julien: Any, clock: Any
+) -> None:
     await token_response(provider_portal, julien)
     page = await provider_portal.get("/espace-prive")
     assert page.status_code == 200 and "<h2>Mes services</h2>" in page.text
@@ -523,16 +605,25 @@ async def test_a_client_assertion_is_used_once(provider_portal: Portal, julien: 
     assertion = partner_assertion(now=int(provider_portal.services.now().timestamp()))
     # an assertion caught on its way (a log, a proxy) and sent first: it authenticates once, and
     # the client's own copy is then refused
-    first = await exchange(provider_portal, "un-autre-code", "v" * 43, client_id=PARTNER, secret=None,
-                           redirect_uri=PARTNER_CB, extra=assertion)
+    first = await exchange(
+        provider_portal,
+        "un-autre-code",
+        "v" * 43,
+        client_id=PARTNER,
+        secret=None,
+        redirect_uri=PARTNER_CB,
+        extra=assertion,
+    )
     assert first.status_code == 400 and first.json()["error"] == "invalid_grant"
-    again = await exchange(provider_portal, code, verifier, client_id=PARTNER, secret=None, redirect_uri=PARTNER_CB,
-                           extra=assertion)
+    again = await exchange(
+        provider_portal, code, verifier, client_id=PARTNER, secret=None, redirect_uri=PARTNER_CB, extra=assertion
+    )
     assert again.status_code == 401 and again.json()["error"] == "invalid_client"
 
 
-async def test_housekeeping_drops_spent_grants_tokens_and_assertions(provider_portal: Portal, julien: Any,
-                                                                    clock: Any) -> None:
+async def test_housekeeping_drops_spent_grants_tokens_and_assertions(
+    provider_portal: Portal, julien: Any, clock: Any
+) -> None:
     from guichet.web.app import housekeep
 
     tokens, _ = await token_response(provider_portal, julien)
@@ -548,8 +639,8 @@ async def test_housekeeping_drops_spent_grants_tokens_and_assertions(provider_po
 
 
 async def test_with_redis_sessions_the_flow_forward_auth_and_logout_hold(
-        make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path,
-        portal_factory: Callable[..., Any]) -> None:
+    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
+) -> None:
     from guichet.plugins.registry_tables import importer as registry_import
     from tests.conftest import redis_url
 
@@ -570,7 +661,8 @@ async def test_with_redis_sessions_the_flow_forward_auth_and_logout_hold(
 
 
 async def test_a_first_login_through_a_service_personalises_and_confirms_before_returning(
-        provider_portal: Portal) -> None:
+    provider_portal: Portal,
+) -> None:
     from guichet.plugins.registry_tables import importer as registry_import
     from tests.flows.helpers import personalise, register, temporary_password
 

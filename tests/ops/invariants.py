@@ -17,6 +17,7 @@ servers kept): one module, so every scenario checks the same promises.
 ``check_invariants`` raises AssertionError with the broken promise and returns what it counted, so a
 scenario can also assert on the counts (how many messages, how many copies).
 """
+
 from __future__ import annotations
 
 import email
@@ -62,20 +63,33 @@ def _key(caisse_id: str, row: Mapping[str, Any]) -> str:
     return f"{caisse_id}-{row['id']}-{int(row['created_at'].timestamp() * 1000)}"
 
 
-async def check_invariants(database: Database, caisse_id: str, *,
-                           received: Mapping[str, int] | None = None,
-                           final_states: Iterable[str] = ("sent",),
-                           seeded_accounts: Iterable[int] = (),
-                           expect_audit: Mapping[str, int] | None = None,
-                           channels: Iterable[str] | None = None) -> Counted:
+async def check_invariants(
+    database: Database,
+    caisse_id: str,
+    *,
+    received: Mapping[str, int] | None = None,
+    final_states: Iterable[str] = ("sent",),
+    seeded_accounts: Iterable[int] = (),
+    expect_audit: Mapping[str, int] | None = None,
+    channels: Iterable[str] | None = None,
+) -> Counted:
     """Assert the promises above; ``received`` maps delivery keys to copies taken in (None: not
     checked against a receiver), ``channels`` limits the receiver check to those channels."""
     allowed = set(final_states)
     t = database.t
-    messages = await t.OutboxMessage.select(
-        t.OutboxMessage.id, t.OutboxMessage.channel, t.OutboxMessage.template, t.OutboxMessage.state,
-        t.OutboxMessage.created_at, t.OutboxMessage.unknown_outcomes, t.OutboxMessage.attempts).order_by(
-        t.OutboxMessage.id).run()
+    messages = (
+        await t.OutboxMessage.select(
+            t.OutboxMessage.id,
+            t.OutboxMessage.channel,
+            t.OutboxMessage.template,
+            t.OutboxMessage.state,
+            t.OutboxMessage.created_at,
+            t.OutboxMessage.unknown_outcomes,
+            t.OutboxMessage.attempts,
+        )
+        .order_by(t.OutboxMessage.id)
+        .run()
+    )
     states = Counter(row["state"] for row in messages)
 
     # no message lost
@@ -84,8 +98,13 @@ async def check_invariants(database: Database, caisse_id: str, *,
     copies: dict[str, int] = dict(received or {})
     if received is not None:
         watched = set(channels) if channels is not None else None
-        missing = [(row["id"], row["template"]) for row in messages if row["state"] == "sent"
-                   and (watched is None or row["channel"] in watched) and not received.get(_key(caisse_id, row))]
+        missing = [
+            (row["id"], row["template"])
+            for row in messages
+            if row["state"] == "sent"
+            and (watched is None or row["channel"] in watched)
+            and not received.get(_key(caisse_id, row))
+        ]
         assert not missing, f"messages marked sent that never reached their receiver: {missing}"
         known = {_key(caisse_id, row): row for row in messages}
         strangers = sorted(key for key in received if key not in known)
@@ -96,22 +115,29 @@ async def check_invariants(database: Database, caisse_id: str, *,
             row = known[key]
             if count > DELIVERY_BOUND or count > 1 + row["unknown_outcomes"]:
                 over.append((row["id"], row["template"], count, row["unknown_outcomes"]))
-        assert not over, (f"messages received more often than the bound ({DELIVERY_BOUND}) or than their "
-                          f"doubts allow (id, template, copies, unknown outcomes): {over}")
-    doubts = [(row["id"], row["unknown_outcomes"]) for row in messages
-              if row["unknown_outcomes"] > RetryPolicy().max_unknown_retries + 1]
+        assert not over, (
+            f"messages received more often than the bound ({DELIVERY_BOUND}) or than their "
+            f"doubts allow (id, template, copies, unknown outcomes): {over}"
+        )
+    doubts = [
+        (row["id"], row["unknown_outcomes"])
+        for row in messages
+        if row["unknown_outcomes"] > RetryPolicy().max_unknown_retries + 1
+    ]
     assert not doubts, f"messages handed to their channel in doubt more often than the bound: {doubts}"
 
     # no code used twice
-    codes = await t.OneTimeCode.select(t.OneTimeCode.purpose, t.OneTimeCode.account_id,
-                                       t.OneTimeCode.used_at).run()
+    codes = await t.OneTimeCode.select(t.OneTimeCode.purpose, t.OneTimeCode.account_id, t.OneTimeCode.used_at).run()
     audit_rows = await t.AuditLog.select(t.AuditLog.kind, t.AuditLog.account_id, t.AuditLog.details).run()
     audit = Counter(row["kind"] for row in audit_rows)
     used = Counter(row["purpose"] for row in codes if row["used_at"] is not None)
-    accepted = Counter(msgspec.json.decode(row["details"]).get("purpose")
-                       for row in audit_rows if row["kind"] == "code.succeeded")
-    assert accepted == used, (f"codes accepted (code.succeeded) {dict(accepted)} do not match the codes "
-                              f"marked used {dict(used)} (per purpose): a code was used twice, or used unaudited")
+    accepted = Counter(
+        msgspec.json.decode(row["details"]).get("purpose") for row in audit_rows if row["kind"] == "code.succeeded"
+    )
+    assert accepted == used, (
+        f"codes accepted (code.succeeded) {dict(accepted)} do not match the codes "
+        f"marked used {dict(used)} (per purpose): a code was used twice, or used unaudited"
+    )
 
     # no duplicate account
     accounts = await t.Account.select(t.Account.id, t.Account.identifier).run()
@@ -120,8 +146,9 @@ async def check_invariants(database: Database, caisse_id: str, *,
 
     # audit rows present
     issued = Counter(row["purpose"] for row in codes)
-    sent_events = Counter(msgspec.json.decode(row["details"]).get("purpose")
-                          for row in audit_rows if row["kind"] == "code.sent")
+    sent_events = Counter(
+        msgspec.json.decode(row["details"]).get("purpose") for row in audit_rows if row["kind"] == "code.sent"
+    )
     unaudited = {purpose: n for purpose, n in issued.items() if sent_events[purpose] < n}
     assert not unaudited, f"codes issued without their code.sent audit row: {unaudited} (audited {dict(sent_events)})"
     completed = {row["account_id"] for row in audit_rows if row["kind"] == "registration.completed"}
@@ -131,5 +158,6 @@ async def check_invariants(database: Database, caisse_id: str, *,
     short = {kind: (audit[kind], n) for kind, n in (expect_audit or {}).items() if audit[kind] < n}
     assert not short, f"audit rows missing (kind: (found, expected at least)): {short}"
 
-    return Counted(states=dict(states), copies=copies, codes_used=sum(used.values()), accounts=len(accounts),
-                   audit=dict(audit))
+    return Counted(
+        states=dict(states), copies=copies, codes_used=sum(used.values()), accounts=len(accounts), audit=dict(audit)
+    )

@@ -7,6 +7,7 @@ under test are ``GUICHET_LOCATION`` and ``GUICHET_UPSTREAM``, the same text docs
 A request is lost when the browser does not get the app's own answer: a connection error, or a
 502/503/504 made by nginx because the upstream closed, refused or timed out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -78,8 +79,9 @@ def nginx_binary() -> str | None:
 class Nginx:
     """nginx in the foreground on a free port, its files in a folder of its own."""
 
-    def __init__(self, upstream_port: int, *, upstream: str = GUICHET_UPSTREAM,
-                 location: str = GUICHET_LOCATION) -> None:
+    def __init__(
+        self, upstream_port: int, *, upstream: str = GUICHET_UPSTREAM, location: str = GUICHET_LOCATION
+    ) -> None:
         binary = nginx_binary()
         assert binary is not None
         self.binary = binary
@@ -123,12 +125,26 @@ http {{
         return path.read_text(errors="replace") if path.exists() else ""
 
     def start(self) -> "Nginx":
-        check = subprocess.run([self.binary, "-t", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                                "-e", str(self.dir / "error.log")], capture_output=True, text=True)
+        check = subprocess.run(
+            [
+                self.binary,
+                "-t",
+                "-p",
+                str(self.dir),
+                "-c",
+                str(self.dir / "nginx.conf"),
+                "-e",
+                str(self.dir / "error.log"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert check.returncode == 0, f"nginx -t: {check.stderr}"
-        self.proc = subprocess.Popen([self.binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                                      "-e", str(self.dir / "error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [self.binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-e", str(self.dir / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # listening: nothing is sent upstream to find out
             with socket.socket() as probe:
@@ -173,7 +189,7 @@ security = "none"
 sender = "MSA Test <ne-pas-repondre@test.invalid>"
 
 [plugins.settings.delivery_postal]
-spool_dir = "{folder / 'letters'}"
+spool_dir = "{folder / "letters"}"
 
 [security]
 secret_key = {{ value = "{TEST_SECRET}" }}
@@ -183,7 +199,7 @@ trusted_proxies = ["127.0.0.1"]
 secure_cookies = false
 
 [database]
-url = "sqlite:///{folder / 'guichet.sqlite'}"
+url = "sqlite:///{folder / "guichet.sqlite"}"
 
 [server]
 mode = "demo"

@@ -5,6 +5,7 @@ Each server lives in a temporary folder, on a free port, and is always stopped a
 what it needs is missing (not root, no initdb, no redis-server) the test is skipped with a clear
 line, or fails under GUICHET_REQUIRE_SERVICES=1.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,8 +59,23 @@ class RedisServer:
     def start(self) -> "RedisServer":
         assert self.binary is not None
         log = (self.dir / "redis.log").open("ab")
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.dir)], stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=log,
+            stderr=log,
+        )
         _wait_for_port(self.port, self.proc, "redis-server")
         return self
 
@@ -99,8 +115,9 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix="guichet-pg-"))
         shutil.chown(self.dir, "postgres", "postgres")
         self.data = self.dir / "data"
-        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                          "-E", "UTF8", "--no-sync")
+        self._as_postgres(
+            str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
 
     def _as_postgres(self, *args: str) -> None:
         done = subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True, text=True, timeout=120)
@@ -113,8 +130,19 @@ class PostgresServer:
 
     def start(self) -> "PostgresServer":
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
-                          "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
@@ -176,8 +204,11 @@ async def running_portal(config: CaisseConfig, clock: Any) -> AsyncIterator[Port
     if task.done():
         task.result()
     await app.state.services.database.upgrade()
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 40000)),
-                               base_url="http://127.0.0.1:8000", follow_redirects=False)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 40000)),
+        base_url="http://127.0.0.1:8000",
+        follow_redirects=False,
+    )
     try:
         yield Portal(app, client)
     finally:
@@ -188,6 +219,9 @@ async def running_portal(config: CaisseConfig, clock: Any) -> AsyncIterator[Port
 
 def another_client(portal: Portal) -> Portal:
     """A second browser on the same app."""
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=portal.app, client=("203.0.113.8", 40000)),
-                               base_url="http://127.0.0.1:8000", follow_redirects=False)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=portal.app, client=("203.0.113.8", 40000)),
+        base_url="http://127.0.0.1:8000",
+        follow_redirects=False,
+    )
     return Portal(portal.app, client)

@@ -1,5 +1,6 @@
 """``guichet serve`` as a subprocess for the operations tests: start, wait until ready, stop
 (SIGTERM, a timeout, then SIGKILL: a server that hangs on exit never hangs the test run)."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def free_port() -> int:
 class Served:
     """One ``guichet serve`` process on a loopback port; its output goes to a file for the failure message."""
 
-    def __init__(self, config: Path, *, port: int | None = None, workers: int = 1,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, *, port: int | None = None, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.port = port or free_port()
         self.workers = workers
@@ -47,9 +49,23 @@ class Served:
     def start(self, timeout: float = 60) -> "Served":
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [*GUICHET, "serve", "--config", str(self.config), "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+            [
+                *GUICHET,
+                "serve",
+                "--config",
+                str(self.config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -104,8 +120,13 @@ class OutboxProcess:
 
     def start(self) -> "OutboxProcess":
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([*GUICHET, "outbox", "work", "--config", str(self.config)],
-                                     cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        self.proc = subprocess.Popen(
+            [*GUICHET, "outbox", "work", "--config", str(self.config)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
         return self
 
     def wait_for_output(self, text: str, timeout: float = 30) -> None:
@@ -153,7 +174,9 @@ def faketime(offset: str) -> dict[str, str]:
 
     import pytest
 
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1"))
+    found = sorted(
+        glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1")
+    )
     if not found:
         message = "libfaketime (Debian package faketime) is needed to run a process with a skewed clock"
         if os.environ.get("GUICHET_REQUIRE_SERVICES") == "1":

@@ -6,6 +6,7 @@ and a real SMTP server (aiosmtpd): an outbox worker 90 s ahead, web nodes 11 and
 of and behind the others. Skipped without faketime, PostgreSQL or Redis, unless
 GUICHET_REQUIRE_SERVICES=1.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,11 +56,13 @@ url = "{database_url}"
 [logging]
 format = "text"
 """
-    return (portal_config_text(extra)
-            .replace('id = "test"', f'id = "{caisse_id}"', 1)
-            .replace("port = 2525", f"port = {smtp_port}", 1)
-            .replace("secure_cookies = false\n", 'secure_cookies = false\nstore = "redis"\n', 1)
-            .replace('mode = "demo"\n', 'mode = "demo"\noutbox_worker = false\n', 1))
+    return (
+        portal_config_text(extra)
+        .replace('id = "test"', f'id = "{caisse_id}"', 1)
+        .replace("port = 2525", f"port = {smtp_port}", 1)
+        .replace("secure_cookies = false\n", 'secure_cookies = false\nstore = "redis"\n', 1)
+        .replace('mode = "demo"\n', 'mode = "demo"\noutbox_worker = false\n', 1)
+    )
 
 
 def wait_until(condition: Any, what: str, timeout: float = 60) -> None:
@@ -115,9 +118,15 @@ def test_a_worker_90_s_ahead_takes_no_lease_of_the_others(tmp_path: Path) -> Non
             now = await database.current_time()
             async with database.transaction():
                 for name in names:
-                    await enqueue(database, keys, channel="email", template="login_code",
-                                  recipient=Recipient(name=name, email=f"{name}@test.invalid"),
-                                  payload={"code": "123456", "lifetime_minutes": 10}, now=now)
+                    await enqueue(
+                        database,
+                        keys,
+                        channel="email",
+                        template="login_code",
+                        recipient=Recipient(name=name, email=f"{name}@test.invalid"),
+                        payload={"code": "123456", "lifetime_minutes": 10},
+                        now=now,
+                    )
 
         async def reset(database: Database) -> None:
             await _reset_postgres(database)
@@ -141,8 +150,9 @@ def test_a_worker_90_s_ahead_takes_no_lease_of_the_others(tmp_path: Path) -> Non
                 t = database.t.OutboxMessage
                 return Counter(row["state"] for row in await t.select(t.state).run())
 
-            wait_until(lambda: asyncio.run(_with_database(config_path, states)) == Counter({"sent": 13}),
-                       "every message sent")
+            wait_until(
+                lambda: asyncio.run(_with_database(config_path, states)) == Counter({"sent": 13}), "every message sent"
+            )
         finally:
             hold.set()
             codes = [holder.stop(), skewed.stop()]
@@ -150,10 +160,14 @@ def test_a_worker_90_s_ahead_takes_no_lease_of_the_others(tmp_path: Path) -> Non
         assert codes == [0, 0], f"{holder.output()[-2000:]}\n{skewed_log[-2000:]}"
         delivered = Counter(recipients(sink))
         assert delivered == Counter([f"held{n}@test.invalid" for n in range(12)] + ["sentinel@test.invalid"]), (
-            f"sent more than once: {sorted(a for a, n in delivered.items() if n > 1)}")
+            f"sent more than once: {sorted(a for a, n in delivered.items() if n > 1)}"
+        )
         assert "ahead of the database's" in skewed_log, skewed_log[-2000:]  # it really ran 90 s ahead
-        counted = asyncio.run(_with_database(config_path, lambda database: check_invariants(
-            database, caisse_id, received=email_keys(sink.messages))))
+        counted = asyncio.run(
+            _with_database(
+                config_path, lambda database: check_invariants(database, caisse_id, received=email_keys(sink.messages))
+            )
+        )
         assert set(counted.copies.values()) == {1}
 
 
@@ -182,11 +196,27 @@ class Deployment:
             hasher = Passwords(config.passwords.argon2, host=None)  # type: ignore[arg-type]
             now = await database.current_time()
             t = database.t.Account
-            rows = await t.insert(t(identifier_kind="nir", identifier=identifier, status="particulier",
-                                    last_name="TEST", first_name="Test", email=address, email_verified=True,
-                                    password_hash=await hasher.hash(PASSWORD), password_is_temporary=False,
-                                    password_changed_at=now, contacts_confirmed_at=now, credentials_version=1,
-                                    created_at=now)).returning(t.id).run()
+            rows = (
+                await t.insert(
+                    t(
+                        identifier_kind="nir",
+                        identifier=identifier,
+                        status="particulier",
+                        last_name="TEST",
+                        first_name="Test",
+                        email=address,
+                        email_verified=True,
+                        password_hash=await hasher.hash(PASSWORD),
+                        password_is_temporary=False,
+                        password_changed_at=now,
+                        contacts_confirmed_at=now,
+                        credentials_version=1,
+                        created_at=now,
+                    )
+                )
+                .returning(t.id)
+                .run()
+            )
             hasher.close()
             return int(rows[0]["id"])
 
@@ -196,6 +226,7 @@ class Deployment:
 
     def code_for(self, address: str, seen: int) -> str:
         """The code in the ``seen + 1``-th email to ``address``, delivered by the outbox worker."""
+
         def mails() -> list[Any]:
             with self.sink.lock:
                 return [m for m in self.sink.messages if address in m.rcpt_tos]
@@ -255,25 +286,29 @@ def _token(response: httpx.Response) -> str:
     return found.group(1)
 
 
-def _log_in(deployment: Deployment, password_node: str, code_node: str, identifier: str, address: str,
-            seen: int) -> httpx.Client:
+def _log_in(
+    deployment: Deployment, password_node: str, code_node: str, identifier: str, address: str, seen: int
+) -> httpx.Client:
     """A login whose password step is on one node and code step on another; the client is logged in."""
     browser = httpx.Client(timeout=30)
     token = _token(browser.get(f"{password_node}/connexion"))
-    r = browser.post(f"{password_node}/connexion", data={"identifier": identifier, "password": PASSWORD,
-                                                        "csrf_token": token})
+    r = browser.post(
+        f"{password_node}/connexion", data={"identifier": identifier, "password": PASSWORD, "csrf_token": token}
+    )
     assert r.status_code == 303 and r.headers["location"] == "/connexion/code", r.text[:500]
     token = _token(browser.get(f"{code_node}/connexion/code"))
     code = deployment.code_for(address, seen)
     r = browser.post(f"{code_node}/connexion/code", data={"code": code, "csrf_token": token})
     assert r.status_code == 303 and r.headers["location"] == "/espace-prive", (
-        f"the code was refused on {code_node}: {r.status_code} {r.text[:800]}")
+        f"the code was refused on {code_node}: {r.status_code} {r.text[:800]}"
+    )
     return browser
 
 
 @pytest.mark.parametrize("skew", ["+11m", "-11m", "+31m", "-31m"])
 def test_a_web_node_with_a_wrong_clock_accepts_fresh_codes_keeps_sessions_and_audits_on_time(
-        deployment: Deployment, skew: str) -> None:
+    deployment: Deployment, skew: str
+) -> None:
     """Codes are issued on one node and typed on the other (10-minute codes), sessions go on from
     one to the other (30 minutes idle): with an 11- or 31-minute skew, on either side, none of it
     may fail, and every audit row carries the database's time."""
@@ -292,7 +327,8 @@ def test_a_web_node_with_a_wrong_clock_accepts_fresh_codes_keeps_sessions_and_au
             for url in (right, skewed, right):
                 r = browser.get(f"{url}/espace-prive")
                 assert r.status_code == 200 and "Bonjour" in r.text, (
-                    f"logged out on {url}: {r.status_code} {r.headers.get('location')}")
+                    f"logged out on {url}: {r.status_code} {r.headers.get('location')}"
+                )
             browser.close()
     finally:
         node.stop()
@@ -309,9 +345,20 @@ def test_a_web_node_with_a_wrong_clock_accepts_fresh_codes_keeps_sessions_and_au
     assert kinds.count("login.succeeded") == 2 and kinds.count("code.sent") == 2, kinds
     # one offset measurement's error is a fraction of a millisecond; a second is generous
     margin = dt.timedelta(seconds=1)
-    wrong = [(row["kind"], row["at"].isoformat()) for row in rows if not started - margin <= row["at"] <= ended + margin]
+    wrong = [
+        (row["kind"], row["at"].isoformat()) for row in rows if not started - margin <= row["at"] <= ended + margin
+    ]
     assert not wrong, f"audit rows outside [{started.isoformat()}, {ended.isoformat()}]: {wrong}"
     # the worker (on the right clock) has sent both codes: the shared invariants over the whole run
-    asyncio.run(_with_database(deployment.config_path, lambda database: check_invariants(
-        database, deployment.caisse_id, received=email_keys(deployment.sink.messages),
-        seeded_accounts=deployment.account_ids, expect_audit={"login.succeeded": 2 * len(deployment.account_ids)})))
+    asyncio.run(
+        _with_database(
+            deployment.config_path,
+            lambda database: check_invariants(
+                database,
+                deployment.caisse_id,
+                received=email_keys(deployment.sink.messages),
+                seeded_accounts=deployment.account_ids,
+                expect_audit={"login.succeeded": 2 * len(deployment.account_ids)},
+            ),
+        )
+    )

@@ -1,4 +1,5 @@
 """Responses are gzipped when the browser accepts it, whole bodies at send time (web/compression.py)."""
+
 from __future__ import annotations
 
 import gzip
@@ -10,8 +11,8 @@ from litestar import Litestar, get
 from litestar.config.compression import CompressionConfig
 from litestar.response import Stream
 
-from tests.conftest import Portal
 from guichet.web.compression import WholeBodyCompression
+from tests.conftest import Portal
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,8 +31,9 @@ async def test_pages_are_gzipped_whole_with_the_right_length_and_vary(portal: Po
     assert "content-encoding" not in plain.headers
     assert zipped.headers["content-encoding"] == "gzip"
     assert int(zipped.headers["content-length"]) == len(zipped_body) < len(plain_body)
-    assert "Accept-Encoding" in zipped.headers["vary"] and "Cookie" in zipped.headers["vary"], \
+    assert "Accept-Encoding" in zipped.headers["vary"] and "Cookie" in zipped.headers["vary"], (
         "the app's own Vary values are kept"
+    )
     page = gzip.decompress(zipped_body).decode()
     assert page.lower().startswith("<!doctype html>") and "Connexion" in page
 
@@ -65,8 +67,9 @@ async def test_static_files_are_compressed_once_at_start_up_and_typed_once(porta
 
 async def test_small_and_empty_bodies_are_sent_as_they_are(portal: Portal) -> None:
     await portal.get("/")
-    request = portal.client.build_request("POST", "/deconnexion", headers={"Accept-Encoding": "gzip"},
-                                          data={"csrf_token": portal.csrf})
+    request = portal.client.build_request(
+        "POST", "/deconnexion", headers={"Accept-Encoding": "gzip"}, data={"csrf_token": portal.csrf}
+    )
     redirect = await portal.client.send(request)
     assert redirect.status_code == 303 and "content-encoding" not in redirect.headers
     health, body = await sent_bytes(portal, "/sante", "gzip")
@@ -84,8 +87,12 @@ def streamed() -> Stream:
 
 
 async def test_a_streamed_body_goes_through_litestars_own_wrapper() -> None:
-    app = Litestar(route_handlers=[streamed], compression_config=CompressionConfig(
-        backend="gzip", minimum_size=500, gzip_compress_level=6, middleware_class=WholeBodyCompression))
+    app = Litestar(
+        route_handlers=[streamed],
+        compression_config=CompressionConfig(
+            backend="gzip", minimum_size=500, gzip_compress_level=6, middleware_class=WholeBodyCompression
+        ),
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         response = await client.get("/stream", headers={"Accept-Encoding": "gzip"})
     assert response.headers["content-encoding"] == "gzip"

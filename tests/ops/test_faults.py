@@ -8,6 +8,7 @@ with the shared SQL invariants (tests/ops/invariants.py). What each one would ca
 docstring. Waits that the retry policy would impose (30 s and more) are not waited for: the test
 moves the message's due time to the database's now, as time passing would.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,8 @@ from guichet.core.structs import Recipient
 from guichet.testing import HttpSink, SmtpSink, free_port
 from tests.conftest import Portal, _reset_postgres, portal_config_text, service_missing
 from tests.ops.invariants import DELIVERY_BOUND, check_invariants, email_keys, sms_keys
-from tests.ops.serving import OutboxProcess
 from tests.ops.servers import PostgresServer, running_portal
+from tests.ops.serving import OutboxProcess
 from tests.ops.test_outages import assert_unavailable, no_500, ready, stranger, tour
 from tests.security.support import PASSWORD, make_account, password_step
 
@@ -50,13 +51,22 @@ CODE = re.compile(r"\b(\d{6})\b")
 CAISSE = "test"
 
 
-def write_config(path: Path, db_url: str, *, smtp_port: int = 2525, sms_url: str = "http://127.0.0.1:9/sms",
-                 sms_timeout: float = 10, extra: str = "") -> CaisseConfig:
+def write_config(
+    path: Path,
+    db_url: str,
+    *,
+    smtp_port: int = 2525,
+    sms_url: str = "http://127.0.0.1:9/sms",
+    sms_timeout: float = 10,
+    extra: str = "",
+) -> CaisseConfig:
     """The portal's config, its outbox worker apart (a process of its own), written where both read it."""
-    text = (portal_config_text(extra + f'\n[database]\nurl = "{db_url}"\n')
-            .replace("port = 2525", f"port = {smtp_port}", 1)
-            .replace('url = "http://127.0.0.1:9/sms"', f'url = "{sms_url}"\ntimeout_seconds = {sms_timeout}', 1)
-            .replace('mode = "demo"\n', 'mode = "demo"\noutbox_worker = false\n', 1))
+    text = (
+        portal_config_text(extra + f'\n[database]\nurl = "{db_url}"\n')
+        .replace("port = 2525", f"port = {smtp_port}", 1)
+        .replace('url = "http://127.0.0.1:9/sms"', f'url = "{sms_url}"\ntimeout_seconds = {sms_timeout}', 1)
+        .replace('mode = "demo"\n', 'mode = "demo"\noutbox_worker = false\n', 1)
+    )
     path.write_text(text, encoding="utf-8")
     return load_config(path)
 
@@ -72,16 +82,22 @@ async def deployment(config: CaisseConfig, clock: Any) -> AsyncIterator[Portal]:
 
 def browser(portal: Portal, n: int) -> httpx.AsyncClient:
     """A browser of its own (cookies, address) on the same app."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=portal.app, client=(f"192.0.2.{n}", 40000)),
-                             base_url="http://127.0.0.1:8000", follow_redirects=False)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=portal.app, client=(f"192.0.2.{n}", 40000)),
+        base_url="http://127.0.0.1:8000",
+        follow_redirects=False,
+    )
 
 
 async def people(portal: Portal, count: int, *, sms: bool = False) -> list[dict[str, Any]]:
     """``count`` accounts with a known password, a proven email (or, with ``sms``, a proven mobile only)."""
     made = []
     for n in range(1, count + 1):
-        overrides: dict[str, Any] = {"identifier": f"1850575{100 + n:03d}{n:03d}",
-                                     "email": f"faute{n}@test.invalid", "mobile": f"+336123456{n:02d}"}
+        overrides: dict[str, Any] = {
+            "identifier": f"1850575{100 + n:03d}{n:03d}",
+            "email": f"faute{n}@test.invalid",
+            "mobile": f"+336123456{n:02d}",
+        }
         if sms:
             overrides.update(email=None, email_verified=False, mobile_verified=True)
         made.append(await make_account(portal, **overrides))
@@ -98,16 +114,23 @@ async def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60)
 
 async def outbox_rows(database: Database) -> list[dict[str, Any]]:
     t = database.t.OutboxMessage
-    return await t.select(t.id, t.state, t.attempts, t.unknown_outcomes, t.next_attempt_at,
-                          t.last_error).order_by(t.id).run()
+    return (
+        await t.select(t.id, t.state, t.attempts, t.unknown_outcomes, t.next_attempt_at, t.last_error)
+        .order_by(t.id)
+        .run()
+    )
 
 
 async def due_now(database: Database) -> int:
     """Pending messages made due at once: the backoff that would have run out, without the wait."""
     t = database.t.OutboxMessage
     now = await database.current_time()
-    rows = await t.update({t.next_attempt_at: now}).where(
-        (t.state == "pending") & (t.next_attempt_at > now)).returning(t.id).run()
+    rows = (
+        await t.update({t.next_attempt_at: now})
+        .where((t.state == "pending") & (t.next_attempt_at > now))
+        .returning(t.id)
+        .run()
+    )
     return len(rows)
 
 
@@ -125,8 +148,7 @@ def email_code(sink: SmtpSink, address: str) -> str:
 # --- the SMTP server down, then back ----------------------------------------------------------------
 
 
-async def test_smtp_down_then_back_delivers_every_code_once(
-        tmp_path: Path, db_url: str, clock: Any) -> None:
+async def test_smtp_down_then_back_delivers_every_code_once(tmp_path: Path, db_url: str, clock: Any) -> None:
     """Four people ask for a login code while the SMTP server is down; the worker's tries are
     refused (connection refused: a known failure, retried). The server comes back: each code
     arrives exactly once and logs its person in. Fails on a message left pending or failed, a
@@ -142,6 +164,7 @@ async def test_smtp_down_then_back_delivers_every_code_once(
             assert r.status_code == 303 and r.headers["location"] == "/connexion/code"
 
         with OutboxProcess(tmp_path / "caisse.toml", name="smtp-down") as worker:
+
             async def all_refused() -> bool:
                 rows = await outbox_rows(database)
                 return len(rows) == 4 and all(r["attempts"] >= 1 and r["state"] == "pending" for r in rows)
@@ -152,6 +175,7 @@ async def test_smtp_down_then_back_delivers_every_code_once(
                 assert r.status_code == 200 and "pu être remis" not in html.unescape(r.text)
 
             with SmtpSink(port=smtp_port) as sink:
+
                 async def all_sent() -> bool:
                     await due_now(database)
                     return all(r["state"] == "sent" for r in await outbox_rows(database))
@@ -162,8 +186,12 @@ async def test_smtp_down_then_back_delivers_every_code_once(
                     r = await person_browser.post("/connexion/code", {"code": code})
                     assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
                 counted = await check_invariants(
-                    database, CAISSE, received=email_keys(sink.messages), seeded_accounts=[a["id"] for a in accounts],
-                    expect_audit={"code.sent": 4, "code.succeeded": 4, "login.succeeded": 4})
+                    database,
+                    CAISSE,
+                    received=email_keys(sink.messages),
+                    seeded_accounts=[a["id"] for a in accounts],
+                    expect_audit={"code.sent": 4, "code.succeeded": 4, "login.succeeded": 4},
+                )
         assert worker.proc is not None and worker.proc.returncode == 0, worker.output()[-2000:]
         assert counted.states == {"sent": 4} and sorted(counted.copies.values()) == [1, 1, 1, 1]
         for person_browser in browsers:
@@ -174,7 +202,8 @@ async def test_smtp_down_then_back_delivers_every_code_once(
 
 
 async def test_sms_gateway_timeouts_stay_within_the_bound_and_an_unknown_outcome_is_told(
-        tmp_path: Path, db_url: str, clock: Any) -> None:
+    tmp_path: Path, db_url: str, clock: Any
+) -> None:
     """The gateway takes each request in (the phone gets it) but answers after the channel's 1 s
     timeout. First person: two timeouts, then an answer: 3 requests with one Idempotency-Key, one
     SMS on the phone, the code logs in. Second person: three timeouts: the message ends ``failed``,
@@ -183,8 +212,9 @@ async def test_sms_gateway_timeouts_stay_within_the_bound_and_an_unknown_outcome
     one message, or a message left in flight."""
     with HttpSink(honour_key="Idempotency-Key") as gateway:
         path = tmp_path / "caisse.toml"
-        config = write_config(path, db_url, sms_url=gateway.url, sms_timeout=1,
-                              extra='\n[codes.login]\nchannels = ["sms"]\n')
+        config = write_config(
+            path, db_url, sms_url=gateway.url, sms_timeout=1, extra='\n[codes.login]\nchannels = ["sms"]\n'
+        )
         late = (200, {}, 1.6)  # accepted, answered after the client gave up
         async with deployment(config, clock) as portal:
             database = portal.services.database
@@ -202,9 +232,13 @@ async def test_sms_gateway_timeouts_stay_within_the_bound_and_an_unknown_outcome
                         return rows[-1]["state"] in ("sent", "failed")
 
                     await wait_for(final, "the SMS delivered or given up")
-                counted = await check_invariants(database, CAISSE, received=sms_keys(gateway.requests),
-                                                 final_states=("sent", "failed"),
-                                                 seeded_accounts=[a["id"] for a in accounts])
+                counted = await check_invariants(
+                    database,
+                    CAISSE,
+                    received=sms_keys(gateway.requests),
+                    final_states=("sent", "failed"),
+                    seeded_accounts=[a["id"] for a in accounts],
+                )
             assert worker.proc is not None and worker.proc.returncode == 0, worker.output()[-2000:]
             rows = await outbox_rows(database)
             # the third doubt is not counted in the row: it ends the message (its last_error says 3)
@@ -214,7 +248,8 @@ async def test_sms_gateway_timeouts_stay_within_the_bound_and_an_unknown_outcome
             assert "" not in counted.copies, "a request without its Idempotency-Key"
             # the gateway honoured the key: one SMS per message reached the phone
             assert Counter(r.headers["Idempotency-Key"] for r in gateway.delivered) == Counter(
-                {key: 1 for key in counted.copies})
+                {key: 1 for key in counted.copies}
+            )
 
             first = json.loads(gateway.delivered[0].body)["text"]
             await browsers[0].get("/connexion/code")
@@ -222,9 +257,13 @@ async def test_sms_gateway_timeouts_stay_within_the_bound_and_an_unknown_outcome
             assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
             r = await browsers[1].get("/connexion/code")
             assert "Le message n'a pas pu être remis au numéro" in html.unescape(r.text), r.text[:2000]
-            await check_invariants(database, CAISSE, final_states=("sent", "failed"),
-                                   seeded_accounts=[a["id"] for a in accounts],
-                                   expect_audit={"code.sent": 2, "code.succeeded": 1, "login.succeeded": 1})
+            await check_invariants(
+                database,
+                CAISSE,
+                final_states=("sent", "failed"),
+                seeded_accounts=[a["id"] for a in accounts],
+                expect_audit={"code.sent": 2, "code.succeeded": 1, "login.succeeded": 1},
+            )
             for person_browser in browsers:
                 await person_browser.client.aclose()
 
@@ -236,7 +275,8 @@ WORKER_SENT = re.compile(r"outbox message (\d+) \(email, [a-z_]+\) sent")
 
 
 async def test_two_workers_at_once_share_the_outbox_and_send_each_message_once(
-        tmp_path: Path, db_url: str, clock: Any) -> None:
+    tmp_path: Path, db_url: str, clock: Any
+) -> None:
     """Two ``guichet outbox work`` processes on one database, 40 messages queued. The SMTP server
     holds its answers until both workers are sending (16 messages in flight: 8 each), so both
     really hold leases at the same time. Fails if a message goes out twice, if both workers log it
@@ -251,10 +291,16 @@ async def test_two_workers_at_once_share_the_outbox_and_send_each_message_once(
             now = await database.current_time()
             async with database.transaction():
                 for n in range(40):
-                    await enqueue(database, keys, channel="email", template="login_code",
-                                  recipient=Recipient(name=f"P{n}", email=f"p{n}@test.invalid"),
-                                  payload={"code": f"{100000 + n}", "lifetime_minutes": 10}, now=now,
-                                  expires_at=now + dt.timedelta(minutes=10))
+                    await enqueue(
+                        database,
+                        keys,
+                        channel="email",
+                        template="login_code",
+                        recipient=Recipient(name=f"P{n}", email=f"p{n}@test.invalid"),
+                        payload={"code": f"{100000 + n}", "lifetime_minutes": 10},
+                        now=now,
+                        expires_at=now + dt.timedelta(minutes=10),
+                    )
             workers = [OutboxProcess(path, name=f"worker-{n}") for n in (1, 2)]
             try:
                 for worker in workers:
@@ -292,8 +338,9 @@ def small_disk() -> Iterator[Path]:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         service_missing("root and mount(8), to mount a small tmpfs")
     where = Path(tempfile.mkdtemp(prefix="guichet-disk-"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         shutil.rmtree(where, ignore_errors=True)
         service_missing(f"a tmpfs mount ({done.stderr.strip()[:200]})")
@@ -316,7 +363,8 @@ def fill(disk: Path) -> Path:
 
 
 async def test_a_full_disk_answers_503_then_loses_nothing_once_space_is_back(
-        small_disk: Path, tmp_path: Path, clock: Any) -> None:
+    small_disk: Path, tmp_path: Path, clock: Any
+) -> None:
     """The SQLite database on a 6 MiB tmpfs; a login code queued, then the disk filled to the
     last byte. Writes answer 503 (never a 500), readiness says 503, the worker cannot store its
     outcomes; space back: readiness 200, every queued code sent once, the login ends. Fails on a
@@ -366,9 +414,13 @@ async def test_a_full_disk_answers_503_then_loses_nothing_once_space_is_back(
             r = await person_browser.post("/connexion/code", {"code": email_code(sink, who["email"])})
             assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
             await person_browser.client.aclose()
-            counted = await check_invariants(database, CAISSE, received=email_keys(sink.messages),
-                                             seeded_accounts=[who["id"]],
-                                             expect_audit={"code.sent": 1, "login.succeeded": 1})
+            counted = await check_invariants(
+                database,
+                CAISSE,
+                received=email_keys(sink.messages),
+                seeded_accounts=[who["id"]],
+                expect_audit={"code.sent": 1, "login.succeeded": 1},
+            )
         assert set(counted.copies.values()) == {1}
 
 
@@ -385,7 +437,8 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 async def test_a_postgresql_restart_in_the_middle_of_delivery_loses_nothing(
-        postgres_server: PostgresServer, tmp_path: Path, clock: Any) -> None:
+    postgres_server: PostgresServer, tmp_path: Path, clock: Any
+) -> None:
     """A PostgreSQL cluster of the test's own is stopped (fast shutdown, as a restart or failover)
     while the SMTP server holds the 5th email, taken in but not yet answered: the worker cannot
     record ``sent`` for what is in flight (it logs "sent, but its outcome could not be stored" and
@@ -424,12 +477,19 @@ async def test_a_postgresql_restart_in_the_middle_of_delivery_loses_nothing(
             now = await database.current_time()
             async with database.transaction():
                 for n in range(17):
-                    await enqueue(database, keys, channel="email", template="login_code",
-                                  recipient=Recipient(name=f"P{n}", email=f"p{n}@test.invalid"),
-                                  payload={"code": f"{100000 + n}", "lifetime_minutes": 10}, now=now,
-                                  expires_at=now + dt.timedelta(minutes=10))
+                    await enqueue(
+                        database,
+                        keys,
+                        channel="email",
+                        template="login_code",
+                        recipient=Recipient(name=f"P{n}", email=f"p{n}@test.invalid"),
+                        payload={"code": f"{100000 + n}", "lifetime_minutes": 10},
+                        now=now,
+                        expires_at=now + dt.timedelta(minutes=10),
+                    )
 
             with OutboxProcess(path, name="pg-restart") as worker:
+
                 async def all_sent() -> bool:
                     if not restarted.is_set():
                         return False
@@ -446,14 +506,23 @@ async def test_a_postgresql_restart_in_the_middle_of_delivery_loses_nothing(
                         return await all_sent()
                     finally:
                         with contextlib.suppress(Exception):
-                            last_error[:] = [repr([(r["id"], r["state"], r["attempts"]) for r in
-                                                   await outbox_rows(database) if r["state"] != "sent"])]
+                            last_error[:] = [
+                                repr(
+                                    [
+                                        (r["id"], r["state"], r["attempts"])
+                                        for r in await outbox_rows(database)
+                                        if r["state"] != "sent"
+                                    ]
+                                )
+                            ]
 
                 try:
                     await wait_for(all_sent_noted, "every message sent after the restart", timeout=120)
                 except AssertionError as exc:
-                    raise AssertionError(f"{exc}; restarted={restarted.is_set()}; unsent={last_error}; worker:\n"
-                                         f"{worker.output()[-3000:]}") from None
+                    raise AssertionError(
+                        f"{exc}; restarted={restarted.is_set()}; unsent={last_error}; worker:\n"
+                        f"{worker.output()[-3000:]}"
+                    ) from None
                 assert worker.proc is not None and worker.proc.poll() is None, "the worker died with the database"
             assert worker.proc.returncode == 0, worker.output()[-3000:]
             assert stopped.is_set()
@@ -463,8 +532,12 @@ async def test_a_postgresql_restart_in_the_middle_of_delivery_loses_nothing(
                 assert r.status_code == 303 and r.headers["location"] == "/espace-prive"
                 await person_browser.client.aclose()
             counted = await check_invariants(
-                database, CAISSE, received=email_keys(sink.messages), seeded_accounts=[a["id"] for a in accounts],
-                expect_audit={"code.sent": 3, "code.succeeded": 3, "login.succeeded": 3})
+                database,
+                CAISSE,
+                received=email_keys(sink.messages),
+                seeded_accounts=[a["id"] for a in accounts],
+                expect_audit={"code.sent": 3, "code.succeeded": 3, "login.succeeded": 3},
+            )
         assert counted.states == {"sent": 20} and max(counted.copies.values()) <= DELIVERY_BOUND
 
 

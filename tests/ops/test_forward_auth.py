@@ -8,6 +8,7 @@ person's identity from guichet (never from the browser), and after the logout it
 Needs nginx (``apt-get install nginx``): skipped with a clear line without it, a failure under
 GUICHET_REQUIRE_SERVICES=1.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,7 +34,7 @@ from guichet.core.outbox import open_sealed
 from tests.conftest import TEST_SECRET, service_missing
 from tests.ops import restart_load
 from tests.ops.restart_load import Nginx
-from tests.ops.serving import GUICHET, ROOT, Served, free_port
+from tests.ops.serving import Served, free_port
 
 IDENTIFIER = "1850578006084"
 PASSWORD = "Vert-Galet-42-Nuage!"
@@ -108,12 +109,15 @@ def nginx_location(guichet_port: int, service_port: int) -> str:
 def caisse(folder: Path, issuer: str) -> Path:
     path = restart_load.app_config(folder)
     text = path.read_text()
-    path.write_text(text + f"""
+    path.write_text(
+        text
+        + f"""
 [oidc]
 enabled = true
 issuer = "{issuer}"
 forward_auth = true
-""")
+"""
+    )
     return path
 
 
@@ -123,11 +127,23 @@ async def add_person(folder: Path) -> None:
     await database.connect()
     try:
         t = database.t.Account
-        now = dt.datetime.now(dt.timezone.utc)
-        await t.insert(t(identifier_kind="nir", identifier=IDENTIFIER, status="particulier", last_name="LEFÈVRE",
-                         first_name="Julien", birth_date=dt.date(1985, 5, 14), email="julien@demo.invalid",
-                         email_verified=True, password_hash=PasswordHasher().hash(PASSWORD),
-                         password_is_temporary=False, contacts_confirmed_at=now, created_at=now)).run()
+        now = dt.datetime.now(dt.UTC)
+        await t.insert(
+            t(
+                identifier_kind="nir",
+                identifier=IDENTIFIER,
+                status="particulier",
+                last_name="LEFÈVRE",
+                first_name="Julien",
+                birth_date=dt.date(1985, 5, 14),
+                email="julien@demo.invalid",
+                email_verified=True,
+                password_hash=PasswordHasher().hash(PASSWORD),
+                password_is_temporary=False,
+                contacts_confirmed_at=now,
+                created_at=now,
+            )
+        ).run()
     finally:
         await database.close()
 
@@ -163,15 +179,22 @@ async def test_forward_auth_behind_nginx_guards_the_service_until_login_and_afte
             assert 'name="retour" value="/attestations/releve?annee=2026"' in page.text
             token = CSRF.search(page.text)
             assert token
-            r = await browser.post("/connexion", data={"identifier": IDENTIFIER, "password": PASSWORD,
-                                                       "retour": "/attestations/releve?annee=2026",
-                                                       "csrf_token": token.group(1)})
+            r = await browser.post(
+                "/connexion",
+                data={
+                    "identifier": IDENTIFIER,
+                    "password": PASSWORD,
+                    "retour": "/attestations/releve?annee=2026",
+                    "csrf_token": token.group(1),
+                },
+            )
             assert r.status_code == 303 and r.headers["location"] == "/connexion/code", r.text[-800:]
             page = await browser.get("/connexion/code")
             token = CSRF.search(page.text)
             assert token
-            r = await browser.post("/connexion/code", data={"code": await last_code(folder),
-                                                            "csrf_token": token.group(1)})
+            r = await browser.post(
+                "/connexion/code", data={"code": await last_code(folder), "csrf_token": token.group(1)}
+            )
             assert r.status_code == 303 and r.headers["location"] == "/attestations/releve?annee=2026"
             # logged in: the service gets the identity from guichet, not the browser's header
             r = await browser.get("/attestations/releve?annee=2026", headers={"X-Guichet-Sujet": "usurpateur"})

@@ -1,5 +1,6 @@
 """The fault suite's invariants can fail: each broken promise, written into a real database (SQLite
 and PostgreSQL), is caught with a message that names it."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,13 +15,27 @@ from tests.ops.invariants import DELIVERY_BOUND, check_invariants
 
 pytestmark = pytest.mark.faults
 
-NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
 
 async def message(database: Database, *, state: str = "sent", unknown: int = 0) -> str:
     t = database.t.OutboxMessage
-    rows = await t.insert(t(channel="email", template="login_code", sealed="", state=state, attempts=1,
-                            next_attempt_at=NOW, created_at=NOW, unknown_outcomes=unknown)).returning(t.id).run()
+    rows = (
+        await t.insert(
+            t(
+                channel="email",
+                template="login_code",
+                sealed="",
+                state=state,
+                attempts=1,
+                next_attempt_at=NOW,
+                created_at=NOW,
+                unknown_outcomes=unknown,
+            )
+        )
+        .returning(t.id)
+        .run()
+    )
     return f"test-{rows[0]['id']}-{int(NOW.timestamp() * 1000)}"
 
 
@@ -31,15 +46,36 @@ async def audit(database: Database, kind: str, account_id: int | None = None, **
 
 async def code(database: Database, *, used: bool) -> None:
     t = database.t.OneTimeCode
-    await t.insert(t(purpose="login", binding="b", code_hmac="h", channel="email", created_at=NOW,
-                     expires_at=NOW + dt.timedelta(minutes=10), used_at=NOW if used else None)).run()
+    await t.insert(
+        t(
+            purpose="login",
+            binding="b",
+            code_hmac="h",
+            channel="email",
+            created_at=NOW,
+            expires_at=NOW + dt.timedelta(minutes=10),
+            used_at=NOW if used else None,
+        )
+    ).run()
     await audit(database, "code.sent", purpose="login")
 
 
 async def account(database: Database, identifier: str) -> int:
     t = database.t.Account
-    rows = await t.insert(t(identifier_kind="nir", identifier=identifier, status="particulier", last_name="T",
-                            password_hash="x", created_at=NOW)).returning(t.id).run()
+    rows = (
+        await t.insert(
+            t(
+                identifier_kind="nir",
+                identifier=identifier,
+                status="particulier",
+                last_name="T",
+                password_hash="x",
+                created_at=NOW,
+            )
+        )
+        .returning(t.id)
+        .run()
+    )
     return int(rows[0]["id"])
 
 
@@ -48,8 +84,9 @@ async def test_a_sound_state_passes(database: Database) -> None:
     await code(database, used=True)
     await audit(database, "code.succeeded", purpose="login")
     seeded = await account(database, "1850575100001")
-    counted = await check_invariants(database, "test", received={key: 1}, seeded_accounts=[seeded],
-                                     expect_audit={"code.succeeded": 1})
+    counted = await check_invariants(
+        database, "test", received={key: 1}, seeded_accounts=[seeded], expect_audit={"code.succeeded": 1}
+    )
     assert counted.states == {"sent": 1} and counted.codes_used == 1 and counted.accounts == 1
 
 
@@ -92,8 +129,9 @@ async def test_a_code_used_unaudited_is_caught(database: Database) -> None:
 
 async def test_a_code_issued_without_its_audit_row_is_caught(database: Database) -> None:
     t = database.t.OneTimeCode
-    await t.insert(t(purpose="login", binding="b", code_hmac="h", channel="email", created_at=NOW,
-                     expires_at=NOW)).run()
+    await t.insert(
+        t(purpose="login", binding="b", code_hmac="h", channel="email", created_at=NOW, expires_at=NOW)
+    ).run()
     with pytest.raises(AssertionError, match="without their code.sent"):
         await check_invariants(database, "test")
 
@@ -121,7 +159,8 @@ async def test_a_duplicate_account_is_caught(tmp_path: Path) -> None:
 async def _duplicate_caught(database: Database) -> None:
     seeded = [await account(database, "1850575100001")]
     rows = await database.engine.run_ddl(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'guichet_account' AND sql IS NULL")
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'guichet_account' AND sql IS NULL"
+    )
     assert rows, "the identifier's unique index"
     # a table without the constraint, as a schema that lost it would be
     await database.engine.run_ddl("ALTER TABLE guichet_account RENAME TO guichet_account_old")

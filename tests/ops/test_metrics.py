@@ -1,4 +1,5 @@
 """/metrics: the listed series after a login; who may read it; the request id; logs without secrets."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,22 +17,31 @@ from guichet.core.config import CaisseConfig
 from guichet.core.logs import JsonFormatter, accepted_request_id, scrub
 from tests.conftest import Portal, portal_config_text
 
-
 PASSWORD = "Ocre-Falaise-31-Marée!"
 IDENTIFIER = "1850578006084"  # LEFEBVRE Julien, a demo registry person
 OTHER = "2920633123045"
 SERIES = (
-    "guichet_http_requests_total", "guichet_http_request_duration_seconds_bucket",
-    "guichet_http_requests_in_progress", "guichet_step_outcomes_total", "guichet_security_events_total",
-    "guichet_codes_sent_total", "guichet_codes_failed_total", "guichet_outbox_deliveries_total",
-    "guichet_outbox_messages", "guichet_outbox_oldest_age_seconds", "guichet_rate_limit_hits_total",
-    "guichet_rate_limit_refusals_total", "guichet_argon2_seconds_bucket", "guichet_argon2_wait_seconds_bucket",
+    "guichet_http_requests_total",
+    "guichet_http_request_duration_seconds_bucket",
+    "guichet_http_requests_in_progress",
+    "guichet_step_outcomes_total",
+    "guichet_security_events_total",
+    "guichet_codes_sent_total",
+    "guichet_codes_failed_total",
+    "guichet_outbox_deliveries_total",
+    "guichet_outbox_messages",
+    "guichet_outbox_oldest_age_seconds",
+    "guichet_rate_limit_hits_total",
+    "guichet_rate_limit_refusals_total",
+    "guichet_argon2_seconds_bucket",
+    "guichet_argon2_wait_seconds_bucket",
 )
 
 
 def metrics_client(portal: Portal, host: str = "127.0.0.1") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=portal.app, client=(host, 50000)),
-                             base_url="http://127.0.0.1:8000")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=portal.app, client=(host, 50000)), base_url="http://127.0.0.1:8000"
+    )
 
 
 def value(text: str, name: str, **labels: str) -> float:
@@ -51,12 +61,24 @@ def value(text: str, name: str, **labels: str) -> float:
 async def make_account(portal: Portal, identifier: str, email: str) -> None:
     services = portal.services
     t = services.database.t.Account
-    now = dt.datetime.now(dt.timezone.utc)
-    await t.insert(t(identifier_kind="nir", identifier=identifier, status="particulier", last_name="LEFEBVRE",
-                     first_name="Julien", email=email, email_verified=True,
-                     password_hash=await services.passwords.hash(PASSWORD), password_is_temporary=False,
-                     password_changed_at=now, contacts_confirmed_at=now, credentials_version=1,
-                     created_at=now)).run()
+    now = dt.datetime.now(dt.UTC)
+    await t.insert(
+        t(
+            identifier_kind="nir",
+            identifier=identifier,
+            status="particulier",
+            last_name="LEFEBVRE",
+            first_name="Julien",
+            email=email,
+            email_verified=True,
+            password_hash=await services.passwords.hash(PASSWORD),
+            password_is_temporary=False,
+            password_changed_at=now,
+            contacts_confirmed_at=now,
+            credentials_version=1,
+            created_at=now,
+        )
+    ).run()
 
 
 @pytest.fixture
@@ -120,16 +142,20 @@ async def test_metrics_answer_only_allowed_addresses_and_never_through_a_proxy(p
         assert (await client.get("/metrics", headers={"Forwarded": "for=127.0.0.1"})).status_code == 404
 
 
-async def test_metrics_allowed_network_and_switched_off(portal_factory: Callable[..., Any],
-                                                        make_config: Callable[..., CaisseConfig], db_url: str) -> None:
-    config = make_config(database_url=db_url, base=portal_config_text(
-        '\n[metrics]\nallowed_clients = ["203.0.113.0/24"]\n'))
+async def test_metrics_allowed_network_and_switched_off(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str
+) -> None:
+    config = make_config(
+        database_url=db_url, base=portal_config_text('\n[metrics]\nallowed_clients = ["203.0.113.0/24"]\n')
+    )
     portal = await portal_factory(config)
     async with metrics_client(portal, "203.0.113.7") as client:
         assert (await client.get("/metrics")).status_code == 200
     async with metrics_client(portal) as client:
         assert (await client.get("/metrics")).status_code == 404
-    off = await portal_factory(make_config(database_url=db_url, base=portal_config_text("\n[metrics]\nenabled = false\n")))
+    off = await portal_factory(
+        make_config(database_url=db_url, base=portal_config_text("\n[metrics]\nenabled = false\n"))
+    )
     async with metrics_client(off) as client:
         assert (await client.get("/metrics")).status_code == 404
 
@@ -181,8 +207,9 @@ async def test_json_logs_carry_the_request_id_and_no_secret(portal: Portal, demo
         await portal.get("/connexion/code")
         code = await portal.last_code("login_code")
         await portal.post("/connexion/code", {"code": code})
-        logging.getLogger("guichet.test").warning("password=%s sent to %s for %s", PASSWORD, person.email,
-                                                  person.identifier)
+        logging.getLogger("guichet.test").warning(
+            "password=%s sent to %s for %s", PASSWORD, person.email, person.identifier
+        )
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -198,8 +225,7 @@ def test_scrub_masks_secrets_and_identifiers() -> None:
     assert scrub("password=hunter2 code=123456 token=abc") == "password=*** code=*** token=***"
     assert scrub('{"password": "a b", "code": 123456}') == '{"password": "***", "code": "***"}'
     assert scrub("postgresql://guichet:s3cret@db/guichet") == "postgresql://guichet:***@db/guichet"
-    assert scrub("NIR 185052A006084 and 185057800608412, SIRET 84216730600021") == \
-        "NIR <nir> and <nir>, SIRET <siret>"
+    assert scrub("NIR 185052A006084 and 185057800608412, SIRET 84216730600021") == "NIR <nir> and <nir>, SIRET <siret>"
     assert scrub("to julien.lefebvre@demo.invalid") == "to ***@demo.invalid"
     assert scrub("Authorization: Bearer abcdef.ghijkl") == "Authorization: Bearer ***"
     assert scrub("outbox message 12 sent, status code: 200") == "outbox message 12 sent, status code: 200"

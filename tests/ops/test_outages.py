@@ -5,6 +5,7 @@ During each outage every page a person can reach answers either normally or 503 
 and the French "Service momentanément indisponible" page (htmx: its section, aimed at the main
 area); never a 500. ``/sante/pret`` is 503 while a store the app needs fails, 200 again after.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,8 @@ import httpx
 import pytest
 
 from guichet.core.config import CaisseConfig
-from tests.conftest import Portal, portal_config_text
 from guichet.testing import SmtpSink
+from tests.conftest import Portal, portal_config_text
 from tests.ops.invariants import check_invariants, email_keys
 from tests.ops.servers import HashingHeld, PostgresServer, RedisServer, running_portal
 from tests.security.support import login, make_account, person
@@ -38,7 +39,10 @@ def assert_unavailable(r: httpx.Response, *, htmx: bool) -> None:
     # the whole "Service momentanément indisponible" page, or the step itself saying so (a counter
     # store down refuses the try in the form: core/flows/common.py UNAVAILABLE)
     assert UNAVAILABLE in page or STEP_UNAVAILABLE in page or "Déconnexion impossible" in page, (
-        r.request.method, r.request.url.path, " ".join(re.sub(r"<[^>]+>", " ", page).split())[-600:])
+        r.request.method,
+        r.request.url.path,
+        " ".join(re.sub(r"<[^>]+>", " ", page).split())[-600:],
+    )
     if htmx and UNAVAILABLE not in page and STEP_UNAVAILABLE in page:
         assert "<html" not in r.text  # the step's own fragment, swapped where the form is
     elif htmx:
@@ -51,8 +55,11 @@ def assert_unavailable(r: httpx.Response, *, htmx: bool) -> None:
 async def stranger(portal: Portal) -> AsyncIterator[Portal]:
     """A browser of its own, from an address of its own (so per-address limits stay out of the way)."""
     address = f"198.51.100.{next(STRANGERS)}"
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=portal.app, client=(address, 40000)),
-                               base_url="http://127.0.0.1:8000", follow_redirects=False)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=portal.app, client=(address, 40000)),
+        base_url="http://127.0.0.1:8000",
+        follow_redirects=False,
+    )
     async with client:
         yield Portal(portal.app, client)
 
@@ -61,10 +68,13 @@ async def tour(portal: Portal, *, logged_in: bool) -> list[tuple[str, bool, http
     """Every kind of page once without htmx and once with: reads, writes, the session's pages, the logout."""
     answers = []
     for htmx in (False, True):
-        paths = [("GET", "/", {}), ("GET", "/connexion", {}),
-                 ("POST", "/connexion", {"identifier": person().identifier, "password": "Pas-Le-Bon-1!"}),
-                 ("POST", "/inscription/statut", {"status": "particulier"}),
-                 ("POST", "/mot-de-passe-oublie/identifiant", {"identifier": person().identifier})]
+        paths = [
+            ("GET", "/", {}),
+            ("GET", "/connexion", {}),
+            ("POST", "/connexion", {"identifier": person().identifier, "password": "Pas-Le-Bon-1!"}),
+            ("POST", "/inscription/statut", {"status": "particulier"}),
+            ("POST", "/mot-de-passe-oublie/identifiant", {"identifier": person().identifier}),
+        ]
         if logged_in:
             paths += [("GET", "/espace-prive", {}), ("GET", "/mon-compte", {})]
         for method, path, data in paths:
@@ -79,7 +89,7 @@ async def tour(portal: Portal, *, logged_in: bool) -> list[tuple[str, bool, http
 def no_500(answers: list[tuple[str, bool, httpx.Response]]) -> None:
     bad = [(what, htmx, r.status_code) for what, htmx, r in answers if r.status_code >= 500 and r.status_code != 503]
     assert not bad, f"5xx other than 503: {bad}"
-    for what, htmx, r in answers:
+    for _what, htmx, r in answers:
         if r.status_code == 503:
             assert_unavailable(r, htmx=htmx)
 
@@ -103,8 +113,13 @@ async def delivered_and_sound(portal: Portal, sink: SmtpSink, account_id: int, e
     """After the outage: the outbox drained into the SMTP server, then the shared invariants (every
     message sent once, no code used twice, no duplicate account, the expected audit rows)."""
     await portal.services.outbox_worker("after-outage").drain()
-    await check_invariants(portal.services.database, portal.services.config.caisse.id,
-                           received=email_keys(sink.messages), seeded_accounts=[account_id], expect_audit=expect)
+    await check_invariants(
+        portal.services.database,
+        portal.services.config.caisse.id,
+        received=email_keys(sink.messages),
+        seeded_accounts=[account_id],
+        expect_audit=expect,
+    )
 
 
 # --- PostgreSQL stopped, then started again ----------------------------------------------------------
@@ -120,8 +135,8 @@ def postgres_server() -> Any:
 
 
 async def test_a_postgresql_restart_answers_503_and_readiness_follows(
-        postgres_server: PostgresServer, make_config: Callable[..., CaisseConfig], clock: Any,
-        smtp: SmtpSink) -> None:
+    postgres_server: PostgresServer, make_config: Callable[..., CaisseConfig], clock: Any, smtp: SmtpSink
+) -> None:
     config = make_config(database_url=postgres_server.url, base=with_smtp(portal_config_text(), smtp))
     async with running_portal(config, clock) as portal:
         who = await make_account(portal)
@@ -158,8 +173,9 @@ async def test_a_postgresql_restart_answers_503_and_readiness_follows(
         assert r.status_code == 200, "the session stored in PostgreSQL came back with it"
         no_500(await tour(portal, logged_in=True))
         await login(portal, person().identifier)  # a whole login again once it is back
-        await delivered_and_sound(portal, smtp, who["id"], {"login.succeeded": 2, "code.succeeded": 2,
-                                                           "login.failed": 2})
+        await delivered_and_sound(
+            portal, smtp, who["id"], {"login.succeeded": 2, "code.succeeded": 2, "login.failed": 2}
+        )
 
 
 # --- Redis killed (sessions and counters there) ------------------------------------------------------
@@ -175,11 +191,17 @@ def redis_server() -> Any:
 
 
 async def test_redis_down_answers_503_and_readiness_follows(
-        redis_server: RedisServer, make_config: Callable[..., CaisseConfig], db_url: str, clock: Any,
-        smtp: SmtpSink) -> None:
-    config = make_config(database_url=db_url, base=with_smtp(portal_config_text(
-        f'\n[rate_limits]\nstore = "redis"\n\n[redis]\nurl = "{redis_server.url}"\n').replace(
-        "[sessions]\n", '[sessions]\nstore = "redis"\n', 1), smtp))
+    redis_server: RedisServer, make_config: Callable[..., CaisseConfig], db_url: str, clock: Any, smtp: SmtpSink
+) -> None:
+    config = make_config(
+        database_url=db_url,
+        base=with_smtp(
+            portal_config_text(f'\n[rate_limits]\nstore = "redis"\n\n[redis]\nurl = "{redis_server.url}"\n').replace(
+                "[sessions]\n", '[sessions]\nstore = "redis"\n', 1
+            ),
+            smtp,
+        ),
+    )
     async with running_portal(config, clock) as portal:
         if not portal.services.database.is_sqlite:
             from tests.conftest import _reset_postgres
@@ -188,8 +210,12 @@ async def test_redis_down_answers_503_and_readiness_follows(
         who = await make_account(portal)
         await login(portal, person().identifier)
         assert (await portal.get("/espace-prive")).status_code == 200
-        assert (await ready(portal)).json() == {"status": "ok", "database": "ok", "redis_sessions": "ok",
-                                                 "redis_counters": "ok"}
+        assert (await ready(portal)).json() == {
+            "status": "ok",
+            "database": "ok",
+            "redis_sessions": "ok",
+            "redis_counters": "ok",
+        }
 
         redis_server.kill()
         answers = await tour(portal, logged_in=True)
@@ -200,9 +226,12 @@ async def test_redis_down_answers_503_and_readiness_follows(
         r = await portal.post("/deconnexion", {})
         assert r.status_code == 503 and "Déconnexion impossible" in html.unescape(r.text)
         r = await ready(portal)
-        assert r.status_code == 503 and r.json() == {"status": "unavailable", "database": "ok",
-                                                     "redis_sessions": "unavailable",
-                                                     "redis_counters": "unavailable"}
+        assert r.status_code == 503 and r.json() == {
+            "status": "unavailable",
+            "database": "ok",
+            "redis_sessions": "unavailable",
+            "redis_counters": "unavailable",
+        }
 
         redis_server.start()  # same port, empty: sessions and counters start again from nothing
         for _ in range(20):
@@ -214,8 +243,9 @@ async def test_redis_down_answers_503_and_readiness_follows(
         no_500(await tour(portal, logged_in=False))
         await login(portal, person().identifier)
         # the logout refused while Redis was down is audited (the database was there)
-        await delivered_and_sound(portal, smtp, who["id"], {"login.succeeded": 2, "code.succeeded": 2,
-                                                           "logout.failed": 1})
+        await delivered_and_sound(
+            portal, smtp, who["id"], {"login.succeeded": 2, "code.succeeded": 2, "logout.failed": 1}
+        )
 
 
 # --- SQLite full ---------------------------------------------------------------------------------------
@@ -237,7 +267,8 @@ async def _limit_pages(portal: Portal, pages: int | None) -> None:
 
 
 async def test_a_full_sqlite_database_answers_503_and_readiness_follows(
-        make_config: Callable[..., CaisseConfig], clock: Any, smtp: SmtpSink) -> None:
+    make_config: Callable[..., CaisseConfig], clock: Any, smtp: SmtpSink
+) -> None:
     config = make_config(base=with_smtp(portal_config_text(), smtp))
     async with running_portal(config, clock) as portal:
         who = await make_account(portal)
@@ -276,10 +307,14 @@ async def test_a_full_sqlite_database_answers_503_and_readiness_follows(
 
 
 async def test_a_session_save_that_fails_turns_the_answer_into_a_503(
-        redis_server: RedisServer, make_config: Callable[..., CaisseConfig], clock: Any) -> None:
+    redis_server: RedisServer, make_config: Callable[..., CaisseConfig], clock: Any
+) -> None:
     """Redis dies while a request runs: its page is not sent with a cookie for a session never saved."""
-    config = make_config(base=portal_config_text(f'\n[redis]\nurl = "{redis_server.url}"\n').replace(
-        "[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+    config = make_config(
+        base=portal_config_text(f'\n[redis]\nurl = "{redis_server.url}"\n').replace(
+            "[sessions]\n", '[sessions]\nstore = "redis"\n', 1
+        )
+    )
     async with running_portal(config, clock) as portal:
         await make_account(portal)
         for htmx in (False, True):
@@ -290,8 +325,13 @@ async def test_a_session_save_that_fails_turns_the_answer_into_a_503(
             clock.advance(seconds=61)  # the request will refresh the session's idle clock: a save
             held = HashingHeld(portal)
             try:
-                request = asyncio.create_task(portal.post("/mon-compte/mot-de-passe", {
-                    "current_password": "Pas-Le-Bon-1!", "new_password": "x", "confirm_password": "x"}, htmx=htmx))
+                request = asyncio.create_task(
+                    portal.post(
+                        "/mon-compte/mot-de-passe",
+                        {"current_password": "Pas-Le-Bon-1!", "new_password": "x", "confirm_password": "x"},
+                        htmx=htmx,
+                    )
+                )
                 await held.until_a_request_waits()  # its session is loaded: now Redis goes
                 redis_server.kill()
             finally:

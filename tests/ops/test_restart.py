@@ -9,6 +9,7 @@
 Needs nginx (``apt-get install nginx``): skipped with a clear line without it, a failure under
 GUICHET_REQUIRE_SERVICES=1 (CI installs it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,12 +63,15 @@ async def test_a_rolling_restart_behind_nginx_loses_no_post(workers: int) -> Non
         nginx.start()
         assert served.proc is not None
         before = worker_pids(served.proc.pid)
-        tally = await restart_load.restart_under_load(nginx.url, lambda: restart_load.restart_by_sighup(served, workers))
+        tally = await restart_load.restart_under_load(
+            nginx.url, lambda: restart_load.restart_by_sighup(served, workers)
+        )
         after = worker_pids(served.proc.pid)
         assert len(after) == workers and not before & after, "the workers were not replaced"
         assert tally.during_restart > 0, "no request was sent while the workers were replaced"
-        assert not tally.lost, (f"{sum(tally.lost.values())} of {tally.sent} POSTs lost: {dict(tally.lost)}\n"
-                                f"{nginx.errors()[-2000:]}")
+        assert not tally.lost, (
+            f"{sum(tally.lost.values())} of {tally.sent} POSTs lost: {dict(tally.lost)}\n{nginx.errors()[-2000:]}"
+        )
     finally:
         nginx.stop()
         served.stop()
@@ -109,8 +113,9 @@ class FakeUpstream:
                 time.sleep(3)
             else:
                 status = "503 Service Unavailable" if self.behaviour == "answer" else "303 See Other"
-                conn.sendall(f"HTTP/1.1 {status}\r\nLocation: /\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                             .encode())
+                conn.sendall(
+                    f"HTTP/1.1 {status}\r\nLocation: /\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+                )
             conn.close()
 
     def close(self) -> None:
@@ -129,13 +134,18 @@ def upstream(request: pytest.FixtureRequest) -> Iterator[FakeUpstream]:
     fake.close()
 
 
-@pytest.mark.parametrize(("upstream", "status", "connections"), [
-    pytest.param("reset", 303, 2, id="reset-before-any-answer-is-retried-once"),
-    pytest.param("answer", 503, 1, id="an-answer-is-never-retried"),
-    pytest.param("silent", 504, 1, id="a-timeout-is-never-retried"),
-], indirect=["upstream"])
-def test_nginx_retries_a_post_only_when_its_connection_failed(upstream: FakeUpstream, status: int,
-                                                              connections: int) -> None:
+@pytest.mark.parametrize(
+    ("upstream", "status", "connections"),
+    [
+        pytest.param("reset", 303, 2, id="reset-before-any-answer-is-retried-once"),
+        pytest.param("answer", 503, 1, id="an-answer-is-never-retried"),
+        pytest.param("silent", 504, 1, id="a-timeout-is-never-retried"),
+    ],
+    indirect=["upstream"],
+)
+def test_nginx_retries_a_post_only_when_its_connection_failed(
+    upstream: FakeUpstream, status: int, connections: int
+) -> None:
     # the documented settings, with a 1 s read timeout instead of 30 s to keep the test short
     location = GUICHET_LOCATION.replace("proxy_read_timeout 30s;", "proxy_read_timeout 1s;")
     assert location != GUICHET_LOCATION

@@ -5,6 +5,7 @@ turn), and a rate limit counts on both: wrong passwords split across the two pro
 the slow-down. Needs GUICHET_TEST_POSTGRES and GUICHET_TEST_REDIS (skipped without them, unless
 GUICHET_REQUIRE_SERVICES=1).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,16 +45,20 @@ url = "{database_url}"
 [logging]
 format = "text"
 """
-    return (portal_config_text(extra)
-            .replace('id = "test"', f'id = "{caisse_id}"', 1)
-            .replace("secure_cookies = false\n", 'secure_cookies = false\nstore = "redis"\n', 1)
-            .replace('mode = "demo"\n', 'mode = "demo"\noutbox_worker = false   # the test reads the codes from the outbox\n', 1))
+    return (
+        portal_config_text(extra)
+        .replace('id = "test"', f'id = "{caisse_id}"', 1)
+        .replace("secure_cookies = false\n", 'secure_cookies = false\nstore = "redis"\n', 1)
+        .replace(
+            'mode = "demo"\n', 'mode = "demo"\noutbox_worker = false   # the test reads the codes from the outbox\n', 1
+        )
+    )
 
 
 async def _prepare(config_path: Path) -> None:
     """An empty schema, the demo registry and one account with a known password."""
-    from guichet.plugins.registry_tables import importer as registry_import
     from guichet.core.passwords import Passwords
+    from guichet.plugins.registry_tables import importer as registry_import
 
     config = load_config(config_path)
     database = Database.from_config(config)
@@ -63,13 +68,25 @@ async def _prepare(config_path: Path) -> None:
         await registry_import.generate_demo_registry(database, count=0, seed=1)
         hasher = Passwords(config.passwords.argon2, host=None)  # type: ignore[arg-type]
         t = database.t.Account
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         for identifier, email in (("2920633123045", "sophie@test.invalid"), ("1680764445012", "pierre@test.invalid")):
-            await t.insert(t(identifier_kind="nir", identifier=identifier, status="particulier", last_name="TEST",
-                             first_name="Test", email=email, email_verified=True,
-                             password_hash=await hasher.hash(PASSWORD), password_is_temporary=False,
-                             password_changed_at=now, contacts_confirmed_at=now, credentials_version=1,
-                             created_at=now)).run()
+            await t.insert(
+                t(
+                    identifier_kind="nir",
+                    identifier=identifier,
+                    status="particulier",
+                    last_name="TEST",
+                    first_name="Test",
+                    email=email,
+                    email_verified=True,
+                    password_hash=await hasher.hash(PASSWORD),
+                    password_is_temporary=False,
+                    password_changed_at=now,
+                    contacts_confirmed_at=now,
+                    credentials_version=1,
+                    created_at=now,
+                )
+            ).run()
     finally:
         await database.close()
 
@@ -119,7 +136,9 @@ def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     finally:
         codes = [first.stop(), second.stop()]
         asyncio.run(_clear_redis(redis, caisse_id))
-    assert codes == [0, 0], f"a server did not stop cleanly: {codes}\n{first.output()[-2000:]}\n{second.output()[-2000:]}"
+    assert codes == [0, 0], (
+        f"a server did not stop cleanly: {codes}\n{first.output()[-2000:]}\n{second.output()[-2000:]}"
+    )
 
 
 def _token(response: httpx.Response) -> str:
@@ -132,8 +151,9 @@ def test_a_login_started_on_one_process_finishes_on_the_other(two_servers: tuple
     first, second, config_path = two_servers
     with httpx.Client(timeout=30) as browser:  # one cookie jar for both: cookies do not depend on the port
         token = _token(browser.get(f"{first.url}/connexion"))
-        r = browser.post(f"{first.url}/connexion", data={"identifier": "2920633123045", "password": PASSWORD,
-                                                        "csrf_token": token})
+        r = browser.post(
+            f"{first.url}/connexion", data={"identifier": "2920633123045", "password": PASSWORD, "csrf_token": token}
+        )
         assert r.status_code == 303 and r.headers["location"] == "/connexion/code", r.text[:500]
         token = _token(browser.get(f"{second.url}/connexion/code"))  # the session is in Redis
         code = asyncio.run(_last_code(config_path, "login_code"))
@@ -152,9 +172,16 @@ def test_registration_steps_alternate_between_the_processes(two_servers: tuple[S
     steps: list[tuple[str, dict[str, str]]] = [
         ("statut", {"status": person.status}),
         ("identifiant", {"identifier": person.nir_with_key}),
-        ("coordonnees", {"last_name": person.last_name, "first_name": person.first_name,
-                         "birth_date": person.birth_date.strftime("%d/%m/%Y") if person.birth_date else "",
-                         "email": person.email, "mobile": person.mobile}),
+        (
+            "coordonnees",
+            {
+                "last_name": person.last_name,
+                "first_name": person.first_name,
+                "birth_date": person.birth_date.strftime("%d/%m/%Y") if person.birth_date else "",
+                "email": person.email,
+                "mobile": person.mobile,
+            },
+        ),
         ("question", {"question": person.question, "answer": person.answer}),
         ("canal", {"channel": "email"}),
     ]
@@ -180,23 +207,30 @@ def test_login_failures_on_both_processes_share_one_slow_down(two_servers: tuple
         for n in range(5):  # login_failures_before_delay = 5: three on one process, two on the other
             server = first if n % 2 == 0 else second
             token = _token(browser.get(f"{server.url}/connexion"))
-            r = browser.post(f"{server.url}/connexion", data={"identifier": identifier,
-                                                             "password": f"mauvais-{n}", "csrf_token": token})
+            r = browser.post(
+                f"{server.url}/connexion",
+                data={"identifier": identifier, "password": f"mauvais-{n}", "csrf_token": token},
+            )
             assert r.status_code == 422
         # the right password, at once, on either process: slowed down by the failures counted on both
         for server in (first, second):
             token = _token(browser.get(f"{server.url}/connexion"))
-            r = browser.post(f"{server.url}/connexion", data={"identifier": identifier, "password": PASSWORD,
-                                                             "csrf_token": token})
+            r = browser.post(
+                f"{server.url}/connexion", data={"identifier": identifier, "password": PASSWORD, "csrf_token": token}
+            )
             assert r.status_code == 422, f"{server.url} let the login through: the limit is not shared"
         # and the counter is Redis's: another identifier is not slowed
         token = _token(browser.get(f"{second.url}/connexion"))
-        r = browser.post(f"{second.url}/connexion", data={"identifier": "2920633123045", "password": PASSWORD,
-                                                         "csrf_token": token})
+        r = browser.post(
+            f"{second.url}/connexion", data={"identifier": "2920633123045", "password": PASSWORD, "csrf_token": token}
+        )
         assert r.status_code == 303
     metrics = httpx.get(f"{first.url}/metrics").text + httpx.get(f"{second.url}/metrics").text
-    refused = sum(float(line.rpartition(" ")[2]) for line in metrics.splitlines()
-                  if line.startswith('guichet_rate_limit_refusals_total{limit="login-id"}'))
+    refused = sum(
+        float(line.rpartition(" ")[2])
+        for line in metrics.splitlines()
+        if line.startswith('guichet_rate_limit_refusals_total{limit="login-id"}')
+    )
     assert refused >= 2
 
 
@@ -211,12 +245,22 @@ def test_after_both_processes_the_invariants_hold(two_servers: tuple[Served, Ser
         await database.connect()
         try:
             t = database.t.Account
-            seeded = [row["id"] for row in await t.select(t.id).where(
-                t.identifier.is_in(["2920633123045", "1680764445012"])).run()]
-            counted = await check_invariants(database, config.caisse.id, final_states=("pending",),
-                                             seeded_accounts=seeded, expect_audit={
-                                                 "login.succeeded": 1, "registration.completed": 1,
-                                                 "code.succeeded": 2, "login.failed": 5})
+            seeded = [
+                row["id"]
+                for row in await t.select(t.id).where(t.identifier.is_in(["2920633123045", "1680764445012"])).run()
+            ]
+            counted = await check_invariants(
+                database,
+                config.caisse.id,
+                final_states=("pending",),
+                seeded_accounts=seeded,
+                expect_audit={
+                    "login.succeeded": 1,
+                    "registration.completed": 1,
+                    "code.succeeded": 2,
+                    "login.failed": 5,
+                },
+            )
             assert counted.accounts == 3, "the two seeded accounts and the one registered across both processes"
         finally:
             await database.close()

@@ -1,5 +1,6 @@
 """Graceful shutdown: SIGTERM during a slow request lets it finish, the process exits 0, and the
 outbox is left claimable (a send in flight finishes; nothing stays leased in ``sending``)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -86,12 +87,18 @@ async def _queue_messages(config_path: Path, count: int) -> None:
     try:
         await database.upgrade()
         keys = Keys.from_config(config)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         for n in range(count):
-            await enqueue(database, keys, channel="email", template="login_code",
-                          recipient=Recipient(name="Test", email=f"person{n}@test.invalid"),
-                          payload={"code": "123456", "lifetime_minutes": 10}, now=now,
-                          expires_at=now + dt.timedelta(minutes=10))
+            await enqueue(
+                database,
+                keys,
+                channel="email",
+                template="login_code",
+                recipient=Recipient(name="Test", email=f"person{n}@test.invalid"),
+                payload={"code": "123456", "lifetime_minutes": 10},
+                now=now,
+                expires_at=now + dt.timedelta(minutes=10),
+            )
     finally:
         await database.close()
 
@@ -124,8 +131,9 @@ def test_sigterm_lets_the_request_in_flight_finish_and_leaves_the_outbox_claimab
             def slow_login() -> None:
                 started = time.monotonic()
                 try:
-                    r = browser.post("/connexion", data={"identifier": "1990175123456", "password": "x" * 12,
-                                                         "csrf_token": token})
+                    r = browser.post(
+                        "/connexion", data={"identifier": "1990175123456", "password": "x" * 12, "csrf_token": token}
+                    )
                     outcome.update(status=r.status_code, text=r.text, finished=time.monotonic() - started)
                 except httpx.HTTPError as exc:
                     outcome.update(error=repr(exc))

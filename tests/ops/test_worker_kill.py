@@ -5,6 +5,7 @@ The SMTP server (aiosmtpd) kills the worker as the 10th email arrives, before an
 email, and any other the server was taking in at that moment, reached the server without the worker
 ever learning it. Another worker takes the messages over once their leases run out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,7 +57,8 @@ async def _with_database(config_path: Path, work: Any) -> Any:
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_carry_one_message_id(
-        tmp_path: Path, db_url: str) -> None:
+    tmp_path: Path, db_url: str
+) -> None:
     killed: list[int] = []
     taken_in: list[Any] = []
     lock = threading.Lock()
@@ -74,9 +76,12 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_carry_one_messag
 
     with SmtpSink(before_reply=kill_at_the_tenth) as sink:
         config_path = tmp_path / "caisse.toml"
-        config_path.write_text(portal_config_text(f'\n[database]\nurl = "{db_url}"\n')
-                               .replace("port = 2525", f"port = {sink.port}", 1)
-                               .replace('mode = "demo"\n', 'mode = "demo"\noutbox_worker = false\n', 1), encoding="utf-8")
+        config_path.write_text(
+            portal_config_text(f'\n[database]\nurl = "{db_url}"\n')
+            .replace("port = 2525", f"port = {sink.port}", 1)
+            .replace('mode = "demo"\n', 'mode = "demo"\noutbox_worker = false\n', 1),
+            encoding="utf-8",
+        )
         config = load_config(config_path)
         keys = Keys.from_config(config)
 
@@ -87,11 +92,19 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_carry_one_messag
                 await _reset_postgres(database)
             now = await database.current_time()
             async with database.transaction():
-                return [await enqueue(database, keys, channel="email", template="login_code",
-                                      recipient=Recipient(name=f"P{n}", email=f"p{n}@test.invalid"),
-                                      payload={"code": f"{100000 + n}", "lifetime_minutes": 10}, now=now,
-                                      expires_at=now + dt.timedelta(minutes=10))
-                        for n in range(MESSAGES)]
+                return [
+                    await enqueue(
+                        database,
+                        keys,
+                        channel="email",
+                        template="login_code",
+                        recipient=Recipient(name=f"P{n}", email=f"p{n}@test.invalid"),
+                        payload={"code": f"{100000 + n}", "lifetime_minutes": 10},
+                        now=now,
+                        expires_at=now + dt.timedelta(minutes=10),
+                    )
+                    for n in range(MESSAGES)
+                ]
 
         ids = asyncio.run(_with_database(config_path, prepare))
         worker = OutboxProcess(config_path, name="killed").start()
@@ -115,15 +128,19 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_carry_one_messag
             return await t.select(t.id, t.state, t.created_at, t.unknown_outcomes).order_by(t.id).run()
 
         with OutboxProcess(config_path, name="takes-over") as relief:
-            wait_until(lambda: all(r["state"] == SENT for r in asyncio.run(_with_database(config_path, states))),
-                       "every message sent")
+            wait_until(
+                lambda: all(r["state"] == SENT for r in asyncio.run(_with_database(config_path, states))),
+                "every message sent",
+            )
         assert relief.proc is not None and relief.proc.returncode == 0, relief.output()[-2000:]
 
     rows = asyncio.run(_with_database(config_path, states))
     assert [r["id"] for r in rows] == ids and {r["state"] for r in rows} == {SENT}  # nothing lost
     # every copy of a message carries the message's one Message-ID: a mail client shows it once
-    expected = {f"<test-{r['id']}-{int(r['created_at'].timestamp() * 1000)}@test.invalid>": f"p{r['id'] - ids[0]}@test.invalid"
-                for r in rows}
+    expected = {
+        f"<test-{r['id']}-{int(r['created_at'].timestamp() * 1000)}@test.invalid>": f"p{r['id'] - ids[0]}@test.invalid"
+        for r in rows
+    }
     copies = Counter()
     for envelope in sink.messages:
         mail = email.message_from_bytes(envelope.content)
@@ -133,9 +150,15 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_carry_one_messag
     twice = sorted(mid for mid, n in copies.items() if n > 1)
     # the email the server was answering when the worker died went out twice; no copy beyond the bound
     assert 1 <= len(twice) <= CONCURRENCY and max(copies.values()) <= 1 + RetryPolicy().max_unknown_retries
-    doubted = {f"<test-{r['id']}-{int(r['created_at'].timestamp() * 1000)}@test.invalid>"
-               for r in rows if r["unknown_outcomes"]}
+    doubted = {
+        f"<test-{r['id']}-{int(r['created_at'].timestamp() * 1000)}@test.invalid>"
+        for r in rows
+        if r["unknown_outcomes"]
+    }
     assert set(twice) <= doubted  # every duplicate is a message whose first outcome was unknown
-    counted = asyncio.run(_with_database(config_path, lambda database: check_invariants(
-        database, "test", received=email_keys(sink.messages))))
+    counted = asyncio.run(
+        _with_database(
+            config_path, lambda database: check_invariants(database, "test", received=email_keys(sink.messages))
+        )
+    )
     assert counted.states == {SENT: MESSAGES} and max(counted.copies.values()) <= DELIVERY_BOUND

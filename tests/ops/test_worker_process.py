@@ -1,4 +1,5 @@
 """What ``guichet serve`` does once per worker process, beyond building the app."""
+
 from __future__ import annotations
 
 import gc
@@ -6,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import portal_config_text
 from guichet.web.app import app_from_environment
+from tests.conftest import portal_config_text
 
 
 def test_a_worker_moves_its_start_up_objects_out_of_the_cyclic_collector(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "caisse.toml"
     config.write_text(portal_config_text() + f'\n[database]\nurl = "sqlite:///{tmp_path / "g.sqlite"}"\n')
     monkeypatch.setenv("GUICHET_CONFIG", str(config))

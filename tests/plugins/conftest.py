@@ -1,4 +1,5 @@
 """Fixtures of the plugin tests."""
+
 from __future__ import annotations
 
 import tomllib
@@ -15,6 +16,7 @@ def webhook_example(root: Path, guichet_plugin_site: PluginSite) -> Path:
     points its pyproject.toml declares, and its package on sys.path."""
     project = root / "examples" / "guichet-webhook-channel"
     declared = tomllib.loads((project / "pyproject.toml").read_text())["project"]["entry-points"]["guichet"]
-    guichet_plugin_site.add_distribution("guichet-webhook-channel", entry_points=declared,
-                                         package_dirs=(project / "src",))
+    guichet_plugin_site.add_distribution(
+        "guichet-webhook-channel", entry_points=declared, package_dirs=(project / "src",)
+    )
     return project

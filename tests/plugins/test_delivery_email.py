@@ -1,4 +1,5 @@
 """delivery_email: rendered templates, real SMTP (aiosmtpd), reply classes, header safety, demo mode."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,39 +23,59 @@ from guichet.core.delivery_templates import TEMPLATES
 from guichet.core.errors import ConfigError, DeliveryError
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import Message, Recipient
-from guichet.testing import SmtpSink, base_with_plugins, free_port
 from guichet.plugins.delivery_email import hooks
 from guichet.plugins.delivery_email.channel import EmailChannel
 from guichet.plugins.delivery_email.settings import EmailSettings
+from guichet.testing import SmtpSink, base_with_plugins, free_port
 
-T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 RECIPIENT = Recipient(name="Marie DUPONT", email="marie.dupont@exemple.fr")
 PAYLOADS: dict[str, dict[str, Any]] = {
     "login_code": {"code": "482913", "lifetime_minutes": 15},
     "registration_code": {"code": "482913", "lifetime_minutes": 10},
     "recovery_code": {"code": "4829", "lifetime_minutes": 30},
     "contact_code": {"code": "482913", "lifetime_minutes": 10},
-    "temporary_password": {"password": "Ab3#kP9mQw2xZr", "expires_on": "31/03/2026", "masked_identifier": "185*******123"},
+    "temporary_password": {
+        "password": "Ab3#kP9mQw2xZr",
+        "expires_on": "31/03/2026",
+        "masked_identifier": "185*******123",
+    },
     "password_changed_notice": {},
     "email_changed_notice": {"new_email_masked": "j***n@exemple.fr"},
     "mobile_changed_notice": {"new_mobile_masked": "06 xx xx xx 78"},
     "registration_attempt_notice": {},
     "password_reset_notice": {},
     "registration_letter": {"masked_identifier": "185*******123", "registered_on": "02/03/2026"},
-    "third_party_password": {"password": "Ab3#kP9mQw2xZr", "expires_on": "31/03/2026", "identifier": "T1234567897",
-                             "structure_name": "Cabinet Comptable du Béarn"},
+    "third_party_password": {
+        "password": "Ab3#kP9mQw2xZr",
+        "expires_on": "31/03/2026",
+        "identifier": "T1234567897",
+        "structure_name": "Cabinet Comptable du Béarn",
+    },
     "third_party_approved_notice": {"structure_name": "Cabinet Comptable du Béarn", "request_number": 12},
-    "third_party_rejected_letter": {"structure_name": "Cabinet Comptable du Béarn", "request_number": 12,
-                                    "requested_on": "02/03/2026", "reason": "Le mandat signé manque."},
+    "third_party_rejected_letter": {
+        "structure_name": "Cabinet Comptable du Béarn",
+        "request_number": 12,
+        "requested_on": "02/03/2026",
+        "reason": "Le mandat signé manque.",
+    },
     "account_closed_notice": {"masked_identifier": "185*******123", "closed_on": "02/03/2026"},
     "account_closed_letter": {"masked_identifier": "185*******123", "closed_on": "02/03/2026"},
 }
 
 
-def message(template: str = "login_code", recipient: Recipient = RECIPIENT, payload: dict[str, Any] | None = None,
-            id: int = 41) -> Message:
-    return Message(id=id, channel="email", template=template, recipient=recipient,
-                   payload=PAYLOADS[template] if payload is None else payload, caisse_name="MSA Test", created_at=T0)
+def message(
+    template: str = "login_code", recipient: Recipient = RECIPIENT, payload: dict[str, Any] | None = None, id: int = 41
+) -> Message:
+    return Message(
+        id=id,
+        channel="email",
+        template=template,
+        recipient=recipient,
+        payload=PAYLOADS[template] if payload is None else payload,
+        caisse_name="MSA Test",
+        created_at=T0,
+    )
 
 
 @pytest.fixture
@@ -62,12 +83,19 @@ def context_for(make_config: Callable[..., CaisseConfig]) -> Callable[..., Plugi
     def factory(settings: str, demo: DemoEndpoints | None = None) -> PluginContext:
         config = make_config(f"[plugins.settings.delivery_email]\n{settings}", base=base_with_plugins("delivery_email"))
         return PluginContext(config=config, database=None, clock=FrozenClock(T0), demo=demo)  # type: ignore[arg-type]
+
     return factory
 
 
 def settings_for(port: int, **extra: str) -> str:
-    values = {"host": '"127.0.0.1"', "port": str(port), "security": '"none"', "timeout_seconds": "2",
-              "sender": '"MSA Test <ne-pas-repondre@test.invalid>"', **extra}
+    values = {
+        "host": '"127.0.0.1"',
+        "port": str(port),
+        "security": '"none"',
+        "timeout_seconds": "2",
+        "sender": '"MSA Test <ne-pas-repondre@test.invalid>"',
+        **extra,
+    }
     return "\n".join(f"{key} = {value}" for key, value in values.items())
 
 
@@ -83,7 +111,9 @@ def parse(envelope: Any) -> EmailMessage:
     return parsed
 
 
-async def test_an_email_reaches_the_server_with_headers_and_both_bodies(context_for: Callable[..., PluginContext]) -> None:
+async def test_an_email_reaches_the_server_with_headers_and_both_bodies(
+    context_for: Callable[..., PluginContext],
+) -> None:
     port = free_port()
     channel = channel_for(context_for(settings_for(port, reply_to='"assistance@test.invalid"')))
     with SmtpSink(port) as sink:
@@ -123,8 +153,9 @@ async def test_html_escapes_values_and_text_keeps_them(context_for: Callable[...
 
 
 @pytest.mark.parametrize("config_file", ["demo.toml", "provence-azur.toml", "sud-aquitaine.toml"])
-def test_every_template_renders_for_every_example_caisse(config_file: str, root: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_template_renders_for_every_example_caisse(
+    config_file: str, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GUICHET_SMTP_PASSWORD", "not-used")
     config = load_config(root / "config" / config_file)
     demo = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=2525, sms_url="http://127.0.0.1:1/sms", mailbox_dir="x")
@@ -171,22 +202,35 @@ def test_a_caisse_folder_overrides_a_template(context_for: Callable[..., PluginC
 def test_unknown_template_or_missing_value_is_permanent(context_for: Callable[..., PluginContext]) -> None:
     channel = channel_for(context_for(settings_for(2525)))
     with pytest.raises(DeliveryError) as unknown:
-        channel.build(Message(id=1, channel="email", template="newsletter", recipient=RECIPIENT, payload={},
-                              caisse_name="", created_at=T0))
+        channel.build(
+            Message(
+                id=1,
+                channel="email",
+                template="newsletter",
+                recipient=RECIPIENT,
+                payload={},
+                caisse_name="",
+                created_at=T0,
+            )
+        )
     assert unknown.value.permanent
     with pytest.raises(DeliveryError) as missing:
         channel.build(message(payload={"lifetime_minutes": 15}))
     assert missing.value.permanent and "needs a value" in str(missing.value)
 
 
-@pytest.mark.parametrize(("where", "reply", "permanent"), [
-    ("rcpt", "550 5.1.1 no such user", True),
-    ("rcpt", "452 4.2.2 mailbox full", False),
-    ("data", "554 5.7.1 rejected as spam", True),
-    ("data", "451 4.3.0 try again later", False),
-])
-async def test_smtp_replies_4xx_are_temporary_5xx_permanent(context_for: Callable[..., PluginContext], where: str,
-                                                            reply: str, permanent: bool) -> None:
+@pytest.mark.parametrize(
+    ("where", "reply", "permanent"),
+    [
+        ("rcpt", "550 5.1.1 no such user", True),
+        ("rcpt", "452 4.2.2 mailbox full", False),
+        ("data", "554 5.7.1 rejected as spam", True),
+        ("data", "451 4.3.0 try again later", False),
+    ],
+)
+async def test_smtp_replies_4xx_are_temporary_5xx_permanent(
+    context_for: Callable[..., PluginContext], where: str, reply: str, permanent: bool
+) -> None:
     port = free_port()
     channel = channel_for(context_for(settings_for(port)))
     kwargs = {"rcpt_reply": reply} if where == "rcpt" else {"data_reply": reply}
@@ -239,9 +283,9 @@ async def test_a_timeout_is_temporary(context_for: Callable[..., PluginContext],
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-async def test_authentication_with_a_secret_from_the_environment(context_for: Callable[..., PluginContext],
-                                                                 monkeypatch: pytest.MonkeyPatch,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+async def test_authentication_with_a_secret_from_the_environment(
+    context_for: Callable[..., PluginContext], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "s3cr3t-smtp")
     port = free_port()
     context = context_for(settings_for(port, username='"espace-prive"', password='{ env = "TEST_SMTP_PASSWORD" }'))
@@ -255,13 +299,15 @@ async def test_authentication_with_a_secret_from_the_environment(context_for: Ca
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "wrong")
     with SmtpSink(port, credentials=("espace-prive", "s3cr3t-smtp")):
         with pytest.raises(DeliveryError) as refused:
-            await channel_for(context_for(settings_for(
-                port, username='"espace-prive"', password='{ env = "TEST_SMTP_PASSWORD" }'))).send(message())
+            await channel_for(
+                context_for(settings_for(port, username='"espace-prive"', password='{ env = "TEST_SMTP_PASSWORD" }'))
+            ).send(message())
     assert refused.value.permanent and "535" in str(refused.value)
 
 
-def test_a_missing_secret_stops_the_start(context_for: Callable[..., PluginContext],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_secret_stops_the_start(
+    context_for: Callable[..., PluginContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TEST_SMTP_ABSENT", raising=False)
     with pytest.raises(ConfigError, match="TEST_SMTP_ABSENT"):
         channel_for(context_for(settings_for(2525, password='{ env = "TEST_SMTP_ABSENT" }')))
@@ -279,12 +325,14 @@ async def test_demo_mode_sends_to_the_demo_sink(context_for: Callable[..., Plugi
 
 
 def test_hook_guichet_channels_email_direct_and_through_the_host(make_config: Callable[..., CaisseConfig]) -> None:
-    config = make_config(f"[plugins.settings.delivery_email]\n{settings_for(2525)}",
-                         base=base_with_plugins("delivery_email"))
+    config = make_config(
+        f"[plugins.settings.delivery_email]\n{settings_for(2525)}", base=base_with_plugins("delivery_email")
+    )
     host = PluginHost(config, PluginContext(config=config, database=None, clock=FrozenClock(T0)))  # type: ignore[arg-type]
     assert isinstance(host.channel("email"), EmailChannel) and host.channel("sms") is None
-    bad = make_config('[plugins.settings.delivery_email]\nport = "x"\nsender = "a@b.fr"',
-                      base=base_with_plugins("delivery_email"))
+    bad = make_config(
+        '[plugins.settings.delivery_email]\nport = "x"\nsender = "a@b.fr"', base=base_with_plugins("delivery_email")
+    )
     with pytest.raises(ConfigError, match=r"plugins\.settings\.delivery_email\.port"):
         PluginHost(bad, PluginContext(config=bad, database=None, clock=FrozenClock(T0)))  # type: ignore[arg-type]
     assert isinstance(EmailSettings(sender="a@b.fr"), EmailSettings)
@@ -295,5 +343,4 @@ async def test_parallel_sends_share_nothing(context_for: Callable[..., PluginCon
     channel = channel_for(context_for(settings_for(port)))
     with SmtpSink(port) as sink:
         await asyncio.gather(*(channel.send(message(id=n)) for n in range(5)))
-    assert sorted(parse(e)["Message-ID"].split("-")[1] for e in sink.messages) == \
-        sorted(str(n) for n in range(5))
+    assert sorted(parse(e)["Message-ID"].split("-")[1] for e in sink.messages) == sorted(str(n) for n in range(5))

@@ -1,4 +1,5 @@
 """delivery_sms: GSM-7 texts of one SMS, E.164 numbers, a real local HTTP gateway, retries through the outbox."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,21 +22,27 @@ from guichet.core.outbox import FAILED, PENDING, SENT, enqueue
 from guichet.core.outbox_worker import OutboxWorker
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import Message, Recipient
-from guichet.testing import HttpSink, base_with_plugins
 from guichet.plugins.delivery_sms import hooks
 from guichet.plugins.delivery_sms.channel import SmsChannel, build_body
 from guichet.plugins.delivery_sms.gsm import BASIC, ONE_SMS, septets, to_gsm7
 from guichet.plugins.delivery_sms.settings import SmsSettings
+from guichet.testing import HttpSink, base_with_plugins
 
-T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 RECIPIENT = Recipient(name="Marie DUPONT", mobile="06 12 34 56 78")
 DEMO = DemoEndpoints(smtp_host="127.0.0.1", smtp_port=2525, sms_url="http://127.0.0.1:1/sms", mailbox_dir="x")
 
 
 def message(template: str = "login_code", recipient: Recipient = RECIPIENT, id: int = 7, **payload: Any) -> Message:
-    return Message(id=id, channel="sms", template=template, recipient=recipient,
-                   payload=payload or {"code": "482913", "lifetime_minutes": 15}, caisse_name="MSA Test",
-                   created_at=T0)
+    return Message(
+        id=id,
+        channel="sms",
+        template=template,
+        recipient=recipient,
+        payload=payload or {"code": "482913", "lifetime_minutes": 15},
+        caisse_name="MSA Test",
+        created_at=T0,
+    )
 
 
 @pytest.fixture
@@ -46,6 +53,7 @@ def channel_for(make_config: Callable[..., CaisseConfig]) -> Callable[..., SmsCh
         [channel] = hooks.guichet_channels(context=context)
         assert isinstance(channel, SmsChannel)
         return channel
+
     return factory
 
 
@@ -53,7 +61,10 @@ def channel_for(make_config: Callable[..., CaisseConfig]) -> Callable[..., SmsCh
 
 
 def test_gsm7_conversion_of_french_text() -> None:
-    assert to_gsm7("Œuvre d’art « garçon » – là-bas… où ? ê î ô û ç") == 'OEuvre d\'art " garcon " - là-bas... où ? e i o u c'
+    assert (
+        to_gsm7("Œuvre d’art « garçon » – là-bas… où ? ê î ô û ç")
+        == 'OEuvre d\'art " garcon " - là-bas... où ? e i o u c'
+    )
     assert to_gsm7("prix 10\u00a0€ [ok]") == "prix 10 € [ok]"
     assert septets("prix 10 € [ok]") == 14 + 3  # €, [ and ] take two septets each
     assert to_gsm7("emoji 🙂 ñ Ā") == "emoji ? ñ A"
@@ -79,14 +90,25 @@ def test_every_template_fits_one_gsm7_sms(config_file: str, root: Path, monkeypa
 
 
 def test_a_long_caisse_name_still_fits(make_config: Callable[..., CaisseConfig]) -> None:
-    config = make_config('[plugins.settings.delivery_sms]\nurl = "https://sms.example/send"',
-                         base=base_with_plugins("delivery_sms"))
-    config = msgspec.structs.replace(config, caisse=msgspec.structs.replace(config.caisse, name="MSA Dordogne, Lot et Garonne"))
-    SmsChannel(SmsSettings(url="https://sms.example/send"), PluginContext(config=config, database=None,  # type: ignore[arg-type]
-                                                                         clock=FrozenClock(T0)))
+    config = make_config(
+        '[plugins.settings.delivery_sms]\nurl = "https://sms.example/send"', base=base_with_plugins("delivery_sms")
+    )
+    config = msgspec.structs.replace(
+        config, caisse=msgspec.structs.replace(config.caisse, name="MSA Dordogne, Lot et Garonne")
+    )
+    SmsChannel(
+        SmsSettings(url="https://sms.example/send"),
+        PluginContext(
+            config=config,
+            database=None,  # type: ignore[arg-type]
+            clock=FrozenClock(T0),
+        ),
+    )
 
 
-def test_a_caisse_template_longer_than_one_sms_is_refused(channel_for: Callable[..., SmsChannel], tmp_path: Path) -> None:
+def test_a_caisse_template_longer_than_one_sms_is_refused(
+    channel_for: Callable[..., SmsChannel], tmp_path: Path
+) -> None:
     (tmp_path / "sms").mkdir()
     (tmp_path / "sms" / "login_code.txt").write_text("{{ caisse.name }} : " + "très long " * 20 + "{{ code }}")
     with pytest.raises(ConfigError, match="login_code.*more than one SMS"):
@@ -96,8 +118,9 @@ def test_a_caisse_template_longer_than_one_sms_is_refused(channel_for: Callable[
 # --- the request ---------------------------------------------------------------------------------------
 
 
-async def test_the_gateway_gets_json_with_e164_number_and_bearer_auth(channel_for: Callable[..., SmsChannel],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_gateway_gets_json_with_e164_number_and_bearer_auth(
+    channel_for: Callable[..., SmsChannel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TEST_SMS_TOKEN", "tok-123")
     with HttpSink() as gateway:
         channel = channel_for(f'url = "{gateway.url}"\nsender = "MSA"\nauth = {{ env = "TEST_SMS_TOKEN" }}')
@@ -114,9 +137,11 @@ async def test_the_gateway_gets_json_with_e164_number_and_bearer_auth(channel_fo
 
 async def test_custom_headers_form_body_and_overseas_numbers(channel_for: Callable[..., SmsChannel]) -> None:
     with HttpSink() as gateway:
-        channel = channel_for(f'url = "{gateway.url}"\nmethod = "PUT"\nauth = {{ value = "k" }}\n'
-                              'headers = { "X-Api-Key" = "{auth}", "X-Client" = "guichet" }\n'
-                              'body_format = "form"\nbody_template = "dest={to}&msg={text}"')
+        channel = channel_for(
+            f'url = "{gateway.url}"\nmethod = "PUT"\nauth = {{ value = "k" }}\n'
+            'headers = { "X-Api-Key" = "{auth}", "X-Client" = "guichet" }\n'
+            'body_format = "form"\nbody_template = "dest={to}&msg={text}"'
+        )
         await channel.send(message(recipient=Recipient(mobile="0690 12 34 56")))  # Guadeloupe
     [request] = gateway.requests
     assert request.method == "PUT" and request.headers["X-Api-Key"] == "k" and "Authorization" not in request.headers
@@ -130,7 +155,9 @@ async def test_custom_headers_form_body_and_overseas_numbers(channel_for: Callab
 def test_json_body_escapes_values_safely() -> None:
     tricky = 'il a dit "stop" \\ {to} \n fin'
     for template in ('{"to": {to}, "text": {text}, "from": {sender}}', '{"to": "{to}", "text": "{text}"}'):
-        body = build_body(SmsSettings(url="https://x.fr", body_template=template, sender='M"SA'), "+33612345678", tricky)
+        body = build_body(
+            SmsSettings(url="https://x.fr", body_template=template, sender='M"SA'), "+33612345678", tricky
+        )
         decoded = json.loads(body)
         assert decoded["text"] == tricky and decoded["to"] == "+33612345678"
 
@@ -148,8 +175,10 @@ async def test_no_valid_mobile_is_permanent(channel_for: Callable[..., SmsChanne
     assert failed.value.permanent
 
 
-@pytest.mark.parametrize(("status", "permanent"), [(400, True), (401, True), (404, True), (408, False),
-                                                   (429, False), (500, False), (503, False)])
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [(400, True), (401, True), (404, True), (408, False), (429, False), (500, False), (503, False)],
+)
 async def test_gateway_statuses(channel_for: Callable[..., SmsChannel], status: int, permanent: bool) -> None:
     with HttpSink(script=[(status, {})]) as gateway:
         with pytest.raises(DeliveryError) as failed:
@@ -178,17 +207,28 @@ async def test_demo_url_sends_to_the_demo_endpoint(channel_for: Callable[..., Sm
 # --- through the outbox ----------------------------------------------------------------------------------
 
 
-async def _worker_setup(make_config: Callable[..., CaisseConfig], database: Database, db_url: str,
-                        url: str) -> tuple[OutboxWorker, FrozenClock, int]:
-    config = make_config(f'[plugins.settings.delivery_sms]\nurl = "{url}"\nsender = "MSA"',
-                         database_url=db_url, base=base_with_plugins("delivery_sms"))
+async def _worker_setup(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str, url: str
+) -> tuple[OutboxWorker, FrozenClock, int]:
+    config = make_config(
+        f'[plugins.settings.delivery_sms]\nurl = "{url}"\nsender = "MSA"',
+        database_url=db_url,
+        base=base_with_plugins("delivery_sms"),
+    )
     clock = FrozenClock(T0)
     keys = Keys.from_config(config)
     host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
     async with database.transaction():
-        id = await enqueue(database, keys, channel="sms", template="login_code", recipient=RECIPIENT,
-                           payload={"code": "482913", "lifetime_minutes": 15}, now=T0,
-                           expires_at=T0 + dt.timedelta(minutes=15))
+        id = await enqueue(
+            database,
+            keys,
+            channel="sms",
+            template="login_code",
+            recipient=RECIPIENT,
+            payload={"code": "482913", "lifetime_minutes": 15},
+            now=T0,
+            expires_at=T0 + dt.timedelta(minutes=15),
+        )
     return OutboxWorker(database, keys, host, clock, worker_id="sms-test"), clock, id
 
 
@@ -197,8 +237,9 @@ async def _row(database: Database, id: int) -> dict[str, Any]:
     return (await t.select().where(t.id == id).run())[0]
 
 
-async def test_500_then_200_is_delivered_once(make_config: Callable[..., CaisseConfig], database: Database,
-                                              db_url: str) -> None:
+async def test_500_then_200_is_delivered_once(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     with HttpSink(script=[(500, {})]) as gateway:
         worker, clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
         assert await worker.run_once() == 1
@@ -213,8 +254,9 @@ async def test_500_then_200_is_delivered_once(make_config: Callable[..., CaisseC
     assert row["state"] == SENT and row["attempts"] == 2 and row["sealed"] == ""
 
 
-async def test_429_retry_after_is_honoured(make_config: Callable[..., CaisseConfig], database: Database,
-                                           db_url: str) -> None:
+async def test_429_retry_after_is_honoured(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     with HttpSink(script=[(429, {"Retry-After": "120"})]) as gateway:
         worker, clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
         assert await worker.run_once() == 1
@@ -227,8 +269,9 @@ async def test_429_retry_after_is_honoured(make_config: Callable[..., CaisseConf
     assert len(gateway.requests) == 2 and (await _row(database, id))["state"] == SENT
 
 
-async def test_a_refusal_is_recorded_as_failed(make_config: Callable[..., CaisseConfig], database: Database,
-                                               db_url: str) -> None:
+async def test_a_refusal_is_recorded_as_failed(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     with HttpSink(script=[(422, {})]) as gateway:
         worker, _clock, id = await _worker_setup(make_config, database, db_url, gateway.url)
         assert await worker.run_once() == 1
@@ -237,8 +280,9 @@ async def test_a_refusal_is_recorded_as_failed(make_config: Callable[..., Caisse
 
 
 def test_hook_guichet_channels_sms_direct_and_through_the_host(make_config: Callable[..., CaisseConfig]) -> None:
-    config = make_config('[plugins.settings.delivery_sms]\nurl = "https://sms.example/send"',
-                         base=base_with_plugins("delivery_sms"))
+    config = make_config(
+        '[plugins.settings.delivery_sms]\nurl = "https://sms.example/send"', base=base_with_plugins("delivery_sms")
+    )
     context = PluginContext(config=config, database=None, clock=FrozenClock(T0))  # type: ignore[arg-type]
     [direct] = hooks.guichet_channels(context=context)
     assert direct.name == "sms" and direct.label_fr == "par SMS"
@@ -252,17 +296,28 @@ def test_hook_guichet_channels_sms_direct_and_through_the_host(make_config: Call
 # --- nothing billed twice: a stable idempotency key, bounded retries when the outcome is unknown ------
 
 
-async def _outbox_sms(make_config: Callable[..., CaisseConfig], database: Database, db_url: str, url: str,
-                      settings: str = "") -> tuple[OutboxWorker, FrozenClock, int]:
-    config = make_config(f'[plugins.settings.delivery_sms]\nurl = "{url}"\nsender = "MSA"\n{settings}',
-                         database_url=db_url, base=base_with_plugins("delivery_sms"))
+async def _outbox_sms(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str, url: str, settings: str = ""
+) -> tuple[OutboxWorker, FrozenClock, int]:
+    config = make_config(
+        f'[plugins.settings.delivery_sms]\nurl = "{url}"\nsender = "MSA"\n{settings}',
+        database_url=db_url,
+        base=base_with_plugins("delivery_sms"),
+    )
     clock = FrozenClock(T0)
     keys = Keys.from_config(config)
     host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
     async with database.transaction():
-        id = await enqueue(database, keys, channel="sms", template="login_code", recipient=RECIPIENT,
-                           payload={"code": "482913", "lifetime_minutes": 15}, now=T0,
-                           expires_at=T0 + dt.timedelta(days=1))
+        id = await enqueue(
+            database,
+            keys,
+            channel="sms",
+            template="login_code",
+            recipient=RECIPIENT,
+            payload={"code": "482913", "lifetime_minutes": 15},
+            now=T0,
+            expires_at=T0 + dt.timedelta(days=1),
+        )
     return OutboxWorker(database, keys, host, clock, worker_id="sms-test"), clock, id
 
 
@@ -277,8 +332,9 @@ async def _attempts(worker: OutboxWorker, clock: FrozenClock, database: Database
     return await _row(database, id)
 
 
-async def test_every_attempt_carries_the_same_idempotency_key(make_config: Callable[..., CaisseConfig],
-                                                             database: Database, db_url: str) -> None:
+async def test_every_attempt_carries_the_same_idempotency_key(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     from guichet.core.outbox import delivery_key
 
     with HttpSink(script=[(503, {}), (500, {})]) as gateway:
@@ -302,9 +358,9 @@ async def test_the_idempotency_header_name_is_configurable(channel_for: Callable
 
 
 @pytest.mark.parametrize("then", [1.0, "drop"], ids=["timeout-after-sending", "connection-dropped-after-sending"])
-async def test_an_unknown_outcome_is_retried_twice_then_failed(make_config: Callable[..., CaisseConfig],
-                                                               database: Database, db_url: str,
-                                                               then: Any) -> None:
+async def test_an_unknown_outcome_is_retried_twice_then_failed(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str, then: Any
+) -> None:
     """The gateway got the request each time and may have sent the SMS: 3 requests at most, not 10."""
     with HttpSink(always=(200, {}, then)) as gateway:
         worker, clock, id = await _outbox_sms(make_config, database, db_url, gateway.url, "timeout_seconds = 0.3")
@@ -316,8 +372,9 @@ async def test_an_unknown_outcome_is_retried_twice_then_failed(make_config: Call
     assert row["sealed"] != ""  # kept for `guichet outbox retry` once the gateway is checked
 
 
-async def test_a_gateway_that_honours_the_key_texts_the_phone_once(make_config: Callable[..., CaisseConfig],
-                                                                   database: Database, db_url: str) -> None:
+async def test_a_gateway_that_honours_the_key_texts_the_phone_once(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     """The gateway sends the SMS, then answers too late twice; the retries carry the same key, and it
     answers them without sending again."""
     with HttpSink(script=[(200, {}, 1.0), (200, {}, 1.0)], honour_key="Idempotency-Key") as gateway:
@@ -326,8 +383,9 @@ async def test_a_gateway_that_honours_the_key_texts_the_phone_once(make_config: 
     assert row["state"] == SENT and len(gateway.requests) == 3 and len(gateway.delivered) == 1
 
 
-async def test_a_gateway_never_reached_is_retried_as_usual(make_config: Callable[..., CaisseConfig],
-                                                           database: Database, db_url: str) -> None:
+async def test_a_gateway_never_reached_is_retried_as_usual(
+    make_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     """Nothing was sent: no doubt, so the usual 10 attempts."""
     worker, clock, id = await _outbox_sms(make_config, database, db_url, "http://127.0.0.1:9/sms")
     row = await _attempts(worker, clock, database, id, most=12)
@@ -336,7 +394,8 @@ async def test_a_gateway_never_reached_is_retried_as_usual(make_config: Callable
 
 
 async def test_channel_errors_tell_a_request_never_sent_from_one_whose_outcome_is_unknown(
-        channel_for: Callable[..., SmsChannel]) -> None:
+    channel_for: Callable[..., SmsChannel],
+) -> None:
     with pytest.raises(DeliveryError) as refused:
         await channel_for('url = "http://127.0.0.1:9/sms"').send(message())
     assert not refused.value.outcome_unknown and not refused.value.permanent

@@ -2,6 +2,7 @@
 over plain http (with its token). A relay or a gateway on this machine is allowed, and said so.
 Each plugin judges its own settings (``guichet_settings_notes``), at start-up and in
 ``guichet config check``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,14 +29,21 @@ EMAIL_KEY = "$.plugins.settings.delivery_email.security"
 SMS_KEY = "$.plugins.settings.delivery_sms.url"
 
 
-def production(tmp_path: Path, *, smtp_host: str = "smtp.exemple.fr", smtp_security: str = "starttls",
-               sms_url: str = "https://sms.exemple.fr/v1", mode: str = "production") -> Path:
+def production(
+    tmp_path: Path,
+    *,
+    smtp_host: str = "smtp.exemple.fr",
+    smtp_security: str = "starttls",
+    sms_url: str = "https://sms.exemple.fr/v1",
+    mode: str = "production",
+) -> Path:
     secret = tmp_path / "secret_key"
     secret.write_text("a-secret-key-read-from-a-file-0123456789abcdef\n")
     token = tmp_path / "sms_token"
     token.write_text("sms-gateway-token-0123456789\n")
     path = tmp_path / "caisse.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [caisse]
 id = "test"
 name = "MSA Test"
@@ -57,11 +65,13 @@ auth = {{ file = "{token}" }}
 secret_key = {{ file = "{secret}" }}
 
 [database]
-url = "sqlite:///{tmp_path / 'guichet.sqlite'}"
+url = "sqlite:///{tmp_path / "guichet.sqlite"}"
 
 [server]
 mode = "{mode}"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -76,13 +86,20 @@ def check(path: Path) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.mark.parametrize(("settings", "key", "words"), [
-    ({"smtp_security": "none"}, EMAIL_KEY, "SMTP without TLS to smtp.exemple.fr is refused in production"),
-    ({"sms_url": "http://sms.exemple.fr/v1"}, SMS_KEY,
-     "an SMS gateway over plain http (sms.exemple.fr) is refused in production: the numbers, the codes and the auth token"),
-])
+@pytest.mark.parametrize(
+    ("settings", "key", "words"),
+    [
+        ({"smtp_security": "none"}, EMAIL_KEY, "SMTP without TLS to smtp.exemple.fr is refused in production"),
+        (
+            {"sms_url": "http://sms.exemple.fr/v1"},
+            SMS_KEY,
+            "an SMS gateway over plain http (sms.exemple.fr) is refused in production: the numbers, the codes and the auth token",
+        ),
+    ],
+)
 def test_production_refuses_a_channel_in_clear_at_start_up_and_in_config_check(
-        tmp_path: Path, settings: dict[str, str], key: str, words: str) -> None:
+    tmp_path: Path, settings: dict[str, str], key: str, words: str
+) -> None:
     path = production(tmp_path, **settings)
     config = load_config(path)  # the core's own checks pass: the plugin is the one that refuses
     with pytest.raises(ConfigError) as refused:
@@ -93,13 +110,17 @@ def test_production_refuses_a_channel_in_clear_at_start_up_and_in_config_check(
     assert "token-0123456789" not in out + err  # the secret is never read, let alone shown
 
 
-@pytest.mark.parametrize(("settings", "key", "words"), [
-    ({"smtp_host": "127.0.0.1", "smtp_security": "none"}, EMAIL_KEY, "SMTP without TLS to a relay on this machine"),
-    ({"smtp_host": "localhost", "smtp_security": "none"}, EMAIL_KEY, "SMTP without TLS to a relay on this machine"),
-    ({"sms_url": "http://[::1]:8080/sms"}, SMS_KEY, "SMS gateway over plain http on this machine"),
-])
-def test_a_relay_on_this_machine_is_allowed_and_said_so(tmp_path: Path, settings: dict[str, str], key: str,
-                                                       words: str, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("settings", "key", "words"),
+    [
+        ({"smtp_host": "127.0.0.1", "smtp_security": "none"}, EMAIL_KEY, "SMTP without TLS to a relay on this machine"),
+        ({"smtp_host": "localhost", "smtp_security": "none"}, EMAIL_KEY, "SMTP without TLS to a relay on this machine"),
+        ({"sms_url": "http://[::1]:8080/sms"}, SMS_KEY, "SMS gateway over plain http on this machine"),
+    ],
+)
+def test_a_relay_on_this_machine_is_allowed_and_said_so(
+    tmp_path: Path, settings: dict[str, str], key: str, words: str, caplog: pytest.LogCaptureFixture
+) -> None:
     path = production(tmp_path, **settings)
     with caplog.at_level(logging.WARNING, logger="guichet.plugins"):
         services = build_services(load_config(path))
@@ -140,7 +161,12 @@ def test_guichet_serve_does_not_start_with_smtp_in_clear(tmp_path: Path) -> None
     from tests.ops.serving import GUICHET, ROOT, free_port
 
     path = production(tmp_path, smtp_security="none")
-    done = subprocess.run([*GUICHET, "serve", "--config", str(path), "--port", str(free_port())], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*GUICHET, "serve", "--config", str(path), "--port", str(free_port())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"configuration error: {path}: {EMAIL_KEY}: SMTP without TLS to smtp.exemple.fr" in done.stderr

@@ -1,4 +1,5 @@
 """The demo mailbox: its sinks receive what the real channels send, and list_mailbox reads everything back."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,15 +16,15 @@ from guichet.core.clock import FrozenClock
 from guichet.core.config import CaisseConfig
 from guichet.core.context import PluginContext
 from guichet.core.database import Database
-from guichet.plugins.demo_mailbox.mailbox import DemoSinks, letter_path, list_mailbox, mailbox_dirs, start_demo_sinks
 from guichet.core.keys import Keys
 from guichet.core.outbox import enqueue
 from guichet.core.outbox_worker import OutboxWorker, run_worker_process
 from guichet.core.plugins import PluginHost
 from guichet.core.structs import PostalAddress, Recipient
+from guichet.plugins.demo_mailbox.mailbox import DemoSinks, letter_path, list_mailbox, mailbox_dirs, start_demo_sinks
 from guichet.testing import base_with_plugins
 
-T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 DEMO_SETTINGS = """
     [plugins.settings.delivery_email]
     port = 0
@@ -40,15 +41,23 @@ DEMO_SETTINGS = """
     mailbox = true
     mailbox_dir = "var/demo-mailbox"
 """
-PERSON = Recipient(name="Marie DUPONT", email="marie.dupont@exemple.fr", mobile="0612345678",
-                   address=PostalAddress(lines=("Marie DUPONT", "3 rue du Port", "13002 MARSEILLE")))
+PERSON = Recipient(
+    name="Marie DUPONT",
+    email="marie.dupont@exemple.fr",
+    mobile="0612345678",
+    address=PostalAddress(lines=("Marie DUPONT", "3 rue du Port", "13002 MARSEILLE")),
+)
 
 
 @pytest.fixture
 def demo_config(make_config: Callable[..., CaisseConfig]) -> Callable[..., CaisseConfig]:
     def factory(db_url: str | None = None) -> CaisseConfig:
-        return make_config(DEMO_SETTINGS, database_url=db_url,
-                           base=base_with_plugins("delivery_email", "delivery_sms", "delivery_postal"))
+        return make_config(
+            DEMO_SETTINGS,
+            database_url=db_url,
+            base=base_with_plugins("delivery_email", "delivery_sms", "delivery_postal"),
+        )
+
     return factory
 
 
@@ -59,11 +68,16 @@ def sinks(demo_config: Callable[..., CaisseConfig]) -> Iterator[DemoSinks]:
     running.stop()
 
 
-def test_the_sinks_start_without_an_event_loop_and_stop(demo_config: Callable[..., CaisseConfig], tmp_path: Path) -> None:
+def test_the_sinks_start_without_an_event_loop_and_stop(
+    demo_config: Callable[..., CaisseConfig], tmp_path: Path
+) -> None:
     running = start_demo_sinks(demo_config())
     endpoints = running.endpoints
     assert endpoints.smtp_host == "127.0.0.1" and endpoints.smtp_port > 0
-    assert endpoints.sms_url.startswith("http://127.0.0.1:") and Path(endpoints.mailbox_dir) == tmp_path / "var/demo-mailbox"
+    assert (
+        endpoints.sms_url.startswith("http://127.0.0.1:")
+        and Path(endpoints.mailbox_dir) == tmp_path / "var/demo-mailbox"
+    )
     with socket.create_connection(("127.0.0.1", endpoints.smtp_port), timeout=2) as conn:
         assert conn.recv(100).startswith(b"220")
     reply = httpx.post(endpoints.sms_url, json={"to": "+33612345678", "text": "Bonjour"})
@@ -78,8 +92,9 @@ def test_the_sinks_start_without_an_event_loop_and_stop(demo_config: Callable[..
     assert item.kind == "sms" and item.to == "+33612345678" and item.text == "Bonjour"
 
 
-async def test_every_channel_lands_in_the_mailbox(demo_config: Callable[..., CaisseConfig], sinks: DemoSinks,
-                                                  database: Database, db_url: str) -> None:
+async def test_every_channel_lands_in_the_mailbox(
+    demo_config: Callable[..., CaisseConfig], sinks: DemoSinks, database: Database, db_url: str
+) -> None:
     config = demo_config(db_url)
     clock = FrozenClock(T0)
     keys = Keys.from_config(config)
@@ -111,8 +126,11 @@ def test_newest_first_and_robust_to_strangers(sinks: DemoSinks, tmp_path: Path) 
     for text in ("premier", "deuxième", "troisième"):
         httpx.post(sinks.endpoints.sms_url, json={"to": "+33612345678", "text": text})
         time.sleep(0.002)
-    httpx.post(sinks.endpoints.sms_url, content=b"to=%2B33700000000&message=formulaire",
-               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    httpx.post(
+        sinks.endpoints.sms_url,
+        content=b"to=%2B33700000000&message=formulaire",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     folder = Path(sinks.endpoints.mailbox_dir)
     (folder / "notes.txt").write_text("not a message")  # ignored
     (folder / "20260101T000000000000Z-sms-0000abcd.json").write_text("{broken")  # unreadable: skipped
@@ -133,18 +151,31 @@ def test_letter_path_refuses_anything_but_a_letter_name(tmp_path: Path) -> None:
 
 
 async def test_a_separate_worker_process_in_demo_mode_uses_its_own_sinks(
-        demo_config: Callable[..., CaisseConfig], database: Database, db_url: str) -> None:
+    demo_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     config = demo_config(db_url)
     async with database.transaction():
-        await enqueue(database, Keys.from_config(config), channel="email", template="password_changed_notice",
-                      recipient=PERSON, payload={}, now=dt.datetime.now(dt.timezone.utc))
+        await enqueue(
+            database,
+            Keys.from_config(config),
+            channel="email",
+            template="password_changed_notice",
+            recipient=PERSON,
+            payload={},
+            now=dt.datetime.now(dt.UTC),
+        )
     assert await run_worker_process(config, once=True) == 0
     [item] = list_mailbox(*mailbox_dirs(config))
     assert item.kind == "email" and item.subject == "Votre mot de passe a été modifié"
 
 
-async def test_no_code_reaches_the_log(demo_config: Callable[..., CaisseConfig], sinks: DemoSinks, database: Database,
-                                       db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_code_reaches_the_log(
+    demo_config: Callable[..., CaisseConfig],
+    sinks: DemoSinks,
+    database: Database,
+    db_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     logging.getLogger().setLevel(logging.DEBUG)
     config = demo_config(db_url)
@@ -152,10 +183,24 @@ async def test_no_code_reaches_the_log(demo_config: Callable[..., CaisseConfig],
     keys = Keys.from_config(config)
     host = PluginHost(config, PluginContext(config=config, database=database, clock=clock, demo=sinks.endpoints))
     async with database.transaction():
-        await enqueue(database, keys, channel="email", template="login_code", recipient=PERSON,
-                      payload={"code": "908172", "lifetime_minutes": 15}, now=T0)
-        await enqueue(database, keys, channel="sms", template="login_code", recipient=PERSON,
-                      payload={"code": "908173", "lifetime_minutes": 15}, now=T0)
+        await enqueue(
+            database,
+            keys,
+            channel="email",
+            template="login_code",
+            recipient=PERSON,
+            payload={"code": "908172", "lifetime_minutes": 15},
+            now=T0,
+        )
+        await enqueue(
+            database,
+            keys,
+            channel="sms",
+            template="login_code",
+            recipient=PERSON,
+            payload={"code": "908173", "lifetime_minutes": 15},
+            now=T0,
+        )
     assert await OutboxWorker(database, keys, host, clock, worker_id="demo").run_once() == 2
     assert len(list_mailbox(sinks.endpoints.mailbox_dir)) == 2
     assert caplog.records and "908172" not in caplog.text and "908173" not in caplog.text

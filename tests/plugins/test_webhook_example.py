@@ -1,4 +1,5 @@
 """The third-party example: a distribution found by its entry point, delivering through the outbox worker."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -8,8 +9,6 @@ import json
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from guichet.core.clock import FrozenClock
 from guichet.core.config import CaisseConfig
@@ -22,7 +21,7 @@ from guichet.core.plugins import PluginHost
 from guichet.core.structs import Recipient
 from guichet.testing import HttpSink, base_with_plugins
 
-T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
 SECRET = "webhook-shared-secret-for-tests"
 
 
@@ -32,14 +31,19 @@ def verify(header: str, body: bytes) -> bool:
     return hmac.compare_digest(expected, fields["v1"])
 
 
-async def test_a_message_goes_through_the_webhook(webhook_example: Path, make_config: Callable[..., CaisseConfig],
-                                                  database: Database, db_url: str) -> None:
+async def test_a_message_goes_through_the_webhook(
+    webhook_example: Path, make_config: Callable[..., CaisseConfig], database: Database, db_url: str
+) -> None:
     with HttpSink(script=[(503, {"Retry-After": "30"})]) as receiver:
-        config = make_config(f"""
+        config = make_config(
+            f"""
             [plugins.settings.webhook]
             url = "{receiver.url}"
             secret = {{ value = "{SECRET}" }}
-        """, database_url=db_url, base=base_with_plugins("webhook"))
+        """,
+            database_url=db_url,
+            base=base_with_plugins("webhook"),
+        )
         clock = FrozenClock(T0)
         keys = Keys.from_config(config)
         host = PluginHost(config, PluginContext(config=config, database=database, clock=clock))
@@ -48,10 +52,17 @@ async def test_a_message_goes_through_the_webhook(webhook_example: Path, make_co
         assert host.channel("webhook") is not None and host.channel("webhook").label_fr == "par le service partenaire"  # type: ignore[union-attr]
 
         async with database.transaction():
-            id = await enqueue(database, keys, channel="webhook", template="login_code",
-                               recipient=Recipient(name="Marie DUPONT", email="marie.dupont@exemple.fr",
-                                                   addresses={"identifier": "1850578006084"}),
-                               payload={"code": "482913", "lifetime_minutes": 15}, now=T0)
+            id = await enqueue(
+                database,
+                keys,
+                channel="webhook",
+                template="login_code",
+                recipient=Recipient(
+                    name="Marie DUPONT", email="marie.dupont@exemple.fr", addresses={"identifier": "1850578006084"}
+                ),
+                payload={"code": "482913", "lifetime_minutes": 15},
+                now=T0,
+            )
         worker = OutboxWorker(database, keys, host, clock, worker_id="webhook-test")
         assert await worker.run_once() == 1
         t = database.t.OutboxMessage
@@ -64,7 +75,11 @@ async def test_a_message_goes_through_the_webhook(webhook_example: Path, make_co
     [row] = await t.select().where(t.id == id).run()
     assert row["state"] == SENT and row["sealed"] == ""
     first, second = receiver.requests
-    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == f"test-{id}-{int(T0.timestamp() * 1000)}"
+    assert (
+        first.headers["Idempotency-Key"]
+        == second.headers["Idempotency-Key"]
+        == f"test-{id}-{int(T0.timestamp() * 1000)}"
+    )
     for request in (first, second):
         assert verify(request.headers["X-Guichet-Signature"], request.body)
     assert not verify(second.headers["X-Guichet-Signature"], second.body.replace(b"482913", b"000000"))
@@ -78,7 +93,9 @@ async def test_a_message_goes_through_the_webhook(webhook_example: Path, make_co
 
 def test_the_example_is_a_complete_distribution(webhook_example: Path) -> None:
     meta = tomllib.loads((webhook_example / "pyproject.toml").read_text())["project"]
-    assert meta["name"] == "guichet-webhook-channel" and meta["entry-points"]["guichet"] == {"webhook": "guichet_webhook.hooks"}
+    assert meta["name"] == "guichet-webhook-channel" and meta["entry-points"]["guichet"] == {
+        "webhook": "guichet_webhook.hooks"
+    }
     package = webhook_example / "src" / "guichet_webhook"
     assert {p.name for p in package.glob("*.py")} == {"__init__.py", "hooks.py", "channel.py", "settings.py"}
     assert (webhook_example / "README.md").is_file()

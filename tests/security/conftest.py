@@ -13,6 +13,7 @@ Each security test then fails if one of those secrets appears in a log line writ
 (the autouse fixture below), tests/security/test_zz_log_scan.py checks the whole log so far, and
 ``pytest_sessionfinish`` fails the run if any line of the whole test session holds a secret.
 """
+
 from __future__ import annotations
 
 import logging
@@ -123,8 +124,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaks = find_leaks(application_lines(LOG), SECRETS)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"log scan: {len(LOG)} log records checked against {len(SECRETS)} secrets, "
-                            f"{len(leaks)} leak(s)")
+        reporter.write_line(
+            f"log scan: {len(LOG)} log records checked against {len(SECRETS)} secrets, {len(leaks)} leak(s)"
+        )
     if leaks:
         if reporter is not None:
             for leak in leaks[:50]:

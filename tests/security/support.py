@@ -1,4 +1,5 @@
 """What the security tests share: the log and secret records, audit queries, accounts, logins, browsers."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -135,8 +136,9 @@ async def audit_rows(portal: Portal, kind: str | None = None) -> list[dict[str, 
 async def assert_audit_clean(portal: Portal) -> None:
     """No audit row holds a secret: codes, passwords, tokens, full NIRs."""
     rows = await audit_rows(portal)
-    lines = [("audit", logging.INFO, f"{r['kind']} {r['subject']} {r['client']} {json.dumps(r['details'])}")
-             for r in rows]
+    lines = [
+        ("audit", logging.INFO, f"{r['kind']} {r['subject']} {r['client']} {json.dumps(r['details'])}") for r in rows
+    ]
     leaks = find_leaks(lines, SECRETS)
     assert not leaks, "secrets in the audit table:\n" + "\n".join(leaks)
 
@@ -144,14 +146,20 @@ async def assert_audit_clean(portal: Portal) -> None:
 ANY = object()
 
 
-async def expect_event(portal: Portal, kind: str, *, count: int | None = None, account_id: Any = ANY,
-                       **details: Any) -> dict[str, Any]:
+async def expect_event(
+    portal: Portal, kind: str, *, count: int | None = None, account_id: Any = ANY, **details: Any
+) -> dict[str, Any]:
     """The latest stored event of ``kind`` whose details include ``details``; the audit table holds no secret."""
-    rows = [r for r in await audit_rows(portal, kind)
-            if all(r["details"].get(k) == v for k, v in details.items())
-            and (account_id is ANY or r["account_id"] == account_id)]
-    assert rows, f"no {kind} event with {details} (account {'any' if account_id is ANY else account_id}); stored: " + \
-        ", ".join(f"{r['kind']}{r['details']}" for r in (await audit_rows(portal))[-15:])
+    rows = [
+        r
+        for r in await audit_rows(portal, kind)
+        if all(r["details"].get(k) == v for k, v in details.items())
+        and (account_id is ANY or r["account_id"] == account_id)
+    ]
+    assert rows, (
+        f"no {kind} event with {details} (account {'any' if account_id is ANY else account_id}); stored: "
+        + ", ".join(f"{r['kind']}{r['details']}" for r in (await audit_rows(portal))[-15:])
+    )
     if count is not None:
         assert len(rows) == count, f"{len(rows)} {kind} events with {details}, expected {count}"
     await assert_audit_clean(portal)
@@ -165,8 +173,15 @@ async def kinds(portal: Portal) -> list[str]:
 # --- accounts and logins ----------------------------------------------------------------------------
 
 
-async def make_account(portal: Portal, key: str = "particulier_vitale", *, password: str = PASSWORD,
-                       temporary: bool = False, confirmed: bool = True, **overrides: Any) -> dict[str, Any]:
+async def make_account(
+    portal: Portal,
+    key: str = "particulier_vitale",
+    *,
+    password: str = PASSWORD,
+    temporary: bool = False,
+    confirmed: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
     """An account for a demo person straight in the database (its password hashed as the app does)."""
     who = person(key)
     services = portal.services
@@ -174,12 +189,23 @@ async def make_account(portal: Portal, key: str = "particulier_vitale", *, passw
     remember(password)
     t = services.database.t.Account
     values: dict[str, Any] = dict(
-        identifier_kind=who.identifier_kind, identifier=who.identifier, status=who.status,
-        last_name=who.last_name, first_name=who.first_name, birth_date=who.birth_date,
-        email=who.email, email_verified=True, mobile=parse_mobile(who.mobile), mobile_verified=False,
-        password_hash=await services.passwords.hash(password), password_is_temporary=temporary,
+        identifier_kind=who.identifier_kind,
+        identifier=who.identifier,
+        status=who.status,
+        last_name=who.last_name,
+        first_name=who.first_name,
+        birth_date=who.birth_date,
+        email=who.email,
+        email_verified=True,
+        mobile=parse_mobile(who.mobile),
+        mobile_verified=False,
+        password_hash=await services.passwords.hash(password),
+        password_is_temporary=temporary,
         temporary_expires_at=now + dt.timedelta(days=1) if temporary else None,
-        credentials_version=1, created_at=now, contacts_confirmed_at=None if not confirmed else now)
+        credentials_version=1,
+        created_at=now,
+        contacts_confirmed_at=None if not confirmed else now,
+    )
     values.update(overrides)
     rows = await t.insert(t(**values)).returning(t.id).run()
     return await account(portal, int(rows[0]["id"]))
@@ -210,9 +236,17 @@ async def login(portal: Portal, identifier: str, password: str = PASSWORD, *, tr
     return r
 
 
-async def register(portal: Portal, who: DemoPerson, *, answer: str | None = None, channel: str = "email",
-                   last_name: str | None = None, first_name: str | None = None, identifier: str | None = None,
-                   htmx: bool = False) -> None:
+async def register(
+    portal: Portal,
+    who: DemoPerson,
+    *,
+    answer: str | None = None,
+    channel: str = "email",
+    last_name: str | None = None,
+    first_name: str | None = None,
+    identifier: str | None = None,
+    htmx: bool = False,
+) -> None:
     """A whole registration through the pages (the code step only after a right answer)."""
     await portal.get("/inscription/statut")
     r = await portal.post("/inscription/statut", {"status": who.status}, htmx=htmx)
@@ -220,13 +254,23 @@ async def register(portal: Portal, who: DemoPerson, *, answer: str | None = None
     r = await portal.post("/inscription/identifiant", {"identifier": identifier or who.nir_with_key}, htmx=htmx)
     assert r.status_code in (200, 303), error_messages(r)
     birth = who.birth_date.strftime("%d/%m/%Y") if who.birth_date else ""
-    r = await portal.post("/inscription/coordonnees", {
-        "last_name": who.last_name if last_name is None else last_name,
-        "first_name": who.first_name if first_name is None else first_name,
-        "birth_date": birth, "email": who.email, "mobile": who.mobile}, htmx=htmx)
+    r = await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name if last_name is None else last_name,
+            "first_name": who.first_name if first_name is None else first_name,
+            "birth_date": birth,
+            "email": who.email,
+            "mobile": who.mobile,
+        },
+        htmx=htmx,
+    )
     assert r.status_code in (200, 303), error_messages(r)
-    r = await portal.post("/inscription/question", {"question": who.question,
-                                                     "answer": who.answer if answer is None else answer}, htmx=htmx)
+    r = await portal.post(
+        "/inscription/question",
+        {"question": who.question, "answer": who.answer if answer is None else answer},
+        htmx=htmx,
+    )
     assert r.status_code in (200, 303), error_messages(r)
     if answer is None:
         r = await portal.post("/inscription/canal", {"channel": channel}, htmx=htmx)
@@ -272,10 +316,14 @@ async def snapshot(portal: Portal) -> dict[str, Any]:
     t = portal.services.database.t
     accounts = await t.Account.select().order_by(t.Account.id).run()
     browsers = await t.TrustedBrowser.select().order_by(t.TrustedBrowser.id).run()
-    codes = await t.OneTimeCode.select(t.OneTimeCode.id, t.OneTimeCode.used_at,
-                                       t.OneTimeCode.superseded_at).order_by(t.OneTimeCode.id).run()
-    outbox = await t.OutboxMessage.select(t.OutboxMessage.id, t.OutboxMessage.template).order_by(
-        t.OutboxMessage.id).run()
+    codes = (
+        await t.OneTimeCode.select(t.OneTimeCode.id, t.OneTimeCode.used_at, t.OneTimeCode.superseded_at)
+        .order_by(t.OneTimeCode.id)
+        .run()
+    )
+    outbox = (
+        await t.OutboxMessage.select(t.OutboxMessage.id, t.OutboxMessage.template).order_by(t.OutboxMessage.id).run()
+    )
     requests = await t.ThirdPartyRequest.count().run()
     return {"accounts": accounts, "browsers": browsers, "codes": codes, "outbox": outbox, "requests": requests}
 
@@ -296,12 +344,15 @@ def route_table() -> list[tuple[str, frozenset[str]]]:
         import tempfile
 
         from guichet.core.config import decode_config
-        from tests.conftest import portal_config_text
         from guichet.web.app import create_app
+        from tests.conftest import portal_config_text
 
         folder = tempfile.mkdtemp(prefix="guichet-routes-")
-        config = decode_config(portal_config_text() + f'\n[database]\nurl = "sqlite:///{folder}/routes.sqlite"\n',
-                               source="routes.toml", base_dir=folder)
+        config = decode_config(
+            portal_config_text() + f'\n[database]\nurl = "sqlite:///{folder}/routes.sqlite"\n',
+            source="routes.toml",
+            base_dir=folder,
+        )
         app = create_app(config, run_outbox_worker=False)
         for route in app.routes:
             methods = frozenset(getattr(route, "methods", ())) - {"OPTIONS", "HEAD"}

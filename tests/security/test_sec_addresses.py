@@ -1,6 +1,7 @@
 """Client addresses: trusted proxies as networks, never as strings that silently match nothing, and
 IPv6 clients limited per /64 (a whole /64 is one subscriber or host), with the full address kept in
 the audit trail."""
+
 from __future__ import annotations
 
 import json
@@ -30,18 +31,24 @@ WRONG = "Pas-Le-Bon-1!"
 
 def config_with(make_config: Callable[..., CaisseConfig], db_url: str, trusted: list[str]) -> CaisseConfig:
     security = f"trusted_proxies = {json.dumps(trusted)}\nper_client_attempts_per_hour = 10\n"
-    return make_config(database_url=db_url, base=portal_config_text().replace("[security]\n", "[security]\n" + security, 1))
+    return make_config(
+        database_url=db_url, base=portal_config_text().replace("[security]\n", "[security]\n" + security, 1)
+    )
 
 
 def browser_at(portal: Portal, address: str) -> Portal:
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=portal.app, client=(address, 40000)),
-                               base_url="http://127.0.0.1:8000", follow_redirects=False)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=portal.app, client=(address, 40000)),
+        base_url="http://127.0.0.1:8000",
+        follow_redirects=False,
+    )
     return Portal(portal.app, client)
 
 
 @pytest.mark.parametrize("bad", ["not-an-address", "10.0.0.0/33", "203.0.113.7:8080", "2001:db8::/129", ""])
-def test_a_trusted_proxy_that_is_not_an_address_or_network_is_refused(make_config: Callable[..., CaisseConfig],
-                                                                      bad: str) -> None:
+def test_a_trusted_proxy_that_is_not_an_address_or_network_is_refused(
+    make_config: Callable[..., CaisseConfig], bad: str
+) -> None:
     trusted = json.dumps(["127.0.0.1", bad])
     with pytest.raises(ConfigError, match=r"\$\.security\.trusted_proxies\[1\]") as refused:
         make_config(base=portal_config_text().replace("[security]\n", f"[security]\ntrusted_proxies = {trusted}\n", 1))
@@ -57,15 +64,17 @@ def test_addresses_and_networks_are_matched_as_addresses() -> None:
 
 
 def test_the_subject_of_an_ipv6_client_is_its_64() -> None:
-    assert client_subject("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == client_subject("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert (
+        client_subject("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == client_subject("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    )
     assert client_subject("2001:db8:1:3::1") == "2001:db8:1:3::/64"
     assert client_subject("203.0.113.7") == "203.0.113.7" and client_subject("::ffff:203.0.113.7") == "203.0.113.7"
     assert client_subject("-") == "-"
 
 
-async def test_a_proxy_listed_as_a_network_is_trusted(portal_factory: Callable[..., Any],
-                                                      make_config: Callable[..., CaisseConfig], db_url: str,
-                                                      demo_people: Any) -> None:
+async def test_a_proxy_listed_as_a_network_is_trusted(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, demo_people: Any
+) -> None:
     portal = await portal_factory(config_with(make_config, db_url, ["203.0.113.0/24"]))  # the peer is .7
     account_row = await make_account(portal)
     r = await password_step(portal, person().identifier, PASSWORD, headers={"X-Forwarded-For": "198.51.100.20"})
@@ -75,9 +84,13 @@ async def test_a_proxy_listed_as_a_network_is_trusted(portal_factory: Callable[.
 
 
 @pytest.mark.parametrize("through_proxy", [False, True])
-async def test_ipv6_clients_of_one_64_share_one_budget(portal_factory: Callable[..., Any],
-                                                       make_config: Callable[..., CaisseConfig], db_url: str,
-                                                       through_proxy: bool, demo_people: Any) -> None:
+async def test_ipv6_clients_of_one_64_share_one_budget(
+    portal_factory: Callable[..., Any],
+    make_config: Callable[..., CaisseConfig],
+    db_url: str,
+    through_proxy: bool,
+    demo_people: Any,
+) -> None:
     portal = await portal_factory(config_with(make_config, db_url, ["203.0.113.0/24"]))
     account_row = await make_account(portal)
 

@@ -1,6 +1,7 @@
 """Audit: every kind of security event in core.events.EVENT_KINDS is stored and handed to the
 guichet_event observers, with the NIR masked and no secret in any event, page, header or URL;
 ``guichet audit tail`` prints them."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from guichet.core import hookimpl
 from guichet.cli import main as guichet
-from guichet.core.events import EVENT_KINDS, Auditor
-from guichet.core.ratelimit import RedisCounters
+from guichet.core import hookimpl
+from guichet.core.events import EVENT_KINDS
 from guichet.core.identifiers import nir_key
+from guichet.core.ratelimit import RedisCounters
 from guichet.core.structs import AuditEvent
 from guichet.core.third_party import approve_request, reject_request
 from tests.conftest import Portal, free_port, portal_config_text
@@ -27,8 +28,8 @@ from tests.security.support import (
     PASSWORD,
     SECRETS,
     UNKNOWN_NIR,
-    audit_rows,
     assert_audit_clean,
+    audit_rows,
     find_leaks,
     login,
     make_account,
@@ -73,10 +74,11 @@ class Recorder:
 
 
 async def test_every_event_kind_is_stored_and_observed_without_secrets(
-        portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str, clock: Any,
-        tmp_path: Path) -> None:
-    config = make_config(database_url=db_url, base=portal_config_text().replace(
-        "[security]\n", "[security]\nsms_per_hour = 1\n", 1))
+    portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str, clock: Any, tmp_path: Path
+) -> None:
+    config = make_config(
+        database_url=db_url, base=portal_config_text().replace("[security]\n", "[security]\nsms_per_hour = 1\n", 1)
+    )
     recorder = Recorder()
     portal = recorder.attach(await portal_factory(config))
     observer = Observer()
@@ -98,20 +100,38 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     await other.get("/inscription/statut")
     await other.post("/inscription/statut", {"status": "autre"})
     await other.post("/inscription/structure", {"structure": "tiers_declarant"})
-    r = await other.post("/inscription/demande", {"structure_name": "Cabinet Comptable", "siret": "84216730600021",
-                                                  "contact_name": "Marie Martin", "email": "cabinet@demo.invalid",
-                                                  "phone": "", "address_street": "1 rue Haute",
-                                                  "postal_code": "64000", "city": "Pau"})
+    r = await other.post(
+        "/inscription/demande",
+        {
+            "structure_name": "Cabinet Comptable",
+            "siret": "84216730600021",
+            "contact_name": "Marie Martin",
+            "email": "cabinet@demo.invalid",
+            "phone": "",
+            "address_street": "1 rue Haute",
+            "postal_code": "64000",
+            "city": "Pau",
+        },
+    )
     assert where(r) == "/inscription/demande-envoyee", messages(r)
     [request] = await portal.services.database.t.ThirdPartyRequest.select().run()
     assert (await approve_request(portal.services, request["id"], note="Kbis reçu")).done
     await other.post("/inscription/abandon", {})
     await other.post("/inscription/statut", {"status": "autre"})
     await other.post("/inscription/structure", {"structure": "tiers_declarant"})
-    await other.post("/inscription/demande", {"structure_name": "Cabinet Comptable", "siret": "84216730600021",
-                                              "contact_name": "Marie Martin", "email": "cabinet@demo.invalid",
-                                              "phone": "", "address_street": "1 rue Haute",
-                                              "postal_code": "64000", "city": "Pau"})
+    await other.post(
+        "/inscription/demande",
+        {
+            "structure_name": "Cabinet Comptable",
+            "siret": "84216730600021",
+            "contact_name": "Marie Martin",
+            "email": "cabinet@demo.invalid",
+            "phone": "",
+            "address_street": "1 rue Haute",
+            "postal_code": "64000",
+            "city": "Pau",
+        },
+    )
     rows = await portal.services.database.t.ThirdPartyRequest.select().run()
     assert (await reject_request(portal.services, rows[-1]["id"], reason="Pièces manquantes")).done
     # first login: wrong codes until the code is locked, a resend, an expired code, then the right one
@@ -138,8 +158,10 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     r = await portal.post("/mon-compte/email", {"action": "code", "code": await portal.last_code("contact_code")})
     assert "Votre adresse email a été modifiée." in r.text
     await portal.get("/mon-compte/coordonnees")
-    await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "mobile", "value": "06 12 34 56 78",
-                                                  "current_password": PASSWORD})
+    await portal.post(
+        "/mon-compte/coordonnees",
+        {"action": "modifier", "field": "mobile", "value": "06 12 34 56 78", "current_password": PASSWORD},
+    )
     r = await portal.post("/mon-compte/coordonnees", {"action": "code", "code": await portal.last_code("contact_code")})
     assert r.status_code == 200, messages(r)
     # a browser trusted (the first one went with the password change), used, then revoked; a failed login
@@ -184,9 +206,12 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     r = await closer.post("/mon-compte/fermeture", {"current_password": PASSWORD})
     assert where(r) == "/espace-ferme", messages(r)
     # a logout the session store cannot take (sessions in a Redis that does not answer): logout.failed
-    down_config = make_config(database_url=db_url, base=portal_config_text(
-        f'\n[redis]\nurl = "redis://127.0.0.1:{free_port()}/0"\n').replace(
-        "[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+    down_config = make_config(
+        database_url=db_url,
+        base=portal_config_text(f'\n[redis]\nurl = "redis://127.0.0.1:{free_port()}/0"\n').replace(
+            "[sessions]\n", '[sessions]\nstore = "redis"\n', 1
+        ),
+    )
     down = recorder.attach(await portal_factory(down_config))
     down.services.host.pm.register(observer)
     await down.get("/")
@@ -210,15 +235,17 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     expected = {kind for kind in EVENT_KINDS if not kind.startswith("oidc.")}
     assert stored == expected, f"never stored: {sorted(expected - stored)}"
     assert observed == stored, f"stored but not observed: {sorted(stored - observed)}"
-    assert [(r["kind"], r["account_id"], r["subject"]) for r in rows] == \
-        [(e.kind, e.account_id, e.subject) for e in observer.events], "observers saw other events than stored"
+    assert [(r["kind"], r["account_id"], r["subject"]) for r in rows] == [
+        (e.kind, e.account_id, e.subject) for e in observer.events
+    ], "observers saw other events than stored"
     for row in rows:
         assert MASKED.match(row["subject"]), f"{row['kind']}: unmasked subject {row['subject']!r}"
     await assert_audit_clean(portal)
     # no code, password or token in a page, a header or a URL (the typed NIR is the person's own input)
     nirs = {p for p in SECRETS if p.isdigit() and len(p) >= 13}
-    leaks = find_leaks([(url, 0, f"{url}\n{headers}\n{body}") for url, headers, body in recorder.answers],
-                       SECRETS - nirs)
+    leaks = find_leaks(
+        [(url, 0, f"{url}\n{headers}\n{body}") for url, headers, body in recorder.answers], SECRETS - nirs
+    )
     assert not leaks, "secrets in answers:\n" + "\n".join(leaks)
     assert not find_leaks([(url, 0, url) for url, _, _ in recorder.answers], SECRETS), "a secret in a URL"
 
@@ -268,8 +295,9 @@ async def test_an_unknown_event_kind_is_refused(portal: Portal) -> None:
     assert await audit_rows(portal) == []
 
 
-async def test_code_events_carry_the_client_address(portal: Portal, portal_factory: Callable[..., Any],
-                                                    clock: Any) -> None:
+async def test_code_events_carry_the_client_address(
+    portal: Portal, portal_factory: Callable[..., Any], clock: Any
+) -> None:
     account_row = await make_account(portal)
     await password_step(portal, person().identifier, PASSWORD)
     await portal.get("/connexion/code")
@@ -289,9 +317,15 @@ async def test_code_events_carry_the_client_address(portal: Portal, portal_facto
     clock.advance(seconds=61)
     await recovering.post("/mot-de-passe-oublie/code", {"action": "renvoyer"})
     rows = [row for row in await audit_rows(portal) if row["kind"].startswith("code.")]
-    assert {row["kind"] for row in rows} == {"code.sent", "code.failed", "code.locked", "code.expired",
-                                             "code.succeeded"}
-    assert {(row["kind"], row["client"]) for row in rows} == {(row["kind"], "203.0.113.7") for row in rows}, \
+    assert {row["kind"] for row in rows} == {
+        "code.sent",
+        "code.failed",
+        "code.locked",
+        "code.expired",
+        "code.succeeded",
+    }
+    assert {(row["kind"], row["client"]) for row in rows} == {(row["kind"], "203.0.113.7") for row in rows}, (
         "a code event without the client address"
+    )
     assert sum(row["kind"] == "code.sent" and row["details"]["purpose"] == "recovery" for row in rows) == 2
     assert any(row["account_id"] == account_row["id"] for row in rows)

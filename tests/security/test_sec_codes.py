@@ -1,5 +1,6 @@
 """One-time codes under attack: brute force, resends, reuse, superseded codes, codes carried to another
 purpose, account or browser, concurrent submissions and guesses, expiry, look-alike digits."""
+
 from __future__ import annotations
 
 import asyncio
@@ -132,17 +133,25 @@ async def test_a_resend_waits_for_the_cooldown(portal: Portal, demo_people: Any)
     await expect_event(portal, "code.sent", count=1, account_id=account["id"])
 
 
-async def test_a_registration_code_is_useless_for_a_login(portal: Portal, portal_factory: Callable[..., Any],
-                                                          demo_people: Any) -> None:
+async def test_a_registration_code_is_useless_for_a_login(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     account = await make_account(portal)
     login_code = await at_code_step(portal)
     registering = await another_browser(portal_factory, portal)
     who = person("particulier_paiement")
     await registering.post("/inscription/statut", {"status": who.status})
     await registering.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await registering.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                        "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                        "email": who.email, "mobile": who.mobile})
+    await registering.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": who.mobile,
+        },
+    )
     await registering.post("/inscription/question", {"question": who.question, "answer": who.answer})
     await registering.post("/inscription/canal", {"channel": "email"})
     registration_code = await registering.last_code("registration_code")
@@ -157,15 +166,17 @@ async def test_a_registration_code_is_useless_for_a_login(portal: Portal, portal
     assert await t.count().run() == 1, "an account was created with a login code"
 
 
-async def test_a_code_is_useless_for_another_account(portal: Portal, portal_factory: Callable[..., Any],
-                                                     demo_people: Any) -> None:
+async def test_a_code_is_useless_for_another_account(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     alice = await make_account(portal, "particulier_vitale")
     await make_account(portal, "particulier_paiement")
     await at_code_step(portal, "particulier_vitale")
     bob = await another_browser(portal_factory, portal)
     bob_code = await at_code_step(bob, "particulier_paiement")
-    alice_code = [m for m in await portal.outbox("login_code")
-                  if m["recipient"]["email"] == person("particulier_vitale").email][-1]["payload"]["code"]
+    alice_code = [
+        m for m in await portal.outbox("login_code") if m["recipient"]["email"] == person("particulier_vitale").email
+    ][-1]["payload"]["code"]
     if alice_code == bob_code:
         pytest.skip("both codes happen to be equal")
     r = await portal.post("/connexion/code", {"code": bob_code})
@@ -173,9 +184,9 @@ async def test_a_code_is_useless_for_another_account(portal: Portal, portal_fact
     await expect_event(portal, "code.failed", account_id=alice["id"], outcome="wrong")
 
 
-async def test_a_code_is_useless_in_another_browser_of_the_same_account(portal: Portal,
-                                                                      portal_factory: Callable[..., Any],
-                                                                      demo_people: Any) -> None:
+async def test_a_code_is_useless_in_another_browser_of_the_same_account(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     account = await make_account(portal)
     first = await at_code_step(portal)
     other = await another_browser(portal_factory, portal)
@@ -202,8 +213,9 @@ async def test_concurrent_submissions_of_the_right_login_code_log_in_once(portal
     account = await make_account(portal)
     code = await at_code_step(portal)
     token = portal.csrf
-    answers = await asyncio.gather(*(portal.client.post("/connexion/code", data={"code": code, "csrf_token": token})
-                                     for _ in range(4)))
+    answers = await asyncio.gather(
+        *(portal.client.post("/connexion/code", data={"code": code, "csrf_token": token}) for _ in range(4))
+    )
     assert all(r.status_code < 500 for r in answers)
     assert sum(where(r) == "/espace-prive" for r in answers) == 1, [r.status_code for r in answers]
     [row] = await codes(portal)
@@ -212,19 +224,28 @@ async def test_concurrent_submissions_of_the_right_login_code_log_in_once(portal
 
 
 async def test_concurrent_submissions_of_the_right_registration_code_create_one_account(
-        portal: Portal, demo_people: Any) -> None:
+    portal: Portal, demo_people: Any
+) -> None:
     who = person("particulier_vitale")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                   "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                   "email": who.email, "mobile": who.mobile})
+    await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": who.mobile,
+        },
+    )
     await portal.post("/inscription/question", {"question": who.question, "answer": who.answer})
     await portal.post("/inscription/canal", {"channel": "email"})
     code = await portal.last_code("registration_code")
     token = portal.csrf
-    answers = await asyncio.gather(*(portal.client.post("/inscription/code", data={"code": code, "csrf_token": token})
-                                     for _ in range(4)))
+    answers = await asyncio.gather(
+        *(portal.client.post("/inscription/code", data={"code": code, "csrf_token": token}) for _ in range(4))
+    )
     assert all(r.status_code < 500 for r in answers), [r.status_code for r in answers]
     assert await portal.services.database.t.Account.count().run() == 1
     assert len(await portal.outbox("temporary_password")) == 1
@@ -239,21 +260,22 @@ async def test_concurrent_submissions_of_the_right_recovery_code_reset_once(port
     await portal.post("/mot-de-passe-oublie/canal", {"channel": "email"})
     code = await portal.last_code("recovery_code")
     token = portal.csrf
-    answers = await asyncio.gather(*(portal.client.post("/mot-de-passe-oublie/code",
-                                                        data={"code": code, "csrf_token": token}) for _ in range(4)))
+    answers = await asyncio.gather(
+        *(portal.client.post("/mot-de-passe-oublie/code", data={"code": code, "csrf_token": token}) for _ in range(4))
+    )
     assert all(r.status_code < 500 for r in answers), [r.status_code for r in answers]
     assert len(await portal.outbox("temporary_password")) == 1
     await expect_event(portal, "password.reset", count=1, account_id=account_row["id"])
 
 
-async def test_concurrent_wrong_guesses_never_compare_more_than_max_attempts(portal: Portal,
-                                                                           demo_people: Any) -> None:
+async def test_concurrent_wrong_guesses_never_compare_more_than_max_attempts(portal: Portal, demo_people: Any) -> None:
     account = await make_account(portal)
     code = await at_code_step(portal)
     token = portal.csrf
     guesses = [wrong(code, shift) for shift in range(1, 10)] * 2
-    answers = await asyncio.gather(*(portal.client.post("/connexion/code", data={"code": g, "csrf_token": token})
-                                     for g in guesses))
+    answers = await asyncio.gather(
+        *(portal.client.post("/connexion/code", data={"code": g, "csrf_token": token}) for g in guesses)
+    )
     assert all(r.status_code == 422 for r in answers), [r.status_code for r in answers]
     [row] = await codes(portal)
     assert row["attempts"] == row["max_attempts"] == 3, f"{row['attempts']} guesses compared"
@@ -264,10 +286,14 @@ async def test_concurrent_wrong_guesses_never_compare_more_than_max_attempts(por
     await expect_event(portal, "code.locked", account_id=account["id"])
 
 
-@pytest.mark.parametrize("digits", ["０１２３４５６７８９", "٠١٢٣٤٥٦٧٨٩", "०१२३४५६७८९", "⁰¹²³⁴⁵⁶⁷⁸⁹"],
-                         ids=["fullwidth", "arabic-indic", "devanagari", "superscript"])
-async def test_look_alike_digits_in_a_code_are_refused_without_using_a_try(portal: Portal, digits: str,
-                                                                         demo_people: Any) -> None:
+@pytest.mark.parametrize(
+    "digits",
+    ["０１２３４５６７８９", "٠١٢٣٤٥٦٧٨٩", "०१२३४५६७८९", "⁰¹²³⁴⁵⁶⁷⁸⁹"],
+    ids=["fullwidth", "arabic-indic", "devanagari", "superscript"],
+)
+async def test_look_alike_digits_in_a_code_are_refused_without_using_a_try(
+    portal: Portal, digits: str, demo_people: Any
+) -> None:
     account = await make_account(portal)
     code = await at_code_step(portal)
     look_alike = code.translate(str.maketrans("0123456789", digits))

@@ -5,6 +5,7 @@ Before these controls, ``POST /confirmation-coordonnees`` with ``action=modifier
 of any logged-in session without the password; "mot de passe oublié" by email then handed the
 account over. Codes also went to an email nobody had proven, and any country's mobile was accepted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -46,15 +47,18 @@ async def _contact_changes(portal: Portal) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("field, value", [("email", ATTACKER_EMAIL), ("mobile", ATTACKER_MOBILE)])
 async def test_a_stolen_session_cannot_change_a_contact_on_the_confirmation_page(
-        portal: Portal, demo_people: Any, field: str, value: str) -> None:
+    portal: Portal, demo_people: Any, field: str, value: str
+) -> None:
     row = await make_account(portal, confirmed=False)  # the first login's confirmation is due: the page is open
     await login(portal, person().identifier)
     await portal.get("/")  # the page's CSRF token, bound to the new session
     before = await snapshot(portal)
     r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": field, "value": value})
     assert r.status_code == 422 and NEEDS_PASSWORD in messages(r)
-    r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": field, "value": value,
-                                                        "current_password": "Pas-Le-Bon-Mot-2-Passe!"})
+    r = await portal.post(
+        "/confirmation-coordonnees",
+        {"action": "modifier", "field": field, "value": value, "current_password": "Pas-Le-Bon-Mot-2-Passe!"},
+    )
     assert r.status_code == 422 and "Le mot de passe actuel est incorrect." in messages(r)
     assert await _contact_changes(portal) == []
     after = await snapshot(portal)
@@ -63,8 +67,9 @@ async def test_a_stolen_session_cannot_change_a_contact_on_the_confirmation_page
 
 
 @pytest.mark.parametrize("field, value", [("email", ATTACKER_EMAIL), ("mobile", ATTACKER_MOBILE)])
-async def test_a_stolen_session_cannot_change_a_contact_in_mon_compte(portal: Portal, demo_people: Any,
-                                                                      field: str, value: str) -> None:
+async def test_a_stolen_session_cannot_change_a_contact_in_mon_compte(
+    portal: Portal, demo_people: Any, field: str, value: str
+) -> None:
     await make_account(portal)
     await login(portal, person().identifier)
     await portal.get("/")  # the page's CSRF token, bound to the new session
@@ -75,8 +80,9 @@ async def test_a_stolen_session_cannot_change_a_contact_in_mon_compte(portal: Po
     assert (await snapshot(portal))["accounts"] == before["accounts"]
 
 
-async def test_the_takeover_through_recovery_no_longer_works(portal: Portal, portal_factory: Callable[..., Any],
-                                                             demo_people: Any) -> None:
+async def test_the_takeover_through_recovery_no_longer_works(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     """The whole attack: change the email with the stolen session, then recover the password by email."""
     row = await make_account(portal, confirmed=False)
     await login(portal, person().identifier)
@@ -92,8 +98,7 @@ async def test_the_takeover_through_recovery_no_longer_works(portal: Portal, por
     assert (await account(portal, row["id"]))["email"] == person().email
 
 
-async def test_the_confirmation_page_closes_once_the_contacts_are_confirmed(portal: Portal,
-                                                                           demo_people: Any) -> None:
+async def test_the_confirmation_page_closes_once_the_contacts_are_confirmed(portal: Portal, demo_people: Any) -> None:
     await make_account(portal)  # contacts confirmed
     await login(portal, person().identifier)
     await portal.get("/")  # the page's CSRF token, bound to the new session
@@ -102,19 +107,24 @@ async def test_the_confirmation_page_closes_once_the_contacts_are_confirmed(port
     assert r.status_code == 303 and where(r) == "/mon-compte/coordonnees"
     r = await portal.get("/confirmation-coordonnees?modifier=email", htmx=True)
     assert where(r) == "/mon-compte/coordonnees"
-    r = await portal.post("/confirmation-coordonnees", {"action": "modifier", "field": "landline",
-                                                        "value": "05 59 12 34 56", "current_password": PASSWORD})
+    r = await portal.post(
+        "/confirmation-coordonnees",
+        {"action": "modifier", "field": "landline", "value": "05 59 12 34 56", "current_password": PASSWORD},
+    )
     assert where(r) == "/mon-compte/coordonnees"
     assert (await snapshot(portal))["accounts"] == before["accounts"]
 
 
-async def test_with_the_password_a_new_email_is_proven_and_the_old_address_told(portal: Portal,
-                                                                                demo_people: Any) -> None:
+async def test_with_the_password_a_new_email_is_proven_and_the_old_address_told(
+    portal: Portal, demo_people: Any
+) -> None:
     row = await make_account(portal)
     await login(portal, person().identifier)
     await portal.get("/")  # the page's CSRF token, bound to the new session
-    r = await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "email",
-                                                      "value": "julien.neuf@demo.invalid", "current_password": PASSWORD})
+    r = await portal.post(
+        "/mon-compte/coordonnees",
+        {"action": "modifier", "field": "email", "value": "julien.neuf@demo.invalid", "current_password": PASSWORD},
+    )
     assert r.status_code == 200, messages(r)
     [code] = await _contact_changes(portal)
     assert code["recipient"]["email"] == "julien.neuf@demo.invalid"
@@ -131,8 +141,10 @@ async def test_a_new_mobile_is_told_to_the_old_number_and_to_the_email(portal: P
     old_mobile = row["mobile"]
     await login(portal, person().identifier)
     await portal.get("/")  # the page's CSRF token, bound to the new session
-    r = await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "mobile",
-                                                      "value": ATTACKER_MOBILE, "current_password": PASSWORD})
+    r = await portal.post(
+        "/mon-compte/coordonnees",
+        {"action": "modifier", "field": "mobile", "value": ATTACKER_MOBILE, "current_password": PASSWORD},
+    )
     assert r.status_code == 200, messages(r)
     [code] = await _contact_changes(portal)
     assert code["channel"] == "sms" and code["recipient"]["mobile"] == "+33781234567"
@@ -141,8 +153,12 @@ async def test_a_new_mobile_is_told_to_the_old_number_and_to_the_email(portal: P
     assert changed["mobile"] == "+33781234567" and changed["mobile_verified"]
     notices = await portal.outbox("mobile_changed_notice")
     assert {(n["channel"], n["recipient"]["mobile"] or n["recipient"]["email"]) for n in notices} == {
-        ("sms", old_mobile), ("email", person().email)}
-    assert all("+33781234567" not in str(n["payload"]) for n in notices)  # masked: the thief's number is not spelled out
+        ("sms", old_mobile),
+        ("email", person().email),
+    }
+    assert all(
+        "+33781234567" not in str(n["payload"]) for n in notices
+    )  # masked: the thief's number is not spelled out
     await expect_event(portal, "mobile.changed", account_id=row["id"])
 
 
@@ -151,8 +167,9 @@ async def test_a_landline_needs_no_password(portal: Portal, demo_people: Any) ->
     row = await make_account(portal)
     await login(portal, person().identifier)
     await portal.get("/")  # the page's CSRF token, bound to the new session
-    r = await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "landline",
-                                                      "value": "05 59 12 34 56"})
+    r = await portal.post(
+        "/mon-compte/coordonnees", {"action": "modifier", "field": "landline", "value": "05 59 12 34 56"}
+    )
     assert r.status_code == 200 and "Votre coordonnée a été enregistrée." in text(r)
     assert (await account(portal, row["id"]))["landline"] == "+33559123456"
 
@@ -172,8 +189,8 @@ async def test_the_login_code_never_goes_to_an_email_nobody_proved(portal: Porta
 
 
 async def test_the_proven_channel_is_used_even_where_the_caisse_prefers_email(
-        portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str,
-        demo_people: Any) -> None:
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, demo_people: Any
+) -> None:
     config = make_config(database_url=db_url, base=portal_config_text('[codes.login]\nchannels = ["email"]\n'))
     portal = await portal_factory(config)
     await demo_people.generate_demo_registry(portal.services.database, count=0, seed=1)
@@ -183,8 +200,9 @@ async def test_the_proven_channel_is_used_even_where_the_caisse_prefers_email(
     assert code["channel"] == "sms"
 
 
-async def test_with_no_proven_contact_the_person_chooses_and_the_code_proves_it(portal: Portal,
-                                                                               demo_people: Any) -> None:
+async def test_with_no_proven_contact_the_person_chooses_and_the_code_proves_it(
+    portal: Portal, demo_people: Any
+) -> None:
     """Registered with the password by post: nothing proven yet. No code goes anywhere until the person
     picks a contact they recognise; the right code then proves that contact."""
     row = await make_account(portal, email_verified=False, mobile_verified=False)
@@ -237,8 +255,9 @@ async def test_the_channel_a_person_chose_comes_first_next_time(portal: Portal, 
 
 
 @pytest.mark.parametrize("planted", ["sms", "postal", "fax", "sms; email", "x" * 300])
-async def test_a_planted_channel_preference_never_reaches_an_unproven_contact(portal: Portal, demo_people: Any,
-                                                                              planted: str) -> None:
+async def test_a_planted_channel_preference_never_reaches_an_unproven_contact(
+    portal: Portal, demo_people: Any, planted: str
+) -> None:
     """The attacker plants the preference cookie: the code still goes only to a contact the person proved."""
     await make_account(portal, email_verified=True, mobile_verified=False)
     portal.client.cookies.set("guichet_code_channel", planted)
@@ -267,9 +286,17 @@ def test_a_foreign_mobile_is_refused_by_default(raw: str) -> None:
     assert "français" in refused.value.message_fr
 
 
-@pytest.mark.parametrize("raw, e164", [("06 12 34 56 78", "+33612345678"), ("+33 7 81 23 45 67", "+33781234567"),
-                                       ("0690 12 34 56", "+590690123456"), ("+262 692 12 34 56", "+262692123456"),
-                                       ("0694 20 12 34", "+594694201234"), ("0696 12 34 56", "+596696123456")])
+@pytest.mark.parametrize(
+    "raw, e164",
+    [
+        ("06 12 34 56 78", "+33612345678"),
+        ("+33 7 81 23 45 67", "+33781234567"),
+        ("0690 12 34 56", "+590690123456"),
+        ("+262 692 12 34 56", "+262692123456"),
+        ("0694 20 12 34", "+594694201234"),
+        ("0696 12 34 56", "+596696123456"),
+    ],
+)
 def test_french_and_overseas_mobiles_are_accepted(raw: str, e164: str) -> None:
     assert parse_mobile(raw, required=True) == e164
 
@@ -284,25 +311,41 @@ async def test_registration_refuses_a_foreign_mobile_and_changes_nothing(portal:
     who = person()
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    r = await portal.post("/inscription/coordonnees", {
-        "last_name": who.last_name, "first_name": who.first_name, "birth_date": "14/05/1985",
-        "email": who.email, "mobile": "+44 7911 123456"})
+    r = await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": "14/05/1985",
+            "email": who.email,
+            "mobile": "+44 7911 123456",
+        },
+    )
     assert r.status_code == 422 and any("français" in m for m in messages(r))
 
 
-async def test_a_caisse_may_list_other_countries(portal_factory: Callable[..., Any],
-                                                 make_config: Callable[..., CaisseConfig], db_url: str,
-                                                 demo_people: Any) -> None:
+async def test_a_caisse_may_list_other_countries(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, demo_people: Any
+) -> None:
     config = make_config(database_url=db_url, base=portal_config_text())
     assert config.security.foreign_mobile_regions == ()
-    listed = make_config(database_url=db_url,
-                         base=portal_config_text().replace("[security]\n", '[security]\nforeign_mobile_regions = ["BE"]\n'))
+    listed = make_config(
+        database_url=db_url,
+        base=portal_config_text().replace("[security]\n", '[security]\nforeign_mobile_regions = ["BE"]\n'),
+    )
     portal = await portal_factory(listed)
     await demo_people.generate_demo_registry(portal.services.database, count=0, seed=1)
     who = person()
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    r = await portal.post("/inscription/coordonnees", {
-        "last_name": who.last_name, "first_name": who.first_name, "birth_date": "14/05/1985",
-        "email": who.email, "mobile": "+32 470 12 34 56"})
+    r = await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": "14/05/1985",
+            "email": who.email,
+            "mobile": "+32 470 12 34 56",
+        },
+    )
     assert r.status_code in (200, 303), messages(r)

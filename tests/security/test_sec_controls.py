@@ -1,6 +1,7 @@
 """Controls of docs/security.md that no other attack covered, seen from the attacker's side: someone
 who reads a database backup (password hashes, sealed messages, HMACs), and someone who gets markup
 into a page (what htmx would run)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,8 @@ HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
 
 
 async def test_a_database_backup_holds_only_salted_argon2id_hashes_at_the_configured_cost(
-        portal: Portal, demo_people: Any) -> None:
+    portal: Portal, demo_people: Any
+) -> None:
     """Two accounts with the same password: two different argon2id hashes of the configured cost,
     neither holding the password; each verifies only its own password."""
     first = await make_account(portal)

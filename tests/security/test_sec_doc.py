@@ -1,5 +1,6 @@
 """docs/security.md names the tests that prove each control: every test it names exists, and every
 control names at least one."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,9 @@ def missing_references(text: str, root: Path = ROOT) -> list[str]:
         file = root / path
         if not file.is_file():
             missing.append(f"{reference}: no such file")
-        elif name and not re.search(rf"^\s*(?:async\s+def|def|class)\s+{name}\b", file.read_text(encoding="utf-8"),
-                                    re.M):
+        elif name and not re.search(
+            rf"^\s*(?:async\s+def|def|class)\s+{name}\b", file.read_text(encoding="utf-8"), re.M
+        ):
             missing.append(f"{reference}: no test of that name in {path}")
     return missing
 
@@ -56,13 +58,18 @@ def test_every_control_names_the_tests_that_prove_it() -> None:
 
 
 def test_the_check_finds_a_test_that_is_gone_and_a_control_without_proof() -> None:
-    text = ("`tests/security/test_sec_codes.py::test_a_used_code_cannot_be_used_again`, "
-            "`tests/security/test_sec_codes.py::test_a_code_that_was_renamed`, `tests/security/test_gone.py`")
+    text = (
+        "`tests/security/test_sec_codes.py::test_a_used_code_cannot_be_used_again`, "
+        "`tests/security/test_sec_codes.py::test_a_code_that_was_renamed`, `tests/security/test_gone.py`"
+    )
     assert missing_references(text) == [
         "tests/security/test_gone.py: no such file",
         "tests/security/test_sec_codes.py::test_a_code_that_was_renamed: no test of that name in "
-        "tests/security/test_sec_codes.py"]
-    table = ("\n## Controls\n\n| control | where | proved by |\n| --- | --- | --- |\n"
-             "| a control | `core/x.py` | `tests/security/test_sec_codes.py` |\n"
-             "| an unproved control | `core/y.py` | `core/y.py` |\n\n## Limits\n")
+        "tests/security/test_sec_codes.py",
+    ]
+    table = (
+        "\n## Controls\n\n| control | where | proved by |\n| --- | --- | --- |\n"
+        "| a control | `core/x.py` | `tests/security/test_sec_codes.py` |\n"
+        "| an unproved control | `core/y.py` | `core/y.py` |\n\n## Limits\n"
+    )
     assert controls_without_proof(table) == ["an unproved control"]

@@ -1,6 +1,7 @@
 """Account enumeration: at login, registration and recovery, a stranger learns nothing from the
 message, the status code or the time an answer takes (argon2 dominates: the unknown identifier
 hashes too). Timing compares medians of a few runs with a wide tolerance, never an absolute time."""
+
 from __future__ import annotations
 
 import re
@@ -73,8 +74,9 @@ def count_hashing(portal: Portal) -> CountingHasher:
     return counting
 
 
-async def interleaved_medians(first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]],
-                              before: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+async def interleaved_medians(
+    first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]], before: Callable[[], Awaitable[Any]]
+) -> tuple[float, float]:
     """Medians of RUNS timings of each, taken in turn so that a busy machine slows both alike."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(RUNS):
@@ -98,9 +100,13 @@ async def test_every_login_failure_looks_the_same(portal: Portal, clock: Any, de
     vitale = person("particulier_vitale")
     account = await make_account(portal)
     await make_account(portal, "particulier_paiement", temporary=True)
-    await portal.services.database.t.Account.update(
-        {portal.services.database.t.Account.temporary_expires_at: clock.now()}).where(
-        portal.services.database.t.Account.identifier == person("particulier_paiement").identifier).run()
+    await (
+        portal.services.database.t.Account.update(
+            {portal.services.database.t.Account.temporary_expires_at: clock.now()}
+        )
+        .where(portal.services.database.t.Account.identifier == person("particulier_paiement").identifier)
+        .run()
+    )
     attempts = [
         (UNKNOWN_NIR, PASSWORD),  # nobody
         (vitale.identifier, "Pas-Le-Bon-1!"),  # a wrong password
@@ -131,7 +137,9 @@ async def test_login_takes_as_long_for_an_unknown_identifier(portal: Portal, dem
     assert counting.calls == {"hash": 0, "verify": 1}, "the unknown identifier skipped argon2"
     known, unknown = await interleaved_medians(
         lambda: password_step(portal, person().identifier, "Pas-Le-Bon-1!"),
-        lambda: password_step(portal, UNKNOWN_NIR, "Pas-Le-Bon-1!"), lambda: reset_counters(portal))
+        lambda: password_step(portal, UNKNOWN_NIR, "Pas-Le-Bon-1!"),
+        lambda: reset_counters(portal),
+    )
     assert counting.calls == {"hash": 0, "verify": 2 * RUNS + 1}
     assert_similar(unknown, known, "login, unknown vs known identifier")
     await expect_event(portal, "login.failed", count=RUNS, account_id=account["id"])
@@ -144,10 +152,21 @@ async def test_login_takes_as_long_for_an_unknown_identifier(portal: Portal, dem
 async def registration_pages(portal: Portal, identifier: str, who: Any) -> list[tuple[int, str]]:
     """Every answer of a registration with a wrong identity answer, neutralised."""
     birth = who.birth_date.strftime("%d/%m/%Y")
-    steps = [("/inscription/statut", {"status": who.status}), ("/inscription/identifiant", {"identifier": identifier}),
-             ("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                           "birth_date": birth, "email": who.email, "mobile": who.mobile}),
-             ("/inscription/question", {"question": "payment", "answer": "999,99"})]
+    steps = [
+        ("/inscription/statut", {"status": who.status}),
+        ("/inscription/identifiant", {"identifier": identifier}),
+        (
+            "/inscription/coordonnees",
+            {
+                "last_name": who.last_name,
+                "first_name": who.first_name,
+                "birth_date": birth,
+                "email": who.email,
+                "mobile": who.mobile,
+            },
+        ),
+        ("/inscription/question", {"question": "payment", "answer": "999,99"}),
+    ]
     seen = []
     for path, data in steps:
         r = await portal.post(path, data)
@@ -157,15 +176,18 @@ async def registration_pages(portal: Portal, identifier: str, who: Any) -> list[
     return seen
 
 
-async def test_registration_answers_the_same_whoever_the_identifier_is(portal: Portal,
-                                                                       portal_factory: Callable[..., Any],
-                                                                       demo_people: Any) -> None:
+async def test_registration_answers_the_same_whoever_the_identifier_is(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     who = person("particulier_paiement")
     existing = person("particulier_vitale")
     await make_account(portal, "particulier_vitale")
     outcomes = {}
-    for label, identifier in (("unknown", UNKNOWN_NIR), ("known", who.nir_with_key),
-                              ("has an account", existing.nir_with_key)):
+    for label, identifier in (
+        ("unknown", UNKNOWN_NIR),
+        ("known", who.nir_with_key),
+        ("has an account", existing.nir_with_key),
+    ):
         browser = await portal_factory(portal.services.config)
         outcomes[label] = await registration_pages(browser, identifier, who)
     assert outcomes["unknown"] == outcomes["known"] == outcomes["has an account"]
@@ -174,9 +196,9 @@ async def test_registration_answers_the_same_whoever_the_identifier_is(portal: P
     await expect_event(portal, "registration.duplicate")
 
 
-async def test_registration_takes_as_long_whoever_the_identifier_is(portal: Portal,
-                                                                    portal_factory: Callable[..., Any],
-                                                                    demo_people: Any) -> None:
+async def test_registration_takes_as_long_whoever_the_identifier_is(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     """The identity answer step ends the registration: create an account, or hash as if."""
     await make_account(portal, "particulier_vitale")
     counting = count_hashing(portal)
@@ -188,9 +210,16 @@ async def test_registration_takes_as_long_whoever_the_identifier_is(portal: Port
         browser = await portal_factory(portal.services.config)
         await browser.post("/inscription/statut", {"status": who.status})
         await browser.post("/inscription/identifiant", {"identifier": identifier})
-        await browser.post("/inscription/coordonnees", {
-            "last_name": who.last_name, "first_name": who.first_name,
-            "birth_date": who.birth_date.strftime("%d/%m/%Y"), "email": who.email, "mobile": ""})
+        await browser.post(
+            "/inscription/coordonnees",
+            {
+                "last_name": who.last_name,
+                "first_name": who.first_name,
+                "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+                "email": who.email,
+                "mobile": "",
+            },
+        )
         return browser
 
     async def timed(identifier: str, who: Any) -> float:
@@ -206,8 +235,9 @@ async def test_registration_takes_as_long_whoever_the_identifier_is(portal: Port
         times["unknown"].append(await timed(next(unknown), person("particulier_paiement")))
         who = person(next(known_people))
         times["known"].append(await timed(who.nir_with_key, who))
-        times["has an account"].append(await timed(person("particulier_vitale").nir_with_key,
-                                                   person("particulier_vitale")))
+        times["has an account"].append(
+            await timed(person("particulier_vitale").nir_with_key, person("particulier_vitale"))
+        )
     assert counting.calls["hash"] == 9, f"{counting.calls}: every outcome hashes once"
     medians = {k: statistics.median(v) for k, v in times.items()}
     assert_similar(medians["unknown"], medians["known"], "registration, unknown vs known")
@@ -222,10 +252,12 @@ async def test_registration_takes_as_long_whoever_the_identifier_is(portal: Port
 
 async def recovery_pages(portal: Portal, identifier: str) -> list[tuple[int, str]]:
     seen = []
-    for path, data in (("/mot-de-passe-oublie/identifiant", {"identifier": identifier}),
-                       ("/mot-de-passe-oublie/canal", {"channel": "email"}),
-                       ("/mot-de-passe-oublie/code", {"code": "000000"}),
-                       ("/mot-de-passe-oublie/code", {"code": "111111"})):
+    for path, data in (
+        ("/mot-de-passe-oublie/identifiant", {"identifier": identifier}),
+        ("/mot-de-passe-oublie/canal", {"channel": "email"}),
+        ("/mot-de-passe-oublie/code", {"code": "000000"}),
+        ("/mot-de-passe-oublie/code", {"code": "111111"}),
+    ):
         r = await portal.post(path, data)
         seen.append((r.status_code, neutral(r, identifier) if r.status_code != 303 else where(r)))
         if r.status_code == 303:
@@ -234,9 +266,9 @@ async def recovery_pages(portal: Portal, identifier: str) -> list[tuple[int, str
     return seen
 
 
-async def test_recovery_answers_the_same_whoever_the_identifier_is(portal: Portal,
-                                                                   portal_factory: Callable[..., Any],
-                                                                   demo_people: Any) -> None:
+async def test_recovery_answers_the_same_whoever_the_identifier_is(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     account = await make_account(portal)
     known = await recovery_pages(portal, person().identifier)
     stranger = await portal_factory(portal.services.config)
@@ -250,9 +282,9 @@ async def test_recovery_answers_the_same_whoever_the_identifier_is(portal: Porta
     await expect_event(portal, "recovery.requested", account_id=None, reachable=False)
 
 
-async def test_recovery_takes_as_long_whoever_the_identifier_is(portal: Portal,
-                                                                portal_factory: Callable[..., Any],
-                                                                demo_people: Any) -> None:
+async def test_recovery_takes_as_long_whoever_the_identifier_is(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     await make_account(portal)
 
     times: dict[str, list[float]] = {"known": [], "unknown": []}
@@ -273,9 +305,9 @@ async def test_recovery_takes_as_long_whoever_the_identifier_is(portal: Portal,
     await expect_event(portal, "code.sent", count=2 * RUNS, purpose="recovery")
 
 
-async def test_recovery_code_failures_count_per_identifier_known_or_not(portal: Portal,
-                                                                        portal_factory: Callable[..., Any],
-                                                                        demo_people: Any) -> None:
+async def test_recovery_code_failures_count_per_identifier_known_or_not(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     """Three wrong codes, then a new flow: a known account must not be slowed where an unknown one is not."""
     await make_account(portal)
     answers = {}
@@ -294,9 +326,9 @@ async def test_recovery_code_failures_count_per_identifier_known_or_not(portal: 
     await expect_event(portal, "limit.reached", limit="code_failures", count=2)
 
 
-async def test_recovery_code_sends_count_per_identifier_known_or_not(portal: Portal, clock: Any,
-                                                                     portal_factory: Callable[..., Any],
-                                                                     demo_people: Any) -> None:
+async def test_recovery_code_sends_count_per_identifier_known_or_not(
+    portal: Portal, clock: Any, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     await make_account(portal)
     answers = {}
     for label, identifier in (("known", person().identifier), ("unknown", UNKNOWN_NIR)):

@@ -1,6 +1,7 @@
 """Input hygiene: names with HTML and htmx attributes are escaped in pages, fragments, emails and
 letters; no CR/LF reaches a mail header; ASCII digits only (NIR, code, amount); emails NFKC + IDNA;
 passwords are neither truncated nor compared without NFKC."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,7 +19,8 @@ from pypdf import PdfReader
 from guichet.core.errors import DeliveryError
 from guichet.core.identifiers import nir_key
 from guichet.core.structs import Message, Recipient
-from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables, tables_of as registry_tables_of
+from guichet.plugins.registry_tables.tables import create_tables as create_registry_tables
+from guichet.plugins.registry_tables.tables import tables_of as registry_tables_of
 from tests.conftest import Portal
 from tests.security.support import (
     PASSWORD,
@@ -52,14 +54,30 @@ async def hostile_person(portal: Portal, last_name: str) -> Any:
     """A registry person whose name is an attack; returns a DemoPerson-like record to register with."""
     await create_registry_tables(portal.services.database)
     t = registry_tables_of(portal.services.database).RegistryPerson
-    await t.insert(t(nir=HOSTILE_NIR, last_name=last_name, first_name=f"Eve {last_name}",
-                     birth_date=dt.date(1985, 5, 1), address=f"{last_name}\n1 RUE DU TEST\n75001 PARIS",
-                     email="eve@demo.invalid", mobile=None, vitale_serial="9876543210",
-                     health_affiliated=True)).run()
+    await t.insert(
+        t(
+            nir=HOSTILE_NIR,
+            last_name=last_name,
+            first_name=f"Eve {last_name}",
+            birth_date=dt.date(1985, 5, 1),
+            address=f"{last_name}\n1 RUE DU TEST\n75001 PARIS",
+            email="eve@demo.invalid",
+            mobile=None,
+            vitale_serial="9876543210",
+            health_affiliated=True,
+        )
+    ).run()
     who = person("particulier_vitale")
-    return msgspec.structs.replace(who, identifier=HOSTILE_NIR, last_name=last_name, first_name=f"Eve {last_name}",
-                                   birth_date=dt.date(1985, 5, 1), email="eve@demo.invalid", mobile="",
-                                   answer="9876543210")
+    return msgspec.structs.replace(
+        who,
+        identifier=HOSTILE_NIR,
+        last_name=last_name,
+        first_name=f"Eve {last_name}",
+        birth_date=dt.date(1985, 5, 1),
+        email="eve@demo.invalid",
+        mobile="",
+        answer="9876543210",
+    )
 
 
 class _Tags(HTMLParser):
@@ -86,20 +104,29 @@ def assert_inert(page: str, raw: str, where_: str) -> None:
 
 
 def message_of(row: dict[str, Any]) -> Message:
-    return Message(id=row["id"], channel=row["channel"], template=row["template"],
-                   recipient=msgspec.convert(row["recipient"], Recipient), payload=row["payload"],
-                   caisse_name="MSA Test", created_at=dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc))
+    return Message(
+        id=row["id"],
+        channel=row["channel"],
+        template=row["template"],
+        recipient=msgspec.convert(row["recipient"], Recipient),
+        payload=row["payload"],
+        caisse_name="MSA Test",
+        created_at=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+    )
 
 
 @pytest.mark.parametrize("name,raw", HOSTILE_NAMES, ids=["script", "img", "hx-get", "hx-on", "hx-post", "jinja"])
-async def test_hostile_names_are_inert_in_pages_fragments_emails_and_letters(portal: Portal, name: str, raw: str,
-                                                                             tmp_path: Path) -> None:
+async def test_hostile_names_are_inert_in_pages_fragments_emails_and_letters(
+    portal: Portal, name: str, raw: str, tmp_path: Path
+) -> None:
     who = await hostile_person(portal, name)
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.identifier})
-    await portal.post("/inscription/coordonnees", {"last_name": name, "first_name": who.first_name,
-                                                   "birth_date": "01/05/1985", "email": who.email, "mobile": ""})
+    await portal.post(
+        "/inscription/coordonnees",
+        {"last_name": name, "first_name": who.first_name, "birth_date": "01/05/1985", "email": who.email, "mobile": ""},
+    )
     for htmx in (False, True):  # what was typed, shown again
         r = await portal.get("/inscription/coordonnees", htmx=htmx)
         assert_inert(r.text, raw, "the contact step")
@@ -114,8 +141,13 @@ async def test_hostile_names_are_inert_in_pages_fragments_emails_and_letters(por
     assert where(r) == "/mot-de-passe-modifie", messages(r)
     await portal.get("/confirmation-coordonnees")
     await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
-    for path in ("/espace-prive", "/mon-compte", "/mon-compte/coordonnees", "/mon-compte/email",
-                 "/mon-compte/coordonnees?modifier=email"):
+    for path in (
+        "/espace-prive",
+        "/mon-compte",
+        "/mon-compte/coordonnees",
+        "/mon-compte/email",
+        "/mon-compte/coordonnees?modifier=email",
+    ):
         for htmx in (False, True):
             r = await portal.get(path, htmx=htmx)
             assert r.status_code == 200, path
@@ -143,16 +175,26 @@ async def test_hostile_names_are_inert_in_pages_fragments_emails_and_letters(por
     await expect_event(portal, "contacts.confirmed")
 
 
-@pytest.mark.parametrize("name", ["Eve\r\nBcc: victim@evil.example", "Eve\nX-Injected: 1", "Eve\rTo: a@evil.example",
-                                  "Eve\u0085Bcc: x@evil.example", "Eve\u2028Bcc: x@evil.example"],
-                         ids=["crlf", "lf", "cr", "nel", "line-separator"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Eve\r\nBcc: victim@evil.example",
+        "Eve\nX-Injected: 1",
+        "Eve\rTo: a@evil.example",
+        "Eve\u0085Bcc: x@evil.example",
+        "Eve\u2028Bcc: x@evil.example",
+    ],
+    ids=["crlf", "lf", "cr", "nel", "line-separator"],
+)
 async def test_no_line_break_from_a_name_reaches_a_mail_header(portal: Portal, name: str, demo_people: Any) -> None:
     who = person("particulier_vitale")
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    r = await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": name,
-                                                       "birth_date": "14/05/1985", "email": who.email, "mobile": ""})
+    r = await portal.post(
+        "/inscription/coordonnees",
+        {"last_name": who.last_name, "first_name": name, "birth_date": "14/05/1985", "email": who.email, "mobile": ""},
+    )
     if r.status_code == 303:  # accepted: the line break became a space
         await portal.post("/inscription/question", {"question": who.question, "answer": who.answer})
         await portal.post("/inscription/canal", {"channel": "email"})
@@ -169,24 +211,46 @@ async def test_no_line_break_from_a_name_reaches_a_mail_header(portal: Portal, n
         assert r.status_code == 422 and await portal.outbox() == []
         assert "code.sent" not in await kinds(portal)
     with pytest.raises(DeliveryError):  # and the channel itself refuses a raw line break
-        portal.services.host.channel("email").build(Message(
-            id=1, channel="email", template="login_code", recipient=Recipient(name="Eve\r\nBcc: x@evil.example",
-                                                                              email="eve@demo.invalid"),
-            payload={"code": "123456", "lifetime_minutes": 10}, caisse_name="MSA Test",
-            created_at=dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)))
+        portal.services.host.channel("email").build(
+            Message(
+                id=1,
+                channel="email",
+                template="login_code",
+                recipient=Recipient(name="Eve\r\nBcc: x@evil.example", email="eve@demo.invalid"),
+                payload={"code": "123456", "lifetime_minutes": 10},
+                caisse_name="MSA Test",
+                created_at=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+            )
+        )
 
 
-@pytest.mark.parametrize("typed", ["eve@demo.invalid\r\nBcc: x@evil.example", "eve@demo.invalid\nBcc: x@evil.example",
-                                   "eve@demo.invalid, x@evil.example", "Eve <eve@demo.invalid>"])
-async def test_an_email_address_cannot_smuggle_a_header_or_a_second_recipient(portal: Portal, typed: str,
-                                                                              demo_people: Any) -> None:
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "eve@demo.invalid\r\nBcc: x@evil.example",
+        "eve@demo.invalid\nBcc: x@evil.example",
+        "eve@demo.invalid, x@evil.example",
+        "Eve <eve@demo.invalid>",
+    ],
+)
+async def test_an_email_address_cannot_smuggle_a_header_or_a_second_recipient(
+    portal: Portal, typed: str, demo_people: Any
+) -> None:
     who = person("particulier_vitale")
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
     before = await snapshot(portal)
-    r = await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                       "birth_date": "14/05/1985", "email": typed, "mobile": ""})
+    r = await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": "14/05/1985",
+            "email": typed,
+            "mobile": "",
+        },
+    )
     assert r.status_code == 422 and "Saisissez une adresse email valide" in messages(r)[0]
     assert await snapshot(portal) == before and await kinds(portal) == []
 
@@ -198,8 +262,9 @@ ARABIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 
 
 @pytest.mark.parametrize("digits", [FULLWIDTH, ARABIC], ids=["fullwidth", "arabic-indic"])
-async def test_look_alike_digits_in_a_nir_are_refused_everywhere(portal: Portal, digits: dict[int, str],
-                                                                 demo_people: Any) -> None:
+async def test_look_alike_digits_in_a_nir_are_refused_everywhere(
+    portal: Portal, digits: dict[int, str], demo_people: Any
+) -> None:
     account_row = await make_account(portal)
     look_alike = person().nir_with_key.translate(digits)
     r = await password_step(portal, look_alike, PASSWORD)
@@ -214,41 +279,66 @@ async def test_look_alike_digits_in_a_nir_are_refused_everywhere(portal: Portal,
 
 
 @pytest.mark.parametrize("answer", ["４１２,３７", "٤١٢,٣٧", "412,３７", "4１2,37"])
-async def test_look_alike_digits_in_an_amount_are_refused_without_counting_an_answer(portal: Portal, answer: str,
-                                                                                     demo_people: Any) -> None:
+async def test_look_alike_digits_in_an_amount_are_refused_without_counting_an_answer(
+    portal: Portal, answer: str, demo_people: Any
+) -> None:
     who = person("particulier_paiement")
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                   "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                   "email": who.email, "mobile": ""})
+    await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": "",
+        },
+    )
     before = await snapshot(portal)
     r = await portal.post("/inscription/question", {"question": "payment", "answer": answer})
     assert r.status_code == 422 and messages(r) == ["Saisissez le montant en euros, par exemple 1\u00a0234,50."]
     assert await snapshot(portal) == before
-    assert await portal.services.database.t.RateCounter.select().where(
-        portal.services.database.t.RateCounter.key.like("identity:%")).run() == []
+    assert (
+        await portal.services.database.t.RateCounter.select()
+        .where(portal.services.database.t.RateCounter.key.like("identity:%"))
+        .run()
+        == []
+    )
     r = await portal.post("/inscription/question", {"question": "payment", "answer": who.answer})
     assert where(r) == "/inscription/canal", "the ASCII answer still works"
     await expect_event(portal, "identity.succeeded", question="payment")
 
 
-@pytest.mark.parametrize("typed,stored", [
-    ("julien.lefebvre@dеmo.invalid", "julien.lefebvre@" + "dеmo.invalid".encode("idna").decode()),  # Cyrillic е
-    ("julien.lefebvre@ｄｅｍｏ．ｉｎｖａｌｉｄ", "julien.lefebvre@demo.invalid"),  # full width: NFKC
-    ("JULIEN.LEFEBVRE@DEMO.INVALID", "JULIEN.LEFEBVRE@demo.invalid"),
-    ("julien.lefebvre@bücher.example", "julien.lefebvre@xn--bcher-kva.example"),
-], ids=["cyrillic-domain", "fullwidth", "upper-case-domain", "idn"])
-async def test_email_domains_are_stored_nfkc_and_idna(portal: Portal, typed: str, stored: str,
-                                                      demo_people: Any) -> None:
+@pytest.mark.parametrize(
+    "typed,stored",
+    [
+        ("julien.lefebvre@dеmo.invalid", "julien.lefebvre@" + "dеmo.invalid".encode("idna").decode()),  # Cyrillic е
+        ("julien.lefebvre@ｄｅｍｏ．ｉｎｖａｌｉｄ", "julien.lefebvre@demo.invalid"),  # full width: NFKC
+        ("JULIEN.LEFEBVRE@DEMO.INVALID", "JULIEN.LEFEBVRE@demo.invalid"),
+        ("julien.lefebvre@bücher.example", "julien.lefebvre@xn--bcher-kva.example"),
+    ],
+    ids=["cyrillic-domain", "fullwidth", "upper-case-domain", "idn"],
+)
+async def test_email_domains_are_stored_nfkc_and_idna(
+    portal: Portal, typed: str, stored: str, demo_people: Any
+) -> None:
     assert stored.isascii()
     who = person("particulier_vitale")
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    r = await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                       "birth_date": "14/05/1985", "email": typed, "mobile": ""})
+    r = await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": "14/05/1985",
+            "email": typed,
+            "mobile": "",
+        },
+    )
     assert where(r) == "/inscription/question", messages(r)
     await portal.post("/inscription/question", {"question": who.question, "answer": who.answer})
     await portal.post("/inscription/canal", {"channel": "email"})
@@ -262,9 +352,16 @@ async def test_a_mixed_script_local_part_is_refused(portal: Portal, demo_people:
     who = person("particulier_vitale")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    r = await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                       "birth_date": "14/05/1985", "email": "jul\u0456en@demo.invalid",
-                                                       "mobile": ""})
+    r = await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": "14/05/1985",
+            "email": "jul\u0456en@demo.invalid",
+            "mobile": "",
+        },
+    )
     assert r.status_code == 422
     assert await kinds(portal) == []
 
@@ -275,8 +372,9 @@ async def test_a_mixed_script_local_part_is_refused(portal: Portal, demo_people:
 async def change_password(portal: Portal, current: str, new: str) -> Any:
     await portal.get("/mon-compte/mot-de-passe")
     remember(new)
-    return await portal.post("/mon-compte/mot-de-passe", {"current_password": current, "new_password": new,
-                                                          "confirm_password": new})
+    return await portal.post(
+        "/mon-compte/mot-de-passe", {"current_password": current, "new_password": new, "confirm_password": new}
+    )
 
 
 async def test_long_passwords_are_never_silently_truncated(portal: Portal, clock: Any) -> None:
@@ -302,11 +400,16 @@ async def test_long_passwords_are_never_silently_truncated(portal: Portal, clock
     await expect_event(portal, "login.failed", account_id=account_row["id"], reason="bad_credentials")
 
 
-@pytest.mark.parametrize("stored,typed", [("ﬁlet-Vert-42-Nuage!", "filet-Vert-42-Nuage!"),
-                                          ("filet-Vert-42-Nuage!", "ﬁlet-Vert-42-Nuage!"),
-                                          ("Ｂleu-Galet-42-Nuage！", "Bleu-Galet-42-Nuage!"),
-                                          ("Cafe\u0301-Vert-42-Nuage!", "Café-Vert-42-Nuage!")],
-                         ids=["ligature-stored", "ligature-typed", "fullwidth", "combining-accent"])
+@pytest.mark.parametrize(
+    "stored,typed",
+    [
+        ("ﬁlet-Vert-42-Nuage!", "filet-Vert-42-Nuage!"),
+        ("filet-Vert-42-Nuage!", "ﬁlet-Vert-42-Nuage!"),
+        ("Ｂleu-Galet-42-Nuage！", "Bleu-Galet-42-Nuage!"),
+        ("Cafe\u0301-Vert-42-Nuage!", "Café-Vert-42-Nuage!"),
+    ],
+    ids=["ligature-stored", "ligature-typed", "fullwidth", "combining-accent"],
+)
 async def test_passwords_are_compared_after_nfkc(portal: Portal, stored: str, typed: str) -> None:
     account_row = await make_account(portal)
     await login(portal, person().identifier)

@@ -1,6 +1,7 @@
 """Rate limits and budgets: progressive slow-downs per identifier and per client, identity answers,
 registrations, recoveries, code sends, the hourly SMS and letter budgets; counters in the database
 or in Redis; and a counter store that fails refuses codes and passwords instead of checking them."""
+
 from __future__ import annotations
 
 import socket
@@ -39,24 +40,29 @@ from tests.security.test_sec_enumeration import count_hashing, unknown_nirs
 pytestmark = pytest.mark.asyncio
 
 
-def config_with(make_config: Callable[..., CaisseConfig], db_url: str, *, security: str = "",
-                extra: str = "") -> CaisseConfig:
+def config_with(
+    make_config: Callable[..., CaisseConfig], db_url: str, *, security: str = "", extra: str = ""
+) -> CaisseConfig:
     base = portal_config_text(extra).replace("[security]\n", "[security]\n" + security.strip() + "\n", 1)
     return make_config(database_url=db_url, base=base)
 
 
 def from_address(portal: Portal, address: str) -> Portal:
     """Another browser, at another client address, on the same app."""
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=portal.app, client=(address, 40000)),
-                               base_url="http://127.0.0.1:8000", follow_redirects=False)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=portal.app, client=(address, 40000)),
+        base_url="http://127.0.0.1:8000",
+        follow_redirects=False,
+    )
     return Portal(portal.app, client)
 
 
 # --- login --------------------------------------------------------------------------------------------
 
 
-async def test_wrong_passwords_slow_an_identifier_down_progressively_never_locking_it(portal: Portal,
-                                                                                      clock: Any) -> None:
+async def test_wrong_passwords_slow_an_identifier_down_progressively_never_locking_it(
+    portal: Portal, clock: Any
+) -> None:
     account_row = await make_account(portal)
     threshold = portal.services.config.security.login_failures_before_delay
     for _ in range(threshold):
@@ -87,8 +93,8 @@ async def test_the_pause_is_capped_so_the_owner_always_gets_in(portal: Portal, c
 
 
 async def test_a_password_spray_from_one_address_is_slowed_then_stopped(
-        portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str,
-        clock: Any) -> None:
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, clock: Any
+) -> None:
     portal = await portal_factory(config_with(make_config, db_url, security="per_client_attempts_per_hour = 10"))
     account_row = await make_account(portal)
     for identifier in unknown_nirs(10):  # one try per identifier: only the per-client limit sees it
@@ -114,13 +120,16 @@ async def test_wrong_current_passwords_in_mon_compte_are_slowed_down(portal: Por
     await login(portal, person().identifier)
     await portal.get("/mon-compte/mot-de-passe")
     for _ in range(portal.services.config.security.login_failures_before_delay):
-        r = await portal.post("/mon-compte/mot-de-passe", {"current_password": "Pas-Le-Bon-1!",
-                                                           "new_password": OTHER_PASSWORD,
-                                                           "confirm_password": OTHER_PASSWORD})
+        r = await portal.post(
+            "/mon-compte/mot-de-passe",
+            {"current_password": "Pas-Le-Bon-1!", "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD},
+        )
         assert r.status_code == 422
     counting = count_hashing(portal)
-    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": PASSWORD, "new_password": OTHER_PASSWORD,
-                                                       "confirm_password": OTHER_PASSWORD})
+    r = await portal.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": PASSWORD, "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD},
+    )
     assert r.status_code == 422 and SLOW_DOWN in text(r), "a stolen session could guess the password unthrottled"
     assert counting.calls["verify"] == 0
     await portal.get("/mon-compte/email")
@@ -128,8 +137,10 @@ async def test_wrong_current_passwords_in_mon_compte_are_slowed_down(portal: Por
     assert r.status_code == 422 and SLOW_DOWN in text(r)
     assert await portal.outbox("contact_code") == []
     clock.advance(seconds=portal.services.config.security.max_delay_seconds)
-    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": "Pas-Le-Bon-1!", "new_password": PASSWORD,
-                                                       "confirm_password": PASSWORD})
+    r = await portal.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": "Pas-Le-Bon-1!", "new_password": PASSWORD, "confirm_password": PASSWORD},
+    )
     assert "différent de l'actuel" not in text(r), "the new password field told whether a guess is the current one"
     await expect_event(portal, "login.failed", account_id=account_row["id"], reason="current_password")
     await expect_event(portal, "login.failed", account_id=account_row["id"], reason="slowed")
@@ -138,8 +149,9 @@ async def test_wrong_current_passwords_in_mon_compte_are_slowed_down(portal: Por
 # --- registration, identity answers, recovery, resends -----------------------------------------------------
 
 
-async def test_identity_answers_are_bounded_per_identifier(portal: Portal, portal_factory: Callable[..., Any],
-                                                           demo_people: Any) -> None:
+async def test_identity_answers_are_bounded_per_identifier(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     who = person("particulier_paiement")
     allowed = portal.services.config.security.identity_answers_per_identifier
     for _ in range(allowed):
@@ -176,8 +188,9 @@ async def test_registrations_are_bounded_per_client_address(portal: Portal, port
     await expect_event(portal, "limit.reached", count=1, limit="registration_client")
 
 
-async def test_recoveries_are_bounded_per_identifier(portal: Portal, portal_factory: Callable[..., Any],
-                                                     clock: Any) -> None:
+async def test_recoveries_are_bounded_per_identifier(
+    portal: Portal, portal_factory: Callable[..., Any], clock: Any
+) -> None:
     account_row = await make_account(portal)
     answers = []
     for _ in range(portal.services.limits.recovery_identifier.max_count + 1):
@@ -211,9 +224,9 @@ async def test_login_code_resends_are_bounded(portal: Portal, clock: Any) -> Non
 # --- budgets ------------------------------------------------------------------------------------------
 
 
-async def test_the_hourly_sms_budget_holds(portal_factory: Callable[..., Any],
-                                           make_config: Callable[..., CaisseConfig], db_url: str,
-                                           clock: Any) -> None:
+async def test_the_hourly_sms_budget_holds(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, clock: Any
+) -> None:
     portal = await portal_factory(config_with(make_config, db_url, security="sms_per_hour = 1"))
     await make_account(portal, "particulier_vitale", mobile_verified=True)
     await make_account(portal, "particulier_paiement", mobile_verified=True)
@@ -236,9 +249,9 @@ async def test_the_hourly_sms_budget_holds(portal_factory: Callable[..., Any],
     await expect_event(portal, "budget.exhausted", count=1, channel="sms")
 
 
-async def test_the_hourly_letter_budget_holds(portal_factory: Callable[..., Any],
-                                              make_config: Callable[..., CaisseConfig], db_url: str,
-                                              demo_people: Any) -> None:
+async def test_the_hourly_letter_budget_holds(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, demo_people: Any
+) -> None:
     portal = await portal_factory(config_with(make_config, db_url, security="letters_per_hour = 1"))
     from guichet.plugins.registry_tables import importer as registry_import
 
@@ -279,11 +292,13 @@ class FailingStore:
 def store_down(portal: Portal) -> Callable[[], None]:
     def down() -> None:
         portal.services.limiter.store = FailingStore()
+
     return down
 
 
-async def test_with_the_counter_store_down_no_password_is_checked(portal: Portal,
-                                                                  store_down: Callable[[], None]) -> None:
+async def test_with_the_counter_store_down_no_password_is_checked(
+    portal: Portal, store_down: Callable[[], None]
+) -> None:
     await make_account(portal)
     store_down()
     counting = count_hashing(portal)
@@ -295,8 +310,9 @@ async def test_with_the_counter_store_down_no_password_is_checked(portal: Portal
     assert (event["subject"], event["client"]) == ("185*******084", "203.0.113.7")
 
 
-async def test_with_the_counter_store_down_no_code_is_checked(portal: Portal, store_down: Callable[[], None],
-                                                              clock: Any) -> None:
+async def test_with_the_counter_store_down_no_code_is_checked(
+    portal: Portal, store_down: Callable[[], None], clock: Any
+) -> None:
     account_row = await make_account(portal)
     await password_step(portal, person().identifier, PASSWORD)
     await portal.get("/connexion/code")
@@ -316,15 +332,23 @@ async def test_with_the_counter_store_down_no_code_is_checked(portal: Portal, st
     await expect_event(portal, "limit.unavailable", count=1, account_id=account_row["id"], step="code_send")
 
 
-async def test_with_the_counter_store_down_no_identity_answer_is_checked(portal: Portal, demo_people: Any,
-                                                                         store_down: Callable[[], None]) -> None:
+async def test_with_the_counter_store_down_no_identity_answer_is_checked(
+    portal: Portal, demo_people: Any, store_down: Callable[[], None]
+) -> None:
     who = person("particulier_vitale")
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                   "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                   "email": who.email, "mobile": ""})
+    await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": "",
+        },
+    )
     store_down()
     before = await snapshot(portal)
     r = await portal.post("/inscription/question", {"question": who.question, "answer": who.answer})
@@ -338,16 +362,20 @@ async def test_with_the_counter_store_down_no_identity_answer_is_checked(portal:
     await expect_event(portal, "limit.unavailable", count=1, step="recovery")
 
 
-async def test_a_redis_counter_store_on_a_closed_port_refuses_logins(portal_factory: Callable[..., Any],
-                                                                     make_config: Callable[..., CaisseConfig],
-                                                                     db_url: str) -> None:
+async def test_a_redis_counter_store_on_a_closed_port_refuses_logins(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str
+) -> None:
     port = free_port()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is meant to be closed"
     remember("s3cret-redis-pass")  # the store has a password: no failure may log it
-    config = config_with(make_config, db_url, extra=f'\n[rate_limits]\nstore = "redis"\n\n[redis]\n'
-                                                   f'url = "redis://guichet@127.0.0.1:{port}/0"\n'
-                                                   'password = { value = "s3cret-redis-pass" }\n')
+    config = config_with(
+        make_config,
+        db_url,
+        extra=f'\n[rate_limits]\nstore = "redis"\n\n[redis]\n'
+        f'url = "redis://guichet@127.0.0.1:{port}/0"\n'
+        'password = { value = "s3cret-redis-pass" }\n',
+    )
     portal = await portal_factory(config)
     assert isinstance(portal.services.limiter.store, RedisCounters)
     await make_account(portal)
@@ -363,8 +391,9 @@ async def test_a_redis_counter_store_on_a_closed_port_refuses_logins(portal_fact
 
 @pytest.mark.filterwarnings("ignore:.*Unable to connect to database")  # piccolo's, at engine start
 @pytest.mark.parametrize("engine", ["sqlite", "postgres"])
-async def test_with_the_database_down_too_a_refusal_is_still_no_error(engine: str, tmp_path: Any,
-                                                                      make_config: Callable[..., CaisseConfig]) -> None:
+async def test_with_the_database_down_too_a_refusal_is_still_no_error(
+    engine: str, tmp_path: Any, make_config: Callable[..., CaisseConfig]
+) -> None:
     """Counters in the database, and the database gone: the refusal cannot be audited, only logged."""
     from guichet.core.flows.common import check_code, send_code
     from guichet.core.flows.login import submit_password
@@ -381,24 +410,39 @@ async def test_with_the_database_down_too_a_refusal_is_still_no_error(engine: st
     services = build_services(make_config(database_url=url, base=portal_config_text()))
     start = len(LOG)
     try:
-        outcome = await submit_password(services, Session(None, None),
-                                        {"identifier": person().identifier, "password": PASSWORD},
-                                        client="203.0.113.7", trusted_token=None)
+        outcome = await submit_password(
+            services,
+            Session(None, None),
+            {"identifier": person().identifier, "password": PASSWORD},
+            client="203.0.113.7",
+            trusted_token=None,
+        )
         assert outcome.result.errors == {"password": UNAVAILABLE}
-        assert await check_code(services, purpose="login", binding="b" * 43, code="123456", account_id=1,
-                                client="203.0.113.7") == (None, UNAVAILABLE)
-        assert await send_code(services, purpose="login", binding="b" * 43, channel="email",
-                               recipient=Recipient(name="X", email="x@demo.invalid"), account_id=1,
-                               template="login_code", new_binding=True) == UNAVAILABLE
+        assert await check_code(
+            services, purpose="login", binding="b" * 43, code="123456", account_id=1, client="203.0.113.7"
+        ) == (None, UNAVAILABLE)
+        assert (
+            await send_code(
+                services,
+                purpose="login",
+                binding="b" * 43,
+                channel="email",
+                recipient=Recipient(name="X", email="x@demo.invalid"),
+                account_id=1,
+                template="login_code",
+                new_binding=True,
+            )
+            == UNAVAILABLE
+        )
     finally:
         await services.close()
     failed_audits = [line for _, _, line in LOG[start:] if "audit of a refusal" in line]
     assert len(failed_audits) == 3, failed_audits
 
 
-async def test_counters_live_in_redis_when_configured(portal_factory: Callable[..., Any],
-                                                      make_config: Callable[..., CaisseConfig], db_url: str,
-                                                      clock: Any) -> None:
+async def test_counters_live_in_redis_when_configured(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, clock: Any
+) -> None:
     url = redis_url()
     import redis.asyncio as redis
 
@@ -406,9 +450,12 @@ async def test_counters_live_in_redis_when_configured(portal_factory: Callable[.
     try:
         for key in await client.keys("guichet:test:*"):
             await client.delete(key)
-        config = make_config(database_url=db_url, base=portal_config_text(
-            f'\n[rate_limits]\nstore = "redis"\n\n[redis]\nurl = "{url}"\n').replace(
-            "[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+        config = make_config(
+            database_url=db_url,
+            base=portal_config_text(f'\n[rate_limits]\nstore = "redis"\n\n[redis]\nurl = "{url}"\n').replace(
+                "[sessions]\n", '[sessions]\nstore = "redis"\n', 1
+            ),
+        )
         portal = await portal_factory(config)
         account_row = await make_account(portal)
         threshold = portal.services.config.security.login_failures_before_delay
@@ -461,12 +508,16 @@ async def test_housekeeping_drops_old_codes_and_spent_counters(portal: Portal, c
     clock.advance(hours=2)
     await housekeep(portal.services)
     assert await t.OneTimeCode.count().run() == 1, "a used code is kept a day, to tell a late copy from a guess"
-    assert {row["key"].split(":")[0] for row in await t.RateCounter.select(t.RateCounter.key).run()} == \
-        {"login-id", "code-fail"}, "the hourly counters (per address, code sends) are over, the daily ones are not"
+    assert {row["key"].split(":")[0] for row in await t.RateCounter.select(t.RateCounter.key).run()} == {
+        "login-id",
+        "code-fail",
+    }, "the hourly counters (per address, code sends) are over, the daily ones are not"
     clock.advance(days=1)
     await password_step(portal, person().identifier, "Pas-Le-Bon-1!")  # a fresh counter is kept
     await housekeep(portal.services)
     assert await t.OneTimeCode.count().run() == 0
-    assert {row["key"].split(":")[0] for row in await t.RateCounter.select(t.RateCounter.key).run()} == \
-        {"login-id", "login-ip"}
+    assert {row["key"].split(":")[0] for row in await t.RateCounter.select(t.RateCounter.key).run()} == {
+        "login-id",
+        "login-ip",
+    }
     await expect_event(portal, "code.succeeded")  # the audit keeps what the code table forgets

@@ -5,6 +5,7 @@ session back when it saves it (an idle-clock refresh) or rotates it (a password 
 database store (SQLite, PostgreSQL) and on Redis. The requests run for real, in parallel, over
 HTTP: the slow one waits for an argon2id thread while the logout completes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,10 +34,14 @@ from tests.security.support import (
 )
 
 
-
 @pytest.fixture(params=["database", "redis"])
-async def store_portal(request: pytest.FixtureRequest, portal: Portal, portal_factory: Callable[..., Any],
-                       make_config: Callable[..., CaisseConfig], db_url: str) -> AsyncIterator[Portal]:
+async def store_portal(
+    request: pytest.FixtureRequest,
+    portal: Portal,
+    portal_factory: Callable[..., Any],
+    make_config: Callable[..., CaisseConfig],
+    db_url: str,
+) -> AsyncIterator[Portal]:
     """The portal with its sessions in the database, or in Redis."""
     if request.param == "database":
         yield portal
@@ -47,8 +52,12 @@ async def store_portal(request: pytest.FixtureRequest, portal: Portal, portal_fa
     client = redis.Redis.from_url(url)
     for key in await client.keys("guichet:test:session:*"):
         await client.delete(key)
-    config = make_config(database_url=db_url, base=portal_config_text(f'\n[redis]\nurl = "{url}"\n').replace(
-        "[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+    config = make_config(
+        database_url=db_url,
+        base=portal_config_text(f'\n[redis]\nurl = "{url}"\n').replace(
+            "[sessions]\n", '[sessions]\nstore = "redis"\n', 1
+        ),
+    )
     try:
         yield await portal_factory(config)
     finally:
@@ -73,15 +82,18 @@ async def logout_during(portal: Portal, slow: dict[str, str], *, clock: Any = No
     try:
         request = asyncio.create_task(portal.post("/mon-compte/mot-de-passe", slow))
         await held.until_a_request_waits()
-        tab = httpx.AsyncClient(transport=httpx.ASGITransport(app=portal.app, client=("203.0.113.7", 40001)),
-                                base_url=portal.client.base_url, cookies=dict(portal.client.cookies),
-                                follow_redirects=False)
+        tab = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=portal.app, client=("203.0.113.7", 40001)),
+            base_url=portal.client.base_url,
+            cookies=dict(portal.client.cookies),
+            follow_redirects=False,
+        )
         async with tab:
             logout = await tab.post("/deconnexion", data={"csrf_token": portal.csrf})
         assert logout.status_code == 303 and where(logout) == "/?deconnexion=faite"
     finally:
         held.let_go()
-    answer, = await asyncio.gather(request)
+    (answer,) = await asyncio.gather(request)
     return answer
 
 
@@ -102,22 +114,27 @@ async def test_a_session_rotated_by_a_slow_request_stays_logged_out(store_portal
     stolen = cookie(portal, "session")
     assert stolen
     remember(OTHER_PASSWORD)
-    answer = await logout_during(portal, {"current_password": PASSWORD, "new_password": OTHER_PASSWORD,
-                                          "confirm_password": OTHER_PASSWORD})
+    answer = await logout_during(
+        portal, {"current_password": PASSWORD, "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD}
+    )
     assert where(answer) == "/mot-de-passe-modifie", "the change itself was made by a logged-in request"
     await assert_logged_out(portal, stolen)
     await expect_event(portal, "logout", account_id=account_row["id"], count=1)
 
 
-async def test_a_session_saved_by_a_slow_request_stays_logged_out(store_portal: Portal, clock: Any,
-                                                                 demo_people: Any) -> None:
+async def test_a_session_saved_by_a_slow_request_stays_logged_out(
+    store_portal: Portal, clock: Any, demo_people: Any
+) -> None:
     portal = store_portal
     account_row = await make_account(portal)
     await login(portal, person().identifier)
     stolen = cookie(portal, "session")
     assert stolen
-    answer = await logout_during(portal, {"current_password": "Pas-Le-Bon-1!", "new_password": OTHER_PASSWORD,
-                                          "confirm_password": OTHER_PASSWORD}, clock=clock)
+    answer = await logout_during(
+        portal,
+        {"current_password": "Pas-Le-Bon-1!", "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD},
+        clock=clock,
+    )
     assert answer.status_code == 422
     await assert_logged_out(portal, stolen)
     await expect_event(portal, "logout", account_id=account_row["id"], count=1)
@@ -139,16 +156,20 @@ async def test_a_new_login_after_a_logout_elsewhere_still_works(store_portal: Po
 
 @pytest.mark.parametrize("failure", ["hung", "down"])
 async def test_a_logout_the_store_cannot_take_says_so_and_changes_nothing(
-        portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str,
-        failure: str) -> None:
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, failure: str
+) -> None:
     """Redis hung or gone during a logout: a 503 that says the session is still open, an audit row,
     the cookie left alone; once Redis is back (hung case: the session is still in it) the logout works."""
     from tests.ops.servers import RedisServer
 
     server = RedisServer().start()
     try:
-        config = make_config(database_url=db_url, base=portal_config_text(
-            f'\n[redis]\nurl = "{server.url}"\n').replace("[sessions]\n", '[sessions]\nstore = "redis"\n', 1))
+        config = make_config(
+            database_url=db_url,
+            base=portal_config_text(f'\n[redis]\nurl = "{server.url}"\n').replace(
+                "[sessions]\n", '[sessions]\nstore = "redis"\n', 1
+            ),
+        )
         portal = await portal_factory(config)
         account_row = await make_account(portal)
         await login(portal, person().identifier)

@@ -6,6 +6,7 @@ letter (and some hundred lines per letter). The scanner (tests/security/support.
 for a password's character set; the autouse fixture of tests/security/conftest.py runs it on every
 line these tests log, with the root logger at DEBUG.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -31,17 +32,26 @@ async def test_a_letter_with_a_password_logs_nothing_derived_from_it(portal: Por
     channel = portal.services.host.channel("postal")
     assert channel is not None
     start = len(LOG)
-    await channel.send(Message(
-        id=41, channel="postal", template="temporary_password",
-        recipient=Recipient(name="Julien LEFEBVRE", address=PostalAddress(lines=("Julien LEFEBVRE", "1 rue Haute",
-                                                                                  "13000 MARSEILLE"))),
-        payload={"password": TEMPORARY, "expires_on": "31/12/2026", "masked_identifier": "185*******084"},
-        caisse_name="MSA Test", created_at=dt.datetime(2026, 12, 6, tzinfo=dt.timezone.utc)))
+    await channel.send(
+        Message(
+            id=41,
+            channel="postal",
+            template="temporary_password",
+            recipient=Recipient(
+                name="Julien LEFEBVRE",
+                address=PostalAddress(lines=("Julien LEFEBVRE", "1 rue Haute", "13000 MARSEILLE")),
+            ),
+            payload={"password": TEMPORARY, "expires_on": "31/12/2026", "masked_identifier": "185*******084"},
+            caisse_name="MSA Test",
+            created_at=dt.datetime(2026, 12, 6, tzinfo=dt.UTC),
+        )
+    )
     letters = list(Path(portal.services.config.path("spool")).rglob("*.pdf"))
     assert letters and TEMPORARY in "".join(p.extract_text() for p in PdfReader(letters[0]).pages)
     third_party = [line for line in LOG[start:] if not line[0].startswith("guichet")]
-    assert not [line for line in third_party if line[1] < logging.WARNING], \
+    assert not [line for line in third_party if line[1] < logging.WARNING], (
         f"{len(third_party)} third-party lines below WARNING while writing one letter"
+    )
 
 
 @pytest.fixture

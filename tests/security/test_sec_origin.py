@@ -2,6 +2,7 @@
 line. Every state-changing request is judged on Sec-Fetch-Site (the browser's own verdict), else on
 Origin against the request's host and ``server.public_url``; an old browser that sends neither
 still gets through with its token. Generated from the app's route table."""
+
 from __future__ import annotations
 
 import html
@@ -49,15 +50,24 @@ def refused(r: httpx.Response) -> bool:
 
 
 @pytest.mark.parametrize("path", POST_PATHS)
-async def test_every_post_route_refuses_a_cross_site_request_with_a_valid_token(portal: Portal, path: str,
-                                                                               demo_people: Any) -> None:
+async def test_every_post_route_refuses_a_cross_site_request_with_a_valid_token(
+    portal: Portal, path: str, demo_people: Any
+) -> None:
     account_row = await logged_in(portal)
     events = await kinds(portal)
     before = await snapshot(portal)
-    form = {"identifier": person().identifier, "password": PASSWORD, "code": "123456", "action": "confirmer",
-            "status": "particulier", "csrf_token": portal.csrf}
-    for headers in ({"Sec-Fetch-Site": "cross-site", "Origin": "https://attaquant.example"},
-                    {"Origin": "https://attaquant.example"}):
+    form = {
+        "identifier": person().identifier,
+        "password": PASSWORD,
+        "code": "123456",
+        "action": "confirmer",
+        "status": "particulier",
+        "csrf_token": portal.csrf,
+    }
+    for headers in (
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://attaquant.example"},
+        {"Origin": "https://attaquant.example"},
+    ):
         for htmx in (False, True):
             extra = {"HX-Request": "true", "X-CSRF-Token": portal.csrf} if htmx else {}
             r = await portal.client.post(path, data=form, headers={**headers, **extra})
@@ -68,8 +78,9 @@ async def test_every_post_route_refuses_a_cross_site_request_with_a_valid_token(
 
 
 @pytest.mark.parametrize("headers", CROSS_SITE)
-async def test_a_cross_site_logout_or_login_does_nothing(portal: Portal, headers: dict[str, str],
-                                                         demo_people: Any) -> None:
+async def test_a_cross_site_logout_or_login_does_nothing(
+    portal: Portal, headers: dict[str, str], demo_people: Any
+) -> None:
     account_row = await logged_in(portal)
     r = await portal.post("/deconnexion", {}, headers=headers)
     assert refused(r)
@@ -80,13 +91,16 @@ async def test_a_cross_site_logout_or_login_does_nothing(portal: Portal, headers
     await expect_event(portal, "login.succeeded", account_id=account_row["id"], count=1)
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param({}, id="an-old-browser"),
-    pytest.param({"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8000"}, id="same-origin"),
-    pytest.param({"Sec-Fetch-Site": "none"}, id="typed-by-the-person"),
-    pytest.param({"Origin": "http://127.0.0.1:8000"}, id="origin-of-the-host"),
-    pytest.param({"Origin": "https://127.0.0.1:8000"}, id="origin-of-the-host-behind-tls"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="an-old-browser"),
+        pytest.param({"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8000"}, id="same-origin"),
+        pytest.param({"Sec-Fetch-Site": "none"}, id="typed-by-the-person"),
+        pytest.param({"Origin": "http://127.0.0.1:8000"}, id="origin-of-the-host"),
+        pytest.param({"Origin": "https://127.0.0.1:8000"}, id="origin-of-the-host-behind-tls"),
+    ],
+)
 async def test_this_site_and_old_browsers_pass(portal: Portal, headers: dict[str, str], demo_people: Any) -> None:
     account_row = await logged_in(portal)
     r = await portal.post("/deconnexion", {}, headers=headers)
@@ -94,12 +108,16 @@ async def test_this_site_and_old_browsers_pass(portal: Portal, headers: dict[str
     await expect_event(portal, "logout", account_id=account_row["id"])
 
 
-async def test_the_public_url_is_this_site_behind_a_proxy(portal_factory: Callable[..., Any],
-                                                          make_config: Callable[..., CaisseConfig], db_url: str,
-                                                          demo_people: Any) -> None:
+async def test_the_public_url_is_this_site_behind_a_proxy(
+    portal_factory: Callable[..., Any], make_config: Callable[..., CaisseConfig], db_url: str, demo_people: Any
+) -> None:
     """nginx passes Host as it is, but the public address is also accepted as the Origin."""
-    config = make_config(database_url=db_url, base=portal_config_text().replace(
-        '[server]\nmode = "demo"', '[server]\nmode = "demo"\npublic_url = "https://monespace.msa-exemple.fr/"', 1))
+    config = make_config(
+        database_url=db_url,
+        base=portal_config_text().replace(
+            '[server]\nmode = "demo"', '[server]\nmode = "demo"\npublic_url = "https://monespace.msa-exemple.fr/"', 1
+        ),
+    )
     portal = await portal_factory(config)
     account_row = await logged_in(portal)
     r = await portal.post("/deconnexion", {}, headers={"Origin": "https://monespace.msa-exemple.fr:8443"})
@@ -109,12 +127,17 @@ async def test_the_public_url_is_this_site_behind_a_proxy(portal_factory: Callab
     await expect_event(portal, "logout", account_id=account_row["id"])
 
 
-@pytest.mark.parametrize("bad", ["monespace.msa-exemple.fr", "ftp://monespace.msa-exemple.fr",
-                                 "https://monespace.msa-exemple.fr/espace"])
-def test_a_public_url_that_is_not_a_site_address_is_a_config_error(make_config: Callable[..., CaisseConfig],
-                                                                    bad: str) -> None:
+@pytest.mark.parametrize(
+    "bad", ["monespace.msa-exemple.fr", "ftp://monespace.msa-exemple.fr", "https://monespace.msa-exemple.fr/espace"]
+)
+def test_a_public_url_that_is_not_a_site_address_is_a_config_error(
+    make_config: Callable[..., CaisseConfig], bad: str
+) -> None:
     from guichet.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"\$\.server\.public_url"):
-        make_config(base=portal_config_text().replace('[server]\nmode = "demo"',
-                                                      f'[server]\nmode = "demo"\npublic_url = "{bad}"', 1))
+        make_config(
+            base=portal_config_text().replace(
+                '[server]\nmode = "demo"', f'[server]\nmode = "demo"\npublic_url = "{bad}"', 1
+            )
+        )

@@ -3,6 +3,7 @@ against the password step, the current password in Mon compte, code checks, rese
 registration notice to an existing holder and the SMS sent to one number. Each try is counted
 before it is judged, so N parallel requests cost N tries, with the counters in the database
 (SQLite, PostgreSQL) and in Redis."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,8 +39,9 @@ SHARED_MOBILE = "+33600000199"
 
 
 @pytest.fixture(params=["database", "redis"])
-async def race_config(request: pytest.FixtureRequest, make_config: Callable[..., CaisseConfig],
-                      db_url: str) -> AsyncIterator[Callable[..., CaisseConfig]]:
+async def race_config(
+    request: pytest.FixtureRequest, make_config: Callable[..., CaisseConfig], db_url: str
+) -> AsyncIterator[Callable[..., CaisseConfig]]:
     """Configs whose counters are in the database (the default) or in Redis."""
     extra = ""
     client = None
@@ -83,27 +85,32 @@ async def counted(portal: Portal, limit_name: str, subject: str) -> int:
 
 async def live_codes(portal: Portal, purpose: str) -> list[dict[str, Any]]:
     t = portal.services.database.t.OneTimeCode
-    return await (t.select().where((t.purpose == purpose) & t.used_at.is_null() & t.superseded_at.is_null())
-                  .run())  # type: ignore[no-any-return]
+    return await t.select().where((t.purpose == purpose) & t.used_at.is_null() & t.superseded_at.is_null()).run()  # type: ignore[no-any-return]
 
 
 # --- the password step ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("who", ["account", "nobody"])
-async def test_a_burst_of_parallel_guesses_costs_one_try_each(race_config: Callable[..., CaisseConfig],
-                                                              portal_factory: Callable[..., Any], who: str) -> None:
+async def test_a_burst_of_parallel_guesses_costs_one_try_each(
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any], who: str
+) -> None:
     portal = await portal_factory(race_config())
     await make_account(portal)
     identifier = person().identifier if who == "account" else UNKNOWN_NIR
     threshold = portal.services.config.security.login_failures_before_delay
     browsers = await crowd(portal_factory, portal, 40, "/connexion")
     counting = count_hashing(portal)
-    answers = await asyncio.gather(*(b.post("/connexion", {"identifier": identifier, "password": f"Pas-Le-Bon-{n}!"})
-                                     for n, b in enumerate(browsers)))
+    answers = await asyncio.gather(
+        *(
+            b.post("/connexion", {"identifier": identifier, "password": f"Pas-Le-Bon-{n}!"})
+            for n, b in enumerate(browsers)
+        )
+    )
     assert [(r.status_code, messages(r)) for r in answers] == [(422, [LOGIN_FAILED])] * 40
-    assert counting.calls["verify"] == threshold, \
+    assert counting.calls["verify"] == threshold, (
         f"{counting.calls['verify']} passwords verified in a burst; the pause starts after {threshold}"
+    )
     r = await password_step(portal, identifier, PASSWORD)
     assert r.status_code == 422 and messages(r) == [LOGIN_FAILED], "the right password went through the pause"
     assert counting.calls["verify"] == threshold, "a try past the pause was verified"
@@ -113,15 +120,20 @@ async def test_a_burst_of_parallel_guesses_costs_one_try_each(race_config: Calla
 
 
 async def test_a_burst_from_one_address_over_many_identifiers_costs_one_try_each(
-        race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any]) -> None:
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any]
+) -> None:
     portal = await portal_factory(race_config("per_client_attempts_per_hour = 12"))
     account_row = await make_account(portal)
     allowed = portal.services.limits.login_client.delay_after
     assert allowed == 4
     browsers = await crowd(portal_factory, portal, 20, "/connexion")
     counting = count_hashing(portal)
-    answers = await asyncio.gather(*(b.post("/connexion", {"identifier": nir, "password": "Soleil2024!"})
-                                     for b, nir in zip(browsers, unknown_nirs(20))))
+    answers = await asyncio.gather(
+        *(
+            b.post("/connexion", {"identifier": nir, "password": "Soleil2024!"})
+            for b, nir in zip(browsers, unknown_nirs(20))
+        )
+    )
     assert all(r.status_code == 422 for r in answers)
     assert counting.calls["verify"] == allowed, f"{counting.calls['verify']} passwords verified from one address"
     r = await password_step(portal, person().identifier, PASSWORD)
@@ -129,8 +141,9 @@ async def test_a_burst_from_one_address_over_many_identifiers_costs_one_try_each
     await expect_event(portal, "login.failed", account_id=account_row["id"], reason="slowed")
 
 
-async def test_a_right_password_gives_the_address_its_try_back(race_config: Callable[..., CaisseConfig],
-                                                               portal_factory: Callable[..., Any]) -> None:
+async def test_a_right_password_gives_the_address_its_try_back(
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any]
+) -> None:
     """Many people behind one address (a caisse's counter, an office) log in all day: only failures count."""
     portal = await portal_factory(race_config("per_client_attempts_per_hour = 12"))
     identifiers = unknown_nirs(portal.services.limits.login_client.max_count + 1)
@@ -144,7 +157,8 @@ async def test_a_right_password_gives_the_address_its_try_back(race_config: Call
 
 
 async def test_a_burst_of_current_passwords_in_mon_compte_costs_one_try_each(
-        race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any]) -> None:
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any]
+) -> None:
     portal = await portal_factory(race_config())
     account_row = await make_account(portal)
     await login(portal, person().identifier)
@@ -152,14 +166,28 @@ async def test_a_burst_of_current_passwords_in_mon_compte_costs_one_try_each(
     threshold = portal.services.config.security.login_failures_before_delay
     counting = count_hashing(portal)
     token = portal.csrf
-    answers = await asyncio.gather(*(portal.client.post("/mon-compte/mot-de-passe", data={
-        "current_password": f"Pas-Le-Bon-{n}!", "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD,
-        "csrf_token": token}) for n in range(20)))
+    answers = await asyncio.gather(
+        *(
+            portal.client.post(
+                "/mon-compte/mot-de-passe",
+                data={
+                    "current_password": f"Pas-Le-Bon-{n}!",
+                    "new_password": OTHER_PASSWORD,
+                    "confirm_password": OTHER_PASSWORD,
+                    "csrf_token": token,
+                },
+            )
+            for n in range(20)
+        )
+    )
     assert all(r.status_code == 422 for r in answers)
-    assert counting.calls["verify"] == threshold, \
+    assert counting.calls["verify"] == threshold, (
         f"a stolen session had {counting.calls['verify']} current passwords verified in a burst"
-    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": PASSWORD, "new_password": OTHER_PASSWORD,
-                                                       "confirm_password": OTHER_PASSWORD})
+    )
+    r = await portal.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": PASSWORD, "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD},
+    )
     assert r.status_code == 422 and SLOW_DOWN in text(r)
     assert counting.calls["verify"] == threshold
     await expect_event(portal, "login.failed", account_id=account_row["id"], reason="slowed")
@@ -180,7 +208,8 @@ async def at_code_step(portal: Portal) -> str:
 
 
 async def test_parallel_code_guesses_are_judged_one_by_one_against_the_daily_count(
-        race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any], clock: Any) -> None:
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any], clock: Any
+) -> None:
     portal = await portal_factory(race_config())
     account_row = await make_account(portal)
     code = await at_code_step(portal)
@@ -191,9 +220,12 @@ async def test_parallel_code_guesses_are_judged_one_by_one_against_the_daily_cou
     assert r.status_code == 200, messages(r)
     fresh = await portal.last_code("login_code")
     token = portal.csrf
-    answers = await asyncio.gather(*(portal.client.post("/connexion/code", data={"code": wrong(fresh, shift),
-                                                                                "csrf_token": token})
-                                     for shift in (1, 2, 3)))
+    answers = await asyncio.gather(
+        *(
+            portal.client.post("/connexion/code", data={"code": wrong(fresh, shift), "csrf_token": token})
+            for shift in (1, 2, 3)
+        )
+    )
     assert sorted(SLOW_DOWN in messages(r) for r in answers) == [False, True, True]
     [row] = await live_codes(portal, "login")
     assert row["attempts"] == 1, f"{row['attempts']} guesses compared past the pause"
@@ -202,14 +234,16 @@ async def test_parallel_code_guesses_are_judged_one_by_one_against_the_daily_cou
     await expect_event(portal, "limit.reached", count=2, account_id=account_row["id"], limit="code_failures")
 
 
-async def test_the_right_code_sent_twice_at_once_counts_no_failure(race_config: Callable[..., CaisseConfig],
-                                                                   portal_factory: Callable[..., Any]) -> None:
+async def test_the_right_code_sent_twice_at_once_counts_no_failure(
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any]
+) -> None:
     portal = await portal_factory(race_config())
     account_row = await make_account(portal)
     code = await at_code_step(portal)
     token = portal.csrf
-    answers = await asyncio.gather(*(portal.client.post("/connexion/code", data={"code": code, "csrf_token": token})
-                                     for _ in range(2)))
+    answers = await asyncio.gather(
+        *(portal.client.post("/connexion/code", data={"code": code, "csrf_token": token}) for _ in range(2))
+    )
     assert sorted(where(r) for r in answers) == ["", "/espace-prive"]
     assert await counted(portal, "code_failures", f"login:{account_row['id']}") == 0, "a double click counted"
     await expect_event(portal, "code.succeeded", count=1, account_id=account_row["id"])
@@ -241,27 +275,39 @@ async def _registration_at_code(portal: Portal) -> tuple[str, str]:
     await portal.get("/inscription/statut")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                   "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                   "email": who.email, "mobile": who.mobile})
+    await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": who.mobile,
+        },
+    )
     await portal.post("/inscription/question", {"question": who.question, "answer": who.answer})
     r = await portal.post("/inscription/canal", {"channel": "email"})
     assert where(r) == "/inscription/code", messages(r)
     return "/inscription/code", "registration"
 
 
-@pytest.mark.parametrize("flow", [_login_at_code, _recovery_at_code, _registration_at_code],
-                         ids=["login", "recovery", "registration"])
-async def test_parallel_resends_send_exactly_one_code(race_config: Callable[..., CaisseConfig],
-                                                      portal_factory: Callable[..., Any], clock: Any,
-                                                      flow: Callable[[Portal], Any]) -> None:
+@pytest.mark.parametrize(
+    "flow", [_login_at_code, _recovery_at_code, _registration_at_code], ids=["login", "recovery", "registration"]
+)
+async def test_parallel_resends_send_exactly_one_code(
+    race_config: Callable[..., CaisseConfig],
+    portal_factory: Callable[..., Any],
+    clock: Any,
+    flow: Callable[[Portal], Any],
+) -> None:
     portal = await portal_factory(race_config())
     path, purpose = await flow(portal)
     clock.advance(seconds=61)
     await portal.get(path)
     token = portal.csrf
-    answers = await asyncio.gather(*(portal.client.post(path, data={"action": "renvoyer", "csrf_token": token})
-                                   for _ in range(5)))
+    answers = await asyncio.gather(
+        *(portal.client.post(path, data={"action": "renvoyer", "csrf_token": token}) for _ in range(5))
+    )
     said = [messages(r) for r in answers]
     assert sum(r.status_code == 200 for r in answers) == 1, said
     assert sum(bool(m) and m[0].startswith(COOLDOWN_SAID) for m in said) == 4, said
@@ -275,7 +321,8 @@ async def test_parallel_resends_send_exactly_one_code(race_config: Callable[...,
 
 
 async def test_registration_attempts_on_an_existing_account_send_one_notice_a_day(
-        race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any], clock: Any) -> None:
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any], clock: Any
+) -> None:
     portal = await portal_factory(race_config())
     from guichet.plugins.registry_tables import importer as registry_import
 
@@ -286,11 +333,19 @@ async def test_registration_attempts_on_an_existing_account_send_one_notice_a_da
     for browser in browsers:
         await browser.post("/inscription/statut", {"status": who.status})
         await browser.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-        await browser.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                        "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                        "email": "intrus@attacker.invalid", "mobile": ""})
-    answers = await asyncio.gather(*(b.post("/inscription/question", {"question": who.question,
-                                                                       "answer": "0000000000"}) for b in browsers))
+        await browser.post(
+            "/inscription/coordonnees",
+            {
+                "last_name": who.last_name,
+                "first_name": who.first_name,
+                "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+                "email": "intrus@attacker.invalid",
+                "mobile": "",
+            },
+        )
+    answers = await asyncio.gather(
+        *(b.post("/inscription/question", {"question": who.question, "answer": "0000000000"}) for b in browsers)
+    )
     assert {where(r) for r in answers} == {"/inscription/termine"}
     pages = {neutral(await b.get("/inscription/termine")) for b in browsers}
     assert len(pages) == 1, "the holder's notice changed what the stranger sees"
@@ -303,9 +358,16 @@ async def test_registration_attempts_on_an_existing_account_send_one_notice_a_da
     await late.get("/inscription/statut")
     await late.post("/inscription/statut", {"status": who.status})
     await late.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await late.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                 "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                 "email": "intrus@attacker.invalid", "mobile": ""})
+    await late.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": "intrus@attacker.invalid",
+            "mobile": "",
+        },
+    )
     await late.post("/inscription/question", {"question": who.question, "answer": "0000000000"})
     assert len(await portal.outbox("registration_attempt_notice")) == 2, "a day later the holder hears again"
 
@@ -319,9 +381,9 @@ async def sms_account(portal: Portal, identifier: str | None = None) -> dict[str
     return await make_account(portal, email=None, mobile=SHARED_MOBILE, mobile_verified=True, **extra)
 
 
-async def test_codes_by_sms_to_one_number_are_limited_per_day(race_config: Callable[..., CaisseConfig],
-                                                              portal_factory: Callable[..., Any],
-                                                              clock: Any) -> None:
+async def test_codes_by_sms_to_one_number_are_limited_per_day(
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any], clock: Any
+) -> None:
     portal = await portal_factory(race_config())
     first = await sms_account(portal)
     per_day = portal.services.limits.sms_destination.max_count
@@ -348,9 +410,16 @@ async def test_codes_by_sms_to_one_number_are_limited_per_day(race_config: Calla
     await registering.get("/inscription/statut")
     await registering.post("/inscription/statut", {"status": who.status})
     await registering.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await registering.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                        "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                        "email": who.email, "mobile": "06 00 00 01 99"})
+    await registering.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": "06 00 00 01 99",
+        },
+    )
     await registering.post("/inscription/question", {"question": who.question, "answer": who.answer})
     r = await registering.post("/inscription/canal", {"channel": "sms"})
     assert r.status_code == 422 and messages(r) == [SLOW_DOWN]
@@ -364,14 +433,19 @@ async def test_codes_by_sms_to_one_number_are_limited_per_day(race_config: Calla
 
 
 async def test_parallel_logins_of_accounts_sharing_a_number_send_at_most_the_day_s_sms(
-        race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any]) -> None:
+    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any]
+) -> None:
     portal = await portal_factory(race_config())
     identifiers = unknown_nirs(8)
     for identifier in identifiers:
         await sms_account(portal, identifier)
     browsers = await crowd(portal_factory, portal, 8, "/connexion")
-    answers = await asyncio.gather(*(b.post("/connexion", {"identifier": identifier, "password": PASSWORD})
-                                     for b, identifier in zip(browsers, identifiers)))
+    answers = await asyncio.gather(
+        *(
+            b.post("/connexion", {"identifier": identifier, "password": PASSWORD})
+            for b, identifier in zip(browsers, identifiers)
+        )
+    )
     per_day = portal.services.limits.sms_destination.max_count
     assert len(await portal.outbox("login_code")) == per_day
     assert sum(messages(r) == [SLOW_DOWN] for r in answers) == 8 - per_day

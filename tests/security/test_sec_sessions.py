@@ -1,6 +1,7 @@
 """Sessions and the second factor: fixation, rotation, replay after logout, a half-logged-in session
 (password only) against every account page and fragment, credential changes, timeouts, step
 skipping, hidden-field tampering, trusted-browser cookies and temporary passwords."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -36,13 +37,23 @@ from tests.security.support import (
 )
 
 pytestmark = pytest.mark.asyncio
-ACCOUNT_PREFIXES = ("/espace-prive", "/mon-compte", "/changement-mot-de-passe", "/mot-de-passe-modifie",
-                    "/confirmation-coordonnees", "/mot-de-passe/force")
+ACCOUNT_PREFIXES = (
+    "/espace-prive",
+    "/mon-compte",
+    "/changement-mot-de-passe",
+    "/mot-de-passe-modifie",
+    "/confirmation-coordonnees",
+    "/mot-de-passe/force",
+)
 
 
 def account_routes(method: str) -> list[str]:
-    return [path for template, methods in route_table() if method in methods
-            and template.startswith(ACCOUNT_PREFIXES) for path in concrete_paths(template)]
+    return [
+        path
+        for template, methods in route_table()
+        if method in methods and template.startswith(ACCOUNT_PREFIXES)
+        for path in concrete_paths(template)
+    ]
 
 
 async def session_exists(portal: Portal, sid: str | None) -> bool:
@@ -54,9 +65,9 @@ async def session_exists(portal: Portal, sid: str | None) -> bool:
 # --- fixation, rotation, logout ----------------------------------------------------------------------
 
 
-async def test_a_session_id_planted_before_login_is_not_the_one_after(portal: Portal,
-                                                                      portal_factory: Callable[..., Any],
-                                                                      demo_people: Any) -> None:
+async def test_a_session_id_planted_before_login_is_not_the_one_after(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     victim_account = await make_account(portal, "particulier_vitale")
     await make_account(portal, "particulier_paiement")
     attacker = await another_browser(portal_factory, portal)
@@ -96,8 +107,9 @@ async def test_the_session_id_changes_at_every_privilege_step(portal: Portal, de
     after_code = cookie(portal, "session")
     await portal.get("/changement-mot-de-passe")
     remember(OTHER_PASSWORD)
-    r = await portal.post("/changement-mot-de-passe", {"new_password": OTHER_PASSWORD,
-                                                      "confirm_password": OTHER_PASSWORD})
+    r = await portal.post(
+        "/changement-mot-de-passe", {"new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD}
+    )
     assert where(r) == "/mot-de-passe-modifie", messages(r)
     after_change = cookie(portal, "session")
     assert len({after_password, after_code, after_change}) == 3
@@ -122,8 +134,9 @@ async def test_the_csrf_token_changes_at_login(portal: Portal, demo_people: Any)
     await expect_event(portal, "logout", account_id=account_row["id"])
 
 
-async def test_a_session_cookie_replayed_after_logout_is_dead(portal: Portal, portal_factory: Callable[..., Any],
-                                                               demo_people: Any) -> None:
+async def test_a_session_cookie_replayed_after_logout_is_dead(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     account_row = await make_account(portal)
     await login(portal, person().identifier)
     await portal.get("/mon-compte/mot-de-passe")
@@ -137,22 +150,31 @@ async def test_a_session_cookie_replayed_after_logout_is_dead(portal: Portal, po
     before = await snapshot(portal)
     r = await thief.get("/espace-prive")
     assert where(r) == "/connexion"
-    r = await thief.post("/mon-compte/mot-de-passe", {"csrf_token": stolen_token, "current_password": PASSWORD,
-                                                      "new_password": OTHER_PASSWORD,
-                                                      "confirm_password": OTHER_PASSWORD})
+    r = await thief.post(
+        "/mon-compte/mot-de-passe",
+        {
+            "csrf_token": stolen_token,
+            "current_password": PASSWORD,
+            "new_password": OTHER_PASSWORD,
+            "confirm_password": OTHER_PASSWORD,
+        },
+    )
     assert r.status_code in (303, 403) and await snapshot(portal) == before
     await expect_event(portal, "logout", account_id=account_row["id"])
 
 
-async def test_a_credential_change_ends_the_other_sessions(portal: Portal, portal_factory: Callable[..., Any],
-                                                           demo_people: Any) -> None:
+async def test_a_credential_change_ends_the_other_sessions(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     account_row = await make_account(portal)
     other = await another_browser(portal_factory, portal)
     await login(portal, person().identifier)
     await login(other, person().identifier)
     await portal.get("/mon-compte/mot-de-passe")
-    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": PASSWORD, "new_password": OTHER_PASSWORD,
-                                                       "confirm_password": OTHER_PASSWORD})
+    r = await portal.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": PASSWORD, "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD},
+    )
     assert where(r) == "/mot-de-passe-modifie", messages(r)
     r = await other.get("/espace-prive")
     assert where(r) == "/connexion", "another session survived the password change"
@@ -184,8 +206,9 @@ async def test_a_session_times_out(portal: Portal, clock: Any, timeout: str, dem
 
 @pytest.mark.parametrize("htmx", [False, True], ids=["page", "forged-hx-request"])
 @pytest.mark.parametrize("path", account_routes("GET"))
-async def test_a_password_only_session_reaches_no_account_page(portal: Portal, path: str, htmx: bool,
-                                                                demo_people: Any) -> None:
+async def test_a_password_only_session_reaches_no_account_page(
+    portal: Portal, path: str, htmx: bool, demo_people: Any
+) -> None:
     account_row = await make_account(portal)
     r = await password_step(portal, person().identifier, PASSWORD)
     assert where(r) == "/connexion/code"
@@ -200,14 +223,21 @@ async def test_a_password_only_session_reaches_no_account_page(portal: Portal, p
 
 
 @pytest.mark.parametrize("path", account_routes("POST"))
-async def test_a_password_only_session_changes_nothing_through_account_forms(portal: Portal, path: str,
-                                                                              demo_people: Any) -> None:
+async def test_a_password_only_session_changes_nothing_through_account_forms(
+    portal: Portal, path: str, demo_people: Any
+) -> None:
     account_row = await make_account(portal)
     r = await password_step(portal, person().identifier, PASSWORD)
     await portal.get("/connexion/code")
     before = await snapshot(portal)
-    form = {"action": "confirmer", "current_password": PASSWORD, "new_password": OTHER_PASSWORD,
-            "confirm_password": OTHER_PASSWORD, "field": "email", "value": "pirate@attacker.invalid"}
+    form = {
+        "action": "confirmer",
+        "current_password": PASSWORD,
+        "new_password": OTHER_PASSWORD,
+        "confirm_password": OTHER_PASSWORD,
+        "field": "email",
+        "value": "pirate@attacker.invalid",
+    }
     r = await portal.post(path, form, htmx=True)
     assert where(r) == "/connexion" and r.text == "", (path, r.status_code)
     after = await snapshot(portal)
@@ -216,8 +246,7 @@ async def test_a_password_only_session_changes_nothing_through_account_forms(por
     assert not {"password.changed", "contacts.confirmed", "code.sent"} & set((await kinds(portal))[2:])
 
 
-async def test_a_temporary_password_session_reaches_only_the_forced_change(portal: Portal,
-                                                                           demo_people: Any) -> None:
+async def test_a_temporary_password_session_reaches_only_the_forced_change(portal: Portal, demo_people: Any) -> None:
     account_row = await make_account(portal, temporary=True, confirmed=False)
     await login(portal, person().identifier)
     for path in ("/espace-prive", "/mon-compte", "/mon-compte/email", "/confirmation-coordonnees"):
@@ -245,8 +274,9 @@ SKIPS = [
 
 
 @pytest.mark.parametrize("method,path,form,sent_to", SKIPS, ids=[f"{m} {p}" for m, p, _, _ in SKIPS])
-async def test_a_later_step_cannot_be_reached_first(portal: Portal, method: str, path: str, form: dict[str, str],
-                                                     sent_to: str, demo_people: Any) -> None:
+async def test_a_later_step_cannot_be_reached_first(
+    portal: Portal, method: str, path: str, form: dict[str, str], sent_to: str, demo_people: Any
+) -> None:
     before = await snapshot(portal)
     r = await (portal.post(path, form) if method == "POST" else portal.get(path))
     assert where(r) == sent_to
@@ -258,8 +288,11 @@ async def test_a_flow_cannot_jump_ahead_of_its_current_step(portal: Portal, demo
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
     before = await snapshot(portal)
-    for path, form in (("/inscription/question", {"question": "vitale", "answer": who.answer}),
-                       ("/inscription/canal", {"channel": "email"}), ("/inscription/code", {"code": "123456"})):
+    for path, form in (
+        ("/inscription/question", {"question": "vitale", "answer": who.answer}),
+        ("/inscription/canal", {"channel": "email"}),
+        ("/inscription/code", {"code": "123456"}),
+    ):
         r = await portal.post(path, form)
         assert where(r) == "/inscription/coordonnees", path
     assert await snapshot(portal) == before
@@ -285,22 +318,34 @@ async def test_a_tampered_contact_field_name_is_refused(portal: Portal, field: s
     await expect_event(portal, "login.succeeded", account_id=account_row["id"])
 
 
-async def test_extra_and_tampered_flow_fields_are_ignored(portal: Portal, portal_factory: Callable[..., Any],
-                                                          demo_people: Any) -> None:
+async def test_extra_and_tampered_flow_fields_are_ignored(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     victim = await make_account(portal, "particulier_vitale")
     stranger = await another_browser(portal_factory, portal)
     await stranger.post("/mot-de-passe-oublie/identifiant", {"identifier": UNKNOWN_NIR})
     await stranger.post("/mot-de-passe-oublie/canal", {"channel": "email"})
-    r = await stranger.post("/mot-de-passe-oublie/code", {"code": "123456", "identifier": person().identifier,
-                                                          "account_id": str(victim["id"])})
+    r = await stranger.post(
+        "/mot-de-passe-oublie/code",
+        {"code": "123456", "identifier": person().identifier, "account_id": str(victim["id"])},
+    )
     assert r.status_code == 422
     who = person("particulier_paiement")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                   "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                   "email": who.email, "mobile": "", "status": "entreprise",
-                                                   "matched": "true", "verdict": "right"})
+    await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": "",
+            "status": "entreprise",
+            "matched": "true",
+            "verdict": "right",
+        },
+    )
     r = await portal.post("/inscription/question", {"question": "admin", "answer": "x"})
     assert r.status_code == 422
     r = await portal.post("/inscription/question", {"question": "payment", "answer": "999,99", "verdict": "right"})
@@ -315,9 +360,16 @@ async def test_the_channel_cannot_be_one_the_step_did_not_offer(portal: Portal, 
     who = person("particulier_vitale")
     await portal.post("/inscription/statut", {"status": who.status})
     await portal.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await portal.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                   "birth_date": who.birth_date.strftime("%d/%m/%Y"),
-                                                   "email": who.email, "mobile": ""})
+    await portal.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": who.birth_date.strftime("%d/%m/%Y"),
+            "email": who.email,
+            "mobile": "",
+        },
+    )
     await portal.post("/inscription/question", {"question": who.question, "answer": who.answer})
     for channel in ("sms", "postal", "email,sms", "webhook"):
         r = await portal.post("/inscription/canal", {"channel": channel})
@@ -326,8 +378,9 @@ async def test_the_channel_cannot_be_one_the_step_did_not_offer(portal: Portal, 
     await expect_event(portal, "identity.succeeded", question="vitale")
 
 
-async def test_a_browser_of_another_account_cannot_be_revoked(portal: Portal, portal_factory: Callable[..., Any],
-                                                               demo_people: Any) -> None:
+async def test_a_browser_of_another_account_cannot_be_revoked(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     await make_account(portal, "particulier_vitale")
     bob = await make_account(portal, "particulier_paiement")
     bob_browser = await another_browser(portal_factory, portal)
@@ -366,9 +419,9 @@ async def test_a_trusted_browser_skips_the_code_step_only(portal: Portal, demo_p
     await expect_event(portal, "login.succeeded", account_id=account_row["id"], via="trusted_browser")
 
 
-async def test_a_stolen_trusted_cookie_is_useless_for_another_account(portal: Portal,
-                                                                      portal_factory: Callable[..., Any],
-                                                                      demo_people: Any) -> None:
+async def test_a_stolen_trusted_cookie_is_useless_for_another_account(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     await make_account(portal, "particulier_vitale")
     bob = await make_account(portal, "particulier_paiement")
     token = await trusted_login(portal)
@@ -422,8 +475,10 @@ async def test_a_password_change_revokes_trusted_browsers(portal: Portal, demo_p
     r = await password_step(portal, person().identifier, PASSWORD)
     assert where(r) == "/espace-prive"  # the trusted browser logs in without a code
     await portal.get("/mon-compte/mot-de-passe")
-    r = await portal.post("/mon-compte/mot-de-passe", {"current_password": PASSWORD, "new_password": OTHER_PASSWORD,
-                                                       "confirm_password": OTHER_PASSWORD})
+    r = await portal.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": PASSWORD, "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD},
+    )
     assert where(r) == "/mot-de-passe-modifie"
     await portal.post("/deconnexion", {})
     r = await password_step(portal, person().identifier, OTHER_PASSWORD)
@@ -449,8 +504,9 @@ async def test_a_temporary_password_is_dead_once_personalised(portal: Portal, de
     temporary = await recover(portal)
     await login(portal, person().identifier, temporary)
     await portal.get("/changement-mot-de-passe")
-    r = await portal.post("/changement-mot-de-passe", {"new_password": OTHER_PASSWORD,
-                                                      "confirm_password": OTHER_PASSWORD})
+    r = await portal.post(
+        "/changement-mot-de-passe", {"new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD}
+    )
     assert where(r) == "/mot-de-passe-modifie"
     await portal.post("/deconnexion", {})
     r = await password_step(portal, person().identifier, temporary)
@@ -459,8 +515,9 @@ async def test_a_temporary_password_is_dead_once_personalised(portal: Portal, de
     await expect_event(portal, "login.failed", account_id=account_row["id"], reason="bad_credentials")
 
 
-async def test_a_second_recovery_kills_the_first_temporary_password(portal: Portal, clock: Any,
-                                                                    demo_people: Any) -> None:
+async def test_a_second_recovery_kills_the_first_temporary_password(
+    portal: Portal, clock: Any, demo_people: Any
+) -> None:
     account_row = await make_account(portal)
     first = await recover(portal)
     clock.advance(minutes=2)
@@ -487,21 +544,32 @@ async def test_an_expired_temporary_password_is_refused(portal: Portal, clock: A
 # --- tokens at rest -------------------------------------------------------------------------------------
 
 
-async def test_no_cookie_token_is_stored_in_clear(portal: Portal, portal_factory: Callable[..., Any],
-                                                  demo_people: Any) -> None:
+async def test_no_cookie_token_is_stored_in_clear(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any
+) -> None:
     """Sessions, flows and trusted browsers are stored as digests: reading the database (a backup,
     a replica) gives no cookie to replay, not even through the codes table or the session data."""
     account_row = await make_account(portal, "particulier_paiement")
     await login(portal, person("particulier_paiement").identifier, trust=True)
     await portal.get("/mon-compte/coordonnees")
-    await portal.post("/mon-compte/coordonnees", {"action": "modifier", "field": "email",
-                                                  "value": "sophie.nouvelle@demo.invalid", "current_password": PASSWORD})
+    await portal.post(
+        "/mon-compte/coordonnees",
+        {"action": "modifier", "field": "email", "value": "sophie.nouvelle@demo.invalid", "current_password": PASSWORD},
+    )
     registering = await another_browser(portal_factory, portal)
     who = person("particulier_vitale")
     await registering.post("/inscription/statut", {"status": who.status})
     await registering.post("/inscription/identifiant", {"identifier": who.nir_with_key})
-    await registering.post("/inscription/coordonnees", {"last_name": who.last_name, "first_name": who.first_name,
-                                                        "birth_date": "14/05/1985", "email": who.email, "mobile": ""})
+    await registering.post(
+        "/inscription/coordonnees",
+        {
+            "last_name": who.last_name,
+            "first_name": who.first_name,
+            "birth_date": "14/05/1985",
+            "email": who.email,
+            "mobile": "",
+        },
+    )
     await registering.post("/inscription/question", {"question": who.question, "answer": who.answer})
     await registering.post("/inscription/canal", {"channel": "email"})
     recovering = await another_browser(portal_factory, portal)
@@ -509,8 +577,12 @@ async def test_no_cookie_token_is_stored_in_clear(portal: Portal, portal_factory
     await recovering.post("/mot-de-passe-oublie/canal", {"channel": "email"})
     half = await another_browser(portal_factory, portal)
     await password_step(half, person("particulier_paiement").identifier, PASSWORD)
-    tokens = {c.value for browser in (portal, registering, recovering, half) for c in browser.client.cookies.jar
-              if c.value and len(c.value) >= 20}
+    tokens = {
+        c.value
+        for browser in (portal, registering, recovering, half)
+        for c in browser.client.cookies.jar
+        if c.value and len(c.value) >= 20
+    }
     assert len(tokens) >= 6
     t = portal.services.database.t
     stored = []

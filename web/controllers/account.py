@@ -4,6 +4,7 @@ Each handler first calls ``_require``: a session that has passed only the passwo
 account's credentials changed since, reaches none of them (htmx fragments included); it raises
 ``LeaveFor``, which the app turns into a redirect.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,10 @@ from guichet.web.http import LeaveFor, client_address, go, render, services_of, 
 
 # a page asked for while the password or the contacts come first: the page they lead to says why
 TEMPORARY, UNCONFIRMED = "mot-de-passe-temporaire", "coordonnees-a-confirmer"
-WHY = {TEMPORARY: "Votre mot de passe est temporaire : personnalisez-le avant d'accéder à Mon espace privé.",
-       UNCONFIRMED: "Confirmez vos coordonnées avant d'accéder à Mon espace privé."}
+WHY = {
+    TEMPORARY: "Votre mot de passe est temporaire : personnalisez-le avant d'accéder à Mon espace privé.",
+    UNCONFIRMED: "Confirmez vos coordonnées avant d'accéder à Mon espace privé.",
+}
 FORCED_PATHS = {"/changement-mot-de-passe", "/mot-de-passe/force", "/deconnexion"}
 
 
@@ -37,8 +40,11 @@ async def _require(request: Request[Any, Any, Any]) -> dict[str, Any]:
     path = request.url.path
     if account["password_is_temporary"] and path not in FORCED_PATHS:
         raise LeaveFor(f"/changement-mot-de-passe?raison={TEMPORARY}")
-    if not account["password_is_temporary"] and account["contacts_confirmed_at"] is None and \
-            not path.startswith(("/confirmation-coordonnees", "/mot-de-passe-modifie", "/mot-de-passe/force")):
+    if (
+        not account["password_is_temporary"]
+        and account["contacts_confirmed_at"] is None
+        and not path.startswith(("/confirmation-coordonnees", "/mot-de-passe-modifie", "/mot-de-passe/force"))
+    ):
         raise LeaveFor(f"/confirmation-coordonnees?raison={UNCONFIRMED}")
     return account
 
@@ -46,12 +52,23 @@ async def _require(request: Request[Any, Any, Any]) -> dict[str, Any]:
 async def _change_password(request: Request[Any, Any, Any], account: dict[str, Any], *, forced: bool) -> Any:
     """Personalisation of a temporary password (forced) or a change from Mon compte (current password asked)."""
     form = await form_of(request)
-    result = await flow.change_password(services_of(request), session_of(request), account, form,
-                                        client=client_address(request), require_current=not forced)
+    result = await flow.change_password(
+        services_of(request),
+        session_of(request),
+        account,
+        form,
+        client=client_address(request),
+        require_current=not forced,
+    )
     if result.errors:
         heading = "Changement de votre mot de passe" if forced else "Modifier mon mot de passe"
-        return render(request, "steps/account/changement.html", {"errors": result.errors, "forced": forced},
-                      status=422, title=_title(request, heading))
+        return render(
+            request,
+            "steps/account/changement.html",
+            {"errors": result.errors, "forced": forced},
+            status=422,
+            title=_title(request, heading),
+        )
     return go(request, "/mot-de-passe-modifie")
 
 
@@ -60,14 +77,23 @@ def _title(request: Request[Any, Any, Any], heading: str) -> str:
 
 
 def _contacts(account: dict[str, Any]) -> list[dict[str, Any]]:
-    labels = {"email": "Votre adresse email est", "mobile": "Votre numéro de téléphone portable est",
-              "landline": "Votre numéro de téléphone fixe est", "fax": "Votre numéro de fax est"}
+    labels = {
+        "email": "Votre adresse email est",
+        "mobile": "Votre numéro de téléphone portable est",
+        "landline": "Votre numéro de téléphone fixe est",
+        "fax": "Votre numéro de fax est",
+    }
     shown = []
     for field, label in labels.items():
         value = account.get(field) or ""
-        shown.append({"field": field, "label": label,
-                      "value": format_phone(value) if value and field != "email" else value,
-                      "unproven": bool(value) and field in flow.PROVEN_CONTACTS and not account[f"{field}_verified"]})
+        shown.append(
+            {
+                "field": field,
+                "label": label,
+                "value": format_phone(value) if value and field != "email" else value,
+                "unproven": bool(value) and field in flow.PROVEN_CONTACTS and not account[f"{field}_verified"],
+            }
+        )
     return shown
 
 
@@ -79,45 +105,86 @@ def _editable(field: str | None) -> str | None:
     return field if field in flow.CONTACT_FIELDS else None
 
 
-def _contacts_page(request: Request[Any, Any, Any], account: dict[str, Any], *, confirming: bool,
-                   editing: str | None, result: StepResult | None = None,
-                   template: str = "steps/account/coordonnees.html", delivery: dict[str, str] | None = None) -> Any:
+def _contacts_page(
+    request: Request[Any, Any, Any],
+    account: dict[str, Any],
+    *,
+    confirming: bool,
+    editing: str | None,
+    result: StepResult | None = None,
+    template: str = "steps/account/coordonnees.html",
+    delivery: dict[str, str] | None = None,
+) -> Any:
     session = session_of(request)
     url = CONFIRMATION_URL if confirming else MY_CONTACTS_URL
-    context = {"contacts": _contacts(account), "editing": editing, "errors": result.errors if result else {},
-               "values": result.values if result else {}, "notice": result.notice if result else "",
-               "pending": session.data.pending_contact if session.data else {}, "confirming": confirming,
-               "contacts_url": url, "length": services_of(request).host.code_policy("contact_change").length,
-               **(delivery or {})}
+    context = {
+        "contacts": _contacts(account),
+        "editing": editing,
+        "errors": result.errors if result else {},
+        "values": result.values if result else {},
+        "notice": result.notice if result else "",
+        "pending": session.data.pending_contact if session.data else {},
+        "confirming": confirming,
+        "contacts_url": url,
+        "length": services_of(request).host.code_policy("contact_change").length,
+        **(delivery or {}),
+    }
     heading = "Confirmation de vos coordonnées" if confirming else "Mes coordonnées"
-    return render(request, template, context, status=step_status(result) if result else 200,
-                  title=_title(request, heading), push_url=url)
+    return render(
+        request,
+        template,
+        context,
+        status=step_status(result) if result else 200,
+        title=_title(request, heading),
+        push_url=url,
+    )
 
 
-async def _contacts_action(request: Request[Any, Any, Any], account: dict[str, Any], form: dict[str, str], *,
-                           confirming: bool) -> Any:
-    """"modifier" a contact (an email or mobile with the current password), or the "code" sent to a new one."""
+async def _contacts_action(
+    request: Request[Any, Any, Any], account: dict[str, Any], form: dict[str, str], *, confirming: bool
+) -> Any:
+    """ "modifier" a contact (an email or mobile with the current password), or the "code" sent to a new one."""
     services = services_of(request)
     session = session_of(request)
     client = client_address(request)
     action = form.get("action", "")
     if action == "modifier":
         field = form.get("field", "")
-        result = await flow.start_contact_change(services, session, account, field, form.get("value", ""),
-                                                 client=client, current_password=form.get("current_password") or None)
+        result = await flow.start_contact_change(
+            services,
+            session,
+            account,
+            field,
+            form.get("value", ""),
+            client=client,
+            current_password=form.get("current_password") or None,
+        )
         account = await flow.current_account(services, session) or account
         if result.step == "coordonnees-code":
-            return _contacts_page(request, account, confirming=confirming, editing=None, result=result,
-                                  template="steps/account/coordonnees_code.html")
-        return _contacts_page(request, account, confirming=confirming,
-                              editing=_editable(field) if result.errors else None, result=result)
+            return _contacts_page(
+                request,
+                account,
+                confirming=confirming,
+                editing=None,
+                result=result,
+                template="steps/account/coordonnees_code.html",
+            )
+        return _contacts_page(
+            request, account, confirming=confirming, editing=_editable(field) if result.errors else None, result=result
+        )
     if action == "code":
         result = await flow.confirm_contact_change(services, session, account, form, client=client)
         account = await flow.current_account(services, session) or account
         if result.step == "coordonnees-code":  # still waiting: a code the server refused is told
-            return _contacts_page(request, account, confirming=confirming, editing=None, result=result,
-                                  template="steps/account/coordonnees_code.html",
-                                  delivery=await flow.contact_code_delivery(services, session))
+            return _contacts_page(
+                request,
+                account,
+                confirming=confirming,
+                editing=None,
+                result=result,
+                template="steps/account/coordonnees_code.html",
+                delivery=await flow.contact_code_delivery(services, session),
+            )
         return _contacts_page(request, account, confirming=confirming, editing=None, result=result)
     return _contacts_page(request, account, confirming=confirming, editing=None)
 
@@ -132,9 +199,12 @@ class AccountController(Controller):
         account = await _require(request)
         if not account["password_is_temporary"]:
             return go(request, "/mon-compte/mot-de-passe")
-        return render(request, "steps/account/changement.html",
-                      {"errors": {}, "forced": True, "notice": WHY.get(raison or "", "")},
-                      title=_title(request, "Changement de votre mot de passe"))
+        return render(
+            request,
+            "steps/account/changement.html",
+            {"errors": {}, "forced": True, "notice": WHY.get(raison or "", "")},
+            title=_title(request, "Changement de votre mot de passe"),
+        )
 
     @post("/changement-mot-de-passe")
     async def personalise_submit(self, request: Request[Any, Any, Any]) -> Any:
@@ -156,20 +226,26 @@ class AccountController(Controller):
             return Response(content=b"", status_code=204)
         form = await form_of(request)
         check = flow.strength(services_of(request), account, form.get("new_password", ""))
-        return render(request, "components/meter.html", {"check": check, "typed": bool(form.get("new_password"))},
-                      title="")
+        return render(
+            request, "components/meter.html", {"check": check, "typed": bool(form.get("new_password"))}, title=""
+        )
 
     @get("/mot-de-passe-modifie")
     async def changed(self, request: Request[Any, Any, Any]) -> Any:
         account = await _require(request)
-        return render(request, "steps/account/modifie.html", {"confirm_next": account["contacts_confirmed_at"] is None},
-                      title=_title(request, "Confirmation"))
+        return render(
+            request,
+            "steps/account/modifie.html",
+            {"confirm_next": account["contacts_confirmed_at"] is None},
+            title=_title(request, "Confirmation"),
+        )
 
     # --- contact details: the first login's confirmation, then Mon compte's "Mes coordonnées" ------
 
     @get(CONFIRMATION_URL)
-    async def contacts(self, request: Request[Any, Any, Any], modifier: str | None = None,
-                       raison: str | None = None) -> Any:
+    async def contacts(
+        self, request: Request[Any, Any, Any], modifier: str | None = None, raison: str | None = None
+    ) -> Any:
         account = await _require(request)
         if not flow.confirmation_due(account):
             return go(request, MY_CONTACTS_URL)
@@ -209,8 +285,12 @@ class AccountController(Controller):
             return go(request, target)
         provider = getattr(request.app.state, "oidc", None)
         services = await provider.services_for(account["id"]) if provider is not None else []
-        return render(request, "pages/espace_prive.html", {"account": account, "services": services},
-                      title=f"Mon espace privé — {services_of(request).config.caisse.name}")
+        return render(
+            request,
+            "pages/espace_prive.html",
+            {"account": account, "services": services},
+            title=f"Mon espace privé — {services_of(request).config.caisse.name}",
+        )
 
     @get("/mon-compte")
     async def settings(self, request: Request[Any, Any, Any]) -> Any:
@@ -219,22 +299,30 @@ class AccountController(Controller):
 
     async def _settings_page(self, request: Request[Any, Any, Any], account: dict[str, Any], notice: str = "") -> Any:
         browsers = await flow.trusted_browsers(services_of(request), account)
-        return render(request, "pages/mon_compte.html",
-                      {"account": account, "browsers": browsers, "notice": notice, "contacts": _contacts(account)},
-                      title=_title(request, "Mon compte"))
+        return render(
+            request,
+            "pages/mon_compte.html",
+            {"account": account, "browsers": browsers, "notice": notice, "contacts": _contacts(account)},
+            title=_title(request, "Mon compte"),
+        )
 
     @post("/mon-compte/navigateurs/{browser_id:int}/revoquer")
     async def revoke(self, request: Request[Any, Any, Any], browser_id: int) -> Any:
         account = await _require(request)
         done = await flow.revoke_browser(services_of(request), account, browser_id, client=client_address(request))
-        return await self._settings_page(request, account, "Ce navigateur n'est plus un navigateur de confiance."
-                                         if done else "")
+        return await self._settings_page(
+            request, account, "Ce navigateur n'est plus un navigateur de confiance." if done else ""
+        )
 
     @get("/mon-compte/mot-de-passe")
     async def password(self, request: Request[Any, Any, Any]) -> Any:
         await _require(request)
-        return render(request, "steps/account/changement.html", {"errors": {}, "forced": False},
-                      title=_title(request, "Modifier mon mot de passe"))
+        return render(
+            request,
+            "steps/account/changement.html",
+            {"errors": {}, "forced": False},
+            title=_title(request, "Modifier mon mot de passe"),
+        )
 
     @post("/mon-compte/mot-de-passe")
     async def password_submit(self, request: Request[Any, Any, Any]) -> Any:
@@ -244,8 +332,12 @@ class AccountController(Controller):
     @get("/mon-compte/email")
     async def email(self, request: Request[Any, Any, Any]) -> Any:
         account = await _require(request)
-        return render(request, "steps/account/email.html", {"errors": {}, "values": {}, "account": account},
-                      title=_title(request, "Modifier mon email"))
+        return render(
+            request,
+            "steps/account/email.html",
+            {"errors": {}, "values": {}, "account": account},
+            title=_title(request, "Modifier mon email"),
+        )
 
     @post("/mon-compte/email")
     async def email_submit(self, request: Request[Any, Any, Any]) -> Any:
@@ -258,28 +350,65 @@ class AccountController(Controller):
         if form.get("action") == "code":
             result = await flow.confirm_contact_change(services, session, account, form, client=client)
             if result.errors:
-                return render(request, "steps/account/email_code.html",
-                              {"errors": result.errors, "pending": session.data.pending_contact if session.data else {},
-                               "length": services.host.code_policy("contact_change").length,
-                               **await flow.contact_code_delivery(services, session)},
-                              status=422, title=title)
+                return render(
+                    request,
+                    "steps/account/email_code.html",
+                    {
+                        "errors": result.errors,
+                        "pending": session.data.pending_contact if session.data else {},
+                        "length": services.host.code_policy("contact_change").length,
+                        **await flow.contact_code_delivery(services, session),
+                    },
+                    status=422,
+                    title=title,
+                )
             fresh = await flow.current_account(services, session) or account
             return await self._settings_page(request, fresh, "Votre adresse email a été modifiée.")
-        result = await flow.start_contact_change(services, session, account, "email", form.get("value", ""),
-                                                 client=client, current_password=form.get("current_password", ""))
+        result = await flow.start_contact_change(
+            services,
+            session,
+            account,
+            "email",
+            form.get("value", ""),
+            client=client,
+            current_password=form.get("current_password", ""),
+        )
         if "current_password" in result.errors:
-            return render(request, "steps/account/email.html",
-                          {"errors": {"current_password": result.errors["current_password"]},
-                           "values": {"value": form.get("value", "")}, "account": account}, status=422, title=title)
+            return render(
+                request,
+                "steps/account/email.html",
+                {
+                    "errors": {"current_password": result.errors["current_password"]},
+                    "values": {"value": form.get("value", "")},
+                    "account": account,
+                },
+                status=422,
+                title=title,
+            )
         if result.errors:
-            return render(request, "steps/account/email.html",
-                          {"errors": {"value": result.errors.get("email", next(iter(result.errors.values())))},
-                           "values": {"value": form.get("value", "")}, "account": account}, status=422, title=title)
+            return render(
+                request,
+                "steps/account/email.html",
+                {
+                    "errors": {"value": result.errors.get("email", next(iter(result.errors.values())))},
+                    "values": {"value": form.get("value", "")},
+                    "account": account,
+                },
+                status=422,
+                title=title,
+            )
         if result.step != "coordonnees-code":
             return await self._settings_page(request, account, result.notice)
-        return render(request, "steps/account/email_code.html",
-                      {"errors": {}, "pending": session.data.pending_contact if session.data else {},
-                       "length": services.host.code_policy("contact_change").length}, title=title)
+        return render(
+            request,
+            "steps/account/email_code.html",
+            {
+                "errors": {},
+                "pending": session.data.pending_contact if session.data else {},
+                "length": services.host.code_policy("contact_change").length,
+            },
+            title=title,
+        )
 
     # --- Mes données: the export, and the closure of the online account ------------------------------
 
@@ -289,8 +418,12 @@ class AccountController(Controller):
 
         account = await _require(request)
         data = await account_data(services_of(request), account)
-        return render(request, "pages/mes_donnees.html", {"data": data, "moment": french_moment, "phone": shown_phone},
-                      title=_title(request, "Mes données"))
+        return render(
+            request,
+            "pages/mes_donnees.html",
+            {"data": data, "moment": french_moment, "phone": shown_phone},
+            title=_title(request, "Mes données"),
+        )
 
     @get("/mon-compte/mes-donnees.json")
     async def my_data_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -298,8 +431,14 @@ class AccountController(Controller):
         services = services_of(request)
         body = await flow.export_data(services, account, client=client_address(request))
         day = services.now().strftime("%Y-%m-%d")
-        return Response(content=body, media_type="application/json", headers={
-            "content-disposition": f'attachment; filename="mes-donnees-{day}.json"', "cache-control": "no-store"})
+        return Response(
+            content=body,
+            media_type="application/json",
+            headers={
+                "content-disposition": f'attachment; filename="mes-donnees-{day}.json"',
+                "cache-control": "no-store",
+            },
+        )
 
     @get("/mon-compte/fermeture")
     async def closure(self, request: Request[Any, Any, Any]) -> Any:
@@ -308,15 +447,25 @@ class AccountController(Controller):
 
     def _closure_page(self, request: Request[Any, Any, Any], errors: dict[str, str]) -> Any:
         retention = services_of(request).config.legal.privacy.audit_retention
-        return render(request, "steps/account/fermeture.html", {"errors": errors, "audit_retention": retention},
-                      status=422 if errors else 200, title=_title(request, "Fermer mon espace privé"))
+        return render(
+            request,
+            "steps/account/fermeture.html",
+            {"errors": errors, "audit_retention": retention},
+            status=422 if errors else 200,
+            title=_title(request, "Fermer mon espace privé"),
+        )
 
     @post("/mon-compte/fermeture")
     async def closure_submit(self, request: Request[Any, Any, Any]) -> Any:
         account = await _require(request)
         form = await form_of(request)
-        result = await flow.close_account(services_of(request), session_of(request), account,
-                                          form.get("current_password", ""), client=client_address(request))
+        result = await flow.close_account(
+            services_of(request),
+            session_of(request),
+            account,
+            form.get("current_password", ""),
+            client=client_address(request),
+        )
         if result.errors:
             return self._closure_page(request, result.errors)
         return go(request, "/espace-ferme")

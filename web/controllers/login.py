@@ -1,4 +1,5 @@
 """Login pages: /connexion (identifier and password), /connexion/code (the second factor), /deconnexion."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,13 +8,12 @@ from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import Cookie
 
-from guichet.web import metrics
 from guichet.core.availability import is_store_failure
 from guichet.core.flows import login as flow
 from guichet.core.flows.engine import StepResult
 from guichet.core.sessions import FULL, PASSWORD
+from guichet.web import metrics
 from guichet.web.forms import form_of
-from guichet.web.oidc.routes import end_login, return_target
 from guichet.web.http import (
     audit_quietly,
     client_address,
@@ -27,30 +27,51 @@ from guichet.web.http import (
     step_status,
     unavailable_page,
 )
+from guichet.web.oidc.routes import end_login, return_target
 
-LOGOUT_FAILED = ("La déconnexion n'a pas abouti : le service est momentanément indisponible et votre session "
-                 "est toujours ouverte. Réessayez dans quelques instants. Sur un ordinateur partagé, fermez "
-                 "aussi le navigateur.")
+LOGOUT_FAILED = (
+    "La déconnexion n'a pas abouti : le service est momentanément indisponible et votre session "
+    "est toujours ouverte. Réessayez dans quelques instants. Sur un ordinateur partagé, fermez "
+    "aussi le navigateur."
+)
 
 
-def _login_page(request: Request[Any, Any, Any], result: StepResult | None = None, *, return_to: str = "",
-                force_code: bool = False) -> Any:
+def _login_page(
+    request: Request[Any, Any, Any], result: StepResult | None = None, *, return_to: str = "", force_code: bool = False
+) -> Any:
     caisse = services_of(request).config.caisse.name
-    return render(request, "steps/login/connexion.html",
-                  {"values": result.values if result else {}, "errors": result.errors if result else {},
-                   "retour": return_to, "force_code": force_code},
-                  status=step_status(result) if result else 200,
-                  title=f"Connexion — Mon espace privé — {caisse}", push_url="/connexion")
+    return render(
+        request,
+        "steps/login/connexion.html",
+        {
+            "values": result.values if result else {},
+            "errors": result.errors if result else {},
+            "retour": return_to,
+            "force_code": force_code,
+        },
+        status=step_status(result) if result else 200,
+        title=f"Connexion — Mon espace privé — {caisse}",
+        push_url="/connexion",
+    )
 
 
 async def _code_page(request: Request[Any, Any, Any], result: StepResult | None = None) -> Any:
     services = services_of(request)
     info = await flow.code_page(services, session_of(request))
-    context = {"values": result.values if result else {}, "errors": result.errors if result else {},
-               "notice": result.notice if result else "", **info}
-    return render(request, "steps/login/code.html", context, status=step_status(result) if result else 200,
-                  title=f"Code de sécurité — Mon espace privé — {services.config.caisse.name}",
-                  push_url="/connexion/code")
+    context = {
+        "values": result.values if result else {},
+        "errors": result.errors if result else {},
+        "notice": result.notice if result else "",
+        **info,
+    }
+    return render(
+        request,
+        "steps/login/code.html",
+        context,
+        status=step_status(result) if result else 200,
+        title=f"Code de sécurité — Mon espace privé — {services.config.caisse.name}",
+        push_url="/connexion/code",
+    )
 
 
 class LoginController(Controller):
@@ -77,11 +98,16 @@ class LoginController(Controller):
             session.cleared = False
         return_to = return_target(form.get("retour", ""))
         force_code = form.get("code") == "oui"
-        outcome = await flow.submit_password(services, session, form, client=client_address(request),
-                                             trusted_token=trusted, return_to=return_to,
-                                             trust_browser=not force_code,
-                                             preferred_channel=request.cookies.get(cookie_name(services, "code_channel"),
-                                                                                   ""))
+        outcome = await flow.submit_password(
+            services,
+            session,
+            form,
+            client=client_address(request),
+            trusted_token=trusted,
+            return_to=return_to,
+            trust_browser=not force_code,
+            preferred_channel=request.cookies.get(cookie_name(services, "code_channel"), ""),
+        )
         metrics.step("login", "connexion", not outcome.result.errors)
         if outcome.next_url:
             return go(request, outcome.next_url)
@@ -106,22 +132,40 @@ class LoginController(Controller):
             return go(request, "/connexion")
         form = await form_of(request)
         if form.get("action") == "renvoyer":
-            return await _code_page(request, await flow.resend(services, session, form.get("channel", ""),
-                                                               client=client_address(request)))
+            return await _code_page(
+                request, await flow.resend(services, session, form.get("channel", ""), client=client_address(request))
+            )
         if form.get("action") == "autre-canal":
             return await _code_page(request, await flow.resend_other(services, session, client=client_address(request)))
         form["user_agent"] = request.headers.get("user-agent", "")[:300]
         outcome = await flow.submit_code(services, session, form, client=client_address(request))
         metrics.step("login", "code", not outcome.result.errors)
         if outcome.set_trusted_cookie:
-            queue_cookie(request, Cookie(key=cookie_name(services, "trusted"), value=outcome.set_trusted_cookie,
-                                         path="/", httponly=True, secure=services.config.sessions.secure_cookies,
-                                         samesite="strict",
-                                         max_age=services.config.security.trusted_browser_days * 86400))
+            queue_cookie(
+                request,
+                Cookie(
+                    key=cookie_name(services, "trusted"),
+                    value=outcome.set_trusted_cookie,
+                    path="/",
+                    httponly=True,
+                    secure=services.config.sessions.secure_cookies,
+                    samesite="strict",
+                    max_age=services.config.security.trusted_browser_days * 86400,
+                ),
+            )
         if outcome.chosen_channel:  # not a secret: a channel name, which only orders the person's proven ones
-            queue_cookie(request, Cookie(key=cookie_name(services, "code_channel"), value=outcome.chosen_channel,
-                                         path="/", httponly=True, secure=services.config.sessions.secure_cookies,
-                                         samesite="lax", max_age=365 * 86400))
+            queue_cookie(
+                request,
+                Cookie(
+                    key=cookie_name(services, "code_channel"),
+                    value=outcome.chosen_channel,
+                    path="/",
+                    httponly=True,
+                    secure=services.config.sessions.secure_cookies,
+                    samesite="lax",
+                    max_age=365 * 86400,
+                ),
+            )
         if outcome.next_url:
             return go(request, outcome.next_url)
         if outcome.result.step == "connexion":
@@ -139,10 +183,12 @@ def _logout_failed(request: Request[Any, Any, Any], exc: Exception) -> Response[
     account_id = session.data.account_id if session is not None and session.data is not None else None
     if session is not None:
         session.dirty = False  # the cookie stays: the person can try again
-    response = unavailable_page(request, title="Déconnexion impossible", message=LOGOUT_FAILED,
-                                context={"retry_logout": True})
-    response.background = BackgroundTask(audit_quietly, services, "logout.failed", account_id=account_id,
-                                         client=client_address(request))
+    response = unavailable_page(
+        request, title="Déconnexion impossible", message=LOGOUT_FAILED, context={"retry_logout": True}
+    )
+    response.background = BackgroundTask(
+        audit_quietly, services, "logout.failed", account_id=account_id, client=client_address(request)
+    )
     return response
 
 

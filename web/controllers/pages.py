@@ -1,4 +1,5 @@
 """Home, help, health and the demo mailbox."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -51,42 +52,71 @@ class PagesController(Controller):
         # with htmx the help opens in place under the link; without, it is a page of its own
         if is_htmx(request):
             return render(request, f"components/{template}", {"inline": True}, title=heading)
-        return render(request, "pages/help.html", {"heading": heading, "help_template": f"components/{template}"},
-                      title=f"{heading} — Mon espace privé — {caisse}")
+        return render(
+            request,
+            "pages/help.html",
+            {"heading": heading, "help_template": f"components/{template}"},
+            title=f"{heading} — Mon espace privé — {caisse}",
+        )
 
     # --- what a public service's site owes its users: accessibility, mentions légales, données personnelles
 
     @get("/accessibilite")
     async def accessibility(self, request: Request[Any, Any, Any]) -> Any:
         config = services_of(request).config
-        return render(request, "pages/legal/accessibilite.html",
-                      {"legal": config.legal, "publisher": _publisher(config)[0],
-                       "contact_email": config.legal.accessibility.contact_email or config.caisse.assistance.email},
-                      title=_title(config, "Déclaration d'accessibilité"))
+        return render(
+            request,
+            "pages/legal/accessibilite.html",
+            {
+                "legal": config.legal,
+                "publisher": _publisher(config)[0],
+                "contact_email": config.legal.accessibility.contact_email or config.caisse.assistance.email,
+            },
+            title=_title(config, "Déclaration d'accessibilité"),
+        )
 
     @get("/mentions-legales")
     async def legal_notice(self, request: Request[Any, Any, Any]) -> Any:
         config = services_of(request).config
-        return render(request, "pages/legal/mentions_legales.html",
-                      {"legal": config.legal, "publisher_lines": _publisher(config)},
-                      title=_title(config, "Mentions légales"))
+        return render(
+            request,
+            "pages/legal/mentions_legales.html",
+            {"legal": config.legal, "publisher_lines": _publisher(config)},
+            title=_title(config, "Mentions légales"),
+        )
 
     @get("/donnees-personnelles")
     async def privacy(self, request: Request[Any, Any, Any]) -> Any:
         config = services_of(request).config
         privacy = config.legal.privacy
-        values = {"trusted_browser_days": config.security.trusted_browser_days,
-                  "audit_retention": privacy.audit_retention}
-        processings = [{"data": p.data, "purpose": p.purpose, "basis": p.basis,
-                        "retention": _fill(p.retention, values)} for p in privacy.processings]
-        dpo_address = privacy.dpo_address or ((config.caisse.postal_address[0],
-                                               "À l'attention du délégué à la protection des données",
-                                               *config.caisse.postal_address[1:])
-                                              if config.caisse.postal_address else ())
-        return render(request, "pages/legal/donnees_personnelles.html",
-                      {"legal": config.legal, "controller": privacy.controller or config.caisse.name,
-                       "processings": processings, "dpo_address": dpo_address},
-                      title=_title(config, "Données personnelles"))
+        values = {
+            "trusted_browser_days": config.security.trusted_browser_days,
+            "audit_retention": privacy.audit_retention,
+        }
+        processings = [
+            {"data": p.data, "purpose": p.purpose, "basis": p.basis, "retention": _fill(p.retention, values)}
+            for p in privacy.processings
+        ]
+        dpo_address = privacy.dpo_address or (
+            (
+                config.caisse.postal_address[0],
+                "À l'attention du délégué à la protection des données",
+                *config.caisse.postal_address[1:],
+            )
+            if config.caisse.postal_address
+            else ()
+        )
+        return render(
+            request,
+            "pages/legal/donnees_personnelles.html",
+            {
+                "legal": config.legal,
+                "controller": privacy.controller or config.caisse.name,
+                "processings": processings,
+                "dpo_address": dpo_address,
+            },
+            title=_title(config, "Données personnelles"),
+        )
 
     @get("/espace-ferme")
     async def closed(self, request: Request[Any, Any, Any]) -> Any:
@@ -103,8 +133,11 @@ class PagesController(Controller):
         """200 when every store the app needs takes its probe (a database write, Redis PING), else 503."""
         states = await readiness(services_of(request))
         ready = all(state == "ok" for state in states.values())
-        return Response({"status": "ok" if ready else "unavailable", **states}, status_code=200 if ready else 503,
-                        headers={} if ready else {"retry-after": str(RETRY_AFTER_SECONDS)})
+        return Response(
+            {"status": "ok" if ready else "unavailable", **states},
+            status_code=200 if ready else 503,
+            headers={} if ready else {"retry-after": str(RETRY_AFTER_SECONDS)},
+        )
 
     @get("/demo/boite-aux-lettres")
     async def mailbox(self, request: Request[Any, Any, Any]) -> Any:
@@ -113,8 +146,12 @@ class PagesController(Controller):
             raise NotFoundException()
         found = services_of(request).host.demo_mailbox()
         items = found.items() if found is not None else []
-        return render(request, "pages/mailbox.html", {"items": items},
-                      title=f"Boîte aux lettres de démonstration — {config.caisse.name}")
+        return render(
+            request,
+            "pages/mailbox.html",
+            {"items": items},
+            title=f"Boîte aux lettres de démonstration — {config.caisse.name}",
+        )
 
     @get("/demo/emails/{item_id:str}")
     async def email(self, request: Request[Any, Any, Any], item_id: str) -> Response[str]:
@@ -126,8 +163,13 @@ class PagesController(Controller):
         found = next((i for i in (box.items() if box else []) if i.kind == "email" and i.id == item_id), None)
         if found is None or not found.html:
             raise NotFoundException()
-        return Response(content=found.html, media_type="text/html", headers={
-            "content-security-policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"})
+        return Response(
+            content=found.html,
+            media_type="text/html",
+            headers={
+                "content-security-policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+            },
+        )
 
     @get("/demo/lettres/{name:str}")
     async def letter(self, request: Request[Any, Any, Any], name: str) -> File:

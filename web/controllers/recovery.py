@@ -1,4 +1,5 @@
 """Forgotten password pages: /mot-de-passe-oublie/<step>."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,12 @@ from guichet.web.forms import form_of
 from guichet.web.http import client_address, flow_cookie, render, services_of, step_status
 from guichet.web.wizard import Wizard
 
-TITLES = {"identifiant": "Vérification de votre identité", "canal": "Demande d'un nouveau mot de passe",
-          "code": "Demande d'un nouveau mot de passe", "confirmation": "Confirmation"}
+TITLES = {
+    "identifiant": "Vérification de votre identité",
+    "canal": "Demande d'un nouveau mot de passe",
+    "code": "Demande d'un nouveau mot de passe",
+    "confirmation": "Confirmation",
+}
 
 
 async def _page(request: Request[Any, Any, Any], state: FlowState, step: str, result: StepResult | None = None) -> Any:
@@ -27,23 +32,42 @@ async def _page(request: Request[Any, Any, Any], state: FlowState, step: str, re
         values.setdefault("channel", state.data["channel"])
     if result is not None:
         values.update(result.values)
-    context = {"step": step, "values": values, "errors": result.errors if result else {},
-               "notice": result.notice if result else "",
-               "channels": [channel_view(services, c) for c in flow.channels(services)],
-               "channel": channel_view(services, str(state.data.get("channel", ""))), "length": policy.length,
-               "lifetime_minutes": policy.lifetime_minutes, "action": f"/mot-de-passe-oublie/{step}",
-               "position": (flow.STEPS.index(step) + 1, len(flow.STEPS))}
+    context = {
+        "step": step,
+        "values": values,
+        "errors": result.errors if result else {},
+        "notice": result.notice if result else "",
+        "channels": [channel_view(services, c) for c in flow.channels(services)],
+        "channel": channel_view(services, str(state.data.get("channel", ""))),
+        "length": policy.length,
+        "lifetime_minutes": policy.lifetime_minutes,
+        "action": f"/mot-de-passe-oublie/{step}",
+        "position": (flow.STEPS.index(step) + 1, len(flow.STEPS)),
+    }
     if step == "code":  # a code the server refused for good is told, with the other channel to try
         context.update(await flow.code_delivery(services, state, flow_cookie(request, flow.KIND)))
     position = flow.STEPS.index(step) + 1
-    title = f"Étape {position} sur {len(flow.STEPS)} — {TITLES[step]} — Mon espace privé — {services.config.caisse.name}"
-    return render(request, f"steps/recovery/{step}.html", context,
-                  status=step_status(result) if result else 200, title=title,
-                  push_url=f"/mot-de-passe-oublie/{step}")
+    title = (
+        f"Étape {position} sur {len(flow.STEPS)} — {TITLES[step]} — Mon espace privé — {services.config.caisse.name}"
+    )
+    return render(
+        request,
+        f"steps/recovery/{step}.html",
+        context,
+        status=step_status(result) if result else 200,
+        title=title,
+        push_url=f"/mot-de-passe-oublie/{step}",
+    )
 
 
-WIZARD = Wizard(kind=flow.KIND, base="/mot-de-passe-oublie", first="identifiant", finished=("confirmation",),
-                steps=lambda state: flow.STEPS, page=_page)
+WIZARD = Wizard(
+    kind=flow.KIND,
+    base="/mot-de-passe-oublie",
+    first="identifiant",
+    finished=("confirmation",),
+    steps=lambda state: flow.STEPS,
+    page=_page,
+)
 
 
 class RecoveryController(Controller):

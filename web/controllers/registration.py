@@ -1,4 +1,5 @@
 """Registration pages: /inscription/<step>, one step per page, htmx swapping only the step."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,11 +17,18 @@ from guichet.web.forms import form_of
 from guichet.web.http import client_address, flow_cookie, render, services_of, step_status
 from guichet.web.wizard import Wizard
 
-TITLES = {"statut": "Vous êtes...", "identifiant": "Votre identifiant", "coordonnees": "Vos coordonnées",
-          "question": "Vérification de votre identité", "canal": "Réception du code de sécurité",
-          "code": "Votre code de sécurité", "termine": "Votre inscription est enregistrée",
-          "structure": "Nature de votre structure", "demande": "Votre demande d'inscription",
-          "demande-envoyee": "Votre demande est transmise"}
+TITLES = {
+    "statut": "Vous êtes...",
+    "identifiant": "Votre identifiant",
+    "coordonnees": "Vos coordonnées",
+    "question": "Vérification de votre identité",
+    "canal": "Réception du code de sécurité",
+    "code": "Votre code de sécurité",
+    "termine": "Votre inscription est enregistrée",
+    "structure": "Nature de votre structure",
+    "demande": "Votre demande d'inscription",
+    "demande-envoyee": "Votre demande est transmise",
+}
 
 FINISHED = ("termine", "demande-envoyee")
 
@@ -40,22 +48,33 @@ def _context(request: Request[Any, Any, Any], state: FlowState, step: str, resul
     status = flow.current_status(services, state)
     visible = [s for s in order if s != "statut"]
     context: dict[str, Any] = {
-        "step": step, "values": values, "errors": result.errors if result else {},
-        "notice": result.notice if result else "", "status": status,
-        "statuses": services.host.statuses(), "position": (order.index(step) + 1, len(order)),
-        "visible_steps": visible, "action": f"/inscription/{step}", "titles": TITLES,
+        "step": step,
+        "values": values,
+        "errors": result.errors if result else {},
+        "notice": result.notice if result else "",
+        "status": status,
+        "statuses": services.host.statuses(),
+        "position": (order.index(step) + 1, len(order)),
+        "visible_steps": visible,
+        "action": f"/inscription/{step}",
+        "titles": TITLES,
     }
     if step == "question":
         context["questions"] = flow.questions_for(services, state)
     elif step == "canal":
-        context["channels"] = [{**channel_view(services, c), "destination": flow.typed_contact(services, state, c)}
-                               for c in flow.channels_for(services, state)]
+        context["channels"] = [
+            {**channel_view(services, c), "destination": flow.typed_contact(services, state, c)}
+            for c in flow.channels_for(services, state)
+        ]
     elif step == "code":
         policy = services.host.code_policy("registration")
         channel = str(state.data.get("channel", ""))
-        context.update(channel=channel_view(services, channel), length=policy.length,
-                       lifetime_minutes=policy.lifetime_minutes,
-                       destination=flow.typed_contact(services, state, channel))
+        context.update(
+            channel=channel_view(services, channel),
+            length=policy.length,
+            lifetime_minutes=policy.lifetime_minutes,
+            destination=flow.typed_contact(services, state, channel),
+        )
     elif step == "termine":
         context["outcome"] = channel_view(services, str(state.data.get("outcome_channel", "")))
     elif step in ("structure", "demande", "demande-envoyee"):
@@ -73,13 +92,19 @@ async def _page(request: Request[Any, Any, Any], state: FlowState, step: str, re
     context = _context(request, state, step, result)
     if step == "code":  # a code the server refused for good is told, with the other contact to try
         context.update(await flow.code_delivery(services, state, flow_cookie(request, flow.KIND)))
-    return render(request, f"steps/registration/{step}.html", context,
-                  status=step_status(result) if result else 200, title=title,
-                  push_url=f"/inscription/{step}")
+    return render(
+        request,
+        f"steps/registration/{step}.html",
+        context,
+        status=step_status(result) if result else 200,
+        title=title,
+        push_url=f"/inscription/{step}",
+    )
 
 
-WIZARD = Wizard(kind=flow.KIND, base="/inscription", first="statut", finished=FINISHED,
-                steps=flow.steps_for, page=_page)
+WIZARD = Wizard(
+    kind=flow.KIND, base="/inscription", first="statut", finished=FINISHED, steps=flow.steps_for, page=_page
+)
 
 
 class RegistrationController(Controller):
@@ -108,8 +133,9 @@ class RegistrationController(Controller):
         return await WIZARD.submit(request, step, await form_of(request), handle)
 
 
-async def _dispatch(services: Any, state: FlowState, step: str, form: dict[str, str], flow_id: str,
-                    client: str) -> StepResult:
+async def _dispatch(
+    services: Any, state: FlowState, step: str, form: dict[str, str], flow_id: str, client: str
+) -> StepResult:
     if step == "statut":
         return await flow.submit_status(services, state, form, client)
     if step == "identifiant":
@@ -131,4 +157,3 @@ async def _dispatch(services: Any, state: FlowState, step: str, form: dict[str, 
     if step == "demande":
         return await flow.submit_request(services, state, form, client)
     return StepResult(step=state.step)
-

@@ -1,5 +1,6 @@
 """What ``guichet keys rotate`` and ``guichet clients add|list|remove`` do (src/guichet/oidc_commands.py
 reads the command line and prints)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,10 +33,18 @@ async def list_clients(config: CaisseConfig) -> list[dict[str, Any]]:
     provider = await _provider(config)
     try:
         stored = set(await provider.load_stored_clients())
-        return [{"id": c.id, "name": c.config.name, "auth_method": c.config.auth_method,
-                 "third_party": c.config.third_party, "scopes": list(c.config.scopes),
-                 "redirect_uris": list(c.config.redirect_uris), "source": "database" if c.id in stored else "config"}
-                for c in provider.clients.values()]
+        return [
+            {
+                "id": c.id,
+                "name": c.config.name,
+                "auth_method": c.config.auth_method,
+                "third_party": c.config.third_party,
+                "scopes": list(c.config.scopes),
+                "redirect_uris": list(c.config.redirect_uris),
+                "source": "database" if c.id in stored else "config",
+            }
+            for c in provider.clients.values()
+        ]
     finally:
         await provider.services.close()
 
@@ -53,8 +62,9 @@ async def add_client(config: CaisseConfig, client: OidcClientConfig) -> None:
         t = provider.services.database.t.OidcClient
         if await t.exists().where(t.client_id == client.id).run():
             raise ConfigError(f"the client {client.id} exists already: remove it first")
-        await t.insert(t(client_id=client.id, settings=msgspec.json.encode(client).decode(),
-                         created_at=dt.datetime.now(dt.timezone.utc))).run()
+        await t.insert(
+            t(client_id=client.id, settings=msgspec.json.encode(client).decode(), created_at=dt.datetime.now(dt.UTC))
+        ).run()
     finally:
         await provider.services.close()
 
@@ -67,15 +77,21 @@ async def remove_client(config: CaisseConfig, client_id: str) -> bool:
     try:
         database = provider.services.database
         clients, grants, tokens = database.t.OidcClient, database.t.OidcGrant, database.t.OidcToken
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         async with database.transaction():
             gone = await clients.delete().where(clients.client_id == client_id).returning(clients.id).run()
             ids = [row["id"] for row in await grants.select(grants.id).where(grants.client_id == client_id).run()]
-            await grants.update({grants.revoked_at: now}).where((grants.client_id == client_id)
-                                                                & grants.revoked_at.is_null()).run()
+            await (
+                grants.update({grants.revoked_at: now})
+                .where((grants.client_id == client_id) & grants.revoked_at.is_null())
+                .run()
+            )
             if ids:
-                await tokens.update({tokens.revoked_at: now}).where(tokens.grant_id.is_in(ids)
-                                                                    & tokens.revoked_at.is_null()).run()
+                await (
+                    tokens.update({tokens.revoked_at: now})
+                    .where(tokens.grant_id.is_in(ids) & tokens.revoked_at.is_null())
+                    .run()
+                )
         return bool(gone)
     finally:
         await provider.services.close()

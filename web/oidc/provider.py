@@ -3,6 +3,7 @@
 No HTTP object comes in here (web/oidc/routes.py decodes requests). Every JOSE operation (keys,
 signatures, JWT encoding and checking) is joserfc's; this module only decides what goes in them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -98,11 +99,18 @@ def load_clients(services: Services, declared: list[OidcClientConfig] | None = N
             try:
                 keys = KeySet.import_key_set(json.loads(path.read_text(encoding="utf-8")))
             except (OSError, ValueError, JoseError) as exc:
-                raise ConfigError(f"cannot read the client's keys {path}: {type(exc).__name__}",
-                                  path=services.config.source, key="$.oidc.clients.jwks_file") from None
+                raise ConfigError(
+                    f"cannot read the client's keys {path}: {type(exc).__name__}",
+                    path=services.config.source,
+                    key="$.oidc.clients.jwks_file",
+                ) from None
         sector = client.sector or (urlsplit(client.redirect_uris[0]).hostname or "")
-        clients[client.id] = Client(config=client, secret=client.secret.resolve() if client.secret else None,
-                                    jwks=keys, sector="" if client.subject == "public" else sector)
+        clients[client.id] = Client(
+            config=client,
+            secret=client.secret.resolve() if client.secret else None,
+            jwks=keys,
+            sector="" if client.subject == "public" else sector,
+        )
     return clients
 
 
@@ -140,8 +148,11 @@ class Provider:
                 continue
             try:
                 client = msgspec.json.decode(row["settings"].encode(), type=OidcClientConfig)
-                check_client(client, f"guichet_oidc_client[{row['client_id']}]",
-                             production=self.services.config.server.mode == "production")
+                check_client(
+                    client,
+                    f"guichet_oidc_client[{row['client_id']}]",
+                    production=self.services.config.server.mode == "production",
+                )
                 self.clients.update(load_clients(self.services, [client]))
             except (msgspec.ValidationError, ValueError, ConfigError) as exc:
                 log.error("the stored client %s is not used: %s", row["client_id"], exc)
@@ -170,8 +181,10 @@ class Provider:
             "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256"],
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": list(SCOPE_CLAIMS),
-            "claims_supported": sorted({c for claims in SCOPE_CLAIMS.values() for c in claims}
-                                       | {"iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid"}),
+            "claims_supported": sorted(
+                {c for claims in SCOPE_CLAIMS.values() for c in claims}
+                | {"iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid"}
+            ),
             "acr_values_supported": list(ACR_VALUES),
             "prompt_values_supported": ["none", "login", "consent"],
             "backchannel_logout_supported": True,
@@ -200,8 +213,15 @@ class Provider:
         private = json.dumps(key.as_dict(private=True)).encode()
         public = json.dumps({**key.as_dict(private=False), "alg": alg, "use": "sig"})
         try:
-            await t.insert(t(kid=key.kid, alg=alg, sealed=self.services.keys.seal(private, SEAL_PURPOSE),
-                             public_jwk=public, created_at=self.services.now())).run()
+            await t.insert(
+                t(
+                    kid=key.kid,
+                    alg=alg,
+                    sealed=self.services.keys.seal(private, SEAL_PURPOSE),
+                    public_jwk=public,
+                    created_at=self.services.now(),
+                )
+            ).run()
         except Exception as exc:
             if is_store_failure(exc) or "unique" not in f"{type(exc).__name__} {exc}".lower():
                 raise
@@ -211,8 +231,12 @@ class Provider:
         """New signing keys; the old ones stop signing and stay published until their tokens expire."""
         t = self.services.database.t.OidcKey
         now = self.services.now()
-        keep = dt.timedelta(seconds=max(self.config.id_token_seconds, self.config.access_token_seconds,
-                                        self.config.forward_auth_token_seconds) + 300)
+        keep = dt.timedelta(
+            seconds=max(
+                self.config.id_token_seconds, self.config.access_token_seconds, self.config.forward_auth_token_seconds
+            )
+            + 300
+        )
         await t.update({t.retired_at: now, t.drop_after: now + keep}).where(t.retired_at.is_null()).run()
         await self.ensure_keys()
         rows = await t.select(t.kid).where(t.retired_at.is_null()).run()
@@ -292,9 +316,17 @@ class Provider:
         state = params.get("state", "")
         if len(nonce) > 512 or len(state) > 512:
             raise OidcError("invalid_request", "nonce and state are limited to 512 characters")
-        return AuthRequest(client_id=client.id, redirect_uri=redirect_uri, scope=scope, state=state,
-                           nonce=nonce, code_challenge=challenge, prompt=prompt, max_age=max_age,
-                           acr_values=tuple(params.get("acr_values", "").split()))
+        return AuthRequest(
+            client_id=client.id,
+            redirect_uri=redirect_uri,
+            scope=scope,
+            state=state,
+            nonce=nonce,
+            code_challenge=challenge,
+            prompt=prompt,
+            max_age=max_age,
+            acr_values=tuple(params.get("acr_values", "").split()),
+        )
 
     async def has_consent(self, account_id: int, client: Client, scope: tuple[str, ...]) -> bool:
         if not client.config.third_party:
@@ -308,26 +340,36 @@ class Provider:
         t = self.services.database.t.OidcConsent
         async with self.services.database.transaction():
             await t.delete().where((t.account_id == account_id) & (t.client_id == client.id)).run()
-            await t.insert(t(account_id=account_id, client_id=client.id, scope=" ".join(scope),
-                             created_at=self.services.now())).run()
-            await self.services.audit("oidc.consent", account_id=account_id, client_id=client.id,
-                                      scope=" ".join(scope))
+            await t.insert(
+                t(account_id=account_id, client_id=client.id, scope=" ".join(scope), created_at=self.services.now())
+            ).run()
+            await self.services.audit("oidc.consent", account_id=account_id, client_id=client.id, scope=" ".join(scope))
 
-    async def issue_code(self, request: AuthRequest, *, account_id: int, auth_ms: int, via: str,
-                         login_ref: str) -> str:
+    async def issue_code(self, request: AuthRequest, *, account_id: int, auth_ms: int, via: str, login_ref: str) -> str:
         code = new_token()
         now = self.services.now()
         t = self.services.database.t.OidcGrant
         async with self.services.database.transaction():
-            await t.insert(t(code_hash=token_digest(code), client_id=request.client_id, account_id=account_id,
-                             login_ref=token_digest(login_ref), redirect_uri=request.redirect_uri,
-                             scope=" ".join(request.scope), nonce=request.nonce,
-                             code_challenge=request.code_challenge,
-                             auth_time=dt.datetime.fromtimestamp(auth_ms / 1000, dt.timezone.utc),
-                             amr=via, acr=ACR_CODE if via == "code" else ACR_TRUSTED_BROWSER,
-                             created_at=now, expires_at=now + dt.timedelta(seconds=self.config.code_seconds))).run()
-            await self.services.audit("oidc.authorized", account_id=account_id, client_id=request.client_id,
-                                      scope=" ".join(request.scope))
+            await t.insert(
+                t(
+                    code_hash=token_digest(code),
+                    client_id=request.client_id,
+                    account_id=account_id,
+                    login_ref=token_digest(login_ref),
+                    redirect_uri=request.redirect_uri,
+                    scope=" ".join(request.scope),
+                    nonce=request.nonce,
+                    code_challenge=request.code_challenge,
+                    auth_time=dt.datetime.fromtimestamp(auth_ms / 1000, dt.UTC),
+                    amr=via,
+                    acr=ACR_CODE if via == "code" else ACR_TRUSTED_BROWSER,
+                    created_at=now,
+                    expires_at=now + dt.timedelta(seconds=self.config.code_seconds),
+                )
+            ).run()
+            await self.services.audit(
+                "oidc.authorized", account_id=account_id, client_id=request.client_id, scope=" ".join(request.scope)
+            )
         return code
 
     # --- the token endpoint ----------------------------------------------------------------------------
@@ -344,17 +386,25 @@ class Provider:
                 raise OidcError("invalid_client", "client authentication failed", status=401) from None
             client = self.clients.get(unquote(raw_id.replace("+", " ")))
             secret = unquote(raw_secret.replace("+", " "))
-            if client is None or client.config.auth_method != "client_secret_basic" or client.secret is None \
-                    or not hmac.compare_digest(secret.encode(), client.secret.encode()) \
-                    or form.get("client_id", client.id) != client.id:
+            if (
+                client is None
+                or client.config.auth_method != "client_secret_basic"
+                or client.secret is None
+                or not hmac.compare_digest(secret.encode(), client.secret.encode())
+                or form.get("client_id", client.id) != client.id
+            ):
                 raise OidcError("invalid_client", "client authentication failed", status=401)
             return client
         if "client_assertion" in form:
             client, jti, expires = self._assertion_client(form)
             t = self.services.database.t.OidcAssertion
             try:  # used once: the unique index refuses a second use, even by parallel requests
-                await t.insert(t(jti_hash=token_digest(f"{client.id}\n{jti}"),
-                                 expires_at=dt.datetime.fromtimestamp(expires, dt.timezone.utc))).run()
+                await t.insert(
+                    t(
+                        jti_hash=token_digest(f"{client.id}\n{jti}"),
+                        expires_at=dt.datetime.fromtimestamp(expires, dt.UTC),
+                    )
+                ).run()
             except Exception as exc:
                 if is_store_failure(exc):
                     raise
@@ -382,15 +432,23 @@ class Provider:
         try:
             token = jwt.decode(assertion, client.jwks, algorithms=["RS256", "ES256", "PS256"])
             now = int(self.services.now().timestamp())
-            JWTClaimsRegistry(now=now, leeway=CLOCK_LEEWAY,
-                              iss={"essential": True, "value": client.id},
-                              sub={"essential": True, "value": client.id},
-                              aud={"essential": True, "values": [self.token_endpoint, self.issuer]},
-                              exp={"essential": True}, jti={"essential": True}).validate(token.claims)
+            JWTClaimsRegistry(
+                now=now,
+                leeway=CLOCK_LEEWAY,
+                iss={"essential": True, "value": client.id},
+                sub={"essential": True, "value": client.id},
+                aud={"essential": True, "values": [self.token_endpoint, self.issuer]},
+                exp={"essential": True},
+                jti={"essential": True},
+            ).validate(token.claims)
         except (JoseError, ValueError):
             raise fail from None
-        if int(token.claims["exp"]) > now + 600 or form.get("client_id", client.id) != client.id \
-                or not isinstance(token.claims["jti"], str) or len(token.claims["jti"]) > 200:
+        if (
+            int(token.claims["exp"]) > now + 600
+            or form.get("client_id", client.id) != client.id
+            or not isinstance(token.claims["jti"], str)
+            or len(token.claims["jti"]) > 200
+        ):
             raise fail  # a long-lived assertion would be a password by another name
         return client, token.claims["jti"], int(token.claims["exp"])
 
@@ -406,24 +464,48 @@ class Provider:
         now = self.services.now()
         t = self.services.database.t.OidcGrant
         digest = token_digest(code)
-        rows = await (t.update({t.used_at: now})
-                      .where((t.code_hash == digest) & t.used_at.is_null() & t.revoked_at.is_null())
-                      .returning(t.id, t.client_id, t.account_id, t.redirect_uri, t.scope, t.nonce,
-                                 t.code_challenge, t.auth_time, t.amr, t.acr, t.login_ref, t.expires_at).run())
+        rows = await (
+            t.update({t.used_at: now})
+            .where((t.code_hash == digest) & t.used_at.is_null() & t.revoked_at.is_null())
+            .returning(
+                t.id,
+                t.client_id,
+                t.account_id,
+                t.redirect_uri,
+                t.scope,
+                t.nonce,
+                t.code_challenge,
+                t.auth_time,
+                t.amr,
+                t.acr,
+                t.login_ref,
+                t.expires_at,
+            )
+            .run()
+        )
         if not rows:
             used = await t.select(t.id, t.account_id, t.client_id).where(t.code_hash == digest).limit(1).run()
             if used:
-                await self.revoke_grant(used[0]["id"], reason="code_replayed", account_id=used[0]["account_id"],
-                                        client_id=used[0]["client_id"])
+                await self.revoke_grant(
+                    used[0]["id"],
+                    reason="code_replayed",
+                    account_id=used[0]["account_id"],
+                    client_id=used[0]["client_id"],
+                )
             await self._refused(client, "unknown_code" if not used else "code_replayed")
             raise OidcError("invalid_grant", "the code is invalid, expired or already used")
         grant = rows[0]
-        reason = ("wrong_client" if grant["client_id"] != client.id
-                  else "expired" if grant["expires_at"] <= now
-                  else "redirect_uri" if form.get("redirect_uri", "") != grant["redirect_uri"]
-                  else "pkce" if not _VERIFIER.match(verifier)
-                  or not hmac.compare_digest(s256(verifier), grant["code_challenge"])
-                  else "")
+        reason = (
+            "wrong_client"
+            if grant["client_id"] != client.id
+            else "expired"
+            if grant["expires_at"] <= now
+            else "redirect_uri"
+            if form.get("redirect_uri", "") != grant["redirect_uri"]
+            else "pkce"
+            if not _VERIFIER.match(verifier) or not hmac.compare_digest(s256(verifier), grant["code_challenge"])
+            else ""
+        )
         if reason:
             # the code is spent either way: whoever tried it, it will not be tried again
             await t.update({t.revoked_at: now}).where(t.id == grant["id"]).run()
@@ -436,22 +518,38 @@ class Provider:
         tokens = self.services.database.t.OidcToken
         expires_in = self.config.access_token_seconds
         async with self.services.database.transaction():
-            await tokens.insert(tokens(token_hash=token_digest(access_token), grant_id=grant["id"],
-                                       expires_at=now + dt.timedelta(seconds=expires_in))).run()
+            await tokens.insert(
+                tokens(
+                    token_hash=token_digest(access_token),
+                    grant_id=grant["id"],
+                    expires_at=now + dt.timedelta(seconds=expires_in),
+                )
+            ).run()
             await self.services.audit("oidc.token_issued", account_id=grant["account_id"], client_id=client.id)
         iat = int(now.timestamp())
         claims: dict[str, Any] = {
-            "iss": self.issuer, "sub": await self.subject(account["id"], client), "aud": client.id,
-            "azp": client.id, "iat": iat, "exp": iat + self.config.id_token_seconds,
-            "auth_time": int(grant["auth_time"].timestamp()), "acr": grant["acr"],
+            "iss": self.issuer,
+            "sub": await self.subject(account["id"], client),
+            "aud": client.id,
+            "azp": client.id,
+            "iat": iat,
+            "exp": iat + self.config.id_token_seconds,
+            "auth_time": int(grant["auth_time"].timestamp()),
+            "acr": grant["acr"],
             "amr": ["pwd", "otp", "mfa"] if grant["amr"] == "code" else ["pwd"],
-            "at_hash": half_hash(access_token), "sid": self.session_id(grant["login_ref"], client),
+            "at_hash": half_hash(access_token),
+            "sid": self.session_id(grant["login_ref"], client),
         }
         if grant["nonce"]:
             claims["nonce"] = grant["nonce"]
         id_token = await self.sign(client.config.id_token_alg, claims)
-        return {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in,
-                "id_token": id_token, "scope": grant["scope"]}
+        return {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "id_token": id_token,
+            "scope": grant["scope"],
+        }
 
     async def _refused(self, client: Client, reason: str, *, account_id: int | None = None) -> None:
         await self.services.audit("oidc.refused", account_id=account_id, client_id=client.id, reason=reason)
@@ -461,10 +559,16 @@ class Provider:
         grants = self.services.database.t.OidcGrant
         tokens = self.services.database.t.OidcToken
         async with self.services.database.transaction():
-            await grants.update({grants.revoked_at: now}).where((grants.id == grant_id)
-                                                                & grants.revoked_at.is_null()).run()
-            await tokens.update({tokens.revoked_at: now}).where((tokens.grant_id == grant_id)
-                                                                & tokens.revoked_at.is_null()).run()
+            await (
+                grants.update({grants.revoked_at: now})
+                .where((grants.id == grant_id) & grants.revoked_at.is_null())
+                .run()
+            )
+            await (
+                tokens.update({tokens.revoked_at: now})
+                .where((tokens.grant_id == grant_id) & tokens.revoked_at.is_null())
+                .run()
+            )
             await self.services.audit("oidc.revoked", account_id=account_id, client_id=client_id, reason=reason)
 
     async def logout_tokens(self, login_ref: str, account_id: int, clients: list[str]) -> list[tuple[str, str]]:
@@ -475,10 +579,16 @@ class Provider:
             client = self.clients.get(client_id)
             if client is None or not client.config.backchannel_logout_uri:
                 continue
-            claims = {"iss": self.issuer, "aud": client.id, "iat": now, "exp": now + 120, "jti": new_token(),
-                      "sub": await self.subject(account_id, client),
-                      "sid": self.session_id(token_digest(login_ref), client),
-                      "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}
+            claims = {
+                "iss": self.issuer,
+                "aud": client.id,
+                "iat": now,
+                "exp": now + 120,
+                "jti": new_token(),
+                "sub": await self.subject(account_id, client),
+                "sid": self.session_id(token_digest(login_ref), client),
+                "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+            }
             token = await self.sign(client.config.id_token_alg, claims, typ="logout+jwt")
             found.append((client.config.backchannel_logout_uri, token))
         return found
@@ -490,15 +600,19 @@ class Provider:
         grants = self.services.database.t.OidcGrant
         tokens = self.services.database.t.OidcToken
         now = self.services.now()
-        rows = await grants.select(grants.id, grants.client_id).where(
-            grants.login_ref == token_digest(login_ref)).run()
+        rows = await grants.select(grants.id, grants.client_id).where(grants.login_ref == token_digest(login_ref)).run()
         if not rows:
             return []
         ids = [row["id"] for row in rows]
         async with self.services.database.transaction():
-            await grants.update({grants.revoked_at: now}).where(grants.id.is_in(ids) & grants.revoked_at.is_null()).run()
-            await tokens.update({tokens.revoked_at: now}).where(tokens.grant_id.is_in(ids)
-                                                                & tokens.revoked_at.is_null()).run()
+            await (
+                grants.update({grants.revoked_at: now}).where(grants.id.is_in(ids) & grants.revoked_at.is_null()).run()
+            )
+            await (
+                tokens.update({tokens.revoked_at: now})
+                .where(tokens.grant_id.is_in(ids) & tokens.revoked_at.is_null())
+                .run()
+            )
         return sorted({row["client_id"] for row in rows})
 
     async def services_for(self, account_id: int) -> list[dict[str, Any]]:
@@ -508,15 +622,22 @@ class Provider:
         if not listed:
             return []
         t = self.services.database.t.OidcGrant
-        rows = await (t.select(t.client_id, t.created_at).where((t.account_id == account_id)
-                                                               & t.used_at.is_not_null()).run())
+        rows = await (
+            t.select(t.client_id, t.created_at).where((t.account_id == account_id) & t.used_at.is_not_null()).run()
+        )
         last: dict[str, dt.datetime] = {}
         for row in rows:
             if row["client_id"] not in last or row["created_at"] > last[row["client_id"]]:
                 last[row["client_id"]] = row["created_at"]
-        return [{"name": c.config.name, "description": c.config.description, "url": c.config.start_url,
-                 "last_used": last[c.id].astimezone(PARIS).strftime("%d/%m/%Y à %H:%M") if c.id in last else ""}
-                for c in listed]
+        return [
+            {
+                "name": c.config.name,
+                "description": c.config.description,
+                "url": c.config.start_url,
+                "last_used": last[c.id].astimezone(PARIS).strftime("%d/%m/%Y à %H:%M") if c.id in last else "",
+            }
+            for c in listed
+        ]
 
     async def purge(self, now: dt.datetime) -> None:
         """Drop grants a day past their code's expiry whose tokens are all dead, dead tokens, spent assertions."""
@@ -569,8 +690,12 @@ class Provider:
         tokens = self.services.database.t.OidcToken
         grants = self.services.database.t.OidcGrant
         now = self.services.now()
-        rows = await tokens.select(tokens.grant_id, tokens.expires_at, tokens.revoked_at).where(
-            tokens.token_hash == token_digest(token.strip())).limit(1).run()
+        rows = (
+            await tokens.select(tokens.grant_id, tokens.expires_at, tokens.revoked_at)
+            .where(tokens.token_hash == token_digest(token.strip()))
+            .limit(1)
+            .run()
+        )
         if not rows or rows[0]["revoked_at"] is not None or rows[0]["expires_at"] <= now:
             raise OidcError("invalid_token", "the access token is invalid, expired or revoked", status=401)
         found = await grants.select().where((grants.id == rows[0]["grant_id"]) & grants.revoked_at.is_null()).run()

@@ -1,4 +1,5 @@
 """HTTP endpoints of the OpenID Connect provider and of forward auth: decode, call the provider, answer."""
+
 from __future__ import annotations
 
 import logging
@@ -37,13 +38,19 @@ def provider_of(request: Request[Any, Any, Any]) -> Provider:
 
 
 def _json(content: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
-    return Response(content=content, status_code=status, media_type="application/json",
-                    headers={**JSON_HEADERS, **(headers or {})})
+    return Response(
+        content=content, status_code=status, media_type="application/json", headers={**JSON_HEADERS, **(headers or {})}
+    )
 
 
 def _oauth_error(error: OidcError) -> Response[Any]:
-    headers = {"www-authenticate": 'Basic realm="guichet"'} if error.status == 401 and error.error == "invalid_client" \
-        else {"www-authenticate": f'Bearer error="{error.error}"'} if error.error == "invalid_token" else {}
+    headers = (
+        {"www-authenticate": 'Basic realm="guichet"'}
+        if error.status == 401 and error.error == "invalid_client"
+        else {"www-authenticate": f'Bearer error="{error.error}"'}
+        if error.error == "invalid_token"
+        else {}
+    )
     return _json({"error": error.error, "error_description": error.description}, error.status, headers)
 
 
@@ -101,8 +108,12 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
     try:
         client, redirect_uri = provider.client_and_redirect(params)
     except OidcError as error:
-        await services.audit("oidc.refused", client=client_address(request), reason=error.error,
-                             client_id=params.get("client_id", "")[:64])
+        await services.audit(
+            "oidc.refused",
+            client=client_address(request),
+            reason=error.error,
+            client_id=params.get("client_id", "")[:64],
+        )
         return error_page(request, 400, "Demande invalide", error.description)
     state = params.get("state", "")
     try:
@@ -116,17 +127,25 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
     if account is not None and data is not None and account["credentials_version"] != data.credentials_version:
         account = None
     now_ms = int(services.now().timestamp() * 1000)
-    needs_login = (account is None or data is None or "login" in auth.prompt
-                   or (auth.max_age is not None and now_ms - data.auth_ms > auth.max_age * 1000)
-                   or (ACR_CODE in auth.acr_values and data.auth_via != "code"))
+    needs_login = (
+        account is None
+        or data is None
+        or "login" in auth.prompt
+        or (auth.max_age is not None and now_ms - data.auth_ms > auth.max_age * 1000)
+        or (ACR_CODE in auth.acr_values and data.auth_via != "code")
+    )
     if needs_login:
         if "none" in auth.prompt:
             return _back_to_client(provider, redirect_uri, state, error="login_required")
         # the request comes back after the login without what asked for it, so it cannot loop: the
         # fresh auth_time in the ID token is what tells the client a new login happened
         kept = [(k, v) for k, v in params.items() if k not in ("prompt", "max_age")]
-        return go(request, _login_url(f"{AUTHORIZE_PATH}?{urlencode(kept)}",
-                                      force_code="login" in auth.prompt or ACR_CODE in auth.acr_values))
+        return go(
+            request,
+            _login_url(
+                f"{AUTHORIZE_PATH}?{urlencode(kept)}", force_code="login" in auth.prompt or ACR_CODE in auth.acr_values
+            ),
+        )
     assert account is not None and data is not None
     forced = next_url_for(account)
     if forced != "/espace-prive":  # personalisation or contact confirmation first, then back here
@@ -139,17 +158,24 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
         if "none" in auth.prompt:
             return _back_to_client(provider, redirect_uri, state, error="consent_required")
         return _consent_page(request, client, auth, request.url.path + "?" + request.url.query)
-    code = await provider.issue_code(auth, account_id=account["id"], auth_ms=data.auth_ms, via=data.auth_via,
-                                     login_ref=data.login_ref)
+    code = await provider.issue_code(
+        auth, account_id=account["id"], auth_ms=data.auth_ms, via=data.auth_via, login_ref=data.login_ref
+    )
     return _back_to_client(provider, redirect_uri, state, code=code)
 
 
 def _consent_page(request: Request[Any, Any, Any], client: Client, auth: AuthRequest, return_to: str) -> Response[Any]:
     caisse = services_of(request).config.caisse.name
-    return render(request, "steps/oidc/consentement.html",
-                  {"client": client.config, "data": [SCOPE_LABELS[s] for s in auth.scope if s in SCOPE_LABELS],
-                   "retour": return_to},
-                  title=f"Autorisation — Mon espace privé — {caisse}")
+    return render(
+        request,
+        "steps/oidc/consentement.html",
+        {
+            "client": client.config,
+            "data": [SCOPE_LABELS[s] for s in auth.scope if s in SCOPE_LABELS],
+            "retour": return_to,
+        },
+        title=f"Autorisation — Mon espace privé — {caisse}",
+    )
 
 
 @post("/oidc/consentement", include_in_schema=False)
@@ -162,8 +188,9 @@ async def consent(request: Request[Any, Any, Any]) -> Response[Any]:
     parts = urlsplit(target)
     params = _single_params(parse_qsl(parts.query)) if parts.path == AUTHORIZE_PATH else None
     session = session_of(request)
-    account = await current_account(services, session) \
-        if session.data is not None and session.data.level == FULL else None
+    account = (
+        await current_account(services, session) if session.data is not None and session.data.level == FULL else None
+    )
     if params is None or account is None:
         return go(request, "/connexion")
     try:
@@ -212,8 +239,6 @@ async def userinfo_post(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _userinfo(request)
 
 
-
-
 def origin(uri: str) -> str:
     parts = urlsplit(uri)
     return f"{parts.scheme}://{parts.netloc}"
@@ -222,8 +247,13 @@ def origin(uri: str) -> str:
 def csp(base: str, provider: Provider) -> bytes:
     """The site's CSP, where a form whose answer leads on to a service (the login, the consent
     screen, the logout) may end at that service's registered addresses."""
-    origins = sorted({origin(uri) for client in provider.clients.values()
-                      for uri in (*client.config.redirect_uris, *client.config.post_logout_redirect_uris)})
+    origins = sorted(
+        {
+            origin(uri)
+            for client in provider.clients.values()
+            for uri in (*client.config.redirect_uris, *client.config.post_logout_redirect_uris)
+        }
+    )
     return base.replace("form-action 'self'", " ".join(["form-action 'self'", *origins])).encode()
 
 
@@ -256,14 +286,19 @@ async def end_session(request: Request[Any, Any, Any]) -> Response[Any]:
     params = _single_params(list(request.query_params.items()))
     target = await _logout_target(request, params) if params is not None else None
     if target is None:
-        return error_page(request, 400, "Demande invalide",
-                          "L'adresse de retour demandée par ce service n'est pas enregistrée.")
+        return error_page(
+            request, 400, "Demande invalide", "L'adresse de retour demandée par ce service n'est pas enregistrée."
+        )
     session = session_of(request)
     if session.data is None or session.data.level != FULL:
         return _after_logout(target)
     caisse = services_of(request).config.caisse.name
-    return render(request, "steps/oidc/deconnexion.html", {"target": target[0], "state": target[1], "client_id": target[2]},
-                  title=f"Déconnexion — Mon espace privé — {caisse}")
+    return render(
+        request,
+        "steps/oidc/deconnexion.html",
+        {"target": target[0], "state": target[1], "client_id": target[2]},
+        title=f"Déconnexion — Mon espace privé — {caisse}",
+    )
 
 
 def _after_logout(target: tuple[str, str, str]) -> Response[Any]:
@@ -278,9 +313,18 @@ def _after_logout(target: tuple[str, str, str]) -> Response[Any]:
 async def end_session_confirmed(request: Request[Any, Any, Any]) -> Response[Any]:
     services = services_of(request)
     form = await form_of(request)
-    target = await _logout_target(request, {"post_logout_redirect_uri": form.get("target", ""),
-                                            "client_id": form.get("client_id", ""), "state": form.get("state", "")}) \
-        if form.get("target") else ("", "", "")
+    target = (
+        await _logout_target(
+            request,
+            {
+                "post_logout_redirect_uri": form.get("target", ""),
+                "client_id": form.get("client_id", ""),
+                "state": form.get("state", ""),
+            },
+        )
+        if form.get("target")
+        else ("", "", "")
+    )
     session = session_of(request)
     notify = await end_login(request)
     await services.sessions.end(session)
@@ -298,8 +342,9 @@ async def end_login(request: Request[Any, Any, Any]) -> BackgroundTask | None:
         return None
     try:
         clients = await provider.end_login(session.data.login_ref, session.data.account_id)
-        await services_of(request).audit("oidc.logout", account_id=session.data.account_id,
-                                         client=client_address(request), clients=",".join(clients))
+        await services_of(request).audit(
+            "oidc.logout", account_id=session.data.account_id, client=client_address(request), clients=",".join(clients)
+        )
         notices = await provider.logout_tokens(session.data.login_ref, session.data.account_id, clients)
     except Exception as exc:
         if not is_store_failure(exc):
@@ -338,8 +383,12 @@ async def forward_auth(request: Request[Any, Any, Any]) -> Response[Any]:
     session = session_of(request)
     data = session.data
     account = await current_account(services, session) if data is not None and data.level == FULL else None
-    if account is None or data is None or account["credentials_version"] != data.credentials_version \
-            or next_url_for(account) != "/espace-prive":
+    if (
+        account is None
+        or data is None
+        or account["credentials_version"] != data.credentials_version
+        or next_url_for(account) != "/espace-prive"
+    ):
         original = return_target(request.headers.get("x-original-uri", ""))
         login = _login_url(original, force_code=False) if original else "/connexion"
         # absolute: nginx's ``error_page 401 =302 $url`` redirects the browser only to a full URL
@@ -347,21 +396,33 @@ async def forward_auth(request: Request[Any, Any, Any]) -> Response[Any]:
     now = int(services.now().timestamp())
     subject = await provider.subject(account["id"], FORWARD_SECTOR)
     acr = ACR_CODE if data.auth_via == "code" else ACR_TRUSTED_BROWSER
-    claims: dict[str, Any] = {"iss": provider.issuer, "sub": subject, "aud": FORWARD_AUDIENCE, "iat": now,
-                              "exp": now + services.config.oidc.forward_auth_token_seconds,
-                              "auth_time": data.auth_ms // 1000, "acr": acr,
-                              "amr": ["pwd", "otp", "mfa"] if data.auth_via == "code" else ["pwd"],
-                              "family_name": account["last_name"], "given_name": account["first_name"]}
+    claims: dict[str, Any] = {
+        "iss": provider.issuer,
+        "sub": subject,
+        "aud": FORWARD_AUDIENCE,
+        "iat": now,
+        "exp": now + services.config.oidc.forward_auth_token_seconds,
+        "auth_time": data.auth_ms // 1000,
+        "acr": acr,
+        "amr": ["pwd", "otp", "mfa"] if data.auth_via == "code" else ["pwd"],
+        "family_name": account["last_name"],
+        "given_name": account["first_name"],
+    }
     signed = await provider.sign("ES256", claims)
-    return Response(content=b"", status_code=200, headers={
-        "x-guichet-sujet": subject, "x-guichet-niveau": acr,
-        # names may hold accents: percent-encoded UTF-8, so a header stays ASCII
-        "x-guichet-nom": quote(account["last_name"], safe=""),
-        "x-guichet-prenom": quote(account["first_name"], safe=""),
-        "x-guichet-jeton": signed})
+    return Response(
+        content=b"",
+        status_code=200,
+        headers={
+            "x-guichet-sujet": subject,
+            "x-guichet-niveau": acr,
+            # names may hold accents: percent-encoded UTF-8, so a header stays ASCII
+            "x-guichet-nom": quote(account["last_name"], safe=""),
+            "x-guichet-prenom": quote(account["first_name"], safe=""),
+            "x-guichet-jeton": signed,
+        },
+    )
 
 
 def route_handlers(forward: bool) -> list[Any]:
-    handlers = [discovery, jwks, authorize, consent, token, userinfo, userinfo_post, end_session,
-                end_session_confirmed]
+    handlers = [discovery, jwks, authorize, consent, token, userinfo, userinfo_post, end_session, end_session_confirmed]
     return handlers + [forward_auth] if forward else handlers

@@ -1,6 +1,7 @@
 """guichet-webhook-channel's own tests, as its CI runs them: guichet's test kit only (the ``guichet``
 pytest plugin's fixtures and ``guichet.testing``), real local HTTP receivers, the plugin found by the
 entry point this distribution declares (``pip install -e .`` first)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,9 @@ from guichet.testing import DEFAULT_PLUGINS, HttpSink, assert_channel_conforms, 
 
 SECRET = "webhook-shared-secret-for-tests"
 NIR = "1850578006084"
-MARIE = Recipient(name="Marie DUPONT", email="marie.dupont@exemple.fr", mobile="+33612345678",
-                  addresses={"identifier": NIR})
+MARIE = Recipient(
+    name="Marie DUPONT", email="marie.dupont@exemple.fr", mobile="+33612345678", addresses={"identifier": NIR}
+)
 
 
 def settings(url: str, **extra: str) -> str:
@@ -36,7 +38,9 @@ def verify(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
 
 
 def test_the_plugin_conforms(guichet_config: Callable[..., Any]) -> None:
-    info = assert_plugin_conforms("webhook", config=guichet_config(settings("http://127.0.0.1:9/x"), enabled=["webhook"]))
+    info = assert_plugin_conforms(
+        "webhook", config=guichet_config(settings("http://127.0.0.1:9/x"), enabled=["webhook"])
+    )
     assert info.source.startswith("guichet-webhook-channel ") and info.module == "guichet_webhook.hooks"
     assert info.hooks == ("guichet_channels",)
 
@@ -52,7 +56,9 @@ async def test_the_channel_conforms_and_the_receiver_can_trust_what_arrives(guic
         assert request.method == "POST" and request.headers["Content-Type"] == "application/json"
         assert verify(SECRET, request.headers["X-Guichet-Signature"], request.body)
         assert not verify("another-secret", request.headers["X-Guichet-Signature"], request.body)
-        assert not verify(SECRET, request.headers["X-Guichet-Signature"], request.body.replace(b"\"template\"", b"\"templatE\""))
+        assert not verify(
+            SECRET, request.headers["X-Guichet-Signature"], request.body.replace(b'"template"', b'"templatE"')
+        )
         document = request.json()
         assert document["id"] == message.id and document["template"] == message.template
         assert document["caisse"] == "test" and document["payload"] == json.loads(json.dumps(message.payload))
@@ -73,10 +79,20 @@ async def test_a_retry_carries_the_same_idempotency_key(guichet_host: Callable[.
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"]
 
 
-@pytest.mark.parametrize(("answer", "permanent"), [((400, {}), True), ((404, {}), True), ((410, {}), True),
-                                                   ((408, {}), False), ((429, {}), False), ((500, {}), False)])
+@pytest.mark.parametrize(
+    ("answer", "permanent"),
+    [
+        ((400, {}), True),
+        ((404, {}), True),
+        ((410, {}), True),
+        ((408, {}), False),
+        ((429, {}), False),
+        ((500, {}), False),
+    ],
+)
 async def test_what_the_receiver_answers_decides_whether_guichet_retries(
-        guichet_host: Callable[..., Any], answer: tuple[int, dict[str, str]], permanent: bool) -> None:
+    guichet_host: Callable[..., Any], answer: tuple[int, dict[str, str]], permanent: bool
+) -> None:
     with HttpSink(always=answer) as receiver:
         channel = guichet_host(settings(receiver.url), enabled=["webhook"]).channel("webhook")
         with pytest.raises(DeliveryError) as refused:
@@ -107,8 +123,9 @@ async def test_the_message_carries_only_the_address_the_channel_reaches(guichet_
 
 # --- a channel of its own name, chosen by the caisse for its login and recovery codes ---------------------
 
-MESSAGERIE = dict(channel="messagerie", label_fr="dans votre messagerie MSA",
-                  destination_fr="votre messagerie sécurisée MSA")
+MESSAGERIE = dict(
+    channel="messagerie", label_fr="dans votre messagerie MSA", destination_fr="votre messagerie sécurisée MSA"
+)
 CODES = """
 [codes.login]
 channels = ["messagerie"]
@@ -119,7 +136,8 @@ channels = ["messagerie"]
 
 
 def test_a_caisse_chooses_the_channel_by_its_own_name_for_the_login_and_recovery_codes(
-        guichet_host: Callable[..., Any]) -> None:
+    guichet_host: Callable[..., Any],
+) -> None:
     host = guichet_host(settings("http://127.0.0.1:9/x", **MESSAGERIE) + CODES, enabled=[*DEFAULT_PLUGINS, "webhook"])
     channel = host.channel("messagerie")
     assert channel is not None and host.channel("webhook") is None
@@ -130,8 +148,10 @@ def test_a_caisse_chooses_the_channel_by_its_own_name_for_the_login_and_recovery
 
 
 def test_a_caisse_that_misspells_the_channel_is_told_which_exist(guichet_host: Callable[..., Any]) -> None:
-    host = guichet_host(settings("http://127.0.0.1:9/x", **MESSAGERIE) + CODES.replace('["messagerie"]', '["messagrie"]', 1),
-                        enabled=[*DEFAULT_PLUGINS, "webhook"])
+    host = guichet_host(
+        settings("http://127.0.0.1:9/x", **MESSAGERIE) + CODES.replace('["messagerie"]', '["messagrie"]', 1),
+        enabled=[*DEFAULT_PLUGINS, "webhook"],
+    )
     with pytest.raises(ConfigError) as refused:
         host.check_deliveries()
     assert "'messagrie'" in str(refused.value) and "messagerie" in str(refused.value).split("loaded channels:")[1]

@@ -7,6 +7,7 @@ Nothing here is imported until used: the pytest plugin loads in every pytest run
 installed, and aiosmtpd (a test dependency) is imported only when an ``SmtpSink`` is made.
 docs/plugins/testing.md shows a whole test module.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -29,10 +30,21 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "FrozenClock": "guichet.core.clock",
-    **dict.fromkeys(("BASE_CONFIG", "DEFAULT_PLUGINS", "TEST_SECRET", "base_with_plugins", "caisse_config",
-                     "config_text", "with_enabled"), "guichet.testing.config"),
-    **dict.fromkeys(("assert_channel_conforms", "assert_plugin_conforms", "sample_message"),
-                    "guichet.testing.conformance"),
+    **dict.fromkeys(
+        (
+            "BASE_CONFIG",
+            "DEFAULT_PLUGINS",
+            "TEST_SECRET",
+            "base_with_plugins",
+            "caisse_config",
+            "config_text",
+            "with_enabled",
+        ),
+        "guichet.testing.config",
+    ),
+    **dict.fromkeys(
+        ("assert_channel_conforms", "assert_plugin_conforms", "sample_message"), "guichet.testing.conformance"
+    ),
     "PluginSite": "guichet.testing.dists",
     **dict.fromkeys(("HttpSink", "Recorded", "SmtpSink", "free_port"), "guichet.testing.sinks"),
 }

@@ -1,4 +1,5 @@
 """Caisse configs for tests: a small valid caisse, with the plugins and the extra TOML a test needs."""
+
 from __future__ import annotations
 
 import re
@@ -50,20 +51,28 @@ def base_with_plugins(*names: str) -> str:
     return with_enabled([*DEFAULT_PLUGINS, *names])
 
 
-def config_text(extra: str = "", *, database_url: str, enabled: Iterable[str] | None = None,
-                base: str = BASE_CONFIG) -> str:
+def config_text(
+    extra: str = "", *, database_url: str, enabled: Iterable[str] | None = None, base: str = BASE_CONFIG
+) -> str:
     """The TOML of a test caisse: ``base`` (its plugins replaced by ``enabled`` when given), then
     ``extra`` (dedented), then the database."""
     text = base if enabled is None else with_enabled(enabled, base)
     return text + "\n" + textwrap.dedent(extra) + f'\n[database]\nurl = "{database_url}"\n'
 
 
-def caisse_config(directory: Path, extra: str = "", *, database_url: str | None = None,
-                  enabled: Iterable[str] | None = None, base: str = BASE_CONFIG) -> CaisseConfig:
+def caisse_config(
+    directory: Path,
+    extra: str = "",
+    *,
+    database_url: str | None = None,
+    enabled: Iterable[str] | None = None,
+    base: str = BASE_CONFIG,
+) -> CaisseConfig:
     """A validated CaisseConfig whose relative paths (spool folders, templates) and SQLite database
     (``guichet.sqlite``, unless ``database_url`` is given) are in ``directory``."""
     from guichet.core.config import decode_config
 
     url = database_url or f"sqlite:///{directory / 'guichet.sqlite'}"
-    return decode_config(config_text(extra, database_url=url, enabled=enabled, base=base), source="test.toml",
-                         base_dir=str(directory))
+    return decode_config(
+        config_text(extra, database_url=url, enabled=enabled, base=base), source="test.toml", base_dir=str(directory)
+    )

@@ -1,5 +1,6 @@
 """Conformance checks a plugin author runs in their own CI: what guichet expects of a channel and of a
 plugin module, checked the way guichet itself will use them. Each raises AssertionError with the reason."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,17 +28,30 @@ def _fail(reason: str) -> typing.NoReturn:
     raise AssertionError(reason)
 
 
-def sample_message(template: str, recipient: Recipient, *, channel: str, id: int = 1,
-                   payload: dict[str, Any] | None = None, caisse_name: str = "MSA Test",
-                   created_at: dt.datetime | None = None) -> Message:
+def sample_message(
+    template: str,
+    recipient: Recipient,
+    *,
+    channel: str,
+    id: int = 1,
+    payload: dict[str, Any] | None = None,
+    caisse_name: str = "MSA Test",
+    created_at: dt.datetime | None = None,
+) -> Message:
     """A message as the outbox worker hands it to a channel; the payload holds the longest values the
     core puts in each key (``guichet.core.delivery_templates.SAMPLE_PAYLOAD``) unless given."""
     from guichet.core.delivery_templates import SAMPLE_PAYLOAD
     from guichet.core.structs import Message
 
-    return Message(id=id, channel=channel, template=template, recipient=recipient,
-                   payload=dict(SAMPLE_PAYLOAD if payload is None else payload), caisse_name=caisse_name,
-                   created_at=created_at or dt.datetime.now(dt.timezone.utc))
+    return Message(
+        id=id,
+        channel=channel,
+        template=template,
+        recipient=recipient,
+        payload=dict(SAMPLE_PAYLOAD if payload is None else payload),
+        caisse_name=caisse_name,
+        created_at=created_at or dt.datetime.now(dt.UTC),
+    )
 
 
 def _shown(recipient: Recipient) -> list[str]:
@@ -54,15 +68,18 @@ def _check_reason(error: Exception, message: Message, secrets: Iterable[str], wh
     leaked = [v for v in message.payload.values() if isinstance(v, str) and len(v) >= 4 and v in reason]
     leaked += [v for v in _shown(message.recipient) if v in reason]
     if leaked or any(s and s in reason for s in secrets):
-        _fail(f"{what}: the DeliveryError's reason shows a payload value, an address or a secret; it is stored "
-              "in last_error and logged (say what failed, never with what)")
+        _fail(
+            f"{what}: the DeliveryError's reason shows a payload value, an address or a secret; it is stored "
+            "in last_error and logged (say what failed, never with what)"
+        )
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None and not (isinstance(retry_after, (int, float)) and retry_after >= 0):
         _fail(f"{what}: retry_after must be a number of seconds, >= 0, or None")
 
 
-async def assert_channel_conforms(channel: Channel, recipient: Recipient, *, failing: Channel | None = None,
-                                  secrets: Iterable[str] = ()) -> list[Message]:
+async def assert_channel_conforms(
+    channel: Channel, recipient: Recipient, *, failing: Channel | None = None, secrets: Iterable[str] = ()
+) -> list[Message]:
     """Check a channel the way guichet uses it, and return the messages it was given to deliver.
 
     - its attributes (``name``, ``label_fr``, ``reaches``, ``carries``) and an ``async def send``, as the
@@ -91,13 +108,17 @@ async def assert_channel_conforms(channel: Channel, recipient: Recipient, *, fai
         if any(s in repr(candidate) or s in str(candidate) for s in secrets):
             _fail(f"the channel {candidate.name!r} shows a secret in its repr or str: write a __repr__ without it")
     if not CHANNEL_NAME.fullmatch(channel.name):
-        _fail(f"the channel name {channel.name!r} is what a caisse writes in its TOML: lower case letters, "
-              "digits and _, starting with a letter, at most 32")
+        _fail(
+            f"the channel name {channel.name!r} is what a caisse writes in its TOML: lower case letters, "
+            "digits and _, starting with a letter, at most 32"
+        )
     if channel.label_fr != channel.label_fr.strip():
         _fail(f"the label {channel.label_fr!r} completes a sentence: no leading or trailing space")
     if not recipient.reachable_by(channel.reaches):
-        _fail(f"the recipient given has no {channel.reaches!r} address, which the channel reaches: give one it can "
-              "be sent to")
+        _fail(
+            f"the recipient given has no {channel.reaches!r} address, which the channel reaches: give one it can "
+            "be sent to"
+        )
     sent = []
     for number, (template, what) in enumerate(TEMPLATE_CARRIES.items(), start=1):
         if what not in carries(channel):
@@ -111,18 +132,26 @@ async def assert_channel_conforms(channel: Channel, recipient: Recipient, *, fai
             _fail(f"send() returns None once the message is handed over; it returned {type(returned).__name__}")
         sent.append(message)
     if not sent:
-        _fail(f"the channel {channel.name!r} carries nothing core sends ({', '.join(sorted(set(TEMPLATE_CARRIES.values())))})")
-    unreachable = sample_message(sent[0].template, Recipient(name=recipient.name), channel=channel.name, id=len(sent) + 1)
+        _fail(
+            f"the channel {channel.name!r} carries nothing core sends ({', '.join(sorted(set(TEMPLATE_CARRIES.values())))})"
+        )
+    unreachable = sample_message(
+        sent[0].template, Recipient(name=recipient.name), channel=channel.name, id=len(sent) + 1
+    )
     try:
         await channel.send(unreachable)
     except DeliveryError as exc:
         if not exc.permanent:
-            _fail(f"a recipient without a {channel.reaches!r} address can never be reached: raise "
-                  "DeliveryError(permanent=True)")
+            _fail(
+                f"a recipient without a {channel.reaches!r} address can never be reached: raise "
+                "DeliveryError(permanent=True)"
+            )
         _check_reason(exc, unreachable, secrets, "a recipient without an address")
     else:
-        _fail(f"send() accepted a message for a recipient without a {channel.reaches!r} address: raise "
-              "DeliveryError(..., permanent=True)")
+        _fail(
+            f"send() accepted a message for a recipient without a {channel.reaches!r} address: raise "
+            "DeliveryError(..., permanent=True)"
+        )
     if failing is not None:
         refused = sample_message(sent[0].template, recipient, channel=failing.name, id=len(sent) + 2)
         try:
@@ -130,8 +159,10 @@ async def assert_channel_conforms(channel: Channel, recipient: Recipient, *, fai
         except DeliveryError as exc:
             _check_reason(exc, refused, secrets, "a failing server")
         except Exception as exc:
-            _fail(f"a failing server made send() raise {type(exc).__name__}: raise DeliveryError, permanent "
-                  "or not as the server's answer says")
+            _fail(
+                f"a failing server made send() raise {type(exc).__name__}: raise DeliveryError, permanent "
+                "or not as the server's answer says"
+            )
         else:
             _fail("send() returned through a failing server: it must raise DeliveryError")
     return sent
@@ -142,25 +173,31 @@ async def assert_channel_conforms(channel: Channel, recipient: Recipient, *, fai
 
 def _resolve(plugin: ModuleType | str) -> tuple[str, ModuleType]:
     """The plugin's name (as a caisse enables it) and its module of hook implementations."""
-    from guichet.core.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, available_plugins
     from importlib.metadata import entry_points
+
+    from guichet.core.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, available_plugins
 
     targets = {**{ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}, **BUILTIN_PLUGINS}
     if isinstance(plugin, str):
         if plugin not in targets:
-            _fail(f"no plugin named {plugin!r}: neither built in nor an entry point in the group "
-                  f"{ENTRY_POINT_GROUP!r} (installed: {', '.join(available_plugins())})")
+            _fail(
+                f"no plugin named {plugin!r}: neither built in nor an entry point in the group "
+                f"{ENTRY_POINT_GROUP!r} (installed: {', '.join(available_plugins())})"
+            )
         return plugin, importlib.import_module(targets[plugin])
     names = [name for name, target in targets.items() if target == plugin.__name__]
     if not names:
-        _fail(f"no entry point in the group {ENTRY_POINT_GROUP!r} names {plugin.__name__}: declare it in "
-              f"pyproject.toml, [project.entry-points.{ENTRY_POINT_GROUP}] your_name = \"{plugin.__name__}\", "
-              "and install the distribution")
+        _fail(
+            f"no entry point in the group {ENTRY_POINT_GROUP!r} names {plugin.__name__}: declare it in "
+            f'pyproject.toml, [project.entry-points.{ENTRY_POINT_GROUP}] your_name = "{plugin.__name__}", '
+            "and install the distribution"
+        )
     return names[0], plugin
 
 
-def assert_plugin_conforms(plugin: ModuleType | str, *, config: CaisseConfig | None = None,
-                           allow_deprecated: bool = False) -> PluginInfo:
+def assert_plugin_conforms(
+    plugin: ModuleType | str, *, config: CaisseConfig | None = None, allow_deprecated: bool = False
+) -> PluginInfo:
     """Check a plugin module (or the plugin a caisse enables by this name) the way guichet loads it, and
     return what ``guichet plugins`` shows of it.
 
@@ -188,14 +225,18 @@ def assert_plugin_conforms(plugin: ModuleType | str, *, config: CaisseConfig | N
         hook = options.get("specname") or attribute
         where = f"{module.__name__}.{attribute}"
         if getattr(function, "__module__", "").startswith("guichet.core."):
-            _fail(f"{where} is {function.__module__}'s own implementation, imported into the plugin: pluggy "
-                  f"registers it again as the plugin's; import the module ({function.__module__}) instead")
+            _fail(
+                f"{where} is {function.__module__}'s own implementation, imported into the plugin: pluggy "
+                f"registers it again as the plugin's; import the module ({function.__module__}) instead"
+            )
         if hook not in specs:
             close = difflib.get_close_matches(hook, specs, n=1)
             _fail(f"{where}: guichet has no hook {hook!r}" + (f"; did you mean {close[0]}?" if close else ""))
         if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
-            _fail(f"{where} is async: hook implementations are plain def (return an awaitable, or an object "
-                  "with async methods, and guichet awaits it)")
+            _fail(
+                f"{where} is async: hook implementations are plain def (return an awaitable, or an object "
+                "with async methods, and guichet awaits it)"
+            )
         signature = inspect.signature(function)
         parameters = list(signature.parameters)
         untyped = [p for p, v in signature.parameters.items() if v.annotation is inspect.Parameter.empty]
@@ -204,8 +245,10 @@ def assert_plugin_conforms(plugin: ModuleType | str, *, config: CaisseConfig | N
             _fail(f"{where}: no type for {', '.join(untyped)} (the hook's types are in guichet.core.hookspecs)")
         allowed = list(inspect.signature(specs[hook]).parameters)
         if set(parameters) - set(allowed):
-            _fail(f"{where} takes {', '.join(sorted(set(parameters) - set(allowed)))}, which {hook} does not "
-                  f"pass (it passes {', '.join(allowed) or 'nothing'})")
+            _fail(
+                f"{where} takes {', '.join(sorted(set(parameters) - set(allowed)))}, which {hook} does not "
+                f"pass (it passes {', '.join(allowed) or 'nothing'})"
+            )
         spec_options = specs[hook].guichet_spec  # type: ignore[attr-defined]
         retired = [spec_options.get("warn_on_impl")]
         retired += [w for arg, w in (spec_options.get("warn_on_impl_args") or {}).items() if arg in parameters]

@@ -1,5 +1,6 @@
 """Plugins installed for one test without pip: a dist-info folder with its entry points on sys.path,
 which is all ``importlib.metadata`` (and so guichet's plugin loader) reads."""
+
 from __future__ import annotations
 
 import importlib
@@ -27,8 +28,9 @@ class PluginSite:
         self.packages: list[str] = []
         monkeypatch.syspath_prepend(str(folder))
 
-    def add_distribution(self, dist: str, *, entry_points: Mapping[str, str], package_dirs: Iterable[Path] = (),
-                         version: str = "0.1") -> None:
+    def add_distribution(
+        self, dist: str, *, entry_points: Mapping[str, str], package_dirs: Iterable[Path] = (), version: str = "0.1"
+    ) -> None:
         """A distribution named ``dist`` whose ``guichet`` entry points map plugin names to modules;
         ``package_dirs`` are folders holding its packages (an example's ``src``), put on sys.path too."""
         info = self.folder / f"{dist.replace('-', '_')}-{version}.dist-info"

@@ -18,6 +18,7 @@ with guichet installed collects its tests as fast as without.
 ``guichet_plugin_site``
     A ``PluginSite``: distributions installed for this test only (entry points without pip).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -53,13 +54,15 @@ def guichet_clock() -> FrozenClock:
 
 
 @pytest.fixture
-def guichet_context(guichet_config: Callable[..., CaisseConfig],
-                    guichet_clock: FrozenClock) -> Callable[..., PluginContext]:
+def guichet_context(
+    guichet_config: Callable[..., CaisseConfig], guichet_clock: FrozenClock
+) -> Callable[..., PluginContext]:
     from guichet.core.context import PluginContext
     from guichet.core.database import Database
 
-    def factory(extra: str = "", *, enabled: list[str] | None = None, config: CaisseConfig | None = None,
-                demo: Any = None) -> PluginContext:
+    def factory(
+        extra: str = "", *, enabled: list[str] | None = None, config: CaisseConfig | None = None, demo: Any = None
+    ) -> PluginContext:
         config = config or guichet_config(extra, enabled=enabled)
         return PluginContext(config=config, database=Database.from_config(config), clock=guichet_clock, demo=demo)
 
@@ -70,8 +73,9 @@ def guichet_context(guichet_config: Callable[..., CaisseConfig],
 def guichet_host(guichet_context: Callable[..., PluginContext]) -> Callable[..., PluginHost]:
     from guichet.core.plugins import PluginHost
 
-    def factory(extra: str = "", *, enabled: list[str] | None = None, config: CaisseConfig | None = None,
-                channels: bool = True) -> PluginHost:
+    def factory(
+        extra: str = "", *, enabled: list[str] | None = None, config: CaisseConfig | None = None, channels: bool = True
+    ) -> PluginHost:
         context = guichet_context(extra, enabled=enabled, config=config)
         return PluginHost(context.config, context, channels=channels)
 

@@ -1,6 +1,7 @@
 """Real local servers that keep what a channel sends: an SMTP sink (aiosmtpd) and a scripted HTTP sink
 (an SMS gateway, a webhook receiver). Each runs in a thread of its own, so the test's event loop and
 the channel's client work as they do in production."""
+
 from __future__ import annotations
 
 import asyncio
@@ -59,10 +60,17 @@ class SmtpSink:
     (``pip install "guichet-auth[testing]"``), imported only when a sink is made.
     """
 
-    def __init__(self, port: int | None = None, *, rcpt_reply: str = "", data_reply: str = "",
-                 credentials: tuple[str, str] | None = None,
-                 on_message: Callable[[Any], None] | None = None, hold: threading.Event | None = None,
-                 before_reply: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        rcpt_reply: str = "",
+        data_reply: str = "",
+        credentials: tuple[str, str] | None = None,
+        on_message: Callable[[Any], None] | None = None,
+        hold: threading.Event | None = None,
+        before_reply: Callable[[Any], None] | None = None,
+    ) -> None:
         """``hold``: every message's DATA is answered only once the event is set (``arrived`` lists
         them as they come); ``before_reply`` runs on each message once it is taken in (in
         ``messages``), before its 250 is sent: what it does (kill the client, break its database)
@@ -71,7 +79,9 @@ class SmtpSink:
             from aiosmtpd.controller import Controller
             from aiosmtpd.smtp import AuthResult
         except ImportError:
-            raise ImportError('SmtpSink needs aiosmtpd, a test dependency: pip install "guichet-auth[testing]"') from None
+            raise ImportError(
+                'SmtpSink needs aiosmtpd, a test dependency: pip install "guichet-auth[testing]"'
+            ) from None
         self.port = port or free_port()
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
@@ -84,6 +94,7 @@ class SmtpSink:
         self.lock = threading.Lock()
         kwargs: dict[str, Any] = {}
         if credentials is not None:
+
             def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
                 ok = (auth_data.login.decode(), auth_data.password.decode()) == credentials
                 return AuthResult(success=ok, handled=False, auth_data=auth_data.login.decode() if ok else None)
@@ -144,8 +155,9 @@ class HttpSink:
                     entry = sink.script.pop(0) if sink.script else sink.always
                     status, headers = entry[0], entry[1]
                     key = self.headers.get(sink.honour_key, "") if sink.honour_key else ""
-                    if status < 300 and not (key and any(r.headers.get(sink.honour_key) == key
-                                                         for r in sink.delivered)):
+                    if status < 300 and not (
+                        key and any(r.headers.get(sink.honour_key) == key for r in sink.delivered)
+                    ):
                         sink.delivered.append(recorded)
                 then = entry[2] if len(entry) > 2 else None
                 if then == "drop":

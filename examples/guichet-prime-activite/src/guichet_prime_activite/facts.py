@@ -1,4 +1,5 @@
 """The payments of the prime d'activité, read from the caisse's export, as facts of a registry record."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Hook implementations: the registry facts, the question, the form of its answers, their check."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,5 @@
 """The settings table of the prime d'activité question."""
+
 from __future__ import annotations
 
 from typing import Annotated

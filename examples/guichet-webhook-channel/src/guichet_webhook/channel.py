@@ -1,4 +1,5 @@
 """WebhookChannel: one signed JSON POST per message."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,12 @@ class WebhookChannel:
 
     def body(self, message: Message) -> bytes:
         document: dict[str, Any] = {
-            "id": message.id, "template": message.template, "caisse": self.context.config.caisse.id,
-            "created_at": message.created_at, "recipient": message.recipient, "payload": message.payload,
+            "id": message.id,
+            "template": message.template,
+            "caisse": self.context.config.caisse.id,
+            "created_at": message.created_at,
+            "recipient": message.recipient,
+            "payload": message.payload,
         }
         return msgspec.json.encode(document)
 
@@ -64,7 +69,9 @@ class WebhookChannel:
         if 200 <= status < 300:
             return
         if status in (408, 429) or status >= 500:
-            raise DeliveryError(f"webhook answered {status}", permanent=False,
-                                retry_after=retry_after_seconds(response.headers.get("Retry-After"),
-                                                                self.context.clock.now()))
+            raise DeliveryError(
+                f"webhook answered {status}",
+                permanent=False,
+                retry_after=retry_after_seconds(response.headers.get("Retry-After"), self.context.clock.now()),
+            )
         raise DeliveryError(f"webhook refused the message: {status}", permanent=True)

@@ -1,4 +1,5 @@
 """Hook implementations of the webhook channel: the entry point's target."""
+
 from __future__ import annotations
 
 from guichet.core import Channel, PluginContext, hookimpl

@@ -1,4 +1,5 @@
 """The webhook settings table."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
