@@ -5,7 +5,9 @@
 Starts the demo server (config/demo.toml, derived into a temporary folder as the browser tests do),
 then drives the same journeys as tests/browser with Debian's chromium: registration, login with the
 email code, the forced personalisation, the contact confirmation, Mon compte and the forgotten
-password; plus the login page of MSA Provence Azur, to show a caisse's own colour.
+password; Mes données and closing the account; the logout's confirmation; the accessibility
+statement, données personnelles and mentions légales; plus the login page of MSA Provence Azur, to
+show a caisse's own colour.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ SHOTS = {
     "coordonnees": "12-confirmation-coordonnees",
     "mon-compte": "13-mon-compte",
     "oubli-canal": "14-mot-de-passe-oublie-canal",
+    "mes-donnees": "16-mes-donnees",
+    "fermeture": "17-fermer-mon-espace",
+    "deconnexion": "18-deconnexion-confirmee",
+    "accessibilite": "19-accessibilite",
+    "donnees-personnelles": "20-donnees-personnelles",
+    "mentions-legales": "21-mentions-legales",
 }
 
 
@@ -92,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             b.act(b.page.get_by_role("link", name="Continuer >"), "coordonnees", swap=False)
             confirm_contacts(b, person)
             b.act(b.page.get_by_role("link", name="Mon compte").first, "mon-compte", swap=False)
+            b.goto("/mon-compte/mes-donnees", "mes-donnees")
+            b.goto("/mon-compte/fermeture", "fermeture")
             b.click_button("Se déconnecter", "deconnexion", swap=False)
+            for page in ("accessibilite", "donnees-personnelles", "mentions-legales"):
+                b.goto(f"/{page}", page)
             b.goto("/mot-de-passe-oublie/identifiant", "oubli-identifiant")
             b.fill("identifier", person.nir_with_key)
             b.click_button("Suivant >", "oubli-canal", swap=True)
