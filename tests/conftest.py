@@ -16,6 +16,8 @@ from guichet.core.clock import FrozenClock
 from guichet.core.config import CaisseConfig
 from guichet.core.database import Database
 from guichet.testing import BASE_CONFIG
+from guichet.testing import TEST_SECRET as TEST_SECRET  # re-exported: tests import it from here
+from guichet.testing import free_port as free_port  # re-exported: tests import it from here
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config"
