@@ -81,8 +81,9 @@ def no_word_broken(page: Page, selector: str) -> list[str]:
 
 
 def footer_at_the_bottom(page: Page) -> None:
-    """The assistance footer ends at the bottom of the window on a short page, at the end of a long one."""
-    bottom, window, document = page.evaluate("""() => [document.querySelector('footer.assistance')
+    """The page's foot (the assistance footer, then the legal links) ends at the bottom of the window on a
+    short page, at the end of a long one."""
+    bottom, window, document = page.evaluate("""() => [document.body.lastElementChild
         .getBoundingClientRect().bottom + window.scrollY, window.innerHeight, document.documentElement.scrollHeight]""")
     assert abs(bottom - max(window, document)) <= 2, (bottom, window, document)
 
