@@ -112,7 +112,7 @@ def test_a_service_logs_in_through_guichet_with_code_trusted_browser_and_prompt_
         # logged out of guichet: the next login is a new one, on a browser that is now trusted
         page.goto(f"{issuer}/espace-prive")
         page.get_by_role("button", name="Se déconnecter").click()
-        page.wait_for_url(f"{issuer}/")
+        page.wait_for_url(f"{issuer}/?deconnexion=faite")  # the logout is confirmed on the home page
         rp = RelyingParty(issuer, callback)
         second, asked = sign_in(page, rp, folder, callback)
         rp.close()
