@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-extensions",
 ]
 DEMO_SEED = 7
-DEMO_COUNT = 300
+DEMO_COUNT = 900  # enough people for every browser test on one server (test_citizen alone takes 48)
 SECRET = "browser-tests-only-secret-key-0123456789abcdef"
 
 

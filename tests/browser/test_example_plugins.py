@@ -204,8 +204,12 @@ def test_login_and_recovery_codes_come_by_the_secure_messaging(
     b.click_button("Valider", "messagerie-connexion-code-2", h1="Changement de votre mot de passe", swap=False)
     personalise(b, password[::-1], mistakes=False)
     # seed 002, steps 5-6: after a recovery, the contacts are confirmed before the private space
-    b.act(page.get_by_role("link", name="Continuer >"), "messagerie-coordonnees-2",
-          h1="Confirmation de vos coordonnées", swap=False)
+    b.act(
+        page.get_by_role("link", name="Continuer >"),
+        "messagerie-coordonnees-2",
+        h1="Confirmation de vos coordonnées",
+        swap=False,
+    )
     confirm_contacts(b, person, mistakes=False)
 
 

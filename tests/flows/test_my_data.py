@@ -103,7 +103,8 @@ async def test_the_export_never_holds_a_secret(portal: Portal, julien: Any) -> N
         for m in await portal.outbox()
         if m["payload"] and ("code" in m["payload"] or "password" in m["payload"])
     ]
-    secrets += [c.value for c in portal.client.cookies.jar if c.value]
+    # every cookie but the remembered code channel, whose value is a channel's name ("email"), no secret
+    secrets += [c.value for c in portal.client.cookies.jar if c.value and "code_channel" not in c.name]
     for secret in filter(None, secrets):
         assert str(secret) not in body and str(secret) not in page
     for word in ("hash", "hmac", "token", "credentials_version", "argon2"):
@@ -118,7 +119,7 @@ async def test_my_data_needs_a_full_login(portal: Portal, julien: Any) -> None:
     [temporary] = await portal.outbox("temporary_password")
     assert await login(portal, julien.identifier, temporary["payload"]["password"]) == "/changement-mot-de-passe"
     r = await portal.get("/mon-compte/mes-donnees.json")  # the temporary password still to personalise
-    assert r.status_code == 303 and r.headers["location"] == "/changement-mot-de-passe"
+    assert r.status_code == 303 and r.headers["location"].partition("?")[0] == "/changement-mot-de-passe"
 
 
 async def test_closing_the_account_notifies_keeps_the_journal_and_allows_a_new_registration(

@@ -60,7 +60,7 @@ async def first_login(portal: Portal, identifier: str, password: str) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/changement-mot-de-passe", field_errors(r)
     await personalise(portal, NEW_PASSWORD)
     r = await portal.get("/espace-prive")
-    assert r.headers["location"] == "/confirmation-coordonnees"
+    assert r.headers["location"] == "/confirmation-coordonnees?raison=coordonnees-a-confirmer"
     await portal.get("/confirmation-coordonnees")
     r = await portal.post("/confirmation-coordonnees", {"action": "confirmer"})
     assert r.headers["location"] == "/espace-prive"
