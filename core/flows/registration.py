@@ -264,16 +264,7 @@ async def submit_channel(
     if channel not in channels_for(services, state):
         return StepResult(step="canal", errors={"channel": "Veuillez choisir comment recevoir votre code de sécurité."})
     state.data["channel"] = channel
-    error = await send_code(
-        services,
-        purpose="registration",
-        binding=flow_id,
-        channel=channel,
-        recipient=_typed_recipient(state),
-        account_id=None,
-        template="registration_code",
-        client=client,
-    )
+    error = await _send_code(services, state, flow_id, channel, client=client)
     if error:
         return StepResult(step="canal", errors={"channel": error}, values={"channel": channel})
     advance(state, "canal", "code", PERSON_STEPS)
@@ -315,22 +306,29 @@ async def switch_channel(services: Services, state: FlowState, flow_id: str, *, 
     other = _other_channel(services, state, delivery.channel) if delivery and delivery.state == FAILED else None
     if other is None:
         return StepResult(step="code", errors={"code": NO_OTHER_CHANNEL})
-    error = await send_code(
-        services,
-        purpose="registration",
-        binding=flow_id,
-        channel=other,
-        recipient=_typed_recipient(state),
-        account_id=None,
-        template="registration_code",
-        after_failure=True,
-        client=client,
-    )
+    error = await _send_code(services, state, flow_id, other, client=client, after_failure=True)
     if error:
         return StepResult(step="code", errors={"code": error})
     state.data["channel"] = other  # the code that finishes the registration proves this contact now
     return StepResult(
         step="code", notice=f"Un nouveau code de sécurité vient de vous être envoyé {channel_label(services, other)}."
+    )
+
+
+async def _send_code(
+    services: Services, state: FlowState, flow_id: str, channel: str, *, client: str, after_failure: bool = False
+) -> str | None:
+    """The registration code, bound to this flow, to the contact typed on "Vos coordonnées"."""
+    return await send_code(
+        services,
+        purpose="registration",
+        binding=flow_id,
+        channel=channel,
+        recipient=_typed_recipient(state),
+        account_id=None,
+        template="registration_code",
+        after_failure=after_failure,
+        client=client,
     )
 
 
@@ -345,16 +343,7 @@ def _typed_recipient(state: FlowState) -> Recipient:
 
 async def resend_code(services: Services, state: FlowState, flow_id: str, *, client: str = "") -> StepResult:
     channel = state.data.get("channel", "")
-    error = await send_code(
-        services,
-        purpose="registration",
-        binding=flow_id,
-        channel=channel,
-        recipient=_typed_recipient(state),
-        account_id=None,
-        template="registration_code",
-        client=client,
-    )
+    error = await _send_code(services, state, flow_id, channel, client=client)
     if error:
         return StepResult(step="code", errors={"code": error})
     return StepResult(step="code", notice="Un nouveau code de sécurité vient de vous être envoyé.")
