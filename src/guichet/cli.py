@@ -27,6 +27,7 @@ from rich.table import Table
 
 import guichet
 from guichet.core.config import CaisseConfig, load_config, missing_extras, missing_secrets
+from guichet.core.context import DemoEndpoints
 from guichet.core.database import Database
 from guichet.core.errors import ConfigError, GuichetError
 
@@ -450,20 +451,22 @@ async def _reach_everything(config: CaisseConfig) -> list[tuple[bool, str]]:
     return results
 
 
+def _unstarted_demo(config: CaisseConfig) -> DemoEndpoints | None:
+    """In demo mode, where the demo mailbox's sinks will listen, without starting them: only
+    `guichet serve` runs them, a command only builds the channels or queues messages."""
+    from guichet.core.plugins import demo_mailbox
+
+    sinks = demo_mailbox(config)
+    return sinks.endpoints() if sinks is not None else None
+
+
 def _delivery_blockers(config: CaisseConfig) -> list[str]:
     """What `guichet serve` would refuse before it starts: plugins, channels, every purpose served."""
     from guichet.core.clock import Clock
-    from guichet.core.context import DemoEndpoints, PluginContext
+    from guichet.core.context import PluginContext
     from guichet.core.plugins import PluginHost
 
-    # demo mode: the channels send to the demo mailbox's local sinks, which only `guichet serve` starts
-    demo = (
-        DemoEndpoints(
-            smtp_host="127.0.0.1", smtp_port=1, sms_url="http://127.0.0.1:1/sms", mailbox_dir=config.demo.mailbox_dir
-        )
-        if config.demo.mailbox
-        else None
-    )
+    demo = _unstarted_demo(config)
     try:
         host = PluginHost(
             config, PluginContext(config=config, database=Database.from_config(config), clock=Clock(), demo=demo)
@@ -668,7 +671,6 @@ def requests_list(config_path: str, state: str | None, as_json: bool) -> int:
 
 
 def _decide(config_path: str, request_id: int, note: str | None, *, approve: bool) -> int:
-    from guichet.core.context import DemoEndpoints
     from guichet.core.services import build_services
     from guichet.core.third_party import approve_request, reject_request
 
@@ -676,16 +678,7 @@ def _decide(config_path: str, request_id: int, note: str | None, *, approve: boo
 
     async def decide() -> int:
         # the decision only queues its letter and email: the server's outbox worker delivers them
-        demo = (
-            DemoEndpoints(
-                smtp_host="127.0.0.1",
-                smtp_port=1,
-                sms_url="http://127.0.0.1:1/sms",
-                mailbox_dir=config.demo.mailbox_dir,
-            )
-            if config.demo.mailbox
-            else None
-        )
+        demo = _unstarted_demo(config)
         services = build_services(config, demo=demo)
         await services.database.connect()
         try:
