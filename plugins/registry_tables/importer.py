@@ -519,6 +519,32 @@ async def _upsert_companies(database: Database, companies: Sequence[CompanyRow])
     )
 
 
+async def _drop_payments(database: Database, keys: Iterable[tuple[str, str]]) -> None:
+    """Delete the payments of these (kind, identifier): their new set is written next."""
+    t = tables_of(database).RegistryPayment
+    for kind in ("nir", "siret"):
+        identifiers = sorted({identifier for k, identifier in keys if k == kind})
+        for start in range(0, len(identifiers), _BATCH):
+            batch = identifiers[start : start + _BATCH]
+            await t.delete().where((t.identifier_kind == kind) & t.identifier.is_in(batch)).run()
+
+
+async def _insert_payments(database: Database, payments: Sequence[PaymentRow]) -> None:
+    t = tables_of(database).RegistryPayment
+    for start in range(0, len(payments), _BATCH):
+        rows = [
+            t(
+                identifier_kind=p.identifier_kind,
+                identifier=p.identifier,
+                kind=p.kind,
+                paid_on=p.paid_on,
+                amount=p.amount,
+            )
+            for p in payments[start : start + _BATCH]
+        ]
+        await t.insert(*rows).run()
+
+
 async def _existing(database: Database, kind: str, identifiers: set[str]) -> set[str]:
     if not identifiers:
         return set()
@@ -790,7 +816,6 @@ async def _import_holders(
 async def _import_payments(
     database: Database, seen: _Seen, path: Path, today: dt.date, errors: _Errors, progress: Progress | None
 ) -> int:
-    t = tables_of(database).RegistryPayment
     written = 0
     rows = _stream_csv(path, PAYMENT_REQUIRED, PAYMENT_OPTIONAL, errors, progress)
     while batch := list(itertools.islice(rows, _BATCH)):
@@ -829,24 +854,8 @@ async def _import_payments(
             else:
                 good.append(payment)
         # each identifier in the file keeps exactly the file's payments: the old ones go once
-        replaced = await seen.first_payments({(p.identifier_kind, p.identifier) for p in good})
-        for kind in ("nir", "siret"):
-            identifiers = sorted(i for k, i in replaced if k == kind)
-            if identifiers:
-                await t.delete().where((t.identifier_kind == kind) & t.identifier.is_in(identifiers)).run()
-        if good:
-            await t.insert(
-                *[
-                    t(
-                        identifier_kind=p.identifier_kind,
-                        identifier=p.identifier,
-                        kind=p.kind,
-                        paid_on=p.paid_on,
-                        amount=p.amount,
-                    )
-                    for p in good
-                ]
-            ).run()
+        await _drop_payments(database, await seen.first_payments({(p.identifier_kind, p.identifier) for p in good}))
+        await _insert_payments(database, good)
         written += len(good)
     return written
 
@@ -1310,32 +1319,12 @@ async def generate_demo_registry(
         raise ValueError("count must be 0 or more")
     persons, companies, payments = demo_rows(count=count, seed=seed, today=today or Clock().today())
     await create_tables(database)
-    t = tables_of(database).RegistryPayment
     async with database.transaction():
         for start in range(0, max(len(persons), len(companies), len(payments)), _BATCH):
             await _upsert_persons(database, persons[start : start + _BATCH])
             await _upsert_companies(database, companies[start : start + _BATCH])
-        for kind in ("nir", "siret"):
-            identifiers = sorted({p.identifier for p in payments if p.identifier_kind == kind})
-            for start in range(0, len(identifiers), _BATCH):
-                await (
-                    t.delete()
-                    .where((t.identifier_kind == kind) & t.identifier.is_in(identifiers[start : start + _BATCH]))
-                    .run()
-                )
-        for start in range(0, len(payments), _BATCH):
-            await t.insert(
-                *[
-                    t(
-                        identifier_kind=p.identifier_kind,
-                        identifier=p.identifier,
-                        kind=p.kind,
-                        paid_on=p.paid_on,
-                        amount=p.amount,
-                    )
-                    for p in payments[start : start + _BATCH]
-                ]
-            ).run()
+        await _drop_payments(database, {(p.identifier_kind, p.identifier) for p in payments})
+        await _insert_payments(database, payments)
     return DemoSummary(
         seed=seed,
         persons=len(persons),
