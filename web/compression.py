@@ -48,7 +48,9 @@ class WholeBodyCompression(CompressionMiddleware):
     ) -> "Send":
         if compression_encoding != CompressionEncoding.GZIP:
             return super().create_compression_send_wrapper(send, compression_encoding, scope)
-        requested = dict(scope["headers"]).get(b"accept-encoding", b"").decode("latin-1")
+        requested = next((value for name, value in scope["headers"] if name == b"accept-encoding"), b"").decode(
+            "latin-1"
+        )
         if not accepts_gzip(requested):
             return send
         state = ScopeState.from_scope(scope)
