@@ -366,6 +366,21 @@ class CitizenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     example_nir: Annotated[str, msgspec.Meta(pattern=r"^[12][0-9 ]{12,20}$")] = FICTITIOUS_NIR_EXAMPLE
 
 
+class AuthenticationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How people prove it is them after the password, or instead of it (the authenticator plugins)."""
+
+    # "Se connecter avec une clé d'accès" on the login page: an authenticator that replaces the password
+    # (a passkey with user verification) logs in alone
+    passwordless: bool = False
+    # the codes by email and SMS stay offered to whoever holds a stronger authenticator (a lost phone)
+    code_fallback: bool = True
+    # statuses whose accounts must use a phishing-resistant authenticator (agents, third parties): they
+    # log in with a code only until they have one, and are asked to add one before anything else
+    phishing_resistant_statuses: list[Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]] = []
+    # how long a re-authentication (password again) lets a person change their authenticators
+    reauthentication_minutes: Annotated[int, msgspec.Meta(ge=1, le=60)] = 5
+
+
 class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     caisse: CaisseInfo
     security: SecurityConfig
@@ -385,6 +400,7 @@ class CaisseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     third_parties: ThirdPartiesConfig = msgspec.field(default_factory=ThirdPartiesConfig)
     legal: LegalConfig = msgspec.field(default_factory=LegalConfig)
     oidc: OidcConfig = msgspec.field(default_factory=OidcConfig)
+    authentication: AuthenticationConfig = msgspec.field(default_factory=AuthenticationConfig)
     base_dir: str = ""  # filled by load_config: relative paths are relative to the file
     source: str = ""  # filled by decode_config: the file that errors found later (plugins, settings) name
 

@@ -80,6 +80,7 @@ class Tables:
     OidcAssertion: type[tables.OidcAssertion]
     OidcSubject: type[tables.OidcSubject]
     OidcConsent: type[tables.OidcConsent]
+    Credential: type[tables.Credential]
     SchemaVersion: type[tables.SchemaVersion]
 
     def __init__(self, engine: Engine[Any]) -> None:
@@ -177,6 +178,16 @@ async def _migration_5(db: "Database") -> None:
     await db.engine.run_ddl(f"CREATE UNIQUE INDEX IF NOT EXISTS {subjects}_one ON {subjects} (account_id, sector)")
 
 
+async def _migration_6(db: "Database") -> None:
+    """Authenticators (passkeys, authenticator apps, recovery codes): one table for every plugin's; a
+    passkey or a recovery code is found by its lookup, which no two credentials of a kind share."""
+    await create_db_tables(db.t.Credential, if_not_exists=True)
+    table = db.t.Credential._meta.tablename
+    await db.engine.run_ddl(
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_lookup ON {table} (kind, lookup) WHERE lookup <> ''"
+    )
+
+
 # Each migration runs once, in order, inside `guichet db upgrade`; append, never edit.
 MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [
     (1, _migration_1),
@@ -184,6 +195,7 @@ MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [
     (3, _migration_3),
     (4, _migration_4),
     (5, _migration_5),
+    (6, _migration_6),
 ]
 
 

@@ -21,8 +21,10 @@ import pluggy
 
 from guichet.core.config import CaisseConfig, CaisseInfo
 from guichet.core.context import DemoMailbox, PluginContext
+from guichet.core.credentials import CredentialStore
 from guichet.core.structs import (
     AuditEvent,
+    Authenticator,
     Channel,
     CodePolicy,
     Measurement,
@@ -38,7 +40,7 @@ from guichet.core.structs import (
 
 hookspec = pluggy.HookspecMarker("guichet")
 
-HOOK_API_VERSION = "1.1"
+HOOK_API_VERSION = "1.2"
 # what each version of the hook API changed, newest last (docs/plugins/hooks.md shows it)
 HOOK_API_CHANGES = {
     "1.0": "The hooks as first shipped.",
@@ -51,6 +53,9 @@ HOOK_API_CHANGES = {
     "brings `guichet registry`). New hook `guichet_measure`: observers receive what core measures (argon2 "
     "times, rate-limit hits, the outbox's duplicate window), as the metrics plugin of the web layer does. "
     "New hook `guichet_demo_mailbox`: the demo mailbox (its local sinks and what they kept) is a plugin.",
+    "1.2": "New hook `guichet_authenticators`: second factors and whole logins (passkeys, authenticator apps, "
+    "recovery codes by post) are plugins; the codes by email and SMS are one more implementation of the "
+    "same contract. A credential store (`core.credentials.CredentialStore`) keeps what they enrol.",
 }
 
 
@@ -213,6 +218,26 @@ def guichet_settings_notes(context: PluginContext) -> list[SettingsNote]:
     :param context: the deployment (config, database, clock); ``context.settings()`` decodes the table.
 
     .. versionadded:: 1.0
+    """
+
+
+@hookspec
+def guichet_authenticators(context: PluginContext, store: CredentialStore) -> list[Authenticator]:
+    """The authenticators this plugin offers: second factors after the password (an authenticator
+    app, recovery codes by post) or whole logins (a passkey with user verification).
+
+    Called once when the plugin host starts; a name offered twice is a configuration error. Core
+    calls their async methods from the login and Mon compte pages, counts every try against the
+    rate limits, audits it, keeps the ``state`` of a challenge sealed in the session and sends the
+    notices: an authenticator only enrols, lists, judges and removes.
+
+    Return a list of objects following :class:`core.structs.Authenticator`; return an empty list to
+    abstain.
+
+    :param context: the deployment (config, database, clock); ``context.settings()`` decodes the table.
+    :param store: where to keep what is enrolled (sealed secrets, counters that only move up).
+
+    .. versionadded:: 1.2
     """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -18,12 +19,15 @@ from guichet.core import defaults, hookspecs
 from guichet.core.channels import PURPOSE_NEEDS, carries, check_channel, purpose_problem
 from guichet.core.config import PURPOSES, CaisseConfig, CodePolicyConfig
 from guichet.core.context import DemoMailbox, PluginContext
+from guichet.core.credentials import CredentialStore
 from guichet.core.errors import ConfigError, PluginError, StepError
 from guichet.core.structs import (
     LETTER,
     PASSWORD,
     POSTAL,
+    Assurance,
     AuditEvent,
+    Authenticator,
     Channel,
     CodePolicy,
     Measurement,
@@ -38,6 +42,38 @@ from guichet.core.structs import (
 )
 
 log = logging.getLogger("guichet.plugins")
+
+AUTHENTICATOR_METHODS = ("enrolments", "challenge", "verify", "begin_enrolment", "finish_enrolment", "remove")
+AUTHENTICATOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def check_authenticator(authenticator: Any, plugin: str) -> None:
+    """Refuse, at start-up, an authenticator that does not follow the Authenticator contract."""
+    problems = []
+    name = getattr(authenticator, "name", None)
+    if not isinstance(name, str) or not AUTHENTICATOR_NAME.match(name):
+        problems.append("name (lower-case letters, digits, - or _: it appears in URLs)")
+    for attribute in ("label_fr", "description_fr"):
+        if not isinstance(getattr(authenticator, attribute, None), str) or not getattr(authenticator, attribute):
+            problems.append(f"{attribute} (a non-empty string)")
+    if not isinstance(getattr(authenticator, "assurance", None), Assurance):
+        problems.append("assurance (a core.structs.Assurance)")
+    if not isinstance(getattr(authenticator, "rank", None), int):
+        problems.append("rank (an int)")
+    if getattr(authenticator, "enrolment", None) not in ("page", "letter", "contacts"):
+        problems.append('enrolment ("page", "letter" or "contacts")')
+    problems += [
+        f"{m} (an async method)"
+        for m in AUTHENTICATOR_METHODS
+        if not inspect.iscoroutinefunction(getattr(authenticator, m, None))
+    ]
+    if problems:
+        raise ConfigError(
+            f"plugin {plugin!r}: the authenticator {name or type(authenticator).__name__!r} lacks "
+            f"{'; '.join(problems)} (see the Authenticator protocol in core/structs.py)",
+            key="$.plugins.enabled",
+        )
+
 
 BUILTIN_PLUGINS: dict[str, str] = {
     "statuses_msa": "guichet.plugins.statuses_msa.hooks",
@@ -274,6 +310,13 @@ class PluginHost:
         )
         self._policies = {purpose: self._code_policy(purpose) for purpose in PURPOSES}
         self._rules = self._password_rules()
+        self.credentials = CredentialStore(context.database, config, context.clock)
+        self._authenticators: dict[str, Authenticator] = self._collect_unique(
+            "guichet_authenticators",
+            lambda a: a.name,
+            {"context": context, "store": self.credentials},
+            check=check_authenticator,
+        )
 
     # -- collecting hooks -------------------------------------------------------------------------
 
@@ -325,6 +368,22 @@ class PluginHost:
 
     def channels(self) -> dict[str, Channel]:
         return dict(self._channels)
+
+    def authenticators(self) -> list[Authenticator]:
+        """Every enabled authenticator, the strongest first (by ``rank``)."""
+        return sorted(self._authenticators.values(), key=lambda a: -a.rank)
+
+    def authenticator(self, name: str) -> Authenticator | None:
+        return self._authenticators.get(name)
+
+    def add_authenticator(self, authenticator: Authenticator, *, plugin: str) -> None:
+        """One of core's own (the codes by email and SMS, which need the services to send)."""
+        check_authenticator(authenticator, plugin)
+        if authenticator.name in self._authenticators:
+            raise ConfigError(
+                f"guichet_authenticators: {authenticator.name!r} is offered twice", key="$.plugins.enabled"
+            )
+        self._authenticators[authenticator.name] = authenticator
 
     def channel(self, name: str) -> Channel | None:
         return self._channels.get(name)

@@ -130,7 +130,7 @@ def build_services(
         session_backend = RedisSessions(config.redis.url, namespace, password=redis_password, clock=clock)
     else:
         session_backend = DatabaseSessions(database)
-    return Services(
+    services = Services(
         config=config,
         database=database,
         clock=clock,
@@ -148,3 +148,7 @@ def build_services(
         counter_store=counter_store,
         session_backend=session_backend,
     )
+    from guichet.core.flows.contact_codes import ContactCodes  # flows import this module
+
+    host.add_authenticator(ContactCodes(services), plugin="core")
+    return services

@@ -42,6 +42,14 @@ class SessionData(msgspec.Struct, kw_only=True):
     auth_via: str = ""
     login_ref: str = ""
     return_to: str = ""  # where the login goes on once done, instead of the espace privé (an authorization)
+    # what proved this login (RFC 8176 values: "pwd", "otp", "hwk", "user", "mfa"...) and the NIST level reached
+    amr: list[str] = []
+    aal: int = 0
+    # an authenticator's challenge under way (its name, and its state sealed): a login's, or an enrolment's
+    auth_name: str = ""
+    auth_state: str = ""
+    reauth_ms: int = 0  # the last time the person typed their password again to change their authenticators
+    must_enrol: bool = False  # a recovery code or a required phishing-resistant factor: enrol before anything else
 
 
 class SessionBackend(Protocol):

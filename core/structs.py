@@ -247,3 +247,113 @@ class Registry(Protocol):
     """A source of Records: the caisse's own information system, or the imported tables."""
 
     async def lookup(self, identifier_kind: str, identifier: str) -> Record | None: ...
+
+
+# --- Authenticators: what proves it is the person, after the password or instead of it -------------
+
+
+class Assurance(msgspec.Struct, frozen=True, kw_only=True):
+    """What an authenticator proves: the login's ``amr`` values (RFC 8176) and where it stands
+    against NIST SP 800-63B-4 once the password is also verified."""
+
+    amr: tuple[str, ...]  # "otp", "sms", "hwk", "swk", "user"...; core adds "pwd" and "mfa" itself
+    aal: int = 2  # the level the password and this authenticator reach together: 1 when NIST refuses it at AAL2
+    phishing_resistant: bool = False  # bound to the caisse's origin (WebAuthn): a look-alike site gets nothing
+    replaces_password: bool = False  # two factors by itself (a passkey with user verification): a whole login
+    restricted: bool = False  # a "restricted" authenticator (SMS, SP 800-63B-4 §3.2.9): an alternative must exist
+
+
+class AccountRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The account an authenticator works for: no secret, no contact."""
+
+    id: int
+    name: str  # "Marie DUPONT": what an authenticator app or a passkey manager shows
+    handle: str  # stable, opaque, per account and caisse: a WebAuthn user id, never the NIR
+
+
+class Enrolment(msgspec.Struct, frozen=True, kw_only=True):
+    """One authenticator a person holds, as Mon compte lists it."""
+
+    id: int
+    label: str  # the person's name for it ("Téléphone de Marie"), or the plugin's
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None = None
+    remaining: int | None = None  # single-use sets (recovery codes): how many are left
+
+
+class Prompt(msgspec.Struct, frozen=True, kw_only=True):
+    """What a page shows to use or enrol an authenticator. The web layer has one template per widget:
+    ``code`` (a field for a code), ``webauthn`` (the browser's passkey dialog, ``public`` being its
+    options), ``setup`` (a QR code and the key as text, then a field for the first code) and
+    ``confirm`` (sentences and a button)."""
+
+    widget: Literal["code", "webauthn", "setup", "confirm"]
+    heading_fr: str
+    text_fr: tuple[str, ...] = ()  # paragraphs, plain and short
+    field_label_fr: str = ""
+    field_hint_fr: str = ""
+    input_mode: Literal["text", "numeric"] = "numeric"
+    autocomplete: str = "one-time-code"
+    max_length: int = 12
+    ask_label: bool = False  # enrolment: the person names what they add
+    label_hint_fr: str = ""
+    button_fr: str = "Valider"
+    public: dict[str, Any] = {}  # handed to the browser as JSON (WebAuthn options): nothing secret
+    qr_svg: str = ""  # ``setup``: an inline SVG, drawn on the server
+    key_text: str = ""  # ``setup``: the key to type by hand, for whoever cannot scan (shown to its owner only)
+
+
+class Challenge(msgspec.Struct, frozen=True, kw_only=True):
+    """A prompt and what its answer is checked against (a WebAuthn challenge, a TOTP key being set
+    up): core keeps ``state`` sealed in the server-side session, never in the page."""
+
+    prompt: Prompt
+    state: str = ""
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """A message core queues for the person in the transaction of the change (recovery codes by post)."""
+
+    kind: str  # the address kind: POSTAL for a letter
+    template: str
+    payload: dict[str, Any] = {}
+
+
+class Check(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a prompt."""
+
+    ok: bool
+    message_fr: str = ""  # why not, for the person, in French
+    account_id: int | None = None  # a whole login: whose authenticator answered
+    enrolment_id: int | None = None
+    delivery: Delivery | None = None  # to queue now (a finished enrolment's letter)
+    then_enrol: bool = False  # the person must enrol a new authenticator next (a recovery code was used)
+
+
+@runtime_checkable
+class Authenticator(Protocol):
+    """A way to prove it is the person: a second factor after the password, or a whole login.
+
+    ``name`` is URL-safe and unique ("passkey", "totp", "recovery_code", "code"); ``label_fr``
+    names it on the pages ("Clé d'accès"), ``description_fr`` says in one sentence what it is;
+    ``rank`` orders the login's choices, highest first; ``enrolment`` says how a person gets one:
+    ``page`` (on Mon compte), ``letter`` (sent by post from Mon compte) or ``contacts`` (nothing to
+    enrol: the contacts the person proved). Methods get the account (None for a whole login, where
+    ``verify`` says whose it was) and ``state``, what the matching ``challenge`` or
+    ``begin_enrolment`` returned. Core counts every try against the rate limits, audits it, sends
+    the notices and keeps ``state``: an authenticator only judges.
+    """
+
+    name: str
+    label_fr: str
+    description_fr: str
+    assurance: Assurance
+    rank: int
+    enrolment: Literal["page", "letter", "contacts"]
+
+    async def enrolments(self, account: AccountRef) -> list[Enrolment]: ...
+    async def challenge(self, account: AccountRef | None) -> Challenge: ...
+    async def verify(self, account: AccountRef | None, state: str, form: dict[str, str]) -> Check: ...
+    async def begin_enrolment(self, account: AccountRef) -> Challenge: ...
+    async def finish_enrolment(self, account: AccountRef, state: str, form: dict[str, str]) -> Check: ...
+    async def remove(self, account: AccountRef, enrolment_id: int) -> bool: ...

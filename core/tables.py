@@ -213,6 +213,23 @@ class OidcConsent(Table, tablename="guichet_oidc_consent"):
     created_at = Timestamptz()
 
 
+class Credential(Table, tablename="guichet_credential"):
+    """What an authenticator keeps of one enrolment (a passkey, an authenticator app, one recovery code),
+    whatever its plugin: core's ``CredentialStore`` is the only reader and writer."""
+
+    id = Serial(primary_key=True)
+    account_id = Integer(index=True)
+    kind = Varchar(length=32)  # the authenticator's name
+    label = Varchar(length=80, default="")
+    lookup = Varchar(length=255, default="")  # what finds it from outside: a passkey's id, a recovery code's HMAC
+    secret = Text(default="")  # sealed (AES-GCM, a key per kind) when it must be read back: a TOTP key
+    public = Text(default="{}")  # JSON: a passkey's public key and transports...
+    counter = BigInt(default=0)  # only ever moves up: a passkey's signature count, a TOTP time step used
+    created_at = Timestamptz()
+    last_used_at = Timestamptz(null=True, default=None)
+    used_at = Timestamptz(null=True, default=None)  # single-use ones: when it was used
+
+
 class SchemaVersion(Table, tablename="guichet_schema_version"):
     id = Serial(primary_key=True)
     version = Integer()
@@ -236,5 +253,6 @@ ALL_TABLES: tuple[type[Table], ...] = (
     OidcAssertion,
     OidcSubject,
     OidcConsent,
+    Credential,
     SchemaVersion,
 )
