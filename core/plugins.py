@@ -84,6 +84,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "delivery_sms": "guichet.plugins.delivery_sms.hooks",
     "delivery_postal": "guichet.plugins.delivery_postal.hooks",
     "password_msa": "guichet.plugins.password_msa.hooks",
+    "authenticator_passkey": "guichet.plugins.authenticator_passkey.hooks",
     "demo_mailbox": "guichet.plugins.demo_mailbox.hooks",
     "caisse_provence_azur": "guichet.plugins.caisse_provence_azur.hooks",
     "caisse_sud_aquitaine": "guichet.plugins.caisse_sud_aquitaine.hooks",
