@@ -97,11 +97,11 @@ def form_page(ceremony: str, options: dict[str, Any], *, label: bool = False, ht
 class Site:
     """http://localhost:8731 served by Playwright: one page, the script, and the form's POST kept."""
 
-    def __init__(self, context: Any, page_html: str) -> None:
+    def __init__(self, context: Any, page_html: str, site: str = SITE) -> None:
         self.posted: list[dict[str, str]] = []
         self.headers: list[dict[str, str]] = []
         self.page_html = page_html
-        context.route(f"{SITE}/**", self.handle)
+        context.route(f"{site}/**", self.handle)
 
     def handle(self, route: Any) -> None:
         request = route.request
@@ -125,13 +125,15 @@ class Site:
 def tab(playwright_browser: Any) -> Iterator[Any]:
     contexts: list[Any] = []
 
-    def open_tab(page_html: str, *, js: bool = True, verified: bool = True, webauthn: bool = True) -> Any:
+    def open_tab(
+        page_html: str, *, js: bool = True, verified: bool = True, webauthn: bool = True, site: str = SITE
+    ) -> Any:
         context = playwright_browser.new_context(java_script_enabled=js, locale="fr-FR")
         context.set_default_timeout(10_000)
         contexts.append(context)
         if not webauthn:
             context.add_init_script("delete window.PublicKeyCredential;")
-        site = Site(context, page_html)
+        served = Site(context, page_html, site)
         page = context.new_page()
         cdp = context.new_cdp_session(page)
         cdp.send("WebAuthn.enable")
@@ -144,8 +146,8 @@ def tab(playwright_browser: Any) -> Iterator[Any]:
             "automaticPresenceSimulation": True,
         }
         authenticator = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})["authenticatorId"]
-        page.goto(SITE + "/")
-        return page, site, cdp, authenticator
+        page.goto(site + "/")
+        return page, served, cdp, authenticator
 
     yield open_tab
     for context in contexts:
@@ -202,10 +204,15 @@ def test_a_cancelled_dialog_says_so_and_leaves_the_page_usable(tab: Any, plugin:
     page.get_by_role("link", name="Choisir une autre méthode").click()
 
 
-def test_a_browser_without_webauthn_shows_a_note_not_a_dead_button(tab: Any, plugin: tuple[Loop, Passkey]) -> None:
+@pytest.mark.parametrize(
+    "how", [{"webauthn": False}, {"site": "http://127.0.0.1:8731"}], ids=["no-webauthn", "ip-address"]
+)
+def test_a_browser_without_webauthn_shows_a_note_not_a_dead_button(
+    tab: Any, plugin: tuple[Loop, Passkey], how: dict[str, Any]
+) -> None:
     loop, passkey = plugin
     challenge = loop.run(passkey.challenge(None))
-    page, site, _cdp, _id = tab(form_page("get", challenge.prompt.public["options"]), webauthn=False)
+    page, site, _cdp, _id = tab(form_page("get", challenge.prompt.public["options"]), **how)
     page.locator("[data-webauthn-unsupported]").wait_for()
     assert not page.get_by_role("button", name="Utiliser ma clé d'accès").is_visible()
 

@@ -38,7 +38,9 @@
   };
 
   function passkeysSupported() {
-    return !!(window.PublicKeyCredential && navigator.credentials && window.isSecureContext !== false);
+    // a passkey is bound to a domain name: a page opened at an IP address (http://127.0.0.1) cannot use one
+    var ip = /^\d+\.\d+\.\d+\.\d+$|:/.test(location.hostname);
+    return !!(window.PublicKeyCredential && navigator.credentials && window.isSecureContext !== false && !ip);
   }
 
   function unsupportedNote(form) {
