@@ -45,6 +45,7 @@ class SessionData(msgspec.Struct, kw_only=True):
     # what proved this login (RFC 8176 values: "pwd", "otp", "hwk", "user", "mfa"...) and the NIST level reached
     amr: list[str] = []
     aal: int = 0
+    phishing_resistant: bool = False  # the second factor was bound to this site's origin (a passkey)
     # an authenticator's challenge under way (its name, and its state sealed): a login's, or an enrolment's
     auth_name: str = ""
     auth_state: str = ""

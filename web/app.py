@@ -38,6 +38,7 @@ from guichet.web.controllers.login import LoginController, LogoutController
 from guichet.web.controllers.pages import PagesController
 from guichet.web.controllers.recovery import RecoveryController
 from guichet.web.controllers.registration import RegistrationController
+from guichet.web.controllers.security import SecurityController
 from guichet.web.http import (
     CSP,
     LeaveFor,
@@ -193,6 +194,7 @@ def create_app(
             LoginController,
             RecoveryController,
             AccountController,
+            SecurityController,
             LogoutController,
             static_file,
             metrics_endpoint,

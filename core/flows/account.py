@@ -420,6 +420,7 @@ async def close_account(
             return StepResult(step="fermeture", errors={"current_password": CLOSED_ALREADY})
         await b.delete().where(b.account_id == account["id"]).run()
         await c.delete().where(c.account_id == account["id"]).run()
+        await services.host.credentials.remove_all(account["id"])  # passkeys, authenticator apps, recovery codes
         await notify(
             services,
             template="account_closed_notice",

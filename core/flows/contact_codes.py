@@ -44,7 +44,7 @@ class ContactCodes:
         kinds = {c.reaches for c in services.host.channels_for("login")}
         # NIST SP 800-63B-4 §3.1.3.1: an email is no out-of-band authenticator at AAL2; SMS is "restricted"
         self.assurance = Assurance(
-            amr=("otp", "sms") if MOBILE in kinds else ("otp",),
+            amr=("otp",),  # the same whichever channel carried the code: a service sees one value for codes
             aal=1 if EMAIL in kinds else 2,
             restricted=MOBILE in kinds,
         )

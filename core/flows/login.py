@@ -13,6 +13,7 @@ import msgspec
 
 from guichet.core.channels import carries
 from guichet.core.errors import CounterStoreError, StepError
+from guichet.core.flows import authenticate
 from guichet.core.flows.common import (
     NO_OTHER_CHANNEL,
     TYPED_CONTACTS,
@@ -41,9 +42,12 @@ from guichet.core.outbox import FAILED
 from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
 from guichet.core.sessions import FULL, PASSWORD, Session
-from guichet.core.structs import CODE
+from guichet.core.structs import CODE, Authenticator, Prompt
 
 LOGIN_FAILED = "Identifiant ou mot de passe incorrect."
+METHOD_URL = "/connexion/methode"  # the second step with an authenticator other than the codes
+PASSWORDLESS_URL = "/connexion/sans-mot-de-passe"  # a whole login with an authenticator that replaces the password
+SECURITY_URL = "/mon-compte/securite"  # where a person adds and removes authenticators
 
 
 class LoginOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,6 +199,13 @@ async def submit_password(
     await services.audit("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
     data.return_to = return_to
     trusted = trust_browser and bool(trusted_token) and await _trusted(services, account, trusted_token or "")
+    if not trusted:
+        offers = await authenticate.login_offers(services, account)
+        first = offers[0].authenticator if offers else None
+        if first is not None and first.name != authenticate.CONTACT_CODES:
+            # the strongest authenticator the person holds comes first: no code is sent unless asked for
+            await settle_tries(services, right)
+            return LoginOutcome(result=StepResult(step="methode"), next_url=f"{METHOD_URL}/{first.name}")
     proven = [] if trusted else proven_channels(services, account)
     if preferred_channel in proven:
         # the channel this person chose last time on this browser: only ever one of their proven ones
@@ -262,6 +273,11 @@ async def code_page(services: Services, session: Session) -> dict[str, Any]:
         "destination": masked_destination(services, channel, recipient) if channel else "",
         "options": options,
         "proven": bool(proven_channels(services, account)),
+        "methods": [
+            {"name": o.authenticator.name, "label": o.authenticator.label_fr, "url": _method_url(o.authenticator.name)}
+            for o in await authenticate.login_offers(services, account)
+            if o.authenticator.name != authenticate.CONTACT_CODES
+        ],
         "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,
         "length": services.host.code_policy("login").length,
     }
@@ -393,22 +409,163 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
 
 
 async def _complete(
-    services: Services, session: Session, account: dict[str, Any], client: str, *, via: str
+    services: Services,
+    session: Session,
+    account: dict[str, Any],
+    client: str,
+    *,
+    via: str,
+    authenticator: Authenticator | None = None,
+    with_password: bool = True,
 ) -> LoginOutcome:
     assert session.data is not None
     session.data.level = FULL
     session.data.login_binding = ""
     session.data.auth_ms = int(services.now().timestamp() * 1000)
     session.data.auth_via = via
+    if via == "trusted_browser":  # the browser stands for the second factor: the password alone was proven now
+        session.data.amr, session.data.aal, session.data.phishing_resistant = ["pwd"], 1, False
+    else:
+        authenticator = authenticator or services.host.authenticator(authenticate.CONTACT_CODES)
+        assert authenticator is not None
+        session.data.amr = authenticate.amr_of(authenticator, with_password=with_password)
+        session.data.aal = authenticator.assurance.aal
+        session.data.phishing_resistant = authenticator.assurance.phishing_resistant
+        # a status that requires a phishing-resistant factor: whoever has none adds one before anything else
+        session.data.must_enrol = authenticate.phishing_resistance_required(services, account) and not (
+            authenticator.assurance.phishing_resistant
+        )
     session.data.login_ref = new_token()
     session.rotate()
     await services.audit(
         "login.succeeded", account_id=account["id"], subject=subject_of(account["identifier"]), client=client, via=via
     )
     next_url = next_url_for(account)
+    if next_url == "/espace-prive" and session.data.must_enrol:
+        next_url = SECURITY_URL
     if next_url == "/espace-prive" and session.data.return_to:  # nothing forced first: straight back
         next_url, session.data.return_to = session.data.return_to, ""
     return LoginOutcome(result=StepResult(step="done"), next_url=next_url)
+
+
+# --- the second step with another authenticator than the codes, and the whole login -------------
+
+
+class MethodPage(msgspec.Struct, frozen=True, kw_only=True):
+    """What the page of one authenticator shows during a login."""
+
+    name: str
+    label: str
+    prompt: Prompt
+    others: list[dict[str, str]]  # the person's other ways: name, label, url
+
+
+async def _password_step_account(services: Services, session: Session) -> dict[str, Any] | None:
+    """The account of a session past the password step (and no further), still at its credentials."""
+    data = session.data
+    if data is None or data.account_id is None or data.level != PASSWORD:
+        return None
+    account = await account_by_id(services, data.account_id)
+    if account is None or account["credentials_version"] != data.credentials_version:
+        return None
+    return account
+
+
+def _method_url(name: str) -> str:
+    return "/connexion/code" if name == authenticate.CONTACT_CODES else f"{METHOD_URL}/{name}"
+
+
+async def method_page(services: Services, session: Session, name: str) -> MethodPage | None:
+    """A new challenge of ``name`` for this login, when the person holds it; None otherwise."""
+    account = await _password_step_account(services, session)
+    if account is None:
+        return None
+    offers = await authenticate.login_offers(services, account)
+    chosen = next((o.authenticator for o in offers if o.authenticator.name == name), None)
+    if chosen is None or name == authenticate.CONTACT_CODES:
+        return None
+    challenge = await authenticate.start(services, session, chosen, account)
+    others = [
+        {"name": o.authenticator.name, "label": o.authenticator.label_fr, "url": _method_url(o.authenticator.name)}
+        for o in offers
+        if o.authenticator.name != name
+    ]
+    return MethodPage(name=name, label=chosen.label_fr, prompt=challenge.prompt, others=others)
+
+
+async def submit_method(
+    services: Services, session: Session, name: str, form: dict[str, str], *, client: str
+) -> LoginOutcome:
+    """The answer to ``name``'s challenge: right, the login completes (a recovery code then asks for a
+    new authenticator); wrong, the page shows why and a new challenge."""
+    account = await _password_step_account(services, session)
+    offers = await authenticate.login_offers(services, account) if account is not None else []
+    chosen = next((o.authenticator for o in offers if o.authenticator.name == name), None)
+    if account is None or chosen is None or name == authenticate.CONTACT_CODES:
+        return LoginOutcome(result=StepResult(step="connexion", errors={"password": authenticate.NOT_OFFERED}))
+    check, message = await authenticate.verify(services, session, chosen, account, form, client=client)
+    if message:
+        return LoginOutcome(result=StepResult(step="methode", errors={"code": message}))
+    outcome = await _complete(services, session, account, client, via=name, authenticator=chosen)
+    if check.then_enrol:
+        assert session.data is not None
+        session.data.must_enrol = True
+        session.data.return_to = ""
+        outcome = LoginOutcome(
+            result=outcome.result, next_url=next_url_for(account).replace("/espace-prive", SECURITY_URL)
+        )
+    token = (
+        await add_trusted_browser(services, account, form.get("user_agent", "")) if form.get("trust") == "oui" else ""
+    )
+    return LoginOutcome(result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token)
+
+
+def passwordless_authenticator(services: Services, name: str) -> Authenticator | None:
+    """The authenticator that logs in alone under ``name``, when the caisse allows such logins."""
+    found = services.host.authenticator(name)
+    if not services.config.authentication.passwordless or found is None or not found.assurance.replaces_password:
+        return None
+    return found
+
+
+def passwordless_offers(services: Services) -> list[dict[str, str]]:
+    """The whole logins the login page offers ("Se connecter avec une clé d'accès")."""
+    if not services.config.authentication.passwordless:
+        return []
+    return [
+        {"name": a.name, "label": a.label_fr, "url": f"{PASSWORDLESS_URL}/{a.name}"}
+        for a in services.host.authenticators()
+        if a.assurance.replaces_password
+    ]
+
+
+async def passwordless_page(services: Services, session: Session, name: str) -> Prompt | None:
+    chosen = passwordless_authenticator(services, name)
+    if chosen is None:
+        return None
+    session.ensure(int(services.now().timestamp() * 1000))
+    return (await authenticate.start(services, session, chosen, None)).prompt
+
+
+async def submit_passwordless(
+    services: Services, session: Session, name: str, form: dict[str, str], *, client: str, return_to: str = ""
+) -> LoginOutcome:
+    """A whole login: the authenticator says whose it is and proves both factors at once."""
+    chosen = passwordless_authenticator(services, name)
+    if chosen is None or session.data is None:
+        return LoginOutcome(result=StepResult(step="sans-mot-de-passe", errors={"code": authenticate.NOT_OFFERED}))
+    check, message = await authenticate.verify(services, session, chosen, None, form, client=client)
+    account = await authenticate.account_of_check(services, check) if not message else None
+    if account is None or account["identifier_kind"] == "closed":
+        return LoginOutcome(
+            result=StepResult(step="sans-mot-de-passe", errors={"code": message or authenticate.WRONG_ANSWER})
+        )
+    data = session.data
+    data.account_id = account["id"]
+    data.level = PASSWORD
+    data.credentials_version = account["credentials_version"]
+    data.return_to = return_to
+    return await _complete(services, session, account, client, via=name, authenticator=chosen, with_password=False)
 
 
 async def add_trusted_browser(services: Services, account: dict[str, Any], label: str) -> str:

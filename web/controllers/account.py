@@ -1,6 +1,6 @@
 """Pages behind login: personalisation, contact confirmation, espace privé, Mon compte.
 
-Each handler first calls ``_require``: a session that has passed only the password step, or whose
+Each handler first calls ``require_account``: a session that has passed only the password step, or whose
 account's credentials changed since, reaches none of them (htmx fragments included); it raises
 ``LeaveFor``, which the app turns into a redirect.
 """
@@ -27,7 +27,7 @@ WHY = {
 FORCED_PATHS = {"/changement-mot-de-passe", "/mot-de-passe/force", "/deconnexion"}
 
 
-async def _require(request: Request[Any, Any, Any]) -> dict[str, Any]:
+async def require_account(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The account of a fully logged-in session; otherwise raises LeaveFor where the browser must go."""
     services = services_of(request)
     session = session_of(request)
@@ -46,6 +46,13 @@ async def _require(request: Request[Any, Any, Any]) -> dict[str, Any]:
         and not path.startswith(("/confirmation-coordonnees", "/mot-de-passe-modifie", "/mot-de-passe/force"))
     ):
         raise LeaveFor(f"/confirmation-coordonnees?raison={UNCONFIRMED}")
+    if (
+        session.data.must_enrol
+        and not account["password_is_temporary"]
+        and account["contacts_confirmed_at"] is not None
+        and not path.startswith(("/mon-compte/securite", "/mot-de-passe-modifie"))
+    ):
+        raise LeaveFor("/mon-compte/securite")
     return account
 
 
@@ -196,7 +203,7 @@ class AccountController(Controller):
 
     @get("/changement-mot-de-passe")
     async def personalise(self, request: Request[Any, Any, Any], raison: str | None = None) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         if not account["password_is_temporary"]:
             return go(request, "/mon-compte/mot-de-passe")
         return render(
@@ -208,7 +215,7 @@ class AccountController(Controller):
 
     @post("/changement-mot-de-passe")
     async def personalise_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         if not account["password_is_temporary"]:
             return go(request, "/mon-compte/mot-de-passe")
         return await _change_password(request, account, forced=True)
@@ -216,7 +223,7 @@ class AccountController(Controller):
     @post("/mot-de-passe/force")
     async def meter(self, request: Request[Any, Any, Any]) -> Any:
         try:
-            account = await _require(request)
+            account = await require_account(request)
         except LeaveFor:
             if not session_of(request).cleared:
                 raise
@@ -232,7 +239,7 @@ class AccountController(Controller):
 
     @get("/mot-de-passe-modifie")
     async def changed(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         return render(
             request,
             "steps/account/modifie.html",
@@ -246,7 +253,7 @@ class AccountController(Controller):
     async def contacts(
         self, request: Request[Any, Any, Any], modifier: str | None = None, raison: str | None = None
     ) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         if not flow.confirmation_due(account):
             return go(request, MY_CONTACTS_URL)
         why = StepResult(step="coordonnees", notice=WHY[raison]) if raison in WHY else None
@@ -254,7 +261,7 @@ class AccountController(Controller):
 
     @post(CONFIRMATION_URL)
     async def contacts_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         if not flow.confirmation_due(account):
             return go(request, MY_CONTACTS_URL)
         form = await form_of(request)
@@ -265,19 +272,19 @@ class AccountController(Controller):
 
     @get(MY_CONTACTS_URL)
     async def my_contacts(self, request: Request[Any, Any, Any], modifier: str | None = None) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         return _contacts_page(request, account, confirming=False, editing=_editable(modifier))
 
     @post(MY_CONTACTS_URL)
     async def my_contacts_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         return await _contacts_action(request, account, await form_of(request), confirming=False)
 
     # --- the espace privé and Mon compte -----------------------------------------------------------
 
     @get("/espace-prive")
     async def home(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         session = session_of(request)
         if session.data is not None and session.data.return_to:  # a service waits for this login (web/oidc)
             target, session.data.return_to = session.data.return_to, ""
@@ -294,7 +301,7 @@ class AccountController(Controller):
 
     @get("/mon-compte")
     async def settings(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         return await self._settings_page(request, account)
 
     async def _settings_page(self, request: Request[Any, Any, Any], account: dict[str, Any], notice: str = "") -> Any:
@@ -308,7 +315,7 @@ class AccountController(Controller):
 
     @post("/mon-compte/navigateurs/{browser_id:int}/revoquer")
     async def revoke(self, request: Request[Any, Any, Any], browser_id: int) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         done = await flow.revoke_browser(services_of(request), account, browser_id, client=client_address(request))
         return await self._settings_page(
             request, account, "Ce navigateur n'est plus un navigateur de confiance." if done else ""
@@ -316,7 +323,7 @@ class AccountController(Controller):
 
     @get("/mon-compte/mot-de-passe")
     async def password(self, request: Request[Any, Any, Any]) -> Any:
-        await _require(request)
+        await require_account(request)
         return render(
             request,
             "steps/account/changement.html",
@@ -326,12 +333,12 @@ class AccountController(Controller):
 
     @post("/mon-compte/mot-de-passe")
     async def password_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         return await _change_password(request, account, forced=False)
 
     @get("/mon-compte/email")
     async def email(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         return render(
             request,
             "steps/account/email.html",
@@ -341,7 +348,7 @@ class AccountController(Controller):
 
     @post("/mon-compte/email")
     async def email_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         services = services_of(request)
         session = session_of(request)
         form = await form_of(request)
@@ -416,7 +423,7 @@ class AccountController(Controller):
     async def my_data(self, request: Request[Any, Any, Any]) -> Any:
         from guichet.core.account_data import account_data, french_moment, shown_phone
 
-        account = await _require(request)
+        account = await require_account(request)
         data = await account_data(services_of(request), account)
         return render(
             request,
@@ -427,7 +434,7 @@ class AccountController(Controller):
 
     @get("/mon-compte/mes-donnees.json")
     async def my_data_file(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        account = await _require(request)
+        account = await require_account(request)
         services = services_of(request)
         body = await flow.export_data(services, account, client=client_address(request))
         day = services.now().strftime("%Y-%m-%d")
@@ -442,7 +449,7 @@ class AccountController(Controller):
 
     @get("/mon-compte/fermeture")
     async def closure(self, request: Request[Any, Any, Any]) -> Any:
-        await _require(request)
+        await require_account(request)
         return self._closure_page(request, {})
 
     def _closure_page(self, request: Request[Any, Any, Any], errors: dict[str, str]) -> Any:
@@ -457,7 +464,7 @@ class AccountController(Controller):
 
     @post("/mon-compte/fermeture")
     async def closure_submit(self, request: Request[Any, Any, Any]) -> Any:
-        account = await _require(request)
+        account = await require_account(request)
         form = await form_of(request)
         result = await flow.close_account(
             services_of(request),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
@@ -48,6 +49,7 @@ def _login_page(
             "errors": result.errors if result else {},
             "retour": return_to,
             "force_code": force_code,
+            "passwordless": flow.passwordless_offers(services_of(request)),
         },
         status=step_status(result) if result else 200,
         title=f"Connexion — Mon espace privé — {caisse}",
@@ -71,6 +73,61 @@ async def _code_page(request: Request[Any, Any, Any], result: StepResult | None 
         status=step_status(result) if result else 200,
         title=f"Code de sécurité — Mon espace privé — {services.config.caisse.name}",
         push_url="/connexion/code",
+    )
+
+
+def _queue_trusted(request: Request[Any, Any, Any], token: str) -> None:
+    """The trusted-browser cookie, when the person just asked for it."""
+    if not token:
+        return
+    services = services_of(request)
+    queue_cookie(
+        request,
+        Cookie(
+            key=cookie_name(services, "trusted"),
+            value=token,
+            path="/",
+            httponly=True,
+            secure=services.config.sessions.secure_cookies,
+            samesite="strict",
+            max_age=services.config.security.trusted_browser_days * 86400,
+        ),
+    )
+
+
+def _method_page(request: Request[Any, Any, Any], page: flow.MethodPage, result: StepResult | None = None) -> Any:
+    return render(
+        request,
+        "steps/login/methode.html",
+        {
+            "method": page,
+            "action": f"{flow.METHOD_URL}/{page.name}",
+            "errors": result.errors if result else {},
+            "notice": result.notice if result else "",
+        },
+        status=step_status(result) if result else 200,
+        title=f"{page.label} — Mon espace privé — {services_of(request).config.caisse.name}",
+        push_url=f"{flow.METHOD_URL}/{page.name}",
+    )
+
+
+def _passwordless_page(
+    request: Request[Any, Any, Any], name: str, prompt: Any, result: StepResult | None = None, return_to: str = ""
+) -> Any:
+    services = services_of(request)
+    found = services.host.authenticator(name)
+    action = f"{flow.PASSWORDLESS_URL}/{name}" + (f"?retour={quote(return_to, safe='')}" if return_to else "")
+    return render(
+        request,
+        "steps/login/sans_mot_de_passe.html",
+        {
+            "prompt": prompt,
+            "label": f"Se connecter avec une {found.label_fr.lower()}" if found else "",
+            "action": action,
+            "errors": result.errors if result else {},
+        },
+        status=step_status(result) if result else 200,
+        title=f"Connexion — Mon espace privé — {services.config.caisse.name}",
     )
 
 
@@ -117,6 +174,62 @@ class LoginController(Controller):
             return go(request, "/connexion/code")
         return _login_page(request, outcome.result, return_to=return_to, force_code=force_code)
 
+    @get("/methode/{name:str}")
+    async def method(self, request: Request[Any, Any, Any], name: str) -> Any:
+        """Another authenticator than the codes, for the second step: a new challenge each time."""
+        page = await flow.method_page(services_of(request), session_of(request), name)
+        if page is None:
+            return go(request, "/connexion")
+        return _method_page(request, page)
+
+    @post("/methode/{name:str}")
+    async def submit_method(self, request: Request[Any, Any, Any], name: str) -> Any:
+        services = services_of(request)
+        session = session_of(request)
+        form = await form_of(request)
+        form["user_agent"] = request.headers.get("user-agent", "")[:300]
+        outcome = await flow.submit_method(services, session, name, form, client=client_address(request))
+        metrics.step("login", "methode", not outcome.result.errors)
+        _queue_trusted(request, outcome.set_trusted_cookie)
+        if outcome.next_url:
+            return go(request, outcome.next_url)
+        page = await flow.method_page(services, session, name) if outcome.result.step == "methode" else None
+        if page is None:
+            return go(request, "/connexion")
+        return _method_page(request, page, outcome.result)
+
+    @get("/sans-mot-de-passe/{name:str}")
+    async def passwordless(self, request: Request[Any, Any, Any], name: str, retour: str = "") -> Any:
+        """A whole login with an authenticator that replaces the password (a passkey), when allowed."""
+        session = session_of(request)
+        return_to = return_target(retour)
+        if session.data is not None and session.data.level != FULL:  # a half-done login starts over
+            session.clear()
+            session.cleared = False
+        if session.data and session.data.level == FULL and not return_to:
+            return go(request, "/espace-prive")
+        prompt = await flow.passwordless_page(services_of(request), session, name)
+        if prompt is None:
+            return go(request, "/connexion")
+        return _passwordless_page(request, name, prompt, return_to=return_to)
+
+    @post("/sans-mot-de-passe/{name:str}")
+    async def submit_passwordless(self, request: Request[Any, Any, Any], name: str, retour: str = "") -> Any:
+        services = services_of(request)
+        session = session_of(request)
+        return_to = return_target(retour)
+        form = await form_of(request)
+        outcome = await flow.submit_passwordless(
+            services, session, name, form, client=client_address(request), return_to=return_to
+        )
+        metrics.step("login", "sans-mot-de-passe", not outcome.result.errors)
+        if outcome.next_url:
+            return go(request, outcome.next_url)
+        prompt = await flow.passwordless_page(services, session, name)
+        if prompt is None:
+            return go(request, "/connexion")
+        return _passwordless_page(request, name, prompt, outcome.result, return_to=return_to)
+
     @get("/code")
     async def code(self, request: Request[Any, Any, Any]) -> Any:
         session = session_of(request)
@@ -140,19 +253,7 @@ class LoginController(Controller):
         form["user_agent"] = request.headers.get("user-agent", "")[:300]
         outcome = await flow.submit_code(services, session, form, client=client_address(request))
         metrics.step("login", "code", not outcome.result.errors)
-        if outcome.set_trusted_cookie:
-            queue_cookie(
-                request,
-                Cookie(
-                    key=cookie_name(services, "trusted"),
-                    value=outcome.set_trusted_cookie,
-                    path="/",
-                    httponly=True,
-                    secure=services.config.sessions.secure_cookies,
-                    samesite="strict",
-                    max_age=services.config.security.trusted_browser_days * 86400,
-                ),
-            )
+        _queue_trusted(request, outcome.set_trusted_cookie)
         if outcome.chosen_channel:  # not a secret: a channel name, which only orders the person's proven ones
             queue_cookie(
                 request,

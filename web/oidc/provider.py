@@ -32,6 +32,7 @@ from guichet.core.errors import ConfigError
 from guichet.core.flows.common import account_by_id
 from guichet.core.keys import new_token, token_digest
 from guichet.core.services import Services
+from guichet.core.sessions import SessionData
 
 log = logging.getLogger("guichet.oidc")
 ALGORITHMS = ("RS256", "ES256")
@@ -40,7 +41,26 @@ SEAL_PURPOSE = "oidc-key"
 # browser that proved a code earlier (within security.trusted_browser_days) and so skipped it
 ACR_CODE = "urn:guichet:acr:code"
 ACR_TRUSTED_BROWSER = "urn:guichet:acr:navigateur-de-confiance"
-ACR_VALUES = (ACR_CODE, ACR_TRUSTED_BROWSER)
+# a second factor proven now and bound to the caisse's origin (a passkey): a look-alike site could not relay it
+ACR_PHISHING_RESISTANT = "urn:guichet:acr:anti-hameconnage"
+ACR_VALUES = (ACR_PHISHING_RESISTANT, ACR_CODE, ACR_TRUSTED_BROWSER)
+
+
+def acr_of(data: SessionData) -> str:
+    """What the login of this session proved, as an ``acr`` value."""
+    if data.auth_via == "trusted_browser" or "mfa" not in amr_of(data):
+        return ACR_TRUSTED_BROWSER
+    return ACR_PHISHING_RESISTANT if data.phishing_resistant else ACR_CODE
+
+
+def amr_of(data: SessionData) -> list[str]:
+    """The login's ``amr`` (RFC 8176): what core recorded, or, for a session older than that record, what
+    its second factor meant then."""
+    if data.amr:
+        return list(data.amr)
+    return ["pwd", "otp", "mfa"] if data.auth_via == "code" else ["pwd"]
+
+
 SCOPE_CLAIMS = {
     "openid": ("sub",),
     "profile": ("family_name", "given_name", "birthdate"),
@@ -345,7 +365,9 @@ class Provider:
             ).run()
             await self.services.audit("oidc.consent", account_id=account_id, client_id=client.id, scope=" ".join(scope))
 
-    async def issue_code(self, request: AuthRequest, *, account_id: int, auth_ms: int, via: str, login_ref: str) -> str:
+    async def issue_code(
+        self, request: AuthRequest, *, account_id: int, auth_ms: int, amr: list[str], acr: str, login_ref: str
+    ) -> str:
         code = new_token()
         now = self.services.now()
         t = self.services.database.t.OidcGrant
@@ -361,8 +383,8 @@ class Provider:
                     nonce=request.nonce,
                     code_challenge=request.code_challenge,
                     auth_time=dt.datetime.fromtimestamp(auth_ms / 1000, dt.UTC),
-                    amr=via,
-                    acr=ACR_CODE if via == "code" else ACR_TRUSTED_BROWSER,
+                    amr=" ".join(amr)[:40],
+                    acr=acr,
                     created_at=now,
                     expires_at=now + dt.timedelta(seconds=self.config.code_seconds),
                 )
@@ -536,7 +558,7 @@ class Provider:
             "exp": iat + self.config.id_token_seconds,
             "auth_time": int(grant["auth_time"].timestamp()),
             "acr": grant["acr"],
-            "amr": ["pwd", "otp", "mfa"] if grant["amr"] == "code" else ["pwd"],
+            "amr": grant["amr"].split(),
             "at_hash": half_hash(access_token),
             "sid": self.session_id(grant["login_ref"], client),
         }

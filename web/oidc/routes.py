@@ -17,7 +17,16 @@ from guichet.core.flows.login import next_url_for
 from guichet.core.sessions import FULL
 from guichet.web.forms import form_of
 from guichet.web.http import client_address, error_page, go, render, services_of, session_of
-from guichet.web.oidc.provider import ACR_CODE, ACR_TRUSTED_BROWSER, AuthRequest, Client, OidcError, Provider
+from guichet.web.oidc.provider import (
+    ACR_CODE,
+    ACR_TRUSTED_BROWSER,
+    AuthRequest,
+    Client,
+    OidcError,
+    Provider,
+    acr_of,
+    amr_of,
+)
 
 log = logging.getLogger("guichet.oidc")
 AUTHORIZE_PATH = "/oidc/autoriser"
@@ -132,7 +141,7 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
         or data is None
         or "login" in auth.prompt
         or (auth.max_age is not None and now_ms - data.auth_ms > auth.max_age * 1000)
-        or (ACR_CODE in auth.acr_values and data.auth_via != "code")
+        or (ACR_CODE in auth.acr_values and acr_of(data) == ACR_TRUSTED_BROWSER)
     )
     if needs_login:
         if "none" in auth.prompt:
@@ -159,7 +168,12 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
             return _back_to_client(provider, redirect_uri, state, error="consent_required")
         return _consent_page(request, client, auth, request.url.path + "?" + request.url.query)
     code = await provider.issue_code(
-        auth, account_id=account["id"], auth_ms=data.auth_ms, via=data.auth_via, login_ref=data.login_ref
+        auth,
+        account_id=account["id"],
+        auth_ms=data.auth_ms,
+        amr=amr_of(data),
+        acr=acr_of(data),
+        login_ref=data.login_ref,
     )
     return _back_to_client(provider, redirect_uri, state, code=code)
 
@@ -395,7 +409,7 @@ async def forward_auth(request: Request[Any, Any, Any]) -> Response[Any]:
         return Response(content=b"", status_code=401, headers={"location": provider.issuer + login})
     now = int(services.now().timestamp())
     subject = await provider.subject(account["id"], FORWARD_SECTOR)
-    acr = ACR_CODE if data.auth_via == "code" else ACR_TRUSTED_BROWSER
+    acr = acr_of(data)
     claims: dict[str, Any] = {
         "iss": provider.issuer,
         "sub": subject,
@@ -404,7 +418,7 @@ async def forward_auth(request: Request[Any, Any, Any]) -> Response[Any]:
         "exp": now + services.config.oidc.forward_auth_token_seconds,
         "auth_time": data.auth_ms // 1000,
         "acr": acr,
-        "amr": ["pwd", "otp", "mfa"] if data.auth_via == "code" else ["pwd"],
+        "amr": amr_of(data),
         "family_name": account["last_name"],
         "given_name": account["first_name"],
     }
