@@ -93,7 +93,7 @@
   }
 
   function passkeyError(form, text) {
-    var area = form.querySelector("[data-webauthn-error]");
+    var area = form.querySelector("[data-webauthn-error], #f-code-error");
     if (!area) {
       area = document.createElement("p");
       area.className = "error";
