@@ -26,7 +26,7 @@ from guichet.core.config import PURPOSES, CaisseConfig, load_config
 from guichet.core.context import PluginContext
 from guichet.core.database import Database
 from guichet.core.plugins import PluginHost
-from guichet.core.structs import CodePolicy, PasswordRule, SettingsNote
+from guichet.core.structs import Assurance, CodePolicy, PasswordRule, SettingsNote
 
 # --- the baseline: guichet's defaults, which follow the standards -----------------------------------
 
@@ -65,6 +65,30 @@ class _Effective(msgspec.Struct, frozen=True, kw_only=True):
     policies: dict[str, CodePolicy]
     rules: tuple[PasswordRule, ...]
     question_kinds: tuple[str, ...]
+    authenticators: tuple[tuple[str, Assurance], ...]  # the enabled plugins' (name, assurance), strongest first
+
+
+# What the standards ask of the second factors (NIST SP 800-63B-4, final, August 2025; OWASP ASVS 5.0)
+PHISHING_RESISTANT_STANDARD = (
+    "AAL2 verifiers SHALL offer at least one phishing-resistant authentication option (SP 800-63B-4 §2.2.2); "
+    "a stronger factor than SMS or email where those are offered (ASVS 5.0 6.6.1)"
+)
+EMAIL_STANDARD = "email SHALL NOT be used for out-of-band authentication (SP 800-63B-4 §3.1.3.1)"
+SMS_STANDARD = "SMS is a restricted authenticator: an alternative must be offered to everyone (SP 800-63B-4 §3.2.9)"
+
+
+def assurance_summary(config: CaisseConfig) -> str:
+    """The level a config reaches, in one line: what ``guichet config check`` prints as ``authentication.level``."""
+    found = _effective(config)
+    resistant = [name for name, a in found.authenticators if a.phishing_resistant]
+    aal2 = [name for name, a in found.authenticators if a.aal >= 2]
+    login = found.policies["login"].channels
+    codes = "" if not login else f"; codes by {', '.join(login)} as {'a fallback' if aal2 else 'the second factor'}"
+    if resistant:
+        return f"AAL2 with a phishing-resistant option ({', '.join(resistant)}){codes}"
+    if aal2:
+        return f"AAL2 without a phishing-resistant option ({', '.join(aal2)}){codes}"
+    return "AAL1 for whoever has only an email (email codes are no AAL2 factor)" + codes
 
 
 def _host(config: CaisseConfig) -> PluginHost:
@@ -94,6 +118,7 @@ def _effective(config: CaisseConfig) -> _Effective:
         policies={p: host.code_policy(p) for p in PURPOSES},
         rules=tuple(host.password_rules()),
         question_kinds=tuple(kinds),
+        authenticators=tuple((a.name, a.assurance) for a in host.authenticators()),
     )
 
 
@@ -155,6 +180,14 @@ def effective_values(config: CaisseConfig) -> list[tuple[str, str]]:
         ("security.letters_per_hour", str(security.letters_per_hour)),
         ("rate_limits.store", config.rate_limits.store),
         ("registration.identity_questions", ", ".join(found.question_kinds) or "(none)"),
+        ("authentication.authenticators", ", ".join(name for name, _ in found.authenticators) or "(codes only)"),
+        ("authentication.level", assurance_summary(config)),
+        ("authentication.passwordless", "on" if config.authentication.passwordless else "off"),
+        ("authentication.code_fallback", "on" if config.authentication.code_fallback else "off"),
+        (
+            "authentication.phishing_resistant_statuses",
+            ", ".join(config.authentication.phishing_resistant_statuses) or "(none)",
+        ),
     ]
     return values
 
@@ -170,6 +203,50 @@ def _argon2_value(config: CaisseConfig) -> str:
 
 def _argon2_ok(memory_kib: int, time_cost: int) -> bool:
     return any(memory_kib >= m and time_cost >= t for m, t in ARGON2_MINIMUMS)
+
+
+def _second_factor_findings(config: CaisseConfig, found: _Effective, policy: CodePolicy) -> list[Finding]:
+    """The login's second factors against SP 800-63B-4 and ASVS 5.0: while codes by email and SMS are all
+    a caisse offers, the rules they break; once a phishing-resistant option is enabled, only the
+    fallback to email codes the caisse keeps (``authentication.code_fallback``)."""
+    resistant = [name for name, a in found.authenticators if a.phishing_resistant]
+    channels = ", ".join(policy.channels)
+    if not resistant:
+        return [
+            Finding(
+                key="plugins.enabled",
+                value=f"second factors: codes by {channels}" + "".join(f", {name}" for name, _ in found.authenticators),
+                standard=PHISHING_RESISTANT_STANDARD,
+                compensation="Enable authenticator_passkey (and authenticator_totp, authenticator_recovery) to meet it",
+            ),
+            Finding(
+                key="codes.login.channels",
+                value=channels,
+                standard="; ".join(
+                    ([EMAIL_STANDARD] if "email" in policy.channels else [])
+                    + ([SMS_STANDARD] if "sms" in policy.channels else [])
+                )
+                or "a one-time code sent out of band",
+                compensation=_sentence(
+                    "; ".join(
+                        (["codes by email only to an address proven with a code"] if "email" in policy.channels else [])
+                        + (["SMS only to a number already verified"] if "sms" in policy.channels else [])
+                        + ["a notice on every change of email, mobile or password"]
+                    )
+                ),
+            ),
+        ]
+    if "email" in policy.channels and config.authentication.code_fallback:
+        return [
+            Finding(
+                key="authentication.code_fallback",
+                value=f"codes by {channels} stay offered beside {', '.join(resistant)}",
+                standard=EMAIL_STANDARD,
+                compensation="The login offers the strongest authenticator a person holds first; email codes go "
+                "only to a proven address; `code_fallback = false` keeps them from whoever holds another",
+            )
+        ]
+    return []
 
 
 def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
@@ -210,25 +287,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
                 )
             )
         if purpose in LOGIN_PURPOSES and policy.channels:
-            findings.append(
-                Finding(
-                    key=f"codes.{purpose}.channels",
-                    value=", ".join(policy.channels),
-                    standard="email is not an out-of-band authenticator and SMS is restricted (SP 800-63B 5.1.3.3); "
-                    "allowed at ASVS L2",
-                    compensation=_sentence(
-                        "; ".join(
-                            (
-                                ["codes by email only to an address proven with a code"]
-                                if "email" in policy.channels
-                                else []
-                            )
-                            + (["SMS only to a number already verified"] if "sms" in policy.channels else [])
-                            + ["a notice on every change of email, mobile or password"]
-                        )
-                    ),
-                )
-            )
+            findings += _second_factor_findings(config, found, policy)
     if failures > CODE_MAX_FAILURES_PER_DAY:
         findings.append(
             Finding(
