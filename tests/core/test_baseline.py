@@ -132,7 +132,7 @@ def test_each_weaker_value_is_flagged(
 )
 def test_values_at_or_above_the_baseline_are_not_flagged(make_config: Callable[..., CaisseConfig], extra: str) -> None:
     findings = keys(weaker_than_baseline(neutral_config(make_config, extra)))
-    assert set(findings) == {"codes.login.channels", "security.trusted_browser_days"}
+    assert set(findings) == {"plugins.enabled", "codes.login.channels", "security.trusted_browser_days"}
 
 
 def test_cli_check_runs_without_the_secrets_and_names_what_blocks(
