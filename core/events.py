@@ -51,6 +51,12 @@ EVENT_KINDS = frozenset(
         "third_party.rejected",
         "account.exported",
         "account.closed",
+        # authenticators (core/flows/authenticate.py): an authenticator app, recovery codes, passkeys...
+        "authenticator.verified",
+        "authenticator.failed",
+        "authenticator.enrolled",
+        "authenticator.enrolment_failed",
+        "authenticator.removed",
         # the OpenID Connect provider (web/oidc)
         "oidc.authorized",
         "oidc.token_issued",
