@@ -181,7 +181,7 @@ class TotpAuthenticator:
             return Check(
                 ok=False,
                 message_fr="Ce code ne correspond pas. Vérifiez que votre téléphone est à l'heure exacte, puis "
-                "recommencez : supprimez de l'application le compte ajouté à l'instant et scannez le nouveau QR code.",
+                "saisissez le code que l'application affiche maintenant.",
             )
         label = " ".join(form.get("label", "").split())[:80] or self.label_fr
         # the first code's step is used: the same code cannot log in right afterwards
