@@ -142,6 +142,11 @@ async def test_enrolment_is_told_audited_and_a_wrong_first_code_keeps_the_same_k
     assert notice["payload"] == {"change": "added", "authenticator": "Application d'authentification"}
     kinds = await audit_kinds(site, account["id"])
     assert kinds.count("authenticator.enrolment_failed") == 1 and kinds.count("authenticator.enrolled") == 1
+    # Mes données lists it, never its key
+    export = await site.get("/mon-compte/mes-donnees.json")
+    [held] = export.json()["authenticators"]
+    assert held["kind"] == "Application d'authentification" and held["label"] == "Tél"
+    assert key.replace(" ", "") not in export.text
 
 
 async def test_login_asks_for_the_app_first_sends_no_code_and_records_what_proved_it(
