@@ -30,13 +30,13 @@ from guichet.core.structs import Assurance, CodePolicy, PasswordRule, SettingsNo
 
 # --- the baseline: guichet's defaults, which follow the standards -----------------------------------
 
-CODE_MIN_COMBINATIONS = 10**6  # 6 decimal digits, about 20 bits (ASVS 6.5.4, SP 800-63B)
-CODE_MAX_LIFETIME_MINUTES = 10  # ASVS 6.5.5
+CODE_MIN_COMBINATIONS = 10**6  # 6 decimal digits, about 20 bits (ASVS 6.5.4, SP 800-63B-4 §3.1.3.2)
+CODE_MAX_LIFETIME_MINUTES = 10  # ASVS 6.5.5, SP 800-63B-4 §3.1.3.2
 CODE_MAX_ATTEMPTS = 3
 CODE_MAX_FAILURES_PER_DAY = 10
 PASSWORD_MIN_LENGTH = 12  # guichet's default: 8 is only acceptable with a second factor
-PASSWORD_ALONE_MIN_LENGTH = 15  # SP 800-63B-4, a password used as the only factor
-SESSION_MAX_IDLE_MINUTES = 30  # SP 800-63B AAL2 reauthentication
+PASSWORD_ALONE_MIN_LENGTH = 15  # what SP 800-63B-4 §3.1.1.2 (SHOULD) and ASVS 6.2.1 recommend
+SESSION_MAX_IDLE_MINUTES = 30  # guichet's; SP 800-63B-4 §2.2.3 allows up to 1 hour (24 hours overall) at AAL2
 SESSION_MAX_ABSOLUTE_HOURS = 12
 IDENTITY_MAX_ANSWERS = 3
 # OWASP Password Storage Cheat Sheet: argon2id configurations of equal strength (memory KiB, passes), p=1
@@ -68,13 +68,19 @@ class _Effective(msgspec.Struct, frozen=True, kw_only=True):
     authenticators: tuple[tuple[str, Assurance], ...]  # the enabled plugins' (name, assurance), strongest first
 
 
-# What the standards ask of the second factors (NIST SP 800-63B-4, final, August 2025; OWASP ASVS 5.0)
+# What the standards ask of the second factors (NIST SP 800-63B-4, final, July 2025; OWASP ASVS 5.0.0, May 2025)
 PHISHING_RESISTANT_STANDARD = (
-    "AAL2 verifiers SHALL offer at least one phishing-resistant authentication option (SP 800-63B-4 §2.2.2); "
-    "a stronger factor than SMS or email where those are offered (ASVS 5.0 6.6.1)"
+    "AAL2 verifiers SHALL offer at least one phishing-resistant authentication option (SP 800-63B-4 §2.2.2; "
+    "what counts as one: §3.2.5)"
 )
-EMAIL_STANDARD = "email SHALL NOT be used for out-of-band authentication (SP 800-63B-4 §3.1.3.1)"
-SMS_STANDARD = "SMS is a restricted authenticator: an alternative must be offered to everyone (SP 800-63B-4 §3.2.9)"
+EMAIL_STANDARD = (
+    "email SHALL NOT be used for out-of-band authentication (SP 800-63B-4 §3.1.3.1); "
+    "email is no authentication mechanism at level 3 (ASVS 5.0 6.3.6)"
+)
+SMS_STANDARD = (
+    "SMS is a restricted authenticator: an unrestricted alternative must be offered to everyone "
+    "(SP 800-63B-4 §3.1.3.3, §3.2.9), a stronger one such as an authenticator app (ASVS 5.0 6.6.1)"
+)
 
 
 def assurance_summary(config: CaisseConfig) -> str:
@@ -264,7 +270,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
                 Finding(
                     key=f"codes.{purpose}.length",
                     value=_code_value(policy),
-                    standard="at least 6 digits, about 20 bits (ASVS 6.5.4, SP 800-63B)",
+                    standard="at least 6 digits, about 20 bits (ASVS 6.5.4, SP 800-63B-4 §3.1.3.2)",
                     compensation=_sentence(tries),
                 )
             )
@@ -282,7 +288,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
                 Finding(
                     key=f"codes.{purpose}.max_attempts",
                     value=f"{policy.max_attempts} tries per code",
-                    standard=f"at most {CODE_MAX_ATTEMPTS} tries per code (guichet baseline; SP 800-63B 5.2.2 rate limiting)",
+                    standard=f"at most {CODE_MAX_ATTEMPTS} tries per code (guichet baseline; SP 800-63B-4 §3.2.2 rate limiting)",
                     compensation=f"At most {failures} failures per account per 24 h across codes",
                 )
             )
@@ -293,7 +299,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="codes.failures_per_day",
                 value=f"{failures} failures per account per 24 h",
-                standard=f"at most {CODE_MAX_FAILURES_PER_DAY} (guichet baseline; SP 800-63B 5.2.2 rate limiting)",
+                standard=f"at most {CODE_MAX_FAILURES_PER_DAY} (guichet baseline; SP 800-63B-4 §3.2.2 rate limiting)",
                 compensation="At most 3 tries per code; progressive delays per client address",
             )
         )
@@ -304,7 +310,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="passwords.classes",
                 value="digits, upper case, lower case and special characters required",
-                standard="no composition rules (ASVS 6.2.5, SP 800-63B)",
+                standard="no composition rules (ASVS 6.2.5, SP 800-63B-4 §3.1.1.2)",
                 compensation="The blocklist and the person's own words (name, NIR, birth date, caisse) still apply "
                 "on top of the classes",
             )
@@ -315,8 +321,8 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="passwords.min_length",
                 value=f"{min_length} characters",
-                standard=f"8 only with a second factor, {PASSWORD_ALONE_MIN_LENGTH} for a password alone "
-                f"(SP 800-63B-4); guichet's default is {PASSWORD_MIN_LENGTH}",
+                standard=f"at least 8, {PASSWORD_ALONE_MIN_LENGTH} recommended (SP 800-63B-4 §3.1.1.2, ASVS 6.2.1); "
+                f"guichet's default is {PASSWORD_MIN_LENGTH}",
                 compensation="A second factor on every login: a code, or a trusted browser's signed, revocable "
                 "device token",
             )
@@ -336,7 +342,8 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="registration.identity_questions",
                 value=", ".join(found.question_kinds),
-                standard="no knowledge-based questions as an authenticator (ASVS 6.4.2, SP 800-63B)",
+                standard="no knowledge-based questions as an authenticator (ASVS 6.4.2; not a permitted authenticator "
+                "type, SP 800-63B-4 §2.1.1)",
                 compensation=f"Asked once, at enrolment only; at most {config.security.identity_answers_per_identifier} "
                 "answers per identifier; a wrong or missing answer sends the password by post to the "
                 "address the caisse already knows",
@@ -355,7 +362,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
         Finding(
             key="security.trusted_browser_days",
             value=f"{config.security.trusted_browser_days} days; a trusted browser skips the login code",
-            standard="a remembered device must not replace an authentication factor (SP 800-63B)",
+            standard="a remembered device must not replace an authentication factor (SP 800-63B-4 §5.1)",
             compensation="It skips the code step only, never the password; listed and revocable in Mon compte; "
             f"revoked on every credential change; expires after {config.security.trusted_browser_days} days",
         )
@@ -365,7 +372,8 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="sessions.idle_minutes",
                 value=f"{config.sessions.idle_minutes} minutes",
-                standard=f"at most {SESSION_MAX_IDLE_MINUTES} minutes idle at AAL2 (SP 800-63B, ASVS 7.3.1)",
+                standard=f"at most {SESSION_MAX_IDLE_MINUTES} minutes idle (guichet baseline; ASVS 7.3.1; "
+                "SP 800-63B-4 §2.2.3: at most 1 hour at AAL2)",
                 compensation="Sessions end at every credential change and at the absolute timeout",
             )
         )
@@ -374,7 +382,8 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="sessions.absolute_hours",
                 value=f"{config.sessions.absolute_hours} hours",
-                standard=f"at most {SESSION_MAX_ABSOLUTE_HOURS} hours at AAL2 (SP 800-63B, ASVS 7.3.2)",
+                standard=f"at most {SESSION_MAX_ABSOLUTE_HOURS} hours (guichet baseline; ASVS 7.3.2; "
+                "SP 800-63B-4 §2.2.3: at most 24 hours at AAL2)",
                 compensation="Sessions end at every credential change and after the idle timeout",
             )
         )
