@@ -89,7 +89,14 @@ def assurance_summary(config: CaisseConfig) -> str:
     resistant = [name for name, a in found.authenticators if a.phishing_resistant]
     aal2 = [name for name, a in found.authenticators if a.aal >= 2]
     login = found.policies["login"].channels
-    codes = "" if not login else f"; codes by {', '.join(login)} as {'a fallback' if aal2 else 'the second factor'}"
+    if not login:
+        codes = ""
+    elif not aal2:
+        codes = f"; codes by {', '.join(login)} as the second factor"
+    elif config.authentication.code_fallback:
+        codes = f"; codes by {', '.join(login)} as a fallback"
+    else:
+        codes = f"; codes by {', '.join(login)} only for whoever holds nothing else"
     if resistant:
         return f"AAL2 with a phishing-resistant option ({', '.join(resistant)}){codes}"
     if aal2:

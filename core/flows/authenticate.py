@@ -326,14 +326,15 @@ async def remove(
 
 
 async def tell_owner(services: Services, account: dict[str, Any], authenticator: Authenticator, change: str) -> None:
-    """The notice of a change to how one logs in: by email, and by SMS where there is no email."""
+    """The notice of a change to how one logs in, to every address the person proved (SP 800-63B-4 §4.6):
+    whoever holds one of them hears of it; never to a number only typed, which may be a stranger's."""
+    proven = tuple(kind for kind in (EMAIL, MOBILE) if account[f"{kind}_verified"])
     await notify(
         services,
         template="authenticator_changed_notice",
         recipient=account_recipient(account),
-        kinds=(EMAIL, MOBILE),
+        kinds=proven or (EMAIL,),
         payload={"change": change, "authenticator": authenticator.label_fr},
-        first_only=True,
     )
 
 

@@ -111,7 +111,7 @@ class RecoveryCodes:
             return Check(ok=False, message_fr="Veuillez saisir l'un des codes de secours de votre lettre.")
         if len(code) != LENGTH or any(c not in ALPHABET for c in code):
             return Check(ok=False, message_fr=WRONG)
-        found = await self.store.find(KIND, self._lookup(account.id, code))
+        found = await self.store.find(KIND, self.store.lookup_digests(KIND, f"{account.id}:{code}"))
         if found is None or found.account_id != account.id:
             return Check(ok=False, message_fr=WRONG)
         if found.used_at is not None or not await self.store.use_once(found.id):

@@ -138,7 +138,7 @@ async def test_enrolment_is_told_audited_and_a_wrong_first_code_keeps_the_same_k
     assert r.status_code == 200 and "ajout enregistré" in text_of(r)
     [row] = await credentials(site, account["id"])
     assert row["kind"] == "totp" and row["label"] == "Tél" and key.replace(" ", "") not in row["secret"]
-    [notice] = await site.outbox("authenticator_changed_notice")
+    [notice] = await site.outbox("authenticator_changed_notice")  # Julien has an email only: one notice
     assert notice["payload"] == {"change": "added", "authenticator": "Application d'authentification"}
     kinds = await audit_kinds(site, account["id"])
     assert kinds.count("authenticator.enrolment_failed") == 1 and kinds.count("authenticator.enrolled") == 1

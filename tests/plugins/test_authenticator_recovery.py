@@ -68,11 +68,18 @@ async def test_the_letter_goes_by_post_and_reads_back_from_its_pdf(
     assert prompt.widget == "confirm" and any("10 codes" in p and "courrier" in p for p in prompt.text_fr)
     codes = await ask_for_codes(auth_portal, holder)
     assert len(codes) == len(set(codes)) == 10 and all(SHOWN.match(c) for c in codes)
-    [letter] = await auth_portal.outbox("recovery_codes_letter")
+    [letter, *_] = await auth_portal.outbox("recovery_codes_letter")
     assert letter["channel"] == "postal" and letter["payload"] == {"codes": codes}
     assert letter["recipient"]["address"]["lines"]  # the registry's address, never a typed one
+    # the notice goes to the address the person proved, never to a mobile only typed (it may be a stranger's)
     [notice] = await auth_portal.outbox("authenticator_changed_notice")
     assert notice["channel"] == "email" and notice["payload"]["authenticator"] == "Codes de secours par courrier"
+    # once the mobile is proven too, to both (SP 800-63B-4 §4.6: every notification address)
+    t = services.database.t.Account
+    await t.update({t.mobile_verified: True}).where(t.id == holder["id"]).run()
+    await ask_for_codes(auth_portal, {**holder, "mobile_verified": True})
+    notices = (await auth_portal.outbox("authenticator_changed_notice"))[1:]
+    assert sorted(n["channel"] for n in notices) == ["email", "sms"]
     # the outbox worker hands it to the postal channel, which writes the PDF
     worker = OutboxWorker(services.database, services.keys, services.host, services.clock, worker_id="t")
     await worker.run_once()
@@ -203,10 +210,23 @@ async def test_removing_the_set_removes_every_code(auth_portal: Portal, holder: 
     assert await recovery.enrolments(ref) == []
     assert (await judge(auth_portal, holder, codes[1])).message_fr == WRONG
     notices = await auth_portal.outbox("authenticator_changed_notice")
-    assert [n["payload"]["change"] for n in notices] == ["added", "removed"]
+    assert [n["payload"]["change"] for n in notices if n["channel"] == "email"] == ["added", "removed"]
 
 
 def test_typed_codes_are_read_without_case_spaces_or_dashes() -> None:
     assert normalised(" acdef-34679 ") == normalised("ACDEF 34679") == normalised("acdef\u00a034679") == "ACDEF34679"
     assert normalised("ACDEF\u201134679") == normalised("ACDEF_34679") == "ACDEF34679"  # a non-breaking hyphen
     assert not set("0O1IL2Z5S8B") & set(ALPHABET)
+
+
+async def test_a_letter_outlives_a_rotation_of_the_secret_key(auth_portal: Portal, holder: dict[str, Any]) -> None:
+    """Codes posted before ``security.secret_key`` rotated (the old key in ``previous_secret_keys``) still work."""
+    from guichet.core.keys import Keys
+
+    codes = await ask_for_codes(auth_portal, holder)
+    store = auth_portal.services.host.credentials
+    old = auth_portal.services.config.security.secret_key.resolve()
+    store._keys = Keys("a-new-secret-key-after-rotation-0123456789abcdef", previous=[old])
+    assert (await judge(auth_portal, holder, codes[0])).ok
+    store._keys = Keys("a-new-secret-key-after-rotation-0123456789abcdef")  # the old key dropped: the letter is void
+    assert (await judge(auth_portal, holder, codes[1])).message_fr == WRONG
