@@ -43,6 +43,10 @@ EVENT_LABELS_FR = {
     "logout": "Déconnexion",
     "third_party.approved": "Demande d'accès acceptée, espace privé créé",
     "account.exported": "Mes données téléchargées",
+    "authenticator.verified": "Connexion confirmée par un moyen de connexion (clé d'accès, application…)",
+    "authenticator.failed": "Moyen de connexion refusé",
+    "authenticator.enrolled": "Moyen de connexion ajouté",
+    "authenticator.removed": "Moyen de connexion supprimé",
 }
 
 
@@ -72,6 +76,15 @@ class BrowserData(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: dt.datetime
 
 
+class AuthenticatorData(msgspec.Struct, frozen=True, kw_only=True):
+    """A passkey, an authenticator app, a set of recovery codes: what it is, never its secret."""
+
+    kind: str  # its label: "Clé d'accès"
+    label: str
+    added_at: dt.datetime
+    last_used_at: dt.datetime | None
+
+
 class EventData(msgspec.Struct, frozen=True, kw_only=True):
     at: dt.datetime
     kind: str
@@ -91,6 +104,7 @@ class AccountData(msgspec.Struct, frozen=True, kw_only=True):
     password_is_temporary: bool
     contacts_confirmed_at: dt.datetime | None
     trusted_browsers: list[BrowserData]
+    authenticators: list[AuthenticatorData]
     recent_security_events: list[EventData]
 
 
@@ -165,8 +179,22 @@ async def account_data(services: "Services", account: dict[str, Any]) -> Account
             )
             for r in browsers
         ],
+        authenticators=await _authenticators(services, account),
         recent_security_events=shown,
     )
+
+
+async def _authenticators(services: "Services", account: dict[str, Any]) -> list[AuthenticatorData]:
+    from guichet.core.flows.authenticate import CONTACT_CODES, holdings  # flows import this module's callers
+
+    return [
+        AuthenticatorData(
+            kind=offer.authenticator.label_fr, label=e.label, added_at=e.created_at, last_used_at=e.last_used_at
+        )
+        for offer in await holdings(services, account)
+        if offer.authenticator.name != CONTACT_CODES
+        for e in offer.enrolments
+    ]
 
 
 def french_moment(moment: dt.datetime | None) -> str:

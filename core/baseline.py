@@ -26,17 +26,17 @@ from guichet.core.config import PURPOSES, CaisseConfig, load_config
 from guichet.core.context import PluginContext
 from guichet.core.database import Database
 from guichet.core.plugins import PluginHost
-from guichet.core.structs import CodePolicy, PasswordRule, SettingsNote
+from guichet.core.structs import Assurance, CodePolicy, PasswordRule, SettingsNote
 
 # --- the baseline: guichet's defaults, which follow the standards -----------------------------------
 
-CODE_MIN_COMBINATIONS = 10**6  # 6 decimal digits, about 20 bits (ASVS 6.5.4, SP 800-63B)
-CODE_MAX_LIFETIME_MINUTES = 10  # ASVS 6.5.5
+CODE_MIN_COMBINATIONS = 10**6  # 6 decimal digits, about 20 bits (ASVS 6.5.4, SP 800-63B-4 §3.1.3.2)
+CODE_MAX_LIFETIME_MINUTES = 10  # ASVS 6.5.5, SP 800-63B-4 §3.1.3.2
 CODE_MAX_ATTEMPTS = 3
 CODE_MAX_FAILURES_PER_DAY = 10
 PASSWORD_MIN_LENGTH = 12  # guichet's default: 8 is only acceptable with a second factor
-PASSWORD_ALONE_MIN_LENGTH = 15  # SP 800-63B-4, a password used as the only factor
-SESSION_MAX_IDLE_MINUTES = 30  # SP 800-63B AAL2 reauthentication
+PASSWORD_ALONE_MIN_LENGTH = 15  # what SP 800-63B-4 §3.1.1.2 (SHOULD) and ASVS 6.2.1 recommend
+SESSION_MAX_IDLE_MINUTES = 30  # guichet's; SP 800-63B-4 §2.2.3 allows up to 1 hour (24 hours overall) at AAL2
 SESSION_MAX_ABSOLUTE_HOURS = 12
 IDENTITY_MAX_ANSWERS = 3
 # OWASP Password Storage Cheat Sheet: argon2id configurations of equal strength (memory KiB, passes), p=1
@@ -65,6 +65,43 @@ class _Effective(msgspec.Struct, frozen=True, kw_only=True):
     policies: dict[str, CodePolicy]
     rules: tuple[PasswordRule, ...]
     question_kinds: tuple[str, ...]
+    authenticators: tuple[tuple[str, Assurance], ...]  # the enabled plugins' (name, assurance), strongest first
+
+
+# What the standards ask of the second factors (NIST SP 800-63B-4, final, July 2025; OWASP ASVS 5.0.0, May 2025)
+PHISHING_RESISTANT_STANDARD = (
+    "AAL2 verifiers SHALL offer at least one phishing-resistant authentication option (SP 800-63B-4 §2.2.2; "
+    "what counts as one: §3.2.5)"
+)
+EMAIL_STANDARD = (
+    "email SHALL NOT be used for out-of-band authentication (SP 800-63B-4 §3.1.3.1); "
+    "email is no authentication mechanism at level 3 (ASVS 5.0 6.3.6)"
+)
+SMS_STANDARD = (
+    "SMS is a restricted authenticator: an unrestricted alternative must be offered to everyone "
+    "(SP 800-63B-4 §3.1.3.3, §3.2.9), a stronger one such as an authenticator app (ASVS 5.0 6.6.1)"
+)
+
+
+def assurance_summary(config: CaisseConfig) -> str:
+    """The level a config reaches, in one line: what ``guichet config check`` prints as ``authentication.level``."""
+    found = _effective(config)
+    resistant = [name for name, a in found.authenticators if a.phishing_resistant]
+    aal2 = [name for name, a in found.authenticators if a.aal >= 2]
+    login = found.policies["login"].channels
+    if not login:
+        codes = ""
+    elif not aal2:
+        codes = f"; codes by {', '.join(login)} as the second factor"
+    elif config.authentication.code_fallback:
+        codes = f"; codes by {', '.join(login)} as a fallback"
+    else:
+        codes = f"; codes by {', '.join(login)} only for whoever holds nothing else"
+    if resistant:
+        return f"AAL2 with a phishing-resistant option ({', '.join(resistant)}){codes}"
+    if aal2:
+        return f"AAL2 without a phishing-resistant option ({', '.join(aal2)}){codes}"
+    return "AAL1 for whoever has only an email (email codes are no AAL2 factor)" + codes
 
 
 def _host(config: CaisseConfig) -> PluginHost:
@@ -94,6 +131,7 @@ def _effective(config: CaisseConfig) -> _Effective:
         policies={p: host.code_policy(p) for p in PURPOSES},
         rules=tuple(host.password_rules()),
         question_kinds=tuple(kinds),
+        authenticators=tuple((a.name, a.assurance) for a in host.authenticators()),
     )
 
 
@@ -155,6 +193,14 @@ def effective_values(config: CaisseConfig) -> list[tuple[str, str]]:
         ("security.letters_per_hour", str(security.letters_per_hour)),
         ("rate_limits.store", config.rate_limits.store),
         ("registration.identity_questions", ", ".join(found.question_kinds) or "(none)"),
+        ("authentication.authenticators", ", ".join(name for name, _ in found.authenticators) or "(codes only)"),
+        ("authentication.level", assurance_summary(config)),
+        ("authentication.passwordless", "on" if config.authentication.passwordless else "off"),
+        ("authentication.code_fallback", "on" if config.authentication.code_fallback else "off"),
+        (
+            "authentication.phishing_resistant_statuses",
+            ", ".join(config.authentication.phishing_resistant_statuses) or "(none)",
+        ),
     ]
     return values
 
@@ -172,6 +218,50 @@ def _argon2_ok(memory_kib: int, time_cost: int) -> bool:
     return any(memory_kib >= m and time_cost >= t for m, t in ARGON2_MINIMUMS)
 
 
+def _second_factor_findings(config: CaisseConfig, found: _Effective, policy: CodePolicy) -> list[Finding]:
+    """The login's second factors against SP 800-63B-4 and ASVS 5.0: while codes by email and SMS are all
+    a caisse offers, the rules they break; once a phishing-resistant option is enabled, only the
+    fallback to email codes the caisse keeps (``authentication.code_fallback``)."""
+    resistant = [name for name, a in found.authenticators if a.phishing_resistant]
+    channels = ", ".join(policy.channels)
+    if not resistant:
+        return [
+            Finding(
+                key="plugins.enabled",
+                value=f"second factors: codes by {channels}" + "".join(f", {name}" for name, _ in found.authenticators),
+                standard=PHISHING_RESISTANT_STANDARD,
+                compensation="Enable authenticator_passkey (and authenticator_totp, authenticator_recovery) to meet it",
+            ),
+            Finding(
+                key="codes.login.channels",
+                value=channels,
+                standard="; ".join(
+                    ([EMAIL_STANDARD] if "email" in policy.channels else [])
+                    + ([SMS_STANDARD] if "sms" in policy.channels else [])
+                )
+                or "a one-time code sent out of band",
+                compensation=_sentence(
+                    "; ".join(
+                        (["codes by email only to an address proven with a code"] if "email" in policy.channels else [])
+                        + (["SMS only to a number already verified"] if "sms" in policy.channels else [])
+                        + ["a notice on every change of email, mobile or password"]
+                    )
+                ),
+            ),
+        ]
+    if "email" in policy.channels and config.authentication.code_fallback:
+        return [
+            Finding(
+                key="authentication.code_fallback",
+                value=f"codes by {channels} stay offered beside {', '.join(resistant)}",
+                standard=EMAIL_STANDARD,
+                compensation="The login offers the strongest authenticator a person holds first; email codes go "
+                "only to a proven address; `code_fallback = false` keeps them from whoever holds another",
+            )
+        ]
+    return []
+
+
 def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
     """Every effective value weaker than OWASP ASVS 5.0 L2 / NIST SP 800-63B, with its compensating controls."""
     found = _effective(config)
@@ -187,7 +277,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
                 Finding(
                     key=f"codes.{purpose}.length",
                     value=_code_value(policy),
-                    standard="at least 6 digits, about 20 bits (ASVS 6.5.4, SP 800-63B)",
+                    standard="at least 6 digits, about 20 bits (ASVS 6.5.4, SP 800-63B-4 §3.1.3.2)",
                     compensation=_sentence(tries),
                 )
             )
@@ -205,36 +295,18 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
                 Finding(
                     key=f"codes.{purpose}.max_attempts",
                     value=f"{policy.max_attempts} tries per code",
-                    standard=f"at most {CODE_MAX_ATTEMPTS} tries per code (guichet baseline; SP 800-63B 5.2.2 rate limiting)",
+                    standard=f"at most {CODE_MAX_ATTEMPTS} tries per code (guichet baseline; SP 800-63B-4 §3.2.2 rate limiting)",
                     compensation=f"At most {failures} failures per account per 24 h across codes",
                 )
             )
         if purpose in LOGIN_PURPOSES and policy.channels:
-            findings.append(
-                Finding(
-                    key=f"codes.{purpose}.channels",
-                    value=", ".join(policy.channels),
-                    standard="email is not an out-of-band authenticator and SMS is restricted (SP 800-63B 5.1.3.3); "
-                    "allowed at ASVS L2",
-                    compensation=_sentence(
-                        "; ".join(
-                            (
-                                ["codes by email only to an address proven with a code"]
-                                if "email" in policy.channels
-                                else []
-                            )
-                            + (["SMS only to a number already verified"] if "sms" in policy.channels else [])
-                            + ["a notice on every change of email, mobile or password"]
-                        )
-                    ),
-                )
-            )
+            findings += _second_factor_findings(config, found, policy)
     if failures > CODE_MAX_FAILURES_PER_DAY:
         findings.append(
             Finding(
                 key="codes.failures_per_day",
                 value=f"{failures} failures per account per 24 h",
-                standard=f"at most {CODE_MAX_FAILURES_PER_DAY} (guichet baseline; SP 800-63B 5.2.2 rate limiting)",
+                standard=f"at most {CODE_MAX_FAILURES_PER_DAY} (guichet baseline; SP 800-63B-4 §3.2.2 rate limiting)",
                 compensation="At most 3 tries per code; progressive delays per client address",
             )
         )
@@ -245,7 +317,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="passwords.classes",
                 value="digits, upper case, lower case and special characters required",
-                standard="no composition rules (ASVS 6.2.5, SP 800-63B)",
+                standard="no composition rules (ASVS 6.2.5, SP 800-63B-4 §3.1.1.2)",
                 compensation="The blocklist and the person's own words (name, NIR, birth date, caisse) still apply "
                 "on top of the classes",
             )
@@ -256,8 +328,8 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="passwords.min_length",
                 value=f"{min_length} characters",
-                standard=f"8 only with a second factor, {PASSWORD_ALONE_MIN_LENGTH} for a password alone "
-                f"(SP 800-63B-4); guichet's default is {PASSWORD_MIN_LENGTH}",
+                standard=f"at least 8, {PASSWORD_ALONE_MIN_LENGTH} recommended (SP 800-63B-4 §3.1.1.2, ASVS 6.2.1); "
+                f"guichet's default is {PASSWORD_MIN_LENGTH}",
                 compensation="A second factor on every login: a code, or a trusted browser's signed, revocable "
                 "device token",
             )
@@ -277,7 +349,8 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="registration.identity_questions",
                 value=", ".join(found.question_kinds),
-                standard="no knowledge-based questions as an authenticator (ASVS 6.4.2, SP 800-63B)",
+                standard="no knowledge-based questions as an authenticator (ASVS 6.4.2; not a permitted authenticator "
+                "type, SP 800-63B-4 §2.1.1)",
                 compensation=f"Asked once, at enrolment only; at most {config.security.identity_answers_per_identifier} "
                 "answers per identifier; a wrong or missing answer sends the password by post to the "
                 "address the caisse already knows",
@@ -296,7 +369,7 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
         Finding(
             key="security.trusted_browser_days",
             value=f"{config.security.trusted_browser_days} days; a trusted browser skips the login code",
-            standard="a remembered device must not replace an authentication factor (SP 800-63B)",
+            standard="a remembered device must not replace an authentication factor (SP 800-63B-4 §5.1)",
             compensation="It skips the code step only, never the password; listed and revocable in Mon compte; "
             f"revoked on every credential change; expires after {config.security.trusted_browser_days} days",
         )
@@ -306,7 +379,8 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="sessions.idle_minutes",
                 value=f"{config.sessions.idle_minutes} minutes",
-                standard=f"at most {SESSION_MAX_IDLE_MINUTES} minutes idle at AAL2 (SP 800-63B, ASVS 7.3.1)",
+                standard=f"at most {SESSION_MAX_IDLE_MINUTES} minutes idle (guichet baseline; ASVS 7.3.1; "
+                "SP 800-63B-4 §2.2.3: at most 1 hour at AAL2)",
                 compensation="Sessions end at every credential change and at the absolute timeout",
             )
         )
@@ -315,7 +389,8 @@ def weaker_than_baseline(config: CaisseConfig) -> list[Finding]:
             Finding(
                 key="sessions.absolute_hours",
                 value=f"{config.sessions.absolute_hours} hours",
-                standard=f"at most {SESSION_MAX_ABSOLUTE_HOURS} hours at AAL2 (SP 800-63B, ASVS 7.3.2)",
+                standard=f"at most {SESSION_MAX_ABSOLUTE_HOURS} hours (guichet baseline; ASVS 7.3.2; "
+                "SP 800-63B-4 §2.2.3: at most 24 hours at AAL2)",
                 compensation="Sessions end at every credential change and after the idle timeout",
             )
         )

@@ -39,6 +39,8 @@ TEMPLATE_CARRIES = {
     "third_party_rejected_letter": LETTER,
     "account_closed_notice": NOTICE,
     "account_closed_letter": LETTER,
+    "recovery_codes_letter": LETTER,
+    "authenticator_changed_notice": NOTICE,
 }
 # the kinds of address a person types (and proves with a code); every other kind comes from the registry
 TYPED_KINDS = frozenset({EMAIL, MOBILE})

@@ -110,12 +110,19 @@ class CredentialStore:
         rows = await t.select().where((t.account_id == account_id) & (t.kind == kind)).order_by(t.id).run()
         return [self._struct(row) for row in rows]
 
-    async def find(self, kind: str, lookup: str) -> StoredCredential | None:
-        """The credential of ``kind`` with this lookup (a passkey's id), whoever holds it."""
-        if not lookup:
+    def lookup_digests(self, kind: str, value: str) -> list[str]:
+        """``lookup_digest`` under every key still accepted, the current first: what ``find`` looks
+        for, so that a letter of recovery codes outlives a rotation of the caisse's secret key."""
+        return self.keys.hmacs(f"credential-{kind}", value)
+
+    async def find(self, kind: str, lookup: str | list[str]) -> StoredCredential | None:
+        """The credential of ``kind`` with this lookup (a passkey's id), or any of these lookups (a
+        value's digests under each key, ``lookup_digests``), whoever holds it."""
+        wanted = [lookup] if isinstance(lookup, str) else [value for value in lookup if value]
+        if not wanted or not all(wanted):
             return None
         t = self._t
-        rows = await t.select().where((t.kind == kind) & (t.lookup == lookup)).limit(1).run()
+        rows = await t.select().where((t.kind == kind) & t.lookup.is_in(wanted)).limit(1).run()
         return self._struct(rows[0]) if rows else None
 
     def secret(self, credential: StoredCredential) -> bytes:

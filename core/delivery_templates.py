@@ -32,6 +32,8 @@ TEMPLATES = (
     "third_party_rejected_letter",
     "account_closed_notice",
     "account_closed_letter",
+    "recovery_codes_letter",
+    "authenticator_changed_notice",
 )
 # the longest values the core puts in each payload key, every key at once: a channel renders each of its
 # templates with it at start-up to prove the texts fit (one SMS...), and the kit's conformance check sends it
@@ -50,6 +52,9 @@ SAMPLE_PAYLOAD: dict[str, Any] = {
     "requested_on": "31/12/2026",
     "reason": "R" * 300,
     "closed_on": "31/12/2026",
+    "codes": ["ACDEF-34679"] * 10,
+    "change": "removed",
+    "authenticator": "Code de sécurité par e-mail ou SMS",
 }
 
 

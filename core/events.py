@@ -51,7 +51,7 @@ EVENT_KINDS = frozenset(
         "third_party.rejected",
         "account.exported",
         "account.closed",
-        # authenticators (core/flows/authenticate.py), whatever their plugin; `authenticator` names it
+        # authenticators (core/flows/authenticate.py): an authenticator app, recovery codes, passkeys...
         "authenticator.verified",
         "authenticator.failed",
         "authenticator.enrolled",

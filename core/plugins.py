@@ -86,6 +86,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "password_msa": "guichet.plugins.password_msa.hooks",
     "authenticator_passkey": "guichet.plugins.authenticator_passkey.hooks",
     "demo_mailbox": "guichet.plugins.demo_mailbox.hooks",
+    "authenticator_totp": "guichet.plugins.authenticator_totp.hooks",
+    "authenticator_recovery": "guichet.plugins.authenticator_recovery.hooks",
     "caisse_provence_azur": "guichet.plugins.caisse_provence_azur.hooks",
     "caisse_sud_aquitaine": "guichet.plugins.caisse_sud_aquitaine.hooks",
 }

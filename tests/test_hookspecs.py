@@ -685,3 +685,82 @@ def test_hook_guichet_demo_mailbox(make_config: Callable[..., CaisseConfig], tmp
     with pytest.raises(ConfigError, match="no enabled plugin offers a demo mailbox") as refused:
         _offered_mailbox(pm, demo)
     assert refused.value.key == "$.demo.mailbox"
+
+
+HALF_DONE = """
+from guichet.core import Assurance, hookimpl
+
+class HalfDone:
+    name = "{name}"
+    label_fr = "Moitié"
+    description_fr = "Un moyen de connexion à moitié écrit."
+    assurance = Assurance(amr=("otp",))
+    rank = 5
+    enrolment = "page"
+
+    async def enrolments(self, account):
+        return []
+
+    async def challenge(self, account):
+        raise NotImplementedError
+
+    async def verify(self, account, state, form):
+        raise NotImplementedError
+
+    async def begin_enrolment(self, account):
+        raise NotImplementedError
+
+    async def finish_enrolment(self, account, state, form):
+        raise NotImplementedError
+{remove}
+
+@hookimpl
+def guichet_authenticators(context, store):
+    return [HalfDone()]
+"""
+REMOVE = """
+    async def remove(self, account, enrolment_id):
+        return False
+"""
+
+
+def test_hook_guichet_authenticators(
+    context_for: Callable[..., PluginContext], installed_plugin: Callable[[str, str], str]
+) -> None:
+    from guichet.core.credentials import CredentialStore
+    from guichet.core.errors import ConfigError
+    from guichet.core.structs import Authenticator
+    from guichet.plugins.authenticator_recovery import hooks as authenticator_recovery
+    from guichet.plugins.authenticator_totp import hooks as authenticator_totp
+
+    context = context_for(enabled=["statuses_msa", "authenticator_totp", "authenticator_recovery"])
+    store = CredentialStore(context.database, context.config, context.clock)
+    [totp] = authenticator_totp.guichet_authenticators(context=context, store=store)
+    [recovery] = authenticator_recovery.guichet_authenticators(context=context, store=store)
+    assert (totp.name, totp.rank, totp.enrolment, totp.assurance.amr, totp.assurance.aal) == (
+        "totp",
+        20,
+        "page",
+        ("otp",),
+        2,
+    )
+    assert (recovery.name, recovery.rank, recovery.enrolment) == ("recovery_code", 0, "letter")
+    assert totp.label_fr == "Application d'authentification" and recovery.label_fr == "Codes de secours par courrier"
+    # through the host: the strongest first, each built with the host's own store
+    host = host_of(context)
+    assert [a.name for a in host.authenticators()] == ["totp", "recovery_code"]
+    assert all(isinstance(a, Authenticator) for a in host.authenticators())
+    assert host.authenticator("totp") is not None and host.authenticator("totp") is not totp  # per host
+    assert getattr(host.authenticator("totp"), "store", None) is host.credentials
+    assert host_of(context_for(enabled=["statuses_msa"])).authenticators() == []
+    # a third party's: one lacking a method, or with a name unfit for a URL, stops the start
+    installed_plugin("half_done", HALF_DONE.format(name="half", remove=""))
+    with pytest.raises(ConfigError, match=r"'half_done'.*'half' lacks remove \(an async method\)"):
+        host_of(context_for(enabled=["statuses_msa", "half_done"]))
+    installed_plugin("bad_name", HALF_DONE.format(name="Moitié Prix", remove=REMOVE))
+    with pytest.raises(ConfigError, match=r"'bad_name'.*lacks name \(lower-case letters"):
+        host_of(context_for(enabled=["statuses_msa", "bad_name"]))
+    installed_plugin("complete", HALF_DONE.format(name="totp", remove=REMOVE))
+    assert [a.name for a in host_of(context_for(enabled=["statuses_msa", "complete"])).authenticators()] == ["totp"]
+    with pytest.raises(ConfigError, match="'totp' is offered twice"):
+        host_of(context_for(enabled=["statuses_msa", "complete", "authenticator_totp"]))

@@ -221,12 +221,25 @@ def mark_reauthenticated(services: Services, session: Session) -> None:
 async def begin_enrolment(
     services: Services, session: Session, authenticator: Authenticator, account: dict[str, Any]
 ) -> Challenge:
+    """A new enrolment of ``authenticator``'s; the whole challenge (its prompt too: a QR code to show
+    again after a mistyped first code) is kept sealed in the session until the enrolment succeeds."""
     assert session.data is not None
     challenge = await authenticator.begin_enrolment(account_ref(services, account))
     session.data.auth_name = f"+{authenticator.name}"  # an enrolment's state never answers a login's challenge
-    session.data.auth_state = seal_state(services, challenge.state)
+    session.data.auth_state = services.keys.seal(msgspec.json.encode(challenge), STATE_PURPOSE)
     session.dirty = True
     return challenge
+
+
+def enrolment_under_way(services: Services, session: Session, name: str) -> Challenge | None:
+    """The enrolment of ``name`` this session started, as it was begun; None when there is none."""
+    data = session.data
+    if data is None or data.auth_name != f"+{name}" or not data.auth_state:
+        return None
+    try:
+        return msgspec.json.decode(services.keys.unseal(data.auth_state, STATE_PURPOSE), type=Challenge)
+    except (ValueError, msgspec.DecodeError):  # a key rotated since: the enrolment starts over
+        return None
 
 
 async def finish_enrolment(
@@ -239,8 +252,9 @@ async def finish_enrolment(
     client: str,
 ) -> tuple[Check, str]:
     """The answer to an enrolment's prompt (a first TOTP code, a new passkey), counted as a code is;
-    once right: audited, a notice sent and the letter queued in one transaction."""
-    state = take_state(services, session, f"+{authenticator.name}")
+    once right: audited, a notice sent and the letter queued in one transaction, and the enrolment
+    over. A wrong answer leaves it under way (the same QR code for the next try)."""
+    under_way = enrolment_under_way(services, session, authenticator.name)
     tried = (services.limits.login_identifier, account["identifier"])
     subject = subject_of(account["identifier"])
     try:
@@ -261,8 +275,8 @@ async def finish_enrolment(
     ref = account_ref(services, account)
     async with services.database.transaction():
         check = (
-            await authenticator.finish_enrolment(ref, state, form)
-            if state is not None
+            await authenticator.finish_enrolment(ref, under_way.state, form)
+            if under_way is not None
             else Check(ok=False, message_fr=WRONG_ANSWER)
         )
         if not check.ok:
@@ -288,6 +302,7 @@ async def finish_enrolment(
     await settle_tries(services, Settlement(clear=(tried,)))
     assert session.data is not None
     session.data.must_enrol = False
+    session.data.auth_name = session.data.auth_state = ""
     session.dirty = True
     return check, ""
 
@@ -311,14 +326,15 @@ async def remove(
 
 
 async def tell_owner(services: Services, account: dict[str, Any], authenticator: Authenticator, change: str) -> None:
-    """The notice of a change to how one logs in: by email, and by SMS where there is no email."""
+    """The notice of a change to how one logs in, to every address the person proved (SP 800-63B-4 §4.6):
+    whoever holds one of them hears of it; never to a number only typed, which may be a stranger's."""
+    proven = tuple(kind for kind in (EMAIL, MOBILE) if account[f"{kind}_verified"])
     await notify(
         services,
         template="authenticator_changed_notice",
         recipient=account_recipient(account),
-        kinds=(EMAIL, MOBILE),
+        kinds=proven or (EMAIL,),
         payload={"change": change, "authenticator": authenticator.label_fr},
-        first_only=True,
     )
 
 

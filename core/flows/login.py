@@ -257,6 +257,15 @@ async def _trusted(services: Services, account: dict[str, Any], token: str) -> b
     return bool(rows)
 
 
+async def codes_offered(services: Services, account: dict[str, Any]) -> bool:
+    """Whether this login may go on with a code by email or SMS: not for whoever holds a stronger
+    authenticator where the caisse keeps no fallback, nor where their status requires a
+    phishing-resistant one they hold (``authenticate.login_offers``). Whoever holds nothing else
+    (contacts typed but not proven yet included) gets codes."""
+    names = [o.authenticator.name for o in await authenticate.login_offers(services, account)]
+    return authenticate.CONTACT_CODES in names or not names
+
+
 async def code_page(services: Services, session: Session) -> dict[str, Any]:
     """What the code page says: where the code went and how long it lives, where else it may go, and
     whether it could not be delivered (then the other channel, when the person has one)."""
@@ -304,6 +313,8 @@ async def resend_other(services: Services, session: Session, *, client: str = ""
     """The code again, on the other channel, once the last one could not be delivered."""
     assert session.data is not None and session.data.account_id is not None
     account = await account_by_id(services, session.data.account_id)
+    if account is None or not await codes_offered(services, account):
+        return StepResult(step="code", errors={"code": authenticate.NOT_OFFERED})
     delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding)
     other = (
         other_login_channel(services, account, delivery.channel)
@@ -338,6 +349,8 @@ async def resend(services: Services, session: Session, channel: str = "", *, cli
     account = await account_by_id(services, session.data.account_id)
     if account is None:
         return StepResult(step="code", errors={"code": UNAVAILABLE})
+    if not await codes_offered(services, account):
+        return StepResult(step="code", errors={"code": authenticate.NOT_OFFERED})
     options = channel_options(services, account)
     wanted = channel or session.data.login_channel
     if not wanted:
@@ -379,6 +392,9 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
         )
     if not session.data.login_channel:
         return LoginOutcome(result=StepResult(step="code", errors={"channel": CHOOSE_CHANNEL}))
+    held = await account_by_id(services, session.data.account_id)
+    if held is None or not await codes_offered(services, held):
+        return LoginOutcome(result=StepResult(step="code", errors={"code": authenticate.NOT_OFFERED}))
     check, message = await check_code(
         services,
         purpose="login",

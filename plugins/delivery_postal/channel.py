@@ -30,6 +30,7 @@ LETTERS = (
     "third_party_password",
     "third_party_rejected_letter",
     "account_closed_letter",
+    "recovery_codes_letter",
 )
 MAX_LINES, MAX_LINE_LENGTH = 6, 38  # AFNOR NF Z10-011: what a window envelope and La Poste's sorting read
 MONTHS = (

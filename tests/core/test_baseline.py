@@ -82,8 +82,10 @@ def test_provence_azur_login_code_lifetime_and_channel() -> None:
 
 def test_guichet_defaults_only_carry_the_unavoidable_findings(make_config: Callable[..., CaisseConfig]) -> None:
     findings = keys(weaker_than_baseline(neutral_config(make_config)))
-    # a login code goes by email or SMS and a trusted browser skips it: every guichet deployment does that
-    assert set(findings) == {"codes.login.channels", "security.trusted_browser_days"}
+    # a login code goes by email or SMS and a trusted browser skips it: every guichet deployment does that;
+    # without an authenticator plugin, nothing phishing-resistant is offered either
+    assert set(findings) == {"plugins.enabled", "codes.login.channels", "security.trusted_browser_days"}
+    assert "phishing-resistant" in findings["plugins.enabled"].standard
     values = dict(effective_values(neutral_config(make_config)))
     assert values["passwords.min_length"] == "12" and values["passwords.classes"] == "not required"
     assert values["registration.identity_questions"] == "(none)"
@@ -130,7 +132,7 @@ def test_each_weaker_value_is_flagged(
 )
 def test_values_at_or_above_the_baseline_are_not_flagged(make_config: Callable[..., CaisseConfig], extra: str) -> None:
     findings = keys(weaker_than_baseline(neutral_config(make_config, extra)))
-    assert set(findings) == {"codes.login.channels", "security.trusted_browser_days"}
+    assert set(findings) == {"plugins.enabled", "codes.login.channels", "security.trusted_browser_days"}
 
 
 def test_cli_check_runs_without_the_secrets_and_names_what_blocks(

@@ -210,7 +210,7 @@ def test_unknown_plugin_lists_the_available_ones(tmp_path: Path) -> None:
         load_plugins(config)
     text = str(caught.value)
     assert text.startswith(f"{tmp_path / 'caisse.toml'}: $.plugins.enabled: unknown plugin 'statuts_msa'")
-    assert "available plugins: authenticator_passkey, caisse_provence_azur, caisse_sud_aquitaine, " in text
+    assert "available plugins: authenticator_passkey, authenticator_recovery, authenticator_totp, " in text
     assert "statuses_msa" in text.split("available plugins:")[1]
 
 

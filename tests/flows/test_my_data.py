@@ -75,8 +75,10 @@ async def test_my_data_shows_and_exports_what_the_account_holds(portal: Portal, 
         "password_is_temporary",
         "contacts_confirmed_at",
         "trusted_browsers",
+        "authenticators",
         "recent_security_events",
     }
+    assert data["authenticators"] == []  # codes by email and SMS only: nothing enrolled
     assert data["identity"]["identifier"] == account["identifier"]
     assert data["identity"]["postal_address"], "the address letters go to, as the registry knows it"
     assert data["contacts"]["email"] == julien.email and data["contacts"]["email_verified"] is True

@@ -116,6 +116,7 @@ async def test_the_postal_channel_conforms(guichet_host: Callable[..., PluginHos
         "third_party_password",
         "third_party_rejected_letter",
         "account_closed_letter",
+        "recovery_codes_letter",
     ]
     assert {p.name for p in (tmp_path / "spool").glob("*.pdf")} == {f"letter-{m.id}.pdf" for m in sent}
 

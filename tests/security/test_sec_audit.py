@@ -231,8 +231,9 @@ async def test_every_event_kind_is_stored_and_observed_without_secrets(
     rows = await audit_rows(portal)
     stored = {row["kind"] for row in rows}
     observed = {event.kind for event in observer.events}
-    # the provider's events need a caisse with services: tests/oidc proves those; the authenticators' need
-    # a passkey: tests/flows/test_passkey.py proves those
+    # the provider's events need a caisse with services: tests/oidc proves those; the authenticators' ones
+    # need authenticator plugins: tests/flows/test_authenticators.py, tests/flows/test_passkey.py and
+    # tests/plugins/test_authenticator_*.py
     expected = {kind for kind in EVENT_KINDS if not kind.startswith(("oidc.", "authenticator."))}
     assert stored == expected, f"never stored: {sorted(expected - stored)}"
     assert observed == stored, f"stored but not observed: {sorted(stored - observed)}"

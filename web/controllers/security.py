@@ -154,7 +154,9 @@ class SecurityController(Controller):
         except LookupError:  # no address for the letter any more
             return await _security_page(request, account, errors={"ajout": NO_ADDRESS})
         if message:
-            challenge = await authenticate.begin_enrolment(services, session, authenticator, account)
+            challenge = authenticate.enrolment_under_way(services, session, name) or await authenticate.begin_enrolment(
+                services, session, authenticator, account
+            )
             return _enrol_page(
                 request,
                 authenticator,
