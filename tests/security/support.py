@@ -366,7 +366,7 @@ def concrete_paths(template: str) -> list[str]:
     from guichet.core.flows import recovery, registration
     from guichet.web.controllers.pages import HELP
 
-    values = {"browser_id": ["1"], "topic": sorted(HELP)}
+    values = {"browser_id": ["1"], "enrolment_id": ["1"], "topic": sorted(HELP)}
     if template.startswith("/inscription/"):
         values["step"] = list(dict.fromkeys(registration.PERSON_STEPS + registration.THIRD_PARTY_STEPS))
     elif template.startswith("/mot-de-passe-oublie/"):
