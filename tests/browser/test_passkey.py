@@ -147,9 +147,10 @@ def test_a_passkey_added_in_mon_compte_then_used_after_the_password_and_alone_th
     b, phone = tab(open_browser, passkey_server)
     page = b.page
     login_code(b, person, login_password(b, person.nir, password))  # no passkey yet: the code by email
-    add_passkey(b, password)
+    mark = add_passkey(b, password)
     [held] = phone.credentials()
     assert held["rpId"] == "localhost" and held["isResidentCredential"]
+    passkey_server.mailbox.email_to(person.email, after=mark)  # the owner is told of the change
     log_out(b)
 
     # the second factor after the password: the passkey is offered first, no code is sent
