@@ -259,7 +259,10 @@ def test_without_javascript_the_passkey_pages_say_so_and_the_password_still_work
     b = open_browser(At(passkey_server, "localhost"), js=False)
     b.goto("/connexion/sans-mot-de-passe/passkey", "sans-js", h1="Se connecter avec une clé d'accès")
     expect(b.page.get_by_role("button", name=USE)).to_be_hidden()
-    expect(b.page.locator("#step")).to_contain_text("clé d'accès")
+    expect(b.page.locator("[data-webauthn-unsupported]")).to_be_visible()
+    expect(b.page.locator("[data-webauthn-unsupported]")).to_have_text(
+        "Ce navigateur ne permet pas d'utiliser une clé d'accès ici. Choisissez une autre méthode."
+    )
     b.act(
         b.page.get_by_role("link", name="Se connecter avec son identifiant et son mot de passe"),
         "sans-js-connexion",
