@@ -417,3 +417,22 @@ async def test_the_import_reports_its_progress_through_the_file(tmp_path: Path, 
     assert [c[1] for c in calls] == [2000, 4000, 5000]
     assert all(c[0] == "persons.csv" and c[3] == size for c in calls)
     assert calls[-1][2] == size and 0 < calls[0][2] < calls[1][2] < size
+
+
+async def test_an_import_stopped_half_way_writes_nothing_and_the_next_one_runs(
+    tmp_path: Path, database: Database
+) -> None:
+    """The temporary tables go with the rolled-back transaction: the same connection imports again."""
+    persons = write(tmp_path, "persons.csv", many_persons(5000))
+
+    def stop(*_call: object) -> None:
+        raise RuntimeError("stopped by the operator")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        await import_registry(
+            database, persons=persons, payments=None, companies=None, partial=False, today=TODAY, progress=stop
+        )
+    assert await counts(database) == (0, 0, 0)
+    report = await import_registry(database, persons=persons, payments=None, companies=None, partial=False, today=TODAY)
+    assert report.ok and report.imported == {"persons.csv": 5000}
+    assert await counts(database) == (5000, 0, 0)
