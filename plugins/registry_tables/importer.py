@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
-from piccolo.table import Table
 from stdnum import luhn
 
 from guichet.core import Clock, Database, StepError
@@ -475,6 +474,9 @@ def _parse_payment(row: dict[str, str], today: dt.date) -> PaymentRow:
     return PaymentRow(identifier_kind=identifier_kind, identifier=identifier, **values)
 
 
+SEEN, PAID = "guichet_import_seen", "guichet_import_paid"  # the import's temporary tables
+
+
 # --- writing: parameterised SQL on the import's own connection --------------------------------------
 
 
@@ -483,12 +485,13 @@ class _Sql:
 
     This is the hot path: piccolo builds a Table object per row and renders every value into its
     query through several layers, which took most of the import's time (docs/benchmarks.md). Here
-    each statement is written once with bound parameters and a batch of rows goes through the
-    driver's ``executemany`` (one prepared statement; one hop to SQLite's thread, or one pipelined
-    exchange with PostgreSQL). A list of identifiers is bound as one parameter: a JSON array read
-    by ``json_each`` on SQLite, a ``text[]`` on PostgreSQL. Values have the types piccolo's columns
-    take (str, date, Decimal, bool); its sqlite3 adapters are process-wide, so SQLite stores them
-    as piccolo would. Only constants of this module are ever formatted into the SQL.
+    each statement is written once with bound parameters. A batch of rows goes to SQLite through
+    ``executemany`` (one prepared statement, one hop to its thread) and to PostgreSQL as one array
+    per column, unnested in one statement (one round trip). A list of identifiers is bound as one
+    parameter: a JSON array read by ``json_each`` on SQLite, a ``text[]`` on PostgreSQL. Values have
+    the types piccolo's columns take (str, date, Decimal, bool); its sqlite3 adapters are
+    process-wide, so SQLite stores them as piccolo would. Only this module's constants are
+    formatted into the SQL.
     """
 
     def __init__(self, database: Database) -> None:
@@ -497,10 +500,25 @@ class _Sql:
             raise RuntimeError("the registry is written inside database.transaction()")
         self.connection: Any = transaction.connection  # an aiosqlite or an asyncpg connection
         self.sqlite = database.is_sqlite
-        # "column {any_of}" compares a column with a bound list; "FROM {listed}" reads it as rows of
-        # one column, value (SQLite needs a WHERE there to read a following ON CONFLICT as an upsert)
+        # "column {any_of}": the column's value is in a bound list (no join for a planner to choose)
         self.any_of = "IN (SELECT value FROM json_each(?))" if self.sqlite else "= ANY(?::text[])"
-        self.listed = "json_each(?) WHERE true" if self.sqlite else "unnest(?::text[]) AS listed (value)"
+
+    async def look_up_by_index(self) -> None:
+        """For the rest of the transaction, have PostgreSQL look the keys of a batch up in an index,
+        never read a whole table for them.
+
+        Every lookup of the import is by key, but the planner has no statistics for the rows of the
+        import's own transaction: with thousands of keys per batch it costed a full read of a
+        growing table as cheaper, so each batch took longer than the one before. ``SET LOCAL`` ends
+        with the transaction. SQLite plans these lookups with the indexes already.
+        """
+        if not self.sqlite:
+            await self.execute("SET LOCAL enable_seqscan = off")
+
+    async def analyze(self, table: str) -> None:
+        """Statistics for ``table`` (PostgreSQL), so the planner knows how many rows it holds now."""
+        if not self.sqlite:
+            await self.execute(f"ANALYZE {table}")
 
     def _text(self, sql: str) -> str:
         if self.sqlite:
@@ -509,12 +527,16 @@ class _Sql:
         return parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
 
     def values(self, identifiers: Iterable[str]) -> Any:
-        """A list of identifiers as the one parameter of ``any_of`` or ``listed``."""
+        """A list of identifiers as the one parameter of ``any_of``."""
         return json.dumps(list(identifiers)) if self.sqlite else list(identifiers)
 
-    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            await self.connection.executemany(self._text(sql), rows)
+    async def insert(self, statement: _Insert, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self.sqlite:
+            await self.connection.executemany(statement.sqlite, rows)
+        else:
+            await self.connection.execute(statement.postgres, *[list(column) for column in zip(*rows, strict=True)])
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """The rows as mappings (the pool's dicts on SQLite, asyncpg's Records)."""
@@ -529,31 +551,49 @@ class _Sql:
             await self.connection.execute(self._text(sql), *args)
 
 
-def _upsert(table: type[Table], key: str, columns: Sequence[str]) -> str:
-    """Insert a row, or update the row with the same ``key``."""
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
-    return (
-        f"INSERT INTO {table._meta.tablename} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
-        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
-    )
+class _Insert:
+    """One INSERT for a batch of rows, in each engine's form: values per row for SQLite's
+    ``executemany``, one array per column (of the given PostgreSQL types) for ``unnest``."""
+
+    def __init__(self, table: str, columns: dict[str, str], tail: str = "") -> None:
+        head = f"INSERT INTO {table} ({', '.join(columns)})"
+        self.sqlite = f"{head} VALUES ({', '.join('?' for _ in columns)}) {tail}".strip()
+        arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(columns.values(), 1))
+        self.postgres = f"{head} SELECT * FROM unnest({arrays}) {tail}".strip()
+
+    @classmethod
+    def upsert(cls, table: str, key: str, columns: dict[str, str]) -> _Insert:
+        """Insert each row, or update the row with the same ``key`` (unique in a batch)."""
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+        return cls(table, columns, f"ON CONFLICT ({key}) DO UPDATE SET {updates}")
 
 
-_PERSON_COLUMNS = (
-    "nir",
-    "last_name",
-    "first_name",
-    "birth_date",
-    "address",
-    "email",
-    "mobile",
-    "vitale_serial",
-    "health_affiliated",
-)
-UPSERT_PERSON = _upsert(RegistryPerson, "nir", _PERSON_COLUMNS)
-UPSERT_COMPANY = _upsert(RegistryCompany, "siret", ("siret", "name", "address", "email", "mobile"))
+_PERSONS = RegistryPerson._meta.tablename
+_COMPANIES = RegistryCompany._meta.tablename
 _PAYMENTS = RegistryPayment._meta.tablename
-INSERT_PAYMENT = f"INSERT INTO {_PAYMENTS} (identifier_kind, identifier, kind, paid_on, amount) VALUES (?, ?, ?, ?, ?)"
-HOLDERS = {"nir": (RegistryPerson._meta.tablename, "nir"), "siret": (RegistryCompany._meta.tablename, "siret")}
+UPSERT_PERSON = _Insert.upsert(
+    _PERSONS,
+    "nir",
+    {
+        "nir": "text",
+        "last_name": "text",
+        "first_name": "text",
+        "birth_date": "date",
+        "address": "text",
+        "email": "text",
+        "mobile": "text",
+        "vitale_serial": "text",
+        "health_affiliated": "boolean",
+    },
+)
+UPSERT_COMPANY = _Insert.upsert(
+    _COMPANIES, "siret", {"siret": "text", "name": "text", "address": "text", "email": "text", "mobile": "text"}
+)
+INSERT_PAYMENT = _Insert(
+    _PAYMENTS,
+    {"identifier_kind": "text", "identifier": "text", "kind": "text", "paid_on": "date", "amount": "numeric"},
+)
+HOLDERS = {"nir": (_PERSONS, "nir"), "siret": (_COMPANIES, "siret")}
 
 
 async def _upsert_persons(sql: _Sql, persons: Iterable[PersonRow]) -> None:
@@ -571,11 +611,11 @@ async def _upsert_persons(sql: _Sql, persons: Iterable[PersonRow]) -> None:
         )
         for p in persons
     ]
-    await sql.many(UPSERT_PERSON, rows)
+    await sql.insert(UPSERT_PERSON, rows)
 
 
 async def _upsert_companies(sql: _Sql, companies: Iterable[CompanyRow]) -> None:
-    await sql.many(UPSERT_COMPANY, [(c.siret, c.name, "\n".join(c.address), c.email, c.mobile) for c in companies])
+    await sql.insert(UPSERT_COMPANY, [(c.siret, c.name, "\n".join(c.address), c.email, c.mobile) for c in companies])
 
 
 async def _drop_payments(sql: _Sql, keys: Iterable[tuple[str, str]]) -> None:
@@ -583,15 +623,17 @@ async def _drop_payments(sql: _Sql, keys: Iterable[tuple[str, str]]) -> None:
     for kind in ("nir", "siret"):
         identifiers = sorted({identifier for k, identifier in keys if k == kind})
         if identifiers:
+            # "identifier_kind || ''" keeps that condition away from its index: with two values, the
+            # index of identifier_kind leads to every payment of the kind, and both engines took it
             await sql.execute(
-                f"DELETE FROM {_PAYMENTS} WHERE identifier_kind = ? AND identifier {sql.any_of}",
-                kind,
+                f"DELETE FROM {_PAYMENTS} WHERE identifier {sql.any_of} AND identifier_kind || '' = ?",
                 sql.values(identifiers),
+                kind,
             )
 
 
 async def _insert_payments(sql: _Sql, payments: Iterable[PaymentRow]) -> None:
-    await sql.many(INSERT_PAYMENT, [(p.identifier_kind, p.identifier, p.kind, p.paid_on, p.amount) for p in payments])
+    await sql.insert(INSERT_PAYMENT, [(p.identifier_kind, p.identifier, p.kind, p.paid_on, p.amount) for p in payments])
 
 
 async def _existing(sql: _Sql, kind: str, identifiers: Iterable[str]) -> set[str]:
@@ -609,16 +651,20 @@ class _Seen:
     duplicates and the payments of bad rows are found without holding every identifier in memory.
     The transaction's end removes them if the import fails half-way; ``drop`` does it otherwise."""
 
+    ADD = _Insert(SEEN, {"kind": "text", "identifier": "text", "file": "text", "line": "integer", "bad": "integer"})
+    PAY = _Insert(PAID, {"kind": "text", "identifier": "text"}, "ON CONFLICT DO NOTHING")
+
     def __init__(self, sql: _Sql) -> None:
         self.sql = sql
 
     async def create(self) -> None:
+        # the identifier leads the keys: every lookup is by identifier
         for statement in (
             f"CREATE TEMP TABLE {SEEN} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
             "file TEXT NOT NULL, line INTEGER NOT NULL, bad INTEGER NOT NULL, "
-            "PRIMARY KEY (kind, identifier))",
+            "PRIMARY KEY (identifier, kind))",
             f"CREATE TEMP TABLE {PAID} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
-            "PRIMARY KEY (kind, identifier))",
+            "PRIMARY KEY (identifier, kind))",
         ):
             await self.sql.execute(statement)
 
@@ -634,37 +680,33 @@ class _Seen:
             by_kind.setdefault(kind, []).append(identifier)
         for kind, identifiers in by_kind.items():
             rows = await self.sql.fetch(
-                f"SELECT identifier, file, line, bad FROM {SEEN} WHERE kind = ? AND identifier {self.sql.any_of}",
-                kind,
+                f"SELECT identifier, file, line, bad FROM {SEEN} WHERE identifier {self.sql.any_of} AND kind = ?",
                 self.sql.values(identifiers),
+                kind,
             )
             found.update({(kind, r["identifier"]): (r["file"], int(r["line"]), bool(r["bad"])) for r in rows})
         return found
 
     async def add(self, entries: Sequence[tuple[str, str, str, int, bool]]) -> None:
-        await self.sql.many(
-            f"INSERT INTO {SEEN} (kind, identifier, file, line, bad) VALUES (?, ?, ?, ?, ?)",
-            [(kind, identifier, file, line, int(bad)) for kind, identifier, file, line, bad in entries],
+        await self.sql.insert(
+            self.ADD, [(kind, identifier, file, line, int(bad)) for kind, identifier, file, line, bad in entries]
         )
 
-    async def first_payments(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Of ``keys``, those whose payments this import has not replaced yet (and now marks)."""
-        new: set[tuple[str, str]] = set()
-        for kind in ("nir", "siret"):
-            identifiers = sorted(i for k, i in keys if k == kind)
-            if identifiers:
-                # the rows inserted are the identifiers not marked before: one statement finds and marks them
-                rows = await self.sql.fetch(
-                    f"INSERT INTO {PAID} (kind, identifier) SELECT CAST(? AS TEXT), value FROM {self.sql.listed} "
-                    "ON CONFLICT DO NOTHING RETURNING identifier",
-                    kind,
-                    self.sql.values(identifiers),
-                )
-                new |= {(kind, r["identifier"]) for r in rows}
-        return new
+    async def mark_paid(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Note that the file gives the payments of these (kind, identifier)."""
+        await self.sql.insert(self.PAY, sorted(set(keys)))
 
-
-SEEN, PAID = "guichet_import_seen", "guichet_import_paid"
+    async def drop_replaced_payments(self, last_before: int) -> None:
+        """Delete the payments older than the import (ids up to ``last_before``) of every identifier
+        whose payments the file gives: one pass at the end, instead of a lookup of the payments
+        table for each batch (which grew with the table, and read all of it when an index of the
+        kind was chosen)."""
+        await self.sql.analyze(PAID)  # one join of two big tables: hashed, once the planner knows their size
+        await self.sql.execute(
+            f"DELETE FROM {_PAYMENTS} WHERE id <= ? AND EXISTS (SELECT 1 FROM {PAID} AS paid "
+            f"WHERE paid.identifier = {_PAYMENTS}.identifier AND paid.kind = {_PAYMENTS}.identifier_kind)",
+            last_before,
+        )
 
 
 # --- what went wrong, kept small -----------------------------------------------------------------------
@@ -763,6 +805,7 @@ async def import_registry(
     try:
         async with database.transaction():
             sql = _Sql(database)
+            await sql.look_up_by_index()
             seen = _Seen(sql)
             await seen.create()
             for path, kind in ((persons, "nir"), (companies, "siret")):
@@ -859,6 +902,8 @@ async def _import_payments(
     sql: _Sql, seen: _Seen, path: Path, today: dt.date, errors: _Errors, progress: Progress | None
 ) -> int:
     written = 0
+    rows_before = await sql.fetch(f"SELECT max(id) AS last FROM {_PAYMENTS}")
+    last_before = rows_before[0]["last"] or 0  # the payments this import adds come after it
     rows = _stream_csv(path, PAYMENT_REQUIRED, PAYMENT_OPTIONAL, errors, progress)
     while batch := list(itertools.islice(rows, IMPORT_BATCH)):
         parsed: list[tuple[int, PaymentRow]] = []
@@ -895,10 +940,11 @@ async def _import_payments(
                 )
             else:
                 good.append(payment)
-        # each identifier in the file keeps exactly the file's payments: the old ones go once
-        await _drop_payments(sql, await seen.first_payments({(p.identifier_kind, p.identifier) for p in good}))
+        # each identifier in the file keeps exactly the file's payments: the older ones go at the end
+        await seen.mark_paid((p.identifier_kind, p.identifier) for p in good)
         await _insert_payments(sql, good)
         written += len(good)
+    await seen.drop_replaced_payments(last_before)
     return written
 
 
