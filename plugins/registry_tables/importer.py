@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import io
 import itertools
+import json
 import os
 import random
 import re
@@ -37,7 +38,7 @@ from guichet.core.identifiers import (
     parse_nir,
     parse_siret,
 )
-from guichet.plugins.registry_tables.tables import create_tables, tables_of
+from guichet.plugins.registry_tables.tables import RegistryCompany, RegistryPayment, RegistryPerson, create_tables
 
 PAYMENT_KINDS = ("benefit", "contributions_invoice", "salary_contributions")
 ADDRESS_COLUMNS = tuple(f"address_line{i}" for i in range(1, 7))
@@ -53,7 +54,7 @@ PAYMENT_OPTIONAL: tuple[str, ...] = ()
 
 TRUE_WORDS = frozenset({"yes", "true", "1", "oui", "o", "y"})
 FALSE_WORDS = frozenset({"no", "false", "0", "non", "n", ""})
-_BATCH = 200  # rows per INSERT: stays far below SQLite's limit on bound parameters
+IMPORT_BATCH = 2000  # rows read, checked and written at a time: a few MiB, and few statements per row
 
 
 # --- what an import produces -------------------------------------------------------------------------
@@ -165,7 +166,8 @@ class _Bad(Exception):
 
 
 def _non_ascii_digit(text: str) -> bool:
-    return any(unicodedata.category(c) == "Nd" and not c.isascii() for c in text)
+    # isascii() first: it is one pass in C, and nearly every value of a registry is ASCII
+    return not text.isascii() and any(unicodedata.category(c) == "Nd" and not c.isascii() for c in text)
 
 
 class _CountingReader(io.RawIOBase):
@@ -263,6 +265,11 @@ def _stream_csv(
 
 # --- one value at a time ---------------------------------------------------------------------------
 
+_SEPARATORS = re.compile(r"[\s\u00a0\u202f.\-]")  # what people type between a NIR's or a SIRET's digits
+_VITALE_SEPARATORS = re.compile(r"[\s\u00a0.\-]")
+_VITALE = re.compile(r"[0-9A-Z]{6,20}", re.ASCII)
+_SIRET_SHAPE = re.compile(r"[0-9]{14}", re.ASCII)
+
 
 def _check_ascii(column: str, value: str) -> None:
     if _non_ascii_digit(value):
@@ -271,7 +278,7 @@ def _check_ascii(column: str, value: str) -> None:
 
 def _nir(value: str, column: str = "nir") -> str:
     _check_ascii(column, value)
-    compact = re.sub(r"[\s\u00a0\u202f.\-]", "", value)
+    compact = _SEPARATORS.sub("", value)
     if not compact:
         raise _Bad(f"{column}: missing")
     try:
@@ -346,7 +353,8 @@ def _address(row: dict[str, str]) -> tuple[str, ...]:
         text = " ".join(row.get(column, "").split())
         if not text:
             continue
-        if any(unicodedata.category(c)[0] == "C" for c in text):
+        # isprintable() is False for every control (C*) character, and is one pass in C
+        if not text.isprintable() and any(unicodedata.category(c)[0] == "C" for c in text):
             raise _Bad(f"{column}: control characters")
         if len(text) > ADDRESS_LINE_LENGTH:
             raise _Bad(f"{column}: {len(text)} characters, at most {ADDRESS_LINE_LENGTH} per address line")
@@ -373,10 +381,10 @@ def _mobile(value: str) -> str | None:
 
 def _vitale(value: str) -> str | None:
     _check_ascii("vitale_serial", value)
-    text = re.sub(r"[\s\u00a0.\-]", "", value).upper()
+    text = _VITALE_SEPARATORS.sub("", value).upper()
     if not text:
         return None
-    if not re.fullmatch(r"[0-9A-Z]{6,20}", text, re.ASCII):
+    if not _VITALE.fullmatch(text):
         raise _Bad("vitale_serial: 6 to 20 letters or digits expected")
     return text
 
@@ -402,10 +410,11 @@ def _collect(fields: Iterable[tuple[str, Any]]) -> tuple[dict[str, Any], list[st
     return values, reasons
 
 
-def _parse_person(row: dict[str, str], today: dt.date) -> PersonRow:
+def _parse_person(row: dict[str, str], today: dt.date, nir: str | None = None) -> PersonRow:
+    """The row's person; ``nir`` is the row's NIR when it was parsed already."""
     values, reasons = _collect(
         [
-            ("nir", lambda: _nir(row["nir"])),
+            ("nir", lambda: nir or _nir(row["nir"])),
             ("last_name", lambda: _name(row["last_name"], "last_name")),
             ("first_name", lambda: _name(row["first_name"], "first_name")),
             ("birth_date", lambda: _date(row["birth_date"], "birth_date", today)),
@@ -421,10 +430,11 @@ def _parse_person(row: dict[str, str], today: dt.date) -> PersonRow:
     return PersonRow(**values)
 
 
-def _parse_company(row: dict[str, str]) -> CompanyRow:
+def _parse_company(row: dict[str, str], siret: str | None = None) -> CompanyRow:
+    """The row's company; ``siret`` is the row's SIRET when it was parsed already."""
     values, reasons = _collect(
         [
-            ("siret", lambda: _siret(row["siret"])),
+            ("siret", lambda: siret or _siret(row["siret"])),
             ("name", lambda: _name(row["name"], "name")),
             ("address", lambda: _address(row)),
             ("email", lambda: _email(row.get("email", ""))),
@@ -437,8 +447,8 @@ def _parse_company(row: dict[str, str]) -> CompanyRow:
 
 
 def _identifier(value: str) -> tuple[str, str]:
-    compact = re.sub(r"[\s\u00a0\u202f.\-]", "", value)
-    if re.fullmatch(r"[0-9]{14}", compact, re.ASCII):
+    compact = _SEPARATORS.sub("", value)
+    if _SIRET_SHAPE.fullmatch(compact):
         return "siret", _siret(value, "identifier")
     return "nir", _nir(value, "identifier")
 
@@ -464,121 +474,203 @@ def _parse_payment(row: dict[str, str], today: dt.date) -> PaymentRow:
     return PaymentRow(identifier_kind=identifier_kind, identifier=identifier, **values)
 
 
-# --- writing ----------------------------------------------------------------------------------------
+SEEN, PAID = "guichet_import_seen", "guichet_import_paid"  # the import's temporary tables
 
 
-async def _upsert_persons(database: Database, persons: Sequence[PersonRow]) -> None:
-    if not persons:
-        return
-    t = tables_of(database).RegistryPerson
+# --- writing: parameterised SQL on the import's own connection --------------------------------------
+
+
+class _Sql:
+    """The connection of the transaction that the import (or the demo generator) holds, driven directly.
+
+    This is the hot path: piccolo builds a Table object per row and renders every value into its
+    query through several layers, which took most of the import's time (docs/benchmarks.md). Here
+    each statement is written once with bound parameters. A batch of rows goes to SQLite through
+    ``executemany`` (one prepared statement, one hop to its thread) and to PostgreSQL as one array
+    per column, unnested in one statement (one round trip). A list of identifiers is bound as one
+    parameter: a JSON array read by ``json_each`` on SQLite, a ``text[]`` on PostgreSQL. Values have
+    the types piccolo's columns take (str, date, Decimal, bool); its sqlite3 adapters are
+    process-wide, so SQLite stores them as piccolo would. Only this module's constants are
+    formatted into the SQL.
+    """
+
+    def __init__(self, database: Database) -> None:
+        transaction = database.engine.current_transaction.get()
+        if transaction is None:
+            raise RuntimeError("the registry is written inside database.transaction()")
+        self.connection: Any = transaction.connection  # an aiosqlite or an asyncpg connection
+        self.sqlite = database.is_sqlite
+        # "column {any_of}": the column's value is in a bound list (no join for a planner to choose)
+        self.any_of = "IN (SELECT value FROM json_each(?))" if self.sqlite else "= ANY(?::text[])"
+
+    async def look_up_by_index(self) -> None:
+        """For the rest of the transaction, have PostgreSQL look the keys of a batch up in an index,
+        never read a whole table for them.
+
+        Every lookup of the import is by key, but the planner has no statistics for the rows of the
+        import's own transaction: with thousands of keys per batch it costed a full read of a
+        growing table as cheaper, so each batch took longer than the one before. ``SET LOCAL`` ends
+        with the transaction. SQLite plans these lookups with the indexes already.
+        """
+        if not self.sqlite:
+            await self.execute("SET LOCAL enable_seqscan = off")
+
+    async def analyze(self, table: str) -> None:
+        """Statistics for ``table`` (PostgreSQL), so the planner knows how many rows it holds now."""
+        if not self.sqlite:
+            await self.execute(f"ANALYZE {table}")
+
+    def _text(self, sql: str) -> str:
+        if self.sqlite:
+            return sql
+        parts = sql.split("?")  # asyncpg numbers its parameters: $1, $2...
+        return parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+
+    def values(self, identifiers: Iterable[str]) -> Any:
+        """A list of identifiers as the one parameter of ``any_of``."""
+        return json.dumps(list(identifiers)) if self.sqlite else list(identifiers)
+
+    async def insert(self, statement: _Insert, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self.sqlite:
+            await self.connection.executemany(statement.sqlite, rows)
+        else:
+            await self.connection.execute(statement.postgres, *[list(column) for column in zip(*rows, strict=True)])
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """The rows as mappings (the pool's dicts on SQLite, asyncpg's Records)."""
+        if self.sqlite:
+            return list(await self.connection.execute_fetchall(sql, args))
+        return list(await self.connection.fetch(self._text(sql), *args))
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        if self.sqlite:
+            await self.connection.execute(sql, args)
+        else:
+            await self.connection.execute(self._text(sql), *args)
+
+
+class _Insert:
+    """One INSERT for a batch of rows, in each engine's form: values per row for SQLite's
+    ``executemany``, one array per column (of the given PostgreSQL types) for ``unnest``."""
+
+    def __init__(self, table: str, columns: dict[str, str], tail: str = "") -> None:
+        head = f"INSERT INTO {table} ({', '.join(columns)})"
+        self.sqlite = f"{head} VALUES ({', '.join('?' for _ in columns)}) {tail}".strip()
+        arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(columns.values(), 1))
+        self.postgres = f"{head} SELECT * FROM unnest({arrays}) {tail}".strip()
+
+    @classmethod
+    def upsert(cls, table: str, key: str, columns: dict[str, str]) -> _Insert:
+        """Insert each row, or update the row with the same ``key`` (unique in a batch)."""
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+        return cls(table, columns, f"ON CONFLICT ({key}) DO UPDATE SET {updates}")
+
+
+_PERSONS = RegistryPerson._meta.tablename
+_COMPANIES = RegistryCompany._meta.tablename
+_PAYMENTS = RegistryPayment._meta.tablename
+UPSERT_PERSON = _Insert.upsert(
+    _PERSONS,
+    "nir",
+    {
+        "nir": "text",
+        "last_name": "text",
+        "first_name": "text",
+        "birth_date": "date",
+        "address": "text",
+        "email": "text",
+        "mobile": "text",
+        "vitale_serial": "text",
+        "health_affiliated": "boolean",
+    },
+)
+UPSERT_COMPANY = _Insert.upsert(
+    _COMPANIES, "siret", {"siret": "text", "name": "text", "address": "text", "email": "text", "mobile": "text"}
+)
+INSERT_PAYMENT = _Insert(
+    _PAYMENTS,
+    {"identifier_kind": "text", "identifier": "text", "kind": "text", "paid_on": "date", "amount": "numeric"},
+)
+HOLDERS = {"nir": (_PERSONS, "nir"), "siret": (_COMPANIES, "siret")}
+
+
+async def _upsert_persons(sql: _Sql, persons: Iterable[PersonRow]) -> None:
     rows = [
-        t(
-            nir=p.nir,
-            last_name=p.last_name,
-            first_name=p.first_name,
-            birth_date=p.birth_date,
-            address="\n".join(p.address),
-            email=p.email,
-            mobile=p.mobile,
-            vitale_serial=p.vitale_serial,
-            health_affiliated=p.health_affiliated,
+        (
+            p.nir,
+            p.last_name,
+            p.first_name,
+            p.birth_date,
+            "\n".join(p.address),
+            p.email,
+            p.mobile,
+            p.vitale_serial,
+            p.health_affiliated,
         )
         for p in persons
     ]
-    await (
-        t.insert(*rows)
-        .on_conflict(
-            target=t.nir,
-            action="DO UPDATE",
-            values=[
-                t.last_name,
-                t.first_name,
-                t.birth_date,
-                t.address,
-                t.email,
-                t.mobile,
-                t.vitale_serial,
-                t.health_affiliated,
-            ],
-        )
-        .run()
-    )
+    await sql.insert(UPSERT_PERSON, rows)
 
 
-async def _upsert_companies(database: Database, companies: Sequence[CompanyRow]) -> None:
-    if not companies:
-        return
-    t = tables_of(database).RegistryCompany
-    rows = [
-        t(siret=c.siret, name=c.name, address="\n".join(c.address), email=c.email, mobile=c.mobile) for c in companies
-    ]
-    await (
-        t.insert(*rows)
-        .on_conflict(target=t.siret, action="DO UPDATE", values=[t.name, t.address, t.email, t.mobile])
-        .run()
-    )
+async def _upsert_companies(sql: _Sql, companies: Iterable[CompanyRow]) -> None:
+    await sql.insert(UPSERT_COMPANY, [(c.siret, c.name, "\n".join(c.address), c.email, c.mobile) for c in companies])
 
 
-async def _drop_payments(database: Database, keys: Iterable[tuple[str, str]]) -> None:
+async def _drop_payments(sql: _Sql, keys: Iterable[tuple[str, str]]) -> None:
     """Delete the payments of these (kind, identifier): their new set is written next."""
-    t = tables_of(database).RegistryPayment
     for kind in ("nir", "siret"):
         identifiers = sorted({identifier for k, identifier in keys if k == kind})
-        for start in range(0, len(identifiers), _BATCH):
-            batch = identifiers[start : start + _BATCH]
-            await t.delete().where((t.identifier_kind == kind) & t.identifier.is_in(batch)).run()
-
-
-async def _insert_payments(database: Database, payments: Sequence[PaymentRow]) -> None:
-    t = tables_of(database).RegistryPayment
-    for start in range(0, len(payments), _BATCH):
-        rows = [
-            t(
-                identifier_kind=p.identifier_kind,
-                identifier=p.identifier,
-                kind=p.kind,
-                paid_on=p.paid_on,
-                amount=p.amount,
+        if identifiers:
+            # "identifier_kind || ''" keeps that condition away from its index: with two values, the
+            # index of identifier_kind leads to every payment of the kind, and both engines took it
+            await sql.execute(
+                f"DELETE FROM {_PAYMENTS} WHERE identifier {sql.any_of} AND identifier_kind || '' = ?",
+                sql.values(identifiers),
+                kind,
             )
-            for p in payments[start : start + _BATCH]
-        ]
-        await t.insert(*rows).run()
 
 
-async def _existing(database: Database, kind: str, identifiers: set[str]) -> set[str]:
+async def _insert_payments(sql: _Sql, payments: Iterable[PaymentRow]) -> None:
+    await sql.insert(INSERT_PAYMENT, [(p.identifier_kind, p.identifier, p.kind, p.paid_on, p.amount) for p in payments])
+
+
+async def _existing(sql: _Sql, kind: str, identifiers: Iterable[str]) -> set[str]:
+    """Of ``identifiers``, those of a person (``kind`` "nir") or company ("siret") in the registry."""
+    identifiers = sorted(identifiers)
     if not identifiers:
         return set()
-    if kind == "nir":
-        t: Any = tables_of(database).RegistryPerson
-        column = t.nir
-    else:
-        t = tables_of(database).RegistryCompany
-        column = t.siret
-    rows = await t.select(column).where(column.is_in(sorted(identifiers))).run()
-    return {row[kind] for row in rows}
+    table, column = HOLDERS[kind]
+    rows = await sql.fetch(f"SELECT {column} FROM {table} WHERE {column} {sql.any_of}", sql.values(identifiers))
+    return {row[column] for row in rows}
 
 
 class _Seen:
-    """The identifiers this import has met, in a temporary table of the import's own transaction:
-    duplicates and the payments of bad rows are found without holding every identifier in memory."""
+    """The identifiers this import has met, in temporary tables of the import's own transaction:
+    duplicates and the payments of bad rows are found without holding every identifier in memory.
+    The transaction's end removes them if the import fails half-way; ``drop`` does it otherwise."""
 
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self.raw = tables_of(database).RegistryPerson.raw
+    ADD = _Insert(SEEN, {"kind": "text", "identifier": "text", "file": "text", "line": "integer", "bad": "integer"})
+    PAY = _Insert(PAID, {"kind": "text", "identifier": "text"}, "ON CONFLICT DO NOTHING")
+
+    def __init__(self, sql: _Sql) -> None:
+        self.sql = sql
 
     async def create(self) -> None:
-        for sql in (
+        # the identifier leads the keys: every lookup is by identifier
+        for statement in (
             f"CREATE TEMP TABLE {SEEN} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
             "file TEXT NOT NULL, line INTEGER NOT NULL, bad INTEGER NOT NULL, "
-            "PRIMARY KEY (kind, identifier))",
+            "PRIMARY KEY (identifier, kind))",
             f"CREATE TEMP TABLE {PAID} (kind VARCHAR(5) NOT NULL, identifier VARCHAR(15) NOT NULL, "
-            "PRIMARY KEY (kind, identifier))",
+            "PRIMARY KEY (identifier, kind))",
         ):
-            await self.raw(sql).run()
+            await self.sql.execute(statement)
 
     async def drop(self) -> None:
         for table in (SEEN, PAID):
-            await self.raw(f"DROP TABLE IF EXISTS {table}").run()
+            await self.sql.execute(f"DROP TABLE IF EXISTS {table}")
 
     async def find(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int, bool]]:
         """Where each of ``keys`` was met first: (file, line, was the row bad)."""
@@ -587,44 +679,34 @@ class _Seen:
         for kind, identifier in keys:
             by_kind.setdefault(kind, []).append(identifier)
         for kind, identifiers in by_kind.items():
-            marks = ", ".join("{}" for _ in identifiers)
-            rows = await self.raw(
-                f"SELECT identifier, file, line, bad FROM {SEEN} WHERE kind = {{}} AND identifier IN ({marks})",
+            rows = await self.sql.fetch(
+                f"SELECT identifier, file, line, bad FROM {SEEN} WHERE identifier {self.sql.any_of} AND kind = ?",
+                self.sql.values(identifiers),
                 kind,
-                *identifiers,
-            ).run()
+            )
             found.update({(kind, r["identifier"]): (r["file"], int(r["line"]), bool(r["bad"])) for r in rows})
         return found
 
     async def add(self, entries: Sequence[tuple[str, str, str, int, bool]]) -> None:
-        if entries:
-            marks = ", ".join("({}, {}, {}, {}, {})" for _ in entries)
-            values = [
-                v for kind, identifier, file, line, bad in entries for v in (kind, identifier, file, line, int(bad))
-            ]
-            await self.raw(f"INSERT INTO {SEEN} (kind, identifier, file, line, bad) VALUES {marks}", *values).run()
+        await self.sql.insert(
+            self.ADD, [(kind, identifier, file, line, int(bad)) for kind, identifier, file, line, bad in entries]
+        )
 
-    async def first_payments(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Of ``keys``, those whose payments this import has not replaced yet (and now marks)."""
-        new: set[tuple[str, str]] = set()
-        for kind in ("nir", "siret"):
-            identifiers = sorted(i for k, i in keys if k == kind)
-            if not identifiers:
-                continue
-            marks = ", ".join("{}" for _ in identifiers)
-            rows = await self.raw(
-                f"SELECT identifier FROM {PAID} WHERE kind = {{}} AND identifier IN ({marks})", kind, *identifiers
-            ).run()
-            new |= {(kind, i) for i in set(identifiers) - {r["identifier"] for r in rows}}
-        if new:
-            marks = ", ".join("({}, {})" for _ in new)
-            await self.raw(
-                f"INSERT INTO {PAID} (kind, identifier) VALUES {marks}", *[v for key in sorted(new) for v in key]
-            ).run()
-        return new
+    async def mark_paid(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Note that the file gives the payments of these (kind, identifier)."""
+        await self.sql.insert(self.PAY, sorted(set(keys)))
 
-
-SEEN, PAID = "guichet_import_seen", "guichet_import_paid"
+    async def drop_replaced_payments(self, last_before: int) -> None:
+        """Delete the payments older than the import (ids up to ``last_before``) of every identifier
+        whose payments the file gives: one pass at the end, instead of a lookup of the payments
+        table for each batch (which grew with the table, and read all of it when an index of the
+        kind was chosen)."""
+        await self.sql.analyze(PAID)  # one join of two big tables: hashed, once the planner knows their size
+        await self.sql.execute(
+            f"DELETE FROM {_PAYMENTS} WHERE id <= ? AND EXISTS (SELECT 1 FROM {PAID} AS paid "
+            f"WHERE paid.identifier = {_PAYMENTS}.identifier AND paid.kind = {_PAYMENTS}.identifier_kind)",
+            last_before,
+        )
 
 
 # --- what went wrong, kept small -----------------------------------------------------------------------
@@ -722,16 +804,16 @@ async def import_registry(
     committed = False
     try:
         async with database.transaction():
-            seen = _Seen(database)
+            sql = _Sql(database)
+            await sql.look_up_by_index()
+            seen = _Seen(sql)
             await seen.create()
-            try:
-                for path, kind in ((persons, "nir"), (companies, "siret")):
-                    if path is not None:
-                        counts[path.name] = await _import_holders(database, seen, path, kind, today, errors, progress)
-                if payments is not None:
-                    counts[payments.name] = await _import_payments(database, seen, payments, today, errors, progress)
-            finally:
-                await seen.drop()
+            for path, kind in ((persons, "nir"), (companies, "siret")):
+                if path is not None:
+                    counts[path.name] = await _import_holders(sql, seen, path, kind, today, errors, progress)
+            if payments is not None:
+                counts[payments.name] = await _import_payments(sql, seen, payments, today, errors, progress)
+            await seen.drop()
             if dry_run or (errors.count and not partial):
                 raise _Rollback()
         committed = True
@@ -769,13 +851,13 @@ def _report(
 
 
 async def _import_holders(
-    database: Database, seen: _Seen, path: Path, kind: str, today: dt.date, errors: _Errors, progress: Progress | None
+    sql: _Sql, seen: _Seen, path: Path, kind: str, today: dt.date, errors: _Errors, progress: Progress | None
 ) -> int:
     required, optional = (PERSON_REQUIRED, PERSON_OPTIONAL) if kind == "nir" else (COMPANY_REQUIRED, COMPANY_OPTIONAL)
     column = kind
     written = 0
     rows = _stream_csv(path, required, optional, errors, progress)
-    while batch := list(itertools.islice(rows, _BATCH)):
+    while batch := list(itertools.islice(rows, IMPORT_BATCH)):
         keyed: list[tuple[int, dict[str, str], tuple[str, str] | None]] = []
         for line, row in batch:
             try:
@@ -793,7 +875,10 @@ async def _import_holders(
                 )
                 continue
             try:
-                parsed: PersonRow | CompanyRow = _parse_person(row, today) if kind == "nir" else _parse_company(row)
+                identifier = key[1] if key is not None else None
+                parsed: PersonRow | CompanyRow = (
+                    _parse_person(row, today, identifier) if kind == "nir" else _parse_company(row, identifier)
+                )
             except _Bad as bad:
                 errors.add(RowError(file=path.name, line=line, reason=str(bad)))
                 if key is not None:
@@ -806,19 +891,21 @@ async def _import_holders(
             good[key[1]] = parsed
         await seen.add(met)
         if kind == "nir":
-            await _upsert_persons(database, [p for p in good.values() if isinstance(p, PersonRow)])
+            await _upsert_persons(sql, [p for p in good.values() if isinstance(p, PersonRow)])
         else:
-            await _upsert_companies(database, [c for c in good.values() if isinstance(c, CompanyRow)])
+            await _upsert_companies(sql, [c for c in good.values() if isinstance(c, CompanyRow)])
         written += len(good)
     return written
 
 
 async def _import_payments(
-    database: Database, seen: _Seen, path: Path, today: dt.date, errors: _Errors, progress: Progress | None
+    sql: _Sql, seen: _Seen, path: Path, today: dt.date, errors: _Errors, progress: Progress | None
 ) -> int:
     written = 0
+    rows_before = await sql.fetch(f"SELECT max(id) AS last FROM {_PAYMENTS}")
+    last_before = rows_before[0]["last"] or 0  # the payments this import adds come after it
     rows = _stream_csv(path, PAYMENT_REQUIRED, PAYMENT_OPTIONAL, errors, progress)
-    while batch := list(itertools.islice(rows, _BATCH)):
+    while batch := list(itertools.islice(rows, IMPORT_BATCH)):
         parsed: list[tuple[int, PaymentRow]] = []
         for line, row in batch:
             try:
@@ -830,7 +917,7 @@ async def _import_payments(
         # a payment must belong to a person or company: in these files, or already in the registry
         known = {key for key, (_file, _line, bad) in met.items() if not bad}
         for kind in ("nir", "siret"):
-            known |= {(kind, i) for i in await _existing(database, kind, {i for k, i in keys - known if k == kind})}
+            known |= {(kind, i) for i in await _existing(sql, kind, {i for k, i in keys - met.keys() if k == kind})}
         good: list[PaymentRow] = []
         for line, payment in parsed:
             key = (payment.identifier_kind, payment.identifier)
@@ -853,10 +940,11 @@ async def _import_payments(
                 )
             else:
                 good.append(payment)
-        # each identifier in the file keeps exactly the file's payments: the old ones go once
-        await _drop_payments(database, await seen.first_payments({(p.identifier_kind, p.identifier) for p in good}))
-        await _insert_payments(database, good)
+        # each identifier in the file keeps exactly the file's payments: the older ones go at the end
+        await seen.mark_paid((p.identifier_kind, p.identifier) for p in good)
+        await _insert_payments(sql, good)
         written += len(good)
+    await seen.drop_replaced_payments(last_before)
     return written
 
 
@@ -1320,11 +1408,11 @@ async def generate_demo_registry(
     persons, companies, payments = demo_rows(count=count, seed=seed, today=today or Clock().today())
     await create_tables(database)
     async with database.transaction():
-        for start in range(0, max(len(persons), len(companies), len(payments)), _BATCH):
-            await _upsert_persons(database, persons[start : start + _BATCH])
-            await _upsert_companies(database, companies[start : start + _BATCH])
-        await _drop_payments(database, {(p.identifier_kind, p.identifier) for p in payments})
-        await _insert_payments(database, payments)
+        sql = _Sql(database)
+        await _upsert_persons(sql, persons)
+        await _upsert_companies(sql, companies)
+        await _drop_payments(sql, {(p.identifier_kind, p.identifier) for p in payments})
+        await _insert_payments(sql, payments)
     return DemoSummary(
         seed=seed,
         persons=len(persons),

@@ -417,3 +417,71 @@ async def test_the_import_reports_its_progress_through_the_file(tmp_path: Path, 
     assert [c[1] for c in calls] == [2000, 4000, 5000]
     assert all(c[0] == "persons.csv" and c[3] == size for c in calls)
     assert calls[-1][2] == size and 0 < calls[0][2] < calls[1][2] < size
+
+
+async def test_an_import_stopped_half_way_writes_nothing_and_the_next_one_runs(
+    tmp_path: Path, database: Database
+) -> None:
+    """The temporary tables go with the rolled-back transaction: the same connection imports again."""
+    persons = write(tmp_path, "persons.csv", many_persons(5000))
+
+    def stop(*_call: object) -> None:
+        raise RuntimeError("stopped by the operator")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        await import_registry(
+            database, persons=persons, payments=None, companies=None, partial=False, today=TODAY, progress=stop
+        )
+    assert await counts(database) == (0, 0, 0)
+    report = await import_registry(database, persons=persons, payments=None, companies=None, partial=False, today=TODAY)
+    assert report.ok and report.imported == {"persons.csv": 5000}
+    assert await counts(database) == (5000, 0, 0)
+
+
+async def test_batches_see_each_other_duplicates_bad_rows_and_payments(
+    tmp_path: Path, database: Database, host: PluginHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two rows per batch, everything the import learns crosses batches: a duplicate of a row
+    two batches back, the payments of a bad row, and the payments of one identifier spread over
+    batches, which replace the older ones and keep each other."""
+    from guichet.plugins.registry_tables import importer
+
+    first = await import_registry(
+        database,
+        persons=write(tmp_path, "persons.csv", PERSONS),
+        payments=write(tmp_path, "payments.csv", f"identifier,kind,date,amount\n{NIR_A},benefit,2025-01-01,1\n"),
+        companies=None,
+        partial=False,
+        today=TODAY,
+    )
+    assert first.ok, first.describe()
+    monkeypatch.setattr(importer, "IMPORT_BATCH", 2)
+    persons = (
+        "nir,last_name,first_name,birth_date,address_line1,address_line2\n"
+        f"{NIR_A},LEFEBVRE,Julien,1985-05-14,12 RUE DES TILLEULS,78000 VERSAILLES\n"
+        f"{NIR_B},MOREAU,Sophie,1992-06-21,4 COURS DE L INTENDANCE,33000 BORDEAUX\n"
+        "2750413055078,ROUX,Isabelle,31/02/1975,27 AVENUE DU PRADO,13008 MARSEILLE\n"
+        "1680764445012,LABORDE,Pierre,1968-07-03,CHEMIN DE LA SAUGUE,64400 OLORON\n"
+        f"{NIR_A},LEFEBVRE,Julien,1985-05-14,12 RUE DES TILLEULS,78000 VERSAILLES\n"
+    )
+    payments = "identifier,kind,date,amount\n" + "".join(
+        f"{nir},benefit,2026-02-{day:02d},{day}\n"
+        for day, nir in enumerate([NIR_A, NIR_B, NIR_A, "2750413055078", NIR_A, "1680764445012"], 1)
+    )
+    report = await import_registry(
+        database,
+        persons=write(tmp_path, "persons.csv", persons),
+        payments=write(tmp_path, "payments.csv", payments),
+        companies=None,
+        partial=True,
+        today=TODAY,
+    )
+    assert report.imported == {"persons.csv": 3, "payments.csv": 5}
+    assert [e.describe() for e in report.errors] == [
+        "persons.csv line 4: birth_date: bad date '31/02/1975' (expected YYYY-MM-DD or DD/MM/YYYY)",
+        "persons.csv line 6: nir: already given on persons.csv line 2",
+        "payments.csv line 5: identifier: its row (persons.csv line 4) is bad, so its payments cannot be imported",
+    ]
+    julien = await host.registry_lookup("nir", NIR_A)
+    assert julien is not None and sorted(p.amount for p in julien.payments) == [1, 3, 5]  # 2025's one replaced
+    assert await counts(database) == (3, 0, 5)  # Julien and Sophie updated, Pierre added
