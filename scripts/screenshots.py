@@ -6,8 +6,9 @@ Starts the demo server (config/demo.toml, derived into a temporary folder as the
 then drives the same journeys as tests/browser with Debian's chromium: registration, login with the
 email code, the forced personalisation, the contact confirmation, Mon compte and the forgotten
 password; Mes données and closing the account; the logout's confirmation; the accessibility
-statement, données personnelles and mentions légales; plus the login page of MSA Provence Azur, to
-show a caisse's own colour.
+statement, données personnelles and mentions légales; « Sécurité de connexion » with an authenticator
+app and a passkey added (Chromium's virtual authenticator stands for the phone), and the login with a
+passkey; plus the login page of MSA Provence Azur, to show a caisse's own colour.
 """
 
 from __future__ import annotations
@@ -15,15 +16,27 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pyotp  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.browser.flows import Browse, confirm_contacts, login_code, login_password, personalise, register  # noqa: E402
-from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, People, new_password, start_server  # noqa: E402
+from tests.browser.support import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LiveServer,
+    People,
+    new_password,
+    person_with_account,
+    start_server,
+)
+from tests.browser.test_passkey import At, Phone  # noqa: E402
 
 SIZES = {"mobile": {"width": 360, "height": 740}, "desktop": {"width": 1280, "height": 800}}
 # state name in the journeys -> file name (numbered in the order a person meets them)
@@ -48,6 +61,10 @@ SHOTS = {
     "accessibilite": "19-accessibilite",
     "donnees-personnelles": "20-donnees-personnelles",
     "mentions-legales": "21-mentions-legales",
+    "securite-totp": "22-ajout-application",
+    "securite-ajout-cle": "23-ajout-cle-d-acces",
+    "securite-cle-ajoutee": "24-securite-de-connexion",
+    "connexion-cle": "25-connexion-cle-d-acces",
 }
 
 
@@ -60,6 +77,33 @@ def shrink(path: Path) -> None:
     with Image.open(path) as image:
         small = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     small.save(path, optimize=True)
+
+
+def authenticators(browser: Any, server: LiveServer, people: People, shoot: Callable[[Browse, str], None]) -> None:
+    """Sécurité de connexion: an authenticator app, then a passkey, then the login with the passkey.
+    Passkeys need a domain name: the pages are opened at http://localhost (the demo's RP ID)."""
+    server.people = people  # type: ignore[attr-defined]
+    person, password = person_with_account(server, "particulier_paiement")
+    context = browser.new_context(viewport=SIZES["desktop"], locale="fr-FR")
+    b = Browse(page=context.new_page(), server=At(server, "localhost"), js=True, checks=False, on_state=shoot)  # type: ignore[arg-type]
+    Phone(b)
+    page = b.page
+    login_code(b, person, login_password(b, person.nir, password))
+    b.goto("/mon-compte/securite/confirmer?suite=/mon-compte/securite/totp/ajouter", "securite-confirmer")
+    b.fill("current_password", password)
+    b.click_button("Confirmer", "securite-totp", h1="Ajouter une application d'authentification")
+    key = page.locator("strong.key").inner_text().replace(" ", "")
+    b.fill("label", "Téléphone de Julie")
+    b.fill("code", pyotp.TOTP(key).now())
+    b.click_button("Terminer", "securite-totp-ajoutee", h1="Sécurité de connexion")
+    b.act(page.get_by_role("link", name="> ajouter : clé d'accès"), "securite-ajout-cle", h1="Créer une clé d'accès")
+    b.fill("label", "Ordinateur de la maison")
+    b.click_button("Créer ma clé d'accès", "securite-cle-ajoutee", h1="Sécurité de connexion")
+    b.click_button("Se déconnecter", "deconnexion-cle", swap=False)
+    b.goto("/connexion", "connexion-avec-cle")
+    b.act(page.get_by_role("link", name="Se connecter avec une clé d'accès"), "connexion-cle")
+    b.click_button("Utiliser ma clé d'accès", "connexion-cle-faite", h1="Mon espace privé")
+    context.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             b.fill("identifier", person.nir_with_key)
             b.click_button("Suivant >", "oubli-canal", swap=True)
             context.close()
+            authenticators(browser, server, people, shoot)
         finally:
             server.stop()
         # a caisse's own colour: MSA Provence Azur's login page
