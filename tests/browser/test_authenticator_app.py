@@ -1,6 +1,6 @@
 """« Sécurité de connexion » in a real browser, with JavaScript and without: an authenticator app added
-after the password again (its QR code and its key as text), then asked for first at the next login;
-recovery codes asked for by post. axe-core runs on every state."""
+after the password again (its QR code and its key as text), then asked for first at the next login,
+on SQLite and PostgreSQL. axe-core runs on every state."""
 
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ from playwright.sync_api import expect
 
 from tests.browser.flows import login_code, login_password
 from tests.browser.support import LiveServer, person_with_account
+from tests.browser.test_passkey import passkey_server  # noqa: F401  (the demo caisse on SQLite, then PostgreSQL)
 
 pytestmark = pytest.mark.browser
 
 
 def test_an_authenticator_app_is_added_then_asked_for_first(
-    demo_server: LiveServer, open_browser: Any, js: bool
+    passkey_server: LiveServer,  # noqa: F811
+    open_browser: Any,
+    js: bool,
 ) -> None:
+    demo_server = passkey_server
     person, password = person_with_account(demo_server, "particulier_vitale")
     b = open_browser(demo_server, js=js)
     page = b.page
