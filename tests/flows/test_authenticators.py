@@ -339,3 +339,13 @@ async def test_no_key_code_or_secret_in_any_log_line(
     await site.post("/connexion/methode/totp", {"code": code})
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert key not in logged and key[:16] not in logged and code not in logged
+
+
+async def test_the_security_page_offers_the_stronger_ones_and_tells_the_risks_of_sms(
+    site: Portal, account: dict[str, Any]
+) -> None:
+    page = text_of(await site.get("/mon-compte/securite"))
+    for offered in ("Application d'authentification", "Codes de secours par courrier", "Code de sécurité par e-mail"):
+        assert offered in page, offered
+    assert "Un code par SMS peut être détourné" in page
+    assert "une clé d'accès ou une application d'authentification vous protège mieux" in page
