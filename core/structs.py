@@ -328,6 +328,7 @@ class Check(msgspec.Struct, frozen=True, kw_only=True):
     enrolment_id: int | None = None
     delivery: Delivery | None = None  # to queue now (a finished enrolment's letter)
     then_enrol: bool = False  # the person must enrol a new authenticator next (a recovery code was used)
+    reason: str = ""  # why not, for the audit ("cloned"); "wrong" when empty. Never a secret or an input
 
 
 @runtime_checkable

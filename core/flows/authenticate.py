@@ -180,7 +180,7 @@ async def verify(
             subject=subject,
             client=client,
             authenticator=authenticator.name,
-            reason="wrong",
+            reason=check.reason or "wrong",
         )
         return check, check.message_fr or WRONG_ANSWER
     if account is not None:

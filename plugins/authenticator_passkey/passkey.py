@@ -229,7 +229,7 @@ class Passkey:
                 new,
                 credential.counter,
             )
-            return Check(ok=False, message_fr=CLONED)
+            return Check(ok=False, message_fr=CLONED, reason="cloned")
         return Check(ok=True, account_id=credential.account_id, enrolment_id=credential.id)
 
 

@@ -101,7 +101,7 @@ async def test_a_passkey_over_http_every_step_audited(
         ("authenticator.enrolment_failed", "wrong"),
         ("authenticator.enrolled", None),
         ("authenticator.verified", None),
-        ("authenticator.failed", "wrong"),
+        ("authenticator.failed", "cloned"),  # the clone is told apart in the audit
         ("authenticator.verified", None),
         ("authenticator.removed", None),
     ]
