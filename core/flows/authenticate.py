@@ -135,6 +135,56 @@ def take_state(services: Services, session: Session, name: str) -> str | None:
     return state or None
 
 
+class _Try:
+    """One answer to an authenticator, as core counts and audits it."""
+
+    def __init__(
+        self,
+        services: Services,
+        authenticator: Authenticator,
+        *,
+        failed: str,
+        counted: list[tuple[Any, str]],
+        account_id: int | None,
+        subject: str,
+        client: str,
+    ) -> None:
+        self.services, self.authenticator, self.failed, self.counted = services, authenticator, failed, counted
+        self.account_id, self.subject, self.client = account_id, subject, client
+
+    async def refusal(self) -> str | None:
+        """Count the try before anything is judged; the message to show when it may not be judged now."""
+        try:
+            verdicts = await self.services.limiter.reserve(self.counted, self.services.now())
+        except CounterStoreError:
+            await limit_unavailable(
+                self.services,
+                self.authenticator.name,
+                account_id=self.account_id,
+                subject=self.subject,
+                client=self.client,
+            )
+            return UNAVAILABLE
+        if not all(v.allowed for v in verdicts):
+            await self.audit(self.failed, reason="slowed")
+            return SLOW_DOWN
+        return None
+
+    async def audit(self, kind: str, account_id: int | None = None, **details: str) -> None:
+        await self.services.audit(
+            kind,
+            account_id=self.account_id or account_id,
+            subject=self.subject,
+            client=self.client,
+            authenticator=self.authenticator.name,
+            **details,
+        )
+
+    async def settle(self) -> None:
+        """A right answer: the failures counted so far no longer slow the owner down."""
+        await settle_tries(self.services, Settlement(clear=tuple(self.counted)))
+
+
 async def verify(
     services: Services,
     session: Session,
@@ -149,24 +199,20 @@ async def verify(
     ("" when it is right). The challenge is used once, right or wrong."""
     limits = services.limits
     state = take_state(services, session, authenticator.name)
-    counted = [(limits.login_identifier, account["identifier"])] if account else [(limits.login_client, client or "-")]
-    subject = subject_of(account["identifier"]) if account else ""
-    account_id = account["id"] if account else None
-    try:
-        verdicts = await services.limiter.reserve(counted, services.now())
-    except CounterStoreError:
-        await limit_unavailable(services, authenticator.name, account_id=account_id, subject=subject, client=client)
-        return Check(ok=False), UNAVAILABLE
-    if not all(v.allowed for v in verdicts):
-        await services.audit(
-            "authenticator.failed",
-            account_id=account_id,
-            subject=subject,
-            client=client,
-            authenticator=authenticator.name,
-            reason="slowed",
-        )
-        return Check(ok=False), SLOW_DOWN
+    attempt = _Try(
+        services,
+        authenticator,
+        failed="authenticator.failed",
+        counted=[(limits.login_identifier, account["identifier"])]
+        if account
+        else [(limits.login_client, client or "-")],
+        account_id=account["id"] if account else None,
+        subject=subject_of(account["identifier"]) if account else "",
+        client=client,
+    )
+    refusal = await attempt.refusal()
+    if refusal:
+        return Check(ok=False), refusal
     if state is None:
         check = Check(ok=False, message_fr=WRONG_ANSWER)
     else:
@@ -174,24 +220,11 @@ async def verify(
     if account is None and check.ok and check.account_id is None:
         check = Check(ok=False, message_fr=WRONG_ANSWER)  # a whole login must say whose it was
     if not check.ok:
-        await services.audit(
-            "authenticator.failed",
-            account_id=account_id or check.account_id,
-            subject=subject,
-            client=client,
-            authenticator=authenticator.name,
-            reason=check.reason or "wrong",
-        )
+        await attempt.audit("authenticator.failed", check.account_id, reason=check.reason or "wrong")
         return check, check.message_fr or WRONG_ANSWER
     if account is not None:
-        await settle_tries(services, Settlement(clear=tuple(counted)))
-    await services.audit(
-        "authenticator.verified",
-        account_id=account_id or check.account_id,
-        subject=subject,
-        client=client,
-        authenticator=authenticator.name,
-    )
+        await attempt.settle()
+    await attempt.audit("authenticator.verified", check.account_id)
     return check, ""
 
 
@@ -255,23 +288,18 @@ async def finish_enrolment(
     once right: audited, a notice sent and the letter queued in one transaction, and the enrolment
     over. A wrong answer leaves it under way (the same QR code for the next try)."""
     under_way = enrolment_under_way(services, session, authenticator.name)
-    tried = (services.limits.login_identifier, account["identifier"])
-    subject = subject_of(account["identifier"])
-    try:
-        [verdict] = await services.limiter.reserve([tried], services.now())
-    except CounterStoreError:
-        await limit_unavailable(services, authenticator.name, account_id=account["id"], subject=subject, client=client)
-        return Check(ok=False), UNAVAILABLE
-    if not verdict.allowed:
-        await services.audit(
-            "authenticator.enrolment_failed",
-            account_id=account["id"],
-            subject=subject,
-            client=client,
-            authenticator=authenticator.name,
-            reason="slowed",
-        )
-        return Check(ok=False), SLOW_DOWN
+    attempt = _Try(
+        services,
+        authenticator,
+        failed="authenticator.enrolment_failed",
+        counted=[(services.limits.login_identifier, account["identifier"])],
+        account_id=account["id"],
+        subject=subject_of(account["identifier"]),
+        client=client,
+    )
+    refusal = await attempt.refusal()
+    if refusal:
+        return Check(ok=False), refusal
     ref = account_ref(services, account)
     async with services.database.transaction():
         check = (
@@ -280,26 +308,13 @@ async def finish_enrolment(
             else Check(ok=False, message_fr=WRONG_ANSWER)
         )
         if not check.ok:
-            await services.audit(
-                "authenticator.enrolment_failed",
-                account_id=account["id"],
-                subject=subject,
-                client=client,
-                authenticator=authenticator.name,
-                reason="wrong",
-            )
+            await attempt.audit("authenticator.enrolment_failed", reason=check.reason or "wrong")
             return check, check.message_fr or WRONG_ANSWER
         if check.delivery is not None:
             await deliver(services, account, check.delivery)
-        await services.audit(
-            "authenticator.enrolled",
-            account_id=account["id"],
-            subject=subject,
-            client=client,
-            authenticator=authenticator.name,
-        )
+        await attempt.audit("authenticator.enrolled")
         await tell_owner(services, account, authenticator, "added")
-    await settle_tries(services, Settlement(clear=(tried,)))
+    await attempt.settle()
     assert session.data is not None
     session.data.must_enrol = False
     session.data.auth_name = session.data.auth_state = ""

@@ -123,14 +123,12 @@ class SecurityController(Controller):
 
     @get("/{name:str}/ajouter")
     async def add(self, request: Request[Any, Any, Any], name: str) -> Any:
-        account = await require_account(request)
+        account, authenticator, leave = await _enrolment_allowed(request, name)
+        if leave is not None:
+            return leave
+        assert authenticator is not None
         services = services_of(request)
         session = session_of(request)
-        authenticator = _enrollable(request, name)
-        if authenticator is None:
-            return go(request, SECURITY_URL)
-        if not authenticate.recently_reauthenticated(services, session):
-            return _confirm_first(request, f"{SECURITY_URL}/{name}/ajouter")
         if authenticator.enrolment == "letter" and await authenticate.letter_recipient(services, account) is None:
             return await _security_page(request, account, errors={"ajout": NO_ADDRESS})
         challenge = await authenticate.begin_enrolment(services, session, authenticator, account)
@@ -138,14 +136,12 @@ class SecurityController(Controller):
 
     @post("/{name:str}/ajouter")
     async def submit_add(self, request: Request[Any, Any, Any], name: str) -> Any:
-        account = await require_account(request)
+        account, authenticator, leave = await _enrolment_allowed(request, name)
+        if leave is not None:
+            return leave
+        assert authenticator is not None
         services = services_of(request)
         session = session_of(request)
-        authenticator = _enrollable(request, name)
-        if authenticator is None:
-            return go(request, SECURITY_URL)
-        if not authenticate.recently_reauthenticated(services, session):
-            return _confirm_first(request, f"{SECURITY_URL}/{name}/ajouter")
         form = await form_of(request)
         try:
             check, message = await authenticate.finish_enrolment(
@@ -182,6 +178,20 @@ class SecurityController(Controller):
         )
         notice = f"{authenticator.label_fr} : suppression enregistrée." if removed else ""
         return await _security_page(request, account, notice=notice)
+
+
+async def _enrolment_allowed(
+    request: Request[Any, Any, Any], name: str
+) -> tuple[dict[str, Any], Authenticator | None, Any]:
+    """The account and the authenticator to enrol, or where to go first: back to the list for an
+    authenticator nobody enrols here, the password again when it was not typed in the last minutes."""
+    account = await require_account(request)
+    authenticator = _enrollable(request, name)
+    if authenticator is None:
+        return account, None, go(request, SECURITY_URL)
+    if not authenticate.recently_reauthenticated(services_of(request), session_of(request)):
+        return account, authenticator, _confirm_first(request, f"{SECURITY_URL}/{name}/ajouter")
+    return account, authenticator, None
 
 
 def _next(suite: str) -> str:
