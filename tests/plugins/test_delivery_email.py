@@ -344,3 +344,55 @@ async def test_parallel_sends_share_nothing(context_for: Callable[..., PluginCon
     with SmtpSink(port) as sink:
         await asyncio.gather(*(channel.send(message(id=n)) for n in range(5)))
     assert sorted(parse(e)["Message-ID"].split("-")[1] for e in sink.messages) == sorted(str(n) for n in range(5))
+
+
+def _parsed_view(mail: EmailMessage) -> dict[str, Any]:
+    """What a mail client reads of an email: header values, addresses, and each part's type and text."""
+    reparsed = BytesParser(policy=email.policy.default).parsebytes(mail.as_bytes())
+    view: dict[str, Any] = {}
+    for name in ("From", "To", "Reply-To"):
+        header = reparsed[name]
+        view[name] = None if header is None else [(a.display_name, a.addr_spec) for a in header.addresses]
+    for name in ("Subject", "Message-ID", "Auto-Submitted", "MIME-Version"):
+        view[name] = reparsed[name]
+    view["Date"] = email.utils.parsedate_to_datetime(reparsed["Date"])
+    view["type"] = reparsed.get_content_type()
+    view["parts"] = [
+        (part.get_content_type(), part.get_content_charset(), part.get_content().replace("\r\n", "\n"))
+        for part in reparsed.iter_parts()
+    ]
+    assert not reparsed.defects and all(not part.defects for part in reparsed.walk())
+    return view
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        RECIPIENT,
+        Recipient(name="Hélène d'Arcy-Lefèvre", email="helene@exemple.fr"),
+        Recipient(name='Jean "Le Grand", fils', email="jean.o'neil+msa@exemple.fr"),
+        Recipient(name="", email="anonyme@exemple.fr"),
+        Recipient(name="Ééééééééééééééééééééééééééééééééééééééééé Ààààààààààààààààààà", email="a@b.fr"),
+    ],
+)
+def test_the_fast_path_writes_the_message_the_email_package_writes(
+    context_for: Callable[..., PluginContext], template: str, recipient: Recipient
+) -> None:
+    """send() writes its bytes from a skeleton made at start-up; a mail client must read exactly what
+    the email package would have written, for every template."""
+    channel = channel_for(
+        context_for(
+            settings_for(
+                2525,
+                sender='"Caisse Médicale — Émetteur <ne-pas-repondre@test.invalid>"',
+                reply_to='"assistance@test.invalid"',
+            )
+        )
+    )
+    sent = message(template, recipient=recipient)
+    fast, address = channel.compose(sent)
+    assert address == recipient.email
+    assert fast.isascii() and all(len(line) <= 78 for line in fast.split(b"\r\n"))  # 7-bit, folded
+    assert not any(line.endswith(b"\r") for line in fast.split(b"\r\n"))
+    assert _parsed_view(channel.build(sent)) == _parsed_view(channel.build_with_email_package(sent))
