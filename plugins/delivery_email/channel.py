@@ -3,17 +3,20 @@
 The email is written as bytes from a skeleton made once per channel (the fixed headers folded by
 the ``email`` package at start-up, the MIME structure, the part headers): the package's header
 objects and generator cost more CPU per message than the rest of a delivery. ``build_with_email_package``
-is the reference the tests hold the fast path to.
+is the reference the tests hold the fast path to. Sends reuse open SMTP connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email.policy
 import email.utils
 import re
 import secrets
+import socket
+import time
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -44,6 +47,8 @@ _ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")  # a display n
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _WORD_BYTES = 39  # UTF-8 bytes per encoded word: "Subject: " + one 64-character word fits in 78
 _SUBJECTS_KEPT = 256  # encoded subjects kept per channel (one or two per template)
+_IDLE_CONNECTIONS = 8  # the outbox worker's default concurrency
+_IDLE_SECONDS = 30.0  # an open connection unused this long is closed rather than reused
 
 
 def _header_line(name: str, value: str) -> bytes:
@@ -164,6 +169,8 @@ class EmailChannel:
             b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
         )
         self._subjects: dict[str, bytes] = {}
+        self._local_hostname: str | None = None  # looked up once, at the first connection
+        self._idle: list[tuple[aiosmtplib.SMTP, asyncio.AbstractEventLoop, float]] = []
 
     def __repr__(self) -> str:
         return f"EmailChannel(host={self.host!r}, port={self.port}, security={self.security!r})"
@@ -282,34 +289,87 @@ class EmailChannel:
             client.close()
         return f"SMTP server {self.host}:{self.port} answered" + (" (TLS)" if self.security != "none" else "")
 
+    async def _connection(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """An open SMTP connection of this event loop (reused when one is idle), and whether it is reused."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        while self._idle:
+            client, owner, since = self._idle.pop()
+            if owner is loop and client.is_connected and now - since < _IDLE_SECONDS:
+                return client, True
+            if owner is loop:
+                client.close()
+        if self._local_hostname is None:
+            # aiosmtplib would call getfqdn (in a thread) for every connection
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.settings.username,
+            password=self.password,
+            use_tls=self.security == "tls",
+            start_tls=True if self.security == "starttls" else False,
+            timeout=self.settings.timeout_seconds,
+            local_hostname=self._local_hostname,
+        )
+        try:
+            await client.connect()
+        except BaseException:
+            client.close()
+            raise
+        return client, False
+
     async def send(self, message: Message) -> None:
         mail, recipient = self.compose(message)
+        client: aiosmtplib.SMTP | None = None
         try:
-            errors, _reply = await aiosmtplib.send(
-                mail,
-                sender=self.envelope_sender,
-                recipients=[recipient],
-                hostname=self.host,
-                port=self.port,
-                username=self.settings.username,
-                password=self.password,
-                use_tls=self.security == "tls",
-                start_tls=True if self.security == "starttls" else False,
-                timeout=self.settings.timeout_seconds,
-            )
+            client, reused = await self._connection()
+            try:
+                errors, _reply = await client.sendmail(self.envelope_sender, [recipient], mail)
+            except aiosmtplib.SMTPServerDisconnected:
+                if not reused:
+                    raise
+                # most likely closed by the server while it sat idle, before MAIL FROM; at worst a copy
+                # goes twice, with one Message-ID (the outbox is at-least-once anyway)
+                client.close()
+                client, _ = await self._connection()
+                errors, _reply = await client.sendmail(self.envelope_sender, [recipient], mail)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
+            self._keep(client)
             raise _reply_error(max(codes) if codes else 0, "refused the recipient") from None
         except aiosmtplib.SMTPResponseException as exc:
+            self._keep(client)
             raise _reply_error(exc.code, "refused the message") from None
         except (TimeoutError, aiosmtplib.SMTPTimeoutError):
+            self._drop(client)
             raise DeliveryError(f"SMTP server {self.host}:{self.port} timed out", permanent=False) from None
         except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected, OSError):
+            self._drop(client)
             raise DeliveryError(f"cannot reach the SMTP server {self.host}:{self.port}", permanent=False) from None
         except aiosmtplib.SMTPException as exc:
+            self._drop(client)
             raise DeliveryError(f"SMTP error ({type(exc).__name__})", permanent=False) from None
+        except BaseException:  # cancelled (the worker's deadline): the session is in an unknown state
+            self._drop(client)
+            raise
+        self._keep(client)
         if errors:  # one recipient only: a refusal here is that recipient's
             raise _reply_error(max(r.code for r in errors.values()), "refused the recipient")
+
+    def _keep(self, client: aiosmtplib.SMTP | None) -> None:
+        """Put a connection whose last transaction ended cleanly (delivered, or refused and reset) back."""
+        if client is None:
+            return
+        if client.is_connected and len(self._idle) < _IDLE_CONNECTIONS:
+            self._idle.append((client, asyncio.get_running_loop(), time.monotonic()))
+        else:
+            client.close()
+
+    @staticmethod
+    def _drop(client: aiosmtplib.SMTP | None) -> None:
+        if client is not None:
+            client.close()
 
 
 def _reply_error(code: int, what: str) -> DeliveryError:

@@ -14,6 +14,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from guichet.core.clock import FrozenClock
@@ -396,3 +397,37 @@ def test_the_fast_path_writes_the_message_the_email_package_writes(
     assert fast.isascii() and all(len(line) <= 78 for line in fast.split(b"\r\n"))  # 7-bit, folded
     assert not any(line.endswith(b"\r") for line in fast.split(b"\r\n"))
     assert _parsed_view(channel.build(sent)) == _parsed_view(channel.build_with_email_package(sent))
+
+
+async def test_connections_are_reused_and_the_local_name_looked_up_once(
+    context_for: Callable[..., PluginContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []  # aiosmtplib's own lookup (getfqdn in a thread), per connection
+    connects: list[int] = []
+    real_connect = aiosmtplib.SMTP.connect
+
+    async def counted_lookup(self: aiosmtplib.SMTP) -> str:
+        lookups.append("aiosmtplib")
+        return "localhost"
+
+    async def counted_connect(self: aiosmtplib.SMTP, *args: Any, **kwargs: Any) -> Any:
+        connects.append(1)
+        return await real_connect(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiosmtplib.SMTP, "_get_default_local_hostname", counted_lookup)
+    monkeypatch.setattr(aiosmtplib.SMTP, "connect", counted_connect)
+    port = free_port()
+    channel = channel_for(context_for(settings_for(port)))
+    with SmtpSink(port) as sink:
+        for n in range(3):
+            await channel.send(message(id=n))
+        assert len(sink.messages) == 3 and len(connects) == 1 and channel._local_hostname
+        await asyncio.gather(*(channel.send(message(id=n)) for n in range(3, 6)))  # at once: more connections
+        assert len(sink.messages) == 6
+    # the server went away with the connections open: the next send opens a new one, or fails as temporary
+    with SmtpSink(port) as sink:
+        await channel.send(message(id=9))
+    assert len(sink.messages) == 1
+    with pytest.raises(DeliveryError) as failed:
+        await channel.send(message(id=10))
+    assert not failed.value.permanent and lookups == []
