@@ -17,7 +17,20 @@ import msgspec
 
 from guichet.core.database import INTEGRITY_ERRORS
 from guichet.core.keys import token_digest
+from guichet.core.statements import insert_one
 from guichet.core.structs import CodePolicy
+
+_CODE_COLUMNS = (
+    "purpose",
+    "binding",
+    "account_id",
+    "code_hmac",
+    "channel",
+    "attempts",
+    "max_attempts",
+    "created_at",
+    "expires_at",
+)
 
 if TYPE_CHECKING:
     from guichet.core.database import Database
@@ -93,23 +106,18 @@ class Codes:
         code = draw_code(policy)
         expires = now + dt.timedelta(minutes=policy.lifetime_minutes)
         try:
-            rows = (
-                await t.insert(
-                    t(
-                        purpose=purpose,
-                        binding=token_digest(binding),
-                        account_id=account_id,
-                        code_hmac=self._mac(purpose, binding, code),
-                        channel=channel,
-                        attempts=0,
-                        max_attempts=policy.max_attempts,
-                        created_at=now,
-                        expires_at=expires,
-                    )
-                )
-                .returning(t.id)
-                .run()
-            )
+            rows = await t.raw(
+                insert_one(t, _CODE_COLUMNS, returning="id"),
+                purpose,
+                token_digest(binding),
+                account_id,
+                self._mac(purpose, binding, code),
+                channel,
+                0,
+                policy.max_attempts,
+                now,
+                expires,
+            ).run()
         except INTEGRITY_ERRORS:
             raise CodeStillLive() from None
         return IssuedCode(code=code, code_id=int(rows[0]["id"]), expires_at=expires)
