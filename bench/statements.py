@@ -36,7 +36,7 @@ async def cpu_per_call(fn: Any, calls: int) -> float:
 async def measure(engine: str, calls: int) -> list[tuple[str, float, float]]:
     from guichet.core.config import load_config
     from guichet.core.database import Database
-    from guichet.core.statements import insert_one, select_one
+    from guichet.core.statements import insert_one, select_latest, select_one
 
     folder = common.run_folder("statements")
     database = common.BenchDatabase(engine, folder)
@@ -52,6 +52,7 @@ async def measure(engine: str, calls: int) -> list[tuple[str, float, float]]:
         try:
             a = db.t.Account
             audit = db.t.AuditLog
+            outbox = db.t.OutboxMessage
             [row] = await a.select(a.id).where(a.identifier == accounts[50]["identifier"]).run()
             account_id = row["id"]
             built = await a.select().where(a.id == account_id).limit(1).run()
@@ -72,6 +73,17 @@ async def measure(engine: str, calls: int) -> list[tuple[str, float, float]]:
                         audit(at=now, kind="login.succeeded", account_id=None, subject="", client="c", details="{}")
                     ).run(),
                     lambda: audit.raw(insert_one(audit, columns), now, "login.succeeded", None, "", "c", "{}").run(),
+                ),
+                (
+                    "newest row read: the code checked, the delivery shown (2 per login)",
+                    lambda: (
+                        outbox.select(outbox.id, outbox.channel, outbox.state)
+                        .where(outbox.sent_for == "x")
+                        .order_by(outbox.id, ascending=False)
+                        .limit(1)
+                        .run()
+                    ),
+                    lambda: outbox.raw(select_latest(outbox, ("id", "channel", "state"), ("sent_for",)), "x").run(),
                 ),
             ):
                 rows.append((name, await cpu_per_call(built_fn, calls), await cpu_per_call(cached_fn, calls)))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from guichet.core.keys import token_digest
-from guichet.core.statements import insert_one
+from guichet.core.statements import insert_one, select_latest
 from guichet.core.structs import Message, Recipient
 
 if TYPE_CHECKING:
@@ -96,9 +96,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 async def latest_delivery(database: "Database", sent_for: str) -> Delivery | None:
     """The latest message queued for ``sent_for`` (one indexed read), or None."""
     t = database.t.OutboxMessage
-    rows = await (
-        t.select(t.id, t.channel, t.state).where(t.sent_for == sent_for).order_by(t.id, ascending=False).limit(1).run()
-    )
+    rows = await t.raw(select_latest(t, ("id", "channel", "state"), ("sent_for",)), sent_for).run()
     return msgspec.convert(rows[0], Delivery) if rows else None
 
 

@@ -34,3 +34,15 @@ def insert_one(table: type[Table], columns: tuple[str, ...], returning: str = ""
     values = ", ".join("{}" for _ in columns)
     tail = f" RETURNING {_quoted(table._meta.get_column_by_name(returning)._meta.db_column_name)}" if returning else ""
     return f"INSERT INTO {_quoted(table._meta.tablename)} ({names}) VALUES ({values}){tail}"
+
+
+@functools.cache
+def select_latest(table: type[Table], columns: tuple[str, ...], where: tuple[str, ...]) -> str:
+    """``columns`` of the newest row (highest id) whose ``where`` columns equal the parameters, in order."""
+    names = ", ".join(
+        f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} AS {_quoted(c)}" for c in columns
+    )
+    conditions = " AND ".join(
+        f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} = {{}}" for c in where
+    )
+    return f'SELECT {names} FROM {_quoted(table._meta.tablename)} WHERE {conditions} ORDER BY "id" DESC LIMIT 1'
