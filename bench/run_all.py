@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 import login  # noqa: E402
+import oidc  # noqa: E402
 import register  # noqa: E402
 import steps  # noqa: E402
 
@@ -74,6 +75,7 @@ async def main() -> int:
             "Efficiency of a full login (bench/run_all.py)", table, facts=facts, write=not options.no_write
         )
         return 0
+    forward = await oidc.run(_args(oidc, "--seconds", "5" if options.quick else "10", *common_args[2:]))
     fragments = await steps.run(
         _args(steps, "--duration", "5" if options.quick else "10", *(["--no-write"] if options.no_write else []))
     )
@@ -96,6 +98,17 @@ async def main() -> int:
         ),
         ("< 150 MB RSS per worker (peak, logins)", f"{peak_rss:.0f} MiB", peak_rss * 1.048576 < 150),
         ("complete registrations/s (through the code step)", f"{registrations['rate']:.1f}/s", None),
+        (
+            "forward auth ≥ 50 % of a bare endpoint reading the same store (CPU per request)",
+            f"{forward['ratio'] * 100:.0f} % ({forward['bare_cpu_ms']:.2f} vs {forward['forward_cpu_ms']:.2f} ms)",
+            forward["ratio"] >= 0.5,
+        ),
+        ("forward auth p99 < 5 ms at half of peak", f"{forward['half_p99_ms']:.1f} ms", forward["half_p99_ms"] < 5),
+        (
+            "code exchange (authorize + token), server CPU per pair",
+            f"{forward['pair_cpu_ms']:.2f} ms ({forward['pairs_per_s']:.0f} pairs/s)",
+            None,
+        ),
     ]
     body = (
         table
