@@ -1,8 +1,9 @@
-"""A bare Litestar app for bench/steps.py: one read of the flow table on guichet's own database
-engine, and nothing else (no session, no CSRF, no template, no middleware). Bench-only: it is
-never part of guichet's routes.
+"""A bare Litestar app for bench/steps.py and bench/oidc.py: one read of guichet's own store on
+its own database engine, and nothing else (no CSRF, no template, no middleware). Bench-only: it
+is never part of guichet's routes.
 
     GUICHET_CONFIG=... BENCH_FLOW_DIGEST=... uvicorn bare_app:create --factory --app-dir bench
+    GET /flow: the flow read of a step; GET /session?key=...: the session read of forward auth
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from guichet.core.database import Database  # noqa: E402
 
 def create() -> Litestar:
     database = Database.from_config(load_config(os.environ["GUICHET_CONFIG"]))
-    digest = os.environ["BENCH_FLOW_DIGEST"]
+    digest = os.environ.get("BENCH_FLOW_DIGEST", "")
     flow = database.t.Flow
 
     @get("/flow", sync_to_thread=False)
@@ -37,8 +38,16 @@ def create() -> Litestar:
         )
         return str(rows[0]["data"]) if rows else "-"
 
+    session = database.t.Session
+
+    @get("/session", sync_to_thread=False)
+    async def read_session(key: str) -> str:
+        # the same read as core.sessions.DatabaseSessions.load
+        rows = await session.select(session.data).where(session.key == key).limit(1).run()
+        return "1" if rows else "-"
+
     return Litestar(
-        [read_flow],
+        [read_flow, read_session],
         on_startup=[database.connect],
         on_shutdown=[database.close],
         openapi_config=None,

@@ -149,6 +149,225 @@ def describe_cpu(cpu: dict[str, float], seconds: float) -> str:
     )
 
 
+# --- server-side CPU per component, with psutil -----------------------------------------------------
+
+
+def _redis_port() -> int:
+    from urllib.parse import urlsplit
+
+    return urlsplit(REDIS_URL).port or 6379
+
+
+def postgres_processes(database_name: str) -> dict[str, list[int]]:
+    """PostgreSQL's processes on this machine: the backends serving ``database_name`` and the
+    cluster's shared processes (postmaster, WAL writer, checkpointer, background writer, autovacuum
+    launcher). Backends of other databases (other people's tests) are left out."""
+    import psutil
+
+    ours: list[int] = []
+    shared: list[int] = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if not (proc.info["name"] or "").startswith("postgres"):
+            continue
+        text = " ".join(proc.info["cmdline"] or [])
+        if database_name and database_name in text:
+            ours.append(proc.pid)
+        elif not text.startswith("postgres:") or any(
+            word in text
+            for word in (
+                "checkpointer",
+                "background writer",
+                "walwriter",
+                "autovacuum launcher",
+                "replication launcher",
+            )
+        ):
+            shared.append(proc.pid)
+    return {"PostgreSQL backends (this database)": ours, "PostgreSQL shared processes": shared}
+
+
+def redis_processes() -> list[int]:
+    """The redis-server listening on the port of ``REDIS_URL`` (shared with whoever else uses it)."""
+    import psutil
+
+    port = f":{_redis_port()}"
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["name", "cmdline"])
+        if (proc.info["name"] or "").startswith("redis-server") and port in " ".join(proc.info["cmdline"] or [])
+    ]
+
+
+class ServerMeter:
+    """CPU seconds (user + system, psutil ``cpu_times``) of each group of server-side processes over a
+    window. The groups are functions re-evaluated at every ``sample()``: a process that starts
+    during the window (a new PostgreSQL backend) counts from its start, one that ends keeps what it
+    had used at the last sample."""
+
+    def __init__(self, groups: dict[str, Any]) -> None:
+        self.groups = groups  # name -> callable returning pids
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.group_of: dict[int, str] = {}
+        self.procs: dict[int, Any] = {}
+        self.started = 0.0
+        self.machine = CpuMeter()
+
+    def _cpu(self, pid: int) -> float | None:
+        import psutil
+
+        try:
+            proc = self.procs.get(pid) or self.procs.setdefault(pid, psutil.Process(pid))
+            times = proc.cpu_times()
+            return float(times.user + times.system)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+
+    def sample(self) -> None:
+        import psutil
+
+        for name, find in self.groups.items():
+            for pid in find():
+                value = self._cpu(pid)
+                if value is None:
+                    continue
+                if pid not in self.first:
+                    try:
+                        born_inside = self.started and psutil.Process(pid).create_time() >= self.started
+                    except psutil.Error:
+                        born_inside = False
+                    self.first[pid] = 0.0 if born_inside else value
+                    self.group_of[pid] = name
+                self.last[pid] = value
+
+    def begin(self) -> None:
+        self.sample()
+        self.started = time.time()
+        self.machine.begin({})
+
+    def end(self) -> dict[str, float]:
+        self.sample()
+        used = {name: 0.0 for name in self.groups}
+        for pid, name in self.group_of.items():
+            used[name] += max(0.0, self.last[pid] - self.first[pid])
+        machine = self.machine.end()
+        used["machine busy"] = machine["machine busy"]
+        used["machine capacity"] = machine["machine capacity"]
+        return used
+
+
+def server_total(cpu: dict[str, float], names: Iterable[str]) -> float:
+    return sum(cpu.get(name, 0.0) for name in names)
+
+
+# --- where the non-hash CPU goes: a py-spy profile sorted into components ----------------------------
+
+HASH_COMPONENT = "argon2id (the hash)"
+
+# site-packages name -> component; the frames of the standard library (re, functools, ...) are
+# charged to the nearest caller that is not generic, except email and asyncio, which are components
+_PACKAGE_COMPONENT = {
+    "piccolo": "SQL (piccolo, drivers, pool)",
+    "aiosqlite": "SQL (piccolo, drivers, pool)",
+    "asyncpg": "SQL (piccolo, drivers, pool)",
+    "sqlite3": "SQL (piccolo, drivers, pool)",
+    "redis": "Redis client",
+    "litestar": "Litestar",
+    "litestar_htmx": "Litestar",
+    "multipart": "Litestar",
+    "uvicorn": "event loop, sockets (uvicorn, asyncio)",
+    "httptools": "event loop, sockets (uvicorn, asyncio)",
+    "uvloop": "event loop, sockets (uvicorn, asyncio)",
+    "h11": "event loop, sockets (uvicorn, asyncio)",
+    "asyncio": "event loop, sockets (uvicorn, asyncio)",
+    "selectors": "event loop, sockets (uvicorn, asyncio)",
+    "jinja2": "templates (Jinja)",
+    "markupsafe": "templates (Jinja)",
+    "aiosmtplib": "SMTP client (aiosmtplib)",
+    "email": "email composition (stdlib email)",
+    "argon2": HASH_COMPONENT,
+    "_cffi_backend": HASH_COMPONENT,
+    "cryptography": "crypto (cookies, sealed outbox)",
+    "joserfc": "crypto (cookies, sealed outbox)",
+    "hmac": "crypto (cookies, sealed outbox)",
+    "hashlib": "crypto (cookies, sealed outbox)",
+    "pluggy": "plugin calls (pluggy)",
+    "msgspec": "guichet code",
+    "prometheus_client": "metrics",
+    "logging": "logging",
+}
+_GUICHET_SQL_FILES = ("core/sqlite_pool.py", "core/database.py")
+
+
+def _component(path: str) -> str | None:
+    """A frame's component, or None for generic standard-library code."""
+    path = path.replace("\\", "/")
+    if "site-packages/" in path:
+        package = path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py").split(".")[0]
+        return _PACKAGE_COMPONENT.get(package, f"other libraries ({package})")
+    root = str(ROOT) + "/"
+    if path.startswith(root) or "/guichet/" in path:
+        if path.endswith(_GUICHET_SQL_FILES):
+            return "SQL (piccolo, drivers, pool)"
+        if "plugins/delivery_email/" in path:
+            return "email composition (stdlib email)"
+        return "guichet code"
+    for marker in ("/python3.11/", "/python3.12/", "/python3.13/"):
+        if marker in path:
+            module = path.split(marker, 1)[1].split("/", 1)[0].removesuffix(".py")
+            return _PACKAGE_COMPONENT.get(module)
+    return None
+
+
+# a thread blocked in one of these statements is waiting, not working: py-spy's own idle test does
+# not see it (the wait is in C: a queue, a lock, epoll, uvloop's run loop, a pipe)
+_WAITING = re.compile(
+    r"(\.get\((block=True)?\)|\.wait\(|\bselect\(|\.poll\(|run_until_complete\(|run_forever\(|"
+    r"_recv(_bytes)?\(|\.acquire\(|\bsleep\()"
+)
+
+
+def _waiting(frame: str) -> bool:
+    import linecache
+
+    try:
+        location = frame.rsplit(" (", 1)[1].rstrip(")")
+        filename, _, line = location.rpartition(":")
+        return bool(_WAITING.search(linecache.getline(filename, int(line))))
+    except (IndexError, ValueError):
+        return False
+
+
+def profile_components(path: Path) -> tuple[dict[str, int], int]:
+    """Busy samples per component in a py-spy raw (collapsed) file, and their total. A sample whose
+    innermost frame is a wait is dropped; the others go to their innermost frame that belongs to a
+    component (generic standard-library frames go to their caller)."""
+    counts: dict[str, int] = {}
+    total = 0
+    if not path.exists():
+        return counts, 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        try:
+            count = int(count_text)
+        except ValueError:
+            continue
+        frames = stack.split(";")
+        if frames and _waiting(frames[-1]):
+            continue
+        total += count
+        found = "other (standard library)"
+        for frame in reversed(frames):
+            if " (" not in frame:
+                continue
+            component = _component(frame.rsplit(" (", 1)[1].rsplit(":", 1)[0])
+            if component is not None:
+                found = component
+                break
+        counts[found] = counts.get(found, 0) + count
+    return counts, total
+
+
 # --- memory -----------------------------------------------------------------------------------------
 
 
@@ -496,10 +715,9 @@ class Server:
         raise SystemExit(f"guichet serve did not become ready in {timeout} s; see {self.log_path}")
 
     def worker_pids(self) -> list[int]:
-        """The processes that serve requests: the server itself with 1 worker, uvicorn's children otherwise."""
+        """The processes that serve requests: the server's worker children (``guichet serve`` starts
+        its worker in a child process even with one worker), or the server itself if it has none."""
         assert self.proc is not None
-        if self.workers == 1:
-            return [self.proc.pid]
 
         def is_worker(pid: int) -> bool:  # not multiprocessing's resource tracker
             try:
@@ -507,7 +725,7 @@ class Server:
             except OSError:
                 return False
 
-        return [pid for pid in children_of(self.proc.pid) if is_worker(pid)]
+        return [pid for pid in children_of(self.proc.pid) if is_worker(pid)] or [self.proc.pid]
 
     def all_pids(self) -> list[int]:
         assert self.proc is not None
@@ -550,7 +768,7 @@ class OutboxProcess:
 
 
 def start_profiler(
-    pid: int, seconds: float, out: Path, *, native: bool = False, gil_only: bool = False
+    pid: int, seconds: float, out: Path, *, native: bool = False, gil_only: bool = False, rate: int = 200
 ) -> subprocess.Popen[Any] | None:
     """py-spy record on one process (collapsed stacks); None when py-spy is not installed.
 
@@ -568,12 +786,13 @@ def start_profiler(
         "--duration",
         str(int(seconds)),
         "--rate",
-        "200",
+        str(rate),
         "--format",
         "raw",
         "--output",
         str(out),
         "--nonblocking",
+        "--full-filenames",
     ]
     if native:
         command.append("--native")
@@ -641,14 +860,25 @@ def start_argon2_ceiling(
 
 def argon2_ceiling(params: tuple[int, int, int], seconds: float = 5.0, processes: int = 1) -> float:
     """Verifications per second: one process per core, each a tight loop of PasswordHasher.verify."""
+    return argon2_verify_cost(params, seconds, processes)["per_second"]
+
+
+def argon2_verify_cost(params: tuple[int, int, int], seconds: float = 5.0, processes: int = 1) -> dict[str, float]:
+    """A tight loop of PasswordHasher.verify: verifications per second (all processes together) and
+    the process CPU of one verification in ms (``cpu_ms``), which does not move with the machine's load."""
     import json
 
     procs = start_argon2_ceiling(params, seconds, processes)
     total = 0.0
+    cpu = 0.0
+    count = 0
     for proc in procs:
         out, _ = proc.communicate(timeout=seconds * 10 + 60)
-        total += json.loads(out)["per_second"]
-    return total
+        result = json.loads(out)
+        total += result["per_second"]
+        cpu += result["cpu_seconds"]
+        count += result["count"]
+    return {"per_second": total, "cpu_ms": cpu / max(count, 1) * 1000, "count": float(count)}
 
 
 # --- the codes: a local SMTP server that reads them out of the delivered emails ---------------------

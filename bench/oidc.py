@@ -11,6 +11,11 @@
   are single use, so wrk cannot replay one: an asyncio loop with httpx drives this pair.
 
 People log in first through the real pages (password, then the code read from the outbox).
+
+Forward auth is set next to a bare Litestar endpoint (bench/bare_app.py) doing the one read of
+the same store on the same engine (the session row), driven the same way: the ratio of their
+CPU per request is the target of issue 18 (≥ 50 %), and forward auth's p99 at half of its peak
+rate (< 5 ms).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 from common import BENCH_PASSWORD, BENCH_SECRET, OWASP, BenchDatabase, CpuMeter, Server  # noqa: E402
-from steps import lua, run_wrk  # noqa: E402
+from steps import lua, run_wrk, start_bare  # noqa: E402
+
+from guichet.core.keys import token_digest  # noqa: E402
 
 CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
 CALLBACK = "https://service.bench.invalid/retour"
@@ -143,14 +150,18 @@ async def code_exchanges(base: str, cookies: list[str], seconds: float) -> tuple
     return len(done), done, failures
 
 
-async def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to docs/benchmarks.md")
-    args = parser.parse_args()
+    return parser
+
+
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    facts = common.machine_facts()
     folder = common.run_folder("oidc")
     database = BenchDatabase(args.engine, folder)
     await database.create()
@@ -167,13 +178,38 @@ async def main() -> None:
     subprocess.run([common.GUICHET, "db", "upgrade", "--config", str(config_path)], check=True, capture_output=True)
     accounts = await common.prepare_database(config_path, registry_count=max(50, args.clients), accounts=args.clients)
     server = Server(config_path, port=port).start()
+    bare = None
     try:
         cookies = [await login(base, config_path, a["identifier"]) for a in accounts]
         groups = {"guichet serve": server.all_pids()}
+        bare, bare_url = start_bare(config_path, "")
+        key = token_digest(cookies[0])
+        bare_url = bare_url.replace("/flow", f"/session?key={key}")
+        forward_script = lua("GET", {"Cookie": f"guichet_session={cookies[0]}"})
+        for url, script in ((f"{base}/auth/verifier", forward_script), (bare_url, lua("GET", {}))):
+            run_wrk(url, script, connections=args.connections, seconds=3, folder=folder, groups={})  # warm-up
         wrk = run_wrk(
             f"{base}/auth/verifier",
-            lua("GET", {"Cookie": f"guichet_session={cookies[0]}"}),
+            forward_script,
             connections=args.connections,
+            seconds=args.seconds,
+            folder=folder,
+            groups=groups,
+        )
+        bare_wrk = run_wrk(
+            bare_url,
+            lua("GET", {}),
+            connections=args.connections,
+            seconds=args.seconds,
+            folder=folder,
+            groups={"bare app": [bare.pid]},
+        )
+        half = wrk["rps"] / 2
+        half_connections = 8
+        half_wrk = run_wrk(
+            f"{base}/auth/verifier",
+            lua("GET", {"Cookie": f"guichet_session={cookies[0]}"}, delay_ms=half_connections / half * 1000),
+            connections=half_connections,
             seconds=args.seconds,
             folder=folder,
             groups=groups,
@@ -185,25 +221,43 @@ async def main() -> None:
         elapsed = time.monotonic() - start
         cpu = meter.end()
     finally:
+        if bare is not None:
+            common.stop_process(bare)
         server.stop()
         await database.drop()
     forward_cpu_ms = wrk["cpu"]["guichet serve"] / max(wrk["requests"], 1) * 1000
+    bare_cpu_ms = bare_wrk["cpu"]["bare app"] / max(bare_wrk["requests"], 1) * 1000
+    cpu_ratio = bare_cpu_ms / forward_cpu_ms if forward_cpu_ms else float("nan")
     pair_cpu_ms = cpu["guichet serve"] / max(pairs, 1) * 1000
     body = f"""
 | what | requests/s | p50 ms | p99 ms | server CPU per request | errors |
 | --- | --- | --- | --- | --- | --- |
 | forward auth `GET /auth/verifier` (wrk, {args.connections} connections) | {wrk["rps"]:.0f} | {wrk["p50_us"] / 1000:.1f} | {wrk["p99_us"] / 1000:.1f} | {forward_cpu_ms:.2f} ms | {wrk["non_2xx_3xx"] + wrk["socket_errors"]} |
+| bare Litestar, one read of the same session store (`GET /session`, same engine) | {bare_wrk["rps"]:.0f} | {bare_wrk["p50_us"] / 1000:.1f} | {bare_wrk["p99_us"] / 1000:.1f} | {bare_cpu_ms:.2f} ms | {bare_wrk["non_2xx_3xx"] + bare_wrk["socket_errors"]} |
+| forward auth at half of its peak (target {half:.0f}/s, {half_connections} connections) | {half_wrk["rps"]:.0f} | {half_wrk["p50_us"] / 1000:.1f} | {half_wrk["p99_us"] / 1000:.1f} | {half_wrk["cpu"]["guichet serve"] / max(half_wrk["requests"], 1) * 1000:.2f} ms | {half_wrk["non_2xx_3xx"] + half_wrk["socket_errors"]} |
 | code exchange: `GET /oidc/autoriser` + `POST /oidc/jeton` ({args.clients} services) | {pairs / elapsed:.0f} pairs | {common.percentile(latencies, 50) * 1000:.1f} | {common.percentile(latencies, 99) * 1000:.1f} | {pair_cpu_ms:.2f} ms per pair | {failures} |
+
+* **forward auth ÷ bare endpoint, CPU per request: {cpu_ratio * 100:.0f} %** (bare {bare_cpu_ms:.2f} ms ÷ forward auth {forward_cpu_ms:.2f} ms; target ≥ 50 %); requests/s ratio at saturation {wrk["rps"] / max(bare_wrk["rps"], 1) * 100:.0f} %
+* **forward auth p99 at half of peak: {half_wrk["p99_us"] / 1000:.2f} ms** (target < 5 ms)
 
 {common.describe_cpu(wrk["cpu"], wrk["seconds"])} (forward auth); {common.describe_cpu(cpu, elapsed)} (code exchange).
 """
     common.append_results(
         f"OpenID Connect and forward auth: `guichet serve --workers 1`, {args.engine}",
         body,
-        facts=common.machine_facts(),
+        facts=facts,
         write=not args.no_write,
     )
+    return {
+        "forward_cpu_ms": forward_cpu_ms,
+        "bare_cpu_ms": bare_cpu_ms,
+        "ratio": cpu_ratio,
+        "half_p99_ms": half_wrk["p99_us"] / 1000,
+        "forward_rps": wrk["rps"],
+        "pair_cpu_ms": pair_cpu_ms,
+        "pairs_per_s": pairs / elapsed,
+    }
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(run(parser().parse_args()))

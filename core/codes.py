@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,34 @@ import msgspec
 
 from guichet.core.database import INTEGRITY_ERRORS
 from guichet.core.keys import token_digest
+from guichet.core.statements import insert_one, select_latest
 from guichet.core.structs import CodePolicy
+
+_CHECKED_COLUMNS = ("id", "account_id", "channel", "expires_at", "code_hmac", "used_at", "superseded_at")
+
+
+@functools.cache
+def _count_try_sql(table: type[Any], *, use: bool) -> str:
+    """One try counted (and the code used, when right) only while tries are left and the code is live."""
+    used = ', "used_at" = {}' if use else ""
+    return (
+        f'UPDATE "{table._meta.tablename}" SET "attempts" = "attempts" + 1{used} '
+        'WHERE "id" = {} AND "attempts" < "max_attempts" AND "used_at" IS NULL AND "superseded_at" IS NULL '
+        'RETURNING "attempts", "max_attempts"'
+    )
+
+
+_CODE_COLUMNS = (
+    "purpose",
+    "binding",
+    "account_id",
+    "code_hmac",
+    "channel",
+    "attempts",
+    "max_attempts",
+    "created_at",
+    "expires_at",
+)
 
 if TYPE_CHECKING:
     from guichet.core.database import Database
@@ -93,23 +121,18 @@ class Codes:
         code = draw_code(policy)
         expires = now + dt.timedelta(minutes=policy.lifetime_minutes)
         try:
-            rows = (
-                await t.insert(
-                    t(
-                        purpose=purpose,
-                        binding=token_digest(binding),
-                        account_id=account_id,
-                        code_hmac=self._mac(purpose, binding, code),
-                        channel=channel,
-                        attempts=0,
-                        max_attempts=policy.max_attempts,
-                        created_at=now,
-                        expires_at=expires,
-                    )
-                )
-                .returning(t.id)
-                .run()
-            )
+            rows = await t.raw(
+                insert_one(t, _CODE_COLUMNS, returning="id"),
+                purpose,
+                token_digest(binding),
+                account_id,
+                self._mac(purpose, binding, code),
+                channel,
+                0,
+                policy.max_attempts,
+                now,
+                expires,
+            ).run()
         except INTEGRITY_ERRORS:
             raise CodeStillLive() from None
         return IssuedCode(code=code, code_id=int(rows[0]["id"]), expires_at=expires)
@@ -135,13 +158,9 @@ class Codes:
         t = self.database.t.OneTimeCode
         # the binding's last code, live or not: a copy of a code another request has just used is
         # told apart from a guess
-        rows = await (
-            t.select(t.id, t.account_id, t.channel, t.expires_at, t.code_hmac, t.used_at, t.superseded_at)
-            .where((t.purpose == purpose) & (t.binding == token_digest(binding)))
-            .order_by(t.id, ascending=False)
-            .limit(1)
-            .run()
-        )
+        rows = await t.raw(
+            select_latest(t, _CHECKED_COLUMNS, ("purpose", "binding")), purpose, token_digest(binding)
+        ).run()
         if not rows or rows[0]["superseded_at"] is not None:
             return CodeCheck(outcome=CodeOutcome.MISSING)
         live = rows[0]
@@ -155,15 +174,10 @@ class Codes:
             return CodeCheck(outcome=CodeOutcome.EXPIRED, code_id=code_id, account_id=account_id, channel=channel)
         # Every try is counted, right or wrong, in one conditional update: of N concurrent guesses at
         # most max_attempts are counted, and only a counted try may use the code (once: used_at).
-        changes: dict[Any, Any] = {t.attempts: t.attempts + 1}
         if right:
-            changes[t.used_at] = now
-        counted = await (
-            t.update(changes)
-            .where((t.id == code_id) & (t.attempts < t.max_attempts) & t.used_at.is_null() & t.superseded_at.is_null())
-            .returning(t.attempts, t.max_attempts)
-            .run()
-        )
+            counted = await t.raw(_count_try_sql(t, use=True), now, code_id).run()
+        else:
+            counted = await t.raw(_count_try_sql(t, use=False), code_id).run()
         if not counted:  # no try left, or another request used or replaced the code a moment ago
             return CodeCheck(
                 outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id, channel=channel, matched=right

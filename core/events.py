@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from guichet.core.statements import insert_one
 from guichet.core.structs import AuditEvent
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ EVENT_KINDS = frozenset(
 )
 
 
+_AUDIT_COLUMNS = ("at", "kind", "account_id", "subject", "client", "details")
+
+
 class Auditor:
     """Writes events to the audit table; ``flush`` hands them to observers once the transaction is done."""
 
@@ -80,15 +84,14 @@ class Auditor:
         if event.kind not in EVENT_KINDS:
             raise ValueError(f"unknown audit event kind {event.kind!r}")
         t = self.database.t.AuditLog
-        await t.insert(
-            t(
-                at=event.at,
-                kind=event.kind,
-                account_id=event.account_id,
-                subject=event.subject,
-                client=event.client[:64],
-                details=msgspec.json.encode(event.details).decode(),
-            )
+        await t.raw(
+            insert_one(t, _AUDIT_COLUMNS),
+            event.at,
+            event.kind,
+            event.account_id,
+            event.subject,
+            event.client[:64],
+            msgspec.json.encode(event.details).decode(),
         ).run()
         log.info("audit %s account=%s subject=%s", event.kind, event.account_id, event.subject)
         return event

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from guichet.core.keys import token_digest
+from guichet.core.statements import insert_one, select_latest
 from guichet.core.structs import Message, Recipient
 
 if TYPE_CHECKING:
@@ -23,6 +24,17 @@ PENDING, SENDING, SENT, FAILED, EXPIRED = "pending", "sending", "sent", "failed"
 # set by enqueue; read once the request's transaction is over, to wake the worker without waiting
 _enqueued: ContextVar[bool] = ContextVar("guichet_outbox_enqueued", default=False)
 FINAL_STATES = (SENT, FAILED, EXPIRED)
+_ENQUEUE_COLUMNS = (
+    "channel",
+    "template",
+    "sealed",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "expires_at",
+    "sent_for",
+)
 
 
 class SealedContent(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,23 +63,18 @@ async def enqueue(
     """
     t = database.t.OutboxMessage
     sealed = keys.seal(msgspec.json.encode(SealedContent(recipient=recipient, payload=payload)))
-    rows = (
-        await t.insert(
-            t(
-                channel=channel,
-                template=template,
-                sealed=sealed,
-                state=PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-                expires_at=expires_at,
-                sent_for=sent_for,
-            )
-        )
-        .returning(t.id)
-        .run()
-    )
+    rows = await t.raw(
+        insert_one(t, _ENQUEUE_COLUMNS, returning="id"),
+        channel,
+        template,
+        sealed,
+        PENDING,
+        0,
+        now,
+        now,
+        expires_at,
+        sent_for,
+    ).run()
     _enqueued.set(True)
     return int(rows[0]["id"])
 
@@ -89,9 +96,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 async def latest_delivery(database: "Database", sent_for: str) -> Delivery | None:
     """The latest message queued for ``sent_for`` (one indexed read), or None."""
     t = database.t.OutboxMessage
-    rows = await (
-        t.select(t.id, t.channel, t.state).where(t.sent_for == sent_for).order_by(t.id, ascending=False).limit(1).run()
-    )
+    rows = await t.raw(select_latest(t, ("id", "channel", "state"), ("sent_for",)), sent_for).run()
     return msgspec.convert(rows[0], Delivery) if rows else None
 
 

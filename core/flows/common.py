@@ -15,6 +15,7 @@ from guichet.core.identifiers import FRENCH_REGIONS, mask_identifier
 from guichet.core.outbox import Delivery, latest_delivery, sent_for_digest
 from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
+from guichet.core.statements import select_one
 from guichet.core.structs import EMAIL, IDENTIFIER, MOBILE, NOTICE, POSTAL, PasswordContext, Recipient
 
 log = logging.getLogger("guichet.flows")
@@ -144,13 +145,13 @@ def password_context(services: Services, account: dict[str, Any]) -> PasswordCon
 
 async def account_by_identifier(services: Services, identifier: str) -> dict[str, Any] | None:
     t = services.database.t.Account
-    rows = await t.select().where(t.identifier == identifier).limit(1).run()
+    rows = await t.raw(select_one(t, "identifier"), identifier).run()
     return rows[0] if rows else None
 
 
 async def account_by_id(services: Services, account_id: int) -> dict[str, Any] | None:
     t = services.database.t.Account
-    rows = await t.select().where(t.id == account_id).limit(1).run()
+    rows = await t.raw(select_one(t, "id"), account_id).run()
     return rows[0] if rows else None
 
 

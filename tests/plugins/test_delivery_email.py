@@ -14,6 +14,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from guichet.core.clock import FrozenClock
@@ -367,3 +368,89 @@ async def test_parallel_sends_share_nothing(context_for: Callable[..., PluginCon
     with SmtpSink(port) as sink:
         await asyncio.gather(*(channel.send(message(id=n)) for n in range(5)))
     assert sorted(parse(e)["Message-ID"].split("-")[1] for e in sink.messages) == sorted(str(n) for n in range(5))
+
+
+def _parsed_view(mail: EmailMessage) -> dict[str, Any]:
+    """What a mail client reads of an email: header values, addresses, and each part's type and text."""
+    reparsed = BytesParser(policy=email.policy.default).parsebytes(mail.as_bytes())
+    view: dict[str, Any] = {}
+    for name in ("From", "To", "Reply-To"):
+        header = reparsed[name]
+        view[name] = None if header is None else [(a.display_name, a.addr_spec) for a in header.addresses]
+    for name in ("Subject", "Message-ID", "Auto-Submitted", "MIME-Version"):
+        view[name] = reparsed[name]
+    view["Date"] = email.utils.parsedate_to_datetime(reparsed["Date"])
+    view["type"] = reparsed.get_content_type()
+    view["parts"] = [
+        (part.get_content_type(), part.get_content_charset(), part.get_content().replace("\r\n", "\n"))
+        for part in reparsed.iter_parts()
+    ]
+    assert not reparsed.defects and all(not part.defects for part in reparsed.walk())
+    return view
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        RECIPIENT,
+        Recipient(name="Hélène d'Arcy-Lefèvre", email="helene@exemple.fr"),
+        Recipient(name='Jean "Le Grand", fils', email="jean.o'neil+msa@exemple.fr"),
+        Recipient(name="", email="anonyme@exemple.fr"),
+        Recipient(name="Ééééééééééééééééééééééééééééééééééééééééé Ààààààààààààààààààà", email="a@b.fr"),
+    ],
+)
+def test_the_fast_path_writes_the_message_the_email_package_writes(
+    context_for: Callable[..., PluginContext], template: str, recipient: Recipient
+) -> None:
+    """send() writes its bytes from a skeleton made at start-up; a mail client must read exactly what
+    the email package would have written, for every template."""
+    channel = channel_for(
+        context_for(
+            settings_for(
+                2525,
+                sender='"Caisse Médicale — Émetteur <ne-pas-repondre@test.invalid>"',
+                reply_to='"assistance@test.invalid"',
+            )
+        )
+    )
+    sent = message(template, recipient=recipient)
+    fast, address = channel.compose(sent)
+    assert address == recipient.email
+    assert fast.isascii() and all(len(line) <= 78 for line in fast.split(b"\r\n"))  # 7-bit, folded
+    assert not any(line.endswith(b"\r") for line in fast.split(b"\r\n"))
+    assert _parsed_view(channel.build(sent)) == _parsed_view(channel.build_with_email_package(sent))
+
+
+async def test_connections_are_reused_and_the_local_name_looked_up_once(
+    context_for: Callable[..., PluginContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []  # aiosmtplib's own lookup (getfqdn in a thread), per connection
+    connects: list[int] = []
+    real_connect = aiosmtplib.SMTP.connect
+
+    async def counted_lookup(self: aiosmtplib.SMTP) -> str:
+        lookups.append("aiosmtplib")
+        return "localhost"
+
+    async def counted_connect(self: aiosmtplib.SMTP, *args: Any, **kwargs: Any) -> Any:
+        connects.append(1)
+        return await real_connect(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiosmtplib.SMTP, "_get_default_local_hostname", counted_lookup)
+    monkeypatch.setattr(aiosmtplib.SMTP, "connect", counted_connect)
+    port = free_port()
+    channel = channel_for(context_for(settings_for(port)))
+    with SmtpSink(port) as sink:
+        for n in range(3):
+            await channel.send(message(id=n))
+        assert len(sink.messages) == 3 and len(connects) == 1 and channel._local_hostname
+        await asyncio.gather(*(channel.send(message(id=n)) for n in range(3, 6)))  # at once: more connections
+        assert len(sink.messages) == 6
+    # the server went away with the connections open: the next send opens a new one, or fails as temporary
+    with SmtpSink(port) as sink:
+        await channel.send(message(id=9))
+    assert len(sink.messages) == 1
+    with pytest.raises(DeliveryError) as failed:
+        await channel.send(message(id=10))
+    assert not failed.value.permanent and lookups == []

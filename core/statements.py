@@ -1,0 +1,48 @@
+"""Raw SQL for the statements every login runs, written once per table from piccolo's metadata.
+
+piccolo builds each query anew (column objects, aliases, a ``Table`` instance per inserted row):
+for a one-row read or insert that costs two to three times what the database does with it
+(docs/benchmarks.md, "change table"). The statements here have the same text piccolo would run,
+minus the building; values still go as parameters (``{}``), never into the text.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from piccolo.table import Table
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@functools.cache
+def select_one(table: type[Table], column: str) -> str:
+    """Every column of ``table``, named as piccolo's ``select()`` names them, of the row whose
+    ``column`` equals the one parameter."""
+    columns = ", ".join(f"{_quoted(c._meta.db_column_name)} AS {_quoted(c._meta.name)}" for c in table._meta.columns)
+    where = _quoted(table._meta.get_column_by_name(column)._meta.db_column_name)
+    return f"SELECT {columns} FROM {_quoted(table._meta.tablename)} WHERE {where} = {{}} LIMIT 1"
+
+
+@functools.cache
+def insert_one(table: type[Table], columns: tuple[str, ...], returning: str = "") -> str:
+    """An INSERT of one row giving ``columns`` (one parameter each, in that order); the others take
+    their database default, which is piccolo's default for every guichet table."""
+    names = ", ".join(_quoted(table._meta.get_column_by_name(c)._meta.db_column_name) for c in columns)
+    values = ", ".join("{}" for _ in columns)
+    tail = f" RETURNING {_quoted(table._meta.get_column_by_name(returning)._meta.db_column_name)}" if returning else ""
+    return f"INSERT INTO {_quoted(table._meta.tablename)} ({names}) VALUES ({values}){tail}"
+
+
+@functools.cache
+def select_latest(table: type[Table], columns: tuple[str, ...], where: tuple[str, ...]) -> str:
+    """``columns`` of the newest row (highest id) whose ``where`` columns equal the parameters, in order."""
+    names = ", ".join(
+        f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} AS {_quoted(c)}" for c in columns
+    )
+    conditions = " AND ".join(
+        f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} = {{}}" for c in where
+    )
+    return f'SELECT {names} FROM {_quoted(table._meta.tablename)} WHERE {conditions} ORDER BY "id" DESC LIMIT 1'
