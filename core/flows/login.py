@@ -392,8 +392,11 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
         )
     if not session.data.login_channel:
         return LoginOutcome(result=StepResult(step="code", errors={"channel": CHOOSE_CHANNEL}))
-    held = await account_by_id(services, session.data.account_id)
-    if held is None or not await codes_offered(services, held):
+    account = await account_by_id(services, session.data.account_id)
+    if account is None:
+        session.clear()
+        return LoginOutcome(result=StepResult(step="connexion", errors={"password": LOGIN_FAILED}))
+    if not await codes_offered(services, account):
         return LoginOutcome(result=StepResult(step="code", errors={"code": authenticate.NOT_OFFERED}))
     check, message = await check_code(
         services,
@@ -409,10 +412,6 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
                 step="code", errors={"code": message or UNAVAILABLE}, values={"trust": "oui" if trust else ""}
             )
         )
-    account = await account_by_id(services, session.data.account_id)
-    if account is None:
-        session.clear()
-        return LoginOutcome(result=StepResult(step="connexion", errors={"password": LOGIN_FAILED}))
     contact = TYPED_CONTACTS.get(reaches(services, check.channel))
     if contact and not account[f"{contact}_verified"]:  # the code reached this contact: it is proven now
         t = services.database.t.Account
