@@ -167,7 +167,7 @@ def breakdown(profiles: dict[str, Path], cpu_ms: dict[str, float], verify_ms: fl
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    params = KEYCLOAK if args.params == "keycloak" else OWASP
+    params = {"owasp": OWASP, "keycloak": KEYCLOAK, "negligible": common.NEGLIGIBLE}[args.params]
     facts = common.machine_facts()
     folder = common.run_folder("login")
     database = BenchDatabase(args.engine, folder)
@@ -338,7 +338,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--params", choices=["owasp", "keycloak"], default="owasp")
+    p.add_argument(
+        "--params",
+        choices=["owasp", "keycloak", "negligible"],
+        default="owasp",
+        help="negligible: m=1 MiB, t=1 (never a production setting): what a login costs besides its hash",
+    )
     p.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--redis", action="store_true", help="sessions and rate limits in Redis")
     p.add_argument("--workers", type=int, default=1, help="guichet serve --workers N")
