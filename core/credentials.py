@@ -4,7 +4,10 @@ requests cannot both use a recovery code or a TOTP step (the loser's update matc
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,6 +34,12 @@ class StoredCredential(msgspec.Struct, frozen=True, kw_only=True):
     last_used_at: dt.datetime | None
     used_at: dt.datetime | None
     sealed: str
+
+
+# an account's credentials read once for a batch of ``of_account`` calls (``CredentialStore.read_once``)
+_snapshot: contextvars.ContextVar[tuple[int, dict[str, list[StoredCredential]]] | None] = contextvars.ContextVar(
+    "guichet_credentials_snapshot", default=None
+)
 
 
 class CredentialStore:
@@ -106,9 +115,29 @@ class CredentialStore:
 
     async def of_account(self, account_id: int, kind: str) -> list[StoredCredential]:
         """An account's credentials of one kind, oldest first (used single-use ones included)."""
+        snapshot = _snapshot.get()
+        if snapshot is not None and snapshot[0] == account_id:
+            return list(snapshot[1].get(kind, []))
         t = self._t
         rows = await t.select().where((t.account_id == account_id) & (t.kind == kind)).order_by(t.id).run()
         return [self._struct(row) for row in rows]
+
+    @contextlib.asynccontextmanager
+    async def read_once(self, account_id: int) -> AsyncIterator[None]:
+        """Every kind of this account's credentials in one query, for the ``of_account`` calls made
+        inside the block (every authenticator listing what a person holds, at each login step):
+        one statement instead of one per authenticator. Reads only: a write inside the block is
+        not seen by a later ``of_account`` in it."""
+        t = self._t
+        rows = await t.select().where(t.account_id == account_id).order_by(t.id).run()
+        by_kind: dict[str, list[StoredCredential]] = {}
+        for row in rows:
+            by_kind.setdefault(row["kind"], []).append(self._struct(row))
+        token = _snapshot.set((account_id, by_kind))
+        try:
+            yield
+        finally:
+            _snapshot.reset(token)
 
     def lookup_digests(self, kind: str, value: str) -> list[str]:
         """``lookup_digest`` under every key still accepted, the current first: what ``find`` looks

@@ -25,6 +25,7 @@ from guichet.core.flows.common import (
     settle_tries,
     subject_of,
 )
+from guichet.core.flows.contact_codes import ContactCodes
 from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
 from guichet.core.sessions import Session
@@ -70,9 +71,23 @@ def phishing_resistance_required(services: Services, account: dict[str, Any]) ->
 
 
 async def holdings(services: Services, account: dict[str, Any]) -> list[Offer]:
-    """Every enabled authenticator with what this person holds of it, the strongest first."""
+    """Every enabled authenticator with what this person holds of it, the strongest first.
+
+    Asked at every login step, so it costs one statement at most: the codes by email and SMS are
+    judged from the account row the caller holds, and the plugins' credentials are read in one
+    query for all of them (``CredentialStore.read_once``)."""
+    everyone = services.host.authenticators()
+    if all(isinstance(a, ContactCodes) for a in everyone):
+        return [Offer(authenticator=a, enrolments=a.enrolments_of(account)) for a in everyone]
     ref = account_ref(services, account)
-    return [Offer(authenticator=a, enrolments=await a.enrolments(ref)) for a in services.host.authenticators()]
+    async with services.host.credentials.read_once(account["id"]):
+        return [
+            Offer(
+                authenticator=a,
+                enrolments=a.enrolments_of(account) if isinstance(a, ContactCodes) else await a.enrolments(ref),
+            )
+            for a in everyone
+        ]
 
 
 async def login_offers(services: Services, account: dict[str, Any]) -> list[Offer]:

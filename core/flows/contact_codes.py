@@ -59,8 +59,10 @@ class ContactCodes:
 
     async def enrolments(self, account: AccountRef) -> list[Enrolment]:
         row = await self._account(account)
-        if row is None:
-            return []
+        return self.enrolments_of(row) if row is not None else []
+
+    def enrolments_of(self, row: dict[str, Any]) -> list[Enrolment]:
+        """The proven contacts of an account row core already holds (core/flows/authenticate.py)."""
         recipient = account_recipient(row)
         proven = proven_kinds(row)
         found: list[Enrolment] = []
