@@ -993,17 +993,22 @@ class Browser:
     def clear_cookies(self) -> None:
         self.session.cookie_jar.clear()
 
-    async def _send(self, method: str, path: str, data: dict[str, str] | None = None) -> Page:
+    async def _send(
+        self, method: str, path: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> Page:
         async with self.session.request(
-            method, self.base_url + path, data=data, headers=self.headers, allow_redirects=False
+            method, self.base_url + path, data=data, headers={**self.headers, **(headers or {})}, allow_redirects=False
         ) as r:
             return Page(r.status, r.headers, await r.text())
 
     async def get(self, path: str) -> Page:
         return await self._send("GET", path)
 
-    async def post(self, path: str, data: dict[str, str]) -> Page:
-        return await self._send("POST", path, data)
+    async def post(self, path: str, data: dict[str, str], *, htmx: bool = False) -> Page:
+        """``htmx``: as htmx sends a form (``hx-post`` on the step's form): the answer is a fragment,
+        or an ``HX-Redirect`` to a page of its own."""
+        headers = {"HX-Request": "true", "HX-Target": "step", "HX-Current-URL": self.base_url + path} if htmx else None
+        return await self._send("POST", path, data, headers)
 
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')

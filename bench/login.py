@@ -6,8 +6,10 @@ same parameters) divided by all the server-side CPU one login costs.
     .venv/bin/python bench/login.py --engine postgres --redis --workers 2
 
 One login, as a browser does it: GET /connexion, POST /connexion (argon2id verify; the code is
-queued), GET /connexion/code, the code read from the email the outbox worker delivered to this
-bench's own SMTP server (aiosmtpd), POST /connexion/code, GET /espace-prive (200). Accounts are
+queued), the code read from the email the outbox worker delivered to this bench's own SMTP server
+(aiosmtpd), POST /connexion/code, GET /espace-prive (200). A browser running JavaScript (the
+default, ``--browser js``) posts the forms with htmx and is shown the code step in the answer to its
+password; one without (``--browser nojs``) gets a 303 for each POST and loads GET /connexion/code. Accounts are
 made directly in the database with a known password (core code, one argon2 hash shared), so the
 bench measures logins, not registrations. The outbox worker runs as ``guichet outbox work`` (the
 production layout) unless ``--inline-outbox``.
@@ -62,26 +64,36 @@ class Tally:
             print(f"  login error: {text}", file=sys.stderr)
 
 
-async def one_login(client: Browser, account: dict[str, str], sink: CodeSink, tally: Tally) -> None:
+async def one_login(client: Browser, account: dict[str, str], sink: CodeSink, tally: Tally, *, js: bool) -> None:
+    """``js``: a browser running JavaScript (htmx posts the forms, the code step comes in the answer
+    to the password: 4 requests); else a plain browser (each POST answered by a 303: 5 requests)."""
     start = time.perf_counter()
     client.clear_cookies()
     r = await client.get("/connexion")
     token = csrf_of(r.text)
     sink.forget(account["email"])
     r = await client.post(
-        "/connexion", data={"identifier": account["identifier"], "password": BENCH_PASSWORD, "csrf_token": token}
+        "/connexion",
+        data={"identifier": account["identifier"], "password": BENCH_PASSWORD, "csrf_token": token},
+        htmx=js,
     )
-    if r.status_code != 303 or r.headers.get("location") != "/connexion/code":
+    if js:
+        if r.status_code != 200 or r.headers.get("hx-push-url") != "/connexion/code":
+            tally.error(f"password step: {r.status_code} {r.headers.get('hx-push-url')}")
+            return
+    elif r.status_code != 303 or r.headers.get("location") != "/connexion/code":
         tally.error(f"password step: {r.status_code} {r.headers.get('location')}")
         return
     password_done = time.perf_counter()
-    r = await client.get("/connexion/code")
+    if not js:
+        r = await client.get("/connexion/code")
     token = csrf_of(r.text)
     code = await sink.code_for(account["email"])
     code_done = time.perf_counter()
-    r = await client.post("/connexion/code", data={"code": code, "csrf_token": token})
-    if r.status_code != 303 or r.headers.get("location") != "/espace-prive":
-        tally.error(f"code step: {r.status_code} {r.headers.get('location')}")
+    r = await client.post("/connexion/code", data={"code": code, "csrf_token": token}, htmx=js)
+    went = r.headers.get("hx-redirect") if js else r.headers.get("location")
+    if r.status_code != (200 if js else 303) or went != "/espace-prive":
+        tally.error(f"code step: {r.status_code} {went}")
         return
     r = await client.get("/espace-prive")
     if r.status_code != 200:
@@ -105,6 +117,7 @@ async def drive(
     meter: ServerMeter,
     on_begin: Any = None,
     on_sample: Any = None,
+    js: bool = True,
 ) -> tuple[Tally, dict[str, float], float]:
     tally = Tally()
     pool = itertools.cycle(accounts)
@@ -114,7 +127,7 @@ async def drive(
         async with Browser(urls[n % len(urls)]) as client:
             while not stop.is_set():
                 try:
-                    await one_login(client, next(pool), sink, tally)
+                    await one_login(client, next(pool), sink, tally, js=js)
                 except Exception as exc:  # noqa: BLE001 - counted and shown, the bench goes on
                     tally.error(f"{type(exc).__name__}: {exc}")
 
@@ -254,6 +267,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             meter=meter,
             on_begin=begin,
             on_sample=sample,
+            js=args.browser == "js",
         )
         for spy in profilers:
             spy.wait(60)
@@ -292,6 +306,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "app_cpu_ms": per_login["web workers"],
         "workers": workers,
         "machine_busy": busy,
+        "browser": args.browser,
     }
     m, t, p = params
     layout = (
@@ -299,13 +314,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.processes > 1
         else f"`guichet serve --workers {args.workers}`"
     )
+    browser = (
+        "browser with JavaScript (4 requests)" if args.browser == "js" else "browser without JavaScript (5 requests)"
+    )
     server_line = ", ".join(f"{name} {per_login[name]:.2f}" for name in server_side)
     body = f"""
 | what | value |
 |---|---|
 | parameters | argon2id m={m} KiB, t={t}, p={p} ({args.params}) |
 | layout | {layout}, {args.engine}{" + Redis (sessions, rate limits)" if args.redis else ""}, outbox {"inside serve" if args.inline_outbox else "in `guichet outbox work`"} |
-| load | {args.concurrency} virtual users, {args.warmup:.0f} s warm-up, {elapsed:.1f} s measured, {len(tally.done)} logins, {len(tally.errors)} errors |
+| load | {browser}; {args.concurrency} virtual users, {args.warmup:.0f} s warm-up, {elapsed:.1f} s measured, {len(tally.done)} logins, {len(tally.errors)} errors |
 | **efficiency** (argon2id verify CPU ÷ all server CPU per login) | **{efficiency:.2f}** |
 | all server CPU per full login | **{server_ms:.1f} ms**: {server_line} |
 | argon2id verify CPU, same run, same parameters | {verify_ms:.2f} ms (loop before {verify_before["cpu_ms"]:.2f}, after {verify_after["cpu_ms"]:.2f}) |
@@ -328,7 +346,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             + "\n"
         )
     common.append_results(
-        f"Login efficiency: {args.params}, {layout}, {args.engine}{' + Redis' if args.redis else ''}",
+        f"Login efficiency: {args.params}, {layout}, {args.engine}{' + Redis' if args.redis else ''}, {args.browser}",
         body,
         facts=facts,
         write=not args.no_write,
@@ -345,6 +363,12 @@ def parser() -> argparse.ArgumentParser:
         help="negligible: m=1 MiB, t=1 (never a production setting): what a login costs besides its hash",
     )
     p.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument(
+        "--browser",
+        choices=["js", "nojs"],
+        default="js",
+        help="js: htmx posts the forms, 4 requests per login (most browsers); nojs: 5 requests, each POST a 303",
+    )
     p.add_argument("--redis", action="store_true", help="sessions and rate limits in Redis")
     p.add_argument("--workers", type=int, default=1, help="guichet serve --workers N")
     p.add_argument("--processes", type=int, default=1, help="N separate guichet serve processes instead")

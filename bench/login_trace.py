@@ -3,8 +3,8 @@
     .venv/bin/python bench/login_trace.py                          # SQLite
     .venv/bin/python bench/login_trace.py --engine postgres --redis
 
-The same login as bench/login.py (GET /connexion, POST /connexion, GET /connexion/code, the code
-from the email, POST /connexion/code, GET /espace-prive), made one request at a time against
+The same login as bench/login.py (GET /connexion, POST /connexion, without JavaScript GET
+/connexion/code, the code from the email, POST /connexion/code, GET /espace-prive), made one request at a time against
 ``guichet serve`` and ``guichet outbox work`` started with bench/trace on their PYTHONPATH: its
 sitecustomize.py wraps the drivers (aiosqlite, asyncpg, redis) and appends each statement's text,
 never its parameters, to a file; the bench writes a marker before each request. A few logins are
@@ -46,7 +46,7 @@ class Trace:
         return rows
 
 
-async def login(client: Browser, account: dict[str, str], sink: CodeSink, trace: Trace, n: int) -> None:
+async def login(client: Browser, account: dict[str, str], sink: CodeSink, trace: Trace, n: int, *, js: bool) -> None:
     client.clear_cookies()
     sink.forget(account["email"])
     trace.mark(f"{n} GET /connexion")
@@ -55,16 +55,21 @@ async def login(client: Browser, account: dict[str, str], sink: CodeSink, trace:
     r = await client.post(
         "/connexion",
         data={"identifier": account["identifier"], "password": BENCH_PASSWORD, "csrf_token": csrf_of(r.text)},
+        htmx=js,
     )
-    assert r.status_code == 303 and r.headers.get("location") == "/connexion/code", r.status_code
-    trace.mark(f"{n} GET /connexion/code")
-    r = await client.get("/connexion/code")
+    if js:
+        assert r.status_code == 200 and r.headers.get("hx-push-url") == "/connexion/code", r.status_code
+    else:
+        assert r.status_code == 303 and r.headers.get("location") == "/connexion/code", r.status_code
+        trace.mark(f"{n} GET /connexion/code")
+        r = await client.get("/connexion/code")
     token = csrf_of(r.text)
     code = await sink.code_for(account["email"])  # the outbox worker's statements land in between
     await asyncio.sleep(0.3)  # the worker marks the message sent after the SMTP answer
     trace.mark(f"{n} POST /connexion/code")
-    r = await client.post("/connexion/code", data={"code": code, "csrf_token": token})
-    assert r.status_code == 303 and r.headers.get("location") == "/espace-prive", r.status_code
+    r = await client.post("/connexion/code", data={"code": code, "csrf_token": token}, htmx=js)
+    went = r.headers.get("hx-redirect") if js else r.headers.get("location")
+    assert went == "/espace-prive", r.status_code
     trace.mark(f"{n} GET /espace-prive")
     r = await client.get("/espace-prive")
     assert r.status_code == 200, r.status_code
@@ -103,7 +108,7 @@ async def run(args: argparse.Namespace) -> None:
             os.environ.pop(name)
         async with Browser(server.url) as client:
             for n, account in enumerate(accounts[: args.logins]):
-                await login(client, account, sink, trace, n)
+                await login(client, account, sink, trace, n, js=args.browser == "js")
     finally:
         await common.tear_down([s for s in [server] if s], outbox, sink, database, caisse_id if args.redis else None)
     last = args.logins - 1
@@ -137,7 +142,7 @@ async def run(args: argparse.Namespace) -> None:
         + " |\n"
     )
     common.append_results(
-        f"Statements per login: {args.engine}{' + Redis' if args.redis else ''}",
+        f"Statements per login: {args.engine}{' + Redis' if args.redis else ''}, {args.browser}",
         body,
         facts=facts,
         write=not args.no_write,
@@ -149,6 +154,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--redis", action="store_true", help="sessions and rate limits in Redis")
     p.add_argument("--logins", type=int, default=3)
+    p.add_argument("--browser", choices=["js", "nojs"], default="js", help="as bench/login.py --browser")
     p.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     return p
 

@@ -55,6 +55,7 @@ class LoginOutcome(msgspec.Struct, frozen=True, kw_only=True):
     next_url: str = ""  # where to go once the step is done
     set_trusted_cookie: str = ""  # a new trusted-browser token for the cookie
     chosen_channel: str = ""  # the channel the right code came by: this browser's first choice next time
+    code_page: dict[str, Any] | None = None  # the code page's content, when asked for with the password step
 
 
 def parse_login_identifier(raw: str) -> str:
@@ -136,10 +137,13 @@ async def submit_password(
     return_to: str = "",
     trust_browser: bool = True,
     preferred_channel: str = "",
+    with_code_page: bool = False,
 ) -> LoginOutcome:
     """The password step. ``return_to`` (a path the caller checked) is where the login goes once
     done; ``trust_browser=False`` asks for a code even from a trusted browser; ``preferred_channel``
-    (the browser's last proven channel) only reorders the person's own proven channels."""
+    (the browser's last proven channel) only reorders the person's own proven channels;
+    ``with_code_page``: when the next step is the code page, its content comes with the outcome (a
+    browser running htmx is shown it in the same response)."""
     identifier_raw = form.get("identifier", "")
     password = form.get("password", "")
     values = {"identifier": identifier_raw}
@@ -218,7 +222,8 @@ async def submit_password(
         if not unproven_choices(services, account):
             return LoginOutcome(result=StepResult(step="connexion", errors={"password": NO_CONTACT}, values=values))
         # nothing proven yet: the person picks a contact on the code page before anything is sent
-        return LoginOutcome(result=StepResult(step="code"))
+        page = await code_page(services, session, account=account) if with_code_page else None
+        return LoginOutcome(result=StepResult(step="code"), code_page=page)
     data.login_channel = proven[0]
     error = await send_code(
         services,
@@ -234,7 +239,8 @@ async def submit_password(
     )
     if error:
         return LoginOutcome(result=StepResult(step="code", errors={"code": error}))
-    return LoginOutcome(result=StepResult(step="code"))
+    page = await code_page(services, session, account=account, just_sent=True) if with_code_page else None
+    return LoginOutcome(result=StepResult(step="code"), code_page=page)
 
 
 async def _trusted(services: Services, account: dict[str, Any], token: str) -> bool:
@@ -266,12 +272,16 @@ async def codes_offered(services: Services, account: dict[str, Any]) -> bool:
     return authenticate.CONTACT_CODES in names or not names
 
 
-async def code_page(services: Services, session: Session) -> dict[str, Any]:
+async def code_page(
+    services: Services, session: Session, *, account: dict[str, Any] | None = None, just_sent: bool = False
+) -> dict[str, Any]:
     """What the code page says: where the code went and how long it lives, where else it may go, and
-    whether it could not be delivered (then the other channel, when the person has one)."""
-    account = (
-        await account_by_id(services, session.data.account_id) if session.data and session.data.account_id else None
-    )
+    whether it could not be delivered (then the other channel, when the person has one).
+
+    ``account``: the session's account row, when the caller holds it; ``just_sent``: the code was
+    queued in this very request, so there is no delivery outcome to read yet."""
+    if account is None and session.data and session.data.account_id:
+        account = await account_by_id(services, session.data.account_id)
     if account is None or session.data is None:
         return {}
     recipient = account_recipient(account)
@@ -292,7 +302,7 @@ async def code_page(services: Services, session: Session) -> dict[str, Any]:
     }
     delivery = (
         await last_delivery(services, purpose="login", binding=session.data.login_binding)
-        if channel and session.data.login_binding
+        if channel and session.data.login_binding and not just_sent
         else None
     )
     if delivery is not None and delivery.state == FAILED:

@@ -64,7 +64,7 @@ def test_an_authenticator_app_is_added_then_asked_for_first(
     demo_server.mailbox.email_to(person.email, subject="connexion", after=mark)
 
     b.click_button("Se déconnecter", "deconnexion", swap=False, exact=False)
-    mark = login_password(b, person.nir, password, state="connexion-totp")
+    mark = login_password(b, person.nir, password, state="connexion-totp", method=True)
     expect(page.locator("#step h2").first).to_have_text("Code de votre application d'authentification")
     expect(page.get_by_role("link", name="Code de sécurité par e-mail ou SMS")).to_be_visible()
     assert not demo_server.mailbox.seen() - mark, "a code was sent although the app comes first"

@@ -154,7 +154,7 @@ def test_a_passkey_added_in_mon_compte_then_used_after_the_password_and_alone_th
     log_out(b)
 
     # the second factor after the password: the passkey is offered first, no code is sent
-    mark = login_password(b, person.nir, password)
+    mark = login_password(b, person.nir, password, method=True)
     expect(page.get_by_role("button", name=USE)).to_be_visible()
     b.click_button(USE, "connexion-cle", h1="Mon espace privé", swap=False)
     sent = [i for i in passkey_server.mailbox.items() if i.id not in mark and person.email.lower() in i.to.lower()]
@@ -196,7 +196,7 @@ def test_a_cloned_passkey_is_refused(passkey_server: LiveServer, open_browser: C
     passkey_login(b, "clone-refuse", h1="Se connecter avec une clé d'accès", error=True)
     expect(b.page.locator(".alert")).to_contain_text(messages.CLONED)
     # and after the password, as the second factor, too
-    login_password(b, person.nir, password)
+    login_password(b, person.nir, password, method=True)
     phone.replace(phone.credentials()[0], signCount=0)
     b.click_button(USE, "clone-refuse-second-facteur", h1="Authentification à 2 facteurs", error=True)
     expect(b.page.locator(".alert")).to_contain_text(messages.CLONED)

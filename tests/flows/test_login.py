@@ -303,6 +303,63 @@ async def test_a_code_exhausted_by_wrong_tries_is_refused_even_when_right(
     assert (await portal.get("/espace-prive")).headers["location"] == "/connexion"
 
 
+async def test_with_htmx_the_password_step_answers_with_the_code_step(portal: Portal, julien: Any) -> None:
+    """A browser running htmx is shown the code step in the answer to its password (one request less);
+    the URL it pushes is the code page's, which a reload shows whole."""
+    await portal.get("/connexion")
+    before = portal.client.cookies.get("guichet_session")
+    r = await portal.post("/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD}, htmx=True)
+    assert r.status_code == 200 and "hx-redirect" not in r.headers
+    assert r.headers["hx-push-url"] == "/connexion/code"
+    assert r.text.strip().startswith('<section id="step"') and "<html" not in r.text
+    assert "Un code de sécurité vient de vous être envoyé à l'adresse" in r.text
+    assert "j…e@demo.invalid" in r.text and julien.email not in r.text
+    assert "Ce code est valable 10 minutes." in r.text
+    after = portal.client.cookies.get("guichet_session")
+    assert after and after != before  # the session id changed at the password, as without htmx
+    # the fragment's forms carry the token of the new session: the code goes through with it alone
+    r = await portal.post("/connexion/code", {"code": await portal.last_code("login_code")}, htmx=True)
+    assert r.status_code == 200 and r.headers["hx-redirect"] == "/espace-prive"
+    assert (await portal.get("/espace-prive")).status_code == 200
+    # a reload of the pushed URL after a new password step shows the whole page
+    await logout(portal)
+    await password_step(portal, julien.identifier, NEW_PASSWORD)
+    page = await portal.get("/connexion/code")
+    assert page.status_code == 200 and "<html" in page.text and "j…e@demo.invalid" in page.text
+
+
+async def test_with_htmx_the_pre_login_token_does_not_carry_over(portal: Portal, julien: Any) -> None:
+    """The token of the page the password was typed on is bound to the session id the password step
+    replaced: a request sending only that one (a forged form) is refused and changes nothing."""
+    await portal.get("/connexion")
+    stale = portal.csrf
+    logins = await login_succeeded_count(portal)
+    r = await portal.post("/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD}, htmx=True)
+    assert r.status_code == 200
+    code = await portal.last_code("login_code")
+    refused = await portal.post("/connexion/code", {"code": code, "csrf_token": stale}, htmx=True)
+    assert refused.status_code == 403
+    assert await login_succeeded_count(portal) == logins
+    r = await portal.post("/connexion/code", {"code": code}, htmx=True)
+    assert r.headers["hx-redirect"] == "/espace-prive"
+
+
+async def test_with_htmx_an_account_with_nothing_proven_is_asked_where_the_code_goes(
+    portal: Portal, demo_people: Any
+) -> None:
+    """Registered by post (a wrong amount): no contact proven, so nothing is sent before the person
+    picks one they recognise, on the code step shown in the same answer."""
+    person = demo_people.DEMO_PERSONS["particulier_paiement"]
+    assert await register(portal, person, answer="412,38") == "termine"
+    password = await temporary_password(portal)
+    await portal.get("/connexion")
+    r = await portal.post("/connexion", {"identifier": person.identifier, "password": password}, htmx=True)
+    assert r.status_code == 200 and r.headers["hx-push-url"] == "/connexion/code", r.text
+    assert r.text.strip().startswith('<section id="step"')
+    assert "Choisissez une coordonnée que vous reconnaissez" in r.text
+    assert await portal.outbox("login_code") == []
+
+
 async def test_the_code_page_needs_the_password_first(portal: Portal, julien: Any) -> None:
     r = await portal.get("/connexion/code")
     assert r.headers["location"] == "/connexion"

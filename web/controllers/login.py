@@ -21,6 +21,7 @@ from guichet.web.http import (
     cookie_name,
     error_handler,
     go,
+    is_htmx,
     queue_cookie,
     render,
     services_of,
@@ -57,9 +58,12 @@ def _login_page(
     )
 
 
-async def _code_page(request: Request[Any, Any, Any], result: StepResult | None = None) -> Any:
+async def _code_page(
+    request: Request[Any, Any, Any], result: StepResult | None = None, info: dict[str, Any] | None = None
+) -> Any:
     services = services_of(request)
-    info = await flow.code_page(services, session_of(request))
+    if info is None:
+        info = await flow.code_page(services, session_of(request))
     context = {
         "values": result.values if result else {},
         "errors": result.errors if result else {},
@@ -164,6 +168,7 @@ class LoginController(Controller):
             return_to=return_to,
             trust_browser=not force_code,
             preferred_channel=request.cookies.get(cookie_name(services, "code_channel"), ""),
+            with_code_page=is_htmx(request),
         )
         metrics.step("login", "connexion", not outcome.result.errors)
         if outcome.next_url:
@@ -171,7 +176,9 @@ class LoginController(Controller):
         if outcome.result.step == "code":
             if outcome.result.errors:
                 return await _code_page(request, outcome.result)
-            return go(request, "/connexion/code")
+            if outcome.code_page is not None:  # htmx: the next step in this response, its URL pushed
+                return await _code_page(request, info=outcome.code_page)
+            return go(request, "/connexion/code")  # without JavaScript: a GET, so a reload sends nothing again
         return _login_page(request, outcome.result, return_to=return_to, force_code=force_code)
 
     @get("/methode/{name:str}")
