@@ -13,6 +13,7 @@ import msgspec
 
 from guichet.core.clock import Clock
 from guichet.core.keys import new_token, token_digest
+from guichet.core.statements import insert_one, select_where, update_where
 
 if TYPE_CHECKING:
     from guichet.core.database import Database
@@ -79,28 +80,24 @@ class DatabaseSessions:
         t = self.database.t.Session
         # an expired row is still read: SessionManager judges the timeouts from the data, deletes the
         # row and audits session.expired; the housekeeping purge drops the rows nobody comes back for
-        rows = await t.select(t.data).where(t.key == key).limit(1).run()
+        # SQL written once (core/statements.py): a session is read and written on every request
+        rows = await t.raw(select_where(t, ("data",), "key"), key).run()
         return rows[0]["data"].encode() if rows else None
 
     async def create(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
         t = self.database.t.Session
-        await t.insert(t(key=key, data=data.decode(), expires_at=expires_at)).run()
+        await t.raw(insert_one(t, ("key", "data", "expires_at")), key, data.decode(), expires_at).run()
 
     async def update(self, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         t = self.database.t.Session
-        rows = await (
-            t.update({t.data: data.decode(), t.expires_at: expires_at}).where(t.key == key).returning(t.id).run()
-        )
+        rows = await t.raw(update_where(t, ("data", "expires_at"), "key", "id"), data.decode(), expires_at, key).run()
         return bool(rows)
 
     async def move(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         t = self.database.t.Session
-        rows = await (
-            t.update({t.key: key, t.data: data.decode(), t.expires_at: expires_at})
-            .where(t.key == old_key)
-            .returning(t.id)
-            .run()
-        )
+        rows = await t.raw(
+            update_where(t, ("key", "data", "expires_at"), "key", "id"), key, data.decode(), expires_at, old_key
+        ).run()
         return bool(rows)
 
     async def delete(self, key: str) -> bool:

@@ -46,3 +46,23 @@ def select_latest(table: type[Table], columns: tuple[str, ...], where: tuple[str
         f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} = {{}}" for c in where
     )
     return f'SELECT {names} FROM {_quoted(table._meta.tablename)} WHERE {conditions} ORDER BY "id" DESC LIMIT 1'
+
+
+@functools.cache
+def select_where(table: type[Table], columns: tuple[str, ...], where: str) -> str:
+    """``columns`` of the row whose ``where`` column equals the one parameter (a unique column)."""
+    names = ", ".join(
+        f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} AS {_quoted(c)}" for c in columns
+    )
+    column = _quoted(table._meta.get_column_by_name(where)._meta.db_column_name)
+    return f"SELECT {names} FROM {_quoted(table._meta.tablename)} WHERE {column} = {{}} LIMIT 1"
+
+
+@functools.cache
+def update_where(table: type[Table], columns: tuple[str, ...], where: str, returning: str = "") -> str:
+    """An UPDATE setting ``columns`` (one parameter each, in that order) of the rows whose ``where``
+    column equals the last parameter."""
+    sets = ", ".join(f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} = {{}}" for c in columns)
+    column = _quoted(table._meta.get_column_by_name(where)._meta.db_column_name)
+    tail = f" RETURNING {_quoted(table._meta.get_column_by_name(returning)._meta.db_column_name)}" if returning else ""
+    return f"UPDATE {_quoted(table._meta.tablename)} SET {sets} WHERE {column} = {{}}{tail}"

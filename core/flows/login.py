@@ -203,6 +203,7 @@ async def submit_password(
     await services.audit("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
     data.return_to = return_to
     trusted = trust_browser and bool(trusted_token) and await _trusted(services, account, trusted_token or "")
+    offers: list[authenticate.Offer] | None = None
     if not trusted:
         offers = await authenticate.login_offers(services, account)
         first = offers[0].authenticator if offers else None
@@ -222,7 +223,7 @@ async def submit_password(
         if not unproven_choices(services, account):
             return LoginOutcome(result=StepResult(step="connexion", errors={"password": NO_CONTACT}, values=values))
         # nothing proven yet: the person picks a contact on the code page before anything is sent
-        page = await code_page(services, session, account=account) if with_code_page else None
+        page = await code_page(services, session, account=account, offers=offers) if with_code_page else None
         return LoginOutcome(result=StepResult(step="code"), code_page=page)
     data.login_channel = proven[0]
     error = await send_code(
@@ -239,7 +240,9 @@ async def submit_password(
     )
     if error:
         return LoginOutcome(result=StepResult(step="code", errors={"code": error}))
-    page = await code_page(services, session, account=account, just_sent=True) if with_code_page else None
+    page = (
+        await code_page(services, session, account=account, offers=offers, just_sent=True) if with_code_page else None
+    )
     return LoginOutcome(result=StepResult(step="code"), code_page=page)
 
 
@@ -273,13 +276,19 @@ async def codes_offered(services: Services, account: dict[str, Any]) -> bool:
 
 
 async def code_page(
-    services: Services, session: Session, *, account: dict[str, Any] | None = None, just_sent: bool = False
+    services: Services,
+    session: Session,
+    *,
+    account: dict[str, Any] | None = None,
+    offers: list[authenticate.Offer] | None = None,
+    just_sent: bool = False,
 ) -> dict[str, Any]:
     """What the code page says: where the code went and how long it lives, where else it may go, and
     whether it could not be delivered (then the other channel, when the person has one).
 
-    ``account``: the session's account row, when the caller holds it; ``just_sent``: the code was
-    queued in this very request, so there is no delivery outcome to read yet."""
+    ``account`` and ``offers``: the session's account row and what it may log in with, when the
+    caller holds them; ``just_sent``: the code was queued in this very request, so there is no
+    delivery outcome to read yet."""
     if account is None and session.data and session.data.account_id:
         account = await account_by_id(services, session.data.account_id)
     if account is None or session.data is None:
@@ -294,7 +303,7 @@ async def code_page(
         "proven": bool(proven_channels(services, account)),
         "methods": [
             {"name": o.authenticator.name, "label": o.authenticator.label_fr, "url": _method_url(o.authenticator.name)}
-            for o in await authenticate.login_offers(services, account)
+            for o in (offers if offers is not None else await authenticate.login_offers(services, account))
             if o.authenticator.name != authenticate.CONTACT_CODES
         ],
         "lifetime_minutes": services.host.code_policy("login").lifetime_minutes,

@@ -1,0 +1,111 @@
+"""What one login sends to the database, request by request: a count, never a time.
+
+Each statement is a round trip (on SQLite a hop to the pool's thread): the login's overhead beside
+its argon2id hash is mostly these (docs/benchmarks.md, bench/login_trace.py). The budgets below are
+what the login needs today; a change that adds a statement to a step fails here and must say why.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from tests.conftest import Portal
+from tests.flows.helpers import NEW_PASSWORD, activate, logout, portal_with
+
+pytestmark = pytest.mark.asyncio
+
+
+class Statements:
+    """Every query the app's database engine runs, by the table it names first."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def tables(self) -> collections.Counter[str]:
+        counts: collections.Counter[str] = collections.Counter()
+        for text in self.texts:
+            words = text.replace('"', " ").split()
+            table = next((w for w in words if w.startswith("guichet_")), "?")
+            counts[table] += 1
+        return counts
+
+
+@contextmanager
+def counting(portal: Portal) -> Iterator[Statements]:
+    engine = portal.services.database.engine
+    original = engine.run_querystring
+    seen = Statements()
+
+    async def run_querystring(querystring: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.texts.append(str(querystring))
+        return await original(querystring, *args, **kwargs)
+
+    engine.run_querystring = run_querystring  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        del engine.run_querystring
+
+
+async def htmx_login(portal: Portal, person: Any) -> dict[str, Statements]:
+    """The login of a browser running JavaScript; the statements of each request."""
+    by_request: dict[str, Statements] = {}
+    with counting(portal) as seen:
+        await portal.get("/connexion")
+    by_request["GET /connexion"] = seen
+    with counting(portal) as seen:
+        r = await portal.post("/connexion", {"identifier": person.identifier, "password": NEW_PASSWORD}, htmx=True)
+    assert r.status_code == 200 and r.headers["hx-push-url"] == "/connexion/code", r.text
+    by_request["POST /connexion"] = seen
+    code = await portal.last_code("login_code")
+    with counting(portal) as seen:
+        r = await portal.post("/connexion/code", {"code": code}, htmx=True)
+    assert r.headers["hx-redirect"] == "/espace-prive"
+    by_request["POST /connexion/code"] = seen
+    with counting(portal) as seen:
+        assert (await portal.get("/espace-prive")).status_code == 200
+    by_request["GET /espace-prive"] = seen
+    return by_request
+
+
+# the seeds' login: password, code by email, Mon espace privé (database sessions and counters)
+BUDGET = {"GET /connexion": 0, "POST /connexion": 8, "POST /connexion/code": 9, "GET /espace-prive": 2}
+
+
+async def test_a_login_sends_no_more_statements_than_it_needs(portal: Portal, demo_people: Any) -> None:
+    person = demo_people.DEMO_PERSONS["particulier_vitale"]
+    await activate(portal, person)
+    await logout(portal)
+    counts = {request: len(seen.texts) for request, seen in (await htmx_login(portal, person)).items()}
+    assert counts == BUDGET or all(counts[r] <= BUDGET[r] for r in BUDGET), counts
+    # the account is read once a request: the steps judge what the person holds from that row
+    statements = await htmx_login(portal, person)
+    for request, seen in statements.items():
+        reads = [t for t in seen.texts if t.lstrip().upper().startswith("SELECT") and "guichet_account" in t]
+        assert len(reads) <= 1, (request, reads)
+
+
+async def test_what_a_person_holds_is_read_once_a_step_whatever_the_plugins(
+    portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str, demo_people: Any
+) -> None:
+    """With three authenticator plugins enabled (the person holds none of them: the codes go on), their
+    credentials are one query a step, not one each."""
+    site = await portal_with(
+        portal_factory,
+        make_config,
+        db_url,
+        plugins=("authenticator_totp", "authenticator_recovery", "authenticator_passkey"),
+    )
+    person = demo_people.DEMO_PERSONS["particulier_vitale"]
+    await activate(site, person)
+    await logout(site)
+    for request, seen in (await htmx_login(site, person)).items():
+        credential_reads = [
+            t for t in seen.texts if t.lstrip().upper().startswith("SELECT") and "guichet_credential" in t
+        ]
+        assert len(credential_reads) <= 1, (request, seen.tables())
