@@ -663,8 +663,10 @@ class Server:
         port: int | None = None,
         log: Path | None = None,
         env: dict[str, str] | None = None,
+        asgi_server: str = "uvicorn",
     ) -> None:
         self.config_path = config_path
+        self.asgi_server = asgi_server
         self.workers = workers
         self.port = port or free_port()
         self.log_path = log or config_path.parent / f"serve-{self.port}.log"
@@ -680,7 +682,47 @@ class Server:
         import httpx
 
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        if self.asgi_server == "granian":  # tried against uvicorn (issue 18): the same app, another server
+            command = [
+                str(BIN / "granian"),
+                "--interface",
+                "asgi",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--loop",
+                "uvloop",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "guichet.web.app:app_from_environment",
+            ]
+            env = {**os.environ, **self.env, "GUICHET_CONFIG": str(self.config_path), "GUICHET_LOG_LEVEL": "warning"}
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        else:
+            self.proc = self._start_guichet_serve(log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"guichet serve exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if (
+                    httpx.get(f"{self.url}/sante/pret", timeout=2).status_code == 200
+                    and len(self.worker_pids()) >= self.workers
+                ):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"guichet serve did not become ready in {timeout} s; see {self.log_path}")
+
+    def _start_guichet_serve(self, log: Any) -> subprocess.Popen[Any]:
+        return subprocess.Popen(
             [
                 GUICHET,
                 "serve",
@@ -700,21 +742,6 @@ class Server:
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"guichet serve exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if (
-                    httpx.get(f"{self.url}/sante/pret", timeout=2).status_code == 200
-                    and len(self.worker_pids()) >= self.workers
-                ):
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"guichet serve did not become ready in {timeout} s; see {self.log_path}")
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the server's worker children (``guichet serve`` starts

@@ -213,7 +213,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.processes > 1:  # several separate `guichet serve` processes on several ports
             servers = [Server(config_path, workers=1).start() for _ in range(args.processes)]
         else:
-            servers = [Server(config_path, workers=args.workers).start()]
+            servers = [Server(config_path, workers=args.workers, asgi_server=args.asgi_server).start()]
         if not args.inline_outbox:
             outbox = OutboxProcess(config_path).start()
         print(
@@ -313,6 +313,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{args.processes} `guichet serve` processes"
         if args.processes > 1
         else f"`guichet serve --workers {args.workers}`"
+        if args.asgi_server == "uvicorn"
+        else f"granian --workers {args.workers}"
     )
     browser = (
         "browser with JavaScript (4 requests)" if args.browser == "js" else "browser without JavaScript (5 requests)"
@@ -372,6 +374,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", action="store_true", help="sessions and rate limits in Redis")
     p.add_argument("--workers", type=int, default=1, help="guichet serve --workers N")
     p.add_argument("--processes", type=int, default=1, help="N separate guichet serve processes instead")
+    p.add_argument(
+        "--asgi-server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="uvicorn: `guichet serve` (the product); granian: the same app under granian, for comparison",
+    )
     p.add_argument("--inline-outbox", action="store_true", help="deliver from inside guichet serve")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--warmup", type=float, default=5)
