@@ -166,11 +166,13 @@ class _Try:
     ) -> None:
         self.services, self.authenticator, self.failed, self.counted = services, authenticator, failed, counted
         self.account_id, self.subject, self.client = account_id, subject, client
+        self.reserved_at = services.now()
 
     async def refusal(self) -> str | None:
         """Count the try before anything is judged; the message to show when it may not be judged now."""
+        self.reserved_at = self.services.now()
         try:
-            verdicts = await self.services.limiter.reserve(self.counted, self.services.now())
+            verdicts = await self.services.limiter.reserve(self.counted, self.reserved_at)
         except CounterStoreError:
             await limit_unavailable(
                 self.services,
@@ -198,6 +200,11 @@ class _Try:
     async def settle(self) -> None:
         """A right answer: the failures counted so far no longer slow the owner down."""
         await settle_tries(self.services, Settlement(clear=tuple(self.counted)))
+
+    async def give_back(self) -> None:
+        """A right answer counted per address: the address gets its try back, as after a right
+        password (many people log in from one address); its wrong answers stay counted."""
+        await settle_tries(self.services, Settlement(give_back=tuple(self.counted), reserved_at=self.reserved_at))
 
 
 async def verify(
@@ -239,6 +246,8 @@ async def verify(
         return check, check.message_fr or WRONG_ANSWER
     if account is not None:
         await attempt.settle()
+    else:
+        await attempt.give_back()
     await attempt.audit("authenticator.verified", check.account_id)
     return check, ""
 

@@ -115,6 +115,36 @@ async def test_whole_logins_are_counted_per_address(
     assert "Trop de tentatives" in answers[-1]
 
 
+@pytest.mark.asyncio
+async def test_right_whole_logins_from_one_address_give_their_try_back(
+    portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str
+) -> None:
+    """Many people log in from one address (an office, a mobile operator's NAT): a passkey that logs
+    in gives its try back, as a right password does; wrong answers from there are still slowed."""
+    portal = await passkey_portal(
+        portal_factory, make_config, db_url, "passwordless = true", security="per_client_attempts_per_hour = 12"
+    )
+    who = person()
+    await make_account(portal)
+    await login(portal, who.identifier)
+    key = SoftPasskey(ORIGIN)
+    await add_passkey(portal, key)
+    await log_out(portal)
+    for n in range(8):  # twice what the address may try before it is slowed (12 // 3)
+        page = await portal.get("/connexion/sans-mot-de-passe/passkey")
+        r = await portal.post("/connexion/sans-mot-de-passe/passkey", {"credential": key.get(options_of(page.text))})
+        assert r.status_code == 303 and r.headers["location"] == "/espace-prive", (n, error_messages(r))
+        await log_out(portal)
+    answers = []
+    for _ in range(5):
+        await portal.get("/connexion/sans-mot-de-passe/passkey")
+        r = await portal.post("/connexion/sans-mot-de-passe/passkey", {"credential": '{"id": "forged"}'})
+        assert r.status_code == 422
+        answers.append(" ".join(error_messages(r)))
+    assert "Trop de tentatives" not in answers[0]
+    assert "Trop de tentatives" in answers[-1]
+
+
 def test_what_a_login_tells_the_services() -> None:
     def session(**fields: Any) -> SessionData:
         return SessionData(created_ms=0, seen_ms=0, account_id=1, level="full", **fields)
