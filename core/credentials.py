@@ -127,7 +127,11 @@ class CredentialStore:
         """Every kind of this account's credentials in one query, for the ``of_account`` calls made
         inside the block (every authenticator listing what a person holds, at each login step):
         one statement instead of one per authenticator. Reads only: a write inside the block is
-        not seen by a later ``of_account`` in it."""
+        not seen by a later ``of_account`` in it. Nested blocks for the same account read nothing more."""
+        current = _snapshot.get()
+        if current is not None and current[0] == account_id:
+            yield
+            return
         t = self._t
         rows = await t.select().where(t.account_id == account_id).order_by(t.id).run()
         by_kind: dict[str, list[StoredCredential]] = {}

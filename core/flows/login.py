@@ -514,11 +514,13 @@ async def method_page(services: Services, session: Session, name: str) -> Method
     account = await _password_step_account(services, session)
     if account is None:
         return None
-    offers = await authenticate.login_offers(services, account)
-    chosen = next((o.authenticator for o in offers if o.authenticator.name == name), None)
-    if chosen is None or name == authenticate.CONTACT_CODES:
-        return None
-    challenge = await authenticate.start(services, session, chosen, account)
+    # what the person holds is read once, for the offers and for the challenge (a passkey's list)
+    async with services.host.credentials.read_once(account["id"]):
+        offers = await authenticate.login_offers(services, account)
+        chosen = next((o.authenticator for o in offers if o.authenticator.name == name), None)
+        if chosen is None or name == authenticate.CONTACT_CODES:
+            return None
+        challenge = await authenticate.start(services, session, chosen, account)
     others = [
         {"name": o.authenticator.name, "label": o.authenticator.label_fr, "url": _method_url(o.authenticator.name)}
         for o in offers

@@ -109,3 +109,26 @@ async def test_what_a_person_holds_is_read_once_a_step_whatever_the_plugins(
             t for t in seen.texts if t.lstrip().upper().startswith("SELECT") and "guichet_credential" in t
         ]
         assert len(credential_reads) <= 1, (request, seen.tables())
+
+
+async def test_a_passkey_page_reads_what_the_person_holds_once(
+    portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str
+) -> None:
+    """The second step's passkey page: the offers and the passkey's own list from one credential query."""
+    from tests.flows.test_passkey import ORIGIN, log_out
+    from tests.flows.test_passkey_policy import add_passkey, passkey_portal
+    from tests.plugins.softkey import SoftPasskey
+    from tests.security.support import PASSWORD, login, make_account, password_step, person
+
+    portal = await passkey_portal(portal_factory, make_config, db_url, "passwordless = true")
+    await make_account(portal)
+    await login(portal, person().identifier)
+    await add_passkey(portal, SoftPasskey(ORIGIN))
+    await log_out(portal)
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert r.headers["location"] == "/connexion/methode/passkey"
+    with counting(portal) as seen:
+        page = await portal.get("/connexion/methode/passkey")
+    assert page.status_code == 200 and "data-webauthn-options" in page.text
+    reads = [t for t in seen.texts if t.lstrip().upper().startswith("SELECT") and "guichet_credential" in t]
+    assert len(reads) == 1, seen.tables()
