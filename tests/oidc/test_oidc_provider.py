@@ -14,7 +14,7 @@ from joserfc.jwk import ECKey, OctKey
 
 from guichet.core.config import CaisseConfig
 from tests.conftest import Portal, portal_config_text
-from tests.flows.helpers import NEW_PASSWORD, activate, logout
+from tests.flows.helpers import NEW_PASSWORD, activate, login, logout
 from tests.oidc.support import (
     APP,
     APP_CB,
@@ -545,6 +545,36 @@ async def test_forward_auth_needs_a_complete_login_and_refuses_off_site_returns(
     assert claims["sub"] == r.headers["x-guichet-sujet"] and claims["aud"] == "guichet-forward-auth"
     await logout(provider_portal)
     assert (await provider_portal.client.get("/auth/verifier")).status_code == 401
+
+
+async def test_forward_auth_signs_with_the_new_key_once_another_process_rotated(
+    provider_portal: Portal, julien: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The active key is read again after a while, not on every page view: meanwhile the retired key
+    still signs, and what it signs still verifies (it stays published); a rotation in this process
+    takes effect at once."""
+    from joserfc.jws import extract_compact
+
+    from guichet.web.oidc import provider as provider_module
+    from guichet.web.oidc.provider import Provider
+
+    def kid_of(token: str) -> str:
+        return str(extract_compact(token.encode()).protected["kid"])
+
+    await login(provider_portal, julien.identifier, NEW_PASSWORD)
+    first = (await provider_portal.client.get("/auth/verifier")).headers["x-guichet-jeton"]
+    await Provider(provider_portal.services).rotate_keys()  # `guichet keys rotate`, another process
+    still = (await provider_portal.client.get("/auth/verifier")).headers["x-guichet-jeton"]
+    assert kid_of(still) == kid_of(first)
+    assert (await verified_id_token(provider_portal, still))["aud"] == "guichet-forward-auth"
+    later = provider_module.time.monotonic() + provider_module.ACTIVE_KEY_SECONDS + 1
+    monkeypatch.setattr(provider_module.time, "monotonic", lambda: later)
+    renewed = (await provider_portal.client.get("/auth/verifier")).headers["x-guichet-jeton"]
+    assert kid_of(renewed) != kid_of(first)
+    await provider_portal.app.state.oidc.rotate_keys()  # in this process: at once
+    again = (await provider_portal.client.get("/auth/verifier")).headers["x-guichet-jeton"]
+    assert kid_of(again) not in (kid_of(first), kid_of(renewed))
+    assert (await verified_id_token(provider_portal, again))["aud"] == "guichet-forward-auth"
 
 
 async def test_back_channel_logout_tells_the_services_the_login_reached(

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -148,6 +149,10 @@ def half_hash(token: str) -> str:
     return _b64url(hashlib.sha256(token.encode()).digest()[:16])
 
 
+# how long a process signs with the key it last read as active before reading again (signing_key)
+ACTIVE_KEY_SECONDS = 30.0
+
+
 class Provider:
     """One caisse's provider, built with the app."""
 
@@ -157,6 +162,7 @@ class Provider:
         self.issuer = (self.config.issuer or services.config.server.public_url).rstrip("/")
         self.clients = load_clients(services)
         self._private: dict[str, Any] = {}  # kid -> joserfc key, so a key is unsealed once per process
+        self._active: dict[str, tuple[float, str]] = {}  # alg -> (when read, kid): see signing_key
 
     async def load_stored_clients(self) -> list[str]:
         """Add the services of ``guichet clients add`` (the config's win a clash); the ids added."""
@@ -258,6 +264,7 @@ class Provider:
             + 300
         )
         await t.update({t.retired_at: now, t.drop_after: now + keep}).where(t.retired_at.is_null()).run()
+        self._active.clear()  # this process signs with the new keys at once
         await self.ensure_keys()
         rows = await t.select(t.kid).where(t.retired_at.is_null()).run()
         return [row["kid"] for row in rows]
@@ -273,6 +280,13 @@ class Provider:
         return {"keys": [json.loads(row["public_jwk"]) for row in rows]}
 
     async def signing_key(self, alg: str) -> Any:
+        """The active key of ``alg``. Which one it is, is read again after ``ACTIVE_KEY_SECONDS``:
+        forward auth signs on every page view of a caisse's services, and a key retired by ``guichet
+        keys rotate`` in another process stays published far longer than a token signed meanwhile
+        lives (``rotate_keys``' ``drop_after``)."""
+        known = self._active.get(alg)
+        if known is not None and time.monotonic() - known[0] < ACTIVE_KEY_SECONDS and known[1] in self._private:
+            return self._private[known[1]]
         t = self.services.database.t.OidcKey
         rows = await t.select(t.kid, t.sealed).where(t.retired_at.is_null() & (t.alg == alg)).limit(1).run()
         if not rows:
@@ -281,6 +295,7 @@ class Provider:
         kid = rows[0]["kid"]
         if kid not in self._private:
             self._private[kid] = import_key(json.loads(self.services.keys.unseal(rows[0]["sealed"], SEAL_PURPOSE)))
+        self._active[alg] = (time.monotonic(), kid)
         return self._private[kid]
 
     async def sign(self, alg: str, claims: dict[str, Any], *, typ: str = "JWT") -> str:
