@@ -1,13 +1,14 @@
 """Every bench in one go (``make bench``), then a summary against the targets.
 
     .venv/bin/python bench/run_all.py                 # about 10 minutes on 2 cores
-    .venv/bin/python bench/run_all.py --logins-only   # only the efficiency table (4 login runs)
+    .venv/bin/python bench/run_all.py --logins-only   # only the efficiency table (6 login runs)
     .venv/bin/python bench/run_all.py --quick         # shorter windows, for a smoke run
     .venv/bin/python bench/run_all.py --no-write      # print only
 
 The first table is the efficiency of a full login (issue 18): one argon2id verify's CPU divided by
 all the server-side CPU of a login, for both argon2 profiles (OWASP's minimum, Keycloak's default)
-on both engines (SQLite; PostgreSQL + Redis).
+on both engines (SQLite; PostgreSQL + Redis), as a browser running JavaScript logs in, and at
+OWASP's parameters also as one without JavaScript (a request more).
 
 Each bench appends its own section to docs/benchmarks.md; this appends the summary.
 """
@@ -39,14 +40,15 @@ TARGETS = {"owasp": 0.80, "keycloak": 0.75}  # issue 18: efficiency at OWASP's a
 def efficiency_table(runs: list[dict[str, Any]]) -> str:
     """The efficiency of a full login per argon2 profile and engine, against the targets of issue 18."""
     lines = [
-        "| argon2id | engine | **efficiency** | target | met | server CPU per login | of which verify | non-hash | "
-        "logins/s (secondary) | machine busy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| argon2id | engine | browser | **efficiency** | target | met | server CPU per login | of which verify | "
+        "non-hash | logins/s (secondary) | machine busy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         target = TARGETS[r["params"]]
+        browser = "JavaScript (4 requests)" if r["browser"] == "js" else "no JavaScript (5 requests)"
         lines.append(
-            f"| {r['params']} | {r['engine']} | **{r['efficiency']:.2f}** | ≥ {target:.2f} | "
+            f"| {r['params']} | {r['engine']} | {browser} | **{r['efficiency']:.2f}** | ≥ {target:.2f} | "
             f"{'yes' if r['efficiency'] >= target else '**no**'} | {r['server_ms']:.1f} ms | {r['verify_ms']:.1f} ms | "
             f"{r['overhead_ms']:.1f} ms | {r['rate']:.1f} | {r['machine_busy'] * 100:.0f} % |"
         )
@@ -57,7 +59,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--logins-only", action="store_true", help="only the four efficiency runs and their table")
+    parser.add_argument("--logins-only", action="store_true", help="only the six efficiency runs and their table")
     options = parser.parse_args()
     facts = common.machine_facts()
     duration = "8" if options.quick else "20"
@@ -67,8 +69,9 @@ async def main() -> int:
 
     runs = []
     for engine in (["--engine", "sqlite"], ["--engine", "postgres", "--redis"]):
-        for params in ("owasp", "keycloak"):
-            runs.append(await login.run(_args(login, "--params", params, *engine, *common_args, *hashes, *users)))
+        for params, browser in (("owasp", "js"), ("keycloak", "js"), ("owasp", "nojs")):
+            argv = ["--params", params, "--browser", browser, *engine, *common_args, *hashes, *users]
+            runs.append(await login.run(_args(login, *argv)))
     table = efficiency_table(runs)
     if options.logins_only:
         common.append_results(
