@@ -57,6 +57,15 @@ class _PostgresEngine(PostgresEngine):
         return None  # no extension: guichet needs none, and a production role may not create one
 
 
+async def _keep_session(connection: Any) -> None:
+    """What asyncpg's pool does to a connection given back, instead of its default reset query
+    (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), a round trip after every
+    statement piccolo runs outside a transaction: half of a login's round trips to PostgreSQL
+    (bench/login_trace.py). guichet leaves nothing in a session for it to undo: no session-level SET
+    (only SET LOCAL, which ends with its transaction), no advisory lock, no LISTEN, no cursor kept.
+    asyncpg still rolls back a transaction left open and drops listeners before calling this."""
+
+
 class _RolledBack(Exception):
     """Leaves a probe's transaction without committing it."""
 
@@ -253,7 +262,9 @@ class Database:
             # WAL lets readers go on while one writer writes; the mode is stored in the file
             await self.engine.run_ddl("PRAGMA journal_mode=WAL")
         elif not self._pool_started:
-            await self.engine.start_connection_pool(min_size=1, max_size=self.pool_size)  # type: ignore[no-untyped-call, call-arg]
+            await self.engine.start_connection_pool(  # type: ignore[no-untyped-call, call-arg]
+                min_size=1, max_size=self.pool_size, reset=_keep_session
+            )
             self._pool_started = True
 
     async def close(self) -> None:

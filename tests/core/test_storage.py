@@ -65,6 +65,38 @@ async def test_transaction_rolls_back_on_an_exception(database: Database) -> Non
     assert await t.count() == 1
 
 
+async def test_a_connection_given_back_costs_no_reset_round_trip_and_keeps_no_open_transaction(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a statement outside a transaction is one round trip, not two (asyncpg's default
+    reset query after each); a transaction left open on a connection is still rolled back."""
+    if database.is_sqlite:
+        pytest.skip("PostgreSQL's connection pool only")
+    from asyncpg.connection import Connection
+
+    sent: list[str] = []
+    original = Connection.execute
+
+    async def execute(self: Connection, query: str, *args: object, **kwargs: object) -> str:
+        sent.append(query)
+        return await original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "execute", execute)
+    t = database.t.Session
+    await t.count().run()
+    await t.count().run()
+    assert not [q for q in sent if "RESET ALL" in q], sent
+    pool = database.engine.pool  # type: ignore[attr-defined]
+    async with pool.acquire() as connection:  # a caller that forgot its transaction open
+        await original(connection, "BEGIN")
+        await original(
+            connection, "INSERT INTO guichet_session (key, data, expires_at) VALUES ('left-open', '', now())"
+        )
+    assert await t.count().where(t.key == "left-open").run() == 0
+    async with pool.acquire() as connection:
+        assert not connection.is_in_transaction()
+
+
 async def test_unique_violation_is_caught_through_integrity_errors(database: Database) -> None:
     await create_registry_tables(database)
     t = registry_tables_of(database).RegistryPerson
