@@ -43,6 +43,19 @@ OWASP = (19456, 2, 1)  # guichet's default: OWASP's minimum (m KiB, t, p)
 KEYCLOAK = (7168, 5, 1)  # Keycloak's default argon2id parameters
 # not a setting for production: a hash that costs next to nothing, so that a run measures the overhead alone
 NEGLIGIBLE = (1024, 1, 1)
+ARGON2_PROFILES = {"owasp": OWASP, "keycloak": KEYCLOAK, "negligible": NEGLIGIBLE}
+
+
+def add_login_options(parser: Any) -> None:
+    """The options every login bench shares: the argon2id profile and where the state lives."""
+    parser.add_argument(
+        "--params",
+        choices=list(ARGON2_PROFILES),
+        default="owasp",
+        help="negligible: m=1 MiB, t=1 (never a production setting): what a login costs besides its hash",
+    )
+    parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--redis", action="store_true", help="sessions and rate limits in Redis")
 
 
 # --- machine facts ---------------------------------------------------------------------------------
@@ -682,29 +695,16 @@ class Server:
         import httpx
 
         log = self.log_path.open("ab")
+        env = {**os.environ, **self.env}
         if self.asgi_server == "granian":  # tried against uvicorn (issue 18): the same app, another server
-            command = [
-                str(BIN / "granian"),
-                "--interface",
-                "asgi",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-                "--loop",
-                "uvloop",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "guichet.web.app:app_from_environment",
-            ]
-            env = {**os.environ, **self.env, "GUICHET_CONFIG": str(self.config_path), "GUICHET_LOG_LEVEL": "warning"}
-            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+            command = [str(BIN / "granian"), "--interface", "asgi", "--factory", "--loop", "uvloop"]
+            command += ["--no-access-log", "guichet.web.app:app_from_environment"]
+            env.update(GUICHET_CONFIG=str(self.config_path), GUICHET_LOG_LEVEL="warning")
         else:
-            self.proc = self._start_guichet_serve(log)
+            command = [GUICHET, "serve", "--config", str(self.config_path)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
+        command += ["--log-level", "warning"]
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -720,28 +720,6 @@ class Server:
             time.sleep(0.2)
         self.stop()
         raise SystemExit(f"guichet serve did not become ready in {timeout} s; see {self.log_path}")
-
-    def _start_guichet_serve(self, log: Any) -> subprocess.Popen[Any]:
-        return subprocess.Popen(
-            [
-                GUICHET,
-                "serve",
-                "--config",
-                str(self.config_path),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
-        )
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the server's worker children (``guichet serve`` starts

@@ -37,8 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import (  # noqa: E402
     BENCH_PASSWORD,
-    KEYCLOAK,
-    OWASP,
     BenchDatabase,
     Browser,
     CodeSink,
@@ -180,7 +178,7 @@ def breakdown(profiles: dict[str, Path], cpu_ms: dict[str, float], verify_ms: fl
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    params = {"owasp": OWASP, "keycloak": KEYCLOAK, "negligible": common.NEGLIGIBLE}[args.params]
+    params = common.ARGON2_PROFILES[args.params]
     facts = common.machine_facts()
     folder = common.run_folder("login")
     database = BenchDatabase(args.engine, folder)
@@ -358,20 +356,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--params",
-        choices=["owasp", "keycloak", "negligible"],
-        default="owasp",
-        help="negligible: m=1 MiB, t=1 (never a production setting): what a login costs besides its hash",
-    )
-    p.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
+    common.add_login_options(p)
     p.add_argument(
         "--browser",
         choices=["js", "nojs"],
         default="js",
         help="js: htmx posts the forms, 4 requests per login (most browsers); nojs: 5 requests, each POST a 303",
     )
-    p.add_argument("--redis", action="store_true", help="sessions and rate limits in Redis")
     p.add_argument("--workers", type=int, default=1, help="guichet serve --workers N")
     p.add_argument("--processes", type=int, default=1, help="N separate guichet serve processes instead")
     p.add_argument(

@@ -64,8 +64,6 @@ import common  # noqa: E402
 import login  # noqa: E402
 from common import (  # noqa: E402
     BENCH_PASSWORD,
-    KEYCLOAK,
-    OWASP,
     BenchDatabase,
     Browser,
     CodeSink,
@@ -308,7 +306,7 @@ SCENARIOS: list[tuple[str, str, OneLogin, int]] = [  # key, label, login, reques
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    params = {"owasp": OWASP, "keycloak": KEYCLOAK, "negligible": common.NEGLIGIBLE}[args.params]
+    params = common.ARGON2_PROFILES[args.params]
     facts = common.machine_facts()
     folder = common.run_folder("passkey-login")
     database = BenchDatabase(args.engine, folder)
@@ -442,14 +440,7 @@ Server CPU per login = {component_names} (psutil user + system over each window 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--params",
-        choices=["owasp", "keycloak", "negligible"],
-        default="owasp",
-        help="negligible: m=1 MiB, t=1 (never a production setting): what a login costs besides its hash",
-    )
-    p.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
-    p.add_argument("--redis", action="store_true", help="sessions and rate limits in Redis")
+    common.add_login_options(p)
     p.add_argument("--workers", type=int, default=1, help="guichet serve --workers N")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--warmup", type=float, default=5)

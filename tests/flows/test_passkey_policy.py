@@ -58,6 +58,18 @@ async def session_of_account(portal: Portal, account_id: int) -> SessionData:
     return data
 
 
+async def assert_forged_answers_are_slowed(portal: Portal, answers: int = 5) -> None:
+    """Forged whole-login answers from this address: the first is judged, the last is slowed."""
+    said = []
+    for _ in range(answers):
+        await portal.get("/connexion/sans-mot-de-passe/passkey")
+        r = await portal.post("/connexion/sans-mot-de-passe/passkey", {"credential": '{"id": "forged"}'})
+        assert r.status_code == 422
+        said.append(" ".join(error_messages(r)))
+    assert "Trop de tentatives" not in said[0]
+    assert "Trop de tentatives" in said[-1]
+
+
 @pytest.mark.asyncio
 async def test_a_status_that_requires_a_passkey_adds_one_first_then_uses_nothing_else(
     portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str
@@ -105,14 +117,7 @@ async def test_whole_logins_are_counted_per_address(
     portal = await passkey_portal(
         portal_factory, make_config, db_url, "passwordless = true", security="per_client_attempts_per_hour = 10"
     )
-    answers = []
-    for _ in range(5):
-        await portal.get("/connexion/sans-mot-de-passe/passkey")
-        r = await portal.post("/connexion/sans-mot-de-passe/passkey", {"credential": '{"id": "forged"}'})
-        assert r.status_code == 422
-        answers.append(" ".join(error_messages(r)))
-    assert "Trop de tentatives" not in answers[0]
-    assert "Trop de tentatives" in answers[-1]
+    await assert_forged_answers_are_slowed(portal)
 
 
 @pytest.mark.asyncio
@@ -135,14 +140,7 @@ async def test_right_whole_logins_from_one_address_give_their_try_back(
         r = await portal.post("/connexion/sans-mot-de-passe/passkey", {"credential": key.get(options_of(page.text))})
         assert r.status_code == 303 and r.headers["location"] == "/espace-prive", (n, error_messages(r))
         await log_out(portal)
-    answers = []
-    for _ in range(5):
-        await portal.get("/connexion/sans-mot-de-passe/passkey")
-        r = await portal.post("/connexion/sans-mot-de-passe/passkey", {"credential": '{"id": "forged"}'})
-        assert r.status_code == 422
-        answers.append(" ".join(error_messages(r)))
-    assert "Trop de tentatives" not in answers[0]
-    assert "Trop de tentatives" in answers[-1]
+    await assert_forged_answers_are_slowed(portal)
 
 
 def test_what_a_login_tells_the_services() -> None:
