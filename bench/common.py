@@ -23,9 +23,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -520,6 +520,38 @@ class BenchDatabase:
     async def drop(self) -> None:
         if self.pg_name:
             await self._admin(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+
+
+class BenchRun(NamedTuple):
+    """What every bench run starts with: its folder, its own database, the SMTP sink, the config."""
+
+    folder: Path
+    database: "BenchDatabase"
+    sink: "CodeSink"
+    caisse_id: str
+    config_path: Path
+
+
+async def start_run(
+    name: str, *, engine: str, redis: bool, edit: Callable[[str], str] = lambda text: text, **config: Any
+) -> BenchRun:
+    """A run folder, a database of the run's own, a started code sink and the config written
+    (``config_text`` with ``config``; ``edit`` may change the text, to enable a plugin say)."""
+    folder = run_folder(name)
+    database = BenchDatabase(engine, folder)
+    await database.create()
+    sink = CodeSink().start(asyncio.get_running_loop())
+    caisse_id = f"bench-{os.getpid()}"
+    config_path = folder / "bench.toml"
+    text = config_text(
+        caisse_id=caisse_id,
+        database_url=database.url,
+        smtp_port=sink.port,
+        redis_url=REDIS_URL if redis else None,
+        **config,
+    )
+    config_path.write_text(edit(text))
+    return BenchRun(folder, database, sink, caisse_id, config_path)
 
 
 async def prepare_database(

@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import (  # noqa: E402
     BENCH_PASSWORD,
-    BenchDatabase,
     Browser,
     CodeSink,
     OutboxProcess,
@@ -180,25 +179,15 @@ def breakdown(profiles: dict[str, Path], cpu_ms: dict[str, float], verify_ms: fl
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     params = common.ARGON2_PROFILES[args.params]
     facts = common.machine_facts()
-    folder = common.run_folder("login")
-    database = BenchDatabase(args.engine, folder)
-    await database.create()
-    loop = asyncio.get_running_loop()
-    sink = CodeSink().start(loop)
-    caisse_id = f"bench-{os.getpid()}"
-    config_path = folder / "bench.toml"
-    config_path.write_text(
-        common.config_text(
-            caisse_id=caisse_id,
-            database_url=database.url,
-            smtp_port=sink.port,
-            argon2=params,
-            redis_url=common.REDIS_URL if args.redis else None,
-            inline_outbox=args.inline_outbox,
-            workers=args.workers,
-            max_concurrent_hashes=args.max_hashes,
-            pool_size=args.pool_size,
-        )
+    folder, database, sink, caisse_id, config_path = await common.start_run(
+        "login",
+        engine=args.engine,
+        redis=args.redis,
+        argon2=params,
+        inline_outbox=args.inline_outbox,
+        workers=args.workers,
+        max_concurrent_hashes=args.max_hashes,
+        pool_size=args.pool_size,
     )
     servers: list[Server] = []
     outbox: OutboxProcess | None = None

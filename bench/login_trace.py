@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import BENCH_PASSWORD, OWASP, BenchDatabase, Browser, CodeSink, OutboxProcess, Server, csrf_of  # noqa: E402
+from common import BENCH_PASSWORD, OWASP, Browser, CodeSink, OutboxProcess, Server, csrf_of  # noqa: E402
 
 TRACE_DIR = Path(__file__).resolve().parent / "trace"
 
@@ -79,20 +79,8 @@ async def login(client: Browser, account: dict[str, str], sink: CodeSink, trace:
 
 async def run(args: argparse.Namespace) -> None:
     facts = common.machine_facts()
-    folder = common.run_folder("login-trace")
-    database = BenchDatabase(args.engine, folder)
-    await database.create()
-    sink = CodeSink().start(asyncio.get_running_loop())
-    caisse_id = f"bench-{os.getpid()}"
-    config_path = folder / "bench.toml"
-    config_path.write_text(
-        common.config_text(
-            caisse_id=caisse_id,
-            database_url=database.url,
-            smtp_port=sink.port,
-            argon2=OWASP,
-            redis_url=common.REDIS_URL if args.redis else None,
-        )
+    folder, database, sink, caisse_id, config_path = await common.start_run(
+        "login-trace", engine=args.engine, redis=args.redis, argon2=OWASP
     )
     trace = Trace(folder / "statements.tsv")
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(TRACE_DIR), os.environ.get("PYTHONPATH")]))}

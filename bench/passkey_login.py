@@ -64,7 +64,6 @@ import common  # noqa: E402
 import login  # noqa: E402
 from common import (  # noqa: E402
     BENCH_PASSWORD,
-    BenchDatabase,
     Browser,
     CodeSink,
     OutboxProcess,
@@ -308,25 +307,15 @@ SCENARIOS: list[tuple[str, str, OneLogin, int]] = [  # key, label, login, reques
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     params = common.ARGON2_PROFILES[args.params]
     facts = common.machine_facts()
-    folder = common.run_folder("passkey-login")
-    database = BenchDatabase(args.engine, folder)
-    await database.create()
-    sink = CodeSink().start(asyncio.get_running_loop())
-    caisse_id = f"bench-{os.getpid()}"
-    config_path = folder / "bench.toml"
-    config_path.write_text(
-        with_passkeys(
-            common.config_text(
-                caisse_id=caisse_id,
-                database_url=database.url,
-                smtp_port=sink.port,
-                argon2=params,
-                redis_url=common.REDIS_URL if args.redis else None,
-                workers=args.workers,
-                max_concurrent_hashes=args.max_hashes,
-                extra=PASSKEY_SETTINGS,
-            )
-        )
+    folder, database, sink, caisse_id, config_path = await common.start_run(
+        "passkey-login",
+        engine=args.engine,
+        redis=args.redis,
+        edit=with_passkeys,
+        argon2=params,
+        workers=args.workers,
+        max_concurrent_hashes=args.max_hashes,
+        extra=PASSKEY_SETTINGS,
     )
     servers: list[Server] = []
     outbox: OutboxProcess | None = None

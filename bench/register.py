@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import OWASP, BenchDatabase, Browser, CodeSink, CpuMeter, OutboxProcess, Server, csrf_of, latency_line  # noqa: E402
+from common import OWASP, Browser, CodeSink, CpuMeter, OutboxProcess, Server, csrf_of, latency_line  # noqa: E402
 
 
 async def one_registration(client: Browser, person: dict[str, Any], sink: CodeSink, n: int) -> float:
@@ -64,21 +64,8 @@ async def one_registration(client: Browser, person: dict[str, Any], sink: CodeSi
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     facts = common.machine_facts()
-    folder = common.run_folder("register")
-    database = BenchDatabase(args.engine, folder)
-    await database.create()
-    sink = CodeSink().start(asyncio.get_running_loop())
-    caisse_id = f"reg-{os.getpid()}"
-    config_path = folder / "bench.toml"
-    config_path.write_text(
-        common.config_text(
-            caisse_id=caisse_id,
-            database_url=database.url,
-            smtp_port=sink.port,
-            argon2=OWASP,
-            redis_url=common.REDIS_URL if args.redis else None,
-            max_concurrent_hashes=args.max_hashes,
-        )
+    folder, database, sink, caisse_id, config_path = await common.start_run(
+        "register", engine=args.engine, redis=args.redis, argon2=OWASP, max_concurrent_hashes=args.max_hashes
     )
     server = outbox = None
     done: list[float] = []
