@@ -138,21 +138,29 @@ async def passwordless_login(client: Browser, person: Person, sink: CodeSink, ta
     start = time.perf_counter()
     client.clear_cookies()
     client.headers["X-Forwarded-For"] = person["address"]
-    r = await client.get(PASSWORDLESS_URL)
-    if r.status_code != 200:
-        tally.error(f"passkey page: {r.status_code} {r.headers.get('location')}")
-        return
-    answer = person["key"].get(webauthn_options(r.text))
-    r = await client.post(PASSWORDLESS_URL, {"credential": answer, "csrf_token": csrf_of(r.text)})
-    if r.status_code != 303 or r.headers.get("location") != HOME:
-        tally.error(f"passkey answer: {r.status_code} {r.headers.get('location')} {shown_error(r.text)}")
-        return
-    r = await client.get(HOME)
-    if r.status_code != 200:
-        tally.error(f"espace privé: {r.status_code}")
+    if not await passkey_then_home(client, person, PASSWORDLESS_URL, tally):
         return
     if tally.measuring:
         tally.done.append(time.perf_counter() - start)
+
+
+async def passkey_then_home(client: Browser, person: Person, url: str, tally: Tally) -> bool:
+    """The passkey's page at ``url``, its answer (a plain form POST, as guichet.js submits it), and
+    Mon espace privé; False (the error counted) when a step went wrong."""
+    r = await client.get(url)
+    if r.status_code != 200:
+        tally.error(f"passkey page: {r.status_code} {r.headers.get('location')}")
+        return False
+    answer = person["key"].get(webauthn_options(r.text))
+    r = await client.post(url, {"credential": answer, "csrf_token": csrf_of(r.text)})
+    if r.status_code != 303 or r.headers.get("location") != HOME:
+        tally.error(f"passkey answer: {r.status_code} {r.headers.get('location')} {shown_error(r.text)}")
+        return False
+    r = await client.get(HOME)
+    if r.status_code != 200:
+        tally.error(f"espace privé: {r.status_code}")
+        return False
+    return True
 
 
 async def second_factor_login(client: Browser, person: Person, sink: CodeSink, tally: Tally) -> None:
@@ -171,18 +179,7 @@ async def second_factor_login(client: Browser, person: Person, sink: CodeSink, t
         tally.error(f"password step: {r.status_code} {r.headers.get('hx-redirect') or r.headers.get('hx-push-url')}")
         return
     password_done = time.perf_counter()
-    r = await client.get(METHOD_URL)
-    if r.status_code != 200:
-        tally.error(f"passkey page: {r.status_code} {r.headers.get('location')}")
-        return
-    answer = person["key"].get(webauthn_options(r.text))
-    r = await client.post(METHOD_URL, {"credential": answer, "csrf_token": csrf_of(r.text)})
-    if r.status_code != 303 or r.headers.get("location") != HOME:
-        tally.error(f"passkey answer: {r.status_code} {r.headers.get('location')} {shown_error(r.text)}")
-        return
-    r = await client.get(HOME)
-    if r.status_code != 200:
-        tally.error(f"espace privé: {r.status_code}")
+    if not await passkey_then_home(client, person, METHOD_URL, tally):
         return
     if tally.measuring:
         end = time.perf_counter()
