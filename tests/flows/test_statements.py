@@ -132,3 +132,21 @@ async def test_a_passkey_page_reads_what_the_person_holds_once(
     assert page.status_code == 200 and "data-webauthn-options" in page.text
     reads = [t for t in seen.texts if t.lstrip().upper().startswith("SELECT") and "guichet_credential" in t]
     assert len(reads) == 1, seen.tables()
+
+
+async def test_forward_auth_reads_the_session_and_the_account_and_nothing_else(
+    portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str, tmp_path: Any, demo_people: Any
+) -> None:
+    """On every page view of a caisse's services: the subject and the signing key are known after
+    the first check (a subject never changes; the active key is read again every 30 s)."""
+    from tests.conftest import portal_config_text
+    from tests.oidc.support import oidc_extra
+
+    site = await portal_factory(make_config(database_url=db_url, base=portal_config_text(oidc_extra(tmp_path))))
+    person = demo_people.DEMO_PERSONS["particulier_vitale"]
+    await activate(site, person)
+    assert (await site.client.get("/auth/verifier")).status_code == 200
+    with counting(site) as seen:
+        r = await site.client.get("/auth/verifier")
+    assert r.status_code == 200 and r.headers["x-guichet-jeton"]
+    assert sorted(seen.tables().elements()) == ["guichet_account", "guichet_session"], seen.texts

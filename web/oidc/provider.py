@@ -151,6 +151,8 @@ def half_hash(token: str) -> str:
 
 # how long a process signs with the key it last read as active before reading again (signing_key)
 ACTIVE_KEY_SECONDS = 30.0
+# how many (account, sector) subjects a process keeps in memory (a few MiB at most)
+SUBJECTS_KEPT = 100_000
 
 
 class Provider:
@@ -163,6 +165,7 @@ class Provider:
         self.clients = load_clients(services)
         self._private: dict[str, Any] = {}  # kid -> joserfc key, so a key is unsealed once per process
         self._active: dict[str, tuple[float, str]] = {}  # alg -> (when read, kid): see signing_key
+        self._subjects: dict[tuple[int, str], str] = {}  # (account id, sector) -> subject: see subject
 
     async def load_stored_clients(self) -> list[str]:
         """Add the services of ``guichet clients add`` (the config's win a clash); the ids added."""
@@ -691,11 +694,19 @@ class Provider:
     async def subject(self, account_id: int, client: Client | str) -> str:
         """The subject a sector (a client's, or a name) knows this person by, made on first use."""
         sector = client if isinstance(client, str) else client.sector
+        # Kept once known (forward auth asks on every page view): a subject never changes, and an
+        # account id is never given to another person (a closed account stays as a tombstone row)
+        known = self._subjects.get((account_id, sector))
+        if known is not None:
+            return known
         t = self.services.database.t.OidcSubject
         for _ in range(2):
             rows = await t.select(t.subject).where((t.account_id == account_id) & (t.sector == sector)).run()
             if rows:
-                return str(rows[0]["subject"])
+                if len(self._subjects) >= SUBJECTS_KEPT:
+                    self._subjects.clear()
+                self._subjects[(account_id, sector)] = subject = str(rows[0]["subject"])
+                return subject
             try:
                 await t.insert(t(account_id=account_id, sector=sector, subject=new_token()[:43])).run()
             except Exception as exc:
