@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from guichet.core.statements import insert_one
+from guichet.core.statements import insert_rows
 from guichet.core.structs import AuditEvent
 
 if TYPE_CHECKING:
@@ -81,20 +81,28 @@ class Auditor:
         self.host = host
 
     async def record(self, event: AuditEvent) -> AuditEvent:
-        if event.kind not in EVENT_KINDS:
-            raise ValueError(f"unknown audit event kind {event.kind!r}")
-        t = self.database.t.AuditLog
-        await t.raw(
-            insert_one(t, _AUDIT_COLUMNS),
-            event.at,
-            event.kind,
-            event.account_id,
-            event.subject,
-            event.client[:64],
-            msgspec.json.encode(event.details).decode(),
-        ).run()
-        log.info("audit %s account=%s subject=%s", event.kind, event.account_id, event.subject)
+        await self.record_many([event])
         return event
+
+    async def record_many(self, events: list[AuditEvent]) -> None:
+        """Events in one statement, in their order (two that one step makes together: one round trip)."""
+        for event in events:
+            if event.kind not in EVENT_KINDS:
+                raise ValueError(f"unknown audit event kind {event.kind!r}")
+        t = self.database.t.AuditLog
+        values: list[Any] = []
+        for event in events:
+            values += [
+                event.at,
+                event.kind,
+                event.account_id,
+                event.subject,
+                event.client[:64],
+                msgspec.json.encode(event.details).decode(),
+            ]
+        await t.raw(insert_rows(t, _AUDIT_COLUMNS, len(events)), *values).run()
+        for event in events:
+            log.info("audit %s account=%s subject=%s", event.kind, event.account_id, event.subject)
 
     def publish(self, events: list[AuditEvent]) -> None:
         if self.host is not None:

@@ -84,16 +84,27 @@ class Services:
             self.database, self.keys, self.host, self.clock, worker_id=worker_id, budgets=budgets, **options
         )
 
+    def event(
+        self, kind: str, *, account_id: int | None = None, subject: str = "", client: str = "", **details: Any
+    ) -> AuditEvent:
+        """An event of now, not stored yet (``audit_all``)."""
+        return AuditEvent(
+            kind=kind, at=self.now(), account_id=account_id, subject=subject, client=client, details=details
+        )
+
     async def audit(
         self, kind: str, *, account_id: int | None = None, subject: str = "", client: str = "", **details: Any
     ) -> AuditEvent:
         """Store an event (in the caller's transaction) and hand it to observers."""
-        event = AuditEvent(
-            kind=kind, at=self.now(), account_id=account_id, subject=subject, client=client, details=details
-        )
-        await self.auditor.record(event)
-        self.auditor.publish([event])
+        event = self.event(kind, account_id=account_id, subject=subject, client=client, **details)
+        await self.audit_all([event])
         return event
+
+    async def audit_all(self, events: list[AuditEvent]) -> None:
+        """Store events made by one step together (one statement), then hand them to observers."""
+        if events:
+            await self.auditor.record_many(events)
+            self.auditor.publish(events)
 
     async def close(self) -> None:
         self.passwords.close()

@@ -66,3 +66,11 @@ def update_where(table: type[Table], columns: tuple[str, ...], where: str, retur
     column = _quoted(table._meta.get_column_by_name(where)._meta.db_column_name)
     tail = f" RETURNING {_quoted(table._meta.get_column_by_name(returning)._meta.db_column_name)}" if returning else ""
     return f"UPDATE {_quoted(table._meta.tablename)} SET {sets} WHERE {column} = {{}}{tail}"
+
+
+@functools.cache
+def insert_rows(table: type[Table], columns: tuple[str, ...], rows: int) -> str:
+    """``insert_one`` for ``rows`` rows in one statement (their parameters one row after the other)."""
+    one = insert_one(table, columns)
+    values = "(" + ", ".join("{}" for _ in columns) + ")"
+    return one + "".join(", " + values for _ in range(rows - 1))

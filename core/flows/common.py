@@ -16,7 +16,7 @@ from guichet.core.outbox import Delivery, latest_delivery, sent_for_digest
 from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
 from guichet.core.statements import select_one
-from guichet.core.structs import EMAIL, IDENTIFIER, MOBILE, NOTICE, POSTAL, PasswordContext, Recipient
+from guichet.core.structs import EMAIL, IDENTIFIER, MOBILE, NOTICE, POSTAL, AuditEvent, PasswordContext, Recipient
 
 log = logging.getLogger("guichet.flows")
 
@@ -349,11 +349,14 @@ async def check_code(
     account_id: int | None,
     limit_subject: str | None = None,
     client: str = "",
+    held: list[AuditEvent] | None = None,
 ) -> tuple[CodeCheck | None, str | None]:
     """Check a code under the per-account daily failure limit; a new code does not reset that count.
 
     The try is counted before the comparison (so parallel guesses are judged one by one) and given
     back when the code was right: accepted, or already used by a parallel request (a double click).
+    ``held``: the ``code.succeeded`` event goes there instead of being stored, for the caller to
+    store with what the right code leads to (the login's own event: one statement).
     """
     now = services.now()
     subject = limit_subject or f"{purpose}:{account_id or binding}"
@@ -377,7 +380,10 @@ async def check_code(
         if check.locked:  # the last try on this code failed: only a new code can be used now
             await services.audit("code.locked", account_id=account_id, client=client, purpose=purpose)
         return check, code_error(check)
-    await services.audit("code.succeeded", account_id=account_id, client=client, purpose=purpose)
+    if held is not None:
+        held.append(services.event("code.succeeded", account_id=account_id, client=client, purpose=purpose))
+    else:
+        await services.audit("code.succeeded", account_id=account_id, client=client, purpose=purpose)
     return check, None
 
 

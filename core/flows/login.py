@@ -42,7 +42,7 @@ from guichet.core.outbox import FAILED
 from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
 from guichet.core.sessions import FULL, PASSWORD, Session
-from guichet.core.structs import CODE, Authenticator, Prompt
+from guichet.core.structs import CODE, AuditEvent, Authenticator, Prompt
 
 LOGIN_FAILED = "Identifiant ou mot de passe incorrect."
 METHOD_URL = "/connexion/methode"  # the second step with an authenticator other than the codes
@@ -417,6 +417,7 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": LOGIN_FAILED}))
     if not await codes_offered(services, account):
         return LoginOutcome(result=StepResult(step="code", errors={"code": authenticate.NOT_OFFERED}))
+    held: list[AuditEvent] = []  # code.succeeded, stored with login.succeeded
     check, message = await check_code(
         services,
         purpose="login",
@@ -424,6 +425,7 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
         code=code,
         account_id=session.data.account_id,
         client=client,
+        held=held,
     )
     if message or check is None:
         return LoginOutcome(
@@ -435,7 +437,7 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
     if contact and not account[f"{contact}_verified"]:  # the code reached this contact: it is proven now
         t = services.database.t.Account
         await t.update({getattr(t, f"{contact}_verified"): True}).where(t.id == account["id"]).run()
-    outcome = await _complete(services, session, account, client, via="code")
+    outcome = await _complete(services, session, account, client, via="code", held=held)
     token = await add_trusted_browser(services, account, form.get("user_agent", "")) if trust else ""
     return LoginOutcome(
         result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token, chosen_channel=check.channel
@@ -451,7 +453,10 @@ async def _complete(
     via: str,
     authenticator: Authenticator | None = None,
     with_password: bool = True,
+    held: list[AuditEvent] | None = None,
 ) -> LoginOutcome:
+    """The login is done: the session's level, assurance and id; ``held`` events are stored with
+    ``login.succeeded``, in one statement."""
     assert session.data is not None
     session.data.level = FULL
     session.data.login_binding = ""
@@ -471,9 +476,10 @@ async def _complete(
         )
     session.data.login_ref = new_token()
     session.rotate()
-    await services.audit(
+    succeeded = services.event(
         "login.succeeded", account_id=account["id"], subject=subject_of(account["identifier"]), client=client, via=via
     )
+    await services.audit_all([*(held or []), succeeded])
     next_url = next_url_for(account)
     if next_url == "/espace-prive" and session.data.must_enrol:
         next_url = SECURITY_URL
