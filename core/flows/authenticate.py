@@ -9,6 +9,7 @@ it asks for the password again before one.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgspec
@@ -77,17 +78,19 @@ async def holdings(services: Services, account: dict[str, Any]) -> list[Offer]:
     judged from the account row the caller holds, and the plugins' credentials are read in one
     query for all of them (``CredentialStore.read_once``)."""
     everyone = services.host.authenticators()
-    if all(isinstance(a, ContactCodes) for a in everyone):
-        return [Offer(authenticator=a, enrolments=a.enrolments_of(account)) for a in everyone]
-    ref = account_ref(services, account)
-    async with services.host.credentials.read_once(account["id"]):
-        return [
-            Offer(
-                authenticator=a,
-                enrolments=a.enrolments_of(account) if isinstance(a, ContactCodes) else await a.enrolments(ref),
-            )
-            for a in everyone
-        ]
+    plugins = [a for a in everyone if not isinstance(a, ContactCodes)]
+    ref = account_ref(services, account) if plugins else None
+    reading = services.host.credentials.read_once(account["id"]) if plugins else contextlib.nullcontext()
+    offers = []
+    async with reading:
+        for a in everyone:
+            if isinstance(a, ContactCodes):
+                enrolments = a.enrolments_of(account)
+            else:
+                assert ref is not None
+                enrolments = await a.enrolments(ref)
+            offers.append(Offer(authenticator=a, enrolments=enrolments))
+    return offers
 
 
 async def login_offers(services: Services, account: dict[str, Any]) -> list[Offer]:
