@@ -169,11 +169,10 @@ class _Try:
     ) -> None:
         self.services, self.authenticator, self.failed, self.counted = services, authenticator, failed, counted
         self.account_id, self.subject, self.client = account_id, subject, client
-        self.reserved_at = services.now()
+        self.reserved_at = services.now()  # when the try is counted (refusal), for give_back
 
     async def refusal(self) -> str | None:
         """Count the try before anything is judged; the message to show when it may not be judged now."""
-        self.reserved_at = self.services.now()
         try:
             verdicts = await self.services.limiter.reserve(self.counted, self.reserved_at)
         except CounterStoreError:
