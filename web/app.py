@@ -50,6 +50,7 @@ from guichet.web.http import (
     public_origin,
 )
 from guichet.web.oidc import routes as oidc_routes
+from guichet.web.oidc.forward_auth import ForwardAuth
 from guichet.web.oidc.provider import Provider
 
 log = logging.getLogger("guichet.web")
@@ -198,7 +199,7 @@ def create_app(
             LogoutController,
             static_file,
             metrics_endpoint,
-            *(oidc_routes.route_handlers(config.oidc.forward_auth) if provider is not None else []),
+            *(oidc_routes.route_handlers() if provider is not None else []),
         ],
         template_config=TemplateConfig(
             directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_no_template_reload
@@ -217,8 +218,11 @@ def create_app(
         logging_config=None,  # guichet configures logging itself (core/logs.py): JSON lines with the request id
         debug=False,
     )
+    handler = app.asgi_handler
+    if provider is not None and config.oidc.forward_auth:  # on every page view of the caisse's services
+        handler = ForwardAuth(handler, services, provider)
     # outermost: a request id for every log line and response, and request metrics (404s included)
-    app.asgi_handler = metrics.Instrumented(app.asgi_handler, access_log=config.logging.access_log)
+    app.asgi_handler = metrics.Instrumented(handler, access_log=config.logging.access_log)
     app.state.metrics_clients = metrics.ClientFilter(config.metrics.allowed_clients)
     app.state.trusted_proxies = AddressSet(config.security.trusted_proxies)
     app.state.public_origin = public_origin(config.server.public_url)

@@ -547,6 +547,134 @@ async def test_forward_auth_needs_a_complete_login_and_refuses_off_site_returns(
     assert (await provider_portal.client.get("/auth/verifier")).status_code == 401
 
 
+async def test_forward_auth_refuses_a_session_revoked_elsewhere_whatever_it_signed_before(
+    provider_portal: Portal, julien: Any, portal_factory: Callable[..., Any]
+) -> None:
+    """A stolen session cookie: the person changes the password from another browser. The token
+    forward auth keeps for reuse is never handed out without the session and the account being
+    checked again."""
+    await login(provider_portal, julien.identifier, NEW_PASSWORD)
+    first = await provider_portal.client.get("/auth/verifier")
+    assert first.status_code == 200
+    own = await portal_factory(provider_portal.services.config)
+    await login(own, julien.identifier, NEW_PASSWORD)
+    await own.get("/mon-compte/mot-de-passe")
+    changed = await own.post(
+        "/mon-compte/mot-de-passe",
+        {
+            "current_password": NEW_PASSWORD,
+            "new_password": "Autre-Galet-58-Brume!",
+            "confirm_password": "Autre-Galet-58-Brume!",
+        },
+    )
+    assert changed.status_code in (200, 303), changed.text[-400:]
+    stolen = await provider_portal.client.get("/auth/verifier")
+    assert stolen.status_code == 401 and "x-guichet-jeton" not in stolen.headers
+    assert (await own.client.get("/auth/verifier")).status_code == 200
+
+
+async def test_forward_auth_hands_out_a_token_again_only_while_half_its_life_is_left(
+    provider_portal: Portal, julien: Any, clock: Any
+) -> None:
+    """One signature per person and login every half lifetime, not one per page view; a token is
+    never handed out with less than half its life left, nor dated after now (a clock moved back)."""
+    lifetime = provider_portal.services.config.oidc.forward_auth_token_seconds
+    await login(provider_portal, julien.identifier, NEW_PASSWORD)
+
+    async def token() -> tuple[str, dict[str, Any]]:
+        r = await provider_portal.client.get("/auth/verifier")
+        assert r.status_code == 200
+        claims = await verified_id_token(provider_portal, r.headers["x-guichet-jeton"])
+        now = int(provider_portal.services.now().timestamp())
+        assert claims["iat"] <= now and claims["exp"] - now >= lifetime // 2, (claims, now)
+        assert claims["exp"] == claims["iat"] + lifetime
+        return r.headers["x-guichet-jeton"], claims
+
+    first, claims = await token()
+    clock.advance(seconds=lifetime // 2 - 1)
+    assert (await token())[0] == first  # the same page views' token, signed once
+    clock.advance(seconds=2)
+    second, later = await token()
+    assert second != first and later["iat"] > claims["iat"] and later["sub"] == claims["sub"]
+    clock.advance(seconds=-120)
+    third, earlier = await token()  # the clock moved back: signed anew, dated now
+    assert third != second and earlier["iat"] < later["iat"]
+
+
+async def test_forward_auth_keeps_the_session_alive_while_the_services_are_browsed(
+    provider_portal: Portal, julien: Any, clock: Any
+) -> None:
+    """Browsing a caisse's service is being active: each check saves the idle clock (at most once a
+    minute), so the session outlives its idle timeout; left alone, it ends and says so."""
+    idle = provider_portal.services.config.sessions.idle_minutes
+    await login(provider_portal, julien.identifier, NEW_PASSWORD)
+    for _ in range(3):
+        clock.advance(minutes=idle - 1)
+        assert (await provider_portal.client.get("/auth/verifier")).status_code == 200
+    clock.advance(minutes=idle + 1)
+    r = await provider_portal.client.get("/auth/verifier", headers={"x-original-uri": "/attestations/"})
+    assert r.status_code == 401 and r.headers["location"] == f"{ISSUER}/connexion?retour=%2Fattestations%2F"
+    t = provider_portal.services.database.t.AuditLog
+    rows = await t.select(t.details).where(t.kind == "session.expired").run()
+    assert [json.loads(row["details"])["timeout"] for row in rows] == ["idle"]
+
+
+async def test_forward_auth_answers_a_check_and_nothing_else(provider_portal: Portal, julien: Any) -> None:
+    """Only GET and HEAD; every answer is uncacheable and carries the request id and the usual headers."""
+    from guichet.web import metrics
+
+    def counted() -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "guichet_http_requests_total", {"method": "GET", "route": "/auth/verifier", "status": "200"}
+        )
+        return value or 0.0
+
+    await login(provider_portal, julien.identifier, NEW_PASSWORD)
+    before = counted()
+    for method in ("POST", "PUT", "DELETE"):
+        r = await provider_portal.client.request(method, "/auth/verifier")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD" and not r.content
+    head = await provider_portal.client.head("/auth/verifier")
+    assert head.status_code == 200 and head.headers["x-guichet-sujet"]
+    r = await provider_portal.client.get("/auth/verifier", headers={"x-request-id": "verif-42"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "verif-42"
+    assert r.headers["cache-control"] == "no-store" and r.headers["x-content-type-options"] == "nosniff"
+    assert r.content == b"" and "set-cookie" not in r.headers  # an idle clock unmoved: nothing to save
+    assert counted() == before + 1  # under its own route in the metrics
+
+
+@pytest.mark.parametrize("failure", ["hung", "down"])
+async def test_forward_auth_with_its_session_store_out_is_a_503_never_a_pass(
+    portal_factory: Callable[..., Any],
+    make_config: Callable[..., CaisseConfig],
+    db_url: str,
+    tmp_path: Path,
+    failure: str,
+) -> None:
+    from guichet.plugins.registry_tables import importer as registry_import
+    from tests.ops.servers import RedisServer
+
+    server = RedisServer().start()
+    try:
+        extra = oidc_extra(tmp_path) + f'\n[redis]\nurl = "{server.url}"\n'
+        config = make_config(
+            database_url=db_url,
+            base=portal_config_text(extra).replace("[sessions]\n", '[sessions]\nstore = "redis"\n', 1),
+        )
+        portal = await portal_factory(config)
+        await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+        await activate(portal, registry_import.DEMO_PERSONS["particulier_vitale"])
+        assert (await portal.client.get("/auth/verifier")).status_code == 200
+        server.pause() if failure == "hung" else server.kill()
+        r = await portal.client.get("/auth/verifier")
+        assert r.status_code == 503 and r.headers["retry-after"].isdigit() and "x-guichet-jeton" not in r.headers
+        if failure == "hung":
+            server.resume()
+            assert (await portal.client.get("/auth/verifier")).status_code == 200
+    finally:
+        server.close()
+
+
 async def test_forward_auth_signs_with_the_new_key_once_another_process_rotated(
     provider_portal: Portal, julien: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

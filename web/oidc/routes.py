@@ -79,7 +79,7 @@ def _back_to_client(provider: Provider, redirect_uri: str, state: str, **values:
     return Redirect(path=redirect_uri + separator + urlencode(query), status_code=303)
 
 
-def _login_url(return_to: str, *, force_code: bool) -> str:
+def login_url(return_to: str, *, force_code: bool) -> str:
     return f"/connexion?retour={quote(return_to, safe='')}" + ("&code=oui" if force_code else "")
 
 
@@ -151,7 +151,7 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
         kept = [(k, v) for k, v in params.items() if k not in ("prompt", "max_age")]
         return go(
             request,
-            _login_url(
+            login_url(
                 f"{AUTHORIZE_PATH}?{urlencode(kept)}", force_code="login" in auth.prompt or ACR_CODE in auth.acr_values
             ),
         )
@@ -382,61 +382,5 @@ async def send_logout_tokens(notices: list[tuple[str, str]]) -> None:
                 log.warning("back-channel logout to %s failed: %s", address, type(exc).__name__)
 
 
-# --- forward auth ----------------------------------------------------------------------------------------
-
-FORWARD_SECTOR = "forward-auth"
-FORWARD_AUDIENCE = "guichet-forward-auth"
-
-
-@get("/auth/verifier", include_in_schema=False)
-async def forward_auth(request: Request[Any, Any, Any]) -> Response[Any]:
-    """nginx ``auth_request``: 200 with the person's identity for a fully logged-in session, else 401
-    with the login address (which returns to the original page, on this site only) in Location."""
-    services = services_of(request)
-    provider = provider_of(request)
-    session = session_of(request)
-    data = session.data
-    account = await current_account(services, session) if data is not None and data.level == FULL else None
-    if (
-        account is None
-        or data is None
-        or account["credentials_version"] != data.credentials_version
-        or next_url_for(account) != "/espace-prive"
-    ):
-        original = return_target(request.headers.get("x-original-uri", ""))
-        login = _login_url(original, force_code=False) if original else "/connexion"
-        # absolute: nginx's ``error_page 401 =302 $url`` redirects the browser only to a full URL
-        return Response(content=b"", status_code=401, headers={"location": provider.issuer + login})
-    now = int(services.now().timestamp())
-    subject = await provider.subject(account["id"], FORWARD_SECTOR)
-    acr = acr_of(data)
-    claims: dict[str, Any] = {
-        "iss": provider.issuer,
-        "sub": subject,
-        "aud": FORWARD_AUDIENCE,
-        "iat": now,
-        "exp": now + services.config.oidc.forward_auth_token_seconds,
-        "auth_time": data.auth_ms // 1000,
-        "acr": acr,
-        "amr": amr_of(data),
-        "family_name": account["last_name"],
-        "given_name": account["first_name"],
-    }
-    signed = await provider.sign("ES256", claims)
-    return Response(
-        content=b"",
-        status_code=200,
-        headers={
-            "x-guichet-sujet": subject,
-            "x-guichet-niveau": acr,
-            # names may hold accents: percent-encoded UTF-8, so a header stays ASCII
-            "x-guichet-nom": quote(account["last_name"], safe=""),
-            "x-guichet-prenom": quote(account["first_name"], safe=""),
-            "x-guichet-jeton": signed,
-        },
-    )
-
-
-def route_handlers(forward: bool) -> list[Any]:
-    handlers = [discovery, jwks, authorize, consent, token, userinfo, userinfo_post, end_session, end_session_confirmed]
-    return handlers + [forward_auth] if forward else handlers
+def route_handlers() -> list[Any]:
+    return [discovery, jwks, authorize, consent, token, userinfo, userinfo_post, end_session, end_session_confirmed]

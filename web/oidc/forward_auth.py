@@ -1,0 +1,147 @@
+"""Forward auth: nginx's ``auth_request`` asks ``GET /auth/verifier`` on every page view of a caisse's
+services (docs/oidc.md). Answered ahead of Litestar's router and middleware: it needs the session,
+the account and a signed token, none of the page machinery (routing, CSRF, compression, templates).
+The request id, the metrics and the security headers still apply: this runs inside them."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from guichet.core.flows.account import current_account
+from guichet.core.flows.login import next_url_for
+from guichet.core.services import Services
+from guichet.core.sessions import FULL, Session
+from guichet.web.http import client_address, cookie_name, error_handler
+from guichet.web.oidc.provider import Provider, acr_of, amr_of
+from guichet.web.oidc.routes import login_url, return_target
+
+log = logging.getLogger("guichet.oidc")
+
+PATH = "/auth/verifier"
+SECTOR = "forward-auth"
+AUDIENCE = "guichet-forward-auth"
+TOKENS_KEPT = 10_000  # signed tokens kept for reuse, one per person and login at most
+
+
+class SignedTokens:
+    """The forward-auth token of a login, signed once and handed out again while more than half of
+    its life is left: a service's page views within that time get the same token instead of one ES256
+    signature each. Who may have it is decided before, on every request (the session, the account's
+    credentials); the claims it reuses are its key, so a new name or login gets a new token."""
+
+    def __init__(self, lifetime_seconds: int) -> None:
+        self.lifetime = lifetime_seconds
+        self._kept: OrderedDict[tuple[Any, ...], tuple[int, str]] = OrderedDict()
+
+    async def token(self, provider: Provider, claims: dict[str, Any], now: int) -> str:
+        active = await provider.signing_key("ES256")  # a rotation is a new key, so a new token
+        key = (active.kid, *((name, tuple(v) if isinstance(v, list) else v) for name, v in claims.items()))
+        kept = self._kept.get(key)
+        # a token older than half its life, or from the future (the clock moved back), is signed anew
+        if kept is not None and 0 <= now - kept[0] <= self.lifetime // 2:
+            return kept[1]
+        signed = await provider.sign("ES256", {**claims, "iat": now, "exp": now + self.lifetime})
+        self._kept[key] = (now, signed)
+        self._kept.move_to_end(key)
+        while len(self._kept) > TOKENS_KEPT:
+            self._kept.popitem(last=False)
+        return signed
+
+
+class ForwardAuth:
+    """ASGI: ``/auth/verifier`` answered here, everything else passed to ``app`` (Litestar's handler)."""
+
+    def __init__(self, app: ASGIApp, services: Services, provider: Provider) -> None:
+        self.app = app
+        self.services = services
+        self.provider = provider
+        self.tokens = SignedTokens(services.config.oidc.forward_auth_token_seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["path"] != PATH:
+            await self.app(scope, receive, send)
+            return
+        scope["path_template"] = PATH  # type: ignore[typeddict-unknown-key]  # the metrics' route label
+        request: Request[Any, Any, Any] = Request(scope, receive, send)
+        if scope["method"] not in ("GET", "HEAD"):
+            await _answer(send, 405, [(b"allow", b"GET, HEAD")])
+            return
+        try:
+            status, headers = await self.verdict(request)
+            await _keep_alive(self.services, request.scope["state"]["session"])
+        except Exception as exc:  # an outage is a 503, a bug a 500: the pages' own answers
+            response = error_handler(request, exc)
+            await response.to_asgi_response(app=None, request=request)(scope, receive, send)
+            return
+        await _answer(send, status, headers)
+
+    async def verdict(self, request: Request[Any, Any, Any]) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """200 with the person's identity for a fully logged-in session, else 401 with the login
+        address (which returns to the original page, on this site only) in Location."""
+        services = self.services
+        now = services.now()
+        session = await services.sessions.load(request.cookies.get(cookie_name(services, "session")), now)
+        request.scope["state"]["session"] = session  # the response's cookie, as on a page
+        if session.expired is not None and session.expired[0] is not None:
+            await services.audit(
+                "session.expired",
+                account_id=session.expired[0],
+                client=client_address(request),
+                timeout=session.expired[1],
+            )
+        data = session.data
+        account = await current_account(services, session) if data is not None and data.level == FULL else None
+        if (
+            account is None
+            or data is None
+            or account["credentials_version"] != data.credentials_version
+            or next_url_for(account) != "/espace-prive"
+        ):
+            original = return_target(request.headers.get("x-original-uri", ""))
+            login = login_url(original, force_code=False) if original else "/connexion"
+            # absolute: nginx's ``error_page 401 =302 $url`` redirects the browser only to a full URL
+            return 401, [(b"location", (self.provider.issuer + login).encode("latin-1"))]
+        subject = await self.provider.subject(account["id"], SECTOR)
+        acr = acr_of(data)
+        claims: dict[str, Any] = {
+            "iss": self.provider.issuer,
+            "sub": subject,
+            "aud": AUDIENCE,
+            "auth_time": data.auth_ms // 1000,
+            "acr": acr,
+            "amr": amr_of(data),
+            "family_name": account["last_name"],
+            "given_name": account["first_name"],
+        }
+        signed = await self.tokens.token(self.provider, claims, int(now.timestamp()))
+        return 200, [
+            (b"x-guichet-sujet", subject.encode("latin-1")),
+            (b"x-guichet-niveau", acr.encode("latin-1")),
+            # names may hold accents: percent-encoded UTF-8, so a header stays ASCII
+            (b"x-guichet-nom", quote(account["last_name"], safe="").encode("latin-1")),
+            (b"x-guichet-prenom", quote(account["first_name"], safe="").encode("latin-1")),
+            (b"x-guichet-jeton", signed.encode("latin-1")),
+        ]
+
+
+async def _keep_alive(services: Services, session: Session) -> None:
+    """The idle clock, moved at most once a minute by ``load``, is saved: browsing a caisse's
+    service is being active. A save that fails raises (a 503), as a page's would."""
+    if session.dirty:
+        try:
+            await services.sessions.commit(session, services.now())
+        except Exception:
+            session.lost = True  # no cookie for what was not stored
+            raise
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
