@@ -157,6 +157,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to docs/benchmarks.md")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy (GIL holder) on the server during the forward-auth run: where it goes",
+    )
     return parser
 
 
@@ -188,6 +193,10 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         forward_script = lua("GET", {"Cookie": f"guichet_session={cookies[0]}"})
         for url, script in ((f"{base}/auth/verifier", forward_script), (bare_url, lua("GET", {}))):
             run_wrk(url, script, connections=args.connections, seconds=3, folder=folder, groups={})  # warm-up
+        spy = None
+        if args.profile:
+            profile_path = folder / "forward-auth.raw"
+            spy = common.start_profiler(server.worker_pids()[0], args.seconds, profile_path, gil_only=True)
         wrk = run_wrk(
             f"{base}/auth/verifier",
             forward_script,
@@ -196,6 +205,9 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             folder=folder,
             groups=groups,
         )
+        if spy is not None:
+            spy.wait()
+            print(common.summarise_profile(profile_path, top=40))
         bare_wrk = run_wrk(
             bare_url,
             lua("GET", {}),
