@@ -3,7 +3,8 @@ its own database engine, and nothing else (no CSRF, no template, no middleware).
 is never part of guichet's routes.
 
     GUICHET_CONFIG=... BENCH_FLOW_DIGEST=... uvicorn bare_app:create --factory --app-dir bench
-    GET /flow: the flow read of a step; GET /session?key=...: the session read of forward auth
+    GET /flow: the flow read of a step; GET /session?key=...: the session read of forward auth;
+    GET /token?digest=...: the access-token read of userinfo
 """
 
 from __future__ import annotations
@@ -46,8 +47,21 @@ def create() -> Litestar:
         rows = await session.select(session.data).where(session.key == key).limit(1).run()
         return "1" if rows else "-"
 
+    token = database.t.OidcToken
+
+    @get("/token", sync_to_thread=False)
+    async def read_token(digest: str) -> str:
+        # the same read as the provider's userinfo
+        rows = await (
+            token.select(token.grant_id, token.expires_at, token.revoked_at)
+            .where(token.token_hash == digest)
+            .limit(1)
+            .run()
+        )
+        return "1" if rows else "-"
+
     return Litestar(
-        [read_flow, read_session],
+        [read_flow, read_session, read_token],
         on_startup=[database.connect],
         on_shutdown=[database.close],
         openapi_config=None,

@@ -5,6 +5,8 @@
 
 * forward auth: ``GET /auth/verifier`` with a logged-in session's cookie, driven by wrk (one thread,
   keep-alive): session load, account read, the sector's subject, an ES256 JWT signed, headers;
+* userinfo: ``GET /oidc/userinfo`` with one access token, driven by wrk: the token, its grant and
+  the account read, the claims as JSON;
 * the code exchange: each of ``--clients`` simulated services loops on ``GET /oidc/autoriser`` (a
   logged-in session: a code at once) then ``POST /oidc/jeton`` (client_secret_basic, PKCE): the
   code's conditional update, the access token stored, the subject, an RS256 ID token signed. Codes
@@ -12,10 +14,10 @@
 
 People log in first through the real pages (password, then the code read from the outbox).
 
-Forward auth is set next to a bare Litestar endpoint (bench/bare_app.py) doing the one read of
-the same store on the same engine (the session row), driven the same way: the ratio of their
-CPU per request is the target of issue 18 (≥ 50 %), and forward auth's p99 at half of its peak
-rate (< 5 ms).
+Forward auth and userinfo are each set next to a bare Litestar endpoint (bench/bare_app.py) doing
+the one read of the same store on the same engine (the session row; the access-token row), driven
+the same way: the ratio of their CPU per request is the target of issue 18 (≥ 50 %), and their p99
+at half of their peak rate (< 5 ms).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,6 +100,45 @@ async def login(base: str, config_path: Path, identifier: str) -> str:
         return next(v for k, v in browser.cookies.items() if k.endswith("session"))
 
 
+async def exchange(client: Any, basic: str) -> Any:
+    """One authorization (the session logged in: a code at once) and its token request."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    r = await client.get(
+        "/oidc/autoriser?"
+        + urlencode(
+            {
+                "response_type": "code",
+                "client_id": "banc",
+                "redirect_uri": CALLBACK,
+                "scope": "openid profile",
+                "state": "s",
+                "nonce": "n",
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+    )
+    code = parse_qs(urlsplit(r.headers.get("location", "")).query).get("code", [""])[0]
+    return await client.post(
+        "/oidc/jeton",
+        headers={"authorization": f"Basic {basic}"},
+        data={"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": CALLBACK},
+    )
+
+
+async def access_token(base: str, cookie: str) -> str:
+    import httpx
+
+    basic = base64.b64encode(f"banc:{CLIENT_SECRET}".encode()).decode()
+    async with httpx.AsyncClient(
+        base_url=base, follow_redirects=False, timeout=30, cookies={"guichet_session": cookie}
+    ) as client:
+        answer = await exchange(client, basic)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
 async def code_exchanges(base: str, cookies: list[str], seconds: float) -> tuple[int, list[float], int]:
     """Each session a service looping authorize + token; (pairs done, pair latencies, failures)."""
     import httpx
@@ -112,35 +154,8 @@ async def code_exchanges(base: str, cookies: list[str], seconds: float) -> tuple
             base_url=base, follow_redirects=False, timeout=30, cookies={"guichet_session": cookie}
         ) as client:
             while time.monotonic() < deadline:
-                verifier = secrets.token_urlsafe(48)
-                challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
                 start = time.perf_counter()
-                r = await client.get(
-                    "/oidc/autoriser?"
-                    + urlencode(
-                        {
-                            "response_type": "code",
-                            "client_id": "banc",
-                            "redirect_uri": CALLBACK,
-                            "scope": "openid profile",
-                            "state": "s",
-                            "nonce": "n",
-                            "code_challenge": challenge,
-                            "code_challenge_method": "S256",
-                        }
-                    )
-                )
-                code = parse_qs(urlsplit(r.headers.get("location", "")).query).get("code", [""])[0]
-                t = await client.post(
-                    "/oidc/jeton",
-                    headers={"authorization": f"Basic {basic}"},
-                    data={
-                        "grant_type": "authorization_code",
-                        "code": code,
-                        "code_verifier": verifier,
-                        "redirect_uri": CALLBACK,
-                    },
-                )
+                t = await exchange(client, basic)
                 if t.status_code == 200 and "id_token" in t.text:
                     done.append(time.perf_counter() - start)
                 else:
@@ -163,6 +178,86 @@ def parser() -> argparse.ArgumentParser:
         help="py-spy (GIL holder) on the server during the forward-auth run: where it goes",
     )
     return parser
+
+
+def against_bare(  # an endpoint at saturation, the bare one driven the same way, the endpoint at half its peak
+    url: str,
+    headers: dict[str, str],
+    bare_url: str,
+    args: argparse.Namespace,
+    folder: Path,
+    groups: dict[str, list[int]],
+    bare_pid: int,
+    profile_pid: int | None = None,
+) -> dict[str, Any]:
+    script = lua("GET", headers)
+    for target, warm in ((url, script), (bare_url, lua("GET", {}))):
+        run_wrk(target, warm, connections=args.connections, seconds=3, folder=folder, groups={})  # warm-up
+    spy = None
+    if profile_pid is not None:
+        profile_path = folder / f"profile-{time.monotonic_ns()}.raw"
+        spy = common.start_profiler(profile_pid, args.seconds, profile_path, gil_only=True)
+    peak = run_wrk(url, script, connections=args.connections, seconds=args.seconds, folder=folder, groups=groups)
+    if spy is not None:
+        spy.wait()
+        print(f"{url}:\n{common.summarise_profile(profile_path, top=40)}")
+    bare = run_wrk(
+        bare_url,
+        lua("GET", {}),
+        connections=args.connections,
+        seconds=args.seconds,
+        folder=folder,
+        groups={"bare app": [bare_pid]},
+    )
+    half_connections = 8
+    half = run_wrk(
+        url,
+        lua("GET", headers, delay_ms=half_connections / (peak["rps"] / 2) * 1000),
+        connections=half_connections,
+        seconds=args.seconds,
+        folder=folder,
+        groups=groups,
+    )
+    cpu_ms = peak["cpu"]["guichet serve"] / max(peak["requests"], 1) * 1000
+    bare_cpu_ms = bare["cpu"]["bare app"] / max(bare["requests"], 1) * 1000
+    return {
+        "peak": peak,
+        "bare": bare,
+        "half": half,
+        "half_target": peak["rps"] / 2,
+        "half_connections": half_connections,
+        "cpu_ms": cpu_ms,
+        "bare_cpu_ms": bare_cpu_ms,
+        "half_cpu_ms": half["cpu"]["guichet serve"] / max(half["requests"], 1) * 1000,
+        "ratio": bare_cpu_ms / cpu_ms if cpu_ms else float("nan"),
+    }
+
+
+def rows(name: str, bare_name: str, m: dict[str, Any], connections: int) -> str:
+    def row(what: str, w: dict[str, Any], cpu_ms: float) -> str:
+        errors = w["non_2xx_3xx"] + w["socket_errors"]
+        return f"| {what} | {w['rps']:.0f} | {w['p50_us'] / 1000:.1f} | {w['p99_us'] / 1000:.1f} | {cpu_ms:.2f} ms | {errors} |"
+
+    return "\n".join(
+        [
+            row(f"{name} (wrk, {connections} connections)", m["peak"], m["cpu_ms"]),
+            row(f"bare Litestar, {bare_name}", m["bare"], m["bare_cpu_ms"]),
+            row(
+                f"{name} at half of its peak (target {m['half_target']:.0f}/s, {m['half_connections']} connections)",
+                m["half"],
+                m["half_cpu_ms"],
+            ),
+        ]
+    )
+
+
+def verdicts(name: str, m: dict[str, Any]) -> str:
+    return (
+        f"* **{name} ÷ bare endpoint, CPU per request: {m['ratio'] * 100:.0f} %** (bare {m['bare_cpu_ms']:.2f} ms ÷ "
+        f"{m['cpu_ms']:.2f} ms; target ≥ 50 %); requests/s ratio at saturation "
+        f"{m['peak']['rps'] / max(m['bare']['rps'], 1) * 100:.0f} %\n"
+        f"* **{name} p99 at half of peak: {m['half']['p99_us'] / 1000:.2f} ms** (target < 5 ms)"
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
@@ -188,43 +283,27 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         cookies = [await login(base, config_path, a["identifier"]) for a in accounts]
         groups = {"guichet serve": server.all_pids()}
         bare, bare_url = start_bare(config_path, "")
-        key = token_digest(cookies[0])
-        bare_url = bare_url.replace("/flow", f"/session?key={key}")
-        forward_script = lua("GET", {"Cookie": f"guichet_session={cookies[0]}"})
-        for url, script in ((f"{base}/auth/verifier", forward_script), (bare_url, lua("GET", {}))):
-            run_wrk(url, script, connections=args.connections, seconds=3, folder=folder, groups={})  # warm-up
-        spy = None
-        if args.profile:
-            profile_path = folder / "forward-auth.raw"
-            spy = common.start_profiler(server.worker_pids()[0], args.seconds, profile_path, gil_only=True)
-        wrk = run_wrk(
+        profiled = server.worker_pids()[0] if args.profile else None
+        forward = against_bare(
             f"{base}/auth/verifier",
-            forward_script,
-            connections=args.connections,
-            seconds=args.seconds,
-            folder=folder,
-            groups=groups,
+            {"Cookie": f"guichet_session={cookies[0]}"},
+            bare_url.replace("/flow", f"/session?key={token_digest(cookies[0])}"),
+            args,
+            folder,
+            groups,
+            bare.pid,
+            profiled,
         )
-        if spy is not None:
-            spy.wait()
-            print(common.summarise_profile(profile_path, top=40))
-        bare_wrk = run_wrk(
-            bare_url,
-            lua("GET", {}),
-            connections=args.connections,
-            seconds=args.seconds,
-            folder=folder,
-            groups={"bare app": [bare.pid]},
-        )
-        half = wrk["rps"] / 2
-        half_connections = 8
-        half_wrk = run_wrk(
-            f"{base}/auth/verifier",
-            lua("GET", {"Cookie": f"guichet_session={cookies[0]}"}, delay_ms=half_connections / half * 1000),
-            connections=half_connections,
-            seconds=args.seconds,
-            folder=folder,
-            groups=groups,
+        bearer = await access_token(base, cookies[0])
+        info = against_bare(
+            f"{base}/oidc/userinfo",
+            {"Authorization": f"Bearer {bearer}"},
+            bare_url.replace("/flow", f"/token?digest={token_digest(bearer)}"),
+            args,
+            folder,
+            groups,
+            bare.pid,
+            profiled,
         )
         meter = CpuMeter()
         meter.begin(groups)
@@ -237,22 +316,18 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             common.stop_process(bare)
         server.stop()
         await database.drop()
-    forward_cpu_ms = wrk["cpu"]["guichet serve"] / max(wrk["requests"], 1) * 1000
-    bare_cpu_ms = bare_wrk["cpu"]["bare app"] / max(bare_wrk["requests"], 1) * 1000
-    cpu_ratio = bare_cpu_ms / forward_cpu_ms if forward_cpu_ms else float("nan")
     pair_cpu_ms = cpu["guichet serve"] / max(pairs, 1) * 1000
     body = f"""
 | what | requests/s | p50 ms | p99 ms | server CPU per request | errors |
 | --- | --- | --- | --- | --- | --- |
-| forward auth `GET /auth/verifier` (wrk, {args.connections} connections) | {wrk["rps"]:.0f} | {wrk["p50_us"] / 1000:.1f} | {wrk["p99_us"] / 1000:.1f} | {forward_cpu_ms:.2f} ms | {wrk["non_2xx_3xx"] + wrk["socket_errors"]} |
-| bare Litestar, one read of the same session store (`GET /session`, same engine) | {bare_wrk["rps"]:.0f} | {bare_wrk["p50_us"] / 1000:.1f} | {bare_wrk["p99_us"] / 1000:.1f} | {bare_cpu_ms:.2f} ms | {bare_wrk["non_2xx_3xx"] + bare_wrk["socket_errors"]} |
-| forward auth at half of its peak (target {half:.0f}/s, {half_connections} connections) | {half_wrk["rps"]:.0f} | {half_wrk["p50_us"] / 1000:.1f} | {half_wrk["p99_us"] / 1000:.1f} | {half_wrk["cpu"]["guichet serve"] / max(half_wrk["requests"], 1) * 1000:.2f} ms | {half_wrk["non_2xx_3xx"] + half_wrk["socket_errors"]} |
+{rows("forward auth `GET /auth/verifier`", "one read of the same session store (`GET /session`, same engine)", forward, args.connections)}
+{rows("userinfo `GET /oidc/userinfo`", "one read of the same access-token store (`GET /token`, same engine)", info, args.connections)}
 | code exchange: `GET /oidc/autoriser` + `POST /oidc/jeton` ({args.clients} services) | {pairs / elapsed:.0f} pairs | {common.percentile(latencies, 50) * 1000:.1f} | {common.percentile(latencies, 99) * 1000:.1f} | {pair_cpu_ms:.2f} ms per pair | {failures} |
 
-* **forward auth ÷ bare endpoint, CPU per request: {cpu_ratio * 100:.0f} %** (bare {bare_cpu_ms:.2f} ms ÷ forward auth {forward_cpu_ms:.2f} ms; target ≥ 50 %); requests/s ratio at saturation {wrk["rps"] / max(bare_wrk["rps"], 1) * 100:.0f} %
-* **forward auth p99 at half of peak: {half_wrk["p99_us"] / 1000:.2f} ms** (target < 5 ms)
+{verdicts("forward auth", forward)}
+{verdicts("userinfo", info)}
 
-{common.describe_cpu(wrk["cpu"], wrk["seconds"])} (forward auth); {common.describe_cpu(cpu, elapsed)} (code exchange).
+{common.describe_cpu(forward["peak"]["cpu"], forward["peak"]["seconds"])} (forward auth); {common.describe_cpu(cpu, elapsed)} (code exchange).
 """
     common.append_results(
         f"OpenID Connect and forward auth: `guichet serve --workers 1`, {args.engine}",
@@ -261,11 +336,15 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         write=not args.no_write,
     )
     return {
-        "forward_cpu_ms": forward_cpu_ms,
-        "bare_cpu_ms": bare_cpu_ms,
-        "ratio": cpu_ratio,
-        "half_p99_ms": half_wrk["p99_us"] / 1000,
-        "forward_rps": wrk["rps"],
+        "forward_cpu_ms": forward["cpu_ms"],
+        "bare_cpu_ms": forward["bare_cpu_ms"],
+        "ratio": forward["ratio"],
+        "half_p99_ms": forward["half"]["p99_us"] / 1000,
+        "forward_rps": forward["peak"]["rps"],
+        "userinfo_cpu_ms": info["cpu_ms"],
+        "userinfo_bare_cpu_ms": info["bare_cpu_ms"],
+        "userinfo_ratio": info["ratio"],
+        "userinfo_half_p99_ms": info["half"]["p99_us"] / 1000,
         "pair_cpu_ms": pair_cpu_ms,
         "pairs_per_s": pairs / elapsed,
     }

@@ -108,6 +108,17 @@ async def main() -> int:
         ),
         ("forward auth p99 < 5 ms at half of peak", f"{forward['half_p99_ms']:.1f} ms", forward["half_p99_ms"] < 5),
         (
+            "userinfo ≥ 50 % of a bare endpoint reading the same store (CPU per request)",
+            f"{forward['userinfo_ratio'] * 100:.0f} % "
+            f"({forward['userinfo_bare_cpu_ms']:.2f} vs {forward['userinfo_cpu_ms']:.2f} ms)",
+            forward["userinfo_ratio"] >= 0.5,
+        ),
+        (
+            "userinfo p99 < 5 ms at half of peak",
+            f"{forward['userinfo_half_p99_ms']:.1f} ms",
+            forward["userinfo_half_p99_ms"] < 5,
+        ),
+        (
             "code exchange (authorize + token), server CPU per pair",
             f"{forward['pair_cpu_ms']:.2f} ms ({forward['pairs_per_s']:.0f} pairs/s)",
             None,
