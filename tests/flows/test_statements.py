@@ -150,3 +150,27 @@ async def test_forward_auth_reads_the_session_and_the_account_and_nothing_else(
         r = await site.client.get("/auth/verifier")
     assert r.status_code == 200 and r.headers["x-guichet-jeton"]
     assert sorted(seen.tables().elements()) == ["guichet_account", "guichet_session"], seen.texts
+
+
+async def test_userinfo_reads_the_token_with_its_grant_and_the_account(
+    portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str, tmp_path: Any, demo_people: Any
+) -> None:
+    """On every call of a service: the access token and its grant in one read, then the account."""
+    from tests.conftest import portal_config_text
+    from tests.oidc.support import authorize_url, exchange, oidc_extra, pkce, query_of
+
+    site = await portal_factory(make_config(database_url=db_url, base=portal_config_text(oidc_extra(tmp_path))))
+    person = demo_people.DEMO_PERSONS["particulier_vitale"]
+    await activate(site, person)
+    verifier, challenge = pkce()
+    code = query_of((await site.get(authorize_url(challenge=challenge))).headers["location"])["code"]
+    bearer = {"authorization": f"Bearer {(await exchange(site, code, verifier)).json()['access_token']}"}
+    assert (await site.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    with counting(site) as seen:
+        r = await site.client.get("/oidc/userinfo", headers=bearer)
+    assert r.status_code == 200 and r.json()["family_name"]
+    assert len(seen.texts) == 2, seen.texts
+    assert sorted(seen.tables().elements()) == [
+        "guichet_account",
+        "guichet_oidc_token",
+    ]  # the token joined to its grant

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -25,6 +26,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey, import_key
 from joserfc.jws import extract_compact
 from joserfc.jwt import JWTClaimsRegistry
+from piccolo.table import Table
 
 from guichet.core.availability import is_store_failure
 from guichet.core.clock import PARIS
@@ -153,6 +155,18 @@ def half_hash(token: str) -> str:
 ACTIVE_KEY_SECONDS = 30.0
 # how many (account, sector) subjects a process keeps in memory (a few MiB at most)
 SUBJECTS_KEPT = 100_000
+
+
+@functools.cache
+def _live_grant_of_token(tokens: type[Table], grants: type[Table]) -> str:
+    """userinfo's one read (on every call of a service): the grant of an access token, both unrevoked,
+    as SQL written once (core/statements.py says why); the token's expiry is judged by the caller."""
+    token, grant = tokens._meta.tablename, grants._meta.tablename
+    return (
+        f'SELECT g."client_id" AS "client_id", g."account_id" AS "account_id", g."scope" AS "scope", '
+        f't."expires_at" AS "expires_at" FROM "{token}" t JOIN "{grant}" g ON g."id" = t."grant_id" '
+        f'WHERE t."token_hash" = {{}} AND t."revoked_at" IS NULL AND g."revoked_at" IS NULL LIMIT 1'
+    )
 
 
 class Provider:
@@ -736,22 +750,18 @@ class Provider:
         if scheme.lower() != "bearer" or not token.strip():
             raise OidcError("invalid_token", "a bearer access token is required", status=401)
         tokens = self.services.database.t.OidcToken
-        grants = self.services.database.t.OidcGrant
         now = self.services.now()
-        rows = (
-            await tokens.select(tokens.grant_id, tokens.expires_at, tokens.revoked_at)
-            .where(tokens.token_hash == token_digest(token.strip()))
-            .limit(1)
-            .run()
-        )
-        if not rows or rows[0]["revoked_at"] is not None or rows[0]["expires_at"] <= now:
+        rows = await tokens.raw(
+            _live_grant_of_token(tokens, self.services.database.t.OidcGrant), token_digest(token.strip())
+        ).run()
+        if not rows or rows[0]["expires_at"] <= now:
             raise OidcError("invalid_token", "the access token is invalid, expired or revoked", status=401)
-        found = await grants.select().where((grants.id == rows[0]["grant_id"]) & grants.revoked_at.is_null()).run()
-        client = self.clients.get(found[0]["client_id"]) if found else None
-        account = await account_by_id(self.services, found[0]["account_id"]) if found else None
-        if not found or client is None or account is None:
+        grant = rows[0]
+        client = self.clients.get(grant["client_id"])
+        account = await account_by_id(self.services, grant["account_id"])
+        if client is None or account is None:
             raise OidcError("invalid_token", "the access token is invalid, expired or revoked", status=401)
-        return await self.claims(account, client, tuple(found[0]["scope"].split()))
+        return await self.claims(account, client, tuple(grant["scope"].split()))
 
     async def claims(self, account: dict[str, Any], client: Client, scope: tuple[str, ...]) -> dict[str, Any]:
         claims: dict[str, Any] = {"sub": await self.subject(account["id"], client)}
