@@ -601,6 +601,19 @@ async def test_forward_auth_hands_out_a_token_again_only_while_half_its_life_is_
     assert third != second and earlier["iat"] < later["iat"]
 
 
+async def test_forward_auth_keeps_only_the_tokens_it_may_still_hand_out(provider_portal: Portal) -> None:
+    """Its memory is the last half lifetime's logins, not every person ever checked."""
+    from guichet.web.oidc.forward_auth import SignedTokens
+
+    provider = provider_portal.app.state.oidc
+    tokens = SignedTokens(60)
+    first = [await tokens.token(provider, {"sub": f"personne-{n}"}, 1_000) for n in range(3)]
+    assert len(tokens) == 3 and len(set(first)) == 3
+    assert await tokens.token(provider, {"sub": "personne-0"}, 1_030) == first[0]
+    await tokens.token(provider, {"sub": "personne-3"}, 1_031)
+    assert len(tokens) == 1  # the three signed at 1 000 can no longer be handed out: gone
+
+
 async def test_forward_auth_keeps_the_session_alive_while_the_services_are_browsed(
     provider_portal: Portal, julien: Any, clock: Any
 ) -> None:

@@ -27,7 +27,7 @@ log = logging.getLogger("guichet.oidc")
 PATH = "/auth/verifier"
 SECTOR = "forward-auth"
 AUDIENCE = "guichet-forward-auth"
-TOKENS_KEPT = 10_000  # signed tokens kept for reuse, one per person and login at most
+TOKENS_KEPT = 10_000  # at most, ≈ 1 KB each: one per person and login checked in the last half lifetime
 
 
 class SignedTokens:
@@ -40,6 +40,9 @@ class SignedTokens:
         self.lifetime = lifetime_seconds
         self._kept: OrderedDict[tuple[Any, ...], tuple[int, str]] = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._kept)
+
     async def token(self, provider: Provider, claims: dict[str, Any], now: int) -> str:
         active = await provider.signing_key("ES256")  # a rotation is a new key, so a new token
         key = (active.kid, *((name, tuple(v) if isinstance(v, list) else v) for name, v in claims.items()))
@@ -50,7 +53,11 @@ class SignedTokens:
         signed = await provider.sign("ES256", {**claims, "iat": now, "exp": now + self.lifetime})
         self._kept[key] = (now, signed)
         self._kept.move_to_end(key)
-        while len(self._kept) > TOKENS_KEPT:
+        # oldest first: what can no longer be handed out goes, so only the last half lifetime's are kept
+        while self._kept:
+            signed_at = next(iter(self._kept.values()))[0]
+            if len(self._kept) <= TOKENS_KEPT and 0 <= now - signed_at <= self.lifetime // 2:
+                break
             self._kept.popitem(last=False)
         return signed
 
