@@ -50,8 +50,8 @@ from guichet.web.http import (
     public_origin,
 )
 from guichet.web.oidc import routes as oidc_routes
-from guichet.web.oidc.forward_auth import ForwardAuth
 from guichet.web.oidc.provider import Provider
+from guichet.web.oidc.service_calls import ServiceCalls
 
 log = logging.getLogger("guichet.web")
 HERE = Path(__file__).resolve().parent
@@ -219,8 +219,8 @@ def create_app(
         debug=False,
     )
     handler = app.asgi_handler
-    if provider is not None and config.oidc.forward_auth:  # on every page view of the caisse's services
-        handler = ForwardAuth(handler, services, provider)
+    if provider is not None:  # forward auth and userinfo: on every page view of the caisse's services
+        handler = ServiceCalls(handler, services, provider, forward_auth=config.oidc.forward_auth)
     # outermost: a request id for every log line and response, and request metrics (404s included)
     app.asgi_handler = metrics.Instrumented(handler, access_log=config.logging.access_log)
     app.state.metrics_clients = metrics.ClientFilter(config.metrics.allowed_clients)

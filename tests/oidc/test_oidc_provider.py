@@ -245,6 +245,24 @@ async def test_userinfo_refuses_anything_but_a_live_bearer_token(
     assert r.status_code == 401
 
 
+async def test_userinfo_answers_services_in_oauth_s_words_only(provider_portal: Portal, julien: Any) -> None:
+    """GET or POST with the token in the Authorization header (RFC 6750 2.1); JSON that no cache
+    keeps; a refusal says how to authenticate; anything else is a 405, and no page is ever shown."""
+    tokens, _ = await token_response(provider_portal, julien)
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    for method in ("GET", "POST"):
+        r = await provider_portal.client.request(method, "/oidc/userinfo", headers=bearer)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert r.headers["cache-control"] == "no-store" and r.headers["pragma"] == "no-cache"
+        assert r.json()["family_name"] == "LEFEBVRE" and r.headers["x-request-id"]
+    refused = await provider_portal.client.post("/oidc/userinfo", data={"access_token": tokens["access_token"]})
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+    assert refused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    for method in ("PUT", "DELETE", "PATCH"):
+        r = await provider_portal.client.request(method, "/oidc/userinfo", headers=bearer)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, POST" and not r.content
+
+
 OFF_SITE = (
     "https://evil.test/",
     "//evil.test/x",
@@ -603,7 +621,7 @@ async def test_forward_auth_hands_out_a_token_again_only_while_half_its_life_is_
 
 async def test_forward_auth_keeps_only_the_tokens_it_may_still_hand_out(provider_portal: Portal) -> None:
     """Its memory is the last half lifetime's logins, not every person ever checked."""
-    from guichet.web.oidc.forward_auth import SignedTokens
+    from guichet.web.oidc.service_calls import SignedTokens
 
     provider = provider_portal.app.state.oidc
     tokens = SignedTokens(60)

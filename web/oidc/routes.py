@@ -52,7 +52,8 @@ def _json(content: dict[str, Any], status: int = 200, headers: dict[str, str] | 
     )
 
 
-def _oauth_error(error: OidcError) -> Response[Any]:
+def oauth_error(error: OidcError) -> tuple[int, dict[str, str], dict[str, str]]:
+    """A refusal's status, headers and JSON body (RFC 6749 5.2, RFC 6750 3)."""
     headers = (
         {"www-authenticate": 'Basic realm="guichet"'}
         if error.status == 401 and error.error == "invalid_client"
@@ -60,7 +61,12 @@ def _oauth_error(error: OidcError) -> Response[Any]:
         if error.error == "invalid_token"
         else {}
     )
-    return _json({"error": error.error, "error_description": error.description}, error.status, headers)
+    return error.status, headers, {"error": error.error, "error_description": error.description}
+
+
+def _oauth_error(error: OidcError) -> Response[Any]:
+    status, headers, content = oauth_error(error)
+    return _json(content, status, headers)
 
 
 def _single_params(items: list[tuple[str, str]]) -> dict[str, str] | None:
@@ -236,23 +242,6 @@ async def token(request: Request[Any, Any, Any]) -> Response[Any]:
         return _oauth_error(error)
 
 
-async def _userinfo(request: Request[Any, Any, Any]) -> Response[Any]:
-    try:
-        return _json(await provider_of(request).userinfo(request.headers.get("authorization", "")))
-    except OidcError as error:
-        return _oauth_error(error)
-
-
-@get("/oidc/userinfo", include_in_schema=False)
-async def userinfo(request: Request[Any, Any, Any]) -> Response[Any]:
-    return await _userinfo(request)
-
-
-@post("/oidc/userinfo", include_in_schema=False, status_code=200)
-async def userinfo_post(request: Request[Any, Any, Any]) -> Response[Any]:
-    return await _userinfo(request)
-
-
 def origin(uri: str) -> str:
     parts = urlsplit(uri)
     return f"{parts.scheme}://{parts.netloc}"
@@ -383,4 +372,5 @@ async def send_logout_tokens(notices: list[tuple[str, str]]) -> None:
 
 
 def route_handlers() -> list[Any]:
-    return [discovery, jwks, authorize, consent, token, userinfo, userinfo_post, end_session, end_session_confirmed]
+    # userinfo: web/oidc/service_calls.py, with forward auth
+    return [discovery, jwks, authorize, consent, token, end_session, end_session_confirmed]

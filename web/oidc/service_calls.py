@@ -1,7 +1,8 @@
-"""Forward auth: nginx's ``auth_request`` asks ``GET /auth/verifier`` on every page view of a caisse's
-services (docs/oidc.md). Answered ahead of Litestar's router and middleware: it needs the session,
-the account and a signed token, none of the page machinery (routing, CSRF, compression, templates).
-The request id, the metrics and the security headers still apply: this runs inside them."""
+"""What a caisse's services call on every page view (docs/oidc.md): forward auth (nginx's
+``auth_request`` asks ``GET /auth/verifier``) and userinfo (``/oidc/userinfo`` with an access token).
+Answered ahead of Litestar's router and middleware: they need a session or a token, the account and
+the claims, none of the page machinery (routing, CSRF, compression, templates). The request id, the
+metrics and the security headers still apply: this runs inside them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 from litestar import Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -19,12 +21,13 @@ from guichet.core.flows.login import next_url_for
 from guichet.core.services import Services
 from guichet.core.sessions import FULL, Session
 from guichet.web.http import client_address, cookie_name, error_handler
-from guichet.web.oidc.provider import Provider, acr_of, amr_of
-from guichet.web.oidc.routes import login_url, return_target
+from guichet.web.oidc.provider import OidcError, Provider, acr_of, amr_of
+from guichet.web.oidc.routes import login_url, oauth_error, return_target
 
 log = logging.getLogger("guichet.oidc")
 
-PATH = "/auth/verifier"
+FORWARD_PATH = "/auth/verifier"
+USERINFO_PATH = "/oidc/userinfo"
 SECTOR = "forward-auth"
 AUDIENCE = "guichet-forward-auth"
 TOKENS_KEPT = 10_000  # at most, ≈ 1 KB each: one per person and login checked in the last half lifetime
@@ -62,34 +65,54 @@ class SignedTokens:
         return signed
 
 
-class ForwardAuth:
-    """ASGI: ``/auth/verifier`` answered here, everything else passed to ``app`` (Litestar's handler)."""
+class ServiceCalls:
+    """ASGI: forward auth (when the config turns it on) and userinfo answered here, everything else
+    passed to ``app`` (Litestar's handler)."""
 
-    def __init__(self, app: ASGIApp, services: Services, provider: Provider) -> None:
+    def __init__(self, app: ASGIApp, services: Services, provider: Provider, *, forward_auth: bool) -> None:
         self.app = app
         self.services = services
         self.provider = provider
         self.tokens = SignedTokens(services.config.oidc.forward_auth_token_seconds)
+        self.paths = {USERINFO_PATH: (self.userinfo, (b"GET", b"POST"))}
+        if forward_auth:
+            self.paths[FORWARD_PATH] = (self.verdict, (b"GET", b"HEAD"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["path"] != PATH:
+        answer = self.paths.get(scope["path"]) if scope["type"] == ScopeType.HTTP else None
+        if answer is None:
             await self.app(scope, receive, send)
             return
-        scope["path_template"] = PATH  # type: ignore[typeddict-unknown-key]  # the metrics' route label
+        handler, methods = answer
+        scope["path_template"] = scope["path"]  # type: ignore[typeddict-unknown-key]  # the metrics' route label
         request: Request[Any, Any, Any] = Request(scope, receive, send)
-        if scope["method"] not in ("GET", "HEAD"):
-            await _answer(send, 405, [(b"allow", b"GET, HEAD")])
+        if scope["method"].encode() not in methods:  # type: ignore[typeddict-item]
+            await _answer(send, 405, [(b"allow", b", ".join(methods))])
             return
         try:
-            status, headers = await self.verdict(request)
-            await _keep_alive(self.services, request.scope["state"]["session"])
+            status, headers, body = await handler(request)
+            await _keep_alive(self.services, request.scope["state"].get("session"))
         except Exception as exc:  # an outage is a 503, a bug a 500: the pages' own answers
             response = error_handler(request, exc)
             await response.to_asgi_response(app=None, request=request)(scope, receive, send)
             return
-        await _answer(send, status, headers)
+        await _answer(send, status, headers, body)
 
-    async def verdict(self, request: Request[Any, Any, Any]) -> tuple[int, list[tuple[bytes, bytes]]]:
+    async def userinfo(self, request: Request[Any, Any, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The claims an access token's grant allows, or an OAuth error (never the page machinery: a
+        service's server is calling, with no session and no CSRF token)."""
+        try:
+            claims = await self.provider.userinfo(request.headers.get("authorization", ""))
+        except OidcError as error:
+            status, headers, content = oauth_error(error)
+            return (
+                status,
+                [*_JSON, *((k.encode(), v.encode()) for k, v in headers.items())],
+                msgspec.json.encode(content),
+            )
+        return 200, list(_JSON), msgspec.json.encode(claims)
+
+    async def verdict(self, request: Request[Any, Any, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """200 with the person's identity for a fully logged-in session, else 401 with the login
         address (which returns to the original page, on this site only) in Location."""
         services = self.services
@@ -114,7 +137,7 @@ class ForwardAuth:
             original = return_target(request.headers.get("x-original-uri", ""))
             login = login_url(original, force_code=False) if original else "/connexion"
             # absolute: nginx's ``error_page 401 =302 $url`` redirects the browser only to a full URL
-            return 401, [(b"location", (self.provider.issuer + login).encode("latin-1"))]
+            return 401, [(b"location", (self.provider.issuer + login).encode("latin-1"))], b""
         subject = await self.provider.subject(account["id"], SECTOR)
         acr = acr_of(data)
         claims: dict[str, Any] = {
@@ -128,20 +151,24 @@ class ForwardAuth:
             "given_name": account["first_name"],
         }
         signed = await self.tokens.token(self.provider, claims, int(now.timestamp()))
-        return 200, [
-            (b"x-guichet-sujet", subject.encode("latin-1")),
-            (b"x-guichet-niveau", acr.encode("latin-1")),
-            # names may hold accents: percent-encoded UTF-8, so a header stays ASCII
-            (b"x-guichet-nom", quote(account["last_name"], safe="").encode("latin-1")),
-            (b"x-guichet-prenom", quote(account["first_name"], safe="").encode("latin-1")),
-            (b"x-guichet-jeton", signed.encode("latin-1")),
-        ]
+        return (
+            200,
+            [
+                (b"x-guichet-sujet", subject.encode("latin-1")),
+                (b"x-guichet-niveau", acr.encode("latin-1")),
+                # names may hold accents: percent-encoded UTF-8, so a header stays ASCII
+                (b"x-guichet-nom", quote(account["last_name"], safe="").encode("latin-1")),
+                (b"x-guichet-prenom", quote(account["first_name"], safe="").encode("latin-1")),
+                (b"x-guichet-jeton", signed.encode("latin-1")),
+            ],
+            b"",
+        )
 
 
-async def _keep_alive(services: Services, session: Session) -> None:
+async def _keep_alive(services: Services, session: Session | None) -> None:
     """The idle clock, moved at most once a minute by ``load``, is saved: browsing a caisse's
     service is being active. A save that fails raises (a 503), as a page's would."""
-    if session.dirty:
+    if session is not None and session.dirty:
         try:
             await services.sessions.commit(session, services.now())
         except Exception:
@@ -149,6 +176,10 @@ async def _keep_alive(services: Services, session: Session) -> None:
             raise
 
 
-async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", b"0")]})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+_JSON = ((b"content-type", b"application/json"), (b"pragma", b"no-cache"))
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
+    length = (b"content-length", str(len(body)).encode())
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
