@@ -284,27 +284,19 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         groups = {"guichet serve": server.all_pids()}
         bare, bare_url = start_bare(config_path, "")
         profiled = server.worker_pids()[0] if args.profile else None
-        forward = against_bare(
-            f"{base}/auth/verifier",
+
+        def measure(path: str, headers: dict[str, str], bare_path: str) -> dict[str, Any]:
+            return against_bare(
+                base + path, headers, bare_url.replace("/flow", bare_path), args, folder, groups, bare.pid, profiled
+            )
+
+        forward = measure(
+            "/auth/verifier",
             {"Cookie": f"guichet_session={cookies[0]}"},
-            bare_url.replace("/flow", f"/session?key={token_digest(cookies[0])}"),
-            args,
-            folder,
-            groups,
-            bare.pid,
-            profiled,
+            f"/session?key={token_digest(cookies[0])}",
         )
         bearer = await access_token(base, cookies[0])
-        info = against_bare(
-            f"{base}/oidc/userinfo",
-            {"Authorization": f"Bearer {bearer}"},
-            bare_url.replace("/flow", f"/token?digest={token_digest(bearer)}"),
-            args,
-            folder,
-            groups,
-            bare.pid,
-            profiled,
-        )
+        info = measure("/oidc/userinfo", {"Authorization": f"Bearer {bearer}"}, f"/token?digest={token_digest(bearer)}")
         meter = CpuMeter()
         meter.begin(groups)
         start = time.monotonic()
