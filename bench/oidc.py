@@ -171,6 +171,13 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--half-connections",
+        type=int,
+        default=8,
+        help="connections of the half-of-peak runs: each waits the same pause between requests, so up to this "
+        "many arrive together (their p99 is about this many requests' work)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to docs/benchmarks.md")
     parser.add_argument(
         "--profile",
@@ -209,7 +216,7 @@ def against_bare(  # an endpoint at saturation, the bare one driven the same way
         folder=folder,
         groups={"bare app": [bare_pid]},
     )
-    half_connections = 8
+    half_connections = args.half_connections
     half = run_wrk(
         url,
         lua("GET", headers, delay_ms=half_connections / (peak["rps"] / 2) * 1000),
