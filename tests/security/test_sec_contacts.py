@@ -31,8 +31,6 @@ from tests.security.support import (
     where,
 )
 
-pytestmark = pytest.mark.asyncio
-
 ATTACKER_EMAIL = "voleur@exemple.fr"
 ATTACKER_MOBILE = "07 81 23 45 67"
 NEEDS_PASSWORD = "Pour modifier cette coordonnée, saisissez votre mot de passe actuel."

@@ -22,8 +22,6 @@ from guichet.core.structs import Message, PostalAddress, Recipient
 from tests.conftest import Portal
 from tests.security.support import LOG, remember
 
-pytestmark = pytest.mark.asyncio
-
 TEMPORARY = "Qz7#Kp2!wRx9"
 
 
