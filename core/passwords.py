@@ -60,7 +60,7 @@ MAX_PASSWORD_LENGTH = 128
 
 
 def normalise(password: str) -> str:
-    """NFKC, so the same password typed on two keyboards gives the same bytes (NIST 800-63B 5.1.1.2)."""
+    """NFKC, so the same password typed on two keyboards gives the same bytes (SP 800-63B-4 §3.1.1.2)."""
     return unicodedata.normalize("NFKC", password)
 
 
