@@ -6,6 +6,7 @@ from typing import Any
 
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows.common import (
+    CLOSED,
     SLOW_DOWN,
     UNAVAILABLE,
     account_by_id,
@@ -392,7 +393,7 @@ async def close_account(
             t.update(
                 {
                     t.identifier: f"closed-{account['id']}",
-                    t.identifier_kind: "closed",
+                    t.identifier_kind: CLOSED,
                     t.last_name: "",
                     t.first_name: "",
                     t.birth_date: None,
@@ -411,7 +412,7 @@ async def close_account(
             .where(
                 (t.id == account["id"])
                 & (t.credentials_version == account["credentials_version"])
-                & (t.identifier_kind != "closed")
+                & (t.identifier_kind != CLOSED)
             )
             .returning(t.id)
             .run()

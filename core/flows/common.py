@@ -20,6 +20,7 @@ from guichet.core.structs import EMAIL, IDENTIFIER, MOBILE, NOTICE, POSTAL, Audi
 
 log = logging.getLogger("guichet.flows")
 
+CLOSED = "closed"  # the identifier_kind of a closed account's tombstone row (account.close_account)
 UNAVAILABLE = "Le service est momentanément indisponible. Veuillez réessayer dans quelques minutes."
 SLOW_DOWN = "Trop de tentatives. Veuillez patienter quelques instants avant de réessayer."
 CODE_WRONG = "Le code saisi est incorrect."

@@ -15,6 +15,7 @@ from guichet.core.channels import carries
 from guichet.core.errors import CounterStoreError, StepError
 from guichet.core.flows import authenticate
 from guichet.core.flows.common import (
+    CLOSED,
     NO_OTHER_CHANNEL,
     TYPED_CONTACTS,
     UNAVAILABLE,
@@ -41,7 +42,7 @@ from guichet.core.keys import new_token, token_digest
 from guichet.core.outbox import FAILED
 from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
-from guichet.core.sessions import FULL, PASSWORD, Session
+from guichet.core.sessions import FULL, PASSWORD, Session, SessionData
 from guichet.core.structs import CODE, AuditEvent, Authenticator, Prompt
 
 LOGIN_FAILED = "Identifiant ou mot de passe incorrect."
@@ -75,6 +76,14 @@ def next_url_for(account: dict[str, Any]) -> str:
     if account["contacts_confirmed_at"] is None:
         return "/confirmation-coordonnees"
     return "/espace-prive"
+
+
+def next_url_of(account: dict[str, Any], data: SessionData) -> str:
+    """Where a logged-in session goes before anything else: what the account needs (``next_url_for``),
+    then the enrolment its login left due (a recovery code, or a status that requires a
+    phishing-resistant factor); "/espace-prive" when nothing is."""
+    next_url = next_url_for(account)
+    return SECURITY_URL if next_url == "/espace-prive" and data.must_enrol else next_url
 
 
 CHOOSE_CHANNEL = "Veuillez choisir où recevoir votre code de sécurité."
@@ -480,9 +489,7 @@ async def _complete(
         "login.succeeded", account_id=account["id"], subject=subject_of(account["identifier"]), client=client, via=via
     )
     await services.audit_all([*(held or []), succeeded])
-    next_url = next_url_for(account)
-    if next_url == "/espace-prive" and session.data.must_enrol:
-        next_url = SECURITY_URL
+    next_url = next_url_of(account, session.data)
     if next_url == "/espace-prive" and session.data.return_to:  # nothing forced first: straight back
         next_url, session.data.return_to = session.data.return_to, ""
     return LoginOutcome(result=StepResult(step="done"), next_url=next_url)
@@ -598,7 +605,7 @@ async def submit_passwordless(
         return LoginOutcome(result=StepResult(step="sans-mot-de-passe", errors={"code": authenticate.NOT_OFFERED}))
     check, message = await authenticate.verify(services, session, chosen, None, form, client=client)
     account = await authenticate.account_of_check(services, check) if not message else None
-    if account is None or account["identifier_kind"] == "closed":
+    if account is None or account["identifier_kind"] == CLOSED:
         return LoginOutcome(
             result=StepResult(step="sans-mot-de-passe", errors={"code": message or authenticate.WRONG_ANSWER})
         )

@@ -160,3 +160,34 @@ def test_what_a_login_tells_the_services() -> None:
         ACR_CODE,
     ]
     assert amr_of(older) == ["pwd", "otp", "mfa"] and amr_of(trusted) == ["pwd"]
+
+
+@pytest.mark.asyncio
+async def test_the_services_wait_for_the_enrolment_a_status_requires(
+    portal_factory: Callable[..., Any], make_config: Callable[..., Any], db_url: str, tmp_path: Any
+) -> None:
+    """A login that must add a passkey first opens no service meanwhile: forward auth says 401 and
+    an OpenID Connect request goes to the enrolment, then back to the service once it is done."""
+    from tests.oidc.support import ISSUER, authorize_url, oidc_extra, query_of
+
+    who = person()
+    portal = await passkey_portal(
+        portal_factory, make_config, db_url, f'phishing_resistant_statuses = ["{who.status}"]\n' + oidc_extra(tmp_path)
+    )
+    await make_account(portal)
+    r = await login(portal, who.identifier)
+    assert r.headers["location"] == "/mon-compte/securite"
+    verdict = await portal.client.get("/auth/verifier", headers={"x-original-uri": "/attestations/"})
+    assert verdict.status_code == 401 and "x-guichet-jeton" not in verdict.headers
+    assert verdict.headers["location"] == f"{ISSUER}/connexion?retour=%2Fattestations%2F"
+    request = authorize_url()
+    r = await portal.get(request)
+    assert r.status_code == 303 and r.headers["location"] == "/mon-compte/securite", "a code went to the service"
+    r = await portal.get(authorize_url(prompt="none"))
+    assert query_of(r.headers["location"])["error"] == "interaction_required"
+    await add_passkey(portal, SoftPasskey(ORIGIN))
+    assert (await portal.client.get("/auth/verifier")).status_code == 200
+    r = await portal.get("/espace-prive")  # the waiting service, once the passkey is there
+    assert r.status_code == 303 and r.headers["location"].startswith("/oidc/autoriser?")
+    r = await portal.get(r.headers["location"])
+    assert "code" in query_of(r.headers["location"])

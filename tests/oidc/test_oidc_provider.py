@@ -226,6 +226,41 @@ async def test_a_token_after_logout_is_refused(provider_portal: Portal, julien: 
     assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 401
 
 
+async def test_a_closed_account_s_tokens_and_codes_give_nothing(
+    provider_portal: Portal, julien: Any, portal_factory: Callable[..., Any]
+) -> None:
+    """The person closes the espace privé from another browser: a service's access token and a code
+    not yet exchanged give nothing more (the account stays only as an empty tombstone row)."""
+    tokens, _ = await token_response(provider_portal, julien)
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    verifier, challenge = pkce()
+    pending, _ = await code_for(provider_portal, authorize_url(challenge=challenge), julien.identifier, NEW_PASSWORD)
+    own = await portal_factory(provider_portal.services.config)
+    await login(own, julien.identifier, NEW_PASSWORD)
+    await own.get("/mon-compte/fermeture")
+    closed = await own.post("/mon-compte/fermeture", {"current_password": NEW_PASSWORD})
+    assert closed.headers["location"] == "/espace-ferme"
+    r = await provider_portal.client.get("/oidc/userinfo", headers=bearer)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    r = await exchange(provider_portal, pending, verifier)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant" and "access_token" not in r.text
+
+
+@pytest.mark.parametrize("revoked", ["token", "grant"])
+async def test_userinfo_honours_the_revocation_of_the_token_and_of_its_grant_alone(
+    provider_portal: Portal, julien: Any, revoked: str
+) -> None:
+    tokens, _ = await token_response(provider_portal, julien)
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert (await provider_portal.client.get("/oidc/userinfo", headers=bearer)).status_code == 200
+    db = provider_portal.services.database
+    t = db.t.OidcToken if revoked == "token" else db.t.OidcGrant
+    await t.update({t.revoked_at: provider_portal.services.now()}).where(t.revoked_at.is_null()).run()
+    r = await provider_portal.client.get("/oidc/userinfo", headers=bearer)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+
+
 async def test_userinfo_refuses_anything_but_a_live_bearer_token(
     provider_portal: Portal, julien: Any, clock: Any
 ) -> None:

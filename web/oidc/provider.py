@@ -32,7 +32,7 @@ from guichet.core.availability import is_store_failure
 from guichet.core.clock import PARIS
 from guichet.core.config import OidcClientConfig, check_client
 from guichet.core.errors import ConfigError
-from guichet.core.flows.common import account_by_id
+from guichet.core.flows.common import CLOSED, account_by_id
 from guichet.core.keys import new_token, token_digest
 from guichet.core.services import Services
 from guichet.core.sessions import SessionData
@@ -566,7 +566,7 @@ class Provider:
             await self._refused(client, reason, account_id=grant["account_id"])
             raise OidcError("invalid_grant", "the code is invalid, expired or already used")
         account = await account_by_id(self.services, grant["account_id"])
-        if account is None:
+        if account is None or account["identifier_kind"] == CLOSED:
             raise OidcError("invalid_grant", "the code is invalid, expired or already used")
         access_token = new_token()
         tokens = self.services.database.t.OidcToken
@@ -759,7 +759,7 @@ class Provider:
         grant = rows[0]
         client = self.clients.get(grant["client_id"])
         account = await account_by_id(self.services, grant["account_id"])
-        if client is None or account is None:
+        if client is None or account is None or account["identifier_kind"] == CLOSED:  # a closed account's tombstone
             raise OidcError("invalid_token", "the access token is invalid, expired or revoked", status=401)
         return await self.claims(account, client, tuple(grant["scope"].split()))
 

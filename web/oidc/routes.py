@@ -13,7 +13,7 @@ from litestar.response import Redirect
 
 from guichet.core.availability import is_store_failure
 from guichet.core.flows.account import current_account
-from guichet.core.flows.login import next_url_for
+from guichet.core.flows.login import next_url_of
 from guichet.core.sessions import FULL
 from guichet.web.forms import form_of
 from guichet.web.http import client_address, error_page, go, render, services_of, session_of
@@ -162,8 +162,8 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any]:
             ),
         )
     assert account is not None and data is not None
-    forced = next_url_for(account)
-    if forced != "/espace-prive":  # personalisation or contact confirmation first, then back here
+    forced = next_url_of(account, data)
+    if forced != "/espace-prive":  # personalisation, contact confirmation or an enrolment first, then back here
         if "none" in auth.prompt:
             return _back_to_client(provider, redirect_uri, state, error="interaction_required")
         data.return_to = request.url.path + "?" + request.url.query

@@ -17,7 +17,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from guichet.core.flows.account import current_account
-from guichet.core.flows.login import next_url_for
+from guichet.core.flows.login import next_url_of
 from guichet.core.services import Services
 from guichet.core.sessions import FULL, Session
 from guichet.web.http import client_address, cookie_name, error_handler
@@ -91,8 +91,10 @@ class ServiceCalls:
             return
         try:
             status, headers, body = await handler(request)
-            await _keep_alive(self.services, request.scope["state"].get("session"))
         except Exception as exc:  # an outage is a 503, a bug a 500: the pages' own answers
+            session = request.scope["state"].get("session")
+            if session is not None and session.dirty:
+                session.lost = True  # its idle clock moved but was not saved: no cookie for it
             response = error_handler(request, exc)
             await response.to_asgi_response(app=None, request=request)(scope, receive, send)
             return
@@ -128,16 +130,19 @@ class ServiceCalls:
             )
         data = session.data
         account = await current_account(services, session) if data is not None and data.level == FULL else None
-        if (
+        refused = (
             account is None
             or data is None
             or account["credentials_version"] != data.credentials_version
-            or next_url_for(account) != "/espace-prive"
-        ):
+            or next_url_of(account, data) != "/espace-prive"
+        )
+        await _keep_alive(services, session)
+        if refused or session.lost:  # lost: ended meanwhile (a logout in a parallel request)
             original = return_target(request.headers.get("x-original-uri", ""))
             login = login_url(original, force_code=False) if original else "/connexion"
             # absolute: nginx's ``error_page 401 =302 $url`` redirects the browser only to a full URL
             return 401, [(b"location", (self.provider.issuer + login).encode("latin-1"))], b""
+        assert account is not None and data is not None
         subject = await self.provider.subject(account["id"], SECTOR)
         acr = acr_of(data)
         claims: dict[str, Any] = {
@@ -165,10 +170,10 @@ class ServiceCalls:
         )
 
 
-async def _keep_alive(services: Services, session: Session | None) -> None:
+async def _keep_alive(services: Services, session: Session) -> None:
     """The idle clock, moved at most once a minute by ``load``, is saved: browsing a caisse's
     service is being active. A save that fails raises (a 503), as a page's would."""
-    if session is not None and session.dirty:
+    if session.dirty:
         try:
             await services.sessions.commit(session, services.now())
         except Exception:
