@@ -191,6 +191,20 @@ def cross_site(request: Request[Any, Any, Any]) -> str | None:
     return None if origin in own - {""} else "origin"
 
 
+async def load_session(request: Request[Any, Any, Any]) -> Session:
+    """The request's session from its cookie, kept in the scope's state (its save and cookie come
+    after the handler); an expired one is audited."""
+    services = services_of(request)
+    sid = request.cookies.get(cookie_name(services, "session"))
+    session = await services.sessions.load(sid, services.now())
+    request.scope["state"]["session"] = session
+    if session.expired is not None and session.expired[0] is not None:
+        await services.audit(
+            "session.expired", account_id=session.expired[0], client=client_address(request), timeout=session.expired[1]
+        )
+    return session
+
+
 async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Load the session; refuse a state-changing request from another site; on every POST refuse
     duplicated fields and a missing or wrong CSRF token."""
@@ -200,14 +214,7 @@ async def before_request(request: Request[Any, Any, Any]) -> Response[Any] | Non
         or request.url.path in getattr(request.app.state, "api_paths", ())
     ):
         return None
-    services = services_of(request)
-    sid = request.cookies.get(cookie_name(services, "session"))
-    session = await services.sessions.load(sid, services.now())
-    request.scope["state"]["session"] = session
-    if session.expired is not None and session.expired[0] is not None:
-        await services.audit(
-            "session.expired", account_id=session.expired[0], client=client_address(request), timeout=session.expired[1]
-        )
+    await load_session(request)
     if request.method not in SAFE_METHODS and (why := cross_site(request)) is not None:
         log.info("cross-site request refused path=%s by=%s", request.url.path, why)
         return error_page(

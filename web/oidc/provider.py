@@ -565,8 +565,8 @@ class Provider:
             await t.update({t.revoked_at: now}).where(t.id == grant["id"]).run()
             await self._refused(client, reason, account_id=grant["account_id"])
             raise OidcError("invalid_grant", "the code is invalid, expired or already used")
-        account = await account_by_id(self.services, grant["account_id"])
-        if account is None or account["identifier_kind"] == CLOSED:
+        account = await self._open_account(grant["account_id"])
+        if account is None:
             raise OidcError("invalid_grant", "the code is invalid, expired or already used")
         access_token = new_token()
         tokens = self.services.database.t.OidcToken
@@ -758,10 +758,15 @@ class Provider:
             raise OidcError("invalid_token", "the access token is invalid, expired or revoked", status=401)
         grant = rows[0]
         client = self.clients.get(grant["client_id"])
-        account = await account_by_id(self.services, grant["account_id"])
-        if client is None or account is None or account["identifier_kind"] == CLOSED:  # a closed account's tombstone
+        account = await self._open_account(grant["account_id"])
+        if client is None or account is None:
             raise OidcError("invalid_token", "the access token is invalid, expired or revoked", status=401)
         return await self.claims(account, client, tuple(grant["scope"].split()))
+
+    async def _open_account(self, account_id: int) -> dict[str, Any] | None:
+        """The account a grant is for; None once it is closed (only its empty tombstone row is left)."""
+        account = await account_by_id(self.services, account_id)
+        return None if account is None or account["identifier_kind"] == CLOSED else account
 
     async def claims(self, account: dict[str, Any], client: Client, scope: tuple[str, ...]) -> dict[str, Any]:
         claims: dict[str, Any] = {"sub": await self.subject(account["id"], client)}

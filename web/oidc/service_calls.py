@@ -6,7 +6,6 @@ metrics and the security headers still apply: this runs inside them."""
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
@@ -19,12 +18,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from guichet.core.flows.account import current_account
 from guichet.core.flows.login import next_url_of
 from guichet.core.services import Services
-from guichet.core.sessions import FULL, Session
-from guichet.web.http import client_address, cookie_name, error_handler
+from guichet.core.sessions import FULL
+from guichet.web.http import error_handler, load_session
 from guichet.web.oidc.provider import OidcError, Provider, acr_of, amr_of
 from guichet.web.oidc.routes import login_url, oauth_error, return_target
-
-log = logging.getLogger("guichet.oidc")
 
 FORWARD_PATH = "/auth/verifier"
 USERINFO_PATH = "/oidc/userinfo"
@@ -94,7 +91,7 @@ class ServiceCalls:
         except Exception as exc:  # an outage is a 503, a bug a 500: the pages' own answers
             session = request.scope["state"].get("session")
             if session is not None and session.dirty:
-                session.lost = True  # its idle clock moved but was not saved: no cookie for it
+                session.lost = True  # not saved (its idle clock, or the save itself failed): no cookie for it
             response = error_handler(request, exc)
             await response.to_asgi_response(app=None, request=request)(scope, receive, send)
             return
@@ -118,16 +115,7 @@ class ServiceCalls:
         """200 with the person's identity for a fully logged-in session, else 401 with the login
         address (which returns to the original page, on this site only) in Location."""
         services = self.services
-        now = services.now()
-        session = await services.sessions.load(request.cookies.get(cookie_name(services, "session")), now)
-        request.scope["state"]["session"] = session  # the response's cookie, as on a page
-        if session.expired is not None and session.expired[0] is not None:
-            await services.audit(
-                "session.expired",
-                account_id=session.expired[0],
-                client=client_address(request),
-                timeout=session.expired[1],
-            )
+        session = await load_session(request)  # as a page loads it (its cookie goes out in before_send)
         data = session.data
         account = await current_account(services, session) if data is not None and data.level == FULL else None
         refused = (
@@ -136,7 +124,8 @@ class ServiceCalls:
             or account["credentials_version"] != data.credentials_version
             or next_url_of(account, data) != "/espace-prive"
         )
-        await _keep_alive(services, session)
+        if session.dirty:  # the idle clock, moved at most once a minute: browsing a service is being active
+            await services.sessions.commit(session, services.now())
         if refused or session.lost:  # lost: ended meanwhile (a logout in a parallel request)
             original = return_target(request.headers.get("x-original-uri", ""))
             login = login_url(original, force_code=False) if original else "/connexion"
@@ -155,7 +144,7 @@ class ServiceCalls:
             "family_name": account["last_name"],
             "given_name": account["first_name"],
         }
-        signed = await self.tokens.token(self.provider, claims, int(now.timestamp()))
+        signed = await self.tokens.token(self.provider, claims, int(services.now().timestamp()))
         return (
             200,
             [
@@ -168,17 +157,6 @@ class ServiceCalls:
             ],
             b"",
         )
-
-
-async def _keep_alive(services: Services, session: Session) -> None:
-    """The idle clock, moved at most once a minute by ``load``, is saved: browsing a caisse's
-    service is being active. A save that fails raises (a 503), as a page's would."""
-    if session.dirty:
-        try:
-            await services.sessions.commit(session, services.now())
-        except Exception:
-            session.lost = True  # no cookie for what was not stored
-            raise
 
 
 _JSON = ((b"content-type", b"application/json"), (b"pragma", b"no-cache"))
