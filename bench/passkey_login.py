@@ -15,7 +15,7 @@ Three logins, one after the other against the same ``guichet serve``:
    /connexion/methode/passkey), GET /connexion/methode/passkey, POST the assertion, GET /espace-prive:
    5 requests;
 3. for reference, the password and the emailed code exactly as bench/login.py does it (a browser
-   running JavaScript, 4 requests), on accounts that hold no passkey.
+   running JavaScript, 3 requests), on accounts that hold no passkey.
 
 The passkey posts are plain form POSTs answered by a 303: guichet.js fills the form's hidden
 ``credential`` field with the browser's ``credential.toJSON()`` and submits the form, which has no

@@ -46,7 +46,7 @@ def efficiency_table(runs: list[dict[str, Any]]) -> str:
     ]
     for r in runs:
         target = TARGETS[r["params"]]
-        browser = "JavaScript (4 requests)" if r["browser"] == "js" else "no JavaScript (5 requests)"
+        browser = "JavaScript (3 requests)" if r["browser"] == "js" else "no JavaScript (5 requests)"
         lines.append(
             f"| {r['params']} | {r['engine']} | {browser} | **{r['efficiency']:.2f}** | ≥ {target:.2f} | "
             f"{'yes' if r['efficiency'] >= target else '**no**'} | {r['server_ms']:.1f} ms | {r['verify_ms']:.1f} ms | "

@@ -445,17 +445,24 @@ def render(
     title: str,
     push_url: str | None = None,
     headers: dict[str, str] | None = None,
+    whole_page: bool = False,
 ) -> Template:
-    """The step's partial for htmx, the full page otherwise; Vary: HX-Request keeps caches apart."""
+    """The step's partial for htmx, the full page otherwise; Vary: HX-Request keeps caches apart.
+
+    ``whole_page``: htmx too gets the full page, swapped in place of the body's content (the banner
+    changes with it, as when a login is done) without a request of the browser's own."""
     full_context = {**base_context(request), **context, "partial": partial, "page_title": title}
     headers = dict(headers or {})
     if status == 422 and UNAVAILABLE in (context.get("errors") or {}).values():
         # a store the step needs is down (a counter store that cannot count): an outage, not bad input
         status = 503
         headers["retry-after"] = str(RETRY_AFTER_SECONDS)
-    if push_url and is_htmx(request):
+    htmx = is_htmx(request)
+    if push_url and htmx:
         headers["hx-push-url"] = push_url
-    name = partial if is_htmx(request) else "page.html"
+    if whole_page and htmx:
+        headers["hx-retarget"], headers["hx-reswap"] = "body", "innerHTML"
+    name = partial if htmx and not whole_page else "page.html"
     # a handler annotated ``-> Any`` would otherwise label the HTML application/json
     return Template(
         template_name=name, context=full_context, status_code=status, headers=headers, media_type=MediaType.HTML

@@ -57,6 +57,7 @@ class LoginOutcome(msgspec.Struct, frozen=True, kw_only=True):
     set_trusted_cookie: str = ""  # a new trusted-browser token for the cookie
     chosen_channel: str = ""  # the channel the right code came by: this browser's first choice next time
     code_page: dict[str, Any] | None = None  # the code page's content, when asked for with the password step
+    account: dict[str, Any] | None = None  # the account of a login just done: its landing page needs no new read
 
 
 def parse_login_identifier(raw: str) -> str:
@@ -446,10 +447,15 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
     if contact and not account[f"{contact}_verified"]:  # the code reached this contact: it is proven now
         t = services.database.t.Account
         await t.update({getattr(t, f"{contact}_verified"): True}).where(t.id == account["id"]).run()
+        account = {**account, f"{contact}_verified": True}
     outcome = await _complete(services, session, account, client, via="code", held=held)
     token = await add_trusted_browser(services, account, form.get("user_agent", "")) if trust else ""
     return LoginOutcome(
-        result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token, chosen_channel=check.channel
+        result=outcome.result,
+        next_url=outcome.next_url,
+        set_trusted_cookie=token,
+        chosen_channel=check.channel,
+        account=outcome.account,
     )
 
 
@@ -492,7 +498,7 @@ async def _complete(
     next_url = next_url_of(account, session.data)
     if next_url == "/espace-prive" and session.data.return_to:  # nothing forced first: straight back
         next_url, session.data.return_to = session.data.return_to, ""
-    return LoginOutcome(result=StepResult(step="done"), next_url=next_url)
+    return LoginOutcome(result=StepResult(step="done"), next_url=next_url, account=account)
 
 
 # --- the second step with another authenticator than the codes, and the whole login -------------
@@ -566,7 +572,9 @@ async def submit_method(
     token = (
         await add_trusted_browser(services, account, form.get("user_agent", "")) if form.get("trust") == "oui" else ""
     )
-    return LoginOutcome(result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token)
+    return LoginOutcome(
+        result=outcome.result, next_url=outcome.next_url, set_trusted_cookie=token, account=outcome.account
+    )
 
 
 def passwordless_authenticator(services: Services, name: str) -> Authenticator | None:

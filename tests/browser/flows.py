@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from playwright.sync_api import Locator, Page, expect
 
@@ -29,6 +29,8 @@ document.addEventListener('securitypolicyviolation', function (e) {
 });
 """
 AXE_DONE: set[tuple[str, bool, str]] = set()
+# what an action must do to the page with JavaScript: see ``Browse.act``
+Swap = bool | Literal["body"] | None
 _axe_script = ""
 
 
@@ -85,19 +87,23 @@ class Browse:
         state: str,
         *,
         h1: str | None = None,
-        swap: bool | None = None,
+        swap: Swap = None,
         error: bool = False,
         focus: bool = True,
     ) -> None:
         """Do ``action`` (a click on a locator or selector, or any callable), then check the new state.
 
-        ``swap``: True when htmx must replace only #step (the marker survives), False when the page
-        must be a new one; None to accept either. Without JavaScript every action loads a page.
-        ``focus=False`` when htmx swaps something else than #step (the focus then stays put).
+        ``swap``: True when htmx must replace only #step (the marker survives), "body" when htmx must
+        replace the whole body in place (the window's marker survives, the banner's does not), False
+        when the page must be a new one; None to accept either. Without JavaScript every action loads
+        a page. ``focus=False`` when htmx swaps something else than #step (the focus then stays put).
         """
         if self.js:
             self._marker = secrets.token_hex(4)
-            self.page.evaluate(f"window.__guichetMarker = '{self._marker}'")
+            self.page.evaluate(
+                f"window.__guichetMarker = '{self._marker}'; "
+                f"var banner = document.querySelector('header.banner'); if (banner) banner.dataset.marker = '{self._marker}'"
+            )
         if isinstance(action, str):
             self.page.locator(action).click()
         elif isinstance(action, Locator):
@@ -110,9 +116,7 @@ class Browse:
         """Click the first button named ``name`` (the banner's "Se déconnecter" comes first)."""
         self.act(self.page.get_by_role("button", name=name, exact=exact).first, state, **kwargs)
 
-    def _arrived(
-        self, state: str, *, h1: str | None, swap: bool | None, error: bool = False, focus: bool = True
-    ) -> None:
+    def _arrived(self, state: str, *, h1: str | None, swap: Swap, error: bool = False, focus: bool = True) -> None:
         page = self.page
         if h1 is not None:
             expect(page.locator("h1")).to_have_text(h1, timeout=10_000)
@@ -122,9 +126,16 @@ class Browse:
         swapped = False
         if self.js and self._marker:
             swapped = page.evaluate(f"window.__guichetMarker === '{self._marker}'")
+            banner_kept = page.evaluate(
+                f"(document.querySelector('header.banner') || {{dataset: {{}}}}).dataset.marker === '{self._marker}'"
+            )
             self._marker = ""
             if swap is True:
                 assert swapped, f"{state}: the page was reloaded, htmx should have swapped #step only"
+            elif swap == "body":
+                assert swapped, f"{state}: the page was reloaded, htmx should have swapped the body in place"
+                assert not banner_kept, f"{state}: the banner stayed, htmx should have swapped the whole body"
+                expect(page).to_have_url(re.compile(re.escape(self.server.url) + r"/espace-prive$"))
             elif swap is False:
                 assert not swapped, f"{state}: expected a new page"
         self.states.append(state)
@@ -383,7 +394,8 @@ def login_password(
     # with JavaScript the code step comes in the answer to the password (htmx swaps it in); anything
     # else (Mon espace privé from a trusted browser, an authenticator's page) is a new page
     code_step = expect_h1 == "Authentification à 2 facteurs" and not method
-    b.click_button("Se connecter", f"{state}-suite", h1=expect_h1, swap=code_step)
+    landed: Swap = "body" if expect_h1 == "Mon espace privé" else False  # a trusted browser: no code
+    b.click_button("Se connecter", f"{state}-suite", h1=expect_h1, swap=True if code_step else landed)
     return mark
 
 
@@ -417,7 +429,8 @@ def login_code(
     b.fill("code", code_in(message.text))
     if trust:
         b.page.locator("#f-trust").check()
-    b.click_button("Valider", state, h1=next_h1, swap=False)
+    # with JavaScript a login done lands in Mon espace privé in the answer to the code (the body swapped)
+    b.click_button("Valider", state, h1=next_h1, swap="body" if next_h1 == "Mon espace privé" else False)
 
 
 def personalise(

@@ -126,5 +126,5 @@ def test_a_login_code_the_mail_server_refuses_is_told_and_comes_by_sms(
     expect(page.locator("#step")).to_contain_text("Un code de sécurité vient de vous être envoyé par SMS au :")
     sms = refusing_server.mailbox.sms_to(person.mobile, contains="code", after=mark)
     b.fill("code", code_in(sms.text))
-    b.click_button("Valider", "espace-prive", h1="Mon espace privé", swap=False)
+    b.click_button("Valider", "espace-prive", h1="Mon espace privé", swap="body")
     expect(page.locator("#step")).to_contain_text(f"Bonjour {person.first_name} {person.last_name}")

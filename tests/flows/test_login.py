@@ -319,8 +319,7 @@ async def test_with_htmx_the_password_step_answers_with_the_code_step(portal: Po
     assert after and after != before  # the session id changed at the password, as without htmx
     # the fragment's forms carry the token of the new session: the code goes through with it alone
     r = await portal.post("/connexion/code", {"code": await portal.last_code("login_code")}, htmx=True)
-    assert r.status_code == 200 and r.headers["hx-redirect"] == "/espace-prive"
-    assert (await portal.get("/espace-prive")).status_code == 200
+    assert r.status_code == 200 and r.headers["hx-push-url"] == "/espace-prive"
     # a reload of the pushed URL after a new password step shows the whole page
     await logout(portal)
     await password_step(portal, julien.identifier, NEW_PASSWORD)
@@ -341,7 +340,52 @@ async def test_with_htmx_the_pre_login_token_does_not_carry_over(portal: Portal,
     assert refused.status_code == 403
     assert await login_succeeded_count(portal) == logins
     r = await portal.post("/connexion/code", {"code": code}, htmx=True)
-    assert r.headers["hx-redirect"] == "/espace-prive"
+    assert r.headers["hx-push-url"] == "/espace-prive"
+
+
+async def test_with_htmx_the_code_step_answers_with_mon_espace_prive(portal: Portal, julien: Any) -> None:
+    """A login done with htmx ends in the code step's answer: the whole page of Mon espace privé
+    (banner with its menu included) swapped in place of the body, its address pushed; no second
+    request. Its forms carry the token of the session the login made, and nothing else is let in."""
+    await portal.get("/connexion")
+    r = await portal.post("/connexion", {"identifier": julien.identifier, "password": NEW_PASSWORD}, htmx=True)
+    code_step_token = portal.csrf
+    r = await portal.post("/connexion/code", {"code": await portal.last_code("login_code")}, htmx=True)
+    assert r.status_code == 200 and "hx-redirect" not in r.headers
+    assert (r.headers["hx-push-url"], r.headers["hx-retarget"], r.headers["hx-reswap"]) == (
+        "/espace-prive",
+        "body",
+        "innerHTML",
+    )
+    assert r.headers["cache-control"] == "no-store" and "HX-Request" in r.headers["vary"]
+    page = text_of(r)
+    assert "<html" in page and "<title>Mon espace privé — " in page
+    assert f"Bonjour {julien.first_name} {julien.last_name}." in page
+    assert 'action="/deconnexion"' in page and ">Se déconnecter<" in page  # the banner's menu
+    # the session was renewed by the login: the code page's token is worth nothing now
+    assert portal.csrf and portal.csrf != code_step_token
+    assert (await portal.post("/deconnexion", {"csrf_token": code_step_token})).status_code == 403
+    assert (await portal.get("/espace-prive")).status_code == 200
+    # the token the page carries ends the session
+    assert (await portal.post("/deconnexion", {})).status_code == 303
+    assert (await portal.get("/espace-prive")).headers["location"] == "/connexion"
+
+
+async def test_with_htmx_a_login_that_owes_something_first_still_leaves_the_page(
+    portal: Portal, demo_people: Any
+) -> None:
+    """A temporary password to personalise is not skipped by the answer in place: the code step sends
+    the browser to the personalisation, and Mon espace privé stays shut until it is done."""
+    person = demo_people.DEMO_PERSONS["particulier_vitale"]
+    assert await register(portal, person) == "termine"
+    temporary = await temporary_password(portal)
+    await portal.get("/connexion")
+    r = await portal.post("/connexion", {"identifier": person.identifier, "password": temporary}, htmx=True)
+    assert r.headers["hx-push-url"] == "/connexion/code", r.text
+    r = await portal.post("/connexion/code", {"code": await portal.last_code("login_code")}, htmx=True)
+    assert r.status_code == 200 and r.headers["hx-redirect"].startswith("/changement-mot-de-passe")
+    assert "hx-retarget" not in r.headers and "Bonjour" not in r.text
+    assert (await portal.get("/espace-prive")).headers["location"].startswith("/changement-mot-de-passe")
 
 
 async def test_with_htmx_an_account_with_nothing_proven_is_asked_where_the_code_goes(

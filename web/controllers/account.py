@@ -24,6 +24,7 @@ WHY = {
     TEMPORARY: "Votre mot de passe est temporaire : personnalisez-le avant d'accéder à Mon espace privé.",
     UNCONFIRMED: "Confirmez vos coordonnées avant d'accéder à Mon espace privé.",
 }
+HOME_URL = "/espace-prive"
 FORCED_PATHS = {"/changement-mot-de-passe", "/mot-de-passe/force", "/deconnexion"}
 
 
@@ -54,6 +55,21 @@ async def require_account(request: Request[Any, Any, Any]) -> dict[str, Any]:
     ):
         raise LeaveFor("/mon-compte/securite")
     return account
+
+
+async def home_page(request: Request[Any, Any, Any], account: dict[str, Any], *, in_place: bool = False) -> Any:
+    """Mon espace privé. ``in_place``: the answer to a login's last step sent with htmx, the whole page
+    swapped in and its address pushed: on a slow line the browser waits for one answer, not two."""
+    provider = getattr(request.app.state, "oidc", None)
+    services = await provider.services_for(account["id"]) if provider is not None else []
+    return render(
+        request,
+        "pages/espace_prive.html",
+        {"account": account, "services": services},
+        title=f"Mon espace privé — {services_of(request).config.caisse.name}",
+        push_url=HOME_URL if in_place else None,
+        whole_page=in_place,
+    )
 
 
 async def _change_password(request: Request[Any, Any, Any], account: dict[str, Any], *, forced: bool) -> Any:
@@ -267,7 +283,7 @@ class AccountController(Controller):
         form = await form_of(request)
         if form.get("action") == "confirmer":
             await flow.confirm_contacts(services_of(request), account, client=client_address(request))
-            return go(request, "/espace-prive")
+            return go(request, HOME_URL)
         return await _contacts_action(request, account, form, confirming=True)
 
     @get(MY_CONTACTS_URL)
@@ -282,7 +298,7 @@ class AccountController(Controller):
 
     # --- the espace privé and Mon compte -----------------------------------------------------------
 
-    @get("/espace-prive")
+    @get(HOME_URL)
     async def home(self, request: Request[Any, Any, Any]) -> Any:
         account = await require_account(request)
         session = session_of(request)
@@ -290,14 +306,7 @@ class AccountController(Controller):
             target, session.data.return_to = session.data.return_to, ""
             session.dirty = True
             return go(request, target)
-        provider = getattr(request.app.state, "oidc", None)
-        services = await provider.services_for(account["id"]) if provider is not None else []
-        return render(
-            request,
-            "pages/espace_prive.html",
-            {"account": account, "services": services},
-            title=f"Mon espace privé — {services_of(request).config.caisse.name}",
-        )
+        return await home_page(request, account)
 
     @get("/mon-compte")
     async def settings(self, request: Request[Any, Any, Any]) -> Any:

@@ -14,6 +14,7 @@ from guichet.core.flows import login as flow
 from guichet.core.flows.engine import StepResult
 from guichet.core.sessions import FULL, PASSWORD
 from guichet.web import metrics
+from guichet.web.controllers.account import HOME_URL, home_page
 from guichet.web.forms import form_of
 from guichet.web.http import (
     audit_quietly,
@@ -135,6 +136,14 @@ def _passwordless_page(
     )
 
 
+async def _step_done(request: Request[Any, Any, Any], outcome: flow.LoginOutcome) -> Any:
+    """Where a finished step leads. A login done, asked with htmx and owing nothing first (a password
+    to personalise, contacts to confirm, a service waiting): Mon espace privé in this very answer."""
+    if outcome.next_url == HOME_URL and outcome.account is not None and is_htmx(request):
+        return await home_page(request, outcome.account, in_place=True)
+    return go(request, outcome.next_url)
+
+
 class LoginController(Controller):
     path = "/connexion"
 
@@ -172,7 +181,7 @@ class LoginController(Controller):
         )
         metrics.step("login", "connexion", not outcome.result.errors)
         if outcome.next_url:
-            return go(request, outcome.next_url)
+            return await _step_done(request, outcome)
         if outcome.result.step == "code":
             if outcome.result.errors:
                 return await _code_page(request, outcome.result)
@@ -199,7 +208,7 @@ class LoginController(Controller):
         metrics.step("login", "methode", not outcome.result.errors)
         _queue_trusted(request, outcome.set_trusted_cookie)
         if outcome.next_url:
-            return go(request, outcome.next_url)
+            return await _step_done(request, outcome)
         page = await flow.method_page(services, session, name) if outcome.result.step == "methode" else None
         if page is None:
             return go(request, "/connexion")
@@ -231,7 +240,7 @@ class LoginController(Controller):
         )
         metrics.step("login", "sans-mot-de-passe", not outcome.result.errors)
         if outcome.next_url:
-            return go(request, outcome.next_url)
+            return await _step_done(request, outcome)
         prompt = await flow.passwordless_page(services, session, name)
         if prompt is None:
             return go(request, "/connexion")
@@ -275,7 +284,7 @@ class LoginController(Controller):
                 ),
             )
         if outcome.next_url:
-            return go(request, outcome.next_url)
+            return await _step_done(request, outcome)
         if outcome.result.step == "connexion":
             return go(request, "/connexion")
         return await _code_page(request, outcome.result)

@@ -155,7 +155,9 @@
     var step = document.getElementById("step");
     if (!step) return;
     enhance(step);
-    if (event.detail.target && event.detail.target.id === "step" || event.detail.target === step) {
+    // the step swapped, or the whole body (a login done: Mon espace privé comes in the answer)
+    var target = event.detail.target;
+    if (target && target.id === "step" || target === step || target === document.body) {
       if (step.dataset.title) document.title = step.dataset.title;
       var error = step.querySelector(".alert:not(:empty)");
       var heading = step.querySelector("h1");
