@@ -228,6 +228,7 @@ async def send_code(
     client: str = "",
     settle: Settlement | None = None,
     after_failure: bool = False,
+    held: list[AuditEvent] | None = None,
 ) -> str | None:
     """Issue a code and queue it in one transaction; returns an error message or None.
 
@@ -238,11 +239,53 @@ async def send_code(
     resend cooldown to read, nothing to supersede). ``settle`` goes to the counter store with this
     send's own counts, in the same round trip (a right password resets its counters there).
     ``after_failure``: the last code for this binding could not be delivered (``undelivered``), so
-    no resend cooldown applies.
+    no resend cooldown applies. ``held``: the caller's events, stored with ``code.sent`` in the
+    code's transaction (one statement), or on their own whenever no code goes out.
 
     The sends are counted before the code is issued, and a binding holds one live code at most
     (``Codes.issue``): of parallel resends inside the cooldown, one sends a code.
     """
+    pending = list(held or ())
+    try:
+        return await _send_code(
+            services,
+            purpose=purpose,
+            binding=binding,
+            channel=channel,
+            recipient=recipient,
+            account_id=account_id,
+            template=template,
+            deliver=deliver,
+            limit_subject=limit_subject,
+            new_binding=new_binding,
+            client=client,
+            settle=settle,
+            after_failure=after_failure,
+            pending=pending,
+        )
+    finally:
+        if pending:  # no code went out (refused, or a failure on the way): the events on their own
+            await services.audit_all(pending)
+
+
+async def _send_code(
+    services: Services,
+    *,
+    purpose: str,
+    binding: str,
+    channel: str,
+    recipient: Recipient,
+    account_id: int | None,
+    template: str,
+    deliver: bool,
+    limit_subject: str | None,
+    new_binding: bool,
+    client: str,
+    settle: Settlement | None,
+    after_failure: bool,
+    pending: list[AuditEvent],
+) -> str | None:
+    """``send_code``'s work; ``pending`` is emptied once stored with the code."""
     policy = services.host.code_policy(purpose)
     now = services.now()
     sends_subject = limit_subject or f"{purpose}:{account_id or binding}"
@@ -307,7 +350,9 @@ async def send_code(
                     expires_at=issued.expires_at,
                     sent_for=sent_for_digest(purpose, binding),
                 )
-            await services.audit("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel)
+            sent = services.event("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel)
+            await services.audit_all([*pending, sent])
+        pending.clear()  # stored for good: the transaction committed
     except CodeStillLive:  # a parallel request sent one a moment ago: this one sends nothing
         await settle_tries(services, Settlement(give_back=tuple(tries), reserved_at=now))
         wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)

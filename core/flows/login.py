@@ -210,9 +210,12 @@ async def submit_password(
     data.credentials_version = account["credentials_version"]
     data.login_binding = new_token()
     session.rotate()
-    await services.audit("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
+    # stored with what the step does next (the code sent, the login done), in that one statement
+    held = [
+        services.event("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
+    ]
     data.return_to = return_to
-    trusted = trust_browser and bool(trusted_token) and await _trusted(services, account, trusted_token or "")
+    trusted = trust_browser and bool(trusted_token) and await _trusted(services, account, trusted_token or "", held)
     offers: list[authenticate.Offer] | None = None
     if not trusted:
         offers = await authenticate.login_offers(services, account)
@@ -220,6 +223,7 @@ async def submit_password(
         if first is not None and first.name != authenticate.CONTACT_CODES:
             # the strongest authenticator the person holds comes first: no code is sent unless asked for
             await settle_tries(services, right)
+            await services.audit_all(held)
             return LoginOutcome(result=StepResult(step="methode"), next_url=f"{METHOD_URL}/{first.name}")
     proven = [] if trusted else proven_channels(services, account)
     if preferred_channel in proven:
@@ -229,7 +233,8 @@ async def submit_password(
     if not proven:
         await settle_tries(services, right)
         if trusted:
-            return await _complete(services, session, account, client, via="trusted_browser")
+            return await _complete(services, session, account, client, via="trusted_browser", held=held)
+        await services.audit_all(held)
         if not unproven_choices(services, account):
             return LoginOutcome(result=StepResult(step="connexion", errors={"password": NO_CONTACT}, values=values))
         # nothing proven yet: the person picks a contact on the code page before anything is sent
@@ -247,6 +252,7 @@ async def submit_password(
         new_binding=True,
         client=client,
         settle=right,
+        held=held,
     )
     if error:
         return LoginOutcome(result=StepResult(step="code", errors={"code": error}))
@@ -256,7 +262,8 @@ async def submit_password(
     return LoginOutcome(result=StepResult(step="code"), code_page=page)
 
 
-async def _trusted(services: Services, account: dict[str, Any], token: str) -> bool:
+async def _trusted(services: Services, account: dict[str, Any], token: str, held: list[AuditEvent]) -> bool:
+    """Whether ``token`` is one of this account's trusted browsers; its use joins the ``held`` events."""
     t = services.database.t.TrustedBrowser
     now = services.now()
     rows = await (
@@ -272,7 +279,7 @@ async def _trusted(services: Services, account: dict[str, Any], token: str) -> b
         .run()
     )
     if rows:
-        await services.audit("trusted_browser.used", account_id=account["id"])
+        held.append(services.event("trusted_browser.used", account_id=account["id"]))
     return bool(rows)
 
 

@@ -72,7 +72,7 @@ async def htmx_login(portal: Portal, person: Any) -> dict[str, Statements]:
 
 
 # the seeds' login: password, code by email, Mon espace privé (database sessions and counters)
-BUDGET = {"GET /connexion": 0, "POST /connexion": 8, "POST /connexion/code": 8}
+BUDGET = {"GET /connexion": 0, "POST /connexion": 7, "POST /connexion/code": 8}
 
 
 async def test_a_login_sends_no_more_statements_than_it_needs(portal: Portal, demo_people: Any) -> None:

@@ -19,6 +19,7 @@ import pytest
 from guichet.cli import main as guichet
 from guichet.core import hookimpl
 from guichet.core.events import EVENT_KINDS
+from guichet.core.flows.common import SLOW_DOWN
 from guichet.core.identifiers import nir_key
 from guichet.core.ratelimit import RedisCounters
 from guichet.core.structs import AuditEvent
@@ -31,6 +32,7 @@ from tests.security.support import (
     assert_audit_clean,
     audit_rows,
     find_leaks,
+    kinds,
     login,
     make_account,
     messages,
@@ -331,3 +333,23 @@ async def test_code_events_carry_the_client_address(
     )
     assert sum(row["kind"] == "code.sent" and row["details"]["purpose"] == "recovery" for row in rows) == 2
     assert any(row["account_id"] == account_row["id"] for row in rows)
+
+
+async def test_every_right_password_is_audited_once_whether_or_not_a_code_goes_out(portal: Portal, clock: Any) -> None:
+    """``login.password_ok`` is stored with the code the step sends (one statement, one moment), and
+    on its own when no code can go out (the day's sends used up): never lost, never twice."""
+    await make_account(portal)
+    await password_step(portal, person().identifier, PASSWORD)
+    [right] = await audit_rows(portal, "login.password_ok")
+    [sent] = await audit_rows(portal, "code.sent")
+    assert sent["id"] == right["id"] + 1
+    await portal.get("/connexion/code")
+    for _ in range(portal.services.limits.code_sends.max_count - 1):
+        clock.advance(seconds=61)
+        assert (await portal.post("/connexion/code", {"action": "renvoyer"})).status_code == 200
+    clock.advance(seconds=61)
+    r = await password_step(portal, person().identifier, PASSWORD)  # a new login: its code is refused
+    assert SLOW_DOWN in messages(r)
+    assert len(await audit_rows(portal, "login.password_ok")) == 2
+    assert len(await audit_rows(portal, "code.sent")) == portal.services.limits.code_sends.max_count
+    assert "login.succeeded" not in await kinds(portal)
