@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 from typing import TYPE_CHECKING
 
 from guichet.core.errors import CounterStoreError, StoreUnavailable
@@ -49,20 +50,23 @@ def _outage_types() -> tuple[type[BaseException], ...]:
         ]
     except ImportError:  # pragma: no cover - asyncpg is only needed for PostgreSQL
         pass
-    try:
-        from redis import exceptions as redis_errors
-
-        types += [redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError]
-    except ImportError:  # pragma: no cover
-        pass
     return tuple(types)
 
 
 _OUTAGES = _outage_types()
 
 
+def _redis_outage_types() -> tuple[type[BaseException], ...]:
+    """Redis's own outage errors, once something imported the client: only the Redis sessions and
+    counters do, so a worker on the database alone never loads it (about 19 MiB of memory)."""
+    redis_errors = sys.modules.get("redis.exceptions")
+    if redis_errors is None:  # no Redis client in this process: no Redis error can be raised
+        return ()
+    return (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError)
+
+
 def _is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, _OUTAGES):
+    if isinstance(exc, _OUTAGES) or isinstance(exc, _redis_outage_types()):
         return True
     if isinstance(exc, sqlite3.OperationalError):
         name = getattr(exc, "sqlite_errorname", "") or ""

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-import httpx
 from litestar import Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Redirect
@@ -361,6 +360,10 @@ async def end_login(request: Request[Any, Any, Any]) -> BackgroundTask | None:
 async def send_logout_tokens(notices: list[tuple[str, str]]) -> None:
     """POST each logout token (OpenID Connect Back-Channel Logout 1.0); a service that does not answer
     is logged, by address only: its tokens are already revoked."""
+    # imported here: httpx (with its command line's rich and pygments) would cost every worker about
+    # 15 MiB of memory for the logouts of services that asked to be told, a rare event
+    import httpx
+
     async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
         for address, token in notices:
             try:
