@@ -428,7 +428,9 @@ async def submit_code(services: Services, session: Session, form: dict[str, str]
         )
     if not session.data.login_channel:
         return LoginOutcome(result=StepResult(step="code", errors={"channel": CHOOSE_CHANNEL}))
-    account = await account_by_id(services, session.data.account_id)
+    # the account as the password step left it: one whose password changed since (from the owner's
+    # own session, say) is not logged in by a code sent to whoever typed the old one
+    account = await _password_step_account(services, session)
     if account is None:
         session.clear()
         return LoginOutcome(result=StepResult(step="connexion", errors={"password": LOGIN_FAILED}))

@@ -592,3 +592,34 @@ async def test_no_cookie_token_is_stored_in_clear(
     found = [line.split("=", 1)[0] for line in stored for token in tokens if token in line]
     assert not found, f"cookie tokens stored in clear in {sorted(set(found))}"
     await expect_event(portal, "trusted_browser.added", account_id=account_row["id"])
+
+
+@pytest.mark.parametrize("htmx", [True, False])
+async def test_a_code_typed_after_the_password_changed_elsewhere_logs_nobody_in(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any, htmx: bool
+) -> None:
+    """Someone past the password step (a stolen password) waits for the code while the owner changes
+    the password from their own session: the code, even the right one, opens nothing any more: no
+    login, no page of the account (not even the one htmx gets in the code step's answer), no
+    trusted browser."""
+    account_row = await make_account(portal)
+    owner = await another_browser(portal_factory, portal)
+    await login(owner, person().identifier)
+    await password_step(portal, person().identifier, PASSWORD)
+    await portal.get("/connexion/code")
+    code = await portal.last_code("login_code")
+    await owner.get("/mon-compte/mot-de-passe")
+    r = await owner.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": PASSWORD, "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD},
+    )
+    assert where(r) == "/mot-de-passe-modifie", messages(r)
+    logins = [row["id"] for row in await audit_rows(portal, "login.succeeded")]
+    r = await portal.post("/connexion/code", {"code": code, "trust": "oui"}, htmx=htmx)
+    assert where(r) == "/connexion", where(r)
+    assert person().first_name not in text(r) and "Se déconnecter" not in text(r)
+    assert [row["id"] for row in await audit_rows(portal, "login.succeeded")] == logins
+    assert not await portal.services.database.t.TrustedBrowser.count().where(
+        portal.services.database.t.TrustedBrowser.account_id == account_row["id"]
+    )
+    assert where(await portal.get("/espace-prive")) == "/connexion"
