@@ -350,9 +350,13 @@ async def _send_code(
                     expires_at=issued.expires_at,
                     sent_for=sent_for_digest(purpose, binding),
                 )
-            sent = services.event("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel)
-            await services.audit_all([*pending, sent])
+            events = [
+                *pending,
+                services.event("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel),
+            ]
+            await services.auditor.record_many(events)
         pending.clear()  # stored for good: the transaction committed
+        services.auditor.publish(events)  # observers hear of what was committed, once
     except CodeStillLive:  # a parallel request sent one a moment ago: this one sends nothing
         await settle_tries(services, Settlement(give_back=tuple(tries), reserved_at=now))
         wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)

@@ -6,6 +6,7 @@ expired temporary password, or slowed down.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -215,10 +216,17 @@ async def submit_password(
         services.event("login.password_ok", account_id=account["id"], subject=subject_of(identifier), client=client)
     ]
     data.return_to = return_to
-    trusted = trust_browser and bool(trusted_token) and await _trusted(services, account, trusted_token or "", held)
     offers: list[authenticate.Offer] | None = None
+    try:
+        trusted = trust_browser and bool(trusted_token) and await _trusted(services, account, trusted_token or "", held)
+        if not trusted:
+            offers = await authenticate.login_offers(services, account)
+    except Exception:
+        with contextlib.suppress(Exception):  # the right password is on record if the store lets us
+            await services.audit_all(held)
+        raise
     if not trusted:
-        offers = await authenticate.login_offers(services, account)
+        assert offers is not None
         first = offers[0].authenticator if offers else None
         if first is not None and first.name != authenticate.CONTACT_CODES:
             # the strongest authenticator the person holds comes first: no code is sent unless asked for

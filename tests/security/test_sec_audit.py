@@ -353,3 +353,23 @@ async def test_every_right_password_is_audited_once_whether_or_not_a_code_goes_o
     assert len(await audit_rows(portal, "login.password_ok")) == 2
     assert len(await audit_rows(portal, "code.sent")) == portal.services.limits.code_sends.max_count
     assert "login.succeeded" not in await kinds(portal)
+
+
+async def test_a_right_password_stays_on_record_when_the_step_fails_after_it(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that fails once the password is proven (what the person holds cannot be read): the
+    answer is an outage, and the right password is on record all the same."""
+    from guichet.core.errors import StoreUnavailable
+    from guichet.core.flows import authenticate
+
+    await make_account(portal)
+
+    async def unreadable(*_args: Any, **_kwargs: Any) -> Any:
+        raise StoreUnavailable("credential store down")
+
+    monkeypatch.setattr(authenticate, "login_offers", unreadable)
+    r = await password_step(portal, person().identifier, PASSWORD)
+    assert r.status_code == 503
+    assert len(await audit_rows(portal, "login.password_ok")) == 1
+    assert not await audit_rows(portal, "code.sent")
