@@ -65,6 +65,12 @@ def test_login_with_an_email_code_a_new_code_and_a_trusted_browser(
     b.fill("code", second)
     page.locator("#f-trust").check()
     b.click_button("Valider", "espace-prive", h1="Mon espace privé", swap="body")
+    if js:  # the login renewed the CSRF token: htmx's header follows the forms swapped in
+        header, field = page.evaluate(
+            "() => [JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRF-Token'],"
+            " document.querySelector('input[name=csrf_token]').value]"
+        )
+        assert header == field
 
     # next time, this browser skips the code (the password is still asked)
     b.click_button("Se déconnecter", "deconnexion", h1="Mon espace privé", swap=False)

@@ -152,6 +152,10 @@
 
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
   document.addEventListener("htmx:afterSwap", function (event) {
+    // a login renews the session and with it the CSRF token: the swapped-in forms carry the new one,
+    // htmx's header (set on <body>, which a swap keeps) follows them
+    var token = document.querySelector('input[name="csrf_token"]');
+    if (token) document.body.setAttribute("hx-headers", JSON.stringify({"X-CSRF-Token": token.value}));
     var step = document.getElementById("step");
     if (!step) return;
     enhance(step);
