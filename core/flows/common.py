@@ -245,123 +245,87 @@ async def send_code(
     The sends are counted before the code is issued, and a binding holds one live code at most
     (``Codes.issue``): of parallel resends inside the cooldown, one sends a code.
     """
-    pending = list(held or ())
+    pending = list(held or ())  # emptied once stored with the code
     try:
-        return await _send_code(
-            services,
-            purpose=purpose,
-            binding=binding,
-            channel=channel,
-            recipient=recipient,
-            account_id=account_id,
-            template=template,
-            deliver=deliver,
-            limit_subject=limit_subject,
-            new_binding=new_binding,
-            client=client,
-            settle=settle,
-            after_failure=after_failure,
-            pending=pending,
-        )
+        policy = services.host.code_policy(purpose)
+        now = services.now()
+        sends_subject = limit_subject or f"{purpose}:{account_id or binding}"
+        tries = [(services.limits.code_sends, sends_subject)]
+        if reaches(services, channel) == MOBILE:
+            # per number, whatever the account or flow; a code nobody receives counts under a stand-in,
+            # so that an identifier without a number meets the limit where one with a number would
+            tries.append(
+                (
+                    services.limits.sms_destination,
+                    recipient.mobile if deliver and recipient.mobile else f"nobody:{sends_subject}",
+                )
+            )
+        try:
+            wait = (
+                0
+                if new_binding or after_failure
+                else await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
+            )
+            if wait > 0:
+                if settle:
+                    await services.limiter.settle(settle)
+                return cooldown_message(wait)
+            verdicts = await services.limiter.reserve(tries, now, settle=settle)
+            refused = [(limit, subject) for (limit, subject), verdict in zip(tries, verdicts) if not verdict.allowed]
+            if refused:
+                # only a code sent counts as one: the other counters get their try back
+                await services.limiter.settle(
+                    Settlement(give_back=tuple(t for t in tries if t not in refused), reserved_at=now)
+                )
+                for limit, _subject in refused:
+                    await services.audit(
+                        "limit.reached",
+                        account_id=account_id,
+                        client=client,
+                        limit="code_sends" if limit is services.limits.code_sends else "sms_destination",
+                    )
+                return SLOW_DOWN
+            if deliver and not await within_budget(services, channel):
+                return UNAVAILABLE
+        except CounterStoreError:
+            await limit_unavailable(services, "code_send", account_id=account_id, client=client)
+            return UNAVAILABLE
+        try:
+            async with services.database.transaction():
+                issued = await services.codes.issue(
+                    purpose=purpose,
+                    binding=binding,
+                    policy=policy,
+                    channel=channel,
+                    account_id=account_id,
+                    now=now,
+                    supersede=not new_binding,
+                    cooldown=not after_failure,
+                )
+                if deliver:  # the message carries the one address its channel delivers to, not the others
+                    await services.enqueue(
+                        channel=channel,
+                        template=template,
+                        recipient=recipient.only(reaches(services, channel)),
+                        payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
+                        expires_at=issued.expires_at,
+                        sent_for=sent_for_digest(purpose, binding),
+                    )
+                events = [
+                    *pending,
+                    services.event("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel),
+                ]
+                await services.auditor.record_many(events)
+            pending.clear()  # stored for good: the transaction committed
+            services.auditor.publish(events)  # observers hear of what was committed, once
+        except CodeStillLive:  # a parallel request sent one a moment ago: this one sends nothing
+            await settle_tries(services, Settlement(give_back=tuple(tries), reserved_at=now))
+            wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
+            return cooldown_message(max(1, wait))
+        return None
     finally:
         if pending:  # no code went out (refused, or a failure on the way): the events on their own
             await services.audit_all(pending)
-
-
-async def _send_code(
-    services: Services,
-    *,
-    purpose: str,
-    binding: str,
-    channel: str,
-    recipient: Recipient,
-    account_id: int | None,
-    template: str,
-    deliver: bool,
-    limit_subject: str | None,
-    new_binding: bool,
-    client: str,
-    settle: Settlement | None,
-    after_failure: bool,
-    pending: list[AuditEvent],
-) -> str | None:
-    """``send_code``'s work; ``pending`` is emptied once stored with the code."""
-    policy = services.host.code_policy(purpose)
-    now = services.now()
-    sends_subject = limit_subject or f"{purpose}:{account_id or binding}"
-    tries = [(services.limits.code_sends, sends_subject)]
-    if reaches(services, channel) == MOBILE:
-        # per number, whatever the account or flow; a code nobody receives counts under a stand-in,
-        # so that an identifier without a number meets the limit where one with a number would
-        tries.append(
-            (
-                services.limits.sms_destination,
-                recipient.mobile if deliver and recipient.mobile else f"nobody:{sends_subject}",
-            )
-        )
-    try:
-        wait = (
-            0
-            if new_binding or after_failure
-            else await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
-        )
-        if wait > 0:
-            if settle:
-                await services.limiter.settle(settle)
-            return cooldown_message(wait)
-        verdicts = await services.limiter.reserve(tries, now, settle=settle)
-        refused = [(limit, subject) for (limit, subject), verdict in zip(tries, verdicts) if not verdict.allowed]
-        if refused:
-            # only a code sent counts as one: the other counters get their try back
-            await services.limiter.settle(
-                Settlement(give_back=tuple(t for t in tries if t not in refused), reserved_at=now)
-            )
-            for limit, _subject in refused:
-                await services.audit(
-                    "limit.reached",
-                    account_id=account_id,
-                    client=client,
-                    limit="code_sends" if limit is services.limits.code_sends else "sms_destination",
-                )
-            return SLOW_DOWN
-        if deliver and not await within_budget(services, channel):
-            return UNAVAILABLE
-    except CounterStoreError:
-        await limit_unavailable(services, "code_send", account_id=account_id, client=client)
-        return UNAVAILABLE
-    try:
-        async with services.database.transaction():
-            issued = await services.codes.issue(
-                purpose=purpose,
-                binding=binding,
-                policy=policy,
-                channel=channel,
-                account_id=account_id,
-                now=now,
-                supersede=not new_binding,
-                cooldown=not after_failure,
-            )
-            if deliver:  # the message carries the one address its channel delivers to, not the others
-                await services.enqueue(
-                    channel=channel,
-                    template=template,
-                    recipient=recipient.only(reaches(services, channel)),
-                    payload={"code": issued.code, "lifetime_minutes": policy.lifetime_minutes},
-                    expires_at=issued.expires_at,
-                    sent_for=sent_for_digest(purpose, binding),
-                )
-            events = [
-                *pending,
-                services.event("code.sent", account_id=account_id, client=client, purpose=purpose, channel=channel),
-            ]
-            await services.auditor.record_many(events)
-        pending.clear()  # stored for good: the transaction committed
-        services.auditor.publish(events)  # observers hear of what was committed, once
-    except CodeStillLive:  # a parallel request sent one a moment ago: this one sends nothing
-        await settle_tries(services, Settlement(give_back=tuple(tries), reserved_at=now))
-        wait = await services.codes.cooldown_left(purpose=purpose, binding=binding, policy=policy, now=now)
-        return cooldown_message(max(1, wait))
-    return None
 
 
 async def last_delivery(services: Services, *, purpose: str, binding: str) -> Delivery | None:
