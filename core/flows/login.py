@@ -314,9 +314,9 @@ async def code_page(
     ``account`` and ``offers``: the session's account row and what it may log in with, when the
     caller holds them; ``just_sent``: the code was queued in this very request, so there is no
     delivery outcome to read yet."""
-    if account is None and session.data and session.data.account_id:
-        account = await account_by_id(services, session.data.account_id)
-    if account is None or session.data is None:
+    if account is None:
+        account = await _password_step_account(services, session)
+    if account is None or session.data is None:  # a password changed since the password step included
         return {}
     recipient = account_recipient(account)
     channel = session.data.login_channel
@@ -356,8 +356,11 @@ def other_login_channel(services: Services, account: dict[str, Any], failed: str
 async def resend_other(services: Services, session: Session, *, client: str = "") -> StepResult:
     """The code again, on the other channel, once the last one could not be delivered."""
     assert session.data is not None and session.data.account_id is not None
-    account = await account_by_id(services, session.data.account_id)
-    if account is None or not await codes_offered(services, account):
+    account = await _password_step_account(services, session)
+    if account is None:  # its password changed since the password step: this login is over
+        session.clear()
+        return StepResult(step="connexion")
+    if not await codes_offered(services, account):
         return StepResult(step="code", errors={"code": authenticate.NOT_OFFERED})
     delivery = await last_delivery(services, purpose="login", binding=session.data.login_binding)
     other = (
@@ -390,9 +393,10 @@ async def resend_other(services: Services, session: Session, *, client: str = ""
 async def resend(services: Services, session: Session, channel: str = "", *, client: str = "") -> StepResult:
     """A new code, on the channel asked for (one of the person's options) or on the current one."""
     assert session.data is not None and session.data.account_id is not None
-    account = await account_by_id(services, session.data.account_id)
-    if account is None:
-        return StepResult(step="code", errors={"code": UNAVAILABLE})
+    account = await _password_step_account(services, session)
+    if account is None:  # gone, or its password changed since the password step: this login is over
+        session.clear()
+        return StepResult(step="connexion")
     if not await codes_offered(services, account):
         return StepResult(step="code", errors={"code": authenticate.NOT_OFFERED})
     options = channel_options(services, account)

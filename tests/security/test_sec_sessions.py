@@ -623,3 +623,32 @@ async def test_a_code_typed_after_the_password_changed_elsewhere_logs_nobody_in(
         portal.services.database.t.TrustedBrowser.account_id == account_row["id"]
     )
     assert where(await portal.get("/espace-prive")) == "/connexion"
+
+
+@pytest.mark.parametrize("action", ["page", "renvoyer", "autre-canal"])
+async def test_a_half_done_login_ends_when_the_password_changes_elsewhere(
+    portal: Portal, portal_factory: Callable[..., Any], demo_people: Any, clock: Any, action: str
+) -> None:
+    """After the owner changed the password from their own session, the browser left at the code
+    step is sent back to the login form: its code page shows nothing of the account any more and
+    it asks for no new code (the owner would receive it for nothing)."""
+    await make_account(portal)
+    owner = await another_browser(portal_factory, portal)
+    await login(owner, person().identifier)
+    await password_step(portal, person().identifier, PASSWORD)
+    await portal.get("/connexion/code")
+    sent = len(await portal.outbox("login_code"))
+    await owner.get("/mon-compte/mot-de-passe")
+    r = await owner.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": PASSWORD, "new_password": OTHER_PASSWORD, "confirm_password": OTHER_PASSWORD},
+    )
+    assert where(r) == "/mot-de-passe-modifie", messages(r)
+    clock.advance(seconds=61)  # past the resend cooldown
+    if action == "page":
+        r = await portal.get("/connexion/code")
+    else:
+        r = await portal.post("/connexion/code", {"action": action})
+    assert where(r) == "/connexion" and "@" not in text(r), where(r)
+    assert len(await portal.outbox("login_code")) == sent
+    assert where(await portal.get("/connexion/code")) == "/connexion"
