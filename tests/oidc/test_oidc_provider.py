@@ -915,3 +915,56 @@ async def test_a_first_login_through_a_service_personalises_and_confirms_before_
     assert token.status_code == 200, token.text
     # the waiting service was served once: the espace privé is the espace privé again
     assert (await provider_portal.get("/espace-prive")).status_code == 200
+
+
+async def test_a_password_change_ends_the_other_logins_at_the_services_too(
+    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
+) -> None:
+    """Someone with a stolen session got a service's access token; the owner changes the password
+    from their own session. The thief's session ends, and so does what it reached: its access token
+    answers nothing more and the service is told on its back-channel. The owner's own login keeps
+    its services."""
+    import asyncio
+    from urllib.parse import unquote_plus
+
+    from guichet.plugins.registry_tables import importer as registry_import
+    from guichet.testing import HttpSink
+
+    with HttpSink() as service:
+        config = make_config(
+            database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
+        )
+        thief = await portal_factory(config)
+        await registry_import.generate_demo_registry(thief.services.database, count=0, seed=1)
+        person = registry_import.DEMO_PERSONS["particulier_vitale"]
+        await activate(thief, person)
+        await logout(thief)
+        stolen, _ = await token_response(thief, person)
+        stolen_claims = await verified_id_token(thief, stolen["id_token"])
+        owner = await portal_factory(config)
+        own, _ = await token_response(owner, person)
+        stolen_bearer = {"authorization": f"Bearer {stolen['access_token']}"}
+        own_bearer = {"authorization": f"Bearer {own['access_token']}"}
+        assert (await owner.client.get("/oidc/userinfo", headers=stolen_bearer)).status_code == 200
+        await owner.get("/mon-compte/mot-de-passe")
+        r = await owner.post(
+            "/mon-compte/mot-de-passe",
+            {
+                "current_password": NEW_PASSWORD,
+                "new_password": "Autre-Mot-2026!x",
+                "confirm_password": "Autre-Mot-2026!x",
+            },
+        )
+        assert r.headers["location"] == "/mot-de-passe-modifie"
+        r = await owner.client.get("/oidc/userinfo", headers=stolen_bearer)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+        assert (await owner.client.get("/oidc/userinfo", headers=own_bearer)).status_code == 200
+        for _ in range(100):
+            if service.requests:
+                break
+            await asyncio.sleep(0.05)
+        assert len(service.requests) == 1, "the service of the ended login was not told"
+        token = unquote_plus(service.requests[0].body.decode().removeprefix("logout_token="))
+        claims = await verified_id_token(owner, token)
+        assert claims["sid"] == stolen_claims["sid"] and claims["sub"] == stolen_claims["sub"]
+        assert (await thief.get("/espace-prive")).headers["location"] == "/connexion"

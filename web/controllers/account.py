@@ -17,6 +17,7 @@ from guichet.core.identifiers import format_phone
 from guichet.core.sessions import FULL
 from guichet.web.forms import form_of
 from guichet.web.http import LeaveFor, client_address, go, render, services_of, session_of, step_status
+from guichet.web.oidc.routes import end_other_logins
 
 # a page asked for while the password or the contacts come first: the page they lead to says why
 TEMPORARY, UNCONFIRMED = "mot-de-passe-temporaire", "coordonnees-a-confirmer"
@@ -92,7 +93,9 @@ async def _change_password(request: Request[Any, Any, Any], account: dict[str, A
             status=422,
             title=_title(request, heading),
         )
-    return go(request, "/mot-de-passe-modifie")
+    response = go(request, "/mot-de-passe-modifie")
+    response.background = await end_other_logins(request, account["id"])
+    return response
 
 
 def _title(request: Request[Any, Any, Any], heading: str) -> str:

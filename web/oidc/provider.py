@@ -625,8 +625,9 @@ class Provider:
             )
             await self.services.audit("oidc.revoked", account_id=account_id, client_id=client_id, reason=reason)
 
-    async def logout_tokens(self, login_ref: str, account_id: int, clients: list[str]) -> list[tuple[str, str]]:
-        """(back-channel address, signed logout token) for each client of an ended login that has one."""
+    async def logout_tokens(self, login_digest: str, account_id: int, clients: list[str]) -> list[tuple[str, str]]:
+        """(back-channel address, signed logout token) for each client of an ended login that has one;
+        ``login_digest``: the login's ``login_ref`` as the grants keep it (its SHA-256)."""
         found = []
         now = int(self.services.now().timestamp())
         for client_id in clients:
@@ -640,7 +641,7 @@ class Provider:
                 "exp": now + 120,
                 "jti": new_token(),
                 "sub": await self.subject(account_id, client),
-                "sid": self.session_id(token_digest(login_ref), client),
+                "sid": self.session_id(login_digest, client),
                 "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
             }
             token = await self.sign(client.config.id_token_alg, claims, typ="logout+jwt")
@@ -652,12 +653,31 @@ class Provider:
         if not login_ref:
             return []
         grants = self.services.database.t.OidcGrant
+        rows = await grants.select(grants.id, grants.client_id).where(grants.login_ref == token_digest(login_ref)).run()
+        await self._revoke_grants([row["id"] for row in rows])
+        return sorted({row["client_id"] for row in rows})
+
+    async def end_other_logins(self, account_id: int, keep_login_ref: str) -> list[tuple[str, str]]:
+        """A credential change: every live grant of the account but those of the login that made the
+        change (``keep_login_ref``, "" for none) is revoked with its tokens; the (login digest, client
+        id) pairs they came from, for the back-channel."""
+        grants = self.services.database.t.OidcGrant
+        keep = token_digest(keep_login_ref) if keep_login_ref else ""
+        rows = await (
+            grants.select(grants.id, grants.client_id, grants.login_ref)
+            .where((grants.account_id == account_id) & grants.revoked_at.is_null() & (grants.login_ref != keep))
+            .run()
+        )
+        await self._revoke_grants([row["id"] for row in rows])
+        return sorted({(row["login_ref"], row["client_id"]) for row in rows})
+
+    async def _revoke_grants(self, ids: list[int]) -> None:
+        """These grants and every token they gave, revoked together."""
+        if not ids:
+            return
+        grants = self.services.database.t.OidcGrant
         tokens = self.services.database.t.OidcToken
         now = self.services.now()
-        rows = await grants.select(grants.id, grants.client_id).where(grants.login_ref == token_digest(login_ref)).run()
-        if not rows:
-            return []
-        ids = [row["id"] for row in rows]
         async with self.services.database.transaction():
             await (
                 grants.update({grants.revoked_at: now}).where(grants.id.is_in(ids) & grants.revoked_at.is_null()).run()
@@ -667,7 +687,6 @@ class Provider:
                 .where(tokens.grant_id.is_in(ids) & tokens.revoked_at.is_null())
                 .run()
             )
-        return sorted({row["client_id"] for row in rows})
 
     async def services_for(self, account_id: int) -> list[dict[str, Any]]:
         """The first-party services the espace privé lists (those with a start address), each with when

@@ -13,6 +13,7 @@ from litestar.response import Redirect
 from guichet.core.availability import is_store_failure
 from guichet.core.flows.account import current_account
 from guichet.core.flows.login import next_url_of
+from guichet.core.keys import token_digest
 from guichet.core.sessions import FULL
 from guichet.web.forms import form_of
 from guichet.web.http import client_address, error_page, go, render, services_of, session_of
@@ -347,12 +348,42 @@ async def end_login(request: Request[Any, Any, Any]) -> BackgroundTask | None:
         await services_of(request).audit(
             "oidc.logout", account_id=session.data.account_id, client=client_address(request), clients=",".join(clients)
         )
-        notices = await provider.logout_tokens(session.data.login_ref, session.data.account_id, clients)
+        notices = await provider.logout_tokens(token_digest(session.data.login_ref), session.data.account_id, clients)
     except Exception as exc:
         if not is_store_failure(exc):
             raise
         # the session still ends (its store may be up); the services' tokens die at their expiry
         log.error("the services' grants of a login could not be revoked at logout: %s", type(exc).__name__)
+        return None
+    return BackgroundTask(send_logout_tokens, notices) if notices else None
+
+
+async def end_other_logins(request: Request[Any, Any, Any], account_id: int) -> BackgroundTask | None:
+    """A credential change ends the account's other sessions: what those logins reached at the
+    services ends with them (grants and tokens revoked; the login that made the change keeps its
+    own), and the services that asked are told on their back-channel, after the answer."""
+    provider: Provider | None = getattr(request.app.state, "oidc", None)
+    if provider is None:
+        return None
+    session = session_of(request)
+    try:
+        ended = await provider.end_other_logins(account_id, session.data.login_ref if session.data else "")
+        if not ended:
+            return None
+        clients = sorted({client for _, client in ended})
+        await services_of(request).audit(
+            "oidc.logout", account_id=account_id, client=client_address(request), clients=",".join(clients)
+        )
+        notices = [
+            notice
+            for login_digest, client in ended
+            for notice in await provider.logout_tokens(login_digest, account_id, [client])
+        ]
+    except Exception as exc:
+        if not is_store_failure(exc):
+            raise
+        # the password changed all the same; the other logins' tokens die at their expiry
+        log.error("the services' grants of the other logins could not be revoked: %s", type(exc).__name__)
         return None
     return BackgroundTask(send_logout_tokens, notices) if notices else None
 
