@@ -968,3 +968,35 @@ async def test_a_password_change_ends_the_other_logins_at_the_services_too(
         claims = await verified_id_token(owner, token)
         assert claims["sid"] == stolen_claims["sid"] and claims["sub"] == stolen_claims["sub"]
         assert (await thief.get("/espace-prive")).headers["location"] == "/connexion"
+
+
+async def test_closing_the_account_ends_every_login_at_the_services(
+    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
+) -> None:
+    """The espace privé closed: every grant of the account is revoked, the one of the closing login
+    included, and each service that asked is told on its back-channel."""
+    import asyncio
+
+    from guichet.plugins.registry_tables import importer as registry_import
+    from guichet.testing import HttpSink
+
+    with HttpSink() as service:
+        config = make_config(
+            database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
+        )
+        portal = await portal_factory(config)
+        await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+        person = registry_import.DEMO_PERSONS["particulier_vitale"]
+        await activate(portal, person)
+        await logout(portal)
+        await token_response(portal, person)
+        await portal.get("/mon-compte/fermeture")
+        closed = await portal.post("/mon-compte/fermeture", {"current_password": NEW_PASSWORD})
+        assert closed.headers["location"] == "/espace-ferme"
+        grants = portal.services.database.t.OidcGrant
+        assert not await grants.count().where(grants.revoked_at.is_null())
+        for _ in range(100):
+            if service.requests:
+                break
+            await asyncio.sleep(0.05)
+        assert len(service.requests) == 1 and service.requests[0].body.startswith(b"logout_token=")

@@ -487,4 +487,7 @@ class AccountController(Controller):
         )
         if result.errors:
             return self._closure_page(request, result.errors)
-        return go(request, "/espace-ferme")
+        response = go(request, "/espace-ferme")
+        # every login of the account ended with it (this one too): so does what they reached at the services
+        response.background = await end_other_logins(request, account["id"])
+        return response
