@@ -1000,3 +1000,42 @@ async def test_closing_the_account_ends_every_login_at_the_services(
                 break
             await asyncio.sleep(0.05)
         assert len(service.requests) == 1 and service.requests[0].body.startswith(b"logout_token=")
+
+
+async def test_a_forgotten_password_reset_ends_every_login_at_the_services(
+    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
+) -> None:
+    """The owner of a taken-over account gets a temporary password through "mot de passe oublié":
+    the taker's sessions end, and so does what they reached at the services (access token refused,
+    the service told on its back-channel), before any personalisation."""
+    import asyncio
+
+    from guichet.plugins.registry_tables import importer as registry_import
+    from guichet.testing import HttpSink
+
+    with HttpSink() as service:
+        config = make_config(
+            database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
+        )
+        taker = await portal_factory(config)
+        await registry_import.generate_demo_registry(taker.services.database, count=0, seed=1)
+        person = registry_import.DEMO_PERSONS["particulier_vitale"]
+        await activate(taker, person)
+        await logout(taker)
+        stolen, _ = await token_response(taker, person)
+        bearer = {"authorization": f"Bearer {stolen['access_token']}"}
+        owner = await portal_factory(config)
+        await owner.get("/mot-de-passe-oublie/identifiant")
+        r = await owner.post("/mot-de-passe-oublie/identifiant", {"identifier": person.nir_with_key})
+        r = await owner.post("/mot-de-passe-oublie/canal", {"channel": "email"})
+        assert r.headers["location"] == "/mot-de-passe-oublie/code"
+        [code_message] = await owner.outbox("recovery_code")
+        r = await owner.post("/mot-de-passe-oublie/code", {"code": code_message["payload"]["code"]})
+        assert r.headers["location"] == "/mot-de-passe-oublie/confirmation"
+        r = await owner.client.get("/oidc/userinfo", headers=bearer)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+        for _ in range(100):
+            if service.requests:
+                break
+            await asyncio.sleep(0.05)
+        assert len(service.requests) == 1 and service.requests[0].body.startswith(b"logout_token=")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.response import Redirect
 
 from guichet.core.flows import recovery as flow
-from guichet.core.flows.common import channel_view
+from guichet.core.flows.common import account_by_identifier, channel_view
 from guichet.core.flows.engine import FlowState, StepResult
 from guichet.web.forms import form_of
 from guichet.web.http import client_address, flow_cookie, render, services_of, step_status
+from guichet.web.oidc.routes import end_other_logins
 from guichet.web.wizard import Wizard
 
 TITLES = {
@@ -89,8 +91,10 @@ class RecoveryController(Controller):
     async def submit(self, request: Request[Any, Any, Any], step: str) -> Any:
         services = services_of(request)
         client = client_address(request)
+        ended: BackgroundTask | None = None
 
         async def handle(state: FlowState, step: str, form: dict[str, str], flow_id: str) -> StepResult:
+            nonlocal ended
             if step == "identifiant":
                 return await flow.submit_identifier(services, state, form, client)
             if step == "canal":
@@ -99,6 +103,16 @@ class RecoveryController(Controller):
                 return await flow.resend_code(services, state, flow_id, client=client)
             if form.get("action") == "autre-canal":
                 return await flow.switch_channel(services, state, flow_id, client=client)
-            return await flow.submit_code(services, state, form, flow_id, client)
+            result = await flow.submit_code(services, state, form, flow_id, client)
+            if result.ok and result.step == "confirmation":
+                # the temporary password ended every session of the account: what they reached at
+                # the caisse's services ends too, before anyone logs in again
+                account = await account_by_identifier(services, state.data["identifier"])
+                if account is not None:
+                    ended = await end_other_logins(request, account["id"], keep_own=False)
+            return result
 
-        return await WIZARD.submit(request, step, await form_of(request), handle)
+        response = await WIZARD.submit(request, step, await form_of(request), handle)
+        if ended is not None:
+            response.background = ended
+        return response

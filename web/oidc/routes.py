@@ -358,16 +358,20 @@ async def end_login(request: Request[Any, Any, Any]) -> BackgroundTask | None:
     return BackgroundTask(send_logout_tokens, notices) if notices else None
 
 
-async def end_other_logins(request: Request[Any, Any, Any], account_id: int) -> BackgroundTask | None:
+async def end_other_logins(
+    request: Request[Any, Any, Any], account_id: int, *, keep_own: bool = True
+) -> BackgroundTask | None:
     """A credential change ends the account's other sessions: what those logins reached at the
-    services ends with them (grants and tokens revoked; the login that made the change keeps its
-    own), and the services that asked are told on their back-channel, after the answer."""
+    services ends with them (grants and tokens revoked; with ``keep_own`` the login that made the
+    change keeps its own), and the services that asked are told on their back-channel, after the
+    answer."""
     provider: Provider | None = getattr(request.app.state, "oidc", None)
     if provider is None:
         return None
     session = session_of(request)
+    keep = session.data.login_ref if keep_own and session.data else ""
     try:
-        ended = await provider.end_other_logins(account_id, session.data.login_ref if session.data else "")
+        ended = await provider.end_other_logins(account_id, keep)
         if not ended:
             return None
         clients = sorted({client for _, client in ended})
