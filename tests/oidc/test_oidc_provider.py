@@ -52,13 +52,7 @@ async def provider_portal(portal_factory: Callable[..., Any], oidc_config: Caiss
 @pytest.fixture
 async def julien(provider_portal: Portal) -> Any:
     """Julien LEFEBVRE with a personal password (NEW_PASSWORD), logged out."""
-    from guichet.plugins.registry_tables import importer as registry_import
-
-    await registry_import.generate_demo_registry(provider_portal.services.database, count=0, seed=1)
-    person = registry_import.DEMO_PERSONS["particulier_vitale"]
-    await activate(provider_portal, person)
-    await logout(provider_portal)
-    return person
+    return await registered_person(provider_portal)
 
 
 async def token_response(portal: Portal, person: Any, **options: Any) -> tuple[dict[str, Any], str]:
@@ -771,43 +765,72 @@ async def test_forward_auth_signs_with_the_new_key_once_another_process_rotated(
     assert (await verified_id_token(provider_portal, again))["aud"] == "guichet-forward-auth"
 
 
-async def test_back_channel_logout_tells_the_services_the_login_reached(
-    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
-) -> None:
-    import asyncio
-
-    from guichet.plugins.registry_tables import importer as registry_import
+@pytest.fixture
+def service() -> Any:
+    """A service's back-channel logout address: an HTTP sink that records what it is posted."""
     from guichet.testing import HttpSink
 
-    with HttpSink() as service:
-        config = make_config(
-            database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
-        )
-        portal = await portal_factory(config)
-        await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
-        person = registry_import.DEMO_PERSONS["particulier_vitale"]
-        await activate(portal, person)
-        await logout(portal)
-        assert service.requests == []  # a login that reached no service tells nobody
-        tokens, _ = await token_response(portal, person)
-        id_claims = await verified_id_token(portal, tokens["id_token"])
-        await logout(portal)
-        for _ in range(100):
-            if service.requests:
-                break
-            await asyncio.sleep(0.05)
-        assert len(service.requests) == 1 and service.requests[0].method == "POST"
-        body = service.requests[0].body.decode()
-        assert body.startswith("logout_token=")
-        from urllib.parse import unquote_plus
+    with HttpSink() as sink:
+        yield sink
 
-        token = unquote_plus(body.removeprefix("logout_token="))
-        claims = await verified_id_token(portal, token)
-        assert claims["sid"] == id_claims["sid"] and claims["sub"] == id_claims["sub"]
-        assert claims["aud"] == ATTESTATIONS and "nonce" not in claims
-        assert "http://schemas.openid.net/event/backchannel-logout" in claims["events"]
-        header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
-        assert header["typ"] == "logout+jwt"
+
+@pytest.fixture
+def backchannel_config(
+    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, service: Any
+) -> CaisseConfig:
+    return make_config(
+        database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
+    )
+
+
+async def registered_person(portal: Portal) -> Any:
+    """Julien with a personal password (NEW_PASSWORD), logged out of ``portal``."""
+    from guichet.plugins.registry_tables import importer as registry_import
+
+    await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
+    person = registry_import.DEMO_PERSONS["particulier_vitale"]
+    await activate(portal, person)
+    await logout(portal)
+    return person
+
+
+async def told(service: Any) -> list[Any]:
+    """What the service was posted, once something came (logout tokens go after the answer)."""
+    import asyncio
+
+    for _ in range(100):
+        if service.requests:
+            break
+        await asyncio.sleep(0.05)
+    return list(service.requests)
+
+
+def logout_token_of(request: Any) -> str:
+    from urllib.parse import unquote_plus
+
+    body = request.body.decode()
+    assert body.startswith("logout_token=")
+    return unquote_plus(body.removeprefix("logout_token="))
+
+
+async def test_back_channel_logout_tells_the_services_the_login_reached(
+    portal_factory: Callable[..., Any], backchannel_config: CaisseConfig, service: Any
+) -> None:
+    portal = await portal_factory(backchannel_config)
+    person = await registered_person(portal)
+    assert service.requests == []  # a login that reached no service tells nobody
+    tokens, _ = await token_response(portal, person)
+    id_claims = await verified_id_token(portal, tokens["id_token"])
+    await logout(portal)
+    [request] = await told(service)
+    assert request.method == "POST"
+    token = logout_token_of(request)
+    claims = await verified_id_token(portal, token)
+    assert claims["sid"] == id_claims["sid"] and claims["sub"] == id_claims["sub"]
+    assert claims["aud"] == ATTESTATIONS and "nonce" not in claims
+    assert "http://schemas.openid.net/event/backchannel-logout" in claims["events"]
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header["typ"] == "logout+jwt"
 
 
 async def test_the_espace_prive_lists_the_caisse_s_services_and_when_they_were_used(
@@ -918,124 +941,73 @@ async def test_a_first_login_through_a_service_personalises_and_confirms_before_
 
 
 async def test_a_password_change_ends_the_other_logins_at_the_services_too(
-    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
+    portal_factory: Callable[..., Any], backchannel_config: CaisseConfig, service: Any
 ) -> None:
     """Someone with a stolen session got a service's access token; the owner changes the password
     from their own session. The thief's session ends, and so does what it reached: its access token
     answers nothing more and the service is told on its back-channel. The owner's own login keeps
     its services."""
-    import asyncio
-    from urllib.parse import unquote_plus
-
-    from guichet.plugins.registry_tables import importer as registry_import
-    from guichet.testing import HttpSink
-
-    with HttpSink() as service:
-        config = make_config(
-            database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
-        )
-        thief = await portal_factory(config)
-        await registry_import.generate_demo_registry(thief.services.database, count=0, seed=1)
-        person = registry_import.DEMO_PERSONS["particulier_vitale"]
-        await activate(thief, person)
-        await logout(thief)
-        stolen, _ = await token_response(thief, person)
-        stolen_claims = await verified_id_token(thief, stolen["id_token"])
-        owner = await portal_factory(config)
-        own, _ = await token_response(owner, person)
-        stolen_bearer = {"authorization": f"Bearer {stolen['access_token']}"}
-        own_bearer = {"authorization": f"Bearer {own['access_token']}"}
-        assert (await owner.client.get("/oidc/userinfo", headers=stolen_bearer)).status_code == 200
-        await owner.get("/mon-compte/mot-de-passe")
-        r = await owner.post(
-            "/mon-compte/mot-de-passe",
-            {
-                "current_password": NEW_PASSWORD,
-                "new_password": "Autre-Mot-2026!x",
-                "confirm_password": "Autre-Mot-2026!x",
-            },
-        )
-        assert r.headers["location"] == "/mot-de-passe-modifie"
-        r = await owner.client.get("/oidc/userinfo", headers=stolen_bearer)
-        assert r.status_code == 401 and r.json()["error"] == "invalid_token"
-        assert (await owner.client.get("/oidc/userinfo", headers=own_bearer)).status_code == 200
-        for _ in range(100):
-            if service.requests:
-                break
-            await asyncio.sleep(0.05)
-        assert len(service.requests) == 1, "the service of the ended login was not told"
-        token = unquote_plus(service.requests[0].body.decode().removeprefix("logout_token="))
-        claims = await verified_id_token(owner, token)
-        assert claims["sid"] == stolen_claims["sid"] and claims["sub"] == stolen_claims["sub"]
-        assert (await thief.get("/espace-prive")).headers["location"] == "/connexion"
+    thief = await portal_factory(backchannel_config)
+    person = await registered_person(thief)
+    stolen, _ = await token_response(thief, person)
+    stolen_claims = await verified_id_token(thief, stolen["id_token"])
+    owner = await portal_factory(backchannel_config)
+    own, _ = await token_response(owner, person)
+    stolen_bearer = {"authorization": f"Bearer {stolen['access_token']}"}
+    own_bearer = {"authorization": f"Bearer {own['access_token']}"}
+    assert (await owner.client.get("/oidc/userinfo", headers=stolen_bearer)).status_code == 200
+    await owner.get("/mon-compte/mot-de-passe")
+    r = await owner.post(
+        "/mon-compte/mot-de-passe",
+        {"current_password": NEW_PASSWORD, "new_password": "Autre-Mot-2026!x", "confirm_password": "Autre-Mot-2026!x"},
+    )
+    assert r.headers["location"] == "/mot-de-passe-modifie"
+    r = await owner.client.get("/oidc/userinfo", headers=stolen_bearer)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    assert (await owner.client.get("/oidc/userinfo", headers=own_bearer)).status_code == 200
+    requests = await told(service)
+    assert len(requests) == 1, "the service of the ended login was not told"
+    claims = await verified_id_token(owner, logout_token_of(requests[0]))
+    assert claims["sid"] == stolen_claims["sid"] and claims["sub"] == stolen_claims["sub"]
+    assert (await thief.get("/espace-prive")).headers["location"] == "/connexion"
 
 
 async def test_closing_the_account_ends_every_login_at_the_services(
-    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
+    portal_factory: Callable[..., Any], backchannel_config: CaisseConfig, service: Any
 ) -> None:
     """The espace privé closed: every grant of the account is revoked, the one of the closing login
     included, and each service that asked is told on its back-channel."""
-    import asyncio
-
-    from guichet.plugins.registry_tables import importer as registry_import
-    from guichet.testing import HttpSink
-
-    with HttpSink() as service:
-        config = make_config(
-            database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
-        )
-        portal = await portal_factory(config)
-        await registry_import.generate_demo_registry(portal.services.database, count=0, seed=1)
-        person = registry_import.DEMO_PERSONS["particulier_vitale"]
-        await activate(portal, person)
-        await logout(portal)
-        await token_response(portal, person)
-        await portal.get("/mon-compte/fermeture")
-        closed = await portal.post("/mon-compte/fermeture", {"current_password": NEW_PASSWORD})
-        assert closed.headers["location"] == "/espace-ferme"
-        grants = portal.services.database.t.OidcGrant
-        assert not await grants.count().where(grants.revoked_at.is_null())
-        for _ in range(100):
-            if service.requests:
-                break
-            await asyncio.sleep(0.05)
-        assert len(service.requests) == 1 and service.requests[0].body.startswith(b"logout_token=")
+    portal = await portal_factory(backchannel_config)
+    person = await registered_person(portal)
+    await token_response(portal, person)
+    await portal.get("/mon-compte/fermeture")
+    closed = await portal.post("/mon-compte/fermeture", {"current_password": NEW_PASSWORD})
+    assert closed.headers["location"] == "/espace-ferme"
+    grants = portal.services.database.t.OidcGrant
+    assert not await grants.count().where(grants.revoked_at.is_null())
+    [request] = await told(service)
+    assert logout_token_of(request)
 
 
 async def test_a_forgotten_password_reset_ends_every_login_at_the_services(
-    make_config: Callable[..., CaisseConfig], db_url: str, tmp_path: Path, portal_factory: Callable[..., Any]
+    portal_factory: Callable[..., Any], backchannel_config: CaisseConfig, service: Any
 ) -> None:
     """The owner of a taken-over account gets a temporary password through "mot de passe oublié":
     the taker's sessions end, and so does what they reached at the services (access token refused,
     the service told on its back-channel), before any personalisation."""
-    import asyncio
-
-    from guichet.plugins.registry_tables import importer as registry_import
-    from guichet.testing import HttpSink
-
-    with HttpSink() as service:
-        config = make_config(
-            database_url=db_url, base=portal_config_text(oidc_extra(tmp_path, backchannel=f"{service.url}/deconnexion"))
-        )
-        taker = await portal_factory(config)
-        await registry_import.generate_demo_registry(taker.services.database, count=0, seed=1)
-        person = registry_import.DEMO_PERSONS["particulier_vitale"]
-        await activate(taker, person)
-        await logout(taker)
-        stolen, _ = await token_response(taker, person)
-        bearer = {"authorization": f"Bearer {stolen['access_token']}"}
-        owner = await portal_factory(config)
-        await owner.get("/mot-de-passe-oublie/identifiant")
-        r = await owner.post("/mot-de-passe-oublie/identifiant", {"identifier": person.nir_with_key})
-        r = await owner.post("/mot-de-passe-oublie/canal", {"channel": "email"})
-        assert r.headers["location"] == "/mot-de-passe-oublie/code"
-        [code_message] = await owner.outbox("recovery_code")
-        r = await owner.post("/mot-de-passe-oublie/code", {"code": code_message["payload"]["code"]})
-        assert r.headers["location"] == "/mot-de-passe-oublie/confirmation"
-        r = await owner.client.get("/oidc/userinfo", headers=bearer)
-        assert r.status_code == 401 and r.json()["error"] == "invalid_token"
-        for _ in range(100):
-            if service.requests:
-                break
-            await asyncio.sleep(0.05)
-        assert len(service.requests) == 1 and service.requests[0].body.startswith(b"logout_token=")
+    taker = await portal_factory(backchannel_config)
+    person = await registered_person(taker)
+    stolen, _ = await token_response(taker, person)
+    bearer = {"authorization": f"Bearer {stolen['access_token']}"}
+    owner = await portal_factory(backchannel_config)
+    await owner.get("/mot-de-passe-oublie/identifiant")
+    await owner.post("/mot-de-passe-oublie/identifiant", {"identifier": person.nir_with_key})
+    r = await owner.post("/mot-de-passe-oublie/canal", {"channel": "email"})
+    assert r.headers["location"] == "/mot-de-passe-oublie/code"
+    [code_message] = await owner.outbox("recovery_code")
+    r = await owner.post("/mot-de-passe-oublie/code", {"code": code_message["payload"]["code"]})
+    assert r.headers["location"] == "/mot-de-passe-oublie/confirmation"
+    r = await owner.client.get("/oidc/userinfo", headers=bearer)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    [request] = await told(service)
+    assert logout_token_of(request)
