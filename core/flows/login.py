@@ -313,10 +313,11 @@ async def code_page(
 
     ``account`` and ``offers``: the session's account row and what it may log in with, when the
     caller holds them; ``just_sent``: the code was queued in this very request, so there is no
-    delivery outcome to read yet."""
+    delivery outcome to read yet. Empty, with the session cleared, once the login is over."""
     if account is None:
         account = await _password_step_account(services, session)
-    if account is None or session.data is None:  # a password changed since the password step included
+    if account is None or session.data is None:  # gone, or its password changed since: this login is over
+        session.clear()
         return {}
     recipient = account_recipient(account)
     channel = session.data.login_channel

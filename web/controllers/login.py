@@ -66,9 +66,7 @@ async def _code_page(
     if info is None:
         info = await flow.code_page(services, session_of(request))
     if not info or (result is not None and result.step == "connexion"):
-        # the account is gone or its password changed since the password step: a new login
-        session_of(request).clear()
-        return go(request, "/connexion")
+        return go(request, "/connexion")  # the flow ended this login (its account gone or its password changed)
     context = {
         "values": result.values if result else {},
         "errors": result.errors if result else {},
