@@ -18,6 +18,8 @@ import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.config.compression import CompressionConfig
 from litestar.exceptions import HTTPException, NotFoundException
+from litestar.plugins import PluginProtocol
+from litestar.plugins.core import MsgspecDIPlugin
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
@@ -58,6 +60,22 @@ HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 STATIC_FILES = ("htmx-2.0.11.min.js", "guichet.js", "guichet.css")
 FORM_BODY_LIMIT = 32 * 1024
+
+
+class GuichetLitestar(Litestar):
+    """Litestar with only the plugins guichet uses.
+
+    Litestar adds its pydantic plugins whenever pydantic can be imported (piccolo requires it) and
+    its attrs schema plugin whenever attrs can: guichet's handlers take forms and msgspec Structs
+    and publish no OpenAPI schema, so they would serve nothing, and the pydantic ones cost every
+    worker ≈ 3 MiB and 60 ms of imports (docs/benchmarks.md, "What was changed for efficiency";
+    tests/core/test_worker_imports.py notices a Litestar release that names this hook otherwise).
+    """
+
+    @staticmethod
+    def _get_default_plugins(plugins: list[PluginProtocol]) -> list[PluginProtocol]:
+        plugins.append(MsgspecDIPlugin())
+        return plugins
 
 
 class StaticFile(msgspec.Struct, frozen=True):
@@ -188,7 +206,7 @@ def create_app(
                 demo_sinks.stop()
             metrics.process_ended()
 
-    app = Litestar(
+    app = GuichetLitestar(
         route_handlers=[
             PagesController,
             RegistrationController,
