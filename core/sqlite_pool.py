@@ -9,6 +9,13 @@ its pragmas, and runs a statement in one hop to the connection's thread (``execu
 Transactions take a connection from the same pool and give it back after COMMIT or ROLLBACK; a
 connection whose state is in doubt (a failed BEGIN, COMMIT or ROLLBACK) is closed, not reused.
 
+A point read (``POINT_READ``, core/statements.py: one row by an indexed column, outside a
+transaction) runs on the event loop's thread, on a read-only connection of its own: SQLite answers
+it in a few microseconds, the hop to a connection's thread and back costs ten times that in CPU
+(two thread wake-ups). It never waits for a lock there (no busy timeout): in WAL mode a reader is
+not blocked by the writer, and in the rare case it is (a database not in WAL, a checkpoint's
+recovery), the read goes the usual way, through a pooled connection that may wait.
+
 The pool belongs to the thread that first used it. Used from another thread (a test client's
 portal thread, say), the engine falls back to piccolo's connection per query, which is always
 safe. Connection threads are daemon threads: a Database that was never closed cannot keep the
@@ -21,11 +28,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+import sqlite3
 import threading
 from typing import Any
 
 import aiosqlite
 from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
+
+from guichet.core.statements import POINT_READ
 
 log = logging.getLogger("guichet.database")
 
@@ -80,6 +90,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[aiosqlite.Connection]] = collections.deque()
         self._owner: int | None = None  # the thread whose event loops may use the pool
+        self._reader: sqlite3.Connection | None = None  # point reads, on the owner's thread
 
     # -- the pool -----------------------------------------------------------------------------------
 
@@ -156,8 +167,26 @@ class PooledSQLiteEngine(SQLiteEngine):
                 if not waiter.done():
                     waiter.set_exception(exc)
 
+    def _read_inline(self, query: str, args: list[Any]) -> list[dict[str, Any]] | None:
+        """The rows of a point read, read on this thread; None when SQLite would have to wait."""
+        reader = self._reader
+        if reader is None:
+            # timeout=0: never a busy wait on the event loop's thread; query_only: a statement
+            # marked as a read by mistake cannot write here, it goes the pooled way
+            reader = sqlite3.connect(**{**self.connection_kwargs, "timeout": 0})  # the same type converters
+            reader.row_factory = dict_factory
+            reader.execute("PRAGMA query_only = 1")
+            self._reader = reader
+        try:
+            return reader.execute(query, args).fetchall()
+        except sqlite3.OperationalError:  # locked or busy: the pooled way waits, and raises what is wrong
+            return None
+
     async def close_pool(self) -> None:
         """Close the idle connections (the pool reopens lazily if used again)."""
+        if self._reader is not None and self._pool_usable():
+            reader, self._reader = self._reader, None
+            reader.close()
         idle, self._idle = self._idle, []
         for connection in idle:
             self._open -= 1
@@ -173,6 +202,10 @@ class PooledSQLiteEngine(SQLiteEngine):
     ) -> Any:
         if query_type == "insert" and self.get_version_sync() < 3.35:  # pragma: no cover - old SQLite
             return await super()._run_in_new_connection(query, args, query_type, table)
+        if query.startswith(POINT_READ) and self._pool_usable():
+            rows = self._read_inline(query, args or [])
+            if rows is not None:
+                return rows
         connection, pooled = await self._acquire()
         discard = False
         try:

@@ -41,6 +41,20 @@ def _install() -> None:
     except ImportError:
         pass
     try:
+        # point reads run on the event loop's thread, on a sqlite3 connection of their own
+        from guichet.core.sqlite_pool import PooledSQLiteEngine
+
+        read_inline = PooledSQLiteEngine._read_inline
+
+        @functools.wraps(read_inline)
+        def traced_read(self: Any, query: str, args: Any) -> Any:
+            _write("sqlite", query)
+            return read_inline(self, query, args)
+
+        PooledSQLiteEngine._read_inline = traced_read  # type: ignore[method-assign]
+    except ImportError:
+        pass
+    try:
         from asyncpg.connection import Connection
 
         for name in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
