@@ -16,7 +16,6 @@ import functools
 
 from piccolo.table import Table
 
-
 POINT_READ = "/* point read */ "  # a comment: PostgreSQL and SQLite run the statement as it is
 
 

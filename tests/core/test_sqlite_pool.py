@@ -70,18 +70,22 @@ async def test_a_point_read_is_answered_on_the_loop_s_thread_with_what_was_just_
     assert await read_session(sqlite_db, "absent") == []
     assert hops.count == 1  # the reads did not hop
     async with sqlite_db.transaction():  # committed by a pooled connection, seen at once by the reader
-        await sqlite_db.t.Session.update({sqlite_db.t.Session.data: "second"}).where(
-            sqlite_db.t.Session.key == "k1"
-        ).run()
+        await (
+            sqlite_db.t.Session.update({sqlite_db.t.Session.data: "second"})
+            .where(sqlite_db.t.Session.key == "k1")
+            .run()
+        )
     assert (await read_session(sqlite_db, "k1"))[0]["data"] == "second"
 
 
 async def test_inside_a_transaction_a_point_read_sees_the_transaction_s_own_writes(sqlite_db: Database) -> None:
     await add_session(sqlite_db, "k1", "first")
     async with sqlite_db.transaction():
-        await sqlite_db.t.Session.update({sqlite_db.t.Session.data: "uncommitted"}).where(
-            sqlite_db.t.Session.key == "k1"
-        ).run()
+        await (
+            sqlite_db.t.Session.update({sqlite_db.t.Session.data: "uncommitted"})
+            .where(sqlite_db.t.Session.key == "k1")
+            .run()
+        )
         assert (await read_session(sqlite_db, "k1"))[0]["data"] == "uncommitted"
 
 
