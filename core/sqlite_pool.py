@@ -169,17 +169,17 @@ class PooledSQLiteEngine(SQLiteEngine):
 
     def _read_inline(self, query: str, args: list[Any]) -> list[dict[str, Any]] | None:
         """The rows of a point read, read on this thread; None when SQLite would have to wait."""
-        reader = self._reader
-        if reader is None:
-            # timeout=0: never a busy wait on the event loop's thread; query_only: a statement
-            # marked as a read by mistake cannot write here, it goes the pooled way
-            reader = sqlite3.connect(**{**self.connection_kwargs, "timeout": 0})  # the same type converters
-            reader.row_factory = dict_factory
-            reader.execute("PRAGMA query_only = 1")
-            self._reader = reader
         try:
+            reader = self._reader
+            if reader is None:
+                # timeout=0: never a busy wait on the event loop's thread; query_only: a statement
+                # marked as a read by mistake cannot write here, it goes the pooled way
+                reader = sqlite3.connect(**{**self.connection_kwargs, "timeout": 0})  # the same type converters
+                reader.row_factory = dict_factory
+                reader.execute("PRAGMA query_only = 1")
+                self._reader = reader
             return reader.execute(query, args).fetchall()
-        except sqlite3.OperationalError:  # locked or busy: the pooled way waits, and raises what is wrong
+        except sqlite3.OperationalError:  # locked, busy or not openable: the pooled way waits, or raises what is wrong
             return None
 
     async def close_pool(self) -> None:
