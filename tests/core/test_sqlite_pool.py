@@ -140,3 +140,19 @@ async def test_closing_closes_the_reader_and_a_point_read_after_opens_it_again(s
     with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open
         reader.execute("SELECT 1")
     assert (await read_session(sqlite_db, "k1"))[0]["data"] == "first"
+
+
+async def test_a_point_read_leaves_no_read_transaction_open_to_hold_the_wal_back(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A read left open would keep every later write in the WAL file (no checkpoint could pass it)."""
+    await add_session(sqlite_db, "k1", "first")
+    await add_session(sqlite_db, "k2", "second")
+    assert (await read_session(sqlite_db, "k1"))[0]["data"] == "first"
+    await add_session(sqlite_db, "k3", "third")
+    other = sqlite3.connect(tmp_path / "pool.sqlite", timeout=0, isolation_level=None)
+    try:
+        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        other.close()
+    assert busy == 0  # the whole WAL was written back: no reader held it
