@@ -45,7 +45,7 @@ def insert_one(table: type[Table], columns: tuple[str, ...], returning: str = ""
 @functools.cache
 def select_latest(table: type[Table], columns: tuple[str, ...], where: tuple[str, ...]) -> str:
     """``columns`` of the newest row (highest id) whose ``where`` columns equal the parameters, in order
-    (the first of them indexed)."""
+    (one of them indexed)."""
     names = ", ".join(
         f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} AS {_quoted(c)}" for c in columns
     )
