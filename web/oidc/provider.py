@@ -36,6 +36,7 @@ from guichet.core.flows.common import CLOSED, account_by_id
 from guichet.core.keys import new_token, token_digest
 from guichet.core.services import Services
 from guichet.core.sessions import SessionData
+from guichet.core.statements import POINT_READ
 
 log = logging.getLogger("guichet.oidc")
 ALGORITHMS = ("RS256", "ES256")
@@ -160,10 +161,11 @@ SUBJECTS_KEPT = 100_000
 @functools.cache
 def _live_grant_of_token(tokens: type[Table], grants: type[Table]) -> str:
     """userinfo's one read (on every call of a service): the grant of an access token, both unrevoked,
-    as SQL written once (core/statements.py says why); the token's expiry is judged by the caller."""
+    as SQL written once (core/statements.py says why); the token's expiry is judged by the caller.
+    A point read: one token by its unique digest, its grant by primary key."""
     token, grant = tokens._meta.tablename, grants._meta.tablename
     return (
-        f'SELECT g."client_id" AS "client_id", g."account_id" AS "account_id", g."scope" AS "scope", '
+        f'{POINT_READ}SELECT g."client_id" AS "client_id", g."account_id" AS "account_id", g."scope" AS "scope", '
         f't."expires_at" AS "expires_at" FROM "{token}" t JOIN "{grant}" g ON g."id" = t."grant_id" '
         f'WHERE t."token_hash" = {{}} AND t."revoked_at" IS NULL AND g."revoked_at" IS NULL LIMIT 1'
     )
