@@ -20,6 +20,7 @@ from litestar import Litestar, get  # noqa: E402
 
 from guichet.core.config import load_config  # noqa: E402
 from guichet.core.database import Database  # noqa: E402
+from guichet.core.statements import select_where  # noqa: E402
 
 
 def create() -> Litestar:
@@ -43,21 +44,20 @@ def create() -> Litestar:
 
     @get("/session", sync_to_thread=False)
     async def read_session(key: str) -> str:
-        # the same read as core.sessions.DatabaseSessions.load
-        rows = await session.select(session.data).where(session.key == key).limit(1).run()
+        # the same statement as core.sessions.DatabaseSessions.load (a point read: on SQLite it
+        # runs on the event loop's thread, as guichet's does)
+        rows = await session.raw(select_where(session, ("data",), "key"), key).run()
         return "1" if rows else "-"
 
     token = database.t.OidcToken
 
     @get("/token", sync_to_thread=False)
     async def read_token(digest: str) -> str:
-        # the same read as the provider's userinfo
-        rows = await (
-            token.select(token.grant_id, token.expires_at, token.revoked_at)
-            .where(token.token_hash == digest)
-            .limit(1)
-            .run()
-        )
+        # the access token read by its digest, as the provider's userinfo reads it (which joins its
+        # grant in the same statement), written once as guichet's point reads are
+        rows = await token.raw(
+            select_where(token, ("grant_id", "expires_at", "revoked_at"), "token_hash"), digest
+        ).run()
         return "1" if rows else "-"
 
     return Litestar(
