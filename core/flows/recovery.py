@@ -201,6 +201,8 @@ async def submit_code(
     if message or check is None or account is None or check.account_id != account["id"]:
         return StepResult(step="code", errors={"code": message or "Le code saisi est incorrect."})
     await reset_password(services, account, channel=state.data["channel"], client=client)
+    # whose logins the reset ended: the web layer ends what they reached at the services too
+    state.data["reset_account_id"] = account["id"]
     advance(state, "code", "confirmation", STEPS)
     return StepResult(step=state.step)
 

@@ -9,7 +9,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.response import Redirect
 
 from guichet.core.flows import recovery as flow
-from guichet.core.flows.common import account_by_identifier, channel_view
+from guichet.core.flows.common import channel_view
 from guichet.core.flows.engine import FlowState, StepResult
 from guichet.web.forms import form_of
 from guichet.web.http import client_address, flow_cookie, render, services_of, step_status
@@ -107,9 +107,7 @@ class RecoveryController(Controller):
             if result.ok and result.step == "confirmation":
                 # the temporary password ended every session of the account: what they reached at
                 # the caisse's services ends too, before anyone logs in again
-                account = await account_by_identifier(services, state.data["identifier"])
-                if account is not None:
-                    ended = await end_other_logins(request, account["id"], keep_own=False)
+                ended = await end_other_logins(request, state.data["reset_account_id"], keep_own=False)
             return result
 
         response = await WIZARD.submit(request, step, await form_of(request), handle)
