@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -83,6 +84,18 @@ async def counted(portal: Portal, limit_name: str, subject: str) -> int:
     return verdict.count
 
 
+def answered(answers: list[Any], caplog: pytest.LogCaptureFixture) -> str:
+    """What a burst was answered, counted, and what the app logged at warning level or above: a
+    compact failure message that says which store failed (the full list of 40 answers would not)."""
+    counts = collections.Counter((r.status_code, " ".join(messages(r))) for r in answers)
+    logged = collections.Counter(
+        f"{record.levelname} {record.name}: {record.getMessage()}"
+        for record in caplog.records
+        if record.levelno >= logging.WARNING
+    )
+    return f"answers {dict(counts)}; logged {dict(logged) or 'nothing'}"
+
+
 async def live_codes(portal: Portal, purpose: str) -> list[dict[str, Any]]:
     t = portal.services.database.t.OneTimeCode
     return await t.select().where((t.purpose == purpose) & t.used_at.is_null() & t.superseded_at.is_null()).run()  # type: ignore[no-any-return]
@@ -93,7 +106,10 @@ async def live_codes(portal: Portal, purpose: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("who", ["account", "nobody"])
 async def test_a_burst_of_parallel_guesses_costs_one_try_each(
-    race_config: Callable[..., CaisseConfig], portal_factory: Callable[..., Any], who: str
+    race_config: Callable[..., CaisseConfig],
+    portal_factory: Callable[..., Any],
+    who: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     portal = await portal_factory(race_config())
     await make_account(portal)
@@ -107,7 +123,7 @@ async def test_a_burst_of_parallel_guesses_costs_one_try_each(
             for n, b in enumerate(browsers)
         )
     )
-    assert [(r.status_code, messages(r)) for r in answers] == [(422, [LOGIN_FAILED])] * 40
+    assert [(r.status_code, messages(r)) for r in answers] == [(422, [LOGIN_FAILED])] * 40, answered(answers, caplog)
     assert counting.calls["verify"] == threshold, (
         f"{counting.calls['verify']} passwords verified in a burst; the pause starts after {threshold}"
     )
