@@ -147,11 +147,19 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     pool_size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
 
 
+# How long Redis may take to connect or to answer a command before it is taken for down (a 503).
+# The time runs on the event loop's clock: in a burst of requests a reply that came in time waits
+# for the loop to be free before it is read, so 2 s answered 503 to some of a burst of 40 logins
+# on a loaded 2-core host; 5 s is also the Retry-After an outage is answered with.
+DEFAULT_REDIS_TIMEOUT_SECONDS = 5.0
+
+
 class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``redis://host:6379/0`` (or ``rediss://`` for TLS); the password, if any, as a secret, not in the url."""
 
     url: Annotated[str, msgspec.Meta(pattern=r"^rediss?://.+")]
     password: SecretRef | None = None
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = DEFAULT_REDIS_TIMEOUT_SECONDS
 
 
 class RateLimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

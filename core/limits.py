@@ -80,5 +80,10 @@ def counter_store_for(config: CaisseConfig, database: "Database") -> CounterStor
     """
     if config.rate_limits.store == "redis" and config.redis is not None:
         password = config.redis.password.resolve() if config.redis.password else None
-        return RedisCounters(config.redis.url, f"guichet:{config.caisse.id}", password=password)
+        return RedisCounters(
+            config.redis.url,
+            f"guichet:{config.caisse.id}",
+            password=password,
+            timeout_seconds=config.redis.timeout_seconds,
+        )
     return DatabaseCounters(database)

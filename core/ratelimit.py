@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from guichet.core.addresses import client_subject
+from guichet.core.config import DEFAULT_REDIS_TIMEOUT_SECONDS
 from guichet.core.errors import CounterStoreError
+from guichet.core.redis_store import redis_client
 from guichet.core.structs import Measurement
 
 if TYPE_CHECKING:
@@ -179,10 +181,15 @@ class RedisCounters:
     return out
     """
 
-    def __init__(self, url: str, namespace: str, *, password: str | None = None) -> None:
-        import redis.asyncio as redis
-
-        self.client = redis.Redis.from_url(url, password=password, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        *,
+        password: str | None = None,
+        timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS,
+    ) -> None:
+        self.client = redis_client(url, password=password, timeout_seconds=timeout_seconds)
         self.namespace = namespace
         self._update = self.client.register_script(self._UPDATE)
 

@@ -138,7 +138,13 @@ def build_services(
     counter_store = counter_store_for(config, database)
     session_backend: SessionBackend
     if config.sessions.store == "redis" and config.redis is not None:
-        session_backend = RedisSessions(config.redis.url, namespace, password=redis_password, clock=clock)
+        session_backend = RedisSessions(
+            config.redis.url,
+            namespace,
+            password=redis_password,
+            clock=clock,
+            timeout_seconds=config.redis.timeout_seconds,
+        )
     else:
         session_backend = DatabaseSessions(database)
     services = Services(

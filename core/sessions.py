@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from guichet.core.clock import Clock
+from guichet.core.config import DEFAULT_REDIS_TIMEOUT_SECONDS
 from guichet.core.keys import new_token, token_digest
+from guichet.core.redis_store import redis_client
 from guichet.core.statements import insert_one, select_where, update_where
 
 if TYPE_CHECKING:
@@ -118,10 +120,16 @@ class RedisSessions:
     return 1
     """
 
-    def __init__(self, url: str, namespace: str, *, password: str | None = None, clock: Clock | None = None) -> None:
-        import redis.asyncio as redis
-
-        self.client = redis.Redis.from_url(url, password=password, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        *,
+        password: str | None = None,
+        clock: Clock | None = None,
+        timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS,
+    ) -> None:
+        self.client = redis_client(url, password=password, timeout_seconds=timeout_seconds)
         self.namespace = namespace
         # expiries are on the deployment's clock (the database's): the time to live Redis counts
         # down is measured on that same clock, not on this host's

@@ -419,14 +419,14 @@ async def _reach_everything(config: CaisseConfig) -> list[tuple[bool, str]]:
     finally:
         await database.close()
     if config.redis is not None:
-        import redis.asyncio as redis
         from redis.exceptions import RedisError
 
-        client = redis.Redis.from_url(
+        from guichet.core.redis_store import redis_client
+
+        client = redis_client(
             config.redis.url,
-            socket_timeout=3,
-            socket_connect_timeout=3,
             password=config.redis.password.resolve() if config.redis.password else None,
+            timeout_seconds=config.redis.timeout_seconds,
         )
         try:
             await client.ping()
