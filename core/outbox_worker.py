@@ -164,7 +164,8 @@ class _GroupCommit:
 
     Each commit costs an fsync (about 9 ms on SQLite here, which capped delivery near 110
     messages/s); updates that arrive while a commit runs wait for the next one and share it.
-    An update still reaches the database as soon as the previous commit is done.
+    An update still reaches the database as soon as the previous commit is done, alone as a
+    statement of its own when no other is waiting.
     """
 
     def __init__(self, database: "Database") -> None:
@@ -183,9 +184,14 @@ class _GroupCommit:
         await asyncio.sleep(0)  # let the deliveries finishing in this same turn of the loop join
         while self.pending:
             batch, self.pending = self.pending, []
+            run = self.database.t.OutboxMessage.raw
             try:
-                async with self.database.transaction():
-                    results = [await self.database.t.OutboxMessage.raw(sql, *args).run() for sql, args, _ in batch]
+                if len(batch) == 1:  # one UPDATE is atomic by itself: no BEGIN and COMMIT to pay for
+                    sql, args, _ = batch[0]
+                    results = [await run(sql, *args).run()]
+                else:
+                    async with self.database.transaction():
+                        results = [await run(sql, *args).run() for sql, args, _ in batch]
             except Exception as exc:  # every update of the batch failed with it: their leases will expire
                 for _, _, future in batch:
                     if not future.done():

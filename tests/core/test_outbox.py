@@ -578,3 +578,25 @@ async def test_codes_are_claimed_before_a_backlog_of_letters(database: Database,
     claimed = await worker.claim(5)
     assert code_id in [m.id for m in claimed]
     assert len(claimed) == 5
+
+
+async def test_a_delivery_s_outcome_stored_alone_is_one_statement_not_a_transaction(
+    setup: Setup, smtp_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outcome that shares its commit with no other is one UPDATE, atomic by itself: no BEGIN
+    and COMMIT around it (two more round trips, or hops to SQLite's thread, per email)."""
+    id = await setup.enqueue()
+    opened = 0
+    transaction = setup.database.transaction
+
+    def counted() -> Any:
+        nonlocal opened
+        opened += 1
+        return transaction()
+
+    monkeypatch.setattr(setup.database, "transaction", counted)
+    with SmtpSink(smtp_port) as sink:
+        assert await setup.worker().run_once() == 1
+    assert codes_in(sink) == [CODE]
+    assert (await setup.row(id))["state"] == SENT
+    assert opened == 0
