@@ -26,8 +26,6 @@ from guichet.core.ratelimit import Limit, Limiter, RedisCounters
 from guichet.core.sessions import RedisSessions
 from tests.conftest import TEST_SECRET, portal_config_text, redis_url
 
-pytestmark = pytest.mark.asyncio
-
 T = TypeVar("T")
 HARD = Limit(name="t-busy", window_seconds=600, max_count=3)
 # longer than the 2 s the clients had, shorter than the default
