@@ -23,6 +23,7 @@ from guichet.core.config import DEFAULT_REDIS_TIMEOUT_SECONDS, decode_config
 from guichet.core.errors import ConfigError, CounterStoreError
 from guichet.core.keys import Keys
 from guichet.core.ratelimit import Limit, Limiter, RedisCounters
+from guichet.core.services import build_services
 from guichet.core.sessions import RedisSessions
 from tests.conftest import TEST_SECRET, portal_config_text, redis_url
 
@@ -120,3 +121,22 @@ def test_a_redis_timeout_out_of_bounds_is_refused(value: str, tmp_path: Any) -> 
     with pytest.raises(ConfigError) as refused:
         decode_config(text, base_dir=str(tmp_path))
     assert "redis.timeout_seconds" in str(refused.value)
+
+
+async def test_the_configured_timeout_reaches_the_session_and_counter_clients(make_config: Any) -> None:
+    extra = f"""
+        [rate_limits]
+        store = "redis"
+        [redis]
+        url = "{redis_url()}"
+        timeout_seconds = 1.5
+    """
+    base = portal_config_text().replace("[sessions]\n", '[sessions]\nstore = "redis"\n', 1)
+    services = build_services(make_config(extra, base=base))
+    try:
+        for store in (services.session_backend, services.counter_store):
+            assert isinstance(store, (RedisSessions, RedisCounters))
+            kwargs = store.client.connection_pool.connection_kwargs
+            assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.5, 1.5)
+    finally:
+        await services.close()

@@ -716,7 +716,8 @@ async def test_forward_auth_with_its_session_store_out_is_a_503_never_a_pass(
 
     server = RedisServer().start()
     try:
-        extra = oidc_extra(tmp_path) + f'\n[redis]\nurl = "{server.url}"\n'
+        # a hung Redis is found out after 1 s, not the default 5
+        extra = oidc_extra(tmp_path) + f'\n[redis]\nurl = "{server.url}"\ntimeout_seconds = 1\n'
         config = make_config(
             database_url=db_url,
             base=portal_config_text(extra).replace("[sessions]\n", '[sessions]\nstore = "redis"\n', 1),

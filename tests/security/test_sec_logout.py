@@ -166,7 +166,8 @@ async def test_a_logout_the_store_cannot_take_says_so_and_changes_nothing(
     try:
         config = make_config(
             database_url=db_url,
-            base=portal_config_text(f'\n[redis]\nurl = "{server.url}"\n').replace(
+            # a hung Redis is found out after 1 s, not the default 5 (the test waits for it twice)
+            base=portal_config_text(f'\n[redis]\nurl = "{server.url}"\ntimeout_seconds = 1\n').replace(
                 "[sessions]\n", '[sessions]\nstore = "redis"\n', 1
             ),
         )

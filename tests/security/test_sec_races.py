@@ -17,6 +17,7 @@ import pytest
 from guichet.core.config import CaisseConfig
 from guichet.core.flows.common import SLOW_DOWN
 from guichet.core.flows.login import LOGIN_FAILED
+from guichet.core.logs import scrub
 from tests.conftest import Portal, portal_config_text, redis_url
 from tests.security.support import (
     OTHER_PASSWORD,
@@ -88,8 +89,8 @@ def answered(answers: list[Any], caplog: pytest.LogCaptureFixture) -> str:
     """What a burst was answered, counted, and what the app logged at warning level or above: a
     compact failure message that says which store failed (the full list of 40 answers would not)."""
     counts = collections.Counter((r.status_code, " ".join(messages(r))) for r in answers)
-    logged = collections.Counter(
-        f"{record.levelname} {record.name}: {record.getMessage()}"
+    logged = collections.Counter(  # scrubbed as the app's log lines are: what a log would show, nothing more
+        f"{record.levelname} {record.name}: {scrub(record.getMessage())}"
         for record in caplog.records
         if record.levelno >= logging.WARNING
     )
