@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from guichet.core.config import DEFAULT_REDIS_TIMEOUT_SECONDS
-
 if TYPE_CHECKING:
     import redis.asyncio as redis
 
 
-def redis_client(
-    url: str, *, password: str | None, timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS
-) -> "redis.Redis":
+def redis_client(url: str, *, password: str | None, timeout_seconds: float) -> redis.Redis:
     """A client whose connect and each command's reply time out after ``timeout_seconds``: an outage."""
     import redis.asyncio as redis  # only where Redis is used: the client costs a worker about 19 MiB
 
