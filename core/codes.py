@@ -18,7 +18,7 @@ import msgspec
 
 from guichet.core.database import INTEGRITY_ERRORS
 from guichet.core.keys import token_digest
-from guichet.core.statements import insert_one, select_latest
+from guichet.core.statements import fetch, insert_one, select_latest
 from guichet.core.structs import CodePolicy
 
 _CHECKED_COLUMNS = ("id", "account_id", "channel", "expires_at", "code_hmac", "used_at", "superseded_at")
@@ -121,7 +121,8 @@ class Codes:
         code = draw_code(policy)
         expires = now + dt.timedelta(minutes=policy.lifetime_minutes)
         try:
-            rows = await t.raw(
+            rows = await fetch(
+                t,
                 insert_one(t, _CODE_COLUMNS, returning="id"),
                 purpose,
                 token_digest(binding),
@@ -132,7 +133,7 @@ class Codes:
                 policy.max_attempts,
                 now,
                 expires,
-            ).run()
+            )
         except INTEGRITY_ERRORS:
             raise CodeStillLive() from None
         return IssuedCode(code=code, code_id=int(rows[0]["id"]), expires_at=expires)
@@ -158,9 +159,9 @@ class Codes:
         t = self.database.t.OneTimeCode
         # the binding's last code, live or not: a copy of a code another request has just used is
         # told apart from a guess
-        rows = await t.raw(
-            select_latest(t, _CHECKED_COLUMNS, ("purpose", "binding")), purpose, token_digest(binding)
-        ).run()
+        rows = await fetch(
+            t, select_latest(t, _CHECKED_COLUMNS, ("purpose", "binding")), purpose, token_digest(binding)
+        )
         if not rows or rows[0]["superseded_at"] is not None:
             return CodeCheck(outcome=CodeOutcome.MISSING)
         live = rows[0]
@@ -175,9 +176,9 @@ class Codes:
         # Every try is counted, right or wrong, in one conditional update: of N concurrent guesses at
         # most max_attempts are counted, and only a counted try may use the code (once: used_at).
         if right:
-            counted = await t.raw(_count_try_sql(t, use=True), now, code_id).run()
+            counted = await fetch(t, _count_try_sql(t, use=True), now, code_id)
         else:
-            counted = await t.raw(_count_try_sql(t, use=False), code_id).run()
+            counted = await fetch(t, _count_try_sql(t, use=False), code_id)
         if not counted:  # no try left, or another request used or replaced the code a moment ago
             return CodeCheck(
                 outcome=CodeOutcome.EXHAUSTED, code_id=code_id, account_id=account_id, channel=channel, matched=right

@@ -56,6 +56,17 @@ class _PostgresEngine(PostgresEngine):
     async def prep_database(self) -> None:
         return None  # no extension: guichet needs none, and a production role may not create one
 
+    async def run_statement(self, query: str, args: list[Any]) -> list[dict[str, Any]]:
+        """A compiled statement (core/statements.py), in the transaction under way if there is one."""
+        transaction = self.current_transaction.get()
+        if transaction is not None:
+            rows = await transaction.connection.fetch(query, *args)
+        elif self.pool:
+            rows = await self._run_in_pool(query, args)
+        else:
+            rows = await self._run_in_new_connection(query, args)
+        return [dict(row) for row in rows]
+
 
 async def _keep_session(connection: Any) -> None:
     """What asyncpg's pool does to a connection given back, instead of its default reset query

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from guichet.core.statements import insert_rows
+from guichet.core.statements import fetch, insert_rows
 from guichet.core.structs import AuditEvent
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class Auditor:
                 event.client[:64],
                 msgspec.json.encode(event.details).decode(),
             ]
-        await t.raw(insert_rows(t, _AUDIT_COLUMNS, len(events)), *values).run()
+        await fetch(t, insert_rows(t, _AUDIT_COLUMNS, len(events)), *values)
         for event in events:
             log.info("audit %s account=%s subject=%s", event.kind, event.account_id, event.subject)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from guichet.core.keys import token_digest
-from guichet.core.statements import insert_one, select_latest
+from guichet.core.statements import fetch, insert_one, select_latest
 from guichet.core.structs import Message, Recipient
 
 if TYPE_CHECKING:
@@ -63,7 +63,8 @@ async def enqueue(
     """
     t = database.t.OutboxMessage
     sealed = keys.seal(msgspec.json.encode(SealedContent(recipient=recipient, payload=payload)))
-    rows = await t.raw(
+    rows = await fetch(
+        t,
         insert_one(t, _ENQUEUE_COLUMNS, returning="id"),
         channel,
         template,
@@ -74,7 +75,7 @@ async def enqueue(
         now,
         expires_at,
         sent_for,
-    ).run()
+    )
     _enqueued.set(True)
     return int(rows[0]["id"])
 
@@ -96,7 +97,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
 async def latest_delivery(database: "Database", sent_for: str) -> Delivery | None:
     """The latest message queued for ``sent_for`` (one indexed read), or None."""
     t = database.t.OutboxMessage
-    rows = await t.raw(select_latest(t, ("id", "channel", "state"), ("sent_for",)), sent_for).run()
+    rows = await fetch(t, select_latest(t, ("id", "channel", "state"), ("sent_for",)), sent_for)
     return msgspec.convert(rows[0], Delivery) if rows else None
 
 

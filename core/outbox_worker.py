@@ -34,6 +34,7 @@ from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.errors import CounterStoreError, DeliveryError
 from guichet.core.events import Auditor
 from guichet.core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
+from guichet.core.statements import fetch
 from guichet.core.structs import AuditEvent, Measurement, Message
 
 if TYPE_CHECKING:
@@ -184,14 +185,14 @@ class _GroupCommit:
         await asyncio.sleep(0)  # let the deliveries finishing in this same turn of the loop join
         while self.pending:
             batch, self.pending = self.pending, []
-            run = self.database.t.OutboxMessage.raw
+            table = self.database.t.OutboxMessage
             try:
                 if len(batch) == 1:  # one UPDATE is atomic by itself: no BEGIN and COMMIT to pay for
                     sql, args, _ = batch[0]
-                    results = [await run(sql, *args).run()]
+                    results = [await fetch(table, sql, *args)]
                 else:
                     async with self.database.transaction():
-                        results = [await run(sql, *args).run() for sql, args, _ in batch]
+                        results = [await fetch(table, sql, *args) for sql, args, _ in batch]
             except Exception as exc:  # every update of the batch failed with it: their leases will expire
                 for _, _, future in batch:
                     if not future.done():
@@ -250,9 +251,9 @@ class OutboxWorker:
     async def claim(self, limit: int | None = None) -> list[ClaimedMessage]:
         """Take a lease on up to ``limit`` due messages (pending and due, or with an expired lease)."""
         now = _utc(self.clock.now())
-        rows = await self.database.t.OutboxMessage.raw(
-            self._claim_sql, now + self.lease, now, now, limit or self.batch
-        ).run()
+        rows = await fetch(
+            self.database.t.OutboxMessage, self._claim_sql, now + self.lease, now, now, limit or self.batch
+        )
         claimed = [msgspec.convert(row, ClaimedMessage) for row in rows]
         return sorted(claimed, key=lambda m: m.id)
 

@@ -18,6 +18,7 @@ from guichet.core.addresses import client_subject
 from guichet.core.config import DEFAULT_REDIS_TIMEOUT_SECONDS
 from guichet.core.errors import CounterStoreError
 from guichet.core.redis_store import redis_client
+from guichet.core.statements import fetch
 from guichet.core.structs import Measurement
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class DatabaseCounters:
         )
         args += [now_ms, now_ms, now_ms]
         try:
-            returned = await self.database.t.RateCounter.raw(sql, *args).run()
+            returned = await fetch(self.database.t.RateCounter, sql, *args)
         except Exception as exc:
             log.error("rate-limit counter store failed: %s", type(exc).__name__)
             raise CounterStoreError("the counter store is unavailable") from None

@@ -15,7 +15,7 @@ from guichet.core.clock import Clock
 from guichet.core.config import DEFAULT_REDIS_TIMEOUT_SECONDS
 from guichet.core.keys import new_token, token_digest
 from guichet.core.redis_store import redis_client
-from guichet.core.statements import insert_one, select_where, update_where
+from guichet.core.statements import fetch, insert_one, select_where, update_where
 
 if TYPE_CHECKING:
     from guichet.core.database import Database
@@ -83,23 +83,23 @@ class DatabaseSessions:
         # an expired row is still read: SessionManager judges the timeouts from the data, deletes the
         # row and audits session.expired; the housekeeping purge drops the rows nobody comes back for
         # SQL written once (core/statements.py): a session is read and written on every request
-        rows = await t.raw(select_where(t, ("data",), "key"), key).run()
+        rows = await fetch(t, select_where(t, ("data",), "key"), key)
         return rows[0]["data"].encode() if rows else None
 
     async def create(self, key: str, data: bytes, expires_at: dt.datetime) -> None:
         t = self.database.t.Session
-        await t.raw(insert_one(t, ("key", "data", "expires_at")), key, data.decode(), expires_at).run()
+        await fetch(t, insert_one(t, ("key", "data", "expires_at")), key, data.decode(), expires_at)
 
     async def update(self, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         t = self.database.t.Session
-        rows = await t.raw(update_where(t, ("data", "expires_at"), "key", "id"), data.decode(), expires_at, key).run()
+        rows = await fetch(t, update_where(t, ("data", "expires_at"), "key", "id"), data.decode(), expires_at, key)
         return bool(rows)
 
     async def move(self, old_key: str, key: str, data: bytes, expires_at: dt.datetime) -> bool:
         t = self.database.t.Session
-        rows = await t.raw(
-            update_where(t, ("key", "data", "expires_at"), "key", "id"), key, data.decode(), expires_at, old_key
-        ).run()
+        rows = await fetch(
+            t, update_where(t, ("key", "data", "expires_at"), "key", "id"), key, data.decode(), expires_at, old_key
+        )
         return bool(rows)
 
     async def delete(self, key: str) -> bool:

@@ -225,6 +225,13 @@ class PooledSQLiteEngine(SQLiteEngine):
             return await super()._run_in_existing_connection(connection, query, args, query_type, table)
         return list(await connection.execute_fetchall(query, args or []))
 
+    async def run_statement(self, query: str, args: list[Any]) -> list[dict[str, Any]]:
+        """A compiled statement (core/statements.py), in the transaction under way if there is one."""
+        transaction = self.current_transaction.get()
+        if transaction is not None:
+            return await self._run_in_existing_connection(transaction.connection, query, args)  # type: ignore[no-any-return]
+        return await self._run_in_new_connection(query, args)  # type: ignore[no-any-return]
+
     def transaction(
         self, transaction_type: TransactionType = TransactionType.deferred, allow_nested: bool = True
     ) -> SQLiteTransaction:

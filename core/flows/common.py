@@ -15,7 +15,7 @@ from guichet.core.identifiers import FRENCH_REGIONS, mask_identifier
 from guichet.core.outbox import Delivery, latest_delivery, sent_for_digest
 from guichet.core.ratelimit import Settlement
 from guichet.core.services import Services
-from guichet.core.statements import select_one
+from guichet.core.statements import fetch, select_one
 from guichet.core.structs import EMAIL, IDENTIFIER, MOBILE, NOTICE, POSTAL, AuditEvent, PasswordContext, Recipient
 
 log = logging.getLogger("guichet.flows")
@@ -146,13 +146,13 @@ def password_context(services: Services, account: dict[str, Any]) -> PasswordCon
 
 async def account_by_identifier(services: Services, identifier: str) -> dict[str, Any] | None:
     t = services.database.t.Account
-    rows = await t.raw(select_one(t, "identifier"), identifier).run()
+    rows = await fetch(t, select_one(t, "identifier"), identifier)
     return rows[0] if rows else None
 
 
 async def account_by_id(services: Services, account_id: int) -> dict[str, Any] | None:
     t = services.database.t.Account
-    rows = await t.raw(select_one(t, "id"), account_id).run()
+    rows = await fetch(t, select_one(t, "id"), account_id)
     return rows[0] if rows else None
 
 

@@ -37,19 +37,28 @@ class Statements:
 
 @contextmanager
 def counting(portal: Portal) -> Iterator[Statements]:
+    """Both ways a statement reaches the engine: piccolo's queries and the compiled statements of
+    core/statements.py."""
     engine = portal.services.database.engine
     original = engine.run_querystring
+    original_statement = engine.run_statement  # type: ignore[attr-defined]
     seen = Statements()
 
     async def run_querystring(querystring: Any, *args: Any, **kwargs: Any) -> Any:
         seen.texts.append(str(querystring))
         return await original(querystring, *args, **kwargs)
 
+    async def run_statement(query: str, args: list[Any]) -> Any:
+        seen.texts.append(query)
+        return await original_statement(query, args)
+
     engine.run_querystring = run_querystring  # type: ignore[method-assign]
+    engine.run_statement = run_statement  # type: ignore[attr-defined]
     try:
         yield seen
     finally:
         del engine.run_querystring
+        del engine.run_statement  # type: ignore[attr-defined]
 
 
 async def htmx_login(portal: Portal, person: Any) -> dict[str, Statements]:

@@ -36,7 +36,7 @@ from guichet.core.flows.common import CLOSED, account_by_id
 from guichet.core.keys import new_token, token_digest
 from guichet.core.services import Services
 from guichet.core.sessions import SessionData
-from guichet.core.statements import POINT_READ
+from guichet.core.statements import POINT_READ, fetch
 
 log = logging.getLogger("guichet.oidc")
 ALGORITHMS = ("RS256", "ES256")
@@ -772,9 +772,9 @@ class Provider:
             raise OidcError("invalid_token", "a bearer access token is required", status=401)
         tokens = self.services.database.t.OidcToken
         now = self.services.now()
-        rows = await tokens.raw(
-            _live_grant_of_token(tokens, self.services.database.t.OidcGrant), token_digest(token.strip())
-        ).run()
+        rows = await fetch(
+            tokens, _live_grant_of_token(tokens, self.services.database.t.OidcGrant), token_digest(token.strip())
+        )
         if not rows or rows[0]["expires_at"] <= now:
             raise OidcError("invalid_token", "the access token is invalid, expired or revoked", status=401)
         grant = rows[0]
