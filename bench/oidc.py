@@ -17,7 +17,8 @@ People log in first through the real pages (password, then the code read from th
 Forward auth and userinfo are each set next to a bare Litestar endpoint (bench/bare_app.py) doing
 the one read of the same store on the same engine (the session row; the access-token row), driven
 the same way: the ratio of their CPU per request is the target of issue 18 (≥ 50 %), and their p99
-at half of their peak rate (< 5 ms).
+at half of their peak rate (< 5 ms), the requests then arriving at random at that rate (a Poisson
+process, bench/steps.py) from up to ``--half-connections`` connections.
 """
 
 from __future__ import annotations
@@ -175,8 +176,8 @@ def parser() -> argparse.ArgumentParser:
         "--half-connections",
         type=int,
         default=8,
-        help="connections of the half-of-peak runs: each waits the same pause between requests, so up to this "
-        "many arrive together (their p99 is about this many requests' work)",
+        help="connections of the half-of-peak runs, which send requests at half of the peak rate, arriving at "
+        "random as independent page views do (bench/steps.py, PACED): at most this many are under way at once",
     )
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to docs/benchmarks.md")
     parser.add_argument(
@@ -219,7 +220,7 @@ def against_bare(  # an endpoint at saturation, the bare one driven the same way
     half_connections = args.half_connections
     half = run_wrk(
         url,
-        lua("GET", headers, delay_ms=half_connections / (peak["rps"] / 2) * 1000),
+        lua("GET", headers, rate_per_s=peak["rps"] / 2),
         connections=half_connections,
         seconds=args.seconds,
         folder=folder,

@@ -45,14 +45,43 @@ end
 """
 
 
-def lua(method: str, headers: dict[str, str], body: str = "", delay_ms: float | None = None) -> str:
+# Requests at a set rate, arriving as independent page views do (a Poisson process: random gaps of a
+# mean 1/rate, drawn from a fixed seed): before each request a connection waits for the next arrival
+# of the schedule, or not at all if it is already due. A fixed pause per connection would make the
+# connections' requests arrive together, and it would not hold the rate (each connection's pause adds
+# to its response time). wrk waits whole milliseconds; the schedule keeps the rate all the same.
+PACED = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } guichet_timespec;
+int clock_gettime(int clock_id, guichet_timespec *tp);
+]]
+local clock = ffi.new("guichet_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+local mean_gap_ms = %(mean_gap_ms).6f
+local arrival = nil
+math.randomseed(%(seed)d)
+delay = function()
+  local now = now_ms()
+  arrival = (arrival or now) - math.log(1 - math.random()) * mean_gap_ms
+  if arrival <= now then return 0 end
+  return arrival - now
+end
+"""
+
+
+def lua(method: str, headers: dict[str, str], body: str = "", rate_per_s: float | None = None) -> str:
+    """A wrk script: as fast as the connections go, or ``rate_per_s`` requests a second (paced)."""
     lines = [f'wrk.method = "{method}"']
     for key, value in headers.items():
         lines.append(f'wrk.headers["{key}"] = "{value}"')
     if body:
         lines.append(f'wrk.body = "{body}"')
-    if delay_ms is not None:
-        lines.append(f"delay = function() return {delay_ms:.3f} end")
+    if rate_per_s is not None:
+        lines.append(PACED % {"mean_gap_ms": 1000 / rate_per_s, "seed": 18})
     return "\n".join(lines) + "\n" + DONE
 
 
@@ -218,12 +247,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     flush=True,
                 )
         half = results["fragment"]["rps"] / 2
-        half_connections = 8
-        delay_ms = half_connections / half * 1000
         results["fragment_half"] = run_wrk(
             fragment_url,
-            lua("GET", {"HX-Request": "true", "Cookie": state["cookie"]}, delay_ms=delay_ms),
-            connections=half_connections,
+            lua("GET", {"HX-Request": "true", "Cookie": state["cookie"]}, rate_per_s=half),
+            connections=8,
             seconds=args.duration,
             folder=folder,
             groups=groups_app,
