@@ -49,7 +49,9 @@ end
 # mean 1/rate, drawn from a fixed seed): before each request a connection waits for the next arrival
 # of the schedule, or not at all if it is already due. A fixed pause per connection would make the
 # connections' requests arrive together, and it would not hold the rate (each connection's pause adds
-# to its response time). wrk waits whole milliseconds; the schedule keeps the rate all the same.
+# to its response time). wrk waits whole milliseconds: a request goes out up to 2 ms early, and
+# arrivals closer than a millisecond go together, which can only raise the p99 measured; the
+# schedule is absolute, so the rate holds. One schedule per wrk thread: run_wrk uses one (-t1).
 PACED = """
 local ffi = require("ffi")
 ffi.cdef[[

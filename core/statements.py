@@ -37,7 +37,11 @@ class StatementEngine(Protocol):
 
 @functools.lru_cache(maxsize=512)  # templates are written in the code: a few dozen in all
 def compiled(template: str, engine_type: str) -> str:
-    """``template`` with its ``{}`` placeholders in the driver's style, as piccolo compiles it."""
+    """``template`` with its ``{}`` placeholders in the driver's style (``?`` for SQLite, ``$1``… for
+    PostgreSQL): the text piccolo sends for the same template, except after an escaped brace
+    (``{{``), where piccolo 1.x misplaces the placeholders and this does not."""
+    if engine_type not in ("sqlite", "postgres"):
+        raise ValueError(f"no placeholder style for the {engine_type} engine")
     parts: list[str] = []
     placeholders = 0
     for literal, field, _, _ in string.Formatter().parse(template):
