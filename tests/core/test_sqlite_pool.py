@@ -16,7 +16,7 @@ import pytest
 
 from guichet.core.database import Database
 from guichet.core.sqlite_pool import PooledSQLiteEngine
-from guichet.core.statements import POINT_READ, insert_one, select_where
+from guichet.core.statements import POINT_READ, fetch, insert_one, select_where, update_where
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,6 +57,18 @@ async def read_session(db: Database, key: str) -> list[dict[str, Any]]:
     t = db.t.Session
     rows: list[dict[str, Any]] = await t.raw(select_where(t, ("data", "expires_at"), "key"), key).run()
     return rows
+
+
+async def test_a_point_read_through_fetch_stays_on_the_loop_s_thread(sqlite_db: Database) -> None:
+    """``fetch`` (core/statements.py) reaches the engine the same way: the read inline, the write pooled."""
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    t = sqlite_db.t.Session
+    await fetch(t, insert_one(t, ("key", "data", "expires_at")), "k", "x", EXPIRES)
+    hops = Hops(sqlite_db.engine)
+    assert await fetch(t, select_where(t, ("data",), "key"), "k") == [{"data": "x"}]
+    assert hops.count == 0
+    await fetch(t, update_where(t, ("data", "expires_at"), "key", "id"), "y", EXPIRES, "k")
+    assert hops.count == 1
 
 
 async def test_a_point_read_is_answered_on_the_loop_s_thread_with_what_was_just_committed(

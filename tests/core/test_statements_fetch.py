@@ -4,14 +4,12 @@ the driver would get from piccolo, the same rows back, in the transaction under 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
 from piccolo.querystring import QueryString
 
 from guichet.core.database import INTEGRITY_ERRORS, Database
-from guichet.core.sqlite_pool import PooledSQLiteEngine
 from guichet.core.statements import compiled, fetch, insert_one, insert_rows, select_one, select_where, update_where
 from guichet.core.tables import AuditLog, Session
 
@@ -87,35 +85,6 @@ async def test_a_constraint_broken_through_fetch_raises_the_driver_s_integrity_e
     with pytest.raises(INTEGRITY_ERRORS):
         await fetch(t, insert, "same", "second", EXPIRES)
     assert (await _session_rows(database, "same", raw=True))[0]["data"] == "first"
-
-
-async def test_on_sqlite_a_point_read_through_fetch_stays_on_the_loop_s_thread(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'inline.sqlite'}")  # SQLite only: PostgreSQL has no inline read
-    await database.connect()
-    try:
-        await database.upgrade()
-        await _point_read_then_write(database)
-    finally:
-        await database.close()
-
-
-async def _point_read_then_write(database: Database) -> None:
-    assert isinstance(database.engine, PooledSQLiteEngine)
-    t = database.t.Session
-    await fetch(t, insert_one(t, ("key", "data", "expires_at")), "k", "x", EXPIRES)
-    hops = 0
-    acquire = database.engine._acquire
-
-    async def counted() -> Any:
-        nonlocal hops
-        hops += 1
-        return await acquire()
-
-    database.engine._acquire = counted  # type: ignore[method-assign]
-    assert (await _session_rows(database, "k", raw=False))[0]["data"] == "x"
-    assert hops == 0  # read inline, no pooled connection taken
-    await fetch(t, update_where(t, ("data", "expires_at"), "key", "id"), "y", EXPIRES, "k")
-    assert hops == 1  # a write goes the pooled way
 
 
 def test_an_engine_with_no_known_placeholder_style_is_refused() -> None:
