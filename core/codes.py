@@ -18,7 +18,7 @@ import msgspec
 
 from guichet.core.database import INTEGRITY_ERRORS
 from guichet.core.keys import token_digest
-from guichet.core.statements import fetch, insert_one, select_latest
+from guichet.core.statements import POINT_WRITE, fetch, insert_one, select_latest
 from guichet.core.structs import CodePolicy
 
 _CHECKED_COLUMNS = ("id", "account_id", "channel", "expires_at", "code_hmac", "used_at", "superseded_at")
@@ -29,7 +29,7 @@ def _count_try_sql(table: type[Any], *, use: bool) -> str:
     """One try counted (and the code used, when right) only while tries are left and the code is live."""
     used = ', "used_at" = {}' if use else ""
     return (
-        f'UPDATE "{table._meta.tablename}" SET "attempts" = "attempts" + 1{used} '
+        f'{POINT_WRITE}UPDATE "{table._meta.tablename}" SET "attempts" = "attempts" + 1{used} '
         'WHERE "id" = {} AND "attempts" < "max_attempts" AND "used_at" IS NULL AND "superseded_at" IS NULL '
         'RETURNING "attempts", "max_attempts"'
     )

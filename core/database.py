@@ -300,10 +300,14 @@ class Database:
             self._pool_started = False
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        """A write transaction; on SQLite it takes the write lock at once, so it cannot deadlock later."""
+    async def transaction(self, *, brief: bool = False) -> AsyncIterator[None]:
+        """A write transaction; on SQLite it takes the write lock at once, so it cannot deadlock later.
+
+        ``brief``: a few point statements (core/statements.py) and nothing else awaited in it (no
+        network, no thread). On SQLite such a transaction runs on the event loop's thread when it can
+        (core/sqlite_pool.py), so it must not hold that thread long; elsewhere it changes nothing."""
         if self.is_sqlite:
-            async with self.engine.transaction(transaction_type=TransactionType.immediate):  # type: ignore[call-arg]
+            async with self.engine.transaction(transaction_type=TransactionType.immediate, brief=brief):  # type: ignore[call-arg]
                 yield
         else:
             async with self.engine.transaction():

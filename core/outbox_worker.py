@@ -34,7 +34,7 @@ from guichet.core.clock import Clock, DatabaseClock, start_synced
 from guichet.core.errors import CounterStoreError, DeliveryError
 from guichet.core.events import Auditor
 from guichet.core.outbox import EXPIRED, FAILED, FINAL_STATES, PENDING, SENDING, SENT, open_sealed
-from guichet.core.statements import fetch
+from guichet.core.statements import POINT_WRITE, fetch
 from guichet.core.structs import AuditEvent, Measurement, Message
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class _GroupCommit:
                     sql, args, _ = batch[0]
                     results = [await fetch(table, sql, *args)]
                 else:
-                    async with self.database.transaction():
+                    async with self.database.transaction(brief=True):
                         results = [await fetch(table, sql, *args) for sql, args, _ in batch]
             except Exception as exc:  # every update of the batch failed with it: their leases will expire
                 for _, _, future in batch:
@@ -260,7 +260,8 @@ class OutboxWorker:
     async def _guarded(self, sql: str, message: ClaimedMessage, *args: Any) -> bool:
         """Run an UPDATE on the message only while our lease is the current one."""
         rows = await self._commits.execute(
-            f"UPDATE {self._t} SET {sql} WHERE id = {{}} AND state = '{SENDING}' AND lease_until = {{}} RETURNING id",
+            f"{POINT_WRITE}UPDATE {self._t} SET {sql} WHERE id = {{}} AND state = '{SENDING}' AND lease_until = {{}} "
+            "RETURNING id",
             *args,
             message.id,
             message.lease_until,

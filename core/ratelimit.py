@@ -18,7 +18,7 @@ from guichet.core.addresses import client_subject
 from guichet.core.config import DEFAULT_REDIS_TIMEOUT_SECONDS
 from guichet.core.errors import CounterStoreError
 from guichet.core.redis_store import redis_client
-from guichet.core.statements import fetch
+from guichet.core.statements import POINT_WRITE, fetch
 from guichet.core.structs import Measurement
 
 if TYPE_CHECKING:
@@ -93,7 +93,8 @@ class DatabaseCounters:
         for key, window, at in rows:
             args += [key, 1 if window > 0 else 0, 0 if window == 0 else now_ms, at, window]
         sql = (
-            f"INSERT INTO {t} (key, hits, window_start_ms, last_at_ms, prev_at_ms, window_ms) VALUES {values} "
+            f"{POINT_WRITE}INSERT INTO {t} (key, hits, window_start_ms, last_at_ms, prev_at_ms, window_ms) "
+            f"VALUES {values} "
             "ON CONFLICT (key) DO UPDATE SET "
             f"hits = CASE WHEN excluded.window_ms > 0 THEN CASE WHEN {expired} THEN 1 ELSE {t}.hits + 1 END "
             f"WHEN excluded.window_ms = 0 THEN 0 "

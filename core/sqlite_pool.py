@@ -16,6 +16,18 @@ it in a few microseconds, the hop to a connection's thread and back costs ten ti
 not blocked by the writer, and in the rare case it is (a database not in WAL, a checkpoint's
 recovery), the read goes the usual way, through a pooled connection that may wait.
 
+A point write (``POINT_WRITE``: a few rows found by an index, outside a transaction) runs there
+too, on a connection of its own, for the same reason, and so does a brief transaction
+(``transaction(brief=True)``: a few point statements, begun, run and committed on that connection
+while the requests of other coroutines go on between them; their point writes go the pooled way
+meanwhile, since that connection is in the transaction). It never waits for the write lock on the
+event loop's thread: when another connection holds it (a transaction of this process, another
+process), SQLite answers "busy" at once, nothing is written, and the statement goes the pooled way,
+whose connection waits in its thread. That connection does not checkpoint the WAL (a checkpoint
+writes the database file and syncs it): every ``CHECKPOINT_EVERY``-th point write goes the pooled
+way, and a pooled commit checkpoints when the WAL has grown past SQLite's threshold. Out of WAL mode
+a writer blocks the readers and syncs each commit, so there every write is pooled.
+
 The pool belongs to the thread that first used it. Used from another thread (a test client's
 portal thread, say), the engine falls back to piccolo's connection per query, which is always
 safe. Connection threads are daemon threads: a Database that was never closed cannot keep the
@@ -30,25 +42,53 @@ import contextlib
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiosqlite
 from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
 
-from guichet.core.statements import POINT_READ
+from guichet.core.statements import POINT_READ, POINT_WRITE
 
 log = logging.getLogger("guichet.database")
 
+CHECKPOINT_EVERY = 64  # point writes; a few WAL pages each, so the WAL stays near SQLite's 1,000
+
+
+class _LoopConnection:
+    """The event loop thread's writer, with the awaitable methods of an aiosqlite connection that a
+    transaction and its statements use; each runs at once, on the loop's thread."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    async def execute(self, sql: str, parameters: Iterable[Any] = ()) -> None:
+        self.connection.execute(sql, tuple(parameters))
+
+    async def execute_fetchall(self, sql: str, parameters: Iterable[Any] = ()) -> list[Any]:
+        return self.connection.execute(sql, tuple(parameters)).fetchall()
+
+    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> None:
+        self.connection.executemany(sql, parameters)
+
 
 class PooledSQLiteTransaction(SQLiteTransaction):
-    """A transaction on a pooled connection, given back (or closed) at the end."""
+    """A transaction on a pooled connection, given back (or closed) at the end; a brief one on the
+    event loop thread's writer when it is free."""
 
     engine: "PooledSQLiteEngine"
     _pooled: bool = False
+    _on_loop: bool = False
+    brief: bool = False
 
     async def __aenter__(self) -> SQLiteTransaction:
         if self._parent is not None:
             return self._parent
+        writer = self.engine._begin_on_loop() if self.brief else None
+        if writer is not None:
+            self.connection, self._on_loop = _LoopConnection(writer), True
+            self.context = self.engine.current_transaction.set(self)
+            return self
         self.connection, self._pooled = await self.engine._acquire()
         try:
             await self.begin()  # type: ignore[no-untyped-call]
@@ -62,6 +102,8 @@ class PooledSQLiteTransaction(SQLiteTransaction):
     async def __aexit__(self, exception_type: Any, exception: Any, traceback: Any) -> bool:
         if self._parent:
             return exception is None
+        if self._on_loop:
+            return self._end_on_loop(exception)
         discard = False
         try:
             if exception:
@@ -79,6 +121,25 @@ class PooledSQLiteTransaction(SQLiteTransaction):
             await self.engine._release(self.connection, self._pooled, discard=discard)
         return exception is None
 
+    def _end_on_loop(self, exception: BaseException | None) -> bool:
+        writer = self.connection.connection
+        try:
+            if exception is None and not self._committed and not self._rolled_back:
+                writer.execute("COMMIT")
+                self._committed = True
+            elif writer.in_transaction:  # an error, or a COMMIT that failed: nothing of it stays
+                writer.execute("ROLLBACK")
+                self._rolled_back = True
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if writer.in_transaction:
+                    writer.execute("ROLLBACK")
+            raise
+        finally:
+            self.engine.current_transaction.reset(self.context)
+            self.engine._writer_in_transaction = False
+        return exception is None
+
 
 class PooledSQLiteEngine(SQLiteEngine):
     """``SQLiteEngine`` with up to ``pool_size`` long-lived connections."""
@@ -91,6 +152,12 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._waiters: collections.deque[asyncio.Future[aiosqlite.Connection]] = collections.deque()
         self._owner: int | None = None  # the thread whose event loops may use the pool
         self._reader: sqlite3.Connection | None = None  # point reads, on the owner's thread
+        self._writer: sqlite3.Connection | None = None  # point writes, on the owner's thread
+        self._writer_refused = False  # the database is not in WAL mode: point writes are pooled
+        self._inline_writes = 0  # since the last point write sent the pooled way
+        self._writer_in_transaction = False  # a brief transaction is under way on the writer
+        self.writes_on_loop = 0  # point writes and brief transactions run on the loop's thread
+        self.writes_refused = 0  # of those tried there, the ones SQLite refused for a lock
 
     # -- the pool -----------------------------------------------------------------------------------
 
@@ -182,11 +249,80 @@ class PooledSQLiteEngine(SQLiteEngine):
         except sqlite3.OperationalError:  # locked, busy or not openable: the pooled way waits, or raises what is wrong
             return None
 
+    def _free_writer(self) -> sqlite3.Connection | None:
+        """The loop's writer, when this write may use it (else it goes the pooled way)."""
+        if self._writer_refused or self._writer_in_transaction:
+            return None
+        if self._inline_writes >= CHECKPOINT_EVERY:
+            self._inline_writes = 0
+            return None  # this one through the pool, whose commit checkpoints a long WAL
+        return self._writer or self._open_writer()
+
+    def _write_inline(self, query: str, args: list[Any]) -> list[dict[str, Any]] | None:
+        """The rows of a point write, run on this thread; None when it must go the pooled way."""
+        try:
+            writer = self._free_writer()
+            if writer is None:
+                return None
+            rows = writer.execute(query, args).fetchall()
+        except sqlite3.OperationalError:
+            # busy (another connection writes), locked or not openable: SQLite has rolled the
+            # statement back, so the pooled way runs it again and waits, or raises what is wrong
+            self.writes_refused += 1
+            return None
+        self._inline_writes += 1
+        self.writes_on_loop += 1
+        return rows
+
+    def _begin_on_loop(self) -> sqlite3.Connection | None:
+        """The loop's writer in a transaction that holds the write lock; None when it must be pooled."""
+        if not self._pool_usable():
+            return None
+        try:
+            writer = self._free_writer()
+            if writer is None:
+                return None
+            writer.execute("BEGIN IMMEDIATE")  # the lock at once: no statement of it can be refused later
+        except sqlite3.OperationalError:
+            self.writes_refused += 1
+            return None
+        self._writer_in_transaction = True
+        self._inline_writes += 1
+        self.writes_on_loop += 1
+        return writer
+
+    def _open_writer(self) -> sqlite3.Connection | None:
+        writer: sqlite3.Connection = sqlite3.connect(**{**self.connection_kwargs, "timeout": 0})  # same converters
+        try:
+            if writer.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                self._writer_refused = True
+                writer.close()
+                return None
+            writer.row_factory = dict_factory
+            writer.execute("PRAGMA foreign_keys = 1")
+            writer.execute("PRAGMA synchronous = NORMAL")
+            writer.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            writer.close()
+            raise
+        self._writer = writer
+        return writer
+
     async def close_pool(self) -> None:
         """Close the idle connections (the pool reopens lazily if used again)."""
-        if self._reader is not None and self._pool_usable():
-            reader, self._reader = self._reader, None
-            reader.close()
+        if self.writes_on_loop or self.writes_refused:
+            log.info(
+                "SQLite writes on the event loop's thread: %s; refused there for another's lock: %s",
+                self.writes_on_loop,
+                self.writes_refused,
+            )
+        if self._pool_usable():
+            for name in ("_reader", "_writer"):
+                inline: sqlite3.Connection | None = getattr(self, name)
+                if inline is not None:
+                    setattr(self, name, None)
+                    inline.close()
+            self._writer_refused = False
         idle, self._idle = self._idle, []
         for connection in idle:
             self._open -= 1
@@ -204,6 +340,10 @@ class PooledSQLiteEngine(SQLiteEngine):
             return await super()._run_in_new_connection(query, args, query_type, table)
         if query.startswith(POINT_READ) and self._pool_usable():
             rows = self._read_inline(query, args or [])
+            if rows is not None:
+                return rows
+        elif query.startswith(POINT_WRITE) and self._pool_usable():
+            rows = self._write_inline(query, args or [])
             if rows is not None:
                 return rows
         connection, pooled = await self._acquire()
@@ -233,6 +373,14 @@ class PooledSQLiteEngine(SQLiteEngine):
         return await self._run_in_new_connection(query, args)  # type: ignore[no-any-return]
 
     def transaction(
-        self, transaction_type: TransactionType = TransactionType.deferred, allow_nested: bool = True
+        self,
+        transaction_type: TransactionType = TransactionType.deferred,
+        allow_nested: bool = True,
+        *,
+        brief: bool = False,
     ) -> SQLiteTransaction:
-        return PooledSQLiteTransaction(engine=self, transaction_type=transaction_type, allow_nested=allow_nested)
+        """``brief``: a few point statements and nothing slow awaited between them; it may run on the
+        event loop's thread (always as BEGIN IMMEDIATE there)."""
+        transaction = PooledSQLiteTransaction(engine=self, transaction_type=transaction_type, allow_nested=allow_nested)
+        transaction.brief = brief
+        return transaction

@@ -5,9 +5,11 @@ for a one-row read or insert that costs two to three times what the database doe
 (docs/benchmarks.md, "change table"). The statements here have the same text piccolo would run,
 minus the building; values still go as parameters (``{}``), never into the text.
 
-The one-row reads by an indexed column start with ``POINT_READ``: on SQLite they run on the event
-loop's own thread instead of a hop to a connection's thread (core/sqlite_pool.py), since such a
-read costs SQLite a few microseconds and the hop ten times that.
+The one-row reads by an indexed column start with ``POINT_READ``, and the writes of a few rows
+found by an index start with ``POINT_WRITE``: outside a transaction, on SQLite, they run on the
+event loop's own thread instead of a hop to a connection's thread (core/sqlite_pool.py), since such
+a statement costs SQLite a few tens of microseconds and the hop more than that. Mark nothing else
+so: a long statement there would hold up every request of the process.
 
 ``fetch`` runs them: what ``table.raw(template, *args).run()`` returns, without piccolo's query
 object, its template parsed again on every call and its response pass (a third of a point read's
@@ -25,6 +27,7 @@ from typing import Any, Protocol, cast
 from piccolo.table import Table
 
 POINT_READ = "/* point read */ "  # a comment: PostgreSQL and SQLite run the statement as it is
+POINT_WRITE = "/* point write */ "
 
 
 class StatementEngine(Protocol):
@@ -78,7 +81,7 @@ def insert_one(table: type[Table], columns: tuple[str, ...], returning: str = ""
     names = ", ".join(_quoted(table._meta.get_column_by_name(c)._meta.db_column_name) for c in columns)
     values = ", ".join("{}" for _ in columns)
     tail = f" RETURNING {_quoted(table._meta.get_column_by_name(returning)._meta.db_column_name)}" if returning else ""
-    return f"INSERT INTO {_quoted(table._meta.tablename)} ({names}) VALUES ({values}){tail}"
+    return f"{POINT_WRITE}INSERT INTO {_quoted(table._meta.tablename)} ({names}) VALUES ({values}){tail}"
 
 
 @functools.cache
@@ -111,7 +114,7 @@ def update_where(table: type[Table], columns: tuple[str, ...], where: str, retur
     sets = ", ".join(f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} = {{}}" for c in columns)
     column = _quoted(table._meta.get_column_by_name(where)._meta.db_column_name)
     tail = f" RETURNING {_quoted(table._meta.get_column_by_name(returning)._meta.db_column_name)}" if returning else ""
-    return f"UPDATE {_quoted(table._meta.tablename)} SET {sets} WHERE {column} = {{}}{tail}"
+    return f"{POINT_WRITE}UPDATE {_quoted(table._meta.tablename)} SET {sets} WHERE {column} = {{}}{tail}"
 
 
 @functools.cache

@@ -291,7 +291,7 @@ async def send_code(
             await limit_unavailable(services, "code_send", account_id=account_id, client=client)
             return UNAVAILABLE
         try:
-            async with services.database.transaction():
+            async with services.database.transaction(brief=True):
                 issued = await services.codes.issue(
                     purpose=purpose,
                     binding=binding,

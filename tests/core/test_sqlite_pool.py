@@ -1,5 +1,5 @@
-"""SQLite's pooled engine (core/sqlite_pool.py): point reads on the event loop's thread, never a
-wait there, and the same rows as the pooled way. SQLite only, whatever GUICHET_TEST_POSTGRES says:
+"""SQLite's pooled engine (core/sqlite_pool.py): point reads and point writes on the event loop's
+thread, never a wait there, and the same rows and effects as the pooled way. SQLite only, whatever GUICHET_TEST_POSTGRES says:
 PostgreSQL has no such path."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from guichet.core.database import Database
-from guichet.core.sqlite_pool import PooledSQLiteEngine
-from guichet.core.statements import POINT_READ, fetch, insert_one, select_where, update_where
+from guichet.core.sqlite_pool import CHECKPOINT_EVERY, PooledSQLiteEngine
+from guichet.core.statements import POINT_READ, POINT_WRITE, fetch, insert_one, select_where, update_where
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,15 +60,18 @@ async def read_session(db: Database, key: str) -> list[dict[str, Any]]:
 
 
 async def test_a_point_read_through_fetch_stays_on_the_loop_s_thread(sqlite_db: Database) -> None:
-    """``fetch`` (core/statements.py) reaches the engine the same way: the read inline, the write pooled."""
+    """``fetch`` (core/statements.py) reaches the engine the same way: the read and the point write
+    inline, a write that is not marked as a point write pooled."""
     assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
     t = sqlite_db.t.Session
-    await fetch(t, insert_one(t, ("key", "data", "expires_at")), "k", "x", EXPIRES)
     hops = Hops(sqlite_db.engine)
+    await fetch(t, insert_one(t, ("key", "data", "expires_at")), "k", "x", EXPIRES)
     assert await fetch(t, select_where(t, ("data",), "key"), "k") == [{"data": "x"}]
+    assert await fetch(t, update_where(t, ("data", "expires_at"), "key", "id"), "y", EXPIRES, "k") == [{"id": 1}]
     assert hops.count == 0
-    await fetch(t, update_where(t, ("data", "expires_at"), "key", "id"), "y", EXPIRES, "k")
+    await fetch(t, 'UPDATE "guichet_session" SET "data" = {} WHERE "key" = {}', "z", "k")
     assert hops.count == 1
+    assert await fetch(t, select_where(t, ("data",), "key"), "k") == [{"data": "z"}]
 
 
 async def test_a_point_read_is_answered_on_the_loop_s_thread_with_what_was_just_committed(
@@ -76,11 +79,10 @@ async def test_a_point_read_is_answered_on_the_loop_s_thread_with_what_was_just_
 ) -> None:
     assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
     hops = Hops(sqlite_db.engine)
-    await add_session(sqlite_db, "k1", "first")
-    assert hops.count == 1  # a write goes through the pool
+    await add_session(sqlite_db, "k1", "first")  # a point write: on the loop's thread too
     assert await read_session(sqlite_db, "k1") == [{"data": "first", "expires_at": EXPIRES}]  # converters too
     assert await read_session(sqlite_db, "absent") == []
-    assert hops.count == 1  # the reads did not hop
+    assert hops.count == 0
     async with sqlite_db.transaction():  # committed by a pooled connection, seen at once by the reader
         await (
             sqlite_db.t.Session.update({sqlite_db.t.Session.data: "second"})
@@ -168,3 +170,287 @@ async def test_a_point_read_leaves_no_read_transaction_open_to_hold_the_wal_back
     finally:
         other.close()
     assert busy == 0  # the whole WAL was written back: no reader held it
+
+
+# -- point writes -----------------------------------------------------------------------------------
+
+
+def read_elsewhere(path: Path, key: str) -> list[tuple[Any, ...]]:
+    """The session's data as another process would read it: only what was committed."""
+    other = sqlite3.connect(path, timeout=5)
+    try:
+        return other.execute('SELECT "data" FROM "guichet_session" WHERE "key" = ?', (key,)).fetchall()
+    finally:
+        other.close()
+
+
+async def test_a_point_write_is_committed_at_once_for_every_other_connection(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    hops = Hops(sqlite_db.engine)
+    await add_session(sqlite_db, "k1", "first")
+    assert hops.count == 0
+    assert sqlite_db.engine._writer is not None and not sqlite_db.engine._writer.in_transaction
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k1") == [("first",)]
+
+
+async def test_a_point_write_never_makes_the_event_loop_wait_for_the_write_lock(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Another process holds the write lock: the write waits in a pooled connection's thread, while
+    the event loop goes on (here: it is what ends the wait), and is made once."""
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    await add_session(sqlite_db, "k1", "first")
+    other = sqlite3.connect(tmp_path / "pool.sqlite", timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("""UPDATE "guichet_session" SET "data" = "data" || '+other' WHERE "key" = 'k1'""")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, other.execute, "COMMIT")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    hops = Hops(sqlite_db.engine)
+    t = sqlite_db.t.Session
+    append = (
+        f"""{POINT_WRITE}UPDATE "guichet_session" SET "data" = "data" || {{}} WHERE "key" = {{}} RETURNING "data" """
+    )
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    try:
+        rows = await asyncio.wait_for(fetch(t, append, "+mine", "k1"), timeout=8)
+    finally:
+        ticker.cancel()
+        other.close()
+    assert rows == [{"data": "first+other+mine"}]  # after the other's commit, and once
+    assert time.monotonic() - started >= 0.25  # it did wait for the lock...
+    assert ticks >= 10  # ...and the event loop went on meanwhile
+    assert hops.count == 1
+
+
+async def test_parallel_point_writes_while_transactions_hold_the_lock_are_each_made_once(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Parallel requests: some writes run on the loop's thread, the ones refused for a transaction
+    under way wait in the pool; none is lost, none is made twice."""
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    await add_session(sqlite_db, "k1", "")
+    t = sqlite_db.t.Session
+    append = f"""{POINT_WRITE}UPDATE "guichet_session" SET "data" = "data" || {{}} WHERE "key" = {{}}"""
+    hops = Hops(sqlite_db.engine)
+
+    async def transaction_holding_the_lock(number: int) -> None:
+        async with sqlite_db.transaction():
+            await fetch(t, append, "T", "k1")
+            await asyncio.sleep(0.002 * (number % 3))
+
+    async def point_write() -> None:
+        await fetch(t, append, "p", "k1")
+
+    tasks = [point_write() for _ in range(200)] + [transaction_holding_the_lock(n) for n in range(20)]
+    await asyncio.gather(*tasks)
+    data = read_elsewhere(tmp_path / "pool.sqlite", "k1")[0][0]
+    assert (data.count("p"), data.count("T")) == (200, 20)
+    assert 20 <= hops.count < 220  # the transactions, and the writes that met one, took the pool
+
+
+async def test_a_point_write_in_a_transaction_is_rolled_back_with_it(sqlite_db: Database, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        async with sqlite_db.transaction():
+            await add_session(sqlite_db, "k1", "first")
+            assert (await read_session(sqlite_db, "k1"))[0]["data"] == "first"
+            raise RuntimeError("the request failed")
+    assert await read_session(sqlite_db, "k1") == []
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k1") == []
+
+
+async def test_a_refused_point_write_raises_the_driver_s_error_and_changes_nothing(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    await add_session(sqlite_db, "k1", "first")
+    with pytest.raises(sqlite3.IntegrityError):  # the session key is unique
+        await add_session(sqlite_db, "k1", "second")
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k1") == [("first",)]
+    await add_session(sqlite_db, "k2", "next")  # the connection is still usable
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("next",)]
+
+
+async def test_point_writes_leave_the_wal_short_enough_for_checkpoints(sqlite_db: Database, tmp_path: Path) -> None:
+    """The loop's writer does not checkpoint (that syncs the disk); the pooled writes between do."""
+    for number in range(CHECKPOINT_EVERY * 40):
+        await add_session(sqlite_db, f"key-{number}", "x" * 200)
+    wal_pages = (tmp_path / "pool.sqlite-wal").stat().st_size // 4096
+    # ~3 pages a write: 7,700 pages without the checkpoints
+    assert wal_pages < 1000 + 4 * CHECKPOINT_EVERY, wal_pages
+
+
+async def test_out_of_wal_mode_point_writes_are_pooled(sqlite_db: Database, tmp_path: Path) -> None:
+    """A writer outside WAL mode blocks every reader and syncs every commit: not on the loop's thread."""
+    await sqlite_db.close()
+    other = sqlite3.connect(tmp_path / "pool.sqlite", isolation_level=None)
+    assert other.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+    other.close()
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    hops = Hops(sqlite_db.engine)
+    await add_session(sqlite_db, "k1", "first")
+    await add_session(sqlite_db, "k2", "second")
+    assert hops.count == 2
+    assert sqlite_db.engine._writer is None
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
+
+
+async def test_closing_closes_the_writer(sqlite_db: Database, tmp_path: Path) -> None:
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    await add_session(sqlite_db, "k1", "first")
+    writer = sqlite_db.engine._writer
+    assert writer is not None
+    await sqlite_db.close()
+    assert sqlite_db.engine._writer is None
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open
+        writer.execute("SELECT 1")
+    await add_session(sqlite_db, "k2", "second")
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
+
+
+# -- brief transactions -----------------------------------------------------------------------------
+
+
+async def test_a_brief_transaction_runs_on_the_loop_s_thread_and_commits(sqlite_db: Database, tmp_path: Path) -> None:
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    hops = Hops(sqlite_db.engine)
+    async with sqlite_db.transaction(brief=True):
+        await add_session(sqlite_db, "k1", "first")
+        await add_session(sqlite_db, "k2", "second")
+        assert (await read_session(sqlite_db, "k1"))[0]["data"] == "first"  # its own write, inside
+        assert read_elsewhere(tmp_path / "pool.sqlite", "k1") == []  # not committed yet
+    assert hops.count == 0
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
+    assert sqlite_db.engine._writer is not None and not sqlite_db.engine._writer.in_transaction
+
+
+async def test_a_failed_brief_transaction_leaves_nothing_and_the_writer_free(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    with pytest.raises(RuntimeError):
+        async with sqlite_db.transaction(brief=True):
+            await add_session(sqlite_db, "k1", "first")
+            raise RuntimeError("the request failed")
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k1") == []
+    hops = Hops(sqlite_db.engine)
+    await add_session(sqlite_db, "k2", "second")  # on the loop's thread again, committed at once
+    assert hops.count == 0
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
+
+
+async def test_a_brief_transaction_whose_commit_fails_raises_and_leaves_nothing(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A deferred foreign key is checked at COMMIT: the error is the caller's, the writer is free."""
+    other = sqlite3.connect(tmp_path / "pool.sqlite", isolation_level=None)
+    other.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    other.execute(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    other.close()
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    t = sqlite_db.t.Session
+    with pytest.raises(sqlite3.IntegrityError):
+        async with sqlite_db.transaction(brief=True):
+            await add_session(sqlite_db, "k1", "first")
+            await fetch(t, "INSERT INTO child (parent_id) VALUES ({})", 42)
+    assert sqlite_db.engine._writer is not None and not sqlite_db.engine._writer.in_transaction
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k1") == []
+    await add_session(sqlite_db, "k2", "second")
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
+
+
+async def test_a_cancelled_brief_transaction_is_rolled_back(sqlite_db: Database, tmp_path: Path) -> None:
+    """A request cancelled mid-way (the client went away): nothing of it stays, the writer is free."""
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    inside = asyncio.Event()
+
+    async def request() -> None:
+        async with sqlite_db.transaction(brief=True):
+            await add_session(sqlite_db, "k1", "first")
+            inside.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(request())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k1") == []
+    hops = Hops(sqlite_db.engine)
+    async with sqlite_db.transaction(brief=True):
+        await add_session(sqlite_db, "k2", "second")
+    assert hops.count == 0
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
+
+
+async def test_while_a_brief_transaction_is_open_other_writes_wait_in_the_pool_and_are_made_once(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Parallel requests: the writer is in one transaction at a time; a second brief transaction and
+    the point writes met meanwhile take pooled connections, which wait for its COMMIT in their
+    threads, never on the event loop's."""
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    await add_session(sqlite_db, "k1", "")
+    t = sqlite_db.t.Session
+    append = f"""{POINT_WRITE}UPDATE "guichet_session" SET "data" = "data" || {{}} WHERE "key" = {{}}"""
+    first_open = asyncio.Event()
+    hops = Hops(sqlite_db.engine)
+
+    async def first() -> None:
+        async with sqlite_db.transaction(brief=True):
+            await fetch(t, append, "A", "k1")
+            first_open.set()
+            await asyncio.sleep(0.2)
+            await fetch(t, append, "a", "k1")
+
+    async def meanwhile() -> None:
+        await first_open.wait()
+        async with sqlite_db.transaction(brief=True):
+            await fetch(t, append, "B", "k1")
+        await fetch(t, append, "p", "k1")
+
+    started = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(first(), meanwhile()), timeout=8)
+    data = read_elsewhere(tmp_path / "pool.sqlite", "k1")[0][0]
+    assert data == "AaBp"  # the second transaction after the first's COMMIT, not joined to it
+    assert hops.count == 1  # the second transaction; the last write found the writer free again
+    assert time.monotonic() - started < 5
+
+
+async def test_a_brief_transaction_waits_for_another_process_s_lock_in_the_pool(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    await add_session(sqlite_db, "k1", "first")
+    other = sqlite3.connect(tmp_path / "pool.sqlite", timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+    hops = Hops(sqlite_db.engine)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        async with sqlite_db.transaction(brief=True):
+            await add_session(sqlite_db, "k2", "second")
+    finally:
+        ticker.cancel()
+        other.close()
+    assert hops.count == 1 and ticks >= 10
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
