@@ -136,8 +136,9 @@ class PooledSQLiteTransaction(SQLiteTransaction):
                     writer.execute("ROLLBACK")
             raise
         finally:
-            self.engine.current_transaction.reset(self.context)
             self.engine._writer_in_transaction = False
+            self.engine._discard_writer_in_doubt()
+            self.engine.current_transaction.reset(self.context)
         return exception is None
 
 
@@ -252,7 +253,7 @@ class PooledSQLiteEngine(SQLiteEngine):
     def _free_writer(self) -> sqlite3.Connection | None:
         """The loop's writer, when this write may use it (else it goes the pooled way)."""
         if self._writer_refused or self._writer_in_transaction:
-            return None
+            return None  # in a brief transaction under way, a write of another request would join it
         if self._inline_writes >= CHECKPOINT_EVERY:
             self._inline_writes = 0
             return None  # this one through the pool, whose commit checkpoints a long WAL
@@ -291,6 +292,19 @@ class PooledSQLiteEngine(SQLiteEngine):
         self.writes_on_loop += 1
         return writer
 
+    def _discard_writer_in_doubt(self) -> None:
+        """A writer still in a transaction after its end (a ROLLBACK that failed) is closed, which
+        releases the lock, and not reused: a later write would join what was never committed."""
+        writer = self._writer
+        try:
+            in_doubt = writer is not None and writer.in_transaction
+        except sqlite3.Error:
+            in_doubt = True
+        if in_doubt and writer is not None:
+            self._writer = None
+            with contextlib.suppress(Exception):
+                writer.close()
+
     def _open_writer(self) -> sqlite3.Connection | None:
         writer: sqlite3.Connection = sqlite3.connect(**{**self.connection_kwargs, "timeout": 0})  # same converters
         try:
@@ -312,17 +326,20 @@ class PooledSQLiteEngine(SQLiteEngine):
         """Close the idle connections (the pool reopens lazily if used again)."""
         if self.writes_on_loop or self.writes_refused:
             log.info(
-                "SQLite writes on the event loop's thread: %s; refused there for another's lock: %s",
+                "SQLite writes on the event loop's thread: %s; refused there (another's lock, mostly) "
+                "and sent the pooled way: %s",
                 self.writes_on_loop,
                 self.writes_refused,
             )
-        if self._pool_usable():
-            for name in ("_reader", "_writer"):
-                inline: sqlite3.Connection | None = getattr(self, name)
-                if inline is not None:
-                    setattr(self, name, None)
+            self.writes_on_loop = self.writes_refused = 0
+        owner = self._pool_usable()
+        for name in ("_reader", "_writer"):
+            inline: sqlite3.Connection | None = getattr(self, name)
+            if inline is not None:
+                setattr(self, name, None)
+                if owner:  # another thread may not close it: dropped, it is closed when collected
                     inline.close()
-            self._writer_refused = False
+        self._writer_refused = False
         idle, self._idle = self._idle, []
         for connection in idle:
             self._open -= 1

@@ -110,7 +110,7 @@ def select_where(table: type[Table], columns: tuple[str, ...], where: str) -> st
 @functools.cache
 def update_where(table: type[Table], columns: tuple[str, ...], where: str, returning: str = "") -> str:
     """An UPDATE setting ``columns`` (one parameter each, in that order) of the rows whose ``where``
-    column equals the last parameter."""
+    column equals the last parameter: a point write, so ``where`` must be unique and indexed."""
     sets = ", ".join(f"{_quoted(table._meta.get_column_by_name(c)._meta.db_column_name)} = {{}}" for c in columns)
     column = _quoted(table._meta.get_column_by_name(where)._meta.db_column_name)
     tail = f" RETURNING {_quoted(table._meta.get_column_by_name(returning)._meta.db_column_name)}" if returning else ""
@@ -119,7 +119,8 @@ def update_where(table: type[Table], columns: tuple[str, ...], where: str, retur
 
 @functools.cache
 def insert_rows(table: type[Table], columns: tuple[str, ...], rows: int) -> str:
-    """``insert_one`` for ``rows`` rows in one statement (their parameters one row after the other)."""
+    """``insert_one`` for ``rows`` rows in one statement (their parameters one row after the other): a
+    point write, so for a few rows only (a step's audit events)."""
     one = insert_one(table, columns)
     values = "(" + ", ".join("{}" for _ in columns) + ")"
     return one + "".join(", " + values for _ in range(rows - 1))

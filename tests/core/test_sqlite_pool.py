@@ -454,3 +454,96 @@ async def test_a_brief_transaction_waits_for_another_process_s_lock_in_the_pool(
         other.close()
     assert hops.count == 1 and ticks >= 10
     assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
+
+
+async def test_a_point_write_of_another_request_never_joins_a_brief_transaction_under_way(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """The brief transaction awaits, another request writes meanwhile, then the transaction fails:
+    the other's write stays (it went the pooled way), the transaction's does not."""
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    inside = asyncio.Event()
+
+    async def failing_request() -> None:
+        async with sqlite_db.transaction(brief=True):
+            await add_session(sqlite_db, "mine", "rolled back")
+            inside.set()
+            await asyncio.sleep(0.1)
+            raise RuntimeError("the request failed")
+
+    async def other_request() -> None:
+        await inside.wait()
+        await add_session(sqlite_db, "other", "kept")
+
+    hops = Hops(sqlite_db.engine)
+    results = await asyncio.wait_for(
+        asyncio.gather(failing_request(), other_request(), return_exceptions=True), timeout=8
+    )
+    assert isinstance(results[0], RuntimeError) and results[1] is None
+    assert read_elsewhere(tmp_path / "pool.sqlite", "other") == [("kept",)]
+    assert read_elsewhere(tmp_path / "pool.sqlite", "mine") == []
+    assert hops.count == 1  # the other request's write, the pooled way
+
+
+class RollbackFails:
+    """The loop's writer, whose ROLLBACK fails (a disk I/O error, say)."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.real.execute(sql, *args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.real.in_transaction
+
+    def close(self) -> None:
+        self.real.close()
+
+
+async def test_a_writer_left_in_a_transaction_is_closed_not_reused(sqlite_db: Database, tmp_path: Path) -> None:
+    """A ROLLBACK that failed would leave the writer holding the lock, and the next write joining
+    what was never committed: the writer is closed and a new one opened."""
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    engine = sqlite_db.engine
+    await add_session(sqlite_db, "k1", "first")
+    real = engine._writer
+    assert real is not None
+    engine._writer = RollbackFails(real)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError):
+        async with sqlite_db.transaction(brief=True):
+            await add_session(sqlite_db, "k2", "never committed")
+            raise RuntimeError("the request failed")
+    assert engine._writer is None
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, so its lock is released
+        real.execute("SELECT 1")
+    hops = Hops(engine)
+    await add_session(sqlite_db, "k3", "third")  # a new writer, on the loop's thread
+    assert hops.count == 0
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k3") == [("third",)]
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == []
+
+
+async def test_closed_from_another_thread_the_loop_s_connections_are_not_used_again(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A test client's app shuts down on its portal thread: the connections of the first thread's
+    loop cannot be closed there, nor used by the next thread that takes the pool."""
+    await add_session(sqlite_db, "k1", "first")
+    assert (await read_session(sqlite_db, "k1"))[0]["data"] == "first"
+    await asyncio.to_thread(asyncio.run, sqlite_db.close())
+    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
+    assert (sqlite_db.engine._reader, sqlite_db.engine._writer) == (None, None)
+
+    async def in_a_third_thread() -> list[dict[str, Any]]:
+        await add_session(sqlite_db, "k2", "second")
+        rows = await read_session(sqlite_db, "k2")
+        await sqlite_db.close()
+        return rows
+
+    rows = await asyncio.to_thread(asyncio.run, in_a_third_thread())
+    assert rows[0]["data"] == "second"
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]

@@ -405,7 +405,7 @@ class Provider:
         code = new_token()
         now = self.services.now()
         t = self.services.database.t.OidcGrant
-        async with self.services.database.transaction():
+        async with self.services.database.transaction(brief=True):  # one insert and its audit
             await t.insert(
                 t(
                     code_hash=token_digest(code),
@@ -573,7 +573,7 @@ class Provider:
         access_token = new_token()
         tokens = self.services.database.t.OidcToken
         expires_in = self.config.access_token_seconds
-        async with self.services.database.transaction():
+        async with self.services.database.transaction(brief=True):  # one insert and its audit
             await tokens.insert(
                 tokens(
                     token_hash=token_digest(access_token),
