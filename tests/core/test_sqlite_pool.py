@@ -5,6 +5,7 @@ PostgreSQL has no such path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import sqlite3
 import time
@@ -59,6 +60,41 @@ async def read_session(db: Database, key: str) -> list[dict[str, Any]]:
     return rows
 
 
+class LoopTurns:
+    """How often the event loop came round (every 10 ms) while a block ran, and for how long it ran:
+    a loop waiting for a lock would not come round at all."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+
+
+@contextlib.asynccontextmanager
+async def loop_turns() -> AsyncIterator[LoopTurns]:
+    turns = LoopTurns()
+
+    async def turn() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            turns.count += 1
+
+    ticker = asyncio.create_task(turn())
+    started = time.monotonic()
+    try:
+        yield turns
+    finally:
+        ticker.cancel()
+        turns.seconds = time.monotonic() - started
+
+
+def lock_held_by_another_process(path: Path, *, begin: str = "BEGIN IMMEDIATE") -> sqlite3.Connection:
+    """Another connection holding SQLite's lock; it commits after 0.3 s of the event loop's time."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute(begin)
+    asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+    return other
+
+
 async def test_a_point_read_through_fetch_stays_on_the_loop_s_thread(sqlite_db: Database) -> None:
     """``fetch`` (core/statements.py) reaches the engine the same way: the read and the point write
     inline, a write that is not marked as a point write pooled."""
@@ -108,29 +144,18 @@ async def test_a_point_read_never_makes_the_event_loop_wait_for_a_lock(sqlite_db
     thread, while the event loop goes on (here: it is what ends the wait)."""
     await add_session(sqlite_db, "k1", "first")
     await sqlite_db.close()
-    other = sqlite3.connect(tmp_path / "pool.sqlite", timeout=0, isolation_level=None)
+    other = sqlite3.connect(tmp_path / "pool.sqlite", isolation_level=None)
     assert other.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
-    other.execute("BEGIN EXCLUSIVE")  # another process writing: readers are locked out
-    loop = asyncio.get_running_loop()
-    loop.call_later(0.3, other.execute, "COMMIT")
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    started = time.monotonic()
+    other.close()
+    other = lock_held_by_another_process(tmp_path / "pool.sqlite", begin="BEGIN EXCLUSIVE")  # readers locked out
     try:
-        rows = await asyncio.wait_for(read_session(sqlite_db, "k1"), timeout=8)
+        async with loop_turns() as turns:
+            rows = await asyncio.wait_for(read_session(sqlite_db, "k1"), timeout=8)
     finally:
-        ticker.cancel()
         other.close()
     assert rows[0]["data"] == "first"
-    assert time.monotonic() - started >= 0.25  # it did wait for the lock...
-    assert ticks >= 10  # ...and the event loop went on meanwhile
+    assert turns.seconds >= 0.25  # it did wait for the lock...
+    assert turns.count >= 10  # ...and the event loop went on meanwhile
 
 
 async def test_a_write_marked_as_a_point_read_cannot_write_on_the_loop_s_thread(sqlite_db: Database) -> None:
@@ -202,34 +227,21 @@ async def test_a_point_write_never_makes_the_event_loop_wait_for_the_write_lock(
     the event loop goes on (here: it is what ends the wait), and is made once."""
     assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
     await add_session(sqlite_db, "k1", "first")
-    other = sqlite3.connect(tmp_path / "pool.sqlite", timeout=0, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
+    other = lock_held_by_another_process(tmp_path / "pool.sqlite")
     other.execute("""UPDATE "guichet_session" SET "data" = "data" || '+other' WHERE "key" = 'k1'""")
-    loop = asyncio.get_running_loop()
-    loop.call_later(0.3, other.execute, "COMMIT")
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
     hops = Hops(sqlite_db.engine)
     t = sqlite_db.t.Session
     append = (
         f"""{POINT_WRITE}UPDATE "guichet_session" SET "data" = "data" || {{}} WHERE "key" = {{}} RETURNING "data" """
     )
-    ticker = asyncio.create_task(tick())
-    started = time.monotonic()
     try:
-        rows = await asyncio.wait_for(fetch(t, append, "+mine", "k1"), timeout=8)
+        async with loop_turns() as turns:
+            rows = await asyncio.wait_for(fetch(t, append, "+mine", "k1"), timeout=8)
     finally:
-        ticker.cancel()
         other.close()
     assert rows == [{"data": "first+other+mine"}]  # after the other's commit, and once
-    assert time.monotonic() - started >= 0.25  # it did wait for the lock...
-    assert ticks >= 10  # ...and the event loop went on meanwhile
+    assert turns.seconds >= 0.25  # it did wait for the lock...
+    assert turns.count >= 10  # ...and the event loop went on meanwhile
     assert hops.count == 1
 
 
@@ -433,26 +445,15 @@ async def test_a_brief_transaction_waits_for_another_process_s_lock_in_the_pool(
 ) -> None:
     assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
     await add_session(sqlite_db, "k1", "first")
-    other = sqlite3.connect(tmp_path / "pool.sqlite", timeout=0, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+    other = lock_held_by_another_process(tmp_path / "pool.sqlite")
     hops = Hops(sqlite_db.engine)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
     try:
-        async with sqlite_db.transaction(brief=True):
-            await add_session(sqlite_db, "k2", "second")
+        async with loop_turns() as turns:
+            async with sqlite_db.transaction(brief=True):
+                await add_session(sqlite_db, "k2", "second")
     finally:
-        ticker.cancel()
         other.close()
-    assert hops.count == 1 and ticks >= 10
+    assert hops.count == 1 and turns.count >= 10 and turns.seconds >= 0.25
     assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
 
 
