@@ -168,17 +168,23 @@ async def test_a_write_marked_as_a_point_read_cannot_write_on_the_loop_s_thread(
     assert (await read_session(sqlite_db, "k1"))[0]["data"] == "second"
 
 
-async def test_closing_closes_the_reader_and_a_point_read_after_opens_it_again(sqlite_db: Database) -> None:
+async def test_closing_closes_the_reader_and_the_writer_and_they_open_again_when_used(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
     assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
     await add_session(sqlite_db, "k1", "first")
     await read_session(sqlite_db, "k1")
-    reader = sqlite_db.engine._reader
-    assert reader is not None
+    reader, writer = sqlite_db.engine._reader, sqlite_db.engine._writer
+    assert reader is not None and writer is not None
     await sqlite_db.close()
-    assert sqlite_db.engine._reader is None
-    with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open
-        reader.execute("SELECT 1")
+    assert (sqlite_db.engine._reader, sqlite_db.engine._writer) == (None, None)
+    for connection in (reader, writer):
+        with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open
+            connection.execute("SELECT 1")
     assert (await read_session(sqlite_db, "k1"))[0]["data"] == "first"
+    await add_session(sqlite_db, "k2", "second")
+    assert sqlite_db.engine._writer is not None
+    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
 
 
 async def test_a_point_read_leaves_no_read_transaction_open_to_hold_the_wal_back(
@@ -316,20 +322,17 @@ async def test_out_of_wal_mode_point_writes_are_pooled(sqlite_db: Database, tmp_
     assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
 
 
-async def test_closing_closes_the_writer(sqlite_db: Database, tmp_path: Path) -> None:
-    assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
-    await add_session(sqlite_db, "k1", "first")
-    writer = sqlite_db.engine._writer
-    assert writer is not None
-    await sqlite_db.close()
-    assert sqlite_db.engine._writer is None
-    with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open
-        writer.execute("SELECT 1")
-    await add_session(sqlite_db, "k2", "second")
-    assert read_elsewhere(tmp_path / "pool.sqlite", "k2") == [("second",)]
-
-
-# -- brief transactions -----------------------------------------------------------------------------
+async def request_in_a_brief_transaction(
+    db: Database, key: str, inside: asyncio.Event, *, pause: float, fails: bool = False
+) -> None:
+    """A request whose brief transaction writes ``key``, sets ``inside``, awaits ``pause`` seconds
+    (the event loop serves other requests meanwhile), then fails or commits."""
+    async with db.transaction(brief=True):
+        await add_session(db, key, "in the transaction")
+        inside.set()
+        await asyncio.sleep(pause)
+        if fails:
+            raise RuntimeError("the request failed")
 
 
 async def test_a_brief_transaction_runs_on_the_loop_s_thread_and_commits(sqlite_db: Database, tmp_path: Path) -> None:
@@ -386,14 +389,7 @@ async def test_a_cancelled_brief_transaction_is_rolled_back(sqlite_db: Database,
     """A request cancelled mid-way (the client went away): nothing of it stays, the writer is free."""
     assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
     inside = asyncio.Event()
-
-    async def request() -> None:
-        async with sqlite_db.transaction(brief=True):
-            await add_session(sqlite_db, "k1", "first")
-            inside.set()
-            await asyncio.sleep(60)
-
-    task = asyncio.create_task(request())
+    task = asyncio.create_task(request_in_a_brief_transaction(sqlite_db, "k1", inside, pause=60))
     await inside.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -464,13 +460,7 @@ async def test_a_point_write_of_another_request_never_joins_a_brief_transaction_
     the other's write stays (it went the pooled way), the transaction's does not."""
     assert isinstance(sqlite_db.engine, PooledSQLiteEngine)
     inside = asyncio.Event()
-
-    async def failing_request() -> None:
-        async with sqlite_db.transaction(brief=True):
-            await add_session(sqlite_db, "mine", "rolled back")
-            inside.set()
-            await asyncio.sleep(0.1)
-            raise RuntimeError("the request failed")
+    failing_request = request_in_a_brief_transaction(sqlite_db, "mine", inside, pause=0.1, fails=True)
 
     async def other_request() -> None:
         await inside.wait()
@@ -478,7 +468,7 @@ async def test_a_point_write_of_another_request_never_joins_a_brief_transaction_
 
     hops = Hops(sqlite_db.engine)
     results = await asyncio.wait_for(
-        asyncio.gather(failing_request(), other_request(), return_exceptions=True), timeout=8
+        asyncio.gather(failing_request, other_request(), return_exceptions=True), timeout=8
     )
     assert isinstance(results[0], RuntimeError) and results[1] is None
     assert read_elsewhere(tmp_path / "pool.sqlite", "other") == [("kept",)]
