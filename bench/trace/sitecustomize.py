@@ -1,13 +1,15 @@
 """Loaded by every Python process started with bench/trace on PYTHONPATH (bench/login_trace.py):
 when GUICHET_BENCH_TRACE names a file, every statement sent to SQLite, PostgreSQL or Redis is
-appended to it, one line each, with the process id. Drivers are wrapped at their lowest async
-entry points, so nothing guichet runs escapes the count. Statement text only: never parameters.
+appended to it, one line each, with the process id. Drivers are wrapped at their lowest entry
+points (SQLite's connections themselves, asyncpg's and redis's async calls), so nothing guichet
+runs escapes the count. Statement text only: never parameters.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 from typing import Any
 
 TRACE = os.environ.get("GUICHET_BENCH_TRACE")
@@ -32,28 +34,33 @@ def _wrap(owner: Any, name: str, kind: str, text_of: Any) -> None:
     setattr(owner, name, traced)
 
 
+class _TracedSQLite(sqlite3.Connection):
+    """Every statement of every SQLite connection, whoever runs it: aiosqlite's threads (piccolo,
+    the pool's transactions) and the event loop's own reader and writer (point reads and writes,
+    brief transactions) all call these."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        _write("sqlite", sql)
+        return super().execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        _write("sqlite", sql)
+        return super().executemany(sql, *args)
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:  # type: ignore[override]
+        _write("sqlite", sql)
+        return super().executescript(sql)
+
+
 def _install() -> None:
-    try:
-        import aiosqlite
+    connect = sqlite3.connect
 
-        for name in ("execute", "execute_fetchall", "executemany", "executescript"):
-            _wrap(aiosqlite.Connection, name, "sqlite", lambda self, sql, *a, **k: sql)
-    except ImportError:
-        pass
-    try:
-        # point reads run on the event loop's thread, on a sqlite3 connection of their own
-        from guichet.core.sqlite_pool import PooledSQLiteEngine
+    @functools.wraps(connect)
+    def traced_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        kwargs.setdefault("factory", _TracedSQLite)
+        return connect(*args, **kwargs)
 
-        read_inline = PooledSQLiteEngine._read_inline
-
-        @functools.wraps(read_inline)
-        def traced_read(self: Any, query: str, args: Any) -> Any:
-            _write("sqlite", query)
-            return read_inline(self, query, args)
-
-        PooledSQLiteEngine._read_inline = traced_read  # type: ignore[method-assign]
-    except ImportError:
-        pass
+    sqlite3.connect = traced_connect  # looked up at call time by aiosqlite and guichet's pool
     try:
         from asyncpg.connection import Connection
 
