@@ -383,6 +383,30 @@ def profile_components(path: Path) -> tuple[dict[str, int], int]:
     return counts, total
 
 
+# --- the servers' own argon2id figures --------------------------------------------------------------
+
+
+_ARGON2_SERIES = re.compile(
+    r'^guichet_argon2_(cpu_seconds_total|seconds_count)\{operation="verify"\} ([0-9.e+-]+)$', re.M
+)
+
+
+def argon2_verify_totals(urls: list[str]) -> tuple[float, float]:
+    """(CPU seconds, verifies) the servers' hashing threads have spent and made so far, read from
+    their /metrics (``guichet_argon2_cpu_seconds_total``: each hashing thread's own CPU time)."""
+    import httpx
+
+    cpu = count = 0.0
+    for url in urls:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        for series, value in _ARGON2_SERIES.findall(text):
+            if series == "cpu_seconds_total":
+                cpu += float(value)
+            else:
+                count += float(value)
+    return cpu, count
+
+
 # --- memory -----------------------------------------------------------------------------------------
 
 

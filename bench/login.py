@@ -19,6 +19,10 @@ worker, and, when they are used, this database's PostgreSQL backends, PostgreSQL
 and the Redis server (both shared with anything else on the machine: an upper bound). It does not
 move with the machine's other load the way logins/s do. A py-spy profile of the first web worker
 and the outbox worker (GIL holder only) sorts the non-hash CPU into components.
+
+The verifies the server made are also read from its /metrics (``guichet_argon2_cpu_seconds_total``,
+each hashing thread's own CPU time): what a verify costs inside the server under this load, against
+the loop's figure, and the server's CPU besides its hashing threads.
 """
 
 from __future__ import annotations
@@ -118,6 +122,7 @@ async def drive(
     meter: ServerMeter,
     on_begin: Any = None,
     on_sample: Any = None,
+    on_end: Any = None,
     js: bool = True,
 ) -> tuple[Tally, dict[str, float], float]:
     tally = Tally()
@@ -147,6 +152,8 @@ async def drive(
     tally.measuring = False
     elapsed = time.perf_counter() - started
     cpu = meter.end()
+    if on_end:
+        on_end()
     stop.set()
     await asyncio.wait(tasks, timeout=90)
     for task in tasks:
@@ -233,7 +240,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for server in servers:
                 server.sample_memory()
 
+        urls = [s.url for s in servers]
+        hashing: dict[str, tuple[float, float]] = {}
+
+        def end() -> None:
+            hashing["end"] = common.argon2_verify_totals(urls)
+
         def begin() -> None:
+            hashing["begin"] = common.argon2_verify_totals(urls)
             if args.profile == "none":
                 return
             native = args.profile == "native"
@@ -258,6 +272,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             meter=meter,
             on_begin=begin,
             on_sample=sample,
+            on_end=end,
             js=args.browser == "js",
         )
         for spy in profilers:
@@ -277,6 +292,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     per_login = {name: cpu.get(name, 0.0) / logins * 1000 for name in groups}
     server_ms = sum(per_login[name] for name in server_side)
     efficiency = verify_ms / server_ms if server_ms else float("nan")
+    # the verifies as the server's hashing threads made them, under this load (their own CPU time)
+    hash_cpu = hashing["end"][0] - hashing["begin"][0]
+    verifies = hashing["end"][1] - hashing["begin"][1]
+    verify_in_server_ms = hash_cpu / verifies * 1000 if verifies else float("nan")
+    hashing_per_login_ms = hash_cpu / logins * 1000
     efficiency_all_cores = verify_all_cores["cpu_ms"] / server_ms if server_ms else float("nan")
     peak = max((kib for s in servers for kib in s.peak_rss.values()), default=0)
     workers = args.processes if args.processes > 1 else args.workers
@@ -295,6 +315,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "efficiency_all_cores": efficiency_all_cores,
         "verify_all_cores_ms": verify_all_cores["cpu_ms"],
         "overhead_ms": server_ms - verify_ms,
+        "verify_in_server_ms": verify_in_server_ms,
+        "hashing_per_login_ms": hashing_per_login_ms,
         "errors": len(tally.errors),
         "cpu": cpu,
         "elapsed": elapsed,
@@ -329,6 +351,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 | all server CPU per full login | **{server_ms:.1f} ms**: {server_line} |
 | argon2id verify CPU, same run, same parameters | {verify_ms:.2f} ms (loop before {verify_before["cpu_ms"]:.2f}, after {verify_after["cpu_ms"]:.2f}) |
 | non-hash server CPU per login | {server_ms - verify_ms:.1f} ms |
+| argon2id verify CPU inside the server (its hashing threads' own CPU, from /metrics), and the server CPU besides them per login | {verify_in_server_ms:.2f} ms per verify ({verifies / logins:.2f} per login); {server_ms - hashing_per_login_ms:.1f} ms |
 | secondary: argon2id verify CPU with every core verifying at once ({os.cpu_count()} loops), and the efficiency against it | {verify_all_cores["cpu_ms"]:.2f} ms; {efficiency_all_cores:.2f} |
 | machine during the window | {busy * 100:.0f} % busy; other processes {others:.2f} core; load generator {per_login["load generator (not server side)"]:.1f} ms per login (not counted) |
 | full logins/s (secondary: moves with the machine's other load) | {rate:.1f} (one core's verify loop: {ceiling:.1f}/s) |

@@ -19,7 +19,9 @@ Series (all prefixed ``guichet_``):
 * ``outbox_messages{channel,state}`` and ``outbox_oldest_age_seconds{channel,state}``: read from
   the database at scrape time (pending, sending, failed), so they hold for every worker process.
 * ``rate_limit_hits_total{limit}`` (tries counted) and ``rate_limit_refusals_total{limit}``.
-* ``argon2_seconds{operation}`` (hash, verify: the time in the hashing thread) and
+* ``argon2_seconds{operation}`` (hash, verify: the time in the hashing thread),
+  ``argon2_cpu_seconds_total{operation}`` (that thread's CPU time: against the process's own CPU,
+  the share spent hashing; per operation, what a hash costs on this machine under this load) and
   ``argon2_wait_seconds`` (waiting for a hashing slot: a full slot pool means too few cores).
 
 One registry per process. With ``guichet serve --workers N`` (N > 1) the series of every worker
@@ -119,6 +121,12 @@ ARGON2 = Histogram(
     registry=REGISTRY,
     buckets=(0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5),
 )
+ARGON2_CPU = Counter(
+    "guichet_argon2_cpu_seconds",
+    "argon2id CPU time of the hashing threads",
+    ["operation"],
+    registry=REGISTRY,
+)
 ARGON2_WAIT = Histogram(
     "guichet_argon2_wait_seconds",
     "Time waiting for a free hashing slot",
@@ -152,6 +160,8 @@ def guichet_measure(measurement: Measurement) -> None:
         RATE_LIMIT_REFUSALS.labels(labels.get("limit", "")).inc()
     elif name == "argon2_seconds":
         ARGON2.labels(labels.get("operation", "")).observe(measurement.value)
+    elif name == "argon2_cpu_seconds":
+        ARGON2_CPU.labels(labels.get("operation", "")).inc(measurement.value)
     elif name == "argon2_wait_seconds":
         ARGON2_WAIT.observe(measurement.value)
     elif name == "outbox_unrecorded_seconds":

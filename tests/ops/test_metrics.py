@@ -34,6 +34,7 @@ SERIES = (
     "guichet_rate_limit_hits_total",
     "guichet_rate_limit_refusals_total",
     "guichet_argon2_seconds_bucket",
+    "guichet_argon2_cpu_seconds_total",
     "guichet_argon2_wait_seconds_bucket",
 )
 
@@ -127,6 +128,11 @@ async def test_metrics_expose_the_listed_series_after_a_login(logged_in: Portal)
     refused = value(text, "guichet_rate_limit_refusals_total", limit="login-id")
     assert value(text, "guichet_argon2_seconds_count", operation="verify") >= 7 - refused
     assert value(text, "guichet_argon2_seconds_count", operation="hash") >= 2
+    # the hashing threads' CPU: spent, and within the time the hashes took (one lane each, p=1)
+    for operation in ("verify", "hash"):
+        cpu = value(text, "guichet_argon2_cpu_seconds_total", operation=operation)
+        took = value(text, "guichet_argon2_seconds_sum", operation=operation)
+        assert 0 < cpu <= took + 0.01, (operation, cpu, took)
     # never a raw path or an identifier as a label value
     assert IDENTIFIER not in text and OTHER not in text and "@test.invalid" not in text
 
