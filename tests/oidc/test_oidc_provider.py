@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -832,6 +834,71 @@ async def test_back_channel_logout_tells_the_services_the_login_reached(
     assert "http://schemas.openid.net/event/backchannel-logout" in claims["events"]
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
     assert header["typ"] == "logout+jwt"
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guichet.web.oidc import routes
+
+    monkeypatch.setattr(routes, "LOGOUT_RETRY_SECONDS", (0.05, 0.1, 0.2))
+
+
+async def test_a_service_that_could_not_take_the_logout_is_told_again(
+    portal_factory: Callable[..., Any], backchannel_config: CaisseConfig, service: Any, quick_retries: None
+) -> None:
+    """A service restarting when the person logs out (a 503, then no answer at all) still learns it:
+    its own session of that person must not outlive the logout."""
+    portal = await portal_factory(backchannel_config)
+    person = await registered_person(portal)
+    await token_response(portal, person)
+    service.script.extend([(503, {}), (503, {}, "drop")])
+    await logout(portal)
+    for _ in range(100):
+        if service.delivered:
+            break
+        await asyncio.sleep(0.05)
+    assert [r.method for r in service.requests] == ["POST"] * 3
+    assert len({logout_token_of(r) for r in service.requests}) == 1  # the same token each time
+    assert service.delivered == service.requests[2:]
+
+
+async def test_a_logout_token_a_service_refused_is_not_sent_again(quick_retries: None) -> None:
+    from guichet.testing import HttpSink
+    from guichet.web.oidc.routes import send_logout_tokens
+
+    with HttpSink(script=[(400, {})]) as refusing:
+        await send_logout_tokens([(refusing.url, "jeton-de-deconnexion")])
+        await asyncio.sleep(0.5)  # longer than every pause: a retry would have come
+        assert len(refusing.requests) == 1
+
+
+async def test_a_service_slow_to_answer_does_not_delay_the_others_logout(quick_retries: None) -> None:
+    from guichet.testing import HttpSink
+    from guichet.web.oidc.routes import send_logout_tokens
+
+    with HttpSink(script=[(200, {}, 3)]) as slow, HttpSink() as quick:
+        sending = asyncio.create_task(send_logout_tokens([(slow.url, "pour-le-lent"), (quick.url, "pour-le-rapide")]))
+        for _ in range(40):
+            if quick.delivered:
+                break
+            await asyncio.sleep(0.05)
+        # told while the slow service, listed first, is still holding its answer
+        assert [logout_token_of(r) for r in quick.delivered] == ["pour-le-rapide"] and not sending.done()
+        await sending
+        assert [logout_token_of(r) for r in slow.delivered] == ["pour-le-lent"]
+
+
+async def test_a_service_that_never_answers_is_given_up_and_logged_without_its_token(
+    quick_retries: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from guichet.testing import HttpSink
+    from guichet.web.oidc.routes import LOGOUT_RETRY_SECONDS, send_logout_tokens
+
+    with HttpSink(always=(503, {})) as down, caplog.at_level(logging.WARNING, logger="guichet.oidc"):
+        await send_logout_tokens([(down.url, "jeton-secret-de-deconnexion")])
+    assert len(down.requests) == len(LOGOUT_RETRY_SECONDS) + 1
+    assert "given up" in caplog.text and down.url in caplog.text
+    assert "jeton-secret" not in caplog.text
 
 
 async def test_the_espace_prive_lists_the_caisse_s_services_and_when_they_were_used(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -392,21 +393,37 @@ async def end_other_logins(
     return BackgroundTask(send_logout_tokens, notices) if notices else None
 
 
+# the pauses before a back-channel logout is tried again: all within the token's two minutes
+LOGOUT_RETRY_SECONDS = (2.0, 10.0, 30.0)
+
+
 async def send_logout_tokens(notices: list[tuple[str, str]]) -> None:
-    """POST each logout token (OpenID Connect Back-Channel Logout 1.0); a service that does not answer
-    is logged, by address only: its tokens are already revoked."""
+    """POST each logout token (OpenID Connect Back-Channel Logout 1.0), every service at once: one
+    that is slow to answer delays no other. A service that could not take it (no answer, a 5xx, a
+    429) is tried again while the token lives (``LOGOUT_RETRY_SECONDS``); one that refused it (a 4xx:
+    the token did not suit it) is not. Failures are logged by address only: the token is a
+    credential, and the service's tokens from that login are already revoked."""
     # imported here: httpx (with its command line's rich and pygments) would cost every worker about
     # 15 MiB of memory for the logouts of services that asked to be told, a rare event
     import httpx
 
-    async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
-        for address, token in notices:
+    async def tell(client: httpx.AsyncClient, address: str, token: str) -> None:
+        for pause in (*LOGOUT_RETRY_SECONDS, None):
             try:
                 answer = await client.post(address, data={"logout_token": token})
-                if answer.status_code >= 300:
-                    log.warning("back-channel logout refused by %s: %s", address, answer.status_code)
+                if answer.status_code < 300:
+                    return
+                log.warning("back-channel logout refused by %s: %s", address, answer.status_code)
+                if answer.status_code < 500 and answer.status_code != 429:
+                    return  # the service read it and said no: the same token would be refused again
             except httpx.HTTPError as exc:
                 log.warning("back-channel logout to %s failed: %s", address, type(exc).__name__)
+            if pause is not None:
+                await asyncio.sleep(pause)
+        log.error("back-channel logout to %s given up after %s tries", address, len(LOGOUT_RETRY_SECONDS) + 1)
+
+    async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
+        await asyncio.gather(*(tell(client, address, token) for address, token in notices))
 
 
 def route_handlers() -> list[Any]:
