@@ -208,6 +208,19 @@ async def _migration_6(db: "Database") -> None:
     )
 
 
+async def _migration_7(db: "Database") -> None:
+    """The outbox worker's claim reads each kind of claimable message by its own index, in the
+    order it claims them: what waits and is not due (a postal outage's letters, retries in their
+    backoff) is never read (core/outbox_worker.py, ``_CLAIM_SQL``)."""
+    table = db.t.OutboxMessage._meta.tablename
+    for name, columns, where in (
+        ("due", "next_attempt_at, id", "state = 'pending' AND channel <> 'postal'"),
+        ("letters_due", "next_attempt_at, id", "state = 'pending' AND channel = 'postal'"),
+        ("lease_expired", "lease_until", "state = 'sending'"),
+    ):
+        await db.engine.run_ddl(f"CREATE INDEX IF NOT EXISTS {table}_{name} ON {table} ({columns}) WHERE {where}")
+
+
 # Each migration runs once, in order, inside `guichet db upgrade`; append, never edit.
 MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [
     (1, _migration_1),
@@ -216,6 +229,7 @@ MIGRATIONS: list[tuple[int, Callable[["Database"], Awaitable[None]]]] = [
     (4, _migration_4),
     (5, _migration_5),
     (6, _migration_6),
+    (7, _migration_7),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -30,6 +31,7 @@ from guichet.core.outbox_worker import (
     run_worker_process,
 )
 from guichet.core.plugins import PluginHost
+from guichet.core.statements import compiled
 from guichet.core.structs import Recipient
 from guichet.testing import PluginSite, SmtpSink, base_with_plugins, free_port
 from tests.conftest import TEST_SECRET
@@ -600,3 +602,91 @@ async def test_a_delivery_s_outcome_stored_alone_is_one_statement_not_a_transact
     assert codes_in(sink) == [CODE]
     assert (await setup.row(id))["state"] == SENT
     assert opened == 0
+
+
+async def rows_a_claim_reads(database: Database, worker: OutboxWorker, batch: int, now: dt.datetime) -> int:
+    """How much of the outbox one claim reads: SQLite's virtual machine steps, or PostgreSQL's rows
+    out of its scans of the table (EXPLAIN ANALYZE). The claim is rolled back: nothing changes."""
+    args = [now + worker.lease, now, batch, now, batch, now, batch, batch]
+    if database.is_sqlite:
+        import sqlite3
+
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        connection = sqlite3.connect(str(database.path), isolation_level=None)
+        try:
+            connection.set_progress_handler(step, 1)
+            connection.execute("BEGIN")
+            claimed = connection.execute(compiled(worker._claim_sql, "sqlite"), args).fetchall()
+            assert len(claimed) == min(batch, 10)  # what the claim takes: the statement matched
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+        return steps
+    plan: list[dict[str, Any]] = []
+
+    class Undo(Exception):
+        pass
+
+    with contextlib.suppress(Undo):
+        async with database.transaction():
+            plan = await database.t.OutboxMessage.raw(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + worker._claim_sql, *args
+            ).run()
+            raise Undo  # EXPLAIN ANALYZE made the claim: rolled back
+    read = 0
+
+    def walk(node: dict[str, Any]) -> None:
+        nonlocal read
+        if node.get("Relation Name") == "guichet_outbox":
+            loops = node.get("Actual Loops", 1)
+            read += (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
+        for child in node.get("Plans", []):
+            walk(child)
+
+    document = plan[0]["QUERY PLAN"]
+    walk((json.loads(document) if isinstance(document, str) else document)[0]["Plan"])
+    return read
+
+
+async def test_a_claim_reads_no_more_for_a_backlog(database: Database, clock: FrozenClock) -> None:
+    """A claim reads what it takes, not what waits: letters queued behind a postal outage, messages
+    in their retry backoff and due messages beyond the batch cost it nothing (one query over the
+    whole outbox read and sorted every pending message: 13 ms a claim per 100,000 waiting)."""
+    table = database.t.OutboxMessage
+    now = clock.now()
+
+    async def queue(count: int, channel: str, due_in: dt.timedelta) -> None:
+        rows = [
+            table(
+                channel=channel,
+                template="t",
+                sealed="x",
+                state=PENDING,
+                next_attempt_at=now + due_in,
+                created_at=now,
+            )
+            for _ in range(count)
+        ]
+        for start in range(0, count, 1000):
+            await table.insert(*rows[start : start + 1000]).run()
+
+    worker = OutboxWorker(database, Keys(TEST_SECRET), None, clock, worker_id="t", batch=5)  # type: ignore[arg-type]
+    await queue(10, "email", -dt.timedelta(minutes=1))
+    if not database.is_sqlite:
+        await table.raw("ANALYZE guichet_outbox").run()
+    alone = await rows_a_claim_reads(database, worker, 5, now)
+    await queue(3000, "postal", dt.timedelta(hours=6))  # the printer is down
+    await queue(3000, "email", dt.timedelta(minutes=30))  # retries in their backoff
+    await queue(3000, "email", -dt.timedelta(minutes=2))  # due, behind the first ten
+    if not database.is_sqlite:
+        await table.raw("ANALYZE guichet_outbox").run()
+    behind = await rows_a_claim_reads(database, worker, 5, now)
+    assert behind <= 2 * alone + 200, (alone, behind)
+    claimed = await worker.claim(5)
+    assert len(claimed) == 5 and all(m.channel == "email" for m in claimed)
