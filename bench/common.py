@@ -398,7 +398,9 @@ def argon2_verify_totals(urls: list[str]) -> tuple[float, float]:
 
     cpu = count = 0.0
     for url in urls:
-        text = httpx.get(f"{url}/metrics", timeout=5).text
+        answer = httpx.get(f"{url}/metrics", timeout=5)
+        answer.raise_for_status()  # a refused scrape must not read as no hashing at all
+        text = answer.text
         for series, value in _ARGON2_SERIES.findall(text):
             if series == "cpu_seconds_total":
                 cpu += float(value)

@@ -184,7 +184,7 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     code, a password, a token or an identifier.
 
     Names core measures: ``argon2_seconds`` (labels ``operation``: hash, verify; the time in the
-    hashing thread), ``argon2_cpu_seconds`` (same labels; that thread's CPU time for it),
+    hashing thread), ``argon2_cpu_seconds`` (same labels; that thread's CPU time for it, with one lane only),
     ``argon2_wait_seconds`` (waiting for a hashing slot), ``rate_limit_hit`` and
     ``rate_limit_refusal`` (label ``limit``; value 1), ``outbox_unrecorded_seconds`` (between a
     channel accepting a message and its ``sent`` state being stored: the duplicate window).

@@ -21,7 +21,8 @@ Series (all prefixed ``guichet_``):
 * ``rate_limit_hits_total{limit}`` (tries counted) and ``rate_limit_refusals_total{limit}``.
 * ``argon2_seconds{operation}`` (hash, verify: the time in the hashing thread),
   ``argon2_cpu_seconds_total{operation}`` (that thread's CPU time: against the process's own CPU,
-  the share spent hashing; per operation, what a hash costs on this machine under this load) and
+  the share spent hashing; per operation, what a hash costs on this machine under this load; only
+  with ``argon2.parallelism = 1``, the shipped profiles: more lanes run in argon2's own threads) and
   ``argon2_wait_seconds`` (waiting for a hashing slot: a full slot pool means too few cores).
 
 One registry per process. With ``guichet serve --workers N`` (N > 1) the series of every worker
