@@ -277,13 +277,15 @@ class OutboxWorker:
         table = _table(database)
         self._t = table
         # SQLite, without statistics, would rather read every pending message by the state index
-        indexes = {f"by_{name}": f" INDEXED BY {table}_{name}" if database.is_sqlite else "" for name in CLAIM_INDEXES}
-        self._claim_sql = _CLAIM_SQL.format(
-            table=table,
+        self._claim_sql = self._claim_statement(indexed=database.is_sqlite)
+
+    def _claim_statement(self, *, indexed: bool) -> str:
+        return _CLAIM_SQL.format(
+            table=self._t,
             sending=SENDING,
             pending=PENDING,
-            lock="" if database.is_sqlite else " FOR UPDATE SKIP LOCKED",
-            **indexes,
+            lock="" if self.database.is_sqlite else " FOR UPDATE SKIP LOCKED",
+            **{f"by_{name}": f" INDEXED BY {self._t}_{name}" if indexed else "" for name in CLAIM_INDEXES},
         )
 
     # -- claiming -----------------------------------------------------------------------------------
@@ -292,9 +294,17 @@ class OutboxWorker:
         """Take a lease on up to ``limit`` due messages (pending and due, or with an expired lease)."""
         now = _utc(self.clock.now())
         batch = limit or self.batch
-        rows = await fetch(
-            self.database.t.OutboxMessage, self._claim_sql, now + self.lease, now, batch, now, batch, now, batch, batch
-        )
+        args = (now + self.lease, now, batch, now, batch, now, batch, batch)
+        try:
+            rows = await fetch(self.database.t.OutboxMessage, self._claim_sql, *args)
+        except Exception as exc:
+            if "no such index" not in str(exc):
+                raise
+            # a SQLite database whose schema is behind (`guichet db upgrade` not run): the messages
+            # still go, by the slower way, and the operator is told once what to do
+            log.error("outbox: the claim's indexes are missing; run `guichet db upgrade` (claiming without them)")
+            self._claim_sql = self._claim_statement(indexed=False)
+            rows = await fetch(self.database.t.OutboxMessage, self._claim_sql, *args)
         claimed = [msgspec.convert(row, ClaimedMessage) for row in rows]
         return sorted(claimed, key=lambda m: m.id)
 
