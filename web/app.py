@@ -164,6 +164,7 @@ def create_app(
     worker_wanted = config.server.outbox_worker if run_outbox_worker is None else run_outbox_worker
     static = StaticFiles(config)
     provider = Provider(services) if config.oidc.enabled else None
+    back_channel = oidc_routes.BackChannel()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -200,6 +201,7 @@ def create_app(
             yield
         finally:
             stop.set()
+            await back_channel.close()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.close()
             if demo_sinks is not None:
@@ -246,6 +248,7 @@ def create_app(
     app.state.public_origin = public_origin(config.server.public_url)
     app.state.services = services
     app.state.oidc = provider
+    app.state.back_channel = back_channel
     app.state.api_paths = oidc_routes.API_PATHS if provider is not None else frozenset()
     app.state.csp = oidc_routes.csp(CSP, provider) if provider is not None else CSP.encode()
     app.state.static = static

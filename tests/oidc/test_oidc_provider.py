@@ -862,13 +862,43 @@ async def test_a_service_that_could_not_take_the_logout_is_told_again(
     assert service.delivered == service.requests[2:]
 
 
+async def test_the_logout_answers_without_waiting_for_the_services(
+    portal_factory: Callable[..., Any], backchannel_config: CaisseConfig, service: Any
+) -> None:
+    """The retries run in the process's back channel, not in the logout's request: the person has
+    the answer while a service that could not take the token waits for its next try (2 s later)."""
+    portal = await portal_factory(backchannel_config)
+    person = await registered_person(portal)
+    await token_response(portal, person)
+    service.script.append((503, {}))
+    await logout(portal)
+    back_channel = portal.app.state.back_channel
+    assert len(service.requests) <= 1 and back_channel._sending  # the retry is still to come
+    await back_channel.close()
+
+
+async def test_a_stopping_process_drops_what_is_left_to_tell_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    from guichet.testing import HttpSink
+    from guichet.web.oidc.routes import BackChannel
+
+    with HttpSink(always=(503, {})) as down, caplog.at_level(logging.WARNING, logger="guichet.oidc"):
+        back_channel = BackChannel()
+        await back_channel.send([(down.url, "jeton-secret-de-deconnexion")])
+        for _ in range(100):
+            if down.requests:
+                break
+            await asyncio.sleep(0.02)
+        await back_channel.close()  # the app stops while the service waits for its second try
+    assert len(down.requests) == 1
+    assert f"back-channel logout to {down.url} dropped" in caplog.text and "jeton-secret" not in caplog.text
+
+
 async def test_a_logout_token_a_service_refused_is_not_sent_again(quick_retries: None) -> None:
     from guichet.testing import HttpSink
     from guichet.web.oidc.routes import send_logout_tokens
 
     with HttpSink(script=[(400, {})]) as refusing:
-        await send_logout_tokens([(refusing.url, "jeton-de-deconnexion")])
-        await asyncio.sleep(0.5)  # longer than every pause: a retry would have come
+        await send_logout_tokens([(refusing.url, "jeton-de-deconnexion")])  # every retry would be over
         assert len(refusing.requests) == 1
 
 

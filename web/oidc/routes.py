@@ -356,7 +356,7 @@ async def end_login(request: Request[Any, Any, Any]) -> BackgroundTask | None:
         # the session still ends (its store may be up); the services' tokens die at their expiry
         log.error("the services' grants of a login could not be revoked at logout: %s", type(exc).__name__)
         return None
-    return BackgroundTask(send_logout_tokens, notices) if notices else None
+    return BackgroundTask(request.app.state.back_channel.send, notices) if notices else None
 
 
 async def end_other_logins(
@@ -390,11 +390,35 @@ async def end_other_logins(
         # the password changed all the same; the other logins' tokens die at their expiry
         log.error("the services' grants of the other logins could not be revoked: %s", type(exc).__name__)
         return None
-    return BackgroundTask(send_logout_tokens, notices) if notices else None
+    return BackgroundTask(request.app.state.back_channel.send, notices) if notices else None
 
 
-# the pauses before a back-channel logout is tried again: all within the token's two minutes
+# the pauses before a back-channel logout is tried again, and the bound of one try: all within the
+# token's two minutes (provider.logout_tokens)
 LOGOUT_RETRY_SECONDS = (2.0, 10.0, 30.0)
+LOGOUT_TRY_SECONDS = 10.0
+
+
+class BackChannel:
+    """The back-channel logouts this process is sending. Each logout's notices go in a task of their
+    own, not in the request that ended the login: that request ends with its answer, whatever the
+    services do, and a process that stops waits for none of them (what is left is logged as dropped)."""
+
+    def __init__(self) -> None:
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def send(self, notices: list[tuple[str, str]]) -> None:
+        """Start sending (a background task of the request calls it after the answer)."""
+        task = asyncio.create_task(send_logout_tokens(notices), name="back-channel logout")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def close(self) -> None:
+        """Stop what is still being sent (the app is stopping)."""
+        sending = list(self._sending)
+        for task in sending:
+            task.cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
 
 
 async def send_logout_tokens(notices: list[tuple[str, str]]) -> None:
@@ -408,19 +432,26 @@ async def send_logout_tokens(notices: list[tuple[str, str]]) -> None:
     import httpx
 
     async def tell(client: httpx.AsyncClient, address: str, token: str) -> None:
-        for pause in (*LOGOUT_RETRY_SECONDS, None):
-            try:
-                answer = await client.post(address, data={"logout_token": token})
-                if answer.status_code < 300:
-                    return
-                log.warning("back-channel logout refused by %s: %s", address, answer.status_code)
-                if answer.status_code < 500 and answer.status_code != 429:
-                    return  # the service read it and said no: the same token would be refused again
-            except httpx.HTTPError as exc:
-                log.warning("back-channel logout to %s failed: %s", address, type(exc).__name__)
-            if pause is not None:
-                await asyncio.sleep(pause)
-        log.error("back-channel logout to %s given up after %s tries", address, len(LOGOUT_RETRY_SECONDS) + 1)
+        try:
+            for pause in (*LOGOUT_RETRY_SECONDS, None):
+                try:
+                    async with asyncio.timeout(LOGOUT_TRY_SECONDS):  # httpx's timeout bounds each read, not the try
+                        answer = await client.post(address, data={"logout_token": token})
+                    if answer.status_code < 300:
+                        return
+                    log.warning("back-channel logout refused by %s: %s", address, answer.status_code)
+                    if answer.status_code < 500 and answer.status_code != 429:
+                        return  # the service read it and said no: the same token would be refused again
+                except (httpx.HTTPError, TimeoutError) as exc:
+                    log.warning("back-channel logout to %s failed: %s", address, type(exc).__name__)
+                if pause is not None:
+                    await asyncio.sleep(pause)
+            log.error("back-channel logout to %s given up after %s tries", address, len(LOGOUT_RETRY_SECONDS) + 1)
+        except asyncio.CancelledError:
+            log.warning("back-channel logout to %s dropped: the process is stopping", address)
+            raise
+        except Exception as exc:  # an address httpx cannot use, say: the others are still told
+            log.error("back-channel logout to %s impossible: %s", address, type(exc).__name__)
 
     async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
         await asyncio.gather(*(tell(client, address, token) for address, token in notices))
