@@ -290,11 +290,15 @@ class OutboxWorker:
 
     # -- claiming -----------------------------------------------------------------------------------
 
+    def claim_arguments(self, now: dt.datetime, batch: int) -> tuple[object, ...]:
+        """The claim statement's arguments, in its order: the new lease, then each part's bound and
+        batch, then the batch."""
+        return (now + self.lease, now, batch, now, batch, now, batch, batch)
+
     async def claim(self, limit: int | None = None) -> list[ClaimedMessage]:
         """Take a lease on up to ``limit`` due messages (pending and due, or with an expired lease)."""
         now = _utc(self.clock.now())
-        batch = limit or self.batch
-        args = (now + self.lease, now, batch, now, batch, now, batch, batch)
+        args = self.claim_arguments(now, limit or self.batch)
         try:
             rows = await fetch(self.database.t.OutboxMessage, self._claim_sql, *args)
         except Exception as exc:

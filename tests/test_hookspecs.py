@@ -655,25 +655,24 @@ async def test_hook_guichet_measure(database: Database, context_for: Callable[..
     # the web layer's metrics plugin counted them too, after the broken observer was skipped
     assert metrics.RATE_LIMIT_HITS.labels("test_measure")._value.get() == hits + 2
     assert metrics.RATE_LIMIT_REFUSALS.labels("test_measure")._value.get() == refusals + 1
-    seen.clear()
-    passwords = Passwords(Argon2Config(time_cost=1, memory_kib=1024, parallelism=1), host)
-    try:
-        await passwords.hash("un mot de passe")
-    finally:
-        passwords.close()
-    assert [m.name for m in seen] == ["argon2_wait_seconds", "argon2_seconds", "argon2_cpu_seconds"]
-    assert seen[1].labels == seen[2].labels == {"operation": "hash"} and seen[1].value > 0
+
+    async def measured_hash(lanes: int) -> list[Measurement]:
+        seen.clear()
+        passwords = Passwords(Argon2Config(time_cost=1, memory_kib=1024, parallelism=lanes), host)
+        try:
+            await passwords.hash("un mot de passe")
+        finally:
+            passwords.close()
+        assert not any("un mot de passe" in repr(m) for m in seen)
+        return list(seen)
+
+    measured = await measured_hash(1)
+    assert [m.name for m in measured] == ["argon2_wait_seconds", "argon2_seconds", "argon2_cpu_seconds"]
+    assert measured[1].labels == measured[2].labels == {"operation": "hash"} and measured[1].value > 0
     # the hashing thread's own CPU: the hash ran on it (p=1: one lane, this thread), never longer than it took
-    assert 0 < seen[2].value <= seen[1].value
-    seen.clear()
-    lanes = Passwords(Argon2Config(time_cost=1, memory_kib=1024, parallelism=2), host)
-    try:
-        await lanes.hash("un mot de passe")
-    finally:
-        lanes.close()
+    assert 0 < measured[2].value <= measured[1].value
     # with two lanes argon2's own threads do the work: no thread CPU figure rather than a wrong one
-    assert [m.name for m in seen] == ["argon2_wait_seconds", "argon2_seconds"]
-    assert not any("un mot de passe" in repr(m) for m in seen)
+    assert [m.name for m in await measured_hash(2)] == ["argon2_wait_seconds", "argon2_seconds"]
 
 
 def test_hook_guichet_demo_mailbox(make_config: Callable[..., CaisseConfig], tmp_path: Path) -> None:

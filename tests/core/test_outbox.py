@@ -608,7 +608,7 @@ async def test_a_delivery_s_outcome_stored_alone_is_one_statement_not_a_transact
 async def rows_a_claim_reads(database: Database, worker: OutboxWorker, batch: int, now: dt.datetime) -> int:
     """How much of the outbox one claim reads: SQLite's virtual machine steps, or PostgreSQL's rows
     out of its scans of the table (EXPLAIN ANALYZE). The claim is rolled back: nothing changes."""
-    args = [now + worker.lease, now, batch, now, batch, now, batch, batch]
+    args = worker.claim_arguments(now, batch)
     if database.is_sqlite:
         import sqlite3
 
