@@ -211,7 +211,7 @@ async def _migration_6(db: "Database") -> None:
 async def _migration_7(db: "Database") -> None:
     """The outbox worker's claim reads each kind of claimable message by its own index, in the
     order it claims them: what waits and is not due (a postal outage's letters, retries in their
-    backoff) is never read (core/outbox_worker.py, ``_CLAIM_SQL``)."""
+    backoff) is never read (core/outbox_worker.py, ``_claim_sql``)."""
     table = db.t.OutboxMessage._meta.tablename
     for name, columns, where in (
         ("due", "next_attempt_at, id", "state = 'pending' AND channel <> 'postal'"),

@@ -120,44 +120,49 @@ def _table(database: "Database") -> str:
 # made every claim cost 13 ms per 100,000 letters waiting, docs/benchmarks.md). The batch is then
 # the first of those by the same order: the same messages the one query chose.
 CLAIM_INDEXES = ("due", "letters_due", "lease_expired")  # made by migration 7 (core/database.py)
-_CLAIM_PART = """
+_LETTERS_LAST = "CASE WHEN channel = 'postal' THEN 1 ELSE 0 END"
+
+
+def _claim_sql(table: str, *, lock: str, indexed: bool) -> str:
+    """The claim statement (``{}`` for each of ``OutboxWorker.claim_arguments``); ``indexed`` names
+    each part's index (SQLite)."""
+
+    def part(name: str, where: str, order: str) -> str:
+        index = f" INDEXED BY {table}_{name}" if indexed else ""
+        return f"""
     SELECT * FROM (
-        SELECT id, CASE WHEN channel = 'postal' THEN 1 ELSE 0 END AS last, next_attempt_at
-        FROM {{table}}{{by_{name}}}
+        SELECT id, {_LETTERS_LAST} AS last, next_attempt_at
+        FROM {table}{index}
         WHERE {where}
-        ORDER BY {order} LIMIT {{{{}}}}{{lock}}
+        ORDER BY {order} LIMIT {{}}{lock}
     ) AS {name}"""
-_CLAIM_SQL = (
-    """
-UPDATE {table} SET state = '{sending}', lease_until = {{}}, attempts = attempts + 1,
-    unknown_outcomes = unknown_outcomes + CASE WHEN state = '{sending}' THEN 1 ELSE 0 END
+
+    parts = "\n    UNION ALL".join(
+        (
+            part(
+                "due", f"state = '{PENDING}' AND channel <> 'postal' AND next_attempt_at <= {{}}", "next_attempt_at, id"
+            ),
+            part(
+                "letters_due",
+                f"state = '{PENDING}' AND channel = 'postal' AND next_attempt_at <= {{}}",
+                "next_attempt_at, id",
+            ),
+            part(
+                "lease_expired", f"state = '{SENDING}' AND lease_until <= {{}}", f"{_LETTERS_LAST}, next_attempt_at, id"
+            ),
+        )
+    )
+    return f"""
+UPDATE {table} SET state = '{SENDING}', lease_until = {{}}, attempts = attempts + 1,
+    unknown_outcomes = unknown_outcomes + CASE WHEN state = '{SENDING}' THEN 1 ELSE 0 END
 WHERE id IN (
-    SELECT id FROM ("""
-    + _CLAIM_PART.format(
-        name="due",
-        where="state = '{pending}' AND channel <> 'postal' AND next_attempt_at <= {{}}",
-        order="next_attempt_at, id",
-    )
-    + "\n    UNION ALL"
-    + _CLAIM_PART.format(
-        name="letters_due",
-        where="state = '{pending}' AND channel = 'postal' AND next_attempt_at <= {{}}",
-        order="next_attempt_at, id",
-    )
-    + "\n    UNION ALL"
-    + _CLAIM_PART.format(
-        name="lease_expired",
-        where="state = '{sending}' AND lease_until <= {{}}",
-        order="CASE WHEN channel = 'postal' THEN 1 ELSE 0 END, next_attempt_at, id",
-    )
-    + """
+    SELECT id FROM ({parts}
     ) AS claimable
     ORDER BY last, next_attempt_at, id
     LIMIT {{}}
 )
 RETURNING id, channel, template, sealed, attempts, created_at, expires_at, lease_until, unknown_outcomes, last_error
 """
-)
 
 
 BUDGET_WAIT = "waiting for the caisse's hourly budget"
@@ -280,13 +285,7 @@ class OutboxWorker:
         self._claim_sql = self._claim_statement(indexed=database.is_sqlite)
 
     def _claim_statement(self, *, indexed: bool) -> str:
-        return _CLAIM_SQL.format(
-            table=self._t,
-            sending=SENDING,
-            pending=PENDING,
-            lock="" if self.database.is_sqlite else " FOR UPDATE SKIP LOCKED",
-            **{f"by_{name}": f" INDEXED BY {self._t}_{name}" if indexed else "" for name in CLAIM_INDEXES},
-        )
+        return _claim_sql(self._t, lock="" if self.database.is_sqlite else " FOR UPDATE SKIP LOCKED", indexed=indexed)
 
     # -- claiming -----------------------------------------------------------------------------------
 
